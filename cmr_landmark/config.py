@@ -1,0 +1,85 @@
+"""All configuration in one place: landmark names, views, sequences, grids, thresholds, attribute names.
+
+Units are in the names: ``*_mm`` is millimetres, ``*_px`` is pixels of the grid the name refers to.
+Points are always (row, col) pixel coordinates of a 2-D array unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# --- landmarks -------------------------------------------------------------------------------------------------
+
+SAX_LANDMARKS: tuple[str, ...] = ("A-RVI", "P-RVI", "C-LV")
+LAX_LANDMARKS: tuple[str, ...] = ("MV-1", "MV-2", "APEX")
+LANDMARKS_BY_VIEW: dict[str, tuple[str, ...]] = {"sax": SAX_LANDMARKS, "lax": LAX_LANDMARKS}
+ALL_LANDMARKS: tuple[str, ...] = SAX_LANDMARKS + LAX_LANDMARKS
+
+VIEWS: tuple[str, ...] = ("sax", "lax")
+SEQUENCES: tuple[str, ...] = ("cine", "lge", "t1")
+
+# A left-right mirror of a short-axis image swaps the anterior and posterior RV insertion points,
+# and swaps the two mitral points' order on a long-axis image.
+MIRROR_SWAP: dict[str, tuple[int, ...]] = {"sax": (1, 0, 2), "lax": (1, 0, 2)}
+
+
+# --- the two-stage grid (coarse heart finding, then a fine pass on a crop) ------------------------------------
+
+
+@dataclass(frozen=True)
+class StageGrid:
+    """A fixed sampling grid a network sees: ``size_px`` x ``size_px`` pixels of ``pixel_mm`` mm."""
+
+    pixel_mm: float
+    size_px: int
+    sigma_px: float  # Gaussian sigma of the training heatmaps, in pixels of this grid
+
+    @property
+    def field_of_view_mm(self) -> float:
+        return self.pixel_mm * self.size_px
+
+
+# Coarse: whole image at 4 mm; 256 mm covers the heart wherever a planner put it. Fine: a 1.25 mm crop
+# centred on the coarse estimate, big enough for the LV and RV insertion points (SAX) or the whole LV (LAX).
+COARSE_GRID = StageGrid(pixel_mm=4.0, size_px=64, sigma_px=1.5)
+FINE_GRID_BY_VIEW: dict[str, StageGrid] = {
+    "sax": StageGrid(pixel_mm=1.25, size_px=96, sigma_px=3.2),  # 120 mm
+    "lax": StageGrid(pixel_mm=1.25, size_px=128, sigma_px=4.0),  # 160 mm
+}
+
+# A landmark whose peak softmax probability is below this is reported absent (slices outside the heart).
+DEFAULT_PROBABILITY_THRESHOLD = 0.3
+
+
+# --- where things live -----------------------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def models_dir() -> Path:
+    """The folder holding ``manifest.json`` and the TorchScript files.
+
+    ``CMR_LANDMARK_MODELS`` overrides; else the repository's ``models/`` (source checkout or editable install);
+    else the copy installed under ``<prefix>/share/cmr-landmark/models``.
+    """
+    import sys
+
+    override = os.environ.get("CMR_LANDMARK_MODELS")
+    if override:
+        return Path(override)
+    in_repo = REPO_ROOT / "models"
+    if (in_repo / "manifest.json").exists():
+        return in_repo
+    return Path(sys.prefix) / "share" / "cmr-landmark" / "models"
+
+
+def data_root() -> Path:
+    """The public data sets (``../shared/data`` beside the repository unless ``CMR_LANDMARK_DATA`` says)."""
+    return Path(os.environ.get("CMR_LANDMARK_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def cache_dir() -> Path:
+    """Preprocessed training data and checkpoints (not committed)."""
+    return Path(os.environ.get("CMR_LANDMARK_CACHE", REPO_ROOT / ".cache"))

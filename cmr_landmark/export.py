@@ -1,0 +1,63 @@
+"""Export a trained cascade as a frozen TorchScript file and register it in the manifest (sha256 and all)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .config import LANDMARKS_BY_VIEW, StageGrid
+from .model_store import sha256_of
+from .network import LandmarkCascade
+
+MAX_MODEL_BYTES = 10 * 1024 * 1024
+
+
+def export_cascade(
+    cascade: LandmarkCascade,
+    name: str,
+    view: str,
+    sequence: str,
+    coarse_grid: StageGrid,
+    fine_grid: StageGrid,
+    probability_threshold: float,
+    folder: Path,
+    card: str = "",
+    extra: dict | None = None,
+) -> Path:
+    """Script + freeze ``cascade`` into ``folder/name.pt`` and add/replace its entry in ``folder/manifest.json``.
+
+    ``card`` (markdown) is written to ``folder/name.md``; ``extra`` (e.g. measured accuracy) goes into the entry.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cascade = cascade.float().eval()
+    scripted = torch.jit.script(cascade)
+    frozen = torch.jit.freeze(scripted, preserved_attrs=["coarse_probabilities", "fine_probabilities"])
+    path = folder / f"{name}.pt"
+    torch.jit.save(frozen, str(path))
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise ValueError(f"{path} is {path.stat().st_size} bytes, over the {MAX_MODEL_BYTES} byte limit")
+    if card:
+        (folder / f"{name}.md").write_text(card)
+    entry = {
+        "name": name,
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "view": view,
+        "sequence": sequence,
+        "landmarks": list(LANDMARKS_BY_VIEW[view]),
+        "coarse_grid": asdict(coarse_grid),
+        "fine_grid": asdict(fine_grid),
+        "probability_threshold": probability_threshold,
+        "card": f"{name}.md" if card else "",
+        **(extra or {}),
+    }
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": []}
+    manifest["models"] = [m for m in manifest["models"] if m["name"] != name] + [entry]
+    manifest["models"].sort(key=lambda m: m["name"])
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path

@@ -1,0 +1,110 @@
+"""The model manifest (models/manifest.json) and verified loading of TorchScript model files.
+
+A model file is loaded only when its sha256 matches the manifest: nothing else is trusted, and nothing from the
+input data is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import LANDMARKS_BY_VIEW, SEQUENCES, VIEWS, StageGrid, models_dir
+
+
+class ModelError(RuntimeError):
+    """A model is missing, corrupt, not in the manifest, or does not fit the request."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One manifest entry: what a model file is and how to feed it."""
+
+    name: str
+    file: Path
+    sha256: str
+    view: str
+    sequence: str
+    landmarks: tuple[str, ...]
+    coarse_grid: StageGrid
+    fine_grid: StageGrid
+    probability_threshold: float
+    card: str = ""
+
+    @staticmethod
+    def from_manifest_entry(entry: dict, folder: Path) -> ModelSpec:
+        try:
+            view, sequence = entry["view"], entry["sequence"]
+            if view not in VIEWS or sequence not in SEQUENCES + ("any",):
+                raise ModelError(f"manifest entry {entry.get('name')!r}: unknown view/sequence {view}/{sequence}")
+            landmarks = tuple(entry["landmarks"])
+            if landmarks != LANDMARKS_BY_VIEW[view]:
+                raise ModelError(f"manifest entry {entry['name']!r}: landmarks {landmarks} do not match view {view}")
+            return ModelSpec(
+                name=entry["name"],
+                file=folder / entry["file"],
+                sha256=entry["sha256"],
+                view=view,
+                sequence=sequence,
+                landmarks=landmarks,
+                coarse_grid=StageGrid(**entry["coarse_grid"]),
+                fine_grid=StageGrid(**entry["fine_grid"]),
+                probability_threshold=float(entry["probability_threshold"]),
+                card=entry.get("card", ""),
+            )
+        except (KeyError, TypeError) as error:
+            raise ModelError(f"malformed manifest entry {entry!r}: {error}") from error
+
+
+def read_manifest(folder: Path | None = None) -> list[ModelSpec]:
+    """All models listed in ``folder``/manifest.json (default :func:`config.models_dir`)."""
+    folder = Path(folder) if folder is not None else models_dir()
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise ModelError(f"no model manifest at {path}") from error
+    except json.JSONDecodeError as error:
+        raise ModelError(f"model manifest {path} is not valid JSON: {error}") from error
+    return [ModelSpec.from_manifest_entry(entry, folder) for entry in manifest.get("models", [])]
+
+
+def find_model(view: str, sequence: str, name: str | None = None, folder: Path | None = None) -> ModelSpec:
+    """The manifest entry by ``name``, else the one for (view, sequence), else a contrast-agnostic one for view."""
+    specs = read_manifest(folder)
+    if name:
+        for spec in specs:
+            if spec.name == name:
+                return spec
+        raise ModelError(f"model {name!r} is not in the manifest (have: {', '.join(s.name for s in specs)})")
+    for wanted in (sequence, "any"):
+        for spec in specs:
+            if spec.view == view and spec.sequence == wanted:
+                return spec
+    raise ModelError(f"no model for view={view!r} sequence={sequence!r} in the manifest")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_torchscript(spec: ModelSpec, device: torch.device) -> torch.jit.ScriptModule:
+    """Load the TorchScript file of ``spec`` after checking its sha256 against the manifest."""
+    if not spec.file.is_file():
+        raise ModelError(f"model file {spec.file} is missing")
+    actual = sha256_of(spec.file)
+    if actual != spec.sha256:
+        raise ModelError(f"model file {spec.file} has sha256 {actual}, the manifest says {spec.sha256}")
+    try:
+        module = torch.jit.load(str(spec.file), map_location=device)
+    except Exception as error:  # torch raises RuntimeError or zipfile errors for damaged archives
+        raise ModelError(f"model file {spec.file} could not be loaded: {error}") from error
+    return module.eval()

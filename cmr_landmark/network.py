@@ -1,0 +1,85 @@
+"""Small U-Nets that output per-pixel softmax over background + landmarks, and the two-stage cascade.
+
+Sized for a 2-core CPU: the fine stage sees a 96-128 px crop, the coarse stage a 64 px whole image; both use
+the same U-Net shape. BatchNorm folds into the convolutions when frozen for inference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions with BatchNorm and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    """U-Net returning logits (N, n_landmarks + 1, H, W); H and W must be divisible by 2**(len(widths)-1)."""
+
+    def __init__(self, n_landmarks: int, widths: tuple[int, ...] = (16, 32, 64, 128), in_channels: int = 1) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList()
+        channels = in_channels
+        for width in widths:
+            self.encoders.append(ConvBlock(channels, width))
+            channels = width
+        self.pool = nn.MaxPool2d(2)
+        self.upsamplers = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for width in reversed(widths[:-1]):
+            self.upsamplers.append(nn.ConvTranspose2d(channels, width, 2, stride=2))
+            self.decoders.append(ConvBlock(2 * width, width))
+            channels = width
+        self.head = nn.Conv2d(channels, n_landmarks + 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips: list[torch.Tensor] = []
+        for i, encoder in enumerate(self.encoders):
+            if i > 0:
+                x = self.pool(x)
+            x = encoder(x)
+            skips.append(x)
+        skips.pop()
+        for upsample, decoder in zip(self.upsamplers, self.decoders):
+            x = upsample(x)
+            x = decoder(torch.cat([x, skips.pop()], dim=1))
+        return self.head(x)
+
+
+class LandmarkCascade(nn.Module):
+    """The shipped model: a coarse U-Net (whole image, heart finding) and a fine U-Net (crop, precise points).
+
+    Both exported methods take normalised grid images (N, 1, H, W) and return softmax probabilities
+    (N, K+1, H, W), background first.
+    """
+
+    def __init__(self, coarse: UNet, fine: UNet) -> None:
+        super().__init__()
+        self.coarse = coarse
+        self.fine = fine
+
+    @torch.jit.export
+    def coarse_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.coarse(x).float(), dim=1)
+
+    @torch.jit.export
+    def fine_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.fine(x).float(), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fine_probabilities(x)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
