@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -13,6 +14,28 @@ from .model_store import sha256_of
 from .network import LandmarkCascade
 
 MAX_MODEL_BYTES = 10 * 1024 * 1024
+TRAINING_STATE_FILE = "training_state.pt"
+
+
+def _training_state_bytes(cascade: LandmarkCascade) -> bytes:
+    state = {
+        stage: {key: value.half() if value.is_floating_point() else value for key, value in unet.state_dict().items()}
+        for stage, unet in (("coarse", cascade.coarse), ("fine", cascade.fine))
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def load_training_state(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The unfrozen ``{"coarse": state_dict, "fine": state_dict}`` embedded in an exported model file."""
+    extra_files = {TRAINING_STATE_FILE: ""}
+    torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
+    if not extra_files[TRAINING_STATE_FILE]:
+        raise ValueError(f"{path} was exported without its training state; initialise from a run folder instead")
+    state = torch.load(io.BytesIO(extra_files[TRAINING_STATE_FILE]), map_location="cpu", weights_only=True)
+    return {stage: {key: value.float() if value.is_floating_point() else value for key, value in weights.items()}
+            for stage, weights in state.items()}
 
 
 def export_cascade(
@@ -26,18 +49,22 @@ def export_cascade(
     folder: Path,
     card: str = "",
     extra: dict | None = None,
+    embed_training_state: bool = False,
 ) -> Path:
     """Script + freeze ``cascade`` into ``folder/name.pt`` and add/replace its entry in ``folder/manifest.json``.
 
     ``card`` (markdown) is written to ``folder/name.md``; ``extra`` (e.g. measured accuracy) goes into the entry.
+    ``embed_training_state`` stores the unfrozen weights (fp16) in the file too, so a user can fine-tune the
+    shipped model (:func:`load_training_state`); freezing folds BatchNorm into the convolutions for good.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cascade = cascade.float().eval()
+    extra_files = {TRAINING_STATE_FILE: _training_state_bytes(cascade)} if embed_training_state else {}
     scripted = torch.jit.script(cascade)
     frozen = torch.jit.freeze(scripted, preserved_attrs=["coarse_probabilities", "fine_probabilities"])
     path = folder / f"{name}.pt"
-    torch.jit.save(frozen, str(path))
+    torch.jit.save(frozen, str(path), _extra_files=extra_files)
     if path.stat().st_size > MAX_MODEL_BYTES:
         raise ValueError(f"{path} is {path.stat().st_size} bytes, over the {MAX_MODEL_BYTES} byte limit")
     if card:

@@ -1,0 +1,386 @@
+"""The public sets as 2-D training samples (one per slice and phase), their patient split, and a fast cache.
+
+Every set stores its arrays in its own orientation. Each is brought once, here, to the standard short-axis
+display (seen from the apex, anterior up, RV on the viewer's left) by a per-set :class:`Orientation` decided by
+looking at the images (evidence in docs/data.md), so every cached image has the standard handedness and the
+landmark rule of :mod:`cmr_landmark.landmarks` applies without a mirror flag. Masks are converted to the
+standard codes {0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool}.
+
+``phase`` is 0 for end-diastole, 1 for end-systole, 0 for LGE, and the frame number for an unlabelled cine.
+``labelled`` says the mask is a real annotation: a labelled slice with all landmarks NaN is a genuine
+"no landmark" image (outside the heart); an unlabelled one (M&Ms-2 LA_CINE) has unknown landmarks.
+
+Cache format (no pickle): ``cache_dir()/slices_<dataset>.npz`` holds the images, masks and pathology maps
+flattened and concatenated, plus per-slice offsets/shapes/spacings/landmarks; ``slices_<dataset>.json`` holds
+the per-slice text metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .config import cache_dir, data_root
+from .landmarks import STANDARD_LABELS, LabelCodes, derive_lax_landmarks, derive_sax_landmarks
+
+SPLITS_PATH = Path(__file__).resolve().parent / "splits.json"
+VALIDATION_FRACTION = 0.2
+SPLIT_SEED = 20210601
+CACHE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How a set's stored arrays map to the standard display: ``rot90_k`` quarter turns (counter-clockwise on
+    screen, as ``np.rot90``) applied after an optional left-right flip of the columns."""
+
+    flip_cols: bool = False
+    rot90_k: int = 0
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        if self.flip_cols:
+            array = array[:, ::-1]
+        return np.ascontiguousarray(np.rot90(array, self.rot90_k))
+
+    def apply_spacing(self, spacing_mm: tuple[float, float]) -> tuple[float, float]:
+        return (spacing_mm[1], spacing_mm[0]) if self.rot90_k % 2 else (spacing_mm[0], spacing_mm[1])
+
+
+# Decided by looking (docs/data.md): ACDC arrays have anterior up but the liver on the viewer's right and the RV
+# upper right (viewed from the base), so their columns are flipped. MS-CMRSeg and MyoPS (same centre) have the
+# standard handedness with the chest wall up-right and the RV up; a quarter turn counter-clockwise puts the RV
+# on the left. M&Ms-2 arrays come from DICOM in the scanner's display and are already standard.
+ORIENTATION_BY_DATASET: dict[str, Orientation] = {
+    "acdc": Orientation(flip_cols=True),
+    "mscmrseg_lge": Orientation(rot90_k=1),
+    "myops": Orientation(rot90_k=1),
+    "mnms2": Orientation(),
+}
+DATASETS: tuple[str, ...] = tuple(ORIENTATION_BY_DATASET)
+
+# Label codes of each set's masks (data README).
+ACDC_LABELS = LabelCodes(lv_blood=(3,), lv_myocardium=(2,), rv_blood=(1,))
+MSCMR_LABELS = LabelCodes(lv_blood=(3,), lv_myocardium=(2,), rv_blood=(1,))
+MYOPS_LABELS = LabelCodes(lv_blood=(500,), lv_myocardium=(200, 1220, 2221), rv_blood=(600,))
+MNMS2_LABELS = LabelCodes(lv_blood=(1,), lv_myocardium=(2,), rv_blood=(3,))
+# MyoPS pathology inside the myocardium: 1 oedema, 2 scar (0 elsewhere).
+MYOPS_PATHOLOGY = {1220: 1, 2221: 2}
+
+
+@dataclass
+class Slice:
+    """One 2-D image in the standard orientation with its derived landmarks (NaN rows where absent)."""
+
+    image: np.ndarray  # float32 (H, W)
+    pixel_spacing_mm: tuple[float, float]  # (row, col)
+    landmarks_rc: np.ndarray  # (3, 2) float, order of config.LANDMARKS_BY_VIEW[view]
+    view: str  # 'sax' | 'lax'
+    sequence: str  # 'cine' | 'lge' | 't1'
+    dataset: str
+    patient: str
+    slice_index: int
+    phase: int
+    labelled: bool = True
+    mask: np.ndarray | None = None  # uint8 (H, W) in standard codes
+    pathology: np.ndarray | None = None  # uint8 (H, W): 1 oedema, 2 scar (MyoPS only)
+
+    @property
+    def has_all_landmarks(self) -> bool:
+        return bool(np.all(np.isfinite(self.landmarks_rc)))
+
+    @property
+    def is_no_landmark_image(self) -> bool:
+        """A labelled image with no landmark at all (a slice outside the heart)."""
+        return self.labelled and not np.any(np.isfinite(self.landmarks_rc))
+
+
+def _to_standard_codes(mask: np.ndarray, codes: LabelCodes) -> np.ndarray:
+    standard = np.zeros(mask.shape, dtype=np.uint8)
+    for values, code in ((codes.lv_blood, 1), (codes.lv_myocardium, 2), (codes.rv_blood, 3)):
+        standard[np.isin(mask, values)] = code
+    return standard
+
+
+def _load_volume(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
+    """A NIfTI volume as an array (x, y, ...) and the in-plane spacing of its first two axes in mm."""
+    if not path.exists():
+        raise FileNotFoundError(f"missing data file {path}")
+    image = nib.load(str(path))
+    zooms = image.header.get_zooms()
+    return np.asanyarray(image.dataobj), (float(zooms[0]), float(zooms[1]))
+
+
+def _stack_slices(
+    dataset: str,
+    patient: str,
+    image_path: Path,
+    mask_path: Path | None,
+    codes: LabelCodes,
+    view: str,
+    sequence: str,
+    phase: int,
+    pathology_codes: dict[int, int] | None = None,
+) -> Iterator[Slice]:
+    """Every z slice of one labelled (or, without ``mask_path``, unlabelled) 3-D stack."""
+    orientation = ORIENTATION_BY_DATASET[dataset]
+    volume, spacing = _load_volume(image_path)
+    raw_mask = _load_volume(mask_path)[0] if mask_path is not None else None
+    if raw_mask is not None and raw_mask.shape != volume.shape:
+        raise ValueError(f"{mask_path} has shape {raw_mask.shape}, image {image_path} has {volume.shape}")
+    spacing = orientation.apply_spacing(spacing)
+    derive = derive_sax_landmarks if view == "sax" else derive_lax_landmarks
+    for z in range(volume.shape[2]):
+        image = orientation.apply(np.asarray(volume[:, :, z], dtype=np.float32))
+        if raw_mask is None:
+            yield Slice(image, spacing, np.full((3, 2), np.nan), view, sequence, dataset, patient, z, phase,
+                        labelled=False)
+            continue
+        layer = np.rint(np.asarray(raw_mask[:, :, z])).astype(np.int32)
+        mask = orientation.apply(_to_standard_codes(layer, codes))
+        pathology = None
+        if pathology_codes is not None:
+            pathology = np.zeros(layer.shape, dtype=np.uint8)
+            for value, code in pathology_codes.items():
+                pathology[layer == value] = code
+            pathology = orientation.apply(pathology)
+        landmarks = derive(mask, STANDARD_LABELS, spacing)
+        yield Slice(image, spacing, landmarks, view, sequence, dataset, patient, z, phase, True, mask, pathology)
+
+
+def _acdc(root: Path) -> Iterator[Slice]:
+    for folder in sorted((root / "acdc").glob("patient*")):
+        for frame, phase in (("frame01", 0), ("frame02", 1)):
+            stem = folder / f"{folder.name}_{frame}"
+            yield from _stack_slices("acdc", folder.name, Path(f"{stem}.nii.gz"), Path(f"{stem}_gt.nii.gz"),
+                                     ACDC_LABELS, "sax", "cine", phase)
+
+
+def _mscmrseg_lge(root: Path) -> Iterator[Slice]:
+    folders = sorted((root / "mscmrseg_lge").glob("subject*"), key=lambda p: int(p.name.removeprefix("subject")))
+    for folder in folders:
+        yield from _stack_slices("mscmrseg_lge", folder.name, folder / f"{folder.name}_DE.nii.gz",
+                                 folder / f"{folder.name}_DE_manual.nii.gz", MSCMR_LABELS, "sax", "lge", 0)
+
+
+def _myops(root: Path) -> Iterator[Slice]:
+    for folder in sorted((root / "myops").glob("Case*")):
+        for suffix, sequence in (("C0", "cine"), ("LGE", "lge")):
+            yield from _stack_slices("myops", folder.name, folder / f"{folder.name}_{suffix}.nii.gz",
+                                     folder / f"{folder.name}_gd.nii.gz", MYOPS_LABELS, "sax", sequence, 0,
+                                     MYOPS_PATHOLOGY)
+
+
+def _mnms2(root: Path) -> Iterator[Slice]:
+    for folder in sorted((root / "mnms2").iterdir()):
+        if not folder.is_dir():
+            continue
+        patient = folder.name
+        for axis, view in (("SA", "sax"), ("LA", "lax")):
+            for phase_name, phase in (("ED", 0), ("ES", 1)):
+                stem = folder / f"{patient}_{axis}_{phase_name}"
+                yield from _stack_slices("mnms2", patient, Path(f"{stem}.nii.gz"), Path(f"{stem}_gt.nii.gz"),
+                                         MNMS2_LABELS, view, "cine", phase)
+        cine_path = folder / f"{patient}_LA_CINE.nii.gz"
+        if cine_path.exists():
+            cine, spacing = _load_volume(cine_path)
+            orientation = ORIENTATION_BY_DATASET["mnms2"]
+            cine = cine.reshape(cine.shape[0], cine.shape[1], -1)  # (x, y, 1, frames) -> (x, y, frames)
+            for frame in range(cine.shape[2]):
+                image = orientation.apply(np.asarray(cine[:, :, frame], dtype=np.float32))
+                yield Slice(image, orientation.apply_spacing(spacing), np.full((3, 2), np.nan), "lax", "cine",
+                            "mnms2", patient, 0, frame, labelled=False)
+
+
+BUILDERS: dict[str, Callable[[Path], Iterator[Slice]]] = {
+    "acdc": _acdc,
+    "mscmrseg_lge": _mscmrseg_lge,
+    "myops": _myops,
+    "mnms2": _mnms2,
+}
+
+
+def iter_slices(dataset: str, root: Path | None = None) -> Iterator[Slice]:
+    """Read a set straight from the public files (slow; :func:`load_slices` reads the cache)."""
+    if dataset not in BUILDERS:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    root = data_root() if root is None else root
+    if not (root / dataset).is_dir():
+        raise FileNotFoundError(f"data set folder {root / dataset} not found (set CMR_LANDMARK_DATA)")
+    return BUILDERS[dataset](root)
+
+
+# --- split --------------------------------------------------------------------------------------------------
+
+
+def _acdc_group(root: Path, patient: str) -> str:
+    info = (root / "acdc" / patient / "Info.cfg").read_text()
+    match = re.search(r"^Group:\s*(\S+)", info, flags=re.MULTILINE)
+    return match.group(1) if match else "unknown"
+
+
+def make_splits(root: Path | None = None) -> dict[str, dict[str, list[str]]]:
+    """A deterministic patient-level train/val split of every set (ACDC stratified by pathology group).
+
+    M&Ms-2 has one subject; it goes to 'val' (the long-axis engineer validates on it).
+    """
+    root = data_root() if root is None else root
+    rng = np.random.default_rng(SPLIT_SEED)
+    patients = {
+        "acdc": sorted(p.name for p in (root / "acdc").glob("patient*")),
+        "mscmrseg_lge": sorted((p.name for p in (root / "mscmrseg_lge").glob("subject*")),
+                               key=lambda name: int(name.removeprefix("subject"))),
+        "myops": sorted(p.name for p in (root / "myops").glob("Case*")),
+    }
+    splits: dict[str, dict[str, list[str]]] = {}
+    for dataset, names in patients.items():
+        strata: dict[str, list[str]] = {}
+        for name in names:
+            strata.setdefault(_acdc_group(root, name) if dataset == "acdc" else "all", []).append(name)
+        validation: list[str] = []
+        for group in sorted(strata):
+            members = list(rng.permutation(strata[group]))
+            validation += members[: int(round(VALIDATION_FRACTION * len(members)))]
+        splits[dataset] = {"train": sorted(set(names) - set(validation)), "val": sorted(validation)}
+    splits["mnms2"] = {"train": [], "val": sorted(p.name for p in (root / "mnms2").iterdir() if p.is_dir())}
+    return splits
+
+
+def read_splits() -> dict[str, dict[str, list[str]]]:
+    """The committed split (cmr_landmark/splits.json)."""
+    return json.loads(SPLITS_PATH.read_text())
+
+
+def split_of(dataset: str, patient: str) -> str:
+    """'train' or 'val' for a patient of a set; a patient missing from the split file is an error."""
+    split = read_splits().get(dataset, {})
+    for name, patients in split.items():
+        if patient in patients:
+            return name
+    raise KeyError(f"patient {patient!r} of {dataset!r} is not in {SPLITS_PATH}; regenerate it with make_splits")
+
+
+# --- cache --------------------------------------------------------------------------------------------------
+
+
+def cache_paths(dataset: str, folder: Path | None = None) -> tuple[Path, Path]:
+    folder = cache_dir() if folder is None else folder
+    return folder / f"slices_{dataset}.npz", folder / f"slices_{dataset}.json"
+
+
+def _storage_dtype(images: Sequence[np.ndarray]) -> np.dtype:
+    """uint16 when every image holds whole numbers 0..65535 (all sets here), else float32."""
+    for image in images:
+        if image.min() < 0 or image.max() > 65535 or not np.array_equal(image, np.rint(image)):
+            return np.dtype(np.float32)
+    return np.dtype(np.uint16)
+
+
+def build_cache(dataset: str, force: bool = False, folder: Path | None = None, root: Path | None = None) -> Path:
+    """Write the cache of one set (unless present and ``force`` is False); returns the .npz path."""
+    npz_path, json_path = cache_paths(dataset, folder)
+    if npz_path.exists() and json_path.exists() and not force:
+        return npz_path
+    slices = list(iter_slices(dataset, root))
+    if not slices:
+        raise ValueError(f"data set {dataset!r} has no images under {root or data_root()}")
+    images = [s.image for s in slices]
+    shapes = np.array([s.image.shape for s in slices], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(shapes[:, 0] * shapes[:, 1])])
+
+    def flat_or_zeros(layers: list[np.ndarray | None]) -> np.ndarray:
+        # Slices without a mask (or pathology map) keep their place in the flat array as zeros.
+        return np.concatenate([(np.zeros(s.image.shape, np.uint8) if layer is None else layer).ravel()
+                               for s, layer in zip(slices, layers, strict=True)])
+
+    arrays = {
+        "images": np.concatenate([i.ravel() for i in images]).astype(_storage_dtype(images)),
+        "masks": flat_or_zeros([s.mask for s in slices]),
+        "pathology": flat_or_zeros([s.pathology for s in slices]),
+        "offsets": offsets,
+        "shapes": shapes,
+        "pixel_spacing_mm": np.array([s.pixel_spacing_mm for s in slices], dtype=np.float64),
+        "landmarks_rc": np.stack([s.landmarks_rc for s in slices]),
+    }
+    metadata = {
+        "format_version": CACHE_FORMAT_VERSION,
+        "dataset": dataset,
+        "slices": [
+            {"view": s.view, "sequence": s.sequence, "patient": s.patient, "slice_index": s.slice_index,
+             "phase": s.phase, "labelled": s.labelled, "has_mask": s.mask is not None,
+             "has_pathology": s.pathology is not None}
+            for s in slices
+        ],
+    }
+    npz_path.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside and rename, so a reader never sees half a cache.
+    partial_npz = npz_path.with_suffix(".partial.npz")
+    np.savez(partial_npz, **arrays)
+    json_path.with_suffix(".partial").write_text(json.dumps(metadata))
+    partial_npz.replace(npz_path)
+    json_path.with_suffix(".partial").replace(json_path)
+    return npz_path
+
+
+def load_slices(dataset: str, split: str | None = None, folder: Path | None = None) -> list[Slice]:
+    """All cached slices of a set (building the cache first if missing), optionally of one split only."""
+    if split not in (None, "train", "val"):
+        raise ValueError(f"split must be 'train', 'val' or None, got {split!r}")
+    npz_path, json_path = cache_paths(dataset, folder)
+    if not (npz_path.exists() and json_path.exists()):
+        build_cache(dataset, folder=folder)
+    metadata = json.loads(json_path.read_text())
+    if metadata.get("format_version") != CACHE_FORMAT_VERSION:
+        raise ValueError(f"{json_path} is an old cache format; rebuild it with build_cache({dataset!r}, force=True)")
+    wanted = None if split is None else set(read_splits()[dataset][split])
+    with np.load(npz_path) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    slices = []
+    for index, info in enumerate(metadata["slices"]):
+        if wanted is not None and info["patient"] not in wanted:
+            continue
+        start, stop = arrays["offsets"][index], arrays["offsets"][index + 1]
+        shape = tuple(int(n) for n in arrays["shapes"][index])
+        slices.append(Slice(
+            image=arrays["images"][start:stop].reshape(shape).astype(np.float32),
+            pixel_spacing_mm=(float(arrays["pixel_spacing_mm"][index, 0]), float(arrays["pixel_spacing_mm"][index, 1])),
+            landmarks_rc=arrays["landmarks_rc"][index].copy(),
+            view=info["view"], sequence=info["sequence"], dataset=dataset, patient=info["patient"],
+            slice_index=info["slice_index"], phase=info["phase"], labelled=info["labelled"],
+            mask=arrays["masks"][start:stop].reshape(shape) if info["has_mask"] else None,
+            pathology=arrays["pathology"][start:stop].reshape(shape) if info["has_pathology"] else None,
+        ))
+    return slices
+
+
+def main_build_cache(argv: Sequence[str] | None = None) -> int:
+    """``cmr-landmark build-cache [--dataset NAME|all] [--force]`` / ``python -m cmr_landmark.datasets [names]``."""
+    parser = argparse.ArgumentParser(prog="cmr-landmark build-cache", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="data sets to cache (default: all)")
+    parser.add_argument("--dataset", action="append", default=[], help=f"one of {', '.join(DATASETS)} or 'all'")
+    parser.add_argument("--force", action="store_true", help="rebuild even if a cache exists")
+    args = parser.parse_args(argv)
+    names = list(args.names) + list(args.dataset)
+    if not names or "all" in names:
+        names = list(DATASETS)
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        parser.error(f"unknown data set(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
+    for name in names:
+        path = build_cache(name, force=args.force)
+        slices = load_slices(name)
+        complete = sum(s.has_all_landmarks for s in slices)
+        empty = sum(s.is_no_landmark_image for s in slices)
+        print(f"{name}: {len(slices)} slices, {complete} with all landmarks, {empty} no-landmark -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_build_cache(sys.argv[1:]))

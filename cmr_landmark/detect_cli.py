@@ -1,0 +1,63 @@
+"""``cmr-landmark detect INPUT --view sax|lax --sequence cine|lge|t1 --out OUT.json [--overlays DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .config import SEQUENCES, VIEWS
+from .detector import Detector
+from .io import ImageReadError, read_series
+from .model_store import ModelError, find_model
+from .offline_detection import detect_series, shortening_per_slice
+from .overlay import save_landmark_overlay
+
+
+def main_detect(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cmr-landmark detect",
+        description="Detect landmarks in every image of a NIfTI file, DICOM series or ISMRMRD .h5 and write JSON. "
+        "NIfTI arrays are used as stored (i = rows, j = columns), world_mm from the affine (RAS+); "
+        "DICOM/ISMRMRD voxels are [column, row], world_mm in patient LPS.",
+    )
+    parser.add_argument("input", type=Path, help=".nii/.nii.gz, a DICOM file or folder of one series, or .h5")
+    parser.add_argument("--view", choices=VIEWS, required=True)
+    parser.add_argument("--sequence", choices=SEQUENCES, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="output JSON")
+    parser.add_argument("--overlays", type=Path, help="folder for one PNG per image with the landmarks drawn")
+    parser.add_argument("--model", default="", help="manifest model name (default: the one for view/sequence)")
+    parser.add_argument("--image-group", help="ISMRMRD image group (dataset/image_1) when the file holds several")
+    args = parser.parse_args(argv)
+    try:
+        series = read_series(args.input, args.image_group)
+        spec = find_model(args.view, args.sequence, name=args.model or None)
+        if spec.view != args.view:
+            raise ModelError(f"model {spec.name} is for view {spec.view}, not {args.view}")
+        records = detect_series(series, Detector(spec))
+    except (ImageReadError, ModelError) as error:
+        parser.exit(2, f"cmr-landmark detect: {error}\n")
+    result = {
+        "model": spec.name,
+        "input": str(args.input),
+        "view": args.view,
+        "sequence": args.sequence,
+        "world_frame": series.frame,
+        "voxel_order": series.voxel_order,
+        "images": records,
+        "longitudinal_shortening": shortening_per_slice(records),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.overlays:
+        for record in records:
+            k, t = record["slice"], record["phase"]
+            points = {
+                name: None if lm is None else series.voxel_to_pixel(lm["voxel"])
+                for name, lm in record["landmarks"].items()
+            }
+            save_landmark_overlay(series.images[k, t], points, args.overlays / f"slice{k:02d}_phase{t:02d}.png",
+                                  title=f"slice {k} phase {t}", pixel_spacing_mm=series.pixel_spacing_mm)
+    found = sum(lm is not None for record in records for lm in record["landmarks"].values())
+    print(f"{len(records)} images, {found} landmarks found with model {spec.name}; wrote {args.out}")
+    return 0

@@ -1,0 +1,445 @@
+"""Accuracy of a landmark model on labelled slices: the tables of Xue et al. 2021 (Tables 2-4).
+
+    labelled slices -> Detector (the shipped inference path) -> per landmark: detection rate (labelled and found),
+    false positives (found on slices where it is not labelled), distance in mm (mean, SD, median, 95th
+    percentile, max) -> measures: RV insertion angle (SAX) or LV length (LAX) from predicted vs labelled
+    points, paired t-test -> markdown, CSV and a PNG of the worst cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from .config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW
+from .detector import Detector
+from .export import export_cascade
+from .measures import lv_length_mm, rv_insertion_angle_deg
+from .model_store import find_model
+from .network import LandmarkCascade
+
+WORST_CASES_SHOWN = 8
+
+
+@dataclass
+class Evaluation:
+    """Predictions of one model on labelled slices and the tables computed from them."""
+
+    view: str
+    probability_threshold: float
+    predicted_rc: np.ndarray  # (N, K, 2) image pixels
+    probability: np.ndarray  # (N, K) peak probability
+    truth_rc: np.ndarray  # (N, K, 2), NaN where not labelled
+    spacing_mm: np.ndarray  # (N, 2)
+    landmark_rows: list[dict] = field(default_factory=list)
+    measure_rows: list[dict] = field(default_factory=list)
+
+    @property
+    def landmarks(self) -> tuple[str, ...]:
+        return LANDMARKS_BY_VIEW[self.view]
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return np.all(np.isfinite(self.truth_rc), axis=2)
+
+    @property
+    def detected(self) -> np.ndarray:
+        return self.probability >= self.probability_threshold
+
+    @property
+    def distances_mm(self) -> np.ndarray:
+        """(N, K) distance of prediction to label in mm, whatever the probability; NaN where not labelled."""
+        return np.sqrt((((self.predicted_rc - self.truth_rc) * self.spacing_mm[:, None, :]) ** 2).sum(axis=2))
+
+    @property
+    def mean_distance_mm(self) -> float:
+        """Mean distance over labelled landmarks, thresholds aside (the training's model-selection figure)."""
+        distances = self.distances_mm[self.labelled]
+        return float(distances.mean()) if distances.size else float("nan")
+
+
+def predict(detector: Detector, slices: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Points (N, K, 2) and peak probabilities (N, K) of every slice, threshold aside; batched by shape/spacing."""
+    landmarks = detector.spec.landmarks
+    points = np.full((len(slices), len(landmarks), 2), np.nan)
+    probability = np.zeros((len(slices), len(landmarks)))
+    groups: dict[tuple, list[int]] = {}
+    for index, s in enumerate(slices):
+        groups.setdefault((s.image.shape, tuple(float(v) for v in s.pixel_spacing_mm)), []).append(index)
+    for (_, spacing), indices in groups.items():
+        for start in range(0, len(indices), 32):
+            chunk = indices[start : start + 32]
+            found = detector.detect([slices[i].image for i in chunk], spacing, probability_threshold=0.0)
+            for index, result in zip(chunk, found, strict=True):
+                for k, name in enumerate(landmarks):
+                    points[index, k] = (result[name].row, result[name].col)
+                    probability[index, k] = result[name].probability
+    return points, probability
+
+
+def detector_for_cascade(cascade: LandmarkCascade, view: str, folder: Path, threshold: float) -> Detector:
+    """Export ``cascade`` as the shipped format into ``folder`` and load it the way the gadget does."""
+    from .model_store import find_model as find
+
+    export_cascade(cascade, "candidate", view, "any", COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold, folder)
+    return Detector(find(view, "any", name="candidate", folder=folder))
+
+
+def landmark_table(evaluation: Evaluation) -> list[dict]:
+    """Per landmark: detection rate, false positives and distances (Tables 2-3 of the paper)."""
+    rows = []
+    labelled, detected, distances = evaluation.labelled, evaluation.detected, evaluation.distances_mm
+    for k, name in enumerate(evaluation.landmarks):
+        found = labelled[:, k] & detected[:, k]
+        found_distances = distances[found, k]
+        n_labelled, n_unlabelled = int(labelled[:, k].sum()), int((~labelled[:, k]).sum())
+        false_positives = int((~labelled[:, k] & detected[:, k]).sum())
+        rows.append(
+            {
+                "landmark": name,
+                "labelled": n_labelled,
+                "detected": int(found.sum()),
+                "detection_rate_pct": 100.0 * found.sum() / n_labelled if n_labelled else float("nan"),
+                "unlabelled": n_unlabelled,
+                "false_positives": false_positives,
+                "false_positive_rate_pct": 100.0 * false_positives / n_unlabelled if n_unlabelled else float("nan"),
+                "mean_mm": _statistic(np.mean, found_distances),
+                "sd_mm": _statistic(lambda d: np.std(d, ddof=1), found_distances, minimum=2),
+                "median_mm": _statistic(np.median, found_distances),
+                "p95_mm": _statistic(lambda d: np.percentile(d, 95), found_distances),
+                "max_mm": _statistic(np.max, found_distances),
+            }
+        )
+    return rows
+
+
+def _statistic(function, values: np.ndarray, minimum: int = 1) -> float:
+    return float(function(values)) if len(values) >= minimum else float("nan")
+
+
+def measure_table(evaluation: Evaluation) -> list[dict]:
+    """The clinical measure from predicted vs labelled points where all three landmarks are labelled and found:
+    RV insertion angle (SAX, degrees) or LV length (LAX, mm); difference mean +- SD and paired t-test (Table 4)."""
+    complete = np.all(evaluation.labelled & evaluation.detected, axis=1)
+    if evaluation.view == "sax":
+        name, unit = "rv_insertion_angle", "deg"
+
+        def measure(points: np.ndarray, spacing: np.ndarray) -> float:
+            return rv_insertion_angle_deg(points[0], points[1], points[2], spacing)
+    else:
+        name, unit = "lv_length", "mm"
+
+        def measure(points: np.ndarray, spacing: np.ndarray) -> float:
+            return lv_length_mm(points[0], points[1], points[2], spacing)
+
+    labelled_values, predicted_values = [], []
+    for index in np.flatnonzero(complete):
+        try:
+            label = measure(evaluation.truth_rc[index], evaluation.spacing_mm[index])
+            predicted = measure(evaluation.predicted_rc[index], evaluation.spacing_mm[index])
+        except ValueError:  # degenerate geometry (a point on the centre): no angle to compare
+            continue
+        labelled_values.append(label)
+        predicted_values.append(predicted)
+    labelled_values, predicted_values = np.asarray(labelled_values), np.asarray(predicted_values)
+    differences = predicted_values - labelled_values
+    p_value = float(stats.ttest_rel(predicted_values, labelled_values).pvalue) if len(differences) >= 2 else np.nan
+    return [
+        {
+            "measure": name,
+            "unit": unit,
+            "slices": len(differences),
+            "label_mean": _statistic(np.mean, labelled_values),
+            "predicted_mean": _statistic(np.mean, predicted_values),
+            "difference_mean": _statistic(np.mean, differences),
+            "difference_sd": _statistic(lambda d: np.std(d, ddof=1), differences, minimum=2),
+            "abs_difference_mean": _statistic(np.mean, np.abs(differences)),
+            "paired_t_test_p": p_value,
+        }
+    ]
+
+
+def evaluate_slices(
+    model: Detector | LandmarkCascade, slices: Sequence, probability_threshold: float | None = None
+) -> Evaluation:
+    """Run ``model`` (a loaded Detector, or a trained cascade, exported for the purpose) on labelled ``slices``."""
+    if not slices:
+        raise ValueError("no slices to evaluate")
+    views = {s.view for s in slices}
+    if len(views) != 1:
+        raise ValueError(f"slices of one view expected, got {sorted(views)}")
+    view = views.pop()
+    if isinstance(model, LandmarkCascade):
+        threshold = DEFAULT_PROBABILITY_THRESHOLD if probability_threshold is None else probability_threshold
+        with tempfile.TemporaryDirectory() as folder:
+            points, probability = predict(detector_for_cascade(model, view, Path(folder), threshold), slices)
+    else:
+        if model.spec.view != view:
+            raise ValueError(f"model {model.spec.name!r} is for {model.spec.view}, the slices are {view}")
+        threshold = model.spec.probability_threshold if probability_threshold is None else probability_threshold
+        points, probability = predict(model, slices)
+    evaluation = Evaluation(
+        view=view,
+        probability_threshold=threshold,
+        predicted_rc=points,
+        probability=probability,
+        truth_rc=np.stack([np.asarray(s.landmarks_rc, dtype=np.float64) for s in slices]),
+        spacing_mm=np.stack([np.asarray(s.pixel_spacing_mm, dtype=np.float64) for s in slices]),
+    )
+    evaluation.landmark_rows = landmark_table(evaluation)
+    evaluation.measure_rows = measure_table(evaluation)
+    return evaluation
+
+
+# --- report ----------------------------------------------------------------------------------------------------
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return "n/a" if np.isnan(value) else f"{value:.3g}" if abs(value) < 0.01 else f"{value:.2f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_format(row[key]) for key in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(evaluation: Evaluation, title: str) -> str:
+    return (
+        f"### {title}\n\n{len(evaluation.truth_rc)} slices, probability threshold "
+        f"{evaluation.probability_threshold:.2f}. Detection: labelled and found; false positives: found where not "
+        f"labelled; distances over the detected ones.\n\n{markdown_table(evaluation.landmark_rows)}\n"
+        f"{markdown_table(evaluation.measure_rows)}"
+    )
+
+
+def slice_rows(evaluation: Evaluation, slices: Sequence) -> list[dict]:
+    """One CSV row per slice: identity, and per landmark the error (mm) and peak probability."""
+    rows = []
+    distances = evaluation.distances_mm
+    for index, s in enumerate(slices):
+        row = {key: getattr(s, key, "") for key in ("dataset", "patient", "slice_index", "phase")}
+        for k, name in enumerate(evaluation.landmarks):
+            row[f"{name}_error_mm"] = float(distances[index, k])
+            row[f"{name}_probability"] = float(evaluation.probability[index, k])
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def worst_cases_figure(evaluation: Evaluation, slices: Sequence, path: Path) -> None:
+    """The slices with the largest error of a labelled landmark (or a false positive): label o, prediction x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    distances = np.where(evaluation.labelled, evaluation.distances_mm, 0.0)
+    false_positive = ~evaluation.labelled & evaluation.detected
+    missed = evaluation.labelled & ~evaluation.detected
+    badness = distances.max(axis=1) + 100.0 * (false_positive | missed).any(axis=1)
+    worst = np.argsort(-badness)[:WORST_CASES_SHOWN]
+    columns = 4
+    figure, axes = plt.subplots(
+        (len(worst) + columns - 1) // columns, columns, figsize=(3.2 * columns, 3.4 * ((len(worst) + 3) // 4)),
+        squeeze=False,
+    )
+    colours = ("tab:red", "tab:blue", "tab:green")
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, worst, strict=False):
+        s = slices[index]
+        axis.imshow(s.image, cmap="gray")
+        for k, name in enumerate(evaluation.landmarks):
+            if evaluation.labelled[index, k]:
+                axis.plot(*evaluation.truth_rc[index, k, ::-1], "o", mfc="none", color=colours[k], ms=9)
+            if evaluation.detected[index, k]:
+                axis.plot(*evaluation.predicted_rc[index, k, ::-1], "x", color=colours[k], ms=7, label=name)
+        who = " ".join(str(getattr(s, key, "")) for key in ("dataset", "patient", "slice_index", "phase"))
+        axis.set_title(f"{who}\nmax {distances[index].max():.1f} mm", fontsize=8)
+    handles = [plt.Line2D([], [], marker="x", ls="", color=c, label=n) for c, n in zip(colours, evaluation.landmarks,
+                                                                                         strict=True)]
+    figure.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, title="x prediction, o label")
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def write_report(evaluation: Evaluation, slices: Sequence, out_dir: Path, title: str) -> str:
+    """``report.md``, ``landmarks.csv``, ``measures.csv``, ``slices.csv`` and ``worst_cases.png`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = report_markdown(evaluation, title)
+    (out_dir / "report.md").write_text(markdown)
+    write_csv(out_dir / "landmarks.csv", evaluation.landmark_rows)
+    write_csv(out_dir / "measures.csv", evaluation.measure_rows)
+    write_csv(out_dir / "slices.csv", slice_rows(evaluation, slices))
+    worst_cases_figure(evaluation, slices, out_dir / "worst_cases.png")
+    return markdown
+
+
+def summary(evaluation: Evaluation) -> dict:
+    """The figures a manifest entry records: per landmark detection %, false positive %, mean +- SD mm."""
+    return {
+        "slices": int(len(evaluation.truth_rc)),
+        "probability_threshold": evaluation.probability_threshold,
+        "landmarks": {
+            row["landmark"]: {key: row[key] for key in ("detection_rate_pct", "false_positive_rate_pct", "mean_mm",
+                                                          "sd_mm")}
+            for row in evaluation.landmark_rows
+        },
+        "measures": evaluation.measure_rows,
+    }
+
+
+def main_evaluate(argv: Sequence[str] | None = None) -> int:
+    """``cmr-landmark evaluate``: accuracy tables of a model on a labelled set (data sets' split, or a VIA file)."""
+    parser = argparse.ArgumentParser(prog="cmr-landmark evaluate", description=main_evaluate.__doc__)
+    parser.add_argument("--view", choices=sorted(LANDMARKS_BY_VIEW), required=True)
+    parser.add_argument("--sequence", default="cine")
+    parser.add_argument("--model", default=None, help="manifest model name (default: the one for view/sequence)")
+    parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--run", type=Path, default=None, help="evaluate a training run folder instead of a model")
+    parser.add_argument("--datasets", default="", help="comma-separated data sets, e.g. acdc,myops")
+    parser.add_argument("--split", default="val", help="train, val or test (cmr_landmark/splits.json)")
+    parser.add_argument("--via", type=Path, default=None, help="a VGG Image Annotator project JSON with labels")
+    parser.add_argument("--via-images", type=Path, default=None, help="folder of the VIA project's images")
+    parser.add_argument("--pixel-spacing-mm", type=float, nargs=2, default=None, help="for PNG/JPEG images")
+    parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.via:
+        from .via import read_via_slices
+
+        slices = read_via_slices(args.via, args.view, args.sequence, args.via_images, args.pixel_spacing_mm)
+        source = args.via.name
+    elif args.datasets:
+        from .training import load_labelled_slices
+
+        names = [n for n in args.datasets.split(",") if n]
+        slices = load_labelled_slices(names, args.split, args.view, args.sequence)
+        source = f"{', '.join(names)} ({args.split})"
+    else:
+        parser.error("give --datasets or --via")
+    if args.run:
+        from .training import load_cascade
+
+        model: Detector | LandmarkCascade = load_cascade(args.run, args.view)
+        name = str(args.run)
+    else:
+        detector = Detector(find_model(args.view, args.sequence, name=args.model, folder=args.models_dir))
+        model, name = detector, detector.spec.name
+    evaluation = evaluate_slices(model, slices, args.threshold)
+    print(write_report(evaluation, slices, args.out, f"{name} on {source}"))
+    (args.out / "summary.json").write_text(json.dumps(summary(evaluation), indent=2, default=float) + "\n")
+    return 0
+
+
+def choose_threshold(evaluation: Evaluation) -> float:
+    """The probability threshold maximising detection rate minus false-positive rate (Youden's J) over all
+    landmarks; meant for the training split, so the validation figures stay unbiased."""
+    labelled = evaluation.labelled
+    candidates = np.round(np.arange(0.05, 0.951, 0.025), 3)
+    scores = []
+    for threshold in candidates:
+        detected = evaluation.probability >= threshold
+        sensitivity = (detected & labelled).sum() / max(int(labelled.sum()), 1)
+        false_positive_rate = (detected & ~labelled).sum() / max(int((~labelled).sum()), 1)
+        scores.append(sensitivity - false_positive_rate)
+    best = np.flatnonzero(np.isclose(scores, max(scores)))
+    return float(candidates[best[len(best) // 2]])  # the middle of a plateau of equally good thresholds
+
+
+def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, evaluation: Evaluation,
+               seconds_per_slice: float, threshold_rule: str, notes: str) -> str:
+    """Markdown model card: data, split, training, speed and the measured validation tables."""
+    from .network import count_parameters
+    from .training import load_cascade
+
+    cascade = load_cascade(Path(run["out"]), view)
+    coarse, fine = COARSE_GRID, FINE_GRID_BY_VIEW[view]
+    return f"""# {name}: {view.upper()} {sequence} landmark cascade ({', '.join(LANDMARKS_BY_VIEW[view])})
+
+- **Architecture**: two U-Nets (widths {run.get('widths', '16,32,64,128')}), coarse {count_parameters(cascade.coarse)}
+  + fine {count_parameters(cascade.fine)} parameters; softmax heatmaps with a background channel.
+- **Grids**: coarse {coarse.size_px} px at {coarse.pixel_mm} mm (whole image), fine {fine.size_px} px at
+  {fine.pixel_mm} mm centred on the coarse landmarks' weighted mean.
+- **Training data** (patient-level split, cmr_landmark/splits.json): {', '.join(run['datasets'])}, train split,
+  {run['train_slices']} labelled slices. Validation: {', '.join(run['val_datasets'])}, val split,
+  {run['val_slices']} slices. Landmarks derived from the segmentations (cmr_landmark/landmarks.py).
+- **Training**: KL divergence + soft Dice, Adam lr {run['lr']}, ReduceLROnPlateau x0.5, bf16 autocast on CPU,
+  augmentation (rotation +-30 deg, scale, translation, mirror with A/P swap, coil shading, noise, blur, gamma).
+  Epochs coarse {run['epochs']}, fine {run.get('epochs_fine', run['epochs'])}; best epochs (by validation mean
+  distance) coarse {metrics['coarse'].get('epoch')}, fine {metrics['fine'].get('epoch')}.
+  Initialised from: {run.get('init_from') or 'random'}. Wall time {run['wall_s'] / 60:.1f} min on
+  {run['threads']} CPU threads.
+- **Probability threshold** {evaluation.probability_threshold:.3f}: {threshold_rule}
+- **Speed**: {seconds_per_slice * 1000:.1f} ms per slice (coarse + fine, batched by slice, this CPU,
+  {torch.get_num_threads()} threads, bf16 where supported).
+
+## Validation accuracy
+
+{report_markdown(evaluation, f'{name} on the validation split')}
+{notes}
+"""
+
+
+def main_export(argv: Sequence[str] | None = None) -> int:
+    """``cmr-landmark export``: freeze a training run into models/, with threshold, model card and accuracy."""
+    parser = argparse.ArgumentParser(prog="cmr-landmark export", description=main_export.__doc__)
+    parser.add_argument("--run", type=Path, required=True, help="training run folder (run.json, *_best.pt)")
+    parser.add_argument("--name", required=True, help="model name, e.g. sax_cine")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--threshold", default="auto", help="a probability, or 'auto': chosen on the train split")
+    parser.add_argument("--notes", type=Path, default=None, help="markdown appended to the model card")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    from .training import load_cascade, load_labelled_slices
+
+    torch.set_num_threads(args.threads)
+    run = json.loads((args.run / "run.json").read_text())
+    run["out"] = str(args.run)
+    metrics = json.loads((args.run / "metrics.json").read_text())
+    view, sequence = run["view"], run["sequence"]
+    cascade = load_cascade(args.run, view)
+    if args.threshold == "auto":
+        train_slices = load_labelled_slices(run["datasets"], "train", view, sequence)
+        threshold = choose_threshold(evaluate_slices(cascade, train_slices))
+        rule = (f"chosen on the training split ({len(train_slices)} slices) as the value maximising detection "
+                "rate minus false-positive rate over all landmarks.")
+    else:
+        threshold, rule = float(args.threshold), "given at export."
+    val_slices = load_labelled_slices(run["val_datasets"], "val", view, sequence)
+    start = time.perf_counter()
+    evaluation = evaluate_slices(cascade, val_slices, threshold)
+    seconds_per_slice = (time.perf_counter() - start) / len(val_slices)
+    notes = args.notes.read_text() if args.notes else ""
+    card = model_card(args.name, view, sequence, run, metrics, evaluation, seconds_per_slice, rule, notes)
+    path = export_cascade(cascade, args.name, view, sequence, COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold,
+                          args.models_dir, card=card, extra={"validation": summary(evaluation)},
+                          embed_training_state=True)
+    write_report(evaluation, val_slices, args.run / "validation", f"{args.name} on the validation split")
+    print(card)
+    print(f"wrote {path}")
+    return 0

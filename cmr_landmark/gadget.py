@@ -1,0 +1,569 @@
+"""The inline gadget's library: a chain of generators over a Gadgetron connection.
+
+    connection -> pass_originals -> slice_batches -> landmark_outputs -> connection.send
+
+- every item goes back downstream the moment it arrives, images as the exact bytes that came in (a reader keeps
+  the raw message, a writer sends it back; re-serialising an ismrmrd.Image would rewrite its attribute XML);
+- the images are buffered per slice (:mod:`cmr_landmark.series`), and each complete slice is detected in one
+  batch (all phases, same crop), measured, annotated, tagged and sent as a new series
+  (image_series_index + ``series_index_offset``);
+- whatever fails for a slice, its originals have already gone out; the slice's copies are sent tagged
+  CMRLandmark_Status=error with the message, without crosses.
+
+:func:`landmark_detection` is the target Gadgetron starts (``python -m gadgetron PORT
+gadgets.cmr_landmark_gadget landmark_detection``); :func:`serve` is the passive mode (this process listens and
+Gadgetron, or any MRD client, connects).
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import logging
+import signal
+import socket
+import threading
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import ismrmrd
+import ismrmrd.xsd
+import numpy as np
+import torch
+from gadgetron.external import Connection
+from gadgetron.external.constants import GADGET_MESSAGE_ISMRMRD_IMAGE, GadgetMessageIdentifier, uint64
+from gadgetron.external.readers import read_byte_string
+from ismrmrd.image import get_dtype_from_data_type
+from ismrmrd.meta import Meta
+
+from .annotate import DEFAULT_CROSS_SIZE_MM, draw_crosses
+from .config import LANDMARKS_BY_VIEW, SEQUENCES, VIEWS
+from .detector import Detector, ImageLandmarks
+from .geometry import GeometryError, anterior_direction_in_image, pixel_spacing_mm, pixel_to_patient_mm
+from .measures import anterior_rvi_direction_deg, longitudinal_shortening, lv_length_mm, rv_insertion_angle_deg
+from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
+from .model_store import find_model
+from .series import SeriesBuffer, SliceBatch, phases_per_slice_from_header
+
+log = logging.getLogger("cmr_landmark.gadget")
+
+ATTRIBUTE_PREFIX = "CMRLandmark_"
+DATA_ROLE = "CMRLandmark"
+SEQUENCE_DESCRIPTION_SUFFIX = "_LANDMARKS"
+
+
+class ParameterError(ValueError):
+    """A gadget parameter has a value the gadget cannot use."""
+
+
+# --- parameters ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GadgetParameters:
+    """The gadget's parameters, validated. Every field is a <property> of the same name in the chain XML."""
+
+    model: str = ""  # a manifest model name; empty: choose by view and sequence
+    view: str = "auto"  # sax | lax | auto (from the protocol's words)
+    sequence: str = "auto"  # cine | lge | t1 | auto
+    probability_threshold: float | None = None  # None: the model's own threshold
+    series_index_offset: int = 100
+    draw_landmarks: bool = True
+    cross_size_mm: float = DEFAULT_CROSS_SIZE_MM
+    device: str = "auto"  # auto (GPU when torch sees one) | cpu | cuda
+
+    @staticmethod
+    def from_strings(values: dict[str, str]) -> GadgetParameters:
+        """Parse and check the property strings of a chain; unknown names and bad values raise ParameterError."""
+        known = {f.name for f in fields(GadgetParameters)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParameterError(f"unknown gadget parameter(s) {unknown}; known: {sorted(known)}")
+        parsed: dict[str, object] = {}
+        for name, raw in values.items():
+            text = raw.strip()
+            try:
+                if name in ("model",):
+                    parsed[name] = text
+                elif name in ("view", "sequence", "device"):
+                    parsed[name] = text.lower()
+                elif name == "probability_threshold":
+                    parsed[name] = None if text.lower() in ("", "auto", "model") else float(text)
+                elif name == "series_index_offset":
+                    parsed[name] = int(text)
+                elif name == "cross_size_mm":
+                    parsed[name] = float(text)
+                elif name == "draw_landmarks":
+                    if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                        raise ValueError("expected true or false")
+                    parsed[name] = text.lower() in ("true", "1", "yes", "on")
+            except ValueError as error:
+                raise ParameterError(f"gadget parameter {name}={raw!r}: {error}") from error
+        parameters = GadgetParameters(**parsed)
+        parameters.check()
+        return parameters
+
+    def check(self) -> None:
+        if self.view not in VIEWS + ("auto",):
+            raise ParameterError(f"view must be one of {VIEWS + ('auto',)}, got {self.view!r}")
+        if self.sequence not in SEQUENCES + ("auto",):
+            raise ParameterError(f"sequence must be one of {SEQUENCES + ('auto',)}, got {self.sequence!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ParameterError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.probability_threshold is not None and not 0.0 <= self.probability_threshold <= 1.0:
+            raise ParameterError(f"probability_threshold must be in [0, 1], got {self.probability_threshold}")
+        if not 1 <= self.series_index_offset <= 30000:
+            raise ParameterError(f"series_index_offset must be 1..30000, got {self.series_index_offset}")
+        if not np.isfinite(self.cross_size_mm) or not 0.5 <= self.cross_size_mm <= 100.0:
+            raise ParameterError(f"cross_size_mm must be 0.5..100 mm, got {self.cross_size_mm}")
+
+
+def properties_from_config(config: ElementTree.Element | None) -> dict[str, str]:
+    """Every <property> in a Gadgetron configuration, in either syntax Gadgetron uses:
+    ``<property name="view" value="sax"/>`` or ``<property><name>view</name><value>sax</value></property>``.
+    Namespaces are ignored (chain files declare one, the configuration sent to the gadget may not)."""
+    properties: dict[str, str] = {}
+    if config is None:
+        return properties
+    for element in config.iter():
+        if not isinstance(element.tag, str) or element.tag.rsplit("}", 1)[-1] != "property":
+            continue
+        children = {child.tag.rsplit("}", 1)[-1]: (child.text or "") for child in element}
+        name = element.get("name", children.get("name", "")).strip()
+        if name:
+            properties[name] = element.get("value", children.get("value", ""))
+    return properties
+
+
+def parse_config_bytes(raw: bytes | str | None) -> ElementTree.Element | None:
+    """The configuration XML, with the trailing NULs MRD/FIRE clients send stripped; None (and a warning) when
+    it is missing or not XML, e.g. a client that sends only a configuration name."""
+    if raw is None:
+        return None
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    text = text.rstrip("\x00").strip()
+    if not text:
+        return None
+    try:
+        return ElementTree.fromstring(text)
+    except ElementTree.ParseError as error:
+        log.warning("configuration is not XML (%s): using default parameters; it was %r", error, text[:200])
+        return None
+
+
+# --- the connection: NUL-tolerant, and images kept as their raw bytes ------------------------------------------
+
+
+class EndOfStream(ConnectionError):
+    """The peer closed the socket (without the CLOSE message, or in the middle of a message)."""
+
+
+class EofCheckingSocket:
+    """A socket whose recv raises :class:`EndOfStream` when the peer has gone, where the gadgetron package's
+    reader would loop forever on the empty reads of a closed socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._socket = sock
+
+    def recv(self, nbytes: int, flags: int = 0) -> bytes:
+        chunk = self._socket.recv(nbytes, flags)
+        if nbytes > 0 and not chunk:
+            raise EndOfStream("the peer closed the connection")
+        return chunk
+
+    def __getattr__(self, name: str):
+        return getattr(self._socket, name)
+
+
+def guard_against_eof(connection: Connection) -> None:
+    """Make the connection's reads fail clearly when the peer goes away (for connections Gadgetron made)."""
+    if not isinstance(connection.socket.socket, EofCheckingSocket):
+        connection.socket.socket = EofCheckingSocket(connection.socket.socket)
+
+
+class MrdConnection(Connection):
+    """A gadgetron Connection that accepts config and header strings with or without a trailing NUL.
+
+    Gadgetron sends them bare; MRD/FIRE-style clients NUL-terminate them, which the package's XML parsing refuses.
+    A header that cannot be parsed leaves ``header`` None (the gadget then passes everything through and tags
+    its outputs with the error) instead of failing the connection. A peer that goes away ends reads with
+    :class:`EndOfStream` instead of a hang.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(EofCheckingSocket(sock))
+
+    def _read_config(self):
+        self._read_message_identifier()
+        config_bytes = read_byte_string(self.socket)
+        return parse_config_bytes(config_bytes), config_bytes
+
+    def _read_header(self):
+        self._read_message_identifier()
+        header_bytes = read_byte_string(self.socket)
+        try:
+            return ismrmrd.xsd.CreateFromDocument(header_bytes.rstrip(b"\x00").decode("utf-8")), header_bytes
+        except Exception as error:  # xsdata raises several parser error types
+            log.error("ISMRMRD header could not be parsed: %s", error)
+            return None, header_bytes
+
+
+@dataclass
+class ReceivedImage:
+    """An image message as it arrived: its exact bytes (sent on unchanged) and the parsed image."""
+
+    raw: bytes
+    image: ismrmrd.Image
+    meta_error: str = ""  # the attribute XML could not be parsed: the image is used with empty meta
+
+
+def read_received_image(source) -> ReceivedImage:
+    """Reader for GADGET_MESSAGE_ISMRMRD_IMAGE that keeps the raw message bytes with the parsed image."""
+    header_bytes = source.read(ctypes.sizeof(ismrmrd.ImageHeader))
+    head = ismrmrd.ImageHeader.from_buffer_copy(header_bytes)
+    length_bytes = source.read(uint64.size)
+    attribute_bytes = source.read(uint64.unpack(length_bytes)[0])
+    try:
+        dtype = np.dtype(get_dtype_from_data_type(head.data_type))
+    except (KeyError, TypeError) as error:
+        # Without the element size the rest of the stream cannot be framed: stop the stream with a clear error.
+        raise ValueError(f"image with unknown ISMRMRD data_type {head.data_type}: cannot read the stream on") from error
+    shape = (head.channels, head.matrix_size[2], head.matrix_size[1], head.matrix_size[0])
+    data_bytes = source.read(int(np.prod(shape)) * dtype.itemsize)
+    attribute_text = attribute_bytes.rstrip(b"\x00").decode("utf-8", errors="replace")
+    meta_error = ""
+    try:
+        meta = Meta.deserialize(attribute_text)
+    except Exception as error:  # ElementTree.ParseError or the AssertionError Meta raises on a foreign root
+        meta, meta_error = Meta(), f"image meta attributes could not be parsed: {error or type(error).__name__}"
+    data = np.frombuffer(data_bytes, dtype=dtype).reshape(shape).copy()
+    image = ismrmrd.Image(head=header_bytes, meta=meta, data=data)
+    return ReceivedImage(header_bytes + length_bytes + attribute_bytes + data_bytes, image, meta_error)
+
+
+def write_received_image(destination, received: ReceivedImage) -> None:
+    destination.write(GadgetMessageIdentifier.pack(GADGET_MESSAGE_ISMRMRD_IMAGE))
+    destination.write(received.raw)
+
+
+def keep_images_as_received(connection: Connection) -> None:
+    connection.add_reader(GADGET_MESSAGE_ISMRMRD_IMAGE, read_received_image)
+    # Not connection.add_writer: in gadgetron 1.4.1 it wraps the writer in a one-argument lambda that send() then
+    # calls with two (socket, item). The writer table it fills is the same list.
+    connection.writers.insert(0, (lambda item: isinstance(item, ReceivedImage), write_received_image))
+
+
+# --- models: loaded once per process ---------------------------------------------------------------------------
+
+_detectors: dict[tuple[str, str, str], Detector] = {}
+_detectors_lock = threading.Lock()
+
+
+def torch_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("device=cuda was asked for but torch sees no GPU")
+    return torch.device(name)
+
+
+def cached_detector(view: str, sequence: str, model_name: str, device: str) -> Detector:
+    """The Detector for (view, sequence) or the named model, loaded (and sha256-checked) once per process."""
+    spec = find_model(view, sequence, name=model_name or None)
+    target = torch_device(device)
+    key = (spec.name, spec.sha256, str(target))
+    with _detectors_lock:
+        if key not in _detectors:
+            log.info("loading model %s (%s/%s) on %s", spec.name, spec.view, spec.sequence, target)
+            _detectors[key] = Detector(spec, device=target)
+        return _detectors[key]
+
+
+def choose_view_and_sequence(
+    parameters: GadgetParameters, header: ismrmrd.xsd.ismrmrdHeader | None, meta: dict
+) -> tuple[str, str]:
+    """The parameters' view/sequence, or for 'auto' the rule of :mod:`cmr_landmark.model_choice`.
+    An unknown view is an error (no safe default); an unknown sequence falls back to cine."""
+    texts = header_texts(header) + meta_texts(meta)
+    view = parameters.view if parameters.view != "auto" else view_from_texts(texts)
+    if view is None:
+        raise ParameterError(f"cannot tell the view (sax/lax) from the protocol texts {texts}; set the view parameter")
+    sequence = parameters.sequence if parameters.sequence != "auto" else sequence_from_texts(texts)
+    if sequence is None:
+        log.warning("cannot tell the sequence from %s: using the cine model", texts)
+        sequence = "cine"
+    return view, sequence
+
+
+# --- the data path ---------------------------------------------------------------------------------------------
+
+
+def pass_originals(connection: Connection) -> Iterator[ReceivedImage]:
+    """Send every item straight back downstream, then hand the images on for detection."""
+    try:
+        for item in connection:
+            connection.send(item)
+            if isinstance(item, ReceivedImage):
+                yield item
+    except EndOfStream:
+        # The client stopped sending without CLOSE: finish what is buffered, as at a normal end of stream.
+        log.warning("the stream ended without a CLOSE message")
+
+
+def slice_batches(images: Iterator[ReceivedImage], phases_per_slice: int | None) -> Iterator[SliceBatch]:
+    """Group images into slices (all phases), releasing each when complete and the rest at the end."""
+    buffer: SeriesBuffer[ReceivedImage] = SeriesBuffer(phases_per_slice)
+    for received in images:
+        head = received.image.getHead()
+        yield from buffer.add(received, head.image_series_index, head.slice, head.phase)
+    yield from buffer.flush()
+
+
+def magnitude_2d(image: ismrmrd.Image) -> np.ndarray:
+    """The (rows, cols) magnitude of a 2-D image: root-sum-of-squares over channels, |.| of complex data."""
+    data = image.data  # (channels, z, y, x)
+    if data.shape[1] != 1:
+        raise ValueError(f"landmark detection needs 2-D images, got {data.shape[1]} partitions (z)")
+    planes = data[:, 0].astype(np.complex128 if np.iscomplexobj(data) else np.float64)  # no integer overflow in |.|
+    return np.sqrt(np.sum(np.abs(planes) ** 2, axis=0)).astype(np.float32)
+
+
+@dataclass
+class SliceResult:
+    """What detection found for one slice: the model, landmarks per phase and measures per phase."""
+
+    model: str
+    view: str
+    sequence: str
+    spacing_mm: tuple[float, float]
+    landmarks: list[ImageLandmarks]
+    measures: list[dict[str, float]]
+
+
+def detect_slice(
+    batch: SliceBatch, parameters: GadgetParameters, header: ismrmrd.xsd.ismrmrdHeader | None
+) -> SliceResult:
+    """Detection and measures for all phases of one slice (raises on anything that stops it)."""
+    images = [received.image for received in batch.items]
+    heads = [image.getHead() for image in images]
+    view, sequence = choose_view_and_sequence(parameters, header, dict(images[0].meta))
+    detector = cached_detector(view, sequence, parameters.model, parameters.device)
+    spacings = {pixel_spacing_mm(tuple(h.field_of_view), tuple(h.matrix_size)) for h in heads}
+    shapes = {tuple(h.matrix_size) for h in heads}
+    if len(spacings) != 1 or len(shapes) != 1:
+        raise ValueError(f"the phases of slice {batch.slice} differ in matrix {shapes} or pixel spacing {spacings}")
+    spacing = spacings.pop()
+    pixels = np.stack([magnitude_2d(image) for image in images])
+    landmarks = detector.detect(pixels, spacing, same_slice=True,
+                                probability_threshold=parameters.probability_threshold)
+    measures = [slice_measures(found, view, spacing, head) for found, head in zip(landmarks, heads, strict=True)]
+    lengths = [m["LVLength_mm"] for m in measures if "LVLength_mm" in m]
+    if len(lengths) >= 2:
+        shortening = longitudinal_shortening(lengths)
+        for m in measures:
+            m["LongitudinalShortening"] = shortening
+    return SliceResult(detector.spec.name, view, sequence, spacing, landmarks, measures)
+
+
+def slice_measures(found: ImageLandmarks, view: str, spacing: tuple[float, float], head) -> dict[str, float]:
+    """The measures one image's landmarks allow (a measure whose landmarks are missing is left out)."""
+    points = {name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}
+    measures: dict[str, float] = {}
+    if view == "lax" and {"MV-1", "MV-2", "APEX"} <= points.keys():
+        measures["LVLength_mm"] = lv_length_mm(points["MV-1"], points["MV-2"], points["APEX"], spacing)
+    if view == "sax" and {"A-RVI", "P-RVI", "C-LV"} <= points.keys():
+        measures["RVInsertionAngle_deg"] = rv_insertion_angle_deg(points["A-RVI"], points["P-RVI"], points["C-LV"],
+                                                                  spacing)
+    if view == "sax" and {"A-RVI", "C-LV"} <= points.keys():
+        try:
+            anterior = anterior_direction_in_image(tuple(head.read_dir), tuple(head.phase_dir))
+        except GeometryError as error:
+            log.warning("no anterior RV insertion direction: %s", error)
+        else:
+            measures["AnteriorRVIDirection_deg"] = anterior_rvi_direction_deg(points["A-RVI"], points["C-LV"],
+                                                                              spacing, anterior)
+    return measures
+
+
+def _copy_for_output(received: ReceivedImage, parameters: GadgetParameters) -> ismrmrd.Image:
+    head = received.image.getHead()
+    head.image_series_index = head.image_series_index + parameters.series_index_offset
+    meta = copy.deepcopy(received.image.meta)  # lists inside are appended to below
+    meta["CMRLandmark_OriginalSeriesIndex"] = str(received.image.getHead().image_series_index)
+    meta["GADGETRON_DataRole"] = DATA_ROLE
+    meta.append("GADGETRON_ImageProcessingHistory", "CMRLANDMARK")
+    meta.append("GADGETRON_SeqDescription", SEQUENCE_DESCRIPTION_SUFFIX)
+    return ismrmrd.Image(head=head, meta=meta, data=received.image.data.copy())
+
+
+def _format(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: int,
+                    parameters: GadgetParameters) -> ismrmrd.Image:
+    """The copy of one original with crosses and the CMRLandmark_* attributes (see docs/gadget.md)."""
+    output = _copy_for_output(received, parameters)
+    found = result.landmarks[phase_index]
+    head = output.getHead()
+    meta = output.meta
+    meta["CMRLandmark_Status"] = "ok"
+    meta["CMRLandmark_Model"] = result.model
+    meta["CMRLandmark_View"] = result.view
+    meta["CMRLandmark_Sequence"] = result.sequence
+    meta["CMRLandmark_PixelSpacing_mm"] = [_format(v) for v in result.spacing_mm]
+    for name in LANDMARKS_BY_VIEW[result.view]:
+        landmark = found.get(name)
+        meta[f"CMRLandmark_{name}_found"] = "1" if landmark is not None else "0"
+        if landmark is None:
+            continue
+        patient = pixel_to_patient_mm(np.array([[landmark.row, landmark.col]]), tuple(head.position),
+                                      tuple(head.read_dir), tuple(head.phase_dir), tuple(head.field_of_view),
+                                      tuple(head.matrix_size))[0]
+        meta[f"CMRLandmark_{name}_pixel"] = [_format(landmark.row), _format(landmark.col)]
+        meta[f"CMRLandmark_{name}_patient_mm"] = [_format(v) for v in patient]
+        meta[f"CMRLandmark_{name}_probability"] = _format(landmark.probability)
+    comments = [f"{result.view.upper()} landmarks {sum(v is not None for v in found.values())}/{len(found)}"]
+    for measure, value in result.measures[phase_index].items():
+        meta[f"CMRLandmark_{measure}"] = _format(value)
+    measures = result.measures[phase_index]
+    if "LVLength_mm" in measures:
+        comments.append(f"LV length {measures['LVLength_mm']:.1f} mm")
+    if "RVInsertionAngle_deg" in measures:
+        comments.append(f"RVI angle {measures['RVInsertionAngle_deg']:.0f} deg")
+    for comment in comments:
+        meta.append("GADGETRON_ImageComment", comment)
+    if parameters.draw_landmarks:
+        points = [(lm.row, lm.col) for lm in found.values() if lm is not None]
+        output = ismrmrd.Image(head=head, meta=meta,
+                               data=draw_crosses(output.data, points, result.spacing_mm, parameters.cross_size_mm))
+    return output
+
+
+def error_image(received: ReceivedImage, message: str, parameters: GadgetParameters) -> ismrmrd.Image:
+    """The copy of one original, without crosses, tagged with what went wrong."""
+    output = _copy_for_output(received, parameters)
+    output.meta["CMRLandmark_Status"] = "error"
+    output.meta["CMRLandmark_Error"] = message
+    output.meta.append("GADGETRON_ImageComment", "landmark detection failed")
+    return output
+
+
+def landmark_outputs(batches: Iterator[SliceBatch], parameters: GadgetParameters | ParameterError,
+                     header: ismrmrd.xsd.ismrmrdHeader | None) -> Iterator[ismrmrd.Image]:
+    """The annotated (or error-tagged) copies of each slice, in phase order."""
+    for batch in batches:
+        # A parameter error still needs an offset for the tagged copies: the default one.
+        usable = parameters if isinstance(parameters, GadgetParameters) else GadgetParameters()
+        try:
+            if isinstance(parameters, ParameterError):
+                raise parameters
+            if header is None:
+                raise ValueError("the ISMRMRD header could not be parsed")
+            result = detect_slice(batch, usable, header)
+            outputs = [annotated_image(received, result, i, usable) for i, received in enumerate(batch.items)]
+        except Exception as error:  # never lose a slice: whatever failed is reported on its copies
+            log.exception("landmark detection failed for series %d slice %d", batch.series_index, batch.slice)
+            outputs = [error_image(received, f"{type(error).__name__}: {error}", usable) for received in batch.items]
+        yield from outputs
+
+
+def landmark_detection(connection: Connection, default_properties: dict[str, str] | None = None) -> None:
+    """The gadget: originals out first and unchanged, then each slice's annotated copies (module docstring)."""
+    guard_against_eof(connection)
+    keep_images_as_received(connection)
+    properties = dict(default_properties or {})
+    properties.update(properties_from_config(connection.config))
+    parameters: GadgetParameters | ParameterError
+    try:
+        parameters = GadgetParameters.from_strings(properties)
+    except ParameterError as error:
+        log.error("%s: images pass through, their copies are tagged with the error", error)
+        parameters = error
+    header = connection.header
+    batches = slice_batches(pass_originals(connection), phases_per_slice_from_header(header))
+    for image in landmark_outputs(batches, parameters, header):
+        connection.send(image)
+
+
+# --- passive mode ----------------------------------------------------------------------------------------------
+
+
+class LandmarkServer:
+    """Listens on (host, port) and runs the gadget on each connection, each in its own thread."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", config_path: Path | str | None = None,
+                 max_connections: int | None = None) -> None:
+        self.default_properties: dict[str, str] = {}
+        if config_path is not None:
+            self.default_properties = properties_from_config(ElementTree.parse(config_path).getroot())
+            GadgetParameters.from_strings(self.default_properties)  # refuse a bad chain at start, not per scan
+        if max_connections is not None and max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        self.max_connections = max_connections
+        self._listener = socket.create_server((host, port))
+        self._listener.settimeout(0.2)  # wake up to notice stop()
+        self.port: int = self._listener.getsockname()[1]
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def serve_forever(self) -> None:
+        log.info("cmr-landmark gadget listening on port %d", self.port)
+        served = 0
+        try:
+            while not self._stopping.is_set() and (self.max_connections is None or served < self.max_connections):
+                try:
+                    client, address = self._listener.accept()
+                except TimeoutError:
+                    continue
+                served += 1
+                log.info("connection %d from %s", served, address)
+                thread = threading.Thread(target=self._handle, args=(client,), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        finally:
+            self._listener.close()
+            for thread in self._threads:
+                thread.join()
+
+    def _handle(self, client: socket.socket) -> None:
+        try:
+            with MrdConnection(client) as connection:
+                landmark_detection(connection, self.default_properties)
+        except Exception:  # one bad client must not stop the server
+            log.exception("connection ended with an error")
+            client.close()
+
+
+def serve(port: int, host: str = "127.0.0.1", config_path: Path | str | None = None,
+          max_connections: int | None = None) -> None:
+    """Passive mode: serve connections (several at once) until SIGINT/SIGTERM or ``max_connections`` served."""
+    server = LandmarkServer(port, host, config_path, max_connections)
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: server.stop())
+    server.serve_forever()
+
+
+def main_serve(argv: list[str] | None = None) -> int:
+    """``cmr-landmark serve --port PORT [--host H] [--config chain.xml] [--max-connections N]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="cmr-landmark serve", description="Run the landmark gadget in passive "
+                                     "mode: Gadgetron (<connect port=.../>) or an MRD client connects to it.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
+    parser.add_argument("--config", type=Path, help="chain XML whose <property> values are the default parameters")
+    parser.add_argument("--max-connections", type=int, help="exit after serving this many connections")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        serve(args.port, args.host, args.config, args.max_connections)
+    except (OSError, ParameterError, ElementTree.ParseError) as error:
+        parser.exit(2, f"cmr-landmark serve: {error}\n")
+    return 0

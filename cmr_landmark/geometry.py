@@ -1,0 +1,143 @@
+"""ISMRMRD image geometry: pixel spacing, pixel <-> patient coordinates, and where anterior lies in an image.
+
+The ISMRMRD convention (as written by Gadgetron and the MRD format documentation):
+
+- image data is ``(channels, z, y, x)``; ``x`` (the column index) runs along ``read_dir``, ``y`` (the row index)
+  along ``phase_dir``;
+- ``matrix_size`` is ``(x, y, z)`` pixels and ``field_of_view`` is ``(x, y, z)`` mm, so a pixel is
+  ``field_of_view / matrix_size`` mm;
+- ``position`` is the centre of the image (of the excited volume), not the first pixel as DICOM's
+  ImagePositionPatient is. Pixel centres are laid out symmetrically about it: pixel (row, col) is at
+  ``position + (col - (nx - 1) / 2) * dx * read_dir + (row - (ny - 1) / 2) * dy * phase_dir``. So DICOM's
+  ImagePositionPatient (centre of pixel (0, 0)) is ``position - (nx - 1) / 2 * dx * read_dir - (ny - 1) / 2 * dy
+  * phase_dir``. (Gadgetron's own DICOM writer drops the half pixel and writes the image corner; that is half a
+  pixel, well under the landmark accuracy, and we follow the MRD definition.)
+- patient coordinates are LPS, in mm: +x towards the patient's left, +y posterior, +z superior (head).
+
+Points are (row, col) pixels, as everywhere in this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+# Direction cosines travel as float32: allow their rounding, refuse anything that is not a direction.
+UNIT_LENGTH_TOLERANCE = 1e-2
+ORTHOGONALITY_TOLERANCE = 1e-2
+
+# LPS: anterior is -y.
+ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
+
+
+class GeometryError(ValueError):
+    """Image geometry that cannot be used: zero/NaN field of view or matrix, bad direction vectors."""
+
+
+def _finite_vector(values: Sequence[float] | np.ndarray, length: int, what: str) -> np.ndarray:
+    vector = np.asarray(values, dtype=np.float64).reshape(-1)
+    if vector.shape[0] < length:
+        raise GeometryError(f"{what} needs {length} values, got {vector.shape[0]}: {list(vector)}")
+    vector = vector[:length]
+    if not np.all(np.isfinite(vector)):
+        raise GeometryError(f"{what} is not finite: {list(vector)}")
+    return vector
+
+
+def pixel_spacing_mm(field_of_view_mm: Sequence[float], matrix_size: Sequence[int]) -> tuple[float, float]:
+    """(row_mm, col_mm) pixel size from ISMRMRD ``field_of_view`` (x, y[, z]) mm and ``matrix_size`` (x, y[, z]).
+
+    Rows run along y (phase encoding), columns along x (readout): row_mm = fov_y / ny, col_mm = fov_x / nx.
+    """
+    fov = _finite_vector(field_of_view_mm, 2, "field_of_view_mm")
+    matrix = _finite_vector(matrix_size, 2, "matrix_size")
+    if np.any(fov <= 0):
+        raise GeometryError(f"field of view must be positive in x and y, got {list(fov)} mm")
+    if np.any(matrix < 1) or np.any(matrix != np.round(matrix)):
+        raise GeometryError(f"matrix size must be positive whole pixels in x and y, got {list(matrix)}")
+    return float(fov[1] / matrix[1]), float(fov[0] / matrix[0])
+
+
+def image_axes(read_dir: Sequence[float], phase_dir: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Validated unit (read, phase) direction vectors in patient LPS coordinates."""
+    read = _finite_vector(read_dir, 3, "read_dir")
+    phase = _finite_vector(phase_dir, 3, "phase_dir")
+    for name, vector in (("read_dir", read), ("phase_dir", phase)):
+        length = np.linalg.norm(vector)
+        if abs(length - 1.0) > UNIT_LENGTH_TOLERANCE:
+            raise GeometryError(f"{name} must be a unit direction vector, got {list(vector)} (length {length:.4g})")
+    read, phase = read / np.linalg.norm(read), phase / np.linalg.norm(phase)
+    if abs(float(read @ phase)) > ORTHOGONALITY_TOLERANCE:
+        raise GeometryError(f"read_dir {list(read)} and phase_dir {list(phase)} are not orthogonal")
+    return read, phase
+
+
+def _plane(
+    position: Sequence[float],
+    read_dir: Sequence[float],
+    phase_dir: Sequence[float],
+    field_of_view_mm: Sequence[float],
+    matrix_size: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patient position of pixel (0, 0) and the patient step (mm) of one row and one column."""
+    centre = _finite_vector(position, 3, "position")
+    read, phase = image_axes(read_dir, phase_dir)
+    row_mm, col_mm = pixel_spacing_mm(field_of_view_mm, matrix_size)
+    nx, ny = (int(n) for n in _finite_vector(matrix_size, 2, "matrix_size"))
+    row_step, col_step = row_mm * phase, col_mm * read
+    origin = centre - (ny - 1) / 2.0 * row_step - (nx - 1) / 2.0 * col_step
+    return origin, row_step, col_step
+
+
+def pixel_to_patient_mm(
+    points_rc: np.ndarray,
+    position: Sequence[float],
+    read_dir: Sequence[float],
+    phase_dir: Sequence[float],
+    field_of_view_mm: Sequence[float],
+    matrix_size: Sequence[int],
+) -> np.ndarray:
+    """(N, 2) (row, col) pixel points -> (N, 3) patient LPS mm. NaN points stay NaN."""
+    points = np.asarray(points_rc, dtype=np.float64).reshape(-1, 2)
+    origin, row_step, col_step = _plane(position, read_dir, phase_dir, field_of_view_mm, matrix_size)
+    return origin + points[:, :1] * row_step + points[:, 1:] * col_step
+
+
+def patient_to_pixel(
+    points_mm: np.ndarray,
+    position: Sequence[float],
+    read_dir: Sequence[float],
+    phase_dir: Sequence[float],
+    field_of_view_mm: Sequence[float],
+    matrix_size: Sequence[int],
+) -> np.ndarray:
+    """(N, 3) patient LPS mm -> (N, 2) (row, col) pixels of the image plane (orthogonal projection onto it)."""
+    points = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
+    origin, row_step, col_step = _plane(position, read_dir, phase_dir, field_of_view_mm, matrix_size)
+    relative = points - origin
+    # The steps are orthogonal, so each coordinate is a projection divided by the step length squared.
+    rows = relative @ row_step / (row_step @ row_step)
+    cols = relative @ col_step / (col_step @ col_step)
+    return np.stack([rows, cols], axis=1)
+
+
+def anterior_direction_in_image(
+    read_dir: Sequence[float], phase_dir: Sequence[float], min_in_plane_fraction: float = 0.05
+) -> np.ndarray:
+    """Unit 2-vector (d_row, d_col): the direction, in the image, towards the patient's anterior (LPS -y).
+
+    Used to tell the anterior RV insertion point from the posterior one. Raises :class:`GeometryError` when the
+    image plane is (nearly) perpendicular to the anterior-posterior axis (a coronal plane), where "anterior" has
+    no in-plane direction: less than ``min_in_plane_fraction`` of the anterior unit vector lies in the plane.
+    """
+    read, phase = image_axes(read_dir, phase_dir)
+    # Columns advance along read_dir, rows along phase_dir: project anterior onto each.
+    direction = np.array([ANTERIOR_LPS @ phase, ANTERIOR_LPS @ read])
+    length = float(np.linalg.norm(direction))
+    if length < min_in_plane_fraction:
+        raise GeometryError(
+            f"the image plane (read_dir {list(read)}, phase_dir {list(phase)}) is nearly coronal: "
+            "the anterior direction does not lie in it"
+        )
+    return direction / length

@@ -1,0 +1,37 @@
+"""Reading image series from NIfTI, DICOM and ISMRMRD files, and writing ISMRMRD files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .dicom import read_dicom
+from .image_series import ImageReadError, ImageSeries, IsmrmrdPlane, SliceGeometry
+from .ismrmrd_file import list_image_groups, read_ismrmrd, read_ismrmrd_images, write_ismrmrd_images
+from .nifti import read_nifti
+
+__all__ = [
+    "ImageReadError",
+    "ImageSeries",
+    "IsmrmrdPlane",
+    "SliceGeometry",
+    "list_image_groups",
+    "read_dicom",
+    "read_ismrmrd",
+    "read_ismrmrd_images",
+    "read_nifti",
+    "read_series",
+    "write_ismrmrd_images",
+]
+
+
+def read_series(path: Path, image_group: str | None = None) -> ImageSeries:
+    """Read NIfTI (.nii, .nii.gz), ISMRMRD (.h5, .mrd) or DICOM (a file or a folder of one series)."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file or folder")
+    name = path.name.lower()
+    if path.is_file() and name.endswith((".nii", ".nii.gz")):
+        return read_nifti(path)
+    if path.is_file() and name.endswith((".h5", ".hdf5", ".mrd")):
+        return read_ismrmrd(path, image_group)
+    return read_dicom(path)

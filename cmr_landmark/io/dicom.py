@@ -1,0 +1,89 @@
+"""DICOM reader: one file or a folder of one series, grouped into slices (by position along the slice normal)
+and phases (by TriggerTime, then InstanceNumber), via pydicom."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut
+
+from .image_series import ImageReadError, ImageSeries, SliceGeometry
+
+# Slices closer than this along the normal are the same slice (positions are written to ~1e-3 mm precision).
+SAME_SLICE_TOLERANCE_MM = 0.01
+
+
+def _read_file(path: Path) -> pydicom.Dataset | None:
+    try:
+        return pydicom.dcmread(str(path))
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError):
+        return None
+
+
+def _plane(dataset: pydicom.Dataset, path: Path) -> tuple[SliceGeometry, np.ndarray, tuple[float, float]]:
+    try:
+        orientation = np.asarray(dataset.ImageOrientationPatient, dtype=np.float64)
+        position = np.asarray(dataset.ImagePositionPatient, dtype=np.float64)
+        spacing = np.asarray(dataset.PixelSpacing, dtype=np.float64)  # (between rows, between columns)
+    except AttributeError as error:
+        raise ImageReadError(f"{path}: DICOM image without geometry ({error})") from error
+    if orientation.shape != (6,) or position.shape != (3,) or spacing.shape != (2,) or np.any(spacing <= 0):
+        raise ImageReadError(f"{path}: malformed ImageOrientationPatient/ImagePositionPatient/PixelSpacing")
+    along_row, along_column = orientation[:3], orientation[3:]  # directions of increasing column, increasing row
+    geometry = SliceGeometry(position, along_column * spacing[0], along_row * spacing[1])
+    return geometry, np.cross(along_row, along_column), (float(spacing[0]), float(spacing[1]))
+
+
+def read_dicom(path: Path) -> ImageSeries:
+    """Read a DICOM file, or a folder holding the files of one series, into an :class:`ImageSeries` (LPS)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    datasets = [(f, d) for f in files if (d := _read_file(f)) is not None and "PixelData" in d]
+    if not datasets:
+        raise ImageReadError(f"{path}: no DICOM images found")
+    series_ids = {str(d.get("SeriesInstanceUID", "")) for _, d in datasets}
+    if len(series_ids) > 1:
+        raise ImageReadError(f"{path}: holds {len(series_ids)} DICOM series; give the folder or file of one series")
+    first_path, first = datasets[0]
+    _, normal, spacing = _plane(first, first_path)
+    # Group by position along the slice normal; phases of a slice sort by trigger time, then instance number.
+    slices: dict[float, list[tuple[float, int, Path, pydicom.Dataset]]] = {}
+    for file_path, dataset in datasets:
+        geometry, _, file_spacing = _plane(dataset, file_path)
+        if not np.allclose(file_spacing, spacing, rtol=1e-3):
+            raise ImageReadError(f"{file_path}: pixel spacing {file_spacing} differs from {spacing} of the series")
+        location = float(geometry.origin_mm @ normal)
+        key = next((k for k in slices if abs(k - location) < SAME_SLICE_TOLERANCE_MM), location)
+        trigger = float(dataset.get("TriggerTime", 0.0) or 0.0)
+        slices.setdefault(key, []).append((trigger, int(dataset.get("InstanceNumber", 0) or 0), file_path, dataset))
+    phase_counts = {len(members) for members in slices.values()}
+    if len(phase_counts) != 1:
+        raise ImageReadError(f"{path}: slices have different numbers of phases {sorted(phase_counts)}")
+    stack, geometries, triggers = [], [], []
+    for location in sorted(slices):
+        members = sorted(slices[location], key=lambda m: (m[0], m[1]))
+        try:
+            pixels = [apply_modality_lut(d.pixel_array, d) for _, _, _, d in members]
+        except (AttributeError, ValueError, NotImplementedError, RuntimeError) as error:
+            raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({error})") from error
+        shapes = {p.shape for p in pixels}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ImageReadError(f"{path}: expected 2-D images of one size, got shapes {sorted(shapes)}")
+        stack.append(np.stack(pixels))
+        geometries.append(_plane(members[0][3], members[0][2])[0])
+        triggers.append([m[0] for m in members])
+    if len({s.shape for s in stack}) != 1:
+        raise ImageReadError(f"{path}: slices have different image sizes")
+    return ImageSeries(
+        images=np.stack(stack),
+        pixel_spacing_mm=spacing,
+        slice_geometry=tuple(geometries),
+        frame="LPS",
+        voxel_order="col_row",
+        source=str(path),
+        slice_thickness_mm=float(first.get("SliceThickness", 0.0) or 0.0),
+        trigger_times_ms=np.asarray(triggers, dtype=np.float64),
+    )

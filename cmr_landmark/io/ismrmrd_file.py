@@ -1,0 +1,177 @@
+"""ISMRMRD .h5 files: read images (or raw Cartesian acquisitions, reconstructed by :mod:`.recon`) and write
+images, through ismrmrd.File / ismrmrd.Dataset.
+
+An image's data is ``(channels, z, y, x)``: the first channel of the first z plane is the 2-D image, rows = y
+(along phase_dir), columns = x (along read_dir).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import h5py
+import ismrmrd
+import ismrmrd.xsd
+import numpy as np
+
+from ..geometry import GeometryError, pixel_spacing_mm
+from .image_series import ImageReadError, ImageSeries, SliceGeometry
+from .recon import reconstruct_cartesian
+
+DATASET_NAME = "dataset"
+
+
+def _open(path: Path) -> ismrmrd.File:
+    try:
+        return ismrmrd.File(str(path), "r")
+    except (OSError, ValueError) as error:
+        raise ImageReadError(f"{path}: not a readable ISMRMRD/HDF5 file ({error})") from error
+
+
+def list_image_groups(path: Path) -> list[str]:
+    """Paths ("dataset/image_1", ...) of every image group in the file, sorted."""
+    with _open(path) as file:
+        return sorted(f"{name}/{group}" for name in file for group in file[name].find_images())
+
+
+def _header(container: ismrmrd.file.Container, path: Path) -> ismrmrd.xsd.ismrmrdHeader | None:
+    if not container.has_header():
+        return None
+    try:
+        return container.header
+    except Exception as error:  # the xsd parser raises its own parse/validation error types
+        raise ImageReadError(f"{path}: the ISMRMRD XML header does not parse ({error})") from error
+
+
+def read_ismrmrd_images(
+    path: Path, image_group: str | None = None
+) -> tuple[ismrmrd.xsd.ismrmrdHeader | None, list[ismrmrd.Image]]:
+    """The XML header and images of an ISMRMRD file.
+
+    ``image_group`` ("dataset/image_1") picks one group; by default the file must hold exactly one image group,
+    or no images and raw acquisitions, which are reconstructed (:func:`.recon.reconstruct_cartesian`).
+    """
+    path = Path(path)
+    groups = list_image_groups(path)
+    if image_group is None and len(groups) > 1:
+        raise ImageReadError(f"{path}: holds several image groups {groups}; pick one")
+    if image_group is not None and image_group not in groups:
+        raise ImageReadError(f"{path}: no image group {image_group!r} (have {groups})")
+    with _open(path) as file:
+        if groups:
+            dataset_name, group = (image_group or groups[0]).split("/", 1)
+            container = file[dataset_name]
+            images = list(container[group].images)
+            return _header(container, path), images
+        for dataset_name in file:
+            container = file[dataset_name]
+            if container.has_acquisitions():
+                header = _header(container, path)
+                if header is None:
+                    raise ImageReadError(f"{path}: raw acquisitions without an XML header cannot be reconstructed")
+                return header, reconstruct_cartesian(header, list(container.acquisitions))
+    raise ImageReadError(f"{path}: holds neither ISMRMRD images nor acquisitions")
+
+
+def images_to_series(images: Sequence[ismrmrd.Image], source: str) -> ImageSeries:
+    """Stack ISMRMRD images by (slice, phase) into an :class:`ImageSeries` (LPS, voxel order col_row)."""
+    if not images:
+        raise ImageReadError(f"{source}: no images")
+    by_index: dict[tuple[int, int], ismrmrd.Image] = {}
+    for image in images:
+        key = (int(image.slice), int(image.phase))
+        if key in by_index:
+            raise ImageReadError(
+                f"{source}: several images for slice {key[0]} phase {key[1]} (they differ in contrast, repetition, "
+                "set or series); write one series per file"
+            )
+        by_index[key] = image
+    slices = sorted({s for s, _ in by_index})
+    phases = sorted({p for _, p in by_index})
+    missing = [(s, p) for s in slices for p in phases if (s, p) not in by_index]
+    if missing:
+        raise ImageReadError(f"{source}: images missing for (slice, phase) {missing[:5]}")
+    shapes = {image.data.shape[2:] for image in images}
+    if len(shapes) != 1:
+        raise ImageReadError(f"{source}: images have different sizes {sorted(shapes)}")
+    stack = np.stack([np.stack([by_index[s, p].data[0, 0] for p in phases]) for s in slices])
+    geometries, spacing, thickness = [], None, 0.0
+    for s in slices:
+        image = by_index[s, phases[0]]
+        try:
+            geometries.append(
+                SliceGeometry.from_ismrmrd(
+                    image.position, image.read_dir, image.phase_dir, image.field_of_view, image.matrix_size
+                )
+            )
+            spacing = spacing or pixel_spacing_mm(image.field_of_view, image.matrix_size)
+        except GeometryError as error:
+            raise ImageReadError(f"{source}: slice {s}: {error}") from error
+        thickness = float(image.field_of_view[2])
+    return ImageSeries(
+        images=stack,
+        pixel_spacing_mm=spacing,
+        slice_geometry=tuple(geometries),
+        frame="LPS",
+        voxel_order="col_row",
+        source=source,
+        slice_thickness_mm=thickness,
+    )
+
+
+def read_ismrmrd(path: Path, image_group: str | None = None) -> ImageSeries:
+    """Read an ISMRMRD .h5 (images, or raw acquisitions reconstructed) into an :class:`ImageSeries`."""
+    _, images = read_ismrmrd_images(path, image_group)
+    return images_to_series(images, str(path))
+
+
+def write_ismrmrd_images(
+    path: Path,
+    header: ismrmrd.xsd.ismrmrdHeader | None,
+    images_by_group: dict[str, Iterable[ismrmrd.Image]],
+    compress: bool = False,
+) -> None:
+    """Write (replace) ``path`` with the XML header and image groups ({"image_1": [...], ...}) in "dataset".
+
+    ``compress`` stores the pixel data gzipped (transparent to every HDF5 reader): ismrmrd.Dataset cannot create
+    compressed datasets itself, so the group's datasets are created empty beforehand, exactly as
+    ``append_image`` would create them but with the filter, and ``append_image`` then grows them.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    groups = {group: list(images) for group, images in images_by_group.items()}
+    with h5py.File(path, "w") as file:
+        parent = file.create_group(DATASET_NAME)
+        for group, images in groups.items():
+            if compress and images:
+                _create_compressed_image_group(parent, group, images[0])
+    with ismrmrd.Dataset(str(path), DATASET_NAME, mode="r+") as dataset:
+        if header is not None:
+            dataset.write_xml_header(ismrmrd.xsd.ToXML(header))
+        for group, images in groups.items():
+            for image in images:
+                dataset.append_image(group, image)
+
+
+def _create_compressed_image_group(parent: h5py.Group, group: str, first: ismrmrd.Image) -> None:
+    node = parent.require_group(group)
+    node.create_dataset("header", (0,), maxshape=(None,), dtype=ismrmrd.hdf5.image_header_dtype)
+    node.create_dataset("attributes", (0,), maxshape=(None,), dtype=h5py.special_dtype(vlen=str))
+    shape = first.data.shape
+    node.create_dataset(
+        "data", (0, *shape), maxshape=(None, *shape), chunks=(1, *shape), compression="gzip", compression_opts=9,
+        shuffle=True, dtype=ismrmrd.hdf5.get_hdf5type(first.data_type),
+    )
+
+
+def write_ismrmrd_acquisitions(
+    path: Path, header: ismrmrd.xsd.ismrmrdHeader, acquisitions: Iterable[ismrmrd.Acquisition]
+) -> None:
+    """Write (replace) ``path`` with the XML header and raw acquisitions in "dataset"."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with ismrmrd.Dataset(str(path), DATASET_NAME, mode="w") as dataset:
+        dataset.write_xml_header(ismrmrd.xsd.ToXML(header))
+        for acquisition in acquisitions:
+            dataset.append_acquisition(acquisition)

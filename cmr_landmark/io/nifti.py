@@ -1,0 +1,55 @@
+"""NIfTI reader: 2-D (one image), 3-D (slices) or 4-D (slices x phases) arrays via nibabel.
+
+The array is used as stored: rows are the first axis (i), columns the second (j), and world coordinates come
+from the file's affine (RAS+). Nothing is reoriented: public NIfTI sets do not agree on how they store the
+heart, so a model trained on them was shown each set in a standard orientation by the training code, and user
+files are taken as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+
+from .image_series import ImageReadError, ImageSeries, SliceGeometry
+
+
+def read_nifti(path: Path) -> ImageSeries:
+    """Read a .nii / .nii.gz file into an :class:`ImageSeries` (frame RAS, voxel order row_col)."""
+    path = Path(path)
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except (ImageFileError, OSError, EOFError, ValueError) as error:
+        raise ImageReadError(f"{path}: not a readable NIfTI file ({error})") from error
+    if data.ndim == 2:
+        data = data[:, :, None, None]
+    elif data.ndim == 3:
+        data = data[:, :, :, None]
+    elif data.ndim == 5 and data.shape[4] == 1:
+        data = data[..., 0]
+    if data.ndim != 4 or min(data.shape) < 1 or min(data.shape[:2]) < 2:
+        raise ImageReadError(f"{path}: expected a 2-D, 3-D or 4-D image of at least 2 x 2 pixels, got {data.shape}")
+    if np.iscomplexobj(data) or data.dtype.kind not in "iuf":
+        raise ImageReadError(f"{path}: unsupported NIfTI data type {data.dtype}")
+    affine = np.asarray(image.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        raise ImageReadError(f"{path}: the affine is not finite")
+    row_step, col_step, slice_step, origin = affine[:3, 0], affine[:3, 1], affine[:3, 2], affine[:3, 3]
+    pixel_spacing_mm = (float(np.linalg.norm(row_step)), float(np.linalg.norm(col_step)))
+    if min(pixel_spacing_mm) <= 0:
+        raise ImageReadError(f"{path}: the affine gives a zero pixel size {pixel_spacing_mm}")
+    images = np.ascontiguousarray(np.transpose(data, (2, 3, 0, 1)))
+    geometry = tuple(SliceGeometry(origin + k * slice_step, row_step, col_step) for k in range(images.shape[0]))
+    return ImageSeries(
+        images=images,
+        pixel_spacing_mm=pixel_spacing_mm,
+        slice_geometry=geometry,
+        frame="RAS",
+        voxel_order="row_col",
+        source=str(path),
+        slice_thickness_mm=float(np.linalg.norm(slice_step)),
+    )

@@ -1,0 +1,98 @@
+"""Clinical measures from landmark points: LV length, longitudinal shortening, RV insertion angles.
+
+Points are (row, col) pixels of one image; ``pixel_spacing_mm`` is (row_mm, col_mm), so every distance and angle
+is taken in millimetres and stays right for non-square pixels.
+
+Angles, defined once here and in docs/gadget.md:
+
+- ``rv_insertion_angle_deg``: the angle at the LV centre between the anterior and the posterior RV insertion
+  points (the arc over which the RV attaches to the septum), 0-180 degrees. It does not depend on how the image
+  is displayed or oriented.
+- ``anterior_rvi_direction_deg``: where the anterior RV insertion point lies, seen from the LV centre, measured
+  from a reference direction (the patient's anterior direction in the image, from
+  :func:`cmr_landmark.geometry.anterior_direction_in_image`, or image "up" when the geometry is unknown),
+  counter-clockwise as the image is displayed (row 0 at the top, column 0 at the left), 0-360 degrees. The ray
+  from the LV centre through the anterior RV insertion point is the boundary between AHA segments 1 (basal
+  anterior) and 2 (basal anteroseptal); the other segment boundaries follow at 60 degree steps (basal and mid
+  slices) or the apical boundaries at 45 degrees from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+IMAGE_UP_RC = (-1.0, 0.0)
+
+
+def _point(point_rc: Sequence[float], what: str) -> np.ndarray:
+    point = np.asarray(point_rc, dtype=np.float64).reshape(-1)
+    if point.shape != (2,) or not np.all(np.isfinite(point)):
+        raise ValueError(f"{what} must be a finite (row, col) point, got {point_rc!r}")
+    return point
+
+
+def _to_mm(vector_rc: np.ndarray, pixel_spacing_mm: Sequence[float]) -> np.ndarray:
+    spacing = np.asarray(pixel_spacing_mm, dtype=np.float64).reshape(-1)
+    if spacing.shape != (2,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise ValueError(f"pixel_spacing_mm must be two positive numbers (row_mm, col_mm), got {pixel_spacing_mm!r}")
+    return vector_rc * spacing
+
+
+def _displayed_angle_deg(vector_mm: np.ndarray) -> float:
+    # Displayed with rows downwards: "up" on the screen is -row, so flip the row to get a mathematical angle.
+    return float(np.degrees(np.arctan2(-vector_mm[0], vector_mm[1])))
+
+
+def lv_length_mm(
+    mv1_rc: Sequence[float], mv2_rc: Sequence[float], apex_rc: Sequence[float], pixel_spacing_mm: Sequence[float]
+) -> float:
+    """Distance (mm) from the apex to the midpoint of the two mitral valve points."""
+    mitral_midpoint = (_point(mv1_rc, "MV-1") + _point(mv2_rc, "MV-2")) / 2.0
+    return float(np.linalg.norm(_to_mm(_point(apex_rc, "APEX") - mitral_midpoint, pixel_spacing_mm)))
+
+
+def longitudinal_shortening(lv_lengths_mm: Sequence[float]) -> float:
+    """(max - min) / max of the LV lengths over a cine (a fraction, not percent). NaN lengths (frames where a
+    landmark was not found) are left out; at least two found lengths are needed."""
+    lengths = np.asarray(lv_lengths_mm, dtype=np.float64).reshape(-1)
+    lengths = lengths[np.isfinite(lengths)]
+    if len(lengths) < 2:
+        raise ValueError(f"longitudinal shortening needs at least two LV lengths, got {len(lengths)}")
+    if np.any(lengths <= 0):
+        raise ValueError(f"LV lengths must be positive, got {lengths.tolist()}")
+    return float((lengths.max() - lengths.min()) / lengths.max())
+
+
+def rv_insertion_angle_deg(
+    anterior_rc: Sequence[float],
+    posterior_rc: Sequence[float],
+    centre_rc: Sequence[float],
+    pixel_spacing_mm: Sequence[float],
+) -> float:
+    """Angle (degrees, 0-180) at the LV centre between the anterior and posterior RV insertion points."""
+    centre = _point(centre_rc, "C-LV")
+    to_anterior = _to_mm(_point(anterior_rc, "A-RVI") - centre, pixel_spacing_mm)
+    to_posterior = _to_mm(_point(posterior_rc, "P-RVI") - centre, pixel_spacing_mm)
+    lengths = np.linalg.norm(to_anterior) * np.linalg.norm(to_posterior)
+    if lengths == 0:
+        raise ValueError("an RV insertion point coincides with the LV centre: the angle is undefined")
+    cosine = np.clip(to_anterior @ to_posterior / lengths, -1.0, 1.0)
+    return float(np.degrees(np.arccos(cosine)))
+
+
+def anterior_rvi_direction_deg(
+    anterior_rc: Sequence[float],
+    centre_rc: Sequence[float],
+    pixel_spacing_mm: Sequence[float],
+    reference_direction_rc: Sequence[float] = IMAGE_UP_RC,
+) -> float:
+    """Direction (degrees, 0-360) of the anterior RV insertion point seen from the LV centre, counter-clockwise
+    as displayed from ``reference_direction_rc`` (a direction in mm, (row, col) components; default image up)."""
+    to_anterior = _to_mm(_point(anterior_rc, "A-RVI") - _point(centre_rc, "C-LV"), pixel_spacing_mm)
+    reference = _point(reference_direction_rc, "reference direction")
+    if not np.any(to_anterior) or not np.any(reference):
+        raise ValueError("the anterior RV insertion point or the reference direction has zero length")
+    angle = (_displayed_angle_deg(to_anterior) - _displayed_angle_deg(reference)) % 360.0
+    return 0.0 if angle >= 360.0 else angle  # a rounding-level negative angle wraps to exactly 360.0

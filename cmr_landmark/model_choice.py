@@ -1,0 +1,77 @@
+"""Which model an image series needs: view (sax/lax) and sequence (cine/lge/t1) from the protocol's words.
+
+The rule (documented in docs/gadget.md): the texts of the ISMRMRD header (measurementInformation protocolName,
+seriesDescription, sequenceName; sequenceParameters sequence_type; every userParameterString value) and of the
+image meta (ImageComment, SequenceDescription, GADGETRON_SeqDescription, GADGETRON_ImageComment) are split into
+words at every character that is not a letter or digit, upper-cased, and a word that *starts with* one of the
+keywords below decides. Long-axis words win over short-axis words (a "SAX-planned 4CH" is a long-axis image);
+for the sequence T1 words win over LGE words, which win over cine words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import ismrmrd.xsd
+
+LAX_WORDS = ("LAX", "2CH", "3CH", "4CH", "CH2", "CH3", "CH4", "LVOT", "LONG")
+SAX_WORDS = ("SAX", "SA", "SHORT")
+T1_WORDS = ("MOLLI", "SHMOLLI", "T1MAP", "T1MAPPING", "T1", "SASHA")
+LGE_WORDS = ("LGE", "PSIR", "MAGIR", "DELAYED", "DE", "SCAR")
+CINE_WORDS = ("CINE", "TRUFI", "BSSFP", "SSFP", "FIESTA", "BTFE")
+META_TEXT_KEYS = ("ImageComment", "SequenceDescription", "GADGETRON_SeqDescription", "GADGETRON_ImageComment")
+
+
+def _words(texts: Iterable[str]) -> list[str]:
+    return [word for text in texts for word in re.split(r"[^A-Z0-9]+", str(text).upper()) if word]
+
+
+def _any_word(words: list[str], keywords: tuple[str, ...]) -> bool:
+    # "SA" and "DE" and "T1" are short: require them whole, the longer keywords as prefixes ("MOLLI5", "LGE3D").
+    return any(word == keyword or (len(keyword) > 2 and word.startswith(keyword)) for word in words
+               for keyword in keywords)
+
+
+def header_texts(header: ismrmrd.xsd.ismrmrdHeader | None) -> list[str]:
+    """The free texts of an ISMRMRD header that name a protocol."""
+    if header is None:
+        return []
+    texts: list[str] = []
+    info = header.measurementInformation
+    if info is not None:
+        texts += [t for t in (info.protocolName, info.seriesDescription, info.sequenceName) if t]
+    if header.sequenceParameters is not None and header.sequenceParameters.sequence_type:
+        texts.append(header.sequenceParameters.sequence_type)
+    if header.userParameters is not None:
+        texts += [p.value for p in header.userParameters.userParameterString if p.value]
+    return texts
+
+
+def meta_texts(meta: dict) -> list[str]:
+    """The image meta values that describe the series (each may be one value or a list)."""
+    texts: list[str] = []
+    for key in META_TEXT_KEYS:
+        value = meta.get(key)
+        if value is not None:
+            texts += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return texts
+
+
+def view_from_texts(texts: Iterable[str]) -> str | None:
+    """'lax', 'sax', or None when no word names the view."""
+    words = _words(texts)
+    if _any_word(words, LAX_WORDS):
+        return "lax"
+    if _any_word(words, SAX_WORDS):
+        return "sax"
+    return None
+
+
+def sequence_from_texts(texts: Iterable[str]) -> str | None:
+    """'t1', 'lge', 'cine', or None when no word names the sequence."""
+    words = _words(texts)
+    for sequence, keywords in (("t1", T1_WORDS), ("lge", LGE_WORDS), ("cine", CINE_WORDS)):
+        if _any_word(words, keywords):
+            return sequence
+    return None

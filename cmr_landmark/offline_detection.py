@@ -1,0 +1,75 @@
+"""Landmarks of every image of a series read from a file, with voxel indices, world mm and measures.
+
+The record of one image (the JSON contract of ``cmr-landmark detect``)::
+
+    {"slice": k, "phase": t,
+     "landmarks": {NAME: null | {"voxel": [i, j], "world_mm": [x, y, z], "probability": p}},
+     "lv_length_mm": float | null, "rv_insertion_angle_deg": float | null}
+
+``voxel`` is in the file's own index order (NIfTI: [i, j] = [row, col] of the array's first two axes; DICOM and
+ISMRMRD: [column, row]); ``world_mm`` is in the file's world frame (NIfTI affine: RAS+, DICOM/ISMRMRD: LPS).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .config import LANDMARKS_BY_VIEW
+from .detector import Detector, ImageLandmarks
+from .io import ImageSeries
+from .measures import longitudinal_shortening, lv_length_mm, rv_insertion_angle_deg
+
+
+def image_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[float, float]) -> dict[str, float | None]:
+    """LV length (lax) and RV insertion angle (sax) of one image; None when a landmark it needs is missing."""
+    points = {name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}
+    length = angle = None
+    if view == "lax" and {"MV-1", "MV-2", "APEX"} <= points.keys():
+        length = lv_length_mm(points["MV-1"], points["MV-2"], points["APEX"], pixel_spacing_mm)
+    if view == "sax" and {"A-RVI", "P-RVI", "C-LV"} <= points.keys():
+        try:
+            angle = rv_insertion_angle_deg(points["A-RVI"], points["P-RVI"], points["C-LV"], pixel_spacing_mm)
+        except ValueError:  # an insertion point on the LV centre: the angle is undefined
+            angle = None
+    return {"lv_length_mm": length, "rv_insertion_angle_deg": angle}
+
+
+def detect_series(series: ImageSeries, detector: Detector) -> list[dict]:
+    """One record per (slice, phase), slice-major. The phases of a slice are detected together (one crop)."""
+    view = detector.spec.view
+    records = []
+    for slice_index in range(series.n_slices):
+        found_per_phase = detector.detect(
+            series.images[slice_index], series.pixel_spacing_mm, same_slice=series.n_phases > 1
+        )
+        for phase, found in enumerate(found_per_phase):
+            landmarks: dict[str, dict | None] = {}
+            for name in LANDMARKS_BY_VIEW[view]:
+                landmark = found.get(name)
+                if landmark is None:
+                    landmarks[name] = None
+                    continue
+                world = series.pixel_to_world_mm(slice_index, [[landmark.row, landmark.col]])[0]
+                landmarks[name] = {
+                    "voxel": series.voxel(round(landmark.row, 3), round(landmark.col, 3)),
+                    "world_mm": [round(float(v), 3) for v in world],
+                    "probability": round(landmark.probability, 4),
+                }
+            records.append(
+                {"slice": slice_index, "phase": phase, "landmarks": landmarks,
+                 **image_measures(found, view, series.pixel_spacing_mm)}
+            )
+    return records
+
+
+def shortening_per_slice(records: list[dict]) -> list[dict]:
+    """Longitudinal shortening (fraction) of each slice with LV lengths in at least two phases."""
+    lengths: dict[int, list[float]] = {}
+    for record in records:
+        if record["lv_length_mm"] is not None and math.isfinite(record["lv_length_mm"]):
+            lengths.setdefault(record["slice"], []).append(record["lv_length_mm"])
+    return [
+        {"slice": slice_index, "longitudinal_shortening": round(longitudinal_shortening(values), 4)}
+        for slice_index, values in sorted(lengths.items())
+        if len(values) >= 2
+    ]

@@ -1,0 +1,147 @@
+"""What the gadget found, read back from the meta attributes of the images it returned (docs/gadget.md):
+report.json, an overlay PNG per slice, the LV length curve of each long-axis cine slice, and a text summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import ismrmrd
+import numpy as np
+
+from .config import LANDMARKS_BY_VIEW
+from .overlay import save_curve, save_landmark_overlay
+
+PREFIX = "CMRLandmark_"
+MEASURES = ("LVLength_mm", "LongitudinalShortening", "RVInsertionAngle_deg", "AnteriorRVIDirection_deg")
+
+
+def _floats(value) -> list[float]:
+    values = value if isinstance(value, list) else [value]
+    return [float(v) for v in values]
+
+
+def landmark_record(image: ismrmrd.Image) -> dict | None:
+    """The landmarks and measures one returned image carries, or None for an image the gadget did not tag."""
+    meta = image.meta
+    status = meta.get(f"{PREFIX}Status")
+    if status is None:
+        return None
+    view = meta.get(f"{PREFIX}View")
+    record = {
+        "series": int(image.image_series_index),
+        "original_series": int(meta.get(f"{PREFIX}OriginalSeriesIndex", image.image_series_index)),
+        "slice": int(image.slice),
+        "phase": int(image.phase),
+        "status": status,
+        "error": meta.get(f"{PREFIX}Error"),
+        "model": meta.get(f"{PREFIX}Model"),
+        "view": view,
+        "landmarks": {},
+        "measures": {name: float(meta[PREFIX + name]) for name in MEASURES if PREFIX + name in meta},
+    }
+    for name in LANDMARKS_BY_VIEW.get(view, ()):
+        if meta.get(f"{PREFIX}{name}_found") != "1":
+            record["landmarks"][name] = None
+            continue
+        record["landmarks"][name] = {
+            "pixel_rc": _floats(meta[f"{PREFIX}{name}_pixel"]),
+            "patient_mm": _floats(meta[f"{PREFIX}{name}_patient_mm"]),
+            "probability": float(meta[f"{PREFIX}{name}_probability"]),
+        }
+    return record
+
+
+def landmark_records(images: Sequence[ismrmrd.Image]) -> list[dict]:
+    """Records of every tagged image, ordered by (series, slice, phase)."""
+    records = [r for r in (landmark_record(image) for image in images) if r is not None]
+    return sorted(records, key=lambda r: (r["series"], r["slice"], r["phase"]))
+
+
+def slice_summaries(records: Sequence[dict]) -> list[dict]:
+    """Per (series, slice): how many phases, LV length per phase and longitudinal shortening (long axis), RV
+    insertion angle per phase (short axis)."""
+    slices: dict[tuple[int, int], list[dict]] = {}
+    for record in records:
+        slices.setdefault((record["series"], record["slice"]), []).append(record)
+    summaries = []
+    for (series, slice_index), members in sorted(slices.items()):
+        members = sorted(members, key=lambda r: r["phase"])
+        summary = {"series": series, "slice": slice_index, "view": members[0]["view"], "phases": len(members),
+                   "errors": sorted({r["error"] for r in members if r["status"] != "ok"})}
+        for measure, key in (("LVLength_mm", "lv_length_mm"), ("RVInsertionAngle_deg", "rv_insertion_angle_deg")):
+            values = [r["measures"].get(measure) for r in members]
+            if any(v is not None for v in values):
+                summary[key] = values
+        shortening = {r["measures"]["LongitudinalShortening"] for r in members
+                      if "LongitudinalShortening" in r["measures"]}
+        if shortening:
+            summary["longitudinal_shortening"] = shortening.pop()
+        summaries.append(summary)
+    return summaries
+
+
+def summary_text(records: Sequence[dict]) -> str:
+    """A few lines per slice: landmarks found, and the measures."""
+    lines = []
+    for summary in slice_summaries(records):
+        members = [r for r in records if (r["series"], r["slice"]) == (summary["series"], summary["slice"])]
+        found = sum(lm is not None for r in members for lm in r["landmarks"].values())
+        total = sum(len(r["landmarks"]) for r in members)
+        line = (f"series {summary['series']} slice {summary['slice']:2d} ({summary['view'] or '?'}, "
+                f"{summary['phases']} phase(s)): {found}/{total} landmarks")
+        first = members[0]
+        points = ", ".join(
+            f"{name} ({lm['pixel_rc'][0]:.1f}, {lm['pixel_rc'][1]:.1f}) p={lm['probability']:.2f}"
+            for name, lm in first["landmarks"].items() if lm is not None
+        )
+        if points:
+            line += f"; phase {first['phase']}: {points}"
+        lengths = [v for v in summary.get("lv_length_mm", []) if v is not None]
+        if lengths:
+            line += f"; LV length {min(lengths):.1f}-{max(lengths):.1f} mm"
+        if "longitudinal_shortening" in summary:
+            line += f", longitudinal shortening {100 * summary['longitudinal_shortening']:.1f}%"
+        angles = [v for v in summary.get("rv_insertion_angle_deg", []) if v is not None]
+        if angles:
+            line += f"; RV insertion angle {np.median(angles):.0f} deg"
+        if summary["errors"]:
+            line += f"; ERRORS: {'; '.join(summary['errors'])}"
+        lines.append(line)
+    return "\n".join(lines) if lines else "no landmark results came back"
+
+
+def write_report(
+    report_dir: Path,
+    records: Sequence[dict],
+    originals: Sequence[ismrmrd.Image],
+    timings: dict[str, float | None],
+    extra: dict | None = None,
+) -> Path:
+    """report.json, slice<k>.png (first phase of each slice, landmarks drawn on the original image) and
+    lv_length_slice<k>.png for long-axis slices with several phases. Returns the report.json path."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    summaries = slice_summaries(records)
+    by_index = {(int(im.image_series_index), int(im.slice), int(im.phase)): im for im in originals}
+    for summary in summaries:
+        first = min((r for r in records if (r["series"], r["slice"]) == (summary["series"], summary["slice"])),
+                    key=lambda r: r["phase"])
+        original = by_index.get((first["original_series"], first["slice"], first["phase"]))
+        if original is not None:
+            points = {n: None if lm is None else tuple(lm["pixel_rc"]) for n, lm in first["landmarks"].items()}
+            spacing = (original.field_of_view[1] / original.matrix_size[1],
+                       original.field_of_view[0] / original.matrix_size[0])
+            save_landmark_overlay(original.data[0, 0], points, report_dir / f"slice{summary['slice']:02d}.png",
+                                  title=f"slice {summary['slice']} phase {first['phase']}", pixel_spacing_mm=spacing)
+        if summary["view"] == "lax" and summary["phases"] > 1 and "lv_length_mm" in summary:
+            shortening = summary.get("longitudinal_shortening")
+            title = f"slice {summary['slice']}" + (
+                f": longitudinal shortening {100 * shortening:.1f}%" if shortening is not None else "")
+            save_curve(summary["lv_length_mm"], report_dir / f"lv_length_slice{summary['slice']:02d}.png",
+                       ylabel="LV length (mm)", title=title)
+    report = {"images": list(records), "summary": summaries, "timings_s": timings, **(extra or {})}
+    path = report_dir / "report.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    return path

@@ -1,0 +1,130 @@
+"""Contrast-agnostic augmentation: every tissue label gets a random intensity (SynthSeg-like).
+
+A network trained on cine and LGE only learns their contrasts; one trained on images whose tissue intensities
+are redrawn at random every time has to find the landmarks from shape alone, which is what carries over to
+contrasts never seen in training (T1/T2 maps, perfusion, other vendors). The geometry is never touched, so the
+landmarks of the slice stay valid.
+
+Labelled tissues (LV blood, LV myocardium, RV blood) get a random mean plus some of their own source texture;
+everything else (label 0) is the source image passed through a random curve, monotone or not, so chest wall,
+liver, fat and lung keep their shapes but not their brightness order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy import ndimage
+
+# Mask labels of cmr_landmark.datasets.Slice.mask
+BACKGROUND_LABEL, LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL = 0, 1, 2, 3
+TISSUE_LABELS: tuple[int, ...] = (LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL)
+
+# Myocardium must stay distinguishable from the blood pools it separates, else the RV insertion points are
+# undefined in the picture even though the labels define them: a training target nothing in the image supports.
+MIN_MYOCARDIUM_BLOOD_CONTRAST = 0.15
+
+
+def normalised_source(image: np.ndarray) -> np.ndarray:
+    """The image scaled so its 1st..99th percentile spans 0..1, clipped to 0..1 (the input of the curves)."""
+    image = np.asarray(image, dtype=np.float64)
+    low, high = np.percentile(image, [1.0, 99.0])
+    if not np.isfinite(high - low) or high - low <= 1e-9:
+        return np.zeros(image.shape)
+    return np.clip((image - low) / (high - low), 0.0, 1.0)
+
+
+def random_curve(
+    rng: np.random.Generator,
+    low: float,
+    high: float,
+    n_knots: int | None = None,
+    monotone: str | None = None,
+    log_scale: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (x in 0..1, y in low..high) of a random piecewise-linear intensity curve.
+
+    ``monotone``: "increasing", "decreasing" or "none" (non-monotone); default drawn at random. ``log_scale``
+    draws y log-uniformly (for relaxation times, where 250 and 3000 ms are equally plausible tissue values).
+    Apply with ``np.interp(u, x, y)``.
+    """
+    if not low < high or (log_scale and low <= 0):
+        raise ValueError(f"need low < high (and low > 0 on a log scale), got {low}, {high}")
+    n_knots = int(rng.integers(3, 7)) if n_knots is None else n_knots
+    monotone = str(rng.choice(["increasing", "decreasing", "none"])) if monotone is None else monotone
+    x = np.concatenate([[0.0], np.sort(rng.uniform(0.0, 1.0, n_knots - 2)), [1.0]])
+    y = np.exp(rng.uniform(np.log(low), np.log(high), n_knots)) if log_scale else rng.uniform(low, high, n_knots)
+    if monotone == "increasing":
+        y = np.sort(y)
+    elif monotone == "decreasing":
+        y = np.sort(y)[::-1]
+    elif monotone != "none":
+        raise ValueError(f"monotone must be 'increasing', 'decreasing' or 'none', got {monotone!r}")
+    return x, y
+
+
+def smooth_random_field(shape: tuple[int, int], rng: np.random.Generator, scale_px: float) -> np.ndarray:
+    """Zero-mean, unit-std random field smooth over ``scale_px`` pixels (bias fields, tissue texture)."""
+    # Smooth on a grid 4 samples per scale length, then interpolate up: a large-sigma filter on the full image
+    # would cost a second per slice.
+    step = max(scale_px / 4.0, 1.0)
+    coarse_shape = tuple(int(np.ceil(n / step)) + 1 for n in shape)
+    field = ndimage.gaussian_filter(rng.standard_normal(coarse_shape), sigma=scale_px / step, mode="reflect")
+    field = ndimage.zoom(field, [n / c for n, c in zip(shape, coarse_shape, strict=True)], order=1)[: shape[0], : shape[1]]
+    field = field - field.mean()
+    std = field.std()
+    return field / std if std > 0 else field
+
+
+def _draw_tissue_means(rng: np.random.Generator) -> dict[int, float]:
+    while True:
+        means = {label: float(rng.uniform(0.0, 1.0)) for label in TISSUE_LABELS}
+        myocardium = means[LV_MYOCARDIUM_LABEL]
+        if min(abs(myocardium - means[LV_BLOOD_LABEL]), abs(myocardium - means[RV_BLOOD_LABEL])) >= (
+            MIN_MYOCARDIUM_BLOOD_CONTRAST
+        ):
+            return means
+
+
+def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``image`` (H, W) redrawn with a random intensity per tissue of ``mask`` (H, W); float32, about 0..1.
+
+    Same geometry as the input: only intensities change.
+    """
+    image = np.asarray(image)
+    mask = np.asarray(mask)
+    if image.ndim != 2 or image.shape != mask.shape:
+        raise ValueError(f"image {image.shape} and mask {mask.shape} must be 2-D arrays of one shape")
+    source = normalised_source(image)
+    x, y = random_curve(rng, 0.0, 1.0)
+    out = np.interp(source, x, y)
+    for label, mean in _draw_tissue_means(rng).items():
+        inside = mask == label
+        if not inside.any():
+            continue
+        # Keep some of the tissue's own texture (trabeculation, papillary muscles), sign and strength random.
+        texture_gain = rng.uniform(-0.6, 0.6)
+        out[inside] = mean + texture_gain * (source[inside] - np.median(source[inside]))
+    out = ndimage.gaussian_filter(out, sigma=rng.uniform(0.0, 1.2))  # partial volume at tissue borders
+    out = out * (1.0 + rng.uniform(0.0, 0.25) * smooth_random_field(out.shape, rng, scale_px=out.shape[0] / 4))
+    out = out + rng.uniform(0.0, 0.06) * rng.standard_normal(out.shape)
+    out = np.clip(out, 0.0, None) ** rng.uniform(0.7, 1.5)
+    return out.astype(np.float32)
+
+
+def with_random_contrast(slice_, rng: np.random.Generator):
+    """A copy of a :class:`cmr_landmark.datasets.Slice` whose image has random tissue contrast (landmarks kept)."""
+    if slice_.mask is None:
+        raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to draw contrasts from")
+    return dataclasses.replace(slice_, image=random_tissue_contrast(slice_.image, slice_.mask, rng))
+
+
+def random_contrast_slices(slices, seed: int, copies: int = 1) -> list:
+    """``copies`` random-contrast versions of every slice that has a mask, reproducible from ``seed``."""
+    return [
+        with_random_contrast(s, np.random.default_rng([seed, index, copy]))
+        for index, s in enumerate(slices)
+        if s.mask is not None
+        for copy in range(copies)
+    ]

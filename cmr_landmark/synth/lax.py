@@ -1,0 +1,636 @@
+"""Synthetic long-axis (4CH, 2CH, 3CH) cine/LGE images with known mitral-valve and apex landmarks.
+
+No public set labels long-axis landmarks, so the long-axis model learns from a parametric chest instead. The
+anatomy is a set of implicit surfaces (truncated prolate ellipsoids, ellipsoids, tubes, elliptic cylinders)
+evaluated directly at the 3-D points of the image plane, so a slice costs one pass over its pixels and no voxel
+volume is ever built:
+
+    random anatomy (sizes, wall, tilt, pose in the chest) -> phase of the heart beat (shortening, ejection)
+    -> view plane as a planner sets it (+ planning error) -> label map at twice the resolution
+    -> per-tissue intensities (bSSFP-like, LGE-like or random) with texture -> coil bias -> partial volume
+    (2x downsampling) -> k-space truncation (ringing) -> Rician noise.
+
+Heart coordinates (mm): origin at the mitral annulus centre, +z from the base toward the apex, +x from the LV
+toward the RV (through the septum), +y completing a right-handed frame (anterior-ish). Labels 1-3 are those of
+the real data sets (1 LV blood, 2 LV myocardium, 3 RV blood); the other tissues get their own codes so that
+they can be rendered, and are set to 0 before the landmark rule sees the map, exactly as in the real labels.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..config import cache_dir
+from ..landmarks import derive_lax_landmarks
+
+LAX_VIEWS: tuple[str, ...] = ("4ch", "2ch", "3ch")
+CONTRASTS: tuple[str, ...] = ("bssfp", "lge", "random")
+
+# Label codes: 1-3 as in the real data; the rest are extra tissues of the synthetic chest.
+BACKGROUND, LV_BLOOD, LV_MYOCARDIUM, RV_BLOOD = 0, 1, 2, 3
+LA_BLOOD, RA_BLOOD, AORTA_BLOOD, RV_WALL, HEART_FAT, SKIN_FAT, MUSCLE, LUNG, LIVER, SOFT_TISSUE, BONE, VALVE = range(
+    4, 16
+)
+N_LABELS = 16
+REAL_DATA_LABELS: tuple[int, ...] = (LV_BLOOD, LV_MYOCARDIUM, RV_BLOOD)
+# The rule's landmarks are the target where they are this close (mm) to the anatomy's (a wall thickness).
+RULE_AGREEMENT_MM = 6.0
+
+# Relative intensity ranges per label (low, high): bSSFP blood and fat bright, myocardium dark, lung black;
+# LGE (inversion-nulled myocardium) blood grey, myocardium black, fat bright.
+_BLOOD = (0.75, 1.0)
+_BSSFP_RANGES = {
+    BACKGROUND: (0.0, 0.01), LV_BLOOD: _BLOOD, LV_MYOCARDIUM: (0.15, 0.32), RV_BLOOD: _BLOOD, LA_BLOOD: _BLOOD,
+    RA_BLOOD: _BLOOD, AORTA_BLOOD: _BLOOD, RV_WALL: (0.15, 0.32), HEART_FAT: (0.6, 1.0), SKIN_FAT: (0.6, 1.0),
+    MUSCLE: (0.15, 0.3), LUNG: (0.01, 0.08), LIVER: (0.2, 0.4), SOFT_TISSUE: (0.2, 0.5), BONE: (0.15, 0.45),
+    VALVE: (0.1, 0.3),
+}
+_LGE_RANGES = {
+    **_BSSFP_RANGES, LV_BLOOD: (0.35, 0.7), RV_BLOOD: (0.35, 0.7), LA_BLOOD: (0.35, 0.7), RA_BLOOD: (0.35, 0.7),
+    AORTA_BLOOD: (0.35, 0.7), LV_MYOCARDIUM: (0.0, 0.08), RV_WALL: (0.02, 0.15), HEART_FAT: (0.5, 0.9),
+    SKIN_FAT: (0.5, 0.9), LIVER: (0.25, 0.5), MUSCLE: (0.1, 0.25),
+}
+
+
+@dataclass(frozen=True)
+class HeartAnatomy:
+    """One synthetic heart in heart coordinates (mm) and its pose in the chest."""
+
+    lv_length_mm: float  # mitral annulus plane to epicardial apex
+    lv_radius_mm: float  # endocardial radius at the equator
+    equator_depth_fraction: float  # where the widest point lies along the cavity, from the base (0) to the apex (1)
+    wall_thickness_mm: float
+    apex_wall_fraction: float  # apical wall as a fraction of the free wall
+    base_tilt_rad: tuple[float, float]  # tilt of the annulus plane about x and y
+    rv_size: tuple[float, float, float]  # RV cavity semi-axes (x, y, z) as fractions of the LV radius / length
+    rv_offset_fraction: float  # RV centre along +x, in LV radii
+    rv_wall_mm: float
+    la_radius_mm: float
+    ra_radius_mm: float
+    aorta_radius_mm: float
+    aorta_angle_rad: float  # direction of the aortic valve around the LV axis, from +x toward +y
+    heart_fat_mm: float
+    heart_to_body: np.ndarray  # (3, 3) rotation, columns = heart axes in body coordinates (left, anterior, superior)
+    heart_origin_body_mm: np.ndarray  # (3,) mitral centre in body coordinates
+    torso_semi_axes_mm: tuple[float, float]  # left-right, anterior-posterior
+    skin_fat_mm: float
+    muscle_mm: float
+    diaphragm_z_mm: float
+    phase: float = 0.0  # 0 = end-diastole, 1 = end-systole
+    shortening: float = 0.17  # longitudinal shortening at end-systole
+    ejection_radius_fraction: float = 0.25  # endocardial radius lost at end-systole
+
+    def at_phase(self, phase: float) -> HeartAnatomy:
+        """The same heart at another point of the beat (0 = ED, 1 = ES)."""
+        return replace(self, phase=float(np.clip(phase, 0.0, 1.0)))
+
+    # geometry at the current phase --------------------------------------------------------------------------
+    @property
+    def current_lv_length_mm(self) -> float:
+        return self.lv_length_mm * (1.0 - self.shortening * self.phase)
+
+    @property
+    def current_wall_mm(self) -> float:
+        # the wall thickens as the cavity empties (myocardial volume is roughly conserved)
+        return self.wall_thickness_mm * (1.0 + 0.5 * self.phase * self.ejection_radius_fraction / 0.25)
+
+    @property
+    def current_radius_mm(self) -> float:
+        return self.lv_radius_mm * (1.0 - self.ejection_radius_fraction * self.phase)
+
+    def lv_axes(self) -> tuple[float, float, float, float]:
+        """(equator z, endocardial z semi-axis, endocardial radius, apical wall) of the LV at this phase."""
+        wall_apex = self.current_wall_mm * self.apex_wall_fraction
+        cavity_length = self.current_lv_length_mm - wall_apex
+        equator_z = self.equator_depth_fraction * cavity_length
+        return equator_z, cavity_length - equator_z, self.current_radius_mm, wall_apex
+
+    def apex_mm(self) -> np.ndarray:
+        """Epicardial apex in heart coordinates."""
+        return np.array([0.0, 0.0, self.current_lv_length_mm])
+
+    def annulus_ring_mm(self, n: int = 720) -> np.ndarray:
+        """Points (n, 3) on the mitral annulus: the endocardial LV edge at the (tilted) base plane."""
+        equator_z, semi_z, radius, _ = self.lv_axes()
+        ring_radius = radius * np.sqrt(max(1.0 - (equator_z / semi_z) ** 2, 0.05))
+        angle = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
+        x, y = ring_radius * np.cos(angle), ring_radius * np.sin(angle)
+        return np.stack([x, y, self._base_z(x, y)], axis=1)
+
+    def _base_z(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.tan(self.base_tilt_rad[0]) * y + np.tan(self.base_tilt_rad[1]) * x
+
+    def aortic_valve_mm(self) -> np.ndarray:
+        _, _, radius, _ = self.lv_axes()
+        r = radius * 0.85
+        x, y = r * np.cos(self.aorta_angle_rad), r * np.sin(self.aorta_angle_rad)
+        return np.array([x, y, float(self._base_z(np.array(x), np.array(y)))])
+
+    # labels -------------------------------------------------------------------------------------------------
+    def label_points(self, heart_mm: np.ndarray) -> np.ndarray:
+        """Tissue label of each point (N, 3) given in heart coordinates."""
+        labels = self._body_labels(heart_mm)
+        # the heart and its fat fit in a sphere around mid-LV: evaluate the heart's surfaces only there
+        reach_mm = 1.1 * self.lv_length_mm + 2.5 * self.lv_radius_mm + 90.0
+        near = np.linalg.norm(heart_mm - np.array([0.0, 0.0, 0.4 * self.lv_length_mm]), axis=1) < reach_mm
+        heart_labels = labels[near]
+        self._label_heart(heart_mm[near], heart_labels)
+        labels[near] = heart_labels
+        return labels
+
+    def _label_heart(self, heart_mm: np.ndarray, labels: np.ndarray) -> None:
+        """Overwrite ``labels`` (N,) with the heart's tissues at points (N, 3), in place."""
+        x, y, z = heart_mm[:, 0], heart_mm[:, 1], heart_mm[:, 2]
+        equator_z, semi_z, radius, wall_apex = self.lv_axes()
+        wall = self.current_wall_mm
+        base_z = self._base_z(x, y)
+        above_base = z >= base_z  # ventricular side of the annulus plane
+        rho_xy2 = x**2 + y**2
+        endo = rho_xy2 / radius**2 + ((z - equator_z) / semi_z) ** 2
+        epi = rho_xy2 / (radius + wall) ** 2 + ((z - equator_z) / (semi_z + wall_apex)) ** 2
+        in_endo = (endo <= 1.0) & above_base
+        in_epi = (epi <= 1.0) & above_base
+
+        # RV: an ellipsoid beside the LV minus the LV itself leaves a crescent wrapping the septum
+        rv_sx, rv_sy, rv_sz = self.rv_size
+        rv_semi = np.array([rv_sx * radius, rv_sy * radius, rv_sz * self.current_lv_length_mm / 2])
+        rv_centre = np.array([self.rv_offset_fraction * radius, 0.0, rv_semi[2] + 4.0])
+        rv_rho = _ellipsoid(heart_mm, rv_centre, rv_semi)
+        tricuspid_z = 6.0 + base_z
+        rv_side = z >= tricuspid_z
+        in_rv = (rv_rho <= 1.0) & rv_side & ~in_epi
+        rv_outer = (np.sqrt(rv_rho) <= 1.0 + self.rv_wall_mm / rv_semi.min()) & rv_side & ~in_epi
+
+        # atria above the valve planes, aortic root from the LV outflow upward
+        la_centre = np.array([-0.15 * radius, -0.2 * radius, -0.9 * self.la_radius_mm])
+        la_semi = np.array([1.0, 1.1, 1.0]) * self.la_radius_mm
+        in_la = (_ellipsoid(heart_mm, la_centre, la_semi) <= 1.0) & ~above_base
+        ra_centre = np.array([rv_centre[0] + 0.3 * rv_semi[0], 0.2 * radius, 6.0 - 0.9 * self.ra_radius_mm])
+        ra_semi = np.array([1.0, 1.0, 1.1]) * self.ra_radius_mm
+        in_ra = (_ellipsoid(heart_mm, ra_centre, ra_semi) <= 1.0) & (z < tricuspid_z)
+        valve = self.aortic_valve_mm()
+        aorta_start = valve + np.array([0.0, 0.0, 12.0])
+        aorta_dir = np.array([0.35 * np.cos(self.aorta_angle_rad), 0.35 * np.sin(self.aorta_angle_rad), -1.0])
+        in_aorta_tube = _tube(heart_mm, aorta_start, aorta_dir, 70.0, self.aorta_radius_mm)
+        in_lvot = in_aorta_tube & above_base & in_epi
+        in_aorta = in_aorta_tube & ~above_base
+        aorta_wall = _tube(heart_mm, aorta_start, aorta_dir, 70.0, self.aorta_radius_mm + 2.5) & ~above_base & ~in_aorta
+        heart_core = in_epi | rv_outer | in_la | in_ra | in_aorta_tube
+        fat_centre = np.array([0.3 * radius, 0.0, self.current_lv_length_mm * 0.35])
+        fat = self.heart_fat_mm
+        fat_semi = np.array([2.6 * radius + fat, 2.2 * radius + fat, 0.95 * self.lv_length_mm])
+        near_heart = _ellipsoid(heart_mm, fat_centre, fat_semi) <= 1.0
+        # pericardial fat: a layer over the ventricles, thickest in the atrioventricular groove
+        groove = np.abs(z - base_z) < 12.0
+        over_ventricles = epi <= (1.0 + self.heart_fat_mm / radius) ** 2
+        fat_layer = near_heart & ~heart_core & (over_ventricles | (groove & (epi < 2.2)))
+        labels[fat_layer & (labels != BONE)] = HEART_FAT
+        labels[aorta_wall] = MUSCLE
+        labels[in_la] = LA_BLOOD
+        labels[in_ra] = RA_BLOOD
+        labels[rv_outer] = RV_WALL
+        labels[in_rv] = RV_BLOOD
+        labels[in_aorta] = AORTA_BLOOD
+        labels[in_epi] = LV_MYOCARDIUM
+        labels[in_endo | in_lvot] = LV_BLOOD
+        if self.phase > 0.6:  # closed mitral leaflets: a thin dark line across the annulus in systole
+            leaflets = (z < base_z) & (z > base_z - 2.0) & (rho_xy2 < (radius * 0.9) ** 2) & ~in_aorta_tube
+            labels[leaflets] = VALVE
+
+    def _body_labels(self, heart_mm: np.ndarray) -> np.ndarray:
+        """Chest around the heart: skin fat, muscle, lungs, mediastinum, liver below the diaphragm, spine."""
+        body = heart_mm @ self.heart_to_body.T + self.heart_origin_body_mm  # (left, anterior, superior)
+        bx, by, bz = body[:, 0], body[:, 1], body[:, 2]
+        ax, ay = self.torso_semi_axes_mm
+        torso = np.sqrt((bx / ax) ** 2 + (by / ay) ** 2)
+        labels = np.full(len(body), BACKGROUND, dtype=np.uint8)
+        inside = torso <= 1.0
+        labels[inside] = SKIN_FAT
+        muscle_edge = 1.0 - self.skin_fat_mm / ay
+        labels[torso <= muscle_edge] = MUSCLE
+        inner = torso <= muscle_edge - self.muscle_mm / ay
+        # diaphragm: a dome highest under the heart, the right side higher (liver)
+        dome = self.diaphragm_z_mm - 0.003 * (bx + 20.0) ** 2 - 0.002 * by**2 - 0.15 * bx
+        labels[inner & (bz > dome)] = LUNG
+        labels[inner & (bz <= dome)] = LIVER
+        # oesophagus and great vessels between the heart and the spine
+        mediastinum = inner & (np.abs(bx - 5.0) < 22.0) & (by > -ay + 25.0) & (by < self.heart_origin_body_mm[1] - 25.0)
+        labels[mediastinum & (bz > dome)] = SOFT_TISSUE
+        spine = np.hypot(bx, by + ay - 45.0) < 20.0
+        labels[spine & inner] = BONE
+        descending_aorta = np.hypot(bx - 22.0, by + ay - 68.0) < 11.0
+        labels[descending_aorta & inner & (bz > dome - 40)] = AORTA_BLOOD
+        return labels
+
+
+def _ellipsoid(points: np.ndarray, centre: np.ndarray, semi_axes: np.ndarray) -> np.ndarray:
+    return (((points - centre) / semi_axes) ** 2).sum(axis=1)
+
+
+def _tube(
+    points: np.ndarray, start: np.ndarray, direction: np.ndarray, length_mm: float, radius_mm: float
+) -> np.ndarray:
+    direction = direction / np.linalg.norm(direction)
+    along = (points - start) @ direction
+    radial = np.linalg.norm(points - start - along[:, None] * direction, axis=1)
+    return (along >= 0) & (along <= length_mm) & (radial <= radius_mm)
+
+
+def random_anatomy(rng: np.random.Generator) -> HeartAnatomy:
+    """A heart with sizes drawn over the normal-to-dilated/hypertrophied range, posed in a random chest."""
+    lv_length = rng.uniform(70.0, 110.0)
+    # heart axes in the body (left, anterior, superior): the LV axis points left, anterior and down
+    axis = np.array([0.6, 0.45, -0.6]) + rng.normal(0.0, 0.15, 3)
+    axis /= np.linalg.norm(axis)
+    toward_rv = np.array([-0.4, 0.8, 0.2]) + rng.normal(0.0, 0.15, 3)
+    toward_rv -= toward_rv @ axis * axis
+    toward_rv /= np.linalg.norm(toward_rv)
+    third = np.cross(axis, toward_rv)
+    heart_to_body = np.stack([toward_rv, third, axis], axis=1)
+    torso = (rng.uniform(135.0, 185.0), rng.uniform(95.0, 130.0))
+    origin = np.array([rng.uniform(0.0, 30.0), torso[1] - rng.uniform(75.0, 100.0), rng.uniform(-10.0, 10.0)])
+    apex_z = (origin + heart_to_body @ np.array([0.0, 0.0, lv_length]))[2]
+    return HeartAnatomy(
+        lv_length_mm=lv_length,
+        lv_radius_mm=rng.uniform(18.0, 30.0),
+        equator_depth_fraction=rng.uniform(0.05, 0.35),
+        wall_thickness_mm=rng.uniform(6.0, 14.0),
+        apex_wall_fraction=rng.uniform(0.5, 0.9),
+        base_tilt_rad=tuple(rng.uniform(-0.15, 0.15, 2)),
+        rv_size=(rng.uniform(0.9, 1.4), rng.uniform(1.5, 2.1), rng.uniform(0.65, 0.85)),
+        rv_offset_fraction=rng.uniform(0.9, 1.4),
+        rv_wall_mm=rng.uniform(2.5, 4.5),
+        la_radius_mm=rng.uniform(17.0, 28.0),
+        ra_radius_mm=rng.uniform(17.0, 27.0),
+        aorta_radius_mm=rng.uniform(9.0, 13.0),
+        aorta_angle_rad=rng.uniform(0.9, 1.3),
+        heart_fat_mm=rng.uniform(1.0, 8.0),
+        heart_to_body=heart_to_body,
+        heart_origin_body_mm=origin,
+        torso_semi_axes_mm=torso,
+        skin_fat_mm=rng.uniform(5.0, 25.0),
+        muscle_mm=rng.uniform(8.0, 18.0),
+        diaphragm_z_mm=apex_z - rng.uniform(0.0, 25.0),
+        shortening=rng.uniform(0.10, 0.25),
+        ejection_radius_fraction=rng.uniform(0.15, 0.35),
+    )
+
+
+# --- view planning ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ViewPlane:
+    """An image plane: pixel (row, col) -> heart point = origin + row * row_dir + col * col_dir (mm)."""
+
+    origin_mm: np.ndarray  # heart coordinates of pixel (0, 0)
+    row_dir_mm: np.ndarray  # step of one row, mm, in heart coordinates
+    col_dir_mm: np.ndarray
+    shape: tuple[int, int]
+
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float]:
+        return float(np.linalg.norm(self.row_dir_mm)), float(np.linalg.norm(self.col_dir_mm))
+
+    def points_mm(self) -> np.ndarray:
+        rows, cols = np.meshgrid(np.arange(self.shape[0]), np.arange(self.shape[1]), indexing="ij")
+        return self.origin_mm + rows.reshape(-1, 1) * self.row_dir_mm + cols.reshape(-1, 1) * self.col_dir_mm
+
+    def to_pixels(self, heart_mm: np.ndarray) -> np.ndarray:
+        """Project heart points (..., 3) onto the plane; (row, col) pixels."""
+        basis = np.stack([self.row_dir_mm, self.col_dir_mm], axis=1)  # (3, 2)
+        rc, *_ = np.linalg.lstsq(basis, (np.atleast_2d(heart_mm) - self.origin_mm).T, rcond=None)
+        return rc.T
+
+    def distance_mm(self, heart_mm: np.ndarray) -> np.ndarray:
+        normal = np.cross(self.row_dir_mm, self.col_dir_mm)
+        normal /= np.linalg.norm(normal)
+        return (np.atleast_2d(heart_mm) - self.origin_mm) @ normal
+
+    def upsampled(self, factor: int) -> ViewPlane:
+        """The same plane sampled ``factor`` times finer; pixel centres of the coarse grid stay put."""
+        shift = (factor - 1) / (2.0 * factor)
+        return ViewPlane(
+            origin_mm=self.origin_mm - shift * (self.row_dir_mm + self.col_dir_mm),
+            row_dir_mm=self.row_dir_mm / factor,
+            col_dir_mm=self.col_dir_mm / factor,
+            shape=(self.shape[0] * factor, self.shape[1] * factor),
+        )
+
+
+def _rotation(axis: np.ndarray, angle_rad: float) -> np.ndarray:
+    axis = axis / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle_rad) * k + (1 - np.cos(angle_rad)) * k @ k
+
+
+def plan_view(
+    anatomy: HeartAnatomy,
+    view: str,
+    rng: np.random.Generator,
+    pixel_spacing_mm: float,
+    shape: tuple[int, int],
+    plane_error_deg: float = 4.0,
+    plane_error_mm: float = 3.0,
+) -> ViewPlane:
+    """The plane a planner would set for ``view`` at end-diastole, off by a few degrees and mm.
+
+    4CH contains the LV axis and the RV direction, 2CH the LV axis at ~90 degrees from it (no RV), 3CH the LV
+    axis and the aortic valve. In-plane rotation, mirroring and the heart's position in the field of view are
+    random, as they are between scanners and operators.
+    """
+    if view == "4ch":
+        in_plane = np.array([1.0, 0.0, 0.0])
+    elif view == "2ch":
+        # away from the aortic valve (52-75 degrees), else the plane would show the outflow tract
+        angle = rng.uniform(np.deg2rad(110), np.deg2rad(135))
+        in_plane = np.array([np.cos(angle), np.sin(angle), 0.0])
+    elif view == "3ch":
+        valve = anatomy.aortic_valve_mm()
+        in_plane = np.array([valve[0], valve[1], 0.0]) / np.hypot(valve[0], valve[1])
+    else:
+        raise ValueError(f"unknown long-axis view {view!r}; expected one of {LAX_VIEWS}")
+    long_axis = np.array([0.0, 0.0, 1.0])
+    error = _rotation(rng.normal(size=3), np.deg2rad(rng.normal(0.0, plane_error_deg)))
+    long_axis, in_plane = error @ long_axis, error @ in_plane
+    in_plane -= in_plane @ long_axis * long_axis
+    in_plane /= np.linalg.norm(in_plane)
+    normal = np.cross(long_axis, in_plane)
+    # image axes: a random in-plane rotation (and mirror) of (long axis, in-plane direction)
+    theta = rng.uniform(0.0, 2 * np.pi)
+    row_dir = np.cos(theta) * long_axis + np.sin(theta) * in_plane
+    col_dir = np.cross(normal, row_dir) * (1.0 if rng.random() < 0.5 else -1.0)
+    centre = np.array([0.0, 0.0, 0.45 * anatomy.lv_length_mm]) + rng.normal(0.0, plane_error_mm) * normal
+    centre += rng.uniform(-35.0, 35.0) * row_dir + rng.uniform(-35.0, 35.0) * col_dir
+    centre_px = (np.array(shape) - 1) / 2.0
+    origin = centre - pixel_spacing_mm * (centre_px[0] * row_dir + centre_px[1] * col_dir)
+    return ViewPlane(origin, row_dir * pixel_spacing_mm, col_dir * pixel_spacing_mm, tuple(shape))
+
+
+def geometric_landmarks_rc(anatomy: HeartAnatomy, plane: ViewPlane) -> np.ndarray:
+    """True (MV-a, MV-b, APEX) in pixels of ``plane``: where the annulus ring crosses the plane, and the apex.
+
+    The two mitral points are unordered here (the rule's order is image-based); compare them as a set.
+    """
+    ring = anatomy.annulus_ring_mm()
+    distance = plane.distance_mm(ring)
+    crossings = []
+    for i in np.nonzero(np.sign(distance) != np.sign(np.roll(distance, -1)))[0]:
+        j = (i + 1) % len(ring)
+        t = distance[i] / (distance[i] - distance[j])
+        crossings.append(ring[i] + t * (ring[j] - ring[i]))
+    if len(crossings) != 2:
+        raise ValueError("the view plane does not cut the mitral annulus twice")
+    return plane.to_pixels(np.stack([*crossings, anatomy.apex_mm()]))
+
+
+# --- rendering ----------------------------------------------------------------------------------------------------
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
+    """A smooth zero-mean unit-std random field with about ``cells`` bumps across the image."""
+    coarse = rng.normal(size=(cells + 2, cells + 2))
+    field = ndimage.zoom(coarse, (shape[0] / coarse.shape[0], shape[1] / coarse.shape[1]), order=3)
+    field = field[: shape[0], : shape[1]]
+    if field.shape != shape:
+        field = np.pad(field, [(0, shape[0] - field.shape[0]), (0, shape[1] - field.shape[1])], mode="edge")
+    return (field - field.mean()) / (field.std() + 1e-9)
+
+
+def tissue_intensities(rng: np.random.Generator, contrast: str) -> np.ndarray:
+    """Mean intensity of each label (N_LABELS,) for a contrast family."""
+    if contrast == "random":  # SynthSeg-like: any order of brightness, but blood and myocardium must differ
+        values = rng.uniform(0.0, 1.0, N_LABELS)
+        values[BACKGROUND] = rng.uniform(0.0, 0.05)
+        blood = rng.uniform(0.0, 1.0)
+        values[[LV_BLOOD, RV_BLOOD, LA_BLOOD, RA_BLOOD, AORTA_BLOOD]] = blood + rng.normal(0.0, 0.03, 5)
+        myo = (blood + rng.uniform(0.25, 0.75)) % 1.0
+        values[[LV_MYOCARDIUM, RV_WALL]] = myo
+        return np.clip(values, 0.0, 1.0)
+    ranges = {"bssfp": _BSSFP_RANGES, "lge": _LGE_RANGES}.get(contrast)
+    if ranges is None:
+        raise ValueError(f"unknown contrast {contrast!r}; expected one of {CONTRASTS}")
+    values = np.array([rng.uniform(*ranges[label]) for label in range(N_LABELS)])
+    blood = values[LV_BLOOD]  # one blood signal for all chambers, with small flow-related differences
+    values[[RV_BLOOD, LA_BLOOD, RA_BLOOD, AORTA_BLOOD]] = blood * rng.uniform(0.85, 1.05, 4)
+    return values
+
+
+def render_image(
+    labels_fine: np.ndarray,
+    rng: np.random.Generator,
+    contrast: str = "bssfp",
+    bias_and_ringing: bool = True,
+) -> np.ndarray:
+    """MR-like magnitude image from a label map sampled at twice the output resolution.
+
+    Texture, coil bias, partial volume (2x2 averaging), k-space truncation (ringing) and Rician noise.
+    Returns float32 (H, W) in arbitrary scanner-like units (0..~1000).
+    """
+    if labels_fine.ndim != 2 or labels_fine.shape[0] % 2 or labels_fine.shape[1] % 2:
+        raise ValueError(f"expected a 2-D label map of even size, got {labels_fine.shape}")
+    means = tissue_intensities(rng, contrast)
+    shape = labels_fine.shape
+    image = means[labels_fine]
+    texture = _smooth_field(rng, shape, int(rng.integers(8, 24))) * rng.uniform(0.02, 0.1)
+    image = image * (1.0 + texture) + _smooth_field(rng, shape, 40) * rng.uniform(0.0, 0.03) * (labels_fine > 0)
+    if bias_and_ringing:
+        image = image * np.exp(_smooth_field(rng, shape, 2) * rng.uniform(0.1, 0.45))
+    image = image.reshape(shape[0] // 2, 2, shape[1] // 2, 2).mean(axis=(1, 3))  # partial volume
+    kspace = np.fft.fftshift(np.fft.fft2(image))
+    if bias_and_ringing:  # acquired matrix smaller than the reconstructed one: truncation ringing
+        for axis, keep in enumerate(rng.uniform(0.45, 0.9, 2)):
+            n = kspace.shape[axis]
+            half = int(keep * n / 2)
+            mask = np.zeros(n, dtype=bool)
+            mask[n // 2 - half : n // 2 + half] = True
+            kspace = kspace * (mask[:, None] if axis == 0 else mask[None, :])
+    signal = np.fft.ifft2(np.fft.ifftshift(kspace))
+    noise_sigma = rng.uniform(0.01, 0.05) * max(float(np.percentile(image, 99)), 1e-3)
+    noisy = signal + noise_sigma * (rng.normal(size=signal.shape) + 1j * rng.normal(size=signal.shape))
+    return (np.abs(noisy) * 1000.0).astype(np.float32)
+
+
+# --- one synthetic slice ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyntheticLaxSlice:
+    """A rendered long-axis image, its label map and its landmarks (training target, rule and geometry)."""
+
+    image: np.ndarray  # float32 (H, W)
+    labels: np.ndarray  # uint8 (H, W), codes above
+    pixel_spacing_mm: tuple[float, float]
+    landmarks_rc: np.ndarray  # (3, 2) MV-1, MV-2, APEX: the training target (see synthesize_lax_slice)
+    rule_landmarks_rc: np.ndarray  # (3, 2) by the data-set rule (landmarks.derive_lax_landmarks) on labels 1-3
+    geometric_landmarks_rc: np.ndarray  # (3, 2) from the anatomy; MV points in the rule's order
+    landmark_source: str  # "rule" or "geometry": which of the two is the target
+    lax_view: str  # 4ch | 2ch | 3ch
+    phase: float
+    contrast: str
+    lv_length_mm: float  # true apex to mitral-midpoint distance in 3-D
+    view: str = "lax"  # the model family (config.VIEWS), what training and evaluation group by
+
+
+def real_data_mask(labels: np.ndarray) -> np.ndarray:
+    """The label map as the real data sets label it: LV blood 1, myocardium 2, RV blood 3, everything else 0."""
+    return np.where(np.isin(labels, REAL_DATA_LABELS), labels, BACKGROUND).astype(np.uint8)
+
+
+def random_scan_geometry(rng: np.random.Generator) -> tuple[float, tuple[int, int]]:
+    """Pixel spacing (1.2-2.0 mm) and matrix for a 300-380 mm field of view, rows <= cols as on scanners."""
+    spacing = rng.uniform(1.2, 2.0)
+    fov_mm = rng.uniform(300.0, 380.0)
+    cols = int(round(fov_mm / spacing / 2)) * 2
+    rows = int(round(cols * rng.uniform(0.75, 1.0) / 2)) * 2
+    return spacing, (rows, cols) if rng.random() < 0.5 else (cols, rows)
+
+
+def synthesize_lax_slice(
+    rng: np.random.Generator,
+    view: str | None = None,
+    phase: float | None = None,
+    contrast: str | None = None,
+    bias_and_ringing: bool = True,
+    anatomy: HeartAnatomy | None = None,
+    contrast_weights: tuple[float, float, float] = (0.5, 0.2, 0.3),
+) -> SyntheticLaxSlice:
+    """One random long-axis slice. Unset ``view``/``phase``/``contrast`` are drawn at random.
+
+    The target is the rule's landmarks (what the real validation labels give) wherever the rule agrees with
+    the geometry within ``RULE_AGREEMENT_MM``. In 3CH the rule would take the aortic opening for part of the
+    valve, and rarely a plane grazes the LA or aorta elsewhere; there the anatomy's own points are the target.
+    """
+    view = view or LAX_VIEWS[int(rng.integers(len(LAX_VIEWS)))]
+    phase = float(rng.uniform(0.0, 1.0)) if phase is None else phase
+    contrast = contrast or str(rng.choice(CONTRASTS, p=contrast_weights))
+    anatomy = (anatomy or random_anatomy(rng)).at_phase(phase)
+    spacing, shape = random_scan_geometry(rng)
+    plane = plan_view(anatomy, view, rng, spacing, shape)
+    labels_fine = anatomy.label_points(plane.upsampled(2).points_mm()).reshape(shape[0] * 2, shape[1] * 2)
+    labels = anatomy.label_points(plane.points_mm()).reshape(shape)
+    geometric = geometric_landmarks_rc(anatomy, plane)
+    rule = derive_lax_landmarks(real_data_mask(labels), pixel_spacing_mm=(spacing, spacing))
+    source = "geometry"
+    if np.all(np.isfinite(rule)):
+        # order the geometric mitral points as the rule does (the rule's order is image-based)
+        straight = np.linalg.norm(rule[:2] - geometric[:2], axis=1).sum()
+        swapped = np.linalg.norm(rule[:2] - geometric[1::-1], axis=1).sum()
+        if swapped < straight:
+            geometric = geometric[[1, 0, 2]]
+        agreement_mm = np.linalg.norm(rule - geometric, axis=1).max() * spacing
+        if view != "3ch" and agreement_mm <= RULE_AGREEMENT_MM:
+            source = "rule"
+    mitral_mid = np.mean(anatomy.annulus_ring_mm(), axis=0)
+    return SyntheticLaxSlice(
+        image=render_image(labels_fine, rng, contrast, bias_and_ringing),
+        labels=labels,
+        pixel_spacing_mm=(spacing, spacing),
+        landmarks_rc=rule if source == "rule" else geometric,
+        rule_landmarks_rc=rule,
+        geometric_landmarks_rc=geometric,
+        landmark_source=source,
+        lax_view=view,
+        phase=phase,
+        contrast=contrast,
+        lv_length_mm=float(np.linalg.norm(anatomy.apex_mm() - mitral_mid)),
+    )
+
+
+# --- cached data sets ---------------------------------------------------------------------------------------------
+
+# Training variants compared in docs/lax.md: which contrasts are drawn and whether bias/ringing are simulated.
+VARIANTS: dict[str, dict] = {
+    "bssfp": {"contrast_weights": (1.0, 0.0, 0.0), "bias_and_ringing": True},
+    "mixed": {"contrast_weights": (0.5, 0.2, 0.3), "bias_and_ringing": True},
+}
+
+
+@dataclass(frozen=True)
+class CachedLaxSlice:
+    """A cached synthetic slice: what training needs (cmr_landmark.training.LabelledSlice) plus its origin."""
+
+    image: np.ndarray
+    pixel_spacing_mm: tuple[float, float]
+    landmarks_rc: np.ndarray
+    lax_view: str
+    phase: float
+    view: str = "lax"
+    sequence: str = "cine"
+
+
+def _synthesize_chunk(args: tuple[int, int, int, str]) -> list[SyntheticLaxSlice]:
+    seed, start, count, variant = args
+    return [
+        synthesize_lax_slice(np.random.default_rng([seed, index]), **VARIANTS[variant])
+        for index in range(start, start + count)
+    ]
+
+
+def synthetic_lax_cache_path(n_slices: int, seed: int, variant: str) -> Path:
+    return cache_dir() / f"synth_lax_{variant}_{n_slices}_seed{seed}.npz"
+
+
+def cache_synthetic_lax(n_slices: int, seed: int = 0, variant: str = "mixed", workers: int = 1) -> Path:
+    """Synthesize ``n_slices`` slices (slice i from seed [seed, i]: the same set for any ``workers``) into one npz.
+
+    Images are stored flat (float16) with their shapes, so variable matrices cost no padding. Reuses an
+    existing file.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    path = synthetic_lax_cache_path(n_slices, seed, variant)
+    if path.exists():
+        return path
+    chunk = 50
+    jobs = [(seed, start, min(chunk, n_slices - start), variant) for start in range(0, n_slices, chunk)]
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            chunks = pool.map(_synthesize_chunk, jobs)
+    else:
+        chunks = [_synthesize_chunk(job) for job in jobs]
+    slices = [s for c in chunks for s in c]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez(
+        partial,
+        images=np.concatenate([s.image.ravel() for s in slices]).astype(np.float16),
+        shapes=np.array([s.image.shape for s in slices]),
+        spacings_mm=np.array([s.pixel_spacing_mm for s in slices]),
+        landmarks_rc=np.stack([s.landmarks_rc for s in slices]),
+        lax_views=np.array([s.lax_view for s in slices]),
+        phases=np.array([s.phase for s in slices]),
+        sources=np.array([s.landmark_source for s in slices]),
+    )
+    partial.replace(path)
+    return path
+
+
+def load_synthetic_lax(path: Path) -> list[CachedLaxSlice]:
+    """The slices of a :func:`cache_synthetic_lax` file."""
+    with np.load(path) as data:
+        sizes = np.prod(data["shapes"], axis=1)
+        flat = np.split(data["images"], np.cumsum(sizes)[:-1])
+        return [
+            CachedLaxSlice(
+                image=image.astype(np.float32).reshape(shape),
+                pixel_spacing_mm=(float(spacing[0]), float(spacing[1])),
+                landmarks_rc=landmarks,
+                lax_view=str(view),
+                phase=float(phase),
+            )
+            for image, shape, spacing, landmarks, view, phase in zip(
+                flat,
+                data["shapes"],
+                data["spacings_mm"],
+                data["landmarks_rc"],
+                data["lax_views"],
+                data["phases"],
+                strict=True,
+            )
+        ]

@@ -1,0 +1,246 @@
+"""Synthetic MOLLI T1 maps (ms) from labelled short-axis images, for training a T1 landmark model.
+
+No labelled T1 maps are public, so maps are synthesised from real SAX label maps: each labelled tissue gets a
+T1 drawn from published MOLLI ranges, the rest of the image is the source image passed through a random curve
+into plausible T1, and then the map gets the look of a pixel-wise fit: blur from residual motion, noise that
+grows with T1, clipping to the scanner's 12-bit ms scale.
+
+Published values used (MOLLI; ranges are about +-2 SD around the cited means, widened to cover vendors):
+
+- Native myocardium: 950 +- 21 ms at 1.5 T and 1052 +- 23 ms at 3 T (Philips, Dabir et al., JCMR 2014;16:69);
+  996 +- 31 ms at 1.5 T and 1184 +- 38 ms at 3 T (Siemens MOLLI 5(3)3, Granitz et al., Wien Klin Wochenschr
+  2019;131:143); 1017 +- 24 ms at 1.5 T (aus dem Siepen et al., Open Heart 2018;5:e000717).
+  Used: 1.5 T 920-1060 ms, 3 T 1020-1260 ms.
+- Native blood: longer than myocardium by ~600 ms at 1.5 T, depends on haematocrit; ~1550-1650 ms at 1.5 T and
+  ~1800-2000 ms at 3 T (typical MOLLI values, SCMR/EACVI consensus, Messroghli et al., JCMR 2017;19:75).
+  Used: 1.5 T 1500-1700 ms, 3 T 1750-2000 ms.
+- Post-contrast (10-20 min after gadolinium): blood 250-400 ms at 1.5 T (longer at 3 T); myocardium follows
+  from the partition coefficient lambda = dR1_myocardium / dR1_blood, 0.44 +- 0.06 in health (Dabir 2014; ECV
+  0.25 +- 0.04), giving myocardium ~350-550 ms (aus dem Siepen 2018: 426 +- 38 ms at 1.5 T).
+- Oedema: native T1 raised by 100-200 ms (acute injury, consensus 2017), lambda raised by 0.15-0.35 over the
+  slice's healthy myocardium (more extracellular water), so post-contrast it is always shorter than healthy.
+- Scar (infarct): native T1 raised by 150-350 ms; ECV ~0.5-0.8, modelled as lambda raised by 0.5-0.8 over
+  the healthy myocardium's (0.8-1.4): post-contrast T1 falls to about the blood's, why scar is bright on LGE.
+- Fat 250-400 ms (short whatever the field), fluid 2500-4000 ms; lung and air give no fit: noise or zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .contrast import (
+    BACKGROUND_LABEL,
+    LV_BLOOD_LABEL,
+    LV_MYOCARDIUM_LABEL,
+    RV_BLOOD_LABEL,
+    normalised_source,
+    random_curve,
+    smooth_random_field,
+)
+
+FIELD_STRENGTHS_T: tuple[float, ...] = (1.5, 3.0)
+MYOCARDIUM_NATIVE_T1_MS: dict[float, tuple[float, float]] = {1.5: (920.0, 1060.0), 3.0: (1020.0, 1260.0)}
+BLOOD_NATIVE_T1_MS: dict[float, tuple[float, float]] = {1.5: (1500.0, 1700.0), 3.0: (1750.0, 2000.0)}
+BLOOD_POST_CONTRAST_T1_MS: dict[float, tuple[float, float]] = {1.5: (250.0, 400.0), 3.0: (280.0, 450.0)}
+PARTITION_COEFFICIENT_NORMAL = (0.32, 0.56)  # lambda 0.44 +- 2 SD (Dabir 2014)
+OEDEMA_NATIVE_RISE_MS = (100.0, 200.0)
+OEDEMA_PARTITION_RISE = (0.15, 0.35)
+SCAR_NATIVE_RISE_MS = (150.0, 350.0)
+SCAR_PARTITION_RISE = (0.5, 0.8)
+FAT_T1_MS = (250.0, 400.0)
+FLUID_T1_MS = (2500.0, 4000.0)
+# Tissue outside the labels: the source image goes through a random curve to a "tissue quantile" 0..1 that
+# is then read off this ladder (T1 ranges at quantiles 0, .25, .5, .7, 1: fat, liver, skeletal muscle, spleen
+# and kidney, fluid), so most of the body lands at soft-tissue values and only a little at fluid, as in real
+# maps. Post-contrast everything shortens but fat (and fluid least).
+OTHER_TISSUE_QUANTILES = (0.0, 0.25, 0.5, 0.7, 1.0)
+OTHER_TISSUE_NATIVE_T1_MS = (FAT_T1_MS, (500.0, 850.0), (900.0, 1400.0), (1100.0, 1900.0), FLUID_T1_MS)
+OTHER_TISSUE_POST_CONTRAST_T1_MS = ((200.0, 350.0), (250.0, 450.0), (400.0, 800.0), (400.0, 700.0), (800.0, 2500.0))
+# Siemens and Gadgetron T1 maps store ms in 12 bits.
+MAX_T1_MS = 4095.0
+
+# Codes of the pathology map (cmr_landmark.datasets: MyoPS oedema and scar inside the myocardium).
+NO_PATHOLOGY, OEDEMA, SCAR = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class T1Scenario:
+    """The T1 values (ms) of one synthetic map's labelled tissues and the look of its fit."""
+
+    field_strength_t: float
+    post_contrast: bool
+    lv_blood_t1_ms: float
+    rv_blood_t1_ms: float
+    myocardium_t1_ms: float
+    oedema_t1_ms: float
+    scar_t1_ms: float
+    noise_fraction_at_1000_ms: float  # fit noise SD / T1 at T1 = 1000 ms; SD grows as T1**2
+    blur_px: float  # resolution loss of MOLLI against the source image, Gaussian sigma
+    motion_px: float  # residual in-plane motion between the inversion images, blur length
+    motion_angle_rad: float
+
+
+def _post_contrast_t1_ms(native_t1_ms: float, partition: float, blood_native_ms: float, blood_post_ms: float) -> float:
+    # R1 rises by lambda times the blood's rise (fast water exchange model behind ECV mapping).
+    delta_r1_blood = 1.0 / blood_post_ms - 1.0 / blood_native_ms
+    return 1.0 / (1.0 / native_t1_ms + partition * delta_r1_blood)
+
+
+def draw_t1_scenario(
+    rng: np.random.Generator, field_strength_t: float | None = None, post_contrast: bool | None = None
+) -> T1Scenario:
+    """Random tissue T1 values within the published ranges above (1.5 or 3 T, native or post-contrast)."""
+    if field_strength_t is None:
+        field_strength_t = float(rng.choice(FIELD_STRENGTHS_T))
+    if field_strength_t not in FIELD_STRENGTHS_T:
+        raise ValueError(f"field strength must be one of {FIELD_STRENGTHS_T} T, got {field_strength_t}")
+    if post_contrast is None:
+        post_contrast = bool(rng.random() < 0.35)
+    myocardium_native = rng.uniform(*MYOCARDIUM_NATIVE_T1_MS[field_strength_t])
+    blood_native = rng.uniform(*BLOOD_NATIVE_T1_MS[field_strength_t])
+    oedema_native = myocardium_native + rng.uniform(*OEDEMA_NATIVE_RISE_MS)
+    scar_native = myocardium_native + rng.uniform(*SCAR_NATIVE_RISE_MS)
+    if post_contrast:
+        blood = rng.uniform(*BLOOD_POST_CONTRAST_T1_MS[field_strength_t])
+        partition = rng.uniform(*PARTITION_COEFFICIENT_NORMAL)
+        myocardium = _post_contrast_t1_ms(myocardium_native, partition, blood_native, blood)
+        oedema_partition = partition + rng.uniform(*OEDEMA_PARTITION_RISE)
+        oedema = _post_contrast_t1_ms(oedema_native, oedema_partition, blood_native, blood)
+        scar = _post_contrast_t1_ms(scar_native, partition + rng.uniform(*SCAR_PARTITION_RISE), blood_native, blood)
+    else:
+        blood, myocardium, oedema, scar = blood_native, myocardium_native, oedema_native, scar_native
+    return T1Scenario(
+        field_strength_t=field_strength_t,
+        post_contrast=post_contrast,
+        lv_blood_t1_ms=float(blood),
+        rv_blood_t1_ms=float(blood * rng.uniform(0.97, 1.03)),  # same blood; inflow and fit bias differ a little
+        myocardium_t1_ms=float(myocardium),
+        oedema_t1_ms=float(oedema),
+        scar_t1_ms=float(scar),
+        noise_fraction_at_1000_ms=float(rng.uniform(0.01, 0.035)),
+        blur_px=float(rng.uniform(0.3, 1.0)),
+        motion_px=float(rng.uniform(0.0, 3.0)),
+        motion_angle_rad=float(rng.uniform(0.0, np.pi)),
+    )
+
+
+def add_fit_noise(t1_ms: np.ndarray, noise_fraction_at_1000_ms: float, rng: np.random.Generator) -> np.ndarray:
+    """Noise of a pixel-wise MOLLI fit: SD = fraction * T1 * (T1 / 1000 ms).
+
+    The inversion times of MOLLI end at a few seconds, so a long T1 is fitted from the early part of its
+    recovery only and its error grows faster than T1 itself; slightly correlated because maps are interpolated.
+    """
+    noise = ndimage.gaussian_filter(rng.standard_normal(t1_ms.shape), sigma=0.5)
+    noise /= noise.std() or 1.0
+    t1_ms = np.clip(t1_ms, 0.0, None)
+    return t1_ms + noise_fraction_at_1000_ms * t1_ms * (t1_ms / 1000.0) * noise
+
+
+def _motion_blur(image: np.ndarray, length_px: float, angle_rad: float) -> np.ndarray:
+    if length_px < 0.25:
+        return image
+    direction = np.array([np.sin(angle_rad), np.cos(angle_rad)])
+    steps = np.linspace(-length_px / 2, length_px / 2, 5)
+    return np.mean([ndimage.shift(image, step * direction, order=1, mode="nearest") for step in steps], axis=0)
+
+
+def _blood_with_trabeculae(
+    source: np.ndarray, inside: np.ndarray, myocardium: np.ndarray, blood_t1_ms: float, myocardium_t1_ms: float
+) -> np.ndarray:
+    # Papillary muscles and trabeculae lie inside the labelled blood pool: where the source is as dark as the
+    # myocardium (cine, LGE: blood bright), give them myocardial T1, as a real map shows them.
+    blood_level = np.median(source[inside])
+    muscle_level = np.median(source[myocardium]) if myocardium.any() else blood_level
+    if blood_level - muscle_level < 0.05:
+        return np.full(int(inside.sum()), blood_t1_ms)
+    muscle_fraction = np.clip((blood_level - source[inside]) / (blood_level - muscle_level), 0.0, 1.0)
+    return blood_t1_ms + muscle_fraction * (myocardium_t1_ms - blood_t1_ms)
+
+
+def render_t1_map(
+    image: np.ndarray,
+    mask: np.ndarray,
+    scenario: T1Scenario,
+    rng: np.random.Generator,
+    pathology: np.ndarray | None = None,
+    max_t1_ms: float = MAX_T1_MS,
+) -> np.ndarray:
+    """A synthetic MOLLI T1 map (H, W) float32 in ms from a source image, its tissue ``mask`` and ``scenario``.
+
+    ``pathology`` (H, W): :data:`OEDEMA` / :data:`SCAR` inside the myocardium (MyoPS), else none.
+    """
+    image = np.asarray(image)
+    mask = np.asarray(mask)
+    if image.ndim != 2 or image.shape != mask.shape:
+        raise ValueError(f"image {image.shape} and mask {mask.shape} must be 2-D arrays of one shape")
+    if pathology is not None and np.shape(pathology) != mask.shape:
+        raise ValueError(f"pathology map {np.shape(pathology)} does not match the mask {mask.shape}")
+    source = normalised_source(image)
+
+    ladder = OTHER_TISSUE_POST_CONTRAST_T1_MS if scenario.post_contrast else OTHER_TISSUE_NATIVE_T1_MS
+    ladder_t1_ms = np.sort([rng.uniform(low, high) for low, high in ladder])
+    x, y = random_curve(rng, 0.0, 1.0)
+    t1_ms = np.interp(np.interp(source, x, y), OTHER_TISSUE_QUANTILES, ladder_t1_ms)
+
+    # Lung and air: no signal to fit. Scanners either mask them to 0 or show the fit's random output.
+    air = (ndimage.gaussian_filter(source, 1.0) < rng.uniform(0.03, 0.1)) & (mask == BACKGROUND_LABEL)
+    if rng.random() < 0.3:
+        t1_ms[air] = 0.0
+    else:
+        t1_ms[air] = rng.uniform(0.0, rng.uniform(500.0, max_t1_ms), int(air.sum()))
+
+    myocardium = mask == LV_MYOCARDIUM_LABEL
+    texture = 1.0 + 0.02 * smooth_random_field(mask.shape, rng, scale_px=3.0)
+    t1_ms[myocardium] = scenario.myocardium_t1_ms * texture[myocardium]
+    if pathology is not None:
+        pathology = np.asarray(pathology)
+        for code, value in ((OEDEMA, scenario.oedema_t1_ms), (SCAR, scenario.scar_t1_ms)):
+            lesion = myocardium & (pathology == code)
+            t1_ms[lesion] = value * texture[lesion]
+    for label, blood_t1_ms in ((LV_BLOOD_LABEL, scenario.lv_blood_t1_ms), (RV_BLOOD_LABEL, scenario.rv_blood_t1_ms)):
+        inside = mask == label
+        if inside.any():
+            t1_ms[inside] = _blood_with_trabeculae(source, inside, myocardium, blood_t1_ms, scenario.myocardium_t1_ms)
+
+    t1_ms = ndimage.gaussian_filter(t1_ms, sigma=scenario.blur_px)
+    t1_ms = _motion_blur(t1_ms, scenario.motion_px, scenario.motion_angle_rad)
+    t1_ms = add_fit_noise(t1_ms, scenario.noise_fraction_at_1000_ms, rng)
+    return np.clip(t1_ms, 0.0, max_t1_ms).astype(np.float32)
+
+
+def as_scanner_uint16(t1_ms: np.ndarray) -> np.ndarray:
+    """A T1 map as scanners write it: whole ms in unsigned 16-bit."""
+    return np.rint(np.clip(t1_ms, 0.0, np.iinfo(np.uint16).max)).astype(np.uint16)
+
+
+def synthetic_t1_slice(
+    slice_,
+    rng: np.random.Generator,
+    field_strength_t: float | None = None,
+    post_contrast: bool | None = None,
+    as_uint16: bool = False,
+):
+    """A copy of a labelled SAX :class:`cmr_landmark.datasets.Slice` whose image is a synthetic T1 map (ms).
+
+    Geometry and landmarks are those of the source slice; ``sequence`` becomes "t1".
+    """
+    if slice_.mask is None:
+        raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to synthesise a T1 map from")
+    scenario = draw_t1_scenario(rng, field_strength_t, post_contrast)
+    t1_ms = render_t1_map(slice_.image, slice_.mask, scenario, rng, pathology=getattr(slice_, "pathology", None))
+    image = as_scanner_uint16(t1_ms) if as_uint16 else t1_ms
+    return dataclasses.replace(slice_, image=image, sequence="t1")
+
+
+def synthetic_t1_slices(slices, seed: int, copies: int = 1) -> list:
+    """``copies`` synthetic T1 maps of every slice that has a mask, reproducible from ``seed``."""
+    return [
+        synthetic_t1_slice(s, np.random.default_rng([seed, index, copy]))
+        for index, s in enumerate(slices)
+        if s.mask is not None
+        for copy in range(copies)
+    ]

@@ -1,0 +1,154 @@
+"""Realistic ISMRMRD headers and images for the series-buffer and gadget tests (built, not hard-coded bytes)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+import ismrmrd
+import ismrmrd.xsd
+import numpy as np
+import torch
+from ismrmrd.serialization import ProtocolDeserializer
+
+from cmr_landmark.config import COARSE_GRID, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW
+from cmr_landmark.export import export_cascade
+from cmr_landmark.network import LandmarkCascade, UNet
+
+
+def header_xml(
+    protocol_name: str = "CMR_cine_SAX",
+    phases: int | None = 3,
+    slices: int = 1,
+    matrix_xy: tuple[int, int] = (64, 64),
+    field_of_view_mm: tuple[float, float] = (256.0, 256.0),
+) -> str:
+    """An ISMRMRD header as a scanner converter writes it: one Cartesian encoding, cine phases and slices."""
+    phase_limit = ""
+    if phases is not None:
+        phase_limit = f"<phase><minimum>0</minimum><maximum>{phases - 1}</maximum><center>0</center></phase>"
+    space = (
+        f"<matrixSize><x>{matrix_xy[0]}</x><y>{matrix_xy[1]}</y><z>1</z></matrixSize>"
+        f"<fieldOfView_mm><x>{field_of_view_mm[0]}</x><y>{field_of_view_mm[1]}</y><z>8</z></fieldOfView_mm>"
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">'
+        f"<measurementInformation><patientPosition>HFS</patientPosition><protocolName>{protocol_name}</protocolName>"
+        "</measurementInformation>"
+        "<experimentalConditions><H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz></experimentalConditions>"
+        f"<encoding><encodedSpace>{space}</encodedSpace><reconSpace>{space}</reconSpace>"
+        "<encodingLimits>"
+        f"<slice><minimum>0</minimum><maximum>{slices - 1}</maximum><center>0</center></slice>{phase_limit}"
+        "</encodingLimits><trajectory>cartesian</trajectory></encoding>"
+        "</ismrmrdHeader>"
+    )
+
+
+def header(**kwargs) -> ismrmrd.xsd.ismrmrdHeader:
+    return ismrmrd.xsd.CreateFromDocument(header_xml(**kwargs))
+
+
+def sax_plane_image(
+    pixels: np.ndarray,
+    series_index: int = 1,
+    slice_index: int = 0,
+    phase: int = 0,
+    image_index: int = 1,
+    field_of_view_mm: tuple[float, float] = (256.0, 256.0),
+    meta: dict | None = None,
+) -> ismrmrd.Image:
+    """A 2-D magnitude image in a double-oblique plane, with the header fields a reconstruction fills in."""
+    image = ismrmrd.Image.from_array(pixels[np.newaxis, np.newaxis])  # (channels, z, y, x)
+    head = image.getHead()
+    head.field_of_view = (field_of_view_mm[0], field_of_view_mm[1], 8.0)
+    head.position = (12.5, -40.0, 25.0)
+    head.read_dir = (0.6, -0.8, 0.0)
+    head.phase_dir = (0.48, 0.36, 0.8)
+    head.slice_dir = (-0.64, -0.48, 0.6)
+    head.image_series_index = series_index
+    head.image_index = image_index
+    head.slice = slice_index
+    head.phase = phase
+    head.image_type = ismrmrd.IMTYPE_MAGNITUDE
+    image.setHead(head)
+    image.data[:] = pixels[np.newaxis, np.newaxis]
+    if meta:
+        image.meta = dict(meta)
+    return image
+
+
+# --- playing Gadgetron's side of the wire ----------------------------------------------------------------------
+
+MESSAGE_ID = struct.Struct("<H")
+LENGTH = struct.Struct("<I")
+CONFIG, HEADER, CLOSE, IMAGE = 2, 3, 4, 1022
+
+
+def text_message(message_id: int, text: str, nul_terminated: bool = False) -> bytes:
+    """A config (2) or header (3) message: id, uint32 length, text (MRD/FIRE clients add a NUL)."""
+    payload = text.encode("utf-8") + (b"\x00" if nul_terminated else b"")
+    return MESSAGE_ID.pack(message_id) + LENGTH.pack(len(payload)) + payload
+
+
+def image_message(image: ismrmrd.Image, attribute_text: str | None = None) -> bytes:
+    """An image message; ``attribute_text`` replaces the meta XML verbatim (with formatting ismrmrd's own
+    serialiser would not reproduce), so that only a gadget that forwards raw bytes sends it back identical."""
+    if attribute_text is None:
+        return MESSAGE_ID.pack(IMAGE) + image.to_bytes()
+    attributes = attribute_text.encode("utf-8")
+    head = image.getHead()
+    head.attribute_string_len = len(attributes)
+    return (MESSAGE_ID.pack(IMAGE) + bytes(head) + struct.pack("<Q", len(attributes)) + attributes
+            + image.data.tobytes())
+
+
+class RecordingReader:
+    """A file-like reader that remembers the bytes read since the last :meth:`take`."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._seen = bytearray()
+
+    def read(self, nbytes: int) -> bytes:
+        data = self._stream.read(nbytes)
+        self._seen += data
+        return data
+
+    def take(self) -> bytes:
+        seen, self._seen = bytes(self._seen), bytearray()
+        return seen
+
+
+def exchange(sock: socket.socket, messages: list[bytes], timeout_s: float = 120.0) -> list[tuple[bytes, object]]:
+    """Send ``messages`` then CLOSE (from a thread, so neither side can block the other) and read every reply
+    until the gadget's CLOSE: a list of (raw message bytes, decoded item)."""
+    sock.settimeout(timeout_s)  # a hang fails the test instead of blocking it
+    sender = threading.Thread(target=lambda: sock.sendall(b"".join(messages) + MESSAGE_ID.pack(CLOSE)), daemon=True)
+    sender.start()
+    reader = RecordingReader(sock.makefile("rb"))
+    replies = []
+    for item in ProtocolDeserializer(reader).deserialize():
+        replies.append((reader.take(), item))
+    sender.join(timeout_s)
+    return replies
+
+
+def export_throwaway_model(folder, view: str = "sax", sequence: str = "cine") -> str:
+    """An untrained cascade with threshold 0 (every landmark 'found') for wire and attribute tests only."""
+    torch.manual_seed(0)
+    name = f"throwaway_{view}_{sequence}"
+    n = len(LANDMARKS_BY_VIEW[view])
+    cascade = LandmarkCascade(UNet(n, widths=(4, 8)), UNet(n, widths=(4, 8)))
+    export_cascade(cascade, name, view, sequence, COARSE_GRID, FINE_GRID_BY_VIEW[view], 0.0, folder)
+    return name
+
+
+def phantom(phase: int, size: int = 64) -> np.ndarray:
+    """A bright disc (blood pool) with a darker ring on noise; the disc shrinks over the phases like a cine."""
+    rows, cols = np.mgrid[:size, :size]
+    radius = np.hypot(rows - size * 0.45, cols - size * 0.55)
+    pool = 9.0 - phase
+    image = np.where(radius < pool, 900.0, np.where(radius < pool + 3, 250.0, 80.0))
+    return (image + np.random.default_rng(phase).normal(0, 15, image.shape)).astype(np.float32)

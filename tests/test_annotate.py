@@ -1,0 +1,49 @@
+"""Crosses burnt into a copy of the pixels, in the image's dtype and range."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cmr_landmark.annotate import draw_crosses
+
+
+def test_cross_is_drawn_at_image_maximum_with_mm_sized_arms():
+    image = np.arange(40 * 50, dtype=np.uint16).reshape(40, 50) % 700
+    annotated = draw_crosses(image, [(20.0, 25.2)], (2.0, 1.0), cross_size_mm=8.0)
+    assert annotated.dtype == np.uint16
+    changed = np.argwhere(annotated != image)
+    peak = image.max()
+    # Arms of 4 mm each way: 2 rows of 2 mm up and down, 4 columns of 1 mm left and right, centred on (20, 25).
+    assert np.all(annotated[18:23, 25] == peak)
+    assert np.all(annotated[20, 21:30] == peak)
+    assert changed[:, 0].min() >= 18 and changed[:, 0].max() <= 22
+    assert changed[:, 1].min() >= 21 and changed[:, 1].max() <= 29
+    # The original is untouched.
+    assert image[20, 25] != peak
+
+
+def test_missing_points_are_skipped_and_crosses_clip_at_edges():
+    image = np.zeros((1, 1, 16, 16), dtype=np.float32)
+    image[..., 3, 3] = 5.0
+    annotated = draw_crosses(image, [None, (np.nan, 3.0), (0.0, 15.0), (-30.0, -30.0)], (1.0, 1.0), 6.0)
+    assert annotated.shape == image.shape
+    assert np.all(annotated[0, 0, 0, 12:16] == 5.0)
+    assert np.all(annotated[0, 0, 0:4, 15] == 5.0)
+    # Only the clipped cross at the corner was drawn (plus the original bright pixel).
+    assert np.count_nonzero(annotated) == 4 + 3 + 1
+
+
+def test_blank_and_complex_images_get_visible_crosses():
+    blank = np.zeros((8, 8), dtype=np.int16)
+    assert draw_crosses(blank, [(4, 4)], (1, 1), 2.0)[4, 4] == np.iinfo(np.int16).max
+    complex_image = np.full((8, 8), 3 + 4j, dtype=np.complex64)
+    complex_image[0, 0] = 0
+    annotated = draw_crosses(complex_image, [(4, 4)], (1, 1), 2.0)
+    assert annotated.dtype == np.complex64 and annotated[4, 4] == 5.0
+
+
+@pytest.mark.parametrize("spacing, size", [((0.0, 1.0), 8.0), ((1.0, 1.0), -1.0), ((1.0,), 8.0)])
+def test_bad_arguments_are_refused(spacing, size):
+    with pytest.raises(ValueError):
+        draw_crosses(np.zeros((8, 8)), [(4, 4)], spacing, size)

@@ -1,0 +1,127 @@
+"""NIfTI/DICOM -> ISMRMRD images or raw k-space, read back through the readers and the simple recon."""
+
+from __future__ import annotations
+
+import h5py
+import ismrmrd
+import numpy as np
+import pytest
+from test_io import dicom_series, oblique_affine, write_nifti
+
+from cmr_landmark.convert import series_to_acquisitions
+from cmr_landmark.convert_cli import main_convert
+from cmr_landmark.io import list_image_groups, read_ismrmrd_images, read_series
+from cmr_landmark.io.image_series import RAS_TO_LPS
+
+
+def heart_like(rows: int, cols: int, phases: int, slices: int) -> np.ndarray:
+    """Smooth blobs on a dim background (compressible, like anatomy), different per slice and phase."""
+    r, c = np.mgrid[:rows, :cols]
+    images = np.empty((rows, cols, slices, phases), dtype=np.float32)
+    for k in range(slices):
+        for t in range(phases):
+            radius = np.hypot(r - rows * (0.4 + 0.05 * k), c - cols * 0.55)
+            images[:, :, k, t] = 100 + 800 * np.exp(-((radius / (6 + t)) ** 2))
+    return images
+
+
+@pytest.fixture
+def nifti_cine(tmp_path):
+    data = heart_like(24, 32, phases=3, slices=2)
+    return write_nifti(tmp_path / "cine.nii.gz", data, oblique_affine()), data
+
+
+def test_images_round_trip_with_geometry_and_header(nifti_cine, tmp_path):
+    path, data = nifti_cine
+    out = tmp_path / "cine.h5"
+    assert main_convert([str(path), "--out", str(out), "--view", "sax", "--sequence", "lge"]) == 0
+    original, converted = read_series(path), read_series(out)
+    np.testing.assert_array_equal(converted.images, original.images)
+    assert converted.images.dtype == np.float32
+    rng = np.random.default_rng(3)
+    for k in range(original.n_slices):
+        points = rng.uniform(0, 24, size=(4, 2))
+        # NIfTI world is RAS+, ISMRMRD patient coordinates LPS: x and y change sign, nothing else.
+        np.testing.assert_allclose(
+            converted.pixel_to_world_mm(k, points), original.pixel_to_world_mm(k, points) @ RAS_TO_LPS.T, atol=1e-3
+        )
+    header, images = read_ismrmrd_images(out)
+    assert header.measurementInformation.protocolName == "CMR_LANDMARK_SAX_LGE"
+    limits = header.encoding[0].encodingLimits
+    assert (limits.slice.maximum, limits.phase.maximum) == (1, 2)
+    assert (header.encoding[0].reconSpace.matrixSize.x, header.encoding[0].reconSpace.matrixSize.y) == (32, 24)
+    assert [(im.slice, im.phase) for im in images] == [(k, t) for k in range(2) for t in range(3)]
+    for image in images:
+        directions = np.array([image.read_dir, image.phase_dir, image.slice_dir])
+        np.testing.assert_allclose(directions @ directions.T, np.eye(3), atol=1e-5)
+    assert list_image_groups(out) == ["dataset/image_1"]
+
+
+def test_compressed_images_read_back_identical_and_smaller(nifti_cine, tmp_path):
+    path, _ = nifti_cine
+    plain, packed = tmp_path / "plain.h5", tmp_path / "packed.h5"
+    main_convert([str(path), "--out", str(plain), "--view", "lax"])
+    main_convert([str(path), "--out", str(packed), "--view", "lax", "--compress"])
+    np.testing.assert_array_equal(read_series(packed).images, read_series(plain).images)
+    with h5py.File(packed, "r") as file:
+        pixels = file["dataset/image_1/data"]
+        assert pixels.compression == "gzip"
+        assert pixels.id.get_storage_size() < pixels.size * pixels.dtype.itemsize / 2
+
+
+def test_kspace_simulation_and_simple_recon_give_back_the_images(nifti_cine, tmp_path):
+    path, _ = nifti_cine
+    images_h5, kspace_h5 = tmp_path / "images.h5", tmp_path / "kspace.h5"
+    main_convert([str(path), "--out", str(images_h5), "--view", "sax"])
+    assert main_convert([str(path), "--out", str(kspace_h5), "--view", "sax", "--kspace", "--coils", "3"]) == 0
+    with ismrmrd.Dataset(str(kspace_h5), "dataset", mode="r") as dataset:
+        acquisitions = [dataset.read_acquisition(i) for i in range(dataset.number_of_acquisitions())]
+        assert list_image_groups(kspace_h5) == []
+    assert len(acquisitions) == 2 * 3 * 24  # one per ky line of every slice and phase
+    assert {a.active_channels for a in acquisitions} == {3}
+    assert {a.number_of_samples for a in acquisitions} == {64}  # 2x readout oversampling of 32 columns
+    firsts = [a for a in acquisitions if a.is_flag_set(ismrmrd.ACQ_FIRST_IN_SLICE)]
+    lasts = [a for a in acquisitions if a.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE)]
+    assert {a.idx.kspace_encode_step_1 for a in firsts} == {0} and {a.idx.kspace_encode_step_1 for a in lasts} == {23}
+    assert [(a.idx.slice, a.idx.phase) for a in firsts] == [(k, t) for k in range(2) for t in range(3)]
+    expected, reconstructed = read_series(images_h5), read_series(kspace_h5)
+    assert reconstructed.images.shape == expected.images.shape
+    np.testing.assert_allclose(reconstructed.images, expected.images, atol=1e-3 * expected.images.max())
+    for k in range(2):
+        np.testing.assert_allclose(
+            reconstructed.pixel_to_world_mm(k, [[3.0, 5.0]]), expected.pixel_to_world_mm(k, [[3.0, 5.0]]), atol=1e-3
+        )
+
+
+def test_recon_refuses_lines_that_do_not_fit(nifti_cine, tmp_path):
+    from cmr_landmark.convert import build_header
+    from cmr_landmark.io.image_series import ImageReadError
+    from cmr_landmark.io.recon import reconstruct_cartesian
+
+    series = read_series(nifti_cine[0])
+    header = build_header(series, "sax", "cine", coils=4, readout_oversampling=1)  # says 32 samples, data has 64
+    with pytest.raises(ImageReadError, match="does not fit"):
+        reconstruct_cartesian(header, series_to_acquisitions(series, coils=4))
+
+
+def test_dicom_series_converts_with_its_patient_geometry(tmp_path):
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    dicom_series(folder, slices=2, phases=2)
+    out = tmp_path / "dicom.h5"
+    assert main_convert([str(folder), "--out", str(out), "--view", "sax"]) == 0
+    original, converted = read_series(folder), read_series(out)
+    np.testing.assert_array_equal(converted.images, original.images)
+    for k in range(2):
+        np.testing.assert_allclose(
+            converted.pixel_to_world_mm(k, [[0.0, 0.0], [11.0, 15.0]]),
+            original.pixel_to_world_mm(k, [[0.0, 0.0], [11.0, 15.0]]),
+            atol=1e-3,
+        )
+
+
+def test_bad_input_exits_with_a_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main_convert([str(tmp_path / "nothing.nii.gz"), "--out", str(tmp_path / "x.h5"), "--view", "sax"])
+    assert stop.value.code == 2
+    assert "no such file" in capsys.readouterr().err

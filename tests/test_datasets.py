@@ -1,0 +1,150 @@
+"""Dataset builders, split and cache: a tiny synthetic ACDC-layout set of real NIfTI files (runs on a fresh
+clone), then the real M&Ms-2 subject and the committed split against the public data."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cmr_landmark.datasets import (
+    DATASETS,
+    build_cache,
+    cache_paths,
+    load_slices,
+    main_build_cache,
+    make_splits,
+    read_splits,
+)
+
+SPACING_MM = (1.5, 1.25)
+
+
+def _write_acdc_patient(root, name, rv_present_slices):
+    """Three-slice ED/ES stacks in ACDC's stored orientation and codes (1 RV, 2 myo, 3 LV): a ring with the RV
+    on the right of the array, which the ACDC orientation (column flip) puts on the viewer's left."""
+    rows, cols = np.mgrid[:60, :50].astype(float)
+    dr, dc = (rows - 30) * SPACING_MM[0], (cols - 25) * SPACING_MM[1]
+    radius = np.hypot(dr, dc)
+    angle = np.degrees(np.arctan2(-dr, dc))
+    folder = root / "acdc" / name
+    folder.mkdir(parents=True)
+    (folder / "Info.cfg").write_text("Group: NOR\n")
+    for frame in ("frame01", "frame02"):
+        image = np.zeros((60, 50, 3), np.int16)
+        mask = np.zeros((60, 50, 3), np.uint8)
+        for z in range(3):
+            image[..., z] = np.where(radius < 12, 3000, 800).astype(np.int16)
+            if z == 2:
+                continue  # a slice above the base: image but no label
+            layer = np.zeros((60, 50), np.uint8)
+            layer[radius < 12] = 3
+            layer[(radius >= 12) & (radius < 18)] = 2
+            if z in rv_present_slices:
+                layer[(radius >= 18) & (radius < 26) & (np.abs(angle) < 60)] = 1
+            mask[..., z] = layer
+        affine = np.diag([*SPACING_MM, 10.0, 1.0])
+        nib.save(nib.Nifti1Image(image, affine), str(folder / f"{name}_{frame}.nii.gz"))
+        nib.save(nib.Nifti1Image(mask, affine), str(folder / f"{name}_{frame}_gt.nii.gz"))
+
+
+@pytest.fixture
+def tiny_acdc(tmp_path):
+    root = tmp_path / "data"
+    _write_acdc_patient(root, "patient001", rv_present_slices={0})
+    _write_acdc_patient(root, "patient002", rv_present_slices={0, 1})
+    return root
+
+
+def test_cache_round_trip_of_a_tiny_set(tiny_acdc, tmp_path):
+    folder = tmp_path / "cache"
+    npz_path = build_cache("acdc", folder=folder, root=tiny_acdc)
+    assert npz_path == cache_paths("acdc", folder)[0] and npz_path.exists()
+    slices = load_slices("acdc", folder=folder)
+    assert len(slices) == 2 * 2 * 3  # patients x phases x slices
+    assert {s.patient for s in slices} == {"patient001", "patient002"} and {s.phase for s in slices} == {0, 1}
+    for s in slices:
+        assert s.image.dtype == np.float32 and s.image.shape == (60, 50) and s.mask.shape == (60, 50)
+        assert s.pixel_spacing_mm == SPACING_MM and s.view == "sax" and s.sequence == "cine" and s.labelled
+        assert set(np.unique(s.mask)) <= {0, 1, 2, 3}
+    no_landmark = [s for s in slices if s.is_no_landmark_image]
+    assert sorted(s.slice_index for s in no_landmark) == [2, 2, 2, 2]
+    complete = [s for s in slices if s.has_all_landmarks]
+    assert len(complete) == 2 + 4  # patient001 has an RV on slice 0 only, patient002 on slices 0 and 1
+    for s in complete:
+        a_rvi, p_rvi, centre = s.landmarks_rc
+        # Standard display after the ACDC column flip: LV centre mirrored, RV on the left, A-RVI the upper end.
+        np.testing.assert_allclose(centre, [30, 49 - 25], atol=0.5)
+        assert a_rvi[1] < centre[1] and p_rvi[1] < centre[1] and a_rvi[0] < p_rvi[0]
+        assert s.mask[int(centre[0]), int(centre[1])] == 1
+
+
+def test_cache_is_reused_unless_forced(tiny_acdc, tmp_path):
+    folder = tmp_path / "cache"
+    npz_path = build_cache("acdc", folder=folder, root=tiny_acdc)
+    stamp = npz_path.stat().st_mtime_ns
+    assert build_cache("acdc", folder=folder, root=tiny_acdc) == npz_path and npz_path.stat().st_mtime_ns == stamp
+    build_cache("acdc", folder=folder, root=tiny_acdc, force=True)
+    assert npz_path.stat().st_mtime_ns != stamp
+
+
+def test_bad_requests_get_clear_errors(tiny_acdc, tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset"):
+        build_cache("nonsense", folder=tmp_path, root=tiny_acdc)
+    with pytest.raises(FileNotFoundError, match="myops"):
+        build_cache("myops", folder=tmp_path, root=tiny_acdc)
+    with pytest.raises(ValueError, match="split"):
+        load_slices("acdc", split="test", folder=tmp_path)
+    with pytest.raises(SystemExit):
+        main_build_cache(["--dataset", "nonsense"])
+
+
+def test_split_file_is_disjoint_and_covers_the_sets():
+    splits = read_splits()
+    assert set(splits) == set(DATASETS)
+    for dataset, split in splits.items():
+        assert not set(split["train"]) & set(split["val"]), dataset
+    assert splits["mnms2"] == {"train": [], "val": ["001"]}
+    for dataset in ("acdc", "mscmrseg_lge", "myops"):
+        total = len(splits[dataset]["train"]) + len(splits[dataset]["val"])
+        assert 0.1 < len(splits[dataset]["val"]) / total < 0.3
+
+
+def test_split_file_matches_the_data(shared_data):
+    """The committed split is what make_splits gives for the public data (deterministic, every patient in it)."""
+    assert make_splits(shared_data) == read_splits()
+
+
+def test_real_mnms2_cache(shared_data, tmp_path):
+    build_cache("mnms2", folder=tmp_path, root=shared_data)
+    slices = load_slices("mnms2", split="val", folder=tmp_path)
+    assert load_slices("mnms2", split="train", folder=tmp_path) == []
+    sax = [s for s in slices if s.view == "sax"]
+    lax = [s for s in slices if s.view == "lax" and s.labelled]
+    cine = [s for s in slices if not s.labelled]
+    assert len(sax) == 2 * 12 and len(lax) == 2 and len(cine) == 25
+    assert all(s.mask is None and np.all(np.isnan(s.landmarks_rc)) for s in cine)
+    for s in sax:
+        assert s.pixel_spacing_mm == pytest.approx((1.484, 1.484), abs=1e-3) and s.image.shape == (256, 256)
+    assert sum(s.has_all_landmarks for s in sax) >= 10
+    assert all(s.has_all_landmarks for s in lax)
+    metadata = json.loads(cache_paths("mnms2", tmp_path)[1].read_text())
+    assert len(metadata["slices"]) == len(slices)
+
+
+def test_real_myops_keeps_pathology(shared_data, tmp_path):
+    # One MyoPS case, copied by symlink into a private root so the test reads 3 files, not the whole set.
+    case = sorted((shared_data / "myops").glob("Case*"))[0]
+    root = tmp_path / "data"
+    (root / "myops").mkdir(parents=True)
+    (root / "myops" / case.name).symlink_to(case, target_is_directory=True)
+    build_cache("myops", folder=tmp_path, root=root)
+    slices = load_slices("myops", folder=tmp_path)
+    assert {s.sequence for s in slices} == {"cine", "lge"}
+    for s in slices:
+        assert s.pathology is not None and s.pathology.shape == s.image.shape
+        # Oedema and scar lie inside the myocardium.
+        assert np.all(s.mask[s.pathology > 0] == 2)
+        assert 0.7 < s.pixel_spacing_mm[0] < 0.8

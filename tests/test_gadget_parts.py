@@ -1,0 +1,67 @@
+"""The gadget's pieces on their own: parameters, configuration syntaxes, model choice, raw image reading."""
+
+from __future__ import annotations
+
+import io
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+import pytest
+from mrd_stream_helpers import header, image_message, sax_plane_image
+
+from cmr_landmark.gadget import (
+    GadgetParameters,
+    ParameterError,
+    parse_config_bytes,
+    properties_from_config,
+    read_received_image,
+)
+from cmr_landmark.model_choice import header_texts, sequence_from_texts, view_from_texts
+
+
+def test_both_gadgetron_property_syntaxes_and_namespaces():
+    config = ElementTree.fromstring(
+        '<gadgetronStreamConfiguration xmlns="http://gadgetron.sf.net/gadgetron"><gadget>'
+        "<property><name>view</name><value>lax</value></property>"
+        '</gadget><property name="series_index_offset" value="200"/></gadgetronStreamConfiguration>')
+    assert properties_from_config(config) == {"view": "lax", "series_index_offset": "200"}
+    parameters = GadgetParameters.from_strings(properties_from_config(config))
+    assert (parameters.view, parameters.series_index_offset, parameters.draw_landmarks) == ("lax", 200, True)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"view": "axial"}, "view"), ({"sequence": "flow"}, "sequence"), ({"probability_threshold": "1.5"}, "[0, 1]"),
+    ({"series_index_offset": "ten"}, "series_index_offset"), ({"draw_landmarks": "maybe"}, "true or false"),
+    ({"device": "tpu"}, "device"), ({"colour": "red"}, "unknown"), ({"cross_size_mm": "0"}, "cross_size_mm")])
+def test_bad_parameters_are_named_in_the_error(values, message):
+    with pytest.raises(ParameterError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        GadgetParameters.from_strings(values)
+
+
+def test_config_with_nul_or_not_xml():
+    assert parse_config_bytes(b'<configuration><property name="view" value="sax"/></configuration>\x00') is not None
+    assert parse_config_bytes(b"default.xml\x00") is None
+    assert parse_config_bytes(b"") is None
+
+
+@pytest.mark.parametrize("texts, view, sequence", [
+    (["CMR_cine_SAX"], "sax", "cine"), (["tfi_4CH_retro"], "lax", None), (["LGE_PSIR_SA"], "sax", "lge"),
+    (["MOLLI5(3)3_SAX_base"], "sax", "t1"), (["SAX stack", "T1MAP"], "sax", "t1"), (["localizer"], None, None),
+    (["2ch", "trufi"], "lax", "cine"), (["LAX planned on SAX"], "lax", None)])
+def test_view_and_sequence_rule(texts, view, sequence):
+    assert view_from_texts(texts) == view
+    assert sequence_from_texts(texts) == sequence
+
+
+def test_header_texts_feed_the_rule():
+    assert view_from_texts(header_texts(header(protocol_name="ep2d_LGE_4ch"))) == "lax"
+    assert sequence_from_texts(header_texts(header(protocol_name="ep2d_LGE_4ch"))) == "lge"
+
+
+def test_image_with_unparseable_meta_keeps_its_bytes():
+    image = sax_plane_image(np.arange(64 * 64, dtype=np.float32).reshape(64, 64))
+    raw = image_message(image, "<notMeta>broken")[2:]
+    received = read_received_image(io.BytesIO(raw))
+    assert received.raw == raw
+    assert received.meta_error and dict(received.image.meta) == {}
+    np.testing.assert_array_equal(received.image.data, image.data)

@@ -1,0 +1,94 @@
+"""ISMRMRD image geometry on hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cmr_landmark.geometry import (
+    GeometryError,
+    anterior_direction_in_image,
+    patient_to_pixel,
+    pixel_spacing_mm,
+    pixel_to_patient_mm,
+)
+
+# An axial-like plane: columns run to the patient's left (+x), rows to posterior (+y); 10 mm pixels, 10 x 8.
+AXIAL = dict(position=(10.0, 20.0, 30.0), read_dir=(1, 0, 0), phase_dir=(0, 1, 0), field_of_view_mm=(100, 80, 8),
+             matrix_size=(10, 8, 1))
+
+
+def test_pixel_spacing_is_row_phase_then_col_read():
+    assert pixel_spacing_mm((360.0, 270.0, 8.0), (192, 144, 1)) == (1.875, 1.875)
+    # x (read, columns) 300 mm over 100 px = 3 mm; y (phase, rows) 200 mm over 50 px = 4 mm.
+    assert pixel_spacing_mm((300.0, 200.0), (100, 50)) == (4.0, 3.0)
+
+
+@pytest.mark.parametrize(
+    "fov, matrix",
+    [((0.0, 200.0), (100, 50)), ((np.nan, 200.0), (100, 50)), ((300.0, 200.0), (0, 50)), ((300.0,), (100,)),
+     ((300.0, -1.0), (100, 50)), ((300.0, 200.0), (100.5, 50))],
+)
+def test_pixel_spacing_rejects_bad_geometry(fov, matrix):
+    with pytest.raises(GeometryError):
+        pixel_spacing_mm(fov, matrix)
+
+
+def test_pixel_to_patient_hand_computed():
+    # Pixel (0, 0) lies (8-1)/2 rows and (10-1)/2 columns of 10 mm before the centre.
+    points = np.array([[0.0, 0.0], [3.5, 4.5], [1.0, 2.0]])
+    patient = pixel_to_patient_mm(points, **AXIAL)
+    np.testing.assert_allclose(patient, [[-35.0, -15.0, 30.0], [10.0, 20.0, 30.0], [-15.0, -5.0, 30.0]])
+
+
+def test_oblique_plane_and_round_trip():
+    angle = np.deg2rad(30.0)
+    geometry = dict(position=(-5.0, 12.0, 40.0), read_dir=(np.cos(angle), np.sin(angle), 0.0),
+                    phase_dir=(0.0, 0.0, -1.0), field_of_view_mm=(256.0, 192.0), matrix_size=(128, 96))
+    points = np.array([[0.0, 0.0], [47.5, 63.5], [10.25, 100.75], [95.0, 127.0]])
+    patient = pixel_to_patient_mm(points, **geometry)
+    # The centre of the pixel grid is the ISMRMRD position; one column step is 2 mm along read_dir.
+    np.testing.assert_allclose(patient[1], geometry["position"], atol=1e-9)
+    step = pixel_to_patient_mm(np.array([[47.5, 64.5]]), **geometry)[0] - patient[1]
+    np.testing.assert_allclose(step, 2.0 * np.array(geometry["read_dir"]), atol=1e-9)
+    np.testing.assert_allclose(patient_to_pixel(patient, **geometry), points, atol=1e-9)
+
+
+def test_patient_to_pixel_projects_points_off_the_plane():
+    off_plane = np.array([[10.0, 20.0, 55.0]])  # the centre, 25 mm above the axial plane
+    np.testing.assert_allclose(patient_to_pixel(off_plane, **AXIAL), [[3.5, 4.5]])
+
+
+def test_nan_points_stay_nan():
+    patient = pixel_to_patient_mm(np.array([[np.nan, np.nan]]), **AXIAL)
+    assert np.all(np.isnan(patient))
+
+
+@pytest.mark.parametrize(
+    "read_dir, phase_dir",
+    [((0, 0, 0), (0, 1, 0)), ((1, 0, 0), (0.7, 0.7, 0)), ((2, 0, 0), (0, 1, 0)), ((1, 0, np.nan), (0, 1, 0))],
+)
+def test_bad_direction_vectors_are_refused(read_dir, phase_dir):
+    with pytest.raises(GeometryError):
+        pixel_to_patient_mm(np.zeros((1, 2)), (0, 0, 0), read_dir, phase_dir, (100, 100), (10, 10))
+    with pytest.raises(GeometryError):
+        anterior_direction_in_image(read_dir, phase_dir)
+
+
+def test_anterior_direction_hand_computed():
+    # Rows run posterior: anterior is up (-row).
+    np.testing.assert_allclose(anterior_direction_in_image((1, 0, 0), (0, 1, 0)), [-1.0, 0.0])
+    # Columns run anterior (read_dir = -y): anterior is +col.
+    np.testing.assert_allclose(anterior_direction_in_image((0, -1, 0), (0, 0, 1)), [0.0, 1.0])
+    # A double-oblique short-axis-like plane: anterior has parts along both axes.
+    read = np.array([0.6, -0.8, 0.0])
+    phase = np.array([0.0, 0.0, 1.0])
+    np.testing.assert_allclose(anterior_direction_in_image(read, phase), [0.0, 1.0], atol=1e-12)
+    phase = np.array([0.48, 0.36, 0.8])  # orthogonal to read, partly posterior
+    expected = np.array([-0.36, 0.8]) / np.hypot(0.36, 0.8)
+    np.testing.assert_allclose(anterior_direction_in_image(read, phase), expected)
+
+
+def test_coronal_plane_has_no_anterior_direction():
+    with pytest.raises(GeometryError, match="coronal"):
+        anterior_direction_in_image((1, 0, 0), (0, 0, 1))

@@ -1,0 +1,163 @@
+"""Readers: NIfTI and DICOM files written here with nibabel/pydicom, and the public files when present."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from cmr_landmark.io import ImageReadError, read_dicom, read_nifti, read_series
+
+
+def oblique_affine(spacing=(1.4, 1.6, 8.0), origin=(-40.0, 25.0, 60.0), angle=0.4) -> np.ndarray:
+    """A rotated, anisotropic voxel-to-world affine like a scanner's double-oblique plane."""
+    c, s = np.cos(angle), np.sin(angle)
+    rotation = np.array([[c, -s, 0], [s * 0.8, c * 0.8, -0.6], [s * 0.6, c * 0.6, 0.8]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * np.asarray(spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
+def write_nifti(path, data, affine):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def test_nifti_4d_is_slices_by_phases_with_affine_world(tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 3000, size=(20, 24, 3, 2)).astype(np.int16)
+    affine = oblique_affine()
+    series = read_nifti(write_nifti(tmp_path / "cine.nii.gz", data, affine))
+    assert series.images.shape == (3, 2, 20, 24) and series.images.dtype == np.int16
+    for k in range(3):
+        for t in range(2):
+            np.testing.assert_array_equal(series.images[k, t], data[:, :, k, t])
+    np.testing.assert_allclose(series.pixel_spacing_mm, (1.4, 1.6))
+    assert series.frame == "RAS" and series.voxel_order == "row_col"
+    points = rng.uniform(0, 20, size=(5, 2))
+    for k in range(3):
+        expected = (affine @ np.c_[points, np.full(5, k), np.ones(5)].T).T[:, :3]
+        np.testing.assert_allclose(series.pixel_to_world_mm(k, points), expected, atol=1e-6)
+    assert series.voxel(3.0, 7.0) == [3.0, 7.0]
+
+
+def test_nifti_2d_and_3d_shapes(tmp_path):
+    image = np.arange(30 * 40, dtype=np.float32).reshape(30, 40)
+    assert read_nifti(write_nifti(tmp_path / "a.nii", image, np.eye(4))).images.shape == (1, 1, 30, 40)
+    stack = np.zeros((30, 40, 5), dtype=np.float32)
+    assert read_nifti(write_nifti(tmp_path / "b.nii", stack, np.eye(4))).images.shape == (5, 1, 30, 40)
+
+
+def write_dicom(path, pixels, position, orientation, spacing, trigger_ms, instance, series_uid, thickness=8.0):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    dataset.SOPClassUID = MRImageStorage
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.SeriesInstanceUID = series_uid
+    dataset.Modality = "MR"
+    dataset.ImagePositionPatient = [float(v) for v in position]
+    dataset.ImageOrientationPatient = [float(v) for v in orientation]
+    dataset.PixelSpacing = [float(v) for v in spacing]
+    dataset.SliceThickness = thickness
+    dataset.TriggerTime = trigger_ms
+    dataset.InstanceNumber = instance
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    dataset.BitsAllocated = dataset.BitsStored = 16
+    dataset.HighBit = 15
+    dataset.PixelRepresentation = 0
+    dataset.PixelData = pixels.astype(np.uint16).tobytes()
+    dataset.save_as(str(path), enforce_file_format=True)
+
+
+# Rows run along the second cosine, columns along the first (DICOM's definition); spacing is (row gap, column gap).
+ORIENTATION = np.array([0.8, 0.6, 0.0, 0.0, 0.0, -1.0])
+SPACING = (1.5, 1.25)
+
+
+def dicom_series(folder, slices=2, phases=3, shape=(12, 16)):
+    """Files written in a scrambled order; pixel value 100 * slice + phase tells where each belongs."""
+    uid = generate_uid()
+    normal = np.cross(ORIENTATION[:3], ORIENTATION[3:])
+    order = np.random.default_rng(0).permutation(slices * phases)
+    for n, index in enumerate(order):
+        k, t = divmod(int(index), phases)
+        position = np.array([10.0, -20.0, 30.0]) + 8.0 * k * normal
+        pixels = np.full(shape, 100 * k + t, dtype=np.uint16)
+        write_dicom(folder / f"IM{n:03d}.dcm", pixels, position, ORIENTATION, SPACING, 40.0 * t, 50 - n, uid)
+    return uid
+
+
+def test_dicom_folder_groups_slices_sorts_phases_and_keeps_geometry(tmp_path):
+    dicom_series(tmp_path)
+    (tmp_path / "notes.txt").write_text("not an image")
+    series = read_series(tmp_path)
+    assert series.images.shape == (2, 3, 12, 16)
+    for k in range(2):
+        for t in range(3):
+            assert np.all(series.images[k, t] == 100 * k + t)
+    assert series.frame == "LPS" and series.voxel_order == "col_row"
+    assert series.pixel_spacing_mm == SPACING
+    np.testing.assert_allclose(series.trigger_times_ms, [[0, 40, 80], [0, 40, 80]])
+    row, col = 5.0, 7.0
+    normal = np.cross(ORIENTATION[:3], ORIENTATION[3:])
+    expected = np.array([10.0, -20.0, 30.0]) + 8.0 * normal
+    expected += col * SPACING[1] * ORIENTATION[:3] + row * SPACING[0] * ORIENTATION[3:]
+    np.testing.assert_allclose(series.pixel_to_world_mm(1, [[row, col]])[0], expected)
+    assert series.voxel(row, col) == [col, row]
+
+
+def test_dicom_errors_are_clear(tmp_path):
+    with pytest.raises(ImageReadError, match="no DICOM images"):
+        read_dicom(tmp_path)
+    two_series = tmp_path / "two_series"
+    two_series.mkdir()
+    dicom_series(two_series, slices=1, phases=2)
+    (two_series / "second").mkdir()
+    dicom_series(two_series / "second", slices=1, phases=1)
+    with pytest.raises(ImageReadError, match="2 DICOM series"):
+        read_dicom(two_series)
+    uneven = tmp_path / "uneven"
+    uneven.mkdir()
+    uid, normal = generate_uid(), np.cross(ORIENTATION[:3], ORIENTATION[3:])
+    for n, (k, t) in enumerate([(0, 0), (0, 1), (1, 0)]):
+        write_dicom(uneven / f"IM{n}.dcm", np.zeros((8, 8)), 8.0 * k * normal, ORIENTATION, SPACING, 40.0 * t, n, uid)
+    with pytest.raises(ImageReadError, match="different numbers of phases"):
+        read_dicom(uneven)
+
+
+def test_unreadable_inputs_raise_image_read_error(tmp_path):
+    with pytest.raises(ImageReadError, match="no such file"):
+        read_series(tmp_path / "missing.nii.gz")
+    fake = tmp_path / "fake.nii.gz"
+    fake.write_bytes(b"definitely not gzip")
+    with pytest.raises(ImageReadError, match="not a readable NIfTI"):
+        read_series(fake)
+    fake_h5 = tmp_path / "fake.h5"
+    fake_h5.write_bytes(b"not hdf5 either")
+    with pytest.raises(ImageReadError, match="not a readable ISMRMRD"):
+        read_series(fake_h5)
+    tiny = write_nifti(tmp_path / "tiny.nii", np.zeros((1, 5, 2), dtype=np.float32), np.eye(4))
+    with pytest.raises(ImageReadError, match="at least 2 x 2"):
+        read_series(tiny)
+
+
+def test_public_files_read(shared_data):
+    cine = read_series(shared_data / "mnms2" / "001" / "001_LA_CINE.nii.gz")
+    assert cine.images.shape == (1, 25, 256, 256)
+    np.testing.assert_allclose(cine.pixel_spacing_mm, (1.7188, 1.7188), atol=1e-3)
+    path = sorted((shared_data / "kaggle_dsb_dicom").glob("*.dcm"))[0]
+    dataset = pydicom.dcmread(str(path))
+    series = read_series(path)
+    assert series.images.shape == (1, 1, dataset.Rows, dataset.Columns)
+    first_pixel_mm = series.pixel_to_world_mm(0, [[0.0, 0.0]])[0]
+    np.testing.assert_allclose(first_pixel_mm, np.asarray(dataset.ImagePositionPatient, dtype=float))

@@ -1,0 +1,62 @@
+"""Clinical measures on hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cmr_landmark.geometry import anterior_direction_in_image
+from cmr_landmark.measures import (
+    anterior_rvi_direction_deg,
+    longitudinal_shortening,
+    lv_length_mm,
+    rv_insertion_angle_deg,
+)
+
+
+def test_lv_length_is_apex_to_mitral_midpoint_in_mm():
+    # Mitral points at rows 10, cols 20 and 40: midpoint (10, 30); apex 50 rows below -> 50 px.
+    assert lv_length_mm((10, 20), (10, 40), (60, 30), (1.5, 1.5)) == pytest.approx(75.0)
+    # Non-square pixels: 30 rows of 2 mm and 40 columns of 0.75 mm -> hypot(60, 30).
+    assert lv_length_mm((0, 0), (0, 0), (30, 40), (2.0, 0.75)) == pytest.approx(np.hypot(60.0, 30.0))
+
+
+def test_lv_length_rejects_missing_points_and_bad_spacing():
+    with pytest.raises(ValueError, match="APEX"):
+        lv_length_mm((0, 0), (0, 1), (np.nan, 3), (1, 1))
+    with pytest.raises(ValueError, match="pixel_spacing_mm"):
+        lv_length_mm((0, 0), (0, 1), (5, 3), (0, 1))
+
+
+def test_longitudinal_shortening():
+    assert longitudinal_shortening([90.0, 80.0, 72.0, 81.0]) == pytest.approx(0.2)
+    assert longitudinal_shortening([100.0, np.nan, 85.0]) == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="at least two"):
+        longitudinal_shortening([100.0, np.nan])
+    with pytest.raises(ValueError, match="positive"):
+        longitudinal_shortening([100.0, 0.0])
+
+
+def test_rv_insertion_angle_is_the_septal_arc_at_the_lv_centre():
+    centre = (50.0, 50.0)
+    # Anterior 10 px up, posterior 10 px left: a right angle.
+    assert rv_insertion_angle_deg((40, 50), (50, 40), centre, (1.0, 1.0)) == pytest.approx(90.0)
+    # Up-left and down-left diagonals in square pixels: 90 degrees; with rows twice as long as columns the row
+    # components double, so the half angle is atan(2) from the horizontal.
+    assert rv_insertion_angle_deg((40, 40), (60, 40), centre, (1.0, 1.0)) == pytest.approx(90.0)
+    expected = 2 * np.degrees(np.arctan2(20.0, 10.0))
+    assert rv_insertion_angle_deg((40, 40), (60, 40), centre, (2.0, 1.0)) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="coincides"):
+        rv_insertion_angle_deg(centre, (60, 40), centre, (1.0, 1.0))
+
+
+def test_anterior_rvi_direction_counter_clockwise_from_reference():
+    centre = (50.0, 50.0)
+    # Straight up from the centre, reference up: 0; up-left: 45 (counter-clockwise as displayed); right: 270.
+    assert anterior_rvi_direction_deg((40, 50), centre, (1, 1)) == pytest.approx(0.0)
+    assert anterior_rvi_direction_deg((40, 40), centre, (1, 1)) == pytest.approx(45.0)
+    assert anterior_rvi_direction_deg((50, 60), centre, (1, 1)) == pytest.approx(270.0)
+    # The patient's anterior pointing to the image right (read_dir = -y): a point up is 90 degrees from it.
+    anterior = anterior_direction_in_image((0, -1, 0), (0, 0, 1))
+    assert anterior_rvi_direction_deg((40, 50), centre, (1, 1), anterior) == pytest.approx(90.0)
+    assert 0.0 <= anterior_rvi_direction_deg((50, 60 + 1e-15), centre, (1, 1), anterior) < 360.0

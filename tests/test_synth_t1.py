@@ -1,0 +1,237 @@
+"""Synthetic MOLLI T1 maps and random tissue contrast, on a real MyoPS slice with scar and oedema (fixture)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from cmr_landmark.datasets import Slice
+from cmr_landmark.landmarks import derive_sax_landmarks
+from cmr_landmark.synth.contrast import (
+    LV_BLOOD_LABEL,
+    LV_MYOCARDIUM_LABEL,
+    MIN_MYOCARDIUM_BLOOD_CONTRAST,
+    RV_BLOOD_LABEL,
+    random_contrast_slices,
+    random_curve,
+    random_tissue_contrast,
+    with_random_contrast,
+)
+from cmr_landmark.synth.t1 import (
+    BLOOD_NATIVE_T1_MS,
+    BLOOD_POST_CONTRAST_T1_MS,
+    FIELD_STRENGTHS_T,
+    MAX_T1_MS,
+    MYOCARDIUM_NATIVE_T1_MS,
+    OEDEMA,
+    OEDEMA_NATIVE_RISE_MS,
+    SCAR,
+    SCAR_NATIVE_RISE_MS,
+    add_fit_noise,
+    draw_t1_scenario,
+    render_t1_map,
+    synthetic_t1_slice,
+    synthetic_t1_slices,
+)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Post-contrast myocardium in the literature: 426 +- 38 ms at 1.5 T (aus dem Siepen 2018), 350-550 ms across
+# doses and delays (consensus 2017); the 3 T maps run a little longer.
+POST_CONTRAST_MYOCARDIUM_MS = (330.0, 650.0)
+
+
+@pytest.fixture(scope="module")
+def scar_slice() -> Slice:
+    data = np.load(FIXTURES / "myops_sax_scar.npz")
+    return Slice(
+        image=data["image"].astype(np.float32),
+        pixel_spacing_mm=tuple(float(v) for v in data["pixel_spacing_mm"]),
+        landmarks_rc=data["landmarks_rc"],
+        view="sax",
+        sequence="cine",
+        dataset="myops",
+        patient=str(data["patient"]),
+        slice_index=int(data["slice_index"]),
+        phase=0,
+        mask=data["mask"],
+        pathology=data["pathology"],
+    )
+
+
+def _core(region: np.ndarray) -> np.ndarray:
+    """The region less its border pixels (away from blur across tissue edges)."""
+    return ndimage.binary_erosion(region, iterations=2)
+
+
+def test_fixture_has_every_tissue_and_both_lesions(scar_slice: Slice) -> None:
+    for label in (LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL):
+        assert (scar_slice.mask == label).sum() > 100
+    for code in (OEDEMA, SCAR):
+        assert _core((scar_slice.pathology == code) & (scar_slice.mask == LV_MYOCARDIUM_LABEL)).sum() > 10
+    assert scar_slice.has_all_landmarks
+
+
+@pytest.mark.parametrize("field_strength_t", FIELD_STRENGTHS_T)
+def test_native_values_in_published_ranges(field_strength_t: float) -> None:
+    for seed in range(50):
+        scenario = draw_t1_scenario(np.random.default_rng(seed), field_strength_t, post_contrast=False)
+        low, high = MYOCARDIUM_NATIVE_T1_MS[field_strength_t]
+        assert low <= scenario.myocardium_t1_ms <= high
+        low, high = BLOOD_NATIVE_T1_MS[field_strength_t]
+        assert low <= scenario.lv_blood_t1_ms <= high
+        assert 0.97 * low <= scenario.rv_blood_t1_ms <= 1.03 * high
+        rise = scenario.oedema_t1_ms - scenario.myocardium_t1_ms
+        assert OEDEMA_NATIVE_RISE_MS[0] <= rise <= OEDEMA_NATIVE_RISE_MS[1]
+        rise = scenario.scar_t1_ms - scenario.myocardium_t1_ms
+        assert SCAR_NATIVE_RISE_MS[0] <= rise <= SCAR_NATIVE_RISE_MS[1]
+
+
+@pytest.mark.parametrize("field_strength_t", FIELD_STRENGTHS_T)
+def test_post_contrast_values_in_published_ranges(field_strength_t: float) -> None:
+    for seed in range(50):
+        scenario = draw_t1_scenario(np.random.default_rng(seed), field_strength_t, post_contrast=True)
+        low, high = BLOOD_POST_CONTRAST_T1_MS[field_strength_t]
+        assert low <= scenario.lv_blood_t1_ms <= high
+        assert POST_CONTRAST_MYOCARDIUM_MS[0] <= scenario.myocardium_t1_ms <= POST_CONTRAST_MYOCARDIUM_MS[1]
+        assert scenario.myocardium_t1_ms > scenario.lv_blood_t1_ms  # blood takes up more gadolinium
+        # scar: strongly shortened, to about the blood's T1 (why it is bright on LGE)
+        assert scenario.scar_t1_ms < scenario.oedema_t1_ms < scenario.myocardium_t1_ms
+        assert scenario.scar_t1_ms < 1.3 * scenario.lv_blood_t1_ms
+
+
+@pytest.mark.parametrize("post_contrast", [False, True])
+def test_rendered_map_carries_tissue_values(scar_slice: Slice, post_contrast: bool) -> None:
+    rng = np.random.default_rng(7)
+    scenario = draw_t1_scenario(rng, 1.5, post_contrast)
+    t1_ms = render_t1_map(scar_slice.image, scar_slice.mask, scenario, rng, pathology=scar_slice.pathology)
+    assert t1_ms.dtype == np.float32 and t1_ms.shape == scar_slice.image.shape
+    myocardium = scar_slice.mask == LV_MYOCARDIUM_LABEL
+    healthy = _core(myocardium & (scar_slice.pathology == 0))
+    scar = _core(myocardium & (scar_slice.pathology == SCAR))
+    oedema = _core(myocardium & (scar_slice.pathology == OEDEMA))
+    for region, expected in ((healthy, scenario.myocardium_t1_ms), (scar, scenario.scar_t1_ms),
+                             (oedema, scenario.oedema_t1_ms)):
+        assert np.median(t1_ms[region]) == pytest.approx(expected, rel=0.08)
+    if post_contrast:
+        assert np.median(t1_ms[scar]) < np.median(t1_ms[healthy]) - 100
+    else:
+        assert np.median(t1_ms[scar]) > np.median(t1_ms[healthy]) + 100
+        assert np.median(t1_ms[oedema]) > np.median(t1_ms[healthy]) + 50
+    # the blood pool is at least as long as the blood T1 says in its bright (non-trabecular) part
+    blood = _core(scar_slice.mask == LV_BLOOD_LABEL)
+    assert np.percentile(t1_ms[blood], 75) == pytest.approx(scenario.lv_blood_t1_ms, rel=0.1)
+
+
+def test_pathology_absent_means_plain_myocardium(scar_slice: Slice) -> None:
+    rng = np.random.default_rng(3)
+    scenario = draw_t1_scenario(rng, 3.0, post_contrast=False)
+    t1_ms = render_t1_map(scar_slice.image, scar_slice.mask, scenario, rng, pathology=None)
+    scar = _core((scar_slice.mask == LV_MYOCARDIUM_LABEL) & (scar_slice.pathology == SCAR))
+    assert np.median(t1_ms[scar]) == pytest.approx(scenario.myocardium_t1_ms, rel=0.05)
+
+
+def test_noise_grows_with_t1() -> None:
+    rng = np.random.default_rng(0)
+    sd = [add_fit_noise(np.full((128, 128), t1), 0.02, rng).std() for t1 in (400.0, 1000.0, 2000.0, 3000.0)]
+    assert sd[0] < sd[1] < sd[2] < sd[3]
+    assert sd[2] / sd[1] == pytest.approx(4.0, rel=0.15)  # SD grows as T1 squared
+
+
+def test_noise_grows_with_t1_in_rendered_map(scar_slice: Slice) -> None:
+    # native: blood (~1600-1900 ms) is noisier than myocardium (~1000 ms); measured as the spread of the
+    # residual after removing the smooth tissue texture.
+    rng = np.random.default_rng(11)
+    scenario = draw_t1_scenario(rng, 3.0, post_contrast=False)
+    t1_ms = render_t1_map(scar_slice.image, scar_slice.mask, scenario, rng)
+    residual = t1_ms - ndimage.median_filter(t1_ms, size=5)
+    myocardium = _core((scar_slice.mask == LV_MYOCARDIUM_LABEL) & (scar_slice.pathology == 0))
+    rv_blood = _core(scar_slice.mask == RV_BLOOD_LABEL)
+    assert residual[rv_blood].std() > 1.5 * residual[myocardium].std()
+
+
+def test_deterministic_with_seed(scar_slice: Slice) -> None:
+    first = synthetic_t1_slice(scar_slice, np.random.default_rng(42))
+    again = synthetic_t1_slice(scar_slice, np.random.default_rng(42))
+    other = synthetic_t1_slice(scar_slice, np.random.default_rng(43))
+    np.testing.assert_array_equal(first.image, again.image)
+    assert not np.array_equal(first.image, other.image)
+    batch = synthetic_t1_slices([scar_slice, scar_slice], seed=5)
+    np.testing.assert_array_equal(batch[0].image, synthetic_t1_slices([scar_slice], seed=5)[0].image)
+    assert not np.array_equal(batch[0].image, batch[1].image)
+
+
+def test_slice_is_a_t1_map_with_source_geometry(scar_slice: Slice) -> None:
+    t1 = synthetic_t1_slice(scar_slice, np.random.default_rng(1), as_uint16=True)
+    assert t1.sequence == "t1" and t1.image.dtype == np.uint16
+    assert 0 <= t1.image.min() and t1.image.max() <= MAX_T1_MS
+    np.testing.assert_array_equal(t1.landmarks_rc, scar_slice.landmarks_rc)
+    assert t1.pixel_spacing_mm == scar_slice.pixel_spacing_mm
+    assert scar_slice.sequence == "cine" and scar_slice.image.dtype == np.float32  # the source is untouched
+
+
+def test_bad_input_is_refused(scar_slice: Slice) -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="field strength"):
+        draw_t1_scenario(rng, field_strength_t=7.0)
+    scenario = draw_t1_scenario(rng)
+    with pytest.raises(ValueError, match="one shape"):
+        render_t1_map(scar_slice.image, scar_slice.mask[:-1], scenario, rng)
+    with pytest.raises(ValueError, match="pathology"):
+        render_t1_map(scar_slice.image, scar_slice.mask, scenario, rng, pathology=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="monotone"):
+        random_curve(rng, 0.0, 1.0, monotone="sideways")
+    unlabelled = Slice(scar_slice.image, scar_slice.pixel_spacing_mm, scar_slice.landmarks_rc, "sax", "cine",
+                       "myops", "x", 0, 0, labelled=False)
+    with pytest.raises(ValueError, match="no label mask"):
+        synthetic_t1_slice(unlabelled, rng)
+    with pytest.raises(ValueError, match="no label mask"):
+        with_random_contrast(unlabelled, rng)
+
+
+@pytest.mark.parametrize("monotone", ["increasing", "decreasing", "none"])
+def test_random_curve_shapes(monotone: str) -> None:
+    x, y = random_curve(np.random.default_rng(4), 250.0, 4000.0, n_knots=6, monotone=monotone, log_scale=True)
+    assert x[0] == 0.0 and x[-1] == 1.0 and np.all(np.diff(x) >= 0)
+    assert np.all((250.0 <= y) & (y <= 4000.0))
+    if monotone == "increasing":
+        assert np.all(np.diff(y) >= 0)
+    elif monotone == "decreasing":
+        assert np.all(np.diff(y) <= 0)
+
+
+def test_random_contrast_keeps_landmarks_and_separates_tissues(scar_slice: Slice) -> None:
+    images = []
+    for seed in range(8):
+        augmented = with_random_contrast(scar_slice, np.random.default_rng(seed))
+        # geometry untouched: the labels, and the landmarks derived from them, are the slice's own
+        np.testing.assert_array_equal(augmented.landmarks_rc, scar_slice.landmarks_rc)
+        np.testing.assert_allclose(derive_sax_landmarks(augmented.mask, pixel_spacing_mm=augmented.pixel_spacing_mm),
+                                   scar_slice.landmarks_rc)
+        assert augmented.image.shape == scar_slice.image.shape and augmented.image.dtype == np.float32
+        assert np.all(np.isfinite(augmented.image))
+        # the myocardium stays visible against both blood pools, whatever the draw
+        median = {label: np.median(augmented.image[_core(scar_slice.mask == label)])
+                  for label in (LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL)}
+        spread = np.percentile(augmented.image, 99) - np.percentile(augmented.image, 1)
+        for blood in (LV_BLOOD_LABEL, RV_BLOOD_LABEL):
+            assert abs(median[LV_MYOCARDIUM_LABEL] - median[blood]) > 0.3 * MIN_MYOCARDIUM_BLOOD_CONTRAST * spread
+        images.append(augmented.image)
+    # contrasts really vary: the myocardium is brighter than the LV blood in some draws, darker in others
+    order = [np.median(image[_core(scar_slice.mask == LV_MYOCARDIUM_LABEL)])
+             > np.median(image[_core(scar_slice.mask == LV_BLOOD_LABEL)]) for image in images]
+    assert any(order) and not all(order)
+
+
+def test_random_contrast_refuses_mismatched_mask(scar_slice: Slice) -> None:
+    with pytest.raises(ValueError, match="one shape"):
+        random_tissue_contrast(scar_slice.image, scar_slice.mask[:, :-2], np.random.default_rng(0))
+
+
+def test_random_contrast_slices_copies(scar_slice: Slice) -> None:
+    copies = random_contrast_slices([scar_slice], seed=3, copies=3)
+    assert len(copies) == 3
+    assert not np.array_equal(copies[0].image, copies[1].image)
