@@ -29,7 +29,7 @@ setup(
         "ismrmrd>=1.14",
         "h5py>=3.9",
         "nibabel>=5.0",
-        "pydicom>=2.4",
+        "pydicom>=3.0",  # pydicom.pixels.apply_modality_lut
         "matplotlib>=3.8",
         "multimethod",
     ],

@@ -7,6 +7,7 @@ import sys
 
 # command -> (module, function taking argv and returning an exit status); imported only when run.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "build-cache": ("cmr_landmark.datasets", "main_build_cache"),
     "serve": ("cmr_landmark.gadget", "main_serve"),
     "detect": ("cmr_landmark.detect_cli", "main_detect"),
     "convert": ("cmr_landmark.convert_cli", "main_convert"),

@@ -42,7 +42,13 @@ from .annotate import DEFAULT_CROSS_SIZE_MM, draw_crosses
 from .config import LANDMARKS_BY_VIEW, SEQUENCES, VIEWS
 from .detector import Detector, ImageLandmarks
 from .geometry import GeometryError, anterior_direction_in_image, pixel_spacing_mm, pixel_to_patient_mm
-from .measures import anterior_rvi_direction_deg, longitudinal_shortening, lv_length_mm, rv_insertion_angle_deg
+from .measures import (
+    anterior_insertion_is_posterior,
+    anterior_rvi_direction_deg,
+    longitudinal_shortening,
+    lv_length_mm,
+    rv_insertion_angle_deg,
+)
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
 from .model_store import find_model
 from .series import SeriesBuffer, SliceBatch, phases_per_slice_from_header
@@ -358,6 +364,9 @@ def detect_slice(
     pixels = np.stack([magnitude_2d(image) for image in images])
     landmarks = detector.detect(pixels, spacing, same_slice=True,
                                 probability_threshold=parameters.probability_threshold)
+    if view == "sax":
+        landmarks = [name_rv_insertions_anatomically(found, spacing, head)
+                     for found, head in zip(landmarks, heads, strict=True)]
     measures = [slice_measures(found, view, spacing, head) for found, head in zip(landmarks, heads, strict=True)]
     lengths = [m["LVLength_mm"] for m in measures if "LVLength_mm" in m]
     if len(lengths) >= 2:
@@ -365,6 +374,26 @@ def detect_slice(
         for m in measures:
             m["LongitudinalShortening"] = shortening
     return SliceResult(detector.spec.name, view, sequence, spacing, landmarks, measures)
+
+
+def name_rv_insertions_anatomically(found: ImageLandmarks, spacing: tuple[float, float], head) -> ImageLandmarks:
+    """Swap A-RVI and P-RVI when the geometry shows the model's "anterior" end is the posterior one.
+
+    The model learned the ends' handedness on images seen from the apex; a scanner may store the slice seen from
+    the base. With read_dir/phase_dir known, A-RVI is by definition the end nearer the patient's anterior.
+    """
+    anterior_point, posterior_point = found.get("A-RVI"), found.get("P-RVI")
+    if anterior_point is None or posterior_point is None:
+        return found
+    try:
+        anterior = anterior_direction_in_image(tuple(head.read_dir), tuple(head.phase_dir))
+    except GeometryError:
+        return found  # no in-plane anterior (coronal-like plane): keep the model's handedness
+    if not anterior_insertion_is_posterior((anterior_point.row, anterior_point.col),
+                                           (posterior_point.row, posterior_point.col), spacing, anterior):
+        return found
+    log.info("A-RVI/P-RVI swapped to match the patient's anterior direction in the image")
+    return {**found, "A-RVI": posterior_point, "P-RVI": anterior_point}
 
 
 def slice_measures(found: ImageLandmarks, view: str, spacing: tuple[float, float], head) -> dict[str, float]:

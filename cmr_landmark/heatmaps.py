@@ -34,36 +34,36 @@ def render_heatmaps(points_rc: np.ndarray, size_px: int, sigma_px: float) -> np.
     return maps
 
 
-def decode_heatmaps(probabilities: torch.Tensor | np.ndarray, window_px: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def decode_heatmaps(probabilities: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Peak location and peak probability of each landmark channel.
 
     ``probabilities``: softmax output (N, K+1, H, W) with background first. Returns ``points_rc`` (N, K, 2) in
-    grid pixels, sub-pixel by the probability-weighted centroid of the (2*window_px+1)^2 neighbourhood of the
-    peak, and ``peak_probability`` (N, K). Thresholding (absent landmarks) is the caller's decision.
+    grid pixels and ``peak_probability`` (N, K). Thresholding (absent landmarks) is the caller's decision.
+
+    Sub-pixel position: a parabola through the log-probabilities of the peak and its two neighbours along each
+    axis, which is exact for the Gaussian blobs the network is trained to output. (A probability-weighted
+    centroid over a small window is biased towards the peak pixel by up to a third of a pixel for these widths.)
     """
     probs = torch.as_tensor(probabilities).float()
     if probs.ndim != 4:
         raise ValueError(f"expected (N, K+1, H, W) probabilities, got shape {tuple(probs.shape)}")
     landmark_probs = probs[:, 1:]
     n, k, h, w = landmark_probs.shape
-    flat = landmark_probs.reshape(n, k, h * w)
-    peak_probability, peak_index = flat.max(dim=2)
-    peak_row = (peak_index // w).float()
-    peak_col = (peak_index % w).float()
-    # weighted centroid around the peak: unfold a window with zero padding
-    size = 2 * window_px + 1
-    padded = torch.nn.functional.pad(landmark_probs, (window_px,) * 4)
-    rows = peak_row.long().reshape(-1)
-    cols = peak_col.long().reshape(-1)
-    planes = padded.reshape(n * k, h + 2 * window_px, w + 2 * window_px)
-    offsets = torch.arange(size)
-    index_r = (rows[:, None] + offsets[None, :])[:, :, None].expand(-1, size, size)
-    index_c = (cols[:, None] + offsets[None, :])[:, None, :].expand(-1, size, size)
-    windows = planes[torch.arange(n * k)[:, None, None], index_r, index_c]  # (N*K, size, size)
-    weights = windows.clamp_min(0)
-    total = weights.sum(dim=(1, 2)).clamp_min(1e-12)
-    delta = (offsets - window_px).float()
-    d_row = (weights.sum(dim=2) * delta).sum(dim=1) / total
-    d_col = (weights.sum(dim=1) * delta).sum(dim=1) / total
-    points = torch.stack([peak_row.reshape(-1) + d_row, peak_col.reshape(-1) + d_col], dim=1).reshape(n, k, 2)
-    return points.numpy().astype(np.float64), peak_probability.numpy().astype(np.float64)
+    flat = landmark_probs.reshape(n * k, h * w)
+    peak_probability, peak_index = flat.max(dim=1)
+    rows, cols = peak_index // w, peak_index % w
+    # log-probabilities of the 3 x 3 neighbourhood; edge-replicated so a border peak gets no sub-pixel shift
+    padded = torch.nn.functional.pad(landmark_probs.reshape(n * k, 1, h, w), (1, 1, 1, 1), mode="replicate")
+    logs = torch.log(padded[:, 0].clamp_min(1e-12))
+    plane = torch.arange(n * k)
+
+    def vertex(minus: torch.Tensor, centre: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
+        curvature = minus - 2 * centre + plus
+        shift = torch.where(curvature < -1e-9, 0.5 * (minus - plus) / curvature.clamp(max=-1e-9), 0.0)
+        return shift.clamp(-1.0, 1.0)
+
+    centre = logs[plane, rows + 1, cols + 1]
+    d_row = vertex(logs[plane, rows, cols + 1], centre, logs[plane, rows + 2, cols + 1])
+    d_col = vertex(logs[plane, rows + 1, cols], centre, logs[plane, rows + 1, cols + 2])
+    points = torch.stack([rows.float() + d_row, cols.float() + d_col], dim=1).reshape(n, k, 2)
+    return points.numpy().astype(np.float64), peak_probability.reshape(n, k).numpy().astype(np.float64)

@@ -96,3 +96,19 @@ def anterior_rvi_direction_deg(
         raise ValueError("the anterior RV insertion point or the reference direction has zero length")
     angle = (_displayed_angle_deg(to_anterior) - _displayed_angle_deg(reference)) % 360.0
     return 0.0 if angle >= 360.0 else angle  # a rounding-level negative angle wraps to exactly 360.0
+
+
+def anterior_insertion_is_posterior(
+    anterior_rc: Sequence[float],
+    posterior_rc: Sequence[float],
+    pixel_spacing_mm: Sequence[float],
+    anterior_direction_rc: Sequence[float],
+) -> bool:
+    """True when the point labelled A-RVI lies further from the patient's anterior than the one labelled P-RVI.
+
+    The model names the two RV insertion ends by their handedness in the training display (seen from the apex);
+    an image stored mirrored (seen from the base) swaps them. Where the geometry is known the data convention is
+    anatomical — A-RVI is the end nearer the patient's anterior — so the caller swaps the names when this is True.
+    """
+    difference_mm = _to_mm(_point(anterior_rc, "A-RVI") - _point(posterior_rc, "P-RVI"), pixel_spacing_mm)
+    return float(difference_mm @ _point(anterior_direction_rc, "anterior direction")) < 0.0

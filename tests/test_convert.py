@@ -15,13 +15,14 @@ from cmr_landmark.io.image_series import RAS_TO_LPS
 
 
 def heart_like(rows: int, cols: int, phases: int, slices: int) -> np.ndarray:
-    """Smooth blobs on a dim background (compressible, like anatomy), different per slice and phase."""
+    """Smooth blobs of whole-number intensity on a dim background (compressible, like scanner images), different
+    per slice and phase."""
     r, c = np.mgrid[:rows, :cols]
     images = np.empty((rows, cols, slices, phases), dtype=np.float32)
     for k in range(slices):
         for t in range(phases):
             radius = np.hypot(r - rows * (0.4 + 0.05 * k), c - cols * 0.55)
-            images[:, :, k, t] = 100 + 800 * np.exp(-((radius / (6 + t)) ** 2))
+            images[:, :, k, t] = np.rint(100 + 800 * np.exp(-((radius / (6 + t)) ** 2)))
     return images
 
 

@@ -168,10 +168,10 @@ def _create_compressed_image_group(parent: h5py.Group, group: str, first: ismrmr
 def write_ismrmrd_acquisitions(
     path: Path, header: ismrmrd.xsd.ismrmrdHeader, acquisitions: Iterable[ismrmrd.Acquisition]
 ) -> None:
-    """Write (replace) ``path`` with the XML header and raw acquisitions in "dataset"."""
+    """Write (replace) ``path`` with the XML header and raw acquisitions in "dataset" (one bulk write)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with ismrmrd.Dataset(str(path), DATASET_NAME, mode="w") as dataset:
-        dataset.write_xml_header(ismrmrd.xsd.ToXML(header))
-        for acquisition in acquisitions:
-            dataset.append_acquisition(acquisition)
+    with ismrmrd.File(str(path), "w") as file:
+        container = file[DATASET_NAME]
+        container.header = header
+        container.acquisitions = list(acquisitions)

@@ -13,9 +13,12 @@ liver, fat and lung keep their shapes but not their brightness order.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
+
+from ..datasets import Slice
 
 # Mask labels of cmr_landmark.datasets.Slice.mask
 BACKGROUND_LABEL, LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL = 0, 1, 2, 3
@@ -71,7 +74,8 @@ def smooth_random_field(shape: tuple[int, int], rng: np.random.Generator, scale_
     step = max(scale_px / 4.0, 1.0)
     coarse_shape = tuple(int(np.ceil(n / step)) + 1 for n in shape)
     field = ndimage.gaussian_filter(rng.standard_normal(coarse_shape), sigma=scale_px / step, mode="reflect")
-    field = ndimage.zoom(field, [n / c for n, c in zip(shape, coarse_shape, strict=True)], order=1)[: shape[0], : shape[1]]
+    zoom = [n / c for n, c in zip(shape, coarse_shape, strict=True)]
+    field = ndimage.zoom(field, zoom, order=1)[: shape[0], : shape[1]]
     field = field - field.mean()
     std = field.std()
     return field / std if std > 0 else field
@@ -113,14 +117,14 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
     return out.astype(np.float32)
 
 
-def with_random_contrast(slice_, rng: np.random.Generator):
+def with_random_contrast(slice_: Slice, rng: np.random.Generator) -> Slice:
     """A copy of a :class:`cmr_landmark.datasets.Slice` whose image has random tissue contrast (landmarks kept)."""
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to draw contrasts from")
     return dataclasses.replace(slice_, image=random_tissue_contrast(slice_.image, slice_.mask, rng))
 
 
-def random_contrast_slices(slices, seed: int, copies: int = 1) -> list:
+def random_contrast_slices(slices: Sequence[Slice], seed: int, copies: int = 1) -> list[Slice]:
     """``copies`` random-contrast versions of every slice that has a mask, reproducible from ``seed``."""
     return [
         with_random_contrast(s, np.random.default_rng([seed, index, copy]))

@@ -18,7 +18,7 @@ they can be rendered, and are set to 0 before the landmark rule sees the map, ex
 
 from __future__ import annotations
 
-import multiprocessing
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -461,20 +461,27 @@ def render_image(
 
 @dataclass(frozen=True)
 class SyntheticLaxSlice:
-    """A rendered long-axis image, its label map and its landmarks (training target, rule and geometry)."""
+    """A long-axis slice of the synthetic chest: label maps, landmarks (target, rule and geometry), and, once
+    rendered, its image."""
 
-    image: np.ndarray  # float32 (H, W)
     labels: np.ndarray  # uint8 (H, W), codes above
+    labels_fine: np.ndarray  # uint8 (2H, 2W): the same plane sampled twice as finely, what images render from
     pixel_spacing_mm: tuple[float, float]
-    landmarks_rc: np.ndarray  # (3, 2) MV-1, MV-2, APEX: the training target (see synthesize_lax_slice)
+    landmarks_rc: np.ndarray  # (3, 2) MV-1, MV-2, APEX: the training target (see synthesize_lax_scene)
     rule_landmarks_rc: np.ndarray  # (3, 2) by the data-set rule (landmarks.derive_lax_landmarks) on labels 1-3
     geometric_landmarks_rc: np.ndarray  # (3, 2) from the anatomy; MV points in the rule's order
     landmark_source: str  # "rule" or "geometry": which of the two is the target
     lax_view: str  # 4ch | 2ch | 3ch
     phase: float
-    contrast: str
     lv_length_mm: float  # true apex to mitral-midpoint distance in 3-D
+    image: np.ndarray | None = None  # float32 (H, W) once rendered
+    contrast: str = ""
     view: str = "lax"  # the model family (config.VIEWS), what training and evaluation group by
+
+    def rendered(self, rng: np.random.Generator, contrast: str, bias_and_ringing: bool = True) -> SyntheticLaxSlice:
+        """This slice with an image of ``contrast`` (see :func:`render_image`)."""
+        image = render_image(self.labels_fine, rng, contrast, bias_and_ringing)
+        return replace(self, image=image, contrast=contrast)
 
 
 def real_data_mask(labels: np.ndarray) -> np.ndarray:
@@ -491,16 +498,13 @@ def random_scan_geometry(rng: np.random.Generator) -> tuple[float, tuple[int, in
     return spacing, (rows, cols) if rng.random() < 0.5 else (cols, rows)
 
 
-def synthesize_lax_slice(
+def synthesize_lax_scene(
     rng: np.random.Generator,
     view: str | None = None,
     phase: float | None = None,
-    contrast: str | None = None,
-    bias_and_ringing: bool = True,
     anatomy: HeartAnatomy | None = None,
-    contrast_weights: tuple[float, float, float] = (0.5, 0.2, 0.3),
 ) -> SyntheticLaxSlice:
-    """One random long-axis slice. Unset ``view``/``phase``/``contrast`` are drawn at random.
+    """The label maps and landmarks of one random long-axis slice (not rendered). Unset arguments are random.
 
     The target is the rule's landmarks (what the real validation labels give) wherever the rule agrees with
     the geometry within ``RULE_AGREEMENT_MM``. In 3CH the rule would take the aortic opening for part of the
@@ -508,7 +512,6 @@ def synthesize_lax_slice(
     """
     view = view or LAX_VIEWS[int(rng.integers(len(LAX_VIEWS)))]
     phase = float(rng.uniform(0.0, 1.0)) if phase is None else phase
-    contrast = contrast or str(rng.choice(CONTRASTS, p=contrast_weights))
     anatomy = (anatomy or random_anatomy(rng)).at_phase(phase)
     spacing, shape = random_scan_geometry(rng)
     plane = plan_view(anatomy, view, rng, spacing, shape)
@@ -528,8 +531,8 @@ def synthesize_lax_slice(
             source = "rule"
     mitral_mid = np.mean(anatomy.annulus_ring_mm(), axis=0)
     return SyntheticLaxSlice(
-        image=render_image(labels_fine, rng, contrast, bias_and_ringing),
         labels=labels,
+        labels_fine=labels_fine,
         pixel_spacing_mm=(spacing, spacing),
         landmarks_rc=rule if source == "rule" else geometric,
         rule_landmarks_rc=rule,
@@ -537,9 +540,21 @@ def synthesize_lax_slice(
         landmark_source=source,
         lax_view=view,
         phase=phase,
-        contrast=contrast,
         lv_length_mm=float(np.linalg.norm(anatomy.apex_mm() - mitral_mid)),
     )
+
+
+def synthesize_lax_slice(
+    rng: np.random.Generator,
+    view: str | None = None,
+    phase: float | None = None,
+    contrast: str | None = None,
+    bias_and_ringing: bool = True,
+    contrast_weights: tuple[float, float, float] = (0.5, 0.2, 0.3),
+) -> SyntheticLaxSlice:
+    """One random rendered long-axis slice; an unset ``contrast`` is drawn with ``contrast_weights``."""
+    contrast = contrast or str(rng.choice(CONTRASTS, p=contrast_weights))
+    return synthesize_lax_scene(rng, view, phase).rendered(rng, contrast, bias_and_ringing)
 
 
 # --- cached data sets ---------------------------------------------------------------------------------------------
@@ -564,51 +579,53 @@ class CachedLaxSlice:
     sequence: str = "cine"
 
 
-def _synthesize_chunk(args: tuple[int, int, int, str]) -> list[SyntheticLaxSlice]:
-    seed, start, count, variant = args
-    return [
-        synthesize_lax_slice(np.random.default_rng([seed, index]), **VARIANTS[variant])
-        for index in range(start, start + count)
-    ]
+def _render_variants(seed: int, index: int, variants: Sequence[str]) -> tuple[SyntheticLaxSlice, list[tuple]]:
+    """Scene ``index`` of the set ``seed`` and its (image, contrast) per variant: same anatomy, other looks."""
+    scene = synthesize_lax_scene(np.random.default_rng([seed, index]))
+    images = []
+    for variant in variants:
+        options = VARIANTS[variant]
+        rng = np.random.default_rng([seed, index, 1 + sorted(VARIANTS).index(variant)])
+        contrast = str(rng.choice(CONTRASTS, p=options["contrast_weights"]))
+        images.append((render_image(scene.labels_fine, rng, contrast, options["bias_and_ringing"]), contrast))
+    return replace(scene, labels_fine=scene.labels_fine[:0, :0]), images
 
 
 def synthetic_lax_cache_path(n_slices: int, seed: int, variant: str) -> Path:
     return cache_dir() / f"synth_lax_{variant}_{n_slices}_seed{seed}.npz"
 
 
-def cache_synthetic_lax(n_slices: int, seed: int = 0, variant: str = "mixed", workers: int = 1) -> Path:
-    """Synthesize ``n_slices`` slices (slice i from seed [seed, i]: the same set for any ``workers``) into one npz.
+def cache_synthetic_lax(n_slices: int, seed: int = 0, variants: Sequence[str] = ("mixed",)) -> list[Path]:
+    """Synthesize ``n_slices`` scenes (scene i from seed [seed, i]) and store one npz per variant.
 
-    Images are stored flat (float16) with their shapes, so variable matrices cost no padding. Reuses an
-    existing file.
+    Every variant renders the same scenes, so variants differ only in how images look. Images are stored flat
+    (float16) with their shapes, so variable matrices cost no padding. Existing files are reused.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
-    path = synthetic_lax_cache_path(n_slices, seed, variant)
-    if path.exists():
-        return path
-    chunk = 50
-    jobs = [(seed, start, min(chunk, n_slices - start), variant) for start in range(0, n_slices, chunk)]
-    if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            chunks = pool.map(_synthesize_chunk, jobs)
-    else:
-        chunks = [_synthesize_chunk(job) for job in jobs]
-    slices = [s for c in chunks for s in c]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npz")
-    np.savez(
-        partial,
-        images=np.concatenate([s.image.ravel() for s in slices]).astype(np.float16),
-        shapes=np.array([s.image.shape for s in slices]),
-        spacings_mm=np.array([s.pixel_spacing_mm for s in slices]),
-        landmarks_rc=np.stack([s.landmarks_rc for s in slices]),
-        lax_views=np.array([s.lax_view for s in slices]),
-        phases=np.array([s.phase for s in slices]),
-        sources=np.array([s.landmark_source for s in slices]),
-    )
-    partial.replace(path)
-    return path
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; expected some of {sorted(VARIANTS)}")
+    paths = [synthetic_lax_cache_path(n_slices, seed, variant) for variant in variants]
+    if all(path.exists() for path in paths):
+        return paths
+    rendered = [_render_variants(seed, index, variants) for index in range(n_slices)]
+    scenes = [scene for scene, _ in rendered]
+    for variant_index, path in enumerate(paths):
+        images = [variant_images[variant_index][0] for _, variant_images in rendered]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.npz")
+        np.savez(
+            partial,
+            images=np.concatenate([image.ravel() for image in images]).astype(np.float16),
+            shapes=np.array([image.shape for image in images]),
+            spacings_mm=np.array([s.pixel_spacing_mm for s in scenes]),
+            landmarks_rc=np.stack([s.landmarks_rc for s in scenes]),
+            lax_views=np.array([s.lax_view for s in scenes]),
+            phases=np.array([s.phase for s in scenes]),
+            sources=np.array([s.landmark_source for s in scenes]),
+            contrasts=np.array([variant_images[variant_index][1] for _, variant_images in rendered]),
+        )
+        partial.replace(path)
+    return paths
 
 
 def load_synthetic_lax(path: Path) -> list[CachedLaxSlice]:

@@ -16,7 +16,8 @@ Published values used (MOLLI; ranges are about +-2 SD around the cited means, wi
   Used: 1.5 T 1500-1700 ms, 3 T 1750-2000 ms.
 - Post-contrast (10-20 min after gadolinium): blood 250-400 ms at 1.5 T (longer at 3 T); myocardium follows
   from the partition coefficient lambda = dR1_myocardium / dR1_blood, 0.44 +- 0.06 in health (Dabir 2014; ECV
-  0.25 +- 0.04), giving myocardium ~350-550 ms (aus dem Siepen 2018: 426 +- 38 ms at 1.5 T).
+  0.25 +- 0.04), giving myocardium 340-640 ms at 1.5 T (95% of draws 370-590; aus dem Siepen 2018 measured
+  426 +- 38 ms at 1.5 T after 0.2 mmol/kg) and 380-740 ms at 3 T.
 - Oedema: native T1 raised by 100-200 ms (acute injury, consensus 2017), lambda raised by 0.15-0.35 over the
   slice's healthy myocardium (more extracellular water), so post-contrast it is always shorter than healthy.
 - Scar (infarct): native T1 raised by 150-350 ms; ECV ~0.5-0.8, modelled as lambda raised by 0.5-0.8 over
@@ -27,11 +28,13 @@ Published values used (MOLLI; ranges are about +-2 SD around the cited means, wi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from ..datasets import Slice
 from .contrast import (
     BACKGROUND_LABEL,
     LV_BLOOD_LABEL,
@@ -218,12 +221,12 @@ def as_scanner_uint16(t1_ms: np.ndarray) -> np.ndarray:
 
 
 def synthetic_t1_slice(
-    slice_,
+    slice_: Slice,
     rng: np.random.Generator,
     field_strength_t: float | None = None,
     post_contrast: bool | None = None,
     as_uint16: bool = False,
-):
+) -> Slice:
     """A copy of a labelled SAX :class:`cmr_landmark.datasets.Slice` whose image is a synthetic T1 map (ms).
 
     Geometry and landmarks are those of the source slice; ``sequence`` becomes "t1".
@@ -231,12 +234,12 @@ def synthetic_t1_slice(
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to synthesise a T1 map from")
     scenario = draw_t1_scenario(rng, field_strength_t, post_contrast)
-    t1_ms = render_t1_map(slice_.image, slice_.mask, scenario, rng, pathology=getattr(slice_, "pathology", None))
+    t1_ms = render_t1_map(slice_.image, slice_.mask, scenario, rng, pathology=slice_.pathology)
     image = as_scanner_uint16(t1_ms) if as_uint16 else t1_ms
     return dataclasses.replace(slice_, image=image, sequence="t1")
 
 
-def synthetic_t1_slices(slices, seed: int, copies: int = 1) -> list:
+def synthetic_t1_slices(slices: Sequence[Slice], seed: int, copies: int = 1) -> list[Slice]:
     """``copies`` synthetic T1 maps of every slice that has a mask, reproducible from ``seed``."""
     return [
         synthetic_t1_slice(s, np.random.default_rng([seed, index, copy]))

@@ -1,21 +1,21 @@
 """Train the long-axis cascade on synthetic slices (cmr_landmark.synth.lax) with the project's training pipeline.
 
-    cache synthetic slices per variant (npz under cache_dir()) -> training.train_stage for the coarse and the
-    fine U-Net (in parallel processes: the fine stage trains on crops around the true landmarks, so it does not
-    wait for the coarse one) -> run folder <out>/<variant>/{coarse,fine}_best.pt -> training.load_cascade.
+    cache synthetic slices (one npz per variant under cache_dir(); every variant renders the same scenes)
+    -> training.train_stage for the coarse, then the fine U-Net -> run folder <out>/<variant>/{coarse,fine}_best.pt
+    -> training.load_cascade -> export (cmr_landmark.lax_evaluation measures it on the real M&Ms-2 subject).
 
 Model selection uses held-out synthetic slices only: the one labelled real long-axis subject (M&Ms-2 001) is
-kept for the final measurement (cmr_landmark.synth.evaluate_lax), never for training or choosing an epoch.
+kept for the final measurement, never for training or for choosing an epoch. The fine stage trains on crops
+around the true landmarks (jittered), so the two stages are independent and can run in either order.
 
-    python -m cmr_landmark.synth.train_lax --variants mixed,bssfp --slices 4000 --workers 16 \
-        --epochs-coarse 30 --epochs-fine 25 --out runs/lax
+    python -m cmr_landmark.synth.train_lax --variants mixed --slices 1600 --epochs-coarse 12 --epochs-fine 10 \
+        --out .cache/runs/lax
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from torch import nn
 from ..augment import sample_on_grid
 from ..heatmaps import decode_heatmaps
 from ..training import (
+    DEFAULT_WIDTHS,
     HeatmapDataset,
     coarse_predictions,
     distances_mm,
@@ -64,10 +65,19 @@ def grid_truth(dataset: HeatmapDataset, index: int) -> np.ndarray:
     return points
 
 
-def _train_one_stage(args: tuple[str, str, int, int, int, Path, int, int]) -> dict:
-    variant, stage, n_slices, seed, epochs, out_dir, threads, batch_size = args
-    torch.set_num_threads(threads)
-    slices = load_synthetic_lax(cache_synthetic_lax(n_slices, seed, variant))
+def train_synthetic_stage(
+    variant: str,
+    stage: str,
+    n_slices: int,
+    seed: int,
+    epochs: int,
+    out_dir: Path,
+    batch_size: int = 24,
+    widths: tuple[int, ...] = DEFAULT_WIDTHS,
+    max_steps_per_epoch: int | None = None,
+) -> dict:
+    """Train one stage on the cached synthetic set ``variant``; validation metrics of its best epoch."""
+    slices = load_synthetic_lax(cache_synthetic_lax(n_slices, seed, (variant,))[0])
     n_val = max(1, int(VALIDATION_FRACTION * len(slices)))
     train, val = slices[n_val:], slices[:n_val]
     device = setup_distributed()
@@ -78,7 +88,8 @@ def _train_one_stage(args: tuple[str, str, int, int, int, Path, int, int]) -> di
     else:
         def validate(model: nn.Module) -> tuple[float, dict]:
             return fine_validation(model, val, device)
-    _, metrics = train_stage(stage, train, val, "lax", out_dir, epochs, validate, batch_size=batch_size, seed=seed)
+    _, metrics = train_stage(stage, train, val, "lax", out_dir, epochs, validate, batch_size=batch_size, seed=seed,
+                             widths=widths, max_steps_per_epoch=max_steps_per_epoch)
     return {"variant": variant, "stage": stage, **metrics}
 
 
@@ -86,27 +97,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cmr_landmark.synth.train_lax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="mixed", help=f"comma-separated, of {sorted(VARIANTS)}")
-    parser.add_argument("--slices", type=int, default=4000, help="synthetic slices per variant (8%% held out)")
+    parser.add_argument("--slices", type=int, default=1600, help="synthetic slices per variant (8%% held out)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1, help="processes synthesizing the data")
-    parser.add_argument("--epochs-coarse", type=int, default=30)
-    parser.add_argument("--epochs-fine", type=int, default=25)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of each training process")
+    parser.add_argument("--stages", default="coarse,fine")
+    parser.add_argument("--epochs-coarse", type=int, default=12)
+    parser.add_argument("--epochs-fine", type=int, default=10)
+    parser.add_argument("--max-steps-per-epoch", type=int, default=None)
+    parser.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)), help="U-Net widths, e.g. 16,32,64,128")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     variants = [v for v in args.variants.split(",") if v]
-    for variant in variants:
-        print(f"synthesizing {args.slices} slices of variant {variant!r}", flush=True)
-        cache_synthetic_lax(args.slices, args.seed, variant, workers=args.workers)
-    jobs = [
-        (variant, stage, args.slices, args.seed, epochs, args.out / variant, args.threads, args.batch_size)
+    cache_synthetic_lax(args.slices, args.seed, variants)
+    widths = tuple(int(w) for w in args.widths.split(","))
+    epochs = {"coarse": args.epochs_coarse, "fine": args.epochs_fine}
+    results = [
+        train_synthetic_stage(variant, stage, args.slices, args.seed, epochs[stage], args.out / variant,
+                              args.batch_size, widths, args.max_steps_per_epoch)
         for variant in variants
-        for stage, epochs in (("coarse", args.epochs_coarse), ("fine", args.epochs_fine))
+        for stage in args.stages.split(",")
     ]
-    # one process per stage and variant: stages are independent (the fine stage crops around the truth)
-    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
-        results = pool.map(_train_one_stage, jobs)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "synthetic_validation.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(json.dumps(results, default=float), flush=True)

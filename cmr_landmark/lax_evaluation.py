@@ -1,0 +1,189 @@
+"""The long-axis model on the one labelled real long-axis subject (M&Ms-2 001): the figures in docs/lax.md.
+
+    M&Ms-2 4CH ED/ES (landmarks derived from the labels by the project rule) -> Detector -> distance per
+    landmark (mm), LV length predicted vs from the labels
+    M&Ms-2 25-phase 4CH cine (unlabelled) -> Detector (same_slice) -> cine.smooth_cine_detections
+    -> LV length curve, longitudinal shortening -> docs/lax_cine_curve.png, docs/lax_cine_overlays.png
+
+    python -m cmr_landmark.lax_evaluation --model lax_cine --out docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .cine import CineLandmarks, smooth_cine_detections
+from .config import LAX_LANDMARKS
+from .datasets import Slice, load_slices
+from .detector import Detector, ImageLandmarks
+from .measures import longitudinal_shortening, lv_length_mm
+from .model_store import find_model
+
+LABELLED_PHASE_NAMES = {0: "ED", 1: "ES"}
+
+
+def mnms2_lax_slices() -> tuple[list[Slice], list[Slice]]:
+    """(labelled 4CH ED and ES, unlabelled 4CH cine phases in order) of the M&Ms-2 subject(s) in the data."""
+    slices = [s for s in load_slices("mnms2") if s.view == "lax"]
+    labelled = sorted((s for s in slices if s.labelled), key=lambda s: s.phase)
+    cine = sorted((s for s in slices if not s.labelled), key=lambda s: s.phase)
+    if not labelled:
+        raise ValueError("no labelled M&Ms-2 long-axis slices found in the data")
+    return labelled, cine
+
+
+def _points(found: ImageLandmarks) -> np.ndarray:
+    return np.array([(found[n].row, found[n].col) if found[n] is not None else (np.nan, np.nan) for n in LAX_LANDMARKS])
+
+
+def _lv_length(points_rc: np.ndarray, spacing_mm: tuple[float, float]) -> float:
+    return lv_length_mm(*points_rc, spacing_mm) if np.all(np.isfinite(points_rc)) else float("nan")
+
+
+def evaluate_labelled(detector: Detector, slices: Sequence[Slice]) -> list[dict]:
+    """Per labelled slice: distance (mm) of each landmark, LV length predicted and from the labels."""
+    rows = []
+    for s in slices:
+        found = detector.detect([s.image], s.pixel_spacing_mm, probability_threshold=0.0)[0]
+        predicted = _points(found)
+        distances = np.linalg.norm((predicted - s.landmarks_rc) * np.asarray(s.pixel_spacing_mm), axis=1)
+        predicted_length = _lv_length(predicted, s.pixel_spacing_mm)
+        true_length = _lv_length(s.landmarks_rc, s.pixel_spacing_mm)
+        rows.append({
+            "patient": s.patient,
+            "phase": LABELLED_PHASE_NAMES.get(s.phase, str(s.phase)),
+            **{f"{name}_mm": float(d) for name, d in zip(LAX_LANDMARKS, distances, strict=True)},
+            **{f"{name}_probability": float(found[name].probability) for name in LAX_LANDMARKS},
+            "mean_mm": float(np.mean(distances)),
+            "lv_length_mm": predicted_length,
+            "lv_length_labels_mm": true_length,
+            "lv_length_error_percent": 100.0 * (predicted_length - true_length) / true_length,
+            "predicted_rc": predicted.tolist(),
+            "labels_rc": s.landmarks_rc.tolist(),
+        })
+    return rows
+
+
+def evaluate_cine(detector: Detector, phases: Sequence[Slice]) -> tuple[list[ImageLandmarks], CineLandmarks]:
+    """Raw per-phase detections and the smoothed, gap-filled cine result of one cine slice."""
+    spacing = phases[0].pixel_spacing_mm
+    found = detector.detect(np.stack([s.image for s in phases]), spacing, same_slice=True, probability_threshold=0.0)
+    return found, smooth_cine_detections(found, spacing, detector.spec.probability_threshold)
+
+
+def plot_cine_curve(raw: Sequence[ImageLandmarks], cine: CineLandmarks, spacing_mm: tuple[float, float],
+                    labelled_rows: Sequence[dict], labelled_frames: dict[str, int], path: Path) -> None:
+    """LV length per phase: raw detections, smoothed curve, and the label-derived ED/ES lengths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    raw_lengths = [_lv_length(_points(found), spacing_mm) for found in raw]
+    figure, axis = plt.subplots(figsize=(7, 3.6))
+    phases = np.arange(len(raw))
+    axis.plot(phases, raw_lengths, "o", color="0.6", label="per phase (raw)")
+    axis.plot(phases, cine.lv_length_mm, "-", color="C0", lw=2, label="smoothed, gaps filled")
+    filled = [any(f.values()) for f in cine.filled]
+    if any(filled):
+        axis.plot(phases[filled], cine.lv_length_mm[filled], "s", mfc="none", color="C3",
+                  label="phase with a filled point")
+    for row in labelled_rows:
+        frame = labelled_frames.get(row["phase"])
+        if frame is not None:
+            axis.plot(frame, row["lv_length_labels_mm"], "*", ms=14, color="C2")
+            axis.annotate(f"{row['phase']} labels", (frame, row["lv_length_labels_mm"]), textcoords="offset points",
+                          xytext=(6, 6))
+    axis.set_xlabel("cine phase")
+    axis.set_ylabel("LV length (mm)")
+    axis.set_title(f"M&Ms-2 001 4CH cine: longitudinal shortening {100 * cine.longitudinal_shortening:.1f} %")
+    axis.legend(loc="lower left", fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def plot_cine_overlays(phases: Sequence[Slice], cine: CineLandmarks, path: Path, half_size_mm: float = 80.0) -> None:
+    """All phases, cropped around the LV, with the smoothed points (open markers where filled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spacing = np.asarray(phases[0].pixel_spacing_mm)
+    points = np.array([_points(found) for found in cine.landmarks])
+    found = np.all(np.isfinite(points), axis=2)
+    centre = points[found].mean(axis=0) if found.any() else (np.asarray(phases[0].image.shape) - 1) / 2.0
+    half = half_size_mm / spacing
+    top, left = np.maximum(np.round(centre - half).astype(int), 0)
+    n_cols = 5
+    n_rows = int(np.ceil(len(phases) / n_cols))
+    figure, axes = plt.subplots(n_rows, n_cols, figsize=(2.2 * n_cols, 2.2 * n_rows))
+    colours = {"MV-1": "C1", "MV-2": "C0", "APEX": "C3"}
+    for t, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if t >= len(phases):
+            continue
+        crop = phases[t].image[top : top + int(2 * half[0]), left : left + int(2 * half[1])]
+        axis.imshow(crop, cmap="gray")
+        for k, name in enumerate(LAX_LANDMARKS):
+            row, col = points[t, k] - (top, left)
+            filled = cine.filled[t][name]
+            axis.plot(col, row, "o", ms=5, mfc="none" if filled else colours[name], mec=colours[name])
+        axis.set_title(f"{t}: {cine.lv_length_mm[t]:.0f} mm", fontsize=8)
+    figure.suptitle("MV-1 orange, MV-2 blue, APEX red; open = filled from neighbours", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=55)
+    plt.close(figure)
+
+
+def matching_frame(image: np.ndarray, phases: Sequence[Slice]) -> int:
+    """The cine phase identical (closest) to a labelled frame."""
+    return int(np.argmin([np.abs(s.image - image).mean() for s in phases]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cmr_landmark.lax_evaluation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="lax_cine", help="manifest name of the long-axis model")
+    parser.add_argument("--folder", type=Path, default=None, help="models folder (default: the shipped one)")
+    parser.add_argument("--out", type=Path, default=Path("docs"), help="where the PNGs and lax_measured.json go")
+    args = parser.parse_args(argv)
+    detector = Detector(find_model("lax", "cine", name=args.model, folder=args.folder))
+    labelled, cine_phases = mnms2_lax_slices()
+    rows = evaluate_labelled(detector, labelled)
+    result = {"model": args.model, "labelled": rows}
+    for row in rows:
+        print(f"{row['phase']}: " + ", ".join(f"{n} {row[f'{n}_mm']:.1f} mm" for n in LAX_LANDMARKS)
+              + f", mean {row['mean_mm']:.1f} mm; LV length {row['lv_length_mm']:.1f} mm vs labels "
+              f"{row['lv_length_labels_mm']:.1f} mm ({row['lv_length_error_percent']:+.1f} %)")
+    if cine_phases:
+        raw, cine = evaluate_cine(detector, cine_phases)
+        frames = {row["phase"]: matching_frame(s.image, cine_phases) for row, s in zip(rows, labelled, strict=True)}
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot_cine_curve(raw, cine, cine_phases[0].pixel_spacing_mm, rows, frames, args.out / "lax_cine_curve.png")
+        plot_cine_overlays(cine_phases, cine, args.out / "lax_cine_overlays.png")
+        label_lengths = [row["lv_length_labels_mm"] for row in rows]
+        result["cine"] = {
+            "lv_length_mm": cine.lv_length_mm.tolist(),
+            "longitudinal_shortening": cine.longitudinal_shortening,
+            "filled_points": int(sum(sum(f.values()) for f in cine.filled)),
+            "labelled_frames": frames,
+            "longitudinal_shortening_labels_ed_es": longitudinal_shortening(label_lengths),
+        }
+        print(f"cine: longitudinal shortening {100 * cine.longitudinal_shortening:.1f} % (labels ED/ES: "
+              f"{100 * result['cine']['longitudinal_shortening_labels_ed_es']:.1f} %), "
+              f"{result['cine']['filled_points']} filled points; ED = phase {frames.get('ED')}, "
+              f"ES = phase {frames.get('ES')}")
+    (args.out / "lax_measured.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

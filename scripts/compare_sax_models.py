@@ -1,0 +1,173 @@
+"""Compare short-axis models on real cine / LGE validation slices and on synthetic T1 maps; optionally ship one.
+
+    # every model by manifest name (models/) or training run folder (NAME=RUN_DIR), on every evaluation set
+    python scripts/compare_sax_models.py --model sax_cine --model sax_lge --model sax_t1 --model sax_any \
+        --out .cache/compare_sax
+
+    # export a training run as a shipped model, its card holding the comparison tables
+    python scripts/compare_sax_models.py --model sax_any=.cache/runs/sax_any --out .cache/compare_sax \
+        --ship sax_any=any
+
+Evaluation sets (patient-level validation splits, cmr_landmark/splits.json): ``cine`` = ACDC + MyoPS bSSFP,
+``lge`` = MS-CMRSeg + MyoPS LGE, ``mnms2_cine`` = the M&Ms-2 subject (another centre), ``t1_synthetic`` =
+synthetic MOLLI maps (seed 3) of the cine + LGE validation slices (the T1 training validated on other draws,
+seed 2). Results per model and set are kept in ``--out`` so a rerun only evaluates what is new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cmr_landmark.config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW, models_dir
+from cmr_landmark.detector import Detector
+from cmr_landmark.evaluation import Evaluation, evaluate_slices
+from cmr_landmark.export import export_cascade
+from cmr_landmark.model_store import find_model, sha256_of
+from cmr_landmark.synth.t1 import synthetic_t1_slices
+from cmr_landmark.training import load_cascade, load_labelled_slices
+
+EVALUATION_SEED_T1 = 3
+
+
+def evaluation_sets() -> dict[str, list]:
+    cine = load_labelled_slices(["acdc", "myops"], "val", "sax", "cine")
+    lge = load_labelled_slices(["mscmrseg_lge", "myops"], "val", "sax", "lge")
+    return {
+        "cine": cine,
+        "lge": lge,
+        "mnms2_cine": load_labelled_slices(["mnms2"], "val", "sax", "cine"),
+        "t1_synthetic": synthetic_t1_slices(cine + lge, EVALUATION_SEED_T1),
+    }
+
+
+def result_row(evaluation: Evaluation) -> dict:
+    """Mean distance over every labelled landmark (threshold aside), per landmark (found ones) and the angle."""
+    distances = evaluation.distances_mm
+    row = {"slices": len(distances), "mean_all_mm": evaluation.mean_distance_mm,
+           "distances_mm": np.where(evaluation.labelled, distances, np.nan).tolist()}
+    for landmark in evaluation.landmark_rows:
+        row[landmark["landmark"]] = {key: landmark[key] for key in ("detection_rate_pct", "mean_mm", "sd_mm",
+                                                                    "median_mm", "p95_mm")}
+    angle = evaluation.measure_rows[0]
+    row["rv_insertion_angle"] = {key: angle[key] for key in ("slices", "difference_mean", "difference_sd")}
+    return row
+
+
+def model_source(text: str) -> tuple[str, Path | None]:
+    name, _, run = text.partition("=")
+    return name, Path(run) if run else None
+
+
+def evaluate_model(name: str, run: Path | None, sets: dict[str, list], out: Path) -> dict:
+    if run is None:
+        spec = find_model("sax", "cine", name=name)
+        model, identity = Detector(spec), sha256_of(spec.file)
+    else:
+        model = load_cascade(run, "sax")
+        identity = sha256_of(run / "fine_best.pt") + sha256_of(run / "coarse_best.pt")
+    cache = out / f"{name}.json"
+    results = json.loads(cache.read_text()) if cache.exists() else {}
+    if results.get("identity") != identity:
+        results = {"identity": identity}
+    for set_name, slices in sets.items():
+        if set_name not in results:
+            results[set_name] = result_row(evaluate_slices(model, slices, DEFAULT_PROBABILITY_THRESHOLD))
+            cache.write_text(json.dumps(results, default=float) + "\n")
+        print(f"{name:>12} {set_name:>13}: {results[set_name]['mean_all_mm']:.2f} mm", flush=True)
+    return results
+
+
+def paired_difference_mm(a: dict, b: dict) -> tuple[float, float]:
+    """Mean (a - b) distance over the landmarks both were measured on, and its 95% half-width."""
+    difference = (np.asarray(a["distances_mm"], dtype=float) - np.asarray(b["distances_mm"], dtype=float)).ravel()
+    difference = difference[np.isfinite(difference)]
+    return float(difference.mean()), float(1.96 * difference.std(ddof=1) / np.sqrt(len(difference)))
+
+
+def tables_markdown(results: dict[str, dict], set_names: list[str]) -> str:
+    lines = ["Mean distance to the derived label (mm) over every labelled landmark, threshold aside; per landmark the "
+             "mean of the found ones and the detection rate (threshold 0.3); RV insertion angle error (deg).", ""]
+    for set_name in set_names:
+        lines += [f"**{set_name}** ({next(iter(results.values()))[set_name]['slices']} slices)", "",
+                  "| model | mean all (mm) | A-RVI mm (det %) | P-RVI mm (det %) | C-LV mm (det %) | angle error deg |",
+                  "|---|---|---|---|---|---|"]
+        for name, result in results.items():
+            row = result[set_name]
+            cells = [f"{row[k]['mean_mm']:.2f} ({row[k]['detection_rate_pct']:.0f}%)" for k in ("A-RVI", "P-RVI",
+                                                                                                  "C-LV")]
+            angle = row["rv_insertion_angle"]
+            lines.append(f"| {name} | {row['mean_all_mm']:.2f} | {' | '.join(cells)} | "
+                         f"{angle['difference_mean']:+.1f} +- {angle['difference_sd']:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def comparison_markdown(results: dict[str, dict], set_names: list[str]) -> str:
+    """Paired differences of every model against every other on each set (mean over shared landmarks, 95% CI)."""
+    names = list(results)
+    lines = ["Paired difference in distance, row model minus column model (mm, mean +- 95% half-width):", ""]
+    for set_name in set_names:
+        lines += [f"**{set_name}**", "", "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for a in names:
+            cells = []
+            for b in names:
+                mean, half = paired_difference_mm(results[a][set_name], results[b][set_name])
+                cells.append("" if a == b else f"{mean:+.2f} +- {half:.2f}")
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def ship(name: str, sequence: str, run: Path, tables: str, comparison: str) -> Path:
+    run_info = json.loads((run / "run.json").read_text())
+    kind = ("synthetic MOLLI T1 maps (cmr_landmark.synth.t1) of every labelled SAX slice of the training splits"
+            if run_info["kind"] == "t1" else
+            "the real labelled SAX cine and LGE slices of the training splits plus random per-tissue contrast copies "
+            "(cmr_landmark.synth.contrast)")
+    card = "\n".join([
+        f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
+        f"Trained on {kind}: sources {json.dumps(run_info['sources'])}; {run_info['train_slices']} training images "
+        f"({run_info['copies']} synthetic per source slice), {run_info['val_slices']} validation images for the "
+        f"choice of epoch.", "",
+        f"Training: cmr_landmark.training.train_cascade, {run_info['epochs']} epochs per stage (at most "
+        f"{run_info['max_steps_per_epoch']} batches of 24 per epoch), lr {run_info['lr']}, initialised from "
+        f"{run_info['init_from'] or 'scratch'}; {run_info['threads']} CPU thread, {run_info['wall_s'] / 60:.0f} min. "
+        f"Rerun: `python scripts/train_sax_synthetic.py {run_info['kind']} ...` (docs/t1.md).", "",
+        "No real T1 maps with landmarks exist in the public data: the T1 figures below are on synthetic maps of the "
+        "validation patients, an optimistic stand-in for real MOLLI maps.", "",
+        "## Measured (validation splits, `python scripts/compare_sax_models.py`)", "", tables, "", comparison, "",
+    ])
+    export_cascade(load_cascade(run, "sax"), name, "sax", sequence, COARSE_GRID, FINE_GRID_BY_VIEW["sax"],
+                   DEFAULT_PROBABILITY_THRESHOLD, models_dir(), card=card,
+                   extra={"trained_on": kind, "train_slices": run_info["train_slices"]})
+    return models_dir() / f"{name}.pt"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", required=True, help="manifest name, or NAME=RUN_DIR")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--sets", default="cine,lge,mnms2_cine,t1_synthetic")
+    parser.add_argument("--ship", action="append", default=[], help="NAME=SEQUENCE: export run NAME as a model")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    sets = {name: slices for name, slices in evaluation_sets().items() if name in args.sets.split(",")}
+    sources = dict(model_source(text) for text in args.model)
+    results = {name: evaluate_model(name, run, sets, args.out) for name, run in sources.items()}
+    tables, comparison = tables_markdown(results, list(sets)), comparison_markdown(results, list(sets))
+    (args.out / "tables.md").write_text(tables + "\n" + comparison)
+    print(tables + "\n" + comparison)
+    for text in args.ship:
+        name, _, sequence = text.partition("=")
+        if sources.get(name) is None:
+            parser.error(f"--ship {text}: {name} must be given as --model {name}=RUN_DIR")
+        print(f"shipped {ship(name, sequence, sources[name], tables, comparison)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Cine landmark tracks: weak and outlying detections are filled from their neighbours, jitter is smoothed away,
+the LV length curve and longitudinal shortening follow the points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cmr_landmark.cine import lv_length_curve_mm, smooth_cine_detections, smooth_cine_landmarks
+from cmr_landmark.detector import Landmark
+from cmr_landmark.measures import lv_length_mm
+
+SPACING_MM = (1.5, 1.5)
+N_PHASES = 25
+
+
+def beating_tracks(n_phases: int = N_PHASES, shortening: float = 0.18) -> np.ndarray:
+    """MV-1, MV-2, APEX (T, 3, 2) of a heart whose base moves toward a fixed apex over one cyclic beat."""
+    phase = np.arange(n_phases) / n_phases
+    contraction = 0.5 * (1 - np.cos(2 * np.pi * phase))  # 0 at ED (phase 0), 1 at mid-cycle (ES)
+    length_px = 60.0 * (1 - shortening * contraction)
+    apex = np.array([160.0, 130.0])
+    base_row = apex[0] - length_px
+    mv1 = np.stack([base_row, np.full(n_phases, 115.0)], axis=1)
+    mv2 = np.stack([base_row, np.full(n_phases, 145.0)], axis=1)
+    return np.stack([mv1, mv2, np.broadcast_to(apex, (n_phases, 2))], axis=1)
+
+
+def test_noise_is_reduced_and_nothing_is_filled():
+    truth = beating_tracks()
+    rng = np.random.default_rng(3)
+    noisy = truth + rng.normal(0, 1.0, truth.shape)
+    track = smooth_cine_landmarks(noisy, np.full(truth.shape[:2], 0.9), SPACING_MM)
+    assert not track.filled.any()
+    raw_error = np.linalg.norm(noisy - truth, axis=2).mean()
+    smoothed_error = np.linalg.norm(track.points_rc - truth, axis=2).mean()
+    assert smoothed_error < 0.75 * raw_error
+
+
+def test_weak_and_missing_phases_are_filled_cyclically_and_flagged():
+    truth = beating_tracks()
+    points = truth.copy()
+    probabilities = np.full(truth.shape[:2], 0.9)
+    probabilities[10, 0] = 0.05  # weak: its point is wrong
+    points[10, 0] += 40.0
+    points[0, 2] = np.nan  # absent at the first phase: filled from the last and the second (cyclic)
+    probabilities[0, 2] = 0.0
+    points[24, 1] = np.nan
+    probabilities[24, 1] = 0.0
+    track = smooth_cine_landmarks(points, probabilities, SPACING_MM, smoothing_phases=0.0)
+    expected = np.zeros(truth.shape[:2], dtype=bool)
+    expected[10, 0] = expected[0, 2] = expected[24, 1] = True
+    np.testing.assert_array_equal(track.filled, expected)
+    np.testing.assert_allclose(track.points_rc[10, 0], (truth[9, 0] + truth[11, 0]) / 2, atol=1e-9)
+    np.testing.assert_allclose(track.points_rc[0, 2], truth[0, 2], atol=1e-9)  # the apex does not move
+    np.testing.assert_allclose(track.points_rc[24, 1], (truth[23, 1] + truth[0, 1]) / 2, atol=1e-9)
+
+
+def test_confident_outlier_is_replaced():
+    truth = beating_tracks()
+    points = truth.copy()
+    points[5, 2] += np.array([20.0, -15.0])  # a confident jump of 37 mm in one phase
+    track = smooth_cine_landmarks(points, np.full(truth.shape[:2], 0.9), SPACING_MM)
+    assert track.filled[5, 2] and track.filled.sum() == 1
+    assert np.linalg.norm(track.points_rc[5, 2] - truth[5, 2]) < 1.0
+
+
+def test_landmark_never_found_stays_absent():
+    points = beating_tracks()
+    probabilities = np.full(points.shape[:2], 0.9)
+    probabilities[:, 2] = 0.1
+    track = smooth_cine_landmarks(points, probabilities, SPACING_MM)
+    assert np.isnan(track.points_rc[:, 2]).all() and track.filled[:, 2].all()
+    assert np.isfinite(track.points_rc[:, :2]).all()
+
+
+def test_lv_length_curve_and_shortening_from_detections():
+    truth = beating_tracks(shortening=0.18)
+    rng = np.random.default_rng(0)
+    noisy = truth + rng.normal(0, 0.5, truth.shape)
+    names = ("MV-1", "MV-2", "APEX")
+    found = [{n: Landmark(p[0], p[1], 0.8) for n, p in zip(names, phase, strict=True)} for phase in noisy]
+    found[7]["APEX"] = None
+    result = smooth_cine_detections(found, SPACING_MM)
+    assert result.filled[7]["APEX"] and sum(f for phase in result.filled for f in phase.values()) == 1
+    assert result.landmarks[7]["APEX"] is not None
+    true_lengths = [lv_length_mm(*phase, SPACING_MM) for phase in truth]
+    np.testing.assert_allclose(result.lv_length_mm, true_lengths, atol=1.5)
+    assert result.longitudinal_shortening == pytest.approx(0.18, abs=0.02)
+    np.testing.assert_allclose(lv_length_curve_mm(truth, SPACING_MM), true_lengths)
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="expected points"):
+        smooth_cine_landmarks(np.zeros((5, 3)), np.zeros((5, 3)), SPACING_MM)
+    with pytest.raises(ValueError, match="pixel_spacing_mm"):
+        smooth_cine_landmarks(np.zeros((5, 3, 2)), np.zeros((5, 3)), (0.0, 1.0))
+    with pytest.raises(ValueError, match="MV-1, MV-2, APEX"):
+        lv_length_curve_mm(np.zeros((5, 2, 2)), SPACING_MM)

@@ -1,0 +1,109 @@
+"""``cmr-landmark detect``: the JSON contract on files written here (throwaway model), and quality with the
+shipped models on the public M&Ms-2 subject."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from mrd_stream_helpers import export_throwaway_model
+from test_convert import heart_like
+from test_io import ORIENTATION, SPACING, dicom_series, oblique_affine, write_nifti
+
+from cmr_landmark.config import LANDMARKS_BY_VIEW, REPO_ROOT
+from cmr_landmark.detect_cli import main_detect
+from cmr_landmark.model_store import ModelError, find_model
+
+
+@pytest.fixture(scope="module")
+def throwaway_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    for view in ("sax", "lax"):
+        export_throwaway_model(folder, view, "cine")
+    return folder
+
+
+def run_detect(args, models, monkeypatch) -> dict:
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(models))
+    out = args[args.index("--out") + 1]
+    assert main_detect(args) == 0
+    with open(out) as stream:
+        return json.load(stream)
+
+
+def test_nifti_contract_voxels_and_world_follow_the_affine(tmp_path, throwaway_models, monkeypatch):
+    affine = oblique_affine()
+    path = write_nifti(tmp_path / "sax.nii.gz", heart_like(40, 48, phases=2, slices=2), affine)
+    result = run_detect(
+        [str(path), "--view", "sax", "--sequence", "cine", "--out", str(tmp_path / "out.json"),
+         "--overlays", str(tmp_path / "overlays")],
+        throwaway_models, monkeypatch,
+    )
+    assert result["model"] == "throwaway_sax_cine"
+    assert [(r["slice"], r["phase"]) for r in result["images"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for record in result["images"]:
+        assert set(record) >= {"slice", "phase", "landmarks", "lv_length_mm", "rv_insertion_angle_deg"}
+        assert list(record["landmarks"]) == list(LANDMARKS_BY_VIEW["sax"])
+        assert record["lv_length_mm"] is None
+        for landmark in record["landmarks"].values():  # threshold 0: all present
+            i, j = landmark["voxel"]
+            assert np.isfinite([i, j]).all()  # an untrained model may put a point anywhere, even off the image
+            expected = affine @ np.array([i, j, record["slice"], 1.0])
+            np.testing.assert_allclose(landmark["world_mm"], expected[:3], atol=0.01)
+            assert 0.0 <= landmark["probability"] <= 1.0
+        assert record["rv_insertion_angle_deg"] is None or 0.0 <= record["rv_insertion_angle_deg"] <= 180.0
+    assert len(list((tmp_path / "overlays").glob("*.png"))) == 4
+
+
+def test_dicom_voxels_are_column_row_and_world_is_patient(tmp_path, throwaway_models, monkeypatch):
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    dicom_series(folder, slices=1, phases=2, shape=(40, 48))
+    result = run_detect([str(folder), "--view", "lax", "--sequence", "cine", "--out", str(tmp_path / "d.json")],
+                        throwaway_models, monkeypatch)
+    assert result["world_frame"] == "LPS" and result["voxel_order"] == "col_row"
+    for record in result["images"]:
+        lengths_ok = record["lv_length_mm"] is None or record["lv_length_mm"] > 0
+        assert lengths_ok and record["rv_insertion_angle_deg"] is None
+        for landmark in record["landmarks"].values():
+            col, row = landmark["voxel"]
+            expected = np.array([10.0, -20.0, 30.0]) + col * SPACING[1] * ORIENTATION[:3]
+            expected += row * SPACING[0] * ORIENTATION[3:]
+            np.testing.assert_allclose(landmark["world_mm"], expected, atol=0.01)
+
+
+def test_missing_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    path = write_nifti(tmp_path / "a.nii", heart_like(16, 16, 1, 1)[:, :, 0, 0], np.eye(4))
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(tmp_path / "no_models_here"))
+    with pytest.raises(SystemExit) as stop:
+        main_detect([str(path), "--view", "sax", "--sequence", "t1", "--out", str(tmp_path / "x.json")])
+    assert stop.value.code == 2
+    assert "no model manifest" in capsys.readouterr().err
+
+
+def shipped_model(view: str):
+    try:
+        return find_model(view, "cine", folder=REPO_ROOT / "models")
+    except ModelError as error:
+        pytest.skip(f"no shipped {view} cine model in models/manifest.json yet ({error})")
+
+
+def test_shipped_lax_model_finds_the_derived_landmarks(shared_data, tmp_path, monkeypatch):
+    from cmr_landmark.datasets import MNMS2_LABELS
+    from cmr_landmark.landmarks import derive_lax_landmarks
+
+    shipped_model("lax")
+    folder = shared_data / "mnms2" / "001"
+    result = run_detect([str(folder / "001_LA_ED.nii.gz"), "--view", "lax", "--sequence", "cine",
+                         "--out", str(tmp_path / "lax.json")], REPO_ROOT / "models", monkeypatch)
+    mask = np.rint(nib.load(str(folder / "001_LA_ED_gt.nii.gz")).get_fdata()[:, :, 0]).astype(int)
+    spacing = np.array(nib.load(str(folder / "001_LA_ED.nii.gz")).header.get_zooms()[:2], dtype=float)
+    derived = derive_lax_landmarks(mask, MNMS2_LABELS, tuple(spacing))
+    found = result["images"][0]["landmarks"]
+    for name, reference in zip(LANDMARKS_BY_VIEW["lax"], derived, strict=True):
+        assert found[name] is not None, f"{name} not found"
+        error_mm = np.linalg.norm((np.array(found[name]["voxel"]) - reference) * spacing)
+        assert error_mm < 15.0, f"{name} is {error_mm:.1f} mm from the landmark derived from the labels"
+    assert 50.0 < result["images"][0]["lv_length_mm"] < 130.0

@@ -1,0 +1,155 @@
+"""Evaluation tables on sets with known errors, the report files, and the shipped models on real slices."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+
+import numpy as np
+import pytest
+from sax_phantom import phantom_slices
+from scipy import stats
+
+from cmr_landmark.config import COARSE_GRID, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW
+from cmr_landmark.evaluation import (
+    Evaluation,
+    choose_threshold,
+    evaluate_slices,
+    landmark_table,
+    measure_table,
+    write_report,
+)
+from cmr_landmark.export import export_cascade, load_training_state
+from cmr_landmark.measures import rv_insertion_angle_deg
+from cmr_landmark.model_store import ModelError, find_model
+from cmr_landmark.network import LandmarkCascade, UNet
+
+
+def _known_errors(seed: int = 0) -> tuple[Evaluation, np.ndarray, np.ndarray]:
+    """40 slices; landmark k is unlabelled on some, missed on some (probability under 0.5), falsely found on some."""
+    rng = np.random.default_rng(seed)
+    n = 40
+    truth = rng.uniform(40, 80, (n, 3, 2))
+    labelled = rng.random((n, 3)) > 0.2
+    truth[~labelled] = np.nan
+    offsets_px = rng.normal(0, 2.0, (n, 3, 2))
+    predicted = np.where(labelled[..., None], truth, 60.0) + offsets_px
+    probability = rng.uniform(0.6, 1.0, (n, 3))
+    missed = labelled & (rng.random((n, 3)) < 0.1)
+    probability[missed] = 0.2
+    probability[~labelled & (rng.random((n, 3)) < 0.5)] = 0.1  # most unlabelled are quiet, some not
+    spacing = rng.uniform(1.0, 2.0, (n, 2))
+    evaluation = Evaluation("sax", 0.5, predicted, probability, truth, spacing)
+    return evaluation, offsets_px * spacing[:, None, :], missed
+
+
+def test_landmark_table_reports_the_known_detections_false_positives_and_distances() -> None:
+    evaluation, offsets_mm, missed = _known_errors()
+    rows = landmark_table(evaluation)
+    labelled = np.all(np.isfinite(evaluation.truth_rc), axis=2)
+    for k, row in enumerate(rows):
+        found = labelled[:, k] & ~missed[:, k]
+        distances = np.hypot(offsets_mm[found, k, 0], offsets_mm[found, k, 1])
+        false_positives = (~labelled[:, k] & (evaluation.probability[:, k] >= 0.5)).sum()
+        assert row["landmark"] == LANDMARKS_BY_VIEW["sax"][k]
+        assert row["labelled"] == labelled[:, k].sum() and row["detected"] == found.sum()
+        assert row["detection_rate_pct"] == pytest.approx(100 * found.sum() / labelled[:, k].sum())
+        assert row["false_positives"] == false_positives
+        assert row["false_positive_rate_pct"] == pytest.approx(100 * false_positives / (~labelled[:, k]).sum())
+        assert row["mean_mm"] == pytest.approx(distances.mean())
+        assert row["sd_mm"] == pytest.approx(distances.std(ddof=1))
+        assert row["max_mm"] == pytest.approx(distances.max())
+    assert 0 < rows[0]["detection_rate_pct"] < 100 and rows[0]["false_positives"] > 0  # the set exercises both
+
+
+def test_measure_table_compares_angles_with_a_paired_t_test() -> None:
+    evaluation, _, _ = _known_errors(seed=1)
+    (row,) = measure_table(evaluation)
+    complete = np.all(evaluation.labelled & evaluation.detected, axis=1)
+    indices = np.flatnonzero(complete)
+    label = [rv_insertion_angle_deg(*evaluation.truth_rc[i], evaluation.spacing_mm[i]) for i in indices]
+    predicted = [rv_insertion_angle_deg(*evaluation.predicted_rc[i], evaluation.spacing_mm[i]) for i in indices]
+    differences = np.subtract(predicted, label)
+    assert row["measure"] == "rv_insertion_angle" and row["slices"] == complete.sum() > 5
+    assert row["difference_mean"] == pytest.approx(differences.mean())
+    assert row["difference_sd"] == pytest.approx(differences.std(ddof=1))
+    assert row["paired_t_test_p"] == pytest.approx(stats.ttest_rel(predicted, label).pvalue)
+
+
+def test_a_systematic_angle_error_is_significant() -> None:
+    rng = np.random.default_rng(2)
+    n, radius_px = 20, 20.0
+    anterior_deg, posterior_deg = rng.uniform(100, 125, n), rng.uniform(220, 250, n)
+
+    def points(anterior: np.ndarray) -> np.ndarray:
+        around = [np.stack([-np.sin(np.radians(a)), np.cos(np.radians(a))], axis=1) for a in (anterior, posterior_deg)]
+        return np.stack([60 + radius_px * around[0], 60 + radius_px * around[1], np.full((n, 2), 60.0)], axis=1)
+
+    # every predicted anterior point 4 +- 1 degrees further round: the paired test must see a 4 degree bias
+    widened = anterior_deg - rng.normal(4.0, 1.0, n)
+    evaluation = Evaluation("sax", 0.5, points(widened), np.ones((n, 3)), points(anterior_deg), np.ones((n, 2)))
+    (row,) = measure_table(evaluation)
+    assert row["paired_t_test_p"] < 1e-3
+    assert row["difference_mean"] == pytest.approx(np.mean(anterior_deg - widened))
+
+
+def test_threshold_is_chosen_between_absent_and_present_probabilities() -> None:
+    evaluation, _, _ = _known_errors(seed=3)
+    evaluation.probability = np.where(evaluation.labelled, 0.8, 0.2)
+    assert 0.2 < choose_threshold(evaluation) <= 0.8
+
+
+def test_evaluate_slices_runs_an_exported_cascade_and_writes_the_report(tmp_path) -> None:
+    slices = phantom_slices(10, seed=4)
+    cascade = LandmarkCascade(UNet(3, (8, 16)), UNet(3, (8, 16)))  # untrained: exercises the path, not accuracy
+    evaluation = evaluate_slices(cascade, slices, probability_threshold=0.0)
+    assert evaluation.predicted_rc.shape == (10, 3, 2) and np.all(np.isfinite(evaluation.predicted_rc))
+    assert all(row["detection_rate_pct"] == 100.0 for row in evaluation.landmark_rows)  # threshold 0: all found
+    write_report(evaluation, slices, tmp_path, "untrained on phantoms")
+    with open(tmp_path / "slices.csv") as stream:
+        assert len(list(csv.DictReader(stream))) == 10
+    assert (tmp_path / "report.md").read_text().startswith("### untrained on phantoms")
+    assert (tmp_path / "worst_cases.png").stat().st_size > 1000
+
+
+def test_exported_model_carries_its_training_state(tmp_path) -> None:
+    cascade = LandmarkCascade(UNet(3, (8, 16)), UNet(3, (8, 16)))
+    path = export_cascade(cascade, "m", "sax", "cine", COARSE_GRID, FINE_GRID_BY_VIEW["sax"], 0.3, tmp_path,
+                          embed_training_state=True)
+    state = load_training_state(path)
+    for name, value in cascade.fine.state_dict().items():
+        np.testing.assert_allclose(state["fine"][name].numpy(), value.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_evaluate_slices_rejects_mixed_views_and_empty_input() -> None:
+    slices = phantom_slices(2)
+    slices[1].view = "lax"
+    cascade = LandmarkCascade(UNet(3, (8, 16)), UNet(3, (8, 16)))
+    with pytest.raises(ValueError, match="one view"):
+        evaluate_slices(cascade, slices)
+    with pytest.raises(ValueError, match="no slices"):
+        evaluate_slices(cascade, [])
+
+
+@pytest.mark.parametrize(("sequence", "dataset", "limit_mm"), [("cine", "acdc", 5.0), ("lge", "mscmrseg_lge", 6.0)])
+def test_shipped_model_finds_landmarks_on_a_real_validation_patient(shared_data, sequence, dataset, limit_mm) -> None:
+    from cmr_landmark.datasets import iter_slices, read_splits
+    from cmr_landmark.detector import Detector
+
+    try:
+        spec = find_model("sax", sequence)
+    except ModelError as error:
+        pytest.skip(f"no shipped sax {sequence} model yet: {error}")
+    if spec.sequence != sequence:
+        pytest.skip(f"the manifest has no sax {sequence} model (only {spec.name})")
+    patient = read_splits()[dataset]["val"][0]
+    # the sets are read in patient order: stop right after the first validation patient
+    reaching = itertools.dropwhile(lambda s: s.patient != patient, iter_slices(dataset, shared_data))
+    slices = [s for s in itertools.takewhile(lambda s: s.patient == patient, reaching) if s.labelled]
+    assert slices, f"validation patient {patient} of {dataset} not found"
+    evaluation = evaluate_slices(Detector(spec), slices)
+    complete = np.all(evaluation.labelled, axis=1)
+    assert complete.sum() >= 3
+    distances = evaluation.distances_mm[complete]
+    assert np.median(distances) < limit_mm, f"median error {np.median(distances):.1f} mm on {patient}"
+    assert evaluation.detected[complete].mean() > 0.8

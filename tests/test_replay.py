@@ -1,0 +1,151 @@
+"""Replay over the real wire protocol: the gadget started as Gadgetron starts it, or listening (passive), fed
+images or raw k-space; the report read back from the returned attributes; the shipped sample."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import numpy as np
+import pytest
+from mrd_stream_helpers import export_throwaway_model
+from test_convert import heart_like
+from test_io import oblique_affine, write_nifti
+
+from cmr_landmark.config import REPO_ROOT
+from cmr_landmark.convert_cli import main_convert
+from cmr_landmark.gadget import LandmarkServer
+from cmr_landmark.geometry import anterior_direction_in_image, pixel_to_patient_mm
+from cmr_landmark.io import list_image_groups, read_ismrmrd_images, read_series
+from cmr_landmark.model_store import ModelError, find_model
+from cmr_landmark.replay import ReplayError, replay_active, replay_passive
+from cmr_landmark.replay_cli import main_replay
+
+SAMPLES = REPO_ROOT / "samples"
+
+
+@pytest.fixture(scope="module")
+def throwaway_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    for view in ("sax", "lax"):
+        export_throwaway_model(folder, view, "cine")
+    return folder
+
+
+@pytest.fixture
+def lax_cine_nifti(tmp_path):
+    return write_nifti(tmp_path / "lax.nii.gz", heart_like(48, 56, phases=3, slices=1), oblique_affine())
+
+
+def test_active_replay_round_trip_with_report(lax_cine_nifti, tmp_path, throwaway_models, monkeypatch, capsys):
+    source = tmp_path / "lax.h5"
+    main_convert([str(lax_cine_nifti), "--out", str(source), "--view", "lax"])
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_models))  # inherited by the gadget process
+    out, report_dir = tmp_path / "out" / "lax_out.h5", tmp_path / "report"
+    assert main_replay([str(source), "--out", str(out), "--report-dir", str(report_dir)]) == 0
+
+    assert list_image_groups(out) == ["dataset/image_1", "dataset/image_101"]
+    _, sent = read_ismrmrd_images(source)
+    _, originals_back = read_ismrmrd_images(out, "dataset/image_1")
+    for before, after in zip(sent, originals_back, strict=True):
+        np.testing.assert_array_equal(after.data, before.data)
+
+    report = json.loads((report_dir / "report.json").read_text())
+    assert [(r["slice"], r["phase"], r["series"]) for r in report["images"]] == [(0, t, 101) for t in range(3)]
+    original = sent[0]
+    for record in report["images"]:
+        assert record["status"] == "ok" and record["model"] == "throwaway_lax_cine"
+        for landmark in record["landmarks"].values():
+            expected = pixel_to_patient_mm(np.array([landmark["pixel_rc"]]), original.position, original.read_dir,
+                                           original.phase_dir, original.field_of_view, original.matrix_size)[0]
+            np.testing.assert_allclose(landmark["patient_mm"], expected, atol=0.01)
+    (summary,) = report["summary"]
+    lengths = [r["measures"]["LVLength_mm"] for r in report["images"]]
+    assert summary["lv_length_mm"] == lengths
+    assert summary["longitudinal_shortening"] == pytest.approx((max(lengths) - min(lengths)) / max(lengths), abs=1e-3)
+    assert report["timings_s"]["images_sent"] == 3
+    assert (report_dir / "slice00.png").stat().st_size > 0
+    assert (report_dir / "lv_length_slice00.png").stat().st_size > 0
+    assert "slice  0 (lax, 3 phase(s)): 9/9 landmarks" in capsys.readouterr().out
+
+
+def test_raw_kspace_replayed_to_a_listening_gadget(lax_cine_nifti, tmp_path, throwaway_models, monkeypatch):
+    raw = tmp_path / "raw.h5"
+    main_convert([str(lax_cine_nifti), "--out", str(raw), "--view", "lax", "--kspace"])
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_models))  # the gadget runs in this process here
+    server = LandmarkServer(0, max_connections=1)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    out = tmp_path / "raw_out.h5"
+    assert main_replay([str(raw), "--out", str(out), "--gadgetron", f"127.0.0.1:{server.port}"]) == 0
+    thread.join(30)
+    expected = read_series(lax_cine_nifti).images
+    reconstructed = read_series(out, "dataset/image_1").images
+    np.testing.assert_allclose(reconstructed, expected, atol=1e-3 * expected.max())
+    _, annotated = read_ismrmrd_images(out, "dataset/image_101")
+    assert [image.meta["CMRLandmark_Status"] for image in annotated] == ["ok"] * 3
+
+
+def test_a_gadget_that_cannot_start_is_reported(lax_cine_nifti, tmp_path):
+    source = tmp_path / "lax.h5"
+    main_convert([str(lax_cine_nifti), "--out", str(source), "--view", "lax"])
+    header, images = read_ismrmrd_images(source)
+    with pytest.raises(ReplayError, match="No module named 'no_such_gadget_module'"):
+        replay_active(header, images, module="no_such_gadget_module")
+
+
+def test_nobody_listening_is_reported(lax_cine_nifti, tmp_path):
+    source = tmp_path / "lax.h5"
+    main_convert([str(lax_cine_nifti), "--out", str(source), "--view", "lax"])
+    header, images = read_ismrmrd_images(source)
+    with socket.create_server(("127.0.0.1", 0)) as probe:  # a free port, closed again before the replay
+        port = probe.getsockname()[1]
+    with pytest.raises(ReplayError, match="cannot connect"):
+        replay_passive(("127.0.0.1", port), header, images)
+
+
+def test_shipped_sample_is_small_and_has_plausible_geometry():
+    sax, lax = SAMPLES / "mnms2_001_sax.h5", SAMPLES / "mnms2_001_lax_4ch_cine.h5"
+    assert sax.stat().st_size + lax.stat().st_size < 5_000_000
+    header, images = read_ismrmrd_images(sax)
+    assert header.measurementInformation.protocolName == "CMR_LANDMARK_SAX_CINE"
+    assert len({im.slice for im in images}) == 12 and len({im.phase for im in images}) == 2
+    for image in images:
+        anterior = anterior_direction_in_image(image.read_dir, image.phase_dir)
+        assert anterior[0] < -0.8  # anterior is up in the short-axis display
+    positions = np.array([im.position for im in images if im.phase == 0])
+    steps = np.diff(positions, axis=0)
+    np.testing.assert_allclose(np.linalg.norm(steps, axis=1), 10.0, atol=0.1)
+    header, images = read_ismrmrd_images(lax)
+    assert header.measurementInformation.protocolName == "CMR_LANDMARK_LAX_CINE"
+    assert sorted(im.phase for im in images) == list(range(25))
+
+
+def shipped_models_or_skip() -> None:
+    for view in ("sax", "lax"):
+        try:
+            find_model(view, "cine", folder=REPO_ROOT / "models")
+        except ModelError as error:
+            pytest.skip(f"no shipped {view} cine model in models/manifest.json yet ({error})")
+
+
+def test_shipped_sample_with_shipped_models(tmp_path, monkeypatch):
+    shipped_models_or_skip()
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
+    report_dir = tmp_path / "lax_report"
+    assert main_replay([str(SAMPLES / "mnms2_001_lax_4ch_cine.h5"), "--out", str(tmp_path / "lax.h5"),
+                        "--report-dir", str(report_dir)]) == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    assert len(report["images"]) == 25
+    assert all(lm is not None for r in report["images"] for lm in r["landmarks"].values())
+    (summary,) = report["summary"]
+    assert all(60.0 < length < 130.0 for length in summary["lv_length_mm"])
+    assert 0.05 < summary["longitudinal_shortening"] < 0.35
+    report_dir = tmp_path / "sax_report"
+    assert main_replay([str(SAMPLES / "mnms2_001_sax.h5"), "--out", str(tmp_path / "sax.h5"),
+                        "--report-dir", str(report_dir)]) == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    mid_ventricular = [r for r in report["images"] if 4 <= r["slice"] <= 7]
+    assert all(lm is not None for r in mid_ventricular for lm in r["landmarks"].values())
+    assert all(30.0 < r["measures"]["RVInsertionAngle_deg"] < 180.0 for r in mid_ventricular)

@@ -1,0 +1,131 @@
+"""Synthetic long-axis slices: landmarks by the data-set rule agree with the anatomy's, generation is
+reproducible, images look like MR magnitude images, the cache round-trips; and the shipped long-axis model
+finds the landmarks on the real M&Ms-2 4-chamber view."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cmr_landmark.synth import lax
+from cmr_landmark.synth.lax import (
+    LV_BLOOD,
+    LV_MYOCARDIUM,
+    cache_synthetic_lax,
+    load_synthetic_lax,
+    random_anatomy,
+    render_image,
+    synthesize_lax_scene,
+    synthesize_lax_slice,
+)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rule_landmarks_match_the_geometry_in_four_chamber_views(seed):
+    scene = synthesize_lax_scene(np.random.default_rng(seed), view="4ch")
+    spacing = scene.pixel_spacing_mm[0]
+    assert np.all(np.isfinite(scene.rule_landmarks_rc))
+    distance_mm = np.linalg.norm(scene.rule_landmarks_rc - scene.geometric_landmarks_rc, axis=1) * spacing
+    # the rule takes the last blood pixel at the valve and the outermost myocardium pixel at the apex
+    assert np.all(distance_mm < lax.RULE_AGREEMENT_MM), distance_mm
+    assert scene.landmark_source == "rule"
+    np.testing.assert_array_equal(scene.landmarks_rc, scene.rule_landmarks_rc)
+
+
+@pytest.mark.parametrize("view", lax.LAX_VIEWS)
+def test_in_plane_lv_length_is_the_anatomy_length(view):
+    scene = synthesize_lax_scene(np.random.default_rng(11), view=view)
+    mv1, mv2, apex = scene.geometric_landmarks_rc
+    in_plane_mm = np.linalg.norm(apex - (mv1 + mv2) / 2) * scene.pixel_spacing_mm[0]
+    # planning errors of a few degrees and mm shorten the projection a little, never by 10 %
+    assert in_plane_mm == pytest.approx(scene.lv_length_mm, rel=0.1)
+    assert np.all(scene.landmarks_rc >= 0) and np.all(scene.landmarks_rc < np.array(scene.labels.shape))
+
+
+def test_apex_is_inside_myocardium_and_mitral_points_next_to_blood():
+    scene = synthesize_lax_scene(np.random.default_rng(5), view="2ch")
+    rows, cols = np.round(scene.landmarks_rc).astype(int).T
+    window = [scene.labels[r - 2 : r + 3, c - 2 : c + 3] for r, c in zip(rows, cols, strict=True)]
+    assert (window[2] == LV_MYOCARDIUM).any()
+    assert all((w == LV_BLOOD).any() for w in window[:2])
+
+
+def test_beating_shortens_the_lv():
+    anatomy = random_anatomy(np.random.default_rng(2))
+    diastole = synthesize_lax_scene(np.random.default_rng(3), view="4ch", phase=0.0, anatomy=anatomy)
+    systole = synthesize_lax_scene(np.random.default_rng(3), view="4ch", phase=1.0, anatomy=anatomy)
+    assert systole.lv_length_mm == pytest.approx(diastole.lv_length_mm * (1 - anatomy.shortening), rel=1e-6)
+    assert (systole.labels == LV_BLOOD).sum() < 0.8 * (diastole.labels == LV_BLOOD).sum()
+
+
+def test_same_seed_same_slice_other_seed_other_slice():
+    first = synthesize_lax_slice(np.random.default_rng(7))
+    again = synthesize_lax_slice(np.random.default_rng(7))
+    other = synthesize_lax_slice(np.random.default_rng(8))
+    np.testing.assert_array_equal(first.image, again.image)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    np.testing.assert_array_equal(first.landmarks_rc, again.landmarks_rc)
+    assert first.image.shape != other.image.shape or not np.array_equal(first.image, other.image)
+
+
+def test_scan_geometry_like_real_scans():
+    for seed in range(20):
+        spacing, shape = lax.random_scan_geometry(np.random.default_rng(seed))
+        assert 1.2 <= spacing <= 2.0
+        assert 300 <= max(shape) * spacing <= 381 and all(n % 2 == 0 for n in shape)
+
+
+@pytest.mark.parametrize("contrast", lax.CONTRASTS)
+def test_rendered_images_are_mr_magnitudes(contrast):
+    scene = synthesize_lax_scene(np.random.default_rng(4), view="4ch", phase=0.0)
+    image = render_image(scene.labels_fine, np.random.default_rng(0), contrast)
+    assert image.dtype == np.float32 and image.shape == scene.labels.shape
+    assert np.all(np.isfinite(image)) and image.min() >= 0  # magnitude: Rician, never negative
+    assert 100 < np.percentile(image, 99) < 3000
+    blood = np.median(image[scene.labels == LV_BLOOD])
+    myocardium = np.median(image[scene.labels == LV_MYOCARDIUM])
+    if contrast in ("bssfp", "lge"):  # blood bright, myocardium dark (nulled in LGE)
+        assert blood > 1.5 * myocardium
+    else:  # random contrast still keeps the two apart
+        assert abs(blood - myocardium) > 0.1 * np.percentile(image, 99)
+
+
+def test_bad_arguments_are_rejected():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="unknown long-axis view"):
+        synthesize_lax_scene(rng, view="5ch")
+    with pytest.raises(ValueError, match="unknown contrast"):
+        render_image(np.zeros((8, 8), dtype=np.uint8), rng, "t2")
+    with pytest.raises(ValueError, match="even size"):
+        render_image(np.zeros((7, 8), dtype=np.uint8), rng, "bssfp")
+    with pytest.raises(ValueError, match="unknown variants"):
+        cache_synthetic_lax(2, variants=("nope",))
+
+
+def test_cache_round_trip_and_variants_share_the_scenes(tmp_path, monkeypatch):
+    monkeypatch.setenv("CMR_LANDMARK_CACHE", str(tmp_path))
+    bssfp_path, mixed_path = cache_synthetic_lax(3, seed=1, variants=("bssfp", "mixed"))
+    bssfp, mixed = load_synthetic_lax(bssfp_path), load_synthetic_lax(mixed_path)
+    scenes = [synthesize_lax_scene(np.random.default_rng([1, i])) for i in range(3)]
+    for a, b, scene in zip(bssfp, mixed, scenes, strict=True):
+        assert a.image.shape == b.image.shape == scene.labels.shape
+        np.testing.assert_allclose(a.landmarks_rc, scene.landmarks_rc)
+        np.testing.assert_allclose(b.landmarks_rc, scene.landmarks_rc)
+        assert a.view == "lax" and a.lax_view == scene.lax_view
+    assert cache_synthetic_lax(3, seed=1, variants=("bssfp",)) == [bssfp_path]  # reused, not rebuilt
+
+
+def test_shipped_model_finds_landmarks_on_real_four_chamber(shared_data):
+    from cmr_landmark.lax_evaluation import evaluate_labelled, mnms2_lax_slices
+    from cmr_landmark.model_store import ModelError, find_model
+
+    try:
+        spec = find_model("lax", "cine", name="lax_cine")
+    except ModelError as error:
+        pytest.skip(f"the shipped long-axis model is not in models/manifest.json: {error}")
+    from cmr_landmark.detector import Detector
+
+    labelled, _ = mnms2_lax_slices()
+    rows = evaluate_labelled(Detector(spec), [s for s in labelled if s.phase == 0])  # ED
+    assert rows and rows[0]["mean_mm"] < 10.0, rows
+    assert abs(rows[0]["lv_length_error_percent"]) < 10.0, rows

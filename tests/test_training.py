@@ -1,0 +1,194 @@
+"""Training pipeline: augmentation geometry, heatmap round trip, loss, resume, DDP on two CPU processes."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from sax_phantom import phantom_slices
+
+from cmr_landmark.augment import (
+    AffineParameters,
+    CoilShading,
+    RicianNoise,
+    ShadingCorrection,
+    default_intensity_augmentation,
+    sample_on_grid,
+)
+from cmr_landmark.config import COARSE_GRID, FINE_GRID_BY_VIEW
+from cmr_landmark.heatmaps import decode_heatmaps, render_heatmaps
+from cmr_landmark.network import UNet
+from cmr_landmark.preprocess import normalise_intensity
+from cmr_landmark.training import HeatmapDataset, heatmap_loss, train_stage
+
+TINY_WIDTHS = (8, 16)
+
+
+def test_mirror_mirrors_the_image_and_swaps_anterior_and_posterior() -> None:
+    (slice_,) = phantom_slices(1, seed=3, empty_fraction=0.0)
+    image = normalise_intensity(slice_.image)
+    grid = FINE_GRID_BY_VIEW["sax"]
+    centre = tuple(slice_.landmarks_rc[2])
+    plain, plain_points, _ = sample_on_grid(image, slice_.pixel_spacing_mm, slice_.landmarks_rc, grid, "sax", centre)
+    mirrored, mirrored_points, _ = sample_on_grid(
+        image, slice_.pixel_spacing_mm, slice_.landmarks_rc, grid, "sax", centre, AffineParameters(mirror=True)
+    )
+    np.testing.assert_allclose(mirrored, plain[:, ::-1], atol=1e-5)
+    flipped_cols = grid.size_px - 1 - plain_points[:, 1]
+    # the anterior point of the mirrored image is where the posterior one lands, and vice versa; C-LV stays
+    np.testing.assert_allclose(mirrored_points[0], [plain_points[1, 0], flipped_cols[1]], atol=1e-6)
+    np.testing.assert_allclose(mirrored_points[1], [plain_points[0, 0], flipped_cols[0]], atol=1e-6)
+    np.testing.assert_allclose(mirrored_points[2], [plain_points[2, 0], flipped_cols[2]], atol=1e-6)
+    # the labelling rule holds on the mirrored image: A-RVI is the clockwise end of the RV arc, which is the
+    # upper end with the RV on the left (as before the mirror) and the lower end with the RV on the right (after)
+    assert plain_points[0, 0] < plain_points[1, 0] and plain_points[0, 1] < plain_points[2, 1]
+    assert mirrored_points[0, 0] > mirrored_points[1, 0] and mirrored_points[0, 1] > mirrored_points[2, 1]
+
+
+def test_rotation_and_scale_carry_landmarks_to_the_same_anatomy() -> None:
+    (slice_,) = phantom_slices(1, seed=4, empty_fraction=0.0)
+    image = normalise_intensity(slice_.image)
+    affine = AffineParameters(rotation_rad=0.7, scale=1.2, translation_mm=(5.0, -4.0))
+    grid_image, points, transform = sample_on_grid(
+        image, slice_.pixel_spacing_mm, slice_.landmarks_rc, COARSE_GRID, "sax", affine=affine
+    )
+    np.testing.assert_allclose(transform.grid_to_image(points), slice_.landmarks_rc, atol=1e-9)
+    row, col = np.round(points[2]).astype(int)
+    assert grid_image[row, col] > 0.8  # the LV centre is in the bright blood pool on the augmented grid too
+
+
+def test_heatmap_round_trip_recovers_sub_pixel_points() -> None:
+    rng = np.random.default_rng(5)
+    grid = FINE_GRID_BY_VIEW["sax"]
+    points = rng.uniform(10, grid.size_px - 10, (3, 2))
+    maps = render_heatmaps(points, grid.size_px, grid.sigma_px)
+    np.testing.assert_allclose(maps.sum(axis=0), 1.0, atol=1e-5)
+    decoded, peak = decode_heatmaps(maps[None])
+    np.testing.assert_allclose(decoded[0], points, atol=0.15)
+    assert np.all(peak > 0.9)
+
+
+def test_intensity_pieces_change_the_image_as_modelled() -> None:
+    rng = np.random.default_rng(6)
+    flat = np.full((64, 64), 0.5, dtype=np.float32)
+    shaded = CoilShading()(flat, rng, 4.0)
+    assert shaded.std() > 0.01 and np.all(shaded > 0)
+    corrected = ShadingCorrection()(shaded, rng, 4.0)
+    assert corrected.std() / corrected.mean() < shaded.std() / shaded.mean()
+    noisy = RicianNoise(max_sigma=0.1)(np.zeros((64, 64), np.float32), np.random.default_rng(1), 4.0)
+    assert noisy.min() >= 0 and noisy.mean() > 0  # Rician: the magnitude of noise is positive on average
+    augmented = default_intensity_augmentation()(flat, np.random.default_rng(2), 4.0)
+    assert augmented.shape == flat.shape and augmented.dtype == np.float32
+
+
+def test_dataset_is_reproducible_per_epoch_and_differs_between_epochs() -> None:
+    dataset = HeatmapDataset(phantom_slices(4, seed=7), "sax", "fine", augment=True, seed=1)
+    first, again = dataset[2], dataset[2]
+    torch.testing.assert_close(first[0], again[0])
+    dataset.set_epoch(1)
+    assert not torch.equal(first[0], dataset[2][0])
+    assert first[1].shape == (4, FINE_GRID_BY_VIEW["sax"].size_px, FINE_GRID_BY_VIEW["sax"].size_px)
+
+
+def test_a_few_steps_reduce_the_loss() -> None:
+    torch.manual_seed(0)
+    dataset = HeatmapDataset(phantom_slices(8, seed=8, empty_fraction=0.0), "sax", "coarse", augment=False)
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    targets = torch.stack([dataset[i][1] for i in range(len(dataset))])
+    model = UNet(3, TINY_WIDTHS)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = heatmap_loss(model(images), targets)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_loss_prefers_the_right_place_and_an_empty_map_for_an_absent_landmark() -> None:
+    points = np.array([[10.0, 12.0], [30, 30], [np.nan, np.nan]])
+    target = torch.from_numpy(render_heatmaps(points, 48, 2.0))[None]
+    shifted = torch.from_numpy(render_heatmaps(points + [0.0, 3.0], 48, 2.0))[None]
+    on_target = heatmap_loss(torch.log(target.clamp_min(1e-8)), target)
+    off_target = heatmap_loss(torch.log(shifted.clamp_min(1e-8)), target)
+    uniform = heatmap_loss(torch.zeros_like(target), target)
+    assert on_target < off_target < uniform
+    # a blob for the absent third landmark costs more than none
+    with_false_blob = torch.from_numpy(render_heatmaps(np.array([[10.0, 12.0], [30, 30], [20, 40]]), 48, 2.0))[None]
+    assert heatmap_loss(torch.log(with_false_blob.clamp_min(1e-8)), target) > on_target
+
+
+def _validate_on_loss(model: torch.nn.Module) -> tuple[float, dict]:
+    # a deterministic stand-in for the distance: the loss on fixed phantoms
+    dataset = HeatmapDataset(phantom_slices(4, seed=11), "sax", "coarse", augment=False)
+    model.eval()
+    with torch.no_grad():
+        images = torch.stack([dataset[i][0] for i in range(4)])
+        targets = torch.stack([dataset[i][1] for i in range(4)])
+        return float(heatmap_loss(model(images), targets)), {}
+
+
+def test_resume_continues_from_the_saved_epoch_with_identical_results(tmp_path) -> None:
+    torch.set_num_threads(1)
+    train = phantom_slices(12, seed=9)
+    common = dict(validate=_validate_on_loss, batch_size=4, widths=TINY_WIDTHS, max_steps_per_epoch=2)
+    straight, _ = train_stage("coarse", train, train, "sax", tmp_path / "straight", 2, resume=False, **common)
+    train_stage("coarse", train, train, "sax", tmp_path / "resumed", 1, resume=False, **common)
+    history_after_one = torch.load(tmp_path / "resumed" / "coarse_last.pt", weights_only=False)["history"]
+    resumed, _ = train_stage("coarse", train, train, "sax", tmp_path / "resumed", 2, resume=True, **common)
+    checkpoint = torch.load(tmp_path / "resumed" / "coarse_last.pt", weights_only=False)
+    assert checkpoint["epoch"] == 1
+    assert [r["epoch"] for r in checkpoint["history"]] == [0, 1]
+    assert checkpoint["history"][0] == history_after_one[0]
+    straight_last = torch.load(tmp_path / "straight" / "coarse_last.pt", weights_only=False)
+    for name, value in straight_last["model"].items():
+        torch.testing.assert_close(checkpoint["model"][name], value, rtol=1e-4, atol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        model, _ = train_stage(
+            "coarse", phantom_slices(16, seed=10), phantom_slices(2, seed=12), "sax", folder, 1,
+            validate=lambda model: (math.inf, {}),  # never "best": each rank returns the weights it trained
+            batch_size=4, widths=TINY_WIDTHS, max_steps_per_epoch=3, resume=False,
+        )
+        torch.save({name: p.detach().clone() for name, p in model.named_parameters()}, f"{folder}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path) -> None:
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    weights = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    torch.manual_seed(0)
+    initial = UNet(3, TINY_WIDTHS)  # train_stage seeds 0 before building the model
+    changed = False
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=0)
+        changed |= not torch.equal(value, dict(initial.named_parameters())[name].detach())
+    assert changed, "the ranks' weights equal the initial ones: no training step happened"
+
+
+@pytest.mark.parametrize("stage", ["coarse", "fine"])
+def test_dataset_rejects_landmarks_of_the_wrong_shape(stage: str) -> None:
+    slice_ = phantom_slices(1)[0]
+    slice_.landmarks_rc = np.zeros((2, 2))
+    with pytest.raises(ValueError, match="landmarks_rc must be"):
+        HeatmapDataset([slice_], "sax", stage, augment=False)
