@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import StageGrid
 from .heatmaps import decode_heatmaps
 from .model_store import ModelSpec, load_torchscript
-from .preprocess import preprocess
+from .preprocess import GridTransform, grid_transform, normalise_stack, preprocess, resample_stack
 
 
 @dataclass(frozen=True)
@@ -43,25 +44,38 @@ def _bf16_supported_on_cpu() -> bool:
 
 
 class Detector:
-    """Runs one manifest model on batches of 2-D images."""
+    """Runs one manifest model on batches of 2-D images.
 
-    def __init__(self, spec: ModelSpec, device: torch.device | None = None, use_bf16: bool | None = None) -> None:
+    ``optimised`` (default) is the fast path measured in docs/benchmarks.md: the stack normalised once for both
+    stages and resampled as a whole (:func:`preprocess.resample_stack`), channels-last input and bf16 autocast on
+    CPUs with native bf16 (fp16 on a GPU). ``optimised=False`` is the reference the fast path is checked against
+    (tests/test_fast_path.py, benchmarks/run_benchmarks.py): :func:`preprocess.preprocess` per image and stage,
+    exactly as training calls it, and fp32 NCHW inference.
+    """
+
+    def __init__(self, spec: ModelSpec, device: torch.device | None = None, use_bf16: bool | None = None,
+                 optimised: bool = True) -> None:
         self.spec = spec
         self.device = device or default_device()
         self.model = load_torchscript(spec, self.device)
+        self.optimised = optimised
         if use_bf16 is None:
-            use_bf16 = self.device.type == "cpu" and _bf16_supported_on_cpu()
+            use_bf16 = optimised and self.device.type == "cpu" and _bf16_supported_on_cpu()
         self.use_bf16 = use_bf16
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.optimised:
             return torch.autocast("cuda", dtype=torch.float16)
         if self.use_bf16:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _run(self, stage: str, batch: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(batch[:, None]).to(self.device).contiguous(memory_format=torch.channels_last)
+    def run_stage(self, stage: str, batch: np.ndarray) -> torch.Tensor:
+        """Softmax heatmaps (N, K+1, S, S) on the CPU of the ``stage`` ('coarse' or 'fine') network for (N, S, S)
+        grid images."""
+        x = torch.from_numpy(batch[:, None]).to(self.device)
+        if self.optimised:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast():
             if stage == "coarse":
                 return self.model.coarse_probabilities(x).float().cpu()
@@ -85,30 +99,43 @@ class Detector:
         if len(stack) == 0:
             return []
         threshold = self.spec.probability_threshold if probability_threshold is None else probability_threshold
-        centres = self._coarse_centres(stack, pixel_spacing_mm)
+        # Fast path: normalise once for both stages (the reference path normalises per stage, as training does).
+        normalised = normalise_stack(stack) if self.optimised else None
+        centres = self._coarse_centres(stack, normalised, pixel_spacing_mm)
         if same_slice:
             centres[:] = np.median(centres, axis=0)
-        fine_inputs, transforms = zip(
-            *(preprocess(image, pixel_spacing_mm, self.spec.fine_grid, centre_rc=tuple(c)) for image, c in zip(stack, centres))
-        )
-        points_grid, peak = decode_heatmaps(self._run("fine", np.stack(fine_inputs)))
+        fine_inputs, transforms = self._grid_inputs(stack, normalised, pixel_spacing_mm, self.spec.fine_grid, centres)
+        points_grid, peak = decode_heatmaps(self.run_stage("fine", fine_inputs))
         results: list[ImageLandmarks] = []
-        for points, probabilities, transform in zip(points_grid, peak, transforms):
+        for points, probabilities, transform in zip(points_grid, peak, transforms, strict=True):
             image_points = transform.grid_to_image(points)
             results.append(
                 {
                     name: Landmark(float(rc[0]), float(rc[1]), float(p)) if p >= threshold else None
-                    for name, rc, p in zip(self.spec.landmarks, image_points, probabilities)
+                    for name, rc, p in zip(self.spec.landmarks, image_points, probabilities, strict=True)
                 }
             )
         return results
 
-    def _coarse_centres(self, stack: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> np.ndarray:
+    def _grid_inputs(self, stack: np.ndarray, normalised: np.ndarray | None, pixel_spacing_mm: tuple[float, float],
+                     grid: StageGrid, centres: np.ndarray | None) -> tuple[np.ndarray, list[GridTransform]]:
+        """The (N, S, S) network inputs of one stage and their transforms; ``centres`` None: image centres."""
+        centre_list = [None] * len(stack) if centres is None else [tuple(c) for c in centres]
+        if normalised is None:
+            inputs, transforms = zip(*(preprocess(image, pixel_spacing_mm, grid, centre_rc=centre)
+                                       for image, centre in zip(stack, centre_list, strict=True)), strict=True)
+            return np.stack(inputs), list(transforms)
+        transforms = [grid_transform(stack.shape[1:], pixel_spacing_mm, grid, centre_rc=centre)
+                      for centre in centre_list]
+        return resample_stack(normalised, transforms), transforms
+
+    def _coarse_centres(self, stack: np.ndarray, normalised: np.ndarray | None,
+                        pixel_spacing_mm: tuple[float, float]) -> np.ndarray:
         """Where to centre the fine crop of each image: probability-weighted mean of the coarse landmarks."""
-        coarse_inputs, transforms = zip(*(preprocess(image, pixel_spacing_mm, self.spec.coarse_grid) for image in stack))
-        points_grid, peak = decode_heatmaps(self._run("coarse", np.stack(coarse_inputs)))
+        coarse_inputs, transforms = self._grid_inputs(stack, normalised, pixel_spacing_mm, self.spec.coarse_grid, None)
+        points_grid, peak = decode_heatmaps(self.run_stage("coarse", coarse_inputs))
         centres = np.empty((len(stack), 2))
-        for i, (points, probabilities, transform) in enumerate(zip(points_grid, peak, transforms)):
+        for i, (points, probabilities, transform) in enumerate(zip(points_grid, peak, transforms, strict=True)):
             weights = probabilities + 1e-6
             centres[i] = transform.grid_to_image((points * weights[:, None]).sum(axis=0) / weights.sum())
         return centres

@@ -89,10 +89,8 @@ def predict(detector: Detector, slices: Sequence) -> tuple[np.ndarray, np.ndarra
 
 def detector_for_cascade(cascade: LandmarkCascade, view: str, folder: Path, threshold: float) -> Detector:
     """Export ``cascade`` as the shipped format into ``folder`` and load it the way the gadget does."""
-    from .model_store import find_model as find
-
     export_cascade(cascade, "candidate", view, "any", COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold, folder)
-    return Detector(find(view, "any", name="candidate", folder=folder))
+    return Detector(find_model(view, "any", name="candidate", folder=folder))
 
 
 def landmark_table(evaluation: Evaluation) -> list[dict]:
@@ -379,6 +377,8 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
 
     cascade = load_cascade(Path(run["out"]), view)
     coarse, fine = COARSE_GRID, FINE_GRID_BY_VIEW[view]
+    stage_seconds = [metrics[stage].get("train_seconds") for stage in ("coarse", "fine")]
+    training_minutes = sum(stage_seconds) / 60 if None not in stage_seconds else run["wall_s"] / 60
     return f"""# {name}: {view.upper()} {sequence} landmark cascade ({', '.join(LANDMARKS_BY_VIEW[view])})
 
 - **Architecture**: two U-Nets (widths {run.get('widths', '16,32,64,128')}), coarse {count_parameters(cascade.coarse)}
@@ -392,8 +392,8 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
   augmentation (rotation +-30 deg, scale, translation, mirror with A/P swap, coil shading, noise, blur, gamma).
   Epochs coarse {run['epochs']}, fine {run.get('epochs_fine', run['epochs'])}; best epochs (by validation mean
   distance) coarse {metrics['coarse'].get('epoch')}, fine {metrics['fine'].get('epoch')}.
-  Initialised from: {run.get('init_from') or 'random'}. Wall time {run['wall_s'] / 60:.1f} min on
-  {run['threads']} CPU threads.
+  Initialised from: {run.get('init_from') or 'random'}. Training time (both stages, all resumes)
+  {training_minutes:.1f} min on {run['threads']} CPU threads (shared with other jobs).
 - **Probability threshold** {evaluation.probability_threshold:.3f}: {threshold_rule}
 - **Speed**: {seconds_per_slice * 1000:.1f} ms per slice (coarse + fine, batched by slice, this CPU,
   {torch.get_num_threads()} threads, bf16 where supported).
@@ -415,7 +415,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--notes", type=Path, default=None, help="markdown appended to the model card")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    from .training import load_cascade, load_labelled_slices
+    from .training import load_cascade, run_slices
 
     torch.set_num_threads(args.threads)
     run = json.loads((args.run / "run.json").read_text())
@@ -424,13 +424,13 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     view, sequence = run["view"], run["sequence"]
     cascade = load_cascade(args.run, view)
     if args.threshold == "auto":
-        train_slices = load_labelled_slices(run["datasets"], "train", view, sequence)
+        train_slices = run_slices(run, "train")
         threshold = choose_threshold(evaluate_slices(cascade, train_slices))
         rule = (f"chosen on the training split ({len(train_slices)} slices) as the value maximising detection "
                 "rate minus false-positive rate over all landmarks.")
     else:
         threshold, rule = float(args.threshold), "given at export."
-    val_slices = load_labelled_slices(run["val_datasets"], "val", view, sequence)
+    val_slices = run_slices(run, "val")
     start = time.perf_counter()
     evaluation = evaluate_slices(cascade, val_slices, threshold)
     seconds_per_slice = (time.perf_counter() - start) / len(val_slices)

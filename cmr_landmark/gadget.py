@@ -23,6 +23,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -33,7 +34,15 @@ import ismrmrd.xsd
 import numpy as np
 import torch
 from gadgetron.external import Connection
-from gadgetron.external.constants import GADGET_MESSAGE_ISMRMRD_IMAGE, GadgetMessageIdentifier, uint64
+from gadgetron.external.constants import (
+    GADGET_MESSAGE_CLOSE,
+    GADGET_MESSAGE_CONFIG,
+    GADGET_MESSAGE_FILENAME,
+    GADGET_MESSAGE_HEADER,
+    GADGET_MESSAGE_ISMRMRD_IMAGE,
+    GadgetMessageIdentifier,
+    uint64,
+)
 from gadgetron.external.readers import read_byte_string
 from ismrmrd.image import get_dtype_from_data_type
 from ismrmrd.meta import Meta
@@ -166,48 +175,112 @@ class EndOfStream(ConnectionError):
     """The peer closed the socket (without the CLOSE message, or in the middle of a message)."""
 
 
-class EofCheckingSocket:
-    """A socket whose recv raises :class:`EndOfStream` when the peer has gone, where the gadgetron package's
-    reader would loop forever on the empty reads of a closed socket."""
+class StreamError(ValueError):
+    """The bytes on the wire cannot be framed (a message claims an absurd size, a config or header is missing):
+    nothing after them can be read, so the stream ends there."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._socket = sock
 
-    def recv(self, nbytes: int, flags: int = 0) -> bytes:
-        chunk = self._socket.recv(nbytes, flags)
-        if nbytes > 0 and not chunk:
-            raise EndOfStream("the peer closed the connection")
-        return chunk
+# A single read larger than this is a corrupt length field, not data: the largest real message part is the pixel
+# data of one image (a 512 x 512 x 256 complex volume is 512 MiB).
+MAX_READ_BYTES = 2 << 30
+# ISMRMRD attribute XML is kilobytes; anything near this is a corrupt length.
+MAX_ATTRIBUTE_BYTES = 64 << 20
+RECV_CHUNK_BYTES = 4 << 20
+# After our CLOSE, how long to read (and drop) what the peer still sends, so that closing a socket with unread
+# bytes does not send a TCP reset that makes the peer discard replies it has not read yet (Windows stacks do).
+DRAIN_TIMEOUT_S = 2.0
+CONFIG_FILE_NAME_BYTES = 1024  # MRD/FIRE "config file" message (id 1): a fixed-size, NUL-padded name
 
-    def __getattr__(self, name: str):
-        return getattr(self._socket, name)
+
+class GuardedSocket(Connection.SocketWrapper):
+    """The gadgetron package's socket wrapper, made safe against a broken or hostile peer:
+
+    - a peer that goes away ends reads with :class:`EndOfStream` (the package's reader loops forever on the empty
+      reads of a closed socket);
+    - a read larger than :data:`MAX_READ_BYTES` raises :class:`StreamError` at once, and memory is taken as bytes
+      arrive (chunks), not up front, so a corrupt length field cannot allocate gigabytes;
+    - closing sends CLOSE, then drains the peer briefly (see :data:`DRAIN_TIMEOUT_S`) and never raises.
+    """
+
+    def read(self, nbytes: int) -> bytes:
+        if nbytes > MAX_READ_BYTES:
+            raise StreamError(f"a message part claims {nbytes} bytes (limit {MAX_READ_BYTES}): the stream is corrupt")
+        buffer = bytearray()
+        while len(buffer) < nbytes:
+            chunk = self.socket.recv(min(nbytes - len(buffer), RECV_CHUNK_BYTES))
+            if not chunk:
+                raise EndOfStream("the peer closed the connection")
+            buffer += chunk
+        return bytes(buffer)
+
+    def close(self) -> None:
+        try:
+            self.socket.sendall(GadgetMessageIdentifier.pack(GADGET_MESSAGE_CLOSE))
+            self.socket.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            while (left := deadline - time.monotonic()) > 0:
+                self.socket.settimeout(left)
+                if not self.socket.recv(RECV_CHUNK_BYTES):
+                    break
+        except OSError as error:  # the peer is gone already: nothing more to tell it
+            log.debug("closing the connection: %s", error)
+        finally:
+            self.socket.close()
 
 
 def guard_against_eof(connection: Connection) -> None:
-    """Make the connection's reads fail clearly when the peer goes away (for connections Gadgetron made)."""
-    if not isinstance(connection.socket.socket, EofCheckingSocket):
-        connection.socket.socket = EofCheckingSocket(connection.socket.socket)
+    """Give a connection Gadgetron made the guarded socket (EOF, size limits, drain on close)."""
+    if not isinstance(connection.socket, GuardedSocket):
+        connection.socket = GuardedSocket(connection.socket.socket)
 
 
 class MrdConnection(Connection):
-    """A gadgetron Connection that accepts config and header strings with or without a trailing NUL.
+    """A gadgetron Connection for passive mode, tolerant of the clients that connect to it:
 
-    Gadgetron sends them bare; MRD/FIRE-style clients NUL-terminate them, which the package's XML parsing refuses.
-    A header that cannot be parsed leaves ``header`` None (the gadget then passes everything through and tags
-    its outputs with the error) instead of failing the connection. A peer that goes away ends reads with
-    :class:`EndOfStream` instead of a hang.
+    - config and header strings with or without a trailing NUL (Gadgetron sends them bare; MRD/FIRE-style
+      clients NUL-terminate them, which the package's XML parsing refuses);
+    - a config *name* (MRD "config file" message, id 1, as python-ismrmrd-server's client sends by default) or a
+      config that is not XML: default parameters;
+    - a missing config or header: the first message that is not one is read as stream data, so its images still
+      pass through (header None: the copies are tagged with the error);
+    - a header that cannot be parsed: header None, instead of failing the connection;
+    - the :class:`GuardedSocket` behaviour (EOF, absurd sizes, drain on close).
     """
 
     def __init__(self, sock: socket.socket) -> None:
-        super().__init__(EofCheckingSocket(sock))
+        self._pending_identifier: int | None = None
+        super().__init__(sock)
+
+    def _read_message_identifier(self) -> int:
+        if self._pending_identifier is not None:
+            identifier, self._pending_identifier = self._pending_identifier, None
+            return identifier
+        return super()._read_message_identifier()
 
     def _read_config(self):
-        self._read_message_identifier()
+        # The base __init__ wraps the socket in its own wrapper and reads config and header at once: swap in the
+        # guarded one before the first read.
+        guard_against_eof(self)
+        identifier = self._read_message_identifier()
+        if identifier == GADGET_MESSAGE_FILENAME:
+            name = self.socket.read(CONFIG_FILE_NAME_BYTES)
+            log.info("client asked for configuration %r: using default parameters",
+                     name.rstrip(b"\x00").decode("utf-8", errors="replace"))
+            return None, name
+        if identifier != GADGET_MESSAGE_CONFIG:
+            log.error("the stream starts with message %d, not a configuration: using default parameters", identifier)
+            self._pending_identifier = identifier
+            return None, b""
         config_bytes = read_byte_string(self.socket)
         return parse_config_bytes(config_bytes), config_bytes
 
     def _read_header(self):
-        self._read_message_identifier()
+        identifier = self._read_message_identifier()
+        if identifier != GADGET_MESSAGE_HEADER:
+            log.error("no ISMRMRD header (message %d came instead): images pass through, copies are tagged",
+                      identifier)
+            self._pending_identifier = identifier
+            return None, b""
         header_bytes = read_byte_string(self.socket)
         try:
             return ismrmrd.xsd.CreateFromDocument(header_bytes.rstrip(b"\x00").decode("utf-8")), header_bytes
@@ -230,14 +303,21 @@ def read_received_image(source) -> ReceivedImage:
     header_bytes = source.read(ctypes.sizeof(ismrmrd.ImageHeader))
     head = ismrmrd.ImageHeader.from_buffer_copy(header_bytes)
     length_bytes = source.read(uint64.size)
-    attribute_bytes = source.read(uint64.unpack(length_bytes)[0])
+    attribute_length = uint64.unpack(length_bytes)[0]
+    if attribute_length > MAX_ATTRIBUTE_BYTES:
+        raise StreamError(f"image attribute string of {attribute_length} bytes (limit {MAX_ATTRIBUTE_BYTES}): "
+                          "the stream is corrupt")
+    attribute_bytes = source.read(attribute_length)
     try:
         dtype = np.dtype(get_dtype_from_data_type(head.data_type))
     except (KeyError, TypeError) as error:
         # Without the element size the rest of the stream cannot be framed: stop the stream with a clear error.
-        raise ValueError(f"image with unknown ISMRMRD data_type {head.data_type}: cannot read the stream on") from error
+        raise StreamError(f"image with unknown ISMRMRD data_type {head.data_type}: cannot read the stream on"
+                          ) from error
     shape = (head.channels, head.matrix_size[2], head.matrix_size[1], head.matrix_size[0])
-    data_bytes = source.read(int(np.prod(shape)) * dtype.itemsize)
+    # Python ints: four uint16 factors times the element size can overflow numpy's int64.
+    data_length = shape[0] * shape[1] * shape[2] * shape[3] * dtype.itemsize
+    data_bytes = source.read(data_length)
     attribute_text = attribute_bytes.rstrip(b"\x00").decode("utf-8", errors="replace")
     meta_error = ""
     try:
@@ -312,10 +392,17 @@ def pass_originals(connection: Connection) -> Iterator[ReceivedImage]:
         for item in connection:
             connection.send(item)
             if isinstance(item, ReceivedImage):
+                if item.meta_error:
+                    log.warning("%s: the image went on unchanged, its copy carries only the landmark attributes",
+                                item.meta_error)
                 yield item
     except EndOfStream:
         # The client stopped sending without CLOSE: finish what is buffered, as at a normal end of stream.
         log.warning("the stream ended without a CLOSE message")
+    except StreamError as error:
+        log.error("stream stopped: %s; the slices received so far are still processed", error)
+    except Exception:  # whatever broke the reading, what was received is still processed
+        log.exception("stream stopped by an unexpected error; the slices received so far are still processed")
 
 
 def slice_batches(images: Iterator[ReceivedImage], phases_per_slice: int | None) -> Iterator[SliceBatch]:
@@ -332,8 +419,23 @@ def magnitude_2d(image: ismrmrd.Image) -> np.ndarray:
     data = image.data  # (channels, z, y, x)
     if data.shape[1] != 1:
         raise ValueError(f"landmark detection needs 2-D images, got {data.shape[1]} partitions (z)")
+    if data.shape[0] == 1:  # one channel, the usual reconstructed image: |.| alone, without float64 squares
+        plane = data[0, 0]
+        return np.abs(plane if np.iscomplexobj(plane) else plane.astype(np.float32)).astype(np.float32, copy=False)
     planes = data[:, 0].astype(np.complex128 if np.iscomplexobj(data) else np.float64)  # no integer overflow in |.|
     return np.sqrt(np.sum(np.abs(planes) ** 2, axis=0)).astype(np.float32)
+
+
+def check_usable(plane: np.ndarray, phase: int) -> None:
+    """Refuse an image the model cannot work on or would only hallucinate on: smaller than 2 x 2, no finite pixel,
+    or all finite pixels equal (e.g. all zero). Some NaN/Inf pixels are allowed (preprocessing sets them to 0)."""
+    if min(plane.shape) < 2:
+        raise ValueError(f"phase {phase} is {plane.shape[0]} x {plane.shape[1]} pixels: at least 2 x 2 are needed")
+    finite = plane[np.isfinite(plane)]
+    if finite.size == 0:
+        raise ValueError(f"phase {phase} has no finite pixel (all NaN/Inf)")
+    if finite.min() == finite.max():
+        raise ValueError(f"phase {phase} has no signal: every finite pixel is {finite.min()}")
 
 
 @dataclass
@@ -354,6 +456,7 @@ def detect_slice(
     """Detection and measures for all phases of one slice (raises on anything that stops it)."""
     images = [received.image for received in batch.items]
     heads = [image.getHead() for image in images]
+    output_series_index(batch.series_index, parameters)
     view, sequence = choose_view_and_sequence(parameters, header, dict(images[0].meta))
     detector = cached_detector(view, sequence, parameters.model, parameters.device)
     spacings = {pixel_spacing_mm(tuple(h.field_of_view), tuple(h.matrix_size)) for h in heads}
@@ -362,6 +465,8 @@ def detect_slice(
         raise ValueError(f"the phases of slice {batch.slice} differ in matrix {shapes} or pixel spacing {spacings}")
     spacing = spacings.pop()
     pixels = np.stack([magnitude_2d(image) for image in images])
+    for phase, plane in zip(batch.phases, pixels, strict=True):
+        check_usable(plane, phase)
     landmarks = detector.detect(pixels, spacing, same_slice=True,
                                 probability_threshold=parameters.probability_threshold)
     if view == "sax":
@@ -416,9 +521,25 @@ def slice_measures(found: ImageLandmarks, view: str, spacing: tuple[float, float
     return measures
 
 
+MAX_SERIES_INDEX = 65535  # image_series_index is a uint16
+
+
+def output_series_index(original: int, parameters: GadgetParameters) -> int:
+    """The copies' series index; raises ValueError where it would not fit the uint16 field (ctypes would wrap it
+    silently onto another series)."""
+    index = original + parameters.series_index_offset
+    if index > MAX_SERIES_INDEX:
+        raise ValueError(f"series index {original} + series_index_offset {parameters.series_index_offset} = {index} "
+                         f"exceeds {MAX_SERIES_INDEX}; the copies are put in series {MAX_SERIES_INDEX}")
+    return index
+
+
 def _copy_for_output(received: ReceivedImage, parameters: GadgetParameters) -> ismrmrd.Image:
     head = received.image.getHead()
-    head.image_series_index = head.image_series_index + parameters.series_index_offset
+    try:
+        head.image_series_index = output_series_index(head.image_series_index, parameters)
+    except ValueError:
+        head.image_series_index = MAX_SERIES_INDEX  # only error copies get here: detect_slice checks first
     meta = copy.deepcopy(received.image.meta)  # lists inside are appended to below
     meta["CMRLandmark_OriginalSeriesIndex"] = str(received.image.getHead().image_series_index)
     meta["GADGETRON_DataRole"] = DATA_ROLE
@@ -554,7 +675,8 @@ class LandmarkServer:
                 log.info("connection %d from %s", served, address)
                 thread = threading.Thread(target=self._handle, args=(client,), daemon=True)
                 thread.start()
-                self._threads.append(thread)
+                # Forget finished connections: a server that runs for months must not keep one thread per scan.
+                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         finally:
             self._listener.close()
             for thread in self._threads:
@@ -562,11 +684,17 @@ class LandmarkServer:
 
     def _handle(self, client: socket.socket) -> None:
         try:
-            with MrdConnection(client) as connection:
+            connection = MrdConnection(client)
+        except Exception as error:  # no configuration and header could be read: nothing to pass on, end cleanly
+            log.warning("connection ended before its configuration and header were read: %s",
+                        error or type(error).__name__)
+            GuardedSocket(client).close()
+            return
+        try:
+            with connection:  # closing sends CLOSE, whatever happened
                 landmark_detection(connection, self.default_properties)
         except Exception:  # one bad client must not stop the server
             log.exception("connection ended with an error")
-            client.close()
 
 
 def serve(port: int, host: str = "127.0.0.1", config_path: Path | str | None = None,

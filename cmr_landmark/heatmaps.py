@@ -52,18 +52,21 @@ def decode_heatmaps(probabilities: torch.Tensor | np.ndarray) -> tuple[np.ndarra
     flat = landmark_probs.reshape(n * k, h * w)
     peak_probability, peak_index = flat.max(dim=1)
     rows, cols = peak_index // w, peak_index % w
-    # log-probabilities of the 3 x 3 neighbourhood; edge-replicated so a border peak gets no sub-pixel shift
-    padded = torch.nn.functional.pad(landmark_probs.reshape(n * k, 1, h, w), (1, 1, 1, 1), mode="replicate")
-    logs = torch.log(padded[:, 0].clamp_min(1e-12))
+    # Log-probabilities of the peak and its 4 neighbours only (not of the whole maps); indices clamped at the border
+    # (edge replication), so a border peak gets no sub-pixel shift.
+    planes = landmark_probs.reshape(n * k, h, w)
     plane = torch.arange(n * k)
+
+    def log_at(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return torch.log(planes[plane, r.clamp(0, h - 1), c.clamp(0, w - 1)].clamp_min(1e-12))
 
     def vertex(minus: torch.Tensor, centre: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
         curvature = minus - 2 * centre + plus
         shift = torch.where(curvature < -1e-9, 0.5 * (minus - plus) / curvature.clamp(max=-1e-9), 0.0)
         return shift.clamp(-1.0, 1.0)
 
-    centre = logs[plane, rows + 1, cols + 1]
-    d_row = vertex(logs[plane, rows, cols + 1], centre, logs[plane, rows + 2, cols + 1])
-    d_col = vertex(logs[plane, rows + 1, cols], centre, logs[plane, rows + 1, cols + 2])
+    centre = log_at(rows, cols)
+    d_row = vertex(log_at(rows - 1, cols), centre, log_at(rows + 1, cols))
+    d_col = vertex(log_at(rows, cols - 1), centre, log_at(rows, cols + 1))
     points = torch.stack([rows.float() + d_row, cols.float() + d_col], dim=1).reshape(n, k, 2)
     return points.numpy().astype(np.float64), peak_probability.reshape(n, k).numpy().astype(np.float64)

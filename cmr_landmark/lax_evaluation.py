@@ -148,13 +148,38 @@ def matching_frame(image: np.ndarray, phases: Sequence[Slice]) -> int:
     return int(np.argmin([np.abs(s.image - image).mean() for s in phases]))
 
 
+def evaluate_coarse_stage(checkpoint: Path, slices: Sequence[Slice]) -> list[float]:
+    """Distance (mm) per landmark of a coarse-stage checkpoint alone (4 mm grid) on labelled slices: the quick
+    comparison of training variants, before any fine stage is trained."""
+    import torch
+
+    from .network import UNet
+    from .training import coarse_predictions, mean_distance_mm
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    unet = UNet(len(LAX_LANDMARKS), tuple(state["widths"]))
+    unet.load_state_dict(state["model"])
+    _, per_landmark = mean_distance_mm(coarse_predictions(unet, slices, torch.device("cpu")), slices)
+    return per_landmark
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cmr_landmark.lax_evaluation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="lax_cine", help="manifest name of the long-axis model")
     parser.add_argument("--folder", type=Path, default=None, help="models folder (default: the shipped one)")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where the PNGs and lax_measured.json go")
+    parser.add_argument("--coarse-checkpoints", type=Path, nargs="*", default=[],
+                        help="only compare these coarse_best.pt files on the labelled slices, and stop")
     args = parser.parse_args(argv)
+    if args.coarse_checkpoints:
+        labelled, _ = mnms2_lax_slices()
+        for checkpoint in args.coarse_checkpoints:
+            per_landmark = evaluate_coarse_stage(checkpoint, labelled)
+            print(f"{checkpoint}: coarse stage on M&Ms-2 ED/ES " + ", ".join(
+                f"{n} {d:.1f} mm" for n, d in zip(LAX_LANDMARKS, per_landmark, strict=True))
+                + f", mean {np.mean(per_landmark):.1f} mm")
+        return 0
     detector = Detector(find_model("lax", "cine", name=args.model, folder=args.folder))
     labelled, cine_phases = mnms2_lax_slices()
     rows = evaluate_labelled(detector, labelled)

@@ -301,7 +301,7 @@ def train_stage(
     model = model.to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.5, patience=3)
-    start_epoch, best_mm, history = 0, math.inf, []
+    start_epoch, best_mm, history, seconds_before = 0, math.inf, [], 0.0
     last_path, best_path = out_dir / f"{stage}_last.pt", out_dir / f"{stage}_best.pt"
     if resume and last_path.exists():
         checkpoint = torch.load(last_path, map_location=device, weights_only=False)
@@ -310,6 +310,7 @@ def train_stage(
         scheduler.load_state_dict(checkpoint["scheduler"])
         restore_rng_state(checkpoint["rng"])
         start_epoch, best_mm, history = checkpoint["epoch"] + 1, checkpoint["best_mm"], checkpoint["history"]
+        seconds_before = checkpoint.get("train_seconds", 0.0)
         if is_main_process():
             print(f"[{stage}] resuming after epoch {checkpoint['epoch']} (best {best_mm:.2f} mm)", flush=True)
 
@@ -358,10 +359,10 @@ def train_stage(
             if improved:
                 save_checkpoint(best_path, model=model.state_dict(), epoch=epoch, val_mean_mm=val_mm, metrics=metrics,
                                 widths=list(widths), view=view, stage=stage)
+            elapsed = time.perf_counter() - stage_start
             save_checkpoint(last_path, model=model.state_dict(), optimiser=optimiser.state_dict(),
                             scheduler=scheduler.state_dict(), rng=rng_state(), epoch=epoch, best_mm=best_mm,
-                            history=history, widths=list(widths))
-            elapsed = time.perf_counter() - stage_start
+                            history=history, widths=list(widths), train_seconds=seconds_before + elapsed)
             done = epoch + 1 - start_epoch
             eta_s = elapsed / done * (epochs - epoch - 1)
             print(f"[{stage}] epoch {epoch + 1}/{epochs} loss {record['train_loss']:.4f} val {val_mm:.2f} mm"
@@ -373,7 +374,9 @@ def train_stage(
     if best_path.exists():
         best = torch.load(best_path, map_location=device, weights_only=False)
         model.load_state_dict(best["model"])
-        return model, {"val_mean_mm": best["val_mean_mm"], "epoch": best["epoch"], **best["metrics"]}
+        seconds = torch.load(last_path, map_location="cpu", weights_only=False).get("train_seconds", math.nan)
+        return model, {"val_mean_mm": best["val_mean_mm"], "epoch": best["epoch"], "train_seconds": seconds,
+                       **best["metrics"]}
     return model, {}
 
 
@@ -465,13 +468,29 @@ def load_labelled_slices(dataset_names: Sequence[str], split: str, view: str, se
     return slices
 
 
+def run_slices(run: dict, split: str) -> list:
+    """The train or val slices a finished run (its run.json) used."""
+    if run.get("via"):
+        from .via import read_via_slices
+
+        train_json, val_json, images_dir, spacing = run["via"]
+        return read_via_slices(Path(train_json if split == "train" else val_json), run["view"], run["sequence"],
+                               Path(images_dir) if images_dir else None, spacing)
+    names = run["datasets"] if split == "train" else run["val_datasets"]
+    return load_labelled_slices(names, split, run["view"], run["sequence"])
+
+
 def main_train(argv: Sequence[str] | None = None) -> int:
     """``cmr-landmark train``: train a cascade on named data sets' train split, validate on their val split."""
     parser = argparse.ArgumentParser(prog="cmr-landmark train", description=main_train.__doc__)
     parser.add_argument("--view", choices=sorted(LANDMARKS_BY_VIEW), required=True)
     parser.add_argument("--sequence", default="cine")
-    parser.add_argument("--datasets", required=True, help="comma-separated data sets, e.g. acdc,myops")
+    parser.add_argument("--datasets", default="", help="comma-separated data sets, e.g. acdc,myops")
     parser.add_argument("--val-datasets", default="", help="extra data sets used for validation only")
+    parser.add_argument("--via", type=Path, default=None, help="training labels: a VIA project JSON (docs/training.md)")
+    parser.add_argument("--via-val", type=Path, default=None, help="validation labels: a VIA project JSON")
+    parser.add_argument("--via-images", type=Path, default=None, help="folder of the VIA projects' images")
+    parser.add_argument("--pixel-spacing-mm", type=float, nargs=2, default=None, help="for PNG/JPEG VIA images")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of each stage (see --epochs-fine)")
     parser.add_argument("--epochs-fine", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
@@ -483,9 +502,20 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     names = [n for n in args.datasets.split(",") if n]
-    train_slices = load_labelled_slices(names, "train", args.view, args.sequence)
     val_names = names + [n for n in args.val_datasets.split(",") if n]
-    val_slices = load_labelled_slices(val_names, "val", args.view, args.sequence)
+    if args.via:
+        from .via import read_via_slices
+
+        if not args.via_val:
+            parser.error("--via needs --via-val (labelled images of other patients to choose the best epoch)")
+        train_slices, val_slices = (read_via_slices(path, args.view, args.sequence, args.via_images,
+                                                    args.pixel_spacing_mm) for path in (args.via, args.via_val))
+        names, val_names = [], []
+    elif names:
+        train_slices = load_labelled_slices(names, "train", args.view, args.sequence)
+        val_slices = load_labelled_slices(val_names, "val", args.view, args.sequence)
+    else:
+        parser.error("give --datasets or --via/--via-val")
     if is_main_process():
         print(f"{len(train_slices)} training and {len(val_slices)} validation slices", flush=True)
     start = time.perf_counter()
@@ -501,7 +531,9 @@ def main_train(argv: Sequence[str] | None = None) -> int:
             {"datasets": names, "val_datasets": val_names, "sequence": args.sequence, "view": args.view,
              "train_slices": len(train_slices), "val_slices": len(val_slices), "wall_s": wall_s,
              "threads": args.threads, "epochs": args.epochs,
-             "epochs_fine": args.epochs_fine or args.epochs, "lr": args.lr, "init_from": str(args.init_from or "")},
+             "epochs_fine": args.epochs_fine or args.epochs, "lr": args.lr, "init_from": str(args.init_from or ""),
+             "via": [str(args.via), str(args.via_val), str(args.via_images or ""), args.pixel_spacing_mm]
+             if args.via else None},
             indent=2) + "\n")
         print(json.dumps(metrics, default=float), flush=True)
     if dist.is_initialized():

@@ -20,6 +20,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from cmr_landmark.synth.contrast import random_contrast_slices
 from cmr_landmark.synth.t1 import synthetic_t1_slices
 from cmr_landmark.training import load_labelled_slices, train_cascade
@@ -33,8 +35,10 @@ def real_sax_slices(split: str) -> list:
     return [s for sequence, names in SOURCE_SETS.items() for s in load_labelled_slices(names, split, "sax", sequence)]
 
 
-def training_sets(kind: str, copies: int) -> tuple[list, list]:
+def training_sets(kind: str, copies: int, max_val_slices: int | None) -> tuple[list, list]:
     train, val = real_sax_slices("train"), real_sax_slices("val")
+    if max_val_slices is not None and len(val) > max_val_slices:  # evenly spaced: every set and patient kept
+        val = [val[i] for i in np.linspace(0, len(val) - 1, max_val_slices).round().astype(int)]
     if kind == "t1":
         return (synthetic_t1_slices(train, SYNTHESIS_SEED["train"], copies),
                 synthetic_t1_slices(val, SYNTHESIS_SEED["val"]))
@@ -50,20 +54,24 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=10, help="epochs of each stage")
     parser.add_argument("--copies", type=int, default=1, help="synthetic images per source slice")
     parser.add_argument("--max-steps-per-epoch", type=int, default=None)
+    parser.add_argument("--max-val-slices", type=int, default=None, help="validate on this many (evenly spaced)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     start = time.perf_counter()
-    train, val = training_sets(args.kind, args.copies)
+    train, val = training_sets(args.kind, args.copies, args.max_val_slices)
     print(f"{len(train)} training and {len(val)} validation slices, made in {time.perf_counter() - start:.0f} s",
           flush=True)
     _, metrics = train_cascade(train, val, "sax", args.out, args.epochs, args.epochs, init_from=args.init_from,
                                lr=args.lr, threads=args.threads, max_steps_per_epoch=args.max_steps_per_epoch)
-    args.out.mkdir(parents=True, exist_ok=True)
+    # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
+    run_path = args.out / "run.json"
+    earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0
     (args.out / "run.json").write_text(json.dumps(
         {"kind": args.kind, "sources": SOURCE_SETS, "train_slices": len(train), "val_slices": len(val),
          "copies": args.copies, "epochs": args.epochs, "lr": args.lr, "init_from": str(args.init_from or ""),
-         "max_steps_per_epoch": args.max_steps_per_epoch, "threads": args.threads,
-         "wall_s": time.perf_counter() - start, "metrics": metrics}, indent=2, default=float) + "\n")
+         "max_steps_per_epoch": args.max_steps_per_epoch, "max_val_slices": args.max_val_slices,
+         "threads": args.threads, "wall_s": earlier_s + time.perf_counter() - start, "metrics": metrics},
+        indent=2, default=float) + "\n")
     return 0
 
 

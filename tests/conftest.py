@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,29 @@ def shared_data() -> Path:
     if not (root / "README.md").exists():
         pytest.skip(f"public data sets not found at {root} (set CMR_LANDMARK_DATA); CI has them")
     return root
+
+
+@pytest.fixture(scope="session")
+def throwaway_model_folder(tmp_path_factory) -> Path:
+    """A models folder with an untrained sax/cine model (threshold 0), exported once per test session."""
+    from mrd_stream_helpers import export_throwaway_model
+
+    folder = tmp_path_factory.mktemp("throwaway_models")
+    export_throwaway_model(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def passive_server(throwaway_model_folder):
+    """One passive LandmarkServer (in this process, on a free loopback port) for all the tests of a module."""
+    from cmr_landmark.gadget import LandmarkServer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))
+        server = LandmarkServer(0)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield server
+        server.stop()
+        thread.join(60)
+        assert not thread.is_alive(), "the server did not stop"

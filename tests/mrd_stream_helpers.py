@@ -121,11 +121,19 @@ class RecordingReader:
         return seen
 
 
-def exchange(sock: socket.socket, messages: list[bytes], timeout_s: float = 120.0) -> list[tuple[bytes, object]]:
+def exchange(sock: socket.socket, messages: list[bytes], timeout_s: float = 120.0,
+             close: bool = True) -> list[tuple[bytes, object]]:
     """Send ``messages`` then CLOSE (from a thread, so neither side can block the other) and read every reply
-    until the gadget's CLOSE: a list of (raw message bytes, decoded item)."""
+    until the gadget's CLOSE: a list of (raw message bytes, decoded item). ``close=False``: no CLOSE message, the
+    socket's sending side is shut down instead (a client that stops mid-message, or without saying goodbye)."""
     sock.settimeout(timeout_s)  # a hang fails the test instead of blocking it
-    sender = threading.Thread(target=lambda: sock.sendall(b"".join(messages) + MESSAGE_ID.pack(CLOSE)), daemon=True)
+
+    def send() -> None:
+        sock.sendall(b"".join(messages) + (MESSAGE_ID.pack(CLOSE) if close else b""))
+        if not close:
+            sock.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send, daemon=True)
     sender.start()
     reader = RecordingReader(sock.makefile("rb"))
     replies = []
@@ -152,3 +160,31 @@ def phantom(phase: int, size: int = 64) -> np.ndarray:
     pool = 9.0 - phase
     image = np.where(radius < pool, 900.0, np.where(radius < pool + 3, 250.0, 80.0))
     return (image + np.random.default_rng(phase).normal(0, 15, image.shape)).astype(np.float32)
+
+
+# --- talking to a passive server -------------------------------------------------------------------------------
+
+SAX_CONFIG = ('<configuration><property name="view" value="sax"/><property name="sequence" value="cine"/>'
+              "</configuration>")
+
+
+def session(port: int, messages: list[bytes], config: str = SAX_CONFIG, nul: bool = False, close: bool = True,
+            opening: list[bytes] | None = None, timeout_s: float = 60.0, **header_kwargs
+            ) -> list[tuple[bytes, object]]:
+    """One connection: config + header (unless ``opening`` replaces them), the messages, CLOSE; the replies."""
+    if opening is None:
+        opening = [text_message(CONFIG, config, nul), text_message(HEADER, header_xml(**header_kwargs), nul)]
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        return exchange(sock, opening + messages, timeout_s=timeout_s, close=close)
+
+
+def assert_passed_through(replies: list[tuple[bytes, object]], sent: list[bytes]) -> None:
+    """Every sent message is among the replies, bit-identical and in the order sent."""
+    raw_replies = iter(raw for raw, _ in replies)
+    missing = [i for i, message in enumerate(sent) if not any(raw == message for raw in raw_replies)]
+    assert not missing, f"messages {missing} of {len(sent)} did not come back unchanged and in order"
+
+
+def copies_of(replies: list[tuple[bytes, object]], series_index: int) -> list[ismrmrd.Image]:
+    """The replies that are images of ``series_index`` (the annotated copies: original index + offset)."""
+    return [item for _, item in replies if isinstance(item, ismrmrd.Image) and item.image_series_index == series_index]

@@ -3,6 +3,7 @@ replayed through the gadget over the real socket with the chain's parameters (vi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import ismrmrd
@@ -68,8 +69,8 @@ def test_uint16_maps_are_written_as_scanners_store_them(stack, tmp_path):
 def test_series_needs_labelled_slices_of_one_shape(stack):
     with pytest.raises(ValueError, match="no slices"):
         synthetic_t1_series([], seed=0)
-    cropped = stack[0].__class__(**{**stack[0].__dict__, "image": stack[0].image[:-4], "mask": stack[0].mask[:-4],
-                                    "pathology": stack[0].pathology[:-4]})
+    cropped = dataclasses.replace(stack[0], image=stack[0].image[:-4], mask=stack[0].mask[:-4],
+                                  pathology=stack[0].pathology[:-4])
     with pytest.raises(ValueError, match="one shape"):
         synthetic_t1_series([stack[1], cropped], seed=0)
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from conftest import FIXTURES
 
-from cmr_landmark.evaluation import main_evaluate
+from cmr_landmark.evaluation import main_evaluate, main_export
+from cmr_landmark.training import main_train
 from cmr_landmark.via import ViaError, read_via_slices
 
 PROJECT = FIXTURES / "via" / "sax_project.json"
@@ -68,16 +69,21 @@ def test_not_a_via_file_is_refused(tmp_path) -> None:
         read_via_slices(other, "sax", "cine")
 
 
-def test_evaluate_command_on_a_via_project_with_a_run_folder(tmp_path) -> None:
-    import torch
-
-    from cmr_landmark.network import UNet
-
-    run = tmp_path / "run"
-    run.mkdir()
-    for stage in ("coarse", "fine"):  # an untrained run folder: the command's plumbing, not accuracy
-        torch.save({"model": UNet(3, (8, 16)).state_dict(), "widths": [8, 16]}, run / f"{stage}_best.pt")
-    arguments = ["--view", "sax", "--via", str(PROJECT), "--run", str(run), "--out", str(tmp_path / "ev")]
-    assert main_evaluate(arguments) == 0
+def test_train_export_evaluate_commands_on_a_via_project(tmp_path) -> None:
+    # the whole command-line path on three labelled images (plumbing and files, not accuracy)
+    run, models = tmp_path / "run", tmp_path / "models"
+    train = ["--view", "sax", "--via", str(PROJECT), "--via-val", str(PROJECT), "--epochs", "1", "--batch-size", "2",
+             "--out", str(run)]
+    assert main_train(train) == 0
+    assert json.loads((run / "run.json").read_text())["train_slices"] == 3
+    assert main_export(["--run", str(run), "--name", "sax_cine_mine", "--models-dir", str(models)]) == 0
+    (entry,) = json.loads((models / "manifest.json").read_text())["models"]
+    assert entry["name"] == "sax_cine_mine" and 0.05 <= entry["probability_threshold"] <= 0.95
+    assert set(entry["validation"]["landmarks"]) == {"A-RVI", "P-RVI", "C-LV"}
+    assert "## Validation accuracy" in (models / "sax_cine_mine.md").read_text()
+    evaluate = ["--view", "sax", "--via", str(PROJECT), "--models-dir", str(models), "--out", str(tmp_path / "ev")]
+    assert main_evaluate(evaluate) == 0
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    assert summary["slices"] == 3 and set(summary["landmarks"]) == {"A-RVI", "P-RVI", "C-LV"}
+    assert summary["slices"] == 3 and summary["probability_threshold"] == entry["probability_threshold"]
+    with pytest.raises(SystemExit):  # --via without validation labels is refused with a usage message
+        main_train(["--view", "sax", "--via", str(PROJECT), "--out", str(run)])

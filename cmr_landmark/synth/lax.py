@@ -651,3 +651,60 @@ def load_synthetic_lax(path: Path) -> list[CachedLaxSlice]:
                 strict=True,
             )
         ]
+
+
+# --- command line: cache the training sets, draw the figure --------------------------------------------------------
+
+
+def save_figure(path: Path, real_image: np.ndarray | None = None, seed: int = 0) -> None:
+    """A grid of synthetic slices (all views and contrasts, target landmarks marked) beside a real 4CH image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    figure, axes = plt.subplots(3, 5, figsize=(15, 9.3))
+    panels = list(axes.flat)
+    if real_image is not None:
+        panels[0].imshow(real_image, cmap="gray")
+        panels[0].set_title("real: M&Ms-2 001 4CH ED", fontsize=9)
+        panels = panels[1:]
+    for i, axis in enumerate(panels):
+        view = LAX_VIEWS[i % 3]
+        contrast = CONTRASTS[(i // 3) % 3]
+        s = synthesize_lax_slice(rng, view=view, contrast=contrast)
+        axis.imshow(s.image, cmap="gray", vmax=np.percentile(s.image, 99.5))
+        axis.scatter(s.landmarks_rc[:, 1], s.landmarks_rc[:, 0], c=["C1", "C0", "C3"], s=14)
+        axis.set_title(f"{s.lax_view} {s.contrast} phase {s.phase:.2f}, {s.pixel_spacing_mm[0]:.2f} mm", fontsize=9)
+    for axis in axes.flat:
+        axis.axis("off")
+    figure.suptitle("synthetic long-axis training images; MV-1 orange, MV-2 blue, APEX red", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=50)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Cache synthetic long-axis training sets and/or draw example slices."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cmr_landmark.synth.lax", description=main.__doc__)
+    parser.add_argument("--slices", type=int, default=0, help="cache this many synthetic slices per variant")
+    parser.add_argument("--variants", default="bssfp,mixed", help=f"comma-separated, of {sorted(VARIANTS)}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--figure", type=Path, default=None, help="draw example slices into this PNG")
+    args = parser.parse_args(argv)
+    if args.slices:
+        for path in cache_synthetic_lax(args.slices, args.seed, [v for v in args.variants.split(",") if v]):
+            print(path)
+    if args.figure:
+        from ..datasets import load_slices
+
+        real = [s for s in load_slices("mnms2") if s.view == "lax" and s.labelled and s.phase == 0]
+        save_figure(args.figure, real[0].image if real else None, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

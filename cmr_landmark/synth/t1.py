@@ -67,7 +67,7 @@ OTHER_TISSUE_POST_CONTRAST_T1_MS = ((200.0, 350.0), (250.0, 450.0), (400.0, 800.
 MAX_T1_MS = 4095.0
 
 # Codes of the pathology map (cmr_landmark.datasets: MyoPS oedema and scar inside the myocardium).
-NO_PATHOLOGY, OEDEMA, SCAR = 0, 1, 2
+OEDEMA, SCAR = 1, 2  # 0: none
 
 
 @dataclass(frozen=True)

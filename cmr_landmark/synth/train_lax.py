@@ -24,12 +24,15 @@ import torch
 from torch import nn
 
 from ..augment import sample_on_grid
+from ..config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW
+from ..export import export_cascade
 from ..heatmaps import decode_heatmaps
 from ..training import (
     DEFAULT_WIDTHS,
     HeatmapDataset,
     coarse_predictions,
     distances_mm,
+    load_cascade,
     mean_distance_mm,
     setup_distributed,
     train_stage,
@@ -93,13 +96,20 @@ def train_synthetic_stage(
     return {"variant": variant, "stage": stage, **metrics}
 
 
+def export_lax_cascade(run_dir: Path, folder: Path, card: str = "", extra: dict | None = None) -> Path:
+    """The best coarse and fine stages of ``run_dir`` as the shipped ``lax_cine`` model in ``folder``."""
+    cascade = load_cascade(run_dir, "lax")
+    return export_cascade(cascade, "lax_cine", "lax", "cine", COARSE_GRID, FINE_GRID_BY_VIEW["lax"],
+                          DEFAULT_PROBABILITY_THRESHOLD, folder, card=card, extra=extra)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cmr_landmark.synth.train_lax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="mixed", help=f"comma-separated, of {sorted(VARIANTS)}")
     parser.add_argument("--slices", type=int, default=1600, help="synthetic slices per variant (8%% held out)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stages", default="coarse,fine")
+    parser.add_argument("--stages", default="coarse,fine", help="stages to train (none: only export)")
     parser.add_argument("--epochs-coarse", type=int, default=12)
     parser.add_argument("--epochs-fine", type=int, default=10)
     parser.add_argument("--max-steps-per-epoch", type=int, default=None)
@@ -107,21 +117,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--export-to", type=Path, default=None,
+                        help="after training, export <out>/<first variant> as lax_cine into this models folder")
+    parser.add_argument("--card", type=Path, default=None, help="markdown model card to ship with the export")
+    parser.add_argument("--measured", type=Path, default=None,
+                        help="JSON of measured figures (lax_evaluation's lax_measured.json) for the manifest entry")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     variants = [v for v in args.variants.split(",") if v]
     cache_synthetic_lax(args.slices, args.seed, variants)
     widths = tuple(int(w) for w in args.widths.split(","))
     epochs = {"coarse": args.epochs_coarse, "fine": args.epochs_fine}
+    stages = [stage for stage in args.stages.split(",") if stage]
     results = [
         train_synthetic_stage(variant, stage, args.slices, args.seed, epochs[stage], args.out / variant,
                               args.batch_size, widths, args.max_steps_per_epoch)
         for variant in variants
-        for stage in args.stages.split(",")
+        for stage in stages
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "synthetic_validation.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(json.dumps(results, default=float), flush=True)
+    if args.export_to:
+        extra = {"trained_on": f"synthetic long-axis slices ({args.slices}, variant {variants[0]})"}
+        if args.measured:
+            extra["measured"] = json.loads(args.measured.read_text())
+        card = args.card.read_text() if args.card else ""
+        print(export_lax_cascade(args.out / variants[0], args.export_to, card, extra), flush=True)
     return 0
 
 

@@ -1,0 +1,150 @@
+"""The inference fast path gives the unoptimised path's answers; the gadget and detector pick the GPU when there
+is one. (Speed itself is measured by benchmarks/run_benchmarks.py, not asserted here.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cmr_landmark import detector as detector_module
+from cmr_landmark import gadget
+from cmr_landmark.config import COARSE_GRID, FINE_GRID_BY_VIEW, REPO_ROOT
+from cmr_landmark.detector import Detector
+from cmr_landmark.export import export_cascade
+from cmr_landmark.io.ismrmrd_file import read_ismrmrd_images
+from cmr_landmark.model_store import ModelError, find_model
+from cmr_landmark.network import LandmarkCascade, UNet
+from cmr_landmark.preprocess import (
+    grid_transform,
+    normalise_intensity,
+    normalise_stack,
+    preprocess,
+    resample_stack,
+    resample_to_grid,
+    to_magnitude,
+)
+
+SAMPLES = REPO_ROOT / "samples"
+
+
+@pytest.fixture(scope="module")
+def lax_cine() -> tuple[np.ndarray, tuple[float, float]]:
+    """The shipped 4-chamber cine sample: 25 phases of real pixels and their spacing."""
+    _, images = read_ismrmrd_images(SAMPLES / "mnms2_001_lax_4ch_cine.h5")
+    spacing = float(images[0].field_of_view[0]) / images[0].matrix_size[0]
+    return np.stack([image.data[0, 0] for image in images[:8]]).astype(np.float32), (spacing, spacing)
+
+
+@pytest.mark.parametrize("grid", [COARSE_GRID, FINE_GRID_BY_VIEW["sax"], FINE_GRID_BY_VIEW["lax"]])
+def test_stack_preprocessing_equals_per_image_preprocessing(lax_cine, grid):
+    stack, spacing = lax_cine
+    # centres anywhere, including near the border where the grid reaches outside the image
+    centres = [None, (3.0, 250.5), (127.3, 140.8), (300.0, -20.0)]
+    images = np.concatenate([stack[:2], stack[:2]])
+    transforms = [grid_transform(image.shape, spacing, grid, centre_rc=c) for image, c in zip(images, centres,
+                                                                                                strict=True)]
+    fast = resample_stack(normalise_stack(images), transforms)
+    reference = np.stack([preprocess(image, spacing, grid, centre_rc=c)[0] for image, c in zip(images, centres,
+                                                                                                strict=True)])
+    np.testing.assert_allclose(fast, reference, atol=1e-5)
+
+
+def test_stack_normalisation_handles_flat_and_complex_images():
+    rng = np.random.default_rng(1)
+    stack = np.stack([np.full((20, 30), 7.0), rng.normal(size=(20, 30)) + 1j * rng.normal(size=(20, 30)),
+                      np.where(rng.random((20, 30)) > 0.5, np.nan, 100.0)])
+    expected = np.stack([normalise_intensity(to_magnitude(image)) for image in stack])
+    np.testing.assert_allclose(normalise_stack(stack), expected, atol=1e-6)
+    assert not normalise_stack(stack)[0].any()  # a flat image carries no information
+
+
+def test_rotated_transform_falls_back_to_the_per_image_resampler(lax_cine):
+    stack, spacing = lax_cine
+    image = normalise_intensity(stack[0])
+    rotated = grid_transform(image.shape, spacing, FINE_GRID_BY_VIEW["lax"], rotation_rad=0.3)
+    np.testing.assert_allclose(resample_stack(image[np.newaxis], [rotated])[0], resample_to_grid(image, rotated),
+                               atol=1e-6)
+
+
+def _random_cascade_detector(folder, optimised: bool, use_bf16: bool | None = None) -> Detector:
+    torch.manual_seed(3)
+    export_cascade(LandmarkCascade(UNet(3, widths=(8, 16)), UNet(3, widths=(8, 16))), "fast_path_lax", "lax", "cine",
+                   COARSE_GRID, FINE_GRID_BY_VIEW["lax"], 0.0, folder)
+    spec = find_model("lax", "cine", name="fast_path_lax", folder=folder)
+    return Detector(spec, device=torch.device("cpu"), use_bf16=use_bf16, optimised=optimised)
+
+
+def _points(results) -> np.ndarray:
+    """(N, K, 2) points, NaN where a landmark is reported absent."""
+    return np.array([[(lm.row, lm.col) if lm is not None else (np.nan, np.nan) for lm in found.values()]
+                     for found in results])
+
+
+@pytest.mark.parametrize("same_slice", [True, False])
+def test_fast_path_in_fp32_gives_the_unoptimised_points(tmp_path, lax_cine, same_slice):
+    """Everything but the precision: stack preprocessing, normalising once, channels-last, indexed decoding."""
+    stack, spacing = lax_cine
+    fast = _random_cascade_detector(tmp_path, optimised=True, use_bf16=False)
+    reference = _random_cascade_detector(tmp_path, optimised=False)
+    assert not reference.use_bf16
+    fast_points = _points(fast.detect(stack, spacing, same_slice=same_slice))
+    reference_points = _points(reference.detect(stack, spacing, same_slice=same_slice))
+    assert np.abs(fast_points - reference_points).max() < 0.01  # pixels
+
+
+@pytest.mark.parametrize("view", ["sax", "lax"])
+def test_trained_models_fast_path_agrees_with_the_unoptimised_path(lax_cine, view):
+    """With bf16 where the CPU has it: the shipped models' points move by a fraction of a millimetre."""
+    try:
+        spec = find_model(view, "cine")
+    except ModelError as error:
+        pytest.skip(f"no trained {view} cine model in models/: {error}")
+    if view == "lax":
+        stack, spacing = lax_cine
+    else:  # the sample short-axis stack's end-diastolic slices: different slices, one batch
+        _, images = read_ismrmrd_images(SAMPLES / "mnms2_001_sax.h5")
+        stack = np.stack([image.data[0, 0] for image in images if image.phase == 0]).astype(np.float32)
+        spacing = (float(images[0].field_of_view[0]) / images[0].matrix_size[0],) * 2
+    same_slice = view == "lax"
+    fast = _points(Detector(spec).detect(stack, spacing, same_slice=same_slice))
+    reference = _points(Detector(spec, optimised=False).detect(stack, spacing, same_slice=same_slice))
+    # Compared where the reference finds the landmark (a slice beyond the heart has flat maps and no point).
+    found = np.isfinite(reference[..., 0])
+    assert found.sum() >= 3 and np.isfinite(fast[..., 0]).sum() >= found.sum() - 1
+    distance_mm = np.linalg.norm((fast - reference) * np.asarray(spacing), axis=2)[found]
+    assert np.nanmean(distance_mm) < 0.2 and np.nanmax(distance_mm) < 1.0
+
+
+# --- device choice ------------------------------------------------------------------------------------------------
+
+
+def test_auto_device_is_the_gpu_when_torch_sees_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert gadget.torch_device("auto") == torch.device("cuda")
+    assert gadget.torch_device("cpu") == torch.device("cpu")
+    assert detector_module.default_device() == torch.device("cuda")
+
+
+def test_auto_device_is_the_cpu_without_a_gpu_and_cuda_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gadget.torch_device("auto") == torch.device("cpu")
+    assert detector_module.default_device() == torch.device("cpu")
+    with pytest.raises(gadget.ParameterError, match="no GPU"):
+        gadget.torch_device("cuda")
+
+
+def test_gadget_loads_its_detector_on_the_gpu_with_fp16_autocast(monkeypatch, tmp_path):
+    """The gadget's default device 'auto' reaches the Detector, which runs fp16 autocast there (no bf16)."""
+    export_cascade(LandmarkCascade(UNet(3, widths=(4, 8)), UNet(3, widths=(4, 8))), "gpu_sax", "sax", "cine",
+                   COARSE_GRID, FINE_GRID_BY_VIEW["sax"], 0.0, tmp_path)
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    loaded_on = []
+    monkeypatch.setattr(detector_module, "load_torchscript", lambda spec, device: loaded_on.append(device))
+    monkeypatch.setattr(gadget, "_detectors", {})
+    detector = gadget.cached_detector("sax", "cine", "", gadget.GadgetParameters().device)
+    assert loaded_on == [torch.device("cuda")] and detector.device == torch.device("cuda")
+    assert not detector.use_bf16
+    autocast = detector._autocast()
+    assert isinstance(autocast, torch.autocast) and autocast.device == "cuda" and autocast.fast_dtype == torch.float16

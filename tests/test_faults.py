@@ -1,0 +1,338 @@
+"""Faults, over the real socket, against one passive server: every image that was fully received comes back
+bit-identical, the stream ends with CLOSE in bounded time (socket timeouts turn a hang into a failure), and what went
+wrong is logged and, where there are images to copy, tagged on the copies (CMRLandmark_Status=error)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import shutil
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import ismrmrd
+import numpy as np
+import pytest
+from mrd_stream_helpers import (
+    CONFIG,
+    HEADER,
+    MESSAGE_ID,
+    SAX_CONFIG,
+    assert_passed_through,
+    copies_of,
+    header_xml,
+    image_message,
+    phantom,
+    sax_plane_image,
+    session,
+    text_message,
+)
+
+from cmr_landmark import gadget
+from cmr_landmark.model_store import sha256_of
+
+TIMEOUT_S = 60.0
+SERIES = 7
+COPIES = SERIES + 100
+
+
+def assert_tagged(copies: list[ismrmrd.Image], expected_error: str) -> None:
+    for copy in copies:
+        assert copy.meta["CMRLandmark_Status"] == "error"
+        assert expected_error in copy.meta["CMRLandmark_Error"], copy.meta["CMRLandmark_Error"]
+        assert not any(key.endswith("_pixel") for key in copy.meta.keys())  # no landmarks on a failed slice
+
+
+def with_head(image: ismrmrd.Image, **fields) -> ismrmrd.Image:
+    head = image.getHead()
+    for name, value in fields.items():
+        setattr(head, name, value)
+    image.setHead(head)
+    return image
+
+
+def cine(phases: int = 3, series_index: int = SERIES, pixels: Callable[[int], np.ndarray] = phantom,
+         **fields) -> list[ismrmrd.Image]:
+    return [with_head(sax_plane_image(pixels(p), series_index=series_index, phase=p, image_index=p + 1), **fields)
+            for p in range(phases)]
+
+
+def volume(phases: int = 1) -> list[ismrmrd.Image]:
+    """3-D images (matrix z = 2) with the 2-D images' geometry."""
+    template = sax_plane_image(phantom(0)).getHead()
+    images = []
+    for p in range(phases):
+        image = ismrmrd.Image.from_array(np.stack([phantom(p), phantom(p + 1)])[np.newaxis])
+        images.append(with_head(image, field_of_view=(256.0, 256.0, 16.0), position=template.position,
+                                read_dir=template.read_dir, phase_dir=template.phase_dir,
+                                slice_dir=template.slice_dir, image_series_index=SERIES, phase=p, image_index=p + 1))
+    return images
+
+
+def _nan_and_inf_pixels(phase: int) -> np.ndarray:
+    pixels = phantom(phase)
+    pixels[:4, :] = np.nan
+    pixels[-4:, :] = np.inf
+    return pixels
+
+
+@dataclass(frozen=True)
+class ImageFault:
+    name: str
+    images: Callable[[], list[ismrmrd.Image]]
+    error: str | None  # None: detection runs (status ok); else a part of the CMRLandmark_Error message
+    copies_series: int = COPIES
+
+
+IMAGE_FAULTS = [
+    ImageFault("complex", lambda: cine(pixels=lambda p: (phantom(p) * np.exp(0.4j)).astype(np.complex64)), None),
+    ImageFault("uint16", lambda: cine(pixels=lambda p: phantom(p).clip(0).astype(np.uint16)), None),
+    ImageFault("some NaN and Inf pixels", lambda: cine(pixels=_nan_and_inf_pixels), None),
+    ImageFault("all NaN", lambda: cine(pixels=lambda p: np.full((64, 64), np.nan, np.float32)), "no finite pixel"),
+    ImageFault("all Inf", lambda: cine(pixels=lambda p: np.full((64, 64), np.inf, np.float32)), "no finite pixel"),
+    ImageFault("all zero", lambda: cine(pixels=lambda p: np.zeros((64, 64), np.float32)), "no signal"),
+    ImageFault("3-D (matrix z = 2)", volume, "needs 2-D images"),
+    ImageFault("1 x 1", lambda: cine(pixels=lambda p: np.ones((1, 1), np.float32)), "at least 2 x 2"),
+    ImageFault("zero field of view", lambda: cine(field_of_view=(0.0, 0.0, 0.0)), "field of view must be positive"),
+    ImageFault("NaN field of view", lambda: cine(field_of_view=(np.nan, 256.0, 8.0)), "not finite"),
+    ImageFault("zero direction vectors", lambda: cine(read_dir=(0.0, 0.0, 0.0), phase_dir=(0.0, 0.0, 0.0)),
+               "must be a unit direction vector"),
+    ImageFault("parallel direction vectors", lambda: cine(phase_dir=(0.6, -0.8, 0.0)), "are not orthogonal"),
+    ImageFault("phases differ in matrix", lambda: cine(pixels=lambda p: phantom(p, size=64 - 16 * (p == 1))),
+               "differ in matrix"),
+    ImageFault("series index + offset overflows uint16", lambda: cine(series_index=65500), "exceeds 65535",
+               copies_series=65535),
+    # 1.25 mm pixels keep the anti-alias filter small: the fault is the matrix (a 64 MiB message), not the filter
+    # time (at 0.07 mm pixels the same image takes ~10 s of preprocessing on one core).
+    ImageFault("4096 x 4096, one image",
+               lambda: cine(phases=1, pixels=lambda p: np.kron(phantom(p), np.ones((64, 64), np.float32)),
+                            field_of_view=(5120.0, 5120.0, 8.0)), None),
+]
+
+
+@pytest.mark.parametrize("fault", IMAGE_FAULTS, ids=[fault.name for fault in IMAGE_FAULTS])
+def test_image_faults(passive_server, fault, caplog):
+    images = fault.images()
+    sent = [image_message(image) for image in images]
+    replies = session(passive_server.port, sent, phases=len(images))
+    assert_passed_through(replies, sent)
+    copies = copies_of(replies, fault.copies_series)
+    assert len(copies) == len(sent) == len(replies) - len(sent)
+    assert [c.phase for c in copies] == [image.phase for image in images]
+    if fault.error is None:
+        assert [c.meta["CMRLandmark_Status"] for c in copies] == ["ok"] * len(copies), copies[0].meta.get(
+            "CMRLandmark_Error")
+        assert all(c.data.dtype == image.data.dtype for c, image in zip(copies, images, strict=True))
+    else:
+        assert_tagged(copies, fault.error)
+        assert fault.error in caplog.text  # logged too, with the traceback, for the site's log files
+
+
+def test_unknown_view_is_tagged(passive_server):
+    sent = [image_message(image) for image in cine()]
+    replies = session(passive_server.port, sent, config="<configuration/>", protocol_name="localizer")
+    assert_passed_through(replies, sent)
+    assert_tagged(copies_of(replies, COPIES), "cannot tell the view")
+
+
+# --- models ----------------------------------------------------------------------------------------------------
+
+
+def _manifest_sha(folder: Path, sha256: str) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["models"][0]["sha256"] = sha256
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _truncate(folder: Path, update_sha: bool) -> None:
+    path = folder / "throwaway_sax_cine.pt"
+    path.write_bytes(path.read_bytes()[:2000])
+    if update_sha:  # the manifest matches the damaged file: the load itself must fail, clearly
+        _manifest_sha(folder, sha256_of(path))
+
+
+MODEL_FAULTS = {
+    "no manifest": (lambda folder: (folder / "manifest.json").unlink(), "no model manifest"),
+    "manifest not JSON": (lambda folder: (folder / "manifest.json").write_text("{models"), "not valid JSON"),
+    "model file missing": (lambda folder: (folder / "throwaway_sax_cine.pt").unlink(), "is missing"),
+    "truncated, sha256 of the original": (lambda folder: _truncate(folder, update_sha=False), "has sha256"),
+    "truncated, sha256 of the truncated file": (lambda folder: _truncate(folder, update_sha=True),
+                                                "could not be loaded"),
+    "wrong sha256 in the manifest": (lambda folder: _manifest_sha(folder, "0" * 64), "has sha256"),
+}
+
+
+@pytest.mark.parametrize("damage, expected", MODEL_FAULTS.values(), ids=list(MODEL_FAULTS))
+def test_model_faults(passive_server, throwaway_model_folder, tmp_path, monkeypatch, caplog, damage, expected):
+    folder = tmp_path / "models"
+    shutil.copytree(throwaway_model_folder, folder)
+    damage(folder)
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(folder))
+    monkeypatch.setattr(gadget, "_detectors", {})  # models load once per process: forget the good one
+    sent = [image_message(image) for image in cine()]
+    replies = session(passive_server.port, sent)
+    assert_passed_through(replies, sent)
+    copies = copies_of(replies, COPIES)
+    assert len(copies) == 3
+    assert_tagged(copies, expected)
+    assert "ModelError" in caplog.text and expected in caplog.text
+
+
+# --- stream shape ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nul", [False, True], ids=["bare strings (Gadgetron)", "NUL-terminated (MRD/FIRE)"])
+def test_clean_stream_with_either_string_style(passive_server, nul):
+    sent = [image_message(image) for image in cine()]
+    replies = session(passive_server.port, sent, nul=nul)
+    assert [raw for raw, _ in replies[:3]] == sent  # originals first, before the slice's copies
+    assert [c.meta["CMRLandmark_Status"] for c in copies_of(replies, COPIES)] == ["ok"] * 3
+
+
+def test_empty_stream_ends_cleanly(passive_server):
+    assert session(passive_server.port, []) == []
+
+
+def test_config_file_name_message_as_fire_clients_send_gives_default_parameters(passive_server):
+    name = b"default.xml".ljust(1024, b"\x00")
+    opening = [MESSAGE_ID.pack(1) + name, text_message(HEADER, header_xml(protocol_name="cine_SAX"), True)]
+    sent = [image_message(image) for image in cine()]
+    replies = session(passive_server.port, sent, opening=opening)
+    assert_passed_through(replies, sent)
+    assert [(c.meta["CMRLandmark_Status"], c.meta["CMRLandmark_View"]) for c in copies_of(replies, COPIES)] == [
+        ("ok", "sax")] * 3
+
+
+@pytest.mark.parametrize("opening", [[], [text_message(CONFIG, SAX_CONFIG)]], ids=["no config, no header",
+                                                                                 "no header"])
+def test_missing_config_or_header_still_passes_images(passive_server, opening, caplog):
+    sent = [image_message(image) for image in cine()]
+    replies = session(passive_server.port, sent, opening=opening)
+    assert_passed_through(replies, sent)
+    assert_tagged(copies_of(replies, COPIES), "header could not be parsed")
+    assert "no ISMRMRD header" in caplog.text
+
+
+def test_header_that_is_not_xml_is_tagged(passive_server):
+    sent = [image_message(image) for image in cine()]
+    opening = [text_message(CONFIG, SAX_CONFIG), text_message(HEADER, "<oops")]
+    replies = session(passive_server.port, sent, opening=opening)
+    assert_passed_through(replies, sent)
+    assert_tagged(copies_of(replies, COPIES), "header could not be parsed")
+
+
+def test_phases_missing_and_out_of_order(passive_server):
+    # Header: 4 phases. Slice 0 arrives 2, 0, 3 (phase 1 never comes); slice 1 arrives 3, 1, 0, 2.
+    order = [(0, 2), (0, 0), (0, 3), (1, 3), (1, 1), (1, 0), (1, 2)]
+    images = [with_head(sax_plane_image(phantom(p), series_index=SERIES, slice_index=s, phase=p, image_index=p + 1))
+              for s, p in order]
+    sent = [image_message(image) for image in images]
+    replies = session(passive_server.port, sent, phases=4, slices=2)
+    assert [raw for raw, item in replies if item.image_series_index == SERIES] == sent  # arrival order kept
+    copies = copies_of(replies, COPIES)
+    # Slice 1 completes first (4 phases), slice 0 is released incomplete at the end; each in phase order.
+    assert [(c.slice, c.phase) for c in copies] == [(1, 0), (1, 1), (1, 2), (1, 3), (0, 0), (0, 2), (0, 3)]
+    assert all(c.meta["CMRLandmark_Status"] == "ok" for c in copies)
+
+
+def test_acquisitions_and_waveforms_pass_through_unchanged(passive_server):
+    acquisition = ismrmrd.Acquisition.from_array(np.arange(64, dtype=np.complex64).reshape(2, 32))
+    waveform = ismrmrd.Waveform.from_array(np.arange(20, dtype=np.uint32).reshape(2, 10))
+    images = [image_message(image) for image in cine()]
+    sent = [b"\xf0\x03" + acquisition.to_bytes(), images[0], struct.pack("<H", 1026) + waveform.to_bytes(),
+            images[1], images[2], b"\xf0\x03" + acquisition.to_bytes()]
+    replies = session(passive_server.port, sent)
+    copies = copies_of(replies, COPIES)
+    assert [raw for raw, item in replies if not any(item is c for c in copies)] == sent
+    assert len(copies) == 3 and len(replies) == 9
+
+
+# --- malformed and truncated messages, disconnects -------------------------------------------------------------
+
+
+def _patched(message: bytes, offset: int, value: bytes) -> bytes:
+    return message[:offset] + value + message[offset + len(value):]
+
+
+HEADER_BYTES = 2 + ctypes.sizeof(ismrmrd.ImageHeader)  # message id + image header
+_DATA_TYPE = 2 + ismrmrd.ImageHeader.data_type.offset
+_MATRIX = 2 + ismrmrd.ImageHeader.matrix_size.offset
+_CHANNELS = 2 + ismrmrd.ImageHeader.channels.offset
+
+# name -> (bad bytes that follow two good images, whether the client still ends with CLOSE, log text)
+MALFORMED = {
+    "unknown message id": (lambda m: struct.pack("<H", 999) + m, True, "no registered readers"),
+    "truncated image header": (lambda m: m[:100], False, "without a CLOSE"),
+    "truncated image data": (lambda m: m[:-10], False, "without a CLOSE"),
+    "absurd attribute length": (lambda m: _patched(m, HEADER_BYTES, struct.pack("<Q", 1 << 40)), True,
+                                "attribute string of"),
+    "absurd matrix and channels": (lambda m: _patched(_patched(m, _MATRIX, struct.pack("<3H", 65535, 65535, 65535)),
+                                                      _CHANNELS, struct.pack("<H", 65535)), True, "claims"),
+    "unknown data type": (lambda m: _patched(m, _DATA_TYPE, struct.pack("<H", 99)), True, "unknown ISMRMRD data_type"),
+}
+
+
+@pytest.mark.parametrize("corrupt, client_closes, logged", MALFORMED.values(), ids=list(MALFORMED))
+def test_malformed_message_ends_the_stream_cleanly(passive_server, corrupt, client_closes, logged, caplog):
+    images = [image_message(image) for image in cine()]
+    sent = images[:2]
+    # The exchange ends at the server's CLOSE (a missing one fails it; a hang fails it by timeout).
+    replies = session(passive_server.port, sent + [corrupt(images[2])], close=client_closes)
+    assert [raw for raw, _ in replies[:2]] == sent
+    copies = copies_of(replies, COPIES)
+    assert [c.phase for c in copies] == [0, 1]  # the slice received so far is still processed
+    assert all(c.meta["CMRLandmark_Status"] == "ok" for c in copies)
+    assert logged in caplog.text
+    test_clean_stream_with_either_string_style(passive_server, nul=False)  # and the server still serves
+
+
+@pytest.mark.parametrize("stop", ["mid-message", "before reading the replies"])
+def test_client_disconnect_leaves_the_server_serving(passive_server, stop):
+    images = [image_message(image) for image in cine()]
+    with socket.create_connection(("127.0.0.1", passive_server.port), timeout=TIMEOUT_S) as sock:
+        payload = text_message(CONFIG, SAX_CONFIG) + text_message(HEADER, header_xml()) + b"".join(images)
+        sock.sendall(payload[:-500] if stop == "mid-message" else payload + MESSAGE_ID.pack(4))
+    test_clean_stream_with_either_string_style(passive_server, nul=True)
+
+
+def test_connection_that_closes_at_once_leaves_the_server_serving(passive_server):
+    socket.create_connection(("127.0.0.1", passive_server.port), timeout=TIMEOUT_S).close()
+    test_clean_stream_with_either_string_style(passive_server, nul=False)
+
+
+# --- concurrency -----------------------------------------------------------------------------------------------
+
+
+def test_four_streams_at_once_are_answered_independently(passive_server):
+    """Each client sends its own series (own index, own pixels); each gets back exactly its own originals and its
+    own annotated series, nothing of the others'."""
+    results: dict[int, list] = {}
+    sent: dict[int, list[bytes]] = {}
+    for client in range(4):
+        series = 10 + client
+        images = cine(series_index=series, pixels=lambda p, c=client: np.roll(phantom(p), 5 * c, axis=1))
+        sent[series] = [image_message(image) for image in images]
+
+    def run(series: int) -> None:
+        results[series] = session(passive_server.port, sent[series], nul=bool(series % 2))
+
+    threads = [threading.Thread(target=run, args=(series,)) for series in sent]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT_S)
+    assert sorted(results) == sorted(sent)
+    for series, replies in results.items():
+        assert [raw for raw, _ in replies[:3]] == sent[series]
+        copies = copies_of(replies, series + 100)
+        assert len(replies) == 6 and len(copies) == 3
+        assert {c.meta["CMRLandmark_OriginalSeriesIndex"] for c in copies} == {str(series)}
+        assert all(c.meta["CMRLandmark_Status"] == "ok" for c in copies)
+        for copy, message in zip(copies, sent[series], strict=True):
+            original = ismrmrd.Image.from_bytes(message[2:])
+            changed = copy.data != original.data  # only the crosses differ from this client's own pixels
+            assert 0 < changed.sum() < 0.1 * changed.size
