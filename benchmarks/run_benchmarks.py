@@ -40,18 +40,28 @@ from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
-import ismrmrd
-import ismrmrd.xsd
-import numpy as np
-import torch
-from ismrmrd.image import get_dtype_from_data_type
-from ismrmrd.serialization import ConfigText, ProtocolSerializer
-from scipy import ndimage
+from cmr_landmark.config import (
+    COARSE_GRID,
+    FINE_GRID_BY_VIEW,
+    REPO_ROOT,
+    StageGrid,
+    models_dir,
+    prefer_passive_openmp_waits,
+)
+
+prefer_passive_openmp_waits()  # as the gadget process does, before torch is imported: in-process numbers match it
+
+import ismrmrd  # noqa: E402
+import ismrmrd.xsd  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from ismrmrd.image import get_dtype_from_data_type  # noqa: E402
+from ismrmrd.serialization import ConfigText, ProtocolSerializer  # noqa: E402
+from scipy import ndimage  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_unet import REFERENCE_GRID_MM, REFERENCE_GRID_PX, ReferenceResUNet, argmax_points  # noqa: E402
 
-from cmr_landmark.config import COARSE_GRID, FINE_GRID_BY_VIEW, REPO_ROOT, StageGrid, models_dir  # noqa: E402
 from cmr_landmark.detector import Detector  # noqa: E402
 from cmr_landmark.export import export_cascade  # noqa: E402
 from cmr_landmark.heatmaps import decode_heatmaps  # noqa: E402
@@ -205,9 +215,15 @@ def free_port() -> int:
 class GadgetProcess:
     """``cmr-landmark serve`` in a subprocess (passive mode), as a warm gadget waiting for Gadgetron."""
 
-    def __init__(self, models_folder: Path, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, models_folder: Path, log_path: Path, extra_env: dict[str, str | None] | None = None) -> None:
+        """``extra_env``: variables to set, or with None to remove, for the gadget process."""
         self.port = free_port()
-        env = {**os.environ, "CMR_LANDMARK_MODELS": str(models_folder), **(extra_env or {})}
+        env = {**os.environ, "CMR_LANDMARK_MODELS": str(models_folder)}
+        for name, value in (extra_env or {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         self._log = open(log_path, "w")
         self.process = subprocess.Popen([sys.executable, "-m", "cmr_landmark.cli", "serve", "--port", str(self.port)],
                                         env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -297,7 +313,7 @@ class EndToEnd:
 
 
 def gadget_end_to_end(models_folder: Path, series_list: Sequence[Series], repeats: int, log_path: Path,
-                      extra_env: dict[str, str] | None = None) -> EndToEnd:
+                      extra_env: dict[str, str | None] | None = None) -> EndToEnd:
     """Times each series through one gadget process: once cold, then (after a second warm-up) ``repeats`` times."""
     gadget = GadgetProcess(models_folder, log_path, extra_env)
     try:
@@ -416,9 +432,12 @@ def options_table(detector: Detector, series: Series, repeats: int, models_folde
     """Milliseconds per series (one slice of many phases) of each option, measured in isolation."""
     stack, spacing, spec = series.slices[0], series.spacing_mm, detector.spec
     rows: list[tuple[str, float]] = []
-    for label, env in (("gadget end to end, OpenMP threads spin while waiting (libgomp default)", {}),
-                       ("gadget end to end, OMP_WAIT_POLICY=PASSIVE", {"OMP_WAIT_POLICY": "PASSIVE"}),
-                       ("gadget end to end, 1 torch thread (OMP_NUM_THREADS=1)", {"OMP_NUM_THREADS": "1"})):
+    for label, env in (
+        ("gadget end to end, 2 threads, OMP_WAIT_POLICY=PASSIVE (kept: the gadget sets it)", {}),
+        ("gadget end to end, 2 threads, libgomp's default waits (spin 300000 turns: GOMP_SPINCOUNT=300000)",
+         {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "300000"}),
+        ("gadget end to end, 1 thread (OMP_NUM_THREADS=1), passive", {"OMP_NUM_THREADS": "1"}),
+    ):
         rows.append((label, gadget_end_to_end(models_folder, [series], repeats, log_path, env).warm[series.name]))
     centre = ((stack.shape[1] - 1) / 2, (stack.shape[2] - 1) / 2)
 
@@ -566,7 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append([series.name, f"{end_to_end.warm[series.name] * 1000:.0f}",
                          f"{end_to_end.first[series.name] * 1000:.0f}", f"{parts.detect * 1000:.0f}",
                          f"{parts.detect / series.n_images * 1000:.1f}", f"{parts.preprocess * 1000:.1f}",
-                         f"{parts.model * 1000:.1f}", f"{parts.decode * 1000:.1f}",
+                         f"{parts.model * 1000:.1f}", f"{parts.model / series.n_images * 1000:.2f}",
+                         f"{parts.decode * 1000:.1f}",
                          f"{reference[0] * 1000:.0f}" if reference else "-",
                          f"{reference[0] / parts.detect:.0f}x" if reference else "-"])
             if reference:
@@ -574,13 +594,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(rows[-1], flush=True)
             if series is series_list[0] and not args.quick:
                 options = options_table(detector, series, repeats, folder, Path(tmp) / "gadget_options.log")
-        sections += ["", f"Medians of {repeats} runs (reference: {1 if args.quick else 3}); "
+        reference_runs = "" if args.no_reference else f" (reference network: {1 if args.quick else 3})"
+        sections += ["", f"Medians of {repeats} runs{reference_runs}; "
                      f"peak resident memory of the gadget process (VmHWM): {end_to_end.peak_memory_mb:.0f} MB. "
                      + ("; ".join(sorted(set(details))) + "." if details else ""), "",
                      markdown(rows, ["series", "end to end through the gadget (ms)",
                                      "first series after the gadget started (ms)", "detector per series (ms)",
-                                     "detector per image (ms)", "preprocessing (ms)", "model (ms)", "decoding (ms)",
-                                     "reference network per series (ms)", "reference / ours (detector)"])]
+                                     "detector per image (ms)", "preprocessing (ms)", "model (ms)",
+                                     "model per image (ms)", "decoding (ms)", "reference network per series (ms)",
+                                     "reference / ours (detector)"])]
         if not args.quick:
             sections += ["", f"Options, {series_list[0].name}, one at a time (ms per series):", "",
                          markdown([(label, f"{ms:.1f}") for label, ms in options], ["option", "ms"])]

@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: cmr-landmark {{{','.join(sorted(COMMANDS))}}} ...", file=sys.stderr)
         return 2
     module, function = COMMANDS[argv[0]]
+    if argv[0] == "serve":
+        from .config import prefer_passive_openmp_waits
+
+        prefer_passive_openmp_waits()  # before the gadget module imports torch
     return int(getattr(importlib.import_module(module), function)(argv[1:]) or 0)
 
 

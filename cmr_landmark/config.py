@@ -83,3 +83,19 @@ def data_root() -> Path:
 def cache_dir() -> Path:
     """Preprocessed training data and checkpoints (not committed)."""
     return Path(os.environ.get("CMR_LANDMARK_CACHE", REPO_ROOT / ".cache"))
+
+
+# --- the gadget process ------------------------------------------------------------------------------------------
+
+
+def prefer_passive_openmp_waits() -> None:
+    """Make torch's OpenMP threads sleep, not spin, while they wait (``OMP_WAIT_POLICY=PASSIVE``), unless an
+    OpenMP wait setting is already given. For the gadget process only; call before torch is imported (libgomp
+    reads the variable once, when it is loaded).
+
+    On a reconstruction host the cores are rarely idle: a thread that spins at every layer's barrier takes the
+    core its sibling needs, and one preempted thread stalls every layer. Measured in docs/benchmarks.md (options).
+    """
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+

@@ -378,7 +378,10 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
     cascade = load_cascade(Path(run["out"]), view)
     coarse, fine = COARSE_GRID, FINE_GRID_BY_VIEW[view]
     stage_seconds = [metrics[stage].get("train_seconds") for stage in ("coarse", "fine")]
-    training_minutes = sum(stage_seconds) / 60 if None not in stage_seconds else run["wall_s"] / 60
+    if None in stage_seconds:  # checkpoints of an older run: only the last invocation was timed
+        timing = f"Wall time of the last (resumed) invocation {run['wall_s'] / 60:.1f} min"
+    else:
+        timing = f"Training time (both stages, all resumes) {sum(stage_seconds) / 60:.1f} min"
     return f"""# {name}: {view.upper()} {sequence} landmark cascade ({', '.join(LANDMARKS_BY_VIEW[view])})
 
 - **Architecture**: two U-Nets (widths {run.get('widths', '16,32,64,128')}), coarse {count_parameters(cascade.coarse)}
@@ -392,8 +395,8 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
   augmentation (rotation +-30 deg, scale, translation, mirror with A/P swap, coil shading, noise, blur, gamma).
   Epochs coarse {run['epochs']}, fine {run.get('epochs_fine', run['epochs'])}; best epochs (by validation mean
   distance) coarse {metrics['coarse'].get('epoch')}, fine {metrics['fine'].get('epoch')}.
-  Initialised from: {run.get('init_from') or 'random'}. Training time (both stages, all resumes)
-  {training_minutes:.1f} min on {run['threads']} CPU threads (shared with other jobs).
+  Initialised from: {run.get('init_from') or 'random'}. {timing} on {run['threads']} CPU
+  thread(s) (shared with other jobs).
 - **Probability threshold** {evaluation.probability_threshold:.3f}: {threshold_rule}
 - **Speed**: {seconds_per_slice * 1000:.1f} ms per slice (coarse + fine, batched by slice, this CPU,
   {torch.get_num_threads()} threads, bf16 where supported).

@@ -641,6 +641,9 @@ def landmark_detection(connection: Connection, default_properties: dict[str, str
 # --- passive mode ----------------------------------------------------------------------------------------------
 
 
+ACCEPT_RETRY_S = 0.5  # after a failed accept (e.g. no file descriptors left), before the next try
+
+
 class LandmarkServer:
     """Listens on (host, port) and runs the gadget on each connection, each in its own thread."""
 
@@ -671,10 +674,19 @@ class LandmarkServer:
                     client, address = self._listener.accept()
                 except TimeoutError:
                     continue
+                except OSError as error:  # e.g. out of file descriptors: refuse this one, keep listening
+                    log.error("could not accept a connection: %s", error)
+                    self._stopping.wait(ACCEPT_RETRY_S)
+                    continue
                 served += 1
                 log.info("connection %d from %s", served, address)
                 thread = threading.Thread(target=self._handle, args=(client,), daemon=True)
-                thread.start()
+                try:
+                    thread.start()
+                except RuntimeError as error:  # no thread to be had: drop this client, keep serving the others
+                    log.error("could not start a thread for connection %d: %s", served, error)
+                    client.close()
+                    continue
                 # Forget finished connections: a server that runs for months must not keep one thread per scan.
                 self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         finally:

@@ -5,6 +5,10 @@ this target for ``<external><execute name="gadgets.cmr_landmark_gadget" target="
 type="python"/>...</external>``; the passive mode is ``cmr-landmark serve --port PORT``.
 """
 
-from cmr_landmark.gadget import landmark_detection
+from cmr_landmark.config import prefer_passive_openmp_waits
+
+prefer_passive_openmp_waits()  # before cmr_landmark.gadget imports torch
+
+from cmr_landmark.gadget import landmark_detection  # noqa: E402
 
 __all__ = ["landmark_detection"]

@@ -107,7 +107,7 @@ IMAGE_FAULTS = [
     ImageFault("series index + offset overflows uint16", lambda: cine(series_index=65500), "exceeds 65535",
                copies_series=65535),
     # 1.25 mm pixels keep the anti-alias filter small: the fault is the matrix (a 64 MiB message), not the filter
-    # time (at 0.07 mm pixels the same image takes ~10 s of preprocessing on one core).
+    # time (at 0.07 mm pixels the same image takes ~7 s on one core).
     ImageFault("4096 x 4096, one image",
                lambda: cine(phases=1, pixels=lambda p: np.kron(phantom(p), np.ones((64, 64), np.float32)),
                             field_of_view=(5120.0, 5120.0, 8.0)), None),
@@ -336,3 +336,35 @@ def test_four_streams_at_once_are_answered_independently(passive_server):
             original = ismrmrd.Image.from_bytes(message[2:])
             changed = copy.data != original.data  # only the crosses differ from this client's own pixels
             assert 0 < changed.sum() < 0.1 * changed.size
+
+
+def test_failed_accept_or_thread_start_leaves_the_server_listening(passive_server, monkeypatch, caplog):
+    """Out of file descriptors, or of threads: that one connection is refused, the server goes on."""
+    real_start = threading.Thread.start
+    failures = {"accept": 1, "start": 1}
+
+    class FailingListener:
+        def __init__(self, listener: socket.socket) -> None:
+            self._listener = listener
+
+        def accept(self):
+            if failures["accept"]:
+                failures["accept"] -= 1
+                raise OSError(24, "Too many open files")
+            return self._listener.accept()
+
+        def __getattr__(self, name: str):
+            return getattr(self._listener, name)
+
+    def start(thread: threading.Thread) -> None:
+        if failures["start"] and thread.name.endswith("(_handle)"):
+            failures["start"] -= 1
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(passive_server, "_listener", FailingListener(passive_server._listener))
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with socket.create_connection(("127.0.0.1", passive_server.port), timeout=TIMEOUT_S) as refused:
+        assert refused.recv(16) == b""  # closed by the server without a thread: EOF, not a hang
+    test_clean_stream_with_either_string_style(passive_server, nul=False)
+    assert "Too many open files" in caplog.text and "can't start new thread" in caplog.text
