@@ -703,10 +703,11 @@ class LandmarkServer:
             GuardedSocket(client).close()
             return
         try:
-            with connection:  # closing sends CLOSE, whatever happened
-                landmark_detection(connection, self.default_properties)
+            landmark_detection(connection, self.default_properties)
         except Exception:  # one bad client must not stop the server
             log.exception("connection ended with an error")
+        finally:
+            connection.socket.close()  # CLOSE, whatever happened; logged first, so a client that saw it can check
 
 
 def serve(port: int, host: str = "127.0.0.1", config_path: Path | str | None = None,

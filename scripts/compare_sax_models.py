@@ -4,9 +4,10 @@
     python scripts/compare_sax_models.py --model sax_cine --model sax_lge --model sax_t1 --model sax_any \
         --out .cache/compare_sax
 
-    # export a training run as a shipped model, its card holding the comparison tables
-    python scripts/compare_sax_models.py --model sax_any=.cache/runs/sax_any --out .cache/compare_sax \
-        --ship sax_any=any
+    # export a training run as a shipped model (threshold chosen on 400 of its training images), then compare;
+    # its card holds the tables
+    python scripts/compare_sax_models.py --model sax_cine --model sax_any=.cache/runs/sax_any \
+        --out .cache/compare_sax --ship sax_any=any
 
 Evaluation sets (patient-level validation splits, cmr_landmark/splits.json): ``cine`` = ACDC + MyoPS bSSFP,
 ``lge`` = MS-CMRSeg + MyoPS LGE, ``mnms2_cine`` = the M&Ms-2 subject (another centre), ``t1_synthetic`` =
@@ -24,13 +25,15 @@ import numpy as np
 
 from cmr_landmark.config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW, models_dir
 from cmr_landmark.detector import Detector
-from cmr_landmark.evaluation import Evaluation, evaluate_slices
+from cmr_landmark.evaluation import Evaluation, choose_threshold, evaluate_slices
 from cmr_landmark.export import export_cascade
 from cmr_landmark.model_store import find_model, sha256_of
 from cmr_landmark.synth.t1 import synthetic_t1_slices
 from cmr_landmark.training import load_cascade, load_labelled_slices
 
 EVALUATION_SEED_T1 = 3
+TRAINING_SEED_T1 = 1  # scripts/train_sax_synthetic.py
+THRESHOLD_SLICES = 400
 
 
 def evaluation_sets() -> dict[str, list]:
@@ -63,19 +66,20 @@ def model_source(text: str) -> tuple[str, Path | None]:
 
 
 def evaluate_model(name: str, run: Path | None, sets: dict[str, list], out: Path) -> dict:
-    if run is None:
+    if run is None:  # a shipped model, at its own probability threshold
         spec = find_model("sax", "cine", name=name)
-        model, identity = Detector(spec), sha256_of(spec.file)
+        model, identity, threshold = Detector(spec), sha256_of(spec.file), None
     else:
         model = load_cascade(run, "sax")
         identity = sha256_of(run / "fine_best.pt") + sha256_of(run / "coarse_best.pt")
+        threshold = DEFAULT_PROBABILITY_THRESHOLD
     cache = out / f"{name}.json"
     results = json.loads(cache.read_text()) if cache.exists() else {}
     if results.get("identity") != identity:
         results = {"identity": identity}
     for set_name, slices in sets.items():
         if set_name not in results:
-            results[set_name] = result_row(evaluate_slices(model, slices, DEFAULT_PROBABILITY_THRESHOLD))
+            results[set_name] = result_row(evaluate_slices(model, slices, threshold))
             cache.write_text(json.dumps(results, default=float) + "\n")
         print(f"{name:>12} {set_name:>13}: {results[set_name]['mean_all_mm']:.2f} mm", flush=True)
     return results
@@ -90,7 +94,8 @@ def paired_difference_mm(a: dict, b: dict) -> tuple[float, float]:
 
 def tables_markdown(results: dict[str, dict], set_names: list[str]) -> str:
     lines = ["Mean distance to the derived label (mm) over every labelled landmark, threshold aside; per landmark the "
-             "mean of the found ones and the detection rate (threshold 0.3); RV insertion angle error (deg).", ""]
+             "mean of the found ones and the detection rate (shipped models at their own probability threshold, "
+             "training runs at 0.3); RV insertion angle error, predicted minus label, mean +- SD (deg).", ""]
     for set_name in set_names:
         lines += [f"**{set_name}** ({next(iter(results.values()))[set_name]['slices']} slices)", "",
                   "| model | mean all (mm) | A-RVI mm (det %) | P-RVI mm (det %) | C-LV mm (det %) | angle error deg |",
@@ -122,29 +127,53 @@ def comparison_markdown(results: dict[str, dict], set_names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def ship(name: str, sequence: str, run: Path, tables: str, comparison: str) -> Path:
+def training_subset(kind: str) -> list:
+    """Evenly spaced training images of the kind a run was trained on (real ones for 'any'), for the threshold."""
+    real = [s for sequence, names in (("cine", ("acdc", "myops")), ("lge", ("mscmrseg_lge", "myops")))
+            for s in load_labelled_slices(list(names), "train", "sax", sequence)]
+    real = [real[i] for i in np.linspace(0, len(real) - 1, THRESHOLD_SLICES).round().astype(int)]
+    return synthetic_t1_slices(real, TRAINING_SEED_T1) if kind == "t1" else real
+
+
+def export_run(name: str, sequence: str, run: Path) -> dict:
+    """Freeze ``run`` into models/ as ``name`` with the threshold chosen on its training images; the run's facts."""
     run_info = json.loads((run / "run.json").read_text())
+    cascade = load_cascade(run, "sax")
+    threshold = choose_threshold(evaluate_slices(cascade, training_subset(run_info["kind"]), 0.5))
+    run_info["threshold"] = threshold
+    export_cascade(cascade, name, "sax", sequence, COARSE_GRID, FINE_GRID_BY_VIEW["sax"], threshold, models_dir(),
+                   card=f"# {name}\n\nSee the measured tables below once written by scripts/compare_sax_models.py.\n",
+                   extra={"trained_on": run_info["kind"], "train_slices": run_info["train_slices"]})
+    return run_info
+
+
+def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison: str) -> Path:
     kind = ("synthetic MOLLI T1 maps (cmr_landmark.synth.t1) of every labelled SAX slice of the training splits"
             if run_info["kind"] == "t1" else
             "the real labelled SAX cine and LGE slices of the training splits plus random per-tissue contrast copies "
             "(cmr_landmark.synth.contrast)")
     card = "\n".join([
         f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
-        f"Trained on {kind}: sources {json.dumps(run_info['sources'])}; {run_info['train_slices']} training images "
-        f"({run_info['copies']} synthetic per source slice), {run_info['val_slices']} validation images for the "
-        f"choice of epoch.", "",
-        f"Training: cmr_landmark.training.train_cascade, {run_info['epochs']} epochs per stage (at most "
-        f"{run_info['max_steps_per_epoch']} batches of 24 per epoch), lr {run_info['lr']}, initialised from "
-        f"{run_info['init_from'] or 'scratch'}; {run_info['threads']} CPU thread, {run_info['wall_s'] / 60:.0f} min. "
-        f"Rerun: `python scripts/train_sax_synthetic.py {run_info['kind']} ...` (docs/t1.md).", "",
-        "No real T1 maps with landmarks exist in the public data: the T1 figures below are on synthetic maps of the "
-        "validation patients, an optimistic stand-in for real MOLLI maps.", "",
-        "## Measured (validation splits, `python scripts/compare_sax_models.py`)", "", tables, "", comparison, "",
+        f"- **Training data**: {kind}; sources {json.dumps(run_info['sources'])} (patient-level splits, "
+        f"cmr_landmark/splits.json); {run_info['train_slices']} training images ({run_info['copies']} synthetic per "
+        f"source slice); {run_info['val_slices']} validation images (evenly spaced over the validation split"
+        f"{', synthetic maps, other draws than below' if run_info['kind'] == 't1' else ''}) chose the epoch.",
+        f"- **Training**: cmr_landmark.training.train_cascade, {run_info['epochs']} epochs per stage of at most "
+        f"{run_info['max_steps_per_epoch']} batches of 24, Adam lr {run_info['lr']}, initialised from "
+        f"{run_info['init_from'] or 'scratch'}; {run_info['threads']} CPU thread (shared machine), "
+        f"{run_info['wall_s'] / 60:.0f} min. Rerun: `python scripts/train_sax_synthetic.py {run_info['kind']} "
+        f"--init-from {run_info['init_from']} --lr {run_info['lr']} --epochs {run_info['epochs']} --copies "
+        f"{run_info['copies']} --max-steps-per-epoch {run_info['max_steps_per_epoch']} --max-val-slices "
+        f"{run_info['max_val_slices']} --out RUN` (docs/t1.md).",
+        f"- **Probability threshold** {run_info['threshold']:.3f}: maximises detection minus false-positive rate "
+        f"on {THRESHOLD_SLICES} of its training images.",
+        "- **Caveat**: no real T1 maps with landmarks exist in the public data; the T1 figures are on synthetic maps "
+        "of the validation patients, an optimistic stand-in for real MOLLI maps.", "",
+        "## Measured (validation splits; `python scripts/compare_sax_models.py`)", "", tables, "", comparison, "",
     ])
-    export_cascade(load_cascade(run, "sax"), name, "sax", sequence, COARSE_GRID, FINE_GRID_BY_VIEW["sax"],
-                   DEFAULT_PROBABILITY_THRESHOLD, models_dir(), card=card,
-                   extra={"trained_on": kind, "train_slices": run_info["train_slices"]})
-    return models_dir() / f"{name}.pt"
+    path = models_dir() / f"{name}.md"
+    path.write_text(card)
+    return path
 
 
 def main() -> int:
@@ -157,15 +186,19 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     sets = {name: slices for name, slices in evaluation_sets().items() if name in args.sets.split(",")}
     sources = dict(model_source(text) for text in args.model)
+    shipped = {}
+    for text in args.ship:  # export first: the tables are then those of the shipped file at its threshold
+        name, _, sequence = text.partition("=")
+        if sources.get(name) is None:
+            parser.error(f"--ship {text}: {name} must be given as --model {name}=RUN_DIR")
+        shipped[name] = (sequence, export_run(name, sequence, sources[name]))
+        sources[name] = None
     results = {name: evaluate_model(name, run, sets, args.out) for name, run in sources.items()}
     tables, comparison = tables_markdown(results, list(sets)), comparison_markdown(results, list(sets))
     (args.out / "tables.md").write_text(tables + "\n" + comparison)
     print(tables + "\n" + comparison)
-    for text in args.ship:
-        name, _, sequence = text.partition("=")
-        if sources.get(name) is None:
-            parser.error(f"--ship {text}: {name} must be given as --model {name}=RUN_DIR")
-        print(f"shipped {ship(name, sequence, sources[name], tables, comparison)}")
+    for name, (sequence, run_info) in shipped.items():
+        print(f"shipped {models_dir() / name}.pt with card {write_card(name, sequence, run_info, tables, comparison)}")
     return 0
 
 

@@ -81,6 +81,8 @@ class HeartAnatomy:
     skin_fat_mm: float
     muscle_mm: float
     diaphragm_z_mm: float
+    la_depth_fraction: float = 0.9  # LA centre above the annulus plane, in LA radii (< 1: a wide mitral opening)
+    base_wall_taper: float = 0.0  # fraction of the wall lost toward the annulus (thin basal myocardium tips)
     phase: float = 0.0  # 0 = end-diastole, 1 = end-systole
     shortening: float = 0.17  # longitudinal shortening at end-systole
     ejection_radius_fraction: float = 0.25  # endocardial radius lost at end-systole
@@ -153,6 +155,9 @@ class HeartAnatomy:
         rho_xy2 = x**2 + y**2
         endo = rho_xy2 / radius**2 + ((z - equator_z) / semi_z) ** 2
         epi = rho_xy2 / (radius + wall) ** 2 + ((z - equator_z) / (semi_z + wall_apex)) ** 2
+        if self.base_wall_taper > 0:  # the wall thins over the last 20 mm toward the annulus
+            wall_here = wall * (1.0 - self.base_wall_taper * np.clip(1.0 - (z - base_z) / 20.0, 0.0, 1.0))
+            epi = rho_xy2 / (radius + wall_here) ** 2 + ((z - equator_z) / (semi_z + wall_apex)) ** 2
         in_endo = (endo <= 1.0) & above_base
         in_epi = (epi <= 1.0) & above_base
 
@@ -167,7 +172,7 @@ class HeartAnatomy:
         rv_outer = (np.sqrt(rv_rho) <= 1.0 + self.rv_wall_mm / rv_semi.min()) & rv_side & ~in_epi
 
         # atria above the valve planes, aortic root from the LV outflow upward
-        la_centre = np.array([-0.15 * radius, -0.2 * radius, -0.9 * self.la_radius_mm])
+        la_centre = np.array([-0.15 * radius, -0.2 * radius, -self.la_depth_fraction * self.la_radius_mm])
         la_semi = np.array([1.0, 1.1, 1.0]) * self.la_radius_mm
         in_la = (_ellipsoid(heart_mm, la_centre, la_semi) <= 1.0) & ~above_base
         ra_centre = np.array([rv_centre[0] + 0.3 * rv_semi[0], 0.2 * radius, 6.0 - 0.9 * self.ra_radius_mm])
@@ -241,8 +246,23 @@ def _tube(
     return (along >= 0) & (along <= length_mm) & (radial <= radius_mm)
 
 
-def random_anatomy(rng: np.random.Generator) -> HeartAnatomy:
-    """A heart with sizes drawn over the normal-to-dilated/hypertrophied range, posed in a random chest."""
+# Size ranges of the two anatomy families (docs/lax.md compares them on the real 4CH): "broad" was the first
+# guess; "slender" is closer to the real M&Ms-2 4CH (narrower LV, thinner wall, an RV as wide as the LV and
+# reaching nearer the apex, an LA as wide as the mitral opening, thin myocardium tips at the annulus), so the
+# valve is found by the tips of the myocardium rather than by where a chamber narrows.
+ANATOMY_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "broad": {"lv_radius_mm": (18.0, 30.0), "wall_mm": (6.0, 14.0), "rv_x": (0.9, 1.4), "rv_y": (1.5, 2.1),
+              "rv_z": (0.65, 0.85), "rv_offset": (0.9, 1.4)},
+    "slender": {"lv_radius_mm": (14.0, 26.0), "wall_mm": (5.0, 12.0), "rv_x": (1.1, 1.9), "rv_y": (1.5, 2.3),
+                "rv_z": (0.75, 0.95), "rv_offset": (0.8, 1.3), "la_depth": (0.45, 0.75), "base_taper": (0.2, 0.6)},
+}
+
+
+def random_anatomy(rng: np.random.Generator, family: str = "broad") -> HeartAnatomy:
+    """A heart with sizes drawn from ``family`` (ANATOMY_RANGES), posed in a random chest."""
+    if family not in ANATOMY_RANGES:
+        raise ValueError(f"unknown anatomy family {family!r}; expected one of {sorted(ANATOMY_RANGES)}")
+    ranges = ANATOMY_RANGES[family]
     lv_length = rng.uniform(70.0, 110.0)
     # heart axes in the body (left, anterior, superior): the LV axis points left, anterior and down
     axis = np.array([0.6, 0.45, -0.6]) + rng.normal(0.0, 0.15, 3)
@@ -257,13 +277,13 @@ def random_anatomy(rng: np.random.Generator) -> HeartAnatomy:
     apex_z = (origin + heart_to_body @ np.array([0.0, 0.0, lv_length]))[2]
     return HeartAnatomy(
         lv_length_mm=lv_length,
-        lv_radius_mm=rng.uniform(18.0, 30.0),
+        lv_radius_mm=rng.uniform(*ranges["lv_radius_mm"]),
         equator_depth_fraction=rng.uniform(0.05, 0.35),
-        wall_thickness_mm=rng.uniform(6.0, 14.0),
+        wall_thickness_mm=rng.uniform(*ranges["wall_mm"]),
         apex_wall_fraction=rng.uniform(0.5, 0.9),
         base_tilt_rad=tuple(rng.uniform(-0.15, 0.15, 2)),
-        rv_size=(rng.uniform(0.9, 1.4), rng.uniform(1.5, 2.1), rng.uniform(0.65, 0.85)),
-        rv_offset_fraction=rng.uniform(0.9, 1.4),
+        rv_size=(rng.uniform(*ranges["rv_x"]), rng.uniform(*ranges["rv_y"]), rng.uniform(*ranges["rv_z"])),
+        rv_offset_fraction=rng.uniform(*ranges["rv_offset"]),
         rv_wall_mm=rng.uniform(2.5, 4.5),
         la_radius_mm=rng.uniform(17.0, 28.0),
         ra_radius_mm=rng.uniform(17.0, 27.0),
@@ -278,6 +298,15 @@ def random_anatomy(rng: np.random.Generator) -> HeartAnatomy:
         diaphragm_z_mm=apex_z - rng.uniform(0.0, 25.0),
         shortening=rng.uniform(0.10, 0.25),
         ejection_radius_fraction=rng.uniform(0.15, 0.35),
+        # drawn last, and only for families that set them, so the "broad" sets stay reproducible
+        **(
+            {
+                "la_depth_fraction": rng.uniform(*ranges["la_depth"]),
+                "base_wall_taper": rng.uniform(*ranges["base_taper"]),
+            }
+            if "la_depth" in ranges
+            else {}
+        ),
     )
 
 
@@ -503,8 +532,10 @@ def synthesize_lax_scene(
     view: str | None = None,
     phase: float | None = None,
     anatomy: HeartAnatomy | None = None,
+    family: str = "broad",
 ) -> SyntheticLaxSlice:
-    """The label maps and landmarks of one random long-axis slice (not rendered). Unset arguments are random.
+    """The label maps and landmarks of one random long-axis slice (not rendered). Unset arguments are random;
+    a random anatomy is drawn from ``family`` (ANATOMY_RANGES).
 
     The target is the rule's landmarks (what the real validation labels give) wherever the rule agrees with
     the geometry within ``RULE_AGREEMENT_MM``. In 3CH the rule would take the aortic opening for part of the
@@ -512,7 +543,7 @@ def synthesize_lax_scene(
     """
     view = view or LAX_VIEWS[int(rng.integers(len(LAX_VIEWS)))]
     phase = float(rng.uniform(0.0, 1.0)) if phase is None else phase
-    anatomy = (anatomy or random_anatomy(rng)).at_phase(phase)
+    anatomy = (anatomy or random_anatomy(rng, family)).at_phase(phase)
     spacing, shape = random_scan_geometry(rng)
     plane = plan_view(anatomy, view, rng, spacing, shape)
     labels_fine = anatomy.label_points(plane.upsampled(2).points_mm()).reshape(shape[0] * 2, shape[1] * 2)
@@ -551,10 +582,11 @@ def synthesize_lax_slice(
     contrast: str | None = None,
     bias_and_ringing: bool = True,
     contrast_weights: tuple[float, float, float] = (0.5, 0.2, 0.3),
+    family: str = "broad",
 ) -> SyntheticLaxSlice:
     """One random rendered long-axis slice; an unset ``contrast`` is drawn with ``contrast_weights``."""
     contrast = contrast or str(rng.choice(CONTRASTS, p=contrast_weights))
-    return synthesize_lax_scene(rng, view, phase).rendered(rng, contrast, bias_and_ringing)
+    return synthesize_lax_scene(rng, view, phase, family=family).rendered(rng, contrast, bias_and_ringing)
 
 
 # --- cached data sets ---------------------------------------------------------------------------------------------
@@ -579,9 +611,11 @@ class CachedLaxSlice:
     sequence: str = "cine"
 
 
-def _render_variants(seed: int, index: int, variants: Sequence[str]) -> tuple[SyntheticLaxSlice, list[tuple]]:
+def _render_variants(
+    seed: int, index: int, variants: Sequence[str], family: str
+) -> tuple[SyntheticLaxSlice, list[tuple]]:
     """Scene ``index`` of the set ``seed`` and its (image, contrast) per variant: same anatomy, other looks."""
-    scene = synthesize_lax_scene(np.random.default_rng([seed, index]))
+    scene = synthesize_lax_scene(np.random.default_rng([seed, index]), family=family)
     images = []
     for variant in variants:
         options = VARIANTS[variant]
@@ -591,11 +625,13 @@ def _render_variants(seed: int, index: int, variants: Sequence[str]) -> tuple[Sy
     return replace(scene, labels_fine=scene.labels_fine[:0, :0]), images
 
 
-def synthetic_lax_cache_path(n_slices: int, seed: int, variant: str) -> Path:
-    return cache_dir() / f"synth_lax_{variant}_{n_slices}_seed{seed}.npz"
+def synthetic_lax_cache_path(n_slices: int, seed: int, variant: str, family: str = "broad") -> Path:
+    return cache_dir() / f"synth_lax_{family}_{variant}_{n_slices}_seed{seed}.npz"
 
 
-def cache_synthetic_lax(n_slices: int, seed: int = 0, variants: Sequence[str] = ("mixed",)) -> list[Path]:
+def cache_synthetic_lax(
+    n_slices: int, seed: int = 0, variants: Sequence[str] = ("mixed",), family: str = "broad"
+) -> list[Path]:
     """Synthesize ``n_slices`` scenes (scene i from seed [seed, i]) and store one npz per variant.
 
     Every variant renders the same scenes, so variants differ only in how images look. Images are stored flat
@@ -604,10 +640,12 @@ def cache_synthetic_lax(n_slices: int, seed: int = 0, variants: Sequence[str] = 
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; expected some of {sorted(VARIANTS)}")
-    paths = [synthetic_lax_cache_path(n_slices, seed, variant) for variant in variants]
+    if family not in ANATOMY_RANGES:
+        raise ValueError(f"unknown anatomy family {family!r}; expected one of {sorted(ANATOMY_RANGES)}")
+    paths = [synthetic_lax_cache_path(n_slices, seed, variant, family) for variant in variants]
     if all(path.exists() for path in paths):
         return paths
-    rendered = [_render_variants(seed, index, variants) for index in range(n_slices)]
+    rendered = [_render_variants(seed, index, variants, family) for index in range(n_slices)]
     scenes = [scene for scene, _ in rendered]
     for variant_index, path in enumerate(paths):
         images = [variant_images[variant_index][0] for _, variant_images in rendered]
@@ -656,7 +694,7 @@ def load_synthetic_lax(path: Path) -> list[CachedLaxSlice]:
 # --- command line: cache the training sets, draw the figure --------------------------------------------------------
 
 
-def save_figure(path: Path, real_image: np.ndarray | None = None, seed: int = 0) -> None:
+def save_figure(path: Path, real_image: np.ndarray | None = None, seed: int = 0, family: str = "slender") -> None:
     """A grid of synthetic slices (all views and contrasts, target landmarks marked) beside a real 4CH image."""
     import matplotlib
 
@@ -673,7 +711,7 @@ def save_figure(path: Path, real_image: np.ndarray | None = None, seed: int = 0)
     for i, axis in enumerate(panels):
         view = LAX_VIEWS[i % 3]
         contrast = CONTRASTS[(i // 3) % 3]
-        s = synthesize_lax_slice(rng, view=view, contrast=contrast)
+        s = synthesize_lax_slice(rng, view=view, contrast=contrast, family=family)
         axis.imshow(s.image, cmap="gray", vmax=np.percentile(s.image, 99.5))
         axis.scatter(s.landmarks_rc[:, 1], s.landmarks_rc[:, 0], c=["C1", "C0", "C3"], s=14)
         axis.set_title(f"{s.lax_view} {s.contrast} phase {s.phase:.2f}, {s.pixel_spacing_mm[0]:.2f} mm", fontsize=9)
@@ -693,16 +731,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=0, help="cache this many synthetic slices per variant")
     parser.add_argument("--variants", default="bssfp,mixed", help=f"comma-separated, of {sorted(VARIANTS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--anatomy", default="slender", choices=sorted(ANATOMY_RANGES))
     parser.add_argument("--figure", type=Path, default=None, help="draw example slices into this PNG")
     args = parser.parse_args(argv)
     if args.slices:
-        for path in cache_synthetic_lax(args.slices, args.seed, [v for v in args.variants.split(",") if v]):
+        variants = [v for v in args.variants.split(",") if v]
+        for path in cache_synthetic_lax(args.slices, args.seed, variants, args.anatomy):
             print(path)
     if args.figure:
         from ..datasets import load_slices
 
         real = [s for s in load_slices("mnms2") if s.view == "lax" and s.labelled and s.phase == 0]
-        save_figure(args.figure, real[0].image if real else None, args.seed)
+        save_figure(args.figure, real[0].image if real else None, args.seed, args.anatomy)
     return 0
 
 

@@ -33,11 +33,12 @@ from ..training import (
     coarse_predictions,
     distances_mm,
     load_cascade,
+    load_stage_weights,
     mean_distance_mm,
     setup_distributed,
     train_stage,
 )
-from .lax import VARIANTS, CachedLaxSlice, cache_synthetic_lax, load_synthetic_lax
+from .lax import ANATOMY_RANGES, VARIANTS, CachedLaxSlice, cache_synthetic_lax, load_synthetic_lax
 
 VALIDATION_FRACTION = 0.08  # of the synthetic slices, held out to choose epochs
 
@@ -78,9 +79,13 @@ def train_synthetic_stage(
     batch_size: int = 24,
     widths: tuple[int, ...] = DEFAULT_WIDTHS,
     max_steps_per_epoch: int | None = None,
+    family: str = "broad",
+    init_from: Path | None = None,
 ) -> dict:
-    """Train one stage on the cached synthetic set ``variant``; validation metrics of its best epoch."""
-    slices = load_synthetic_lax(cache_synthetic_lax(n_slices, seed, (variant,))[0])
+    """Train one stage on the cached synthetic set (``variant``, anatomy ``family``); metrics of its best epoch.
+
+    ``init_from``: a run folder whose ``<stage>_best.pt`` starts the training (fine-tuning on another set)."""
+    slices = load_synthetic_lax(cache_synthetic_lax(n_slices, seed, (variant,), family)[0])
     n_val = max(1, int(VALIDATION_FRACTION * len(slices)))
     train, val = slices[n_val:], slices[:n_val]
     device = setup_distributed()
@@ -91,8 +96,9 @@ def train_synthetic_stage(
     else:
         def validate(model: nn.Module) -> tuple[float, dict]:
             return fine_validation(model, val, device)
-    _, metrics = train_stage(stage, train, val, "lax", out_dir, epochs, validate, batch_size=batch_size, seed=seed,
-                             widths=widths, max_steps_per_epoch=max_steps_per_epoch)
+    init_state = load_stage_weights(init_from, stage) if init_from else None
+    _, metrics = train_stage(stage, train, val, "lax", out_dir, epochs, validate, init_state=init_state,
+                             batch_size=batch_size, seed=seed, widths=widths, max_steps_per_epoch=max_steps_per_epoch)
     return {"variant": variant, "stage": stage, **metrics}
 
 
@@ -109,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", default="mixed", help=f"comma-separated, of {sorted(VARIANTS)}")
     parser.add_argument("--slices", type=int, default=1600, help="synthetic slices per variant (8%% held out)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--anatomy", default="broad", choices=sorted(ANATOMY_RANGES), help="anatomy family")
+    parser.add_argument("--init-from", type=Path, default=None, help="run folder to fine-tune from")
     parser.add_argument("--stages", default="coarse,fine", help="stages to train (none: only export)")
     parser.add_argument("--epochs-coarse", type=int, default=12)
     parser.add_argument("--epochs-fine", type=int, default=10)
@@ -125,13 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     variants = [v for v in args.variants.split(",") if v]
-    cache_synthetic_lax(args.slices, args.seed, variants)
+    cache_synthetic_lax(args.slices, args.seed, variants, args.anatomy)
     widths = tuple(int(w) for w in args.widths.split(","))
     epochs = {"coarse": args.epochs_coarse, "fine": args.epochs_fine}
     stages = [stage for stage in args.stages.split(",") if stage]
     results = [
         train_synthetic_stage(variant, stage, args.slices, args.seed, epochs[stage], args.out / variant,
-                              args.batch_size, widths, args.max_steps_per_epoch)
+                              args.batch_size, widths, args.max_steps_per_epoch, args.anatomy, args.init_from)
         for variant in variants
         for stage in stages
     ]
@@ -139,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "synthetic_validation.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(json.dumps(results, default=float), flush=True)
     if args.export_to:
-        extra = {"trained_on": f"synthetic long-axis slices ({args.slices}, variant {variants[0]})"}
+        start = f", fine-tuned from {args.init_from}" if args.init_from else ""
+        extra = {"trained_on": f"synthetic long-axis slices only ({args.slices}, anatomy {args.anatomy}, "
+                               f"variant {variants[0]}, seed {args.seed}{start})"}
         if args.measured:
             extra["measured"] = json.loads(args.measured.read_text())
         card = args.card.read_text() if args.card else ""
