@@ -176,14 +176,14 @@ def trained_spec(view: str, folder: Path | None = None) -> ModelSpec | None:
         return None
 
 
-def prepare_models(folder: Path, source: Path | None) -> dict[str, str]:
+def prepare_models(folder: Path, source: Path | None, random_only: bool = False) -> dict[str, str]:
     """A model folder for the gadget with a cine model per view: the trained one where the manifest of ``source``
-    (default the repository's models/) has it, else a random cascade of the shipped architecture. Returns a
-    description per view."""
+    (default the repository's models/) has it (unless ``random_only``), else a random cascade of the default
+    architecture (two U-Nets of widths 16-32-64-128). Returns a description per view."""
     source = source or models_dir()
     entries, described = [], {}
     for view in ("sax", "lax"):
-        spec = trained_spec(view, source)
+        spec = None if random_only else trained_spec(view, source)
         if spec is not None:
             shutil.copy(spec.file, folder / spec.file.name)
             raw = json.loads((source / "manifest.json").read_text())
@@ -194,7 +194,7 @@ def prepare_models(folder: Path, source: Path | None) -> dict[str, str]:
         cascade = LandmarkCascade(UNet(3), UNet(3))
         export_cascade(cascade, f"random_{view}_cine", view, "cine", COARSE_GRID, FINE_GRID_BY_VIEW[view], 0.0,
                        folder)
-        described[view] = f"random weights ({count_parameters(cascade) / 1e6:.2f} M parameters)"
+        described[view] = f"random weights, default architecture ({count_parameters(cascade) / 1e6:.2f} M parameters)"
     if entries:
         path = folder / "manifest.json"
         current = json.loads(path.read_text()) if path.exists() else {"models": []}
@@ -237,6 +237,11 @@ class GadgetProcess:
             except OSError:
                 time.sleep(0.2)
         raise RuntimeError(f"the gadget did not listen within 120 s; see {log_path}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the whole process so far (exited threads included; 10 ms ticks)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_memory_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -309,6 +314,7 @@ class EndToEnd:
 
     first: dict[str, float]
     warm: dict[str, float]
+    cpu: dict[str, float]  # median CPU seconds the gadget process spent per series: what a busy machine can't inflate
     peak_memory_mb: float
 
 
@@ -317,17 +323,21 @@ def gadget_end_to_end(models_folder: Path, series_list: Sequence[Series], repeat
     """Times each series through one gadget process: once cold, then (after a second warm-up) ``repeats`` times."""
     gadget = GadgetProcess(models_folder, log_path, extra_env)
     try:
-        first, warm = {}, {}
+        first, warm, cpu = {}, {}, {}
         for series in series_list:
             config = config_for(series.view)
             # the first pays for loading the model, oneDNN primitive creation and TorchScript's profiling runs
             first[series.name] = time_through_gadget(gadget.port, series, config)
             time_through_gadget(gadget.port, series, config)
-            warm[series.name] = statistics.median(time_through_gadget(gadget.port, series, config)
-                                                  for _ in range(repeats))
+            wall, spent = [], []
+            for _ in range(repeats):
+                before = gadget.cpu_seconds()
+                wall.append(time_through_gadget(gadget.port, series, config))
+                spent.append(gadget.cpu_seconds() - before)
+            warm[series.name], cpu[series.name] = statistics.median(wall), statistics.median(spent)
             print(f"end to end {series.name} {extra_env or ''}: first {first[series.name] * 1000:.0f} ms, "
-                  f"then {warm[series.name] * 1000:.0f} ms", flush=True)
-        return EndToEnd(first, warm, gadget.peak_memory_mb())
+                  f"then {warm[series.name] * 1000:.0f} ms, {cpu[series.name] * 1000:.0f} ms CPU", flush=True)
+        return EndToEnd(first, warm, cpu, gadget.peak_memory_mb())
     finally:
         gadget.stop()
 
@@ -438,7 +448,9 @@ def options_table(detector: Detector, series: Series, repeats: int, models_folde
          {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "300000"}),
         ("gadget end to end, 1 thread (OMP_NUM_THREADS=1), passive", {"OMP_NUM_THREADS": "1"}),
     ):
-        rows.append((label, gadget_end_to_end(models_folder, [series], repeats, log_path, env).warm[series.name]))
+        result = gadget_end_to_end(models_folder, [series], repeats, log_path, env)
+        rows.append((label, result.warm[series.name]))
+        rows.append((f"{label}: CPU time", result.cpu[series.name]))
     centre = ((stack.shape[1] - 1) / 2, (stack.shape[2] - 1) / 2)
 
     def per_image() -> None:
@@ -572,6 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="markdown file to write the results into")
     parser.add_argument("--repeats", type=int, default=None, help="runs per median (default 10, quick 3)")
     parser.add_argument("--models", type=Path, default=None, help="model folder (default: the repository's)")
+    parser.add_argument("--random-models", action="store_true",
+                        help="time random cascades of the default architecture even where models/ has trained ones")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference network (slow)")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the fast-path accuracy check")
     args = parser.parse_args(argv)
@@ -583,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cmr_landmark_bench_") as tmp:
         folder = Path(tmp) / "models"
         folder.mkdir()
-        described = prepare_models(folder, args.models)
+        described = prepare_models(folder, args.models, args.random_models)
         sections.append("Models: " + ", ".join(f"{view} {text}" for view, text in described.items()) + ".")
         print(sections[-1], flush=True)
 
@@ -594,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parts = detector_breakdown(detector, series, repeats)
             reference = reference_seconds(series, 1 if args.quick else 3) if not args.no_reference else None
             rows.append([series.name, f"{end_to_end.warm[series.name] * 1000:.0f}",
+                         f"{end_to_end.cpu[series.name] * 1000:.0f}",
                          f"{end_to_end.first[series.name] * 1000:.0f}", f"{parts.detect * 1000:.0f}",
                          f"{parts.detect / series.n_images * 1000:.1f}", f"{parts.preprocess * 1000:.1f}",
                          f"{parts.model * 1000:.1f}", f"{parts.model / series.n_images * 1000:.2f}",
@@ -610,6 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"peak resident memory of the gadget process (VmHWM): {end_to_end.peak_memory_mb:.0f} MB. "
                      + ("; ".join(sorted(set(details))) + "." if details else ""), "",
                      markdown(rows, ["series", "end to end through the gadget (ms)",
+                                     "gadget process CPU time per series (ms)",
                                      "first series after the gadget started (ms)", "detector per series (ms)",
                                      "detector per image (ms)", "preprocessing (ms)", "model (ms)",
                                      "model per image (ms)", "decoding (ms)", "reference network per series (ms)",

@@ -398,8 +398,9 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
   Initialised from: {run.get('init_from') or 'random'}. {timing} on {run['threads']} CPU
   thread(s) (shared with other jobs).
 - **Probability threshold** {evaluation.probability_threshold:.3f}: {threshold_rule}
-- **Speed**: {seconds_per_slice * 1000:.1f} ms per slice (coarse + fine, batched by slice, this CPU,
-  {torch.get_num_threads()} threads, bf16 where supported).
+- **Speed**: {seconds_per_slice * 1000:.1f} ms per slice over the validation run (coarse + fine, model loading
+  included, {torch.get_num_threads()} thread(s), bf16 where supported) on a CPU shared with other jobs: an upper
+  bound, see `benchmarks/training_speed.py` for idle-machine figures.
 
 ## Validation accuracy
 

@@ -23,6 +23,7 @@ from cmr_landmark.export import export_cascade, load_training_state
 from cmr_landmark.measures import rv_insertion_angle_deg
 from cmr_landmark.model_store import ModelError, find_model
 from cmr_landmark.network import LandmarkCascade, UNet
+from cmr_landmark.training import load_stage_weights
 
 
 def _known_errors(seed: int = 0) -> tuple[Evaluation, np.ndarray, np.ndarray]:
@@ -119,6 +120,8 @@ def test_exported_model_carries_its_training_state(tmp_path) -> None:
     state = load_training_state(path)
     for name, value in cascade.fine.state_dict().items():
         np.testing.assert_allclose(state["fine"][name].numpy(), value.numpy(), rtol=1e-3, atol=1e-4)
+    # --init-from accepts the shipped file: a U-Net of the same shape takes the weights
+    UNet(3, (8, 16)).load_state_dict(load_stage_weights(path, "coarse"))
 
 
 def test_evaluate_slices_rejects_mixed_views_and_empty_input() -> None:
