@@ -48,6 +48,7 @@ from ismrmrd.image import get_dtype_from_data_type
 from ismrmrd.meta import Meta
 
 from .annotate import DEFAULT_CROSS_SIZE_MM, draw_crosses
+from .cine import smooth_cine_detections
 from .config import LANDMARKS_BY_VIEW, SEQUENCES, VIEWS
 from .detector import Detector, ImageLandmarks
 from .geometry import GeometryError, anterior_direction_in_image, pixel_spacing_mm, pixel_to_patient_mm
@@ -448,6 +449,7 @@ class SliceResult:
     spacing_mm: tuple[float, float]
     landmarks: list[ImageLandmarks]
     measures: list[dict[str, float]]
+    filled: list[dict[str, bool]] | None = None  # LAX cine: landmarks filled in from neighbouring phases
 
 
 def detect_slice(
@@ -472,13 +474,20 @@ def detect_slice(
     if view == "sax":
         landmarks = [name_rv_insertions_anatomically(found, spacing, head)
                      for found, head in zip(landmarks, heads, strict=True)]
+    filled = None
+    if view == "lax" and len(landmarks) > 1:
+        # A cine: smooth the points over the phases and fill the phases where one is weak or missing.
+        threshold = parameters.probability_threshold
+        cine = smooth_cine_detections(landmarks, spacing,
+                                      detector.spec.probability_threshold if threshold is None else threshold)
+        landmarks, filled = cine.landmarks, cine.filled
     measures = [slice_measures(found, view, spacing, head) for found, head in zip(landmarks, heads, strict=True)]
     lengths = [m["LVLength_mm"] for m in measures if "LVLength_mm" in m]
     if len(lengths) >= 2:
         shortening = longitudinal_shortening(lengths)
         for m in measures:
             m["LongitudinalShortening"] = shortening
-    return SliceResult(detector.spec.name, view, sequence, spacing, landmarks, measures)
+    return SliceResult(detector.spec.name, view, sequence, spacing, landmarks, measures, filled)
 
 
 def name_rv_insertions_anatomically(found: ImageLandmarks, spacing: tuple[float, float], head) -> ImageLandmarks:
@@ -567,6 +576,8 @@ def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: i
     for name in LANDMARKS_BY_VIEW[result.view]:
         landmark = found.get(name)
         meta[f"CMRLandmark_{name}_found"] = "1" if landmark is not None else "0"
+        if result.filled is not None:
+            meta[f"CMRLandmark_{name}_filled"] = "1" if result.filled[phase_index][name] else "0"
         if landmark is None:
             continue
         patient = pixel_to_patient_mm(np.array([[landmark.row, landmark.col]]), tuple(head.position),

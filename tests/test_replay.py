@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 
+import ismrmrd
 import numpy as np
 import pytest
 from mrd_stream_helpers import export_throwaway_model
@@ -142,6 +143,12 @@ def test_shipped_sample_with_shipped_models(tmp_path, monkeypatch):
     (summary,) = report["summary"]
     assert all(60.0 < length < 130.0 for length in summary["lv_length_mm"])
     assert 0.05 < summary["longitudinal_shortening"] < 0.35
+    annotated = ismrmrd.Dataset(str(tmp_path / "lax.h5"), "dataset", False)
+    try:  # every phase says, per landmark, whether it was seen or filled in from the neighbouring phases
+        metas = [annotated.read_image("image_101", i).meta for i in range(25)]
+    finally:
+        annotated.close()
+    assert all(meta[f"CMRLandmark_{name}_filled"] in ("0", "1") for meta in metas for name in ("MV-1", "MV-2", "APEX"))
     report_dir = tmp_path / "sax_report"
     assert main_replay([str(SAMPLES / "mnms2_001_sax.h5"), "--out", str(tmp_path / "sax.h5"),
                         "--report-dir", str(report_dir)]) == 0
