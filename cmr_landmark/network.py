@@ -51,7 +51,7 @@ class UNet(nn.Module):
             x = encoder(x)
             skips.append(x)
         skips.pop()
-        for upsample, decoder in zip(self.upsamplers, self.decoders):
+        for upsample, decoder in zip(self.upsamplers, self.decoders):  # noqa: B905 (TorchScript has no strict=)
             x = upsample(x)
             x = decoder(torch.cat([x, skips.pop()], dim=1))
         return self.head(x)
