@@ -32,6 +32,7 @@ setup(
         "pydicom>=3.0",  # pydicom.pixels.apply_modality_lut
         "matplotlib>=3.8",
         "multimethod",
+        "tqdm",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6", "ruff>=0.5"],

@@ -27,11 +27,12 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def throwaway_model_folder(tmp_path_factory) -> Path:
-    """A models folder with an untrained sax/cine model (threshold 0), exported once per test session."""
+    """A models folder with untrained sax/cine and lax/cine models (threshold 0), exported once per test session."""
     from mrd_stream_helpers import export_throwaway_model
 
     folder = tmp_path_factory.mktemp("throwaway_models")
-    export_throwaway_model(folder)
+    for view in ("sax", "lax"):
+        export_throwaway_model(folder, view, "cine")
     return folder
 
 

@@ -8,21 +8,12 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from mrd_stream_helpers import export_throwaway_model
 from test_convert import heart_like
 from test_io import ORIENTATION, SPACING, dicom_series, oblique_affine, write_nifti
 
 from cmr_landmark.config import LANDMARKS_BY_VIEW, REPO_ROOT
 from cmr_landmark.detect_cli import main_detect
 from cmr_landmark.model_store import ModelError, find_model
-
-
-@pytest.fixture(scope="module")
-def throwaway_models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    for view in ("sax", "lax"):
-        export_throwaway_model(folder, view, "cine")
-    return folder
 
 
 def run_detect(args, models, monkeypatch) -> dict:
@@ -33,13 +24,13 @@ def run_detect(args, models, monkeypatch) -> dict:
         return json.load(stream)
 
 
-def test_nifti_contract_voxels_and_world_follow_the_affine(tmp_path, throwaway_models, monkeypatch):
+def test_nifti_contract_voxels_and_world_follow_the_affine(tmp_path, throwaway_model_folder, monkeypatch):
     affine = oblique_affine()
     path = write_nifti(tmp_path / "sax.nii.gz", heart_like(40, 48, phases=2, slices=2), affine)
     result = run_detect(
         [str(path), "--view", "sax", "--sequence", "cine", "--out", str(tmp_path / "out.json"),
          "--overlays", str(tmp_path / "overlays")],
-        throwaway_models, monkeypatch,
+        throwaway_model_folder, monkeypatch,
     )
     assert result["model"] == "throwaway_sax_cine"
     assert [(r["slice"], r["phase"]) for r in result["images"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
@@ -57,12 +48,12 @@ def test_nifti_contract_voxels_and_world_follow_the_affine(tmp_path, throwaway_m
     assert len(list((tmp_path / "overlays").glob("*.png"))) == 4
 
 
-def test_dicom_voxels_are_column_row_and_world_is_patient(tmp_path, throwaway_models, monkeypatch):
+def test_dicom_voxels_are_column_row_and_world_is_patient(tmp_path, throwaway_model_folder, monkeypatch):
     folder = tmp_path / "dicom"
     folder.mkdir()
     dicom_series(folder, slices=1, phases=2, shape=(40, 48))
     result = run_detect([str(folder), "--view", "lax", "--sequence", "cine", "--out", str(tmp_path / "d.json")],
-                        throwaway_models, monkeypatch)
+                        throwaway_model_folder, monkeypatch)
     assert result["world_frame"] == "LPS" and result["voxel_order"] == "col_row"
     for record in result["images"]:
         lengths_ok = record["lv_length_mm"] is None or record["lv_length_mm"] > 0

@@ -144,7 +144,8 @@ def test_unknown_view_is_tagged(passive_server):
 
 def _manifest_sha(folder: Path, sha256: str) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["models"][0]["sha256"] = sha256
+    (entry,) = [m for m in manifest["models"] if m["name"] == "throwaway_sax_cine"]
+    entry["sha256"] = sha256
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 

@@ -10,7 +10,6 @@ import threading
 import ismrmrd
 import numpy as np
 import pytest
-from mrd_stream_helpers import export_throwaway_model
 from test_convert import heart_like
 from test_io import oblique_affine, write_nifti
 
@@ -26,23 +25,16 @@ from cmr_landmark.replay_cli import main_replay
 SAMPLES = REPO_ROOT / "samples"
 
 
-@pytest.fixture(scope="module")
-def throwaway_models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    for view in ("sax", "lax"):
-        export_throwaway_model(folder, view, "cine")
-    return folder
-
 
 @pytest.fixture
 def lax_cine_nifti(tmp_path):
     return write_nifti(tmp_path / "lax.nii.gz", heart_like(48, 56, phases=3, slices=1), oblique_affine())
 
 
-def test_active_replay_round_trip_with_report(lax_cine_nifti, tmp_path, throwaway_models, monkeypatch, capsys):
+def test_active_replay_round_trip_with_report(lax_cine_nifti, tmp_path, throwaway_model_folder, monkeypatch, capsys):
     source = tmp_path / "lax.h5"
     main_convert([str(lax_cine_nifti), "--out", str(source), "--view", "lax"])
-    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_models))  # inherited by the gadget process
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))  # inherited by the gadget process
     out, report_dir = tmp_path / "out" / "lax_out.h5", tmp_path / "report"
     assert main_replay([str(source), "--out", str(out), "--report-dir", str(report_dir)]) == 0
 
@@ -71,10 +63,10 @@ def test_active_replay_round_trip_with_report(lax_cine_nifti, tmp_path, throwawa
     assert "slice  0 (lax, 3 phase(s)): 9/9 landmarks" in capsys.readouterr().out
 
 
-def test_raw_kspace_replayed_to_a_listening_gadget(lax_cine_nifti, tmp_path, throwaway_models, monkeypatch):
+def test_raw_kspace_replayed_to_a_listening_gadget(lax_cine_nifti, tmp_path, throwaway_model_folder, monkeypatch):
     raw = tmp_path / "raw.h5"
     main_convert([str(lax_cine_nifti), "--out", str(raw), "--view", "lax", "--kspace"])
-    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_models))  # the gadget runs in this process here
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))  # the gadget runs in this process here
     server = LandmarkServer(0, max_connections=1)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
