@@ -32,6 +32,16 @@ def test_only_slices_already_arrived_are_grouped():
     assert [[b.slice for b in group] for group in groups] == [[0, 1, 2], [3], [4, 5]]
 
 
+@pytest.fixture
+def shipped_sax_cine(monkeypatch) -> None:
+    """The shipped models folder, or a skip when it has no sax cine model."""
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
+    try:
+        find_model("sax", "cine")
+    except ModelError as error:
+        pytest.skip(f"no trained sax cine model in models/: {error}")
+
+
 def _sample_stack(n_slices: int) -> tuple[ismrmrd.xsd.ismrmrdHeader, list[SliceBatch]]:
     dataset = ismrmrd.Dataset(str(SAMPLE), "dataset", False)
     try:
@@ -45,12 +55,7 @@ def _sample_stack(n_slices: int) -> tuple[ismrmrd.xsd.ismrmrdHeader, list[SliceB
     return header, batches
 
 
-def test_stack_in_one_call_matches_slice_by_slice(monkeypatch):
-    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
-    try:
-        find_model("sax", "cine")
-    except ModelError as error:
-        pytest.skip(f"no trained sax cine model in models/: {error}")
+def test_stack_in_one_call_matches_slice_by_slice(shipped_sax_cine):
     header, batches = _sample_stack(6)
     parameters = GadgetParameters.from_strings({"view": "sax", "sequence": "cine", "probability_threshold": "0.0"})
     stacked = detect_stack(batches, parameters, header)
@@ -63,12 +68,7 @@ def test_stack_in_one_call_matches_slice_by_slice(monkeypatch):
         assert alone.measures[0].keys() == together.measures[0].keys()
 
 
-def test_a_bad_slice_in_a_stack_is_tagged_alone(monkeypatch):
-    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
-    try:
-        find_model("sax", "cine")
-    except ModelError as error:
-        pytest.skip(f"no trained sax cine model in models/: {error}")
+def test_a_bad_slice_in_a_stack_is_tagged_alone(shipped_sax_cine):
     header, batches = _sample_stack(3)
     batches[1].items[0].image.data[:] = 0  # no signal: this slice cannot be processed, the others can
     parameters = GadgetParameters.from_strings({"view": "sax", "sequence": "cine"})
