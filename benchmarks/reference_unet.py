@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cmr_landmark.network import UNet
+
 REFERENCE_GRID_MM = 1.0
 REFERENCE_GRID_PX = 352
 REFERENCE_WIDTHS: tuple[int, ...] = (36, 72, 144, 288)  # 2.5 M parameters
@@ -35,33 +37,17 @@ class ResidualBlock(nn.Module):
 
 
 class ReferenceResUNet(nn.Module):
-    """Residual U-Net returning softmax heatmaps (N, n_landmarks + 1, H, W), background first."""
+    """Residual U-Net returning softmax heatmaps (N, n_landmarks + 1, H, W), background first.
+
+    Our U-Net's wiring (:class:`cmr_landmark.network.UNet`) with residual blocks at the authors' widths.
+    """
 
     def __init__(self, n_landmarks: int = 3, widths: tuple[int, ...] = REFERENCE_WIDTHS) -> None:
         super().__init__()
-        self.encoders = nn.ModuleList()
-        channels = 1
-        for width in widths:
-            self.encoders.append(ResidualBlock(channels, width))
-            channels = width
-        self.pool = nn.MaxPool2d(2)
-        self.upsamplers = nn.ModuleList()
-        self.decoders = nn.ModuleList()
-        for width in reversed(widths[:-1]):
-            self.upsamplers.append(nn.ConvTranspose2d(channels, width, 2, stride=2))
-            self.decoders.append(ResidualBlock(2 * width, width))
-            channels = width
-        self.head = nn.Conv2d(channels, n_landmarks + 1, 1)
+        self.unet = UNet(n_landmarks, widths, block=ResidualBlock)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips: list[torch.Tensor] = []
-        for i, encoder in enumerate(self.encoders):
-            x = encoder(self.pool(x) if i else x)
-            skips.append(x)
-        skips.pop()
-        for upsample, decoder in zip(self.upsamplers, self.decoders, strict=True):
-            x = decoder(torch.cat([upsample(x), skips.pop()], dim=1))
-        return torch.softmax(self.head(x), dim=1)
+        return torch.softmax(self.unet(x), dim=1)
 
 
 def argmax_points(probabilities: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ the same U-Net shape. BatchNorm folds into the convolutions when frozen for infe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -25,21 +27,26 @@ class ConvBlock(nn.Sequential):
 
 
 class UNet(nn.Module):
-    """U-Net returning logits (N, n_landmarks + 1, H, W); H and W must be divisible by 2**(len(widths)-1)."""
+    """U-Net returning logits (N, n_landmarks + 1, H, W); H and W must be divisible by 2**(len(widths)-1).
 
-    def __init__(self, n_landmarks: int, widths: tuple[int, ...] = (16, 32, 64, 128), in_channels: int = 1) -> None:
+    ``block(in_channels, out_channels)`` builds each level (default two plain convolutions; the benchmark's
+    reference network passes residual blocks).
+    """
+
+    def __init__(self, n_landmarks: int, widths: tuple[int, ...] = (16, 32, 64, 128), in_channels: int = 1,
+                 block: Callable[[int, int], nn.Module] = ConvBlock) -> None:
         super().__init__()
         self.encoders = nn.ModuleList()
         channels = in_channels
         for width in widths:
-            self.encoders.append(ConvBlock(channels, width))
+            self.encoders.append(block(channels, width))
             channels = width
         self.pool = nn.MaxPool2d(2)
         self.upsamplers = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for width in reversed(widths[:-1]):
             self.upsamplers.append(nn.ConvTranspose2d(channels, width, 2, stride=2))
-            self.decoders.append(ConvBlock(2 * width, width))
+            self.decoders.append(block(2 * width, width))
             channels = width
         self.head = nn.Conv2d(channels, n_landmarks + 1, 1)
 
