@@ -10,27 +10,19 @@ autocast (the detector's path on CPUs with native bf16) and torch fp32 (its path
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import onnxruntime
 import torch
+from timing import median_seconds
 
 from cmr_landmark.network import UNet
 
 
 def median_ms(function: Callable[[], object], repeats: int = 7) -> float:
-    function()
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * median_seconds(function, repeats)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -61,8 +61,9 @@ from scipy import ndimage  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_unet import REFERENCE_GRID_MM, REFERENCE_GRID_PX, ReferenceResUNet, argmax_points  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
-from cmr_landmark.detector import Detector  # noqa: E402
+from cmr_landmark.detector import Detector, crop_centres  # noqa: E402
 from cmr_landmark.export import export_cascade  # noqa: E402
 from cmr_landmark.heatmaps import decode_heatmaps  # noqa: E402
 from cmr_landmark.io.ismrmrd_file import read_ismrmrd_images  # noqa: E402
@@ -350,17 +351,6 @@ def config_for(view: str) -> str:
 # --- in-process timings -------------------------------------------------------------------------------------------
 
 
-def median_seconds(function: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 @dataclass
 class Breakdown:
     """Median seconds per series of each step of Detector.detect's fast path (summed over the series' slices)."""
@@ -392,9 +382,7 @@ def detector_breakdown(detector: Detector, series: Series, repeats: int) -> Brea
             tick = time.perf_counter()
             spent["model"] += tick - tock
             points, peak = decode_heatmaps(probabilities)
-            weights = peak + 1e-6
-            centre = np.median(coarse_transform.grid_to_image(
-                (points * weights[..., None]).sum(axis=1) / weights.sum(axis=1, keepdims=True)), axis=0)
+            centre = np.median(crop_centres(points, peak, [coarse_transform] * len(stack)), axis=0)
             tock = time.perf_counter()
             spent["decode"] += tock - tick
             fine_transform = grid_transform(stack.shape[1:], series.spacing_mm, spec.fine_grid, tuple(centre))

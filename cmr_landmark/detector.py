@@ -134,8 +134,15 @@ class Detector:
         """Where to centre the fine crop of each image: probability-weighted mean of the coarse landmarks."""
         coarse_inputs, transforms = self._grid_inputs(stack, normalised, pixel_spacing_mm, self.spec.coarse_grid, None)
         points_grid, peak = decode_heatmaps(self.run_stage("coarse", coarse_inputs))
-        centres = np.empty((len(stack), 2))
-        for i, (points, probabilities, transform) in enumerate(zip(points_grid, peak, transforms, strict=True)):
-            weights = probabilities + 1e-6
-            centres[i] = transform.grid_to_image((points * weights[:, None]).sum(axis=0) / weights.sum())
-        return centres
+        return crop_centres(points_grid, peak, transforms)
+
+
+def crop_centres(
+    points_grid: np.ndarray, peak_probability: np.ndarray, transforms: Sequence[GridTransform]
+) -> np.ndarray:
+    """(N, 2) image pixels where the fine crop of each image is centred: the coarse landmarks' mean weighted by
+    their peak probabilities (``points_grid`` (N, K, 2) in coarse-grid pixels, ``peak_probability`` (N, K))."""
+    weights = peak_probability + 1e-6
+    centres_grid = (points_grid * weights[..., None]).sum(axis=1) / weights.sum(axis=1, keepdims=True)
+    return np.stack([transform.grid_to_image(centre) for centre, transform in zip(centres_grid, transforms,
+                                                                                   strict=True)])
