@@ -53,13 +53,7 @@ from .cine import smooth_cine_detections
 from .config import LANDMARKS_BY_VIEW, SEQUENCES, VIEWS
 from .detector import Detector, ImageLandmarks
 from .geometry import GeometryError, anterior_direction_in_image, pixel_spacing_mm, pixel_to_patient_mm
-from .measures import (
-    anterior_insertion_is_posterior,
-    anterior_rvi_direction_deg,
-    longitudinal_shortening,
-    lv_length_mm,
-    rv_insertion_angle_deg,
-)
+from .measures import anterior_insertion_is_posterior, image_measures, longitudinal_shortening
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
 from .model_store import find_model
 from .series import SeriesBuffer, SliceBatch, phases_per_slice_from_header
@@ -569,21 +563,13 @@ def name_rv_insertions_anatomically(found: ImageLandmarks, spacing: tuple[float,
 def slice_measures(found: ImageLandmarks, view: str, spacing: tuple[float, float], head) -> dict[str, float]:
     """The measures one image's landmarks allow (a measure whose landmarks are missing is left out)."""
     points = {name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}
-    measures: dict[str, float] = {}
-    if view == "lax" and {"MV-1", "MV-2", "APEX"} <= points.keys():
-        measures["LVLength_mm"] = lv_length_mm(points["MV-1"], points["MV-2"], points["APEX"], spacing)
-    if view == "sax" and {"A-RVI", "P-RVI", "C-LV"} <= points.keys():
-        measures["RVInsertionAngle_deg"] = rv_insertion_angle_deg(points["A-RVI"], points["P-RVI"], points["C-LV"],
-                                                                  spacing)
+    anterior = None
     if view == "sax" and {"A-RVI", "C-LV"} <= points.keys():
         try:
             anterior = anterior_direction_in_image(tuple(head.read_dir), tuple(head.phase_dir))
         except GeometryError as error:
             log.warning("no anterior RV insertion direction: %s", error)
-        else:
-            measures["AnteriorRVIDirection_deg"] = anterior_rvi_direction_deg(points["A-RVI"], points["C-LV"],
-                                                                              spacing, anterior)
-    return measures
+    return image_measures(points, view, spacing, anterior)
 
 
 MAX_SERIES_INDEX = 65535  # image_series_index is a uint16

@@ -112,3 +112,25 @@ def anterior_insertion_is_posterior(
     """
     difference_mm = _to_mm(_point(anterior_rc, "A-RVI") - _point(posterior_rc, "P-RVI"), pixel_spacing_mm)
     return float(difference_mm @ _point(anterior_direction_rc, "anterior direction")) < 0.0
+
+
+def image_measures(
+    points_rc: dict[str, Sequence[float]],
+    view: str,
+    pixel_spacing_mm: Sequence[float],
+    anterior_direction_rc: Sequence[float] | None = None,
+) -> dict[str, float]:
+    """The measures one image's found landmarks allow, by name: ``LVLength_mm`` (lax), ``RVInsertionAngle_deg``
+    (sax) and, when the patient's anterior direction in the image is known, ``AnteriorRVIDirection_deg`` (sax).
+    A measure whose landmarks are not all in ``points_rc`` is left out; degenerate points raise ValueError."""
+    measures: dict[str, float] = {}
+    if view == "lax" and {"MV-1", "MV-2", "APEX"} <= points_rc.keys():
+        measures["LVLength_mm"] = lv_length_mm(points_rc["MV-1"], points_rc["MV-2"], points_rc["APEX"],
+                                               pixel_spacing_mm)
+    if view == "sax" and {"A-RVI", "P-RVI", "C-LV"} <= points_rc.keys():
+        measures["RVInsertionAngle_deg"] = rv_insertion_angle_deg(points_rc["A-RVI"], points_rc["P-RVI"],
+                                                                  points_rc["C-LV"], pixel_spacing_mm)
+    if view == "sax" and anterior_direction_rc is not None and {"A-RVI", "C-LV"} <= points_rc.keys():
+        measures["AnteriorRVIDirection_deg"] = anterior_rvi_direction_deg(points_rc["A-RVI"], points_rc["C-LV"],
+                                                                          pixel_spacing_mm, anterior_direction_rc)
+    return measures

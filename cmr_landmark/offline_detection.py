@@ -17,21 +17,17 @@ import math
 from .config import LANDMARKS_BY_VIEW
 from .detector import Detector, ImageLandmarks
 from .io import ImageSeries
-from .measures import longitudinal_shortening, lv_length_mm, rv_insertion_angle_deg
+from .measures import image_measures, longitudinal_shortening
 
 
-def image_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[float, float]) -> dict[str, float | None]:
+def record_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[float, float]) -> dict[str, float | None]:
     """LV length (lax) and RV insertion angle (sax) of one image; None when a landmark it needs is missing."""
     points = {name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}
-    length = angle = None
-    if view == "lax" and {"MV-1", "MV-2", "APEX"} <= points.keys():
-        length = lv_length_mm(points["MV-1"], points["MV-2"], points["APEX"], pixel_spacing_mm)
-    if view == "sax" and {"A-RVI", "P-RVI", "C-LV"} <= points.keys():
-        try:
-            angle = rv_insertion_angle_deg(points["A-RVI"], points["P-RVI"], points["C-LV"], pixel_spacing_mm)
-        except ValueError:  # an insertion point on the LV centre: the angle is undefined
-            angle = None
-    return {"lv_length_mm": length, "rv_insertion_angle_deg": angle}
+    try:
+        measures = image_measures(points, view, pixel_spacing_mm)
+    except ValueError:  # an insertion point on the LV centre: the angle is undefined
+        measures = {}
+    return {"lv_length_mm": measures.get("LVLength_mm"), "rv_insertion_angle_deg": measures.get("RVInsertionAngle_deg")}
 
 
 def detect_series(series: ImageSeries, detector: Detector) -> list[dict]:
@@ -57,7 +53,7 @@ def detect_series(series: ImageSeries, detector: Detector) -> list[dict]:
                 }
             records.append(
                 {"slice": slice_index, "phase": phase, "landmarks": landmarks,
-                 **image_measures(found, view, series.pixel_spacing_mm)}
+                 **record_measures(found, view, series.pixel_spacing_mm)}
             )
     return records
 

@@ -84,3 +84,15 @@ def test_anterior_insertion_named_by_patient_anatomy() -> None:
     head.phase_dir[:] = (0.0, -1.0, 0.0)
     flipped = name_rv_insertions_anatomically({"A-RVI": upper, "P-RVI": lower, "C-LV": centre}, (1.0, 1.0), head)
     assert flipped["A-RVI"] == lower and flipped["P-RVI"] == upper
+
+
+def test_image_measures_names_what_the_found_landmarks_allow() -> None:
+    from cmr_landmark.measures import image_measures
+
+    sax = {"A-RVI": (10.0, 20.0), "P-RVI": (30.0, 20.0), "C-LV": (20.0, 30.0)}
+    assert set(image_measures(sax, "sax", (1.0, 1.0))) == {"RVInsertionAngle_deg"}
+    with_anterior = image_measures(sax, "sax", (1.0, 1.0), anterior_direction_rc=(-1.0, 0.0))
+    assert set(with_anterior) == {"RVInsertionAngle_deg", "AnteriorRVIDirection_deg"}
+    assert image_measures({"A-RVI": (10.0, 20.0), "C-LV": (20.0, 30.0)}, "sax", (1.0, 1.0)) == {}
+    lax = {"MV-1": (0.0, 0.0), "MV-2": (0.0, 20.0), "APEX": (40.0, 10.0)}
+    assert image_measures(lax, "lax", (2.0, 1.0)) == {"LVLength_mm": 80.0}  # 40 rows of 2 mm
