@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import StageGrid
+from .config import MIRROR_SWAP, StageGrid
 from .heatmaps import decode_heatmaps
 from .model_store import ModelSpec, load_torchscript
 from .preprocess import GridTransform, grid_transform, normalise_stack, preprocess, resample_stack
@@ -51,14 +51,20 @@ class Detector:
     CPUs with native bf16 (fp16 on a GPU). ``optimised=False`` is the reference the fast path is checked against
     (tests/test_fast_path.py, benchmarks/run_benchmarks.py): :func:`preprocess.preprocess` per image and stage,
     exactly as training calls it, and fp32 NCHW inference.
+
+    ``mirror_average``: the fine stage also sees its crop mirrored left-right, and its heatmaps, mirrored back
+    with the handed landmarks swapped (``config.MIRROR_SWAP``), are averaged with the direct ones before decoding.
+    The models are trained with mirrored copies, so the two passes are two looks at the same anatomy; averaging
+    them halves the fine stage's speed and removes part of its variance (docs/training.md, "Mirror averaging").
     """
 
     def __init__(self, spec: ModelSpec, device: torch.device | None = None, use_bf16: bool | None = None,
-                 optimised: bool = True) -> None:
+                 optimised: bool = True, mirror_average: bool = False) -> None:
         self.spec = spec
         self.device = device or default_device()
         self.model = load_torchscript(spec, self.device)
         self.optimised = optimised
+        self.mirror_average = mirror_average
         if use_bf16 is None:
             use_bf16 = optimised and self.device.type == "cpu" and _bf16_supported_on_cpu()
         self.use_bf16 = use_bf16
@@ -80,6 +86,17 @@ class Detector:
             if stage == "coarse":
                 return self.model.coarse_probabilities(x).float().cpu()
             return self.model.fine_probabilities(x).float().cpu()
+
+    def fine_probabilities(self, fine_inputs: np.ndarray) -> torch.Tensor:
+        """The fine stage's heatmaps of (N, S, S) crops, averaged with those of the mirrored crops when
+        ``mirror_average``."""
+        probabilities = self.run_stage("fine", fine_inputs)
+        if not self.mirror_average:
+            return probabilities
+        mirrored = self.run_stage("fine", np.ascontiguousarray(fine_inputs[:, :, ::-1]))
+        # Channel c of the mirrored output is landmark MIRROR_SWAP[c] of the image (background stays first).
+        unmirror = [0] + [1 + swapped for swapped in MIRROR_SWAP[self.spec.view]]
+        return 0.5 * (probabilities + mirrored.flip(-1)[:, unmirror])
 
     def detect(
         self,
@@ -105,7 +122,7 @@ class Detector:
         if same_slice:
             centres[:] = np.median(centres, axis=0)
         fine_inputs, transforms = self._grid_inputs(stack, normalised, pixel_spacing_mm, self.spec.fine_grid, centres)
-        points_grid, peak = decode_heatmaps(self.run_stage("fine", fine_inputs))
+        points_grid, peak = decode_heatmaps(self.fine_probabilities(fine_inputs))
         results: list[ImageLandmarks] = []
         for points, probabilities, transform in zip(points_grid, peak, transforms, strict=True):
             image_points = transform.grid_to_image(points)
