@@ -52,19 +52,20 @@ class Detector:
     (tests/test_fast_path.py, benchmarks/run_benchmarks.py): :func:`preprocess.preprocess` per image and stage,
     exactly as training calls it, and fp32 NCHW inference.
 
-    ``mirror_average``: the fine stage also sees its crop mirrored left-right, and its heatmaps, mirrored back
-    with the handed landmarks swapped (``config.MIRROR_SWAP``), are averaged with the direct ones before decoding.
+    ``mirror_average`` (default: the manifest's value for the model): the fine stage also sees its crop mirrored
+    left-right, and its heatmaps, mirrored back with the handed landmarks swapped (``config.MIRROR_SWAP``), are
+    averaged with the direct ones before decoding.
     The models are trained with mirrored copies, so the two passes are two looks at the same anatomy; averaging
     them halves the fine stage's speed and removes part of its variance (docs/training.md, "Mirror averaging").
     """
 
     def __init__(self, spec: ModelSpec, device: torch.device | None = None, use_bf16: bool | None = None,
-                 optimised: bool = True, mirror_average: bool = False) -> None:
+                 optimised: bool = True, mirror_average: bool | None = None) -> None:
         self.spec = spec
         self.device = device or default_device()
         self.model = load_torchscript(spec, self.device)
         self.optimised = optimised
-        self.mirror_average = mirror_average
+        self.mirror_average = spec.mirror_average if mirror_average is None else mirror_average
         if use_bf16 is None:
             use_bf16 = optimised and self.device.type == "cpu" and _bf16_supported_on_cpu()
         self.use_bf16 = use_bf16

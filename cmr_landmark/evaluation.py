@@ -87,9 +87,11 @@ def predict(detector: Detector, slices: Sequence) -> tuple[np.ndarray, np.ndarra
     return points, probability
 
 
-def detector_for_cascade(cascade: LandmarkCascade, view: str, folder: Path, threshold: float) -> Detector:
+def detector_for_cascade(cascade: LandmarkCascade, view: str, folder: Path, threshold: float,
+                         mirror_average: bool = False) -> Detector:
     """Export ``cascade`` as the shipped format into ``folder`` and load it the way the gadget does."""
-    export_cascade(cascade, "candidate", view, "any", COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold, folder)
+    export_cascade(cascade, "candidate", view, "any", COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold, folder,
+                   mirror_average=mirror_average)
     return Detector(find_model(view, "any", name="candidate", folder=folder))
 
 
@@ -168,9 +170,11 @@ def measure_table(evaluation: Evaluation) -> list[dict]:
 
 
 def evaluate_slices(
-    model: Detector | LandmarkCascade, slices: Sequence, probability_threshold: float | None = None
+    model: Detector | LandmarkCascade, slices: Sequence, probability_threshold: float | None = None,
+    mirror_average: bool = False,
 ) -> Evaluation:
-    """Run ``model`` (a loaded Detector, or a trained cascade, exported for the purpose) on labelled ``slices``."""
+    """Run ``model`` (a loaded Detector, or a trained cascade, exported for the purpose) on labelled ``slices``.
+    ``mirror_average`` applies to a cascade (a Detector carries its own setting)."""
     if not slices:
         raise ValueError("no slices to evaluate")
     views = {s.view for s in slices}
@@ -180,7 +184,8 @@ def evaluate_slices(
     if isinstance(model, LandmarkCascade):
         threshold = DEFAULT_PROBABILITY_THRESHOLD if probability_threshold is None else probability_threshold
         with tempfile.TemporaryDirectory() as folder:
-            points, probability = predict(detector_for_cascade(model, view, Path(folder), threshold), slices)
+            detector = detector_for_cascade(model, view, Path(folder), threshold, mirror_average)
+            points, probability = predict(detector, slices)
     else:
         if model.spec.view != view:
             raise ValueError(f"model {model.spec.name!r} is for {model.spec.view}, the slices are {view}")
@@ -325,6 +330,9 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--via-images", type=Path, default=None, help="folder of the VIA project's images")
     parser.add_argument("--pixel-spacing-mm", type=float, nargs=2, default=None, help="for PNG/JPEG images")
     parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the fine stage over the crop and its mirror (default: the model's manifest "
+                             "setting; off for --run)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.via:
@@ -346,9 +354,10 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
         model: Detector | LandmarkCascade = load_cascade(args.run, args.view)
         name = str(args.run)
     else:
-        detector = Detector(find_model(args.view, args.sequence, name=args.model, folder=args.models_dir))
+        detector = Detector(find_model(args.view, args.sequence, name=args.model, folder=args.models_dir),
+                            mirror_average=args.mirror_average)
         model, name = detector, detector.spec.name
-    evaluation = evaluate_slices(model, slices, args.threshold)
+    evaluation = evaluate_slices(model, slices, args.threshold, mirror_average=bool(args.mirror_average))
     print(write_report(evaluation, slices, args.out, f"{name} on {source}"))
     (args.out / "summary.json").write_text(json.dumps(summary(evaluation), indent=2, default=float) + "\n")
     return 0
@@ -370,7 +379,7 @@ def choose_threshold(evaluation: Evaluation) -> float:
 
 
 def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, evaluation: Evaluation,
-               seconds_per_slice: float, threshold_rule: str, notes: str) -> str:
+               seconds_per_slice: float, threshold_rule: str, notes: str, mirror_average: bool = False) -> str:
     """Markdown model card: data, split, training, speed and the measured validation tables."""
     from .network import count_parameters
     from .training import load_cascade
@@ -398,6 +407,8 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
   Initialised from: {run.get('init_from') or 'random'}. {timing} on {run['threads']} CPU
   thread(s) (shared with other jobs).
 - **Probability threshold** {evaluation.probability_threshold:.3f}: {threshold_rule}
+- **Inference**: {'fine stage averaged over the crop and its left-right mirror (manifest `mirror_average`)'
+                    if mirror_average else 'one pass per stage'}; the threshold and the tables below are measured so.
 - **Speed**: {seconds_per_slice * 1000:.1f} ms per slice over the validation run (coarse + fine, model loading
   included, {torch.get_num_threads()} thread(s), bf16 where supported) on a CPU shared with other jobs: an upper
   bound, see `benchmarks/training_speed.py` for idle-machine figures.
@@ -417,6 +428,9 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--threshold", default="auto", help="a probability, or 'auto': chosen on the train split")
     parser.add_argument("--notes", type=Path, default=None, help="markdown appended to the model card")
+    parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=True,
+                        help="the shipped model averages its fine stage over the crop and its mirror; the threshold "
+                             "and the card's accuracy are measured that way (default: on)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     from .training import load_cascade, run_slices
@@ -429,20 +443,21 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     cascade = load_cascade(args.run, view)
     if args.threshold == "auto":
         train_slices = run_slices(run, "train")
-        threshold = choose_threshold(evaluate_slices(cascade, train_slices))
+        threshold = choose_threshold(evaluate_slices(cascade, train_slices, mirror_average=args.mirror_average))
         rule = (f"chosen on the training split ({len(train_slices)} slices) as the value maximising detection "
                 "rate minus false-positive rate over all landmarks.")
     else:
         threshold, rule = float(args.threshold), "given at export."
     val_slices = run_slices(run, "val")
     start = time.perf_counter()
-    evaluation = evaluate_slices(cascade, val_slices, threshold)
+    evaluation = evaluate_slices(cascade, val_slices, threshold, mirror_average=args.mirror_average)
     seconds_per_slice = (time.perf_counter() - start) / len(val_slices)
     notes = args.notes.read_text() if args.notes else ""
-    card = model_card(args.name, view, sequence, run, metrics, evaluation, seconds_per_slice, rule, notes)
+    card = model_card(args.name, view, sequence, run, metrics, evaluation, seconds_per_slice, rule, notes,
+                      args.mirror_average)
     path = export_cascade(cascade, args.name, view, sequence, COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold,
                           args.models_dir, card=card, extra={"validation": summary(evaluation)},
-                          embed_training_state=True)
+                          embed_training_state=True, mirror_average=args.mirror_average)
     write_report(evaluation, val_slices, args.run / "validation", f"{args.name} on the validation split")
     print(card)
     print(f"wrote {path}")

@@ -50,12 +50,15 @@ def export_cascade(
     card: str = "",
     extra: dict | None = None,
     embed_training_state: bool = False,
+    mirror_average: bool = False,
 ) -> Path:
     """Script + freeze ``cascade`` into ``folder/name.pt`` and add/replace its entry in ``folder/manifest.json``.
 
     ``card`` (markdown) is written to ``folder/name.md``; ``extra`` (e.g. measured accuracy) goes into the entry.
     ``embed_training_state`` stores the unfrozen weights (fp16) in the file too, so a user can fine-tune the
     shipped model (:func:`load_training_state`); freezing folds BatchNorm into the convolutions for good.
+    ``mirror_average`` tells the Detector to average the fine stage over the crop and its mirror (the threshold
+    and the measured accuracy must have been obtained that way).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,6 +82,7 @@ def export_cascade(
         "coarse_grid": asdict(coarse_grid),
         "fine_grid": asdict(fine_grid),
         "probability_threshold": probability_threshold,
+        "mirror_average": mirror_average,
         "card": f"{name}.md" if card else "",
         **(extra or {}),
     }

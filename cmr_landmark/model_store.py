@@ -20,6 +20,12 @@ class ModelError(RuntimeError):
     """A model is missing, corrupt, not in the manifest, or does not fit the request."""
 
 
+def _manifest_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ModelError(f"manifest entry {name!r}: mirror_average must be true or false, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One manifest entry: what a model file is and how to feed it."""
@@ -34,6 +40,7 @@ class ModelSpec:
     fine_grid: StageGrid
     probability_threshold: float
     card: str = ""
+    mirror_average: bool = False  # run the fine stage on the mirrored crop too and average (Detector)
 
     @staticmethod
     def from_manifest_entry(entry: dict, folder: Path) -> ModelSpec:
@@ -55,6 +62,7 @@ class ModelSpec:
                 fine_grid=StageGrid(**entry["fine_grid"]),
                 probability_threshold=float(entry["probability_threshold"]),
                 card=entry.get("card", ""),
+                mirror_average=_manifest_bool(entry.get("mirror_average", False), entry["name"]),
             )
         except (KeyError, TypeError) as error:
             raise ModelError(f"malformed manifest entry {entry!r}: {error}") from error

@@ -51,7 +51,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--init-from", type=Path, default=None, help="run folder or shipped model to start from")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--epochs", type=int, default=10, help="epochs of each stage")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of each stage (see --epochs-fine)")
+    parser.add_argument("--epochs-fine", type=int, default=None, help="epochs of the fine stage (default --epochs)")
     parser.add_argument("--copies", type=int, default=1, help="synthetic images per source slice")
     parser.add_argument("--max-steps-per-epoch", type=int, default=None)
     parser.add_argument("--max-val-slices", type=int, default=None, help="validate on this many (evenly spaced)")
@@ -61,14 +62,16 @@ def main() -> int:
     train, val = training_sets(args.kind, args.copies, args.max_val_slices)
     print(f"{len(train)} training and {len(val)} validation slices, made in {time.perf_counter() - start:.0f} s",
           flush=True)
-    _, metrics = train_cascade(train, val, "sax", args.out, args.epochs, args.epochs, init_from=args.init_from,
+    epochs_fine = args.epochs if args.epochs_fine is None else args.epochs_fine
+    _, metrics = train_cascade(train, val, "sax", args.out, args.epochs, epochs_fine, init_from=args.init_from,
                                lr=args.lr, threads=args.threads, max_steps_per_epoch=args.max_steps_per_epoch)
     # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
     run_path = args.out / "run.json"
     earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0
     (args.out / "run.json").write_text(json.dumps(
         {"kind": args.kind, "sources": SOURCE_SETS, "train_slices": len(train), "val_slices": len(val),
-         "copies": args.copies, "epochs": args.epochs, "lr": args.lr, "init_from": str(args.init_from or ""),
+         "copies": args.copies, "epochs": args.epochs, "epochs_fine": epochs_fine, "lr": args.lr,
+         "init_from": str(args.init_from or ""),
          "max_steps_per_epoch": args.max_steps_per_epoch, "max_val_slices": args.max_val_slices,
          "threads": args.threads, "wall_s": earlier_s + time.perf_counter() - start, "metrics": metrics},
         indent=2, default=float) + "\n")

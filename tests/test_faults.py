@@ -149,6 +149,13 @@ def _manifest_sha(folder: Path, sha256: str) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
+def _manifest_field(folder: Path, name: str, value: object) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (entry,) = [m for m in manifest["models"] if m["name"] == "throwaway_sax_cine"]
+    entry[name] = value
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _truncate(folder: Path, update_sha: bool) -> None:
     path = folder / "throwaway_sax_cine.pt"
     path.write_bytes(path.read_bytes()[:2000])
@@ -164,6 +171,8 @@ MODEL_FAULTS = {
     "truncated, sha256 of the truncated file": (lambda folder: _truncate(folder, update_sha=True),
                                                 "could not be loaded"),
     "wrong sha256 in the manifest": (lambda folder: _manifest_sha(folder, "0" * 64), "has sha256"),
+    "mirror_average not a boolean": (lambda folder: _manifest_field(folder, "mirror_average", "yes"),
+                                     "mirror_average must be true or false"),
 }
 
 
