@@ -43,6 +43,7 @@ class Evaluation:
     spacing_mm: np.ndarray  # (N, 2)
     landmark_rows: list[dict] = field(default_factory=list)
     measure_rows: list[dict] = field(default_factory=list)
+    image_rows: list[dict] = field(default_factory=list)
 
     @property
     def landmarks(self) -> tuple[str, ...]:
@@ -123,6 +124,35 @@ def landmark_table(evaluation: Evaluation) -> list[dict]:
     return rows
 
 
+def image_table(evaluation: Evaluation) -> list[dict]:
+    """Per image, as the paper counts its "no landmark" images: of the slices with no landmark labelled (outside
+    the heart), how many came back empty and how many with a false landmark; of the slices with every landmark
+    labelled, how many came back complete."""
+    labelled, detected = evaluation.labelled, evaluation.detected
+    empty, complete = ~labelled.any(axis=1), labelled.all(axis=1)
+    n_empty, n_complete = int(empty.sum()), int(complete.sum())
+    reported_something = int((empty & detected.any(axis=1)).sum())
+    all_found = int((complete & detected.all(axis=1)).sum())
+    return [
+        {
+            "images": "no landmark labelled",
+            "count": n_empty,
+            "correct": n_empty - reported_something,
+            "correct_pct": 100.0 * (n_empty - reported_something) / n_empty if n_empty else float("nan"),
+            "false_positive_images": reported_something,
+            "false_positive_pct": 100.0 * reported_something / n_empty if n_empty else float("nan"),
+        },
+        {
+            "images": "all landmarks labelled",
+            "count": n_complete,
+            "correct": all_found,
+            "correct_pct": 100.0 * all_found / n_complete if n_complete else float("nan"),
+            "false_positive_images": 0,
+            "false_positive_pct": float("nan"),
+        },
+    ]
+
+
 def _statistic(function, values: np.ndarray, minimum: int = 1) -> float:
     return float(function(values)) if len(values) >= minimum else float("nan")
 
@@ -201,6 +231,7 @@ def evaluate_slices(
     )
     evaluation.landmark_rows = landmark_table(evaluation)
     evaluation.measure_rows = measure_table(evaluation)
+    evaluation.image_rows = image_table(evaluation)
     return evaluation
 
 
@@ -227,6 +258,8 @@ def report_markdown(evaluation: Evaluation, title: str) -> str:
         f"### {title}\n\n{len(evaluation.truth_rc)} slices, probability threshold "
         f"{evaluation.probability_threshold:.2f}. Detection: labelled and found; false positives: found where not "
         f"labelled; distances over the detected ones.\n\n{markdown_table(evaluation.landmark_rows)}\n"
+        f"Whole images (the paper's \"no landmark\" images: slices outside the heart should come back empty):\n\n"
+        f"{markdown_table(evaluation.image_rows)}\n"
         f"{markdown_table(evaluation.measure_rows)}"
     )
 
@@ -313,6 +346,7 @@ def summary(evaluation: Evaluation) -> dict:
             for row in evaluation.landmark_rows
         },
         "measures": evaluation.measure_rows,
+        "images": evaluation.image_rows,
     }
 
 

@@ -88,5 +88,15 @@ class LandmarkCascade(nn.Module):
         return self.fine_probabilities(x)
 
 
+def unet_widths(state_dict: dict[str, torch.Tensor]) -> tuple[int, ...]:
+    """The channels per level of the :class:`UNet` a state_dict came from (so fine-tuning builds the same net)."""
+    widths = []
+    while (key := f"encoders.{len(widths)}.0.weight") in state_dict:
+        widths.append(int(state_dict[key].shape[0]))
+    if not widths:
+        raise ValueError("not a UNet state_dict: no encoders.0.0.weight")
+    return tuple(widths)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -44,7 +44,7 @@ from .augment import RandomAffine, default_intensity_augmentation, sample_on_gri
 from .config import COARSE_GRID, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW, StageGrid
 from .export import load_training_state
 from .heatmaps import decode_heatmaps, render_heatmaps
-from .network import LandmarkCascade, UNet
+from .network import LandmarkCascade, UNet, unet_widths
 from .preprocess import normalise_intensity, to_magnitude
 
 STAGES = ("coarse", "fine")
@@ -297,6 +297,8 @@ def train_stage(
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
 
+    With ``init_state`` the network takes that state's widths (fine-tuning keeps the architecture).
+
     Checkpoints ``<stage>_last.pt`` every epoch and ``<stage>_best.pt`` on improvement; with ``resume`` a
     ``<stage>_last.pt`` is continued (model, optimiser, scheduler, epoch, RNG, history). Returns the best model
     (loaded on every rank) and its validation metrics.
@@ -305,6 +307,8 @@ def train_stage(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = setup_distributed()
     torch.manual_seed(seed)
+    if init_state is not None:
+        widths = unet_widths(init_state)
     model = UNet(len(LANDMARKS_BY_VIEW[view]), widths)
     if init_state is not None:
         model.load_state_dict(init_state)
@@ -408,6 +412,8 @@ def train_cascade(
     batch_size: int = 24,
     seed: int = 0,
     max_steps_per_epoch: int | None = None,
+    widths_coarse: tuple[int, ...] = DEFAULT_WIDTHS,
+    widths_fine: tuple[int, ...] = DEFAULT_WIDTHS,
 ) -> tuple[LandmarkCascade, dict]:
     """Train coarse then fine U-Net on labelled slices of one ``view``; validation metrics of the whole cascade.
 
@@ -429,7 +435,8 @@ def train_cascade(
     coarse, coarse_metrics = train_stage(
         "coarse", train_slices, val_slices, view, out_dir, epochs_coarse, validate_coarse,
         init_state=load_stage_weights(init_from, "coarse") if init_from else None,
-        lr=lr, batch_size=batch_size, resume=resume, seed=seed, max_steps_per_epoch=max_steps_per_epoch,
+        lr=lr, batch_size=batch_size, resume=resume, seed=seed, widths=widths_coarse,
+        max_steps_per_epoch=max_steps_per_epoch,
     )
 
     def validate_fine(model: nn.Module) -> tuple[float, dict]:
@@ -444,7 +451,8 @@ def train_cascade(
     fine, fine_metrics = train_stage(
         "fine", train_slices, val_slices, view, out_dir, epochs_fine, validate_fine,
         init_state=load_stage_weights(init_from, "fine") if init_from else None,
-        lr=lr, batch_size=batch_size, resume=resume, seed=seed + 1, max_steps_per_epoch=max_steps_per_epoch,
+        lr=lr, batch_size=batch_size, resume=resume, seed=seed + 1, widths=widths_fine,
+        max_steps_per_epoch=max_steps_per_epoch,
     )
     cascade = LandmarkCascade(coarse.cpu().float(), fine.cpu().float()).eval()
     metrics = {"coarse": coarse_metrics, "fine": fine_metrics}
@@ -511,7 +519,12 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
+                        help="coarse U-Net channels per level, e.g. 16,32,64,128")
+    parser.add_argument("--widths-fine", default=None, help="fine U-Net channels per level (default: --widths)")
     args = parser.parse_args(argv)
+    widths_coarse = tuple(int(w) for w in args.widths.split(","))
+    widths_fine = tuple(int(w) for w in args.widths_fine.split(",")) if args.widths_fine else widths_coarse
     names = [n for n in args.datasets.split(",") if n]
     val_names = names + [n for n in args.val_datasets.split(",") if n]
     if args.via:
@@ -534,14 +547,15 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         train_slices, val_slices, args.view, args.out, args.epochs,
         args.epochs_fine if args.epochs_fine is not None else args.epochs,
         init_from=args.init_from, lr=args.lr, threads=args.threads, resume=args.resume,
-        batch_size=args.batch_size, seed=args.seed,
+        batch_size=args.batch_size, seed=args.seed, widths_coarse=widths_coarse, widths_fine=widths_fine,
     )
     if is_main_process():
         wall_s = time.perf_counter() - start
         (Path(args.out) / "run.json").write_text(json.dumps(
             {"datasets": names, "val_datasets": val_names, "sequence": args.sequence, "view": args.view,
              "train_slices": len(train_slices), "val_slices": len(val_slices), "wall_s": wall_s,
-             "threads": args.threads, "epochs": args.epochs,
+             "threads": args.threads, "epochs": args.epochs, "widths": list(widths_coarse),
+             "widths_fine": list(widths_fine),
              "epochs_fine": args.epochs_fine or args.epochs, "lr": args.lr, "init_from": str(args.init_from or ""),
              "via": [str(args.via), str(args.via_val), str(args.via_images or ""), args.pixel_spacing_mm]
              if args.via else None},

@@ -15,6 +15,7 @@ from cmr_landmark.evaluation import (
     Evaluation,
     choose_threshold,
     evaluate_slices,
+    image_table,
     landmark_table,
     measure_table,
     write_report,
@@ -61,6 +62,21 @@ def test_landmark_table_reports_the_known_detections_false_positives_and_distanc
         assert row["sd_mm"] == pytest.approx(distances.std(ddof=1))
         assert row["max_mm"] == pytest.approx(distances.max())
     assert 0 < rows[0]["detection_rate_pct"] < 100 and rows[0]["false_positives"] > 0  # the set exercises both
+
+
+def test_image_table_counts_empty_slices_reported_empty_and_complete_slices_found_whole() -> None:
+    # 6 slices: 3 outside the heart (one with a spurious landmark), 3 with all landmarks (one with a miss)
+    truth = np.full((6, 3, 2), 50.0)
+    truth[:3] = np.nan
+    probability = np.full((6, 3), 0.9)
+    probability[:3] = 0.1
+    probability[1, 2] = 0.7  # a C-LV reported outside the heart
+    probability[5, 0] = 0.2  # an A-RVI missed on a heart slice
+    evaluation = Evaluation("sax", 0.5, np.full((6, 3, 2), 50.0), probability, truth, np.ones((6, 2)))
+    empty, complete = image_table(evaluation)
+    assert (empty["count"], empty["correct"], empty["false_positive_images"]) == (3, 2, 1)
+    assert empty["false_positive_pct"] == pytest.approx(100 / 3)
+    assert (complete["count"], complete["correct"]) == (3, 2) and complete["correct_pct"] == pytest.approx(200 / 3)
 
 
 def test_measure_table_compares_angles_with_a_paired_t_test() -> None:
