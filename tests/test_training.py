@@ -23,7 +23,7 @@ from cmr_landmark.augment import (
 )
 from cmr_landmark.config import COARSE_GRID, FINE_GRID_BY_VIEW
 from cmr_landmark.heatmaps import decode_heatmaps, render_heatmaps
-from cmr_landmark.network import UNet
+from cmr_landmark.network import UNet, unet_widths
 from cmr_landmark.preprocess import normalise_intensity
 from cmr_landmark.training import HeatmapDataset, heatmap_loss, train_stage
 
@@ -192,3 +192,15 @@ def test_dataset_rejects_landmarks_of_the_wrong_shape(stage: str) -> None:
     slice_.landmarks_rc = np.zeros((2, 2))
     with pytest.raises(ValueError, match="landmarks_rc must be"):
         HeatmapDataset([slice_], "sax", stage, augment=False)
+
+
+def test_fine_tuning_builds_the_network_of_the_weights_it_starts_from(tmp_path) -> None:
+    torch.set_num_threads(1)
+    source = UNet(3, (6, 12, 24)).state_dict()
+    assert unet_widths(source) == (6, 12, 24)
+    model, _ = train_stage("coarse", phantom_slices(8, seed=13), phantom_slices(2, seed=14), "sax", tmp_path, 1,
+                           validate=_validate_on_loss, init_state=source, batch_size=4, widths=TINY_WIDTHS,
+                           max_steps_per_epoch=1, resume=False)
+    assert unet_widths(model.state_dict()) == (6, 12, 24)
+    with pytest.raises(ValueError, match="not a UNet"):
+        unet_widths({"weight": torch.zeros(1)})
