@@ -415,8 +415,11 @@ def choose_threshold(evaluation: Evaluation) -> float:
 def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, evaluation: Evaluation,
                seconds_per_slice: float, threshold_rule: str, notes: str, mirror_average: bool = False) -> str:
     """Markdown model card: data, split, training, speed and the measured validation tables."""
-    from .network import count_parameters
+    from .network import count_parameters, unet_widths
     from .training import load_cascade
+
+    def widths(unet: torch.nn.Module) -> str:
+        return "-".join(map(str, unet_widths(unet.state_dict())))
 
     cascade = load_cascade(Path(run["out"]), view)
     coarse, fine = COARSE_GRID, FINE_GRID_BY_VIEW[view]
@@ -427,8 +430,9 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
         timing = f"Training time (both stages, all resumes) {sum(stage_seconds) / 60:.1f} min"
     return f"""# {name}: {view.upper()} {sequence} landmark cascade ({', '.join(LANDMARKS_BY_VIEW[view])})
 
-- **Architecture**: two U-Nets (widths {run.get('widths', '16,32,64,128')}), coarse {count_parameters(cascade.coarse)}
-  + fine {count_parameters(cascade.fine)} parameters; softmax heatmaps with a background channel.
+- **Architecture**: two U-Nets, coarse (widths {widths(cascade.coarse)}) {count_parameters(cascade.coarse)}
+  + fine (widths {widths(cascade.fine)}) {count_parameters(cascade.fine)} parameters; softmax heatmaps with a
+  background channel.
 - **Grids**: coarse {coarse.size_px} px at {coarse.pixel_mm} mm (whole image), fine {fine.size_px} px at
   {fine.pixel_mm} mm centred on the coarse landmarks' weighted mean.
 - **Training data** (patient-level split, cmr_landmark/splits.json): {', '.join(run['datasets'])}, train split,
