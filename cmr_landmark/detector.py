@@ -35,7 +35,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _bf16_supported_on_cpu() -> bool:
+def bf16_supported_on_cpu() -> bool:
     # AMX/AVX512-BF16 CPUs run bf16 autocast 2-4x faster than fp32; elsewhere bf16 would be slower.
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -67,7 +67,7 @@ class Detector:
         self.optimised = optimised
         self.mirror_average = spec.mirror_average if mirror_average is None else mirror_average
         if use_bf16 is None:
-            use_bf16 = optimised and self.device.type == "cpu" and _bf16_supported_on_cpu()
+            use_bf16 = optimised and self.device.type == "cpu" and bf16_supported_on_cpu()
         self.use_bf16 = use_bf16
 
     def _autocast(self) -> contextlib.AbstractContextManager:

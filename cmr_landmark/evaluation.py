@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import torch
 from scipy import stats
 
 from .config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW
-from .detector import Detector
+from .detector import Detector, bf16_supported_on_cpu
 from .export import export_cascade
 from .measures import lv_length_mm, rv_insertion_angle_deg
 from .model_store import find_model
@@ -147,7 +148,7 @@ def image_table(evaluation: Evaluation) -> list[dict]:
             "count": n_complete,
             "correct": all_found,
             "correct_pct": 100.0 * all_found / n_complete if n_complete else float("nan"),
-            "false_positive_images": 0,
+            "false_positive_images": float("nan"),  # a false positive needs a landmark that is not labelled
             "false_positive_pct": float("nan"),
         },
     ]
@@ -428,6 +429,11 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
         timing = f"Wall time of the last (resumed) invocation {run['wall_s'] / 60:.1f} min"
     else:
         timing = f"Training time (both stages, all resumes) {sum(stage_seconds) / 60:.1f} min"
+    precision = "bf16 autocast" if bf16_supported_on_cpu() else "fp32 (this CPU has no native bf16)"
+
+    def epoch_number(stage: str) -> object:
+        epoch = metrics[stage].get("epoch")
+        return "n/a" if epoch is None else epoch + 1
     return f"""# {name}: {view.upper()} {sequence} landmark cascade ({', '.join(LANDMARKS_BY_VIEW[view])})
 
 - **Architecture**: two U-Nets, coarse (widths {widths(cascade.coarse)}) {count_parameters(cascade.coarse)}
@@ -438,18 +444,18 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
 - **Training data** (patient-level split, cmr_landmark/splits.json): {', '.join(run['datasets'])}, train split,
   {run['train_slices']} labelled slices. Validation: {', '.join(run['val_datasets'])}, val split,
   {run['val_slices']} slices. Landmarks derived from the segmentations (cmr_landmark/landmarks.py).
-- **Training**: KL divergence + soft Dice, Adam lr {run['lr']}, ReduceLROnPlateau x0.5, bf16 autocast on CPU,
+- **Training**: KL divergence + soft Dice, Adam lr {run['lr']}, ReduceLROnPlateau x0.5, {precision},
   augmentation (rotation +-30 deg, scale, translation, mirror with A/P swap, coil shading, noise, blur, gamma).
   Epochs coarse {run['epochs']}, fine {run.get('epochs_fine', run['epochs'])}; best epochs (by validation mean
-  distance) coarse {metrics['coarse'].get('epoch')}, fine {metrics['fine'].get('epoch')}.
+  distance, counted from 1) coarse {epoch_number('coarse')}, fine {epoch_number('fine')}.
   Initialised from: {run.get('init_from') or 'random'}. {timing} on {run['threads']} CPU
-  thread(s) (shared with other jobs).
+  thread(s) ({os.cpu_count()} cores in the machine).
 - **Probability threshold** {evaluation.probability_threshold:.3f}: {threshold_rule}
 - **Inference**: {'fine stage averaged over the crop and its left-right mirror (manifest `mirror_average`)'
                     if mirror_average else 'one pass per stage'}; the threshold and the tables below are measured so.
 - **Speed**: {seconds_per_slice * 1000:.1f} ms per slice over the validation run (coarse + fine, model loading
-  included, {torch.get_num_threads()} thread(s), bf16 where supported) on a CPU shared with other jobs: an upper
-  bound, see `benchmarks/training_speed.py` for idle-machine figures.
+  included, {torch.get_num_threads()} thread(s), {precision}): an upper bound, see
+  `benchmarks/run_benchmarks.py` for the gadget's end-to-end figures.
 
 ## Validation accuracy
 
