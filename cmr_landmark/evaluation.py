@@ -429,7 +429,9 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
         timing = f"Wall time of the last (resumed) invocation {run['wall_s'] / 60:.1f} min"
     else:
         timing = f"Training time (both stages, all resumes) {sum(stage_seconds) / 60:.1f} min"
-    precision = "bf16 autocast" if bf16_supported_on_cpu() else "fp32 (this CPU has no native bf16)"
+    # Training precision is the training machine's (run.json); inference precision is this machine's.
+    training_precision = run.get("precision", "precision not recorded")
+    inference_precision = "bf16 autocast" if bf16_supported_on_cpu() else "fp32 (this CPU has no native bf16)"
 
     def epoch_number(stage: str) -> object:
         epoch = metrics[stage].get("epoch")
@@ -444,7 +446,7 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
 - **Training data** (patient-level split, cmr_landmark/splits.json): {', '.join(run['datasets'])}, train split,
   {run['train_slices']} labelled slices. Validation: {', '.join(run['val_datasets'])}, val split,
   {run['val_slices']} slices. Landmarks derived from the segmentations (cmr_landmark/landmarks.py).
-- **Training**: KL divergence + soft Dice, Adam lr {run['lr']}, ReduceLROnPlateau x0.5, {precision},
+- **Training**: KL divergence + soft Dice, Adam lr {run['lr']}, ReduceLROnPlateau x0.5, {training_precision},
   augmentation (rotation +-30 deg, scale, translation, mirror with A/P swap, coil shading, noise, blur, gamma).
   Epochs coarse {run['epochs']}, fine {run.get('epochs_fine', run['epochs'])}; best epochs (by validation mean
   distance, counted from 1) coarse {epoch_number('coarse')}, fine {epoch_number('fine')}.
@@ -454,7 +456,7 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
 - **Inference**: {'fine stage averaged over the crop and its left-right mirror (manifest `mirror_average`)'
                     if mirror_average else 'one pass per stage'}; the threshold and the tables below are measured so.
 - **Speed**: {seconds_per_slice * 1000:.1f} ms per slice over the validation run (coarse + fine, model loading
-  included, {torch.get_num_threads()} thread(s), {precision}): an upper bound, see
+  included, {torch.get_num_threads()} thread(s), {inference_precision}): an upper bound, see
   `benchmarks/run_benchmarks.py` for the gadget's end-to-end figures.
 
 ## Validation accuracy
