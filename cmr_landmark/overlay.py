@@ -50,13 +50,77 @@ def save_landmark_overlay(
     return path
 
 
-def save_curve(
-    values: Sequence[float | None], path: Path, ylabel: str, title: str = "", xlabel: str = "phase"
+def save_phase_overlays(
+    images: Sequence[np.ndarray],
+    points_rc: Sequence[Mapping[str, tuple[float, float] | None]],
+    filled: Sequence[Mapping[str, bool]],
+    path: Path,
+    titles: Sequence[str] = (),
+    pixel_spacing_mm: tuple[float, float] = (1.0, 1.0),
+    columns: int = 5,
+    margin_mm: float = 50.0,
 ) -> Path:
-    """A line plot of one value per phase (None/NaN where it is missing)."""
+    """Every phase of one slice in a grid, one marker per found landmark: filled marker where the landmark was
+    seen in that phase, open where it was filled in from the neighbouring phases (``filled[t][name]``).
+
+    The pictures are cropped to the landmarks of all phases plus ``margin_mm`` (the heart, not the chest)."""
+    if not len(images) == len(points_rc) == len(filled):
+        raise ValueError(f"need one set of points and flags per image, got {len(images)} images, "
+                         f"{len(points_rc)} point sets and {len(filled)} flag sets")
+    shape = np.asarray(images[0]).shape[-2:]
+    found = np.array([p for points in points_rc for p in points.values() if p is not None]).reshape(-1, 2)
+    top_left, bottom_right = np.zeros(2, dtype=int), np.array(shape)
+    if len(found):
+        margin_px = margin_mm / np.asarray(pixel_spacing_mm)
+        top_left = np.maximum(np.floor(found.min(axis=0) - margin_px).astype(int), 0)
+        bottom_right = np.minimum(np.ceil(found.max(axis=0) + margin_px).astype(int) + 1, shape)
+    height, width = bottom_right - top_left
+    rows = int(np.ceil(len(images) / columns))
+    aspect = pixel_spacing_mm[0] / pixel_spacing_mm[1]
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.4 * rows * aspect * height / width),
+                                dpi=80, squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.set_axis_off()
+        if index >= len(images):
+            continue
+        image = np.abs(np.asarray(images[index], dtype=np.float64))
+        image = image[top_left[0] : bottom_right[0], top_left[1] : bottom_right[1]]
+        low, high = np.percentile(image, [1.0, 99.5])
+        axis.imshow(image, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), aspect=aspect, interpolation="nearest")
+        for name, point in points_rc[index].items():
+            if point is None:
+                continue
+            colour = LANDMARK_COLOURS.get(name, "yellow")
+            row, col = np.asarray(point) - top_left
+            axis.plot(col, row, "o", markersize=5, markeredgecolor=colour,
+                      markerfacecolor="none" if filled[index].get(name, False) else colour)
+        if index < len(titles):
+            axis.set_title(titles[index], fontsize=8)
+    names = sorted({name for points in points_rc for name in points}, key=ALL_LANDMARKS.index)
+    legend = ", ".join(f"{name} {LANDMARK_COLOURS[name].removeprefix('tab:')}" for name in names)
+    figure.suptitle(f"{legend}; open = filled in from neighbouring phases", fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def save_curve(
+    values: Sequence[float | None], path: Path, ylabel: str, title: str = "", xlabel: str = "phase",
+    marked: Sequence[bool] = (), marked_label: str = "marked",
+) -> Path:
+    """A line plot of one value per phase (None/NaN where it is missing); phases where ``marked`` is True get an
+    extra open square (e.g. a point filled in from the neighbouring phases)."""
     y = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
     axes.plot(np.arange(len(y)), y, marker="o")
+    marked = np.asarray(marked, dtype=bool)
+    if marked.any():
+        phases = np.flatnonzero(marked[: len(y)])
+        axes.plot(phases, y[phases], "s", markersize=9, markerfacecolor="none", color="tab:red", label=marked_label)
+        axes.legend(fontsize=8)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize=10)

@@ -1,5 +1,6 @@
 """What the gadget found, read back from the meta attributes of the images it returned (docs/gadget.md):
-report.json, an overlay PNG per slice, the LV length curve of each long-axis cine slice, and a text summary."""
+report.json, an overlay PNG per slice, every phase of each cine slice in one picture, the LV length curve of each
+long-axis cine slice, and a text summary."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import ismrmrd
 import numpy as np
 
 from .config import LANDMARKS_BY_VIEW
-from .overlay import save_curve, save_landmark_overlay
+from .overlay import save_curve, save_landmark_overlay, save_phase_overlays
 
 PREFIX = "CMRLandmark_"
 MEASURES = ("LVLength_mm", "LongitudinalShortening", "RVInsertionAngle_deg", "AnteriorRVIDirection_deg")
@@ -41,6 +42,11 @@ def landmark_record(image: ismrmrd.Image) -> dict | None:
         "landmarks": {},
         "measures": {name: float(meta[PREFIX + name]) for name in MEASURES if PREFIX + name in meta},
     }
+    # long-axis cine: which points were weak or missing in this phase and filled in from its neighbours
+    filled = {name: meta[f"{PREFIX}{name}_filled"] == "1" for name in LANDMARKS_BY_VIEW.get(view, ())
+              if f"{PREFIX}{name}_filled" in meta}
+    if filled:
+        record["filled"] = filled
     for name in LANDMARKS_BY_VIEW.get(view, ()):
         if meta.get(f"{PREFIX}{name}_found") != "1":
             record["landmarks"][name] = None
@@ -112,6 +118,15 @@ def summary_text(records: Sequence[dict]) -> str:
     return "\n".join(lines) if lines else "no landmark results came back"
 
 
+def _points(record: dict) -> dict[str, tuple[float, float] | None]:
+    return {name: None if lm is None else tuple(lm["pixel_rc"]) for name, lm in record["landmarks"].items()}
+
+
+def _phase_title(record: dict) -> str:
+    length = record["measures"].get("LVLength_mm")
+    return f"phase {record['phase']}" + (f": {length:.0f} mm" if length is not None else "")
+
+
 def write_report(
     report_dir: Path,
     records: Sequence[dict],
@@ -119,28 +134,39 @@ def write_report(
     timings: dict[str, float | None],
     extra: dict | None = None,
 ) -> Path:
-    """report.json, slice<k>.png (first phase of each slice, landmarks drawn on the original image) and
-    lv_length_slice<k>.png for long-axis slices with several phases. Returns the report.json path."""
+    """report.json, slice<k>.png (first phase of each slice, landmarks drawn on the original image),
+    phases_slice<k>.png (every phase of a slice with several, points filled in from neighbouring phases drawn
+    open) and lv_length_slice<k>.png for long-axis slices with several phases (phases with a filled point
+    marked). Returns the report.json path."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     summaries = slice_summaries(records)
     by_index = {(int(im.image_series_index), int(im.slice), int(im.phase)): im for im in originals}
     for summary in summaries:
-        first = min((r for r in records if (r["series"], r["slice"]) == (summary["series"], summary["slice"])),
-                    key=lambda r: r["phase"])
-        original = by_index.get((first["original_series"], first["slice"], first["phase"]))
-        if original is not None:
-            points = {n: None if lm is None else tuple(lm["pixel_rc"]) for n, lm in first["landmarks"].items()}
+        members = sorted((r for r in records if (r["series"], r["slice"]) == (summary["series"], summary["slice"])),
+                         key=lambda r: r["phase"])
+        pairs = [(r, by_index.get((r["original_series"], r["slice"], r["phase"]))) for r in members]
+        pairs = [(r, original) for r, original in pairs if original is not None]
+        if pairs:
+            first, original = pairs[0]
             spacing = (original.field_of_view[1] / original.matrix_size[1],
                        original.field_of_view[0] / original.matrix_size[0])
-            save_landmark_overlay(original.data[0, 0], points, report_dir / f"slice{summary['slice']:02d}.png",
+            save_landmark_overlay(original.data[0, 0], _points(first), report_dir / f"slice{summary['slice']:02d}.png",
                                   title=f"slice {summary['slice']} phase {first['phase']}", pixel_spacing_mm=spacing)
+        if len(pairs) > 1:
+            save_phase_overlays(
+                [original.data[0, 0] for _, original in pairs], [_points(r) for r, _ in pairs],
+                [r.get("filled", {}) for r, _ in pairs], report_dir / f"phases_slice{summary['slice']:02d}.png",
+                titles=[_phase_title(r) for r, _ in pairs], pixel_spacing_mm=spacing,
+            )
         if summary["view"] == "lax" and summary["phases"] > 1 and "lv_length_mm" in summary:
             shortening = summary.get("longitudinal_shortening")
             title = f"slice {summary['slice']}" + (
                 f": longitudinal shortening {100 * shortening:.1f}%" if shortening is not None else "")
+            filled_phases = [any(r.get("filled", {}).values()) for r in members]
             save_curve(summary["lv_length_mm"], report_dir / f"lv_length_slice{summary['slice']:02d}.png",
-                       ylabel="LV length (mm)", title=title)
+                       ylabel="LV length (mm)", title=title, marked=filled_phases,
+                       marked_label="phase with a point filled in from its neighbours")
     report = {"images": list(records), "summary": summaries, "timings_s": timings, **(extra or {})}
     path = report_dir / "report.json"
     path.write_text(json.dumps(report, indent=1) + "\n")

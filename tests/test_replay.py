@@ -141,6 +141,11 @@ def test_shipped_sample_with_shipped_models(tmp_path, monkeypatch):
     finally:
         annotated.close()
     assert all(meta[f"CMRLandmark_{name}_filled"] in ("0", "1") for meta in metas for name in ("MV-1", "MV-2", "APEX"))
+    # the report reads the flags back, and draws every phase and the curve
+    assert [r["filled"] for r in sorted(report["images"], key=lambda r: r["phase"])] == [
+        {name: meta[f"CMRLandmark_{name}_filled"] == "1" for name in ("MV-1", "MV-2", "APEX")} for meta in metas]
+    for picture in ("slice00.png", "phases_slice00.png", "lv_length_slice00.png"):
+        assert (report_dir / picture).stat().st_size > 10_000, picture
     report_dir = tmp_path / "sax_report"
     assert main_replay([str(SAMPLES / "mnms2_001_sax.h5"), "--out", str(tmp_path / "sax.h5"),
                         "--report-dir", str(report_dir)]) == 0

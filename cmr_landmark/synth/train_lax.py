@@ -73,7 +73,7 @@ def train_synthetic_stage(
     variant: str,
     stage: str,
     n_slices: int,
-    seed: int,
+    seeds: Sequence[int],
     epochs: int,
     out_dir: Path,
     batch_size: int = 24,
@@ -82,12 +82,18 @@ def train_synthetic_stage(
     family: str = "broad",
     init_from: Path | None = None,
 ) -> dict:
-    """Train one stage on the cached synthetic set (``variant``, anatomy ``family``); metrics of its best epoch.
+    """Train one stage on the cached synthetic sets (one per seed; ``variant``, anatomy ``family``); metrics of its
+    best epoch. The first ``VALIDATION_FRACTION`` of each set is held out.
 
-    ``init_from``: a run folder whose ``<stage>_best.pt`` starts the training (fine-tuning on another set)."""
-    slices = load_synthetic_lax(cache_synthetic_lax(n_slices, seed, (variant,), family)[0])
-    n_val = max(1, int(VALIDATION_FRACTION * len(slices)))
-    train, val = slices[n_val:], slices[:n_val]
+    ``init_from``: a run folder, checkpoint or shipped model whose ``stage`` weights start the training
+    (fine-tuning; the network takes their widths)."""
+    train, val = [], []
+    for seed in seeds:
+        slices = load_synthetic_lax(cache_synthetic_lax(n_slices, seed, (variant,), family)[0])
+        n_val = max(1, int(VALIDATION_FRACTION * len(slices)))
+        train += slices[n_val:]
+        val += slices[:n_val]
+    seed = seeds[0]
     device = setup_distributed()
     if stage == "coarse":
         def validate(model: nn.Module) -> tuple[float, dict]:
@@ -114,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="mixed", help=f"comma-separated, of {sorted(VARIANTS)}")
     parser.add_argument("--slices", type=int, default=1600, help="synthetic slices per variant (8%% held out)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", default="0", help="synthetic set seed; comma-separated seeds train on their union")
     parser.add_argument("--anatomy", default="broad", choices=sorted(ANATOMY_RANGES), help="anatomy family")
     parser.add_argument("--init-from", type=Path, default=None, help="run folder to fine-tune from")
     parser.add_argument("--stages", default="coarse,fine", help="stages to train (none: only export)")
@@ -133,12 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     variants = [v for v in args.variants.split(",") if v]
-    cache_synthetic_lax(args.slices, args.seed, variants, args.anatomy)
+    seeds = [int(seed) for seed in args.seed.split(",")]
+    for seed in seeds:
+        cache_synthetic_lax(args.slices, seed, variants, args.anatomy)
     widths = tuple(int(w) for w in args.widths.split(","))
     epochs = {"coarse": args.epochs_coarse, "fine": args.epochs_fine}
     stages = [stage for stage in args.stages.split(",") if stage]
     results = [
-        train_synthetic_stage(variant, stage, args.slices, args.seed, epochs[stage], args.out / variant,
+        train_synthetic_stage(variant, stage, args.slices, seeds, epochs[stage], args.out / variant,
                               args.batch_size, widths, args.max_steps_per_epoch, args.anatomy, args.init_from)
         for variant in variants
         for stage in stages
@@ -148,8 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(results, default=float), flush=True)
     if args.export_to:
         start = f", fine-tuned from {args.init_from}" if args.init_from else ""
-        extra = {"trained_on": f"synthetic long-axis slices only ({args.slices}, anatomy {args.anatomy}, "
-                               f"variant {variants[0]}, seed {args.seed}{start})"}
+        extra = {"trained_on": f"synthetic long-axis slices only ({args.slices} per seed, anatomy {args.anatomy}, "
+                               f"variant {variants[0]}, seeds {args.seed}{start})"}
         if args.measured:
             extra["measured"] = json.loads(args.measured.read_text())
         card = args.card.read_text() if args.card else ""
