@@ -23,6 +23,7 @@ from .datasets import Slice, load_slices
 from .detector import Detector, ImageLandmarks
 from .measures import longitudinal_shortening, lv_length_mm
 from .model_store import find_model
+from .overlay import save_phase_overlays
 
 LABELLED_PHASE_NAMES = {0: "ED", 1: "ES"}
 
@@ -109,38 +110,13 @@ def plot_cine_curve(raw: Sequence[ImageLandmarks], cine: CineLandmarks, spacing_
     plt.close(figure)
 
 
-def plot_cine_overlays(phases: Sequence[Slice], cine: CineLandmarks, path: Path, half_size_mm: float = 80.0) -> None:
-    """All phases, cropped around the LV, with the smoothed points (open markers where filled)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    spacing = np.asarray(phases[0].pixel_spacing_mm)
-    points = np.array([_points(found) for found in cine.landmarks])
-    found = np.all(np.isfinite(points), axis=2)
-    centre = points[found].mean(axis=0) if found.any() else (np.asarray(phases[0].image.shape) - 1) / 2.0
-    half = half_size_mm / spacing
-    top, left = np.maximum(np.round(centre - half).astype(int), 0)
-    n_cols = 5
-    n_rows = int(np.ceil(len(phases) / n_cols))
-    figure, axes = plt.subplots(n_rows, n_cols, figsize=(2.2 * n_cols, 2.2 * n_rows))
-    colours = {"MV-1": "C1", "MV-2": "C0", "APEX": "C3"}
-    for t, axis in enumerate(axes.flat):
-        axis.axis("off")
-        if t >= len(phases):
-            continue
-        crop = phases[t].image[top : top + int(2 * half[0]), left : left + int(2 * half[1])]
-        axis.imshow(crop, cmap="gray")
-        for k, name in enumerate(LAX_LANDMARKS):
-            row, col = points[t, k] - (top, left)
-            filled = cine.filled[t][name]
-            axis.plot(col, row, "o", ms=5, mfc="none" if filled else colours[name], mec=colours[name])
-        axis.set_title(f"{t}: {cine.lv_length_mm[t]:.0f} mm", fontsize=8)
-    figure.suptitle("MV-1 orange, MV-2 blue, APEX red; open = filled from neighbours", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=55)
-    plt.close(figure)
+def plot_cine_overlays(phases: Sequence[Slice], cine: CineLandmarks, path: Path) -> None:
+    """All phases, cropped around the heart, with the smoothed points (open markers where filled)."""
+    points = [{name: None if lm is None else (lm.row, lm.col) for name, lm in found.items()}
+              for found in cine.landmarks]
+    titles = [f"{t}: {length:.0f} mm" for t, length in enumerate(cine.lv_length_mm)]
+    save_phase_overlays([s.image for s in phases], points, cine.filled, path, titles=titles,
+                        pixel_spacing_mm=phases[0].pixel_spacing_mm)
 
 
 def matching_frame(image: np.ndarray, phases: Sequence[Slice]) -> int:
