@@ -382,7 +382,7 @@ def detector_breakdown(detector: Detector, series: Series, repeats: int) -> Brea
             tick = time.perf_counter()
             spent["model"] += tick - tock
             points, peak = decode_heatmaps(probabilities)
-            centre = np.median(crop_centres(points, peak, [coarse_transform] * len(stack)), axis=0)
+            centre = np.median(crop_centres(coarse_transform.grid_to_image(points), peak), axis=0)
             tock = time.perf_counter()
             spent["decode"] += tock - tick
             fine_transform = grid_transform(stack.shape[1:], series.spacing_mm, spec.fine_grid, tuple(centre))

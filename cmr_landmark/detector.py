@@ -57,6 +57,12 @@ class Detector:
     averaged with the direct ones before decoding.
     The models are trained with mirrored copies, so the two passes are two looks at the same anatomy; averaging
     them halves the fine stage's speed and removes part of its variance (docs/training.md, "Mirror averaging").
+
+    ``spec.fine_search_radius_mm`` (the manifest's; None = off): the fine stage looks for each landmark
+    only within this distance of where the coarse stage found it (when the coarse peak reaches
+    ``COARSE_GUIDE_PROBABILITY``). The coarse stage sees the whole field of view and so the whole chest; the fine
+    stage sees a 160 mm crop in which an atrium can look like a ventricle, and the window keeps it from
+    answering with the wrong chamber (docs/lax.md, "Coarse-guided fine search").
     """
 
     def __init__(self, spec: ModelSpec, device: torch.device | None = None, use_bf16: bool | None = None,
@@ -119,11 +125,16 @@ class Detector:
         threshold = self.spec.probability_threshold if probability_threshold is None else probability_threshold
         # Fast path: normalise once for both stages (the reference path normalises per stage, as training does).
         normalised = normalise_stack(stack) if self.optimised else None
-        centres = self._coarse_centres(stack, normalised, pixel_spacing_mm)
+        coarse_points, coarse_peak = self._coarse_landmarks(stack, normalised, pixel_spacing_mm)
+        centres = crop_centres(coarse_points, coarse_peak)
         if same_slice:
             centres[:] = np.median(centres, axis=0)
         fine_inputs, transforms = self._grid_inputs(stack, normalised, pixel_spacing_mm, self.spec.fine_grid, centres)
-        points_grid, peak = decode_heatmaps(self.fine_probabilities(fine_inputs))
+        probabilities = self.fine_probabilities(fine_inputs)
+        if self.spec.fine_search_radius_mm is not None:
+            probabilities = restrict_to_coarse_windows(probabilities, coarse_points, coarse_peak, transforms,
+                                                       self.spec.fine_search_radius_mm / self.spec.fine_grid.pixel_mm)
+        points_grid, peak = decode_heatmaps(probabilities)
         results: list[ImageLandmarks] = []
         for points, probabilities, transform in zip(points_grid, peak, transforms, strict=True):
             image_points = transform.grid_to_image(points)
@@ -147,20 +158,44 @@ class Detector:
                       for centre in centre_list]
         return resample_stack(normalised, transforms), transforms
 
-    def _coarse_centres(self, stack: np.ndarray, normalised: np.ndarray | None,
-                        pixel_spacing_mm: tuple[float, float]) -> np.ndarray:
-        """Where to centre the fine crop of each image: probability-weighted mean of the coarse landmarks."""
+    def _coarse_landmarks(self, stack: np.ndarray, normalised: np.ndarray | None,
+                          pixel_spacing_mm: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+        """The coarse stage's landmarks of each image: (N, K, 2) image pixels and (N, K) peak probabilities."""
         coarse_inputs, transforms = self._grid_inputs(stack, normalised, pixel_spacing_mm, self.spec.coarse_grid, None)
         points_grid, peak = decode_heatmaps(self.run_stage("coarse", coarse_inputs))
-        return crop_centres(points_grid, peak, transforms)
+        points = np.stack([transform.grid_to_image(p) for p, transform in zip(points_grid, transforms, strict=True)])
+        return points, peak
 
 
-def crop_centres(
-    points_grid: np.ndarray, peak_probability: np.ndarray, transforms: Sequence[GridTransform]
-) -> np.ndarray:
+def crop_centres(points_rc: np.ndarray, peak_probability: np.ndarray) -> np.ndarray:
     """(N, 2) image pixels where the fine crop of each image is centred: the coarse landmarks' mean weighted by
-    their peak probabilities (``points_grid`` (N, K, 2) in coarse-grid pixels, ``peak_probability`` (N, K))."""
+    their peak probabilities (``points_rc`` (N, K, 2) image pixels, ``peak_probability`` (N, K))."""
     weights = peak_probability + 1e-6
-    centres_grid = (points_grid * weights[..., None]).sum(axis=1) / weights.sum(axis=1, keepdims=True)
-    return np.stack([transform.grid_to_image(centre) for centre, transform in zip(centres_grid, transforms,
-                                                                                   strict=True)])
+    return (points_rc * weights[..., None]).sum(axis=1) / weights.sum(axis=1, keepdims=True)
+
+
+# A coarse peak this strong is a landmark the coarse stage has seen; weaker ones do not restrict the fine search.
+COARSE_GUIDE_PROBABILITY = 0.1
+
+
+def restrict_to_coarse_windows(
+    probabilities: torch.Tensor,
+    coarse_points_rc: np.ndarray,
+    coarse_peak: np.ndarray,
+    transforms: Sequence[GridTransform],
+    radius_px: float,
+) -> torch.Tensor:
+    """Fine heatmaps (N, K+1, S, S) with each landmark channel set to 0 farther than ``radius_px`` (fine-grid
+    pixels) from that landmark's coarse point (``coarse_points_rc`` (N, K, 2) image pixels); channels whose
+    coarse peak is below ``COARSE_GUIDE_PROBABILITY`` are left whole."""
+    size = probabilities.shape[-1]
+    axis = torch.arange(size, dtype=torch.float64)
+    restricted = probabilities.clone()
+    for n, transform in enumerate(transforms):
+        centres = transform.image_to_grid(coarse_points_rc[n])
+        for k, (row, col) in enumerate(centres):
+            if coarse_peak[n, k] < COARSE_GUIDE_PROBABILITY:
+                continue
+            inside = ((axis[:, None] - row) ** 2 + (axis[None, :] - col) ** 2) <= radius_px**2
+            restricted[n, k + 1] *= inside.to(restricted.dtype)
+    return restricted

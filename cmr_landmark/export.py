@@ -51,6 +51,7 @@ def export_cascade(
     extra: dict | None = None,
     embed_training_state: bool = False,
     mirror_average: bool = False,
+    fine_search_radius_mm: float | None = None,
 ) -> Path:
     """Script + freeze ``cascade`` into ``folder/name.pt`` and add/replace its entry in ``folder/manifest.json``.
 
@@ -58,7 +59,8 @@ def export_cascade(
     ``embed_training_state`` stores the unfrozen weights (fp16) in the file too, so a user can fine-tune the
     shipped model (:func:`load_training_state`); freezing folds BatchNorm into the convolutions for good.
     ``mirror_average`` tells the Detector to average the fine stage over the crop and its mirror (the threshold
-    and the measured accuracy must have been obtained that way).
+    and the measured accuracy must have been obtained that way). ``fine_search_radius_mm`` (None: off) makes the
+    fine stage look for each landmark only near the coarse stage's point (``Detector``).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,6 +85,7 @@ def export_cascade(
         "fine_grid": asdict(fine_grid),
         "probability_threshold": probability_threshold,
         "mirror_average": mirror_average,
+        **({"fine_search_radius_mm": fine_search_radius_mm} if fine_search_radius_mm is not None else {}),
         "card": f"{name}.md" if card else "",
         **(extra or {}),
     }

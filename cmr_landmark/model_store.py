@@ -26,6 +26,15 @@ def _manifest_bool(value: object, name: str) -> bool:
     return value
 
 
+def _manifest_radius(value: object, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ModelError(f"manifest entry {name!r}: fine_search_radius_mm must be a positive number of mm or "
+                         f"null, got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One manifest entry: what a model file is and how to feed it."""
@@ -41,6 +50,7 @@ class ModelSpec:
     probability_threshold: float
     card: str = ""
     mirror_average: bool = False  # run the fine stage on the mirrored crop too and average (Detector)
+    fine_search_radius_mm: float | None = None  # fine stage looks near the coarse landmarks only (Detector)
 
     @staticmethod
     def from_manifest_entry(entry: dict, folder: Path) -> ModelSpec:
@@ -63,6 +73,7 @@ class ModelSpec:
                 probability_threshold=float(entry["probability_threshold"]),
                 card=entry.get("card", ""),
                 mirror_average=_manifest_bool(entry.get("mirror_average", False), entry["name"]),
+                fine_search_radius_mm=_manifest_radius(entry.get("fine_search_radius_mm"), entry["name"]),
             )
         except (KeyError, TypeError) as error:
             raise ModelError(f"malformed manifest entry {entry!r}: {error}") from error

@@ -156,6 +156,53 @@ def test_mirror_averaging_keeps_the_shipped_sax_model_on_the_sample():
     assert np.median(distance_mm) < 2.0
 
 
+# --- coarse-guided fine search ------------------------------------------------------------------------------------
+
+
+def test_fine_search_window_keeps_each_landmark_near_its_coarse_point():
+    size = FINE_GRID_BY_VIEW["lax"].size_px
+    transform = grid_transform((300, 300), (1.25, 1.25), FINE_GRID_BY_VIEW["lax"], centre_rc=(150.0, 150.0))
+    probabilities = torch.full((1, 4, size, size), 0.01)
+    probabilities[0, 1, 10, 10] = 0.9  # landmark 0: a strong wrong peak far from its coarse point ...
+    probabilities[0, 1, 60, 70] = 0.5  # ... and the right, weaker one beside it
+    probabilities[0, 2, 20, 100] = 0.8  # landmark 1: its coarse peak is too weak to guide, the map stays whole
+    probabilities[0, 3, 100, 64] = 0.7  # landmark 2: right where the coarse stage put it
+    coarse_rc = transform.grid_to_image(np.array([[62.0, 68.0], [90.0, 90.0], [100.0, 64.0]]))[None]
+    coarse_peak = np.array([[0.8, detector_module.COARSE_GUIDE_PROBABILITY / 2, 0.9]])
+    radius_mm = 10.0
+    restricted = detector_module.restrict_to_coarse_windows(probabilities, coarse_rc, coarse_peak, [transform],
+                                                            radius_mm / FINE_GRID_BY_VIEW["lax"].pixel_mm)
+    peaks = [divmod(int(restricted[0, k].argmax()), size) for k in (1, 2, 3)]
+    assert peaks == [(60, 70), (20, 100), (100, 64)]
+    assert float(restricted[0, 1, 62, 68 + 9]) == 0.0  # 9 px = 11.25 mm: outside the 10 mm window
+    assert float(restricted[0, 1, 62, 68 + 7]) == pytest.approx(0.01)  # 8.75 mm: inside
+    torch.testing.assert_close(restricted[:, [0, 2]], probabilities[:, [0, 2]])  # background and unguided: as given
+
+
+def test_fine_search_radius_travels_through_the_manifest_to_the_detector(tmp_path):
+    torch.manual_seed(3)
+    cascade = LandmarkCascade(UNet(3, widths=(8, 16)), UNet(3, widths=(8, 16)))
+    export_cascade(cascade, "windowed", "lax", "cine", COARSE_GRID, FINE_GRID_BY_VIEW["lax"], 0.0, tmp_path,
+                   fine_search_radius_mm=20.0)
+    export_cascade(cascade, "whole", "lax", "cine", COARSE_GRID, FINE_GRID_BY_VIEW["lax"], 0.0, tmp_path)
+    windowed = Detector(find_model("lax", "cine", name="windowed", folder=tmp_path), device=torch.device("cpu"))
+    whole = Detector(find_model("lax", "cine", name="whole", folder=tmp_path), device=torch.device("cpu"))
+    assert windowed.spec.fine_search_radius_mm == 20.0 and whole.spec.fine_search_radius_mm is None
+    images = np.random.default_rng(4).random((2, 160, 150)).astype(np.float32) * 100
+    coarse_rc, coarse_peak = windowed._coarse_landmarks(images, normalise_stack(images), (1.5, 1.5))
+    found = windowed.detect(images, (1.5, 1.5), probability_threshold=0.0)
+    checked = 0
+    for n, image_landmarks in enumerate(found):
+        for k, landmark in enumerate(image_landmarks.values()):
+            # guided, and its window overlaps the crop (a window off the crop leaves nothing: probability 0)
+            if coarse_peak[n, k] >= detector_module.COARSE_GUIDE_PROBABILITY and landmark.probability > 0:
+                checked += 1  # within the window, give or take the sub-pixel shift (one fine pixel at most)
+                distance_mm = np.hypot(*((np.array([landmark.row, landmark.col]) - coarse_rc[n, k]) * 1.5))
+                assert distance_mm <= 20.0 + 1.25 * 1.5
+    assert checked > 0
+    assert len(whole.detect(images, (1.5, 1.5))) == 2
+
+
 # --- device choice ------------------------------------------------------------------------------------------------
 
 

@@ -108,11 +108,13 @@ def train_synthetic_stage(
     return {"variant": variant, "stage": stage, **metrics}
 
 
-def export_lax_cascade(run_dir: Path, folder: Path, card: str = "", extra: dict | None = None) -> Path:
+def export_lax_cascade(run_dir: Path, folder: Path, card: str = "", extra: dict | None = None,
+                       fine_search_radius_mm: float | None = None) -> Path:
     """The best coarse and fine stages of ``run_dir`` as the shipped ``lax_cine`` model in ``folder``."""
     cascade = load_cascade(run_dir, "lax")
     return export_cascade(cascade, "lax_cine", "lax", "cine", COARSE_GRID, FINE_GRID_BY_VIEW["lax"],
-                          DEFAULT_PROBABILITY_THRESHOLD, folder, card=card, extra=extra)
+                          DEFAULT_PROBABILITY_THRESHOLD, folder, card=card, extra=extra,
+                          fine_search_radius_mm=fine_search_radius_mm)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--export-to", type=Path, default=None,
                         help="after training, export <out>/<first variant> as lax_cine into this models folder")
     parser.add_argument("--card", type=Path, default=None, help="markdown model card to ship with the export")
+    parser.add_argument("--fine-search-radius-mm", type=float, default=None,
+                        help="exported model: the fine stage looks for each landmark only this near its coarse point")
     parser.add_argument("--measured", type=Path, default=None,
                         help="JSON of measured figures (lax_evaluation's lax_measured.json) for the manifest entry")
     args = parser.parse_args(argv)
@@ -161,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.measured:
             extra["measured"] = json.loads(args.measured.read_text())
         card = args.card.read_text() if args.card else ""
-        print(export_lax_cascade(args.out / variants[0], args.export_to, card, extra), flush=True)
+        print(export_lax_cascade(args.out / variants[0], args.export_to, card, extra, args.fine_search_radius_mm),
+              flush=True)
     return 0
 
 
