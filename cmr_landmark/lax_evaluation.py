@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from .config import LAX_LANDMARKS
 from .datasets import Slice, load_slices
 from .detector import Detector, ImageLandmarks
 from .measures import longitudinal_shortening, lv_length_mm
-from .model_store import find_model
+from .model_store import ModelSpec, find_model
 from .overlay import save_phase_overlays
 
 LABELLED_PHASE_NAMES = {0: "ED", 1: "ES"}
@@ -139,6 +140,27 @@ def evaluate_coarse_stage(checkpoint: Path, slices: Sequence[Slice]) -> list[flo
     return per_landmark
 
 
+def search_radius_table(spec: ModelSpec, radii_mm: Sequence[float | None], labelled: Sequence[Slice],
+                        cine_phases: Sequence[Slice]) -> str:
+    """Markdown table: the labelled frames' distances, LV length error and the cine's longitudinal shortening of
+    ``spec`` with each coarse-guided fine search radius (None: off), the rest of the model unchanged."""
+    columns = [f"{phase} {name}" for phase in ("ED", "ES") for name in LAX_LANDMARKS]
+    lines = ["| fine search radius | " + " | ".join(columns) + " | LV length ED / ES | longitudinal shortening |",
+             "|---" * (len(columns) + 3) + "|"]
+    for radius in radii_mm:
+        detector = Detector(replace(spec, fine_search_radius_mm=radius))
+        rows = {row["phase"]: row for row in evaluate_labelled(detector, labelled)}
+        _, cine = evaluate_cine(detector, cine_phases) if cine_phases else (None, None)
+        cells = [f"{rows[phase][f'{name}_mm']:.1f}" if phase in rows else "" for phase in ("ED", "ES")
+                 for name in LAX_LANDMARKS]
+        lengths = " / ".join(f"{rows[phase]['lv_length_error_percent']:+.1f} %" for phase in ("ED", "ES")
+                             if phase in rows)
+        shortening = f"{100 * cine.longitudinal_shortening:.1f} %" if cine is not None else ""
+        label = "off" if radius is None else f"{radius:g} mm"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {lengths} | {shortening} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cmr_landmark.lax_evaluation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,7 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where the PNGs and lax_measured.json go")
     parser.add_argument("--coarse-checkpoints", type=Path, nargs="*", default=[],
                         help="only compare these coarse_best.pt files on the labelled slices, and stop")
+    parser.add_argument("--search-radii", default=None,
+                        help="only print the labelled and cine figures for these fine search radii (mm, comma-"
+                             "separated; 'off' for none) instead of the model's own, and stop")
     args = parser.parse_args(argv)
+    if args.search_radii:
+        spec = find_model("lax", "cine", name=args.model, folder=args.folder)
+        radii = [None if r == "off" else float(r) for r in args.search_radii.split(",")]
+        print(search_radius_table(spec, radii, *mnms2_lax_slices()))
+        return 0
     if args.coarse_checkpoints:
         labelled, _ = mnms2_lax_slices()
         for checkpoint in args.coarse_checkpoints:

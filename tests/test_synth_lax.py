@@ -134,11 +134,12 @@ def test_shipped_model_finds_the_apex_on_real_four_chamber(shared_data, phase):
     assert rows and rows[0]["APEX_mm"] < 10.0, rows
 
 
-@pytest.mark.xfail(strict=True, reason="known limit (docs/lax.md): at ED the synthetic-only model puts one mitral "
-                   "point on the tricuspid annulus of this subject, 46 mm off")
 def test_shipped_model_mean_distance_on_real_four_chamber_ed(shared_data):
+    # Without the coarse-guided fine search (manifest fine_search_radius_mm) MV-2 lands on the wrong annulus here,
+    # 46 mm off (docs/lax.md)
     rows = _shipped_model_rows(0)
     assert rows[0]["mean_mm"] < 10.0, rows
+    assert abs(rows[0]["lv_length_error_percent"]) < 5.0, rows
 
 
 def test_shipped_model_lv_length_curve_on_real_cine(shared_data):
@@ -172,3 +173,5 @@ def test_training_driver_trains_exports_and_the_detector_loads_it(tmp_path, monk
     spec = find_model("lax", "cine", name="lax_cine", folder=models)
     found = Detector(spec, device=None).detect([np.random.default_rng(0).random((96, 80)) * 100], (1.5, 1.5))
     assert set(found[0]) == {"MV-1", "MV-2", "APEX"}
+    from cmr_landmark.training import load_stage_weights  # each stage can seed a later run
+    assert set(load_stage_weights(spec.file, "coarse")) == set(load_stage_weights(tmp_path / "run" / "mixed", "coarse"))

@@ -110,10 +110,11 @@ def train_synthetic_stage(
 
 def export_lax_cascade(run_dir: Path, folder: Path, card: str = "", extra: dict | None = None,
                        fine_search_radius_mm: float | None = None) -> Path:
-    """The best coarse and fine stages of ``run_dir`` as the shipped ``lax_cine`` model in ``folder``."""
+    """The best coarse and fine stages of ``run_dir`` as the shipped ``lax_cine`` model in ``folder``, with their
+    unfrozen weights embedded so a later run can start from (or recombine) either stage."""
     cascade = load_cascade(run_dir, "lax")
     return export_cascade(cascade, "lax_cine", "lax", "cine", COARSE_GRID, FINE_GRID_BY_VIEW["lax"],
-                          DEFAULT_PROBABILITY_THRESHOLD, folder, card=card, extra=extra,
+                          DEFAULT_PROBABILITY_THRESHOLD, folder, card=card, extra=extra, embed_training_state=True,
                           fine_search_radius_mm=fine_search_radius_mm)
 
 
