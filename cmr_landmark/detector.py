@@ -188,14 +188,13 @@ def restrict_to_coarse_windows(
     """Fine heatmaps (N, K+1, S, S) with each landmark channel set to 0 farther than ``radius_px`` (fine-grid
     pixels) from that landmark's coarse point (``coarse_points_rc`` (N, K, 2) image pixels); channels whose
     coarse peak is below ``COARSE_GUIDE_PROBABILITY`` are left whole."""
-    size = probabilities.shape[-1]
-    axis = torch.arange(size, dtype=torch.float64)
+    centres = torch.from_numpy(np.stack([transform.image_to_grid(points)
+                                         for points, transform in zip(coarse_points_rc, transforms, strict=True)]))
+    axis = torch.arange(probabilities.shape[-1], dtype=torch.float64)
+    squared = ((axis[:, None] - centres[..., 0, None, None]) ** 2       # (N, K, S, S)
+               + (axis[None, :] - centres[..., 1, None, None]) ** 2)
+    unguided = torch.from_numpy(coarse_peak < COARSE_GUIDE_PROBABILITY)[..., None, None]
+    keep = (squared <= radius_px**2) | unguided
     restricted = probabilities.clone()
-    for n, transform in enumerate(transforms):
-        centres = transform.image_to_grid(coarse_points_rc[n])
-        for k, (row, col) in enumerate(centres):
-            if coarse_peak[n, k] < COARSE_GUIDE_PROBABILITY:
-                continue
-            inside = ((axis[:, None] - row) ** 2 + (axis[None, :] - col) ** 2) <= radius_px**2
-            restricted[n, k + 1] *= inside.to(restricted.dtype)
+    restricted[:, 1:] *= keep.to(restricted.dtype)
     return restricted
