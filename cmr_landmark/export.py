@@ -85,7 +85,7 @@ def export_cascade(
         "fine_grid": asdict(fine_grid),
         "probability_threshold": probability_threshold,
         "mirror_average": mirror_average,
-        **({"fine_search_radius_mm": fine_search_radius_mm} if fine_search_radius_mm is not None else {}),
+        "fine_search_radius_mm": fine_search_radius_mm,
         "card": f"{name}.md" if card else "",
         **(extra or {}),
     }

@@ -17,6 +17,22 @@ from .config import ALL_LANDMARKS  # noqa: E402
 LANDMARK_COLOURS = dict(zip(ALL_LANDMARKS, ("tab:red", "tab:orange", "tab:cyan") * 2, strict=True))
 
 
+def _show_image(axes: plt.Axes, image: np.ndarray, aspect: float) -> None:
+    """Magnitude of ``image`` in grey, windowed to its 1st-99.5th percentiles (a few bright pixels do not darken
+    the heart)."""
+    image = np.abs(np.asarray(image, dtype=np.float64))
+    low, high = np.percentile(image, [1.0, 99.5])
+    axes.imshow(image, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), aspect=aspect, interpolation="nearest")
+
+
+def _save(figure: plt.Figure, path: Path, **savefig_options) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, **savefig_options)
+    plt.close(figure)
+    return path
+
+
 def save_landmark_overlay(
     image: np.ndarray,
     points_rc: Mapping[str, tuple[float, float] | None],
@@ -25,12 +41,11 @@ def save_landmark_overlay(
     pixel_spacing_mm: tuple[float, float] = (1.0, 1.0),
 ) -> Path:
     """Draw ``image`` (rows down) with a labelled marker per found landmark; absent landmarks are listed."""
-    image = np.abs(np.asarray(image, dtype=np.float64))
-    low, high = np.percentile(image, [1.0, 99.5])
+    shape = np.shape(image)
     # Square pixels on screen whatever the spacing: the picture shows the anatomy in mm proportions.
     aspect = pixel_spacing_mm[0] / pixel_spacing_mm[1]
-    figure, axes = plt.subplots(figsize=(5, 5 * aspect * image.shape[0] / image.shape[1]), dpi=100)
-    axes.imshow(image, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), aspect=aspect, interpolation="nearest")
+    figure, axes = plt.subplots(figsize=(5, 5 * aspect * shape[0] / shape[1]), dpi=100)
+    _show_image(axes, image, aspect)
     missing = []
     for name, point in points_rc.items():
         if point is None:
@@ -43,11 +58,7 @@ def save_landmark_overlay(
         title = f"{title}  (not found: {', '.join(missing)})" if title else f"not found: {', '.join(missing)}"
     axes.set_title(title, fontsize=9)
     axes.set_axis_off()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return _save(figure, path, bbox_inches="tight")
 
 
 def save_phase_overlays(
@@ -83,10 +94,8 @@ def save_phase_overlays(
         axis.set_axis_off()
         if index >= len(images):
             continue
-        image = np.abs(np.asarray(images[index], dtype=np.float64))
-        image = image[top_left[0] : bottom_right[0], top_left[1] : bottom_right[1]]
-        low, high = np.percentile(image, [1.0, 99.5])
-        axis.imshow(image, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), aspect=aspect, interpolation="nearest")
+        _show_image(axis, np.asarray(images[index])[top_left[0] : bottom_right[0], top_left[1] : bottom_right[1]],
+                    aspect)
         for name, point in points_rc[index].items():
             if point is None:
                 continue
@@ -100,11 +109,7 @@ def save_phase_overlays(
     legend = ", ".join(f"{name} {LANDMARK_COLOURS[name].removeprefix('tab:')}" for name in names)
     figure.suptitle(f"{legend}; open = filled in from neighbouring phases", fontsize=9)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def save_curve(
@@ -125,8 +130,4 @@ def save_curve(
     axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize=10)
     axes.grid(True, alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return _save(figure, path, bbox_inches="tight")

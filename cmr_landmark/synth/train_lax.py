@@ -88,12 +88,11 @@ def train_synthetic_stage(
     ``init_from``: a run folder, checkpoint or shipped model whose ``stage`` weights start the training
     (fine-tuning; the network takes their widths)."""
     train, val = [], []
-    for seed in seeds:
-        slices = load_synthetic_lax(cache_synthetic_lax(n_slices, seed, (variant,), family)[0])
+    for set_seed in seeds:
+        slices = load_synthetic_lax(cache_synthetic_lax(n_slices, set_seed, (variant,), family)[0])
         n_val = max(1, int(VALIDATION_FRACTION * len(slices)))
         train += slices[n_val:]
         val += slices[:n_val]
-    seed = seeds[0]
     device = setup_distributed()
     if stage == "coarse":
         def validate(model: nn.Module) -> tuple[float, dict]:
@@ -104,7 +103,8 @@ def train_synthetic_stage(
             return fine_validation(model, val, device)
     init_state = load_stage_weights(init_from, stage) if init_from else None
     _, metrics = train_stage(stage, train, val, "lax", out_dir, epochs, validate, init_state=init_state,
-                             batch_size=batch_size, seed=seed, widths=widths, max_steps_per_epoch=max_steps_per_epoch)
+                             batch_size=batch_size, seed=seeds[0], widths=widths,
+                             max_steps_per_epoch=max_steps_per_epoch)
     return {"variant": variant, "stage": stage, **metrics}
 
 
