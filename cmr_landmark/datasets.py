@@ -91,6 +91,7 @@ class Slice:
     labelled: bool = True
     mask: np.ndarray | None = None  # uint8 (H, W) in standard codes
     pathology: np.ndarray | None = None  # uint8 (H, W): 1 oedema, 2 scar (MyoPS only)
+    source_image: np.ndarray | None = None  # a synthetic copy's real image (the teacher's input in distillation)
 
     @property
     def has_all_landmarks(self) -> bool:

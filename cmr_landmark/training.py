@@ -40,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .augment import RandomAffine, default_intensity_augmentation, sample_on_grid
+from .augment import AffineParameters, RandomAffine, default_intensity_augmentation, sample_on_grid
 from .config import COARSE_GRID, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW, StageGrid
 from .detector import bf16_supported_on_cpu
 from .export import load_training_state
@@ -124,22 +124,67 @@ class HeatmapDataset(torch.utils.data.Dataset):
             centre = centre + rng.uniform(-0.25, 0.25, 2) * shape
         return tuple(centre)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
         affine = self.geometry(rng) if rng is not None else None
-        image, points, _ = sample_on_grid(
-            self.images[index],
-            self.spacings[index],
-            self.landmarks[index],
-            self.grid,
-            self.view,
-            centre_rc=self.centre_rc(index, rng),
-            affine=affine,
-        )
+        centre = self.centre_rc(index, rng)
+        image, points = self.on_grid(self.images[index], index, centre, affine)
         if rng is not None:
             image = self.intensity(image, rng, self.grid.pixel_mm / affine.scale)
         target = render_heatmaps(points, self.grid.size_px, self.grid.sigma_px)
         return torch.from_numpy(image[None].copy()), torch.from_numpy(target)
+
+    def on_grid(self, image: np.ndarray, index: int, centre_rc: tuple[float, float] | None,
+                affine: AffineParameters | None) -> tuple[np.ndarray, np.ndarray]:
+        """``image`` (item ``index``'s, or one in its pixels) and the item's landmarks sampled on the stage grid."""
+        grid_image, points, _ = sample_on_grid(image, self.spacings[index], self.landmarks[index], self.grid,
+                                               self.view, centre_rc=centre_rc, affine=affine)
+        return grid_image, points
+
+
+class DistillationDataset(HeatmapDataset):
+    """Augmented items that also carry what a teacher model sees (knowledge distillation, docs/t1.md).
+
+    Items are (image, target, teacher image, teacher index). The teacher image is the slice's ``source_image`` (the
+    real image a random-contrast copy was made from; the slice's own image for a real slice) through the same
+    geometry and without the intensity augmentation; the teacher is the one for the slice's ``sequence``
+    (``teacher_sequences`` order), so a copy of an LGE slice is judged by the LGE model on the real LGE image.
+    """
+
+    def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, seed: int,
+                 teacher_sequences: Sequence[str]) -> None:
+        super().__init__(slices, view, stage, augment=True, seed=seed)
+        missing = sorted({s.sequence for s in slices} - set(teacher_sequences))
+        if missing:
+            raise ValueError(f"no teacher for the {missing} slices (teachers: {list(teacher_sequences)})")
+        self.teacher_index = [list(teacher_sequences).index(s.sequence) for s in slices]
+        self.teacher_images = [
+            own if getattr(s, "source_image", None) is None else normalise_intensity(to_magnitude(s.source_image))
+            for s, own in zip(slices, self.images, strict=True)
+        ]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        image, target = super().__getitem__(index)
+        rng = np.random.default_rng([self.seed, self.epoch, index])  # the same draws as the student's item
+        affine = self.geometry(rng)
+        teacher_image, _ = self.on_grid(self.teacher_images[index], index, self.centre_rc(index, rng), affine)
+        return image, target, torch.from_numpy(teacher_image[None].copy()), torch.tensor(self.teacher_index[index])
+
+
+def distilled_targets(targets: torch.Tensor, teacher_images: torch.Tensor, teacher_index: torch.Tensor,
+                      teachers: Sequence[nn.Module], stage: str, weight: float) -> torch.Tensor:
+    """``(1 - weight) * targets + weight * teacher probabilities`` (both (N, K+1, S, S) distributions per pixel);
+    item i is judged by ``teachers[teacher_index[i]]``, a shipped cascade, on ``teacher_images[i]``."""
+    soft = targets.clone()
+    with torch.no_grad():  # not inference_mode: the targets are saved for the backward pass
+        for index, teacher in enumerate(teachers):
+            chosen = teacher_index == index
+            if chosen.any():
+                inputs = teacher_images[chosen].to(targets.device)
+                probabilities = (teacher.coarse_probabilities(inputs) if stage == "coarse"
+                                 else teacher.fine_probabilities(inputs))
+                soft[chosen] = probabilities.float()
+    return (1.0 - weight) * targets + weight * soft
 
 
 # --- loss ------------------------------------------------------------------------------------------------------
@@ -299,10 +344,14 @@ def train_stage(
     seed: int = 0,
     widths: tuple[int, ...] = DEFAULT_WIDTHS,
     max_steps_per_epoch: int | None = None,
+    teachers: dict[str, nn.Module] | None = None,
+    distil_weight: float = 0.5,
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
 
     With ``init_state`` the network takes that state's widths (fine-tuning keeps the architecture).
+    ``teachers`` (sequence -> shipped cascade): knowledge distillation; the target of each item is
+    :func:`distilled_targets` with ``distil_weight`` (:class:`DistillationDataset` pairs each item with its teacher).
 
     Checkpoints ``<stage>_last.pt`` every epoch and ``<stage>_best.pt`` on improvement; with ``resume`` a
     ``<stage>_last.pt`` is continued (model, optimiser, scheduler, epoch, RNG, history). Returns the best model
@@ -334,7 +383,11 @@ def train_stage(
         if is_main_process():
             print(f"[{stage}] resuming after epoch {checkpoint['epoch']} (best {best_mm:.2f} mm)", flush=True)
 
-    dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed)
+    if teachers:
+        dataset = DistillationDataset(train_slices, view, stage, seed, teacher_sequences=list(teachers))
+        teacher_models = [teacher.to(device).eval() for teacher in teachers.values()]
+    else:
+        dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed)
     sampler = DistributedSampler(dataset, shuffle=True, seed=seed) if dist.is_initialized() else None
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
@@ -353,13 +406,16 @@ def train_stage(
         losses = []
         bar = tqdm(loader, total=steps_per_epoch, desc=f"{stage} {epoch + 1}/{epochs}", disable=not is_main_process(),
                    mininterval=20, leave=False)
-        for step, (images, targets) in enumerate(bar):
+        for step, (images, targets, *teacher_batch) in enumerate(bar):
             if step >= steps_per_epoch:
                 break
+            targets = targets.to(device)
+            if teachers:
+                targets = distilled_targets(targets, *teacher_batch, teacher_models, stage, distil_weight)
             images = images.to(device).contiguous(memory_format=torch.channels_last)
             with autocast_context(device):
                 logits = network(images)
-            loss = heatmap_loss(logits, targets.to(device))
+            loss = heatmap_loss(logits, targets)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -419,10 +475,13 @@ def train_cascade(
     max_steps_per_epoch: int | None = None,
     widths_coarse: tuple[int, ...] = DEFAULT_WIDTHS,
     widths_fine: tuple[int, ...] = DEFAULT_WIDTHS,
+    teachers: dict[str, nn.Module] | None = None,
+    distil_weight: float = 0.5,
 ) -> tuple[LandmarkCascade, dict]:
     """Train coarse then fine U-Net on labelled slices of one ``view``; validation metrics of the whole cascade.
 
     ``init_from``: a run folder, a stage checkpoint, or a shipped model file to start from (transfer learning).
+    ``teachers``, ``distil_weight``: knowledge distillation from shipped models (:func:`train_stage`).
     ``out_dir`` holds the checkpoints and ``history.json``; rerunning with ``resume`` continues where it stopped.
     """
     from .evaluation import evaluate_slices  # evaluation exports the cascade and runs Detector on it
@@ -441,7 +500,7 @@ def train_cascade(
         "coarse", train_slices, val_slices, view, out_dir, epochs_coarse, validate_coarse,
         init_state=load_stage_weights(init_from, "coarse") if init_from else None,
         lr=lr, batch_size=batch_size, resume=resume, seed=seed, widths=widths_coarse,
-        max_steps_per_epoch=max_steps_per_epoch,
+        max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
     )
 
     def validate_fine(model: nn.Module) -> tuple[float, dict]:
@@ -457,7 +516,7 @@ def train_cascade(
         "fine", train_slices, val_slices, view, out_dir, epochs_fine, validate_fine,
         init_state=load_stage_weights(init_from, "fine") if init_from else None,
         lr=lr, batch_size=batch_size, resume=resume, seed=seed + 1, widths=widths_fine,
-        max_steps_per_epoch=max_steps_per_epoch,
+        max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
     )
     cascade = LandmarkCascade(coarse.cpu().float(), fine.cpu().float()).eval()
     metrics = {"coarse": coarse_metrics, "fine": fine_metrics}

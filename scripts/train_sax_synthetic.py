@@ -9,6 +9,11 @@
     # cine and LGE validation slices
     python scripts/train_sax_synthetic.py any --epochs 12 --out .cache/runs/sax_any
 
+    # the same, distilled: each image's target is half its label heatmaps, half what the sequence-specific model
+    # says on the real image (for a random-contrast copy: on the image it was made from)
+    python scripts/train_sax_synthetic.py any --init-from models/sax_cine.pt --lr 5e-4 \
+        --distil-from cine=models/sax_cine.pt --distil-from lge=models/sax_lge.pt --out .cache/runs/sax_any_distilled
+
 Sources are every labelled SAX slice of the ACDC, MyoPS (bSSFP and LGE, with scar/oedema) and MS-CMRSeg
 training splits (cmr_landmark/splits.json). One thread by default (the machine is shared).
 """
@@ -21,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cmr_landmark.synth.contrast import random_contrast_slices
 from cmr_landmark.synth.t1 import synthetic_t1_slices
@@ -57,21 +63,28 @@ def main() -> int:
     parser.add_argument("--max-steps-per-epoch", type=int, default=None)
     parser.add_argument("--max-val-slices", type=int, default=None, help="validate on this many (evenly spaced)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--distil-from", action="append", default=[], metavar="SEQUENCE=MODEL",
+                        help="teacher model file for the slices of SEQUENCE (repeat for each sequence)")
+    parser.add_argument("--distil-weight", type=float, default=0.5, help="weight of the teachers in the targets")
     args = parser.parse_args()
+    teachers = {sequence: torch.jit.load(path, map_location="cpu")
+                for sequence, path in (item.split("=", 1) for item in args.distil_from)}
     start = time.perf_counter()
     train, val = training_sets(args.kind, args.copies, args.max_val_slices)
     print(f"{len(train)} training and {len(val)} validation slices, made in {time.perf_counter() - start:.0f} s",
           flush=True)
     epochs_fine = args.epochs if args.epochs_fine is None else args.epochs_fine
     _, metrics = train_cascade(train, val, "sax", args.out, args.epochs, epochs_fine, init_from=args.init_from,
-                               lr=args.lr, threads=args.threads, max_steps_per_epoch=args.max_steps_per_epoch)
+                               lr=args.lr, threads=args.threads, max_steps_per_epoch=args.max_steps_per_epoch,
+                               teachers=teachers or None, distil_weight=args.distil_weight)
     # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
     run_path = args.out / "run.json"
     earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0
     (args.out / "run.json").write_text(json.dumps(
         {"kind": args.kind, "sources": SOURCE_SETS, "train_slices": len(train), "val_slices": len(val),
          "copies": args.copies, "epochs": args.epochs, "epochs_fine": epochs_fine, "lr": args.lr,
-         "init_from": str(args.init_from or ""),
+         "init_from": str(args.init_from or ""), "distil_from": args.distil_from,
+         "distil_weight": args.distil_weight if teachers else None,
          "max_steps_per_epoch": args.max_steps_per_epoch, "max_val_slices": args.max_val_slices,
          "threads": args.threads, "wall_s": earlier_s + time.perf_counter() - start, "metrics": metrics},
         indent=2, default=float) + "\n")

@@ -25,6 +25,7 @@ class PhantomSlice:
     phase: int = 0
     labelled: bool = True
     mask: np.ndarray | None = field(default=None, repr=False)
+    source_image: np.ndarray | None = field(default=None, repr=False)
 
 
 def phantom_slice(rng: np.random.Generator, size_px: int = 112, spacing_mm: float = 2.0, heart: bool = True,

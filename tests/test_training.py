@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
@@ -25,7 +26,13 @@ from cmr_landmark.config import COARSE_GRID, FINE_GRID_BY_VIEW
 from cmr_landmark.heatmaps import decode_heatmaps, render_heatmaps
 from cmr_landmark.network import UNet, unet_widths
 from cmr_landmark.preprocess import normalise_intensity
-from cmr_landmark.training import HeatmapDataset, heatmap_loss, train_stage
+from cmr_landmark.training import (
+    DistillationDataset,
+    HeatmapDataset,
+    distilled_targets,
+    heatmap_loss,
+    train_stage,
+)
 
 TINY_WIDTHS = (8, 16)
 
@@ -204,3 +211,89 @@ def test_fine_tuning_builds_the_network_of_the_weights_it_starts_from(tmp_path) 
     assert unet_widths(model.state_dict()) == (6, 12, 24)
     with pytest.raises(ValueError, match="not a UNet"):
         unet_widths({"weight": torch.zeros(1)})
+
+
+class _FixedTeacher(torch.nn.Module):
+    """A stand-in for a shipped cascade: the same probability map for every input, whatever the stage."""
+
+    def __init__(self, probabilities: torch.Tensor) -> None:
+        super().__init__()
+        self.probabilities = probabilities
+
+    def coarse_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probabilities.expand(len(x), -1, -1, -1)
+
+    def fine_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probabilities.expand(len(x), -1, -1, -1)
+
+
+def _copy_of(slice_: object, image: np.ndarray) -> object:
+    return dataclasses.replace(slice_, image=image, source_image=slice_.image)
+
+
+def test_distillation_items_show_the_teacher_the_source_image_through_the_students_geometry() -> None:
+    real = phantom_slices(1, seed=21, empty_fraction=0.0)[0]
+    copy = _copy_of(real, (real.image.max() - real.image) ** 1.3)  # a different (inverted) contrast
+    student_of_real = DistillationDataset([real], "sax", "fine", seed=3, teacher_sequences=["cine"])
+    student_of_copy = DistillationDataset([copy], "sax", "fine", seed=3, teacher_sequences=["cine"])
+    student_of_real.set_epoch(2)
+    student_of_copy.set_epoch(2)
+    image, target, teacher_image, teacher_index = student_of_copy[0]
+    # the copy's teacher sees the real image, on the same grid as the real slice's item
+    torch.testing.assert_close(teacher_image, student_of_real[0][2])
+    torch.testing.assert_close(target, student_of_real[0][1])
+    assert not torch.allclose(image, teacher_image, atol=0.1)
+    assert int(teacher_index) == 0
+    # without intensity augmentation a real slice's teacher input is the student's input itself
+    student_of_real.intensity = lambda grid_image, rng, pixel_mm: grid_image
+    torch.testing.assert_close(student_of_real[0][0], student_of_real[0][2])
+
+
+def test_distillation_needs_a_teacher_for_every_sequence() -> None:
+    with pytest.raises(ValueError, match="no teacher for the \\['cine'\\] slices"):
+        DistillationDataset(phantom_slices(2, seed=22), "sax", "coarse", seed=0, teacher_sequences=["lge"])
+
+
+def test_distilled_targets_mix_labels_and_each_items_own_teacher() -> None:
+    size = 8
+    targets = torch.zeros(3, 4, size, size)
+    targets[:, 0] = 1.0
+    first, second = torch.zeros(1, 4, size, size), torch.zeros(1, 4, size, size)
+    first[:, 1], second[:, 2] = 1.0, 1.0
+    teachers = [_FixedTeacher(first), _FixedTeacher(second)]
+    index = torch.tensor([1, 0, 1])
+    mixed = distilled_targets(targets, torch.zeros(3, 1, size, size), index, teachers, "fine", weight=0.25)
+    torch.testing.assert_close(mixed[:, 0], torch.full((3, size, size), 0.75))
+    torch.testing.assert_close(mixed[1, 1], torch.full((size, size), 0.25))
+    torch.testing.assert_close(mixed[[0, 2], 2], torch.full((2, size, size), 0.25))
+    torch.testing.assert_close(mixed.sum(dim=1), torch.ones(3, size, size))  # still a distribution per pixel
+
+
+def test_distillation_pulls_the_student_toward_its_teacher(tmp_path) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    slices = phantom_slices(8, seed=23, empty_fraction=0.0)
+    # a teacher unlike the labels: the same mixture at every pixel
+    size = COARSE_GRID.size_px
+    teacher = _FixedTeacher(torch.tensor([0.25, 0.45, 0.15, 0.15])[None, :, None, None].expand(1, 4, size, size))
+    init = UNet(3, TINY_WIDTHS).state_dict()
+    probe = torch.stack([HeatmapDataset(slices, "sax", "coarse", augment=False)[i][0] for i in range(4)])
+
+    def disagreement(model: torch.nn.Module) -> float:
+        model.eval()
+        with torch.no_grad():
+            student = torch.log_softmax(model(probe), dim=1)
+            reference = teacher.coarse_probabilities(probe)
+            return float((reference * (torch.log(reference) - student)).sum(dim=1).mean())
+
+    def train(teachers: dict | None, folder: str) -> float:
+        model, _ = train_stage("coarse", slices, slices[:2], "sax", tmp_path / folder, 15,
+                               validate=lambda model: (disagreement(model), {}), init_state=init, lr=3e-3,
+                               batch_size=4, resume=False, teachers=teachers, distil_weight=1.0)
+        return disagreement(model)
+
+    # the same steps from the same start: the teacher's targets end closer to it than the start and the labels' do
+    start = UNet(3, TINY_WIDTHS)
+    start.load_state_dict(init)
+    before, distilled, from_labels = disagreement(start), train({"cine": teacher}, "distilled"), train(None, "labels")
+    assert distilled < 0.5 * min(before, from_labels), (before, distilled, from_labels)

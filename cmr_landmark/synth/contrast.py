@@ -121,7 +121,8 @@ def with_random_contrast(slice_: Slice, rng: np.random.Generator) -> Slice:
     """A copy of a :class:`cmr_landmark.datasets.Slice` whose image has random tissue contrast (landmarks kept)."""
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to draw contrasts from")
-    return dataclasses.replace(slice_, image=random_tissue_contrast(slice_.image, slice_.mask, rng))
+    return dataclasses.replace(slice_, image=random_tissue_contrast(slice_.image, slice_.mask, rng),
+                               source_image=slice_.image)
 
 
 def random_contrast_slices(slices: Sequence[Slice], seed: int, copies: int = 1) -> list[Slice]:
