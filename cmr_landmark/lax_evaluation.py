@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .cine import CineLandmarks, smooth_cine_detections
 from .config import LAX_LANDMARKS
@@ -24,6 +25,7 @@ from .datasets import Slice, load_slices
 from .detector import Detector, ImageLandmarks
 from .measures import longitudinal_shortening, lv_length_mm
 from .model_store import ModelSpec, find_model
+from .network import UNet
 from .overlay import save_phase_overlays
 
 LABELLED_PHASE_NAMES = {0: "ED", 1: "ES"}
@@ -125,30 +127,51 @@ def matching_frame(image: np.ndarray, phases: Sequence[Slice]) -> int:
     return int(np.argmin([np.abs(s.image - image).mean() for s in phases]))
 
 
-def evaluate_coarse_stage(checkpoint: Path, slices: Sequence[Slice]) -> list[float]:
-    """Distance (mm) per landmark of a coarse-stage checkpoint alone (4 mm grid) on labelled slices: the quick
-    comparison of training variants, before any fine stage is trained."""
-    import torch
-
-    from .network import UNet
-    from .training import coarse_predictions, mean_distance_mm
-
+def load_coarse_stage(checkpoint: Path) -> UNet:
+    """The long-axis coarse U-Net of a training checkpoint (``coarse_best.pt``)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     unet = UNet(len(LAX_LANDMARKS), tuple(state["widths"]))
     unet.load_state_dict(state["model"])
+    return unet.eval()
+
+
+def evaluate_coarse_stage(checkpoint: Path, slices: Sequence[Slice]) -> list[float]:
+    """Distance (mm) per landmark of a coarse-stage checkpoint alone (4 mm grid) on labelled slices: the quick
+    comparison of training variants, before any fine stage is trained."""
+    from .training import coarse_predictions, mean_distance_mm
+
+    unet = load_coarse_stage(checkpoint)
     _, per_landmark = mean_distance_mm(coarse_predictions(unet, slices, torch.device("cpu")), slices)
     return per_landmark
 
 
+class CoarseStageSwapped(torch.nn.Module):
+    """A shipped cascade with its coarse stage replaced by another one (a training run's), its fine stage kept:
+    measures a recombination of stages before anything is exported."""
+
+    def __init__(self, coarse: UNet, cascade: torch.nn.Module) -> None:
+        super().__init__()
+        self.coarse, self.cascade = coarse, cascade
+
+    def coarse_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.coarse(x).float(), dim=1)
+
+    def fine_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cascade.fine_probabilities(x)
+
+
 def search_radius_table(spec: ModelSpec, radii_mm: Sequence[float | None], labelled: Sequence[Slice],
-                        cine_phases: Sequence[Slice]) -> str:
+                        cine_phases: Sequence[Slice], coarse_from: Path | None = None) -> str:
     """Markdown table: the labelled frames' distances, LV length error and the cine's longitudinal shortening of
-    ``spec`` with each coarse-guided fine search radius (None: off), the rest of the model unchanged."""
+    ``spec`` with each coarse-guided fine search radius (None: off), the rest of the model unchanged
+    (``coarse_from``: a coarse-stage checkpoint in place of the model's coarse stage)."""
     columns = [f"{phase} {name}" for phase in ("ED", "ES") for name in LAX_LANDMARKS]
     lines = ["| fine search radius | " + " | ".join(columns) + " | LV length ED / ES | longitudinal shortening |",
              "|---" * (len(columns) + 3) + "|"]
     for radius in radii_mm:
         detector = Detector(replace(spec, fine_search_radius_mm=radius))
+        if coarse_from is not None:
+            detector.model = CoarseStageSwapped(load_coarse_stage(coarse_from), detector.model)
         rows = {row["phase"]: row for row in evaluate_labelled(detector, labelled)}
         _, cine = evaluate_cine(detector, cine_phases) if cine_phases else (None, None)
         cells = [f"{rows[phase][f'{name}_mm']:.1f}" if phase in rows else "" for phase in ("ED", "ES")
@@ -172,11 +195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--search-radii", default=None,
                         help="only print the labelled and cine figures for these fine search radii (mm, comma-"
                              "separated; 'off' for none) instead of the model's own, and stop")
+    parser.add_argument("--coarse-from", type=Path, default=None,
+                        help="with --search-radii: this coarse_best.pt in place of the model's coarse stage")
     args = parser.parse_args(argv)
     if args.search_radii:
         spec = find_model("lax", "cine", name=args.model, folder=args.folder)
         radii = [None if r == "off" else float(r) for r in args.search_radii.split(",")]
-        print(search_radius_table(spec, radii, *mnms2_lax_slices()))
+        print(search_radius_table(spec, radii, *mnms2_lax_slices(), coarse_from=args.coarse_from))
         return 0
     if args.coarse_checkpoints:
         labelled, _ = mnms2_lax_slices()
