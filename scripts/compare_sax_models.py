@@ -187,12 +187,18 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         f"- **Training**: cmr_landmark.training.train_cascade, {run_info['epochs']} coarse and "
         f"{run_info.get('epochs_fine', run_info['epochs'])} fine epochs of at most "
         f"{run_info['max_steps_per_epoch'] or 'all'} batches of 24, Adam lr {run_info['lr']}, initialised from "
-        f"{run_info['init_from'] or 'scratch'}; {run_info['threads']} CPU thread (shared machine), "
+        f"{run_info['init_from'] or 'scratch'}"
+        + (f", its targets the labels mixed with the maps of the teachers {', '.join(run_info['distil_from'])} on the "
+           f"real image (knowledge distillation, teacher weight {run_info['distil_weight']})"
+           if run_info.get("distil_from") else "")
+        + f"; {run_info['threads']} CPU thread (shared machine), "
         f"{run_info['wall_s'] / 60:.0f} min. Rerun: `python scripts/train_sax_synthetic.py {run_info['kind']} "
         f"--init-from {run_info['init_from']} --lr {run_info['lr']} --epochs {run_info['epochs']} --epochs-fine "
         f"{run_info.get('epochs_fine', run_info['epochs'])} --copies {run_info['copies']}"
         + (f" --max-steps-per-epoch {run_info['max_steps_per_epoch']}" if run_info['max_steps_per_epoch'] else "")
         + (f" --max-val-slices {run_info['max_val_slices']}" if run_info['max_val_slices'] else "")
+        + "".join(f" --distil-from {teacher}" for teacher in run_info.get("distil_from", []))
+        + (f" --distil-weight {run_info['distil_weight']}" if run_info.get("distil_from") else "")
         + " --out RUN` (docs/t1.md).",
         "- **Inference**: " + ("fine stage averaged over the crop and its left-right mirror (manifest "
                                "`mirror_average`)." if run_info.get("mirror_average") else "one pass per stage."),
