@@ -149,7 +149,7 @@ def export_run(name: str, sequence: str, run: Path, mirror_average: bool) -> dic
     export_cascade(cascade, name, "sax", sequence, COARSE_GRID, FINE_GRID_BY_VIEW["sax"], threshold, models_dir(),
                    card=f"# {name}\n\nSee the measured tables below once written by scripts/compare_sax_models.py.\n",
                    extra={"trained_on": run_info["kind"], "train_slices": run_info["train_slices"]},
-                   mirror_average=mirror_average)
+                   mirror_average=mirror_average, embed_training_state=True)
     return run_info
 
 
