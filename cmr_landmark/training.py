@@ -9,6 +9,9 @@ FINE_GRID crop around the landmarks' mean (what the detector centres on: the wei
 landmarks) moved by up to +-12 mm, so it learns to correct coarse errors. Validation runs the real decode path
 (decode_heatmaps, and for the fine stage the exported cascade through Detector).
 
+Knowledge distillation (``teachers``): DistillationDataset also gives each item's teacher its view of the same
+anatomy, and the target becomes a mix of the label heatmaps and the teacher's softmax maps (distilled_targets).
+
 Python API (stable; other modules train on synthetic slices with it):
 
     train_cascade(train_slices, val_slices, view, out_dir, epochs_coarse, epochs_fine, init_from=None, lr=1e-3,
