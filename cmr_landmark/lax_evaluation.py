@@ -198,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--coarse-from", type=Path, default=None,
                         help="with --search-radii: this coarse_best.pt in place of the model's coarse stage")
     args = parser.parse_args(argv)
+    if args.coarse_from and not args.search_radii:
+        parser.error("--coarse-from is measured with --search-radii")
     if args.search_radii:
         spec = find_model("lax", "cine", name=args.model, folder=args.folder)
         radii = [None if r == "off" else float(r) for r in args.search_radii.split(",")]

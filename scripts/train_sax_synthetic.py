@@ -71,6 +71,8 @@ def main() -> int:
                         help="teacher model file for the slices of SEQUENCE (repeat for each sequence)")
     parser.add_argument("--distil-weight", type=float, default=0.5, help="weight of the teachers in the targets")
     args = parser.parse_args()
+    if any("=" not in item for item in args.distil_from):
+        parser.error("--distil-from takes SEQUENCE=MODEL, e.g. cine=models/sax_cine.pt")
     teachers = {sequence: torch.jit.load(path, map_location="cpu")
                 for sequence, path in (item.split("=", 1) for item in args.distil_from)}
     start = time.perf_counter()
