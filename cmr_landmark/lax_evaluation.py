@@ -127,20 +127,12 @@ def matching_frame(image: np.ndarray, phases: Sequence[Slice]) -> int:
     return int(np.argmin([np.abs(s.image - image).mean() for s in phases]))
 
 
-def load_coarse_stage(checkpoint: Path) -> UNet:
-    """The long-axis coarse U-Net of a training checkpoint (``coarse_best.pt``)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    unet = UNet(len(LAX_LANDMARKS), tuple(state["widths"]))
-    unet.load_state_dict(state["model"])
-    return unet.eval()
-
-
 def evaluate_coarse_stage(checkpoint: Path, slices: Sequence[Slice]) -> list[float]:
     """Distance (mm) per landmark of a coarse-stage checkpoint alone (4 mm grid) on labelled slices: the quick
     comparison of training variants, before any fine stage is trained."""
-    from .training import coarse_predictions, mean_distance_mm
+    from .training import coarse_predictions, load_stage, mean_distance_mm
 
-    unet = load_coarse_stage(checkpoint)
+    unet = load_stage(checkpoint, "coarse", "lax")
     _, per_landmark = mean_distance_mm(coarse_predictions(unet, slices, torch.device("cpu")), slices)
     return per_landmark
 
@@ -165,13 +157,16 @@ def search_radius_table(spec: ModelSpec, radii_mm: Sequence[float | None], label
     """Markdown table: the labelled frames' distances, LV length error and the cine's longitudinal shortening of
     ``spec`` with each coarse-guided fine search radius (None: off), the rest of the model unchanged
     (``coarse_from``: a coarse-stage checkpoint in place of the model's coarse stage)."""
+    from .training import load_stage
+
+    coarse = load_stage(coarse_from, "coarse", "lax") if coarse_from is not None else None
     columns = [f"{phase} {name}" for phase in ("ED", "ES") for name in LAX_LANDMARKS]
     lines = ["| fine search radius | " + " | ".join(columns) + " | LV length ED / ES | longitudinal shortening |",
              "|---" * (len(columns) + 3) + "|"]
     for radius in radii_mm:
         detector = Detector(replace(spec, fine_search_radius_mm=radius))
-        if coarse_from is not None:
-            detector.model = CoarseStageSwapped(load_coarse_stage(coarse_from), detector.model)
+        if coarse is not None:
+            detector.model = CoarseStageSwapped(coarse, detector.model)
         rows = {row["phase"]: row for row in evaluate_labelled(detector, labelled)}
         _, cine = evaluate_cine(detector, cine_phases) if cine_phases else (None, None)
         cells = [f"{rows[phase][f'{name}_mm']:.1f}" if phase in rows else "" for phase in ("ED", "ES")

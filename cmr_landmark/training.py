@@ -128,6 +128,12 @@ class HeatmapDataset(torch.utils.data.Dataset):
         return tuple(centre)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        image, target, _, _ = self.augmented_item(index)
+        return image, target
+
+    def augmented_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor, AffineParameters | None,
+                                                  tuple[float, float] | None]:
+        """(image, target) of item ``index`` and the geometry they were drawn with (affine, sampling centre)."""
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
         affine = self.geometry(rng) if rng is not None else None
         centre = self.centre_rc(index, rng)
@@ -135,7 +141,7 @@ class HeatmapDataset(torch.utils.data.Dataset):
         if rng is not None:
             image = self.intensity(image, rng, self.grid.pixel_mm / affine.scale)
         target = render_heatmaps(points, self.grid.size_px, self.grid.sigma_px)
-        return torch.from_numpy(image[None].copy()), torch.from_numpy(target)
+        return torch.from_numpy(image[None].copy()), torch.from_numpy(target), affine, centre
 
     def on_grid(self, image: np.ndarray, index: int, centre_rc: tuple[float, float] | None,
                 affine: AffineParameters | None) -> tuple[np.ndarray, np.ndarray]:
@@ -161,16 +167,22 @@ class DistillationDataset(HeatmapDataset):
         if missing:
             raise ValueError(f"no teacher for the {missing} slices (teachers: {list(teacher_sequences)})")
         self.teacher_index = [list(teacher_sequences).index(s.sequence) for s in slices]
-        self.teacher_images = [
-            own if getattr(s, "source_image", None) is None else normalise_intensity(to_magnitude(s.source_image))
-            for s, own in zip(slices, self.images, strict=True)
-        ]
+        # A copy's source is usually a real slice of the same set, already normalised above: share that array.
+        normalised = {id(s.image): own for s, own in zip(slices, self.images, strict=True)}
+        self.teacher_images = []
+        for s, own in zip(slices, self.images, strict=True):
+            source = getattr(s, "source_image", None)
+            if source is None:
+                image = own
+            elif id(source) in normalised:
+                image = normalised[id(source)]
+            else:
+                image = normalise_intensity(to_magnitude(source))
+            self.teacher_images.append(image)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        image, target = super().__getitem__(index)
-        rng = np.random.default_rng([self.seed, self.epoch, index])  # the same draws as the student's item
-        affine = self.geometry(rng)
-        teacher_image, _ = self.on_grid(self.teacher_images[index], index, self.centre_rc(index, rng), affine)
+        image, target, affine, centre = self.augmented_item(index)
+        teacher_image, _ = self.on_grid(self.teacher_images[index], index, centre, affine)
         return image, target, torch.from_numpy(teacher_image[None].copy()), torch.tensor(self.teacher_index[index])
 
 
@@ -528,15 +540,18 @@ def train_cascade(
     return cascade, metrics
 
 
+def load_stage(source: Path, stage: str, view: str) -> UNet:
+    """One stage's U-Net (eval mode) from a run folder, a checkpoint file or a shipped model
+    (:func:`load_stage_weights`)."""
+    state = load_stage_weights(source, stage)
+    unet = UNet(len(LANDMARKS_BY_VIEW[view]), unet_widths(state))
+    unet.load_state_dict(state)
+    return unet.eval()
+
+
 def load_cascade(run_dir: Path, view: str) -> LandmarkCascade:
     """The best coarse and fine U-Nets of a finished run folder."""
-    stages = {}
-    for stage in STAGES:
-        checkpoint = torch.load(Path(run_dir) / f"{stage}_best.pt", map_location="cpu", weights_only=False)
-        unet = UNet(len(LANDMARKS_BY_VIEW[view]), tuple(checkpoint["widths"]))
-        unet.load_state_dict(checkpoint["model"])
-        stages[stage] = unet
-    return LandmarkCascade(stages["coarse"], stages["fine"]).eval()
+    return LandmarkCascade(load_stage(run_dir, "coarse", view), load_stage(run_dir, "fine", view)).eval()
 
 
 # --- command line ----------------------------------------------------------------------------------------------

@@ -249,6 +249,16 @@ def test_distillation_items_show_the_teacher_the_source_image_through_the_studen
     torch.testing.assert_close(student_of_real[0][0], student_of_real[0][2])
 
 
+def test_a_copy_and_its_source_slice_share_the_teachers_image() -> None:
+    real = phantom_slices(1, seed=24, empty_fraction=0.0)[0]
+    dataset = DistillationDataset([real, _copy_of(real, real.image[::-1].copy())], "sax", "coarse", seed=0,
+                                  teacher_sequences=["cine"])
+    assert dataset.teacher_images[1] is dataset.teacher_images[0] is dataset.images[0]
+    alone = DistillationDataset([_copy_of(real, real.image[::-1].copy())], "sax", "coarse", seed=0,
+                                teacher_sequences=["cine"])
+    np.testing.assert_array_equal(alone.teacher_images[0], dataset.teacher_images[0])
+
+
 def test_distillation_needs_a_teacher_for_every_sequence() -> None:
     with pytest.raises(ValueError, match="no teacher for the \\['cine'\\] slices"):
         DistillationDataset(phantom_slices(2, seed=22), "sax", "coarse", seed=0, teacher_sequences=["lge"])
