@@ -501,13 +501,13 @@ def fast_path_accuracy(view: str, source: Path | None, limit: int | None) -> dic
     if spec is None or not (data_root() / "README.md").exists():
         return None
     slices = load_labelled_slices(list(ACCURACY_DATASETS[view]), "val", view, "cine")[:limit]
-    reference, reference_probability, reference_tissue = predict(Detector(spec, optimised=False), slices)
-    fast_fp32, _, _ = predict(Detector(spec, use_bf16=False), slices)
-    fast, fast_probability, _ = predict(Detector(spec), slices)
+    reference, reference_probability = predict(Detector(spec, optimised=False), slices)
+    fast_fp32, _ = predict(Detector(spec, use_bf16=False), slices)
+    fast, fast_probability = predict(Detector(spec), slices)
     spacing = np.array([s.pixel_spacing_mm for s in slices])[:, None, :]
     truth = np.stack([s.landmarks_rc for s in slices])
     labelled = np.all(np.isfinite(truth), axis=2)
-    found = (reference_probability >= spec.probability_threshold) & reference_tissue
+    found = reference_probability >= spec.probability_threshold
 
     def distance(points: np.ndarray, to: np.ndarray) -> np.ndarray:
         return np.sqrt((((points - to) * spacing) ** 2).sum(axis=2))

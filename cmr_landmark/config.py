@@ -24,10 +24,6 @@ SEQUENCES: tuple[str, ...] = ("cine", "lge", "t1")
 # and swaps the two mitral points' order on a long-axis image.
 MIRROR_SWAP: dict[str, tuple[int, ...]] = {"sax": (1, 0, 2), "lax": (1, 0, 2)}
 
-# Tissues a fine stage may also segment: index = the standard mask code of every cached slice (datasets.py), the
-# classes the landmark rule (landmarks.py) is defined on.
-TISSUE_CLASSES: tuple[str, ...] = ("background", "LV blood pool", "LV myocardium", "RV blood pool")
-
 
 # --- the two-stage grid (coarse heart finding, then a fine pass on a crop) ------------------------------------
 

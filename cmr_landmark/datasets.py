@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 
 from .config import cache_dir, data_root
-from .landmarks import DERIVE_BY_VIEW, STANDARD_LABELS, LabelCodes
+from .landmarks import STANDARD_LABELS, LabelCodes, derive_lax_landmarks, derive_sax_landmarks
 
 SPLITS_PATH = Path(__file__).resolve().parent / "splits.json"
 VALIDATION_FRACTION = 0.2
@@ -137,7 +137,7 @@ def _stack_slices(
     if raw_mask is not None and raw_mask.shape != volume.shape:
         raise ValueError(f"{mask_path} has shape {raw_mask.shape}, image {image_path} has {volume.shape}")
     spacing = orientation.apply_spacing(spacing)
-    derive = DERIVE_BY_VIEW[view]
+    derive = derive_sax_landmarks if view == "sax" else derive_lax_landmarks
     for z in range(volume.shape[2]):
         image = orientation.apply(np.asarray(volume[:, :, z], dtype=np.float32))
         if raw_mask is None:

@@ -17,7 +17,6 @@ from .config import MIRROR_SWAP, StageGrid
 from .heatmaps import decode_heatmaps
 from .model_store import ModelSpec, load_torchscript
 from .preprocess import GridTransform, grid_transform, normalise_stack, preprocess, resample_stack
-from .tissue import tissue_landmarks
 
 
 @dataclass(frozen=True)
@@ -32,33 +31,14 @@ class Landmark:
 ImageLandmarks = dict[str, Landmark | None]
 
 
-@dataclass(frozen=True)
-class Located:
-    """Every landmark of N images before the presence decision: (N, K, 2) image pixels (row, col) of the heatmap
-    peaks, (N, K) peak probabilities, (N, K) whether the tissue map shows the landmark (all True without tissue
-    channels) and (N, K, 2) image pixels of the landmarks the rule finds on the tissue map (NaN where it finds none;
-    all NaN without tissue channels)."""
-
-    points_rc: np.ndarray
-    probability: np.ndarray
-    tissue_present: np.ndarray
-    tissue_points_rc: np.ndarray
-
-
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def bf16_supported_on_cpu() -> bool:
-    """Whether bf16 autocast pays on this CPU: it needs AMX tiles.
-
-    Measured (docs/benchmarks.md): with AMX, bf16 made the U-Nets 3.6-3.9x faster than fp32; on a Xeon with
-    AVX512-BF16 but no AMX it made a training step 1.4x slower (0.052 against 0.037 s per image) and inference
-    too, although oneDNN reports bf16 as supported there.
-    """
+    # AMX/AVX512-BF16 CPUs run bf16 autocast 2-4x faster than fp32; elsewhere bf16 would be slower.
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-                    and torch._C._cpu._init_amx())
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
@@ -103,50 +83,27 @@ class Detector:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _inputs(self, batch: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(batch[:, None]).to(self.device)
-        return x.contiguous(memory_format=torch.channels_last) if self.optimised else x
-
     def run_stage(self, stage: str, batch: np.ndarray) -> torch.Tensor:
         """Softmax heatmaps (N, K+1, S, S) on the CPU of the ``stage`` ('coarse' or 'fine') network for (N, S, S)
         grid images."""
-        x = self._inputs(batch)
+        x = torch.from_numpy(batch[:, None]).to(self.device)
+        if self.optimised:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast():
             if stage == "coarse":
                 return self.model.coarse_probabilities(x).float().cpu()
             return self.model.fine_probabilities(x).float().cpu()
 
-    def run_fine_outputs(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fine stage's heatmaps (N, K+1, S, S) and tissue probabilities (N, C, S, S), on the CPU, from one
-        pass (a tissue-guided model's ``fine_outputs``)."""
-        x = self._inputs(batch)
-        with torch.inference_mode(), self._autocast():
-            heatmaps, tissue = self.model.fine_outputs(x)
-        return heatmaps.float().cpu(), tissue.float().cpu()
-
-    def fine_outputs(self, fine_inputs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The fine stage's heatmaps of (N, S, S) crops and, for a tissue-guided model, its tissue probabilities
-        (else None); both averaged with those of the mirrored crops when ``mirror_average``."""
-        def run(batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-            if self.spec.tissue_presence:
-                return self.run_fine_outputs(batch)
-            return self.run_stage("fine", batch), None
-
-        probabilities, tissue = run(fine_inputs)
-        if not self.mirror_average:
-            return probabilities, tissue
-        mirrored, mirrored_tissue = run(np.ascontiguousarray(fine_inputs[:, :, ::-1]))
-        # Channel c of the mirrored output is landmark MIRROR_SWAP[c] of the image (background stays first);
-        # tissues have no handedness.
-        unmirror = [0] + [1 + swapped for swapped in MIRROR_SWAP[self.spec.view]]
-        probabilities = 0.5 * (probabilities + mirrored.flip(-1)[:, unmirror])
-        if tissue is not None:
-            tissue = 0.5 * (tissue + mirrored_tissue.flip(-1))
-        return probabilities, tissue
-
     def fine_probabilities(self, fine_inputs: np.ndarray) -> torch.Tensor:
-        """The fine stage's heatmaps of (N, S, S) crops (mirror-averaged when ``mirror_average``)."""
-        return self.fine_outputs(fine_inputs)[0]
+        """The fine stage's heatmaps of (N, S, S) crops, averaged with those of the mirrored crops when
+        ``mirror_average``."""
+        probabilities = self.run_stage("fine", fine_inputs)
+        if not self.mirror_average:
+            return probabilities
+        mirrored = self.run_stage("fine", np.ascontiguousarray(fine_inputs[:, :, ::-1]))
+        # Channel c of the mirrored output is landmark MIRROR_SWAP[c] of the image (background stays first).
+        unmirror = [0] + [1 + swapped for swapped in MIRROR_SWAP[self.spec.view]]
+        return 0.5 * (probabilities + mirrored.flip(-1)[:, unmirror])
 
     def detect(
         self,
@@ -155,31 +112,17 @@ class Detector:
         same_slice: bool = False,
         probability_threshold: float | None = None,
     ) -> list[ImageLandmarks]:
-        """Landmarks of each 2-D image (all of one shape and spacing, e.g. the phases of a slice): those whose
-        peak probability reaches the threshold and, for a tissue-guided model, that its tissue map shows.
+        """Landmarks of each 2-D image (all of one shape and spacing, e.g. the phases of a slice).
 
         ``same_slice``: the images are phases of one slice, so the fine crop is centred once for all of them
         (median of the coarse estimates), which keeps the points of a cine steady.
         """
-        threshold = self.spec.probability_threshold if probability_threshold is None else probability_threshold
-        located = self.locate(images, pixel_spacing_mm, same_slice)
-        present = (located.probability >= threshold) & located.tissue_present
-        return [
-            {name: Landmark(float(rc[0]), float(rc[1]), float(p)) if shown else None
-             for name, rc, p, shown in zip(self.spec.landmarks, points, probabilities, flags, strict=True)}
-            for points, probabilities, flags in zip(located.points_rc, located.probability, present, strict=True)
-        ]
-
-    def locate(self, images: Sequence[np.ndarray] | np.ndarray, pixel_spacing_mm: tuple[float, float],
-               same_slice: bool = False) -> Located:
-        """Every landmark's point and peak probability, no threshold applied (:meth:`detect` decides presence)."""
         stack = np.stack([np.asarray(image) for image in images]) if len(images) else np.zeros((0, 2, 2))
         if stack.ndim != 3:
             raise ValueError(f"expected a sequence of 2-D images, got array of shape {stack.shape}")
-        n_landmarks = len(self.spec.landmarks)
         if len(stack) == 0:
-            return Located(np.zeros((0, n_landmarks, 2)), np.zeros((0, n_landmarks)), np.zeros((0, n_landmarks), bool),
-                           np.zeros((0, n_landmarks, 2)))
+            return []
+        threshold = self.spec.probability_threshold if probability_threshold is None else probability_threshold
         # Fast path: normalise once for both stages (the reference path normalises per stage, as training does).
         normalised = normalise_stack(stack) if self.optimised else None
         coarse_points, coarse_peak = self._coarse_landmarks(stack, normalised, pixel_spacing_mm)
@@ -187,22 +130,21 @@ class Detector:
         if same_slice:
             centres[:] = np.median(centres, axis=0)
         fine_inputs, transforms = self._grid_inputs(stack, normalised, pixel_spacing_mm, self.spec.fine_grid, centres)
-        probabilities, tissue = self.fine_outputs(fine_inputs)
+        probabilities = self.fine_probabilities(fine_inputs)
         if self.spec.fine_search_radius_mm is not None:
             probabilities = restrict_to_coarse_windows(probabilities, coarse_points, coarse_peak, transforms,
                                                        self.spec.fine_search_radius_mm / self.spec.fine_grid.pixel_mm)
         points_grid, peak = decode_heatmaps(probabilities)
-
-        def to_image(grid_points: np.ndarray) -> np.ndarray:
-            return np.stack([transform.grid_to_image(p) for p, transform in zip(grid_points, transforms, strict=True)])
-
-        if tissue is None:
-            tissue_points = np.full(points_grid.shape, np.nan)
-            tissue_present = np.ones(peak.shape, dtype=bool)
-        else:
-            tissue_points = to_image(tissue_landmarks(tissue, self.spec.view, self.spec.fine_grid.pixel_mm))
-            tissue_present = np.isfinite(tissue_points[..., 0])
-        return Located(to_image(points_grid), peak, tissue_present, tissue_points)
+        results: list[ImageLandmarks] = []
+        for points, probabilities, transform in zip(points_grid, peak, transforms, strict=True):
+            image_points = transform.grid_to_image(points)
+            results.append(
+                {
+                    name: Landmark(float(rc[0]), float(rc[1]), float(p)) if p >= threshold else None
+                    for name, rc, p in zip(self.spec.landmarks, image_points, probabilities, strict=True)
+                }
+            )
+        return results
 
     def _grid_inputs(self, stack: np.ndarray, normalised: np.ndarray | None, pixel_spacing_mm: tuple[float, float],
                      grid: StageGrid, centres: np.ndarray | None) -> tuple[np.ndarray, list[GridTransform]]:

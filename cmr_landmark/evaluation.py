@@ -42,15 +42,9 @@ class Evaluation:
     probability: np.ndarray  # (N, K) peak probability
     truth_rc: np.ndarray  # (N, K, 2), NaN where not labelled
     spacing_mm: np.ndarray  # (N, 2)
-    # (N, K) the model's tissue map shows the landmark; None: all True (a model without tissue channels)
-    tissue_present: np.ndarray | None = None
     landmark_rows: list[dict] = field(default_factory=list)
     measure_rows: list[dict] = field(default_factory=list)
     image_rows: list[dict] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.tissue_present is None:
-            self.tissue_present = np.ones(self.probability.shape, dtype=bool)
 
     @property
     def landmarks(self) -> tuple[str, ...]:
@@ -62,7 +56,7 @@ class Evaluation:
 
     @property
     def detected(self) -> np.ndarray:
-        return (self.probability >= self.probability_threshold) & self.tissue_present
+        return self.probability >= self.probability_threshold
 
     @property
     def distances_mm(self) -> np.ndarray:
@@ -76,30 +70,30 @@ class Evaluation:
         return float(distances.mean()) if distances.size else float("nan")
 
 
-def predict(detector: Detector, slices: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Points (N, K, 2), peak probabilities (N, K) and tissue presence (N, K) of every slice, threshold aside;
-    batched by shape/spacing."""
-    n_landmarks = len(detector.spec.landmarks)
-    points = np.full((len(slices), n_landmarks, 2), np.nan)
-    probability = np.zeros((len(slices), n_landmarks))
-    tissue_present = np.ones((len(slices), n_landmarks), dtype=bool)
+def predict(detector: Detector, slices: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Points (N, K, 2) and peak probabilities (N, K) of every slice, threshold aside; batched by shape/spacing."""
+    landmarks = detector.spec.landmarks
+    points = np.full((len(slices), len(landmarks), 2), np.nan)
+    probability = np.zeros((len(slices), len(landmarks)))
     groups: dict[tuple, list[int]] = {}
     for index, s in enumerate(slices):
         groups.setdefault((s.image.shape, tuple(float(v) for v in s.pixel_spacing_mm)), []).append(index)
     for (_, spacing), indices in groups.items():
         for start in range(0, len(indices), 32):
             chunk = indices[start : start + 32]
-            located = detector.locate([slices[i].image for i in chunk], spacing)
-            points[chunk], probability[chunk], tissue_present[chunk] = (located.points_rc, located.probability,
-                                                                        located.tissue_present)
-    return points, probability, tissue_present
+            found = detector.detect([slices[i].image for i in chunk], spacing, probability_threshold=0.0)
+            for index, result in zip(chunk, found, strict=True):
+                for k, name in enumerate(landmarks):
+                    points[index, k] = (result[name].row, result[name].col)
+                    probability[index, k] = result[name].probability
+    return points, probability
 
 
 def detector_for_cascade(cascade: LandmarkCascade, view: str, folder: Path, threshold: float,
-                         mirror_average: bool = False, tissue_presence: bool = False) -> Detector:
+                         mirror_average: bool = False) -> Detector:
     """Export ``cascade`` as the shipped format into ``folder`` and load it the way the gadget does."""
     export_cascade(cascade, "candidate", view, "any", COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold, folder,
-                   mirror_average=mirror_average, tissue_presence=tissue_presence)
+                   mirror_average=mirror_average)
     return Detector(find_model(view, "any", name="candidate", folder=folder))
 
 
@@ -208,10 +202,10 @@ def measure_table(evaluation: Evaluation) -> list[dict]:
 
 def evaluate_slices(
     model: Detector | LandmarkCascade, slices: Sequence, probability_threshold: float | None = None,
-    mirror_average: bool = False, tissue_presence: bool = False,
+    mirror_average: bool = False,
 ) -> Evaluation:
     """Run ``model`` (a loaded Detector, or a trained cascade, exported for the purpose) on labelled ``slices``.
-    ``mirror_average`` and ``tissue_presence`` apply to a cascade (a Detector carries its own settings)."""
+    ``mirror_average`` applies to a cascade (a Detector carries its own setting)."""
     if not slices:
         raise ValueError("no slices to evaluate")
     views = {s.view for s in slices}
@@ -221,13 +215,13 @@ def evaluate_slices(
     if isinstance(model, LandmarkCascade):
         threshold = DEFAULT_PROBABILITY_THRESHOLD if probability_threshold is None else probability_threshold
         with tempfile.TemporaryDirectory() as folder:
-            detector = detector_for_cascade(model, view, Path(folder), threshold, mirror_average, tissue_presence)
-            points, probability, tissue_present = predict(detector, slices)
+            detector = detector_for_cascade(model, view, Path(folder), threshold, mirror_average)
+            points, probability = predict(detector, slices)
     else:
         if model.spec.view != view:
             raise ValueError(f"model {model.spec.name!r} is for {model.spec.view}, the slices are {view}")
         threshold = model.spec.probability_threshold if probability_threshold is None else probability_threshold
-        points, probability, tissue_present = predict(model, slices)
+        points, probability = predict(model, slices)
     evaluation = Evaluation(
         view=view,
         probability_threshold=threshold,
@@ -235,7 +229,6 @@ def evaluate_slices(
         probability=probability,
         truth_rc=np.stack([np.asarray(s.landmarks_rc, dtype=np.float64) for s in slices]),
         spacing_mm=np.stack([np.asarray(s.pixel_spacing_mm, dtype=np.float64) for s in slices]),
-        tissue_present=tissue_present,
     )
     evaluation.landmark_rows = landmark_table(evaluation)
     evaluation.measure_rows = measure_table(evaluation)
@@ -375,9 +368,6 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=None,
                         help="average the fine stage over the crop and its mirror (default: the model's manifest "
                              "setting; off for --run)")
-    parser.add_argument("--tissue-presence", action=argparse.BooleanOptionalAction, default=None,
-                        help="for --run: report a landmark only where the fine stage's tissue map shows it (default: "
-                             "on when the fine stage has tissue channels)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.via:
@@ -398,21 +388,14 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
 
         model: Detector | LandmarkCascade = load_cascade(args.run, args.view)
         name = str(args.run)
-        tissue_presence = has_tissue_channels(model) if args.tissue_presence is None else args.tissue_presence
     else:
         detector = Detector(find_model(args.view, args.sequence, name=args.model, folder=args.models_dir),
                             mirror_average=args.mirror_average)
-        model, name, tissue_presence = detector, detector.spec.name, False
-    evaluation = evaluate_slices(model, slices, args.threshold, mirror_average=bool(args.mirror_average),
-                                 tissue_presence=tissue_presence)
+        model, name = detector, detector.spec.name
+    evaluation = evaluate_slices(model, slices, args.threshold, mirror_average=bool(args.mirror_average))
     print(write_report(evaluation, slices, args.out, f"{name} on {source}"))
     (args.out / "summary.json").write_text(json.dumps(summary(evaluation), indent=2, default=float) + "\n")
     return 0
-
-
-def has_tissue_channels(cascade: LandmarkCascade) -> bool:
-    """Whether the cascade's fine U-Net also segments the tissues (trained with ``--fine-tissue``)."""
-    return cascade.fine.head.out_channels > cascade.heatmap_channels
 
 
 def choose_threshold(evaluation: Evaluation) -> float:
@@ -422,7 +405,7 @@ def choose_threshold(evaluation: Evaluation) -> float:
     candidates = np.round(np.arange(0.05, 0.951, 0.025), 3)
     scores = []
     for threshold in candidates:
-        detected = (evaluation.probability >= threshold) & evaluation.tissue_present
+        detected = evaluation.probability >= threshold
         sensitivity = (detected & labelled).sum() / max(int(labelled.sum()), 1)
         false_positive_rate = (detected & ~labelled).sum() / max(int((~labelled).sum()), 1)
         scores.append(sensitivity - false_positive_rate)
@@ -431,8 +414,7 @@ def choose_threshold(evaluation: Evaluation) -> float:
 
 
 def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, evaluation: Evaluation,
-               seconds_per_slice: float, threshold_rule: str, notes: str, mirror_average: bool = False,
-               tissue_presence: bool = False) -> str:
+               seconds_per_slice: float, threshold_rule: str, notes: str, mirror_average: bool = False) -> str:
     """Markdown model card: data, split, training, speed and the measured validation tables."""
     from .network import count_parameters, unet_widths
     from .training import load_cascade
@@ -450,10 +432,6 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
     # Training precision is the training machine's (run.json); inference precision is this machine's.
     training_precision = run.get("precision", "precision not recorded")
     inference_precision = "bf16 autocast" if bf16_supported_on_cpu() else "fp32 (this CPU has no native bf16)"
-
-    tissue_text = ("; the fine stage also segments LV blood pool, myocardium and RV, and a landmark is reported only "
-                   "where the labels' rule finds it on that tissue map too (manifest `tissue_presence`)"
-                   if tissue_presence else "")
 
     def epoch_number(stage: str) -> object:
         epoch = metrics[stage].get("epoch")
@@ -476,8 +454,7 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
   thread(s) ({os.cpu_count()} cores in the machine).
 - **Probability threshold** {evaluation.probability_threshold:.3f}: {threshold_rule}
 - **Inference**: {'fine stage averaged over the crop and its left-right mirror (manifest `mirror_average`)'
-                    if mirror_average else 'one pass per stage'}{tissue_text}; the threshold and the tables below are
-  measured so.
+                    if mirror_average else 'one pass per stage'}; the threshold and the tables below are measured so.
 - **Speed**: {seconds_per_slice * 1000:.1f} ms per slice over the validation run (coarse + fine, model loading
   included, {torch.get_num_threads()} thread(s), {inference_precision}): an upper bound, see
   `benchmarks/run_benchmarks.py` for the gadget's end-to-end figures.
@@ -500,9 +477,6 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=True,
                         help="the shipped model averages its fine stage over the crop and its mirror; the threshold "
                              "and the card's accuracy are measured that way (default: on)")
-    parser.add_argument("--tissue-presence", action=argparse.BooleanOptionalAction, default=None,
-                        help="report a landmark only where the fine stage's tissue map shows it (default: on when "
-                             "the run was trained with --fine-tissue)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     from .training import load_cascade, run_slices
@@ -513,27 +487,23 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     metrics = json.loads((args.run / "metrics.json").read_text())
     view, sequence = run["view"], run["sequence"]
     cascade = load_cascade(args.run, view)
-    tissue_presence = has_tissue_channels(cascade) if args.tissue_presence is None else args.tissue_presence
     if args.threshold == "auto":
         train_slices = run_slices(run, "train")
-        threshold = choose_threshold(evaluate_slices(cascade, train_slices, mirror_average=args.mirror_average,
-                                                     tissue_presence=tissue_presence))
+        threshold = choose_threshold(evaluate_slices(cascade, train_slices, mirror_average=args.mirror_average))
         rule = (f"chosen on the training split ({len(train_slices)} slices) as the value maximising detection "
                 "rate minus false-positive rate over all landmarks.")
     else:
         threshold, rule = float(args.threshold), "given at export."
     val_slices = run_slices(run, "val")
     start = time.perf_counter()
-    evaluation = evaluate_slices(cascade, val_slices, threshold, mirror_average=args.mirror_average,
-                                 tissue_presence=tissue_presence)
+    evaluation = evaluate_slices(cascade, val_slices, threshold, mirror_average=args.mirror_average)
     seconds_per_slice = (time.perf_counter() - start) / len(val_slices)
     notes = args.notes.read_text() if args.notes else ""
     card = model_card(args.name, view, sequence, run, metrics, evaluation, seconds_per_slice, rule, notes,
-                      args.mirror_average, tissue_presence)
+                      args.mirror_average)
     path = export_cascade(cascade, args.name, view, sequence, COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold,
                           args.models_dir, card=card, extra={"validation": summary(evaluation)},
-                          embed_training_state=True, mirror_average=args.mirror_average,
-                          tissue_presence=tissue_presence)
+                          embed_training_state=True, mirror_average=args.mirror_average)
     write_report(evaluation, val_slices, args.run / "validation", f"{args.name} on the validation split")
     print(card)
     print(f"wrote {path}")

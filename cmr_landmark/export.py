@@ -52,7 +52,6 @@ def export_cascade(
     embed_training_state: bool = False,
     mirror_average: bool = False,
     fine_search_radius_mm: float | None = None,
-    tissue_presence: bool = False,
 ) -> Path:
     """Script + freeze ``cascade`` into ``folder/name.pt`` and add/replace its entry in ``folder/manifest.json``.
 
@@ -61,18 +60,14 @@ def export_cascade(
     shipped model (:func:`load_training_state`); freezing folds BatchNorm into the convolutions for good.
     ``mirror_average`` tells the Detector to average the fine stage over the crop and its mirror (the threshold
     and the measured accuracy must have been obtained that way). ``fine_search_radius_mm`` (None: off) makes the
-    fine stage look for each landmark only near the coarse stage's point (``Detector``). ``tissue_presence``
-    (a fine U-Net with tissue channels only) reports a landmark only where the fine stage's tissue map shows it.
+    fine stage look for each landmark only near the coarse stage's point (``Detector``).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cascade = cascade.float().eval()
-    if tissue_presence and cascade.fine.head.out_channels == cascade.heatmap_channels:
-        raise ValueError(f"{name}: tissue_presence needs a fine stage with tissue channels (train with --fine-tissue)")
     extra_files = {TRAINING_STATE_FILE: _training_state_bytes(cascade)} if embed_training_state else {}
     scripted = torch.jit.script(cascade)
-    frozen = torch.jit.freeze(scripted, preserved_attrs=["coarse_probabilities", "fine_probabilities",
-                                                                   "fine_outputs"])
+    frozen = torch.jit.freeze(scripted, preserved_attrs=["coarse_probabilities", "fine_probabilities"])
     path = folder / f"{name}.pt"
     torch.jit.save(frozen, str(path), _extra_files=extra_files)
     if path.stat().st_size > MAX_MODEL_BYTES:
@@ -91,7 +86,6 @@ def export_cascade(
         "probability_threshold": probability_threshold,
         "mirror_average": mirror_average,
         "fine_search_radius_mm": fine_search_radius_mm,
-        "tissue_presence": tissue_presence,
         "card": f"{name}.md" if card else "",
         **(extra or {}),
     }

@@ -179,6 +179,3 @@ def derive_lax_landmarks(
     points[0], points[1] = (end_a, end_b) if end_a_is_first else (end_b, end_a)
     points[2] = apex
     return points
-
-
-DERIVE_BY_VIEW = {"sax": derive_sax_landmarks, "lax": derive_lax_landmarks}

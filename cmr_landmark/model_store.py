@@ -20,9 +20,9 @@ class ModelError(RuntimeError):
     """A model is missing, corrupt, not in the manifest, or does not fit the request."""
 
 
-def _manifest_bool(value: object, name: str, key: str) -> bool:
+def _manifest_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
-        raise ModelError(f"manifest entry {name!r}: {key} must be true or false, got {value!r}")
+        raise ModelError(f"manifest entry {name!r}: mirror_average must be true or false, got {value!r}")
     return value
 
 
@@ -51,7 +51,6 @@ class ModelSpec:
     card: str = ""
     mirror_average: bool = False  # run the fine stage on the mirrored crop too and average (Detector)
     fine_search_radius_mm: float | None = None  # fine stage looks near the coarse landmarks only (Detector)
-    tissue_presence: bool = False  # report a landmark only where the fine stage's tissue map shows it (Detector)
 
     @staticmethod
     def from_manifest_entry(entry: dict, folder: Path) -> ModelSpec:
@@ -73,9 +72,8 @@ class ModelSpec:
                 fine_grid=StageGrid(**entry["fine_grid"]),
                 probability_threshold=float(entry["probability_threshold"]),
                 card=entry.get("card", ""),
-                mirror_average=_manifest_bool(entry.get("mirror_average", False), entry["name"], "mirror_average"),
+                mirror_average=_manifest_bool(entry.get("mirror_average", False), entry["name"]),
                 fine_search_radius_mm=_manifest_radius(entry.get("fine_search_radius_mm"), entry["name"]),
-                tissue_presence=_manifest_bool(entry.get("tissue_presence", False), entry["name"], "tissue_presence"),
             )
         except (KeyError, TypeError) as error:
             raise ModelError(f"malformed manifest entry {entry!r}: {error}") from error

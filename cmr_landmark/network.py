@@ -2,11 +2,6 @@
 
 Sized for a 2-core CPU: the fine stage sees a 96-128 px crop, the coarse stage a 64 px whole image; both use
 the same U-Net shape. BatchNorm folds into the convolutions when frozen for inference.
-
-A fine U-Net may also segment the tissues the landmarks are defined on (``tissue_classes``, config.TISSUE_CLASSES):
-its head then has K+1 heatmap channels followed by the tissue channels, two softmaxes over one 1x1 convolution.
-The landmark rule applied to that tissue map (:mod:`cmr_landmark.tissue_rule`) says whether an RV insertion
-point exists at all, which a heatmap peak alone judges poorly (docs/training.md, "Tissue-guided presence").
 """
 
 from __future__ import annotations
@@ -32,15 +27,14 @@ class ConvBlock(nn.Sequential):
 
 
 class UNet(nn.Module):
-    """U-Net returning logits (N, n_landmarks + 1 + tissue_classes, H, W); H and W must be divisible by
-    2**(len(widths)-1).
+    """U-Net returning logits (N, n_landmarks + 1, H, W); H and W must be divisible by 2**(len(widths)-1).
 
     ``block(in_channels, out_channels)`` builds each level (default two plain convolutions; the benchmark's
     reference network passes residual blocks).
     """
 
     def __init__(self, n_landmarks: int, widths: tuple[int, ...] = (16, 32, 64, 128), in_channels: int = 1,
-                 block: Callable[[int, int], nn.Module] = ConvBlock, tissue_classes: int = 0) -> None:
+                 block: Callable[[int, int], nn.Module] = ConvBlock) -> None:
         super().__init__()
         self.encoders = nn.ModuleList()
         channels = in_channels
@@ -54,7 +48,7 @@ class UNet(nn.Module):
             self.upsamplers.append(nn.ConvTranspose2d(channels, width, 2, stride=2))
             self.decoders.append(block(2 * width, width))
             channels = width
-        self.head = nn.Conv2d(channels, n_landmarks + 1 + tissue_classes, 1)
+        self.head = nn.Conv2d(channels, n_landmarks + 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips: list[torch.Tensor] = []
@@ -73,16 +67,14 @@ class UNet(nn.Module):
 class LandmarkCascade(nn.Module):
     """The shipped model: a coarse U-Net (whole image, heart finding) and a fine U-Net (crop, precise points).
 
-    The exported methods take normalised grid images (N, 1, H, W) and return softmax probabilities
-    (N, K+1, H, W), background first; ``fine_outputs`` also returns the fine stage's tissue probabilities
-    (N, C, H, W), with C = 0 for a fine U-Net without tissue channels.
+    Both exported methods take normalised grid images (N, 1, H, W) and return softmax probabilities
+    (N, K+1, H, W), background first.
     """
 
     def __init__(self, coarse: UNet, fine: UNet) -> None:
         super().__init__()
         self.coarse = coarse
         self.fine = fine
-        self.heatmap_channels: int = coarse.head.out_channels  # K+1: the coarse stage has no tissue channels
 
     @torch.jit.export
     def coarse_probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,14 +82,7 @@ class LandmarkCascade(nn.Module):
 
     @torch.jit.export
     def fine_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.fine(x)[:, : self.heatmap_channels].float(), dim=1)
-
-    @torch.jit.export
-    def fine_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(landmark heatmaps, tissue probabilities) of the fine stage from one pass."""
-        logits = self.fine(x).float()
-        return (torch.softmax(logits[:, : self.heatmap_channels], dim=1),
-                torch.softmax(logits[:, self.heatmap_channels :], dim=1))
+        return torch.softmax(self.fine(x).float(), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fine_probabilities(x)
@@ -111,11 +96,6 @@ def unet_widths(state_dict: dict[str, torch.Tensor]) -> tuple[int, ...]:
     if not widths:
         raise ValueError("not a UNet state_dict: no encoders.0.0.weight")
     return tuple(widths)
-
-
-def unet_tissue_classes(state_dict: dict[str, torch.Tensor], n_landmarks: int) -> int:
-    """How many tissue channels the :class:`UNet` a state_dict came from has after its K+1 heatmap channels."""
-    return int(state_dict["head.weight"].shape[0]) - (n_landmarks + 1)
 
 
 def count_parameters(model: nn.Module) -> int:

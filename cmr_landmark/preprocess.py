@@ -115,21 +115,6 @@ def resample_to_grid(image: np.ndarray, transform: GridTransform, order: int = 1
     ).astype(np.float32, copy=False)
 
 
-def resample_labels_to_grid(labels: np.ndarray, transform: GridTransform) -> np.ndarray:
-    """Sample an integer label map on the grid of ``transform`` by nearest neighbour (no prefilter: codes are not
-    intensities); 0 outside the map. Returns int64, the dtype a cross-entropy target needs."""
-    return ndimage.affine_transform(
-        np.asarray(labels, dtype=np.int64),
-        transform.matrix,
-        offset=transform.offset,
-        output_shape=(transform.size_px, transform.size_px),
-        order=0,
-        mode="constant",
-        cval=0,
-        prefilter=False,
-    )
-
-
 def preprocess(
     image: np.ndarray,
     pixel_spacing_mm: tuple[float, float],

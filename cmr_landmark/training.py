@@ -32,7 +32,6 @@ import random
 import time
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -45,18 +44,16 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .augment import AffineParameters, RandomAffine, default_intensity_augmentation, sample_on_grid
-from .config import COARSE_GRID, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW, TISSUE_CLASSES, StageGrid
+from .config import COARSE_GRID, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW, StageGrid
 from .detector import bf16_supported_on_cpu
 from .export import load_training_state
 from .heatmaps import decode_heatmaps, render_heatmaps
-from .network import LandmarkCascade, UNet, unet_tissue_classes, unet_widths
-from .preprocess import GridTransform, normalise_intensity, resample_labels_to_grid, to_magnitude
+from .network import LandmarkCascade, UNet, unet_widths
+from .preprocess import normalise_intensity, to_magnitude
 
 STAGES = ("coarse", "fine")
 DEFAULT_WIDTHS = (16, 32, 64, 128)
 FINE_JITTER_MM = 12.0  # the coarse stage's errors the fine stage must absorb (coarse grid is 4 mm)
-IGNORE_TISSUE = -100  # tissue target of pixels without a label (cross-entropy's ignore_index)
-TISSUE_LOSS_WEIGHT = 1.0
 
 
 class LabelledSlice(Protocol):
@@ -86,25 +83,21 @@ def distances_mm(predicted_rc: np.ndarray, true_rc: np.ndarray, pixel_spacing_mm
 
 
 class HeatmapDataset(torch.utils.data.Dataset):
-    """(grid image (1, S, S), heatmap target (K+1, S, S)) pairs of one stage, augmented when ``augment``; with
-    ``tissue`` a third item, the slice's tissue map on the same grid ((S, S) int64 config.TISSUE_CLASSES codes,
-    IGNORE_TISSUE everywhere for a slice without a mask).
+    """(grid image (1, S, S), heatmap target (K+1, S, S)) pairs of one stage, augmented when ``augment``.
 
     Images are magnitude-normalised once at construction (the preprocessed sample cache); each item draws its
     augmentation from a generator seeded by (seed, epoch, index), so an epoch is reproducible on any rank and
     after a resume.
     """
 
-    def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, augment: bool, seed: int = 0,
-                 tissue: bool = False) -> None:
+    def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, augment: bool, seed: int = 0) -> None:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-        self.view, self.stage, self.augment, self.seed, self.tissue = view, stage, augment, seed, tissue
+        self.view, self.stage, self.augment, self.seed = view, stage, augment, seed
         self.grid = stage_grid(stage, view)
         self.images = [normalise_intensity(to_magnitude(s.image)) for s in slices]
         self.spacings = [tuple(float(v) for v in s.pixel_spacing_mm) for s in slices]
         self.landmarks = [np.asarray(s.landmarks_rc, dtype=np.float64) for s in slices]
-        self.masks = [getattr(s, "mask", None) for s in slices] if tissue else []
         for landmarks in self.landmarks:
             if landmarks.shape != (len(LANDMARKS_BY_VIEW[view]), 2):
                 raise ValueError(f"landmarks_rc must be ({len(LANDMARKS_BY_VIEW[view])}, 2), got {landmarks.shape}")
@@ -135,57 +128,41 @@ class HeatmapDataset(torch.utils.data.Dataset):
         return tuple(centre)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        item = self.augmented_item(index)
-        return (item.image, item.target) + ((item.tissue,) if self.tissue else ())
+        image, target, _, _ = self.augmented_item(index)
+        return image, target
 
-    def augmented_item(self, index: int) -> AugmentedItem:
-        """Item ``index``: image, targets and the geometry they were drawn with."""
+    def augmented_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor, AffineParameters | None,
+                                                  tuple[float, float] | None]:
+        """(image, target) of item ``index`` and the geometry they were drawn with (affine, sampling centre)."""
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
         affine = self.geometry(rng) if rng is not None else None
         centre = self.centre_rc(index, rng)
-        image, points, transform = self.on_grid(self.images[index], index, centre, affine)
+        image, points = self.on_grid(self.images[index], index, centre, affine)
         if rng is not None:
             image = self.intensity(image, rng, self.grid.pixel_mm / affine.scale)
         target = render_heatmaps(points, self.grid.size_px, self.grid.sigma_px)
-        tissue = None
-        if self.tissue:
-            mask = self.masks[index]
-            tissue = torch.from_numpy(resample_labels_to_grid(mask, transform) if mask is not None
-                                      else np.full((self.grid.size_px,) * 2, IGNORE_TISSUE, dtype=np.int64))
-        return AugmentedItem(torch.from_numpy(image[None].copy()), torch.from_numpy(target), tissue, affine, centre)
+        return torch.from_numpy(image[None].copy()), torch.from_numpy(target), affine, centre
 
     def on_grid(self, image: np.ndarray, index: int, centre_rc: tuple[float, float] | None,
-                affine: AffineParameters | None) -> tuple[np.ndarray, np.ndarray, GridTransform]:
-        """``image`` (item ``index``'s, or one in its pixels) and the item's landmarks sampled on the stage grid,
-        and the grid's transform."""
-        return sample_on_grid(image, self.spacings[index], self.landmarks[index], self.grid, self.view,
-                              centre_rc=centre_rc, affine=affine)
-
-
-@dataclass(frozen=True)
-class AugmentedItem:
-    """One drawn training item: network input, heatmap target, tissue target (or None) and its geometry."""
-
-    image: torch.Tensor  # (1, S, S)
-    target: torch.Tensor  # (K+1, S, S)
-    tissue: torch.Tensor | None  # (S, S) int64
-    affine: AffineParameters | None
-    centre_rc: tuple[float, float] | None
+                affine: AffineParameters | None) -> tuple[np.ndarray, np.ndarray]:
+        """``image`` (item ``index``'s, or one in its pixels) and the item's landmarks sampled on the stage grid."""
+        grid_image, points, _ = sample_on_grid(image, self.spacings[index], self.landmarks[index], self.grid,
+                                               self.view, centre_rc=centre_rc, affine=affine)
+        return grid_image, points
 
 
 class DistillationDataset(HeatmapDataset):
     """Augmented items that also carry what a teacher model sees (knowledge distillation, docs/t1.md).
 
-    Items are (image, target, [tissue,] teacher image, teacher index). The teacher image is the slice's
-    ``source_image`` (the real image a random-contrast copy was made from; the slice's own image for a real slice)
-    through the same geometry and without the intensity augmentation; the teacher is the one for the slice's
-    ``sequence`` (``teacher_sequences`` order), so a copy of an LGE slice is judged by the LGE model on the real LGE
-    image.
+    Items are (image, target, teacher image, teacher index). The teacher image is the slice's ``source_image`` (the
+    real image a random-contrast copy was made from; the slice's own image for a real slice) through the same
+    geometry and without the intensity augmentation; the teacher is the one for the slice's ``sequence``
+    (``teacher_sequences`` order), so a copy of an LGE slice is judged by the LGE model on the real LGE image.
     """
 
     def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, seed: int,
-                 teacher_sequences: Sequence[str], tissue: bool = False) -> None:
-        super().__init__(slices, view, stage, augment=True, seed=seed, tissue=tissue)
+                 teacher_sequences: Sequence[str]) -> None:
+        super().__init__(slices, view, stage, augment=True, seed=seed)
         missing = sorted({s.sequence for s in slices} - set(teacher_sequences))
         if missing:
             raise ValueError(f"no teacher for the {missing} slices (teachers: {list(teacher_sequences)})")
@@ -204,10 +181,9 @@ class DistillationDataset(HeatmapDataset):
             self.teacher_images.append(image)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        item = self.augmented_item(index)
-        teacher_image, _, _ = self.on_grid(self.teacher_images[index], index, item.centre_rc, item.affine)
-        return ((item.image, item.target) + ((item.tissue,) if self.tissue else ())
-                + (torch.from_numpy(teacher_image[None].copy()), torch.tensor(self.teacher_index[index])))
+        image, target, affine, centre = self.augmented_item(index)
+        teacher_image, _ = self.on_grid(self.teacher_images[index], index, centre, affine)
+        return image, target, torch.from_numpy(teacher_image[None].copy()), torch.tensor(self.teacher_index[index])
 
 
 def distilled_targets(targets: torch.Tensor, teacher_images: torch.Tensor, teacher_index: torch.Tensor,
@@ -241,21 +217,6 @@ def heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     overlap = (probabilities * landmark_target).sum(dim=(2, 3))
     dice = (2 * overlap + 1) / (probabilities.sum(dim=(2, 3)) + landmark_target.sum(dim=(2, 3)) + 1)
     return kl + (1 - dice).mean()
-
-
-def tissue_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the tissue channels plus soft Dice of the foreground tissues, over labelled pixels only
-    (``labels`` IGNORE_TISSUE elsewhere)."""
-    logits = logits.float()
-    valid = labels != IGNORE_TISSUE
-    if not valid.any():
-        return logits.sum() * 0.0  # keeps the graph (and DDP's gradient hooks) without a contribution
-    cross_entropy = nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE_TISSUE)
-    probabilities = torch.softmax(logits, dim=1)[:, 1:] * valid[:, None]
-    one_hot = nn.functional.one_hot(labels.clamp_min(0), logits.shape[1]).permute(0, 3, 1, 2)[:, 1:] * valid[:, None]
-    overlap = (probabilities * one_hot).sum(dim=(2, 3))
-    dice = (2 * overlap + 1) / (probabilities.sum(dim=(2, 3)) + one_hot.sum(dim=(2, 3)) + 1)
-    return cross_entropy + (1 - dice).mean()
 
 
 def uses_bf16(device: torch.device) -> bool:
@@ -370,18 +331,6 @@ def load_stage_weights(source: Path, stage: str) -> dict:
     return torch.load(source, map_location="cpu", weights_only=False)["model"]
 
 
-def with_head_of(state: dict[str, torch.Tensor], model: UNet) -> dict[str, torch.Tensor]:
-    """``state`` with its 1x1 head fitted to ``model``'s: heatmap channels kept, tissue channels added from the
-    model's own initialisation (fine-tuning a heatmap-only network into one that also segments) or dropped."""
-    fitted = dict(state)
-    for key in ("head.weight", "head.bias"):
-        own = model.state_dict()[key].clone()
-        rows = min(own.shape[0], state[key].shape[0])
-        own[:rows] = state[key][:rows]
-        fitted[key] = own
-    return fitted
-
-
 # --- one stage -------------------------------------------------------------------------------------------------
 
 
@@ -412,13 +361,10 @@ def train_stage(
     max_steps_per_epoch: int | None = None,
     teachers: dict[str, nn.Module] | None = None,
     distil_weight: float = 0.5,
-    tissue_classes: int = 0,
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
 
     With ``init_state`` the network takes that state's widths (fine-tuning keeps the architecture).
-    ``tissue_classes`` > 0: the U-Net also segments config.TISSUE_CLASSES from the slices' masks (loss
-    :func:`tissue_loss` added to the heatmap loss); an ``init_state`` without tissue channels gets them added.
     ``teachers`` (sequence -> shipped cascade): knowledge distillation; the target of each item is
     :func:`distilled_targets` with ``distil_weight`` (:class:`DistillationDataset` pairs each item with its teacher).
 
@@ -430,12 +376,11 @@ def train_stage(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = setup_distributed()
     torch.manual_seed(seed)
-    n_landmarks = len(LANDMARKS_BY_VIEW[view])
     if init_state is not None:
         widths = unet_widths(init_state)
-    model = UNet(n_landmarks, widths, tissue_classes=tissue_classes)
+    model = UNet(len(LANDMARKS_BY_VIEW[view]), widths)
     if init_state is not None:
-        model.load_state_dict(with_head_of(init_state, model))
+        model.load_state_dict(init_state)
     model = model.to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.5,
@@ -453,12 +398,11 @@ def train_stage(
         if is_main_process():
             print(f"[{stage}] resuming after epoch {checkpoint['epoch']} (best {best_mm:.2f} mm)", flush=True)
 
-    tissue = tissue_classes > 0
     if teachers:
-        dataset = DistillationDataset(train_slices, view, stage, seed, teacher_sequences=list(teachers), tissue=tissue)
+        dataset = DistillationDataset(train_slices, view, stage, seed, teacher_sequences=list(teachers))
         teacher_models = [teacher.to(device).eval() for teacher in teachers.values()]
     else:
-        dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed, tissue=tissue)
+        dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed)
     sampler = DistributedSampler(dataset, shuffle=True, seed=seed) if dist.is_initialized() else None
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
@@ -477,19 +421,16 @@ def train_stage(
         losses = []
         bar = tqdm(loader, total=steps_per_epoch, desc=f"{stage} {epoch + 1}/{epochs}", disable=not is_main_process(),
                    mininterval=20, leave=False)
-        for step, (images, targets, *rest) in enumerate(bar):
+        for step, (images, targets, *teacher_batch) in enumerate(bar):
             if step >= steps_per_epoch:
                 break
             targets = targets.to(device)
-            tissue_targets = rest.pop(0).to(device) if tissue else None
             if teachers:
-                targets = distilled_targets(targets, *rest, teacher_models, stage, distil_weight)
+                targets = distilled_targets(targets, *teacher_batch, teacher_models, stage, distil_weight)
             images = images.to(device).contiguous(memory_format=torch.channels_last)
             with autocast_context(device):
                 logits = network(images)
-            loss = heatmap_loss(logits[:, : n_landmarks + 1], targets)
-            if tissue:
-                loss = loss + TISSUE_LOSS_WEIGHT * tissue_loss(logits[:, n_landmarks + 1 :], tissue_targets)
+            loss = heatmap_loss(logits, targets)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -508,7 +449,7 @@ def train_stage(
         if is_main_process():
             if improved:
                 save_checkpoint(best_path, model=model.state_dict(), epoch=epoch, val_mean_mm=val_mm, metrics=metrics,
-                                widths=list(widths), view=view, stage=stage, tissue_classes=tissue_classes)
+                                widths=list(widths), view=view, stage=stage)
             elapsed = time.perf_counter() - stage_start
             save_checkpoint(last_path, model=model.state_dict(), optimiser=optimiser.state_dict(),
                             scheduler=scheduler.state_dict(), rng=rng_state(), epoch=epoch, best_mm=best_mm,
@@ -521,18 +462,10 @@ def train_stage(
         if dist.is_initialized():
             dist.barrier()
 
-    if not best_path.exists() and init_state is not None and epochs == 0 and is_main_process():
-        # A stage given no epochs keeps the weights it started from (fine-tuning the other stage only).
-        val_mm, metrics = validate(model)
-        save_checkpoint(best_path, model=model.state_dict(), epoch=-1, val_mean_mm=val_mm, metrics=metrics,
-                        widths=list(widths), view=view, stage=stage, tissue_classes=tissue_classes)
-    if dist.is_initialized():
-        dist.barrier()
     if best_path.exists():
         best = torch.load(best_path, map_location=device, weights_only=False)
         model.load_state_dict(best["model"])
-        seconds = (torch.load(last_path, map_location="cpu", weights_only=False).get("train_seconds", math.nan)
-                   if last_path.exists() else 0.0)
+        seconds = torch.load(last_path, map_location="cpu", weights_only=False).get("train_seconds", math.nan)
         return model, {"val_mean_mm": best["val_mean_mm"], "epoch": best["epoch"], "train_seconds": seconds,
                        **best["metrics"]}
     return model, {}
@@ -559,11 +492,9 @@ def train_cascade(
     widths_fine: tuple[int, ...] = DEFAULT_WIDTHS,
     teachers: dict[str, nn.Module] | None = None,
     distil_weight: float = 0.5,
-    fine_tissue: bool = False,
 ) -> tuple[LandmarkCascade, dict]:
     """Train coarse then fine U-Net on labelled slices of one ``view``; validation metrics of the whole cascade.
 
-    ``fine_tissue``: the fine U-Net also learns the tissue map (config.TISSUE_CLASSES) from the slices' masks.
     ``init_from``: a run folder, a stage checkpoint, or a shipped model file to start from (transfer learning).
     ``teachers``, ``distil_weight``: knowledge distillation from shipped models (:func:`train_stage`).
     ``out_dir`` holds the checkpoints and ``history.json``; rerunning with ``resume`` continues where it stopped.
@@ -601,7 +532,6 @@ def train_cascade(
         init_state=load_stage_weights(init_from, "fine") if init_from else None,
         lr=lr, batch_size=batch_size, resume=resume, seed=seed + 1, widths=widths_fine,
         max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
-        tissue_classes=len(TISSUE_CLASSES) if fine_tissue else 0,
     )
     cascade = LandmarkCascade(coarse.cpu().float(), fine.cpu().float()).eval()
     metrics = {"coarse": coarse_metrics, "fine": fine_metrics}
@@ -614,8 +544,7 @@ def load_stage(source: Path, stage: str, view: str) -> UNet:
     """One stage's U-Net (eval mode) from a run folder, a checkpoint file or a shipped model
     (:func:`load_stage_weights`)."""
     state = load_stage_weights(source, stage)
-    n_landmarks = len(LANDMARKS_BY_VIEW[view])
-    unet = UNet(n_landmarks, unet_widths(state), tissue_classes=unet_tissue_classes(state, n_landmarks))
+    unet = UNet(len(LANDMARKS_BY_VIEW[view]), unet_widths(state))
     unet.load_state_dict(state)
     return unet.eval()
 
@@ -675,9 +604,6 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
                         help="coarse U-Net channels per level, e.g. 16,32,64,128")
     parser.add_argument("--widths-fine", default=None, help="fine U-Net channels per level (default: --widths)")
-    parser.add_argument("--fine-tissue", action="store_true",
-                        help="the fine U-Net also segments LV blood pool, myocardium and RV from the masks "
-                             "(tissue-guided presence, docs/training.md)")
     args = parser.parse_args(argv)
     widths_coarse = tuple(int(w) for w in args.widths.split(","))
     widths_fine = tuple(int(w) for w in args.widths_fine.split(",")) if args.widths_fine else widths_coarse
@@ -704,14 +630,13 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         args.epochs_fine if args.epochs_fine is not None else args.epochs,
         init_from=args.init_from, lr=args.lr, threads=args.threads, resume=args.resume,
         batch_size=args.batch_size, seed=args.seed, widths_coarse=widths_coarse, widths_fine=widths_fine,
-        fine_tissue=args.fine_tissue,
     )
     if is_main_process():
         wall_s = time.perf_counter() - start
         (Path(args.out) / "run.json").write_text(json.dumps(
             {"datasets": names, "val_datasets": val_names, "sequence": args.sequence, "view": args.view,
              "train_slices": len(train_slices), "val_slices": len(val_slices), "wall_s": wall_s,
-             "threads": args.threads, "epochs": args.epochs, "fine_tissue": args.fine_tissue,
+             "threads": args.threads, "epochs": args.epochs,
              "precision": "bf16 autocast" if uses_bf16(setup_distributed()) else "fp32",
              "epochs_fine": args.epochs_fine or args.epochs, "lr": args.lr, "init_from": str(args.init_from or ""),
              "via": [str(args.via), str(args.via_val), str(args.via_images or ""), args.pixel_spacing_mm]
