@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_unet import REFERENCE_GRID_MM, REFERENCE_GRID_PX, ReferenceResUNet, argmax_points  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-from cmr_landmark.detector import Detector, bf16_supported_on_cpu, crop_centres  # noqa: E402
+from cmr_landmark.detector import Detector, bf16_faster_on_cpu, crop_centres  # noqa: E402
 from cmr_landmark.export import export_cascade  # noqa: E402
 from cmr_landmark.heatmaps import decode_heatmaps  # noqa: E402
 from cmr_landmark.io.ismrmrd_file import read_ismrmrd_images  # noqa: E402
@@ -537,7 +537,7 @@ def machine_lines() -> list[str]:
     python_processes = sum(1 for status in Path("/proc").glob("[0-9]*/comm")
                            if _read_text(status).startswith("python"))
     load = os.getloadavg()
-    bf16 = bf16_supported_on_cpu()
+    bf16 = bf16_faster_on_cpu()
     return [f"CPU: {model}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"native bf16: {'yes' if bf16 else 'no'}; numpy {np.__version__}; Python {platform.python_version()}",
             f"load average at the start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min), "

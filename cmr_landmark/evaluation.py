@@ -23,7 +23,7 @@ import torch
 from scipy import stats
 
 from .config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW
-from .detector import Detector, bf16_supported_on_cpu
+from .detector import Detector, bf16_faster_on_cpu
 from .export import export_cascade
 from .measures import lv_length_mm, rv_insertion_angle_deg
 from .model_store import find_model
@@ -431,7 +431,7 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
         timing = f"Training time (both stages, all resumes) {sum(stage_seconds) / 60:.1f} min"
     # Training precision is the training machine's (run.json); inference precision is this machine's.
     training_precision = run.get("precision", "precision not recorded")
-    inference_precision = "bf16 autocast" if bf16_supported_on_cpu() else "fp32 (this CPU has no native bf16)"
+    inference_precision = "bf16 autocast" if bf16_faster_on_cpu() else "fp32 (bf16 is not faster on this CPU)"
 
     def epoch_number(stage: str) -> object:
         epoch = metrics[stage].get("epoch")

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from .augment import AffineParameters, RandomAffine, default_intensity_augmentation, sample_on_grid
 from .config import COARSE_GRID, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW, StageGrid
-from .detector import bf16_supported_on_cpu
+from .detector import bf16_faster_on_cpu
 from .export import load_training_state
 from .heatmaps import decode_heatmaps, render_heatmaps
 from .network import LandmarkCascade, UNet, unet_widths
@@ -220,9 +220,9 @@ def heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def uses_bf16(device: torch.device) -> bool:
-    """Whether training on ``device`` runs in bf16 autocast: GPUs, and CPUs with native bf16 (3-4x faster there
-    than fp32); fp32 elsewhere."""
-    return device.type == "cuda" or bf16_supported_on_cpu()
+    """Whether training on ``device`` runs in bf16 autocast: GPUs, and CPUs where it is measured faster than fp32
+    (:func:`detector.bf16_faster_on_cpu`); fp32 elsewhere."""
+    return device.type == "cuda" or bf16_faster_on_cpu()
 
 
 def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
@@ -462,10 +462,18 @@ def train_stage(
         if dist.is_initialized():
             dist.barrier()
 
+    if not best_path.exists() and init_state is not None and epochs == 0 and is_main_process():
+        # A stage given no epochs keeps the weights it started from (the other stage alone is trained).
+        val_mm, metrics = validate(model)
+        save_checkpoint(best_path, model=model.state_dict(), epoch=-1, val_mean_mm=val_mm, metrics=metrics,
+                        widths=list(widths), view=view, stage=stage)
+    if dist.is_initialized():
+        dist.barrier()
     if best_path.exists():
         best = torch.load(best_path, map_location=device, weights_only=False)
         model.load_state_dict(best["model"])
-        seconds = torch.load(last_path, map_location="cpu", weights_only=False).get("train_seconds", math.nan)
+        seconds = (torch.load(last_path, map_location="cpu", weights_only=False).get("train_seconds", math.nan)
+                   if last_path.exists() else 0.0)
         return model, {"val_mean_mm": best["val_mean_mm"], "epoch": best["epoch"], "train_seconds": seconds,
                        **best["metrics"]}
     return model, {}
@@ -492,10 +500,14 @@ def train_cascade(
     widths_fine: tuple[int, ...] = DEFAULT_WIDTHS,
     teachers: dict[str, nn.Module] | None = None,
     distil_weight: float = 0.5,
+    init_coarse_from: Path | None = None,
 ) -> tuple[LandmarkCascade, dict]:
     """Train coarse then fine U-Net on labelled slices of one ``view``; validation metrics of the whole cascade.
 
     ``init_from``: a run folder, a stage checkpoint, or a shipped model file to start from (transfer learning).
+    ``init_coarse_from``: the same for the coarse stage only (it overrides ``init_from`` there); with
+    ``epochs_coarse`` 0 the coarse stage is kept as it is and only the fine stage trains (e.g. a wider fine stage
+    behind a shipped coarse stage).
     ``teachers``, ``distil_weight``: knowledge distillation from shipped models (:func:`train_stage`).
     ``out_dir`` holds the checkpoints and ``history.json``; rerunning with ``resume`` continues where it stopped.
     """
@@ -507,13 +519,17 @@ def train_cascade(
     out_dir = Path(out_dir)
     device = setup_distributed()
 
+    coarse_source = init_coarse_from or init_from
+    if epochs_coarse == 0 and coarse_source is None:
+        raise ValueError("a coarse stage trained for 0 epochs needs weights to start from (init_coarse_from)")
+
     def validate_coarse(model: nn.Module) -> tuple[float, dict]:
         mean_mm, per_landmark = mean_distance_mm(coarse_predictions(model, val_slices, device), val_slices)
         return mean_mm, {"per_landmark_mm": per_landmark}
 
     coarse, coarse_metrics = train_stage(
         "coarse", train_slices, val_slices, view, out_dir, epochs_coarse, validate_coarse,
-        init_state=load_stage_weights(init_from, "coarse") if init_from else None,
+        init_state=load_stage_weights(coarse_source, "coarse") if coarse_source else None,
         lr=lr, batch_size=batch_size, resume=resume, seed=seed, widths=widths_coarse,
         max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
     )
@@ -597,6 +613,8 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     parser.add_argument("--init-from", type=Path, default=None, help="run folder, checkpoint or shipped model")
+    parser.add_argument("--init-coarse-from", type=Path, default=None,
+                        help="the coarse stage's start (overrides --init-from there); with --epochs 0 it is kept as is")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1)
@@ -630,6 +648,7 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         args.epochs_fine if args.epochs_fine is not None else args.epochs,
         init_from=args.init_from, lr=args.lr, threads=args.threads, resume=args.resume,
         batch_size=args.batch_size, seed=args.seed, widths_coarse=widths_coarse, widths_fine=widths_fine,
+        init_coarse_from=args.init_coarse_from,
     )
     if is_main_process():
         wall_s = time.perf_counter() - start
@@ -639,6 +658,7 @@ def main_train(argv: Sequence[str] | None = None) -> int:
              "threads": args.threads, "epochs": args.epochs,
              "precision": "bf16 autocast" if uses_bf16(setup_distributed()) else "fp32",
              "epochs_fine": args.epochs_fine or args.epochs, "lr": args.lr, "init_from": str(args.init_from or ""),
+             "init_coarse_from": str(args.init_coarse_from or ""),
              "via": [str(args.via), str(args.via_val), str(args.via_images or ""), args.pixel_spacing_mm]
              if args.via else None},
             indent=2) + "\n")

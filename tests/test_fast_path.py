@@ -235,3 +235,30 @@ def test_gadget_loads_its_detector_on_the_gpu_with_fp16_autocast(monkeypatch, tm
     assert not detector.use_bf16
     autocast = detector._autocast()
     assert isinstance(autocast, torch.autocast) and autocast.device == "cuda" and autocast.fast_dtype == torch.float16
+
+
+@pytest.mark.parametrize("forced", ["0", "1"])
+def test_bf16_choice_can_be_forced_and_the_detector_follows_it(monkeypatch, tmp_path, forced):
+    """``CMR_LANDMARK_BF16`` overrides the once-per-process timing that decides bf16 autocast on the CPU."""
+    monkeypatch.setenv(detector_module.BF16_ENVIRONMENT_VARIABLE, forced)
+    detector_module.bf16_faster_on_cpu.cache_clear()
+    try:
+        assert detector_module.bf16_faster_on_cpu() is (forced == "1")
+        detector = _random_cascade_detector(tmp_path, optimised=True)
+        assert detector.use_bf16 is (forced == "1")
+        autocast = detector._autocast()
+        assert isinstance(autocast, torch.autocast) == (forced == "1")
+    finally:
+        detector_module.bf16_faster_on_cpu.cache_clear()
+
+
+def test_bf16_choice_is_measured_when_not_forced(monkeypatch):
+    monkeypatch.delenv(detector_module.BF16_ENVIRONMENT_VARIABLE, raising=False)
+    detector_module.bf16_faster_on_cpu.cache_clear()
+    try:
+        chosen = detector_module.bf16_faster_on_cpu()
+        assert isinstance(chosen, bool) and detector_module.bf16_faster_on_cpu.cache_info().hits == 0
+        assert detector_module.bf16_faster_on_cpu() is chosen  # measured once per process
+        assert detector_module.bf16_faster_on_cpu.cache_info().hits == 1
+    finally:
+        detector_module.bf16_faster_on_cpu.cache_clear()

@@ -31,6 +31,8 @@ from cmr_landmark.training import (
     HeatmapDataset,
     distilled_targets,
     heatmap_loss,
+    load_cascade,
+    train_cascade,
     train_stage,
 )
 
@@ -211,6 +213,26 @@ def test_fine_tuning_builds_the_network_of_the_weights_it_starts_from(tmp_path) 
     assert unet_widths(model.state_dict()) == (6, 12, 24)
     with pytest.raises(ValueError, match="not a UNet"):
         unet_widths({"weight": torch.zeros(1)})
+
+
+def test_a_coarse_stage_given_no_epochs_is_kept_and_only_the_fine_stage_trains(tmp_path) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(3)
+    source = tmp_path / "coarse_source.pt"
+    coarse_weights = UNet(3, (6, 12, 24)).state_dict()
+    torch.save({"model": coarse_weights}, source)
+    cascade, metrics = train_cascade(phantom_slices(8, seed=15), phantom_slices(3, seed=16, empty_fraction=0.0), "sax",
+                                     tmp_path / "run", 0, 1, init_coarse_from=source, batch_size=4,
+                                     widths_fine=TINY_WIDTHS, max_steps_per_epoch=1, resume=False)
+    for key, value in coarse_weights.items():
+        torch.testing.assert_close(cascade.coarse.state_dict()[key], value)
+    assert unet_widths(cascade.fine.state_dict()) == TINY_WIDTHS
+    assert metrics["coarse"]["epoch"] == -1 and metrics["fine"]["epoch"] == 0
+    # the run folder holds both stages, so it exports and resumes like any other
+    reloaded = load_cascade(tmp_path / "run", "sax")
+    torch.testing.assert_close(reloaded.coarse.state_dict()["head.weight"], coarse_weights["head.weight"])
+    with pytest.raises(ValueError, match="needs weights to start from"):
+        train_cascade(phantom_slices(8, seed=15), phantom_slices(2, seed=16), "sax", tmp_path / "other", 0, 1)
 
 
 class _FixedTeacher(torch.nn.Module):
