@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,6 @@ import torch
 from .config import MIRROR_SWAP, StageGrid
 from .heatmaps import decode_heatmaps
 from .model_store import ModelSpec, load_torchscript
-from .network import UNet
 from .preprocess import GridTransform, grid_transform, normalise_stack, preprocess, resample_stack
 
 
@@ -40,43 +38,27 @@ def default_device() -> torch.device:
 
 
 BF16_ENVIRONMENT_VARIABLE = "CMR_LANDMARK_BF16"  # "1" / "0" forces bf16 autocast on / off on the CPU
-BF16_MIN_SPEEDUP = 1.2  # bf16 moves the points by ~0.1 mm (docs/benchmarks.md): worth it only when clearly faster
 
 
 @functools.cache
 def bf16_faster_on_cpu() -> bool:
-    """Whether bf16 autocast runs our U-Nets clearly faster than fp32 on this CPU: measured once per process.
+    """Whether bf16 autocast runs our U-Nets faster than fp32 on this CPU: where it has AMX tiles.
 
-    It depends on the CPU, not on whether oneDNN supports bf16 there: with AMX (and on the AVX512-BF16 AMD EPYC of
-    the first sessions) bf16 autocast made the U-Nets 2.5-3.9x faster; on a Xeon with AVX512-BF16 and no AMX it
-    made a training step 1.4x slower (0.052 against 0.037 s per image) and inference 1.4x slower too
-    (docs/benchmarks.md). So a small U-Net is timed both ways (~0.1 s on an idle CPU, the first time a model is loaded);
-    ``CMR_LANDMARK_BF16`` = 1 or 0 skips the measurement.
+    oneDNN's "bf16 supported" is not enough. Measured: with AMX bf16 autocast made the U-Nets 3.6-3.9x faster
+    (developers' guide); on a Xeon with AVX512-BF16 and no AMX it made a training step 1.4x slower (0.052 against
+    0.037 s per image, docs/training.md). Timing both at start-up was tried and rejected: under a busy
+    reconstruction host's load it chose differently from one process to the next, and bf16 moves the points by
+    ~0.1 mm, so evaluations stopped being repeatable. ``CMR_LANDMARK_BF16`` = 1 or 0 overrides (e.g. on a CPU
+    without AMX where bf16 is measured faster: ``benchmarks/training_speed.py`` with either setting tells).
     """
     forced = os.environ.get(BF16_ENVIRONMENT_VARIABLE)
     if forced in ("0", "1"):
         return forced == "1"
     try:
-        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-            return False
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+                    and torch._C._cpu._init_amx())
     except (AttributeError, RuntimeError):
         return False
-    probe = UNet(3, (16, 32, 64, 128)).eval().to(memory_format=torch.channels_last)
-    x = torch.rand(2, 1, 64, 64).contiguous(memory_format=torch.channels_last)
-
-    def best_seconds(context: Callable[[], contextlib.AbstractContextManager]) -> float:
-        times = []
-        with torch.inference_mode():
-            for _ in range(4):  # the first run of each precision pays oneDNN's kernel set-up
-                with context():
-                    start = time.perf_counter()
-                    probe(x)
-                    times.append(time.perf_counter() - start)
-        return min(times[1:])
-
-    fp32 = best_seconds(contextlib.nullcontext)
-    bf16 = best_seconds(lambda: torch.autocast("cpu", dtype=torch.bfloat16))
-    return fp32 > BF16_MIN_SPEEDUP * bf16
 
 
 class Detector:
