@@ -11,6 +11,7 @@ import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,23 +43,42 @@ BF16_ENVIRONMENT_VARIABLE = "CMR_LANDMARK_BF16"  # "1" / "0" forces bf16 autocas
 
 @functools.cache
 def bf16_faster_on_cpu() -> bool:
-    """Whether bf16 autocast runs our U-Nets faster than fp32 on this CPU: where it has AMX tiles.
+    """Whether bf16 autocast runs our U-Nets faster than fp32 on this CPU, by what was measured on each kind.
 
-    oneDNN's "bf16 supported" is not enough. Measured: with AMX bf16 autocast made the U-Nets 3.6-3.9x faster
-    (developers' guide); on a Xeon with AVX512-BF16 and no AMX it made a training step 1.4x slower (0.052 against
-    0.037 s per image, docs/training.md). Timing both at start-up was tried and rejected: under a busy
-    reconstruction host's load it chose differently from one process to the next, and bf16 moves the points by
-    ~0.1 mm, so evaluations stopped being repeatable. ``CMR_LANDMARK_BF16`` = 1 or 0 overrides (e.g. on a CPU
-    without AMX where bf16 is measured faster: ``benchmarks/training_speed.py`` with either setting tells).
+    oneDNN's "bf16 supported" is not enough. Measured: with AMX, bf16 autocast made the U-Nets 3.6-3.9x faster
+    (developers' guide); on the AVX512-BF16 AMD EPYC of the first session 2x faster (docs/benchmarks.md); on an
+    Intel Xeon with AVX512-BF16 and no AMX it made a training step 1.4x slower (0.052 against 0.037 s per image,
+    docs/training.md). So: AMX, or AMD with AVX512-BF16. Timing both at start-up was tried and rejected: under a
+    busy host's load it chose differently from one process to the next, and bf16 moves the points by ~0.1 mm, so
+    evaluations stopped being repeatable. ``CMR_LANDMARK_BF16`` = 1 or 0 overrides (``benchmarks/training_speed.py``
+    with either setting tells which is faster on a new kind of CPU).
     """
     forced = os.environ.get(BF16_ENVIRONMENT_VARIABLE)
     if forced in ("0", "1"):
         return forced == "1"
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-                    and torch._C._cpu._init_amx())
+        supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        has_amx = bool(supported and torch._C._cpu._init_amx())
     except (AttributeError, RuntimeError):
         return False
+    return bool(supported) and bf16_pays_on(*cpu_vendor_and_flags(), has_amx=has_amx)
+
+
+def bf16_pays_on(vendor: str, flags: frozenset[str], has_amx: bool) -> bool:
+    """The measured table of :func:`bf16_faster_on_cpu`: AMX, or an AMD CPU with AVX512-BF16."""
+    return has_amx or (vendor == "AuthenticAMD" and "avx512_bf16" in flags)
+
+
+def cpu_vendor_and_flags() -> tuple[str, frozenset[str]]:
+    """The CPU's vendor id and feature flags from /proc/cpuinfo ("" and none where there is no such file)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "", frozenset()
+    first_processor = text.split("\n\n", 1)[0]
+    fields = {key.strip(): value.strip() for key, value in
+              (line.split(":", 1) for line in first_processor.splitlines() if ":" in line)}
+    return fields.get("vendor_id", ""), frozenset(fields.get("flags", "").split())
 
 
 class Detector:
