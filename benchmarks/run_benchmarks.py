@@ -539,7 +539,8 @@ def machine_lines() -> list[str]:
     load = os.getloadavg()
     bf16 = bf16_faster_on_cpu()
     return [f"CPU: {model}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"native bf16: {'yes' if bf16 else 'no'}; numpy {np.__version__}; Python {platform.python_version()}",
+            f"bf16 autocast: {'yes' if bf16 else 'no'} (detector.bf16_faster_on_cpu); numpy {np.__version__}; "
+            f"Python {platform.python_version()}",
             f"load average at the start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min), "
             f"{python_processes} python processes running"]
 

@@ -2,7 +2,8 @@
 
     python benchmarks/training_speed.py --threads 2 --batch 24
 
-bf16 autocast and channels_last on CPUs that support bf16 (AVX512-BF16/AMX), fp32 otherwise; CUDA if present.
+bf16 autocast and channels_last where training uses them (``detector.bf16_faster_on_cpu``: AMX, or AMD with
+AVX512-BF16; ``CMR_LANDMARK_BF16=0/1`` forces either, to compare on a new CPU), fp32 otherwise; CUDA if present.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 import torch
 
 from cmr_landmark.network import UNet, count_parameters
-from cmr_landmark.training import autocast_context, heatmap_loss
+from cmr_landmark.training import autocast_context, heatmap_loss, uses_bf16
 
 
 def seconds_per_image(size_px: int, batch: int, widths: tuple[int, ...], device: torch.device, repeats: int) -> tuple:
@@ -52,7 +53,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     widths = tuple(int(w) for w in args.widths.split(","))
-    print(f"| grid px | params | train s/image | inference s/image |  (threads={args.threads}, batch={args.batch})")
+    precision = "bf16 autocast" if uses_bf16(device) else "fp32"
+    print(f"| grid px | params | train s/image | inference s/image |  (threads={args.threads}, batch={args.batch}, "
+          f"{precision})")
     for size in (int(s) for s in args.sizes.split(",")):
         params, train, infer = seconds_per_image(size, args.batch, widths, device, args.repeats)
         print(f"| {size} | {params / 1e6:.2f} M | {train:.4f} | {infer:.4f} |")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,38 +44,43 @@ BF16_ENVIRONMENT_VARIABLE = "CMR_LANDMARK_BF16"  # "1" / "0" forces bf16 autocas
 
 @functools.cache
 def bf16_faster_on_cpu() -> bool:
-    """Whether bf16 autocast runs our U-Nets faster than fp32 on this CPU, by what was measured on each kind.
+    """Whether bf16 autocast runs our U-Nets faster than fp32 on this CPU (decided once per process).
 
     oneDNN's "bf16 supported" is not enough. Measured: with AMX, bf16 autocast made the U-Nets 3.6-3.9x faster
-    (developers' guide); on the AVX512-BF16 AMD EPYC of the first session 2x faster (docs/benchmarks.md); on an
-    Intel Xeon with AVX512-BF16 and no AMX it made a training step 1.4x slower (0.052 against 0.037 s per image,
-    docs/training.md). So: AMX, or AMD with AVX512-BF16. Timing both at start-up was tried and rejected: under a
-    busy host's load it chose differently from one process to the next, and bf16 moves the points by ~0.1 mm, so
-    evaluations stopped being repeatable. ``CMR_LANDMARK_BF16`` = 1 or 0 overrides (``benchmarks/training_speed.py``
-    with either setting tells which is faster on a new kind of CPU).
+    (reported in the project's developers' guide, not rerun here); on the AVX512-BF16 AMD EPYC of the first session
+    2x faster (docs/benchmarks.md); on an Intel Xeon with AVX512-BF16 and no AMX 1.4x slower (a training step 0.052
+    against 0.037 s per image, docs/training.md). So: AMX, or AMD with AVX512-BF16 (:func:`bf16_pays_on`). Timing
+    both at start-up was tried and rejected: under a busy host's load it chose differently from one process to the
+    next, and bf16 moves the points by ~0.1 mm, so evaluations stopped being repeatable. ``CMR_LANDMARK_BF16`` = 1
+    or 0 overrides (``benchmarks/training_speed.py`` with either setting tells which is faster on a new CPU).
     """
     forced = os.environ.get(BF16_ENVIRONMENT_VARIABLE)
     if forced in ("0", "1"):
         return forced == "1"
+    if forced is not None:
+        warnings.warn(f"{BF16_ENVIRONMENT_VARIABLE}={forced!r} is neither 0 nor 1; deciding from the CPU", stacklevel=2)
     try:
         supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        has_amx = bool(supported and torch._C._cpu._init_amx())
     except (AttributeError, RuntimeError):
         return False
-    return bool(supported) and bf16_pays_on(*cpu_vendor_and_flags(), has_amx=has_amx)
+    return bool(supported) and bf16_pays_on(*cpu_vendor_and_flags())
 
 
-def bf16_pays_on(vendor: str, flags: frozenset[str], has_amx: bool) -> bool:
+def bf16_pays_on(vendor: str, flags: frozenset[str]) -> bool:
     """The measured table of :func:`bf16_faster_on_cpu`: AMX, or an AMD CPU with AVX512-BF16."""
-    return has_amx or (vendor == "AuthenticAMD" and "avx512_bf16" in flags)
+    return "amx_bf16" in flags or (vendor == "AuthenticAMD" and "avx512_bf16" in flags)
 
 
-def cpu_vendor_and_flags() -> tuple[str, frozenset[str]]:
-    """The CPU's vendor id and feature flags from /proc/cpuinfo ("" and none where there is no such file)."""
+def cpu_vendor_and_flags(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> tuple[str, frozenset[str]]:
+    """This CPU's vendor id and feature flags ("" and none where the file is missing, e.g. not Linux)."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return parse_cpuinfo(cpuinfo_path.read_text())
     except OSError:
         return "", frozenset()
+
+
+def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
+    """Vendor id and feature flags of the first processor listed in a Linux /proc/cpuinfo text."""
     first_processor = text.split("\n\n", 1)[0]
     fields = {key.strip(): value.strip() for key, value in
               (line.split(":", 1) for line in first_processor.splitlines() if ":" in line)}

@@ -417,7 +417,7 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
                seconds_per_slice: float, threshold_rule: str, notes: str, mirror_average: bool = False) -> str:
     """Markdown model card: data, split, training, speed and the measured validation tables."""
     from .network import count_parameters, unet_widths
-    from .training import load_cascade
+    from .training import KEPT_AS_GIVEN, load_cascade
 
     def widths(unet: torch.nn.Module) -> str:
         return "-".join(map(str, unet_widths(unet.state_dict())))
@@ -435,7 +435,14 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
 
     def epoch_number(stage: str) -> object:
         epoch = metrics[stage].get("epoch")
+        if epoch == KEPT_AS_GIVEN:
+            return "none (kept as given)"
         return "n/a" if epoch is None else epoch + 1
+
+    both_or_fine = "fine stage" if run.get("init_coarse_from") else "both stages"
+    origins = [f"{run['init_from']} ({both_or_fine})" if run.get("init_from") else "",
+               f"{run['init_coarse_from']} (coarse stage)" if run.get("init_coarse_from") else ""]
+    initialised_from = "; ".join(origin for origin in origins if origin) or "random"
     return f"""# {name}: {view.upper()} {sequence} landmark cascade ({', '.join(LANDMARKS_BY_VIEW[view])})
 
 - **Architecture**: two U-Nets, coarse (widths {widths(cascade.coarse)}) {count_parameters(cascade.coarse)}
@@ -450,7 +457,7 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
   augmentation (rotation +-30 deg, scale, translation, mirror with A/P swap, coil shading, noise, blur, gamma).
   Epochs coarse {run['epochs']}, fine {run.get('epochs_fine', run['epochs'])}; best epochs (by validation mean
   distance, counted from 1) coarse {epoch_number('coarse')}, fine {epoch_number('fine')}.
-  Initialised from: {run.get('init_from') or 'random'}. {timing} on {run['threads']} CPU
+  Initialised from: {initialised_from}. {timing} on {run['threads']} CPU
   thread(s) ({os.cpu_count()} cores in the machine).
 - **Probability threshold** {evaluation.probability_threshold:.3f}: {threshold_rule}
 - **Inference**: {'fine stage averaged over the crop and its left-right mirror (manifest `mirror_average`)'

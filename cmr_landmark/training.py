@@ -52,6 +52,7 @@ from .network import LandmarkCascade, UNet, unet_widths
 from .preprocess import normalise_intensity, to_magnitude
 
 STAGES = ("coarse", "fine")
+KEPT_AS_GIVEN = -1  # the "best epoch" of a stage given 0 epochs: its starting weights, not trained here
 DEFAULT_WIDTHS = (16, 32, 64, 128)
 FINE_JITTER_MM = 12.0  # the coarse stage's errors the fine stage must absorb (coarse grid is 4 mm)
 
@@ -462,11 +463,16 @@ def train_stage(
         if dist.is_initialized():
             dist.barrier()
 
-    if not best_path.exists() and init_state is not None and epochs == 0 and is_main_process():
-        # A stage given no epochs keeps the weights it started from (the other stage alone is trained).
-        val_mm, metrics = validate(model)
-        save_checkpoint(best_path, model=model.state_dict(), epoch=-1, val_mean_mm=val_mm, metrics=metrics,
-                        widths=list(widths), view=view, stage=stage)
+    if epochs == 0 and not (resume and best_path.exists()):
+        # A stage given no epochs keeps the weights it started from (the other stage alone is trained); whatever an
+        # earlier run left in out_dir is not this stage.
+        if init_state is None:
+            raise ValueError(f"the {stage} stage is given 0 epochs and no weights to start from")
+        if is_main_process():
+            last_path.unlink(missing_ok=True)
+            val_mm, metrics = validate(model)
+            save_checkpoint(best_path, model=model.state_dict(), epoch=KEPT_AS_GIVEN, val_mean_mm=val_mm,
+                            metrics=metrics, widths=list(widths), view=view, stage=stage)
     if dist.is_initialized():
         dist.barrier()
     if best_path.exists():
@@ -520,8 +526,6 @@ def train_cascade(
     device = setup_distributed()
 
     coarse_source = init_coarse_from or init_from
-    if epochs_coarse == 0 and coarse_source is None:
-        raise ValueError("a coarse stage trained for 0 epochs needs weights to start from (init_coarse_from)")
 
     def validate_coarse(model: nn.Module) -> tuple[float, dict]:
         mean_mm, per_landmark = mean_distance_mm(coarse_predictions(model, val_slices, device), val_slices)
@@ -614,7 +618,8 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     parser.add_argument("--init-from", type=Path, default=None, help="run folder, checkpoint or shipped model")
     parser.add_argument("--init-coarse-from", type=Path, default=None,
-                        help="the coarse stage's start (overrides --init-from there); with --epochs 0 it is kept as is")
+                        help="the coarse stage's start (overrides --init-from there); with --epochs 0 (and "
+                             "--epochs-fine N) it is kept as is and only the fine stage trains")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1)
@@ -657,8 +662,8 @@ def main_train(argv: Sequence[str] | None = None) -> int:
              "train_slices": len(train_slices), "val_slices": len(val_slices), "wall_s": wall_s,
              "threads": args.threads, "epochs": args.epochs,
              "precision": "bf16 autocast" if uses_bf16(setup_distributed()) else "fp32",
-             "epochs_fine": args.epochs_fine or args.epochs, "lr": args.lr, "init_from": str(args.init_from or ""),
-             "init_coarse_from": str(args.init_coarse_from or ""),
+             "epochs_fine": args.epochs if args.epochs_fine is None else args.epochs_fine, "lr": args.lr,
+             "init_from": str(args.init_from or ""), "init_coarse_from": str(args.init_coarse_from or ""),
              "via": [str(args.via), str(args.via_val), str(args.via_images or ""), args.pixel_spacing_mm]
              if args.via else None},
             indent=2) + "\n")

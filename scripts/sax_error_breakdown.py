@@ -29,17 +29,17 @@ from cmr_landmark.training import load_labelled_slices
 POSITION_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0001)
 
 
-def errors_mm(detector: Detector, slices: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, K, 2) error vectors in mm (prediction - label; NaN where not labelled), labels (N, K, 2) in mm and
-    spacing (N, 2)."""
+def errors_mm(detector: Detector, slices: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K, 2) error vectors in mm (prediction - label; NaN where not labelled) and labels (N, K, 2) in mm."""
     predicted, _ = predict(detector, slices)
     spacing = np.stack([np.asarray(s.pixel_spacing_mm, dtype=np.float64) for s in slices])
     truth = np.stack([np.asarray(s.landmarks_rc, dtype=np.float64) for s in slices])
-    return (predicted - truth) * spacing[:, None], truth * spacing[:, None], spacing
+    return (predicted - truth) * spacing[:, None], truth * spacing[:, None]
 
 
 def relative_positions(slices: Sequence) -> np.ndarray:
-    """Each slice's index over the largest index of its stack (same set, patient and phase), 0..1."""
+    """Each slice's index over the largest index of its stack (same set, patient and phase), 0..1. Every slice of a
+    labelled stack is loaded, those without landmarks included, so that is the stack's own extent."""
     stacks: dict[tuple, int] = {}
     for s in slices:
         key = (s.dataset, s.patient, s.phase)
@@ -57,7 +57,7 @@ def summary_row(label: str, distances: np.ndarray) -> dict:
 
 def breakdown(detector: Detector, val: Sequence, train: Sequence) -> str:
     names = detector.spec.landmarks
-    error, truth, _ = errors_mm(detector, val)
+    error, truth = errors_mm(detector, val)
     distance = np.linalg.norm(error, axis=2)
     sections = []
 

@@ -3,9 +3,6 @@ is one. (Speed itself is measured by benchmarks/run_benchmarks.py, not asserted 
 
 from __future__ import annotations
 
-import os
-import platform
-
 import numpy as np
 import pytest
 import torch
@@ -255,26 +252,56 @@ def test_bf16_choice_can_be_forced_and_the_detector_follows_it(monkeypatch, tmp_
         detector_module.bf16_faster_on_cpu.cache_clear()
 
 
-def test_bf16_choice_does_not_change_within_a_process(monkeypatch):
-    """Evaluations must be repeatable: the choice is read off the CPU once, never timed."""
+def test_bf16_is_chosen_where_it_was_measured_faster():
+    """AMX: 3.6-3.9x faster; AMD EPYC with AVX512-BF16: 2x; Intel with AVX512-BF16 but no AMX: 1.4x slower."""
+    amd, intel = "AuthenticAMD", "GenuineIntel"
+    assert detector_module.bf16_pays_on(intel, frozenset({"avx512_bf16", "amx_bf16", "amx_tile"}))
+    assert detector_module.bf16_pays_on(amd, frozenset({"avx512f", "avx512_bf16"}))
+    assert not detector_module.bf16_pays_on(intel, frozenset({"avx512f", "avx512_bf16"}))
+    assert not detector_module.bf16_pays_on(amd, frozenset({"avx2"}))
+
+
+CPUINFO_SAMPLE = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu vme avx2 avx512f avx512_bf16
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+flags\t\t: fpu amx_bf16
+"""
+
+
+def test_cpuinfo_is_read_from_the_first_processor(tmp_path):
+    assert detector_module.parse_cpuinfo(CPUINFO_SAMPLE) == (
+        "AuthenticAMD", frozenset({"fpu", "vme", "avx2", "avx512f", "avx512_bf16"}))
+    (tmp_path / "cpuinfo").write_text(CPUINFO_SAMPLE)
+    assert detector_module.cpu_vendor_and_flags(tmp_path / "cpuinfo")[0] == "AuthenticAMD"
+    assert detector_module.cpu_vendor_and_flags(tmp_path / "missing") == ("", frozenset())
+
+
+@pytest.mark.parametrize(("cpu", "expected"), [(("AuthenticAMD", frozenset({"avx512_bf16"})), True),
+                                               (("GenuineIntel", frozenset({"avx512_bf16"})), False)])
+def test_the_detector_takes_the_cpus_verdict(monkeypatch, tmp_path, cpu, expected):
     monkeypatch.delenv(detector_module.BF16_ENVIRONMENT_VARIABLE, raising=False)
+    monkeypatch.setattr(detector_module, "cpu_vendor_and_flags", lambda: cpu)
     detector_module.bf16_faster_on_cpu.cache_clear()
     try:
-        chosen = detector_module.bf16_faster_on_cpu()
-        assert all(detector_module.bf16_faster_on_cpu() is chosen for _ in range(3))
-        detector_module.bf16_faster_on_cpu.cache_clear()
-        assert detector_module.bf16_faster_on_cpu() is chosen
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            expected = False  # oneDNN without bf16 kernels: never, whatever the table says
+        assert detector_module.bf16_faster_on_cpu() is expected
+        assert _random_cascade_detector(tmp_path, optimised=True).use_bf16 is expected
+        assert _random_cascade_detector(tmp_path, optimised=False).use_bf16 is False  # the reference path: fp32
     finally:
         detector_module.bf16_faster_on_cpu.cache_clear()
 
 
-def test_bf16_is_chosen_where_it_was_measured_faster():
-    """AMX: 3.6-3.9x faster; AMD EPYC with AVX512-BF16: 2x; Intel with AVX512-BF16 but no AMX: 1.4x slower."""
-    amd, intel = "AuthenticAMD", "GenuineIntel"
-    assert detector_module.bf16_pays_on(intel, frozenset({"avx512_bf16", "amx_bf16"}), has_amx=True)
-    assert detector_module.bf16_pays_on(amd, frozenset({"avx512f", "avx512_bf16"}), has_amx=False)
-    assert not detector_module.bf16_pays_on(intel, frozenset({"avx512f", "avx512_bf16"}), has_amx=False)
-    assert not detector_module.bf16_pays_on(amd, frozenset({"avx2"}), has_amx=False)
-    vendor, flags = detector_module.cpu_vendor_and_flags()
-    if os.path.exists("/proc/cpuinfo") and platform.machine() == "x86_64":
-        assert vendor and "fpu" in flags  # every x86 CPU lists fpu; the first processor's block is read
+def test_an_unreadable_bf16_setting_warns_and_falls_back_to_the_cpu(monkeypatch):
+    monkeypatch.setenv(detector_module.BF16_ENVIRONMENT_VARIABLE, "yes")
+    monkeypatch.setattr(detector_module, "cpu_vendor_and_flags", lambda: ("GenuineIntel", frozenset()))
+    detector_module.bf16_faster_on_cpu.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="neither 0 nor 1"):
+            assert detector_module.bf16_faster_on_cpu() is False
+    finally:
+        detector_module.bf16_faster_on_cpu.cache_clear()

@@ -231,8 +231,27 @@ def test_a_coarse_stage_given_no_epochs_is_kept_and_only_the_fine_stage_trains(t
     # the run folder holds both stages, so it exports and resumes like any other
     reloaded = load_cascade(tmp_path / "run", "sax")
     torch.testing.assert_close(reloaded.coarse.state_dict()["head.weight"], coarse_weights["head.weight"])
-    with pytest.raises(ValueError, match="needs weights to start from"):
-        train_cascade(phantom_slices(8, seed=15), phantom_slices(2, seed=16), "sax", tmp_path / "other", 0, 1)
+    resumed, _ = train_cascade(phantom_slices(8, seed=15), phantom_slices(3, seed=16, empty_fraction=0.0), "sax",
+                               tmp_path / "run", 0, 2, init_coarse_from=source, batch_size=4,
+                               widths_fine=TINY_WIDTHS, max_steps_per_epoch=1, resume=True)
+    torch.testing.assert_close(resumed.coarse.state_dict()["head.weight"], coarse_weights["head.weight"])
+    # a fresh run into the same folder keeps the weights it is given, not the earlier run's coarse checkpoint
+    other = tmp_path / "other_coarse.pt"
+    other_weights = UNet(3, (6, 12, 24)).state_dict()
+    torch.save({"model": other_weights}, other)
+    fresh, _ = train_cascade(phantom_slices(8, seed=15), phantom_slices(3, seed=16, empty_fraction=0.0), "sax",
+                             tmp_path / "run", 0, 1, init_coarse_from=other, batch_size=4,
+                             widths_fine=TINY_WIDTHS, max_steps_per_epoch=1, resume=False)
+    torch.testing.assert_close(fresh.coarse.state_dict()["head.weight"], other_weights["head.weight"])
+
+
+@pytest.mark.parametrize(("epochs_coarse", "epochs_fine", "stage"), [(0, 1, "coarse"), (1, 0, "fine")])
+def test_a_stage_given_no_epochs_needs_weights(tmp_path, epochs_coarse, epochs_fine, stage) -> None:
+    torch.set_num_threads(1)
+    with pytest.raises(ValueError, match=f"the {stage} stage is given 0 epochs and no weights"):
+        train_cascade(phantom_slices(8, seed=15), phantom_slices(2, seed=16), "sax", tmp_path, epochs_coarse,
+                      epochs_fine, batch_size=4, widths_coarse=TINY_WIDTHS, widths_fine=TINY_WIDTHS,
+                      max_steps_per_epoch=1, resume=False)
 
 
 class _FixedTeacher(torch.nn.Module):
