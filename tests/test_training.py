@@ -215,15 +215,23 @@ def test_fine_tuning_builds_the_network_of_the_weights_it_starts_from(tmp_path) 
         unet_widths({"weight": torch.zeros(1)})
 
 
+def _saved_coarse_weights(path) -> dict:
+    weights = UNet(3, (6, 12, 24)).state_dict()
+    torch.save({"model": weights}, path)
+    return weights
+
+
+def _fine_stage_only(run_dir, coarse_source, epochs_fine: int, resume: bool) -> tuple:
+    return train_cascade(phantom_slices(8, seed=15), phantom_slices(3, seed=16, empty_fraction=0.0), "sax", run_dir,
+                         0, epochs_fine, init_coarse_from=coarse_source, batch_size=4, widths_fine=TINY_WIDTHS,
+                         max_steps_per_epoch=1, resume=resume)
+
+
 def test_a_coarse_stage_given_no_epochs_is_kept_and_only_the_fine_stage_trains(tmp_path) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(3)
-    source = tmp_path / "coarse_source.pt"
-    coarse_weights = UNet(3, (6, 12, 24)).state_dict()
-    torch.save({"model": coarse_weights}, source)
-    cascade, metrics = train_cascade(phantom_slices(8, seed=15), phantom_slices(3, seed=16, empty_fraction=0.0), "sax",
-                                     tmp_path / "run", 0, 1, init_coarse_from=source, batch_size=4,
-                                     widths_fine=TINY_WIDTHS, max_steps_per_epoch=1, resume=False)
+    coarse_weights = _saved_coarse_weights(tmp_path / "coarse_source.pt")
+    cascade, metrics = _fine_stage_only(tmp_path / "run", tmp_path / "coarse_source.pt", 1, resume=False)
     for key, value in coarse_weights.items():
         torch.testing.assert_close(cascade.coarse.state_dict()[key], value)
     assert unet_widths(cascade.fine.state_dict()) == TINY_WIDTHS
@@ -231,17 +239,11 @@ def test_a_coarse_stage_given_no_epochs_is_kept_and_only_the_fine_stage_trains(t
     # the run folder holds both stages, so it exports and resumes like any other
     reloaded = load_cascade(tmp_path / "run", "sax")
     torch.testing.assert_close(reloaded.coarse.state_dict()["head.weight"], coarse_weights["head.weight"])
-    resumed, _ = train_cascade(phantom_slices(8, seed=15), phantom_slices(3, seed=16, empty_fraction=0.0), "sax",
-                               tmp_path / "run", 0, 2, init_coarse_from=source, batch_size=4,
-                               widths_fine=TINY_WIDTHS, max_steps_per_epoch=1, resume=True)
+    resumed, _ = _fine_stage_only(tmp_path / "run", tmp_path / "coarse_source.pt", 2, resume=True)
     torch.testing.assert_close(resumed.coarse.state_dict()["head.weight"], coarse_weights["head.weight"])
     # a fresh run into the same folder keeps the weights it is given, not the earlier run's coarse checkpoint
-    other = tmp_path / "other_coarse.pt"
-    other_weights = UNet(3, (6, 12, 24)).state_dict()
-    torch.save({"model": other_weights}, other)
-    fresh, _ = train_cascade(phantom_slices(8, seed=15), phantom_slices(3, seed=16, empty_fraction=0.0), "sax",
-                             tmp_path / "run", 0, 1, init_coarse_from=other, batch_size=4,
-                             widths_fine=TINY_WIDTHS, max_steps_per_epoch=1, resume=False)
+    other_weights = _saved_coarse_weights(tmp_path / "other_coarse.pt")
+    fresh, _ = _fine_stage_only(tmp_path / "run", tmp_path / "other_coarse.pt", 1, resume=False)
     torch.testing.assert_close(fresh.coarse.state_dict()["head.weight"], other_weights["head.weight"])
 
 
