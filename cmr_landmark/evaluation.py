@@ -439,10 +439,9 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
             return "none (kept as given)"
         return "n/a" if epoch is None else epoch + 1
 
-    both_or_fine = "fine stage" if run.get("init_coarse_from") else "both stages"
-    origins = [f"{run['init_from']} ({both_or_fine})" if run.get("init_from") else "",
-               f"{run['init_coarse_from']} (coarse stage)" if run.get("init_coarse_from") else ""]
-    initialised_from = "; ".join(origin for origin in origins if origin) or "random"
+    initialised_from = run.get("init_from") or "random"
+    if run.get("init_coarse_from"):
+        initialised_from = f"coarse stage {run['init_coarse_from']}, fine stage {initialised_from}"
     return f"""# {name}: {view.upper()} {sequence} landmark cascade ({', '.join(LANDMARKS_BY_VIEW[view])})
 
 - **Architecture**: two U-Nets, coarse (widths {widths(cascade.coarse)}) {count_parameters(cascade.coarse)}

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from cmr_landmark.detector import Detector
-from cmr_landmark.evaluation import markdown_table, predict
+from cmr_landmark.evaluation import evaluate_slices, markdown_table
 from cmr_landmark.model_store import find_model
 from cmr_landmark.training import load_labelled_slices
 
@@ -31,10 +31,9 @@ POSITION_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0001)
 
 def errors_mm(detector: Detector, slices: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """(N, K, 2) error vectors in mm (prediction - label; NaN where not labelled) and labels (N, K, 2) in mm."""
-    predicted, _ = predict(detector, slices)
-    spacing = np.stack([np.asarray(s.pixel_spacing_mm, dtype=np.float64) for s in slices])
-    truth = np.stack([np.asarray(s.landmarks_rc, dtype=np.float64) for s in slices])
-    return (predicted - truth) * spacing[:, None], truth * spacing[:, None]
+    evaluation = evaluate_slices(detector, slices)
+    spacing = evaluation.spacing_mm[:, None]
+    return (evaluation.predicted_rc - evaluation.truth_rc) * spacing, evaluation.truth_rc * spacing
 
 
 def relative_positions(slices: Sequence) -> np.ndarray:
