@@ -52,6 +52,13 @@ FINE_GRID_BY_VIEW: dict[str, StageGrid] = {
 # A landmark whose peak softmax probability is below this is reported absent (slices outside the heart).
 DEFAULT_PROBABILITY_THRESHOLD = 0.3
 
+# The fine stage's points are the centre of mass of each map within this radius of its peak (heatmaps.
+# decode_heatmaps), not the peak itself: the label scatter along the RV arc spreads the maps, and their centre of
+# mass is nearer the labels. 15 mm (12 fine-grid px, ~4 sigma) was chosen on the training splits (sax_cine
+# 3.35 -> 3.30 mm, sax_lge 4.26 -> 4.14 mm over all labelled landmarks) and held on validation (docs/training.md,
+# "Decoding"). New exports record it in the manifest; an entry without it decodes the peak.
+FINE_CENTROID_RADIUS_MM = 15.0
+
 
 # --- where things live -----------------------------------------------------------------------------------------
 

@@ -107,6 +107,9 @@ class Detector:
     ``COARSE_GUIDE_PROBABILITY``). The coarse stage sees the whole field of view and so the whole chest; the fine
     stage sees a 160 mm crop in which an atrium can look like a ventricle, and the window keeps it from
     answering with the wrong chamber (docs/lax.md, "Coarse-guided fine search").
+
+    ``spec.fine_centroid_radius_mm`` (the manifest's; None = the peak): each fine point is the centre of mass of
+    its map within this distance of the peak (:func:`heatmaps.decode_heatmaps`).
     """
 
     def __init__(self, spec: ModelSpec, device: torch.device | None = None, use_bf16: bool | None = None,
@@ -178,7 +181,9 @@ class Detector:
         if self.spec.fine_search_radius_mm is not None:
             probabilities = restrict_to_coarse_windows(probabilities, coarse_points, coarse_peak, transforms,
                                                        self.spec.fine_search_radius_mm / self.spec.fine_grid.pixel_mm)
-        points_grid, peak = decode_heatmaps(probabilities)
+        centroid_radius_mm = self.spec.fine_centroid_radius_mm
+        points_grid, peak = decode_heatmaps(
+            probabilities, None if centroid_radius_mm is None else centroid_radius_mm / self.spec.fine_grid.pixel_mm)
         results: list[ImageLandmarks] = []
         for points, probabilities, transform in zip(points_grid, peak, transforms, strict=True):
             image_points = transform.grid_to_image(points)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .config import LANDMARKS_BY_VIEW, StageGrid
+from .config import FINE_CENTROID_RADIUS_MM, LANDMARKS_BY_VIEW, StageGrid
 from .model_store import sha256_of
 from .network import LandmarkCascade
 
@@ -52,6 +52,7 @@ def export_cascade(
     embed_training_state: bool = False,
     mirror_average: bool = False,
     fine_search_radius_mm: float | None = None,
+    fine_centroid_radius_mm: float | None = FINE_CENTROID_RADIUS_MM,
 ) -> Path:
     """Script + freeze ``cascade`` into ``folder/name.pt`` and add/replace its entry in ``folder/manifest.json``.
 
@@ -61,6 +62,8 @@ def export_cascade(
     ``mirror_average`` tells the Detector to average the fine stage over the crop and its mirror (the threshold
     and the measured accuracy must have been obtained that way). ``fine_search_radius_mm`` (None: off) makes the
     fine stage look for each landmark only near the coarse stage's point (``Detector``).
+    ``fine_centroid_radius_mm`` (None: the peak) decodes each fine point as its map's centre of mass within that
+    radius (``config.FINE_CENTROID_RADIUS_MM``).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,6 +89,7 @@ def export_cascade(
         "probability_threshold": probability_threshold,
         "mirror_average": mirror_average,
         "fine_search_radius_mm": fine_search_radius_mm,
+        "fine_centroid_radius_mm": fine_centroid_radius_mm,
         "card": f"{name}.md" if card else "",
         **(extra or {}),
     }

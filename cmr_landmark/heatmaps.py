@@ -34,15 +34,20 @@ def render_heatmaps(points_rc: np.ndarray, size_px: int, sigma_px: float) -> np.
     return maps
 
 
-def decode_heatmaps(probabilities: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Peak location and peak probability of each landmark channel.
+def decode_heatmaps(probabilities: torch.Tensor | np.ndarray,
+                    centroid_radius_px: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Location and peak probability of each landmark channel.
 
     ``probabilities``: softmax output (N, K+1, H, W) with background first. Returns ``points_rc`` (N, K, 2) in
     grid pixels and ``peak_probability`` (N, K). Thresholding (absent landmarks) is the caller's decision.
 
-    Sub-pixel position: a parabola through the log-probabilities of the peak and its two neighbours along each
-    axis, which is exact for the Gaussian blobs the network is trained to output. (A probability-weighted
-    centroid over a small window is biased towards the peak pixel by up to a third of a pixel for these widths.)
+    ``centroid_radius_px`` None: the peak, refined by a parabola through the log-probabilities of the peak and its
+    two neighbours along each axis, which is exact for the Gaussian blobs the network is trained to output.
+    Otherwise the probability-weighted centroid of the channel within that radius of that refined peak
+    (:func:`window_centroids`): where the labels themselves scatter (the derived RV insertion points slide along
+    the RV arc), the network spreads its map along that scatter, and the map's centre of mass lies nearer the
+    label on average than its mode (docs/training.md, "Decoding"). The window must be wide against the blob
+    (several sigma), or the centroid is pulled towards the peak pixel.
     """
     probs = torch.as_tensor(probabilities).float()
     if probs.ndim != 4:
@@ -69,4 +74,22 @@ def decode_heatmaps(probabilities: torch.Tensor | np.ndarray) -> tuple[np.ndarra
     d_row = vertex(log_at(rows - 1, cols), centre, log_at(rows + 1, cols))
     d_col = vertex(log_at(rows, cols - 1), centre, log_at(rows, cols + 1))
     points = torch.stack([rows.float() + d_row, cols.float() + d_col], dim=1).reshape(n, k, 2)
+    if centroid_radius_px is not None:
+        points = window_centroids(landmark_probs, points, centroid_radius_px)
     return points.numpy().astype(np.float64), peak_probability.reshape(n, k).numpy().astype(np.float64)
+
+
+def window_centroids(maps: torch.Tensor, centres_rc: torch.Tensor, radius_px: float) -> torch.Tensor:
+    """Probability-weighted centroid (N, K, 2) of each map (N, K, H, W) over the disc of ``radius_px`` grid
+    pixels around its centre (N, K, 2); a map with no mass in its disc keeps the centre."""
+    if not radius_px > 0:
+        raise ValueError(f"centroid radius must be a positive number of pixels, got {radius_px!r}")
+    h, w = maps.shape[-2:]
+    rows = torch.arange(h, dtype=torch.float32)[:, None]
+    cols = torch.arange(w, dtype=torch.float32)[None, :]
+    inside = ((rows - centres_rc[..., 0, None, None]) ** 2
+              + (cols - centres_rc[..., 1, None, None]) ** 2) <= radius_px**2
+    weights = maps.clamp_min(0) * inside
+    mass = weights.sum(dim=(-2, -1))
+    centroid = torch.stack([(weights * rows).sum(dim=(-2, -1)), (weights * cols).sum(dim=(-2, -1))], dim=-1)
+    return torch.where(mass[..., None] > 0, centroid / mass.clamp_min(1e-30)[..., None], centres_rc)

@@ -26,12 +26,13 @@ def _manifest_bool(value: object, name: str) -> bool:
     return value
 
 
-def _manifest_radius(value: object, name: str) -> float | None:
+def _manifest_radius(entry: dict, key: str) -> float | None:
+    value = entry.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ModelError(f"manifest entry {name!r}: fine_search_radius_mm must be a positive number of mm or "
-                         f"null, got {value!r}")
+        raise ModelError(f"manifest entry {entry['name']!r}: {key} must be a positive number of mm or null, "
+                         f"got {value!r}")
     return float(value)
 
 
@@ -51,6 +52,7 @@ class ModelSpec:
     card: str = ""
     mirror_average: bool = False  # run the fine stage on the mirrored crop too and average (Detector)
     fine_search_radius_mm: float | None = None  # fine stage looks near the coarse landmarks only (Detector)
+    fine_centroid_radius_mm: float | None = None  # fine points: centre of mass within this radius; None: the peak
 
     @staticmethod
     def from_manifest_entry(entry: dict, folder: Path) -> ModelSpec:
@@ -73,7 +75,8 @@ class ModelSpec:
                 probability_threshold=float(entry["probability_threshold"]),
                 card=entry.get("card", ""),
                 mirror_average=_manifest_bool(entry.get("mirror_average", False), entry["name"]),
-                fine_search_radius_mm=_manifest_radius(entry.get("fine_search_radius_mm"), entry["name"]),
+                fine_search_radius_mm=_manifest_radius(entry, "fine_search_radius_mm"),
+                fine_centroid_radius_mm=_manifest_radius(entry, "fine_centroid_radius_mm"),
             )
         except (KeyError, TypeError) as error:
             raise ModelError(f"malformed manifest entry {entry!r}: {error}") from error

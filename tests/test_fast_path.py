@@ -9,7 +9,7 @@ import torch
 
 from cmr_landmark import detector as detector_module
 from cmr_landmark import gadget
-from cmr_landmark.config import COARSE_GRID, FINE_GRID_BY_VIEW, REPO_ROOT
+from cmr_landmark.config import COARSE_GRID, FINE_CENTROID_RADIUS_MM, FINE_GRID_BY_VIEW, REPO_ROOT
 from cmr_landmark.detector import Detector
 from cmr_landmark.export import export_cascade
 from cmr_landmark.io.ismrmrd_file import read_ismrmrd_images
@@ -177,6 +177,29 @@ def test_fine_search_window_keeps_each_landmark_near_its_coarse_point():
     assert float(restricted[0, 1, 62, 68 + 9]) == 0.0  # 9 px = 11.25 mm: outside the 10 mm window
     assert float(restricted[0, 1, 62, 68 + 7]) == pytest.approx(0.01)  # 8.75 mm: inside
     torch.testing.assert_close(restricted[:, [0, 2]], probabilities[:, [0, 2]])  # background and unguided: as given
+
+
+def test_fine_centroid_radius_travels_through_the_manifest_to_the_detector(tmp_path):
+    torch.manual_seed(5)
+    cascade = LandmarkCascade(UNet(3, widths=(8, 16)), UNet(3, widths=(8, 16)))
+    export_cascade(cascade, "centroid", "sax", "cine", COARSE_GRID, FINE_GRID_BY_VIEW["sax"], 0.0, tmp_path)
+    export_cascade(cascade, "peak", "sax", "cine", COARSE_GRID, FINE_GRID_BY_VIEW["sax"], 0.0, tmp_path,
+                   fine_centroid_radius_mm=None)
+    centroid = Detector(find_model("sax", "cine", name="centroid", folder=tmp_path), device=torch.device("cpu"))
+    peak = Detector(find_model("sax", "cine", name="peak", folder=tmp_path), device=torch.device("cpu"))
+    assert centroid.spec.fine_centroid_radius_mm == FINE_CENTROID_RADIUS_MM
+    assert peak.spec.fine_centroid_radius_mm is None
+    images = np.random.default_rng(6).random((2, 140, 150)).astype(np.float32) * 100
+    by_centroid = centroid.detect(images, (1.4, 1.4), probability_threshold=0.0)
+    by_peak = peak.detect(images, (1.4, 1.4), probability_threshold=0.0)
+    moved_mm = []
+    for found_centroid, found_peak in zip(by_centroid, by_peak, strict=True):
+        for name in centroid.spec.landmarks:
+            a, b = found_centroid[name], found_peak[name]
+            assert a.probability == b.probability  # the decoder moves points, never the peak probability
+            moved_mm.append(np.hypot(a.row - b.row, a.col - b.col) * 1.4)
+    # An untrained network's maps are broad, so the centre of mass is off the peak, but never off the window.
+    assert max(moved_mm) > 0.1 and max(moved_mm) <= FINE_CENTROID_RADIUS_MM + 2.0
 
 
 def test_fine_search_radius_travels_through_the_manifest_to_the_detector(tmp_path):

@@ -175,6 +175,8 @@ MODEL_FAULTS = {
                                      "mirror_average must be true or false"),
     "fine_search_radius_mm not positive": (lambda folder: _manifest_field(folder, "fine_search_radius_mm", 0),
                                            "fine_search_radius_mm must be a positive number"),
+    "fine_centroid_radius_mm not a number": (lambda folder: _manifest_field(folder, "fine_centroid_radius_mm", "15"),
+                                             "fine_centroid_radius_mm must be a positive number"),
 }
 
 

@@ -83,6 +83,31 @@ def test_heatmap_round_trip_recovers_sub_pixel_points() -> None:
     assert np.all(peak > 0.9)
 
 
+def test_window_centroid_decode_reads_the_centre_of_mass_near_the_peak() -> None:
+    grid = FINE_GRID_BY_VIEW["sax"]
+    radius_px = 12.0
+    # One clean blob: the centroid is the point, as the parabola is.
+    point = np.array([[40.3, 51.7]])
+    maps = render_heatmaps(point, grid.size_px, grid.sigma_px)
+    decoded, peak = decode_heatmaps(maps[None], centroid_radius_px=radius_px)
+    np.testing.assert_allclose(decoded[0], point, atol=0.05)
+    # A map spread along a line (two blobs of mass 1 and 0.5, 6 px apart, both well inside the window): the
+    # centroid is their mass-weighted mean, two thirds of the way to the stronger one; the peak stays the same.
+    radius_px = 20.0  # > 4 sigma beyond the weak blob, so the window does not cut its tail
+    strong, weak = np.array([40.0, 40.0]), np.array([40.0, 46.0])
+    spread = render_heatmaps(strong[None], grid.size_px, grid.sigma_px)[1] \
+        + 0.5 * render_heatmaps(weak[None], grid.size_px, grid.sigma_px)[1]
+    far = render_heatmaps(np.array([[80.0, 80.0]]), grid.size_px, grid.sigma_px)[1]  # outside the window
+    probabilities = np.stack([np.zeros_like(spread), 0.5 * (spread + 0.3 * far)])[None]
+    centroid, centroid_peak = decode_heatmaps(probabilities, centroid_radius_px=radius_px)
+    peak_point, peak_peak = decode_heatmaps(probabilities)
+    np.testing.assert_allclose(centroid[0, 0], (strong + 0.5 * weak) / 1.5, atol=0.05)
+    assert abs(peak_point[0, 0, 1] - 40.0) < 1.0  # the mode sits on the strong blob
+    np.testing.assert_array_equal(centroid_peak, peak_peak)
+    with pytest.raises(ValueError, match="positive"):
+        decode_heatmaps(probabilities, centroid_radius_px=0.0)
+
+
 def test_intensity_pieces_change_the_image_as_modelled() -> None:
     rng = np.random.default_rng(6)
     flat = np.full((64, 64), 0.5, dtype=np.float32)

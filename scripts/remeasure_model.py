@@ -1,0 +1,74 @@
+"""Change an inference setting of a shipped model in its manifest entry and re-measure what the entry and the card
+claim: the model file stays as it is (same sha256), its validation figures follow the setting.
+
+    python scripts/remeasure_model.py --model sax_cine --datasets acdc,myops,mnms2 --fine-centroid-radius-mm 15
+    python scripts/remeasure_model.py --model sax_lge --sequence lge --datasets mscmrseg_lge,myops \
+        --fine-centroid-radius-mm 15
+
+The manifest's ``validation`` entry is replaced, and so is the table section of the card written at export
+(``## Validation accuracy``); a note on the change goes under it. Cards without that section (models exported by
+scripts/compare_sax_models.py) keep their text: rerun that script for their tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from cmr_landmark.config import models_dir
+from cmr_landmark.detector import Detector
+from cmr_landmark.evaluation import evaluate_slices, report_markdown, summary
+from cmr_landmark.model_store import find_model
+from cmr_landmark.training import load_labelled_slices
+
+VALIDATION_SECTION = re.compile(r"## Validation accuracy\n.*?(?=\n## |\Z)", re.DOTALL)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="manifest name, e.g. sax_cine")
+    parser.add_argument("--sequence", default="cine", help="sequence of the validation slices")
+    parser.add_argument("--datasets", required=True, help="validation sets (their val split), as the card says")
+    parser.add_argument("--fine-centroid-radius-mm", default="none",
+                        help="window of the centre-of-mass decode in mm, or 'none' for the peak")
+    parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    folder = args.models_dir or models_dir()
+    radius = None if args.fine_centroid_radius_mm == "none" else float(args.fine_centroid_radius_mm)
+    spec = replace(find_model("sax", args.sequence, name=args.model, folder=folder), fine_centroid_radius_mm=radius)
+    slices = load_labelled_slices(args.datasets.split(","), "val", spec.view, args.sequence)
+    detector = Detector(spec)
+    evaluation = evaluate_slices(detector, slices)
+
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(e for e in manifest["models"] if e["name"] == args.model)
+    entry["fine_centroid_radius_mm"] = radius
+    if "validation" in entry:
+        entry["validation"] = json.loads(json.dumps(summary(evaluation), default=float))
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+    card_path = folder / entry["card"] if entry.get("card") else None
+    decoder = "the peak" if radius is None else f"the centre of mass within {radius:g} mm of the peak"
+    section = (f"## Validation accuracy\n\nRe-measured on {date.today().isoformat()} with the fine points read as "
+               f"{decoder} (manifest `fine_centroid_radius_mm`; `scripts/remeasure_model.py`, "
+               f"{'bf16 autocast' if detector.use_bf16 else 'fp32'}); the model file is unchanged.\n\n"
+               f"{report_markdown(evaluation, f'{args.model} on the validation split')}")
+    if card_path and card_path.exists() and VALIDATION_SECTION.search(card_path.read_text()):
+        card_path.write_text(VALIDATION_SECTION.sub(lambda _: section, card_path.read_text(), count=1))
+        print(f"updated {card_path}")
+    print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
