@@ -44,10 +44,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .augment import AffineParameters, RandomAffine, default_intensity_augmentation, sample_on_grid
-from .config import COARSE_GRID, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW, StageGrid
+from .config import COARSE_GRID, FINE_CENTROID_RADIUS_MM, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW, StageGrid
 from .detector import bf16_faster_on_cpu
 from .export import load_training_state
-from .heatmaps import decode_heatmaps, render_heatmaps
+from .heatmaps import decode_heatmaps, render_heatmaps, window_centroids
 from .network import LandmarkCascade, UNet, unet_widths
 from .preprocess import normalise_intensity, to_magnitude
 
@@ -345,6 +345,32 @@ def plateau_patience(epochs: int) -> int:
     return max(3, epochs // 10)
 
 
+def point_distance_loss(logits: torch.Tensor, target: torch.Tensor, radius_px: float) -> torch.Tensor:
+    """Mean distance (grid pixels) from each labelled landmark to the point the detector would report: the centre of
+    mass of its predicted map within ``radius_px`` of the map's peak (:func:`heatmaps.window_centroids`).
+
+    The heatmap loss teaches the maps' shape; this term teaches where their centre of mass lies, which is what the
+    evaluation measures. A target channel's own centre of mass is its landmark (absent: an empty channel).
+    """
+    probabilities = torch.softmax(logits.float(), dim=1)[:, 1:]
+    target_maps = target[:, 1:].float()
+    n, k, h, w = probabilities.shape
+    mass = target_maps.sum(dim=(2, 3))
+    present = mass > 1.0  # a rendered blob holds ~2 pi sigma^2 >> 1; an absent landmark's channel is empty
+    if not present.any():
+        return probabilities.sum() * 0.0
+    rows = torch.arange(h, dtype=torch.float32, device=logits.device)[:, None]
+    cols = torch.arange(w, dtype=torch.float32, device=logits.device)[None, :]
+    target_rc = torch.stack([(target_maps * rows).sum(dim=(2, 3)), (target_maps * cols).sum(dim=(2, 3))], dim=-1)
+    target_rc = target_rc / mass.clamp_min(1e-6)[..., None]
+    with torch.no_grad():
+        peak = probabilities.reshape(n, k, h * w).argmax(dim=2)
+        peak_rc = torch.stack([peak // w, peak % w], dim=-1).float()
+    predicted_rc = window_centroids(probabilities, peak_rc, radius_px)
+    distance = torch.sqrt(((predicted_rc - target_rc) ** 2).sum(dim=-1) + 1e-6)
+    return distance[present].mean()
+
+
 def train_stage(
     stage: str,
     train_slices: Sequence[LabelledSlice],
@@ -362,8 +388,12 @@ def train_stage(
     max_steps_per_epoch: int | None = None,
     teachers: dict[str, nn.Module] | None = None,
     distil_weight: float = 0.5,
+    distance_weight: float = 0.0,
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
+
+    ``distance_weight`` (per mm) adds :func:`point_distance_loss` over the detector's centroid window
+    (``config.FINE_CENTROID_RADIUS_MM``) to the heatmap loss.
 
     With ``init_state`` the network takes that state's widths (fine-tuning keeps the architecture).
     ``teachers`` (sequence -> shipped cascade): knowledge distillation; the target of each item is
@@ -432,6 +462,10 @@ def train_stage(
             with autocast_context(device):
                 logits = network(images)
             loss = heatmap_loss(logits, targets)
+            if distance_weight:
+                grid = dataset.grid
+                loss = loss + distance_weight * grid.pixel_mm * point_distance_loss(
+                    logits, targets, FINE_CENTROID_RADIUS_MM / grid.pixel_mm)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -507,6 +541,7 @@ def train_cascade(
     teachers: dict[str, nn.Module] | None = None,
     distil_weight: float = 0.5,
     init_coarse_from: Path | None = None,
+    distance_weight: float = 0.0,
 ) -> tuple[LandmarkCascade, dict]:
     """Train coarse then fine U-Net on labelled slices of one ``view``; validation metrics of the whole cascade.
 
@@ -515,6 +550,7 @@ def train_cascade(
     ``epochs_coarse`` 0 the coarse stage is kept as it is and only the fine stage trains (e.g. a wider fine stage
     behind a shipped coarse stage).
     ``teachers``, ``distil_weight``: knowledge distillation from shipped models (:func:`train_stage`).
+    ``distance_weight``: the fine stage also learns where its maps' centre of mass lies (:func:`train_stage`).
     ``out_dir`` holds the checkpoints and ``history.json``; rerunning with ``resume`` continues where it stopped.
     """
     from .evaluation import evaluate_slices  # evaluation exports the cascade and runs Detector on it
@@ -552,6 +588,7 @@ def train_cascade(
         init_state=load_stage_weights(init_from, "fine") if init_from else None,
         lr=lr, batch_size=batch_size, resume=resume, seed=seed + 1, widths=widths_fine,
         max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
+        distance_weight=distance_weight,
     )
     cascade = LandmarkCascade(coarse.cpu().float(), fine.cpu().float()).eval()
     metrics = {"coarse": coarse_metrics, "fine": fine_metrics}
@@ -621,6 +658,9 @@ def main_train(argv: Sequence[str] | None = None) -> int:
                         help="the coarse stage's start (overrides --init-from there); with --epochs 0 (and "
                              "--epochs-fine N) it is kept as is and only the fine stage trains")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--distance-loss-weight", type=float, default=0.0,
+                        help="fine stage: weight (per mm) of the distance from each label to its map's centre of "
+                             "mass, added to the heatmap loss (docs/training.md)")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -653,7 +693,7 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         args.epochs_fine if args.epochs_fine is not None else args.epochs,
         init_from=args.init_from, lr=args.lr, threads=args.threads, resume=args.resume,
         batch_size=args.batch_size, seed=args.seed, widths_coarse=widths_coarse, widths_fine=widths_fine,
-        init_coarse_from=args.init_coarse_from,
+        init_coarse_from=args.init_coarse_from, distance_weight=args.distance_loss_weight,
     )
     if is_main_process():
         wall_s = time.perf_counter() - start
@@ -664,6 +704,7 @@ def main_train(argv: Sequence[str] | None = None) -> int:
              "precision": "bf16 autocast" if uses_bf16(setup_distributed()) else "fp32",
              "epochs_fine": args.epochs if args.epochs_fine is None else args.epochs_fine, "lr": args.lr,
              "init_from": str(args.init_from or ""), "init_coarse_from": str(args.init_coarse_from or ""),
+             "distance_loss_weight": args.distance_loss_weight,
              "via": [str(args.via), str(args.via_val), str(args.via_images or ""), args.pixel_spacing_mm]
              if args.via else None},
             indent=2) + "\n")

@@ -70,6 +70,9 @@ def main() -> int:
     parser.add_argument("--distil-from", action="append", default=[], metavar="SEQUENCE=MODEL",
                         help="teacher model file for the slices of SEQUENCE (repeat for each sequence)")
     parser.add_argument("--distil-weight", type=float, default=0.5, help="weight of the teachers in the targets")
+    parser.add_argument("--distance-loss-weight", type=float, default=0.0,
+                        help="fine stage: weight (per mm) of the reported point's distance to its label "
+                             "(training.point_distance_loss)")
     args = parser.parse_args()
     if any("=" not in item for item in args.distil_from):
         parser.error("--distil-from takes SEQUENCE=MODEL, e.g. cine=models/sax_cine.pt")
@@ -82,7 +85,8 @@ def main() -> int:
     epochs_fine = args.epochs if args.epochs_fine is None else args.epochs_fine
     _, metrics = train_cascade(train, val, "sax", args.out, args.epochs, epochs_fine, init_from=args.init_from,
                                lr=args.lr, threads=args.threads, max_steps_per_epoch=args.max_steps_per_epoch,
-                               teachers=teachers or None, distil_weight=args.distil_weight)
+                               teachers=teachers or None, distil_weight=args.distil_weight,
+                               distance_weight=args.distance_loss_weight)
     # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
     run_path = args.out / "run.json"
     earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0
@@ -92,6 +96,7 @@ def main() -> int:
          "lr": args.lr,
          "init_from": str(args.init_from or ""), "distil_from": args.distil_from,
          "distil_weight": args.distil_weight if teachers else None,
+         "distance_loss_weight": args.distance_loss_weight,
          "max_steps_per_epoch": args.max_steps_per_epoch, "max_val_slices": args.max_val_slices,
          "threads": args.threads, "wall_s": earlier_s + time.perf_counter() - start, "metrics": metrics},
         indent=2, default=float) + "\n")
