@@ -54,7 +54,8 @@ DEFAULT_PROBABILITY_THRESHOLD = 0.3
 
 # The fine stage's points are the centre of mass of each map within this radius of its peak (heatmaps.
 # decode_heatmaps), not the peak itself: the label scatter along the RV arc spreads the maps, and their centre of
-# mass is nearer the labels. 15 mm (12 fine-grid px, ~4 sigma) was chosen on the training splits (sax_cine
+# mass is nearer the labels. 15 mm (12 SAX fine-grid px, ~4 sigma; 3 sigma on the LAX grid, checked there on
+# synthetic slices only) was chosen on the training splits (sax_cine
 # 3.35 -> 3.30 mm, sax_lge 4.26 -> 4.14 mm over all labelled landmarks) and held on validation (docs/training.md,
 # "Decoding"). New exports record it in the manifest; an entry without it decodes the peak.
 FINE_CENTROID_RADIUS_MM = 15.0

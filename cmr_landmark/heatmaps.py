@@ -6,6 +6,8 @@ a per-pixel distribution the softmax output can match (KL divergence), as in Xue
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -47,7 +49,7 @@ def decode_heatmaps(probabilities: torch.Tensor | np.ndarray,
     (:func:`window_centroids`): where the labels themselves scatter (the derived RV insertion points slide along
     the RV arc), the network spreads its map along that scatter, and the map's centre of mass lies nearer the
     label on average than its mode (docs/training.md, "Decoding"). The window must be wide against the blob
-    (several sigma), or the centroid is pulled towards the peak pixel.
+    (several sigma), or cutting the blob's tail pulls the centroid towards the window's centre.
     """
     probs = torch.as_tensor(probabilities).float()
     if probs.ndim != 4:
@@ -82,11 +84,11 @@ def decode_heatmaps(probabilities: torch.Tensor | np.ndarray,
 def window_centroids(maps: torch.Tensor, centres_rc: torch.Tensor, radius_px: float) -> torch.Tensor:
     """Probability-weighted centroid (N, K, 2) of each map (N, K, H, W) over the disc of ``radius_px`` grid
     pixels around its centre (N, K, 2); a map with no mass in its disc keeps the centre."""
-    if not radius_px > 0:
-        raise ValueError(f"centroid radius must be a positive number of pixels, got {radius_px!r}")
+    if isinstance(radius_px, bool) or not (math.isfinite(radius_px) and radius_px > 0):
+        raise ValueError(f"centroid radius must be a positive, finite number of pixels, got {radius_px!r}")
     h, w = maps.shape[-2:]
-    rows = torch.arange(h, dtype=torch.float32)[:, None]
-    cols = torch.arange(w, dtype=torch.float32)[None, :]
+    rows = torch.arange(h, dtype=torch.float32, device=maps.device)[:, None]
+    cols = torch.arange(w, dtype=torch.float32, device=maps.device)[None, :]
     inside = ((rows - centres_rc[..., 0, None, None]) ** 2
               + (cols - centres_rc[..., 1, None, None]) ** 2) <= radius_px**2
     weights = maps.clamp_min(0) * inside

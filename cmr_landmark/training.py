@@ -346,11 +346,14 @@ def plateau_patience(epochs: int) -> int:
 
 
 def point_distance_loss(logits: torch.Tensor, target: torch.Tensor, radius_px: float) -> torch.Tensor:
-    """Mean distance (grid pixels) from each labelled landmark to the point the detector would report: the centre of
-    mass of its predicted map within ``radius_px`` of the map's peak (:func:`heatmaps.window_centroids`).
+    """Mean distance (grid pixels) from each labelled landmark to the centre of mass of its predicted map within
+    ``radius_px`` of the map's peak pixel (:func:`heatmaps.window_centroids`), the point the detector reports
+    (which centres the window on the sub-pixel peak of the mirror-averaged map).
 
     The heatmap loss teaches the maps' shape; this term teaches where their centre of mass lies, which is what the
-    evaluation measures. A target channel's own centre of mass is its landmark (absent: an empty channel).
+    evaluation measures. ``target`` must be the label heatmaps (not distilled ones): a channel's centre of mass is
+    its landmark, except within ~2 sigma of the grid's edge, where the cut blob puts it up to ~2 px inward; an
+    empty channel is an absent landmark and is left to the heatmap loss.
     """
     probabilities = torch.softmax(logits.float(), dim=1)[:, 1:]
     target_maps = target[:, 1:].float()
@@ -392,8 +395,9 @@ def train_stage(
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
 
-    ``distance_weight`` (per mm) adds :func:`point_distance_loss` over the detector's centroid window
-    (``config.FINE_CENTROID_RADIUS_MM``) to the heatmap loss.
+    ``distance_weight`` (per mm; fine stage only) adds :func:`point_distance_loss` over the detector's centroid
+    window (``config.FINE_CENTROID_RADIUS_MM``) to the heatmap loss, measured against the labels (also when
+    distilling).
 
     With ``init_state`` the network takes that state's widths (fine-tuning keeps the architecture).
     ``teachers`` (sequence -> shipped cascade): knowledge distillation; the target of each item is
@@ -403,6 +407,10 @@ def train_stage(
     ``<stage>_last.pt`` is continued (model, optimiser, scheduler, epoch, RNG, history). Returns the best model
     (loaded on every rank) and its validation metrics.
     """
+    if not (math.isfinite(distance_weight) and distance_weight >= 0):
+        raise ValueError(f"distance_weight must be a finite number >= 0, got {distance_weight!r}")
+    if distance_weight and stage != "fine":
+        raise ValueError("the distance term is for the fine stage (the coarse stage's points are its peaks)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = setup_distributed()
@@ -442,6 +450,7 @@ def train_stage(
     if steps_per_epoch == 0:
         raise ValueError(f"{len(dataset)} training slices are fewer than one batch of {batch_size}")
     network = DistributedDataParallel(model) if dist.is_initialized() else model
+    distance_radius_px = FINE_CENTROID_RADIUS_MM / dataset.grid.pixel_mm
     stage_start = time.perf_counter()
     for epoch in range(start_epoch, epochs):
         dataset.set_epoch(epoch)
@@ -455,7 +464,7 @@ def train_stage(
         for step, (images, targets, *teacher_batch) in enumerate(bar):
             if step >= steps_per_epoch:
                 break
-            targets = targets.to(device)
+            label_targets = targets = targets.to(device)
             if teachers:
                 targets = distilled_targets(targets, *teacher_batch, teacher_models, stage, distil_weight)
             images = images.to(device).contiguous(memory_format=torch.channels_last)
@@ -463,9 +472,8 @@ def train_stage(
                 logits = network(images)
             loss = heatmap_loss(logits, targets)
             if distance_weight:
-                grid = dataset.grid
-                loss = loss + distance_weight * grid.pixel_mm * point_distance_loss(
-                    logits, targets, FINE_CENTROID_RADIUS_MM / grid.pixel_mm)
+                loss = loss + distance_weight * dataset.grid.pixel_mm * point_distance_loss(
+                    logits, label_targets, distance_radius_px)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -13,8 +13,8 @@ split, as scripts/compare_sax_models.py makes them (seed 1 for training, 3 for v
 
 Distances are over every labelled landmark, threshold aside (the decoder moves points, not peak probabilities).
 The mean is what the training issue's targets are stated in; the median is given because the window helps most
-on the spread-out maps that make the mean's tail. Run with CMR_LANDMARK_BF16=0 for figures independent of the
-CPU (bf16 autocast moves a few ambiguous points by millimetres).
+on the spread-out maps that make the mean's tail. The script runs fp32, so that the figures do not depend on the CPU
+(bf16 autocast moves a few ambiguous points by millimetres).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 
 from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import evaluate_slices, markdown_table
-from cmr_landmark.model_store import find_model
+from cmr_landmark.model_store import ModelSpec, find_model
 from cmr_landmark.synth.t1 import synthetic_t1_slices
 from cmr_landmark.training import load_labelled_slices
 
@@ -37,21 +37,19 @@ T1_SOURCES = {"cine": ["acdc", "myops"], "lge": ["mscmrseg_lge", "myops"]}
 T1_SEEDS = {"train": 1, "val": 3}  # those of scripts/train_sax_synthetic.py and scripts/compare_sax_models.py
 
 
-def distances_mm(detector: Detector, slices: Sequence) -> np.ndarray:
-    """(N, K) distance of each labelled landmark in mm (NaN where not labelled)."""
-    return evaluate_slices(detector, slices).distances_mm
-
-
-def comparison_rows(detector: Detector, radii_mm: Sequence[float | None], splits: dict[str, list]) -> list[dict]:
+def comparison_rows(spec: ModelSpec, radii_mm: Sequence[float | None], splits: dict[str, list]) -> list[dict]:
+    """One row per split and decoder: per-landmark mean/median distance (mm) and the paired change against the
+    first decoder of ``radii_mm`` (None = the peak)."""
     rows = []
     for split, slices in splits.items():
         baseline = None
         for radius in radii_mm:
-            distance = distances_mm(Detector(replace(detector.spec, fine_centroid_radius_mm=radius)), slices)
+            detector = Detector(replace(spec, fine_centroid_radius_mm=radius), use_bf16=False)
+            distance = evaluate_slices(detector, slices).distances_mm  # NaN where not labelled
             if baseline is None:
                 baseline = distance
             row = {"split": split, "decoder": "peak" if radius is None else f"centroid {radius:g} mm"}
-            for k, name in enumerate(detector.spec.landmarks):
+            for k, name in enumerate(spec.landmarks):
                 row[f"{name}_mean_mm"] = float(np.nanmean(distance[:, k]))
                 row[f"{name}_median_mm"] = float(np.nanmedian(distance[:, k]))
             labelled = np.isfinite(distance)
@@ -76,10 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     radii = [None if r == "none" else float(r) for r in args.radii_mm.split(",")]
-    if radii[0] is not None:
-        radii.insert(0, None)  # the paired column is against the peak
-    detector = Detector(find_model("sax", args.sequence, name=args.model))
-    if args.synthetic_t1:
+    radii = [None] + [r for r in dict.fromkeys(radii) if r is not None]  # the paired column is against the peak
+    spec = find_model("sax", args.sequence, name=args.model)
+    if args.synthetic_t1:  # the sources are fixed (T1_SOURCES): --datasets / --train-datasets do not apply
         splits = {split: synthetic_t1_slices([s for sequence, names in T1_SOURCES.items()
                                               for s in load_labelled_slices(names, split, "sax", sequence)], seed)
                   for split, seed in T1_SEEDS.items()}
@@ -90,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     contrast = "synthetic T1 maps" if args.synthetic_t1 else args.sequence
     text = (f"## {args.model} on {contrast}: peak against window centroid\n\n"
-            f"{markdown_table(comparison_rows(detector, radii, splits))}\n")
+            f"{markdown_table(comparison_rows(spec, radii, splits))}\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

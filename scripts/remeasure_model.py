@@ -1,5 +1,5 @@
-"""Change an inference setting of a shipped model in its manifest entry and re-measure what the entry and the card
-claim: the model file stays as it is (same sha256), its validation figures follow the setting.
+"""Change an inference setting of a shipped short-axis model in its manifest entry and re-measure what the entry
+and the card claim: the model file stays as it is (same sha256), its validation figures follow the setting.
 
     python scripts/remeasure_model.py --model sax_cine --datasets acdc,myops,mnms2 --fine-centroid-radius-mm 15
     python scripts/remeasure_model.py --model sax_lge --sequence lge --datasets mscmrseg_lge,myops \
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     radius = None if args.fine_centroid_radius_mm == "none" else float(args.fine_centroid_radius_mm)
     spec = replace(find_model("sax", args.sequence, name=args.model, folder=folder), fine_centroid_radius_mm=radius)
     slices = load_labelled_slices(args.datasets.split(","), "val", spec.view, args.sequence)
-    detector = Detector(spec)
+    detector = Detector(spec, use_bf16=False)  # fp32: the figures must not depend on the CPU they were taken on
     evaluation = evaluate_slices(detector, slices)
 
     manifest_path = folder / "manifest.json"
@@ -60,12 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     card_path = folder / entry["card"] if entry.get("card") else None
     decoder = "the peak" if radius is None else f"the centre of mass within {radius:g} mm of the peak"
     section = (f"## Validation accuracy\n\nRe-measured on {date.today().isoformat()} with the fine points read as "
-               f"{decoder} (manifest `fine_centroid_radius_mm`; `scripts/remeasure_model.py`, "
-               f"{'bf16 autocast' if detector.use_bf16 else 'fp32'}); the model file is unchanged.\n\n"
+               f"{decoder} (manifest `fine_centroid_radius_mm`; `scripts/remeasure_model.py`, fp32); the model file "
+               f"is unchanged.\n\n"
                f"{report_markdown(evaluation, f'{args.model} on the validation split')}")
     if card_path and card_path.exists() and VALIDATION_SECTION.search(card_path.read_text()):
         card_path.write_text(VALIDATION_SECTION.sub(lambda _: section, card_path.read_text(), count=1))
         print(f"updated {card_path}")
+    elif "validation" in entry:
+        print(f"warning: the manifest's figures changed but {card_path} has no '## Validation accuracy' section; "
+              "update its tables by hand", file=sys.stderr)
     print(section)
     return 0
 

@@ -202,6 +202,24 @@ def test_fine_centroid_radius_travels_through_the_manifest_to_the_detector(tmp_p
     assert max(moved_mm) > 0.1 and max(moved_mm) <= FINE_CENTROID_RADIUS_MM + 2.0
 
 
+def test_the_detector_passes_the_centroid_window_in_fine_grid_pixels(tmp_path, monkeypatch):
+    export_cascade(LandmarkCascade(UNet(3, widths=(8, 16)), UNet(3, widths=(8, 16))), "centroid", "sax", "cine",
+                   COARSE_GRID, FINE_GRID_BY_VIEW["sax"], 0.0, tmp_path)
+    detector = Detector(find_model("sax", "cine", name="centroid", folder=tmp_path), device=torch.device("cpu"))
+    radii = []
+    decode = detector_module.decode_heatmaps
+
+    def recording_decode(probabilities, centroid_radius_px=None):
+        radii.append(centroid_radius_px)
+        return decode(probabilities, centroid_radius_px)
+
+    monkeypatch.setattr(detector_module, "decode_heatmaps", recording_decode)
+    detector.detect(np.random.default_rng(7).random((1, 120, 130)).astype(np.float32), (1.3, 1.3))
+    # coarse: its peak; fine: 15 mm over the SAX fine grid's 1.25 mm pixels, whatever the image's own spacing
+    assert radii == [None, pytest.approx(FINE_CENTROID_RADIUS_MM / FINE_GRID_BY_VIEW["sax"].pixel_mm)]
+    assert radii[1] == pytest.approx(12.0)
+
+
 def test_fine_search_radius_travels_through_the_manifest_to_the_detector(tmp_path):
     torch.manual_seed(3)
     cascade = LandmarkCascade(UNet(3, widths=(8, 16)), UNet(3, widths=(8, 16)))

@@ -177,6 +177,9 @@ MODEL_FAULTS = {
                                            "fine_search_radius_mm must be a positive number"),
     "fine_centroid_radius_mm not a number": (lambda folder: _manifest_field(folder, "fine_centroid_radius_mm", "15"),
                                              "fine_centroid_radius_mm must be a positive number"),
+    "fine_centroid_radius_mm infinite": (lambda folder: _manifest_field(folder, "fine_centroid_radius_mm",
+                                                                        float("inf")),
+                                         "fine_centroid_radius_mm must be a positive number"),
 }
 
 

@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from sax_phantom import phantom_slices
 
+from cmr_landmark import training as training_module
 from cmr_landmark.augment import (
     AffineParameters,
     CoilShading,
@@ -419,3 +420,25 @@ def test_the_distance_term_pulls_the_reported_points_toward_the_labels() -> None
 
     # the same steps from the same start: with the term, the reported points end nearer their labels
     assert distance_after_steps(0.3) < 0.8 * distance_after_steps(0.0)  # measured: 17.7 against 25.6 px
+
+
+def test_train_stage_adds_the_distance_term_in_mm_to_the_fine_stage_only(tmp_path, monkeypatch) -> None:
+    torch.set_num_threads(1)
+    calls = []
+
+    def recording_distance(logits, target, radius_px):
+        calls.append((radius_px, float(target[:, 1:].sum(dim=(2, 3)).max())))
+        return point_distance_loss(logits, target, radius_px)
+
+    monkeypatch.setattr(training_module, "point_distance_loss", recording_distance)
+    slices = phantom_slices(4, seed=23, empty_fraction=0.0)
+    train_stage("fine", slices, slices[:2], "sax", tmp_path / "fine", 1, validate=_validate_on_loss, batch_size=4,
+                widths=TINY_WIDTHS, resume=False, distance_weight=0.3)
+    # one step, with the window in fine-grid pixels and the label heatmaps (blobs of ~2 pi sigma^2 mass)
+    sigma = FINE_GRID_BY_VIEW["sax"].sigma_px
+    assert [radius for radius, _ in calls] == [pytest.approx(FINE_CENTROID_RADIUS_MM / 1.25)]
+    assert calls[0][1] == pytest.approx(2 * math.pi * sigma**2, rel=0.05)
+    for stage, weight in (("coarse", 0.3), ("fine", -0.1), ("fine", math.nan)):
+        with pytest.raises(ValueError, match="distance"):
+            train_stage(stage, slices, slices[:2], "sax", tmp_path / "bad", 1, validate=_validate_on_loss,
+                        batch_size=4, widths=TINY_WIDTHS, resume=False, distance_weight=weight)
