@@ -191,6 +191,8 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         + (f", its targets the labels mixed with the maps of the teachers {', '.join(run_info['distil_from'])} on the "
            f"real image (knowledge distillation, teacher weight {run_info['distil_weight']})"
            if run_info.get("distil_from") else "")
+        + (f", the fine stage's loss with the distance term (training.point_distance_loss, weight "
+           f"{run_info['distance_loss_weight']} per mm)" if run_info.get("distance_loss_weight") else "")
         + f"; {run_info['threads']} CPU thread (shared machine), "
         f"{run_info['wall_s'] / 60:.0f} min. Rerun: `python scripts/train_sax_synthetic.py {run_info['kind']} "
         f"--init-from {run_info['init_from']} --lr {run_info['lr']} --epochs {run_info['epochs']} --epochs-fine "
@@ -199,7 +201,9 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         + (f" --max-val-slices {run_info['max_val_slices']}" if run_info['max_val_slices'] else "")
         + "".join(f" --distil-from {teacher}" for teacher in run_info.get("distil_from", []))
         + (f" --distil-weight {run_info['distil_weight']}" if run_info.get("distil_from") else "")
-        + " --out RUN` (docs/t1.md).",
+        + (f" --distance-loss-weight {run_info['distance_loss_weight']}"
+           if run_info.get("distance_loss_weight") else "")
+        + f" --threads {run_info['threads']} --out RUN` (docs/t1.md).",
         "- **Inference**: " + ("fine stage averaged over the crop and its left-right mirror (manifest "
                                "`mirror_average`)." if run_info.get("mirror_average") else "one pass per stage."),
         f"- **Probability threshold** {run_info['threshold']:.3f}: maximises detection minus false-positive rate "
