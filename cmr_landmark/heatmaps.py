@@ -86,12 +86,24 @@ def window_centroids(maps: torch.Tensor, centres_rc: torch.Tensor, radius_px: fl
     pixels around its centre (N, K, 2); a map with no mass in its disc keeps the centre."""
     if isinstance(radius_px, bool) or not (math.isfinite(radius_px) and radius_px > 0):
         raise ValueError(f"centroid radius must be a positive, finite number of pixels, got {radius_px!r}")
-    h, w = maps.shape[-2:]
-    rows = torch.arange(h, dtype=torch.float32, device=maps.device)[:, None]
-    cols = torch.arange(w, dtype=torch.float32, device=maps.device)[None, :]
+    rows, cols = _pixel_axes(maps)
     inside = ((rows - centres_rc[..., 0, None, None]) ** 2
               + (cols - centres_rc[..., 1, None, None]) ** 2) <= radius_px**2
-    weights = maps.clamp_min(0) * inside
+    centroid, mass = centres_of_mass(maps.clamp_min(0) * inside)
+    return torch.where(mass[..., None] > 0, centroid, centres_rc)
+
+
+def centres_of_mass(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre of mass (..., 2) in pixels (row, col) and total mass (...) of non-negative maps (..., H, W); a map
+    without mass gets a meaningless centre (its mass says so)."""
+    rows, cols = _pixel_axes(weights)
     mass = weights.sum(dim=(-2, -1))
-    centroid = torch.stack([(weights * rows).sum(dim=(-2, -1)), (weights * cols).sum(dim=(-2, -1))], dim=-1)
-    return torch.where(mass[..., None] > 0, centroid / mass.clamp_min(1e-30)[..., None], centres_rc)
+    moments = torch.stack([(weights * rows).sum(dim=(-2, -1)), (weights * cols).sum(dim=(-2, -1))], dim=-1)
+    return moments / mass.clamp_min(1e-30)[..., None], mass
+
+
+def _pixel_axes(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices (H, 1) and column indices (1, W) of maps (..., H, W), on their device."""
+    h, w = maps.shape[-2:]
+    return (torch.arange(h, dtype=torch.float32, device=maps.device)[:, None],
+            torch.arange(w, dtype=torch.float32, device=maps.device)[None, :])

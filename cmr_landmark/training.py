@@ -47,7 +47,7 @@ from .augment import AffineParameters, RandomAffine, default_intensity_augmentat
 from .config import COARSE_GRID, FINE_CENTROID_RADIUS_MM, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW, StageGrid
 from .detector import bf16_faster_on_cpu
 from .export import load_training_state
-from .heatmaps import decode_heatmaps, render_heatmaps, window_centroids
+from .heatmaps import centres_of_mass, decode_heatmaps, render_heatmaps, window_centroids
 from .network import LandmarkCascade, UNet, unet_widths
 from .preprocess import normalise_intensity, to_magnitude
 
@@ -356,16 +356,11 @@ def point_distance_loss(logits: torch.Tensor, target: torch.Tensor, radius_px: f
     empty channel is an absent landmark and is left to the heatmap loss.
     """
     probabilities = torch.softmax(logits.float(), dim=1)[:, 1:]
-    target_maps = target[:, 1:].float()
     n, k, h, w = probabilities.shape
-    mass = target_maps.sum(dim=(2, 3))
+    target_rc, mass = centres_of_mass(target[:, 1:].float())
     present = mass > 1.0  # a rendered blob holds ~2 pi sigma^2 >> 1; an absent landmark's channel is empty
     if not present.any():
         return probabilities.sum() * 0.0
-    rows = torch.arange(h, dtype=torch.float32, device=logits.device)[:, None]
-    cols = torch.arange(w, dtype=torch.float32, device=logits.device)[None, :]
-    target_rc = torch.stack([(target_maps * rows).sum(dim=(2, 3)), (target_maps * cols).sum(dim=(2, 3))], dim=-1)
-    target_rc = target_rc / mass.clamp_min(1e-6)[..., None]
     with torch.no_grad():
         peak = probabilities.reshape(n, k, h * w).argmax(dim=2)
         peak_rc = torch.stack([peak // w, peak % w], dim=-1).float()

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from compare_sax_models import EVALUATION_SEED_T1  # sibling scripts (scripts/ is on sys.path when run)
+from train_sax_synthetic import SYNTHESIS_SEED, real_sax_slices
 
 from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import evaluate_slices, markdown_table
@@ -33,18 +35,19 @@ from cmr_landmark.model_store import ModelSpec, find_model
 from cmr_landmark.synth.t1 import synthetic_t1_slices
 from cmr_landmark.training import load_labelled_slices
 
-T1_SOURCES = {"cine": ["acdc", "myops"], "lge": ["mscmrseg_lge", "myops"]}
-T1_SEEDS = {"train": 1, "val": 3}  # those of scripts/train_sax_synthetic.py and scripts/compare_sax_models.py
+# the maps the T1 model was trained on and judged on
+T1_SEEDS = {"train": SYNTHESIS_SEED["train"], "val": EVALUATION_SEED_T1}
 
 
 def comparison_rows(spec: ModelSpec, radii_mm: Sequence[float | None], splits: dict[str, list]) -> list[dict]:
     """One row per split and decoder: per-landmark mean/median distance (mm) and the paired change against the
     first decoder of ``radii_mm`` (None = the peak)."""
+    detectors = {radius: Detector(replace(spec, fine_centroid_radius_mm=radius), use_bf16=False)
+                 for radius in radii_mm}
     rows = []
     for split, slices in splits.items():
         baseline = None
-        for radius in radii_mm:
-            detector = Detector(replace(spec, fine_centroid_radius_mm=radius), use_bf16=False)
+        for radius, detector in detectors.items():
             distance = evaluate_slices(detector, slices).distances_mm  # NaN where not labelled
             if baseline is None:
                 baseline = distance
@@ -76,10 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     radii = [None if r == "none" else float(r) for r in args.radii_mm.split(",")]
     radii = [None] + [r for r in dict.fromkeys(radii) if r is not None]  # the paired column is against the peak
     spec = find_model("sax", args.sequence, name=args.model)
-    if args.synthetic_t1:  # the sources are fixed (T1_SOURCES): --datasets / --train-datasets do not apply
-        splits = {split: synthetic_t1_slices([s for sequence, names in T1_SOURCES.items()
-                                              for s in load_labelled_slices(names, split, "sax", sequence)], seed)
-                  for split, seed in T1_SEEDS.items()}
+    if args.synthetic_t1:  # the sources are the T1 training's: --datasets / --train-datasets do not apply
+        splits = {split: synthetic_t1_slices(real_sax_slices(split), seed) for split, seed in T1_SEEDS.items()}
     else:
         splits = {
             "train": load_labelled_slices(args.train_datasets.split(","), "train", "sax", args.sequence),
