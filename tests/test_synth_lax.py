@@ -175,3 +175,27 @@ def test_training_driver_trains_exports_and_the_detector_loads_it(tmp_path, monk
     assert set(found[0]) == {"MV-1", "MV-2", "APEX"}
     from cmr_landmark.training import load_stage_weights  # each stage can seed a later run
     assert set(load_stage_weights(spec.file, "coarse")) == set(load_stage_weights(tmp_path / "run" / "mixed", "coarse"))
+
+
+def test_manifest_measured_figures_are_the_shipped_models(shared_data):
+    # The manifest entry's "measured" block is what a reader of the manifest sees; it must be what the shipped file,
+    # with its shipped inference settings, gives now (fp32, as measured), not the figures of an earlier setting.
+    import json
+
+    from cmr_landmark.config import models_dir
+    from cmr_landmark.detector import Detector
+    from cmr_landmark.lax_evaluation import evaluate_labelled, mnms2_lax_slices
+    from cmr_landmark.model_store import ModelError, find_model
+
+    try:
+        spec = find_model("lax", "cine", name="lax_cine")
+    except ModelError as error:
+        pytest.skip(f"the shipped long-axis model is not in models/manifest.json: {error}")
+    manifest = json.loads((models_dir() / "manifest.json").read_text())
+    entry = next(m for m in manifest["models"] if m["name"] == spec.name)
+    labelled, _ = mnms2_lax_slices()
+    rows = evaluate_labelled(Detector(spec, use_bf16=False), labelled)
+    recorded = {row["phase"]: row for row in entry["measured"]["labelled"]}
+    for row in rows:
+        for key in ("MV-1_mm", "MV-2_mm", "APEX_mm", "lv_length_error_percent"):
+            assert row[key] == pytest.approx(recorded[row["phase"]][key], abs=0.05), (row["phase"], key)
