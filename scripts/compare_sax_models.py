@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cmr_landmark.config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW, models_dir
+from cmr_landmark.config import (
+    COARSE_GRID,
+    DEFAULT_PROBABILITY_THRESHOLD,
+    FINE_CENTROID_RADIUS_MM,
+    FINE_GRID_BY_VIEW,
+    models_dir,
+)
 from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import Evaluation, choose_threshold, evaluate_slices
 from cmr_landmark.export import export_cascade
@@ -183,7 +189,12 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         f"- **Training data**: {kind}; sources {json.dumps(run_info['sources'])} (patient-level splits, "
         f"cmr_landmark/splits.json); {run_info['train_slices']} training images ({run_info['copies']} synthetic per "
         f"source slice); {run_info['val_slices']} validation images (evenly spaced over the validation split"
-        f"{', synthetic maps, other draws than below' if run_info['kind'] == 't1' else ''}) chose the epoch.",
+        f"{', synthetic maps, other draws than below' if run_info['kind'] == 't1' else ''}"
+        + (f", with {run_info['val_contrast_copies']} random-contrast copy of each, drawn apart from the training "
+           "copies, so that the epoch was chosen for contrasts the model had not seen"
+           if run_info.get("val_contrast_copies") else "")
+        + (f"; each LGE training image {run_info['lge_repeats']} times" if run_info.get("lge_repeats", 1) > 1 else "")
+        + ") chose the epoch.",
         f"- **Training**: cmr_landmark.training.train_cascade, {run_info['epochs']} coarse and "
         f"{run_info.get('epochs_fine', run_info['epochs'])} fine epochs of at most "
         f"{run_info['max_steps_per_epoch'] or 'all'} batches of 24, Adam lr {run_info['lr']}, initialised from "
@@ -199,13 +210,17 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         f"{run_info.get('epochs_fine', run_info['epochs'])} --copies {run_info['copies']}"
         + (f" --max-steps-per-epoch {run_info['max_steps_per_epoch']}" if run_info['max_steps_per_epoch'] else "")
         + (f" --max-val-slices {run_info['max_val_slices']}" if run_info['max_val_slices'] else "")
+        + (f" --val-contrast-copies {run_info['val_contrast_copies']}" if run_info.get("val_contrast_copies") else "")
+        + (f" --lge-repeats {run_info['lge_repeats']}" if run_info.get("lge_repeats", 1) > 1 else "")
         + "".join(f" --distil-from {teacher}" for teacher in run_info.get("distil_from", []))
         + (f" --distil-weight {run_info['distil_weight']}" if run_info.get("distil_from") else "")
         + (f" --distance-loss-weight {run_info['distance_loss_weight']}"
            if run_info.get("distance_loss_weight") else "")
         + f" --threads {run_info['threads']} --out RUN` (docs/t1.md).",
         "- **Inference**: " + ("fine stage averaged over the crop and its left-right mirror (manifest "
-                               "`mirror_average`)." if run_info.get("mirror_average") else "one pass per stage."),
+                               "`mirror_average`); " if run_info.get("mirror_average") else "one pass per stage; ")
+        + f"each fine point is the centre of mass of its map within {FINE_CENTROID_RADIUS_MM:g} mm of the peak "
+        "(manifest `fine_centroid_radius_mm`; docs/training.md, \"Decoding\").",
         f"- **Probability threshold** {run_info['threshold']:.3f}: maximises detection minus false-positive rate "
         f"on {THRESHOLD_SLICES} of its training images.",
         verdict(name, results),

@@ -41,9 +41,12 @@ def real_sax_slices(split: str) -> list:
     return [s for sequence, names in SOURCE_SETS.items() for s in load_labelled_slices(names, split, "sax", sequence)]
 
 
-def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeats: int = 1) -> tuple[list, list]:
+def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeats: int = 1,
+                  val_contrast_copies: int = 0) -> tuple[list, list]:
     """(training, validation) slices; ``lge_repeats``: every LGE training slice (real and copies) that many times,
-    as LGE is a sixth of the real slices."""
+    as LGE is a sixth of the real slices; ``val_contrast_copies`` ('any'): random-contrast copies of each validation
+    slice added to its real ones, drawn apart from the training copies, so that the epoch is chosen for contrasts the
+    model has not seen, which is what a contrast-agnostic model is used on."""
     train, val = real_sax_slices("train"), real_sax_slices("val")
     if max_val_slices is not None and len(val) > max_val_slices:  # evenly spaced: every set and patient kept
         val = [val[i] for i in np.linspace(0, len(val) - 1, max_val_slices).round().astype(int)]
@@ -51,6 +54,7 @@ def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeat
         return (synthetic_t1_slices(train, SYNTHESIS_SEED["train"], copies),
                 synthetic_t1_slices(val, SYNTHESIS_SEED["val"]))
     train = train + random_contrast_slices(train, SYNTHESIS_SEED["train"], copies)
+    val = val + random_contrast_slices(val, SYNTHESIS_SEED["val"], val_contrast_copies)
     return train + [s for s in train if s.sequence == "lge"] * (lge_repeats - 1), val
 
 
@@ -67,6 +71,8 @@ def main() -> int:
     parser.add_argument("--max-val-slices", type=int, default=None, help="validate on this many (evenly spaced)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lge-repeats", type=int, default=1, help="any: each LGE training image this many times")
+    parser.add_argument("--val-contrast-copies", type=int, default=0,
+                        help="any: random-contrast copies of each validation slice, validated on beside the real ones")
     parser.add_argument("--distil-from", action="append", default=[], metavar="SEQUENCE=MODEL",
                         help="teacher model file for the slices of SEQUENCE (repeat for each sequence)")
     parser.add_argument("--distil-weight", type=float, default=0.5, help="weight of the teachers in the targets")
@@ -79,7 +85,8 @@ def main() -> int:
     teachers = {sequence: torch.jit.load(path, map_location="cpu")
                 for sequence, path in (item.split("=", 1) for item in args.distil_from)}
     start = time.perf_counter()
-    train, val = training_sets(args.kind, args.copies, args.max_val_slices, args.lge_repeats)
+    train, val = training_sets(args.kind, args.copies, args.max_val_slices, args.lge_repeats,
+                               args.val_contrast_copies)
     print(f"{len(train)} training and {len(val)} validation slices, made in {time.perf_counter() - start:.0f} s",
           flush=True)
     epochs_fine = args.epochs if args.epochs_fine is None else args.epochs_fine
@@ -92,7 +99,8 @@ def main() -> int:
     earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0
     (args.out / "run.json").write_text(json.dumps(
         {"kind": args.kind, "sources": SOURCE_SETS, "train_slices": len(train), "val_slices": len(val),
-         "copies": args.copies, "lge_repeats": args.lge_repeats, "epochs": args.epochs, "epochs_fine": epochs_fine,
+         "copies": args.copies, "lge_repeats": args.lge_repeats,
+         "val_contrast_copies": args.val_contrast_copies, "epochs": args.epochs, "epochs_fine": epochs_fine,
          "lr": args.lr,
          "init_from": str(args.init_from or ""), "distil_from": args.distil_from,
          "distil_weight": args.distil_weight if teachers else None,

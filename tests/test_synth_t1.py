@@ -221,3 +221,27 @@ def test_random_contrast_slices_copies(scar_slice: Slice) -> None:
     copies = random_contrast_slices([scar_slice], seed=3, copies=3)
     assert len(copies) == 3
     assert not np.array_equal(copies[0].image, copies[1].image)
+
+
+def test_any_model_validates_on_unseen_contrast_copies(monkeypatch) -> None:
+    # scripts/train_sax_synthetic.py: the contrast-agnostic model's epoch is chosen on its real validation slices plus
+    # random-contrast copies of them, drawn with another seed than the training copies (docs/t1.md)
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_sax_synthetic.py"
+    spec = importlib.util.spec_from_file_location("train_sax_synthetic", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    stack = load_myops_stack()
+    monkeypatch.setattr(script, "real_sax_slices", lambda split: stack[:2] if split == "train" else stack[2:])
+
+    train, val = script.training_sets("any", copies=1, max_val_slices=None, val_contrast_copies=2)
+    assert len(train) == 4 and len(val) == 3
+    assert val[0] is stack[2]
+    for copy in val[1:]:
+        np.testing.assert_array_equal(copy.landmarks_rc, stack[2].landmarks_rc)
+        assert not np.allclose(copy.image, stack[2].image)
+    assert not np.allclose(val[1].image, val[2].image)
+    _, plain = script.training_sets("any", copies=1, max_val_slices=None)
+    assert plain == [stack[2]]
