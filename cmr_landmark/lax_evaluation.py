@@ -6,6 +6,9 @@
     -> LV length curve, longitudinal shortening -> docs/lax_cine_curve.png, docs/lax_cine_overlays.png
 
     python -m cmr_landmark.lax_evaluation --model lax_cine --out docs
+
+Also on held-out synthetic slices (a seed no training run uses), the figure that chooses among long-axis models
+without looking at the real subject: ``--synthetic-held-out`` (150 "slender" slices, seed 77).
 """
 
 from __future__ import annotations
@@ -71,6 +74,24 @@ def evaluate_labelled(detector: Detector, slices: Sequence[Slice]) -> list[dict]
             "labels_rc": s.landmarks_rc.tolist(),
         })
     return rows
+
+
+# Held-out synthetic slices: seed 77 is used by no training set (docs/lax.md)
+HELD_OUT_SYNTHETIC = {"n_slices": 150, "seed": 77, "variant": "mixed", "family": "slender"}
+
+
+def evaluate_synthetic_held_out(detector: Detector) -> dict[str, float]:
+    """Mean distance (mm) per landmark and over all of them on the held-out synthetic slices (made and cached on
+    first use), the detector's own inference settings."""
+    from .evaluation import evaluate_slices
+    from .synth.lax import cache_synthetic_lax, load_synthetic_lax
+
+    path = cache_synthetic_lax(HELD_OUT_SYNTHETIC["n_slices"], HELD_OUT_SYNTHETIC["seed"],
+                               (HELD_OUT_SYNTHETIC["variant"],), HELD_OUT_SYNTHETIC["family"])[0]
+    evaluation = evaluate_slices(detector, load_synthetic_lax(path), 0.0)
+    distances = evaluation.distances_mm
+    return {**{name: float(np.nanmean(distances[:, k])) for k, name in enumerate(LAX_LANDMARKS)},
+            "mean": float(np.nanmean(distances))}
 
 
 def evaluate_cine(detector: Detector, phases: Sequence[Slice]) -> tuple[list[ImageLandmarks], CineLandmarks]:
@@ -190,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--search-radii", default=None,
                         help="only print the labelled and cine figures for these fine search radii (mm, comma-"
                              "separated; 'off' for none) instead of the model's own, and stop")
+    parser.add_argument("--synthetic-held-out", action="store_true",
+                        help="only print the model's mean distances on the held-out synthetic slices, and stop")
     parser.add_argument("--coarse-from", type=Path, default=None,
                         help="with --search-radii: this coarse_best.pt in place of the model's coarse stage")
     args = parser.parse_args(argv)
@@ -199,6 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = find_model("lax", "cine", name=args.model, folder=args.folder)
         radii = [None if r == "off" else float(r) for r in args.search_radii.split(",")]
         print(search_radius_table(spec, radii, *mnms2_lax_slices(), coarse_from=args.coarse_from))
+        return 0
+    if args.synthetic_held_out:
+        spec = find_model("lax", "cine", name=args.model, folder=args.folder)
+        figures = evaluate_synthetic_held_out(Detector(spec, use_bf16=False))
+        print(f"{spec.name} on {HELD_OUT_SYNTHETIC['n_slices']} held-out synthetic slices (seed "
+              f"{HELD_OUT_SYNTHETIC['seed']}): " + ", ".join(f"{k} {v:.2f} mm" for k, v in figures.items()))
         return 0
     if args.coarse_checkpoints:
         labelled, _ = mnms2_lax_slices()

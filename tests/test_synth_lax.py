@@ -168,7 +168,8 @@ def test_training_driver_trains_exports_and_the_detector_loads_it(tmp_path, monk
     monkeypatch.setenv("CMR_LANDMARK_CACHE", str(tmp_path / "cache"))
     models = tmp_path / "models"
     main(["--slices", "14", "--anatomy", "slender", "--epochs-coarse", "1", "--epochs-fine", "1", "--batch-size", "4",
-          "--widths", "4,8,16,32", "--out", str(tmp_path / "run"), "--export-to", str(models)])
+          "--widths", "4,8,16,32", "--distance-loss-weight", "0.3", "--out", str(tmp_path / "run"),
+          "--export-to", str(models)])
     assert (tmp_path / "run" / "mixed" / "fine_best.pt").exists()
     spec = find_model("lax", "cine", name="lax_cine", folder=models)
     found = Detector(spec, device=None).detect([np.random.default_rng(0).random((96, 80)) * 100], (1.5, 1.5))
@@ -199,3 +200,22 @@ def test_manifest_measured_figures_are_the_shipped_models(shared_data):
     for row in rows:
         for key in ("MV-1_mm", "MV-2_mm", "APEX_mm", "lv_length_error_percent"):
             assert row[key] == pytest.approx(recorded[row["phase"]][key], abs=0.05), (row["phase"], key)
+
+
+def test_held_out_synthetic_figures(throwaway_model_folder, tmp_path, monkeypatch):
+    # lax_evaluation --synthetic-held-out: per-landmark and overall mean distance on synthetic slices of a seed no
+    # training set uses (here 3 slices of another seed, to stay fast), with the model's own inference settings
+    from cmr_landmark import lax_evaluation
+    from cmr_landmark.detector import Detector
+    from cmr_landmark.model_store import find_model
+
+    monkeypatch.setenv("CMR_LANDMARK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(lax_evaluation.HELD_OUT_SYNTHETIC, "n_slices", 3)
+    spec = find_model("lax", "cine", folder=throwaway_model_folder)
+    figures = lax_evaluation.evaluate_synthetic_held_out(Detector(spec, use_bf16=False))
+    assert set(figures) == {"MV-1", "MV-2", "APEX", "mean"}
+    assert all(np.isfinite(value) and value >= 0 for value in figures.values())
+    # an untrained model is nowhere near the landmarks
+    assert figures["mean"] > 5.0
+    assert figures["mean"] == pytest.approx(np.mean([figures[n] for n in ("MV-1", "MV-2", "APEX")]), rel=1e-6)
+    assert len(list((tmp_path / "cache").glob("synth_lax_slender_mixed_3_seed77*.npz"))) == 1

@@ -81,12 +81,14 @@ def train_synthetic_stage(
     max_steps_per_epoch: int | None = None,
     family: str = "broad",
     init_from: Path | None = None,
+    distance_weight: float = 0.0,
 ) -> dict:
     """Train one stage on the cached synthetic sets (one per seed; ``variant``, anatomy ``family``); metrics of its
     best epoch. The first ``VALIDATION_FRACTION`` of each set is held out.
 
     ``init_from``: a run folder, checkpoint or shipped model whose ``stage`` weights start the training
-    (fine-tuning; the network takes their widths)."""
+    (fine-tuning; the network takes their widths). ``distance_weight``: the fine stage's distance term
+    (``training.train_stage``); ignored for the coarse stage, which the term does not apply to."""
     train, val = [], []
     for set_seed in seeds:
         slices = load_synthetic_lax(cache_synthetic_lax(n_slices, set_seed, (variant,), family)[0])
@@ -104,7 +106,8 @@ def train_synthetic_stage(
     init_state = load_stage_weights(init_from, stage) if init_from else None
     _, metrics = train_stage(stage, train, val, "lax", out_dir, epochs, validate, init_state=init_state,
                              batch_size=batch_size, seed=seeds[0], widths=widths,
-                             max_steps_per_epoch=max_steps_per_epoch)
+                             max_steps_per_epoch=max_steps_per_epoch,
+                             distance_weight=distance_weight if stage == "fine" else 0.0)
     return {"variant": variant, "stage": stage, **metrics}
 
 
@@ -131,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs-fine", type=int, default=10)
     parser.add_argument("--max-steps-per-epoch", type=int, default=None)
     parser.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)), help="U-Net widths, e.g. 16,32,64,128")
+    parser.add_argument("--distance-loss-weight", type=float, default=0.0,
+                        help="fine stage: weight (per mm) of the reported point's distance to its label "
+                             "(training.point_distance_loss)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--out", type=Path, required=True)
@@ -152,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = [stage for stage in args.stages.split(",") if stage]
     results = [
         train_synthetic_stage(variant, stage, args.slices, seeds, epochs[stage], args.out / variant,
-                              args.batch_size, widths, args.max_steps_per_epoch, args.anatomy, args.init_from)
+                              args.batch_size, widths, args.max_steps_per_epoch, args.anatomy, args.init_from,
+                              args.distance_loss_weight)
         for variant in variants
         for stage in stages
     ]
