@@ -80,6 +80,8 @@ def main() -> int:
                         help="fine stage: weight (per mm) of the reported point's distance to its label "
                              "(training.point_distance_loss)")
     args = parser.parse_args()
+    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1):
+        parser.error("--val-contrast-copies and --lge-repeats are for the contrast-agnostic model ('any')")
     if any("=" not in item for item in args.distil_from):
         parser.error("--distil-from takes SEQUENCE=MODEL, e.g. cine=models/sax_cine.pt")
     teachers = {sequence: torch.jit.load(path, map_location="cpu")

@@ -4,6 +4,8 @@ finds the landmarks on the real M&Ms-2 4-chamber view."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -163,8 +165,18 @@ def test_shipped_model_lv_length_curve_on_real_cine(shared_data):
 def test_training_driver_trains_exports_and_the_detector_loads_it(tmp_path, monkeypatch):
     from cmr_landmark.detector import Detector
     from cmr_landmark.model_store import find_model
+    from cmr_landmark.synth import train_lax
     from cmr_landmark.synth.train_lax import main
 
+    # the distance term reaches the fine stage only (the coarse stage's maps are not decoded by centroid)
+    weights_by_stage = {}
+    real_train_stage = train_lax.train_stage
+
+    def recording_train_stage(stage, *args, **kwargs):
+        weights_by_stage[stage] = kwargs["distance_weight"]
+        return real_train_stage(stage, *args, **kwargs)
+
+    monkeypatch.setattr(train_lax, "train_stage", recording_train_stage)
     monkeypatch.setenv("CMR_LANDMARK_CACHE", str(tmp_path / "cache"))
     models = tmp_path / "models"
     main(["--slices", "14", "--anatomy", "slender", "--epochs-coarse", "1", "--epochs-fine", "1", "--batch-size", "4",
@@ -172,6 +184,9 @@ def test_training_driver_trains_exports_and_the_detector_loads_it(tmp_path, monk
           "--export-to", str(models)])
     assert (tmp_path / "run" / "mixed" / "fine_best.pt").exists()
     spec = find_model("lax", "cine", name="lax_cine", folder=models)
+    entry = json.loads((models / "manifest.json").read_text())["models"][0]
+    assert "distance term, weight 0.3" in entry["trained_on"]
+    assert weights_by_stage == {"coarse": 0.0, "fine": 0.3}
     found = Detector(spec, device=None).detect([np.random.default_rng(0).random((96, 80)) * 100], (1.5, 1.5))
     assert set(found[0]) == {"MV-1", "MV-2", "APEX"}
     from cmr_landmark.training import load_stage_weights  # each stage can seed a later run
@@ -181,8 +196,6 @@ def test_training_driver_trains_exports_and_the_detector_loads_it(tmp_path, monk
 def test_manifest_measured_figures_are_the_shipped_models(shared_data):
     # The manifest entry's "measured" block is what a reader of the manifest sees; it must be what the shipped file,
     # with its shipped inference settings, gives now (fp32, as measured), not the figures of an earlier setting.
-    import json
-
     from cmr_landmark.config import models_dir
     from cmr_landmark.detector import Detector
     from cmr_landmark.lax_evaluation import evaluate_labelled, mnms2_lax_slices
@@ -204,7 +217,7 @@ def test_manifest_measured_figures_are_the_shipped_models(shared_data):
 
 def test_held_out_synthetic_figures(throwaway_model_folder, tmp_path, monkeypatch):
     # lax_evaluation --synthetic-held-out: per-landmark and overall mean distance on synthetic slices of a seed no
-    # training set uses (here 3 slices of another seed, to stay fast), with the model's own inference settings
+    # training set uses (here only its first 3 slices, to stay fast), with the model's own inference settings
     from cmr_landmark import lax_evaluation
     from cmr_landmark.detector import Detector
     from cmr_landmark.model_store import find_model

@@ -243,5 +243,9 @@ def test_any_model_validates_on_unseen_contrast_copies(monkeypatch) -> None:
         np.testing.assert_array_equal(copy.landmarks_rc, stack[2].landmarks_rc)
         assert not np.allclose(copy.image, stack[2].image)
     assert not np.allclose(val[1].image, val[2].image)
+    # drawn with the validation seed, not the training copies' one
+    for seed_name, same in (("val", True), ("train", False)):
+        expected = random_contrast_slices([stack[2]], script.SYNTHESIS_SEED[seed_name], 2)
+        assert np.allclose(expected[0].image, val[1].image) is same
     _, plain = script.training_sets("any", copies=1, max_val_slices=None)
     assert plain == [stack[2]]

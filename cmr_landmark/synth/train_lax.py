@@ -169,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.export_to:
         start = f", fine-tuned from {args.init_from}" if args.init_from else ""
         extra = {"trained_on": f"synthetic long-axis slices only ({args.slices} per seed, anatomy {args.anatomy}, "
-                               f"variant {variants[0]}, seeds {args.seed}{start})"}
+                               f"variant {variants[0]}, seeds {args.seed}{start}"
+                               + (f", fine stage with the distance term, weight {args.distance_loss_weight} per mm"
+                                  if args.distance_loss_weight else "") + ")"}
         if args.measured:
             extra["measured"] = json.loads(args.measured.read_text())
         card = args.card.read_text() if args.card else ""
