@@ -26,10 +26,12 @@ from .cine import CineLandmarks, smooth_cine_detections
 from .config import LAX_LANDMARKS
 from .datasets import Slice, load_slices
 from .detector import Detector, ImageLandmarks
+from .evaluation import evaluate_slices
 from .measures import longitudinal_shortening, lv_length_mm
 from .model_store import ModelSpec, find_model
 from .network import UNet
 from .overlay import save_phase_overlays
+from .synth.lax import cache_synthetic_lax, load_synthetic_lax
 
 LABELLED_PHASE_NAMES = {0: "ED", 1: "ES"}
 
@@ -83,9 +85,6 @@ HELD_OUT_SYNTHETIC = {"n_slices": 150, "seed": 77, "variant": "mixed", "family":
 def evaluate_synthetic_held_out(detector: Detector) -> dict[str, float]:
     """Mean distance (mm) per landmark and over all of them on the held-out synthetic slices (made and cached on
     first use), the detector's own inference settings."""
-    from .evaluation import evaluate_slices
-    from .synth.lax import cache_synthetic_lax, load_synthetic_lax
-
     path = cache_synthetic_lax(HELD_OUT_SYNTHETIC["n_slices"], HELD_OUT_SYNTHETIC["seed"],
                                (HELD_OUT_SYNTHETIC["variant"],), HELD_OUT_SYNTHETIC["family"])[0]
     evaluation = evaluate_slices(detector, load_synthetic_lax(path), 0.0)
