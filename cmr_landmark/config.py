@@ -19,6 +19,9 @@ ALL_LANDMARKS: tuple[str, ...] = SAX_LANDMARKS + LAX_LANDMARKS
 
 VIEWS: tuple[str, ...] = ("sax", "lax")
 SEQUENCES: tuple[str, ...] = ("cine", "lge", "t1")
+# A model is trained for one of SEQUENCES or for "any" contrast (random per-tissue contrast: docs/t1.md); "any"
+# is also what detection asks for when the contrast is unknown or none of SEQUENCES.
+MODEL_SEQUENCES: tuple[str, ...] = SEQUENCES + ("any",)
 
 # A left-right mirror of a short-axis image swaps the anterior and posterior RV insertion points,
 # and swaps the two mitral points' order on a long-axis image.

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .config import SEQUENCES, VIEWS
+from .config import MODEL_SEQUENCES, VIEWS
 from .detector import Detector
 from .io import ImageReadError, read_series
 from .model_store import ModelError, find_model
@@ -23,7 +23,8 @@ def main_detect(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("input", type=Path, help=".nii/.nii.gz, a DICOM file or folder of one series, or .h5")
     parser.add_argument("--view", choices=VIEWS, required=True)
-    parser.add_argument("--sequence", choices=SEQUENCES, required=True)
+    parser.add_argument("--sequence", choices=MODEL_SEQUENCES, required=True,
+                        help="the images' contrast; 'any' for another or an unknown one (the contrast-agnostic model)")
     parser.add_argument("--out", type=Path, required=True, help="output JSON")
     parser.add_argument("--overlays", type=Path, help="folder for one PNG per image with the landmarks drawn")
     parser.add_argument("--model", default="", help="manifest model name (default: the one for view/sequence)")

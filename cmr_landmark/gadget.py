@@ -50,7 +50,7 @@ from ismrmrd.meta import Meta
 
 from .annotate import DEFAULT_CROSS_SIZE_MM, draw_crosses
 from .cine import smooth_cine_detections
-from .config import LANDMARKS_BY_VIEW, SEQUENCES, VIEWS
+from .config import LANDMARKS_BY_VIEW, MODEL_SEQUENCES, VIEWS
 from .detector import Detector, ImageLandmarks
 from .geometry import GeometryError, anterior_direction_in_image, pixel_spacing_mm, pixel_to_patient_mm
 from .measures import anterior_insertion_is_posterior, image_measures, longitudinal_shortening
@@ -78,7 +78,7 @@ class GadgetParameters:
 
     model: str = ""  # a manifest model name; empty: choose by view and sequence
     view: str = "auto"  # sax | lax | auto (from the protocol's words)
-    sequence: str = "auto"  # cine | lge | t1 | auto
+    sequence: str = "auto"  # cine | lge | t1 | any | auto
     probability_threshold: float | None = None  # None: the model's own threshold
     series_index_offset: int = 100
     draw_landmarks: bool = True
@@ -119,8 +119,8 @@ class GadgetParameters:
     def check(self) -> None:
         if self.view not in VIEWS + ("auto",):
             raise ParameterError(f"view must be one of {VIEWS + ('auto',)}, got {self.view!r}")
-        if self.sequence not in SEQUENCES + ("auto",):
-            raise ParameterError(f"sequence must be one of {SEQUENCES + ('auto',)}, got {self.sequence!r}")
+        if self.sequence not in MODEL_SEQUENCES + ("auto",):
+            raise ParameterError(f"sequence must be one of {MODEL_SEQUENCES + ('auto',)}, got {self.sequence!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ParameterError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.probability_threshold is not None and not 0.0 <= self.probability_threshold <= 1.0:
@@ -367,15 +367,16 @@ def choose_view_and_sequence(
     parameters: GadgetParameters, header: ismrmrd.xsd.ismrmrdHeader | None, meta: dict
 ) -> tuple[str, str]:
     """The parameters' view/sequence, or for 'auto' the rule of :mod:`cmr_landmark.model_choice`.
-    An unknown view is an error (no safe default); an unknown sequence falls back to cine."""
+    An unknown view is an error (no safe default); an unknown sequence asks for the contrast-agnostic model
+    ('any'; model_store.find_model)."""
     texts = header_texts(header) + meta_texts(meta)
     view = parameters.view if parameters.view != "auto" else view_from_texts(texts)
     if view is None:
         raise ParameterError(f"cannot tell the view (sax/lax) from the protocol texts {texts}; set the view parameter")
     sequence = parameters.sequence if parameters.sequence != "auto" else sequence_from_texts(texts)
     if sequence is None:
-        log.warning("cannot tell the sequence from %s: using the cine model", texts)
-        sequence = "cine"
+        log.warning("cannot tell the sequence from %s: using the contrast-agnostic model", texts)
+        sequence = "any"
     return view, sequence
 
 

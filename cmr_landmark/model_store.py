@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .config import LANDMARKS_BY_VIEW, SEQUENCES, VIEWS, StageGrid, models_dir
+from .config import LANDMARKS_BY_VIEW, MODEL_SEQUENCES, VIEWS, StageGrid, models_dir
 
 
 class ModelError(RuntimeError):
@@ -59,7 +59,7 @@ class ModelSpec:
     def from_manifest_entry(entry: dict, folder: Path) -> ModelSpec:
         try:
             view, sequence = entry["view"], entry["sequence"]
-            if view not in VIEWS or sequence not in SEQUENCES + ("any",):
+            if view not in VIEWS or sequence not in MODEL_SEQUENCES:
                 raise ModelError(f"manifest entry {entry.get('name')!r}: unknown view/sequence {view}/{sequence}")
             landmarks = tuple(entry["landmarks"])
             if landmarks != LANDMARKS_BY_VIEW[view]:
@@ -97,14 +97,17 @@ def read_manifest(folder: Path | None = None) -> list[ModelSpec]:
 
 
 def find_model(view: str, sequence: str, name: str | None = None, folder: Path | None = None) -> ModelSpec:
-    """The manifest entry by ``name``, else the one for (view, sequence), else a contrast-agnostic one for view."""
+    """The manifest entry by ``name``, else the one for (view, sequence), else a contrast-agnostic one for view.
+
+    ``sequence`` 'any' (contrast unknown) asks for the view's contrast-agnostic model, and where the view has none,
+    its cine model: cine is what a long-axis series almost always is."""
     specs = read_manifest(folder)
     if name:
         for spec in specs:
             if spec.name == name:
                 return spec
         raise ModelError(f"model {name!r} is not in the manifest (have: {', '.join(s.name for s in specs)})")
-    for wanted in (sequence, "any"):
+    for wanted in (sequence, "any") if sequence != "any" else ("any", "cine"):
         for spec in specs:
             if spec.view == view and spec.sequence == wanted:
                 return spec

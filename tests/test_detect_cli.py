@@ -65,6 +65,14 @@ def test_dicom_voxels_are_column_row_and_world_is_patient(tmp_path, throwaway_mo
             np.testing.assert_allclose(landmark["world_mm"], expected, atol=0.01)
 
 
+def test_sequence_any_without_a_contrast_agnostic_model_uses_the_cine_one(tmp_path, throwaway_model_folder,
+                                                                            monkeypatch):
+    path = write_nifti(tmp_path / "t2map.nii.gz", heart_like(40, 48, 1, 1)[:, :, 0, 0], np.eye(4))
+    result = run_detect([str(path), "--view", "sax", "--sequence", "any", "--out", str(tmp_path / "any.json")],
+                        throwaway_model_folder, monkeypatch)
+    assert (result["model"], result["sequence"], len(result["images"])) == ("throwaway_sax_cine", "any", 1)
+
+
 def test_missing_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
     path = write_nifti(tmp_path / "a.nii", heart_like(16, 16, 1, 1)[:, :, 0, 0], np.eye(4))
     monkeypatch.setenv("CMR_LANDMARK_MODELS", str(tmp_path / "no_models_here"))

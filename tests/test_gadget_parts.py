@@ -12,11 +12,13 @@ from mrd_stream_helpers import header, image_message, sax_plane_image
 from cmr_landmark.gadget import (
     GadgetParameters,
     ParameterError,
+    choose_view_and_sequence,
     parse_config_bytes,
     properties_from_config,
     read_received_image,
 )
 from cmr_landmark.model_choice import header_texts, sequence_from_texts, view_from_texts
+from cmr_landmark.model_store import find_model
 
 
 def test_both_gadgetron_property_syntaxes_and_namespaces():
@@ -51,6 +53,19 @@ def test_config_with_nul_or_not_xml():
 def test_view_and_sequence_rule(texts, view, sequence):
     assert view_from_texts(texts) == view
     assert sequence_from_texts(texts) == sequence
+
+
+@pytest.mark.parametrize("protocol_name, sequence_parameter, model", [
+    ("T2map_SAX_mid", "auto", "sax_any"),   # a contrast the rule does not know: the contrast-agnostic model
+    ("CMR_cine_SAX", "auto", "sax_cine"),
+    ("T2map_SAX_mid", "t1", "sax_t1"),      # the physicist's parameter wins over the rule
+    ("T2map_SAX_mid", "any", "sax_any"),
+    ("T2map_4CH", "auto", "lax_cine"),      # no contrast-agnostic long-axis model: its cine model
+])
+def test_unknown_contrast_goes_to_the_contrast_agnostic_model(protocol_name, sequence_parameter, model):
+    parameters = GadgetParameters.from_strings({"sequence": sequence_parameter})
+    view, sequence = choose_view_and_sequence(parameters, header(protocol_name=protocol_name), {})
+    assert find_model(view, sequence).name == model
 
 
 def test_header_texts_feed_the_rule():
