@@ -12,7 +12,10 @@
 Evaluation sets (patient-level validation splits, cmr_landmark/splits.json): ``cine`` = ACDC + MyoPS bSSFP,
 ``lge`` = MS-CMRSeg + MyoPS LGE, ``mnms2_cine`` = the M&Ms-2 subject (another centre), ``t1_synthetic`` =
 synthetic MOLLI maps (seed 3) of the cine + LGE validation slices (the T1 training validated on other draws,
-seed 2). Results per model and set are kept in ``--out`` so a rerun only evaluates what is new.
+seed 2), ``random_contrast`` = random per-tissue contrast copies of the same slices (seed 4; the contrast-agnostic
+training used seeds 1 and 2), a stand-in for a contrast the sequence-specific models never saw. Results per model
+and set are kept in ``--out`` so a rerun only evaluates what is new. ``--operating-points`` adds, per model and
+set, detection and false-positive rates at several probability thresholds (the peak probabilities are kept).
 """
 
 from __future__ import annotations
@@ -34,10 +37,13 @@ from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import Evaluation, choose_threshold, evaluate_slices
 from cmr_landmark.export import export_cascade
 from cmr_landmark.model_store import find_model, sha256_of
+from cmr_landmark.synth.contrast import random_contrast_slices
 from cmr_landmark.synth.t1 import synthetic_t1_slices
 from cmr_landmark.training import load_cascade, load_labelled_slices
 
 EVALUATION_SEED_T1 = 3
+EVALUATION_SEED_CONTRAST = 4  # the 'any' training drew its copies with seeds 1 (train) and 2 (val)
+OPERATING_POINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95)
 TRAINING_SEED_T1 = 1  # scripts/train_sax_synthetic.py
 THRESHOLD_SLICES = 400
 
@@ -50,6 +56,7 @@ def evaluation_sets() -> dict[str, list]:
         "lge": lge,
         "mnms2_cine": load_labelled_slices(["mnms2"], "val", "sax", "cine"),
         "t1_synthetic": synthetic_t1_slices(cine + lge, EVALUATION_SEED_T1),
+        "random_contrast": random_contrast_slices(cine + lge, EVALUATION_SEED_CONTRAST),
     }
 
 
@@ -57,7 +64,8 @@ def result_row(evaluation: Evaluation) -> dict:
     """Mean distance over every labelled landmark (threshold aside), per landmark (found ones) and the angle."""
     distances = evaluation.distances_mm
     row = {"slices": len(distances), "mean_all_mm": evaluation.mean_distance_mm,
-           "distances_mm": np.where(evaluation.labelled, distances, np.nan).tolist()}
+           "distances_mm": np.where(evaluation.labelled, distances, np.nan).tolist(),
+           "probability": evaluation.probability.tolist(), "labelled": evaluation.labelled.tolist()}
     for landmark in evaluation.landmark_rows:
         row[landmark["landmark"]] = {key: landmark[key] for key in ("detection_rate_pct", "mean_mm", "sd_mm",
                                                                     "median_mm", "p95_mm")}
@@ -88,7 +96,7 @@ def evaluate_model(name: str, run: Path | None, sets: dict[str, list], out: Path
     if results.get("identity") != identity:
         results = {"identity": identity}
     for set_name, slices in sets.items():
-        if set_name not in results:
+        if set_name not in results or "probability" not in results[set_name]:
             results[set_name] = result_row(evaluate_slices(model, slices, threshold, mirror_average=mirror_average))
             cache.write_text(json.dumps(results, default=float) + "\n")
         print(f"{name:>12} {set_name:>13}: {results[set_name]['mean_all_mm']:.2f} mm", flush=True)
@@ -133,6 +141,26 @@ def comparison_markdown(results: dict[str, dict], set_names: list[str]) -> str:
                 mean, half = paired_difference_mm(results[a][set_name], results[b][set_name])
                 cells.append("" if a == b else f"{mean:+.2f} +- {half:.2f}")
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def operating_points_markdown(results: dict[str, dict], set_names: list[str]) -> str:
+    """Per model and set: detection % / false positives % (of slices without the landmark) over all landmarks."""
+    lines = ["Detection / false positives (% of labelled landmarks found / % of absent ones reported), all three "
+             "landmarks pooled, by probability threshold:", ""]
+    for set_name in set_names:
+        lines += [f"**{set_name}**", "", "| model | " + " | ".join(f"{t:g}" for t in OPERATING_POINTS) + " |",
+                  "|---" * (len(OPERATING_POINTS) + 1) + "|"]
+        for name, result in results.items():
+            probability = np.asarray(result[set_name]["probability"])
+            labelled = np.asarray(result[set_name]["labelled"], dtype=bool)
+            cells = []
+            for threshold in OPERATING_POINTS:
+                found = probability >= threshold
+                false_positive = f"{100 * found[~labelled].mean():.0f}" if (~labelled).any() else "-"
+                cells.append(f"{100 * found[labelled].mean():.1f} / {false_positive}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -245,7 +273,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="manifest name, or NAME=RUN_DIR")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sets", default="cine,lge,mnms2_cine,t1_synthetic")
+    parser.add_argument("--sets", default="cine,lge,mnms2_cine,t1_synthetic,random_contrast")
+    parser.add_argument("--operating-points", action="store_true",
+                        help="also tabulate detection / false positives at several probability thresholds")
     parser.add_argument("--ship", action="append", default=[], help="NAME=SEQUENCE: export run NAME as a model")
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=True,
                         help="run folders (and models shipped from them) average the fine stage over the crop and "
@@ -263,6 +293,8 @@ def main() -> int:
         sources[name] = None
     results = {name: evaluate_model(name, run, sets, args.out, args.mirror_average) for name, run in sources.items()}
     tables, comparison = tables_markdown(results, list(sets)), comparison_markdown(results, list(sets))
+    if args.operating_points:
+        comparison += "\n" + operating_points_markdown(results, list(sets))
     (args.out / "tables.md").write_text(tables + "\n" + comparison)
     print(tables + "\n" + comparison)
     for name, (sequence, run_info) in shipped.items():
