@@ -26,6 +26,11 @@ MODEL_SEQUENCES: tuple[str, ...] = SEQUENCES + ("any",)
 # A left-right mirror of a short-axis image swaps the anterior and posterior RV insertion points,
 # and swaps the two mitral points' order on a long-axis image.
 MIRROR_SWAP: dict[str, tuple[int, ...]] = {"sax": (1, 0, 2), "lax": (1, 0, 2)}
+# How a mirror-averaging model pools its two fine passes (manifest `mirror_pooling`): "mean" averages the
+# probabilities; "log_linear" averages their logarithms and renormalises over the channels at each pixel (a
+# log-linear opinion pool: probability survives only where both looks agree). Chosen per model on its training
+# and validation splits (docs/t1.md, "Pooling the mirror passes").
+MIRROR_POOLINGS: tuple[str, ...] = ("mean", "log_linear")
 
 
 # --- the two-stage grid (coarse heart finding, then a fine pass on a crop) ------------------------------------

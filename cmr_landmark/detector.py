@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import MIRROR_SWAP, StageGrid
+from .config import MIRROR_POOLINGS, MIRROR_SWAP, StageGrid
 from .heatmaps import decode_heatmaps
 from .model_store import ModelSpec, load_torchscript
 from .preprocess import GridTransform, grid_transform, normalise_stack, preprocess, resample_stack
@@ -98,7 +98,7 @@ class Detector:
 
     ``mirror_average`` (default: the manifest's value for the model): the fine stage also sees its crop mirrored
     left-right, and its heatmaps, mirrored back with the handed landmarks swapped (``config.MIRROR_SWAP``), are
-    averaged with the direct ones before decoding.
+    averaged with the direct ones before decoding, as ``spec.mirror_pooling`` says (``config.MIRROR_POOLINGS``).
     The models are trained with mirrored copies, so the two passes are two looks at the same anatomy; averaging
     them halves the fine stage's speed and removes part of its variance (docs/training.md, "Mirror averaging").
 
@@ -150,7 +150,7 @@ class Detector:
         mirrored = self.run_stage("fine", np.ascontiguousarray(fine_inputs[:, :, ::-1]))
         # Channel c of the mirrored output is landmark MIRROR_SWAP[c] of the image (background stays first).
         unmirror = [0] + [1 + swapped for swapped in MIRROR_SWAP[self.spec.view]]
-        return 0.5 * (probabilities + mirrored.flip(-1)[:, unmirror])
+        return pool_mirror_passes(probabilities, mirrored.flip(-1)[:, unmirror], self.spec.mirror_pooling)
 
     def detect(
         self,
@@ -214,6 +214,18 @@ class Detector:
         points_grid, peak = decode_heatmaps(self.run_stage("coarse", coarse_inputs))
         points = np.stack([transform.grid_to_image(p) for p, transform in zip(points_grid, transforms, strict=True)])
         return points, peak
+
+
+def pool_mirror_passes(direct: torch.Tensor, mirrored: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One (N, K+1, S, S) softmax map from the direct and the (already unmirrored) mirrored pass."""
+    if pooling == "mean":
+        return 0.5 * (direct + mirrored)
+    if pooling == "log_linear":
+        # Softmax of the mean log-probability = the two distributions multiplied and renormalised per pixel. The
+        # clamp keeps a probability that bf16 rounded to 0 from vetoing the other pass outright.
+        log_mean = 0.5 * (torch.log(direct.clamp_min(1e-12)) + torch.log(mirrored.clamp_min(1e-12)))
+        return torch.softmax(log_mean, dim=1)
+    raise ValueError(f"mirror pooling must be one of {MIRROR_POOLINGS}, got {pooling!r}")
 
 
 def crop_centres(points_rc: np.ndarray, peak_probability: np.ndarray) -> np.ndarray:

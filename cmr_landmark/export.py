@@ -51,6 +51,7 @@ def export_cascade(
     extra: dict | None = None,
     embed_training_state: bool = False,
     mirror_average: bool = False,
+    mirror_pooling: str = "mean",
     fine_search_radius_mm: float | None = None,
     fine_centroid_radius_mm: float | None = FINE_CENTROID_RADIUS_MM,
 ) -> Path:
@@ -60,7 +61,8 @@ def export_cascade(
     ``embed_training_state`` stores the unfrozen weights (fp16) in the file too, so a user can fine-tune the
     shipped model (:func:`load_training_state`); freezing folds BatchNorm into the convolutions for good.
     ``mirror_average`` tells the Detector to average the fine stage over the crop and its mirror (the threshold
-    and the measured accuracy must have been obtained that way). ``fine_search_radius_mm`` (None: off) makes the
+    and the measured accuracy must have been obtained that way), pooled as ``mirror_pooling`` says
+    (``config.MIRROR_POOLINGS``). ``fine_search_radius_mm`` (None: off) makes the
     fine stage look for each landmark only near the coarse stage's point (``Detector``).
     ``fine_centroid_radius_mm`` (None: the peak) decodes each fine point as its map's centre of mass within that
     radius (``config.FINE_CENTROID_RADIUS_MM``).
@@ -88,6 +90,7 @@ def export_cascade(
         "fine_grid": asdict(fine_grid),
         "probability_threshold": probability_threshold,
         "mirror_average": mirror_average,
+        "mirror_pooling": mirror_pooling,
         "fine_search_radius_mm": fine_search_radius_mm,
         "fine_centroid_radius_mm": fine_centroid_radius_mm,
         "card": f"{name}.md" if card else "",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .config import LANDMARKS_BY_VIEW, MODEL_SEQUENCES, VIEWS, StageGrid, models_dir
+from .config import LANDMARKS_BY_VIEW, MIRROR_POOLINGS, MODEL_SEQUENCES, VIEWS, StageGrid, models_dir
 
 
 class ModelError(RuntimeError):
@@ -24,6 +24,14 @@ class ModelError(RuntimeError):
 def _manifest_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise ModelError(f"manifest entry {name!r}: mirror_average must be true or false, got {value!r}")
+    return value
+
+
+def _manifest_pooling(entry: dict) -> str:
+    value = entry.get("mirror_pooling", "mean")
+    if value not in MIRROR_POOLINGS:
+        raise ModelError(f"manifest entry {entry['name']!r}: mirror_pooling must be one of {MIRROR_POOLINGS}, "
+                         f"got {value!r}")
     return value
 
 
@@ -52,6 +60,7 @@ class ModelSpec:
     probability_threshold: float
     card: str = ""
     mirror_average: bool = False  # run the fine stage on the mirrored crop too and average (Detector)
+    mirror_pooling: str = "mean"  # how the two passes are averaged: config.MIRROR_POOLINGS
     fine_search_radius_mm: float | None = None  # fine stage looks near the coarse landmarks only (Detector)
     fine_centroid_radius_mm: float | None = None  # fine points: centre of mass within this radius; None: the peak
 
@@ -76,6 +85,7 @@ class ModelSpec:
                 probability_threshold=float(entry["probability_threshold"]),
                 card=entry.get("card", ""),
                 mirror_average=_manifest_bool(entry.get("mirror_average", False), entry["name"]),
+                mirror_pooling=_manifest_pooling(entry),
                 fine_search_radius_mm=_manifest_radius(entry, "fine_search_radius_mm"),
                 fine_centroid_radius_mm=_manifest_radius(entry, "fine_centroid_radius_mm"),
             )

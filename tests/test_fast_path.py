@@ -10,7 +10,7 @@ import torch
 from cmr_landmark import detector as detector_module
 from cmr_landmark import gadget
 from cmr_landmark.config import COARSE_GRID, FINE_CENTROID_RADIUS_MM, FINE_GRID_BY_VIEW, REPO_ROOT
-from cmr_landmark.detector import Detector
+from cmr_landmark.detector import Detector, pool_mirror_passes
 from cmr_landmark.export import export_cascade
 from cmr_landmark.io.ismrmrd_file import read_ismrmrd_images
 from cmr_landmark.model_store import ModelError, find_model
@@ -119,13 +119,14 @@ def test_trained_models_fast_path_agrees_with_the_unoptimised_path(lax_cine, vie
 # --- mirror averaging ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("view", ["sax", "lax"])
-def test_mirror_averaged_heatmaps_are_mirror_equivariant(tmp_path, view):
+@pytest.mark.parametrize("view, pooling", [("sax", "mean"), ("lax", "mean"), ("sax", "log_linear")])
+def test_mirror_averaged_heatmaps_are_mirror_equivariant(tmp_path, view, pooling):
     """Averaging with the mirrored pass makes the fine stage exactly equivariant: the maps of a mirrored crop are
-    the mirrored maps with the handed landmarks swapped (A-RVI <-> P-RVI, MV-1 <-> MV-2), whatever the weights."""
+    the mirrored maps with the handed landmarks swapped (A-RVI <-> P-RVI, MV-1 <-> MV-2), whatever the weights
+    and whichever pooling."""
     torch.manual_seed(5)
     export_cascade(LandmarkCascade(UNet(3, widths=(8, 16)), UNet(3, widths=(8, 16))), "mirror", view, "cine",
-                   COARSE_GRID, FINE_GRID_BY_VIEW[view], 0.0, tmp_path)
+                   COARSE_GRID, FINE_GRID_BY_VIEW[view], 0.0, tmp_path, mirror_pooling=pooling)
     detector = Detector(find_model(view, "cine", name="mirror", folder=tmp_path), device=torch.device("cpu"),
                         use_bf16=False, optimised=False, mirror_average=True)
     size = FINE_GRID_BY_VIEW[view].size_px
@@ -136,6 +137,26 @@ def test_mirror_averaged_heatmaps_are_mirror_equivariant(tmp_path, view):
     torch.testing.assert_close(of_mirrored, direct.flip(-1)[:, swapped], atol=1e-5, rtol=1e-4)
     plain = Detector(detector.spec, device=torch.device("cpu"), use_bf16=False, optimised=False)
     assert not torch.allclose(plain.fine_probabilities(crops), direct, atol=1e-3)  # it does change the maps
+
+
+def test_log_linear_pooling_keeps_what_both_passes_agree_on():
+    """Two passes that agree give that map back; where they disagree (one pass puts the landmark at pixel a, the
+    other at b), the arithmetic mean keeps half a peak at each, the log-linear pool hands both pixels back to the
+    background: a landmark only one look sees is not reported as half-present."""
+    background = torch.full((1, 2, 1, 3), 0.0)
+    background[0, 0] = 1.0
+    agree = background.clone()
+    agree[0, :, 0, 1] = torch.tensor([0.1, 0.9])
+    torch.testing.assert_close(pool_mirror_passes(agree, agree, "log_linear"), agree)
+    at_a, at_b = background.clone(), background.clone()
+    at_a[0, :, 0, 0] = torch.tensor([0.1, 0.9])
+    at_b[0, :, 0, 2] = torch.tensor([0.1, 0.9])
+    mean, log_linear = pool_mirror_passes(at_a, at_b, "mean"), pool_mirror_passes(at_a, at_b, "log_linear")
+    assert mean[0, 1, 0, 0] == pytest.approx(0.45) and mean[0, 1, 0, 2] == pytest.approx(0.45)
+    assert log_linear[0, 1].max() < 0.01
+    torch.testing.assert_close(log_linear.sum(dim=1), torch.ones(1, 1, 3))
+    with pytest.raises(ValueError, match="mirror pooling"):
+        pool_mirror_passes(agree, agree, "max")
 
 
 def test_mirror_averaging_keeps_the_shipped_sax_model_on_the_sample():

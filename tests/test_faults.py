@@ -173,6 +173,8 @@ MODEL_FAULTS = {
     "wrong sha256 in the manifest": (lambda folder: _manifest_sha(folder, "0" * 64), "has sha256"),
     "mirror_average not a boolean": (lambda folder: _manifest_field(folder, "mirror_average", "yes"),
                                      "mirror_average must be true or false"),
+    "mirror_pooling unknown": (lambda folder: _manifest_field(folder, "mirror_pooling", "max"),
+                               "mirror_pooling must be one of"),
     "fine_search_radius_mm not positive": (lambda folder: _manifest_field(folder, "fine_search_radius_mm", 0),
                                            "fine_search_radius_mm must be a positive number"),
     "fine_centroid_radius_mm not a number": (lambda folder: _manifest_field(folder, "fine_centroid_radius_mm", "15"),
