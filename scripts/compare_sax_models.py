@@ -16,12 +16,21 @@ seed 2), ``random_contrast`` = random per-tissue contrast copies of the same sli
 training used seeds 1 and 2), a stand-in for a contrast the sequence-specific models never saw. Results per model
 and set are kept in ``--out`` so a rerun only evaluates what is new. ``--operating-points`` adds, per model and
 set, detection and false-positive rates at several probability thresholds (the peak probabilities are kept).
+
+    # switch a shipped model's mirror pooling (config.MIRROR_POOLINGS) and re-choose its threshold by its rule
+    python scripts/compare_sax_models.py --model sax_any --model sax_cine --out .cache/compare_sax \
+        --repool sax_any=log_linear
+
+Threshold rule (export and --repool): Youden's J on 400 evenly spaced training images of the model's kind: real
+cine + LGE for a sequence-specific model, their synthetic T1 maps for 't1', and for 'any' - meant for contrasts
+no model was trained on - each with a fresh random contrast (seed 5: draws it never trained or chose its epoch on).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +52,7 @@ from cmr_landmark.training import load_cascade, load_labelled_slices
 
 EVALUATION_SEED_T1 = 3
 EVALUATION_SEED_CONTRAST = 4  # the 'any' training drew its copies with seeds 1 (train) and 2 (val)
+THRESHOLD_SEED_CONTRAST = 5
 OPERATING_POINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95)
 TRAINING_SEED_T1 = 1  # scripts/train_sax_synthetic.py
 THRESHOLD_SLICES = 400
@@ -85,7 +95,8 @@ def evaluate_model(name: str, run: Path | None, sets: dict[str, list], out: Path
     if run is None:
         spec = find_model("sax", "cine", name=name)
         model, threshold = Detector(spec), None
-        identity = f"{sha256_of(spec.file)} mirror_average={spec.mirror_average}"
+        identity = (f"{sha256_of(spec.file)} mirror_average={spec.mirror_average} pooling={spec.mirror_pooling} "
+                    f"threshold={spec.probability_threshold}")
     else:
         model = load_cascade(run, "sax")
         identity = (sha256_of(run / "fine_best.pt") + sha256_of(run / "coarse_best.pt") +
@@ -166,11 +177,28 @@ def operating_points_markdown(results: dict[str, dict], set_names: list[str]) ->
 
 
 def training_subset(kind: str) -> list:
-    """Evenly spaced training images of the kind a run was trained on (real ones for 'any'), for the threshold."""
+    """Evenly spaced training images of the kind a model was trained for, to choose its threshold on: synthetic T1
+    maps for 't1', fresh random-contrast copies for 'any' (the contrasts it is for), else the real ones."""
     real = [s for sequence, names in (("cine", ("acdc", "myops")), ("lge", ("mscmrseg_lge", "myops")))
             for s in load_labelled_slices(list(names), "train", "sax", sequence)]
     real = [real[i] for i in np.linspace(0, len(real) - 1, THRESHOLD_SLICES).round().astype(int)]
-    return synthetic_t1_slices(real, TRAINING_SEED_T1) if kind == "t1" else real
+    if kind == "t1":
+        return synthetic_t1_slices(real, TRAINING_SEED_T1)
+    return random_contrast_slices(real, THRESHOLD_SEED_CONTRAST) if kind == "any" else real
+
+
+def repool_shipped(name: str, pooling: str) -> tuple[float, float]:
+    """Set a shipped model's ``mirror_pooling`` in the manifest and re-choose its threshold by the rule above;
+    (old threshold, new threshold)."""
+    spec = replace(find_model("sax", "cine", name=name), mirror_pooling=pooling)
+    threshold = choose_threshold(evaluate_slices(Detector(spec, use_bf16=False), training_subset(spec.sequence), 0.5))
+    manifest_path = models_dir() / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(e for e in manifest["models"] if e["name"] == name)
+    old = entry["probability_threshold"]
+    entry["mirror_pooling"], entry["probability_threshold"] = pooling, threshold
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return old, threshold
 
 
 def export_run(name: str, sequence: str, run: Path, mirror_average: bool) -> dict:
@@ -276,6 +304,8 @@ def main() -> int:
     parser.add_argument("--sets", default="cine,lge,mnms2_cine,t1_synthetic,random_contrast")
     parser.add_argument("--operating-points", action="store_true",
                         help="also tabulate detection / false positives at several probability thresholds")
+    parser.add_argument("--repool", action="append", default=[],
+                        help="NAME=POOLING: set shipped model NAME's mirror pooling and re-choose its threshold")
     parser.add_argument("--ship", action="append", default=[], help="NAME=SEQUENCE: export run NAME as a model")
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=True,
                         help="run folders (and models shipped from them) average the fine stage over the crop and "
@@ -291,6 +321,10 @@ def main() -> int:
             parser.error(f"--ship {text}: {name} must be given as --model {name}=RUN_DIR")
         shipped[name] = (sequence, export_run(name, sequence, sources[name], args.mirror_average))
         sources[name] = None
+    for text in args.repool:
+        name, _, pooling = text.partition("=")
+        old, new = repool_shipped(name, pooling)
+        print(f"{name}: mirror_pooling {pooling}, probability threshold {old} -> {new}", flush=True)
     results = {name: evaluate_model(name, run, sets, args.out, args.mirror_average) for name, run in sources.items()}
     tables, comparison = tables_markdown(results, list(sets)), comparison_markdown(results, list(sets))
     if args.operating_points:

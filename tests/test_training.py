@@ -401,14 +401,12 @@ def test_the_distance_term_pulls_the_reported_points_toward_the_labels() -> None
     images = torch.stack([dataset[i][0] for i in range(len(dataset))])
     targets = torch.stack([dataset[i][1] for i in range(len(dataset))])
     radius_px = FINE_CENTROID_RADIUS_MM / FINE_GRID_BY_VIEW["sax"].pixel_mm
-    torch.manual_seed(0)
-    init = UNet(3, TINY_WIDTHS).state_dict()
 
-    def distance_after_steps(distance_weight: float) -> float:
+    def distance_after_steps(init: dict, distance_weight: float) -> float:
         model = UNet(3, TINY_WIDTHS)
         model.load_state_dict(init)
         optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-        for _ in range(30):
+        for _ in range(45):
             logits = model(images)
             loss = heatmap_loss(logits, targets) + distance_weight * point_distance_loss(logits, targets, radius_px)
             optimiser.zero_grad()
@@ -418,8 +416,16 @@ def test_the_distance_term_pulls_the_reported_points_toward_the_labels() -> None
         with torch.no_grad():
             return float(point_distance_loss(model(images), targets, radius_px))
 
-    # the same steps from the same start: with the term, the reported points end nearer their labels
-    assert distance_after_steps(0.3) < 0.8 * distance_after_steps(0.0)  # measured: 17.7 against 25.6 px
+    # The same steps from the same starts: with the term, the reported points end nearer their labels. Summed over
+    # three starts, because one short run from one start swings with the CPU's arithmetic (a single start's ratio
+    # was 0.28-0.97 across starts and machines).
+    with_term = without_term = 0.0
+    for seed in range(3):
+        torch.manual_seed(seed)
+        init = UNet(3, TINY_WIDTHS).state_dict()
+        with_term += distance_after_steps(init, 0.3)
+        without_term += distance_after_steps(init, 0.0)
+    assert with_term < 0.8 * without_term, (with_term, without_term)  # measured: 53.0 against 91.0 px
 
 
 def test_train_stage_adds_the_distance_term_in_mm_to_the_fine_stage_only(tmp_path, monkeypatch) -> None:
