@@ -21,6 +21,7 @@ training splits (cmr_landmark/splits.json). One thread by default (the machine i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from cmr_landmark.synth.contrast import random_contrast_slices
-from cmr_landmark.synth.t1 import synthetic_t1_slices
+from cmr_landmark.synth.t1 import synthetic_t1_slices, with_fitted_map_look
 from cmr_landmark.training import load_labelled_slices, train_cascade
 
 SOURCE_SETS: dict[str, tuple[str, ...]] = {"cine": ("acdc", "myops"), "lge": ("mscmrseg_lge", "myops")}
@@ -41,19 +42,34 @@ def real_sax_slices(split: str) -> list:
     return [s for sequence, names in SOURCE_SETS.items() for s in load_labelled_slices(names, split, "sax", sequence)]
 
 
+def with_map_look(slices: list, fraction: float, seed: int) -> list:
+    """``slices`` (random-contrast copies) with ``fraction`` of them, chosen at random, given the look of a fitted
+    parameter map (synth.t1.with_fitted_map_look): the quantitative maps (T2, T2*, ECV) a contrast-agnostic model
+    meets share it, whatever their tissue values."""
+    out = []
+    for index, s in enumerate(slices):
+        rng = np.random.default_rng([seed, index, 7])
+        if rng.random() < fraction:
+            s = dataclasses.replace(s, image=with_fitted_map_look(s.image, s.source_image, s.mask, rng))
+        out.append(s)
+    return out
+
+
 def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeats: int = 1,
-                  val_contrast_copies: int = 0) -> tuple[list, list]:
+                  val_contrast_copies: int = 0, map_look_fraction: float = 0.0) -> tuple[list, list]:
     """(training, validation) slices; ``lge_repeats``: every LGE training slice (real and copies) that many times,
     as LGE is a sixth of the real slices; ``val_contrast_copies`` ('any'): random-contrast copies of each validation
     slice added to its real ones, drawn apart from the training copies, so that the epoch is chosen for contrasts the
-    model has not seen, which is what a contrast-agnostic model is used on."""
+    model has not seen, which is what a contrast-agnostic model is used on; ``map_look_fraction`` ('any'): that share
+    of the training copies looks like a fitted parameter map (:func:`with_map_look`; the validation copies do not)."""
     train, val = real_sax_slices("train"), real_sax_slices("val")
     if max_val_slices is not None and len(val) > max_val_slices:  # evenly spaced: every set and patient kept
         val = [val[i] for i in np.linspace(0, len(val) - 1, max_val_slices).round().astype(int)]
     if kind == "t1":
         return (synthetic_t1_slices(train, SYNTHESIS_SEED["train"], copies),
                 synthetic_t1_slices(val, SYNTHESIS_SEED["val"]))
-    train = train + random_contrast_slices(train, SYNTHESIS_SEED["train"], copies)
+    train = train + with_map_look(random_contrast_slices(train, SYNTHESIS_SEED["train"], copies), map_look_fraction,
+                                  SYNTHESIS_SEED["train"])
     val = val + random_contrast_slices(val, SYNTHESIS_SEED["val"], val_contrast_copies)
     return train + [s for s in train if s.sequence == "lge"] * (lge_repeats - 1), val
 
@@ -73,6 +89,8 @@ def main() -> int:
     parser.add_argument("--lge-repeats", type=int, default=1, help="any: each LGE training image this many times")
     parser.add_argument("--val-contrast-copies", type=int, default=0,
                         help="any: random-contrast copies of each validation slice, validated on beside the real ones")
+    parser.add_argument("--map-look-fraction", type=float, default=0.0,
+                        help="any: share of the random-contrast training copies given the look of a fitted map")
     parser.add_argument("--distil-from", action="append", default=[], metavar="SEQUENCE=MODEL",
                         help="teacher model file for the slices of SEQUENCE (repeat for each sequence)")
     parser.add_argument("--distil-weight", type=float, default=0.5, help="weight of the teachers in the targets")
@@ -80,15 +98,18 @@ def main() -> int:
                         help="fine stage: weight (per mm) of the reported point's distance to its label "
                              "(training.point_distance_loss)")
     args = parser.parse_args()
-    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1):
-        parser.error("--val-contrast-copies and --lge-repeats are for the contrast-agnostic model ('any')")
+    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction):
+        parser.error("--val-contrast-copies, --lge-repeats and --map-look-fraction are for the contrast-agnostic "
+                     "model ('any')")
+    if not 0.0 <= args.map_look_fraction <= 1.0:
+        parser.error("--map-look-fraction is a share, 0..1")
     if any("=" not in item for item in args.distil_from):
         parser.error("--distil-from takes SEQUENCE=MODEL, e.g. cine=models/sax_cine.pt")
     teachers = {sequence: torch.jit.load(path, map_location="cpu")
                 for sequence, path in (item.split("=", 1) for item in args.distil_from)}
     start = time.perf_counter()
     train, val = training_sets(args.kind, args.copies, args.max_val_slices, args.lge_repeats,
-                               args.val_contrast_copies)
+                               args.val_contrast_copies, args.map_look_fraction)
     print(f"{len(train)} training and {len(val)} validation slices, made in {time.perf_counter() - start:.0f} s",
           flush=True)
     epochs_fine = args.epochs if args.epochs_fine is None else args.epochs_fine
@@ -102,7 +123,8 @@ def main() -> int:
     (args.out / "run.json").write_text(json.dumps(
         {"kind": args.kind, "sources": SOURCE_SETS, "train_slices": len(train), "val_slices": len(val),
          "copies": args.copies, "lge_repeats": args.lge_repeats,
-         "val_contrast_copies": args.val_contrast_copies, "epochs": args.epochs, "epochs_fine": epochs_fine,
+         "val_contrast_copies": args.val_contrast_copies, "map_look_fraction": args.map_look_fraction,
+         "epochs": args.epochs, "epochs_fine": epochs_fine,
          "lr": args.lr,
          "init_from": str(args.init_from or ""), "distil_from": args.distil_from,
          "distil_weight": args.distil_weight if teachers else None,

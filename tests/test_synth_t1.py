@@ -34,6 +34,7 @@ from cmr_landmark.synth.t1 import (
     render_t1_map,
     synthetic_t1_slice,
     synthetic_t1_slices,
+    with_fitted_map_look,
 )
 
 # Post-contrast myocardium in the literature: 426 +- 38 ms at 1.5 T (aus dem Siepen 2018), 350-550 ms across
@@ -249,3 +250,46 @@ def test_any_model_validates_on_unseen_contrast_copies(monkeypatch) -> None:
         assert np.allclose(expected[0].image, val[1].image) is same
     _, plain = script.training_sets("any", copies=1, max_val_slices=None)
     assert plain == [stack[2]]
+
+
+def test_fitted_map_look_keeps_the_tissues_and_adds_value_dependent_noise(scar_slice: Slice) -> None:
+    contrast = with_random_contrast(scar_slice, np.random.default_rng(4))
+    mask = scar_slice.mask
+    looks = [with_fitted_map_look(contrast.image, scar_slice.image, mask, np.random.default_rng(seed))
+             for seed in range(6)]
+    for look in looks:
+        assert look.shape == contrast.image.shape and look.dtype == np.float32 and look.min() >= 0.0
+        for label in (LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL):  # tissue means stay (blur, noise only)
+            core = _core(mask == label)
+            assert abs(np.median(look[core]) - np.median(contrast.image[core])) < 0.1
+    # The fit's noise grows with the value: on a flat image, the bright half is noisier than the dim half.
+    flat = np.full((64, 64), 0.2, dtype=np.float32)
+    flat[:, 32:] = 0.8
+    tissue = np.ones_like(flat, dtype=np.int16)  # no air: every pixel labelled
+    noisy = with_fitted_map_look(flat, flat, tissue, np.random.default_rng(1))
+    assert noisy[8:-8, 40:-8].std() > 4 * noisy[8:-8, 8:24].std()
+    # Air (dark in the source, outside the labels) is masked to 0 or filled with the fit's random output.
+    air = (ndimage.gaussian_filter(scar_slice.image / scar_slice.image.max(), 1.0) < 0.03) & (mask == 0)
+    assert air.sum() > 100
+    assert any(np.all(look[air] == 0.0) for look in looks) or any(look[air].std() > 0.1 for look in looks)
+
+
+def test_any_model_training_copies_can_look_like_fitted_maps(monkeypatch) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_sax_synthetic.py"
+    spec = importlib.util.spec_from_file_location("train_sax_synthetic", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    stack = load_myops_stack()
+    monkeypatch.setattr(script, "real_sax_slices", lambda split: stack if split == "train" else stack[:1])
+    plain, _ = script.training_sets("any", copies=2, max_val_slices=None)
+    looked, val = script.training_sets("any", copies=2, max_val_slices=None, map_look_fraction=1.0)
+    n = len(stack)
+    assert len(looked) == len(plain) == 3 * n and val == stack[:1]
+    for real, same in zip(looked[:n], stack, strict=True):  # the real slices are untouched
+        assert real is same
+    for with_look, without in zip(looked[n:], plain[n:], strict=True):
+        np.testing.assert_array_equal(with_look.landmarks_rc, without.landmarks_rc)
+        assert not np.allclose(with_look.image, without.image)

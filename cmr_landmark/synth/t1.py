@@ -215,6 +215,22 @@ def render_t1_map(
     return np.clip(t1_ms, 0.0, max_t1_ms).astype(np.float32)
 
 
+def with_fitted_map_look(image: np.ndarray, source: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+                         ) -> np.ndarray:
+    """``image`` (H, W, about 0..1; a random-contrast copy, say) given the look of a pixel-wise fitted parameter
+    map of any kind (T1, T2, T2*, ECV), not its tissue values: the blur and residual motion of a fit over several
+    images, noise that grows with the fitted value, and air (dark in the real ``source`` image, outside ``mask``)
+    masked to 0 or filled with the fit's random output, as :func:`render_t1_map` does for T1 maps."""
+    value_ms = 2000.0 * np.clip(np.asarray(image, dtype=np.float64), 0.0, None)  # the T1 fit's noise model in ms
+    value_ms = ndimage.gaussian_filter(value_ms, sigma=rng.uniform(0.3, 1.0))
+    value_ms = _motion_blur(value_ms, rng.uniform(0.0, 3.0), rng.uniform(0.0, np.pi))
+    value_ms = add_fit_noise(value_ms, rng.uniform(0.01, 0.035), rng)
+    air = (ndimage.gaussian_filter(normalised_source(source), 1.0) < rng.uniform(0.03, 0.1)) & (
+        np.asarray(mask) == BACKGROUND_LABEL)
+    value_ms[air] = 0.0 if rng.random() < 0.3 else rng.uniform(0.0, rng.uniform(500.0, 4000.0), int(air.sum()))
+    return (np.clip(value_ms, 0.0, None) / 2000.0).astype(np.float32)
+
+
 def as_scanner_uint16(t1_ms: np.ndarray) -> np.ndarray:
     """A T1 map as scanners write it: whole ms in unsigned 16-bit."""
     return np.rint(np.clip(t1_ms, 0.0, np.iinfo(np.uint16).max)).astype(np.uint16)
