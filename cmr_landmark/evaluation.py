@@ -90,10 +90,10 @@ def predict(detector: Detector, slices: Sequence) -> tuple[np.ndarray, np.ndarra
 
 
 def detector_for_cascade(cascade: LandmarkCascade, view: str, folder: Path, threshold: float,
-                         mirror_average: bool = False) -> Detector:
+                         mirror_average: bool = False, mirror_pooling: str = "mean") -> Detector:
     """Export ``cascade`` as the shipped format into ``folder`` and load it the way the gadget does."""
     export_cascade(cascade, "candidate", view, "any", COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold, folder,
-                   mirror_average=mirror_average)
+                   mirror_average=mirror_average, mirror_pooling=mirror_pooling)
     return Detector(find_model(view, "any", name="candidate", folder=folder))
 
 
@@ -203,9 +203,10 @@ def measure_table(evaluation: Evaluation) -> list[dict]:
 def evaluate_slices(
     model: Detector | LandmarkCascade, slices: Sequence, probability_threshold: float | None = None,
     mirror_average: bool = False,
+    mirror_pooling: str = "mean",
 ) -> Evaluation:
     """Run ``model`` (a loaded Detector, or a trained cascade, exported for the purpose) on labelled ``slices``.
-    ``mirror_average`` applies to a cascade (a Detector carries its own setting)."""
+    ``mirror_average`` and ``mirror_pooling`` apply to a cascade (a Detector carries its own settings)."""
     if not slices:
         raise ValueError("no slices to evaluate")
     views = {s.view for s in slices}
@@ -215,7 +216,7 @@ def evaluate_slices(
     if isinstance(model, LandmarkCascade):
         threshold = DEFAULT_PROBABILITY_THRESHOLD if probability_threshold is None else probability_threshold
         with tempfile.TemporaryDirectory() as folder:
-            detector = detector_for_cascade(model, view, Path(folder), threshold, mirror_average)
+            detector = detector_for_cascade(model, view, Path(folder), threshold, mirror_average, mirror_pooling)
             points, probability = predict(detector, slices)
     else:
         if model.spec.view != view:

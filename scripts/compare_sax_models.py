@@ -40,6 +40,7 @@ from cmr_landmark.config import (
     DEFAULT_PROBABILITY_THRESHOLD,
     FINE_CENTROID_RADIUS_MM,
     FINE_GRID_BY_VIEW,
+    MIRROR_POOLINGS,
     models_dir,
 )
 from cmr_landmark.detector import Detector
@@ -89,9 +90,10 @@ def model_source(text: str) -> tuple[str, Path | None]:
     return name, Path(run) if run else None
 
 
-def evaluate_model(name: str, run: Path | None, sets: dict[str, list], out: Path, mirror_average: bool) -> dict:
-    """A shipped model runs as its manifest says (threshold, mirror averaging); a run folder at the default
-    threshold, with ``mirror_average``."""
+def evaluate_model(name: str, run: Path | None, sets: dict[str, list], out: Path, mirror_average: bool,
+                   mirror_pooling: str) -> dict:
+    """A shipped model runs as its manifest says (threshold, mirror averaging and pooling); a run folder at the
+    default threshold, with ``mirror_average`` and ``mirror_pooling``."""
     if run is None:
         spec = find_model("sax", "cine", name=name)
         model, threshold = Detector(spec), None
@@ -100,7 +102,7 @@ def evaluate_model(name: str, run: Path | None, sets: dict[str, list], out: Path
     else:
         model = load_cascade(run, "sax")
         identity = (sha256_of(run / "fine_best.pt") + sha256_of(run / "coarse_best.pt") +
-                    f" mirror_average={mirror_average}")
+                    f" mirror_average={mirror_average} pooling={mirror_pooling}")
         threshold = DEFAULT_PROBABILITY_THRESHOLD
     cache = out / f"{name}.json"
     results = json.loads(cache.read_text()) if cache.exists() else {}
@@ -108,7 +110,8 @@ def evaluate_model(name: str, run: Path | None, sets: dict[str, list], out: Path
         results = {"identity": identity}
     for set_name, slices in sets.items():
         if set_name not in results or "probability" not in results[set_name]:
-            results[set_name] = result_row(evaluate_slices(model, slices, threshold, mirror_average=mirror_average))
+            results[set_name] = result_row(evaluate_slices(model, slices, threshold, mirror_average=mirror_average,
+                                                           mirror_pooling=mirror_pooling))
             cache.write_text(json.dumps(results, default=float) + "\n")
         print(f"{name:>12} {set_name:>13}: {results[set_name]['mean_all_mm']:.2f} mm", flush=True)
     return results
@@ -201,17 +204,19 @@ def repool_shipped(name: str, pooling: str) -> tuple[float, float]:
     return old, threshold
 
 
-def export_run(name: str, sequence: str, run: Path, mirror_average: bool) -> dict:
+def export_run(name: str, sequence: str, run: Path, mirror_average: bool, mirror_pooling: str) -> dict:
     """Freeze ``run`` into models/ as ``name`` with the threshold chosen on its training images; the run's facts."""
     run_info = json.loads((run / "run.json").read_text())
     cascade = load_cascade(run, "sax")
     training_images = training_subset(run_info["kind"])
-    threshold = choose_threshold(evaluate_slices(cascade, training_images, 0.5, mirror_average=mirror_average))
+    threshold = choose_threshold(evaluate_slices(cascade, training_images, 0.5, mirror_average=mirror_average,
+                                                 mirror_pooling=mirror_pooling))
     run_info["threshold"], run_info["mirror_average"] = threshold, mirror_average
+    run_info["mirror_pooling"] = mirror_pooling
     export_cascade(cascade, name, "sax", sequence, COARSE_GRID, FINE_GRID_BY_VIEW["sax"], threshold, models_dir(),
                    card=f"# {name}\n\nSee the measured tables below once written by scripts/compare_sax_models.py.\n",
                    extra={"trained_on": run_info["kind"], "train_slices": run_info["train_slices"]},
-                   mirror_average=mirror_average, embed_training_state=True)
+                   mirror_average=mirror_average, mirror_pooling=mirror_pooling, embed_training_state=True)
     return run_info
 
 
@@ -274,7 +279,10 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
            if run_info.get("distance_loss_weight") else "")
         + f" --threads {run_info['threads']} --out RUN` (docs/t1.md).",
         "- **Inference**: " + ("fine stage averaged over the crop and its left-right mirror (manifest "
-                               "`mirror_average`); " if run_info.get("mirror_average") else "one pass per stage; ")
+                               "`mirror_average`)" + (", the two passes pooled log-linearly (softmax of their mean "
+                                                      "log-probability, manifest `mirror_pooling`: docs/t1.md)"
+                                                      if run_info.get("mirror_pooling") == "log_linear" else "")
+                               + "; " if run_info.get("mirror_average") else "one pass per stage; ")
         + f"each fine point is the centre of mass of its map within {FINE_CENTROID_RADIUS_MM:g} mm of the peak "
         "(manifest `fine_centroid_radius_mm`; docs/training.md, \"Decoding\").",
         f"- **Probability threshold** {run_info['threshold']:.3f}: maximises detection minus false-positive rate "
@@ -310,6 +318,8 @@ def main() -> int:
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=True,
                         help="run folders (and models shipped from them) average the fine stage over the crop and "
                              "its mirror")
+    parser.add_argument("--mirror-pooling", choices=MIRROR_POOLINGS, default="log_linear",
+                        help="how run folders (and models shipped from them) pool the two passes (docs/t1.md)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sets = {name: slices for name, slices in evaluation_sets().items() if name in args.sets.split(",")}
@@ -319,13 +329,15 @@ def main() -> int:
         name, _, sequence = text.partition("=")
         if sources.get(name) is None:
             parser.error(f"--ship {text}: {name} must be given as --model {name}=RUN_DIR")
-        shipped[name] = (sequence, export_run(name, sequence, sources[name], args.mirror_average))
+        shipped[name] = (sequence, export_run(name, sequence, sources[name], args.mirror_average,
+                                              args.mirror_pooling))
         sources[name] = None
     for text in args.repool:
         name, _, pooling = text.partition("=")
         old, new = repool_shipped(name, pooling)
         print(f"{name}: mirror_pooling {pooling}, probability threshold {old} -> {new}", flush=True)
-    results = {name: evaluate_model(name, run, sets, args.out, args.mirror_average) for name, run in sources.items()}
+    results = {name: evaluate_model(name, run, sets, args.out, args.mirror_average, args.mirror_pooling)
+               for name, run in sources.items()}
     tables, comparison = tables_markdown(results, list(sets)), comparison_markdown(results, list(sets))
     if args.operating_points:
         comparison += "\n" + operating_points_markdown(results, list(sets))
