@@ -224,9 +224,8 @@ def test_random_contrast_slices_copies(scar_slice: Slice) -> None:
     assert not np.array_equal(copies[0].image, copies[1].image)
 
 
-def test_any_model_validates_on_unseen_contrast_copies(monkeypatch) -> None:
-    # scripts/train_sax_synthetic.py: the contrast-agnostic model's epoch is chosen on its real validation slices plus
-    # random-contrast copies of them, drawn with another seed than the training copies (docs/t1.md)
+def train_sax_synthetic_script(monkeypatch, train_slices: list, val_slices: list):
+    """scripts/train_sax_synthetic.py as a module, reading the given slices as its real training / validation sets."""
     import importlib.util
     from pathlib import Path
 
@@ -234,8 +233,15 @@ def test_any_model_validates_on_unseen_contrast_copies(monkeypatch) -> None:
     spec = importlib.util.spec_from_file_location("train_sax_synthetic", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "real_sax_slices", lambda split: train_slices if split == "train" else val_slices)
+    return script
+
+
+def test_any_model_validates_on_unseen_contrast_copies(monkeypatch) -> None:
+    # scripts/train_sax_synthetic.py: the contrast-agnostic model's epoch is chosen on its real validation slices plus
+    # random-contrast copies of them, drawn with another seed than the training copies (docs/t1.md)
     stack = load_myops_stack()
-    monkeypatch.setattr(script, "real_sax_slices", lambda split: stack[:2] if split == "train" else stack[2:])
+    script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
 
     train, val = script.training_sets("any", copies=1, max_val_slices=None, val_contrast_copies=2)
     assert len(train) == 4 and len(val) == 3
@@ -275,15 +281,8 @@ def test_fitted_map_look_keeps_the_tissues_and_adds_value_dependent_noise(scar_s
 
 
 def test_any_model_training_copies_can_look_like_fitted_maps(monkeypatch) -> None:
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train_sax_synthetic.py"
-    spec = importlib.util.spec_from_file_location("train_sax_synthetic", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     stack = load_myops_stack()
-    monkeypatch.setattr(script, "real_sax_slices", lambda split: stack if split == "train" else stack[:1])
+    script = train_sax_synthetic_script(monkeypatch, stack, stack[:1])
     plain, _ = script.training_sets("any", copies=2, max_val_slices=None)
     looked, val = script.training_sets("any", copies=2, max_val_slices=None, map_look_fraction=1.0)
     n = len(stack)
