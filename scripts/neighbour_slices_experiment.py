@@ -123,6 +123,7 @@ class Validation:
         self.transforms = [None] * len(slices)
         for (shape, spacing), indices in groups.items():
             stack = np.stack([slices[i].image for i in indices]).astype(np.float32)
+            # The detector's own coarse step, so the crops are centred exactly where the shipped detector centres them.
             coarse_points, coarse_peak = self.detector._coarse_landmarks(stack, normalise_stack(stack), spacing)
             for index, centre in zip(indices, crop_centres(coarse_points, coarse_peak), strict=True):
                 transform = grid_transform(shape, spacing, spec.fine_grid, centre_rc=tuple(centre))
