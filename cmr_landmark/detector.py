@@ -148,9 +148,7 @@ class Detector:
         if not self.mirror_average:
             return probabilities
         mirrored = self.run_stage("fine", np.ascontiguousarray(fine_inputs[:, :, ::-1]))
-        # Channel c of the mirrored output is landmark MIRROR_SWAP[c] of the image (background stays first).
-        unmirror = [0] + [1 + swapped for swapped in MIRROR_SWAP[self.spec.view]]
-        return pool_mirror_passes(probabilities, mirrored.flip(-1)[:, unmirror], self.spec.mirror_pooling)
+        return pool_mirror_passes(probabilities, mirrored_back(mirrored, self.spec.view), self.spec.mirror_pooling)
 
     def detect(
         self,
@@ -214,6 +212,13 @@ class Detector:
         points_grid, peak = decode_heatmaps(self.run_stage("coarse", coarse_inputs))
         points = np.stack([transform.grid_to_image(p) for p, transform in zip(points_grid, transforms, strict=True)])
         return points, peak
+
+
+def mirrored_back(probabilities: torch.Tensor, view: str) -> torch.Tensor:
+    """(N, K+1, S, S) heatmaps of mirrored crops, mirrored back onto the crops with the handed landmarks swapped."""
+    # Channel c of the mirrored output is landmark MIRROR_SWAP[c] of the image (background stays first).
+    unmirror = [0] + [1 + swapped for swapped in MIRROR_SWAP[view]]
+    return probabilities.flip(-1)[:, unmirror]
 
 
 def pool_mirror_passes(direct: torch.Tensor, mirrored: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from presence_analysis import roc_auc, stacks  # a sibling script (scripts/ is on sys.path when run)
 from torch.utils.data import DataLoader
 
-from cmr_landmark.config import FINE_CENTROID_RADIUS_MM, MIRROR_SWAP
-from cmr_landmark.detector import Detector, crop_centres, pool_mirror_passes
+from cmr_landmark.config import FINE_CENTROID_RADIUS_MM
+from cmr_landmark.detector import Detector, crop_centres, mirrored_back, pool_mirror_passes
 from cmr_landmark.heatmaps import decode_heatmaps, render_heatmaps
 from cmr_landmark.model_store import find_model
 from cmr_landmark.network import UNet, unet_widths
@@ -52,19 +53,19 @@ LANDMARKS = ("A-RVI", "P-RVI", "C-LV")
 
 
 def neighbour_indices(slices: Sequence) -> list[tuple[int, int]]:
-    """(previous, next) index of each slice in its stack; the slice itself where there is none (or the
-    neighbour's image has another shape)."""
-    stacks: dict[tuple, dict[int, int]] = defaultdict(dict)
-    for index, slice_ in enumerate(slices):
-        stacks[(slice_.dataset, slice_.patient, slice_.phase)][slice_.slice_index] = index
-    pairs = []
-    for index, slice_ in enumerate(slices):
-        stack = stacks[(slice_.dataset, slice_.patient, slice_.phase)]
-        pair = []
-        for step in (-1, 1):
-            other = stack.get(slice_.slice_index + step, index)
-            pair.append(other if slices[other].image.shape == slice_.image.shape else index)
-        pairs.append((pair[0], pair[1]))
+    """(previous, next) index of each slice in its stack; the slice itself where there is none (no slice one index
+    away, or its image has another shape)."""
+
+    def neighbour(index: int, other: int) -> int:
+        adjacent = abs(slices[other].slice_index - slices[index].slice_index) == 1
+        return other if adjacent and slices[other].image.shape == slices[index].image.shape else index
+
+    pairs = [(index, index) for index in range(len(slices))]
+    for stack in stacks(slices):
+        for position, index in enumerate(stack):
+            previous = neighbour(index, stack[position - 1]) if position > 0 else index
+            following = neighbour(index, stack[position + 1]) if position < len(stack) - 1 else index
+            pairs[index] = (previous, following)
     return pairs
 
 
@@ -124,7 +125,8 @@ class Validation:
         for (shape, spacing), indices in groups.items():
             stack = np.stack([slices[i].image for i in indices]).astype(np.float32)
             # The detector's own coarse step, so the crops are centred exactly where the shipped detector centres them.
-            coarse_points, coarse_peak = self.detector._coarse_landmarks(stack, normalise_stack(stack), spacing)
+            coarse_points, coarse_peak = self.detector._coarse_landmarks(
+                stack, np.stack([normalised[i] for i in indices]), spacing)
             for index, centre in zip(indices, crop_centres(coarse_points, coarse_peak), strict=True):
                 transform = grid_transform(shape, spacing, spec.fine_grid, centre_rc=tuple(centre))
                 self.transforms[index] = transform
@@ -143,18 +145,12 @@ class Validation:
         x = torch.from_numpy(self.inputs if channels == 3 else self.inputs[:, 1:2])
         direct = torch.cat([torch.softmax(network(b), 1) for b in x.split(64)])
         mirrored = torch.cat([torch.softmax(network(b.flip(-1)), 1) for b in x.split(64)])
-        unmirror = [0] + [1 + swapped for swapped in MIRROR_SWAP["sax"]]
-        probabilities = pool_mirror_passes(direct, mirrored.flip(-1)[:, unmirror], spec.mirror_pooling)
+        probabilities = pool_mirror_passes(direct, mirrored_back(mirrored, "sax"), spec.mirror_pooling)
         points_grid, peak = decode_heatmaps(probabilities, FINE_CENTROID_RADIUS_MM / spec.fine_grid.pixel_mm)
         predicted = np.stack([t.grid_to_image(p) for p, t in zip(points_grid, self.transforms, strict=True)])
         distances = np.linalg.norm((predicted - self.truth_rc) * self.spacing_mm[:, None], axis=-1)
         network.train()
         return np.where(self.labelled, distances, np.nan), np.asarray(peak)
-
-
-def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
-    pos, neg = score[positive], score[~positive]
-    return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
 
 
 def summary(distances: np.ndarray, peak: np.ndarray, labelled: np.ndarray) -> dict:

@@ -69,7 +69,8 @@ def error_location_rows(split: str, landmarks: Sequence[str], probability: np.nd
 def context_features(probability: np.ndarray, stack_list: list[list[int]]) -> torch.Tensor:
     """(N, 13) features: own / previous / next slice's peak logits (3 each, 0 where there is no such slice),
     first / last slice flags, relative position in the stack and the stack's length."""
-    logits = np.log(np.clip(probability, 1e-4, 1 - 1e-4) / (1 - np.clip(probability, 1e-4, 1 - 1e-4)))
+    clipped = np.clip(probability, 1e-4, 1 - 1e-4)
+    logits = np.log(clipped / (1 - clipped))
     features = np.zeros((len(probability), 13), np.float32)
     for stack in stack_list:
         for position, index in enumerate(stack):
@@ -138,17 +139,17 @@ def main() -> None:
              f"Threshold {detector.spec.probability_threshold} (the manifest's). Run end: a neighbouring slice has "
              "the landmark's other state.", ""]
     lines.append(markdown_table([row for split, (probability, labelled, stack_list) in splits.items()
-                             for row in error_location_rows(split, landmarks, probability, labelled,
-                                                            detector.spec.probability_threshold, stack_list)]))
+                                 for row in error_location_rows(split, landmarks, probability, labelled,
+                                                                detector.spec.probability_threshold, stack_list)]))
     train_x, val_x = (context_features(probability, stack_list)
                       for probability, _, stack_list in (splits["train"], splits["val"]))
     mean, sd = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, val_x = (train_x - mean) / sd, (val_x - mean) / sd
     header = ["landmark", "score", "AUC train", "AUC val"] + [
         f"val det / FP % at train FP {rate:.0%}" for rate in TRAIN_FALSE_POSITIVE_RATES]
+    (train_p, train_l, _), (val_p, val_l, _) = splits["train"], splits["val"]
     rows = []
     for k, name in enumerate(landmarks):
-        (train_p, train_l, _), (val_p, val_l, _) = splits["train"], splits["val"]
         model = fit_logistic(train_x, torch.from_numpy(train_l[:, k].astype(np.float32)))
         with torch.no_grad():
             train_score, val_score = (model(x)[:, 0].numpy() for x in (train_x, val_x))
