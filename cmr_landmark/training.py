@@ -50,11 +50,13 @@ from .export import load_training_state
 from .heatmaps import centres_of_mass, decode_heatmaps, render_heatmaps, window_centroids
 from .network import LandmarkCascade, UNet, unet_widths
 from .preprocess import normalise_intensity, to_magnitude
+from .synth.contrast import random_tissue_contrast
 
 STAGES = ("coarse", "fine")
 KEPT_AS_GIVEN = -1  # the "best epoch" of a stage given 0 epochs: its starting weights, not trained here
 DEFAULT_WIDTHS = (16, 32, 64, 128)
 FINE_JITTER_MM = 12.0  # the coarse stage's errors the fine stage must absorb (coarse grid is 4 mm)
+RANDOM_CONTRAST_STREAM = 1  # HeatmapDataset.item_image's generator: (seed, epoch, index, this)
 
 
 class LabelledSlice(Protocol):
@@ -89,14 +91,27 @@ class HeatmapDataset(torch.utils.data.Dataset):
     Images are magnitude-normalised once at construction (the preprocessed sample cache); each item draws its
     augmentation from a generator seeded by (seed, epoch, index), so an epoch is reproducible on any rank and
     after a resume.
+
+    ``random_contrast_fraction`` (with ``augment``): that share of the items, drawn afresh every epoch, have their
+    tissue intensities redrawn at random from the slice's mask (:func:`synth.contrast.random_tissue_contrast`)
+    before the augmentation, so that no contrast is seen twice (SynthSeg's domain randomisation; a fixed set of
+    random-contrast copies is a finite set of contrasts a long run can learn). Slices without a mask stay as
+    they are.
     """
 
-    def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, augment: bool, seed: int = 0) -> None:
+    def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, augment: bool, seed: int = 0,
+                 random_contrast_fraction: float = 0.0) -> None:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        if not 0.0 <= random_contrast_fraction <= 1.0:
+            raise ValueError(f"random_contrast_fraction is a share, 0..1, got {random_contrast_fraction!r}")
         self.view, self.stage, self.augment, self.seed = view, stage, augment, seed
         self.grid = stage_grid(stage, view)
         self.images = [normalise_intensity(to_magnitude(s.image)) for s in slices]
+        self.random_contrast_fraction = random_contrast_fraction if augment else 0.0
+        # the raw magnitude images and masks the fresh contrasts are drawn from (references, not copies)
+        self.contrast_sources = ([(to_magnitude(s.image), getattr(s, "mask", None)) for s in slices]
+                                 if self.random_contrast_fraction else [])
         self.spacings = [tuple(float(v) for v in s.pixel_spacing_mm) for s in slices]
         self.landmarks = [np.asarray(s.landmarks_rc, dtype=np.float64) for s in slices]
         for landmarks in self.landmarks:
@@ -138,11 +153,22 @@ class HeatmapDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
         affine = self.geometry(rng) if rng is not None else None
         centre = self.centre_rc(index, rng)
-        image, points = self.on_grid(self.images[index], index, centre, affine)
+        image, points = self.on_grid(self.item_image(index), index, centre, affine)
         if rng is not None:
             image = self.intensity(image, rng, self.grid.pixel_mm / affine.scale)
         target = render_heatmaps(points, self.grid.size_px, self.grid.sigma_px)
         return torch.from_numpy(image[None].copy()), torch.from_numpy(target), affine, centre
+
+    def item_image(self, index: int) -> np.ndarray:
+        """Item ``index``'s normalised image this epoch: the slice's own, or one with a fresh random contrast."""
+        if not self.random_contrast_fraction:
+            return self.images[index]
+        source, mask = self.contrast_sources[index]
+        # a generator of its own, so the geometry and intensity augmentation are those of the plain item
+        rng = np.random.default_rng([self.seed, self.epoch, index, RANDOM_CONTRAST_STREAM])
+        if mask is None or rng.random() >= self.random_contrast_fraction:
+            return self.images[index]
+        return normalise_intensity(random_tissue_contrast(source, mask, rng))
 
     def on_grid(self, image: np.ndarray, index: int, centre_rc: tuple[float, float] | None,
                 affine: AffineParameters | None) -> tuple[np.ndarray, np.ndarray]:
@@ -387,8 +413,12 @@ def train_stage(
     teachers: dict[str, nn.Module] | None = None,
     distil_weight: float = 0.5,
     distance_weight: float = 0.0,
+    random_contrast_fraction: float = 0.0,
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
+
+    ``random_contrast_fraction``: that share of the items gets a fresh random tissue contrast each epoch
+    (:class:`HeatmapDataset`).
 
     ``distance_weight`` (per mm; fine stage only) adds :func:`point_distance_loss` over the detector's centroid
     window (``config.FINE_CENTROID_RADIUS_MM``) to the heatmap loss, measured against the labels (also when
@@ -433,10 +463,13 @@ def train_stage(
             print(f"[{stage}] resuming after epoch {checkpoint['epoch']} (best {best_mm:.2f} mm)", flush=True)
 
     if teachers:
+        if random_contrast_fraction:
+            raise ValueError("distillation and fresh random contrasts do not combine (the teacher sees the source)")
         dataset = DistillationDataset(train_slices, view, stage, seed, teacher_sequences=list(teachers))
         teacher_models = [teacher.to(device).eval() for teacher in teachers.values()]
     else:
-        dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed)
+        dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed,
+                                 random_contrast_fraction=random_contrast_fraction)
     sampler = DistributedSampler(dataset, shuffle=True, seed=seed) if dist.is_initialized() else None
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
@@ -545,6 +578,7 @@ def train_cascade(
     distil_weight: float = 0.5,
     init_coarse_from: Path | None = None,
     distance_weight: float = 0.0,
+    random_contrast_fraction: float = 0.0,
 ) -> tuple[LandmarkCascade, dict]:
     """Train coarse then fine U-Net on labelled slices of one ``view``; validation metrics of the whole cascade.
 
@@ -554,6 +588,7 @@ def train_cascade(
     behind a shipped coarse stage).
     ``teachers``, ``distil_weight``: knowledge distillation from shipped models (:func:`train_stage`).
     ``distance_weight``: the fine stage also learns where its maps' centre of mass lies (:func:`train_stage`).
+    ``random_contrast_fraction``: share of the items with a fresh random tissue contrast each epoch, both stages.
     ``out_dir`` holds the checkpoints and ``history.json``; rerunning with ``resume`` continues where it stopped.
     """
     from .evaluation import evaluate_slices  # evaluation exports the cascade and runs Detector on it
@@ -575,6 +610,7 @@ def train_cascade(
         init_state=load_stage_weights(coarse_source, "coarse") if coarse_source else None,
         lr=lr, batch_size=batch_size, resume=resume, seed=seed, widths=widths_coarse,
         max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
+        random_contrast_fraction=random_contrast_fraction,
     )
 
     def validate_fine(model: nn.Module) -> tuple[float, dict]:
@@ -591,7 +627,7 @@ def train_cascade(
         init_state=load_stage_weights(init_from, "fine") if init_from else None,
         lr=lr, batch_size=batch_size, resume=resume, seed=seed + 1, widths=widths_fine,
         max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
-        distance_weight=distance_weight,
+        distance_weight=distance_weight, random_contrast_fraction=random_contrast_fraction,
     )
     cascade = LandmarkCascade(coarse.cpu().float(), fine.cpu().float()).eval()
     metrics = {"coarse": coarse_metrics, "fine": fine_metrics}

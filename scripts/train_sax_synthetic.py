@@ -9,6 +9,10 @@
     # cine and LGE validation slices
     python scripts/train_sax_synthetic.py any --epochs 12 --out .cache/runs/sax_any
 
+    # the same with a fresh random contrast for half the items every epoch instead of fixed copies
+    python scripts/train_sax_synthetic.py any --copies 0 --random-contrast-fraction 0.5 --epochs 12 \
+        --out .cache/runs/sax_any_fresh
+
     # the same, distilled: each image's target is half its label heatmaps, half what the sequence-specific model
     # says on the real image (for a random-contrast copy: on the image it was made from)
     python scripts/train_sax_synthetic.py any --init-from models/sax_cine.pt --lr 5e-4 \
@@ -91,6 +95,9 @@ def main() -> int:
                         help="any: random-contrast copies of each validation slice, validated on beside the real ones")
     parser.add_argument("--map-look-fraction", type=float, default=0.0,
                         help="any: share of the random-contrast training copies given the look of a fitted map")
+    parser.add_argument("--random-contrast-fraction", type=float, default=0.0,
+                        help="any: share of the training items given a fresh random contrast every epoch "
+                             "(training.HeatmapDataset), beside or instead of the fixed --copies")
     parser.add_argument("--distil-from", action="append", default=[], metavar="SEQUENCE=MODEL",
                         help="teacher model file for the slices of SEQUENCE (repeat for each sequence)")
     parser.add_argument("--distil-weight", type=float, default=0.5, help="weight of the teachers in the targets")
@@ -98,11 +105,12 @@ def main() -> int:
                         help="fine stage: weight (per mm) of the reported point's distance to its label "
                              "(training.point_distance_loss)")
     args = parser.parse_args()
-    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction):
-        parser.error("--val-contrast-copies, --lge-repeats and --map-look-fraction are for the contrast-agnostic "
-                     "model ('any')")
-    if not 0.0 <= args.map_look_fraction <= 1.0:
-        parser.error("--map-look-fraction is a share, 0..1")
+    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction
+                              or args.random_contrast_fraction):
+        parser.error("--val-contrast-copies, --lge-repeats, --map-look-fraction and --random-contrast-fraction are "
+                     "for the contrast-agnostic model ('any')")
+    if not (0.0 <= args.map_look_fraction <= 1.0 and 0.0 <= args.random_contrast_fraction <= 1.0):
+        parser.error("--map-look-fraction and --random-contrast-fraction are shares, 0..1")
     if any("=" not in item for item in args.distil_from):
         parser.error("--distil-from takes SEQUENCE=MODEL, e.g. cine=models/sax_cine.pt")
     teachers = {sequence: torch.jit.load(path, map_location="cpu")
@@ -116,7 +124,8 @@ def main() -> int:
     _, metrics = train_cascade(train, val, "sax", args.out, args.epochs, epochs_fine, init_from=args.init_from,
                                lr=args.lr, threads=args.threads, max_steps_per_epoch=args.max_steps_per_epoch,
                                teachers=teachers or None, distil_weight=args.distil_weight,
-                               distance_weight=args.distance_loss_weight)
+                               distance_weight=args.distance_loss_weight,
+                               random_contrast_fraction=args.random_contrast_fraction)
     # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
     run_path = args.out / "run.json"
     earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0
@@ -124,6 +133,7 @@ def main() -> int:
         {"kind": args.kind, "sources": SOURCE_SETS, "train_slices": len(train), "val_slices": len(val),
          "copies": args.copies, "lge_repeats": args.lge_repeats,
          "val_contrast_copies": args.val_contrast_copies, "map_look_fraction": args.map_look_fraction,
+         "random_contrast_fraction": args.random_contrast_fraction,
          "epochs": args.epochs, "epochs_fine": epochs_fine,
          "lr": args.lr,
          "init_from": str(args.init_from or ""), "distil_from": args.distil_from,

@@ -35,6 +35,7 @@ def phantom_slice(rng: np.random.Generator, size_px: int = 112, spacing_mm: floa
     body = (rows - size_px / 2) ** 2 / (0.45 * size_px) ** 2 + (cols - size_px / 2) ** 2 / (0.48 * size_px) ** 2 < 1
     image[body] = 0.35
     landmarks = np.full((3, 2), np.nan)
+    mask = np.zeros((size_px, size_px), dtype=np.uint8)  # standard codes: 1 LV blood, 2 myocardium, 3 RV blood
     if heart:
         centre = size_px / 2 + rng.uniform(-12, 12, 2) / spacing_mm
         blood_mm, wall_mm, rv_outer_mm = rng.uniform(16, 24), rng.uniform(7, 11), rng.uniform(48, 58)
@@ -47,13 +48,16 @@ def phantom_slice(rng: np.random.Generator, size_px: int = 112, spacing_mm: floa
         image[(radius >= epicardium_mm) & (radius < rv_outer_mm) & in_arc] = 0.9
         image[(radius >= blood_mm) & (radius < epicardium_mm)] = 0.3
         image[radius < blood_mm] = 1.0
+        mask[(radius >= epicardium_mm) & (radius < rv_outer_mm) & in_arc] = 3
+        mask[(radius >= blood_mm) & (radius < epicardium_mm)] = 2
+        mask[radius < blood_mm] = 1
         for k, angle in enumerate((upper_deg, lower_deg)):
             landmarks[k] = centre + np.array([-np.sin(np.radians(angle)), np.cos(np.radians(angle))]) * (
                 epicardium_mm / spacing_mm)
         landmarks[2] = centre
     image = ndimage.gaussian_filter(image, 0.7) + rng.normal(0, 0.03, image.shape)
     return PhantomSlice(np.abs(image).astype(np.float32) * 1000, (spacing_mm, spacing_mm), landmarks,
-                        patient=patient, slice_index=index)
+                        patient=patient, slice_index=index, mask=mask)
 
 
 def phantom_slices(n: int, seed: int = 0, empty_fraction: float = 0.2) -> list[PhantomSlice]:

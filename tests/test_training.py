@@ -132,6 +132,36 @@ def test_dataset_is_reproducible_per_epoch_and_differs_between_epochs() -> None:
     assert first[1].shape == (4, FINE_GRID_BY_VIEW["sax"].size_px, FINE_GRID_BY_VIEW["sax"].size_px)
 
 
+def test_fresh_random_contrasts_redraw_the_tissues_every_epoch_and_keep_the_targets() -> None:
+    slices = phantom_slices(12, seed=7, empty_fraction=0.0)
+    plain = HeatmapDataset(slices, "sax", "fine", augment=True, seed=1)
+    redrawn = HeatmapDataset(slices, "sax", "fine", augment=True, seed=1, random_contrast_fraction=1.0)
+    for index in range(len(slices)):
+        torch.testing.assert_close(redrawn[index][1], plain[index][1])  # same geometry, same landmarks
+        assert not torch.equal(redrawn[index][0], plain[index][0])
+        torch.testing.assert_close(redrawn[index][0], redrawn[index][0])  # reproducible within an epoch
+    # the blood pool is brighter than the myocardium in the source; fresh draws put it on either side
+    blood, myocardium = slices[0].mask == 1, slices[0].mask == 2
+    signs = set()
+    for epoch in range(12):
+        redrawn.set_epoch(epoch)
+        image = redrawn.item_image(0)
+        signs.add(bool(image[blood].mean() > image[myocardium].mean()))
+    assert signs == {True, False}
+
+
+def test_fresh_random_contrasts_touch_only_their_share_and_only_slices_with_masks() -> None:
+    slices = phantom_slices(40, seed=9, empty_fraction=0.0)
+    half = HeatmapDataset(slices, "sax", "coarse", augment=True, seed=2, random_contrast_fraction=0.5)
+    redrawn = sum(not np.array_equal(half.item_image(i), half.images[i]) for i in range(len(slices)))
+    assert 10 <= redrawn <= 30
+    unmasked = [dataclasses.replace(s, mask=None) for s in slices[:4]]
+    every = HeatmapDataset(unmasked, "sax", "coarse", augment=True, seed=2, random_contrast_fraction=1.0)
+    assert all(np.array_equal(every.item_image(i), every.images[i]) for i in range(4))
+    with pytest.raises(ValueError, match="share"):
+        HeatmapDataset(slices, "sax", "coarse", augment=True, random_contrast_fraction=1.5)
+
+
 def test_a_few_steps_reduce_the_loss() -> None:
     torch.manual_seed(0)
     dataset = HeatmapDataset(phantom_slices(8, seed=8, empty_fraction=0.0), "sax", "coarse", augment=False)
