@@ -109,9 +109,9 @@ class HeatmapDataset(torch.utils.data.Dataset):
         self.grid = stage_grid(stage, view)
         self.images = [normalise_intensity(to_magnitude(s.image)) for s in slices]
         self.random_contrast_fraction = random_contrast_fraction if augment else 0.0
-        # the raw magnitude images and masks the fresh contrasts are drawn from (references, not copies)
-        self.contrast_sources = ([(to_magnitude(s.image), getattr(s, "mask", None)) for s in slices]
-                                 if self.random_contrast_fraction else [])
+        # the masks the fresh contrasts are drawn from (the images above are their sources: the redraw rescales its
+        # source by the same percentiles, so the normalised image serves as well as the raw one)
+        self.masks = [getattr(s, "mask", None) for s in slices]
         self.spacings = [tuple(float(v) for v in s.pixel_spacing_mm) for s in slices]
         self.landmarks = [np.asarray(s.landmarks_rc, dtype=np.float64) for s in slices]
         for landmarks in self.landmarks:
@@ -163,12 +163,12 @@ class HeatmapDataset(torch.utils.data.Dataset):
         """Item ``index``'s normalised image this epoch: the slice's own, or one with a fresh random contrast."""
         if not self.random_contrast_fraction:
             return self.images[index]
-        source, mask = self.contrast_sources[index]
+        mask = self.masks[index]
         # a generator of its own, so the geometry and intensity augmentation are those of the plain item
         rng = np.random.default_rng([self.seed, self.epoch, index, RANDOM_CONTRAST_STREAM])
         if mask is None or rng.random() >= self.random_contrast_fraction:
             return self.images[index]
-        return normalise_intensity(random_tissue_contrast(source, mask, rng))
+        return normalise_intensity(random_tissue_contrast(self.images[index], mask, rng))
 
     def on_grid(self, image: np.ndarray, index: int, centre_rc: tuple[float, float] | None,
                 affine: AffineParameters | None) -> tuple[np.ndarray, np.ndarray]:

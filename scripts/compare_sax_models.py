@@ -243,13 +243,17 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
                ) -> Path:
     kind = ("synthetic MOLLI T1 maps (cmr_landmark.synth.t1) of every labelled SAX slice of the training splits"
             if run_info["kind"] == "t1" else
-            "the real labelled SAX cine and LGE slices of the training splits plus random per-tissue contrast copies "
-            "(cmr_landmark.synth.contrast)")
+            "the real labelled SAX cine and LGE slices of the training splits"
+            + (f", {run_info['random_contrast_fraction']:.0%} of them given a fresh random per-tissue contrast "
+               "every epoch (training.HeatmapDataset, cmr_landmark.synth.contrast)"
+               if run_info.get("random_contrast_fraction") else "")
+            + (" plus random per-tissue contrast copies (cmr_landmark.synth.contrast)" if run_info["copies"] else ""))
     card = "\n".join([
         f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
         f"- **Training data**: {kind}; sources {json.dumps(run_info['sources'])} (patient-level splits, "
-        f"cmr_landmark/splits.json); {run_info['train_slices']} training images ({run_info['copies']} synthetic per "
-        f"source slice); {run_info['val_slices']} validation images (evenly spaced over the validation split"
+        f"cmr_landmark/splits.json); {run_info['train_slices']} training images"
+        + (f" ({run_info['copies']} synthetic per source slice)" if run_info["copies"] else "")
+        + f"; {run_info['val_slices']} validation images (evenly spaced over the validation split"
         f"{', synthetic maps, other draws than below' if run_info['kind'] == 't1' else ''}"
         + (f", with {run_info['val_contrast_copies']} random-contrast copy of each, drawn apart from the training "
            "copies, so that the epoch was chosen for contrasts the model had not seen"
@@ -269,6 +273,8 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         f"{run_info['wall_s'] / 60:.0f} min. Rerun: `python scripts/train_sax_synthetic.py {run_info['kind']} "
         f"--init-from {run_info['init_from']} --lr {run_info['lr']} --epochs {run_info['epochs']} --epochs-fine "
         f"{run_info.get('epochs_fine', run_info['epochs'])} --copies {run_info['copies']}"
+        + (f" --random-contrast-fraction {run_info['random_contrast_fraction']}"
+           if run_info.get("random_contrast_fraction") else "")
         + (f" --max-steps-per-epoch {run_info['max_steps_per_epoch']}" if run_info['max_steps_per_epoch'] else "")
         + (f" --max-val-slices {run_info['max_val_slices']}" if run_info['max_val_slices'] else "")
         + (f" --val-contrast-copies {run_info['val_contrast_copies']}" if run_info.get("val_contrast_copies") else "")
