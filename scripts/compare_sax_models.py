@@ -261,8 +261,9 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         + (f"; each LGE training image {run_info['lge_repeats']} times" if run_info.get("lge_repeats", 1) > 1 else "")
         + ") chose the epoch.",
         f"- **Training**: cmr_landmark.training.train_cascade, {run_info['epochs']} coarse and "
-        f"{run_info.get('epochs_fine', run_info['epochs'])} fine epochs of at most "
-        f"{run_info['max_steps_per_epoch'] or 'all'} batches of 24, Adam lr {run_info['lr']}, initialised from "
+        f"{run_info.get('epochs_fine', run_info['epochs'])} fine epochs of "
+        + (f"at most {run_info['max_steps_per_epoch']}" if run_info["max_steps_per_epoch"] else "all the")
+        + f" batches of 24, Adam lr {run_info['lr']}, initialised from "
         f"{run_info['init_from'] or 'scratch'}"
         + (f", its targets the labels mixed with the maps of the teachers {', '.join(run_info['distil_from'])} on the "
            f"real image (knowledge distillation, teacher weight {run_info['distil_weight']})"
