@@ -162,6 +162,13 @@ def test_fresh_random_contrasts_touch_only_their_share_and_only_slices_with_mask
         HeatmapDataset(slices, "sax", "coarse", augment=True, random_contrast_fraction=1.5)
 
 
+def test_distillation_refuses_fresh_random_contrasts(tmp_path) -> None:
+    slices = phantom_slices(4, seed=3, empty_fraction=0.0)
+    with pytest.raises(ValueError, match="do not combine"):
+        training_module.train_stage("coarse", slices, slices, "sax", tmp_path, 1, _validate_on_loss,
+                                    teachers={"cine": torch.nn.Identity()}, random_contrast_fraction=0.5)
+
+
 def test_a_few_steps_reduce_the_loss() -> None:
     torch.manual_seed(0)
     dataset = HeatmapDataset(phantom_slices(8, seed=8, empty_fraction=0.0), "sax", "coarse", augment=False)
