@@ -5,8 +5,8 @@
 
 Each member is a manifest name, optionally ``@COMMIT`` for the file that commit shipped under that name (read with
 ``git show``). The first member is the base: its coarse stage places the fine crop, its threshold and decoding are
-kept, and each member's fine heatmaps (with that member's own mirror passes and pooling) are pooled per pixel by
-``--pooling`` before decoding. Every candidate ensemble (the base with each further member, and all together) is
+kept, and each member's fine heatmaps (with that member's own mirror passes and pooling) are averaged per pixel
+before decoding. Every candidate ensemble (the base with each further member, and all together) is
 measured on the training split (which chooses) and on the validation split (which checks), over every labelled
 landmark, threshold aside, and paired against the base alone.
 """
@@ -31,18 +31,16 @@ DATASETS = {"cine": ["acdc", "myops"], "lge": ["mscmrseg_lge", "myops"]}
 
 
 class EnsembleDetector(Detector):
-    """The base detector with its fine heatmaps pooled with those of further members on the same crops."""
+    """The base detector with its fine heatmaps averaged with those of further members on the same crops."""
 
-    def __init__(self, base: Detector, members: list[Detector], pooling: str) -> None:
+    def __init__(self, base: Detector, members: list[Detector]) -> None:
         super().__init__(base.spec, base.device, use_bf16=base.use_bf16, optimised=base.optimised)
-        self.base, self.members, self.pooling = base, members, pooling
+        self.base, self.members = base, members
 
     def fine_probabilities(self, fine_inputs: np.ndarray) -> torch.Tensor:
         maps = torch.stack([self.base.fine_probabilities(fine_inputs)]
                            + [member.fine_probabilities(fine_inputs) for member in self.members])
-        if self.pooling == "mean":
-            return maps.mean(dim=0)
-        return torch.softmax(torch.log(maps.clamp_min(1e-12)).mean(dim=0), dim=1)
+        return maps.mean(dim=0)
 
 
 def load_member(text: str, sequence: str, folder: Path) -> Detector:
@@ -66,7 +64,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sequence", choices=sorted(DATASETS), required=True)
     parser.add_argument("--member", action="append", required=True, help="NAME or NAME@COMMIT; the first is the base")
-    parser.add_argument("--pooling", choices=("mean", "log_linear"), default="mean")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -80,13 +77,13 @@ def main() -> int:
         if len(detectors) > 2:
             candidates["all"] = detectors[1:]
         base_distances = {split: distances(base, slices) for split, slices in splits.items()}
-        lines = [f"# Fine-stage ensembles, SAX {args.sequence} ({args.pooling} pooling)", "",
+        lines = [f"# Fine-stage ensembles, SAX {args.sequence} (mean pooling)", "",
                  f"Base {args.member[0]} alone: training {base_distances['train'].mean():.3f} mm "
                  f"({len(base_distances['train'])} landmarks), validation {base_distances['val'].mean():.3f} mm "
                  f"({len(base_distances['val'])}).", "",
                  "| ensemble | training mm | paired | validation mm | paired |", "|---|---|---|---|---|"]
         for label, members in candidates.items():
-            ensemble = EnsembleDetector(base, members, args.pooling)
+            ensemble = EnsembleDetector(base, members)
             cells = []
             for split, slices in splits.items():
                 found = distances(ensemble, slices)
