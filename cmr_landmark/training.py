@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -50,13 +51,12 @@ from .export import load_training_state
 from .heatmaps import centres_of_mass, decode_heatmaps, render_heatmaps, window_centroids
 from .network import LandmarkCascade, UNet, unet_widths
 from .preprocess import normalise_intensity, to_magnitude
-from .synth.contrast import random_tissue_contrast
 
 STAGES = ("coarse", "fine")
 KEPT_AS_GIVEN = -1  # the "best epoch" of a stage given 0 epochs: its starting weights, not trained here
 DEFAULT_WIDTHS = (16, 32, 64, 128)
 FINE_JITTER_MM = 12.0  # the coarse stage's errors the fine stage must absorb (coarse grid is 4 mm)
-RANDOM_CONTRAST_STREAM = 1  # HeatmapDataset.item_image's generator: (seed, epoch, index, this)
+FRESH_IMAGE_STREAM = 1  # HeatmapDataset.item_image's generator: (seed, epoch, index, this)
 
 
 class LabelledSlice(Protocol):
@@ -65,6 +65,24 @@ class LabelledSlice(Protocol):
     image: np.ndarray  # (H, W) in standard orientation
     pixel_spacing_mm: tuple[float, float]  # (row, col)
     landmarks_rc: np.ndarray  # (3, 2) image pixels, NaN rows absent
+
+
+@dataclasses.dataclass(frozen=True)
+class FreshImages:
+    """A share of the training items given a new synthetic image every epoch (SynthSeg's domain randomisation: a
+    fixed set of synthetic copies is a finite set of contrasts a long run can learn).
+
+    ``synthesise(slice, rng) -> slice`` draws the new image from the slice's tissue mask and keeps its landmarks:
+    :func:`synth.contrast.with_random_contrast` (random per-tissue contrast) or :func:`synth.t1.synthetic_t1_slice`
+    (a MOLLI T1 map in ms). ``fraction``: the share of the items, drawn afresh every epoch.
+    """
+
+    synthesise: Callable[[LabelledSlice, np.random.Generator], LabelledSlice]
+    fraction: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"the fresh images' fraction is a share, 0..1, got {self.fraction!r}")
 
 
 def stage_grid(stage: str, view: str) -> StageGrid:
@@ -92,26 +110,20 @@ class HeatmapDataset(torch.utils.data.Dataset):
     augmentation from a generator seeded by (seed, epoch, index), so an epoch is reproducible on any rank and
     after a resume.
 
-    ``random_contrast_fraction`` (with ``augment``): that share of the items, drawn afresh every epoch, have their
-    tissue intensities redrawn at random from the slice's mask (:func:`synth.contrast.random_tissue_contrast`)
-    before the augmentation, so that no contrast is seen twice (SynthSeg's domain randomisation; a fixed set of
-    random-contrast copies is a finite set of contrasts a long run can learn). Slices without a mask stay as
-    they are.
+    ``fresh_images`` (with ``augment``): that share of the items, drawn afresh every epoch, get a new synthetic
+    image from their slice's mask (:class:`FreshImages`) before the augmentation, so that no contrast is seen
+    twice. Slices without a mask stay as they are.
     """
 
     def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, augment: bool, seed: int = 0,
-                 random_contrast_fraction: float = 0.0) -> None:
+                 fresh_images: FreshImages | None = None) -> None:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-        if not 0.0 <= random_contrast_fraction <= 1.0:
-            raise ValueError(f"random_contrast_fraction is a share, 0..1, got {random_contrast_fraction!r}")
         self.view, self.stage, self.augment, self.seed = view, stage, augment, seed
         self.grid = stage_grid(stage, view)
+        self.slices = list(slices)  # the sources of the fresh images
         self.images = [normalise_intensity(to_magnitude(s.image)) for s in slices]
-        self.random_contrast_fraction = random_contrast_fraction if augment else 0.0
-        # the masks the fresh contrasts are drawn from (the images above are their sources: the redraw rescales its
-        # source by the same percentiles, so the normalised image serves as well as the raw one)
-        self.masks = [getattr(s, "mask", None) for s in slices]
+        self.fresh_images = fresh_images if augment and fresh_images and fresh_images.fraction else None
         self.spacings = [tuple(float(v) for v in s.pixel_spacing_mm) for s in slices]
         self.landmarks = [np.asarray(s.landmarks_rc, dtype=np.float64) for s in slices]
         for landmarks in self.landmarks:
@@ -160,15 +172,14 @@ class HeatmapDataset(torch.utils.data.Dataset):
         return torch.from_numpy(image[None].copy()), torch.from_numpy(target), affine, centre
 
     def item_image(self, index: int) -> np.ndarray:
-        """Item ``index``'s normalised image this epoch: the slice's own, or one with a fresh random contrast."""
-        if not self.random_contrast_fraction:
+        """Item ``index``'s normalised image this epoch: the slice's own, or a fresh synthetic one."""
+        if self.fresh_images is None or getattr(self.slices[index], "mask", None) is None:
             return self.images[index]
-        mask = self.masks[index]
         # a generator of its own, so the geometry and intensity augmentation are those of the plain item
-        rng = np.random.default_rng([self.seed, self.epoch, index, RANDOM_CONTRAST_STREAM])
-        if mask is None or rng.random() >= self.random_contrast_fraction:
+        rng = np.random.default_rng([self.seed, self.epoch, index, FRESH_IMAGE_STREAM])
+        if rng.random() >= self.fresh_images.fraction:
             return self.images[index]
-        return normalise_intensity(random_tissue_contrast(self.images[index], mask, rng))
+        return normalise_intensity(to_magnitude(self.fresh_images.synthesise(self.slices[index], rng).image))
 
     def on_grid(self, image: np.ndarray, index: int, centre_rc: tuple[float, float] | None,
                 affine: AffineParameters | None) -> tuple[np.ndarray, np.ndarray]:
@@ -413,12 +424,11 @@ def train_stage(
     teachers: dict[str, nn.Module] | None = None,
     distil_weight: float = 0.5,
     distance_weight: float = 0.0,
-    random_contrast_fraction: float = 0.0,
+    fresh_images: FreshImages | None = None,
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
 
-    ``random_contrast_fraction``: that share of the items gets a fresh random tissue contrast each epoch
-    (:class:`HeatmapDataset`).
+    ``fresh_images``: a share of the items gets a new synthetic image each epoch (:class:`HeatmapDataset`).
 
     ``distance_weight`` (per mm; fine stage only) adds :func:`point_distance_loss` over the detector's centroid
     window (``config.FINE_CENTROID_RADIUS_MM``) to the heatmap loss, measured against the labels (also when
@@ -463,13 +473,12 @@ def train_stage(
             print(f"[{stage}] resuming after epoch {checkpoint['epoch']} (best {best_mm:.2f} mm)", flush=True)
 
     if teachers:
-        if random_contrast_fraction:
-            raise ValueError("distillation and fresh random contrasts do not combine (the teacher sees the source)")
+        if fresh_images is not None and fresh_images.fraction:
+            raise ValueError("distillation and fresh synthetic images do not combine (the teacher sees the source)")
         dataset = DistillationDataset(train_slices, view, stage, seed, teacher_sequences=list(teachers))
         teacher_models = [teacher.to(device).eval() for teacher in teachers.values()]
     else:
-        dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed,
-                                 random_contrast_fraction=random_contrast_fraction)
+        dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed, fresh_images=fresh_images)
     sampler = DistributedSampler(dataset, shuffle=True, seed=seed) if dist.is_initialized() else None
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
@@ -578,7 +587,7 @@ def train_cascade(
     distil_weight: float = 0.5,
     init_coarse_from: Path | None = None,
     distance_weight: float = 0.0,
-    random_contrast_fraction: float = 0.0,
+    fresh_images: FreshImages | None = None,
 ) -> tuple[LandmarkCascade, dict]:
     """Train coarse then fine U-Net on labelled slices of one ``view``; validation metrics of the whole cascade.
 
@@ -588,7 +597,7 @@ def train_cascade(
     behind a shipped coarse stage).
     ``teachers``, ``distil_weight``: knowledge distillation from shipped models (:func:`train_stage`).
     ``distance_weight``: the fine stage also learns where its maps' centre of mass lies (:func:`train_stage`).
-    ``random_contrast_fraction``: share of the items with a fresh random tissue contrast each epoch, both stages.
+    ``fresh_images``: a share of the items with a new synthetic image each epoch, both stages (:class:`FreshImages`).
     ``out_dir`` holds the checkpoints and ``history.json``; rerunning with ``resume`` continues where it stopped.
     """
     from .evaluation import evaluate_slices  # evaluation exports the cascade and runs Detector on it
@@ -610,7 +619,7 @@ def train_cascade(
         init_state=load_stage_weights(coarse_source, "coarse") if coarse_source else None,
         lr=lr, batch_size=batch_size, resume=resume, seed=seed, widths=widths_coarse,
         max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
-        random_contrast_fraction=random_contrast_fraction,
+        fresh_images=fresh_images,
     )
 
     def validate_fine(model: nn.Module) -> tuple[float, dict]:
@@ -627,7 +636,7 @@ def train_cascade(
         init_state=load_stage_weights(init_from, "fine") if init_from else None,
         lr=lr, batch_size=batch_size, resume=resume, seed=seed + 1, widths=widths_fine,
         max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
-        distance_weight=distance_weight, random_contrast_fraction=random_contrast_fraction,
+        distance_weight=distance_weight, fresh_images=fresh_images,
     )
     cascade = LandmarkCascade(coarse.cpu().float(), fine.cpu().float()).eval()
     metrics = {"coarse": coarse_metrics, "fine": fine_metrics}

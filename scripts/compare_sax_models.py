@@ -242,11 +242,12 @@ def loses_at_most_half_a_millimetre(name: str, results: dict[str, dict]) -> bool
 def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison: str, results: dict[str, dict]
                ) -> Path:
     kind = ("synthetic MOLLI T1 maps (cmr_landmark.synth.t1) of every labelled SAX slice of the training splits"
+            + (", a new map of each every epoch (training.FreshImages)" if run_info.get("fresh_fraction") else "")
             if run_info["kind"] == "t1" else
             "the real labelled SAX cine and LGE slices of the training splits"
-            + (f", {run_info['random_contrast_fraction']:.0%} of them given a fresh random per-tissue contrast "
-               "every epoch (training.HeatmapDataset, cmr_landmark.synth.contrast)"
-               if run_info.get("random_contrast_fraction") else "")
+            + (f", {run_info['fresh_fraction']:.0%} of them given a fresh random per-tissue contrast "
+               "every epoch (training.FreshImages, cmr_landmark.synth.contrast)"
+               if run_info.get("fresh_fraction") else "")
             + (" plus random per-tissue contrast copies (cmr_landmark.synth.contrast)" if run_info["copies"] else ""))
     card = "\n".join([
         f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
@@ -274,8 +275,7 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         f"{run_info['wall_s'] / 60:.0f} min. Rerun: `python scripts/train_sax_synthetic.py {run_info['kind']} "
         f"--init-from {run_info['init_from']} --lr {run_info['lr']} --epochs {run_info['epochs']} --epochs-fine "
         f"{run_info.get('epochs_fine', run_info['epochs'])} --copies {run_info['copies']}"
-        + (f" --random-contrast-fraction {run_info['random_contrast_fraction']}"
-           if run_info.get("random_contrast_fraction") else "")
+        + (f" --fresh-fraction {run_info['fresh_fraction']}" if run_info.get("fresh_fraction") else "")
         + (f" --max-steps-per-epoch {run_info['max_steps_per_epoch']}" if run_info['max_steps_per_epoch'] else "")
         + (f" --max-val-slices {run_info['max_val_slices']}" if run_info['max_val_slices'] else "")
         + (f" --val-contrast-copies {run_info['val_contrast_copies']}" if run_info.get("val_contrast_copies") else "")

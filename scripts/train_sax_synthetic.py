@@ -11,7 +11,7 @@
 
     # the same with a fresh random contrast for two thirds of the items every epoch instead of fixed copies (how
     # the shipped sax_any was trained: docs/t1.md)
-    python scripts/train_sax_synthetic.py any --copies 0 --random-contrast-fraction 0.667 --epochs 12 \
+    python scripts/train_sax_synthetic.py any --copies 0 --fresh-fraction 0.667 --epochs 12 \
         --out .cache/runs/sax_any_fresh
 
     # the same, distilled: each image's target is half its label heatmaps, half what the sequence-specific model
@@ -34,12 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmr_landmark.synth.contrast import random_contrast_slices
-from cmr_landmark.synth.t1 import synthetic_t1_slices, with_fitted_map_look
-from cmr_landmark.training import load_labelled_slices, train_cascade
+from cmr_landmark.synth.contrast import random_contrast_slices, with_random_contrast
+from cmr_landmark.synth.t1 import synthetic_t1_slice, synthetic_t1_slices, with_fitted_map_look
+from cmr_landmark.training import FreshImages, load_labelled_slices, train_cascade
 
 SOURCE_SETS: dict[str, tuple[str, ...]] = {"cine": ("acdc", "myops"), "lge": ("mscmrseg_lge", "myops")}
 SYNTHESIS_SEED = {"train": 1, "val": 2}
+FRESH_SYNTHESIS = {"any": with_random_contrast, "t1": synthetic_t1_slice}  # --fresh-fraction's new images
 
 
 def real_sax_slices(split: str) -> list:
@@ -70,8 +71,8 @@ def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeat
     train, val = real_sax_slices("train"), real_sax_slices("val")
     if max_val_slices is not None and len(val) > max_val_slices:  # evenly spaced: every set and patient kept
         val = [val[i] for i in np.linspace(0, len(val) - 1, max_val_slices).round().astype(int)]
-    if kind == "t1":
-        return (synthetic_t1_slices(train, SYNTHESIS_SEED["train"], copies),
+    if kind == "t1":  # with no fixed copies the real slices are the items, each a fresh map (--fresh-fraction)
+        return (synthetic_t1_slices(train, SYNTHESIS_SEED["train"], copies) if copies else train,
                 synthetic_t1_slices(val, SYNTHESIS_SEED["val"]))
     train = train + with_map_look(random_contrast_slices(train, SYNTHESIS_SEED["train"], copies), map_look_fraction,
                                   SYNTHESIS_SEED["train"])
@@ -87,7 +88,9 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=10, help="epochs of each stage (see --epochs-fine)")
     parser.add_argument("--epochs-fine", type=int, default=None, help="epochs of the fine stage (default --epochs)")
-    parser.add_argument("--copies", type=int, default=1, help="synthetic images per source slice")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="synthetic images per source slice, drawn once (t1 with 0: --fresh-fraction 1 draws a new "
+                             "map of every real slice every epoch)")
     parser.add_argument("--max-steps-per-epoch", type=int, default=None)
     parser.add_argument("--max-val-slices", type=int, default=None, help="validate on this many (evenly spaced)")
     parser.add_argument("--threads", type=int, default=1)
@@ -96,9 +99,10 @@ def main() -> int:
                         help="any: random-contrast copies of each validation slice, validated on beside the real ones")
     parser.add_argument("--map-look-fraction", type=float, default=0.0,
                         help="any: share of the random-contrast training copies given the look of a fitted map")
-    parser.add_argument("--random-contrast-fraction", type=float, default=0.0,
-                        help="any: share of the training items given a fresh random contrast every epoch "
-                             "(training.HeatmapDataset), beside or instead of the fixed --copies")
+    parser.add_argument("--fresh-fraction", type=float, default=0.0,
+                        help="share of the training items given a new synthetic image every epoch "
+                             "(training.FreshImages): a random contrast ('any') or a T1 map ('t1'), beside or "
+                             "instead of the fixed --copies")
     parser.add_argument("--distil-from", action="append", default=[], metavar="SEQUENCE=MODEL",
                         help="teacher model file for the slices of SEQUENCE (repeat for each sequence)")
     parser.add_argument("--distil-weight", type=float, default=0.5, help="weight of the teachers in the targets")
@@ -106,12 +110,13 @@ def main() -> int:
                         help="fine stage: weight (per mm) of the reported point's distance to its label "
                              "(training.point_distance_loss)")
     args = parser.parse_args()
-    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction
-                              or args.random_contrast_fraction):
-        parser.error("--val-contrast-copies, --lge-repeats, --map-look-fraction and --random-contrast-fraction are "
-                     "for the contrast-agnostic model ('any')")
-    if not (0.0 <= args.map_look_fraction <= 1.0 and 0.0 <= args.random_contrast_fraction <= 1.0):
-        parser.error("--map-look-fraction and --random-contrast-fraction are shares, 0..1")
+    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction):
+        parser.error("--val-contrast-copies, --lge-repeats and --map-look-fraction are for the contrast-agnostic "
+                     "model ('any')")
+    if args.kind == "t1" and not args.copies and args.fresh_fraction < 1.0:
+        parser.error("t1 with --copies 0 trains on fresh maps of the real slices: give --fresh-fraction 1")
+    if not (0.0 <= args.map_look_fraction <= 1.0 and 0.0 <= args.fresh_fraction <= 1.0):
+        parser.error("--map-look-fraction and --fresh-fraction are shares, 0..1")
     if any("=" not in item for item in args.distil_from):
         parser.error("--distil-from takes SEQUENCE=MODEL, e.g. cine=models/sax_cine.pt")
     teachers = {sequence: torch.jit.load(path, map_location="cpu")
@@ -126,7 +131,7 @@ def main() -> int:
                                lr=args.lr, threads=args.threads, max_steps_per_epoch=args.max_steps_per_epoch,
                                teachers=teachers or None, distil_weight=args.distil_weight,
                                distance_weight=args.distance_loss_weight,
-                               random_contrast_fraction=args.random_contrast_fraction)
+                               fresh_images=FreshImages(FRESH_SYNTHESIS[args.kind], args.fresh_fraction))
     # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
     run_path = args.out / "run.json"
     earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0
@@ -134,7 +139,7 @@ def main() -> int:
         {"kind": args.kind, "sources": SOURCE_SETS, "train_slices": len(train), "val_slices": len(val),
          "copies": args.copies, "lge_repeats": args.lge_repeats,
          "val_contrast_copies": args.val_contrast_copies, "map_look_fraction": args.map_look_fraction,
-         "random_contrast_fraction": args.random_contrast_fraction,
+         "fresh_fraction": args.fresh_fraction,
          "epochs": args.epochs, "epochs_fine": epochs_fine,
          "lr": args.lr,
          "init_from": str(args.init_from or ""), "distil_from": args.distil_from,

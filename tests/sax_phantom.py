@@ -25,6 +25,7 @@ class PhantomSlice:
     phase: int = 0
     labelled: bool = True
     mask: np.ndarray | None = field(default=None, repr=False)
+    pathology: np.ndarray | None = field(default=None, repr=False)
     source_image: np.ndarray | None = field(default=None, repr=False)
 
 

@@ -27,8 +27,11 @@ from cmr_landmark.config import COARSE_GRID, FINE_CENTROID_RADIUS_MM, FINE_GRID_
 from cmr_landmark.heatmaps import decode_heatmaps, render_heatmaps
 from cmr_landmark.network import UNet, unet_widths
 from cmr_landmark.preprocess import normalise_intensity
+from cmr_landmark.synth.contrast import with_random_contrast
+from cmr_landmark.synth.t1 import synthetic_t1_slice
 from cmr_landmark.training import (
     DistillationDataset,
+    FreshImages,
     HeatmapDataset,
     distilled_targets,
     heatmap_loss,
@@ -135,7 +138,8 @@ def test_dataset_is_reproducible_per_epoch_and_differs_between_epochs() -> None:
 def test_fresh_random_contrasts_redraw_the_tissues_every_epoch_and_keep_the_targets() -> None:
     slices = phantom_slices(12, seed=7, empty_fraction=0.0)
     plain = HeatmapDataset(slices, "sax", "fine", augment=True, seed=1)
-    redrawn = HeatmapDataset(slices, "sax", "fine", augment=True, seed=1, random_contrast_fraction=1.0)
+    redrawn = HeatmapDataset(slices, "sax", "fine", augment=True, seed=1,
+                             fresh_images=FreshImages(with_random_contrast, 1.0))
     for index in range(len(slices)):
         torch.testing.assert_close(redrawn[index][1], plain[index][1])  # same geometry, same landmarks
         assert not torch.equal(redrawn[index][0], plain[index][0])
@@ -152,21 +156,45 @@ def test_fresh_random_contrasts_redraw_the_tissues_every_epoch_and_keep_the_targ
 
 def test_fresh_random_contrasts_touch_only_their_share_and_only_slices_with_masks() -> None:
     slices = phantom_slices(40, seed=9, empty_fraction=0.0)
-    half = HeatmapDataset(slices, "sax", "coarse", augment=True, seed=2, random_contrast_fraction=0.5)
+    half = HeatmapDataset(slices, "sax", "coarse", augment=True, seed=2,
+                          fresh_images=FreshImages(with_random_contrast, 0.5))
     redrawn = sum(not np.array_equal(half.item_image(i), half.images[i]) for i in range(len(slices)))
     assert 10 <= redrawn <= 30
     unmasked = [dataclasses.replace(s, mask=None) for s in slices[:4]]
-    every = HeatmapDataset(unmasked, "sax", "coarse", augment=True, seed=2, random_contrast_fraction=1.0)
+    every = HeatmapDataset(unmasked, "sax", "coarse", augment=True, seed=2,
+                           fresh_images=FreshImages(with_random_contrast, 1.0))
     assert all(np.array_equal(every.item_image(i), every.images[i]) for i in range(4))
     with pytest.raises(ValueError, match="share"):
-        HeatmapDataset(slices, "sax", "coarse", augment=True, random_contrast_fraction=1.5)
+        FreshImages(with_random_contrast, 1.5)
 
 
-def test_distillation_refuses_fresh_random_contrasts(tmp_path) -> None:
+def test_fresh_t1_maps_are_maps_in_ms_with_the_slices_landmarks() -> None:
+    slices = phantom_slices(6, seed=5, empty_fraction=0.0)
+    plain = HeatmapDataset(slices, "sax", "fine", augment=True, seed=3)
+    maps = HeatmapDataset(slices, "sax", "fine", augment=True, seed=3,
+                          fresh_images=FreshImages(synthetic_t1_slice, 1.0))
+    blood, myocardium = slices[0].mask == 1, slices[0].mask == 2
+    contrasts = []
+    for epoch in range(12):
+        maps.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        torch.testing.assert_close(maps[0][1], plain[0][1])
+        # the item is the normalised map drawn from the item's own stream; in ms its blood is longer than its
+        # myocardium on a native map, shorter after contrast
+        rng = np.random.default_rng([3, epoch, 0, training_module.FRESH_IMAGE_STREAM])
+        rng.random()
+        t1_ms = synthetic_t1_slice(slices[0], rng).image
+        np.testing.assert_allclose(maps.item_image(0), normalise_intensity(t1_ms), atol=1e-6)
+        contrasts.append(float(np.median(t1_ms[blood]) - np.median(t1_ms[myocardium])))
+    assert max(contrasts) > 300 and min(contrasts) < 0  # a new scenario each epoch: native and post-contrast
+
+
+def test_distillation_refuses_fresh_images(tmp_path) -> None:
     slices = phantom_slices(4, seed=3, empty_fraction=0.0)
     with pytest.raises(ValueError, match="do not combine"):
         training_module.train_stage("coarse", slices, slices, "sax", tmp_path, 1, _validate_on_loss,
-                                    teachers={"cine": torch.nn.Identity()}, random_contrast_fraction=0.5)
+                                    teachers={"cine": torch.nn.Identity()},
+                                    fresh_images=FreshImages(with_random_contrast, 0.5))
 
 
 def test_a_few_steps_reduce_the_loss() -> None:
