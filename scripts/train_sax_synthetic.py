@@ -101,8 +101,8 @@ def main() -> int:
                         help="any: share of the random-contrast training copies given the look of a fitted map")
     parser.add_argument("--fresh-fraction", type=float, default=0.0,
                         help="share of the training items given a new synthetic image every epoch "
-                             "(training.FreshImages): a random contrast ('any') or a T1 map ('t1'), beside or "
-                             "instead of the fixed --copies")
+                             "(training.FreshImages): 'any', a random contrast, beside or instead of the fixed "
+                             "--copies; 't1', a T1 map of every real slice (with --copies 0 and 1)")
     parser.add_argument("--distil-from", action="append", default=[], metavar="SEQUENCE=MODEL",
                         help="teacher model file for the slices of SEQUENCE (repeat for each sequence)")
     parser.add_argument("--distil-weight", type=float, default=0.5, help="weight of the teachers in the targets")
@@ -113,8 +113,10 @@ def main() -> int:
     if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction):
         parser.error("--val-contrast-copies, --lge-repeats and --map-look-fraction are for the contrast-agnostic "
                      "model ('any')")
-    if args.kind == "t1" and not args.copies and args.fresh_fraction < 1.0:
-        parser.error("t1 with --copies 0 trains on fresh maps of the real slices: give --fresh-fraction 1")
+    if args.kind == "t1" and not ((args.copies and not args.fresh_fraction)
+                                  or (not args.copies and args.fresh_fraction == 1.0)):
+        parser.error("t1 trains on synthetic maps, drawn once (--copies N) or afresh every epoch from the real slices "
+                     "(--copies 0 --fresh-fraction 1)")
     if not (0.0 <= args.map_look_fraction <= 1.0 and 0.0 <= args.fresh_fraction <= 1.0):
         parser.error("--map-look-fraction and --fresh-fraction are shares, 0..1")
     if any("=" not in item for item in args.distil_from):

@@ -258,6 +258,22 @@ def test_any_model_validates_on_unseen_contrast_copies(monkeypatch) -> None:
     assert plain == [stack[2]]
 
 
+def test_t1_model_trains_on_fixed_maps_or_on_real_slices_redrawn_every_epoch(monkeypatch) -> None:
+    stack = load_myops_stack()
+    script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
+    fixed, val = script.training_sets("t1", copies=2, max_val_slices=None)
+    assert len(fixed) == 4 and all(s.sequence == "t1" for s in fixed + val)
+    fresh, _ = script.training_sets("t1", copies=0, max_val_slices=None)
+    assert fresh == stack[:2]  # the real slices: FreshImages(synthetic_t1_slice, 1.0) makes each a map every epoch
+    assert script.FRESH_SYNTHESIS["t1"] is synthetic_t1_slice
+    # a T1 model never trains on the real cine/LGE images, nor on maps drawn from maps
+    for flags in (["--copies", "0"], ["--copies", "0", "--fresh-fraction", "0.5"],
+                  ["--copies", "2", "--fresh-fraction", "1"]):
+        monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "t1", "--out", "unused", *flags])
+        with pytest.raises(SystemExit):
+            script.main()
+
+
 def test_fitted_map_look_keeps_the_tissues_and_adds_value_dependent_noise(scar_slice: Slice) -> None:
     contrast = with_random_contrast(scar_slice, np.random.default_rng(4))
     mask = scar_slice.mask
