@@ -51,6 +51,7 @@ from .export import load_training_state
 from .heatmaps import centres_of_mass, decode_heatmaps, render_heatmaps, window_centroids
 from .network import LandmarkCascade, UNet, unet_widths
 from .preprocess import normalise_intensity, to_magnitude
+from .synth.contrast import with_random_contrast
 
 STAGES = ("coarse", "fine")
 KEPT_AS_GIVEN = -1  # the "best epoch" of a stage given 0 epochs: its starting weights, not trained here
@@ -709,6 +710,9 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--distance-loss-weight", type=float, default=0.0,
                         help="fine stage: weight (per mm) of the distance from each label to its map's centre of "
                              "mass, added to the heatmap loss (docs/training.md)")
+    parser.add_argument("--fresh-contrast-fraction", type=float, default=0.0,
+                        help="share of the training items given a new random per-tissue contrast every epoch, "
+                             "drawn from their label masks (FreshImages; docs/t1.md)")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -720,8 +724,13 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     widths_fine = tuple(int(w) for w in args.widths_fine.split(",")) if args.widths_fine else widths_coarse
     names = [n for n in args.datasets.split(",") if n]
     val_names = names + [n for n in args.val_datasets.split(",") if n]
+    if not 0.0 <= args.fresh_contrast_fraction <= 1.0:
+        parser.error("--fresh-contrast-fraction is a share, 0..1")
     if args.via:
         from .via import read_via_slices
+
+        if args.fresh_contrast_fraction:
+            parser.error("--fresh-contrast-fraction draws from label masks, which VIA point labels do not have")
 
         if not args.via_val:
             parser.error("--via needs --via-val (labelled images of other patients to choose the best epoch)")
@@ -742,6 +751,7 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         init_from=args.init_from, lr=args.lr, threads=args.threads, resume=args.resume,
         batch_size=args.batch_size, seed=args.seed, widths_coarse=widths_coarse, widths_fine=widths_fine,
         init_coarse_from=args.init_coarse_from, distance_weight=args.distance_loss_weight,
+        fresh_images=FreshImages(with_random_contrast, args.fresh_contrast_fraction),
     )
     if is_main_process():
         wall_s = time.perf_counter() - start
@@ -752,7 +762,7 @@ def main_train(argv: Sequence[str] | None = None) -> int:
              "precision": "bf16 autocast" if uses_bf16(setup_distributed()) else "fp32",
              "epochs_fine": args.epochs if args.epochs_fine is None else args.epochs_fine, "lr": args.lr,
              "init_from": str(args.init_from or ""), "init_coarse_from": str(args.init_coarse_from or ""),
-             "distance_loss_weight": args.distance_loss_weight,
+             "distance_loss_weight": args.distance_loss_weight, "fresh_contrast_fraction": args.fresh_contrast_fraction,
              "via": [str(args.via), str(args.via_val), str(args.via_images or ""), args.pixel_spacing_mm]
              if args.via else None},
             indent=2) + "\n")

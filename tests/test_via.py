@@ -87,3 +87,5 @@ def test_train_export_evaluate_commands_on_a_via_project(tmp_path) -> None:
     assert summary["slices"] == 3 and summary["probability_threshold"] == entry["probability_threshold"]
     with pytest.raises(SystemExit):  # --via without validation labels is refused with a usage message
         main_train(["--view", "sax", "--via", str(PROJECT), "--out", str(run)])
+    with pytest.raises(SystemExit):  # fresh contrasts are drawn from label masks, which point labels lack
+        main_train([*train, "--fresh-contrast-fraction", "0.5"])
