@@ -724,8 +724,10 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     widths_fine = tuple(int(w) for w in args.widths_fine.split(",")) if args.widths_fine else widths_coarse
     names = [n for n in args.datasets.split(",") if n]
     val_names = names + [n for n in args.val_datasets.split(",") if n]
-    if not 0.0 <= args.fresh_contrast_fraction <= 1.0:
-        parser.error("--fresh-contrast-fraction is a share, 0..1")
+    try:  # FreshImages checks the share
+        fresh_images = FreshImages(with_random_contrast, args.fresh_contrast_fraction)
+    except ValueError as error:
+        parser.error(f"--fresh-contrast-fraction: {error}")
     if args.via:
         from .via import read_via_slices
 
@@ -751,7 +753,7 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         init_from=args.init_from, lr=args.lr, threads=args.threads, resume=args.resume,
         batch_size=args.batch_size, seed=args.seed, widths_coarse=widths_coarse, widths_fine=widths_fine,
         init_coarse_from=args.init_coarse_from, distance_weight=args.distance_loss_weight,
-        fresh_images=FreshImages(with_random_contrast, args.fresh_contrast_fraction),
+        fresh_images=fresh_images,
     )
     if is_main_process():
         wall_s = time.perf_counter() - start
