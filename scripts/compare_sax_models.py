@@ -13,7 +13,9 @@ Evaluation sets (patient-level validation splits, cmr_landmark/splits.json): ``c
 ``lge`` = MS-CMRSeg + MyoPS LGE, ``mnms2_cine`` = the M&Ms-2 subject (another centre), ``t1_synthetic`` =
 synthetic MOLLI maps (seed 3) of the cine + LGE validation slices (the T1 training validated on other draws,
 seed 2), ``random_contrast`` = random per-tissue contrast copies of the same slices (seed 4; the contrast-agnostic
-training used seeds 1 and 2), a stand-in for a contrast the sequence-specific models never saw. Results per model
+training used seeds 1 and 2), a stand-in for a contrast the sequence-specific models never saw, and
+``t2_map``, ``t2star_map``, ``ecv_map``, ``t2w_black_blood`` = the same slices as clinical contrasts no model was
+trained on (synth.clinical_contrasts, seed 6), the unseen contrasts of issue #5. Results per model
 and set are kept in ``--out`` so a rerun only evaluates what is new. ``--operating-points`` adds, per model and
 set, detection and false-positive rates at several probability thresholds (the peak probabilities are kept).
 
@@ -47,6 +49,7 @@ from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import Evaluation, choose_threshold, evaluate_slices
 from cmr_landmark.export import export_cascade
 from cmr_landmark.model_store import find_model, sha256_of
+from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS, clinical_contrast_slices
 from cmr_landmark.synth.contrast import random_contrast_slices
 from cmr_landmark.synth.t1 import synthetic_t1_slices
 from cmr_landmark.training import load_cascade, load_labelled_slices
@@ -54,6 +57,7 @@ from cmr_landmark.training import load_cascade, load_labelled_slices
 EVALUATION_SEED_T1 = 3
 EVALUATION_SEED_CONTRAST = 4  # the 'any' training drew its copies with seeds 1 (train) and 2 (val)
 THRESHOLD_SEED_CONTRAST = 5
+EVALUATION_SEED_CLINICAL = 6  # evaluation only: no training draws these contrasts
 OPERATING_POINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95)
 TRAINING_SEED_T1 = 1  # scripts/train_sax_synthetic.py
 THRESHOLD_SLICES = 400
@@ -68,6 +72,7 @@ def evaluation_sets() -> dict[str, list]:
         "mnms2_cine": load_labelled_slices(["mnms2"], "val", "sax", "cine"),
         "t1_synthetic": synthetic_t1_slices(cine + lge, EVALUATION_SEED_T1),
         "random_contrast": random_contrast_slices(cine + lge, EVALUATION_SEED_CONTRAST),
+        **{kind: clinical_contrast_slices(cine + lge, kind, EVALUATION_SEED_CLINICAL) for kind in CLINICAL_CONTRASTS},
     }
 
 
@@ -316,7 +321,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="manifest name, or NAME=RUN_DIR")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sets", default="cine,lge,mnms2_cine,t1_synthetic,random_contrast")
+    parser.add_argument("--sets", default=",".join(["cine", "lge", "mnms2_cine", "t1_synthetic", "random_contrast",
+                                                     *CLINICAL_CONTRASTS]))
     parser.add_argument("--operating-points", action="store_true",
                         help="also tabulate detection / false positives at several probability thresholds")
     parser.add_argument("--repool", action="append", default=[],

@@ -1,11 +1,16 @@
 """Picture of synthetic MOLLI T1 maps and random-contrast images made from real validation slices.
 
     python scripts/plot_synthetic_t1.py [--out docs/synthetic_t1.png]
+    python scripts/plot_synthetic_t1.py --clinical-contrasts --out docs/clinical_contrasts.png
 
 Rows: an ACDC cine slice, a MyoPS bSSFP and LGE slice with scar/oedema, an MS-CMRSeg LGE slice. Columns: the
 source; native maps at 1.5 T and 3 T and a post-contrast map (T1 colour scale 0-2000 ms native, 0-1000 ms
 post-contrast, as maps are usually read); two random-contrast versions. Derived landmarks are drawn on the
 source (A-RVI red, P-RVI blue, C-LV yellow): they stay valid for every synthetic image.
+
+``--clinical-contrasts``: the same rows, with the evaluation-only contrasts of
+:mod:`cmr_landmark.synth.clinical_contrasts` (T2, T2* and ECV maps, T2-weighted black blood) as columns, each
+in grey from its 1st to 99th percentile.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from PIL import Image  # noqa: E402
 
 from cmr_landmark.config import REPO_ROOT  # noqa: E402
 from cmr_landmark.datasets import load_slices  # noqa: E402
+from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS, render_clinical_contrast  # noqa: E402
 from cmr_landmark.synth.contrast import with_random_contrast  # noqa: E402
 from cmr_landmark.synth.t1 import draw_t1_scenario, render_t1_map  # noqa: E402
 
@@ -48,19 +54,19 @@ def _crop(s) -> tuple[slice, slice]:
     return slice(low[0], centre[0] + half[0]), slice(low[1], centre[1] + half[1])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "synthetic_t1.png")
-    args = parser.parse_args()
-    examples = _examples()
+def _show_source(axis, s, crop: tuple[slice, slice]) -> None:
+    axis.imshow(s.image[crop], cmap="gray")
+    for (r, c), colour in zip(s.landmarks_rc - [crop[0].start, crop[1].start], POINT_COLOURS, strict=True):
+        axis.plot(c, r, "o", color=colour, markersize=3)
+    axis.set_title(f"{s.dataset} {s.sequence}", fontsize=8)
+
+
+def _t1_figure(examples: list):
     columns = 1 + len(MAPS) + 2
     figure, axes = plt.subplots(len(examples), columns, figsize=(2.2 * columns, 2.3 * len(examples)))
     for row, s in enumerate(examples):
         crop = _crop(s)
-        axes[row, 0].imshow(s.image[crop], cmap="gray")
-        for (r, c), colour in zip(s.landmarks_rc - [crop[0].start, crop[1].start], POINT_COLOURS, strict=True):
-            axes[row, 0].plot(c, r, "o", color=colour, markersize=3)
-        axes[row, 0].set_title(f"{s.dataset} {s.sequence}", fontsize=8)
+        _show_source(axes[row, 0], s, crop)
         for column, (field_strength_t, post_contrast) in enumerate(MAPS, start=1):
             rng = np.random.default_rng([row, column])
             scenario = draw_t1_scenario(rng, field_strength_t, post_contrast)
@@ -75,6 +81,34 @@ def main() -> int:
             augmented = with_random_contrast(s, np.random.default_rng([row, column]))
             axes[row, column].imshow(augmented.image[crop], cmap="gray")
             axes[row, column].set_title("random tissue contrast", fontsize=7)
+    return figure, axes
+
+
+def _clinical_contrasts_figure(examples: list):
+    kinds = list(CLINICAL_CONTRASTS)
+    figure, axes = plt.subplots(len(examples), 1 + len(kinds), figsize=(2.2 * (1 + len(kinds)), 2.3 * len(examples)))
+    for row, s in enumerate(examples):
+        crop = _crop(s)
+        _show_source(axes[row, 0], s, crop)
+        for column, kind in enumerate(kinds, start=1):
+            image = render_clinical_contrast(s.image, s.mask, kind, np.random.default_rng([row, column]),
+                                             pathology=s.pathology)[crop]
+            axes[row, column].imshow(image, cmap="gray", vmin=np.percentile(image, 1), vmax=np.percentile(image, 99))
+            axes[row, column].set_title(f"{kind} ({CLINICAL_CONTRASTS[kind].unit})", fontsize=7)
+    return figure, axes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "synthetic_t1.png")
+    parser.add_argument("--clinical-contrasts", action="store_true",
+                        help="the evaluation-only clinical contrasts instead of T1 maps and random contrast")
+    args = parser.parse_args()
+    examples = _examples()
+    if args.clinical_contrasts:
+        figure, axes = _clinical_contrasts_figure(examples)
+    else:
+        figure, axes = _t1_figure(examples)
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])

@@ -35,15 +35,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..datasets import Slice
-from .contrast import (
-    BACKGROUND_LABEL,
-    LV_BLOOD_LABEL,
-    LV_MYOCARDIUM_LABEL,
-    RV_BLOOD_LABEL,
-    normalised_source,
-    random_curve,
-    smooth_random_field,
-)
+from .contrast import BACKGROUND_LABEL, normalised_source
+from .tissue_map import OEDEMA, SCAR, add_fit_noise, motion_blur, tissue_value_map
 
 FIELD_STRENGTHS_T: tuple[float, ...] = (1.5, 3.0)
 MYOCARDIUM_NATIVE_T1_MS: dict[float, tuple[float, float]] = {1.5: (920.0, 1060.0), 3.0: (1020.0, 1260.0)}
@@ -56,18 +49,12 @@ SCAR_NATIVE_RISE_MS = (150.0, 350.0)
 SCAR_PARTITION_RISE = (0.5, 0.8)
 FAT_T1_MS = (250.0, 400.0)
 FLUID_T1_MS = (2500.0, 4000.0)
-# Tissue outside the labels: the source image goes through a random curve to a "tissue quantile" 0..1 that
-# is then read off this ladder (T1 ranges at quantiles 0, .25, .5, .7, 1: fat, liver, skeletal muscle, spleen
-# and kidney, fluid), so most of the body lands at soft-tissue values and only a little at fluid, as in real
-# maps. Post-contrast everything shortens but fat (and fluid least).
-OTHER_TISSUE_QUANTILES = (0.0, 0.25, 0.5, 0.7, 1.0)
+# Tissue outside the labels, read off at tissue_map.OTHER_TISSUE_QUANTILES: fat, liver, skeletal muscle, spleen
+# and kidney, fluid. Post-contrast everything shortens but fat (and fluid least).
 OTHER_TISSUE_NATIVE_T1_MS = (FAT_T1_MS, (500.0, 850.0), (900.0, 1400.0), (1100.0, 1900.0), FLUID_T1_MS)
 OTHER_TISSUE_POST_CONTRAST_T1_MS = ((200.0, 350.0), (250.0, 450.0), (400.0, 800.0), (400.0, 700.0), (800.0, 2500.0))
 # Siemens and Gadgetron T1 maps store ms in 12 bits.
 MAX_T1_MS = 4095.0
-
-# Codes of the pathology map (cmr_landmark.datasets: MyoPS oedema and scar inside the myocardium).
-OEDEMA, SCAR = 1, 2  # 0: none
 
 
 @dataclass(frozen=True)
@@ -131,39 +118,6 @@ def draw_t1_scenario(
     )
 
 
-def add_fit_noise(t1_ms: np.ndarray, noise_fraction_at_1000_ms: float, rng: np.random.Generator) -> np.ndarray:
-    """Noise of a pixel-wise MOLLI fit: SD = fraction * T1 * (T1 / 1000 ms).
-
-    The inversion times of MOLLI end at a few seconds, so a long T1 is fitted from the early part of its
-    recovery only and its error grows faster than T1 itself; slightly correlated because maps are interpolated.
-    """
-    noise = ndimage.gaussian_filter(rng.standard_normal(t1_ms.shape), sigma=0.5)
-    noise /= noise.std() or 1.0
-    t1_ms = np.clip(t1_ms, 0.0, None)
-    return t1_ms + noise_fraction_at_1000_ms * t1_ms * (t1_ms / 1000.0) * noise
-
-
-def _motion_blur(image: np.ndarray, length_px: float, angle_rad: float) -> np.ndarray:
-    if length_px < 0.25:
-        return image
-    direction = np.array([np.sin(angle_rad), np.cos(angle_rad)])
-    steps = np.linspace(-length_px / 2, length_px / 2, 5)
-    return np.mean([ndimage.shift(image, step * direction, order=1, mode="nearest") for step in steps], axis=0)
-
-
-def _blood_with_trabeculae(
-    source: np.ndarray, inside: np.ndarray, myocardium: np.ndarray, blood_t1_ms: float, myocardium_t1_ms: float
-) -> np.ndarray:
-    # Papillary muscles and trabeculae lie inside the labelled blood pool: where the source is as dark as the
-    # myocardium (cine, LGE: blood bright), give them myocardial T1, as a real map shows them.
-    blood_level = np.median(source[inside])
-    muscle_level = np.median(source[myocardium]) if myocardium.any() else blood_level
-    if blood_level - muscle_level < 0.05:
-        return np.full(int(inside.sum()), blood_t1_ms)
-    muscle_fraction = np.clip((blood_level - source[inside]) / (blood_level - muscle_level), 0.0, 1.0)
-    return blood_t1_ms + muscle_fraction * (myocardium_t1_ms - blood_t1_ms)
-
-
 def render_t1_map(
     image: np.ndarray,
     mask: np.ndarray,
@@ -176,41 +130,15 @@ def render_t1_map(
 
     ``pathology`` (H, W): :data:`OEDEMA` / :data:`SCAR` inside the myocardium (MyoPS), else none.
     """
-    image = np.asarray(image)
-    mask = np.asarray(mask)
-    if image.ndim != 2 or image.shape != mask.shape:
-        raise ValueError(f"image {image.shape} and mask {mask.shape} must be 2-D arrays of one shape")
-    if pathology is not None and np.shape(pathology) != mask.shape:
-        raise ValueError(f"pathology map {np.shape(pathology)} does not match the mask {mask.shape}")
-    source = normalised_source(image)
-
-    ladder = OTHER_TISSUE_POST_CONTRAST_T1_MS if scenario.post_contrast else OTHER_TISSUE_NATIVE_T1_MS
-    ladder_t1_ms = np.sort([rng.uniform(low, high) for low, high in ladder])
-    x, y = random_curve(rng, 0.0, 1.0)
-    t1_ms = np.interp(np.interp(source, x, y), OTHER_TISSUE_QUANTILES, ladder_t1_ms)
-
-    # Lung and air: no signal to fit. Scanners either mask them to 0 or show the fit's random output.
-    air = (ndimage.gaussian_filter(source, 1.0) < rng.uniform(0.03, 0.1)) & (mask == BACKGROUND_LABEL)
-    if rng.random() < 0.3:
-        t1_ms[air] = 0.0
-    else:
-        t1_ms[air] = rng.uniform(0.0, rng.uniform(500.0, max_t1_ms), int(air.sum()))
-
-    myocardium = mask == LV_MYOCARDIUM_LABEL
-    texture = 1.0 + 0.02 * smooth_random_field(mask.shape, rng, scale_px=3.0)
-    t1_ms[myocardium] = scenario.myocardium_t1_ms * texture[myocardium]
-    if pathology is not None:
-        pathology = np.asarray(pathology)
-        for code, value in ((OEDEMA, scenario.oedema_t1_ms), (SCAR, scenario.scar_t1_ms)):
-            lesion = myocardium & (pathology == code)
-            t1_ms[lesion] = value * texture[lesion]
-    for label, blood_t1_ms in ((LV_BLOOD_LABEL, scenario.lv_blood_t1_ms), (RV_BLOOD_LABEL, scenario.rv_blood_t1_ms)):
-        inside = mask == label
-        if inside.any():
-            t1_ms[inside] = _blood_with_trabeculae(source, inside, myocardium, blood_t1_ms, scenario.myocardium_t1_ms)
-
+    lesion_values = {OEDEMA: scenario.oedema_t1_ms, SCAR: scenario.scar_t1_ms}
+    t1_ms = tissue_value_map(
+        image, mask, rng,
+        OTHER_TISSUE_POST_CONTRAST_T1_MS if scenario.post_contrast else OTHER_TISSUE_NATIVE_T1_MS,
+        air_fill_level=(500.0, max_t1_ms), myocardium_value=scenario.myocardium_t1_ms,
+        lv_blood_value=scenario.lv_blood_t1_ms, rv_blood_value=scenario.rv_blood_t1_ms,
+        lesion_values=lesion_values, pathology=pathology)
     t1_ms = ndimage.gaussian_filter(t1_ms, sigma=scenario.blur_px)
-    t1_ms = _motion_blur(t1_ms, scenario.motion_px, scenario.motion_angle_rad)
+    t1_ms = motion_blur(t1_ms, scenario.motion_px, scenario.motion_angle_rad)
     t1_ms = add_fit_noise(t1_ms, scenario.noise_fraction_at_1000_ms, rng)
     return np.clip(t1_ms, 0.0, max_t1_ms).astype(np.float32)
 
@@ -223,7 +151,7 @@ def with_fitted_map_look(image: np.ndarray, source: np.ndarray, mask: np.ndarray
     masked to 0 or filled with the fit's random output, as :func:`render_t1_map` does for T1 maps."""
     value_ms = 2000.0 * np.clip(np.asarray(image, dtype=np.float64), 0.0, None)  # the T1 fit's noise model in ms
     value_ms = ndimage.gaussian_filter(value_ms, sigma=rng.uniform(0.3, 1.0))
-    value_ms = _motion_blur(value_ms, rng.uniform(0.0, 3.0), rng.uniform(0.0, np.pi))
+    value_ms = motion_blur(value_ms, rng.uniform(0.0, 3.0), rng.uniform(0.0, np.pi))
     value_ms = add_fit_noise(value_ms, rng.uniform(0.01, 0.035), rng)
     air = (ndimage.gaussian_filter(normalised_source(source), 1.0) < rng.uniform(0.03, 0.1)) & (
         np.asarray(mask) == BACKGROUND_LABEL)
