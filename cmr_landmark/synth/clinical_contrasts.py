@@ -151,15 +151,26 @@ CLINICAL_CONTRASTS: dict[str, ClinicalContrast] = {
 }
 
 
-def render_clinical_contrast(
-    image: np.ndarray, mask: np.ndarray, kind: str, rng: np.random.Generator, pathology: np.ndarray | None = None
-) -> np.ndarray:
-    """An image (H, W, float32, in the contrast's unit) of ``kind`` (a key of :data:`CLINICAL_CONTRASTS`) with the
-    geometry of ``image`` and its tissue ``mask``; ``pathology`` marks oedema and scar (MyoPS)."""
+def draw_tissue_values(kind: str, rng: np.random.Generator, field_strength_t: float | None = None) -> TissueValues:
+    """Random tissue values of contrast ``kind`` (a key of :data:`CLINICAL_CONTRASTS`) at 1.5 or 3 T."""
     if kind not in CLINICAL_CONTRASTS:
         raise ValueError(f"unknown contrast {kind!r}; one of {sorted(CLINICAL_CONTRASTS)}")
+    if field_strength_t is None:
+        field_strength_t = float(rng.choice(FIELD_STRENGTHS_T))
+    if field_strength_t not in FIELD_STRENGTHS_T:
+        raise ValueError(f"field strength must be one of {FIELD_STRENGTHS_T} T, got {field_strength_t}")
+    return CLINICAL_CONTRASTS[kind].draw_values(rng, field_strength_t)
+
+
+def render_clinical_contrast(
+    image: np.ndarray, mask: np.ndarray, kind: str, rng: np.random.Generator, pathology: np.ndarray | None = None,
+    values: TissueValues | None = None,
+) -> np.ndarray:
+    """An image (H, W, float32, in the contrast's unit) of ``kind`` (a key of :data:`CLINICAL_CONTRASTS`) with the
+    geometry of ``image`` and its tissue ``mask``; ``pathology`` marks oedema and scar (MyoPS); ``values``: the
+    tissue values to use (default: drawn by :func:`draw_tissue_values`)."""
+    values = draw_tissue_values(kind, rng) if values is None else values
     contrast = CLINICAL_CONTRASTS[kind]
-    values = contrast.draw_values(rng, float(rng.choice(FIELD_STRENGTHS_T)))
     value = tissue_value_map(
         image, mask, rng, values.other_tissue_ranges, values.air_fill_level, myocardium_value=values.myocardium,
         lv_blood_value=values.lv_blood, rv_blood_value=values.rv_blood,
