@@ -27,20 +27,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cmr_landmark.datasets import Slice
 from cmr_landmark.synth.contrast import random_contrast_slices, with_random_contrast
 from cmr_landmark.synth.t1 import synthetic_t1_slice, synthetic_t1_slices, with_fitted_map_look
 from cmr_landmark.training import FreshImages, load_labelled_slices, train_cascade
 
 SOURCE_SETS: dict[str, tuple[str, ...]] = {"cine": ("acdc", "myops"), "lge": ("mscmrseg_lge", "myops")}
 SYNTHESIS_SEED = {"train": 1, "val": 2}
-FRESH_SYNTHESIS = {"any": with_random_contrast, "t1": synthetic_t1_slice}  # --fresh-fraction's new images
 
 
 def real_sax_slices(split: str) -> list:
@@ -59,6 +61,22 @@ def with_map_look(slices: list, fraction: float, seed: int) -> list:
             s = dataclasses.replace(s, image=with_fitted_map_look(s.image, s.source_image, s.mask, rng))
         out.append(s)
     return out
+
+
+def random_contrast_with_map_look(slice_: Slice, rng: np.random.Generator, map_look_fraction: float = 0.0) -> Slice:
+    """A fresh random-contrast image of ``slice_`` ('any' with --fresh-fraction), ``map_look_fraction`` of them
+    given the look of a fitted parameter map as :func:`with_map_look` gives the fixed copies."""
+    made = with_random_contrast(slice_, rng)
+    if map_look_fraction and rng.random() < map_look_fraction:  # no draw at 0: the plain recipe's stream is kept
+        made = dataclasses.replace(made, image=with_fitted_map_look(made.image, made.source_image, made.mask, rng))
+    return made
+
+
+def fresh_synthesis(kind: str, map_look_fraction: float) -> Callable[[Slice, np.random.Generator], Slice]:
+    """What --fresh-fraction draws anew every epoch: a T1 map ('t1') or a random contrast ('any')."""
+    if kind == "t1":
+        return synthetic_t1_slice
+    return functools.partial(random_contrast_with_map_look, map_look_fraction=map_look_fraction)
 
 
 def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeats: int = 1,
@@ -98,7 +116,8 @@ def main() -> int:
     parser.add_argument("--val-contrast-copies", type=int, default=0,
                         help="any: random-contrast copies of each validation slice, validated on beside the real ones")
     parser.add_argument("--map-look-fraction", type=float, default=0.0,
-                        help="any: share of the random-contrast training copies given the look of a fitted map")
+                        help="any: share of the random-contrast training images (fixed copies and fresh ones) "
+                             "given the look of a fitted map")
     parser.add_argument("--fresh-fraction", type=float, default=0.0,
                         help="share of the training items given a new synthetic image every epoch "
                              "(training.FreshImages): 'any', a random contrast, beside or instead of the fixed "
@@ -133,7 +152,8 @@ def main() -> int:
                                lr=args.lr, threads=args.threads, max_steps_per_epoch=args.max_steps_per_epoch,
                                teachers=teachers or None, distil_weight=args.distil_weight,
                                distance_weight=args.distance_loss_weight,
-                               fresh_images=FreshImages(FRESH_SYNTHESIS[args.kind], args.fresh_fraction))
+                               fresh_images=FreshImages(fresh_synthesis(args.kind, args.map_look_fraction),
+                                                         args.fresh_fraction))
     # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
     run_path = args.out / "run.json"
     earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0

@@ -265,7 +265,7 @@ def test_t1_model_trains_on_fixed_maps_or_on_real_slices_redrawn_every_epoch(mon
     assert len(fixed) == 4 and all(s.sequence == "t1" for s in fixed + val)
     fresh, _ = script.training_sets("t1", copies=0, max_val_slices=None)
     assert fresh == stack[:2]  # the real slices: FreshImages(synthetic_t1_slice, 1.0) makes each a map every epoch
-    assert script.FRESH_SYNTHESIS["t1"] is synthetic_t1_slice
+    assert script.fresh_synthesis("t1", 0.0) is synthetic_t1_slice
     # a T1 model never trains on the real cine/LGE images, nor on maps drawn from maps
     for flags in (["--copies", "0"], ["--copies", "0", "--fresh-fraction", "0.5"],
                   ["--copies", "2", "--fresh-fraction", "1"]):
@@ -308,3 +308,19 @@ def test_any_model_training_copies_can_look_like_fitted_maps(monkeypatch) -> Non
     for with_look, without in zip(looked[n:], plain[n:], strict=True):
         np.testing.assert_array_equal(with_look.landmarks_rc, without.landmarks_rc)
         assert not np.allclose(with_look.image, without.image)
+
+
+def test_any_model_fresh_contrasts_can_look_like_fitted_maps(monkeypatch, scar_slice: Slice) -> None:
+    # --copies 0 --fresh-fraction F --map-look-fraction M: the new random contrast of each epoch gets the map look
+    # in a share M; with M = 0 it is the plain random contrast from the very same random stream (the shipped recipe)
+    script = train_sax_synthetic_script(monkeypatch, [scar_slice], [scar_slice])
+    plain = script.fresh_synthesis("any", 0.0)(scar_slice, np.random.default_rng(8))
+    np.testing.assert_array_equal(plain.image, with_random_contrast(scar_slice, np.random.default_rng(8)).image)
+    looked = script.fresh_synthesis("any", 1.0)(scar_slice, np.random.default_rng(8))
+    np.testing.assert_array_equal(looked.landmarks_rc, scar_slice.landmarks_rc)
+    assert not np.allclose(looked.image, plain.image)
+    rng = np.random.default_rng(8)  # the same draws by hand: contrast, the share's coin, then the look
+    contrast = with_random_contrast(scar_slice, rng)
+    assert rng.random() < 1.0
+    np.testing.assert_array_equal(looked.image, with_fitted_map_look(contrast.image, scar_slice.image,
+                                                                     scar_slice.mask, rng))
