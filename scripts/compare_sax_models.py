@@ -16,8 +16,9 @@ seed 2), ``random_contrast`` = random per-tissue contrast copies of the same sli
 training used seeds 1 and 2), a stand-in for a contrast the sequence-specific models never saw, and
 ``t2_map``, ``t2star_map``, ``ecv_map``, ``t2w_black_blood`` = the same slices as clinical contrasts no model was
 trained on (synth.clinical_contrasts, seed 6), the unseen contrasts of issue #5. Results per model
-and set are kept in ``--out`` so a rerun only evaluates what is new. ``--operating-points`` adds, per model and
-set, detection and false-positive rates at several probability thresholds (the peak probabilities are kept).
+and set are kept in ``--out`` so a rerun only evaluates what is new (a new model file, or a set whose images
+changed). ``--operating-points`` adds, per model and set, detection and false-positive rates at several
+probability thresholds (the peak probabilities are kept).
 
     # switch a shipped model's mirror pooling (config.MIRROR_POOLINGS) and re-choose its threshold by its rule
     python scripts/compare_sax_models.py --model sax_any --model sax_cine --out .cache/compare_sax \
@@ -31,6 +32,7 @@ no model was trained on - each with a fresh random contrast (seed 5: draws it ne
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -90,6 +92,16 @@ def result_row(evaluation: Evaluation) -> dict:
     return row
 
 
+def set_fingerprint(slices: list) -> str:
+    """sha256 of a set's images and landmarks: a cached result is reused only for the very images it was
+    measured on (a changed generator or seed makes the set new)."""
+    digest = hashlib.sha256()
+    for s in slices:
+        digest.update(np.ascontiguousarray(s.image, dtype=np.float32).tobytes())
+        digest.update(np.ascontiguousarray(s.landmarks_rc, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
 def model_source(text: str) -> tuple[str, Path | None]:
     name, _, run = text.partition("=")
     return name, Path(run) if run else None
@@ -114,9 +126,11 @@ def evaluate_model(name: str, run: Path | None, sets: dict[str, list], out: Path
     if results.get("identity") != identity:
         results = {"identity": identity}
     for set_name, slices in sets.items():
-        if set_name not in results or "probability" not in results[set_name]:
+        fingerprint = set_fingerprint(slices)
+        if results.get(set_name, {}).get("fingerprint") != fingerprint:
             results[set_name] = result_row(evaluate_slices(model, slices, threshold, mirror_average=mirror_average,
                                                            mirror_pooling=mirror_pooling))
+            results[set_name]["fingerprint"] = fingerprint
             cache.write_text(json.dumps(results, default=float) + "\n")
         print(f"{name:>12} {set_name:>13}: {results[set_name]['mean_all_mm']:.2f} mm", flush=True)
     return results

@@ -18,10 +18,14 @@ from cmr_landmark.synth.clinical_contrasts import (
 from cmr_landmark.synth.contrast import LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL
 from cmr_landmark.synth.tissue_map import OEDEMA, SCAR
 
-# Healthy myocardium in the literature (module docstring), over 1.5 and 3 T: T2 45-58 ms at 1.5 T and ~40-52 ms
-# at 3 T; T2* above 20 ms at 1.5 T when free of iron (down to ~6 ms with severe overload, 0.6x at 3 T);
-# ECV 25.3 +- 3.5 %.
-MYOCARDIUM_RANGE = {"t2_map": (40.0, 58.0), "t2star_map": (6.0, 50.0), "ecv_map": (18.0, 32.0)}
+# Myocardium in the literature (module docstring): T2 45-58 ms at 1.5 T and ~40-52 ms at 3 T; T2* 52 +- 16 ms
+# at 1.5 T when free of iron, down to ~4 ms with severe overload, about 0.6 times at 3 T; ECV 25.3 +- 3.5 %
+# whatever the field.
+MYOCARDIUM_RANGE = {
+    ("t2_map", 1.5): (45.0, 58.0), ("t2_map", 3.0): (40.0, 52.0),
+    ("t2star_map", 1.5): (4.0, 84.0), ("t2star_map", 3.0): (2.4, 50.0),
+    ("ecv_map", 1.5): (18.0, 32.0), ("ecv_map", 3.0): (18.0, 32.0),
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,36 +53,58 @@ def test_rendered_image_carries_the_drawn_tissue_values(scar_slice: Slice, kind:
     if kind == "t2w_black_blood":  # shading, slow flow and Rician noise: only the order of the tissues holds
         blood = _core(scar_slice.mask == LV_BLOOD_LABEL) | _core(scar_slice.mask == RV_BLOOD_LABEL)
         assert np.median(image[blood]) < 0.6 * np.median(image[healthy])
-        assert np.median(image[oedema]) > 1.2 * np.median(image[healthy])
+        assert np.median(image[oedema]) > np.median(image[healthy])
         return
-    low, high = MYOCARDIUM_RANGE[kind]
-    assert low <= values.myocardium <= high
     assert np.median(image[healthy]) == pytest.approx(values.myocardium, rel=0.1)
     assert np.median(image[oedema]) > np.median(image[healthy])
-    # the bright (non-trabecular) part of the LV blood pool is at the blood's value, well above the myocardium
+    # the bright (non-trabecular) part of the LV blood pool is at the blood's value
     blood = _core(scar_slice.mask == LV_BLOOD_LABEL)
     assert np.percentile(image[blood], 75) == pytest.approx(values.lv_blood, rel=0.15)
-    assert values.lv_blood > 1.5 * values.myocardium
 
 
-def test_ecv_scar_is_in_the_infarct_range(scar_slice: Slice) -> None:
+@pytest.mark.parametrize("kind", ["t2_map", "t2star_map", "ecv_map"])
+def test_drawn_values_follow_the_literature_at_each_field_strength(kind: str) -> None:
+    rng = np.random.default_rng(0)
+    draws = {field: [draw_tissue_values(kind, rng, field) for _ in range(300)] for field in (1.5, 3.0)}
+    for field, values in draws.items():
+        low, high = MYOCARDIUM_RANGE[kind, field]
+        assert all(low <= v.myocardium <= high for v in values)
+        assert all(v.oedema > v.myocardium for v in values)
+    if kind == "ecv_map":  # a volume fraction: blood is 100 (1 - haematocrit), far above the myocardium
+        assert all(52.0 <= v.lv_blood <= 65.0 and 40.0 <= v.scar for v in draws[1.5] + draws[3.0])
+    else:  # relaxation times shorten at 3 T; blood's are long
+        mean = {field: np.mean([v.myocardium for v in values]) for field, values in draws.items()}
+        assert mean[3.0] < 0.95 * mean[1.5]
+        assert np.median([v.lv_blood / v.myocardium for v in draws[1.5]]) > 2.0
+
+
+def test_black_blood_myocardium_and_oedema_against_skeletal_muscle() -> None:
+    # Friedrich 2009: healthy myocardium 1.2-1.9 times skeletal muscle, oedema at least twice
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        values = draw_tissue_values("t2w_black_blood", rng)
+        muscle = np.mean(values.other_tissue_ranges[1])
+        assert 1.2 <= values.myocardium / muscle <= 1.9
+        assert values.oedema / muscle >= 2.0
+        assert values.lv_blood < 0.35 * values.myocardium
+
+
+def test_ecv_scar_is_where_the_labels_put_it(scar_slice: Slice) -> None:
     rng = np.random.default_rng(2)
     values = draw_tissue_values("ecv_map", rng)
     image = render_clinical_contrast(scar_slice.image, scar_slice.mask, "ecv_map", rng,
                                      pathology=scar_slice.pathology, values=values)
     scar = _core((scar_slice.mask == LV_MYOCARDIUM_LABEL) & (scar_slice.pathology == SCAR))
-    assert 40.0 <= values.scar <= 75.0
     assert np.median(image[scar]) == pytest.approx(values.scar, rel=0.1)
 
 
-def test_fit_noise_grows_with_the_value_in_a_t2_map(scar_slice: Slice) -> None:
-    # blood (~120-280 ms) is far noisier than myocardium (~50 ms): residual after the smooth tissue values
-    rng = np.random.default_rng(11)
-    image = render_clinical_contrast(scar_slice.image, scar_slice.mask, "t2_map", rng)
-    residual = image - ndimage.median_filter(image, size=5)
-    myocardium = _core((scar_slice.mask == LV_MYOCARDIUM_LABEL) & (scar_slice.pathology == 0))
-    blood = _core(scar_slice.mask == LV_BLOOD_LABEL)
-    assert residual[blood].std() > 3 * residual[myocardium].std()
+def test_fit_noise_grows_with_the_value_as_the_map_look_draws_it() -> None:
+    # the T2 map's look: noise SD at 250 ms (blood) against 50 ms (myocardium) is (250 / 50) ** 2 = 25 times
+    look = CLINICAL_CONTRASTS["t2_map"].add_look
+    flat = np.ones((96, 96), dtype=bool)
+    sd = [np.std(look(np.full((96, 96), value), flat, np.random.default_rng(3))) for value in (50.0, 250.0)]
+    assert sd[1] / sd[0] == pytest.approx(25.0, rel=0.05)
+    assert 0.02 * 50 * 50 / 60 * 0.5 < sd[0] < 0.06 * 50 * 50 / 60  # 2-6 % at 60 ms, less the blur's smoothing
 
 
 def test_slices_keep_geometry_and_are_reproducible(scar_slice: Slice) -> None:
@@ -95,12 +121,23 @@ def test_slices_keep_geometry_and_are_reproducible(scar_slice: Slice) -> None:
     np.testing.assert_array_equal(first[0].image, again[0].image)
     assert not np.array_equal(first[0].image, other[0].image)
     assert not np.array_equal(first[0].image, first[1].image)
+    # each kind draws from a stream of its own (seed, kind, slice), so the kinds of a slice share no noise
+    for kind_index, kind in enumerate(CLINICAL_CONTRASTS):
+        made = clinical_contrast_slices(stack[:1], kind, seed=6)[0].image
+        np.testing.assert_array_equal(made, render_clinical_contrast(
+            stack[0].image, stack[0].mask, kind, np.random.default_rng([6, kind_index, 0]),
+            pathology=stack[0].pathology))
 
 
 def test_bad_input_is_refused(scar_slice: Slice) -> None:
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="unknown contrast"):
         draw_tissue_values("perfusion", rng)
+    with pytest.raises(ValueError, match="unknown contrast"):
+        render_clinical_contrast(scar_slice.image, scar_slice.mask, "perfusion", rng,
+                                 values=draw_tissue_values("t2_map", rng))
+    with pytest.raises(ValueError, match="unknown contrast"):
+        clinical_contrast_slices([scar_slice], "perfusion", seed=0)
     with pytest.raises(ValueError, match="field strength"):
         draw_tissue_values("t2_map", rng, field_strength_t=7.0)
     with pytest.raises(ValueError, match="one shape"):

@@ -321,6 +321,12 @@ def test_any_model_fresh_contrasts_can_look_like_fitted_maps(monkeypatch, scar_s
     assert not np.allclose(looked.image, plain.image)
     rng = np.random.default_rng(8)  # the same draws by hand: contrast, the share's coin, then the look
     contrast = with_random_contrast(scar_slice, rng)
-    assert rng.random() < 1.0
+    rng.random()  # the share's coin, always heads at 1.0
     np.testing.assert_array_equal(looked.image, with_fitted_map_look(contrast.image, scar_slice.image,
                                                                      scar_slice.mask, rng))
+    # an intermediate share: about that share of the fresh images get the look (the rest are the plain contrast)
+    share = script.fresh_synthesis("any", 0.3)
+    looked = [not np.array_equal(share(scar_slice, np.random.default_rng(seed)).image,
+                                 with_random_contrast(scar_slice, np.random.default_rng(seed)).image)
+              for seed in range(60)]
+    assert 0.12 < np.mean(looked) < 0.5

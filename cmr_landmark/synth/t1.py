@@ -36,9 +36,17 @@ from scipy import ndimage
 
 from ..datasets import Slice
 from .contrast import BACKGROUND_LABEL, normalised_source
-from .tissue_map import OEDEMA, SCAR, add_fit_noise, motion_blur, tissue_value_map
+from .tissue_map import (
+    FIELD_STRENGTHS_T,
+    OEDEMA,
+    SCAR,
+    add_fit_noise,
+    add_fitted_map_look,
+    check_field_strength,
+    motion_blur,
+    tissue_value_map,
+)
 
-FIELD_STRENGTHS_T: tuple[float, ...] = (1.5, 3.0)
 MYOCARDIUM_NATIVE_T1_MS: dict[float, tuple[float, float]] = {1.5: (920.0, 1060.0), 3.0: (1020.0, 1260.0)}
 BLOOD_NATIVE_T1_MS: dict[float, tuple[float, float]] = {1.5: (1500.0, 1700.0), 3.0: (1750.0, 2000.0)}
 BLOOD_POST_CONTRAST_T1_MS: dict[float, tuple[float, float]] = {1.5: (250.0, 400.0), 3.0: (280.0, 450.0)}
@@ -86,8 +94,7 @@ def draw_t1_scenario(
     """Random tissue T1 values within the published ranges above (1.5 or 3 T, native or post-contrast)."""
     if field_strength_t is None:
         field_strength_t = float(rng.choice(FIELD_STRENGTHS_T))
-    if field_strength_t not in FIELD_STRENGTHS_T:
-        raise ValueError(f"field strength must be one of {FIELD_STRENGTHS_T} T, got {field_strength_t}")
+    check_field_strength(field_strength_t)
     if post_contrast is None:
         post_contrast = bool(rng.random() < 0.35)
     myocardium_native = rng.uniform(*MYOCARDIUM_NATIVE_T1_MS[field_strength_t])
@@ -134,7 +141,7 @@ def render_t1_map(
     t1_ms = tissue_value_map(
         image, mask, rng,
         OTHER_TISSUE_POST_CONTRAST_T1_MS if scenario.post_contrast else OTHER_TISSUE_NATIVE_T1_MS,
-        air_fill_level=(500.0, max_t1_ms), myocardium_value=scenario.myocardium_t1_ms,
+        air_fill_level_range=(500.0, max_t1_ms), myocardium_value=scenario.myocardium_t1_ms,
         lv_blood_value=scenario.lv_blood_t1_ms, rv_blood_value=scenario.rv_blood_t1_ms,
         lesion_values=lesion_values, pathology=pathology)
     t1_ms = ndimage.gaussian_filter(t1_ms, sigma=scenario.blur_px)
@@ -150,9 +157,7 @@ def with_fitted_map_look(image: np.ndarray, source: np.ndarray, mask: np.ndarray
     images, noise that grows with the fitted value, and air (dark in the real ``source`` image, outside ``mask``)
     masked to 0 or filled with the fit's random output, as :func:`render_t1_map` does for T1 maps."""
     value_ms = 2000.0 * np.clip(np.asarray(image, dtype=np.float64), 0.0, None)  # the T1 fit's noise model in ms
-    value_ms = ndimage.gaussian_filter(value_ms, sigma=rng.uniform(0.3, 1.0))
-    value_ms = motion_blur(value_ms, rng.uniform(0.0, 3.0), rng.uniform(0.0, np.pi))
-    value_ms = add_fit_noise(value_ms, rng.uniform(0.01, 0.035), rng)
+    value_ms = add_fitted_map_look(value_ms, rng, blur_px=(0.3, 1.0), noise_fraction=(0.01, 0.035), reference=1000.0)
     air = (ndimage.gaussian_filter(normalised_source(source), 1.0) < rng.uniform(0.03, 0.1)) & (
         np.asarray(mask) == BACKGROUND_LABEL)
     value_ms[air] = 0.0 if rng.random() < 0.3 else rng.uniform(0.0, rng.uniform(500.0, 4000.0), int(air.sum()))

@@ -32,6 +32,13 @@ OTHER_TISSUE_QUANTILES = (0.0, 0.25, 0.5, 0.7, 1.0)
 # Codes of the pathology map (cmr_landmark.datasets: MyoPS oedema and scar inside the myocardium).
 OEDEMA, SCAR = 1, 2  # 0: none
 
+FIELD_STRENGTHS_T: tuple[float, ...] = (1.5, 3.0)
+
+
+def check_field_strength(field_strength_t: float) -> None:
+    if field_strength_t not in FIELD_STRENGTHS_T:
+        raise ValueError(f"field strength must be one of {FIELD_STRENGTHS_T} T, got {field_strength_t}")
+
 
 def add_fit_noise(value: np.ndarray, noise_fraction_at_reference: float, rng: np.random.Generator,
                   reference: float = 1000.0) -> np.ndarray:
@@ -70,12 +77,21 @@ def blood_with_trabeculae(
     return blood_value + muscle_fraction * (myocardium_value - blood_value)
 
 
+def add_fitted_map_look(value: np.ndarray, rng: np.random.Generator, blur_px: tuple[float, float],
+                        noise_fraction: tuple[float, float], reference: float) -> np.ndarray:
+    """The look of a pixel-wise fit over several images, drawn at random: blur (Gaussian sigma in ``blur_px``),
+    residual motion (0-3 px), and :func:`add_fit_noise` with a fraction in ``noise_fraction`` at ``reference``."""
+    value = ndimage.gaussian_filter(value, sigma=rng.uniform(*blur_px))
+    value = motion_blur(value, rng.uniform(0.0, 3.0), rng.uniform(0.0, np.pi))
+    return add_fit_noise(value, rng.uniform(*noise_fraction), rng, reference=reference)
+
+
 def tissue_value_map(
     image: np.ndarray,
     mask: np.ndarray,
     rng: np.random.Generator,
     other_tissue_ranges: Sequence[tuple[float, float]],
-    air_fill_level: tuple[float, float],
+    air_fill_level_range: tuple[float, float],
     myocardium_value: float,
     lv_blood_value: float,
     rv_blood_value: float,
@@ -84,7 +100,7 @@ def tissue_value_map(
 ) -> np.ndarray:
     """Tissue values (H, W, float64) of one synthetic image, before the acquisition's look is added.
 
-    ``other_tissue_ranges``: one (low, high) per :data:`OTHER_TISSUE_QUANTILES`; ``air_fill_level``: air, when
+    ``other_tissue_ranges``: one (low, high) per :data:`OTHER_TISSUE_QUANTILES`; ``air_fill_level_range``: air, when
     not masked to 0, gets uniform random values from 0 up to a level drawn from this range;
     ``lesion_values``: value per pathology code (:data:`OEDEMA`, :data:`SCAR`) inside the myocardium.
     """
@@ -107,7 +123,7 @@ def tissue_value_map(
     if rng.random() < 0.3:
         value[air] = 0.0
     else:
-        value[air] = rng.uniform(0.0, rng.uniform(*air_fill_level), int(air.sum()))
+        value[air] = rng.uniform(0.0, rng.uniform(*air_fill_level_range), int(air.sum()))
 
     myocardium = mask == LV_MYOCARDIUM_LABEL
     texture = 1.0 + 0.02 * smooth_random_field(mask.shape, rng, scale_px=3.0)
