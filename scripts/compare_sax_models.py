@@ -143,6 +143,14 @@ def paired_difference_mm(a: dict, b: dict) -> tuple[float, float]:
     return float(difference.mean()), float(1.96 * difference.std(ddof=1) / np.sqrt(len(difference)))
 
 
+def pooled_distances(result: dict, set_names: list[str]) -> dict:
+    """A model's distances per labelled landmark averaged over ``set_names``, sets of the same slices (the clinical
+    contrasts): the images of a slice share its anatomy, so the pooled interval is taken over landmarks, not over
+    images."""
+    return {"distances_mm": np.mean([np.asarray(result[name]["distances_mm"], dtype=float) for name in set_names],
+                                    axis=0).tolist()}
+
+
 def tables_markdown(results: dict[str, dict], set_names: list[str]) -> str:
     lines = ["Mean distance to the derived label (mm) over every labelled landmark, threshold aside; per landmark the "
              "mean of the found ones and the detection rate (shipped models at their own probability threshold, "
@@ -165,7 +173,13 @@ def tables_markdown(results: dict[str, dict], set_names: list[str]) -> str:
 def comparison_markdown(results: dict[str, dict], set_names: list[str]) -> str:
     """Paired differences of every model against every other on each set (mean over shared landmarks, 95% CI)."""
     names = list(results)
-    lines = ["Paired difference in distance, row model minus column model (mm, mean +- 95% half-width):", ""]
+    pooled = "clinical contrasts pooled"
+    if set(CLINICAL_CONTRASTS) <= set(set_names):
+        results = {name: {**result, pooled: pooled_distances(result, list(CLINICAL_CONTRASTS))}
+                   for name, result in results.items()}
+        set_names = [*set_names, pooled]
+    lines = ["Paired difference in distance, row model minus column model (mm, mean +- 95% half-width; "
+             f"'{pooled}': each landmark's distance averaged over the four first):", ""]
     for set_name in set_names:
         lines += [f"**{set_name}**", "", "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for a in names:

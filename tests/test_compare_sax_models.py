@@ -1,0 +1,65 @@
+"""scripts/compare_sax_models.py's bookkeeping: cached results are tied to the images they were measured on, and
+the clinical contrasts are pooled per landmark (the four images of a slice share its anatomy)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from myops_stack import load_myops_stack
+
+from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS
+
+
+def compare_script():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_sax_models.py"
+    spec = importlib.util.spec_from_file_location("compare_sax_models", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_set_fingerprint_changes_with_any_image_or_landmark() -> None:
+    script = compare_script()
+    stack = load_myops_stack()
+    reference = script.set_fingerprint(stack)
+    assert script.set_fingerprint(load_myops_stack()) == reference
+    brighter = [dataclasses.replace(stack[0], image=stack[0].image * 1.001), *stack[1:]]
+    moved = [*stack[:2], dataclasses.replace(stack[2], landmarks_rc=stack[2].landmarks_rc + 0.5)]
+    assert script.set_fingerprint(brighter) != reference
+    assert script.set_fingerprint(moved) != reference
+    assert script.set_fingerprint(stack[:2]) != reference
+
+
+def test_clinical_contrasts_are_pooled_per_landmark() -> None:
+    script = compare_script()
+    rng = np.random.default_rng(0)
+    labelled = np.ones((50, 3), dtype=bool)
+    labelled[::7, 0] = False  # landmarks absent in every contrast of those slices
+
+    def result(offset_mm: float) -> dict:
+        # a landmark's error is mostly its anatomy's (shared by its four images), a little the contrast's
+        anatomy = rng.gamma(2.0, 1.5, size=(50, 3))
+        per_set = {}
+        for kind in CLINICAL_CONTRASTS:
+            distances = anatomy + 0.2 * rng.standard_normal((50, 3)) + offset_mm
+            per_set[kind] = {"distances_mm": np.where(labelled, distances, np.nan).tolist()}
+        return per_set
+
+    a, b = result(1.0), result(0.0)
+    pooled_a = np.asarray(script.pooled_distances(a, list(CLINICAL_CONTRASTS))["distances_mm"])
+    np.testing.assert_allclose(pooled_a, np.mean([a[k]["distances_mm"] for k in CLINICAL_CONTRASTS], axis=0))
+    assert np.isnan(pooled_a[::7, 0]).all() and np.isfinite(pooled_a[labelled]).all()
+    mean, half = script.paired_difference_mm({"distances_mm": pooled_a.tolist()},
+                                             script.pooled_distances(b, list(CLINICAL_CONTRASTS)))
+    assert abs(mean - 1.0) < 3 * half
+    # over landmarks, not over the 4x as many images, which would pretend the shared anatomy were four samples
+    naive_half = script.paired_difference_mm(
+        {"distances_mm": np.concatenate([a[k]["distances_mm"] for k in CLINICAL_CONTRASTS]).tolist()},
+        {"distances_mm": np.concatenate([b[k]["distances_mm"] for k in CLINICAL_CONTRASTS]).tolist()})[1]
+    assert half > 1.5 * naive_half
+    markdown = script.comparison_markdown({"a": a, "b": b}, list(CLINICAL_CONTRASTS))
+    assert "**clinical contrasts pooled**" in markdown
+    assert f"| a |  | {mean:+.2f} +- {half:.2f} |" in markdown
