@@ -313,11 +313,14 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         + (f" --max-val-slices {run_info['max_val_slices']}" if run_info['max_val_slices'] else "")
         + (f" --val-contrast-copies {run_info['val_contrast_copies']}" if run_info.get("val_contrast_copies") else "")
         + (f" --lge-repeats {run_info['lge_repeats']}" if run_info.get("lge_repeats", 1) > 1 else "")
+        + (f" --map-look-fraction {run_info['map_look_fraction']}" if run_info.get("map_look_fraction") else "")
         + "".join(f" --distil-from {teacher}" for teacher in run_info.get("distil_from", []))
         + (f" --distil-weight {run_info['distil_weight']}" if run_info.get("distil_from") else "")
         + (f" --distance-loss-weight {run_info['distance_loss_weight']}"
            if run_info.get("distance_loss_weight") else "")
-        + f" --threads {run_info['threads']} --out RUN` (docs/t1.md).",
+        + f" --threads {run_info['threads']}"
+        + (f" --seed {run_info['seed']}" if run_info.get("seed") else "")
+        + " --out RUN` (docs/t1.md).",
         "- **Inference**: " + ("fine stage averaged over the crop and its left-right mirror (manifest "
                                "`mirror_average`)" + (", the two passes pooled log-linearly (softmax of their mean "
                                                       "log-probability, manifest `mirror_pooling`: docs/t1.md)"

@@ -112,6 +112,8 @@ def main() -> int:
     parser.add_argument("--max-steps-per-epoch", type=int, default=None)
     parser.add_argument("--max-val-slices", type=int, default=None, help="validate on this many (evenly spaced)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="weights' start, shuffles, augmentation and fresh images (a replicate run: another seed)")
     parser.add_argument("--lge-repeats", type=int, default=1, help="any: each LGE training image this many times")
     parser.add_argument("--val-contrast-copies", type=int, default=0,
                         help="any: random-contrast copies of each validation slice, validated on beside the real ones")
@@ -153,7 +155,7 @@ def main() -> int:
                                teachers=teachers or None, distil_weight=args.distil_weight,
                                distance_weight=args.distance_loss_weight,
                                fresh_images=FreshImages(fresh_synthesis(args.kind, args.map_look_fraction),
-                                                         args.fresh_fraction))
+                                                         args.fresh_fraction), seed=args.seed)
     # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
     run_path = args.out / "run.json"
     earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0
@@ -168,7 +170,8 @@ def main() -> int:
          "distil_weight": args.distil_weight if teachers else None,
          "distance_loss_weight": args.distance_loss_weight,
          "max_steps_per_epoch": args.max_steps_per_epoch, "max_val_slices": args.max_val_slices,
-         "threads": args.threads, "wall_s": earlier_s + time.perf_counter() - start, "metrics": metrics},
+         "threads": args.threads, "seed": args.seed, "wall_s": earlier_s + time.perf_counter() - start,
+         "metrics": metrics},
         indent=2, default=float) + "\n")
     return 0
 
