@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from myops_stack import load_myops_stack
@@ -330,3 +332,24 @@ def test_any_model_fresh_contrasts_can_look_like_fitted_maps(monkeypatch, scar_s
                                  with_random_contrast(scar_slice, np.random.default_rng(seed)).image)
               for seed in range(60)]
     assert 0.12 < np.mean(looked) < 0.5
+
+
+def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypatch, tmp_path) -> None:
+    # a replicate run (--seed) and the fresh images' map look reach train_cascade and are recorded in run.json
+    stack = load_myops_stack()
+    script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
+    captured = {}
+
+    def fake_train_cascade(train, val, view, out, epochs, epochs_fine, **kwargs):
+        captured.update(kwargs)
+        return None, {}
+
+    monkeypatch.setattr(script, "train_cascade", fake_train_cascade)
+    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path), "--copies", "0",
+                                     "--fresh-fraction", "0.5", "--map-look-fraction", "0.3", "--seed", "3"])
+    assert script.main() == 0
+    assert captured["seed"] == 3
+    fresh = captured["fresh_images"]
+    assert fresh.fraction == 0.5 and fresh.synthesise.keywords == {"map_look_fraction": 0.3}
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["seed"] == 3 and run["map_look_fraction"] == 0.3 and run["fresh_fraction"] == 0.5
