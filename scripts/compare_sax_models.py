@@ -281,6 +281,8 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
             + (f", {run_info['fresh_fraction']:.0%} of them given a fresh random per-tissue contrast "
                "every epoch (training.FreshImages, cmr_landmark.synth.contrast)"
                if run_info.get("fresh_fraction") else "")
+            + (f", {run_info['map_look_fraction']:.0%} of the random contrasts with the look of a fitted parameter "
+               "map (synth.t1.with_fitted_map_look)" if run_info.get("map_look_fraction") else "")
             + (" plus random per-tissue contrast copies (cmr_landmark.synth.contrast)" if run_info["copies"] else ""))
     card = "\n".join([
         f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
