@@ -32,8 +32,10 @@ no model was trained on - each with a fresh random contrast (seed 5: draws it ne
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -65,17 +67,34 @@ TRAINING_SEED_T1 = 1  # scripts/train_sax_synthetic.py
 THRESHOLD_SLICES = 400
 
 
-def evaluation_sets() -> dict[str, list]:
-    cine = load_labelled_slices(["acdc", "myops"], "val", "sax", "cine")
-    lge = load_labelled_slices(["mscmrseg_lge", "myops"], "val", "sax", "lge")
-    return {
-        "cine": cine,
-        "lge": lge,
-        "mnms2_cine": load_labelled_slices(["mnms2"], "val", "sax", "cine"),
-        "t1_synthetic": synthetic_t1_slices(cine + lge, EVALUATION_SEED_T1),
-        "random_contrast": random_contrast_slices(cine + lge, EVALUATION_SEED_CONTRAST),
-        **{kind: clinical_contrast_slices(cine + lge, kind, EVALUATION_SEED_CLINICAL) for kind in CLINICAL_CONTRASTS},
+SET_NAMES = ("cine", "lge", "mnms2_cine", "t1_synthetic", "random_contrast", *CLINICAL_CONTRASTS)
+
+
+def evaluation_sets(names: Sequence[str]) -> dict[str, list]:
+    """The sets of ``names`` that are in :data:`SET_NAMES`, in its order; only those are loaded or synthesised."""
+    real = {"cine": (["acdc", "myops"], "cine"), "lge": (["mscmrseg_lge", "myops"], "lge")}
+    loaded: dict[str, list] = {}
+
+    def validation(sequence: str) -> list:
+        if sequence not in loaded:
+            loaded[sequence] = load_labelled_slices(real[sequence][0], "val", "sax", real[sequence][1])
+        return loaded[sequence]
+
+    def cine_and_lge() -> list:  # the slices every synthetic set is made from
+        return validation("cine") + validation("lge")
+
+    def clinical(kind: str) -> list:
+        return clinical_contrast_slices(cine_and_lge(), kind, EVALUATION_SEED_CLINICAL)
+
+    builders = {
+        "cine": lambda: validation("cine"),
+        "lge": lambda: validation("lge"),
+        "mnms2_cine": lambda: load_labelled_slices(["mnms2"], "val", "sax", "cine"),
+        "t1_synthetic": lambda: synthetic_t1_slices(cine_and_lge(), EVALUATION_SEED_T1),
+        "random_contrast": lambda: random_contrast_slices(cine_and_lge(), EVALUATION_SEED_CONTRAST),
+        **{kind: functools.partial(clinical, kind) for kind in CLINICAL_CONTRASTS},
     }
+    return {name: builders[name]() for name in SET_NAMES if name in names}
 
 
 def result_row(evaluation: Evaluation) -> dict:
@@ -107,8 +126,8 @@ def model_source(text: str) -> tuple[str, Path | None]:
     return name, Path(run) if run else None
 
 
-def evaluate_model(name: str, run: Path | None, sets: dict[str, list], out: Path, mirror_average: bool,
-                   mirror_pooling: str) -> dict:
+def evaluate_model(name: str, run: Path | None, sets: dict[str, list], fingerprints: dict[str, str], out: Path,
+                   mirror_average: bool, mirror_pooling: str) -> dict:
     """A shipped model runs as its manifest says (threshold, mirror averaging and pooling); a run folder at the
     default threshold, with ``mirror_average`` and ``mirror_pooling``."""
     if run is None:
@@ -126,7 +145,7 @@ def evaluate_model(name: str, run: Path | None, sets: dict[str, list], out: Path
     if results.get("identity") != identity:
         results = {"identity": identity}
     for set_name, slices in sets.items():
-        fingerprint = set_fingerprint(slices)
+        fingerprint = fingerprints[set_name]
         if results.get(set_name, {}).get("fingerprint") != fingerprint:
             results[set_name] = result_row(evaluate_slices(model, slices, threshold, mirror_average=mirror_average,
                                                            mirror_pooling=mirror_pooling))
@@ -354,8 +373,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="manifest name, or NAME=RUN_DIR")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sets", default=",".join(["cine", "lge", "mnms2_cine", "t1_synthetic", "random_contrast",
-                                                     *CLINICAL_CONTRASTS]))
+    parser.add_argument("--sets", default=",".join(SET_NAMES))
     parser.add_argument("--operating-points", action="store_true",
                         help="also tabulate detection / false positives at several probability thresholds")
     parser.add_argument("--repool", action="append", default=[],
@@ -368,7 +386,8 @@ def main() -> int:
                         help="how run folders (and models shipped from them) pool the two passes (docs/t1.md)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    sets = {name: slices for name, slices in evaluation_sets().items() if name in args.sets.split(",")}
+    sets = evaluation_sets(args.sets.split(","))
+    fingerprints = {name: set_fingerprint(slices) for name, slices in sets.items()}
     sources = dict(model_source(text) for text in args.model)
     shipped = {}
     for text in args.ship:  # export first: the tables are then those of the shipped file at its threshold
@@ -382,7 +401,7 @@ def main() -> int:
         name, _, pooling = text.partition("=")
         old, new = repool_shipped(name, pooling)
         print(f"{name}: mirror_pooling {pooling}, probability threshold {old} -> {new}", flush=True)
-    results = {name: evaluate_model(name, run, sets, args.out, args.mirror_average, args.mirror_pooling)
+    results = {name: evaluate_model(name, run, sets, fingerprints, args.out, args.mirror_average, args.mirror_pooling)
                for name, run in sources.items()}
     tables, comparison = tables_markdown(results, list(sets)), comparison_markdown(results, list(sets))
     if args.operating_points:

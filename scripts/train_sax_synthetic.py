@@ -50,26 +50,25 @@ def real_sax_slices(split: str) -> list:
     return [s for sequence, names in SOURCE_SETS.items() for s in load_labelled_slices(names, split, "sax", sequence)]
 
 
+def maybe_with_map_look(slice_: Slice, rng: np.random.Generator, fraction: float) -> Slice:
+    """``slice_`` (a random-contrast image) given, with probability ``fraction``, the look of a fitted parameter
+    map (synth.t1.with_fitted_map_look): the quantitative maps (T2, T2*, ECV) a contrast-agnostic model meets
+    share it, whatever their tissue values. No draw at 0, so a recipe without the look keeps its random stream."""
+    if fraction and rng.random() < fraction:
+        return dataclasses.replace(slice_, image=with_fitted_map_look(slice_.image, slice_.source_image, slice_.mask,
+                                                                       rng))
+    return slice_
+
+
 def with_map_look(slices: list, fraction: float, seed: int) -> list:
-    """``slices`` (random-contrast copies) with ``fraction`` of them, chosen at random, given the look of a fitted
-    parameter map (synth.t1.with_fitted_map_look): the quantitative maps (T2, T2*, ECV) a contrast-agnostic model
-    meets share it, whatever their tissue values."""
-    out = []
-    for index, s in enumerate(slices):
-        rng = np.random.default_rng([seed, index, 7])
-        if rng.random() < fraction:
-            s = dataclasses.replace(s, image=with_fitted_map_look(s.image, s.source_image, s.mask, rng))
-        out.append(s)
-    return out
+    """``slices`` (the fixed random-contrast copies), ``fraction`` of them, chosen at random, with the map look."""
+    return [maybe_with_map_look(s, np.random.default_rng([seed, index, 7]), fraction) for index, s in enumerate(slices)]
 
 
 def random_contrast_with_map_look(slice_: Slice, rng: np.random.Generator, map_look_fraction: float = 0.0) -> Slice:
     """A fresh random-contrast image of ``slice_`` ('any' with --fresh-fraction), ``map_look_fraction`` of them
-    given the look of a fitted parameter map as :func:`with_map_look` gives the fixed copies."""
-    made = with_random_contrast(slice_, rng)
-    if map_look_fraction and rng.random() < map_look_fraction:  # no draw at 0: the plain recipe's stream is kept
-        made = dataclasses.replace(made, image=with_fitted_map_look(made.image, made.source_image, made.mask, rng))
-    return made
+    with the map look, as :func:`with_map_look` gives the fixed copies."""
+    return maybe_with_map_look(with_random_contrast(slice_, rng), rng, map_look_fraction)
 
 
 def fresh_synthesis(kind: str, map_look_fraction: float) -> Callable[[Slice, np.random.Generator], Slice]:

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..datasets import Slice
-from .contrast import BACKGROUND_LABEL, normalised_source
+from .contrast import normalised_source
 from .tissue_map import (
     FIELD_STRENGTHS_T,
     OEDEMA,
@@ -43,6 +43,7 @@ from .tissue_map import (
     add_fit_noise,
     add_fitted_map_look,
     check_field_strength,
+    fill_air,
     motion_blur,
     tissue_value_map,
 )
@@ -158,9 +159,7 @@ def with_fitted_map_look(image: np.ndarray, source: np.ndarray, mask: np.ndarray
     masked to 0 or filled with the fit's random output, as :func:`render_t1_map` does for T1 maps."""
     value_ms = 2000.0 * np.clip(np.asarray(image, dtype=np.float64), 0.0, None)  # the T1 fit's noise model in ms
     value_ms = add_fitted_map_look(value_ms, rng, blur_px=(0.3, 1.0), noise_fraction=(0.01, 0.035), reference=1000.0)
-    air = (ndimage.gaussian_filter(normalised_source(source), 1.0) < rng.uniform(0.03, 0.1)) & (
-        np.asarray(mask) == BACKGROUND_LABEL)
-    value_ms[air] = 0.0 if rng.random() < 0.3 else rng.uniform(0.0, rng.uniform(500.0, 4000.0), int(air.sum()))
+    fill_air(value_ms, normalised_source(source), mask, rng, (500.0, 4000.0))
     return (np.clip(value_ms, 0.0, None) / 2000.0).astype(np.float32)
 
 

@@ -86,6 +86,18 @@ def add_fitted_map_look(value: np.ndarray, rng: np.random.Generator, blur_px: tu
     return add_fit_noise(value, rng.uniform(*noise_fraction), rng, reference=reference)
 
 
+def fill_air(value: np.ndarray, source: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+             fill_level_range: tuple[float, float]) -> None:
+    """Lung and air (dark in the ``source`` scaled 0..1 by ``contrast.normalised_source``, outside ``mask``) have
+    no signal to fit: scanners either mask them to 0 or show the fit's random output, uniform from 0 up to a level
+    drawn from ``fill_level_range``. Sets ``value`` in place."""
+    air = (ndimage.gaussian_filter(source, 1.0) < rng.uniform(0.03, 0.1)) & (np.asarray(mask) == BACKGROUND_LABEL)
+    if rng.random() < 0.3:
+        value[air] = 0.0
+    else:
+        value[air] = rng.uniform(0.0, rng.uniform(*fill_level_range), int(air.sum()))
+
+
 def tissue_value_map(
     image: np.ndarray,
     mask: np.ndarray,
@@ -118,12 +130,7 @@ def tissue_value_map(
     x, y = random_curve(rng, 0.0, 1.0)
     value = np.interp(np.interp(source, x, y), OTHER_TISSUE_QUANTILES, ladder)
 
-    # Lung and air: no signal to fit. Scanners either mask them to 0 or show the fit's random output.
-    air = (ndimage.gaussian_filter(source, 1.0) < rng.uniform(0.03, 0.1)) & (mask == BACKGROUND_LABEL)
-    if rng.random() < 0.3:
-        value[air] = 0.0
-    else:
-        value[air] = rng.uniform(0.0, rng.uniform(*air_fill_level_range), int(air.sum()))
+    fill_air(value, source, mask, rng, air_fill_level_range)
 
     myocardium = mask == LV_MYOCARDIUM_LABEL
     texture = 1.0 + 0.02 * smooth_random_field(mask.shape, rng, scale_px=3.0)
