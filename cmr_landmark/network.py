@@ -98,5 +98,37 @@ def unet_widths(state_dict: dict[str, torch.Tensor]) -> tuple[int, ...]:
     return tuple(widths)
 
 
+class LandmarkEnsemble(nn.Module):
+    """Several cascades answering as one: each stage's probabilities are the mean of the members' (each member a
+    :class:`LandmarkCascade`, scripted or not, with the same landmarks). Runs that differ only by their training
+    seed make different errors on real images they never saw (docs/lax.md), and the mean keeps what they agree on.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    @torch.jit.export
+    def coarse_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(0)
+        for i, member in enumerate(self.members):
+            probabilities = member.coarse_probabilities(x)
+            total = probabilities if i == 0 else total + probabilities
+        return total / len(self.members)
+
+    @torch.jit.export
+    def fine_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(0)
+        for i, member in enumerate(self.members):
+            probabilities = member.fine_probabilities(x)
+            total = probabilities if i == 0 else total + probabilities
+        return total / len(self.members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fine_probabilities(x)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

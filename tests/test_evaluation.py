@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 from sax_phantom import phantom_slices
 from scipy import stats
 
@@ -23,7 +24,7 @@ from cmr_landmark.evaluation import (
 from cmr_landmark.export import export_cascade, load_training_state
 from cmr_landmark.measures import rv_insertion_angle_deg
 from cmr_landmark.model_store import ModelError, find_model
-from cmr_landmark.network import LandmarkCascade, UNet
+from cmr_landmark.network import LandmarkCascade, LandmarkEnsemble, UNet
 from cmr_landmark.training import load_stage_weights
 
 
@@ -138,6 +139,24 @@ def test_exported_model_carries_its_training_state(tmp_path) -> None:
         np.testing.assert_allclose(state["fine"][name].numpy(), value.numpy(), rtol=1e-3, atol=1e-4)
     # --init-from accepts the shipped file: a U-Net of the same shape takes the weights
     UNet(3, (8, 16)).load_state_dict(load_stage_weights(path, "coarse"))
+
+
+def test_an_ensemble_answers_with_the_mean_of_its_members_probabilities_also_when_frozen() -> None:
+    torch.manual_seed(0)
+    members = [LandmarkCascade(UNet(3, (8, 16)), UNet(3, (8, 16))).eval() for _ in range(3)]
+    ensemble = LandmarkEnsemble(members).eval()
+    frozen = torch.jit.freeze(torch.jit.script(ensemble),
+                              preserved_attrs=["coarse_probabilities", "fine_probabilities"])
+    x = torch.randn(2, 1, 32, 32)
+    with torch.inference_mode():
+        for stage in ("coarse_probabilities", "fine_probabilities"):
+            expected = torch.stack([getattr(member, stage)(x) for member in members]).mean(dim=0)
+            assert not torch.allclose(getattr(members[0], stage)(x), expected)  # the members differ
+            torch.testing.assert_close(getattr(ensemble, stage)(x), expected)
+            torch.testing.assert_close(getattr(frozen, stage)(x), expected)
+            torch.testing.assert_close(expected.sum(dim=1), torch.ones(2, 32, 32))
+    with pytest.raises(ValueError, match="at least one member"):
+        LandmarkEnsemble([])
 
 
 def test_evaluate_slices_rejects_mixed_views_and_empty_input() -> None:

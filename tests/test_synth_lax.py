@@ -169,24 +169,27 @@ def test_training_driver_trains_exports_and_the_detector_loads_it(tmp_path, monk
     from cmr_landmark.synth.train_lax import main
 
     # the distance term reaches the fine stage only (the coarse stage's maps are not decoded by centroid)
-    weights_by_stage = {}
+    # and --train-seed seeds both stages in place of the set seed
+    weights_by_stage, seeds_by_stage = {}, {}
     real_train_stage = train_lax.train_stage
 
     def recording_train_stage(stage, *args, **kwargs):
         weights_by_stage[stage] = kwargs["distance_weight"]
+        seeds_by_stage[stage] = kwargs["seed"]
         return real_train_stage(stage, *args, **kwargs)
 
     monkeypatch.setattr(train_lax, "train_stage", recording_train_stage)
     monkeypatch.setenv("CMR_LANDMARK_CACHE", str(tmp_path / "cache"))
     models = tmp_path / "models"
     main(["--slices", "14", "--anatomy", "slender", "--epochs-coarse", "1", "--epochs-fine", "1", "--batch-size", "4",
-          "--widths", "4,8,16,32", "--distance-loss-weight", "0.3", "--out", str(tmp_path / "run"),
+          "--widths", "4,8,16,32", "--distance-loss-weight", "0.3", "--train-seed", "5", "--out", str(tmp_path / "run"),
           "--export-to", str(models)])
     assert (tmp_path / "run" / "mixed" / "fine_best.pt").exists()
     spec = find_model("lax", "cine", name="lax_cine", folder=models)
     entry = json.loads((models / "manifest.json").read_text())["models"][0]
     assert "distance term, weight 0.3" in entry["trained_on"]
     assert weights_by_stage == {"coarse": 0.0, "fine": 0.3}
+    assert seeds_by_stage == {"coarse": 5, "fine": 5} and "training seed 5" in entry["trained_on"]
     found = Detector(spec, device=None).detect([np.random.default_rng(0).random((96, 80)) * 100], (1.5, 1.5))
     assert set(found[0]) == {"MV-1", "MV-2", "APEX"}
     from cmr_landmark.training import load_stage_weights  # each stage can seed a later run

@@ -82,13 +82,16 @@ def train_synthetic_stage(
     family: str = "broad",
     init_from: Path | None = None,
     distance_weight: float = 0.0,
+    train_seed: int | None = None,
 ) -> dict:
     """Train one stage on the cached synthetic sets (one per seed; ``variant``, anatomy ``family``); metrics of its
     best epoch. The first ``VALIDATION_FRACTION`` of each set is held out.
 
     ``init_from``: a run folder, checkpoint or shipped model whose ``stage`` weights start the training
     (fine-tuning; the network takes their widths). ``distance_weight``: the fine stage's distance term
-    (``training.train_stage``); ignored for the coarse stage, which the term does not apply to."""
+    (``training.train_stage``); ignored for the coarse stage, which the term does not apply to. ``train_seed``
+    (default: the first set seed) seeds the initial weights, the augmentation and the shuffle, so runs on the same
+    synthetic sets can differ only by it (docs/lax.md, "How much a rerun moves the real figures")."""
     train, val = [], []
     for set_seed in seeds:
         slices = load_synthetic_lax(cache_synthetic_lax(n_slices, set_seed, (variant,), family)[0])
@@ -105,7 +108,8 @@ def train_synthetic_stage(
             return fine_validation(model, val, device)
     init_state = load_stage_weights(init_from, stage) if init_from else None
     _, metrics = train_stage(stage, train, val, "lax", out_dir, epochs, validate, init_state=init_state,
-                             batch_size=batch_size, seed=seeds[0], widths=widths,
+                             batch_size=batch_size, seed=seeds[0] if train_seed is None else train_seed,
+                             widths=widths,
                              max_steps_per_epoch=max_steps_per_epoch,
                              distance_weight=distance_weight if stage == "fine" else 0.0)
     return {"variant": variant, "stage": stage, **metrics}
@@ -137,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--distance-loss-weight", type=float, default=0.0,
                         help="fine stage: weight (per mm) of the reported point's distance to its label "
                              "(training.point_distance_loss)")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="seed of the initial weights, augmentation and shuffle (default: the first --seed)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--out", type=Path, required=True)
@@ -159,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = [
         train_synthetic_stage(variant, stage, args.slices, seeds, epochs[stage], args.out / variant,
                               args.batch_size, widths, args.max_steps_per_epoch, args.anatomy, args.init_from,
-                              args.distance_loss_weight)
+                              args.distance_loss_weight, args.train_seed)
         for variant in variants
         for stage in stages
     ]
@@ -170,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = f", fine-tuned from {args.init_from}" if args.init_from else ""
         extra = {"trained_on": f"synthetic long-axis slices only ({args.slices} per seed, anatomy {args.anatomy}, "
                                f"variant {variants[0]}, seeds {args.seed}{start}"
+                               + (f", training seed {args.train_seed}" if args.train_seed is not None else "")
                                + (f", fine stage with the distance term, weight {args.distance_loss_weight} per mm"
                                   if args.distance_loss_weight else "") + ")"}
         if args.measured:

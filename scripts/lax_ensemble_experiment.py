@@ -1,0 +1,102 @@
+"""How far the long-axis recipe's real-image figures move from run to run, and what an ensemble of runs gives.
+
+Every member is a long-axis run folder (``train_lax``'s ``<out>/mixed``, coarse_best.pt + fine_best.pt) or
+``shipped`` (models/lax_cine.pt). Each member alone, and the ensemble of all of them
+(``network.LandmarkEnsemble``: each stage's probabilities averaged), runs with the shipped model's inference
+settings (grids, 20 mm coarse-guided search, centre-of-mass decoding, fp32) on
+
+    the 150 held-out synthetic slices (seed 77)          -> mean distance (mm)
+    the real M&Ms-2 4CH ED / ES frames                    -> distance per landmark (mm), LV length error (%)
+    the real 25-phase 4CH cine (unlabelled)               -> longitudinal shortening, filled points
+                                                             and, label-free, each member's median distance to
+                                                             the ensemble's cine points (mm)
+
+    python scripts/lax_ensemble_experiment.py --member runs/lax_ens/s1/slender/mixed ... --out reports/lax_ens.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cmr_landmark.config import LAX_LANDMARKS
+from cmr_landmark.detector import Detector
+from cmr_landmark.lax_evaluation import (
+    _points,
+    evaluate_cine,
+    evaluate_labelled,
+    evaluate_synthetic_held_out,
+    mnms2_lax_slices,
+)
+from cmr_landmark.model_store import find_model
+from cmr_landmark.network import LandmarkEnsemble
+from cmr_landmark.training import load_cascade
+
+
+def load_member(member: str, shipped: Detector) -> torch.nn.Module:
+    return shipped.model if member == "shipped" else load_cascade(Path(member), "lax")
+
+
+def measure(detector: Detector, labelled: Sequence, cine_phases: Sequence) -> dict:
+    rows = {row["phase"]: row for row in evaluate_labelled(detector, labelled)}
+    raw, cine = evaluate_cine(detector, cine_phases)
+    return {
+        "synthetic_mm": evaluate_synthetic_held_out(detector)["mean"],
+        "real_mm": {phase: {name: rows[phase][f"{name}_mm"] for name in LAX_LANDMARKS} for phase in rows},
+        "real_mean_mm": float(np.mean([rows[p][f"{n}_mm"] for p in rows for n in LAX_LANDMARKS])),
+        "lv_length_error_percent": {phase: rows[phase]["lv_length_error_percent"] for phase in rows},
+        "shortening": cine.longitudinal_shortening,
+        "filled": int(sum(sum(f.values()) for f in cine.filled)),
+        "cine_points_rc": np.stack([_points(found) for found in raw]).tolist(),
+    }
+
+
+def table(results: dict[str, dict], spacing_mm: float) -> str:
+    ensemble_points = np.asarray(results["ensemble"]["cine_points_rc"])
+    lines = ["| member | synthetic held-out mm | real ED MV-1 / MV-2 / APEX | real ES MV-1 / MV-2 / APEX | "
+             "mean of six | LV length ED / ES | cine shortening (filled) | median distance to the ensemble on "
+             "the cine (mm) |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        cells = [" / ".join(f"{r['real_mm'][p][n]:.1f}" for n in LAX_LANDMARKS) for p in ("ED", "ES")]
+        lengths = " / ".join(f"{r['lv_length_error_percent'][p]:+.1f} %" for p in ("ED", "ES"))
+        to_ensemble = np.nanmedian(np.linalg.norm(np.asarray(r["cine_points_rc"]) - ensemble_points, axis=-1))
+        lines.append(f"| {name} | {r['synthetic_mm']:.2f} | {cells[0]} | {cells[1]} | {r['real_mean_mm']:.1f} | "
+                     f"{lengths} | {100 * r['shortening']:.1f} % ({r['filled']}) | {spacing_mm * to_ensemble:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--member", action="append", required=True,
+                        help="a long-axis run folder (<out>/mixed) or 'shipped'; repeat")
+    parser.add_argument("--out", type=Path, required=True, help="markdown report (a .json beside it)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    detector = Detector(find_model("lax", "cine", name="lax_cine"), use_bf16=False)
+    members = {member: load_member(member, detector).eval() for member in args.member}
+    labelled, cine_phases = mnms2_lax_slices()
+    results = {}
+    for name, module in [*members.items(), ("ensemble", LandmarkEnsemble(list(members.values())).eval())]:
+        detector.model = module
+        results[name] = measure(detector, labelled, cine_phases)
+        print(name, f"synthetic {results[name]['synthetic_mm']:.2f} mm, real mean {results[name]['real_mean_mm']:.1f}"
+              f" mm, shortening {100 * results[name]['shortening']:.1f} %", flush=True)
+    individual = [r["real_mean_mm"] for name, r in results.items() if name not in ("ensemble", "shipped")]
+    summary = (f"Members other than the shipped model: real mean of six {np.median(individual):.1f} mm median, "
+               f"{min(individual):.1f}-{max(individual):.1f} mm range over {len(individual)} runs."
+               if individual else "")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table(results, cine_phases[0].pixel_spacing_mm[0]) + "\n\n" + summary + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    print(args.out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
