@@ -13,6 +13,8 @@ settings (grids, 20 mm coarse-guided search, centre-of-mass decoding, fp32) on
                                                              the ensemble's cine points (mm)
 
     python scripts/lax_ensemble_experiment.py --member runs/lax_ens/s1/slender/mixed ... --out reports/lax_ens.md
+
+``--coarse-from RUN``: every run member is that run's coarse stage with the member's own fine stage.
 """
 
 from __future__ import annotations
@@ -35,12 +37,18 @@ from cmr_landmark.lax_evaluation import (
     mnms2_lax_slices,
 )
 from cmr_landmark.model_store import find_model
-from cmr_landmark.network import LandmarkEnsemble
-from cmr_landmark.training import load_cascade
+from cmr_landmark.network import LandmarkCascade, LandmarkEnsemble
+from cmr_landmark.training import load_cascade, load_stage
 
 
-def load_member(member: str, shipped: Detector) -> torch.nn.Module:
-    return shipped.model if member == "shipped" else load_cascade(Path(member), "lax")
+def load_member(member: str, shipped: Detector, coarse_from: Path | None) -> torch.nn.Module:
+    """A run folder's cascade (with ``coarse_from``: that coarse stage and the run's fine stage), or the shipped
+    model."""
+    if member == "shipped":
+        return shipped.model
+    if coarse_from is None:
+        return load_cascade(Path(member), "lax")
+    return LandmarkCascade(load_stage(coarse_from, "coarse", "lax"), load_stage(Path(member), "fine", "lax"))
 
 
 def measure(detector: Detector, labelled: Sequence, cine_phases: Sequence) -> dict:
@@ -78,11 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="markdown report (a .json beside it)")
     parser.add_argument("--gate-mm", type=float, default=3.0,
                         help="a member joins the ensemble only if its held-out synthetic mean is at most this")
+    parser.add_argument("--coarse-from", type=Path, default=None,
+                        help="a run folder or checkpoint whose coarse stage replaces every run member's own")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     detector = Detector(find_model("lax", "cine", name="lax_cine"), use_bf16=False)
-    members = {member: load_member(member, detector).eval() for member in args.member}
+    members = {member: load_member(member, detector, args.coarse_from).eval() for member in args.member}
     labelled, cine_phases = mnms2_lax_slices()
     results = {}
 
