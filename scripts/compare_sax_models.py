@@ -385,8 +385,12 @@ def main() -> int:
     parser.add_argument("--mirror-pooling", choices=MIRROR_POOLINGS, default="log_linear",
                         help="how run folders (and models shipped from them) pool the two passes (docs/t1.md)")
     args = parser.parse_args()
+    set_names = [name for name in args.sets.split(",") if name]
+    unknown = sorted(set(set_names) - set(SET_NAMES))
+    if unknown or not set_names:
+        parser.error(f"--sets: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SET_NAMES)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    sets = evaluation_sets(args.sets.split(","))
+    sets = evaluation_sets(set_names)
     fingerprints = {name: set_fingerprint(slices) for name, slices in sets.items()}
     sources = dict(model_source(text) for text in args.model)
     shipped = {}

@@ -8,6 +8,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 from myops_stack import load_myops_stack
 
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS
@@ -63,3 +64,16 @@ def test_clinical_contrasts_are_pooled_per_landmark() -> None:
     markdown = script.comparison_markdown({"a": a, "b": b}, list(CLINICAL_CONTRASTS))
     assert "**clinical contrasts pooled**" in markdown
     assert f"| a |  | {mean:+.2f} +- {half:.2f} |" in markdown
+
+
+def test_an_unknown_set_name_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys) -> None:
+    script = compare_script()
+    out = tmp_path / "out"
+    monkeypatch.setattr("sys.argv", ["compare_sax_models.py", "--model", "sax_cine", "--out", str(out),
+                                     "--sets", "cine,t2map"])
+    with pytest.raises(SystemExit) as exit_:
+        script.main()
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "unknown t2map" in error and "t2_map" in error  # names the typo and the right spelling
+    assert not out.exists()
