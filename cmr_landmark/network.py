@@ -112,17 +112,16 @@ class LandmarkEnsemble(nn.Module):
 
     @torch.jit.export
     def coarse_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros(0)
-        for i, member in enumerate(self.members):
-            probabilities = member.coarse_probabilities(x)
-            total = probabilities if i == 0 else total + probabilities
-        return total / len(self.members)
+        return self._mean_probabilities(x, coarse=True)
 
     @torch.jit.export
     def fine_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return self._mean_probabilities(x, coarse=False)
+
+    def _mean_probabilities(self, x: torch.Tensor, coarse: bool) -> torch.Tensor:
         total = torch.zeros(0)
-        for i, member in enumerate(self.members):
-            probabilities = member.fine_probabilities(x)
+        for i, member in enumerate(self.members):  # TorchScript unrolls a loop over a ModuleList
+            probabilities = member.coarse_probabilities(x) if coarse else member.fine_probabilities(x)
             total = probabilities if i == 0 else total + probabilities
         return total / len(self.members)
 
