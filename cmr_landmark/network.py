@@ -100,8 +100,9 @@ def unet_widths(state_dict: dict[str, torch.Tensor]) -> tuple[int, ...]:
 
 class LandmarkEnsemble(nn.Module):
     """Several cascades answering as one: each stage's probabilities are the mean of the members' (each member a
-    :class:`LandmarkCascade`, scripted or not, with the same landmarks). Runs that differ only by their training
-    seed make different errors on real images they never saw (docs/lax.md), and the mean keeps what they agree on.
+    :class:`LandmarkCascade`, scripted or not, with the same landmarks). It scripts and freezes as one model and the
+    ``Detector`` runs it like a cascade. Measured for the long-axis reruns (scripts/lax_ensemble_experiment.py):
+    it did not help there, because the runs share their error on the real subject (docs/lax.md).
     """
 
     def __init__(self, members: list[nn.Module]) -> None:
