@@ -41,14 +41,13 @@ from cmr_landmark.network import LandmarkCascade, LandmarkEnsemble
 from cmr_landmark.training import load_cascade, load_stage
 
 
-def load_member(member: str, shipped: Detector, coarse_from: Path | None) -> torch.nn.Module:
-    """A run folder's cascade (with ``coarse_from``: that coarse stage and the run's fine stage), or the shipped
-    model."""
+def load_member(member: str, shipped: Detector, coarse: torch.nn.Module | None) -> torch.nn.Module:
+    """A run folder's cascade (with ``coarse``: that coarse stage and the run's fine stage), or the shipped model."""
     if member == "shipped":
         return shipped.model
-    if coarse_from is None:
+    if coarse is None:
         return load_cascade(Path(member), "lax")
-    return LandmarkCascade(load_stage(coarse_from, "coarse", "lax"), load_stage(Path(member), "fine", "lax"))
+    return LandmarkCascade(coarse, load_stage(Path(member), "fine", "lax"))
 
 
 def measure(detector: Detector, labelled: Sequence, cine_phases: Sequence) -> dict:
@@ -92,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     detector = Detector(find_model("lax", "cine", name="lax_cine"), use_bf16=False)
-    members = {member: load_member(member, detector, args.coarse_from).eval() for member in args.member}
+    coarse = load_stage(args.coarse_from, "coarse", "lax") if args.coarse_from else None  # shared by the members
+    members = {member: load_member(member, detector, coarse).eval() for member in args.member}
     labelled, cine_phases = mnms2_lax_slices()
     results = {}
 
