@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from cmr_landmark.synth import lax
 from cmr_landmark.synth.lax import (
@@ -50,6 +53,43 @@ def test_apex_is_inside_myocardium_and_mitral_points_next_to_blood():
     window = [scene.labels[r - 2 : r + 3, c - 2 : c + 3] for r, c in zip(rows, cols, strict=True)]
     assert (window[2] == LV_MYOCARDIUM).any()
     assert all((w == LV_BLOOD).any() for w in window[:2])
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.9])
+def test_valve_families_show_both_valves_leaflets_and_the_rule_ignores_them(phase):
+    anatomy = random_anatomy(np.random.default_rng(3), "slender_valves")
+    assert anatomy.valve_detail and 4.0 <= anatomy.tricuspid_offset_mm <= 12.0
+    scene = synthesize_lax_scene(np.random.default_rng(4), view="4ch", phase=phase, anatomy=anatomy)
+    fine = scene.labels_fine
+    valve = fine == lax.VALVE
+    touches = {label: (ndimage.binary_dilation(valve, iterations=2) & (fine == label)).any()
+               for label in (LV_BLOOD, lax.RV_BLOOD, lax.LA_BLOOD, lax.RA_BLOOD)}
+    # leaflets of the mitral (between LV and LA) and of the tricuspid valve (between RV and RA)
+    assert touches[LV_BLOOD] and touches[lax.LA_BLOOD], touches
+    assert touches[lax.RV_BLOOD] and touches[lax.RA_BLOOD], touches
+    # the landmark rule sees the map as a data set labels it, so the detail does not move the target
+    plain = synthesize_lax_scene(np.random.default_rng(4), view="4ch", phase=phase,
+                                 anatomy=replace(anatomy, valve_detail=False))
+    np.testing.assert_array_equal(scene.rule_landmarks_rc, plain.rule_landmarks_rc)
+    assert scene.landmark_source == "rule"
+    assert (scene.labels != plain.labels).any()
+
+
+def test_valve_families_have_papillary_muscles_inside_the_lv():
+    anatomy = random_anatomy(np.random.default_rng(0), "slender_valves")
+    anatomy = replace(anatomy, papillary_radius_mm=5.0, papillary_azimuths_rad=(np.pi, np.pi), moderator_band_radius_mm=0.0)
+    scene = synthesize_lax_scene(np.random.default_rng(1), view="4ch", phase=0.0, anatomy=anatomy)
+    plain = synthesize_lax_scene(np.random.default_rng(1), view="4ch", phase=0.0,
+                                 anatomy=replace(anatomy, papillary_radius_mm=0.0))
+    muscle = (scene.labels_fine == LV_MYOCARDIUM) & (plain.labels_fine == LV_BLOOD)
+    assert muscle.sum() > 20  # a papillary muscle cut by the plane, where the plain heart has blood
+    assert not ((scene.labels_fine == LV_MYOCARDIUM) & (plain.labels_fine != LV_BLOOD)
+                & (plain.labels_fine != LV_MYOCARDIUM)).any()
+
+
+def test_plain_families_have_no_valve_detail():
+    for family in ("broad", "slender"):
+        assert not random_anatomy(np.random.default_rng(0), family).valve_detail
 
 
 def test_beating_shortens_the_lv():

@@ -83,6 +83,16 @@ class HeartAnatomy:
     diaphragm_z_mm: float
     la_depth_fraction: float = 0.9  # LA centre above the annulus plane, in LA radii (< 1: a wide mitral opening)
     base_wall_taper: float = 0.0  # fraction of the wall lost toward the annulus (thin basal myocardium tips)
+    tricuspid_offset_mm: float = 6.0  # tricuspid annulus this far apical of the mitral one
+    # Valve detail (the "*_valves" families): leaflets of both valves in every phase (open in diastole, closed in
+    # systole), LV papillary muscles and the RV moderator band; off, the heart is the earlier, plainer one.
+    valve_detail: bool = False
+    leaflet_opening_rad: float = 0.0  # diastolic leaflet angle to the annulus plane (pi/2: along the walls)
+    mitral_leaflets_mm: tuple[float, float] = (22.0, 13.0)  # anterior (aortic side), posterior
+    tricuspid_leaflet_mm: float = 16.0
+    papillary_radius_mm: float = 0.0  # 0: no papillary muscles
+    papillary_azimuths_rad: tuple[float, float] = (2.36, 4.1)  # around the LV axis, from +x toward +y
+    moderator_band_radius_mm: float = 0.0  # 0: no moderator band
     phase: float = 0.0  # 0 = end-diastole, 1 = end-systole
     shortening: float = 0.17  # longitudinal shortening at end-systole
     ejection_radius_fraction: float = 0.25  # endocardial radius lost at end-systole
@@ -166,7 +176,7 @@ class HeartAnatomy:
         rv_semi = np.array([rv_sx * radius, rv_sy * radius, rv_sz * self.current_lv_length_mm / 2])
         rv_centre = np.array([self.rv_offset_fraction * radius, 0.0, rv_semi[2] + 4.0])
         rv_rho = _ellipsoid(heart_mm, rv_centre, rv_semi)
-        tricuspid_z = 6.0 + base_z
+        tricuspid_z = self.tricuspid_offset_mm + base_z
         rv_side = z >= tricuspid_z
         in_rv = (rv_rho <= 1.0) & rv_side & ~in_epi
         rv_outer = (np.sqrt(rv_rho) <= 1.0 + self.rv_wall_mm / rv_semi.min()) & rv_side & ~in_epi
@@ -175,7 +185,8 @@ class HeartAnatomy:
         la_centre = np.array([-0.15 * radius, -0.2 * radius, -self.la_depth_fraction * self.la_radius_mm])
         la_semi = np.array([1.0, 1.1, 1.0]) * self.la_radius_mm
         in_la = (_ellipsoid(heart_mm, la_centre, la_semi) <= 1.0) & ~above_base
-        ra_centre = np.array([rv_centre[0] + 0.3 * rv_semi[0], 0.2 * radius, 6.0 - 0.9 * self.ra_radius_mm])
+        ra_centre = np.array([rv_centre[0] + 0.3 * rv_semi[0], 0.2 * radius,
+                              self.tricuspid_offset_mm - 0.9 * self.ra_radius_mm])
         ra_semi = np.array([1.0, 1.0, 1.1]) * self.ra_radius_mm
         in_ra = (_ellipsoid(heart_mm, ra_centre, ra_semi) <= 1.0) & (z < tricuspid_z)
         valve = self.aortic_valve_mm()
@@ -203,9 +214,57 @@ class HeartAnatomy:
         labels[in_aorta] = AORTA_BLOOD
         labels[in_epi] = LV_MYOCARDIUM
         labels[in_endo | in_lvot] = LV_BLOOD
-        if self.phase > 0.6:  # closed mitral leaflets: a thin dark line across the annulus in systole
+        if self.valve_detail:
+            self._label_valve_detail(heart_mm, labels, in_endo, in_rv, rv_centre, rv_semi)
+        elif self.phase > 0.6:  # closed mitral leaflets: a thin dark line across the annulus in systole
             leaflets = (z < base_z) & (z > base_z - 2.0) & (rho_xy2 < (radius * 0.9) ** 2) & ~in_aorta_tube
             labels[leaflets] = VALVE
+
+    def _label_valve_detail(
+        self, heart_mm: np.ndarray, labels: np.ndarray, in_endo: np.ndarray, in_rv: np.ndarray,
+        rv_centre: np.ndarray, rv_semi: np.ndarray,
+    ) -> None:
+        """What tells the two valves apart on a real 4CH, in place: both valves' leaflets, the LV papillary
+        muscles, the RV moderator band. Leaflets only replace blood, so walls keep their shape."""
+        x, y, z = heart_mm[:, 0], heart_mm[:, 1], heart_mm[:, 2]
+        equator_z, semi_z, radius, _ = self.lv_axes()
+        systole = self.phase >= 0.5
+        # closed: bowed a little into the atrium and meeting in the middle; open: hanging into the ventricle
+        angle = -0.2 if systole else self.leaflet_opening_rad
+        blood = np.isin(labels, (LV_BLOOD, LA_BLOOD, RV_BLOOD, RA_BLOOD))
+
+        mitral_ring_mm = radius * np.sqrt(max(1.0 - (equator_z / semi_z) ** 2, 0.05))
+        azimuth = np.arctan2(y, x)
+        anterior = np.cos(azimuth - self.aorta_angle_rad) > 0.3  # the anterior leaflet lies on the aortic side
+        mitral_length = np.where(anterior, *self.mitral_leaflets_mm)
+        mitral = _leaflet(np.hypot(x, y), z - self._base_z(x, y), mitral_ring_mm,
+                          angle, mitral_ring_mm * 1.02 if systole else mitral_length)
+
+        # tricuspid annulus: where the RV ellipsoid meets the tricuspid plane, an ellipse around the RV's axis
+        tricuspid_z = self.tricuspid_offset_mm + self._base_z(x, y)
+        section = np.sqrt(max(1.0 - ((self.tricuspid_offset_mm - rv_centre[2]) / rv_semi[2]) ** 2, 0.05))
+        semi_x, semi_y = rv_semi[0] * section, rv_semi[1] * section
+        rv_azimuth = np.arctan2(y, x - rv_centre[0])
+        ring_mm = 1.0 / np.sqrt((np.cos(rv_azimuth) / semi_x) ** 2 + (np.sin(rv_azimuth) / semi_y) ** 2)
+        tricuspid = _leaflet(np.hypot(x - rv_centre[0], y), z - tricuspid_z, ring_mm, angle,
+                             ring_mm * 1.02 if systole else np.full_like(ring_mm, self.tricuspid_leaflet_mm))
+        labels[blood & (mitral | tricuspid)] = VALVE
+
+        if self.papillary_radius_mm > 0:  # two muscles from the free wall at mid-cavity, long along the LV axis
+            r = self.papillary_radius_mm
+            cavity_mm = equator_z + semi_z
+            for azimuth_rad in self.papillary_azimuths_rad:
+                centre = np.array([0.6 * radius * np.cos(azimuth_rad), 0.6 * radius * np.sin(azimuth_rad),
+                                   0.55 * cavity_mm])
+                labels[in_endo & (_ellipsoid(heart_mm, centre, np.array([r, r, 2.5 * r])) <= 1.0)] = LV_MYOCARDIUM
+        if self.moderator_band_radius_mm > 0:  # across the apical RV, from the septum to the free wall
+            band_z = 0.68 * self.current_lv_length_mm
+            septum = np.array([radius + self.current_wall_mm, 0.0, band_z])
+            reach = rv_semi[0] * np.sqrt(max(1.0 - ((band_z - rv_centre[2]) / rv_semi[2]) ** 2, 0.0))
+            free_wall = np.array([rv_centre[0] + reach + 2.0, 0.0, band_z + 6.0])
+            band = _tube(heart_mm, septum, free_wall - septum, float(np.linalg.norm(free_wall - septum)),
+                         self.moderator_band_radius_mm)
+            labels[band & in_rv] = RV_WALL
 
     def _body_labels(self, heart_mm: np.ndarray) -> np.ndarray:
         """Chest around the heart: skin fat, muscle, lungs, mediastinum, liver below the diaphragm, spine."""
@@ -237,6 +296,18 @@ def _ellipsoid(points: np.ndarray, centre: np.ndarray, semi_axes: np.ndarray) ->
     return (((points - centre) / semi_axes) ** 2).sum(axis=1)
 
 
+def _leaflet(
+    radial_mm: np.ndarray, axial_mm: np.ndarray, ring_mm: np.ndarray | float, angle_rad: float,
+    length_mm: np.ndarray | float, half_thickness_mm: float = 1.0,
+) -> np.ndarray:
+    """Points within ``half_thickness_mm`` of a valve leaflet: in the (radial, axial) half-plane around a valve's
+    axis, a segment from the annulus (``ring_mm``, 0) pointing inward and ``angle_rad`` toward the ventricle
+    (+axial), ``length_mm`` long."""
+    cos_a, sin_a = np.cos(angle_rad), np.sin(angle_rad)
+    along = np.clip(-(radial_mm - ring_mm) * cos_a + axial_mm * sin_a, 0.0, length_mm)
+    return np.hypot(radial_mm - (ring_mm - along * cos_a), axial_mm - along * sin_a) <= half_thickness_mm
+
+
 def _tube(
     points: np.ndarray, start: np.ndarray, direction: np.ndarray, length_mm: float, radius_mm: float
 ) -> np.ndarray:
@@ -256,6 +327,13 @@ ANATOMY_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "slender": {"lv_radius_mm": (14.0, 26.0), "wall_mm": (5.0, 12.0), "rv_x": (1.1, 1.9), "rv_y": (1.5, 2.3),
                 "rv_z": (0.75, 0.95), "rv_offset": (0.8, 1.3), "la_depth": (0.45, 0.75), "base_taper": (0.2, 0.6)},
 }
+# The same two with what tells the mitral from the tricuspid valve on a real 4CH (HeartAnatomy.valve_detail): both
+# valves' leaflets in every phase, the tricuspid annulus 4-12 mm apical of the mitral, LV papillary muscles, the RV
+# moderator band (docs/lax.md, "Telling the valves apart").
+_VALVE_RANGES = {"tricuspid_offset": (4.0, 12.0), "leaflet_opening": (0.2, 1.4), "anterior_leaflet": (18.0, 26.0),
+                 "posterior_leaflet": (10.0, 16.0), "tricuspid_leaflet": (12.0, 20.0), "papillary": (3.5, 6.0),
+                 "moderator_band": (1.5, 3.0)}
+ANATOMY_RANGES |= {f"{name}_valves": {**ranges, **_VALVE_RANGES} for name, ranges in list(ANATOMY_RANGES.items())}
 
 
 def random_anatomy(rng: np.random.Generator, family: str = "broad") -> HeartAnatomy:
@@ -307,7 +385,23 @@ def random_anatomy(rng: np.random.Generator, family: str = "broad") -> HeartAnat
             if "la_depth" in ranges
             else {}
         ),
+        **(_valve_detail(rng, ranges) if "tricuspid_offset" in ranges else {}),
     )
+
+
+def _valve_detail(rng: np.random.Generator, ranges: dict[str, tuple[float, float]]) -> dict:
+    """HeartAnatomy's valve-detail fields drawn from ``ranges`` (a "*_valves" family)."""
+    return {
+        "valve_detail": True,
+        "tricuspid_offset_mm": rng.uniform(*ranges["tricuspid_offset"]),
+        "leaflet_opening_rad": rng.uniform(*ranges["leaflet_opening"]),
+        "mitral_leaflets_mm": (rng.uniform(*ranges["anterior_leaflet"]), rng.uniform(*ranges["posterior_leaflet"])),
+        "tricuspid_leaflet_mm": rng.uniform(*ranges["tricuspid_leaflet"]),
+        # not every plane or heart shows them
+        "papillary_radius_mm": rng.uniform(*ranges["papillary"]) if rng.random() < 0.85 else 0.0,
+        "papillary_azimuths_rad": (rng.uniform(2.5, 2.95), rng.uniform(3.35, 3.8)),
+        "moderator_band_radius_mm": rng.uniform(*ranges["moderator_band"]) if rng.random() < 0.7 else 0.0,
+    }
 
 
 # --- view planning ------------------------------------------------------------------------------------------------
@@ -549,7 +643,10 @@ def synthesize_lax_scene(
     labels_fine = anatomy.label_points(plane.upsampled(2).points_mm()).reshape(shape[0] * 2, shape[1] * 2)
     labels = anatomy.label_points(plane.points_mm()).reshape(shape)
     geometric = geometric_landmarks_rc(anatomy, plane)
-    rule = derive_lax_landmarks(real_data_mask(labels), pixel_spacing_mm=(spacing, spacing))
+    # the rule sees the map as a real data set labels it: leaflets and papillary muscles in the blood pool
+    plain = replace(anatomy, valve_detail=False).label_points(plane.points_mm()).reshape(shape) \
+        if anatomy.valve_detail else labels
+    rule = derive_lax_landmarks(real_data_mask(plain), pixel_spacing_mm=(spacing, spacing))
     source = "geometry"
     if np.all(np.isfinite(rule)):
         # order the geometric mitral points as the rule does (the rule's order is image-based)
