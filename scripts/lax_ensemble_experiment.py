@@ -6,7 +6,7 @@ Every member is a long-axis run folder (``train_lax``'s ``<out>/mixed``, coarse_
 averaged; and of all of them, if the gate left any out), runs with the shipped model's inference
 settings (grids, 20 mm coarse-guided search, centre-of-mass decoding, fp32) on
 
-    the 150 held-out synthetic slices (seed 77)          -> mean distance (mm)
+    the 150 held-out synthetic slices (seed 77)          -> mean distance (mm) (--held-out-anatomy)
     the real M&Ms-2 4CH ED / ES frames                    -> distance per landmark (mm), LV length error (%)
     the real 25-phase 4CH cine (unlabelled)               -> longitudinal shortening, filled points
                                                              and, label-free, each member's median distance to
@@ -38,6 +38,7 @@ from cmr_landmark.lax_evaluation import (
 )
 from cmr_landmark.model_store import find_model
 from cmr_landmark.network import LandmarkCascade, LandmarkEnsemble
+from cmr_landmark.synth.lax import ANATOMY_RANGES
 from cmr_landmark.training import load_cascade, load_stage
 
 
@@ -50,11 +51,11 @@ def load_member(member: str, shipped: Detector, coarse: torch.nn.Module | None) 
     return LandmarkCascade(coarse, load_stage(Path(member), "fine", "lax"))
 
 
-def measure(detector: Detector, labelled: Sequence, cine_phases: Sequence) -> dict:
+def measure(detector: Detector, labelled: Sequence, cine_phases: Sequence, held_out_family: str | None) -> dict:
     rows = {row["phase"]: row for row in evaluate_labelled(detector, labelled)}
     raw, cine = evaluate_cine(detector, cine_phases)
     return {
-        "synthetic_mm": evaluate_synthetic_held_out(detector)["mean"],
+        "synthetic_mm": evaluate_synthetic_held_out(detector, held_out_family)["mean"],
         "real_mm": {phase: {name: rows[phase][f"{name}_mm"] for name in LAX_LANDMARKS} for phase in rows},
         "real_mean_mm": float(np.mean([rows[p][f"{n}_mm"] for p in rows for n in LAX_LANDMARKS])),
         "lv_length_error_percent": {phase: rows[phase]["lv_length_error_percent"] for phase in rows},
@@ -87,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a member joins the ensemble only if its held-out synthetic mean is at most this")
     parser.add_argument("--coarse-from", type=Path, default=None,
                         help="a run folder or checkpoint whose coarse stage replaces every run member's own")
+    parser.add_argument("--held-out-anatomy", default=None, choices=sorted(ANATOMY_RANGES),
+                        help="anatomy family of the held-out synthetic slices (default: the shipped model's, slender)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -98,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run(name: str, module: torch.nn.Module) -> None:
         detector.model = module
-        results[name] = measure(detector, labelled, cine_phases)
+        results[name] = measure(detector, labelled, cine_phases, args.held_out_anatomy)
         print(name, f"synthetic {results[name]['synthetic_mm']:.2f} mm, real mean {results[name]['real_mean_mm']:.1f}"
               f" mm, shortening {100 * results[name]['shortening']:.1f} %", flush=True)
 

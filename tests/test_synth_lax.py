@@ -5,7 +5,6 @@ finds the landmarks on the real M&Ms-2 4-chamber view."""
 from __future__ import annotations
 
 import json
-
 from dataclasses import replace
 
 import numpy as np
@@ -77,7 +76,8 @@ def test_valve_families_show_both_valves_leaflets_and_the_rule_ignores_them(phas
 
 def test_valve_families_have_papillary_muscles_inside_the_lv():
     anatomy = random_anatomy(np.random.default_rng(0), "slender_valves")
-    anatomy = replace(anatomy, papillary_radius_mm=5.0, papillary_azimuths_rad=(np.pi, np.pi), moderator_band_radius_mm=0.0)
+    anatomy = replace(anatomy, papillary_radius_mm=5.0, papillary_azimuths_rad=(np.pi, np.pi),
+                      moderator_band_radius_mm=0.0)
     scene = synthesize_lax_scene(np.random.default_rng(1), view="4ch", phase=0.0, anatomy=anatomy)
     plain = synthesize_lax_scene(np.random.default_rng(1), view="4ch", phase=0.0,
                                  anatomy=replace(anatomy, papillary_radius_mm=0.0))
@@ -275,3 +275,6 @@ def test_held_out_synthetic_figures(throwaway_model_folder, tmp_path, monkeypatc
     assert figures["mean"] > 5.0
     assert figures["mean"] == pytest.approx(np.mean([figures[n] for n in ("MV-1", "MV-2", "APEX")]), rel=1e-6)
     assert len(list((tmp_path / "cache").glob("synth_lax_slender_mixed_3_seed77*.npz"))) == 1
+    # the held-out slices of another anatomy family are their own set
+    lax_evaluation.evaluate_synthetic_held_out(Detector(spec, use_bf16=False), "slender_valves")
+    assert len(list((tmp_path / "cache").glob("synth_lax_slender_valves_mixed_3_seed77*.npz"))) == 1

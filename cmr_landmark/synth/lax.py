@@ -333,7 +333,16 @@ ANATOMY_RANGES: dict[str, dict[str, tuple[float, float]]] = {
 _VALVE_RANGES = {"tricuspid_offset": (4.0, 12.0), "leaflet_opening": (0.2, 1.4), "anterior_leaflet": (18.0, 26.0),
                  "posterior_leaflet": (10.0, 16.0), "tricuspid_leaflet": (12.0, 20.0), "papillary": (3.5, 6.0),
                  "moderator_band": (1.5, 3.0)}
-ANATOMY_RANGES |= {f"{name}_valves": {**ranges, **_VALVE_RANGES} for name, ranges in list(ANATOMY_RANGES.items())}
+# "*_wide": the valve detail, and neither chamber size nor wall thickness tells the ventricles apart: an RV of any
+# size against the LV (RV/LV cavity width in 4CH about 0.4-1.5, "slender" 0.25-0.9; RV disease, as in M&Ms-2,
+# dilates it) and LV walls from 3.5 mm (thinned, or thin at 4 mm pixels). A dilated RV grows away from the septum
+# (its centre moves out with it), not around the LV.
+_WIDE_RANGES = {"rv_x": (1.1, 2.2), "rv_z": (0.75, 1.0), "rv_offset": (1.2, 2.0)}
+ANATOMY_RANGES |= {
+    **{f"{name}_valves": {**ranges, **_VALVE_RANGES} for name, ranges in ANATOMY_RANGES.items()},
+    **{f"{name}_wide": {**ranges, **_VALVE_RANGES, **_WIDE_RANGES, "wall_mm": (3.5, ranges["wall_mm"][1])}
+       for name, ranges in ANATOMY_RANGES.items()},
+}
 
 
 def random_anatomy(rng: np.random.Generator, family: str = "broad") -> HeartAnatomy:
