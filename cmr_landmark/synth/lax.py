@@ -91,7 +91,7 @@ class HeartAnatomy:
     mitral_leaflets_mm: tuple[float, float] = (22.0, 13.0)  # anterior (aortic side), posterior
     tricuspid_leaflet_mm: float = 16.0
     papillary_radius_mm: float = 0.0  # 0: no papillary muscles
-    papillary_azimuths_rad: tuple[float, float] = (2.36, 4.1)  # around the LV axis, from +x toward +y
+    papillary_azimuths_rad: tuple[float, float] = (2.7, 3.6)  # around the LV axis, from +x toward +y
     moderator_band_radius_mm: float = 0.0  # 0: no moderator band
     phase: float = 0.0  # 0 = end-diastole, 1 = end-systole
     shortening: float = 0.17  # longitudinal shortening at end-systole
@@ -399,7 +399,7 @@ def random_anatomy(rng: np.random.Generator, family: str = "broad") -> HeartAnat
 
 
 def _valve_detail(rng: np.random.Generator, ranges: dict[str, tuple[float, float]]) -> dict:
-    """HeartAnatomy's valve-detail fields drawn from ``ranges`` (a "*_valves" family)."""
+    """HeartAnatomy's valve-detail fields drawn from ``ranges`` (a "*_valves" or "*_wide" family)."""
     return {
         "valve_detail": True,
         "tricuspid_offset_mm": rng.uniform(*ranges["tricuspid_offset"]),
