@@ -426,8 +426,14 @@ def train_stage(
     distil_weight: float = 0.5,
     distance_weight: float = 0.0,
     fresh_images: FreshImages | None = None,
+    lr_hold_epochs: int = 0,
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
+
+    The learning rate is halved when the validation stops improving (:func:`plateau_patience`), but not in the
+    first ``lr_hold_epochs`` epochs: a coarse stage trained from scratch keeps diffuse maps for many epochs, and
+    halving on validation distances that are noise until the maps localise slows its escape (docs/lax.md,
+    "Telling the valves apart").
 
     ``fresh_images``: a share of the items gets a new synthetic image each epoch (:class:`HeatmapDataset`).
 
@@ -521,7 +527,8 @@ def train_stage(
 
         val_mm, metrics = validate(model) if is_main_process() else (math.nan, {})
         val_mm = broadcast_float(val_mm, device)
-        scheduler.step(val_mm)
+        if epoch >= lr_hold_epochs:
+            scheduler.step(val_mm)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_mean_mm": val_mm,
                   "lr": optimiser.param_groups[0]["lr"], **metrics}
         history.append(record)

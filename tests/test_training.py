@@ -271,6 +271,23 @@ def test_resume_continues_from_the_saved_epoch_with_identical_results(tmp_path) 
         torch.testing.assert_close(checkpoint["model"][name], value, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(("hold", "halved"), [(0, True), (2, False)])
+def test_learning_rate_is_not_halved_during_the_hold(tmp_path, hold: int, halved: bool) -> None:
+    torch.set_num_threads(1)
+    worsening = iter(range(100, 200))  # every epoch validates worse than the first
+
+    def validate(model: torch.nn.Module) -> tuple[float, dict]:
+        return float(next(worsening)), {}
+
+    # patience 3 (plateau_patience(5)): the 4th epoch without improvement after the first halves the rate
+    train_stage("coarse", phantom_slices(8, seed=13), phantom_slices(2, seed=14), "sax", tmp_path, 5,
+                validate=validate, batch_size=4, widths=TINY_WIDTHS, max_steps_per_epoch=1, resume=False,
+                lr=1e-3, lr_hold_epochs=hold)
+    rates = [record["lr"] for record in torch.load(tmp_path / "coarse_last.pt", weights_only=False)["history"]]
+    assert rates[:4] == [1e-3] * 4
+    assert (rates[4] == 5e-4) is halved
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

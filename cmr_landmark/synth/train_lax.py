@@ -83,6 +83,7 @@ def train_synthetic_stage(
     init_from: Path | None = None,
     distance_weight: float = 0.0,
     train_seed: int | None = None,
+    lr_hold_epochs: int = 0,
 ) -> dict:
     """Train one stage on the cached synthetic sets (one per seed; ``variant``, anatomy ``family``); metrics of its
     best epoch. The first ``VALIDATION_FRACTION`` of each set is held out.
@@ -91,7 +92,8 @@ def train_synthetic_stage(
     (fine-tuning; the network takes their widths). ``distance_weight``: the fine stage's distance term
     (``training.train_stage``); ignored for the coarse stage, which the term does not apply to. ``train_seed``
     (default: the first set seed) seeds the initial weights, the augmentation and the shuffle, so runs on the same
-    synthetic sets can differ only by it (docs/lax.md, "How much a rerun moves the real figures")."""
+    synthetic sets can differ only by it (docs/lax.md, "How much a rerun moves the real figures").
+    ``lr_hold_epochs``: no learning-rate halving in that many first epochs (``training.train_stage``)."""
     train, val = [], []
     for set_seed in seeds:
         slices = load_synthetic_lax(cache_synthetic_lax(n_slices, set_seed, (variant,), family)[0])
@@ -111,7 +113,8 @@ def train_synthetic_stage(
                              batch_size=batch_size, seed=seeds[0] if train_seed is None else train_seed,
                              widths=widths,
                              max_steps_per_epoch=max_steps_per_epoch,
-                             distance_weight=distance_weight if stage == "fine" else 0.0)
+                             distance_weight=distance_weight if stage == "fine" else 0.0,
+                             lr_hold_epochs=lr_hold_epochs)
     return {"variant": variant, "stage": stage, **metrics}
 
 
@@ -143,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(training.point_distance_loss)")
     parser.add_argument("--train-seed", type=int, default=None,
                         help="seed of the initial weights, augmentation and shuffle (default: the first --seed)")
+    parser.add_argument("--lr-hold-epochs", type=int, default=0,
+                        help="no learning-rate halving in this many first epochs of each stage")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--out", type=Path, required=True)
@@ -165,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = [
         train_synthetic_stage(variant, stage, args.slices, seeds, epochs[stage], args.out / variant,
                               args.batch_size, widths, args.max_steps_per_epoch, args.anatomy, args.init_from,
-                              args.distance_loss_weight, args.train_seed)
+                              args.distance_loss_weight, args.train_seed, args.lr_hold_epochs)
         for variant in variants
         for stage in stages
     ]
