@@ -215,17 +215,18 @@ class HeartAnatomy:
         labels[in_epi] = LV_MYOCARDIUM
         labels[in_endo | in_lvot] = LV_BLOOD
         if self.valve_detail:
-            self._label_valve_detail(heart_mm, labels, in_endo, in_rv, rv_centre, rv_semi)
+            self._label_valve_detail(heart_mm, labels, base_z, in_endo, in_rv, rv_centre, rv_semi)
         elif self.phase > 0.6:  # closed mitral leaflets: a thin dark line across the annulus in systole
             leaflets = (z < base_z) & (z > base_z - 2.0) & (rho_xy2 < (radius * 0.9) ** 2) & ~in_aorta_tube
             labels[leaflets] = VALVE
 
     def _label_valve_detail(
-        self, heart_mm: np.ndarray, labels: np.ndarray, in_endo: np.ndarray, in_rv: np.ndarray,
+        self, heart_mm: np.ndarray, labels: np.ndarray, base_z: np.ndarray, in_endo: np.ndarray, in_rv: np.ndarray,
         rv_centre: np.ndarray, rv_semi: np.ndarray,
     ) -> None:
         """What tells the two valves apart on a real 4CH, in place: both valves' leaflets, the LV papillary
-        muscles, the RV moderator band. Leaflets only replace blood, so walls keep their shape."""
+        muscles, the RV moderator band. Leaflets only replace blood, so walls keep their shape. ``base_z``: the
+        mitral annulus plane's z at each point (``_base_z``, as the caller has it)."""
         x, y, z = heart_mm[:, 0], heart_mm[:, 1], heart_mm[:, 2]
         equator_z, semi_z, radius, _ = self.lv_axes()
         systole = self.phase >= 0.5
@@ -237,11 +238,11 @@ class HeartAnatomy:
         azimuth = np.arctan2(y, x)
         anterior = np.cos(azimuth - self.aorta_angle_rad) > 0.3  # the anterior leaflet lies on the aortic side
         mitral_length = np.where(anterior, *self.mitral_leaflets_mm)
-        mitral = _leaflet(np.hypot(x, y), z - self._base_z(x, y), mitral_ring_mm,
+        mitral = _leaflet(np.hypot(x, y), z - base_z, mitral_ring_mm,
                           angle, mitral_ring_mm * 1.02 if systole else mitral_length)
 
         # tricuspid annulus: where the RV ellipsoid meets the tricuspid plane, an ellipse around the RV's axis
-        tricuspid_z = self.tricuspid_offset_mm + self._base_z(x, y)
+        tricuspid_z = self.tricuspid_offset_mm + base_z
         section = np.sqrt(max(1.0 - ((self.tricuspid_offset_mm - rv_centre[2]) / rv_semi[2]) ** 2, 0.05))
         semi_x, semi_y = rv_semi[0] * section, rv_semi[1] * section
         rv_azimuth = np.arctan2(y, x - rv_centre[0])
