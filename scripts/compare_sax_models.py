@@ -291,6 +291,16 @@ def loses_at_most_half_a_millimetre(name: str, results: dict[str, dict]) -> bool
     return len(differences) == 2 and max(differences) <= 0.5
 
 
+def chosen_epoch(run_info: dict) -> str:
+    """Which fine epoch validation kept, from the run's own metrics (their epochs count from 0), so that a card never
+    quotes it from memory."""
+    fine = run_info.get("metrics", {}).get("fine")
+    if not fine or fine["epoch"] < 0:
+        return ""
+    return (f"; validation chose fine epoch {fine['epoch'] + 1} of {run_info.get('epochs_fine', run_info['epochs'])} "
+            f"({fine['val_mean_mm']:.2f} mm on the validation images)")
+
+
 def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison: str, results: dict[str, dict]
                ) -> Path:
     kind = ("synthetic MOLLI T1 maps (cmr_landmark.synth.t1) of every labelled SAX slice of the training splits"
@@ -325,6 +335,7 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
            if run_info.get("distil_from") else "")
         + (f", the fine stage's loss with the distance term (training.point_distance_loss, weight "
            f"{run_info['distance_loss_weight']} per mm)" if run_info.get("distance_loss_weight") else "")
+        + chosen_epoch(run_info)
         + f"; {run_info['threads']} CPU thread (shared machine), "
         f"{run_info['wall_s'] / 60:.0f} min. Rerun: `python scripts/train_sax_synthetic.py {run_info['kind']} "
         f"--init-from {run_info['init_from']} --lr {run_info['lr']} --epochs {run_info['epochs']} --epochs-fine "

@@ -77,3 +77,12 @@ def test_an_unknown_set_name_is_refused_before_anything_runs(tmp_path, monkeypat
     error = capsys.readouterr().err
     assert "unknown t2map" in error and "t2_map" in error  # names the typo and the right spelling
     assert not out.exists()
+
+
+def test_card_quotes_the_epoch_validation_chose_from_the_run_metrics() -> None:
+    script = compare_script()
+    run_info = {"epochs": 0, "epochs_fine": 24,
+                "metrics": {"fine": {"epoch": 19, "val_mean_mm": 3.5184}}}  # epochs count from 0 in the metrics
+    assert script.chosen_epoch(run_info) == "; validation chose fine epoch 20 of 24 (3.52 mm on the validation images)"
+    assert script.chosen_epoch({**run_info, "metrics": {"fine": {"epoch": -1, "val_mean_mm": 9.0}}}) == ""
+    assert script.chosen_epoch({"epochs": 3}) == ""  # a run from before the metrics were kept
