@@ -291,3 +291,40 @@ def test_held_out_synthetic_figures(throwaway_model_folder, tmp_path, monkeypatc
     # the held-out slices of another anatomy family are their own set
     lax_evaluation.evaluate_synthetic_held_out(Detector(spec, use_bf16=False), "slender_valves")
     assert len(list((tmp_path / "cache").glob("synth_lax_slender_valves_mixed_3_seed77*.npz"))) == 1
+
+
+def test_real_phase_joins_the_training_items_only_and_the_other_phase_stays_unseen(shared_data, tmp_path,
+                                                                                   monkeypatch):
+    # docs/lax.md, "One real frame in training": the ED frame of the labelled subject trains, ES measures
+    from cmr_landmark.lax_evaluation import mnms2_lax_slices
+    from cmr_landmark.synth import train_lax
+
+    labelled, _ = mnms2_lax_slices()
+    ed, es = (next(s for s in labelled if s.phase == phase) for phase in (0, 1))
+    seen = {}
+
+    def recording_train_stage(stage, train, val, *args, **kwargs):
+        seen[stage] = (list(train), list(val))
+        return None, {"val_mean_mm": 1.0, "epoch": 0}
+
+    monkeypatch.setattr(train_lax, "train_stage", recording_train_stage)
+    monkeypatch.setenv("CMR_LANDMARK_CACHE", str(tmp_path / "cache"))
+    train_lax.main(["--slices", "14", "--anatomy", "slender", "--real-phases", "ED", "--real-repeats", "3",
+                    "--out", str(tmp_path / "run")])
+    for stage in ("coarse", "fine"):
+        train, val = seen[stage]
+        assert sum(np.array_equal(item.image, ed.image) for item in train) == 3
+        assert not any(np.array_equal(item.image, es.image) for item in train + val)
+        assert not any(np.array_equal(item.image, ed.image) for item in val)  # epochs are chosen on synthetic ones
+        assert len(train) == 14 - 1 + 3  # the synthetic items (8 % held out, at least one) stay as they were
+
+
+def test_real_phase_arguments_are_checked(tmp_path):
+    from cmr_landmark.synth.train_lax import main
+
+    for arguments in (["--real-phases", "ED"], ["--real-repeats", "4"],
+                      ["--real-phases", "MID", "--real-repeats", "2"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--out", str(tmp_path / "run"), *arguments])
+        assert exit_.value.code == 2
+    assert not (tmp_path / "run").exists()

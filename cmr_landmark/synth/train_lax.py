@@ -5,8 +5,11 @@
     -> training.load_cascade -> export (cmr_landmark.lax_evaluation measures it on the real M&Ms-2 subject).
 
 Model selection uses held-out synthetic slices only: the one labelled real long-axis subject (M&Ms-2 001) is
-kept for the final measurement, never for training or for choosing an epoch. The fine stage trains on crops
-around the true landmarks (jittered), so the two stages are independent and can run in either order.
+kept for the final measurement and never chooses an epoch. ``--real-phases ED`` (or ES) adds that subject's
+labelled frame of the phase to the training items, ``--real-repeats`` times per epoch, each copy with its own
+augmentation; the other phase stays unseen, so it measures the run (docs/lax.md, "One real frame in training").
+The fine stage trains on crops around the true landmarks (jittered), so the two stages are independent and can run
+in either order.
 
     python -m cmr_landmark.synth.train_lax --variants mixed --slices 1600 --epochs-coarse 12 --epochs-fine 10 \
         --out .cache/runs/lax
@@ -25,8 +28,10 @@ from torch import nn
 
 from ..augment import sample_on_grid
 from ..config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW
+from ..datasets import Slice
 from ..export import export_cascade
 from ..heatmaps import decode_heatmaps
+from ..lax_evaluation import LABELLED_PHASE_NAMES, mnms2_lax_slices
 from ..training import (
     DEFAULT_WIDTHS,
     HeatmapDataset,
@@ -69,6 +74,17 @@ def grid_truth(dataset: HeatmapDataset, index: int) -> np.ndarray:
     return points
 
 
+def real_training_frames(phases: Sequence[str]) -> list[Slice]:
+    """The labelled real long-axis frames (M&Ms-2 4CH) of ``phases`` ('ED', 'ES'), for training beside the synthetic
+    slices; a phase the data lacks is an error rather than a silently synthetic-only run."""
+    labelled, _ = mnms2_lax_slices()
+    by_phase = {LABELLED_PHASE_NAMES[s.phase]: s for s in labelled}
+    missing = sorted(set(phases) - set(by_phase))
+    if missing:
+        raise ValueError(f"no labelled real long-axis frame for phase(s) {missing}; have {sorted(by_phase)}")
+    return [by_phase[phase] for phase in phases]
+
+
 def train_synthetic_stage(
     variant: str,
     stage: str,
@@ -84,6 +100,8 @@ def train_synthetic_stage(
     distance_weight: float = 0.0,
     train_seed: int | None = None,
     lr_hold_epochs: int = 0,
+    real_frames: Sequence[Slice] = (),
+    real_repeats: int = 0,
 ) -> dict:
     """Train one stage on the cached synthetic sets (one per seed; ``variant``, anatomy ``family``); metrics of its
     best epoch. The first ``VALIDATION_FRACTION`` of each set is held out.
@@ -93,13 +111,16 @@ def train_synthetic_stage(
     (``training.train_stage``); ignored for the coarse stage, which the term does not apply to. ``train_seed``
     (default: the first set seed) seeds the initial weights, the augmentation and the shuffle, so runs on the same
     synthetic sets can differ only by it (docs/lax.md, "How much a rerun moves the real figures").
-    ``lr_hold_epochs``: no learning-rate halving in that many first epochs (``training.train_stage``)."""
+    ``lr_hold_epochs``: no learning-rate halving in that many first epochs (``training.train_stage``).
+    ``real_frames``: real labelled slices added to the training items ``real_repeats`` times each (never to the
+    validation, which stays synthetic)."""
     train, val = [], []
     for set_seed in seeds:
         slices = load_synthetic_lax(cache_synthetic_lax(n_slices, set_seed, (variant,), family)[0])
         n_val = max(1, int(VALIDATION_FRACTION * len(slices)))
         train += slices[n_val:]
         val += slices[:n_val]
+    train += list(real_frames) * real_repeats
     device = setup_distributed()
     if stage == "coarse":
         def validate(model: nn.Module) -> tuple[float, dict]:
@@ -148,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seed of the initial weights, augmentation and shuffle (default: the first --seed)")
     parser.add_argument("--lr-hold-epochs", type=int, default=0,
                         help="no learning-rate halving in this many first epochs of each stage")
+    parser.add_argument("--real-phases", default="",
+                        help="comma-separated labelled real M&Ms-2 4CH phases (ED, ES) to train on beside the "
+                             "synthetic slices")
+    parser.add_argument("--real-repeats", type=int, default=0,
+                        help="with --real-phases: each real frame this many times per epoch")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--out", type=Path, required=True)
@@ -159,6 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--measured", type=Path, default=None,
                         help="JSON of measured figures (lax_evaluation's lax_measured.json) for the manifest entry")
     args = parser.parse_args(argv)
+    real_phases = [phase for phase in args.real_phases.split(",") if phase]
+    if bool(real_phases) != (args.real_repeats > 0):
+        parser.error("--real-phases and a positive --real-repeats go together")
+    if not set(real_phases) <= set(LABELLED_PHASE_NAMES.values()):
+        parser.error(f"--real-phases: of {sorted(LABELLED_PHASE_NAMES.values())}, got {real_phases}")
+    real_frames = real_training_frames(real_phases) if real_phases else []
     torch.set_num_threads(args.threads)
     variants = [v for v in args.variants.split(",") if v]
     seeds = [int(seed) for seed in args.seed.split(",")]
@@ -170,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = [
         train_synthetic_stage(variant, stage, args.slices, seeds, epochs[stage], args.out / variant,
                               args.batch_size, widths, args.max_steps_per_epoch, args.anatomy, args.init_from,
-                              args.distance_loss_weight, args.train_seed, args.lr_hold_epochs)
+                              args.distance_loss_weight, args.train_seed, args.lr_hold_epochs, real_frames,
+                              args.real_repeats)
         for variant in variants
         for stage in stages
     ]
@@ -179,7 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(results, default=float), flush=True)
     if args.export_to:
         start = f", fine-tuned from {args.init_from}" if args.init_from else ""
-        extra = {"trained_on": f"synthetic long-axis slices only ({args.slices} per seed, anatomy {args.anatomy}, "
+        real = (f" and the real M&Ms-2 001 4CH {'+'.join(real_phases)} frame(s), {args.real_repeats} times per "
+                "epoch" if real_phases else " only")
+        extra = {"trained_on": f"synthetic long-axis slices{real} ({args.slices} per seed, anatomy {args.anatomy}, "
                                f"variant {variants[0]}, seeds {args.seed}{start}"
                                + (f", training seed {args.train_seed}" if args.train_seed is not None else "")
                                + (f", fine stage with the distance term, weight {args.distance_loss_weight} per mm"
