@@ -32,7 +32,8 @@ def load_training_state(path: Path) -> dict[str, dict[str, torch.Tensor]]:
     extra_files = {TRAINING_STATE_FILE: ""}
     torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
     if not extra_files[TRAINING_STATE_FILE]:
-        raise ValueError(f"{path} was exported without its training state; initialise from a run folder instead")
+        raise ValueError(f"{path} was exported without its training state; initialise from a run folder, or from "
+                         f"the weights `python -m cmr_landmark.unfreeze {path} --out RUN` recovers (long axis)")
     state = torch.load(io.BytesIO(extra_files[TRAINING_STATE_FILE]), map_location="cpu", weights_only=True)
     return {stage: {key: value.float() if value.is_floating_point() else value for key, value in weights.items()}
             for stage, weights in state.items()}

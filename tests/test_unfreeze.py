@@ -74,3 +74,20 @@ def test_models_that_carry_their_training_state_are_passed_on_as_they_are(tmp_pa
     assert has_training_state(embedded) and not has_training_state(plain)
     with pytest.raises(SystemExit):
         main([str(embedded), "--out", str(tmp_path / "run")])
+
+
+def test_the_command_writes_a_run_folder_that_init_from_takes(tmp_path: Path, monkeypatch) -> None:
+    from cmr_landmark.training import load_stage, load_stage_weights
+
+    monkeypatch.setenv("CMR_LANDMARK_CACHE", str(tmp_path / "cache"))  # its synthetic calibration set goes there
+    plain = export(trained_looking_cascade(), tmp_path / "plain", embed=False)
+    with pytest.raises(ValueError, match="cmr_landmark.unfreeze"):  # the error tells the user the way out
+        load_stage_weights(plain, "fine")
+    assert main([str(plain), "--out", str(tmp_path / "run"), "--slices", "24", "--seed", "5"]) == 0
+    frozen = torch.jit.load(str(plain))
+    images = smooth_images(4, 64)
+    with torch.no_grad():
+        for stage in ("coarse", "fine"):
+            unet = load_stage(tmp_path / "run", stage, "lax")  # what --init-from RUN loads
+            torch.testing.assert_close(torch.softmax(unet(images), 1),
+                                       getattr(frozen, f"{stage}_probabilities")(images), atol=1e-4, rtol=0)
