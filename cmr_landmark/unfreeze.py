@@ -60,7 +60,6 @@ def _graph_order(unet: UNet) -> list[int]:
     copy whose k-th convolution holds the value k + 1 and whose BatchNorms are identities."""
     reference = LandmarkCascade(UNet(unet.head.out_channels - 1, tuple(b[0].out_channels for b in unet.encoders)),
                                 UNet(1, (1,)))
-    scale = 1.0
     with torch.no_grad():
         for k, convolution in enumerate(_convolutions(reference.coarse)):
             convolution.weight.fill_(k + 1)
