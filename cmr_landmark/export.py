@@ -27,16 +27,32 @@ def _training_state_bytes(cascade: LandmarkCascade) -> bytes:
     return buffer.getvalue()
 
 
-def load_training_state(path: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """The unfrozen ``{"coarse": state_dict, "fine": state_dict}`` embedded in an exported model file."""
+def _embedded_training_state(path: Path) -> bytes:
     extra_files = {TRAINING_STATE_FILE: ""}
     torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
-    if not extra_files[TRAINING_STATE_FILE]:
+    return extra_files[TRAINING_STATE_FILE]
+
+
+def has_training_state(path: Path) -> bool:
+    """Whether an exported model file carries its unfrozen weights (``embed_training_state``)."""
+    return bool(_embedded_training_state(path))
+
+
+def load_training_state(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The unfrozen ``{"coarse": state_dict, "fine": state_dict}`` embedded in an exported model file."""
+    embedded = _embedded_training_state(path)
+    if not embedded:
         raise ValueError(f"{path} was exported without its training state; initialise from a run folder, or from "
                          f"the weights `python -m cmr_landmark.unfreeze {path} --out RUN` recovers (long axis)")
-    state = torch.load(io.BytesIO(extra_files[TRAINING_STATE_FILE]), map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(embedded), map_location="cpu", weights_only=True)
     return {stage: {key: value.float() if value.is_floating_point() else value for key, value in weights.items()}
             for stage, weights in state.items()}
+
+
+def freeze_cascade(cascade: LandmarkCascade) -> torch.jit.ScriptModule:
+    """Script and freeze ``cascade`` for inference, keeping its two exported methods (BatchNorm folds into the
+    convolutions here)."""
+    return torch.jit.freeze(torch.jit.script(cascade), preserved_attrs=["coarse_probabilities", "fine_probabilities"])
 
 
 def export_cascade(
@@ -72,8 +88,7 @@ def export_cascade(
     folder.mkdir(parents=True, exist_ok=True)
     cascade = cascade.float().eval()
     extra_files = {TRAINING_STATE_FILE: _training_state_bytes(cascade)} if embed_training_state else {}
-    scripted = torch.jit.script(cascade)
-    frozen = torch.jit.freeze(scripted, preserved_attrs=["coarse_probabilities", "fine_probabilities"])
+    frozen = freeze_cascade(cascade)
     path = folder / f"{name}.pt"
     torch.jit.save(frozen, str(path), _extra_files=extra_files)
     if path.stat().st_size > MAX_MODEL_BYTES:

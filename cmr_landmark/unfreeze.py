@@ -16,14 +16,13 @@ instead of from one whose every layer is rescaled.
 from __future__ import annotations
 
 import argparse
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .export import TRAINING_STATE_FILE
+from .export import freeze_cascade, has_training_state
 from .network import LandmarkCascade, UNet
 from .training import STAGES
 
@@ -65,8 +64,7 @@ def _graph_order(unet: UNet) -> list[int]:
             convolution.weight.fill_(k + 1)
         bn = next(m for m in reference.coarse.modules() if isinstance(m, nn.BatchNorm2d))
         scale = float(torch.sqrt(bn.running_var[0] + bn.eps))  # what folding an identity BatchNorm divides by
-    frozen = torch.jit.freeze(torch.jit.script(reference.eval()),
-                              preserved_attrs=["coarse_probabilities", "fine_probabilities"])
+    frozen = freeze_cascade(reference.eval())  # frozen as export_cascade freezes, so the graph order is the same
     return [int(round(float(weight.flatten()[0]) * scale)) - 1
             for weight, _ in _graph_convolutions(frozen, "coarse")]
 
@@ -134,20 +132,20 @@ def calibrate_batchnorm(unet: UNet, images: torch.Tensor, batch_size: int = 32) 
             bn.weight.copy_(torch.sqrt(variance + bn.eps)), bn.bias.copy_(mean + folded_bias)
 
 
-def has_training_state(path: Path) -> bool:
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith(f"extra/{TRAINING_STATE_FILE}") for name in archive.namelist())
-
-
-def lax_calibration_images(stage: str, n_slices: int, seed: int, anatomy: str, every: int = 3) -> torch.Tensor:
-    """Every ``every``-th training item (augmented as in training) of a cached synthetic long-axis set."""
+def lax_training_slices(n_slices: int, seed: int, anatomy: str) -> list:
+    """The training part (validation slices held out as train_lax holds them out) of a cached synthetic set."""
     from .synth.lax import cache_synthetic_lax, load_synthetic_lax
     from .synth.train_lax import VALIDATION_FRACTION
-    from .training import HeatmapDataset
 
     slices = load_synthetic_lax(cache_synthetic_lax(n_slices, seed, ("mixed",), anatomy)[0])
-    training = slices[max(1, int(VALIDATION_FRACTION * len(slices))):]
-    dataset = HeatmapDataset(training, "lax", stage, augment=True, seed=123)
+    return slices[max(1, int(VALIDATION_FRACTION * len(slices))):]
+
+
+def lax_calibration_images(slices: Sequence, stage: str, every: int = 3) -> torch.Tensor:
+    """Every ``every``-th item of ``slices`` on ``stage``'s grid, augmented as in training."""
+    from .training import HeatmapDataset
+
+    dataset = HeatmapDataset(slices, "lax", stage, augment=True, seed=123)
     return torch.stack([dataset[i][0] for i in range(0, len(dataset), every)])
 
 
@@ -162,10 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if has_training_state(args.model):
         parser.error(f"{args.model} carries its training state: pass it to --init-from as it is")
     cascade = folded_cascade(args.model)
+    slices = lax_training_slices(args.slices, args.seed, args.anatomy)
     args.out.mkdir(parents=True, exist_ok=True)
     for stage in STAGES:
         unet = getattr(cascade, stage)
-        calibrate_batchnorm(unet, lax_calibration_images(stage, args.slices, args.seed, args.anatomy))
+        calibrate_batchnorm(unet, lax_calibration_images(slices, stage))
         torch.save({"model": unet.state_dict()}, args.out / f"{stage}_best.pt")
     print(f"wrote {args.out}/coarse_best.pt and fine_best.pt")
     return 0

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from cmr_landmark.config import COARSE_GRID, FINE_GRID_BY_VIEW
-from cmr_landmark.export import export_cascade
+from cmr_landmark.export import export_cascade, has_training_state
 from cmr_landmark.network import LandmarkCascade, UNet
-from cmr_landmark.unfreeze import calibrate_batchnorm, folded_cascade, has_training_state, main
+from cmr_landmark.unfreeze import calibrate_batchnorm, folded_cascade, main
 
 
 def trained_looking_cascade(seed: int = 0) -> LandmarkCascade:
