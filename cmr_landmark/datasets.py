@@ -259,15 +259,6 @@ def read_splits() -> dict[str, dict[str, list[str]]]:
     return json.loads(SPLITS_PATH.read_text())
 
 
-def split_of(dataset: str, patient: str) -> str:
-    """'train' or 'val' for a patient of a set; a patient missing from the split file is an error."""
-    split = read_splits().get(dataset, {})
-    for name, patients in split.items():
-        if patient in patients:
-            return name
-    raise KeyError(f"patient {patient!r} of {dataset!r} is not in {SPLITS_PATH}; regenerate it with make_splits")
-
-
 # --- cache --------------------------------------------------------------------------------------------------
 
 

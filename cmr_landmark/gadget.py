@@ -60,7 +60,6 @@ from .series import SeriesBuffer, SliceBatch, phases_per_slice_from_header
 
 log = logging.getLogger("cmr_landmark.gadget")
 
-ATTRIBUTE_PREFIX = "CMRLandmark_"
 DATA_ROLE = "CMRLandmark"
 SEQUENCE_DESCRIPTION_SUFFIX = "_LANDMARKS"
 
@@ -387,7 +386,15 @@ def pass_originals(connection: Connection) -> Iterator[ReceivedImage]:
     """Send every item straight back downstream, then hand the images on for detection."""
     try:
         for item in connection:
-            connection.send(item)
+            try:
+                connection.send(item)
+            except OSError:  # the connection itself failed: nothing more can go through
+                raise
+            except Exception as error:  # this item could not be written (the gadgetron package reads buckets but
+                # has no writer for them): it is lost, the rest of the stream must not be
+                log.error("a %s could not go downstream (%s); the rest of the stream still does",
+                          type(item).__name__, error)
+                continue
             if isinstance(item, ReceivedImage):
                 if item.meta_error:
                     log.warning("%s: the image went on unchanged, its copy carries only the landmark attributes",

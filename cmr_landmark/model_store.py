@@ -107,17 +107,19 @@ def read_manifest(folder: Path | None = None) -> list[ModelSpec]:
 
 
 def find_model(view: str, sequence: str, name: str | None = None, folder: Path | None = None) -> ModelSpec:
-    """The manifest entry by ``name``, else the one for (view, sequence), else a contrast-agnostic one for view.
+    """The manifest entry by ``name``, else the one for (view, sequence), else the view's contrast-agnostic one
+    (sequence 'any'), else the view's cine model.
 
-    ``sequence`` 'any' (contrast unknown) asks for the view's contrast-agnostic model, and where the view has none,
-    its cine model: cine is what a long-axis series almost always is."""
+    The last step serves the long axis, which has no contrast-agnostic model: the shipped ``lax_cine`` was trained
+    on synthetic images of mixed contrast (a fifth LGE-like, docs/lax.md), and cine is what a long-axis series
+    almost always is. ``sequence`` 'any' means the contrast is unknown."""
     specs = read_manifest(folder)
     if name:
         for spec in specs:
             if spec.name == name:
                 return spec
         raise ModelError(f"model {name!r} is not in the manifest (have: {', '.join(s.name for s in specs)})")
-    for wanted in (sequence, "any") if sequence != "any" else ("any", "cine"):
+    for wanted in dict.fromkeys((sequence, "any", "cine")):
         for spec in specs:
             if spec.view == view and spec.sequence == wanted:
                 return spec

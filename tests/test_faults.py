@@ -17,6 +17,7 @@ from pathlib import Path
 import ismrmrd
 import numpy as np
 import pytest
+from gadgetron.types import acquisition_bucket
 from mrd_stream_helpers import (
     CONFIG,
     HEADER,
@@ -268,6 +269,18 @@ def test_acquisitions_and_waveforms_pass_through_unchanged(passive_server):
     copies = copies_of(replies, COPIES)
     assert [raw for raw, item in replies if not any(item is c for c in copies)] == sent
     assert len(copies) == 3 and len(replies) == 9
+
+
+def test_a_message_that_cannot_be_written_back_costs_no_image(passive_server, caplog):
+    # An empty acquisition bucket (id 1050): the gadgetron package reads buckets but has no writer for them.
+    bucket = (struct.pack("<H", 1050) + bytes(ctypes.sizeof(acquisition_bucket.bucket_meta))
+              + struct.pack("<QQ", 0, 0))  # no data or reference acquisitions, no stats, no waveforms
+    images = [image_message(image) for image in cine()]
+    replies = session(passive_server.port, [images[0], bucket, images[1], images[2]])
+    copies = copies_of(replies, COPIES)
+    assert [raw for raw, item in replies if not any(item is c for c in copies)] == images
+    assert len(copies) == 3 and all(c.meta["CMRLandmark_Status"] == "ok" for c in copies)
+    assert "AcquisitionBucket could not go downstream" in caplog.text
 
 
 # --- malformed and truncated messages, disconnects -------------------------------------------------------------

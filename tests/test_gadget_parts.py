@@ -61,6 +61,8 @@ def test_view_and_sequence_rule(texts, view, sequence):
     ("T2map_SAX_mid", "t1", "sax_t1"),      # the physicist's parameter wins over the rule
     ("T2map_SAX_mid", "any", "sax_any"),
     ("T2map_4CH", "auto", "lax_cine"),      # no contrast-agnostic long-axis model: its cine model
+    ("ep2d_LGE_4ch", "auto", "lax_cine"),   # nor a long-axis LGE one (lax_cine was trained on mixed contrasts)
+    ("CMR_cine_4CH", "lge", "lax_cine"),
 ])
 def test_unknown_contrast_goes_to_the_contrast_agnostic_model(protocol_name, sequence_parameter, model):
     parameters = GadgetParameters.from_strings({"sequence": sequence_parameter})
