@@ -196,14 +196,50 @@ class Compose:
         return np.clip(image, -0.5, 2.0).astype(np.float32)
 
 
-def default_intensity_augmentation() -> Compose:
-    """Shading (corrected half the time, as scanners do when the option is on), then noise, blur, gamma."""
-    return Compose(
-        [
-            RandomApply(CoilShading(), 0.6),
-            RandomApply(ShadingCorrection(), 0.25),
-            RandomApply(GammaContrast(), 0.6),
-            RandomApply(GaussianBlur(), 0.3),
-            RandomApply(RicianNoise(), 0.5),
-        ]
-    )
+@dataclass(frozen=True)
+class RandomConvolutions:
+    """The image through a shallow network of random convolutions and leaky ReLUs, blended with itself and brought
+    back to its own mean and SD: a random non-linear remapping of intensity *and* local texture ("global intensity
+    non-linear augmentation", Ouyang et al., IEEE TMI 2023, for segmenters that must stand scanners and contrasts
+    they were not trained on). Per-tissue random contrast (synth.contrast) remaps each tissue's value; this also
+    changes how edges and textures look, which is where synthetic images differ from real ones."""
+
+    layers: int = 4
+    channels: int = 2
+    kernel_sizes: tuple[int, ...] = (1, 3)
+    negative_slope: float = 0.2
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator, pixel_mm: float) -> np.ndarray:
+        features = [image.astype(np.float64)]
+        for layer in range(self.layers):
+            outputs = 1 if layer == self.layers - 1 else self.channels
+            size = int(rng.choice(self.kernel_sizes))
+            kernels = rng.standard_normal((outputs, len(features), size, size))
+            features = [sum(ndimage.correlate(feature, kernel, mode="nearest")
+                            for feature, kernel in zip(features, kernels[o], strict=True)) for o in range(outputs)]
+            if layer < self.layers - 1:
+                features = [np.where(f > 0, f, self.negative_slope * f) for f in features]
+        alpha = rng.uniform(0.0, 1.0)
+        blended = alpha * _like(features[0], image) + (1.0 - alpha) * image
+        return _like(blended, image).astype(np.float32)
+
+
+def _like(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``values`` shifted and scaled to ``reference``'s mean and SD."""
+    return (values - values.mean()) / max(float(values.std()), 1e-6) * float(reference.std()) + float(reference.mean())
+
+
+def default_intensity_augmentation(random_convolution_fraction: float = 0.0) -> Compose:
+    """Shading (corrected half the time, as scanners do when the option is on), then noise, blur, gamma; and, for
+    ``random_convolution_fraction`` of the items, :class:`RandomConvolutions` last (none drawn at 0, so a recipe
+    without it keeps its random stream)."""
+    transforms: list[IntensityTransform] = [
+        RandomApply(CoilShading(), 0.6),
+        RandomApply(ShadingCorrection(), 0.25),
+        RandomApply(GammaContrast(), 0.6),
+        RandomApply(GaussianBlur(), 0.3),
+        RandomApply(RicianNoise(), 0.5),
+    ]
+    if random_convolution_fraction:
+        transforms.append(RandomApply(RandomConvolutions(), random_convolution_fraction))
+    return Compose(transforms)

@@ -113,11 +113,12 @@ class HeatmapDataset(torch.utils.data.Dataset):
 
     ``fresh_images`` (with ``augment``): that share of the items, drawn afresh every epoch, get a new synthetic
     image from their slice's mask (:class:`FreshImages`) before the augmentation, so that no contrast is seen
-    twice. Slices without a mask stay as they are.
+    twice. Slices without a mask stay as they are. ``random_convolution_fraction`` (with ``augment``): that share
+    of the items also goes through :class:`augment.RandomConvolutions`.
     """
 
     def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, augment: bool, seed: int = 0,
-                 fresh_images: FreshImages | None = None) -> None:
+                 fresh_images: FreshImages | None = None, random_convolution_fraction: float = 0.0) -> None:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         self.view, self.stage, self.augment, self.seed = view, stage, augment, seed
@@ -134,7 +135,7 @@ class HeatmapDataset(torch.utils.data.Dataset):
             self.geometry = RandomAffine(max_rotation_deg=30, scale_range=(0.8, 1.25), max_translation_mm=30)
         else:
             self.geometry = RandomAffine(30, scale_range=(0.85, 1.2), max_translation_mm=FINE_JITTER_MM)
-        self.intensity = default_intensity_augmentation()
+        self.intensity = default_intensity_augmentation(random_convolution_fraction)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -427,6 +428,7 @@ def train_stage(
     distance_weight: float = 0.0,
     fresh_images: FreshImages | None = None,
     lr_hold_epochs: int = 0,
+    random_convolution_fraction: float = 0.0,
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
 
@@ -435,7 +437,8 @@ def train_stage(
     halving on validation distances that are noise until the maps localise slows its escape (docs/lax.md,
     "Telling the valves apart").
 
-    ``fresh_images``: a share of the items gets a new synthetic image each epoch (:class:`HeatmapDataset`).
+    ``fresh_images``: a share of the items gets a new synthetic image each epoch (:class:`HeatmapDataset`);
+    ``random_convolution_fraction``: a share goes through random convolutions (:class:`augment.RandomConvolutions`).
 
     ``distance_weight`` (per mm; fine stage only) adds :func:`point_distance_loss` over the detector's centroid
     window (``config.FINE_CENTROID_RADIUS_MM``) to the heatmap loss, measured against the labels (also when
@@ -485,7 +488,8 @@ def train_stage(
         dataset = DistillationDataset(train_slices, view, stage, seed, teacher_sequences=list(teachers))
         teacher_models = [teacher.to(device).eval() for teacher in teachers.values()]
     else:
-        dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed, fresh_images=fresh_images)
+        dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed, fresh_images=fresh_images,
+                                 random_convolution_fraction=random_convolution_fraction)
     sampler = DistributedSampler(dataset, shuffle=True, seed=seed) if dist.is_initialized() else None
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,

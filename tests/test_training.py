@@ -18,6 +18,7 @@ from cmr_landmark import training as training_module
 from cmr_landmark.augment import (
     AffineParameters,
     CoilShading,
+    RandomConvolutions,
     RicianNoise,
     ShadingCorrection,
     default_intensity_augmentation,
@@ -124,6 +125,29 @@ def test_intensity_pieces_change_the_image_as_modelled() -> None:
     assert noisy.min() >= 0 and noisy.mean() > 0  # Rician: the magnitude of noise is positive on average
     augmented = default_intensity_augmentation()(flat, np.random.default_rng(2), 4.0)
     assert augmented.shape == flat.shape and augmented.dtype == np.float32
+
+
+def test_random_convolutions_remap_texture_and_keep_the_mean_and_sd() -> None:
+    image = phantom_slices(1, seed=3, empty_fraction=0.0)[0].image.astype(np.float32)
+    image = normalise_intensity(image)
+    looks = [RandomConvolutions()(image, np.random.default_rng(seed), 1.25) for seed in range(6)]
+    for look in looks:
+        assert look.dtype == np.float32 and look.shape == image.shape
+        assert abs(look.mean() - image.mean()) < 1e-4 and abs(look.std() - image.std()) < 1e-4
+    # not a global intensity map: pixels of one value in the image take many values in the new look
+    same_value = np.isclose(image, np.median(image[image > image.mean()]), atol=0.02)
+    assert max(float(look[same_value].std()) for look in looks) > 0.1 * image.std()
+    torch.testing.assert_close(RandomConvolutions()(image, np.random.default_rng(0), 1.25), looks[0])
+
+
+def test_random_convolutions_change_only_the_images_of_their_share_of_items() -> None:
+    slices = phantom_slices(16, seed=7, empty_fraction=0.0)
+    plain = HeatmapDataset(slices, "sax", "fine", augment=True, seed=1)
+    half = HeatmapDataset(slices, "sax", "fine", augment=True, seed=1, random_convolution_fraction=0.5)
+    changed = [not torch.equal(plain[i][0], half[i][0]) for i in range(len(slices))]
+    assert 2 <= sum(changed) <= 14  # about half, and the rest exactly as without (the same random stream)
+    for i in range(len(slices)):
+        torch.testing.assert_close(plain[i][1], half[i][1])  # the targets never move
 
 
 def test_dataset_is_reproducible_per_epoch_and_differs_between_epochs() -> None:

@@ -102,6 +102,7 @@ def train_synthetic_stage(
     lr_hold_epochs: int = 0,
     real_frames: Sequence[Slice] = (),
     real_repeats: int = 0,
+    random_convolution_fraction: float = 0.0,
 ) -> dict:
     """Train one stage on the cached synthetic sets (one per seed; ``variant``, anatomy ``family``); metrics of its
     best epoch. The first ``VALIDATION_FRACTION`` of each set is held out.
@@ -113,7 +114,8 @@ def train_synthetic_stage(
     synthetic sets can differ only by it (docs/lax.md, "How much a rerun moves the real figures").
     ``lr_hold_epochs``: no learning-rate halving in that many first epochs (``training.train_stage``).
     ``real_frames``: real labelled slices added to the training items ``real_repeats`` times each (never to the
-    validation, which stays synthetic)."""
+    validation, which stays synthetic). ``random_convolution_fraction``: that share of the training items also
+    goes through random convolutions (``augment.RandomConvolutions``; docs/lax.md)."""
     train, val = [], []
     for set_seed in seeds:
         slices = load_synthetic_lax(cache_synthetic_lax(n_slices, set_seed, (variant,), family)[0])
@@ -135,7 +137,8 @@ def train_synthetic_stage(
                              widths=widths,
                              max_steps_per_epoch=max_steps_per_epoch,
                              distance_weight=distance_weight if stage == "fine" else 0.0,
-                             lr_hold_epochs=lr_hold_epochs)
+                             lr_hold_epochs=lr_hold_epochs,
+                             random_convolution_fraction=random_convolution_fraction)
     return {"variant": variant, "stage": stage, **metrics}
 
 
@@ -174,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "synthetic slices")
     parser.add_argument("--real-repeats", type=int, default=0,
                         help="with --real-phases: each real frame this many times per epoch")
+    parser.add_argument("--random-convolution-fraction", type=float, default=0.0,
+                        help="share of the training items also put through random convolutions (docs/lax.md)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--out", type=Path, required=True)
@@ -203,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_synthetic_stage(variant, stage, args.slices, seeds, epochs[stage], args.out / variant,
                               args.batch_size, widths, args.max_steps_per_epoch, args.anatomy, args.init_from,
                               args.distance_loss_weight, args.train_seed, args.lr_hold_epochs, real_frames,
-                              args.real_repeats)
+                              args.real_repeats, args.random_convolution_fraction)
         for variant in variants
         for stage in stages
     ]
