@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import torch
 
 from .config import LANDMARKS_BY_VIEW, MIRROR_POOLINGS, MODEL_SEQUENCES, VIEWS, StageGrid, models_dir
+
+log = logging.getLogger("cmr_landmark.model_store")
 
 
 class ModelError(RuntimeError):
@@ -122,6 +125,9 @@ def find_model(view: str, sequence: str, name: str | None = None, folder: Path |
     for wanted in dict.fromkeys((sequence, "any", "cine")):
         for spec in specs:
             if spec.view == view and spec.sequence == wanted:
+                if wanted != sequence and sequence != "any":
+                    log.warning("no %s model for sequence %r: using %s (trained for %r)", view, sequence, spec.name,
+                                wanted)
                 return spec
     raise ModelError(f"no model for view={view!r} sequence={sequence!r} in the manifest")
 
