@@ -223,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                f"variant {variants[0]}, seeds {args.seed}{start}"
                                + (f", training seed {args.train_seed}" if args.train_seed is not None else "")
                                + (f", fine stage with the distance term, weight {args.distance_loss_weight} per mm"
-                                  if args.distance_loss_weight else "") + ")"}
+                                  if args.distance_loss_weight else "")
+                               + (f", random convolutions on {args.random_convolution_fraction:.0%} of the items"
+                                  if args.random_convolution_fraction else "") + ")"}
         if args.measured:
             extra["measured"] = json.loads(args.measured.read_text())
         card = args.card.read_text() if args.card else ""
