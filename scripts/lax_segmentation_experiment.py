@@ -148,7 +148,7 @@ def main() -> int:
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         print(f"epoch {epoch + 1}/{args.epochs} loss {np.mean(losses):.4f} {time.perf_counter() - started:.0f} s",
               flush=True)
     model.eval()
