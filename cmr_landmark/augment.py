@@ -202,7 +202,8 @@ class RandomConvolutions:
     back to its own mean and SD: a random non-linear remapping of intensity *and* local texture ("global intensity
     non-linear augmentation", Ouyang et al., IEEE TMI 2023, for segmenters that must stand scanners and contrasts
     they were not trained on). Per-tissue random contrast (synth.contrast) remaps each tissue's value; this also
-    changes how edges and textures look, which is where synthetic images differ from real ones."""
+    changes how edges and textures look, which is where synthetic images differ from real ones. Kernels are in grid
+    pixels (``pixel_mm`` is not used): 3x3 spans 3.75 mm on the fine grid and 12 mm on the coarse one."""
 
     layers: int = 4
     channels: int = 2

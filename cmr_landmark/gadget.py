@@ -385,16 +385,17 @@ def choose_view_and_sequence(
 def pass_originals(connection: Connection) -> Iterator[ReceivedImage]:
     """Send every item straight back downstream, then hand the images on for detection."""
     try:
+        unwritable: set[str] = set()
         for item in connection:
-            try:
-                connection.send(item)
-            except OSError:  # the connection itself failed: nothing more can go through
-                raise
-            except Exception as error:  # this item could not be written (the gadgetron package reads buckets but
-                # has no writer for them): it is lost, the rest of the stream must not be
-                log.error("a %s could not go downstream (%s); the rest of the stream still does",
-                          type(item).__name__, error)
+            if not any(accepts(item) for accepts, _ in connection.writers):
+                # The gadgetron package reads acquisition buckets but cannot write them: such an item is lost,
+                # the rest of the stream must not be. Checked before sending, so nothing half-written goes out.
+                if type(item).__name__ not in unwritable:
+                    unwritable.add(type(item).__name__)
+                    log.error("a %s cannot go downstream (no writer for it); it is dropped, the rest of the stream "
+                              "still goes through", type(item).__name__)
                 continue
+            connection.send(item)
             if isinstance(item, ReceivedImage):
                 if item.meta_error:
                     log.warning("%s: the image went on unchanged, its copy carries only the landmark attributes",

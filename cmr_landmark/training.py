@@ -483,8 +483,9 @@ def train_stage(
             print(f"[{stage}] resuming after epoch {checkpoint['epoch']} (best {best_mm:.2f} mm)", flush=True)
 
     if teachers:
-        if fresh_images is not None and fresh_images.fraction:
-            raise ValueError("distillation and fresh synthetic images do not combine (the teacher sees the source)")
+        if (fresh_images is not None and fresh_images.fraction) or random_convolution_fraction:
+            raise ValueError("distillation combines with neither fresh synthetic images nor random convolutions (the "
+                             "teacher sees the source image)")
         dataset = DistillationDataset(train_slices, view, stage, seed, teacher_sequences=list(teachers))
         teacher_models = [teacher.to(device).eval() for teacher in teachers.values()]
     else:

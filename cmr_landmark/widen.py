@@ -45,6 +45,8 @@ def widen_unet_state(state: StateDict, widths: Sequence[int], noise: float = 0.0
     """The state_dict of a :class:`UNet` with ``widths`` channels per level that computes what ``state``'s does
     (exactly with ``noise=0``). ``widths`` must have as many levels as the original and none narrower."""
     old_widths = unet_widths(state)
+    if "encoders.0.3.weight" not in state:
+        raise ValueError("widening knows the plain two-convolution blocks (network.ConvBlock) only")
     if len(widths) != len(old_widths):
         raise ValueError(f"widths {tuple(widths)} have {len(widths)} levels, the network {len(old_widths)}")
     generator = torch.Generator().manual_seed(seed)

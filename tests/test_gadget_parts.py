@@ -64,7 +64,8 @@ def test_view_and_sequence_rule(texts, view, sequence):
     ("ep2d_LGE_4ch", "auto", "lax_cine"),   # nor a long-axis LGE one (lax_cine was trained on mixed contrasts)
     ("CMR_cine_4CH", "lge", "lax_cine"),
 ])
-def test_unknown_contrast_goes_to_the_contrast_agnostic_model(protocol_name, sequence_parameter, model, caplog):
+def test_unknown_contrast_goes_to_the_contrast_agnostic_model_else_the_views_cine_model(
+        protocol_name, sequence_parameter, model, caplog):
     parameters = GadgetParameters.from_strings({"sequence": sequence_parameter})
     view, sequence = choose_view_and_sequence(parameters, header(protocol_name=protocol_name), {})
     assert find_model(view, sequence).name == model

@@ -213,12 +213,13 @@ def test_fresh_t1_maps_are_maps_in_ms_with_the_slices_landmarks() -> None:
     assert max(contrasts) > 300 and min(contrasts) < 0  # a new scenario each epoch: native and post-contrast
 
 
-def test_distillation_refuses_fresh_images(tmp_path) -> None:
+@pytest.mark.parametrize("other_images", [{"fresh_images": FreshImages(with_random_contrast, 0.5)},
+                                          {"random_convolution_fraction": 0.5}])
+def test_distillation_refuses_fresh_images_and_random_convolutions(tmp_path, other_images) -> None:
     slices = phantom_slices(4, seed=3, empty_fraction=0.0)
-    with pytest.raises(ValueError, match="do not combine"):
+    with pytest.raises(ValueError, match="combines with neither"):
         training_module.train_stage("coarse", slices, slices, "sax", tmp_path, 1, _validate_on_loss,
-                                    teachers={"cine": torch.nn.Identity()},
-                                    fresh_images=FreshImages(with_random_contrast, 0.5))
+                                    teachers={"cine": torch.nn.Identity()}, **other_images)
 
 
 def test_a_few_steps_reduce_the_loss() -> None:

@@ -51,12 +51,15 @@ def test_noise_sets_the_copies_apart_and_keeps_the_function_close() -> None:
     assert 0 < difference < 0.05
 
 
-def test_narrowing_or_another_depth_is_refused() -> None:
+def test_narrowing_another_depth_or_other_blocks_are_refused() -> None:
     state = trained_looking_unet((4, 8, 16)).state_dict()
     with pytest.raises(ValueError, match="narrow"):
         widen_unet_state(state, (4, 6, 16))
     with pytest.raises(ValueError, match="levels"):
         widen_unet_state(state, (8, 16))
+    other_blocks = {key: value for key, value in state.items() if ".3." not in key and ".4." not in key}
+    with pytest.raises(ValueError, match="ConvBlock"):  # e.g. the benchmark's residual blocks
+        widen_unet_state(other_blocks, (6, 12, 24))
 
 
 def test_command_widens_the_fine_stage_of_a_shipped_file_into_a_run_folder(tmp_path: Path) -> None:
