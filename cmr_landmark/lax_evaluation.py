@@ -54,28 +54,36 @@ def _lv_length(points_rc: np.ndarray, spacing_mm: tuple[float, float]) -> float:
     return lv_length_mm(*points_rc, spacing_mm) if np.all(np.isfinite(points_rc)) else float("nan")
 
 
+def _errors(found: ImageLandmarks, s: Slice) -> dict:
+    """Distance (mm) of each landmark of ``found`` from ``s``'s labels, and the LV length against theirs."""
+    predicted = _points(found)
+    distances = np.linalg.norm((predicted - s.landmarks_rc) * np.asarray(s.pixel_spacing_mm), axis=1)
+    predicted_length = _lv_length(predicted, s.pixel_spacing_mm)
+    true_length = _lv_length(s.landmarks_rc, s.pixel_spacing_mm)
+    return {
+        "patient": s.patient,
+        "phase": LABELLED_PHASE_NAMES.get(s.phase, str(s.phase)),
+        **{f"{name}_mm": float(d) for name, d in zip(LAX_LANDMARKS, distances, strict=True)},
+        **{f"{name}_probability": float(found[name].probability) for name in LAX_LANDMARKS},
+        "mean_mm": float(np.mean(distances)),
+        "lv_length_mm": predicted_length,
+        "lv_length_labels_mm": true_length,
+        "lv_length_error_percent": 100.0 * (predicted_length - true_length) / true_length,
+        "predicted_rc": predicted.tolist(),
+        "labels_rc": s.landmarks_rc.tolist(),
+    }
+
+
 def evaluate_labelled(detector: Detector, slices: Sequence[Slice]) -> list[dict]:
-    """Per labelled slice: distance (mm) of each landmark, LV length predicted and from the labels."""
-    rows = []
-    for s in slices:
-        found = detector.detect([s.image], s.pixel_spacing_mm, probability_threshold=0.0)[0]
-        predicted = _points(found)
-        distances = np.linalg.norm((predicted - s.landmarks_rc) * np.asarray(s.pixel_spacing_mm), axis=1)
-        predicted_length = _lv_length(predicted, s.pixel_spacing_mm)
-        true_length = _lv_length(s.landmarks_rc, s.pixel_spacing_mm)
-        rows.append({
-            "patient": s.patient,
-            "phase": LABELLED_PHASE_NAMES.get(s.phase, str(s.phase)),
-            **{f"{name}_mm": float(d) for name, d in zip(LAX_LANDMARKS, distances, strict=True)},
-            **{f"{name}_probability": float(found[name].probability) for name in LAX_LANDMARKS},
-            "mean_mm": float(np.mean(distances)),
-            "lv_length_mm": predicted_length,
-            "lv_length_labels_mm": true_length,
-            "lv_length_error_percent": 100.0 * (predicted_length - true_length) / true_length,
-            "predicted_rc": predicted.tolist(),
-            "labels_rc": s.landmarks_rc.tolist(),
-        })
-    return rows
+    """Per labelled slice, detected on its own: distance (mm) of each landmark, LV length predicted and from the
+    labels."""
+    return [_errors(detector.detect([s.image], s.pixel_spacing_mm, probability_threshold=0.0)[0], s) for s in slices]
+
+
+def evaluate_cine_at_labelled(cine: CineLandmarks, slices: Sequence[Slice], frames: dict[str, int]) -> list[dict]:
+    """The same figures for what a cine reports at the labelled phases: the smoothed, gap-filled points of the
+    cine phase each labelled slice is (``frames``: phase name -> cine phase)."""
+    return [_errors(cine.landmarks[frames[LABELLED_PHASE_NAMES.get(s.phase, str(s.phase))]], s) for s in slices]
 
 
 # Held-out synthetic slices: seed 77 is used by no training set (docs/lax.md)
@@ -251,7 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot_cine_curve(raw, cine, cine_phases[0].pixel_spacing_mm, rows, frames, args.out / "lax_cine_curve.png")
         plot_cine_overlays(cine_phases, cine, args.out / "lax_cine_overlays.png")
         label_lengths = [row["lv_length_labels_mm"] for row in rows]
+        at_labelled = evaluate_cine_at_labelled(cine, labelled, frames)
+        for row in at_labelled:
+            print(f"cine, smoothed, at {row['phase']}: " + ", ".join(f"{n} {row[f'{n}_mm']:.1f} mm"
+                                                                      for n in LAX_LANDMARKS)
+                  + f"; LV length {row['lv_length_error_percent']:+.1f} %")
         result["cine"] = {
+            "at_labelled_frames": at_labelled,
             "lv_length_mm": cine.lv_length_mm.tolist(),
             "longitudinal_shortening": cine.longitudinal_shortening,
             "filled_points": int(sum(sum(f.values()) for f in cine.filled)),
