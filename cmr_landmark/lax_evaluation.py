@@ -101,6 +101,33 @@ def evaluate_synthetic_held_out(detector: Detector, family: str | None = None) -
             "mean": float(np.nanmean(distances))}
 
 
+def _distance_to_segment(points: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Distance (in the points' units) of each of ``points`` (..., 2) from the segment ``start``-``end``."""
+    along = end - start
+    t = np.clip(((points - start) @ along) / max(float(along @ along), 1e-12), 0.0, 1.0)
+    return np.linalg.norm(points - (start + t[..., None] * along), axis=-1)
+
+
+def phases_on_the_mitral_valve(cine_points_rc: np.ndarray, labelled: Sequence[Slice],
+                               tolerance_mm: float = 10.0) -> int:
+    """How many phases of a cine (``cine_points_rc``: (T, 3, 2) MV-1, MV-2, APEX per phase) have both mitral points
+    on the labelled mitral valve: each within ``tolerance_mm`` of a different one of the two tracks that join a
+    mitral label at ED to the same label at ES. The phases between ED and ES carry no labels; the annulus moves
+    along about that line (12-15 mm on M&Ms-2 001), and the tricuspid annulus, where a model that confuses the
+    valves puts its points, lies 30 mm or more away. A label-free count of where a model looks over the whole
+    cine (docs/lax.md, "What the cine shows")."""
+    by_phase = {LABELLED_PHASE_NAMES.get(s.phase, str(s.phase)): s for s in labelled}
+    ed, es = by_phase["ED"], by_phase["ES"]
+    spacing = np.asarray(ed.pixel_spacing_mm)
+    tracks = [(ed.landmarks_rc[i] * spacing, es.landmarks_rc[i] * spacing) for i in (0, 1)]
+    mitral_mm = np.asarray(cine_points_rc, dtype=np.float64)[:, :2] * spacing
+    # distance[t, point, track]; a phase counts when some one-to-one matching keeps both points within tolerance
+    distance = np.stack([_distance_to_segment(mitral_mm, *track) for track in tracks], axis=-1)
+    straight = np.maximum(distance[:, 0, 0], distance[:, 1, 1])
+    crossed = np.maximum(distance[:, 0, 1], distance[:, 1, 0])
+    return int(np.sum(np.fmin(straight, crossed) <= tolerance_mm))
+
+
 def evaluate_cine(detector: Detector, phases: Sequence[Slice]) -> tuple[list[ImageLandmarks], CineLandmarks]:
     """Raw per-phase detections and the smoothed, gap-filled cine result of one cine slice."""
     spacing = phases[0].pixel_spacing_mm

@@ -35,6 +35,7 @@ from cmr_landmark.lax_evaluation import (
     evaluate_labelled,
     evaluate_synthetic_held_out,
     mnms2_lax_slices,
+    phases_on_the_mitral_valve,
 )
 from cmr_landmark.model_store import find_model
 from cmr_landmark.network import LandmarkCascade, LandmarkEnsemble
@@ -54,6 +55,7 @@ def load_member(member: str, shipped: Detector, coarse: torch.nn.Module | None) 
 def measure(detector: Detector, labelled: Sequence, cine_phases: Sequence, held_out_family: str | None) -> dict:
     rows = {row["phase"]: row for row in evaluate_labelled(detector, labelled)}
     raw, cine = evaluate_cine(detector, cine_phases)
+    cine_points = np.stack([_points(found) for found in raw])
     return {
         "synthetic_mm": evaluate_synthetic_held_out(detector, held_out_family)["mean"],
         "real_mm": {phase: {name: rows[phase][f"{name}_mm"] for name in LAX_LANDMARKS} for phase in rows},
@@ -61,7 +63,8 @@ def measure(detector: Detector, labelled: Sequence, cine_phases: Sequence, held_
         "lv_length_error_percent": {phase: rows[phase]["lv_length_error_percent"] for phase in rows},
         "shortening": cine.longitudinal_shortening,
         "filled": int(sum(sum(f.values()) for f in cine.filled)),
-        "cine_points_rc": np.stack([_points(found) for found in raw]).tolist(),
+        "cine_points_rc": cine_points.tolist(),
+        "phases_on_the_mitral_valve": phases_on_the_mitral_valve(cine_points, labelled),
     }
 
 
@@ -69,13 +72,14 @@ def table(results: dict[str, dict], spacing_mm: float) -> str:
     ensemble_points = np.asarray(results["ensemble"]["cine_points_rc"])
     lines = ["| member | synthetic held-out mm | real ED MV-1 / MV-2 / APEX | real ES MV-1 / MV-2 / APEX | "
              "mean of six | LV length ED / ES | cine shortening (filled) | median distance to the ensemble on "
-             "the cine (mm) |", "|---|---|---|---|---|---|---|---|"]
+             "the cine (mm) | cine phases on the mitral valve |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         cells = [" / ".join(f"{r['real_mm'][p][n]:.1f}" for n in LAX_LANDMARKS) for p in ("ED", "ES")]
         lengths = " / ".join(f"{r['lv_length_error_percent'][p]:+.1f} %" for p in ("ED", "ES"))
         to_ensemble = np.nanmedian(np.linalg.norm(np.asarray(r["cine_points_rc"]) - ensemble_points, axis=-1))
         lines.append(f"| {name} | {r['synthetic_mm']:.2f} | {cells[0]} | {cells[1]} | {r['real_mean_mm']:.1f} | "
-                     f"{lengths} | {100 * r['shortening']:.1f} % ({r['filled']}) | {spacing_mm * to_ensemble:.1f} |")
+                     f"{lengths} | {100 * r['shortening']:.1f} % ({r['filled']}) | {spacing_mm * to_ensemble:.1f} | "
+                     f"{r['phases_on_the_mitral_valve']} of {len(ensemble_points)} |")
     return "\n".join(lines)
 
 

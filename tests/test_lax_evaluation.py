@@ -8,7 +8,7 @@ import torch
 from cmr_landmark.cine import CineLandmarks
 from cmr_landmark.datasets import Slice
 from cmr_landmark.detector import Landmark
-from cmr_landmark.lax_evaluation import CoarseStageSwapped, evaluate_cine_at_labelled
+from cmr_landmark.lax_evaluation import CoarseStageSwapped, evaluate_cine_at_labelled, phases_on_the_mitral_valve
 from cmr_landmark.model_store import find_model, load_torchscript
 from cmr_landmark.network import UNet
 from cmr_landmark.training import load_stage
@@ -39,3 +39,18 @@ def test_a_cine_is_judged_at_the_phase_each_labelled_frame_is() -> None:
     assert ed["mean_mm"] == 0.0 and ed["lv_length_error_percent"] == 0.0
     assert es["APEX_mm"] == 15.0 and es["MV-1_mm"] == 0.0
     assert abs(es["lv_length_error_percent"] - 100 * (50 - 60) / 60) < 1e-9
+
+
+def test_phases_count_as_on_the_mitral_valve_only_with_both_points_near_its_tracks() -> None:
+    ed = np.array([[100.0, 100.0], [100.0, 130.0], [160.0, 115.0]])
+    es = ed + [[8.0, 0.0], [8.0, 0.0], [0.0, 0.0]]  # the annulus moves 8 px toward the apex
+    slices = [Slice(np.zeros((8, 8), np.float32), (1.5, 1.5), labels, "lax", "cine", "mnms2", "001", 0, phase)
+              for phase, labels in ((0, ed), (1, es))]
+    apex = [160.0, 115.0]
+    on_track = [[104.0, 102.0], [104.0, 128.0], apex]         # between ED and ES, 2 px (3 mm) off the tracks
+    swapped = [[104.0, 128.0], [104.0, 102.0], apex]          # the same, named the other way round
+    tricuspid = [[104.0, 80.0], [104.0, 102.0], apex]         # one point 20 px (30 mm) toward the RV
+    both_on_one_end = [[104.0, 101.0], [104.0, 103.0], apex]  # two points on the septal end
+    cine = np.array([on_track, swapped, tricuspid, both_on_one_end, on_track])
+    assert phases_on_the_mitral_valve(cine, slices) == 3
+    assert phases_on_the_mitral_valve(cine, slices, tolerance_mm=2.0) == 0
