@@ -293,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + f"; LV length {row['lv_length_error_percent']:+.1f} %")
         result["cine"] = {
             "at_labelled_frames": at_labelled,
+            "phases_on_the_mitral_valve": phases_on_the_mitral_valve(np.stack([_points(found) for found in raw]),
+                                                                     labelled),
             "lv_length_mm": cine.lv_length_mm.tolist(),
             "longitudinal_shortening": cine.longitudinal_shortening,
             "filled_points": int(sum(sum(f.values()) for f in cine.filled)),
@@ -302,7 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cine: longitudinal shortening {100 * cine.longitudinal_shortening:.1f} % (labels ED/ES: "
               f"{100 * result['cine']['longitudinal_shortening_labels_ed_es']:.1f} %), "
               f"{result['cine']['filled_points']} filled points; ED = phase {frames.get('ED')}, "
-              f"ES = phase {frames.get('ES')}")
+              f"ES = phase {frames.get('ES')}; both mitral points on the mitral valve in "
+              f"{result['cine']['phases_on_the_mitral_valve']} of {len(raw)} phases (raw detections)")
     (args.out / "lax_measured.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     return 0
 
