@@ -54,6 +54,11 @@ def _lv_length(points_rc: np.ndarray, spacing_mm: tuple[float, float]) -> float:
     return lv_length_mm(*points_rc, spacing_mm) if np.all(np.isfinite(points_rc)) else float("nan")
 
 
+def phase_name(s: Slice) -> str:
+    """'ED' or 'ES' for a labelled M&Ms-2 long-axis frame (its phase number otherwise)."""
+    return LABELLED_PHASE_NAMES.get(s.phase, str(s.phase))
+
+
 def _errors(found: ImageLandmarks, s: Slice) -> dict:
     """Distance (mm) of each landmark of ``found`` from ``s``'s labels, and the LV length against theirs."""
     predicted = _points(found)
@@ -62,7 +67,7 @@ def _errors(found: ImageLandmarks, s: Slice) -> dict:
     true_length = _lv_length(s.landmarks_rc, s.pixel_spacing_mm)
     return {
         "patient": s.patient,
-        "phase": LABELLED_PHASE_NAMES.get(s.phase, str(s.phase)),
+        "phase": phase_name(s),
         **{f"{name}_mm": float(d) for name, d in zip(LAX_LANDMARKS, distances, strict=True)},
         **{f"{name}_probability": float(found[name].probability) for name in LAX_LANDMARKS},
         "mean_mm": float(np.mean(distances)),
@@ -83,7 +88,7 @@ def evaluate_labelled(detector: Detector, slices: Sequence[Slice]) -> list[dict]
 def evaluate_cine_at_labelled(cine: CineLandmarks, slices: Sequence[Slice], frames: dict[str, int]) -> list[dict]:
     """The same figures for what a cine reports at the labelled phases: the smoothed, gap-filled points of the
     cine phase each labelled slice is (``frames``: phase name -> cine phase)."""
-    return [_errors(cine.landmarks[frames[LABELLED_PHASE_NAMES.get(s.phase, str(s.phase))]], s) for s in slices]
+    return [_errors(cine.landmarks[frames[phase_name(s)]], s) for s in slices]
 
 
 # Held-out synthetic slices: seed 77 is used by no training set (docs/lax.md)
@@ -116,7 +121,7 @@ def phases_on_the_mitral_valve(cine_points_rc: np.ndarray, labelled: Sequence[Sl
     along about that line (12-15 mm on M&Ms-2 001), and the tricuspid annulus, where a model that confuses the
     valves puts its points, lies 30 mm or more away. A label-free count of where a model looks over the whole
     cine (docs/lax.md, "What the cine shows")."""
-    by_phase = {LABELLED_PHASE_NAMES.get(s.phase, str(s.phase)): s for s in labelled}
+    by_phase = {phase_name(s): s for s in labelled}
     ed, es = by_phase["ED"], by_phase["ES"]
     spacing = np.asarray(ed.pixel_spacing_mm)
     tracks = [(ed.landmarks_rc[i] * spacing, es.landmarks_rc[i] * spacing) for i in (0, 1)]

@@ -23,14 +23,14 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from cmr_landmark.augment import RandomAffine, default_intensity_augmentation
+from cmr_landmark.augment import RandomAffine, default_intensity_augmentation, sample_on_grid
 from cmr_landmark.config import FINE_GRID_BY_VIEW, cache_dir
 from cmr_landmark.detector import Detector
 from cmr_landmark.landmarks import derive_lax_landmarks
-from cmr_landmark.lax_evaluation import LABELLED_PHASE_NAMES, mnms2_lax_slices
+from cmr_landmark.lax_evaluation import mnms2_lax_slices, phase_name
 from cmr_landmark.model_store import find_model
 from cmr_landmark.network import UNet
-from cmr_landmark.preprocess import grid_transform, normalise_intensity, resample_to_grid, to_magnitude
+from cmr_landmark.preprocess import normalise_intensity, to_magnitude
 from cmr_landmark.synth.lax import (
     LV_BLOOD,
     LV_MYOCARDIUM,
@@ -64,20 +64,13 @@ def synthetic_masks(slices: list) -> np.ndarray:
 
 def crop(image: np.ndarray, spacing: tuple[float, float], centre_rc: np.ndarray, rng: np.random.Generator | None,
          mask: np.ndarray | None = None):
-    """(grid image, grid mask or None, transform) of the fine crop at ``centre_rc``, randomly moved when ``rng``."""
+    """(grid image, grid mask or None, transform) of the fine crop at ``centre_rc``, randomly moved when ``rng``
+    (the training grid sampling, ``augment.sample_on_grid``; the mask nearest-neighbour through the same map)."""
     affine = RandomAffine(30, scale_range=(0.85, 1.2), max_translation_mm=15.0)(rng) if rng is not None else None
-    centre = np.asarray(centre_rc, dtype=np.float64)
-    kwargs = {}
-    if affine is not None:
-        centre = centre + np.asarray(affine.translation_mm) / np.asarray(spacing)
-        kwargs = {"rotation_rad": affine.rotation_rad, "scale": affine.scale, "mirror": affine.mirror}
-    transform = grid_transform(image.shape, spacing, GRID, centre_rc=tuple(centre), **kwargs)
-    grid_image = resample_to_grid(image, transform)
-    grid_mask = None
-    if mask is not None:
-        rows, cols = np.mgrid[0:GRID.size_px, 0:GRID.size_px]
-        points = transform.grid_to_image(np.stack([rows, cols], axis=-1).astype(np.float64))
-        grid_mask = ndimage.map_coordinates(mask, [points[..., 0], points[..., 1]], order=0, mode="constant")
+    no_landmarks = np.full((3, 2), np.nan)
+    grid_image, _, transform = sample_on_grid(image, spacing, no_landmarks, GRID, "lax", tuple(centre_rc), affine)
+    grid_mask = None if mask is None else ndimage.affine_transform(
+        mask, transform.matrix, offset=transform.offset, output_shape=(GRID.size_px, GRID.size_px), order=0)
     return grid_image, grid_mask, transform
 
 
@@ -188,7 +181,7 @@ def main() -> int:
         predicted_mask = predict_mask(model, grid_image)
         points = rule_points(predicted_mask, transform)
         distances = distances_mm(points, s.landmarks_rc, s.pixel_spacing_mm)
-        phase = LABELLED_PHASE_NAMES.get(s.phase, str(s.phase))
+        phase = phase_name(s)
         best_order = distances_mm(points, s.landmarks_rc, s.pixel_spacing_mm, best_order=True)
         real.append({"patient": s.patient, "phase": phase,
                      "MV-1_mm": distances[0], "MV-2_mm": distances[1], "APEX_mm": distances[2],
