@@ -114,8 +114,8 @@ def find_model(view: str, sequence: str, name: str | None = None, folder: Path |
     (sequence 'any'), else the view's cine model.
 
     The last step serves the long axis, which has no contrast-agnostic model: the shipped ``lax_cine`` was trained
-    on synthetic images of mixed contrast (a fifth LGE-like, docs/lax.md), and cine is what a long-axis series
-    almost always is. ``sequence`` 'any' means the contrast is unknown."""
+    on synthetic images of mixed contrast (a fifth LGE-like, docs/lax.md) besides two real cine frames, and cine is
+    what a long-axis series almost always is. ``sequence`` 'any' means the contrast is unknown."""
     specs = read_manifest(folder)
     if name:
         for spec in specs:

@@ -62,13 +62,15 @@ def measure(detector: Detector, labelled: Sequence, cine_phases: Sequence, held_
     raw, cine = evaluate_cine(detector, cine_phases)
     cine_points = np.stack([_points(found) for found in raw])
     frames = {phase_name(s): matching_frame(s.image, cine_phases) for s in labelled}
-    at_labelled = {row["phase"]: row["mean_mm"] for row in evaluate_cine_at_labelled(cine, labelled, frames)}
+    at_labelled = {row["phase"]: {**{name: row[f"{name}_mm"] for name in LAX_LANDMARKS}, "mean": row["mean_mm"],
+                                  "lv_length_error_percent": row["lv_length_error_percent"]}
+                   for row in evaluate_cine_at_labelled(cine, labelled, frames)}
     return {
         "synthetic_mm": evaluate_synthetic_held_out(detector, held_out_family)["mean"],
         "real_mm": {phase: {name: rows[phase][f"{name}_mm"] for name in LAX_LANDMARKS} for phase in rows},
         "real_mean_mm": float(np.mean([rows[p][f"{n}_mm"] for p in rows for n in LAX_LANDMARKS])),
         "lv_length_error_percent": {phase: rows[phase]["lv_length_error_percent"] for phase in rows},
-        "cine_at_labelled_mean_mm": at_labelled,
+        "cine_at_labelled_mm": at_labelled,
         "shortening": cine.longitudinal_shortening,
         "filled": int(sum(sum(f.values()) for f in cine.filled)),
         "cine_points_rc": cine_points.tolist(),
@@ -85,7 +87,7 @@ def table(results: dict[str, dict], spacing_mm: float) -> str:
     for name, r in results.items():
         cells = [" / ".join(f"{r['real_mm'][p][n]:.1f}" for n in LAX_LANDMARKS) for p in ("ED", "ES")]
         lengths = " / ".join(f"{r['lv_length_error_percent'][p]:+.1f} %" for p in ("ED", "ES"))
-        on_cine = " / ".join(f"{r['cine_at_labelled_mean_mm'][p]:.1f}" for p in ("ED", "ES"))
+        on_cine = " / ".join(f"{r['cine_at_labelled_mm'][p]['mean']:.1f}" for p in ("ED", "ES"))
         to_ensemble = np.nanmedian(np.linalg.norm(np.asarray(r["cine_points_rc"]) - ensemble_points, axis=-1))
         lines.append(f"| {name} | {r['synthetic_mm']:.2f} | {cells[0]} | {cells[1]} | {r['real_mean_mm']:.1f} | "
                      f"{lengths} | {on_cine} | {100 * r['shortening']:.1f} % ({r['filled']}) | "
