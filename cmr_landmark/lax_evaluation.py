@@ -133,6 +133,54 @@ def phases_on_the_mitral_valve(cine_points_rc: np.ndarray, labelled: Sequence[Sl
     return int(np.sum(np.fmin(straight, crossed) <= tolerance_mm))
 
 
+# The 8 orientations an image can be stored in: quarter turns (np.rot90), each with and without a left-right mirror
+ORIENTATIONS: tuple[tuple[int, bool], ...] = tuple((turns, mirror) for turns in range(4) for mirror in (False, True))
+
+
+def orient_image(image: np.ndarray, quarter_turns: int, mirror: bool) -> np.ndarray:
+    """``image`` turned by ``quarter_turns`` x 90 degrees (np.rot90), then mirrored left-right if ``mirror``."""
+    turned = np.rot90(image, quarter_turns)
+    return np.ascontiguousarray(turned[:, ::-1] if mirror else turned)
+
+
+def points_to_original(points_rc: np.ndarray, original_shape: tuple[int, int], quarter_turns: int,
+                       mirror: bool) -> np.ndarray:
+    """(row, col) points found in ``orient_image(image, quarter_turns, mirror)``, in pixels of ``image`` itself."""
+    points = np.array(points_rc, dtype=np.float64)
+    rows, cols = original_shape
+    if quarter_turns % 2:
+        rows, cols = cols, rows  # the turned image's shape
+    if mirror:
+        points[:, 1] = cols - 1 - points[:, 1]
+    for _ in range(quarter_turns % 4):
+        # undo one np.rot90: its output (r, c) is input (c, W - 1 - r), W the input's width = the output's rows
+        points = np.stack([points[:, 1], rows - 1 - points[:, 0]], axis=1)
+        rows, cols = cols, rows
+    return points
+
+
+def evaluate_orientations(detector: Detector, s: Slice) -> list[dict]:
+    """A labelled long-axis slice detected in each of the 8 ORIENTATIONS, its points mapped back: per orientation
+    the mean distance (mm) of the two mitral points from the two mitral labels compared as a set (a mirror swaps
+    which is MV-1) and the apex distance (docs/lax.md, "The real frames at every orientation")."""
+    spacing = np.asarray(s.pixel_spacing_mm, dtype=np.float64)
+    labels = np.asarray(s.landmarks_rc, dtype=np.float64)
+
+    def distance(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.linalg.norm((a - b) * spacing))
+
+    rows = []
+    for turns, mirror in ORIENTATIONS:
+        turned_spacing = tuple(spacing[::-1]) if turns % 2 else tuple(spacing)
+        found = detector.detect([orient_image(s.image, turns, mirror)], turned_spacing, probability_threshold=0.0)[0]
+        points = points_to_original(_points(found), s.image.shape, turns, mirror)
+        mitral = min(distance(points[0], labels[0]) + distance(points[1], labels[1]),
+                     distance(points[0], labels[1]) + distance(points[1], labels[0])) / 2
+        rows.append({"rotation_deg": 90 * turns, "mirror": mirror, "phase": phase_name(s),
+                     "mitral_mm": mitral, "APEX_mm": distance(points[2], labels[2])})
+    return rows
+
+
 def evaluate_cine(detector: Detector, phases: Sequence[Slice]) -> tuple[list[ImageLandmarks], CineLandmarks]:
     """Raw per-phase detections and the smoothed, gap-filled cine result of one cine slice."""
     spacing = phases[0].pixel_spacing_mm

@@ -57,6 +57,7 @@ STAGES = ("coarse", "fine")
 KEPT_AS_GIVEN = -1  # the "best epoch" of a stage given 0 epochs: its starting weights, not trained here
 DEFAULT_WIDTHS = (16, 32, 64, 128)
 FINE_JITTER_MM = 12.0  # the coarse stage's errors the fine stage must absorb (coarse grid is 4 mm)
+DEFAULT_MAX_ROTATION_DEG = 30.0  # augmentation: rotations within +- this
 FRESH_IMAGE_STREAM = 1  # HeatmapDataset.item_image's generator: (seed, epoch, index, this)
 
 
@@ -114,11 +115,13 @@ class HeatmapDataset(torch.utils.data.Dataset):
     ``fresh_images`` (with ``augment``): that share of the items, drawn afresh every epoch, get a new synthetic
     image from their slice's mask (:class:`FreshImages`) before the augmentation, so that no contrast is seen
     twice. Slices without a mask stay as they are. ``random_convolution_fraction`` (with ``augment``): that share
-    of the items also goes through :class:`augment.RandomConvolutions`.
+    of the items also goes through :class:`augment.RandomConvolutions`. ``max_rotation_deg``: each item is turned
+    by a uniform angle within +- that (180: any orientation; docs/lax.md, "The real frames at every orientation").
     """
 
     def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, augment: bool, seed: int = 0,
-                 fresh_images: FreshImages | None = None, random_convolution_fraction: float = 0.0) -> None:
+                 fresh_images: FreshImages | None = None, random_convolution_fraction: float = 0.0,
+                 max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG) -> None:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         self.view, self.stage, self.augment, self.seed = view, stage, augment, seed
@@ -131,10 +134,12 @@ class HeatmapDataset(torch.utils.data.Dataset):
         for landmarks in self.landmarks:
             if landmarks.shape != (len(LANDMARKS_BY_VIEW[view]), 2):
                 raise ValueError(f"landmarks_rc must be ({len(LANDMARKS_BY_VIEW[view])}, 2), got {landmarks.shape}")
+        if not 0 <= max_rotation_deg <= 180:
+            raise ValueError(f"max_rotation_deg must be within 0-180, got {max_rotation_deg!r}")
         if stage == "coarse":
-            self.geometry = RandomAffine(max_rotation_deg=30, scale_range=(0.8, 1.25), max_translation_mm=30)
+            self.geometry = RandomAffine(max_rotation_deg, scale_range=(0.8, 1.25), max_translation_mm=30)
         else:
-            self.geometry = RandomAffine(30, scale_range=(0.85, 1.2), max_translation_mm=FINE_JITTER_MM)
+            self.geometry = RandomAffine(max_rotation_deg, scale_range=(0.85, 1.2), max_translation_mm=FINE_JITTER_MM)
         self.intensity = default_intensity_augmentation(random_convolution_fraction)
         self.epoch = 0
 
@@ -429,6 +434,7 @@ def train_stage(
     fresh_images: FreshImages | None = None,
     lr_hold_epochs: int = 0,
     random_convolution_fraction: float = 0.0,
+    max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
 
@@ -438,7 +444,8 @@ def train_stage(
     "Telling the valves apart").
 
     ``fresh_images``: a share of the items gets a new synthetic image each epoch (:class:`HeatmapDataset`);
-    ``random_convolution_fraction``: a share goes through random convolutions (:class:`augment.RandomConvolutions`).
+    ``random_convolution_fraction``: a share goes through random convolutions (:class:`augment.RandomConvolutions`);
+    ``max_rotation_deg``: the augmentation's rotation range (:class:`HeatmapDataset`).
 
     ``distance_weight`` (per mm; fine stage only) adds :func:`point_distance_loss` over the detector's centroid
     window (``config.FINE_CENTROID_RADIUS_MM``) to the heatmap loss, measured against the labels (also when
@@ -490,7 +497,8 @@ def train_stage(
         teacher_models = [teacher.to(device).eval() for teacher in teachers.values()]
     else:
         dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed, fresh_images=fresh_images,
-                                 random_convolution_fraction=random_convolution_fraction)
+                                 random_convolution_fraction=random_convolution_fraction,
+                                 max_rotation_deg=max_rotation_deg)
     sampler = DistributedSampler(dataset, shuffle=True, seed=seed) if dist.is_initialized() else None
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,

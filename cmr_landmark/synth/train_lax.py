@@ -33,6 +33,7 @@ from ..export import export_cascade
 from ..heatmaps import decode_heatmaps
 from ..lax_evaluation import LABELLED_PHASE_NAMES, mnms2_lax_slices
 from ..training import (
+    DEFAULT_MAX_ROTATION_DEG,
     DEFAULT_WIDTHS,
     HeatmapDataset,
     coarse_predictions,
@@ -103,6 +104,7 @@ def train_synthetic_stage(
     real_frames: Sequence[Slice] = (),
     real_repeats: int = 0,
     random_convolution_fraction: float = 0.0,
+    max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
 ) -> dict:
     """Train one stage on the cached synthetic sets (one per seed; ``variant``, anatomy ``family``); metrics of its
     best epoch. The first ``VALIDATION_FRACTION`` of each set is held out.
@@ -115,7 +117,8 @@ def train_synthetic_stage(
     ``lr_hold_epochs``: no learning-rate halving in that many first epochs (``training.train_stage``).
     ``real_frames``: real labelled slices added to the training items ``real_repeats`` times each (never to the
     validation, which stays synthetic). ``random_convolution_fraction``: that share of the training items also
-    goes through random convolutions (``augment.RandomConvolutions``; docs/lax.md)."""
+    goes through random convolutions (``augment.RandomConvolutions``; docs/lax.md). ``max_rotation_deg``: the
+    augmentation turns every training item by up to that (docs/lax.md, "The real frames at every orientation")."""
     train, val = [], []
     for set_seed in seeds:
         slices = load_synthetic_lax(cache_synthetic_lax(n_slices, set_seed, (variant,), family)[0])
@@ -138,7 +141,8 @@ def train_synthetic_stage(
                              max_steps_per_epoch=max_steps_per_epoch,
                              distance_weight=distance_weight if stage == "fine" else 0.0,
                              lr_hold_epochs=lr_hold_epochs,
-                             random_convolution_fraction=random_convolution_fraction)
+                             random_convolution_fraction=random_convolution_fraction,
+                             max_rotation_deg=max_rotation_deg)
     return {"variant": variant, "stage": stage, **metrics}
 
 
@@ -179,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --real-phases: each real frame this many times per epoch")
     parser.add_argument("--random-convolution-fraction", type=float, default=0.0,
                         help="share of the training items also put through random convolutions (docs/lax.md)")
+    parser.add_argument("--max-rotation-deg", type=float, default=DEFAULT_MAX_ROTATION_DEG,
+                        help="augmentation: every training item turned by a uniform angle within +- this (180: any "
+                             "orientation)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--out", type=Path, required=True)
@@ -208,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_synthetic_stage(variant, stage, args.slices, seeds, epochs[stage], args.out / variant,
                               args.batch_size, widths, args.max_steps_per_epoch, args.anatomy, args.init_from,
                               args.distance_loss_weight, args.train_seed, args.lr_hold_epochs, real_frames,
-                              args.real_repeats, args.random_convolution_fraction)
+                              args.real_repeats, args.random_convolution_fraction, args.max_rotation_deg)
         for variant in variants
         for stage in stages
     ]
@@ -225,7 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                + (f", fine stage with the distance term, weight {args.distance_loss_weight} per mm"
                                   if args.distance_loss_weight else "")
                                + (f", random convolutions on {args.random_convolution_fraction:.0%} of the items"
-                                  if args.random_convolution_fraction else "") + ")"}
+                                  if args.random_convolution_fraction else "")
+                               + (f", rotations within +-{args.max_rotation_deg:g} degrees"
+                                  if args.max_rotation_deg != DEFAULT_MAX_ROTATION_DEG else "") + ")"}
         if args.measured:
             extra["measured"] = json.loads(args.measured.read_text())
         card = args.card.read_text() if args.card else ""
