@@ -1,4 +1,6 @@
 """The long-axis model on the one labelled real long-axis subject (M&Ms-2 001): the figures in docs/lax.md.
+The shipped `lax_cine` has trained on that subject's two labelled frames since session 19, so its own figures
+here are training figures; the fold runs of docs/lax.md measure the recipe on the frame they did not see.
 
     M&Ms-2 4CH ED/ES (landmarks derived from the labels by the project rule) -> Detector -> distance per
     landmark (mm), LV length predicted vs from the labels

@@ -9,7 +9,8 @@ training images, gamma = sqrt(var + eps), beta = mean + b'). In training mode a 
 batch's statistics, which are close to those running ones, so fine-tuning starts near the shipped function
 instead of from one whose every layer is rescaled.
 
-    python -m cmr_landmark.unfreeze models/lax_cine.pt --out runs/lax_shipped_unfrozen
+    git show 1787a9c:models/lax_cine.pt > .cache/lax_cine_synthetic_only.pt   # the first lax_cine release
+    python -m cmr_landmark.unfreeze .cache/lax_cine_synthetic_only.pt --out runs/lax_shipped_unfrozen
     python -m cmr_landmark.synth.train_lax ... --init-from runs/lax_shipped_unfrozen
 """
 

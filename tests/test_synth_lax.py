@@ -1,6 +1,7 @@
 """Synthetic long-axis slices: landmarks by the data-set rule agree with the anatomy's, generation is
 reproducible, images look like MR magnitude images, the cache round-trips; and the shipped long-axis model
-finds the landmarks on the real M&Ms-2 4-chamber view."""
+finds the landmarks on the real M&Ms-2 4-chamber view (its training frames: these guard the release, not its
+accuracy)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Synthetic long-axis (4CH, 2CH, 3CH) cine/LGE images with known mitral-valve and apex landmarks.
 
-No public set labels long-axis landmarks, so the long-axis model learns from a parametric chest instead. The
+No public set labels long-axis landmarks, so the long-axis model learns mostly from a parametric chest instead. The
 anatomy is a set of implicit surfaces (truncated prolate ellipsoids, ellipsoids, tubes, elliptic cylinders)
 evaluated directly at the 3-D points of the image plane, so a slice costs one pass over its pixels and no voxel
 volume is ever built:

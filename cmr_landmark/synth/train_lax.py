@@ -219,9 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for variant in variants
         for stage in stages
     ]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "synthetic_validation.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    print(json.dumps(results, default=float), flush=True)
+    if results:  # an export-only call (no stage) keeps the record of the run that trained the stages
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "synthetic_validation.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+        print(json.dumps(results, default=float), flush=True)
     if args.export_to:
         start = f", fine-tuned from {args.init_from}" if args.init_from else ""
         real = (f" and the real M&Ms-2 001 4CH {'+'.join(real_phases)} frame(s), {args.real_repeats} times per "
