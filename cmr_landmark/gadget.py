@@ -53,7 +53,7 @@ from .cine import smooth_cine_detections
 from .config import LANDMARKS_BY_VIEW, MODEL_SEQUENCES, VIEWS
 from .detector import Detector, ImageLandmarks
 from .geometry import GeometryError, anterior_direction_in_image, pixel_spacing_mm, pixel_to_patient_mm
-from .measures import anterior_insertion_is_posterior, image_measures, longitudinal_shortening
+from .measures import image_measures, longitudinal_shortening, name_rv_insertions_anatomically
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
 from .model_store import find_model
 from .series import SeriesBuffer, SliceBatch, phases_per_slice_from_header
@@ -145,6 +145,30 @@ def properties_from_config(config: ElementTree.Element | None) -> dict[str, str]
         if name:
             properties[name] = element.get("value", children.get("value", ""))
     return properties
+
+
+def _local_name(element: ElementTree.Element) -> str:
+    return element.tag.rsplit("}", 1)[-1] if isinstance(element.tag, str) else ""
+
+
+def gadget_configuration(chain: ElementTree.Element) -> ElementTree.Element:
+    """The part of a configuration file that holds this gadget's properties.
+
+    A whole Gadgetron chain (xml_configs/*.xml) also holds the reconstruction gadgets' properties, which are not
+    ours. From a chain, this is the <configuration> of the <external> block that starts this gadget (its
+    <execute> names cmr_landmark) or connects to it (<connect>). A file without an <external> block is taken to
+    be the gadget's own configuration, as Gadgetron sends it."""
+    externals = [element for element in chain.iter() if _local_name(element) == "external"]
+    if not externals:
+        return chain
+    for external in externals:
+        children = {_local_name(child): child for child in external}
+        execute = children.get("execute")
+        if "connect" in children or (execute is not None and "cmr_landmark" in execute.get("name", "")):
+            configuration = children.get("configuration")
+            return configuration if configuration is not None else ElementTree.Element("configuration")
+    raise ParameterError("the chain has no <external> block that executes gadgets.cmr_landmark_gadget or connects "
+                         "to a running gadget")
 
 
 def parse_config_bytes(raw: bytes | str | None) -> ElementTree.Element | None:
@@ -501,7 +525,7 @@ def finish_slice(prepared: PreparedSlice, landmarks: list[ImageLandmarks], param
     """Everything after the model for one slice: anatomical A/P naming, cine smoothing, measures."""
     view, spacing, heads = prepared.view, prepared.spacing_mm, prepared.heads
     if view == "sax":
-        landmarks = [name_rv_insertions_anatomically(found, spacing, head)
+        landmarks = [name_rv_insertions_by_header(found, spacing, head)
                      for found, head in zip(landmarks, heads, strict=True)]
     filled = None
     if view == "lax" and len(landmarks) > 1:
@@ -549,24 +573,13 @@ def detect_stack(
     return [finish_slice(p, [landmarks], parameters) for p, landmarks in zip(prepared, found, strict=True)]
 
 
-def name_rv_insertions_anatomically(found: ImageLandmarks, spacing: tuple[float, float], head) -> ImageLandmarks:
-    """Swap A-RVI and P-RVI when the geometry shows the model's "anterior" end is the posterior one.
-
-    The model learned the ends' handedness on images seen from the apex; a scanner may store the slice seen from
-    the base. With read_dir/phase_dir known, A-RVI is by definition the end nearer the patient's anterior.
-    """
-    anterior_point, posterior_point = found.get("A-RVI"), found.get("P-RVI")
-    if anterior_point is None or posterior_point is None:
-        return found
-    try:
-        anterior = anterior_direction_in_image(tuple(head.read_dir), tuple(head.phase_dir))
-    except GeometryError:
-        return found  # no in-plane anterior (coronal-like plane): keep the model's handedness
-    if not anterior_insertion_is_posterior((anterior_point.row, anterior_point.col),
-                                           (posterior_point.row, posterior_point.col), spacing, anterior):
-        return found
-    log.info("A-RVI/P-RVI swapped to match the patient's anterior direction in the image")
-    return {**found, "A-RVI": posterior_point, "P-RVI": anterior_point}
+def name_rv_insertions_by_header(found: ImageLandmarks, spacing: tuple[float, float], head) -> ImageLandmarks:
+    """A-RVI / P-RVI named by the patient's anatomy in the image header's geometry
+    (:func:`measures.name_rv_insertions_anatomically`)."""
+    named = name_rv_insertions_anatomically(found, spacing, tuple(head.read_dir), tuple(head.phase_dir))
+    if named.get("A-RVI") is not found.get("A-RVI"):
+        log.info("A-RVI/P-RVI swapped to match the patient's anterior direction in the image")
+    return named
 
 
 def slice_measures(found: ImageLandmarks, view: str, spacing: tuple[float, float], head) -> dict[str, float]:
@@ -750,7 +763,8 @@ class LandmarkServer:
                  max_connections: int | None = None) -> None:
         self.default_properties: dict[str, str] = {}
         if config_path is not None:
-            self.default_properties = properties_from_config(ElementTree.parse(config_path).getroot())
+            chain = ElementTree.parse(config_path).getroot()
+            self.default_properties = properties_from_config(gadget_configuration(chain))
             GadgetParameters.from_strings(self.default_properties)  # refuse a bad chain at start, not per scan
         if max_connections is not None and max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
@@ -833,6 +847,8 @@ def main_serve(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         serve(args.port, args.host, args.config, args.max_connections)
-    except (OSError, ParameterError, ElementTree.ParseError) as error:
+    except ElementTree.ParseError as error:
+        parser.exit(2, f"cmr-landmark serve: {args.config} is not XML: {error}\n")
+    except (OSError, ParameterError) as error:
         parser.exit(2, f"cmr-landmark serve: {error}\n")
     return 0

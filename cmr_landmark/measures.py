@@ -19,9 +19,12 @@ Angles, defined once here and in docs/gadget.md:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+from .geometry import GeometryError, anterior_direction_in_image
 
 IMAGE_UP_RC = (-1.0, 0.0)
 
@@ -112,6 +115,27 @@ def anterior_insertion_is_posterior(
     """
     difference_mm = _to_mm(_point(anterior_rc, "A-RVI") - _point(posterior_rc, "P-RVI"), pixel_spacing_mm)
     return float(difference_mm @ _point(anterior_direction_rc, "anterior direction")) < 0.0
+
+
+def name_rv_insertions_anatomically(found: Mapping[str, Any], pixel_spacing_mm: Sequence[float],
+                                    read_dir: Sequence[float], phase_dir: Sequence[float]) -> dict[str, Any]:
+    """``found`` (name -> a point with ``.row`` and ``.col``, or None) with A-RVI and P-RVI swapped when the image
+    geometry shows the model's "anterior" end is the posterior one.
+
+    The model learned the ends' handedness on images seen from the apex; a scanner may store the slice seen from the
+    base. With read_dir/phase_dir (patient LPS) known, A-RVI is by definition the end nearer the patient's anterior.
+    A plane with no in-plane anterior direction (coronal-like) keeps the model's handedness."""
+    anterior_point, posterior_point = found.get("A-RVI"), found.get("P-RVI")
+    if anterior_point is None or posterior_point is None:
+        return dict(found)
+    try:
+        anterior = anterior_direction_in_image(read_dir, phase_dir)
+    except GeometryError:
+        return dict(found)
+    if not anterior_insertion_is_posterior((anterior_point.row, anterior_point.col),
+                                           (posterior_point.row, posterior_point.col), pixel_spacing_mm, anterior):
+        return dict(found)
+    return {**found, "A-RVI": posterior_point, "P-RVI": anterior_point}
 
 
 def image_measures(

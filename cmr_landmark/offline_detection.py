@@ -8,16 +8,22 @@ The record of one image (the JSON contract of ``cmr-landmark detect``)::
 
 ``voxel`` is in the file's own index order (NIfTI: [i, j] = [row, col] of the array's first two axes; DICOM and
 ISMRMRD: [column, row]); ``world_mm`` is in the file's world frame (NIfTI affine: RAS+, DICOM/ISMRMRD: LPS).
+
+A-RVI and P-RVI are named as the gadget names them: where the file carries the scanner's patient geometry (DICOM,
+ISMRMRD) A-RVI is the end nearer the patient's anterior; a NIfTI file keeps the model's naming, because the public
+NIfTI sets carry no trustworthy orientation (docs/data.md).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .config import LANDMARKS_BY_VIEW
 from .detector import Detector, ImageLandmarks
 from .io import ImageSeries
-from .measures import image_measures, longitudinal_shortening
+from .measures import image_measures, longitudinal_shortening, name_rv_insertions_anatomically
 
 
 def record_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[float, float]) -> dict[str, float | None]:
@@ -30,6 +36,14 @@ def record_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[fl
     return {"lv_length_mm": measures.get("LVLength_mm"), "rv_insertion_angle_deg": measures.get("RVInsertionAngle_deg")}
 
 
+def image_directions(series: ImageSeries, slice_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(read_dir, phase_dir): the unit world directions of one column and one row step of a slice (ISMRMRD's names;
+    DICOM's ImageOrientationPatient row and column cosines)."""
+    geometry = series.slice_geometry[slice_index]
+    return (geometry.col_step_mm / np.linalg.norm(geometry.col_step_mm),
+            geometry.row_step_mm / np.linalg.norm(geometry.row_step_mm))
+
+
 def detect_series(series: ImageSeries, detector: Detector) -> list[dict]:
     """One record per (slice, phase), slice-major. The phases of a slice are detected together (one crop)."""
     view = detector.spec.view
@@ -39,6 +53,9 @@ def detect_series(series: ImageSeries, detector: Detector) -> list[dict]:
             series.images[slice_index], series.pixel_spacing_mm, same_slice=series.n_phases > 1
         )
         for phase, found in enumerate(found_per_phase):
+            if view == "sax" and series.frame == "LPS":
+                found = name_rv_insertions_anatomically(found, series.pixel_spacing_mm,
+                                                        *image_directions(series, slice_index))
             landmarks: dict[str, dict | None] = {}
             for name in LANDMARKS_BY_VIEW[view]:
                 landmark = found.get(name)

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from cmr_landmark.config import REPO_ROOT
-from cmr_landmark.gadget import GadgetParameters, properties_from_config
+from cmr_landmark.gadget import GadgetParameters, LandmarkServer, ParameterError, main_serve, properties_from_config
 
 CHAINS = sorted((REPO_ROOT / "xml_configs").glob("*.xml"))
 EXPECTED = {"cmr_landmark_lax_cine.xml", "cmr_landmark_sax_cine.xml", "cmr_landmark_lge.xml",
@@ -38,6 +38,36 @@ def test_chain_external_gadget_imports_and_parameters_validate(chain):
     # The gadget works on images: the chain must hand it images (a reconstruction, or an image reader).
     stream = [element for element in root.find("stream")]
     assert stream[-1] is external
+
+
+@pytest.mark.parametrize("chain", CHAINS, ids=lambda p: p.name)
+def test_a_served_chain_gives_the_gadget_its_external_blocks_properties_only(chain):
+    # `cmr-landmark serve --config CHAIN`: the reconstruction gadgets' properties (trigger_dimension, ...) are not
+    # the landmark gadget's and must neither refuse the chain nor reach the gadget
+    external_configuration = ElementTree.parse(chain).getroot().find(".//external/configuration")
+    server = LandmarkServer(0, config_path=chain, max_connections=1)
+    try:
+        assert server.default_properties == properties_from_config(external_configuration)
+    finally:
+        server._listener.close()
+
+
+def test_a_chain_without_the_landmark_gadget_is_refused(tmp_path):
+    chain = tmp_path / "other.xml"
+    chain.write_text('<configuration><stream><external><execute name="someone.else" target="f" type="python"/>'
+                     '<configuration><property name="view" value="sax"/></configuration></external></stream>'
+                     '</configuration>')
+    with pytest.raises(ParameterError, match="no <external> block"):
+        LandmarkServer(0, config_path=chain)
+
+
+def test_serve_names_a_config_file_that_is_not_xml(tmp_path, capsys):
+    not_xml = tmp_path / "chain.xml"
+    not_xml.write_text("view=sax\n")
+    with pytest.raises(SystemExit) as stop:
+        main_serve(["--port", "0", "--config", str(not_xml)])
+    assert stop.value.code == 2
+    assert f"{not_xml} is not XML" in capsys.readouterr().err
 
 
 def test_dockerfile_refers_to_existing_files():

@@ -63,27 +63,28 @@ def test_anterior_rvi_direction_counter_clockwise_from_reference():
 
 
 def test_anterior_insertion_named_by_patient_anatomy() -> None:
-    import ismrmrd
-
     from cmr_landmark.detector import Landmark
-    from cmr_landmark.gadget import name_rv_insertions_anatomically
-    from cmr_landmark.measures import anterior_insertion_is_posterior
+    from cmr_landmark.measures import anterior_insertion_is_posterior, name_rv_insertions_anatomically
 
     # Image rows run along phase_dir = +y (LPS posterior), so the patient's anterior is image "up" (row -1).
-    head = ismrmrd.ImageHeader()
-    head.read_dir[:] = (1.0, 0.0, 0.0)
-    head.phase_dir[:] = (0.0, 1.0, 0.0)
+    read_dir, phase_dir = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)
     upper, lower, centre = Landmark(20.0, 30.0, 0.9), Landmark(60.0, 30.0, 0.9), Landmark(40.0, 50.0, 0.9)
     assert not anterior_insertion_is_posterior((20, 30), (60, 30), (1.0, 1.0), (-1.0, 0.0))
     assert anterior_insertion_is_posterior((60, 30), (20, 30), (1.0, 1.0), (-1.0, 0.0))
-    kept = name_rv_insertions_anatomically({"A-RVI": upper, "P-RVI": lower, "C-LV": centre}, (1.0, 1.0), head)
+    kept = name_rv_insertions_anatomically({"A-RVI": upper, "P-RVI": lower, "C-LV": centre}, (1.0, 1.0),
+                                           read_dir, phase_dir)
     assert kept["A-RVI"] == upper and kept["P-RVI"] == lower
-    swapped = name_rv_insertions_anatomically({"A-RVI": lower, "P-RVI": upper, "C-LV": centre}, (1.0, 1.0), head)
+    swapped = name_rv_insertions_anatomically({"A-RVI": lower, "P-RVI": upper, "C-LV": centre}, (1.0, 1.0),
+                                              read_dir, phase_dir)
     assert swapped["A-RVI"] == upper and swapped["P-RVI"] == lower
     # phase_dir = -y: anterior is image "down", so the lower point is the anterior one.
-    head.phase_dir[:] = (0.0, -1.0, 0.0)
-    flipped = name_rv_insertions_anatomically({"A-RVI": upper, "P-RVI": lower, "C-LV": centre}, (1.0, 1.0), head)
+    flipped = name_rv_insertions_anatomically({"A-RVI": upper, "P-RVI": lower, "C-LV": centre}, (1.0, 1.0),
+                                              read_dir, (0.0, -1.0, 0.0))
     assert flipped["A-RVI"] == lower and flipped["P-RVI"] == upper
+    # a coronal plane has no in-plane anterior: the model's naming stays
+    coronal = name_rv_insertions_anatomically({"A-RVI": lower, "P-RVI": upper}, (1.0, 1.0), (1.0, 0.0, 0.0),
+                                              (0.0, 0.0, 1.0))
+    assert coronal["A-RVI"] == lower
 
 
 def test_image_measures_names_what_the_found_landmarks_allow() -> None:
