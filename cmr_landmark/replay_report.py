@@ -9,13 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import ismrmrd
-import numpy as np
 
 from .config import LANDMARKS_BY_VIEW
 from .overlay import save_curve, save_landmark_overlay, save_phase_overlays
 
 PREFIX = "CMRLandmark_"
 MEASURES = ("LVLength_mm", "LongitudinalShortening", "RVInsertionAngle_deg", "AnteriorRVIDirection_deg")
+# The RV insertion angle is the angle at C-LV between A-RVI and P-RVI: without all three an image has none.
+RVI_ANGLE_LANDMARKS = ("A-RVI", "P-RVI", "C-LV")
+# Phases per row of phases_slice<k>.png; a slice with fewer phases gets one column per phase, not blank panels.
+PHASE_COLUMNS = 5
 
 
 def _floats(value) -> list[float]:
@@ -88,33 +91,63 @@ def slice_summaries(records: Sequence[dict]) -> list[dict]:
     return summaries
 
 
+def _points_text(record: dict) -> str:
+    return ", ".join(f"{name} ({lm['pixel_rc'][0]:.1f}, {lm['pixel_rc'][1]:.1f}) p={lm['probability']:.2f}"
+                     for name, lm in record["landmarks"].items() if lm is not None)
+
+
+def _angle_text(record: dict) -> str:
+    """The phase's own RV insertion angle, rounded as the image comment rounds it, or why it has none."""
+    angle = record["measures"].get("RVInsertionAngle_deg")
+    if angle is not None:
+        return f"RV insertion angle {angle:.0f} deg"
+    missing = [name for name in RVI_ANGLE_LANDMARKS if record["landmarks"].get(name) is None]
+    return f"no angle ({', '.join(missing)} not found)" if missing else "no angle"
+
+
+def _phase_line(record: dict) -> str:
+    """One short-axis image: its own count, points and angle, the figures its image comment carries."""
+    found = sum(lm is not None for lm in record["landmarks"].values())
+    line = (f"series {record['series']} slice {record['slice']:2d} ({record['view']}) phase {record['phase']}: "
+            f"{found}/{len(record['landmarks'])} landmarks")
+    points = _points_text(record)
+    line += (f"; {points}" if points else "") + f"; {_angle_text(record)}"
+    if record["status"] != "ok":
+        line += f"; ERROR: {record['error']}"
+    return line
+
+
+def _slice_line(summary: dict, members: Sequence[dict]) -> str:
+    """One slice over all its phases: the first phase's points, then the per-slice measures (LV length range,
+    longitudinal shortening), which hold for the slice rather than for one image."""
+    found = sum(lm is not None for r in members for lm in r["landmarks"].values())
+    total = sum(len(r["landmarks"]) for r in members)
+    line = (f"series {summary['series']} slice {summary['slice']:2d} ({summary['view'] or '?'}, "
+            f"{summary['phases']} phase(s)): {found}/{total} landmarks")
+    points = _points_text(members[0])
+    if points:
+        line += f"; phase {members[0]['phase']}: {points}"
+    lengths = [v for v in summary.get("lv_length_mm", []) if v is not None]
+    if lengths:
+        line += f"; LV length {min(lengths):.1f}-{max(lengths):.1f} mm"
+    if "longitudinal_shortening" in summary:
+        line += f", longitudinal shortening {100 * summary['longitudinal_shortening']:.1f}%"
+    if summary["errors"]:
+        line += f"; ERRORS: {'; '.join(summary['errors'])}"
+    return line
+
+
 def summary_text(records: Sequence[dict]) -> str:
-    """A few lines per slice: landmarks found, and the measures."""
+    """One line per long-axis slice; one line per short-axis image, because its points and RV insertion angle
+    change from phase to phase and a per-slice figure (a median, another phase's angle) would match no image."""
     lines = []
     for summary in slice_summaries(records):
-        members = [r for r in records if (r["series"], r["slice"]) == (summary["series"], summary["slice"])]
-        found = sum(lm is not None for r in members for lm in r["landmarks"].values())
-        total = sum(len(r["landmarks"]) for r in members)
-        line = (f"series {summary['series']} slice {summary['slice']:2d} ({summary['view'] or '?'}, "
-                f"{summary['phases']} phase(s)): {found}/{total} landmarks")
-        first = members[0]
-        points = ", ".join(
-            f"{name} ({lm['pixel_rc'][0]:.1f}, {lm['pixel_rc'][1]:.1f}) p={lm['probability']:.2f}"
-            for name, lm in first["landmarks"].items() if lm is not None
-        )
-        if points:
-            line += f"; phase {first['phase']}: {points}"
-        lengths = [v for v in summary.get("lv_length_mm", []) if v is not None]
-        if lengths:
-            line += f"; LV length {min(lengths):.1f}-{max(lengths):.1f} mm"
-        if "longitudinal_shortening" in summary:
-            line += f", longitudinal shortening {100 * summary['longitudinal_shortening']:.1f}%"
-        angles = [v for v in summary.get("rv_insertion_angle_deg", []) if v is not None]
-        if angles:
-            line += f"; RV insertion angle {np.median(angles):.0f} deg"
-        if summary["errors"]:
-            line += f"; ERRORS: {'; '.join(summary['errors'])}"
-        lines.append(line)
+        members = sorted((r for r in records if (r["series"], r["slice"]) == (summary["series"], summary["slice"])),
+                         key=lambda r: r["phase"])
+        if summary["view"] == "sax":
+            lines.extend(_phase_line(record) for record in members)
+        else:
+            lines.append(_slice_line(summary, members))
     return "\n".join(lines) if lines else "no landmark results came back"
 
 
@@ -158,6 +191,7 @@ def write_report(
                 [original.data[0, 0] for _, original in pairs], [_points(r) for r, _ in pairs],
                 [r.get("filled", {}) for r, _ in pairs], report_dir / f"phases_slice{summary['slice']:02d}.png",
                 titles=[_phase_title(r) for r, _ in pairs], pixel_spacing_mm=spacing,
+                columns=min(len(pairs), PHASE_COLUMNS),
             )
         if summary["view"] == "lax" and summary["phases"] > 1 and "lv_length_mm" in summary:
             shortening = summary.get("longitudinal_shortening")

@@ -4,8 +4,10 @@ images or raw k-space; the report read back from the returned attributes; the sh
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
+from pathlib import Path
 
 import ismrmrd
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 from test_convert import heart_like
 from test_io import oblique_affine, write_nifti
 
-from cmr_landmark.config import REPO_ROOT
+from cmr_landmark.config import REPO_ROOT, SAX_LANDMARKS
 from cmr_landmark.convert_cli import main_convert
 from cmr_landmark.gadget import LandmarkServer
 from cmr_landmark.geometry import anterior_direction_in_image, pixel_to_patient_mm
@@ -23,6 +25,23 @@ from cmr_landmark.replay import ReplayError, replay_active, replay_passive
 from cmr_landmark.replay_cli import main_replay
 
 SAMPLES = REPO_ROOT / "samples"
+# A short-axis line of the console summary: series, slice, phase, landmarks found, and the angle or "no angle".
+SAX_LINE = re.compile(r"^series (\d+) slice +(\d+) \(sax\) phase (\d+): (\d)/3 landmarks[^\n]*?; "
+                      r"(?:RV insertion angle (\d+) deg|no angle)", re.MULTILINE)
+
+
+def assert_sax_lines_match_images(stdout: str, out: Path) -> None:
+    """One printed line per annotated short-axis image in ``out``, whose count and angle are the ones that image
+    carries in its attributes: no figure on the console that no image has."""
+    _, images = read_ismrmrd_images(out, "dataset/image_101")
+    metas = {(int(im.image_series_index), int(im.slice), int(im.phase)): im.meta for im in images}
+    printed = [((int(m[1]), int(m[2]), int(m[3])), int(m[4]), m[5]) for m in SAX_LINE.finditer(stdout)]
+    assert sorted(key for key, _, _ in printed) == sorted(metas), stdout
+    for key, found, angle in printed:
+        meta = metas[key]
+        assert found == sum(meta[f"CMRLandmark_{name}_found"] == "1" for name in SAX_LANDMARKS), key
+        expected = meta.get("CMRLandmark_RVInsertionAngle_deg")
+        assert angle == (None if expected is None else f"{float(expected):.0f}"), key
 
 
 
@@ -98,6 +117,18 @@ def test_nobody_listening_is_reported(lax_cine_nifti, tmp_path):
         replay_passive(("127.0.0.1", port), header, images)
 
 
+def test_short_axis_summary_prints_each_phase_as_its_image_carries_it(tmp_path, passive_server, capsys):
+    source = tmp_path / "sax.h5"
+    nifti = write_nifti(tmp_path / "sax.nii.gz", heart_like(48, 56, phases=2, slices=2), oblique_affine())
+    main_convert([str(nifti), "--out", str(source), "--view", "sax"])
+    capsys.readouterr()
+    out = tmp_path / "sax_out.h5"
+    assert main_replay([str(source), "--out", str(out), "--gadgetron", f"127.0.0.1:{passive_server.port}"]) == 0
+    stdout = capsys.readouterr().out
+    assert_sax_lines_match_images(stdout, out)
+    assert len(SAX_LINE.findall(stdout)) == 4  # 2 slices x 2 phases
+
+
 def test_shipped_sample_is_small_and_has_plausible_geometry():
     sax, lax = SAMPLES / "mnms2_001_sax.h5", SAMPLES / "mnms2_001_lax_4ch_cine.h5"
     assert sax.stat().st_size + lax.stat().st_size < 5_000_000
@@ -123,7 +154,7 @@ def shipped_models_or_skip() -> None:
             pytest.skip(f"no shipped {view} cine model in models/manifest.json yet ({error})")
 
 
-def test_shipped_sample_with_shipped_models(tmp_path, monkeypatch):
+def test_shipped_sample_with_shipped_models(tmp_path, monkeypatch, capsys):
     shipped_models_or_skip()
     monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
     report_dir = tmp_path / "lax_report"
@@ -147,8 +178,11 @@ def test_shipped_sample_with_shipped_models(tmp_path, monkeypatch):
     for picture in ("slice00.png", "phases_slice00.png", "lv_length_slice00.png"):
         assert (report_dir / picture).stat().st_size > 10_000, picture
     report_dir = tmp_path / "sax_report"
+    capsys.readouterr()
     assert main_replay([str(SAMPLES / "mnms2_001_sax.h5"), "--out", str(tmp_path / "sax.h5"),
                         "--report-dir", str(report_dir)]) == 0
+    # phases with one angle each, one with none (slice 9: A-RVI only at ES): each printed as its image has it
+    assert_sax_lines_match_images(capsys.readouterr().out, tmp_path / "sax.h5")
     report = json.loads((report_dir / "report.json").read_text())
     mid_ventricular = [r for r in report["images"] if 4 <= r["slice"] <= 7]
     assert all(lm is not None for r in mid_ventricular for lm in r["landmarks"].values())

@@ -1,0 +1,79 @@
+"""The replay's console summary and report pictures, from annotated images built here (no gadget, no model)."""
+
+from __future__ import annotations
+
+import ismrmrd
+import matplotlib.image
+import numpy as np
+from mrd_stream_helpers import sax_plane_image
+
+from cmr_landmark.config import LANDMARKS_BY_VIEW
+from cmr_landmark.replay_report import landmark_records, summary_text, write_report
+
+Point = tuple[float, float] | None
+
+
+def annotated(view: str, slice_index: int, phase: int, points: dict[str, Point], **measures: float) -> ismrmrd.Image:
+    """A returned image carrying the CMRLandmark_* attributes the gadget writes (docs/gadget.md)."""
+    meta = {"CMRLandmark_Status": "ok", "CMRLandmark_View": view, "CMRLandmark_OriginalSeriesIndex": "1"}
+    for name in LANDMARKS_BY_VIEW[view]:
+        point = points.get(name)
+        meta[f"CMRLandmark_{name}_found"] = "0" if point is None else "1"
+        if point is not None:
+            meta[f"CMRLandmark_{name}_pixel"] = [f"{v}" for v in point]
+            meta[f"CMRLandmark_{name}_patient_mm"] = ["0.0", "0.0", "0.0"]
+            meta[f"CMRLandmark_{name}_probability"] = "0.9"
+    meta.update({f"CMRLandmark_{name}": f"{value}" for name, value in measures.items()})
+    return sax_plane_image(np.zeros((32, 32), np.float32), series_index=101, slice_index=slice_index, phase=phase,
+                           meta=meta)
+
+
+ALL_SAX = {"A-RVI": (10.0, 20.0), "P-RVI": (20.0, 8.0), "C-LV": (18.0, 16.0)}
+
+
+def test_each_short_axis_phase_gets_its_own_count_points_and_angle():
+    images = [  # the shipped sample's slices 4 and 9: two angles, and an angle in phase 1 only
+        annotated("sax", 4, 0, ALL_SAX, RVInsertionAngle_deg=138.0651),
+        annotated("sax", 4, 1, ALL_SAX, RVInsertionAngle_deg=148.6782),
+        annotated("sax", 9, 0, {"P-RVI": (20.0, 8.0), "C-LV": (18.0, 16.0)}),
+        annotated("sax", 9, 1, ALL_SAX, RVInsertionAngle_deg=84.0179),
+        annotated("sax", 11, 0, {}),
+    ]
+    lines = summary_text(landmark_records(images)).splitlines()
+    points = "A-RVI (10.0, 20.0) p=0.90, P-RVI (20.0, 8.0) p=0.90, C-LV (18.0, 16.0) p=0.90"
+    assert lines == [
+        f"series 101 slice  4 (sax) phase 0: 3/3 landmarks; {points}; RV insertion angle 138 deg",
+        f"series 101 slice  4 (sax) phase 1: 3/3 landmarks; {points}; RV insertion angle 149 deg",
+        "series 101 slice  9 (sax) phase 0: 2/3 landmarks; P-RVI (20.0, 8.0) p=0.90, C-LV (18.0, 16.0) p=0.90; "
+        "no angle (A-RVI not found)",
+        f"series 101 slice  9 (sax) phase 1: 3/3 landmarks; {points}; RV insertion angle 84 deg",
+        "series 101 slice 11 (sax) phase 0: 0/3 landmarks; no angle (A-RVI, P-RVI, C-LV not found)",
+    ]
+
+
+def test_a_failed_short_axis_image_says_so_on_its_line():
+    image = annotated("sax", 0, 0, {})
+    image.meta["CMRLandmark_Status"] = "error"
+    image.meta["CMRLandmark_Error"] = "no model for sax/lge"
+    assert summary_text(landmark_records([image])).endswith("; no angle (A-RVI, P-RVI, C-LV not found); "
+                                                            "ERROR: no model for sax/lge")
+
+
+def test_a_long_axis_slice_keeps_one_line_with_its_per_slice_measures():
+    lax = {"MV-1": (10.0, 10.0), "MV-2": (10.0, 30.0), "APEX": (60.0, 20.0)}
+    images = [annotated("lax", 0, t, lax if t else {**lax, "APEX": None}, LVLength_mm=length,
+                        LongitudinalShortening=0.2)
+              for t, length in enumerate((90.0, 72.0))]
+    assert summary_text(landmark_records(images)) == (
+        "series 101 slice  0 (lax, 2 phase(s)): 5/6 landmarks; phase 0: MV-1 (10.0, 10.0) p=0.90, "
+        "MV-2 (10.0, 30.0) p=0.90; LV length 72.0-90.0 mm, longitudinal shortening 20.0%")
+
+
+def test_the_phase_grid_has_one_column_per_phase_up_to_five(tmp_path):
+    phases = {0: 2, 1: 7}  # slice: phases
+    originals = [sax_plane_image(np.random.default_rng(t).random((32, 32), np.float32), slice_index=k, phase=t)
+                 for k, count in phases.items() for t in range(count)]
+    images = [annotated("sax", k, t, ALL_SAX) for k, count in phases.items() for t in range(count)]
+    write_report(tmp_path, landmark_records(images), originals, {})
+    widths = [matplotlib.image.imread(tmp_path / f"phases_slice{k:02d}.png").shape[1] for k in phases]
+    assert widths[0] / widths[1] == 2 / 5  # 2 panels wide, not 2 panels and 3 blank ones
