@@ -48,7 +48,8 @@ def mnms2_lax_slices() -> tuple[list[Slice], list[Slice]]:
     return labelled, cine
 
 
-def _points(found: ImageLandmarks) -> np.ndarray:
+def lax_points_rc(found: ImageLandmarks) -> np.ndarray:
+    """(3, 2) (row, col) of MV-1, MV-2, APEX in one image's detections; NaN for a landmark not found."""
     return np.array([(found[n].row, found[n].col) if found[n] is not None else (np.nan, np.nan) for n in LAX_LANDMARKS])
 
 
@@ -63,7 +64,7 @@ def phase_name(s: Slice) -> str:
 
 def _errors(found: ImageLandmarks, s: Slice) -> dict:
     """Distance (mm) of each landmark of ``found`` from ``s``'s labels, and the LV length against theirs."""
-    predicted = _points(found)
+    predicted = lax_points_rc(found)
     distances = np.linalg.norm((predicted - s.landmarks_rc) * np.asarray(s.pixel_spacing_mm), axis=1)
     predicted_length = _lv_length(predicted, s.pixel_spacing_mm)
     true_length = _lv_length(s.landmarks_rc, s.pixel_spacing_mm)
@@ -175,7 +176,7 @@ def evaluate_orientations(detector: Detector, s: Slice) -> list[dict]:
     for turns, mirror in ORIENTATIONS:
         turned_spacing = tuple(spacing[::-1]) if turns % 2 else tuple(spacing)
         found = detector.detect([orient_image(s.image, turns, mirror)], turned_spacing, probability_threshold=0.0)[0]
-        points = points_to_original(_points(found), s.image.shape, turns, mirror)
+        points = points_to_original(lax_points_rc(found), s.image.shape, turns, mirror)
         mitral = min(distance(points[0], labels[0]) + distance(points[1], labels[1]),
                      distance(points[0], labels[1]) + distance(points[1], labels[0])) / 2
         rows.append({"rotation_deg": 90 * turns, "mirror": mirror, "phase": phase_name(s),
@@ -198,7 +199,7 @@ def plot_cine_curve(raw: Sequence[ImageLandmarks], cine: CineLandmarks, spacing_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    raw_lengths = [_lv_length(_points(found), spacing_mm) for found in raw]
+    raw_lengths = [_lv_length(lax_points_rc(found), spacing_mm) for found in raw]
     figure, axis = plt.subplots(figsize=(7, 3.6))
     phases = np.arange(len(raw))
     axis.plot(phases, raw_lengths, "o", color="0.6", label="per phase (raw)")
@@ -348,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + f"; LV length {row['lv_length_error_percent']:+.1f} %")
         result["cine"] = {
             "at_labelled_frames": at_labelled,
-            "phases_on_the_mitral_valve": phases_on_the_mitral_valve(np.stack([_points(found) for found in raw]),
+            "phases_on_the_mitral_valve": phases_on_the_mitral_valve(np.stack([lax_points_rc(found) for found in raw]),
                                                                      labelled),
             "lv_length_mm": cine.lv_length_mm.tolist(),
             "longitudinal_shortening": cine.longitudinal_shortening,

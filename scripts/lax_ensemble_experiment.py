@@ -32,11 +32,11 @@ import torch
 from cmr_landmark.config import LAX_LANDMARKS
 from cmr_landmark.detector import Detector
 from cmr_landmark.lax_evaluation import (
-    _points,
     evaluate_cine,
     evaluate_cine_at_labelled,
     evaluate_labelled,
     evaluate_synthetic_held_out,
+    lax_points_rc,
     matching_frame,
     mnms2_lax_slices,
     phase_name,
@@ -60,7 +60,7 @@ def load_member(member: str, shipped: Detector, coarse: torch.nn.Module | None) 
 def measure(detector: Detector, labelled: Sequence, cine_phases: Sequence, held_out_family: str | None) -> dict:
     rows = {row["phase"]: row for row in evaluate_labelled(detector, labelled)}
     raw, cine = evaluate_cine(detector, cine_phases)
-    cine_points = np.stack([_points(found) for found in raw])
+    cine_points = np.stack([lax_points_rc(found) for found in raw])
     frames = {phase_name(s): matching_frame(s.image, cine_phases) for s in labelled}
     at_labelled = {row["phase"]: {**{name: row[f"{name}_mm"] for name in LAX_LANDMARKS}, "mean": row["mean_mm"],
                                   "lv_length_error_percent": row["lv_length_error_percent"]}
