@@ -141,3 +141,29 @@ def anterior_direction_in_image(
             "the anterior direction does not lie in it"
         )
     return direction / length
+
+
+# The 8 orientations an image can be stored in: quarter turns (np.rot90), each with and without a left-right mirror
+ORIENTATIONS: tuple[tuple[int, bool], ...] = tuple((turns, mirror) for turns in range(4) for mirror in (False, True))
+
+
+def orient_image(image: np.ndarray, quarter_turns: int, mirror: bool) -> np.ndarray:
+    """``image`` turned by ``quarter_turns`` x 90 degrees (np.rot90), then mirrored left-right if ``mirror``."""
+    turned = np.rot90(image, quarter_turns)
+    return np.ascontiguousarray(turned[:, ::-1] if mirror else turned)
+
+
+def points_to_original(points_rc: np.ndarray, original_shape: tuple[int, int], quarter_turns: int,
+                       mirror: bool) -> np.ndarray:
+    """(row, col) points found in ``orient_image(image, quarter_turns, mirror)``, in pixels of ``image`` itself."""
+    points = np.array(points_rc, dtype=np.float64)
+    rows, cols = original_shape
+    if quarter_turns % 2:
+        rows, cols = cols, rows  # the turned image's shape
+    if mirror:
+        points[:, 1] = cols - 1 - points[:, 1]
+    for _ in range(quarter_turns % 4):
+        # undo one np.rot90: its output (r, c) is input (c, W - 1 - r), W the input's width = the output's rows
+        points = np.stack([points[:, 1], rows - 1 - points[:, 0]], axis=1)
+        rows, cols = cols, rows
+    return points

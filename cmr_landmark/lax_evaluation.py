@@ -29,6 +29,7 @@ from .config import LAX_LANDMARKS
 from .datasets import Slice, load_slices
 from .detector import Detector, ImageLandmarks
 from .evaluation import evaluate_slices
+from .geometry import ORIENTATIONS, orient_image, points_to_original
 from .measures import longitudinal_shortening, lv_length_mm
 from .model_store import ModelSpec, find_model
 from .network import UNet
@@ -134,32 +135,6 @@ def phases_on_the_mitral_valve(cine_points_rc: np.ndarray, labelled: Sequence[Sl
     straight = np.maximum(distance[:, 0, 0], distance[:, 1, 1])
     crossed = np.maximum(distance[:, 0, 1], distance[:, 1, 0])
     return int(np.sum(np.fmin(straight, crossed) <= tolerance_mm))
-
-
-# The 8 orientations an image can be stored in: quarter turns (np.rot90), each with and without a left-right mirror
-ORIENTATIONS: tuple[tuple[int, bool], ...] = tuple((turns, mirror) for turns in range(4) for mirror in (False, True))
-
-
-def orient_image(image: np.ndarray, quarter_turns: int, mirror: bool) -> np.ndarray:
-    """``image`` turned by ``quarter_turns`` x 90 degrees (np.rot90), then mirrored left-right if ``mirror``."""
-    turned = np.rot90(image, quarter_turns)
-    return np.ascontiguousarray(turned[:, ::-1] if mirror else turned)
-
-
-def points_to_original(points_rc: np.ndarray, original_shape: tuple[int, int], quarter_turns: int,
-                       mirror: bool) -> np.ndarray:
-    """(row, col) points found in ``orient_image(image, quarter_turns, mirror)``, in pixels of ``image`` itself."""
-    points = np.array(points_rc, dtype=np.float64)
-    rows, cols = original_shape
-    if quarter_turns % 2:
-        rows, cols = cols, rows  # the turned image's shape
-    if mirror:
-        points[:, 1] = cols - 1 - points[:, 1]
-    for _ in range(quarter_turns % 4):
-        # undo one np.rot90: its output (r, c) is input (c, W - 1 - r), W the input's width = the output's rows
-        points = np.stack([points[:, 1], rows - 1 - points[:, 0]], axis=1)
-        rows, cols = cols, rows
-    return points
 
 
 def evaluate_orientations(detector: Detector, s: Slice) -> list[dict]:

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from cmr_landmark.detector import Detector
-from cmr_landmark.lax_evaluation import ORIENTATIONS, evaluate_orientations, mnms2_lax_slices, phase_name
+from cmr_landmark.geometry import ORIENTATIONS
+from cmr_landmark.lax_evaluation import evaluate_orientations, mnms2_lax_slices, phase_name
 from cmr_landmark.model_store import find_model
 from cmr_landmark.training import load_cascade
 

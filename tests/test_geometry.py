@@ -8,9 +8,11 @@ import pytest
 from cmr_landmark.geometry import (
     GeometryError,
     anterior_direction_in_image,
+    orient_image,
     patient_to_pixel,
     pixel_spacing_mm,
     pixel_to_patient_mm,
+    points_to_original,
 )
 
 # An axial-like plane: columns run to the patient's left (+x), rows to posterior (+y); 10 mm pixels, 10 x 8.
@@ -92,3 +94,18 @@ def test_anterior_direction_hand_computed():
 def test_coronal_plane_has_no_anterior_direction():
     with pytest.raises(GeometryError, match="coronal"):
         anterior_direction_in_image((1, 0, 0), (0, 0, 1))
+
+
+@pytest.mark.parametrize("turns", range(4))
+@pytest.mark.parametrize("mirror", [False, True])
+def test_points_found_in_a_turned_image_map_back_to_the_original_pixels(turns, mirror) -> None:
+    image = np.zeros((7, 11))
+    marks = np.array([[1, 2], [5, 9], [0, 10]])
+    for value, (row, col) in enumerate(marks, start=1):
+        image[row, col] = value
+    turned = orient_image(image, turns, mirror)
+    found = np.array([np.argwhere(turned == value)[0] for value in range(1, len(marks) + 1)], dtype=float)
+    np.testing.assert_allclose(points_to_original(found, image.shape, turns, mirror), marks)
+    # sub-pixel points follow the same affine map: the midpoint of two marks maps to their midpoint
+    middle = points_to_original(found[:2].mean(axis=0, keepdims=True), image.shape, turns, mirror)
+    np.testing.assert_allclose(middle[0], marks[:2].mean(axis=0))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from cmr_landmark.cine import CineLandmarks
@@ -12,9 +11,7 @@ from cmr_landmark.detector import Landmark
 from cmr_landmark.lax_evaluation import (
     CoarseStageSwapped,
     evaluate_cine_at_labelled,
-    orient_image,
     phases_on_the_mitral_valve,
-    points_to_original,
 )
 from cmr_landmark.model_store import find_model, load_torchscript
 from cmr_landmark.network import UNet
@@ -61,18 +58,3 @@ def test_phases_count_as_on_the_mitral_valve_only_with_both_points_near_its_trac
     cine = np.array([on_track, swapped, tricuspid, both_on_one_end, on_track])
     assert phases_on_the_mitral_valve(cine, slices) == 3
     assert phases_on_the_mitral_valve(cine, slices, tolerance_mm=2.0) == 0
-
-
-@pytest.mark.parametrize("turns", range(4))
-@pytest.mark.parametrize("mirror", [False, True])
-def test_points_found_in_a_turned_image_map_back_to_the_original_pixels(turns, mirror) -> None:
-    image = np.zeros((7, 11))
-    marks = np.array([[1, 2], [5, 9], [0, 10]])
-    for value, (row, col) in enumerate(marks, start=1):
-        image[row, col] = value
-    turned = orient_image(image, turns, mirror)
-    found = np.array([np.argwhere(turned == value)[0] for value in range(1, len(marks) + 1)], dtype=float)
-    np.testing.assert_allclose(points_to_original(found, image.shape, turns, mirror), marks)
-    # sub-pixel points follow the same affine map: the midpoint of two marks maps to their midpoint
-    middle = points_to_original(found[:2].mean(axis=0, keepdims=True), image.shape, turns, mirror)
-    np.testing.assert_allclose(middle[0], marks[:2].mean(axis=0))
