@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .config import MIRROR_POOLINGS, MIRROR_SWAP, StageGrid
+from .geometry import orient_image, points_to_original
 from .heatmaps import decode_heatmaps
 from .model_store import ModelSpec, load_torchscript
 from .preprocess import GridTransform, grid_transform, normalise_stack, preprocess, resample_stack
@@ -264,3 +265,27 @@ def restrict_to_coarse_windows(
     restricted = probabilities.clone()
     restricted[:, 1:] *= keep.to(restricted.dtype)
     return restricted
+
+
+def detect_in_orientation(detector: Detector, images: np.ndarray, pixel_spacing_mm: tuple[float, float],
+                          quarter_turns: int, mirror: bool, **detect_options) -> list[ImageLandmarks]:
+    """``detector.detect`` on the images shown turned and mirrored (``geometry.orient_image``), the points mapped
+    back to the images as given. The models were trained on one display of each view, and the gadget turns a
+    short-axis image into it from its header (``geometry.standard_short_axis_orientation``)."""
+    if (quarter_turns % 4, mirror) == (0, False):
+        return detector.detect(images, pixel_spacing_mm, **detect_options)
+    images = np.asarray(images)
+    shown = np.stack([orient_image(image, quarter_turns, mirror) for image in images])
+    spacing = (pixel_spacing_mm[1], pixel_spacing_mm[0]) if quarter_turns % 2 else pixel_spacing_mm
+    mapped = []
+    for found in detector.detect(shown, spacing, **detect_options):
+        back = {}
+        for name, landmark in found.items():
+            if landmark is None:
+                back[name] = None
+                continue
+            (row, col), = points_to_original(np.array([[landmark.row, landmark.col]]), images.shape[-2:],
+                                             quarter_turns, mirror)
+            back[name] = Landmark(float(row), float(col), landmark.probability)
+        mapped.append(back)
+    return mapped

@@ -51,8 +51,14 @@ from ismrmrd.meta import Meta
 from .annotate import DEFAULT_CROSS_SIZE_MM, draw_crosses
 from .cine import smooth_cine_detections
 from .config import LANDMARKS_BY_VIEW, MODEL_SEQUENCES, VIEWS
-from .detector import Detector, ImageLandmarks
-from .geometry import GeometryError, anterior_direction_in_image, pixel_spacing_mm, pixel_to_patient_mm
+from .detector import Detector, ImageLandmarks, detect_in_orientation
+from .geometry import (
+    GeometryError,
+    anterior_direction_in_image,
+    pixel_spacing_mm,
+    pixel_to_patient_mm,
+    standard_short_axis_orientation,
+)
 from .measures import image_measures, longitudinal_shortening, name_rv_insertions_anatomically
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
 from .model_store import find_model
@@ -500,6 +506,7 @@ class PreparedSlice:
     detector: Detector
     spacing_mm: tuple[float, float]
     pixels: np.ndarray
+    orientation: tuple[int, bool]  # (quarter turns, mirror) that shows the pixels as the model was trained to see
 
 
 def prepare_slice(
@@ -518,7 +525,20 @@ def prepare_slice(
     pixels = np.stack([magnitude_2d(image) for image in images])
     for phase, plane in zip(batch.phases, pixels, strict=True):
         check_usable(plane, phase)
-    return PreparedSlice(batch, heads, view, sequence, detector, spacings.pop(), pixels)
+    return PreparedSlice(batch, heads, view, sequence, detector, spacings.pop(), pixels,
+                         model_orientation(view, heads[0]))
+
+
+def model_orientation(view: str, head) -> tuple[int, bool]:
+    """How to turn the pixel matrix into the display the model was trained on: for a short-axis slice the standard
+    display from the header's read_dir/phase_dir (``geometry.standard_short_axis_orientation``); as written for a
+    long-axis slice (its model was trained at every orientation) or a plane without an anterior direction."""
+    if view != "sax":
+        return (0, False)
+    try:
+        return standard_short_axis_orientation(tuple(head.read_dir), tuple(head.phase_dir))
+    except GeometryError:
+        return (0, False)
 
 
 def finish_slice(prepared: PreparedSlice, landmarks: list[ImageLandmarks], parameters: GadgetParameters) -> SliceResult:
@@ -548,8 +568,8 @@ def detect_slice(
 ) -> SliceResult:
     """Detection and measures for all phases of one slice, in one model batch (raises on anything that stops it)."""
     prepared = prepare_slice(batch, parameters, header)
-    landmarks = prepared.detector.detect(prepared.pixels, prepared.spacing_mm, same_slice=True,
-                                         probability_threshold=parameters.probability_threshold)
+    landmarks = detect_in_orientation(prepared.detector, prepared.pixels, prepared.spacing_mm, *prepared.orientation,
+                                      same_slice=True, probability_threshold=parameters.probability_threshold)
     return finish_slice(prepared, landmarks, parameters)
 
 
@@ -566,10 +586,11 @@ def detect_stack(
     first = prepared[0]
     for other in prepared:
         if (other.detector is not first.detector or other.spacing_mm != first.spacing_mm
-                or other.pixels.shape != first.pixels.shape or len(other.pixels) != 1):
-            raise ValueError("the slices differ in model, matrix or pixel spacing")
-    found = first.detector.detect(np.concatenate([p.pixels for p in prepared]), first.spacing_mm,
-                                  probability_threshold=parameters.probability_threshold)
+                or other.pixels.shape != first.pixels.shape or len(other.pixels) != 1
+                or other.orientation != first.orientation):
+            raise ValueError("the slices differ in model, matrix, pixel spacing or orientation")
+    found = detect_in_orientation(first.detector, np.concatenate([p.pixels for p in prepared]), first.spacing_mm,
+                                  *first.orientation, probability_threshold=parameters.probability_threshold)
     return [finish_slice(p, [landmarks], parameters) for p, landmarks in zip(prepared, found, strict=True)]
 
 

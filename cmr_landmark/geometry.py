@@ -29,6 +29,7 @@ ORTHOGONALITY_TOLERANCE = 1e-2
 
 # LPS: anterior is -y.
 ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
+PATIENT_RIGHT_LPS = np.array([-1.0, 0.0, 0.0])
 
 
 class GeometryError(ValueError):
@@ -167,3 +168,23 @@ def points_to_original(points_rc: np.ndarray, original_shape: tuple[int, int], q
         points = np.stack([points[:, 1], rows - 1 - points[:, 0]], axis=1)
         rows, cols = cols, rows
     return points
+
+
+def standard_short_axis_orientation(read_dir: Sequence[float], phase_dir: Sequence[float]) -> tuple[int, bool]:
+    """The (quarter_turns, mirror) of ``orient_image`` that shows a short-axis image in the standard display the
+    models were trained on: the patient's anterior up and the patient's right on the viewer's left (so the RV on the
+    viewer's left; docs/data.md). Of the 8 ORIENTATIONS, the one whose "up" and "left" lie nearest to those
+    directions. A scanner writes the pixel matrix in its acquisition orientation (of 22 Kaggle short-axis DICOM
+    frames, 15 have the anterior on the left), and the models lose the RV insertion points when it is turned far
+    from that display (docs/gadget.md, "Orientation"). Raises :class:`GeometryError` when the plane holds no
+    anterior direction (a coronal plane) or the directions are invalid."""
+    anterior = anterior_direction_in_image(read_dir, phase_dir)
+    read, phase = image_axes(read_dir, phase_dir)
+    right = np.array([PATIENT_RIGHT_LPS @ phase, PATIENT_RIGHT_LPS @ read])
+
+    def score(turns: int, mirror: bool) -> float:
+        # where the shown image's "up" (row -1) and "left" (col -1) point in the stored image
+        centre, up, left = points_to_original(np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]]), (3, 3), turns, mirror)
+        return float((up - centre) @ anterior + (left - centre) @ right)
+
+    return max(ORIENTATIONS, key=lambda orientation: score(*orientation))

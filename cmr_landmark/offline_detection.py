@@ -9,9 +9,10 @@ The record of one image (the JSON contract of ``cmr-landmark detect``)::
 ``voxel`` is in the file's own index order (NIfTI: [i, j] = [row, col] of the array's first two axes; DICOM and
 ISMRMRD: [column, row]); ``world_mm`` is in the file's world frame (NIfTI affine: RAS+, DICOM/ISMRMRD: LPS).
 
-A-RVI and P-RVI are named as the gadget names them: where the file carries the scanner's patient geometry (DICOM,
-ISMRMRD) A-RVI is the end nearer the patient's anterior; a NIfTI file keeps the model's naming, because the public
-NIfTI sets carry no trustworthy orientation (docs/data.md).
+Short-axis images are treated as the gadget treats them: where the file carries the scanner's patient geometry
+(DICOM, ISMRMRD) each slice is shown to the model in the standard display, and A-RVI is the end nearer the patient's
+anterior; a NIfTI file is detected as stored and keeps the model's naming, because the public NIfTI sets carry no
+trustworthy orientation (docs/data.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import math
 import numpy as np
 
 from .config import LANDMARKS_BY_VIEW
-from .detector import Detector, ImageLandmarks
+from .detector import Detector, ImageLandmarks, detect_in_orientation
+from .geometry import GeometryError, standard_short_axis_orientation
 from .io import ImageSeries
 from .measures import image_measures, longitudinal_shortening, name_rv_insertions_anatomically
 
@@ -44,14 +46,25 @@ def image_directions(series: ImageSeries, slice_index: int) -> tuple[np.ndarray,
             geometry.row_step_mm / np.linalg.norm(geometry.row_step_mm))
 
 
+def model_orientation(series: ImageSeries, slice_index: int, view: str) -> tuple[int, bool]:
+    """As the gadget: a short-axis slice with patient geometry (DICOM, ISMRMRD) is shown to the model in the standard
+    display (``geometry.standard_short_axis_orientation``); anything else as stored."""
+    if view != "sax" or series.frame != "LPS":
+        return (0, False)
+    try:
+        return standard_short_axis_orientation(*image_directions(series, slice_index))
+    except GeometryError:
+        return (0, False)
+
+
 def detect_series(series: ImageSeries, detector: Detector) -> list[dict]:
     """One record per (slice, phase), slice-major. The phases of a slice are detected together (one crop)."""
     view = detector.spec.view
     records = []
     for slice_index in range(series.n_slices):
-        found_per_phase = detector.detect(
-            series.images[slice_index], series.pixel_spacing_mm, same_slice=series.n_phases > 1
-        )
+        orientation = model_orientation(series, slice_index, view)
+        found_per_phase = detect_in_orientation(detector, series.images[slice_index], series.pixel_spacing_mm,
+                                                *orientation, same_slice=series.n_phases > 1)
         for phase, found in enumerate(found_per_phase):
             if view == "sax" and series.frame == "LPS":
                 found = name_rv_insertions_anatomically(found, series.pixel_spacing_mm,

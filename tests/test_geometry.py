@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cmr_landmark.geometry import (
+    ORIENTATIONS,
     GeometryError,
     anterior_direction_in_image,
     orient_image,
@@ -13,6 +14,7 @@ from cmr_landmark.geometry import (
     pixel_spacing_mm,
     pixel_to_patient_mm,
     points_to_original,
+    standard_short_axis_orientation,
 )
 
 # An axial-like plane: columns run to the patient's left (+x), rows to posterior (+y); 10 mm pixels, 10 x 8.
@@ -109,3 +111,23 @@ def test_points_found_in_a_turned_image_map_back_to_the_original_pixels(turns, m
     # sub-pixel points follow the same affine map: the midpoint of two marks maps to their midpoint
     middle = points_to_original(found[:2].mean(axis=0, keepdims=True), image.shape, turns, mirror)
     np.testing.assert_allclose(middle[0], marks[:2].mean(axis=0))
+
+
+@pytest.mark.parametrize(("turns", "mirror"), ORIENTATIONS)
+def test_the_standard_short_axis_display_is_found_from_the_stored_images_directions(turns, mirror):
+    # The standard display: columns run to the patient's left (+x), rows to posterior (+y): anterior up, the
+    # patient's right on the viewer's left. Store it turned/mirrored and derive the stored image's directions.
+    standard = np.arange(12.0).reshape(3, 4)
+    stored = orient_image(standard, turns, mirror)
+    read_std, phase_std = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    origin, next_col, next_row = points_to_original(np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0]]),
+                                                    standard.shape, turns, mirror)
+    read_dir = (next_col - origin) @ np.stack([phase_std, read_std])   # (d_row, d_col) in standard -> world
+    phase_dir = (next_row - origin) @ np.stack([phase_std, read_std])
+    found = standard_short_axis_orientation(read_dir, phase_dir)
+    np.testing.assert_array_equal(orient_image(stored, *found), standard)
+
+
+def test_a_coronal_plane_has_no_standard_short_axis_display():
+    with pytest.raises(GeometryError):
+        standard_short_axis_orientation((1.0, 0.0, 0.0), (0.0, 0.0, 1.0))

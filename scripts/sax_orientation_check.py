@@ -1,0 +1,74 @@
+"""How the short-axis models fare on images stored in another orientation than the standard display.
+
+The models were trained on each public set brought to the standard short-axis display (anterior up, RV on the
+viewer's left; docs/data.md) and turned by at most 30 degrees. A scanner writes the pixel matrix in its own
+acquisition orientation. This detects the labelled validation slices with all three landmarks in 8 orientations
+(quarter turns, each with and without a mirror; ``geometry.orient_image``), maps the points back and reports the
+mean distance (mm) per landmark as named, and of the A-RVI/P-RVI pair compared as a set (a mirror swaps which end
+the model calls anterior; the gadget renames them from the header, docs/gadget.md):
+
+    python scripts/sax_orientation_check.py --model sax_cine --dataset acdc --out reports/sax_orientations.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cmr_landmark.config import SAX_LANDMARKS
+from cmr_landmark.datasets import load_slices
+from cmr_landmark.detector import Detector
+from cmr_landmark.geometry import ORIENTATIONS, orient_image, points_to_original
+from cmr_landmark.model_store import find_model
+
+
+def distances_in_orientation(detector: Detector, slices: Sequence, turns: int, mirror: bool) -> np.ndarray:
+    """(N, 4) distances (mm): A-RVI, P-RVI, C-LV as named, and the RVI pair as a set (mean of the two)."""
+    rows = []
+    for s in slices:
+        spacing = np.asarray(s.pixel_spacing_mm, dtype=np.float64)
+        turned_spacing = tuple(spacing[::-1]) if turns % 2 else tuple(spacing)
+        found = detector.detect([orient_image(s.image, turns, mirror)], turned_spacing, probability_threshold=0.0)[0]
+        points = points_to_original(np.array([(found[n].row, found[n].col) for n in SAX_LANDMARKS]), s.image.shape,
+                                    turns, mirror)
+        named = np.linalg.norm((points - s.landmarks_rc) * spacing, axis=1)
+        crossed = np.linalg.norm((points[[1, 0]] - s.landmarks_rc[:2]) * spacing, axis=1)
+        rows.append([*named, min(named[:2].mean(), crossed.mean())])
+    return np.array(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", required=True, help="a short-axis model name; repeat")
+    parser.add_argument("--dataset", default="acdc", help="a data set whose val split is measured")
+    parser.add_argument("--out", type=Path, required=True, help="markdown report (a .json beside it)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    slices = [s for s in load_slices(args.dataset, "val")
+              if s.view == "sax" and s.labelled and np.all(np.isfinite(s.landmarks_rc))]
+    lines = [f"{len(slices)} {args.dataset} validation slices with all three landmarks; mm from the labels; 'm' = "
+             "mirrored; 0 is the standard display.", "",
+             "| model | orientation | A-RVI | P-RVI | C-LV | RVI pair as a set |", "|---|---|---|---|---|---|"]
+    results = {}
+    for name in args.model:
+        detector = Detector(find_model("sax", "any", name=name), use_bf16=False)
+        for turns, mirror in ORIENTATIONS:
+            label = f"{90 * turns}{' m' if mirror else ''}"
+            means = distances_in_orientation(detector, slices, turns, mirror).mean(axis=0)
+            results.setdefault(name, {})[label] = means.tolist()
+            lines.append(f"| {name} | {label} | " + " | ".join(f"{v:.1f}" for v in means) + " |")
+            print(lines[-1], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
