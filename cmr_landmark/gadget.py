@@ -55,9 +55,9 @@ from .detector import Detector, ImageLandmarks, detect_in_orientation
 from .geometry import (
     GeometryError,
     anterior_direction_in_image,
+    model_display_orientation,
     pixel_spacing_mm,
     pixel_to_patient_mm,
-    standard_short_axis_orientation,
 )
 from .measures import image_measures, longitudinal_shortening, name_rv_insertions_anatomically
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
@@ -136,6 +136,11 @@ class GadgetParameters:
             raise ParameterError(f"cross_size_mm must be 0.5..100 mm, got {self.cross_size_mm}")
 
 
+def _local_name(element: ElementTree.Element) -> str:
+    """An element's tag without its namespace ("" for comments and processing instructions)."""
+    return element.tag.rsplit("}", 1)[-1] if isinstance(element.tag, str) else ""
+
+
 def properties_from_config(config: ElementTree.Element | None) -> dict[str, str]:
     """Every <property> in a Gadgetron configuration, in either syntax Gadgetron uses:
     ``<property name="view" value="sax"/>`` or ``<property><name>view</name><value>sax</value></property>``.
@@ -144,17 +149,13 @@ def properties_from_config(config: ElementTree.Element | None) -> dict[str, str]
     if config is None:
         return properties
     for element in config.iter():
-        if not isinstance(element.tag, str) or element.tag.rsplit("}", 1)[-1] != "property":
+        if _local_name(element) != "property":
             continue
-        children = {child.tag.rsplit("}", 1)[-1]: (child.text or "") for child in element}
+        children = {_local_name(child): (child.text or "") for child in element}
         name = element.get("name", children.get("name", "")).strip()
         if name:
             properties[name] = element.get("value", children.get("value", ""))
     return properties
-
-
-def _local_name(element: ElementTree.Element) -> str:
-    return element.tag.rsplit("}", 1)[-1] if isinstance(element.tag, str) else ""
 
 
 def gadget_configuration(chain: ElementTree.Element) -> ElementTree.Element:
@@ -162,7 +163,7 @@ def gadget_configuration(chain: ElementTree.Element) -> ElementTree.Element:
 
     A whole Gadgetron chain (xml_configs/*.xml) also holds the reconstruction gadgets' properties, which are not
     ours. From a chain, this is the <configuration> of the <external> block that starts this gadget (its
-    <execute> names cmr_landmark) or connects to it (<connect>). A file without an <external> block is taken to
+    <execute> name contains cmr_landmark) or connects to it (<connect>). A file without an <external> block is taken to
     be the gadget's own configuration, as Gadgetron sends it."""
     externals = [element for element in chain.iter() if _local_name(element) == "external"]
     if not externals:
@@ -497,7 +498,8 @@ class SliceResult:
 
 @dataclass
 class PreparedSlice:
-    """One slice checked and ready for the model: its view, model, pixel spacing and (phases, rows, cols) pixels."""
+    """One slice checked and ready for the model: its view, model, pixel spacing, (phases, rows, cols) pixels and
+    the orientation (quarter turns, mirror) in which the model sees them (docs/gadget.md, "Orientation")."""
 
     batch: SliceBatch
     heads: list
@@ -525,20 +527,10 @@ def prepare_slice(
     pixels = np.stack([magnitude_2d(image) for image in images])
     for phase, plane in zip(batch.phases, pixels, strict=True):
         check_usable(plane, phase)
-    return PreparedSlice(batch, heads, view, sequence, detector, spacings.pop(), pixels,
-                         model_orientation(view, heads[0]))
-
-
-def model_orientation(view: str, head) -> tuple[int, bool]:
-    """How to turn the pixel matrix into the display the model was trained on: for a short-axis slice the standard
-    display from the header's read_dir/phase_dir (``geometry.standard_short_axis_orientation``); as written for a
-    long-axis slice (its model was trained at every orientation) or a plane without an anterior direction."""
-    if view != "sax":
-        return (0, False)
-    try:
-        return standard_short_axis_orientation(tuple(head.read_dir), tuple(head.phase_dir))
-    except GeometryError:
-        return (0, False)
+    orientations = {model_display_orientation(view, tuple(h.read_dir), tuple(h.phase_dir)) for h in heads}
+    if len(orientations) != 1:
+        raise ValueError(f"the phases of slice {batch.slice} differ in orientation (read_dir/phase_dir)")
+    return PreparedSlice(batch, heads, view, sequence, detector, spacings.pop(), pixels, orientations.pop())
 
 
 def finish_slice(prepared: PreparedSlice, landmarks: list[ImageLandmarks], parameters: GadgetParameters) -> SliceResult:
@@ -579,7 +571,8 @@ def detect_stack(
     """Single-phase slices that arrived together (a SAX stack, LGE) through the model in one batch.
 
     A batch of one image leaves most of the CPU idle; a stack in one call is several times faster. Raises when
-    the slices cannot share one call (another model, matrix or spacing, or a slice that cannot be processed): the
+    the slices cannot share one call (another model, matrix, spacing or orientation, or a slice that cannot be
+    processed): the
     caller then goes slice by slice, so each slice still gets its own result or error.
     """
     prepared = [prepare_slice(batch, parameters, header) for batch in batches]

@@ -188,3 +188,15 @@ def standard_short_axis_orientation(read_dir: Sequence[float], phase_dir: Sequen
         return float((up - centre) @ anterior + (left - centre) @ right)
 
     return max(ORIENTATIONS, key=lambda orientation: score(*orientation))
+
+
+def model_display_orientation(view: str, read_dir: Sequence[float], phase_dir: Sequence[float]) -> tuple[int, bool]:
+    """How to turn a slice's pixel matrix into the display its model was trained on: the standard short-axis display
+    for a short-axis slice (:func:`standard_short_axis_orientation`); as written for a long-axis slice (its model was
+    trained at every orientation) or a plane without an anterior direction."""
+    if view != "sax":
+        return (0, False)
+    try:
+        return standard_short_axis_orientation(read_dir, phase_dir)
+    except GeometryError:
+        return (0, False)

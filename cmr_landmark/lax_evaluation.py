@@ -27,9 +27,9 @@ import torch
 from .cine import CineLandmarks, smooth_cine_detections
 from .config import LAX_LANDMARKS
 from .datasets import Slice, load_slices
-from .detector import Detector, ImageLandmarks
+from .detector import Detector, ImageLandmarks, detect_in_orientation
 from .evaluation import evaluate_slices
-from .geometry import ORIENTATIONS, orient_image, points_to_original
+from .geometry import ORIENTATIONS
 from .measures import longitudinal_shortening, lv_length_mm
 from .model_store import ModelSpec, find_model
 from .network import UNet
@@ -149,9 +149,9 @@ def evaluate_orientations(detector: Detector, s: Slice) -> list[dict]:
 
     rows = []
     for turns, mirror in ORIENTATIONS:
-        turned_spacing = tuple(spacing[::-1]) if turns % 2 else tuple(spacing)
-        found = detector.detect([orient_image(s.image, turns, mirror)], turned_spacing, probability_threshold=0.0)[0]
-        points = points_to_original(lax_points_rc(found), s.image.shape, turns, mirror)
+        found = detect_in_orientation(detector, s.image[np.newaxis], s.pixel_spacing_mm, turns, mirror,
+                                      probability_threshold=0.0)[0]
+        points = lax_points_rc(found)
         mitral = min(distance(points[0], labels[0]) + distance(points[1], labels[1]),
                      distance(points[0], labels[1]) + distance(points[1], labels[0])) / 2
         rows.append({"rotation_deg": 90 * turns, "mirror": mirror, "phase": phase_name(s),

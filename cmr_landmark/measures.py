@@ -122,8 +122,10 @@ def name_rv_insertions_anatomically(found: Mapping[str, Any], pixel_spacing_mm: 
     """``found`` (name -> a point with ``.row`` and ``.col``, or None) with A-RVI and P-RVI swapped when the image
     geometry shows the model's "anterior" end is the posterior one.
 
-    The model learned the ends' handedness on images seen from the apex; a scanner may store the slice seen from the
-    base. With read_dir/phase_dir (patient LPS) known, A-RVI is by definition the end nearer the patient's anterior.
+    The model names the ends by their handedness in the standard display it was trained on, and the gadget shows it
+    each slice in that display (``geometry.standard_short_axis_orientation``). Where read_dir/phase_dir (patient
+    LPS) are known, the data convention is anatomical: A-RVI is the end nearer the patient's anterior (the data
+    README's rule). The two agree on a usual short-axis slice; this makes the anatomical one hold where they do not.
     A plane with no in-plane anterior direction (coronal-like) keeps the model's handedness."""
     anterior_point, posterior_point = found.get("A-RVI"), found.get("P-RVI")
     if anterior_point is None or posterior_point is None:

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .config import LANDMARKS_BY_VIEW
 from .detector import Detector, ImageLandmarks, detect_in_orientation
-from .geometry import GeometryError, standard_short_axis_orientation
+from .geometry import model_display_orientation
 from .io import ImageSeries
 from .measures import image_measures, longitudinal_shortening, name_rv_insertions_anatomically
 
@@ -38,37 +36,20 @@ def record_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[fl
     return {"lv_length_mm": measures.get("LVLength_mm"), "rv_insertion_angle_deg": measures.get("RVInsertionAngle_deg")}
 
 
-def image_directions(series: ImageSeries, slice_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(read_dir, phase_dir): the unit world directions of one column and one row step of a slice (ISMRMRD's names;
-    DICOM's ImageOrientationPatient row and column cosines)."""
-    geometry = series.slice_geometry[slice_index]
-    return (geometry.col_step_mm / np.linalg.norm(geometry.col_step_mm),
-            geometry.row_step_mm / np.linalg.norm(geometry.row_step_mm))
-
-
-def model_orientation(series: ImageSeries, slice_index: int, view: str) -> tuple[int, bool]:
-    """As the gadget: a short-axis slice with patient geometry (DICOM, ISMRMRD) is shown to the model in the standard
-    display (``geometry.standard_short_axis_orientation``); anything else as stored."""
-    if view != "sax" or series.frame != "LPS":
-        return (0, False)
-    try:
-        return standard_short_axis_orientation(*image_directions(series, slice_index))
-    except GeometryError:
-        return (0, False)
-
-
 def detect_series(series: ImageSeries, detector: Detector) -> list[dict]:
     """One record per (slice, phase), slice-major. The phases of a slice are detected together (one crop)."""
     view = detector.spec.view
     records = []
     for slice_index in range(series.n_slices):
-        orientation = model_orientation(series, slice_index, view)
+        # the scanner's patient geometry (DICOM, ISMRMRD) says how the model wants to see the slice; NIfTI's does not
+        plane = series.ismrmrd_plane(slice_index) if series.frame == "LPS" else None
+        orientation = model_display_orientation(view, plane.read_dir, plane.phase_dir) if plane else (0, False)
         found_per_phase = detect_in_orientation(detector, series.images[slice_index], series.pixel_spacing_mm,
                                                 *orientation, same_slice=series.n_phases > 1)
         for phase, found in enumerate(found_per_phase):
-            if view == "sax" and series.frame == "LPS":
-                found = name_rv_insertions_anatomically(found, series.pixel_spacing_mm,
-                                                        *image_directions(series, slice_index))
+            if plane is not None and view == "sax":
+                found = name_rv_insertions_anatomically(found, series.pixel_spacing_mm, plane.read_dir,
+                                                        plane.phase_dir)
             landmarks: dict[str, dict | None] = {}
             for name in LANDMARKS_BY_VIEW[view]:
                 landmark = found.get(name)

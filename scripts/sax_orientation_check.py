@@ -5,7 +5,8 @@ viewer's left; docs/data.md) and turned by at most 30 degrees. A scanner writes 
 acquisition orientation. This detects the labelled validation slices with all three landmarks in 8 orientations
 (quarter turns, each with and without a mirror; ``geometry.orient_image``), maps the points back and reports the
 mean distance (mm) per landmark as named, and of the A-RVI/P-RVI pair compared as a set (a mirror swaps which end
-the model calls anterior; the gadget renames them from the header, docs/gadget.md):
+the model calls anterior). The gadget and ``detect`` avoid all of this by turning each slice into the standard display
+from its header first (docs/gadget.md, "Orientation"):
 
     python scripts/sax_orientation_check.py --model sax_cine --dataset acdc --out reports/sax_orientations.md
 """
@@ -22,8 +23,8 @@ import torch
 
 from cmr_landmark.config import SAX_LANDMARKS
 from cmr_landmark.datasets import load_slices
-from cmr_landmark.detector import Detector
-from cmr_landmark.geometry import ORIENTATIONS, orient_image, points_to_original
+from cmr_landmark.detector import Detector, detect_in_orientation
+from cmr_landmark.geometry import ORIENTATIONS
 from cmr_landmark.model_store import find_model
 
 
@@ -32,10 +33,9 @@ def distances_in_orientation(detector: Detector, slices: Sequence, turns: int, m
     rows = []
     for s in slices:
         spacing = np.asarray(s.pixel_spacing_mm, dtype=np.float64)
-        turned_spacing = tuple(spacing[::-1]) if turns % 2 else tuple(spacing)
-        found = detector.detect([orient_image(s.image, turns, mirror)], turned_spacing, probability_threshold=0.0)[0]
-        points = points_to_original(np.array([(found[n].row, found[n].col) for n in SAX_LANDMARKS]), s.image.shape,
-                                    turns, mirror)
+        found = detect_in_orientation(detector, s.image[np.newaxis], s.pixel_spacing_mm, turns, mirror,
+                                      probability_threshold=0.0)[0]
+        points = np.array([(found[n].row, found[n].col) for n in SAX_LANDMARKS])
         named = np.linalg.norm((points - s.landmarks_rc) * spacing, axis=1)
         crossed = np.linalg.norm((points[[1, 0]] - s.landmarks_rc[:2]) * spacing, axis=1)
         rows.append([*named, min(named[:2].mean(), crossed.mean())])

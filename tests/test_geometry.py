@@ -131,3 +131,34 @@ def test_the_standard_short_axis_display_is_found_from_the_stored_images_directi
 def test_a_coronal_plane_has_no_standard_short_axis_display():
     with pytest.raises(GeometryError):
         standard_short_axis_orientation((1.0, 0.0, 0.0), (0.0, 0.0, 1.0))
+
+
+class RecordingDetector:
+    """Finds one mark (the brightest pixel) as "C-LV", with a None landmark beside it, and records the spacing."""
+
+    def __init__(self) -> None:
+        self.spacings: list[tuple[float, float]] = []
+
+    def detect(self, images, pixel_spacing_mm, **options):
+        self.spacings.append(tuple(pixel_spacing_mm))
+        from cmr_landmark.detector import Landmark
+
+        found = []
+        for image in images:
+            row, col = np.unravel_index(np.argmax(image), image.shape)
+            found.append({"C-LV": Landmark(float(row), float(col), 1.0), "A-RVI": None})
+        return found
+
+
+@pytest.mark.parametrize(("turns", "mirror"), ORIENTATIONS)
+def test_detection_in_another_orientation_comes_back_in_the_images_own_pixels(turns, mirror):
+    from cmr_landmark.detector import detect_in_orientation
+
+    images = np.zeros((2, 7, 11))
+    images[0, 1, 9] = images[1, 5, 2] = 1.0  # non-square, a different mark per phase
+    detector = RecordingDetector()
+    found = detect_in_orientation(detector, images, (2.0, 1.0), turns, mirror)
+    assert [(f["C-LV"].row, f["C-LV"].col) for f in found] == [(1.0, 9.0), (5.0, 2.0)]
+    assert all(f["A-RVI"] is None for f in found)
+    # the model sees (row, col) spacing of the shown image: swapped by an odd quarter turn
+    assert detector.spacings == [(1.0, 2.0) if turns % 2 else (2.0, 1.0)]

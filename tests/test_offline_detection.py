@@ -1,4 +1,5 @@
-"""offline_detection names A-RVI / P-RVI as the gadget does: by the anatomy, where the file knows it."""
+"""offline_detection treats short-axis slices as the gadget does where the file knows the patient geometry: shown to
+the model in the standard display, A-RVI / P-RVI named by the anatomy."""
 
 from __future__ import annotations
 
@@ -19,14 +20,32 @@ class FixedDetector:
 
     spec = SimpleNamespace(view="sax")
 
+    def __init__(self) -> None:
+        self.shown: list[np.ndarray] = []
+
     def detect(self, images, pixel_spacing_mm, same_slice=False):
+        self.shown.extend(images)
         return [{"A-RVI": UPPER, "P-RVI": LOWER, "C-LV": CENTRE} for _ in images]
 
 
-def one_slice(frame: str, row_direction: tuple[float, float, float]) -> ImageSeries:
-    geometry = SliceGeometry(np.zeros(3), np.asarray(row_direction, dtype=float), np.array([1.0, 0.0, 0.0]))
-    return ImageSeries(np.zeros((1, 1, 80, 80), np.float32), (1.0, 1.0), (geometry,), frame,
+def one_slice(frame: str, row_direction: tuple[float, float, float],
+              col_direction: tuple[float, float, float] = (1.0, 0.0, 0.0), pixels: np.ndarray | None = None
+              ) -> ImageSeries:
+    geometry = SliceGeometry(np.zeros(3), np.asarray(row_direction, dtype=float), np.asarray(col_direction, float))
+    pixels = np.zeros((80, 80), np.float32) if pixels is None else pixels
+    return ImageSeries(pixels[np.newaxis, np.newaxis], (1.0, 1.0), (geometry,), frame,
                        "col_row" if frame == "LPS" else "row_col", "test")
+
+
+def test_a_slice_stored_a_quarter_turn_off_is_shown_to_the_model_anterior_up():
+    # columns run posterior (+y), so the patient's anterior is the stored image's left edge; rows run to the
+    # patient's left (+x). The model must see the anterior edge on top.
+    stored = np.zeros((80, 80), np.float32)
+    stored[40, 0] = 1.0  # a mark on the anterior edge
+    detector = FixedDetector()
+    detect_series(one_slice("LPS", (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), stored), detector)
+    (shown,) = detector.shown
+    assert np.argwhere(shown == 1.0)[0][0] == 0
 
 
 @pytest.mark.parametrize("row_direction", [(0.0, 1.0, 0.0), (0.0, -1.0, 0.0)])

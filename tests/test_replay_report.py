@@ -5,6 +5,7 @@ from __future__ import annotations
 import ismrmrd
 import matplotlib.image
 import numpy as np
+import pytest
 from mrd_stream_helpers import sax_plane_image
 
 from cmr_landmark.config import LANDMARKS_BY_VIEW
@@ -76,4 +77,4 @@ def test_the_phase_grid_has_one_column_per_phase_up_to_five(tmp_path):
     images = [annotated("sax", k, t, ALL_SAX) for k, count in phases.items() for t in range(count)]
     write_report(tmp_path, landmark_records(images), originals, {})
     widths = [matplotlib.image.imread(tmp_path / f"phases_slice{k:02d}.png").shape[1] for k in phases]
-    assert widths[0] / widths[1] == 2 / 5  # 2 panels wide, not 2 panels and 3 blank ones
+    assert widths[0] / widths[1] == pytest.approx(2 / 5)  # 2 panels wide, not 2 panels and 3 blank ones
