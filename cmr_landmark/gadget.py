@@ -587,7 +587,8 @@ def detect_stack(
     return [finish_slice(p, [landmarks], parameters) for p, landmarks in zip(prepared, found, strict=True)]
 
 
-def name_rv_insertions_by_header(found: ImageLandmarks, spacing: tuple[float, float], head) -> ImageLandmarks:
+def name_rv_insertions_by_header(found: ImageLandmarks, spacing: tuple[float, float],
+                                 head: ismrmrd.ImageHeader) -> ImageLandmarks:
     """A-RVI / P-RVI named by the patient's anatomy in the image header's geometry
     (:func:`measures.name_rv_insertions_anatomically`)."""
     named = name_rv_insertions_anatomically(found, spacing, tuple(head.read_dir), tuple(head.phase_dir))

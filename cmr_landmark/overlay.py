@@ -15,6 +15,7 @@ from .config import ALL_LANDMARKS  # noqa: E402
 
 # One colour per role, the same in both views: first point, second point, centre/apex.
 LANDMARK_COLOURS = dict(zip(ALL_LANDMARKS, ("tab:red", "tab:orange", "tab:cyan") * 2, strict=True))
+SUPTITLE_MARGIN_INCHES = 0.05  # the phase grid's legend line, from the top edge of the figure
 
 
 def _show_image(axes: plt.Axes, image: np.ndarray, aspect: float) -> None:
@@ -110,7 +111,7 @@ def save_phase_overlays(
     # At a fixed distance from the top edge: the default y=0.98 is 2% of the height, which on a tall grid lies
     # below the band tight_layout keeps free for the suptitle, over the first row's titles.
     figure.suptitle(f"{legend}; open = filled in from neighbouring phases", fontsize=9,
-                    y=1 - 0.05 / figure.get_figheight(), va="top")
+                    y=1 - SUPTITLE_MARGIN_INCHES / figure.get_figheight(), va="top")
     figure.tight_layout()
     return _save(figure, path)
 

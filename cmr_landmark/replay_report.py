@@ -137,13 +137,18 @@ def _slice_line(summary: dict, members: Sequence[dict]) -> str:
     return line
 
 
+def slice_records(records: Sequence[dict], summary: dict) -> list[dict]:
+    """The records of the slice a ``slice_summaries`` entry describes, in phase order."""
+    return sorted((r for r in records if (r["series"], r["slice"]) == (summary["series"], summary["slice"])),
+                  key=lambda r: r["phase"])
+
+
 def summary_text(records: Sequence[dict]) -> str:
     """One line per long-axis slice; one line per short-axis image, because its points and RV insertion angle
     change from phase to phase and a per-slice figure (a median, another phase's angle) would match no image."""
     lines = []
     for summary in slice_summaries(records):
-        members = sorted((r for r in records if (r["series"], r["slice"]) == (summary["series"], summary["slice"])),
-                         key=lambda r: r["phase"])
+        members = slice_records(records, summary)
         if summary["view"] == "sax":
             lines.extend(_phase_line(record) for record in members)
         else:
@@ -176,8 +181,7 @@ def write_report(
     summaries = slice_summaries(records)
     by_index = {(int(im.image_series_index), int(im.slice), int(im.phase)): im for im in originals}
     for summary in summaries:
-        members = sorted((r for r in records if (r["series"], r["slice"]) == (summary["series"], summary["slice"])),
-                         key=lambda r: r["phase"])
+        members = slice_records(records, summary)
         pairs = [(r, by_index.get((r["original_series"], r["slice"], r["phase"]))) for r in members]
         pairs = [(r, original) for r, original in pairs if original is not None]
         if pairs:
