@@ -9,6 +9,13 @@ the model calls anterior). The gadget and ``detect`` avoid all of this by turnin
 from its header first (docs/gadget.md, "Orientation"):
 
     python scripts/sax_orientation_check.py --model sax_cine --dataset acdc --out reports/sax_orientations.md
+
+``--dicom-folder DIR`` (unlabelled single-frame DICOM files, e.g. ../shared/data/kaggle_dsb_dicom) instead counts,
+for the frames whose header puts them away from the standard display, how many RV insertion points each model
+reports (probability at its threshold) as stored and when shown in the standard display, as the gadget does:
+
+    python scripts/sax_orientation_check.py --model sax_cine --dicom-folder ../shared/data/kaggle_dsb_dicom \
+        --out reports/sax_orientations_dicom.md
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import torch
 from cmr_landmark.config import SAX_LANDMARKS
 from cmr_landmark.datasets import load_slices
 from cmr_landmark.detector import Detector, detect_in_orientation
-from cmr_landmark.geometry import ORIENTATIONS
+from cmr_landmark.geometry import ORIENTATIONS, model_display_orientation
 from cmr_landmark.model_store import find_model
 
 
@@ -42,14 +49,61 @@ def distances_in_orientation(detector: Detector, slices: Sequence, turns: int, m
     return np.array(rows)
 
 
+def dicom_frames_report(detector: Detector, folder: Path) -> tuple[list[str], dict]:
+    """Per DICOM file away from the standard display: the RVI probabilities as stored and in the standard display."""
+    import tempfile
+
+    from cmr_landmark.io import read_series
+
+    threshold = detector.spec.probability_threshold
+    lines = [f"| {detector.spec.name}: file | turn, mirror | A-RVI p stored / standard | P-RVI p stored / standard |",
+             "|---|---|---|---|"]
+    counts = {"frames": 0, "stored": 0, "standard": 0}
+    for path in sorted(folder.glob("*.dcm")):
+        with tempfile.TemporaryDirectory() as single:  # read_series takes a folder of one series
+            (Path(single) / path.name).symlink_to(path.resolve())
+            series = read_series(Path(single))
+        plane = series.ismrmrd_plane(0)
+        orientation = model_display_orientation("sax", plane.read_dir, plane.phase_dir)
+        if orientation == (0, False):
+            continue
+        image = series.images[0, :1]
+        stored = detector.detect(image, series.pixel_spacing_mm, probability_threshold=0.0)[0]
+        shown = detect_in_orientation(detector, image, series.pixel_spacing_mm, *orientation,
+                                      probability_threshold=0.0)[0]
+        counts["frames"] += 1
+        for key, found in (("stored", stored), ("standard", shown)):
+            counts[key] += sum(found[name].probability >= threshold for name in ("A-RVI", "P-RVI"))
+        cells = [f"{stored[n].probability:.2f} / {shown[n].probability:.2f}" for n in ("A-RVI", "P-RVI")]
+        lines.append(f"| {path.name} | {90 * orientation[0]}, {orientation[1]} | {' | '.join(cells)} |")
+    lines.append("")
+    lines.append(f"{counts['frames']} frames away from the standard display; RV insertion points reported at the "
+                 f"model's threshold {threshold}: {counts['stored']} of {2 * counts['frames']} as stored, "
+                 f"{counts['standard']} in the standard display.")
+    return lines, counts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="a short-axis model name; repeat")
     parser.add_argument("--dataset", default="acdc", help="a data set whose val split is measured")
     parser.add_argument("--out", type=Path, required=True, help="markdown report (a .json beside it)")
+    parser.add_argument("--dicom-folder", type=Path, default=None,
+                        help="unlabelled single-frame DICOM files: count the RV insertion points reported instead")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.dicom_folder:
+        lines, results = [], {}
+        for name in args.model:
+            model_lines, results[name] = dicom_frames_report(Detector(find_model("sax", "any", name=name),
+                                                                      use_bf16=False), args.dicom_folder)
+            lines += model_lines + [""]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines))
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+        print(args.out.read_text())
+        return 0
     slices = [s for s in load_slices(args.dataset, "val")
               if s.view == "sax" and s.labelled and np.all(np.isfinite(s.landmarks_rc))]
     lines = [f"{len(slices)} {args.dataset} validation slices with all three landmarks; mm from the labels; 'm' = "
