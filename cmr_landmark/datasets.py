@@ -29,6 +29,7 @@ import nibabel as nib
 import numpy as np
 
 from .config import cache_dir, data_root
+from .geometry import ORIENTATIONS, orient_image
 from .landmarks import STANDARD_LABELS, LabelCodes, derive_lax_landmarks, derive_sax_landmarks
 
 SPLITS_PATH = Path(__file__).resolve().parent / "splits.json"
@@ -53,6 +54,12 @@ class Orientation:
     def apply_spacing(self, spacing_mm: tuple[float, float]) -> tuple[float, float]:
         return (spacing_mm[1], spacing_mm[0]) if self.rot90_k % 2 else (spacing_mm[0], spacing_mm[1])
 
+    def as_quarter_turns_and_mirror(self) -> tuple[int, bool]:
+        """The same map as ``geometry.orient_image``'s (quarter_turns, mirror), which turns first, then mirrors."""
+        probe = np.arange(12.0).reshape(3, 4)
+        return next(orientation for orientation in ORIENTATIONS
+                    if np.array_equal(orient_image(probe, *orientation), self.apply(probe)))
+
 
 # Decided by looking (docs/data.md): ACDC arrays have anterior up but the liver on the viewer's right and the RV
 # upper right (viewed from the base), so their columns are flipped. MS-CMRSeg and MyoPS (same centre) have the
@@ -65,6 +72,22 @@ ORIENTATION_BY_DATASET: dict[str, Orientation] = {
     "mnms2": Orientation(),
 }
 DATASETS: tuple[str, ...] = tuple(ORIENTATION_BY_DATASET)
+
+# The public sets' image file names (their labels end in _gt / _manual / _gd and are not images to detect on), so that
+# ``cmr-landmark detect`` can show a NIfTI of one of them to the model in the standard display: their headers carry no
+# trustworthy orientation, and each set's was decided by looking (ORIENTATION_BY_DATASET, docs/data.md).
+PUBLIC_SET_FILE_NAMES: dict[str, re.Pattern] = {
+    "acdc": re.compile(r"^patient\d{3}_(frame\d{2}|4d)\.nii(\.gz)?$"),
+    "mscmrseg_lge": re.compile(r"^subject\d+_(DE|C0|T2)\.nii(\.gz)?$"),
+    "myops": re.compile(r"^Case\d+_(C0|LGE|T2|DE)\.nii(\.gz)?$"),
+    "mnms2": re.compile(r"^\d{3}_(SA|LA)_(ED|ES|CINE)\.nii(\.gz)?$"),
+}
+
+
+def public_set_of_file(path: Path | str) -> str | None:
+    """The public set whose image file naming ``path`` follows (ACDC patient001_frame01.nii.gz, ...), or None."""
+    name = Path(path).name
+    return next((dataset for dataset, pattern in PUBLIC_SET_FILE_NAMES.items() if pattern.match(name)), None)
 
 # Label codes of each set's masks (data README).
 ACDC_LABELS = LabelCodes(lv_blood=(3,), lv_myocardium=(2,), rv_blood=(1,))

@@ -18,7 +18,7 @@ def main_detect(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cmr-landmark detect",
         description="Detect landmarks in every image of a NIfTI file, DICOM series or ISMRMRD .h5 and write JSON. "
-        "NIfTI arrays are used as stored (i = rows, j = columns), world_mm from the affine (RAS+); "
+        "NIfTI voxels are the array's (i = rows, j = columns), world_mm from the affine (RAS+); "
         "DICOM/ISMRMRD voxels are [column, row], world_mm in patient LPS.",
     )
     parser.add_argument("input", type=Path, help=".nii/.nii.gz, a DICOM file or folder of one series, or .h5")
@@ -29,13 +29,16 @@ def main_detect(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlays", type=Path, help="folder for one PNG per image with the landmarks drawn")
     parser.add_argument("--model", default="", help="manifest model name (default: the one for view/sequence)")
     parser.add_argument("--image-group", help="ISMRMRD image group (dataset/image_1) when the file holds several")
+    parser.add_argument("--nifti-as-stored", action="store_true",
+                        help="show a NIfTI of a public set (ACDC, MS-CMRSeg, MyoPS, M&Ms-2 file names) to the model "
+                             "as stored, not in the orientation decided for its set (docs/replay.md)")
     args = parser.parse_args(argv)
     try:
         series = read_series(args.input, args.image_group)
         spec = find_model(args.view, args.sequence, name=args.model or None)
         if spec.view != args.view:
             raise ModelError(f"model {spec.name} is for view {spec.view}, not {args.view}")
-        records = detect_series(series, Detector(spec))
+        records = detect_series(series, Detector(spec), recognise_public_sets=not args.nifti_as_stored)
     except (ImageReadError, ModelError) as error:
         parser.exit(2, f"cmr-landmark detect: {error}\n")
     result = {

@@ -9,10 +9,14 @@ The record of one image (the JSON contract of ``cmr-landmark detect``)::
 ``voxel`` is in the file's own index order (NIfTI: [i, j] = [row, col] of the array's first two axes; DICOM and
 ISMRMRD: [column, row]); ``world_mm`` is in the file's world frame (NIfTI affine: RAS+, DICOM/ISMRMRD: LPS).
 
-Short-axis images are treated as the gadget treats them: where the file carries the scanner's patient geometry
-(DICOM, ISMRMRD) each slice is shown to the model in the standard display, and A-RVI is the end nearer the patient's
-anterior; a NIfTI file is detected as stored and keeps the model's naming, because the public NIfTI sets carry no
-trustworthy orientation (docs/data.md).
+Each short-axis slice is shown to the model in the standard display it was trained on (anterior up, RV on the
+viewer's left) and the points are mapped back (``detect_in_orientation``):
+- where the file carries the scanner's patient geometry (DICOM, ISMRMRD), as the gadget does it: from read_dir and
+  phase_dir, and A-RVI is then the end nearer the patient's anterior;
+- a NIfTI file of one of the public sets, recognised by its file name (``datasets.public_set_of_file``), by the
+  orientation decided for that set (``datasets.ORIENTATION_BY_DATASET``): their headers carry no trustworthy
+  orientation (docs/data.md);
+- any other NIfTI file as stored.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import math
 
 from .config import LANDMARKS_BY_VIEW
+from .datasets import ORIENTATION_BY_DATASET, public_set_of_file
 from .detector import Detector, ImageLandmarks, detect_in_orientation
 from .geometry import model_display_orientation
 from .io import ImageSeries
@@ -36,14 +41,25 @@ def record_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[fl
     return {"lv_length_mm": measures.get("LVLength_mm"), "rv_insertion_angle_deg": measures.get("RVInsertionAngle_deg")}
 
 
-def detect_series(series: ImageSeries, detector: Detector) -> list[dict]:
-    """One record per (slice, phase), slice-major. The phases of a slice are detected together (one crop)."""
+def nifti_display_orientation(series: ImageSeries, view: str) -> tuple[int, bool]:
+    """(quarter turns, mirror) that show a NIfTI short-axis slice in the standard display: its public set's decided
+    orientation when the file name is one of theirs, else as stored."""
+    dataset = public_set_of_file(series.source)
+    if view != "sax" or dataset is None:
+        return (0, False)
+    return ORIENTATION_BY_DATASET[dataset].as_quarter_turns_and_mirror()
+
+
+def detect_series(series: ImageSeries, detector: Detector, recognise_public_sets: bool = True) -> list[dict]:
+    """One record per (slice, phase), slice-major. The phases of a slice are detected together (one crop).
+    ``recognise_public_sets=False``: a NIfTI file is detected as stored even when its name is a public set's."""
     view = detector.spec.view
     records = []
+    nifti_orientation = nifti_display_orientation(series, view) if recognise_public_sets else (0, False)
     for slice_index in range(series.n_slices):
         # the scanner's patient geometry (DICOM, ISMRMRD) says how the model wants to see the slice; NIfTI's does not
         plane = series.ismrmrd_plane(slice_index) if series.frame == "LPS" else None
-        orientation = model_display_orientation(view, plane.read_dir, plane.phase_dir) if plane else (0, False)
+        orientation = model_display_orientation(view, plane.read_dir, plane.phase_dir) if plane else nifti_orientation
         found_per_phase = detect_in_orientation(detector, series.images[slice_index], series.pixel_spacing_mm,
                                                 *orientation, same_slice=series.n_phases > 1)
         for phase, found in enumerate(found_per_phase):
