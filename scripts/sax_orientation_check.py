@@ -51,8 +51,6 @@ def distances_in_orientation(detector: Detector, slices: Sequence, turns: int, m
 
 def dicom_frames_report(detector: Detector, folder: Path) -> tuple[list[str], dict]:
     """Per DICOM file away from the standard display: the RVI probabilities as stored and in the standard display."""
-    import tempfile
-
     from cmr_landmark.io import read_series
 
     threshold = detector.spec.probability_threshold
@@ -60,9 +58,7 @@ def dicom_frames_report(detector: Detector, folder: Path) -> tuple[list[str], di
              "|---|---|---|---|"]
     counts = {"frames": 0, "stored": 0, "standard": 0}
     for path in sorted(folder.glob("*.dcm")):
-        with tempfile.TemporaryDirectory() as single:  # read_series takes a folder of one series
-            (Path(single) / path.name).symlink_to(path.resolve())
-            series = read_series(Path(single))
+        series = read_series(path)  # one frame: the folder holds frames of different series
         plane = series.ismrmrd_plane(0)
         orientation = model_display_orientation("sax", plane.read_dir, plane.phase_dir)
         if orientation == (0, False):
