@@ -70,6 +70,17 @@ class Evaluation:
         return float(distances.mean()) if distances.size else float("nan")
 
 
+def pair_distance_as_set_mm(points_rc: np.ndarray, labels_rc: np.ndarray,
+                            pixel_spacing_mm: tuple[float, float]) -> float:
+    """Mean distance (mm) of two points from two labels under the better of the two matchings: for a pair whose
+    names a mirror swaps (A-RVI / P-RVI, MV-1 / MV-2), how far the points are wherever the model put the names."""
+    points, labels = np.asarray(points_rc, dtype=np.float64), np.asarray(labels_rc, dtype=np.float64)
+    spacing = np.asarray(pixel_spacing_mm, dtype=np.float64)
+    straight = np.linalg.norm((points - labels) * spacing, axis=1).mean()
+    crossed = np.linalg.norm((points[::-1] - labels) * spacing, axis=1).mean()
+    return float(min(straight, crossed))
+
+
 def predict(detector: Detector, slices: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """Points (N, K, 2) and peak probabilities (N, K) of every slice, threshold aside; batched by shape/spacing."""
     landmarks = detector.spec.landmarks

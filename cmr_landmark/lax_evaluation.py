@@ -28,7 +28,7 @@ from .cine import CineLandmarks, smooth_cine_detections
 from .config import LAX_LANDMARKS
 from .datasets import Slice, load_slices
 from .detector import Detector, ImageLandmarks, detect_in_orientation
-from .evaluation import evaluate_slices
+from .evaluation import evaluate_slices, pair_distance_as_set_mm
 from .geometry import ORIENTATIONS
 from .measures import longitudinal_shortening, lv_length_mm
 from .model_store import ModelSpec, find_model
@@ -143,19 +143,14 @@ def evaluate_orientations(detector: Detector, s: Slice) -> list[dict]:
     which is MV-1) and the apex distance (docs/lax.md, "The real frames at every orientation")."""
     spacing = np.asarray(s.pixel_spacing_mm, dtype=np.float64)
     labels = np.asarray(s.landmarks_rc, dtype=np.float64)
-
-    def distance(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.linalg.norm((a - b) * spacing))
-
     rows = []
     for turns, mirror in ORIENTATIONS:
         found = detect_in_orientation(detector, s.image[np.newaxis], s.pixel_spacing_mm, turns, mirror,
                                       probability_threshold=0.0)[0]
         points = lax_points_rc(found)
-        mitral = min(distance(points[0], labels[0]) + distance(points[1], labels[1]),
-                     distance(points[0], labels[1]) + distance(points[1], labels[0])) / 2
         rows.append({"rotation_deg": 90 * turns, "mirror": mirror, "phase": phase_name(s),
-                     "mitral_mm": mitral, "APEX_mm": distance(points[2], labels[2])})
+                     "mitral_mm": pair_distance_as_set_mm(points[:2], labels[:2], s.pixel_spacing_mm),
+                     "APEX_mm": float(np.linalg.norm((points[2] - labels[2]) * spacing))})
     return rows
 
 

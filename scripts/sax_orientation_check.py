@@ -31,6 +31,7 @@ import torch
 from cmr_landmark.config import SAX_LANDMARKS
 from cmr_landmark.datasets import load_slices
 from cmr_landmark.detector import Detector, detect_in_orientation
+from cmr_landmark.evaluation import pair_distance_as_set_mm
 from cmr_landmark.geometry import ORIENTATIONS, model_display_orientation
 from cmr_landmark.model_store import find_model
 
@@ -44,8 +45,7 @@ def distances_in_orientation(detector: Detector, slices: Sequence, turns: int, m
                                       probability_threshold=0.0)[0]
         points = np.array([(found[n].row, found[n].col) for n in SAX_LANDMARKS])
         named = np.linalg.norm((points - s.landmarks_rc) * spacing, axis=1)
-        crossed = np.linalg.norm((points[[1, 0]] - s.landmarks_rc[:2]) * spacing, axis=1)
-        rows.append([*named, min(named[:2].mean(), crossed.mean())])
+        rows.append([*named, pair_distance_as_set_mm(points[:2], s.landmarks_rc[:2], s.pixel_spacing_mm)])
     return np.array(rows)
 
 

@@ -19,6 +19,7 @@ from cmr_landmark.evaluation import (
     image_table,
     landmark_table,
     measure_table,
+    pair_distance_as_set_mm,
     write_report,
 )
 from cmr_landmark.export import export_cascade, load_training_state
@@ -191,3 +192,14 @@ def test_shipped_model_finds_landmarks_on_a_real_validation_patient(shared_data,
     distances = evaluation.distances_mm[complete]
     assert np.median(distances) < limit_mm, f"median error {np.median(distances):.1f} mm on {patient}"
     assert evaluation.detected[complete].mean() > 0.8
+
+
+def test_a_pair_compared_as_a_set_forgives_swapped_names_but_not_distance() -> None:
+    labels = np.array([[10.0, 10.0], [30.0, 10.0]])
+    spacing = (0.5, 2.0)  # mm per row, per column
+    assert pair_distance_as_set_mm(labels[::-1], labels, spacing) == 0.0
+    # one point 4 rows (2 mm) off, the other 1 column (2 mm) off, names swapped: 2 mm either way round
+    moved = np.array([[30.0, 11.0], [14.0, 10.0]])
+    assert pair_distance_as_set_mm(moved, labels, spacing) == pytest.approx(2.0)
+    # and named right it is the straight matching that counts: (2 + 2) / 2, not the crossed 9 mm
+    assert pair_distance_as_set_mm(moved[::-1], labels, spacing) == pytest.approx(2.0)
