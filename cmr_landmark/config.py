@@ -52,7 +52,7 @@ class StageGrid:
 # Coarse: whole image at 4 mm; 256 mm covers the heart wherever a planner put it. Fine: a 1.25 mm crop
 # centred on the coarse estimate, big enough for the LV and RV insertion points (SAX) or the whole LV (LAX).
 COARSE_GRID = StageGrid(pixel_mm=4.0, size_px=64, sigma_px=1.5)
-# The short-axis orientation classifier (display_orientation) reads the anatomy around the heart on the coarse grid.
+# The short-axis orientation network (display_orientation) reads the anatomy around the heart on the coarse grid.
 ORIENTATION_GRID = COARSE_GRID
 FINE_GRID_BY_VIEW: dict[str, StageGrid] = {
     "sax": StageGrid(pixel_mm=1.25, size_px=96, sigma_px=3.2),  # 120 mm

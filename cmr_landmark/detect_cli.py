@@ -10,7 +10,7 @@ from .config import MODEL_SEQUENCES, VIEWS
 from .detector import Detector
 from .io import ImageReadError, read_series
 from .model_store import ModelError, find_model
-from .offline_detection import detect_series, shortening_per_slice
+from .offline_detection import detect_series, display_orientation_of, shortening_per_slice
 from .overlay import save_landmark_overlay
 
 
@@ -30,15 +30,17 @@ def main_detect(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="manifest model name (default: the one for view/sequence)")
     parser.add_argument("--image-group", help="ISMRMRD image group (dataset/image_1) when the file holds several")
     parser.add_argument("--nifti-as-stored", action="store_true",
-                        help="show a NIfTI of a public set (ACDC, MS-CMRSeg, MyoPS, M&Ms-2 file names) to the model "
-                             "as stored, not in the orientation decided for its set (docs/replay.md)")
+                        help="show a short-axis NIfTI to the model as stored, not turned into the standard display "
+                             "by its public set's file name (ACDC, MS-CMRSeg, MyoPS, M&Ms-2) or else by its anatomy "
+                             "(docs/orientation.md)")
     args = parser.parse_args(argv)
     try:
         series = read_series(args.input, args.image_group)
         spec = find_model(args.view, args.sequence, name=args.model or None)
         if spec.view != args.view:
             raise ModelError(f"model {spec.name} is for view {spec.view}, not {args.view}")
-        records = detect_series(series, Detector(spec), recognise_public_sets=not args.nifti_as_stored)
+        orientation = display_orientation_of(series, spec, nifti_as_stored=args.nifti_as_stored)
+        records = detect_series(series, Detector(spec), orientation)
     except (ImageReadError, ModelError) as error:
         parser.exit(2, f"cmr-landmark detect: {error}\n")
     result = {
@@ -48,6 +50,7 @@ def main_detect(argv: list[str] | None = None) -> int:
         "sequence": args.sequence,
         "world_frame": series.frame,
         "voxel_order": series.voxel_order,
+        "display_orientation": orientation.as_record(),
         "images": records,
         "longitudinal_shortening": shortening_per_slice(records),
     }

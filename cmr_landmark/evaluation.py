@@ -24,6 +24,7 @@ from scipy import stats
 
 from .config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW
 from .detector import Detector, bf16_faster_on_cpu
+from .display_orientation import mean_rv_direction_deg
 from .export import export_cascade
 from .measures import lv_length_mm, rv_insertion_angle_deg
 from .model_store import find_model
@@ -519,8 +520,11 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     notes = args.notes.read_text() if args.notes else ""
     card = model_card(args.name, view, sequence, run, metrics, evaluation, seconds_per_slice, rule, notes,
                       args.mirror_average)
+    extra = {"validation": summary(evaluation)}
+    if view == "sax":
+        extra["display_rv_direction_deg"] = round(mean_rv_direction_deg(run_slices(run, "train")), 1)
     path = export_cascade(cascade, args.name, view, sequence, COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold,
-                          args.models_dir, card=card, extra={"validation": summary(evaluation)},
+                          args.models_dir, card=card, extra=extra,
                           embed_training_state=True, mirror_average=args.mirror_average)
     write_report(evaluation, val_slices, args.run / "validation", f"{args.name} on the validation split")
     print(card)

@@ -49,6 +49,16 @@ def _manifest_radius(entry: dict, key: str) -> float | None:
     return float(value)
 
 
+def _manifest_direction(entry: dict) -> float | None:
+    value = entry.get("display_rv_direction_deg")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 360.0:
+        raise ModelError(f"manifest entry {entry['name']!r}: display_rv_direction_deg must be degrees in [0, 360) "
+                         f"or null, got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One manifest entry: what a model file is and how to feed it."""
@@ -67,6 +77,10 @@ class ModelSpec:
     mirror_pooling: str = "mean"  # how the two passes are averaged: config.MIRROR_POOLINGS
     fine_search_radius_mm: float | None = None  # fine stage looks near the coarse landmarks only (Detector)
     fine_centroid_radius_mm: float | None = None  # fine points: centre of mass within this radius; None: the peak
+    # short axis: the direction (degrees, display_orientation.rv_direction_deg) from the LV centre to the RV
+    # insertion points the model saw most in training; a NIfTI file without a trustworthy orientation is turned
+    # to bring its anatomy nearest it (offline_detection). None: such a file goes as stored.
+    display_rv_direction_deg: float | None = None
 
     @staticmethod
     def from_manifest_entry(entry: dict, folder: Path) -> ModelSpec:
@@ -92,6 +106,7 @@ class ModelSpec:
                 mirror_pooling=_manifest_pooling(entry),
                 fine_search_radius_mm=_manifest_radius(entry, "fine_search_radius_mm"),
                 fine_centroid_radius_mm=_manifest_radius(entry, "fine_centroid_radius_mm"),
+                display_rv_direction_deg=_manifest_direction(entry),
             )
         except (KeyError, TypeError) as error:
             raise ModelError(f"malformed manifest entry {entry!r}: {error}") from error
@@ -143,11 +158,29 @@ def sha256_of(path: Path) -> str:
 
 def load_torchscript(spec: ModelSpec, device: torch.device) -> torch.jit.ScriptModule:
     """Load the TorchScript file of ``spec`` after checking its sha256 against the manifest."""
-    if not spec.file.is_file():
-        raise ModelError(f"model file {spec.file} is missing")
-    actual = sha256_of(spec.file)
-    if actual != spec.sha256:
-        raise ModelError(f"model file {spec.file} has sha256 {actual}, the manifest says {spec.sha256}")
+    return _load_checked_torchscript(spec.file, spec.sha256, device)
+
+
+def load_orientation_network(folder: Path | None = None) -> torch.jit.ScriptModule:
+    """The short-axis orientation network (``display_orientation``) listed under ``orientation_network`` in
+    ``folder``/manifest.json (default :func:`config.models_dir`), on the CPU: it is small and runs once per file."""
+    folder = Path(folder) if folder is not None else models_dir()
+    try:
+        entry = json.loads((folder / "manifest.json").read_text())["orientation_network"]
+        path, sha256 = folder / entry["file"], entry["sha256"]
+    except FileNotFoundError as error:
+        raise ModelError(f"no model manifest at {folder / 'manifest.json'}") from error
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ModelError(f"{folder / 'manifest.json'} lists no orientation network ({error})") from error
+    return _load_checked_torchscript(path, sha256, torch.device("cpu"))
+
+
+def _load_checked_torchscript(path: Path, sha256: str, device: torch.device) -> torch.jit.ScriptModule:
+    if not path.is_file():
+        raise ModelError(f"model file {path} is missing")
+    actual = sha256_of(path)
+    if actual != sha256:
+        raise ModelError(f"model file {path} has sha256 {actual}, the manifest says {sha256}")
     try:
         # TorchScript is this project's deliberate model format (models/*.pt, checked against the manifest above);
         # torch 2.13 warns on every load that it is deprecated in favour of torch.export. Silence exactly that
@@ -155,7 +188,7 @@ def load_torchscript(spec: ModelSpec, device: torch.device) -> torch.jit.ScriptM
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"`?torch\.jit\.load`? is deprecated",
                                     category=DeprecationWarning)
-            module = torch.jit.load(str(spec.file), map_location=device)
+            module = torch.jit.load(str(path), map_location=device)
     except Exception as error:  # torch raises RuntimeError or zipfile errors for damaged archives
-        raise ModelError(f"model file {spec.file} could not be loaded: {error}") from error
+        raise ModelError(f"model file {path} could not be loaded: {error}") from error
     return module.eval()

@@ -16,19 +16,26 @@ viewer's left) and the points are mapped back (``detect_in_orientation``):
 - a NIfTI file of one of the public sets, recognised by its file name (``datasets.public_set_of_file``), by the
   orientation decided for that set (``datasets.ORIENTATION_BY_DATASET``): their headers carry no trustworthy
   orientation (docs/data.md);
-- any other NIfTI file as stored.
+- any other NIfTI file by its anatomy: the mirror and quarter turn that bring the RV nearest where the model saw it
+  most in training (``display_orientation``, all its images decided together; docs/orientation.md).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
 
 from .config import LANDMARKS_BY_VIEW
 from .datasets import ORIENTATION_BY_DATASET, public_set_of_file
 from .detector import Detector, ImageLandmarks, detect_in_orientation
+from .display_orientation import StoredOrientation, display_orientation, estimate_stored_orientation
 from .geometry import model_display_orientation
 from .io import ImageSeries
 from .measures import image_measures, longitudinal_shortening, name_rv_insertions_anatomically
+from .model_store import ModelError, ModelSpec, load_orientation_network
+
+log = logging.getLogger(__name__)
 
 
 def record_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[float, float]) -> dict[str, float | None]:
@@ -41,27 +48,68 @@ def record_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[fl
     return {"lv_length_mm": measures.get("LVLength_mm"), "rv_insertion_angle_deg": measures.get("RVInsertionAngle_deg")}
 
 
-def nifti_display_orientation(series: ImageSeries, view: str) -> tuple[int, bool]:
-    """(quarter turns, mirror) that show a NIfTI short-axis slice in the standard display: its public set's decided
-    orientation when the file name is one of theirs, else as stored."""
+@dataclass(frozen=True)
+class DisplayOrientation:
+    """How the images of a file were shown to the model: ``geometry.orient_image``'s (quarter_turns, mirror) and
+    where that came from; reported in ``detect``'s output."""
+
+    source: str  # 'header' (per slice, DICOM / ISMRMRD), 'public set <name>', 'anatomy', 'as stored'
+    quarter_turns: int = 0
+    mirror: bool = False
+    anatomy: StoredOrientation | None = None  # 'anatomy': what display_orientation read from the images
+
+    def as_record(self) -> dict:
+        if self.source == "header":
+            return {"source": self.source}
+        record = {"source": self.source, "quarter_turns": self.quarter_turns, "mirror": self.mirror}
+        if self.anatomy is not None:
+            record["stored_rv_direction_deg"] = round(self.anatomy.rv_direction_deg, 1)
+            record["certainty"] = round(self.anatomy.certainty, 3)
+        return record
+
+
+def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored: bool = False
+                           ) -> DisplayOrientation:
+    """How to show a file's short-axis images to the model ``spec``. DICOM / ISMRMRD: the standard display from
+    each slice's header (``geometry.model_display_orientation``). NIfTI: its public set's decided orientation when
+    the file name is one of theirs, else the mirror and quarter turn that its anatomy says bring the RV nearest the
+    direction the model saw most in training (``display_orientation``; all images decided together). As stored
+    with ``nifti_as_stored``, for the long axis (its model was trained at every orientation), and when the model
+    records no direction or the models folder has no orientation network (logged)."""
+    if series.frame == "LPS":
+        return DisplayOrientation("header")
+    if spec.view != "sax" or nifti_as_stored:
+        return DisplayOrientation("as stored")
     dataset = public_set_of_file(series.source)
-    if view != "sax" or dataset is None:
-        return (0, False)
-    return ORIENTATION_BY_DATASET[dataset].as_quarter_turns_and_mirror()
+    if dataset is not None:
+        return DisplayOrientation(f"public set {dataset}",
+                                  *ORIENTATION_BY_DATASET[dataset].as_quarter_turns_and_mirror())
+    try:
+        if spec.display_rv_direction_deg is None:
+            raise ModelError(f"model {spec.name} records no display_rv_direction_deg")
+        network = load_orientation_network()
+    except ModelError as error:
+        log.warning("%s: showing %s to the model as stored", error, series.source)
+        return DisplayOrientation("as stored")
+    images = series.images.reshape(-1, *series.images.shape[-2:])
+    stored = estimate_stored_orientation(network, images, series.pixel_spacing_mm)
+    return DisplayOrientation("anatomy", *display_orientation(stored, spec.display_rv_direction_deg), stored)
 
 
-def detect_series(series: ImageSeries, detector: Detector, recognise_public_sets: bool = True) -> list[dict]:
-    """One record per (slice, phase), slice-major. The phases of a slice are detected together (one crop).
-    ``recognise_public_sets=False``: a NIfTI file is detected as stored even when its name is a public set's."""
+def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayOrientation | None = None
+                  ) -> list[dict]:
+    """One record per (slice, phase), slice-major. The phases of a slice are detected together (one crop), shown as
+    ``orientation`` says (default :func:`display_orientation_of`)."""
     view = detector.spec.view
     records = []
-    nifti_orientation = nifti_display_orientation(series, view) if recognise_public_sets else (0, False)
+    orientation = orientation or display_orientation_of(series, detector.spec)
     for slice_index in range(series.n_slices):
         # the scanner's patient geometry (DICOM, ISMRMRD) says how the model wants to see the slice; NIfTI's does not
         plane = series.ismrmrd_plane(slice_index) if series.frame == "LPS" else None
-        orientation = model_display_orientation(view, plane.read_dir, plane.phase_dir) if plane else nifti_orientation
+        shown_as = (model_display_orientation(view, plane.read_dir, plane.phase_dir) if plane
+                    else (orientation.quarter_turns, orientation.mirror))
         found_per_phase = detect_in_orientation(detector, series.images[slice_index], series.pixel_spacing_mm,
-                                                *orientation, same_slice=series.n_phases > 1)
+                                                *shown_as, same_slice=series.n_phases > 1)
         for phase, found in enumerate(found_per_phase):
             if plane is not None and view == "sax":
                 found = name_rv_insertions_anatomically(found, series.pixel_spacing_mm, plane.read_dir,

@@ -1,16 +1,18 @@
-"""Train the short-axis orientation classifier (display_orientation) on the public sets' labelled slices.
+"""Train the short-axis orientation network (display_orientation) on the public sets' labelled slices.
 
-Every cached short-axis slice is in the standard display (datasets.ORIENTATION_BY_DATASET). A training item is one
-slice stored in a random one of the 8 orientations, with a little rotation, zoom and shift, the landmark training's
-intensity augmentation and, for some items, random per-tissue contrast (synth.contrast) so that T1 maps and other
-contrasts look familiar; its class is the orientation that brings it back. Validation shows every validation slice
-in all 8 orientations and reports per-image and per-stack accuracy (a stack is one patient's slices of one phase
-and sequence, decided together as ``estimate_display_orientation`` does).
+Every cached short-axis slice is in its set's display (datasets.ORIENTATION_BY_DATASET), with the standard
+chirality. A training item is one slice turned by any angle, mirrored half the time, zoomed and shifted a little,
+with the landmark training's intensity augmentation and, for some items, random per-tissue contrast (synth.contrast)
+so that T1 maps and other contrasts look familiar. Its targets: the RV direction of its landmarks on the network's
+grid as (cos, sin), (0, 0) on a slice without both RV insertion points, and whether it was mirrored. Validation shows
+every validation slice in all 8 stored orientations and reports the angle error and mirror accuracy per image and
+per stack (a stack is one patient's slices of one phase and sequence, decided together as
+``estimate_stored_orientation`` does).
 
-    python -m cmr_landmark.train_orientation --out runs/orientation --epochs 30
+    python -m cmr_landmark.train_orientation --out runs/orientation --epochs 40
     python -m cmr_landmark.train_orientation --out runs/orientation --export   # models/sax_orientation.pt
 
-A run resumes from ``OUT/last.pt``; ``OUT/best.pt`` keeps the epoch with the best validation per-image accuracy.
+A run resumes from ``OUT/last.pt``; ``OUT/best.pt`` keeps the epoch with the best validation score.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,80 +32,113 @@ from torch import nn
 from .augment import default_intensity_augmentation
 from .config import ORIENTATION_GRID, models_dir
 from .datasets import Slice, load_slices
-from .display_orientation import ORIENTATION_MODEL_FILE, OrientationNet, inverse_orientation, orientation_inputs
+from .display_orientation import (
+    OrientationNet,
+    angle_between_deg,
+    mean_rv_direction_deg,
+    orientation_inputs,
+    rv_direction_deg,
+    shown_direction_deg,
+)
 from .geometry import ORIENTATIONS, orient_image
+from .model_store import sha256_of
 from .preprocess import grid_transform, normalise_intensity, resample_to_grid, to_magnitude
 from .synth.contrast import random_tissue_contrast
 
 TRAIN_SETS = ("acdc", "myops", "mscmrseg_lge")
 VAL_SETS = ("acdc", "myops", "mscmrseg_lge", "mnms2")
 RANDOM_CONTRAST_FRACTION = 0.4
-MAX_ROTATION_DEG = 20.0  # well inside the 45 degrees that separate a quarter turn from its neighbour
 MAX_SHIFT_MM = 25.0
 SCALE_RANGE = (0.8, 1.25)
+STACK_TOLERANCE_DEG = 30.0  # a stack is decided right when its RV direction is this near and its mirror right
 
 
-def stored_as(image: np.ndarray, pixel_spacing_mm: tuple[float, float], orientation_class: int
-              ) -> tuple[np.ndarray, tuple[float, float]]:
-    """A standard-display image as it would be stored if ``ORIENTATIONS[orientation_class]`` brings it back."""
-    quarter_turns, mirror = inverse_orientation(*ORIENTATIONS[orientation_class])
-    spacing = (pixel_spacing_mm[1], pixel_spacing_mm[0]) if quarter_turns % 2 else pixel_spacing_mm
-    return orient_image(image, quarter_turns, mirror), spacing
-
-
-def training_item(slice_: Slice, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """One augmented (S, S) grid image and its class."""
+def training_item(slice_: Slice, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented (S, S) grid image and its targets (cos, sin, mirrored)."""
     image = slice_.image
     if slice_.mask is not None and rng.random() < RANDOM_CONTRAST_FRACTION:
         image = random_tissue_contrast(image, slice_.mask, rng)
-    orientation_class = int(rng.integers(len(ORIENTATIONS)))
-    stored, spacing = stored_as(image, slice_.pixel_spacing_mm, orientation_class)
-    shift_px = rng.uniform(-MAX_SHIFT_MM, MAX_SHIFT_MM, 2) / np.asarray(spacing)
-    centre = (np.asarray(stored.shape) - 1) / 2.0 + shift_px
-    transform = grid_transform(stored.shape, spacing, ORIENTATION_GRID, centre_rc=tuple(centre),
-                               rotation_rad=np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)),
-                               scale=rng.uniform(*SCALE_RANGE))
-    grid_image = resample_to_grid(normalise_intensity(to_magnitude(stored)), transform)
-    return default_intensity_augmentation()(grid_image, rng, ORIENTATION_GRID.pixel_mm), orientation_class
+    mirror = bool(rng.random() < 0.5)
+    spacing = np.asarray(slice_.pixel_spacing_mm)
+    centre = (np.asarray(image.shape) - 1) / 2.0 + rng.uniform(-MAX_SHIFT_MM, MAX_SHIFT_MM, 2) / spacing
+    transform = grid_transform(image.shape, slice_.pixel_spacing_mm, ORIENTATION_GRID, centre_rc=tuple(centre),
+                               rotation_rad=rng.uniform(0.0, 2 * np.pi), scale=rng.uniform(*SCALE_RANGE),
+                               mirror=mirror)
+    grid_image = resample_to_grid(normalise_intensity(to_magnitude(image)), transform)
+    grid_image = default_intensity_augmentation()(grid_image, rng, ORIENTATION_GRID.pixel_mm)
+    direction = np.zeros(2)
+    if slice_.has_all_landmarks:
+        angle = np.radians(rv_direction_deg(transform.image_to_grid(slice_.landmarks_rc), (1.0, 1.0)))
+        direction = np.array([np.cos(angle), np.sin(angle)])
+    return grid_image, np.array([*direction, float(mirror)], dtype=np.float32)
 
 
-def validation_inputs(slices: Sequence[Slice]) -> tuple[np.ndarray, np.ndarray]:
-    """Every slice in all 8 orientations: inputs (N * 8, 1, S, S) and classes (N * 8,), slice-major."""
-    inputs, classes = [], []
+def loss_of(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Squared error of the (cos, sin) pair, whose best guess under uncertainty is their mean and so shorter, plus
+    binary cross-entropy of the mirror logit."""
+    return (nn.functional.mse_loss(outputs[:, :2], targets[:, :2]) * 2
+            + nn.functional.binary_cross_entropy_with_logits(outputs[:, 2], targets[:, 2]))
+
+
+def stored_orientation_outputs(model: nn.Module, slices: Sequence[Slice]) -> np.ndarray:
+    """(N, 8, 3) outputs for every slice stored in each of the 8 ORIENTATIONS (``orient_image`` of its display)."""
+    inputs = []
     for s in slices:
-        for orientation_class in range(len(ORIENTATIONS)):
-            stored, spacing = stored_as(s.image, s.pixel_spacing_mm, orientation_class)
-            inputs.append(orientation_inputs(stored[np.newaxis], spacing)[0])
-            classes.append(orientation_class)
-    return np.stack(inputs).astype(np.float32), np.array(classes)
+        for turns, mirror in ORIENTATIONS:
+            spacing = s.pixel_spacing_mm[::-1] if turns % 2 else s.pixel_spacing_mm
+            inputs.append(orientation_inputs(orient_image(s.image, turns, mirror)[np.newaxis], spacing)[0])
+    batch = torch.from_numpy(np.stack(inputs).astype(np.float32))
+    model.eval()
+    with torch.inference_mode():
+        outputs = torch.cat([model(part) for part in torch.split(batch, 256)]).float().numpy()
+    return outputs.reshape(len(slices), len(ORIENTATIONS), 3)
 
 
 def evaluate(model: nn.Module, slices: Sequence[Slice]) -> dict[str, float]:
-    """Per-image and per-stack accuracy (%) over ``slices`` shown in all 8 orientations, and where it errs."""
-    inputs, classes = validation_inputs(slices)
-    model.eval()
-    with torch.inference_mode():
-        log_probabilities = torch.cat([torch.log_softmax(model(torch.from_numpy(batch)), dim=1)
-                                       for batch in np.array_split(inputs, max(1, len(inputs) // 256))]).numpy()
-    per_image_right = log_probabilities.argmax(1) == classes
+    """Angle error (degrees) and mirror accuracy (%) per image and per stack over ``slices`` stored in all 8
+    orientations; a stack's truth is the circular mean of its slices' RV directions."""
+    outputs = stored_orientation_outputs(model, slices)
+    truth = np.array([rv_direction_deg(s.landmarks_rc, s.pixel_spacing_mm) for s in slices])  # NaN without RVI
+    mirrors = np.array([mirror for _, mirror in ORIENTATIONS])
+    shown_truth = np.array([[shown_direction_deg(t, *o) for o in ORIENTATIONS] for t in truth])
+    estimated = np.degrees(np.arctan2(outputs[..., 1], outputs[..., 0])) % 360
+    labelled = np.isfinite(truth)
+    image_errors = np.abs((estimated - shown_truth + 180) % 360 - 180)[labelled]
+    image_mirror_right = (outputs[..., 2] > 0) == mirrors
     stacks: dict[tuple, list[int]] = defaultdict(list)
     for index, s in enumerate(slices):
         stacks[(s.dataset, s.patient, s.phase, s.sequence)].append(index)
-    stack_right = []
-    by_class = log_probabilities.reshape(len(slices), len(ORIENTATIONS), len(ORIENTATIONS))  # slice, shown, class
+    stack_errors, stack_mirror_right = [], []
     for members in stacks.values():
-        summed = by_class[members].sum(axis=0)  # (shown, class)
-        stack_right.extend(summed.argmax(axis=1) == np.arange(len(ORIENTATIONS)))
-    mirror_only = [ORIENTATIONS[p][0] == ORIENTATIONS[c][0] for p, c in
-                   zip(log_probabilities.argmax(1)[~per_image_right], classes[~per_image_right], strict=True)]
-    return {"images": len(slices), "stacks": len(stacks),
-            "image_accuracy_pct": 100.0 * float(per_image_right.mean()),
-            "stack_accuracy_pct": 100.0 * float(np.mean(stack_right)),
-            "image_errors_turn_right_mirror_wrong": int(np.sum(mirror_only))}
+        members = np.array(members)
+        known = members[labelled[members]]
+        if len(known) == 0:
+            continue
+        for o, orientation in enumerate(ORIENTATIONS):
+            radians = np.radians(truth[known])
+            stack_truth = shown_direction_deg(np.degrees(np.arctan2(np.sin(radians).sum(), np.cos(radians).sum())),
+                                              *orientation)
+            summed = outputs[members, o, :2].sum(axis=0)
+            stack_errors.append(angle_between_deg(np.degrees(np.arctan2(summed[1], summed[0])), stack_truth))
+            stack_mirror_right.append((outputs[members, o, 2].mean() > 0) == orientation[1])
+    stack_errors, stack_mirror_right = np.array(stack_errors), np.array(stack_mirror_right)
+    return {"images": len(slices), "stacks": len(stack_errors) // len(ORIENTATIONS),
+            "image_median_error_deg": float(np.median(image_errors)),
+            "image_p95_error_deg": float(np.percentile(image_errors, 95)),
+            "image_mirror_right_pct": 100.0 * float(image_mirror_right.mean()),
+            "stack_median_error_deg": float(np.median(stack_errors)),
+            "stack_max_error_deg": float(stack_errors.max()),
+            "stack_mirror_right_pct": 100.0 * float(stack_mirror_right.mean()),
+            "stack_right_pct": 100.0 * float(np.mean((stack_errors <= STACK_TOLERANCE_DEG) & stack_mirror_right))}
 
 
 def sax_slices(datasets: Sequence[str], split: str) -> list[Slice]:
     return [s for dataset in datasets for s in load_slices(dataset, split) if s.view == "sax"]
+
+
+def score(measured: dict) -> tuple[float, float]:
+    """Validation score for keeping the best epoch: stacks decided right first, then the image error."""
+    return (measured["stack_right_pct"], -measured["image_median_error_deg"])
 
 
 def train(out: Path, epochs: int, batch_size: int, lr: float, seed: int) -> None:
@@ -114,15 +150,16 @@ def train(out: Path, epochs: int, batch_size: int, lr: float, seed: int) -> None
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
-    start_epoch, best = 0, -1.0
+    start_epoch, best = 0, (-1.0, -np.inf)
     if (out / "last.pt").exists():  # resume
         state = torch.load(out / "last.pt", weights_only=False)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
-        start_epoch, best, history = state["epoch"], state["best"], state["history"]
+        start_epoch, best, history = state["epoch"], tuple(state["best"]), state["history"]
         rng = np.random.default_rng([seed, start_epoch])
-    print(f"{len(train_slices)} training slices, {len(val_slices)} validation slices; epochs {start_epoch + 1}-{epochs}")
+    print(f"{len(train_slices)} training slices, {len(val_slices)} validation slices; "
+          f"epochs {start_epoch + 1}-{epochs}")
     for epoch in range(start_epoch, epochs):
         began = time.monotonic()
         model.train()
@@ -131,8 +168,8 @@ def train(out: Path, epochs: int, batch_size: int, lr: float, seed: int) -> None
         for batch_start in range(0, len(order), batch_size):
             items = [training_item(train_slices[i], rng) for i in order[batch_start:batch_start + batch_size]]
             inputs = torch.from_numpy(np.stack([image for image, _ in items])[:, np.newaxis])
-            classes = torch.tensor([orientation_class for _, orientation_class in items])
-            loss = nn.functional.cross_entropy(model(inputs), classes)
+            targets = torch.from_numpy(np.stack([target for _, target in items]))
+            loss = loss_of(model(inputs), targets)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -142,21 +179,50 @@ def train(out: Path, epochs: int, batch_size: int, lr: float, seed: int) -> None
                     "seconds": time.monotonic() - began}
         history.append(measured)
         print(json.dumps(measured), flush=True)
-        if measured["image_accuracy_pct"] > best:
-            best = measured["image_accuracy_pct"]
+        if score(measured) > best:
+            best = score(measured)
             torch.save(model.state_dict(), out / "best.pt")
         torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
                     "epoch": epoch + 1, "best": best, "history": history}, out / "last.pt")
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+        (out / "history.json").write_text(json.dumps(history, indent=1))
 
 
-def export(out: Path) -> Path:
-    """``OUT/best.pt`` as TorchScript in models/."""
+def export(out: Path, folder: Path | None = None) -> Path:
+    """``OUT/best.pt`` as TorchScript ``sax_orientation.pt`` in the models folder, listed in its manifest under
+    ``orientation_network`` with its sha256 and the validation figures of its best epoch."""
+    folder = Path(folder) if folder is not None else models_dir()
     model = OrientationNet()
     model.load_state_dict(torch.load(out / "best.pt", weights_only=True))
-    path = models_dir() / ORIENTATION_MODEL_FILE
+    path = folder / "sax_orientation.pt"
     torch.jit.script(model.eval()).save(str(path))
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": []}
+    history = json.loads((out / "history.json").read_text())
+    best = max(history, key=score)
+    manifest["orientation_network"] = {
+        "file": path.name, "sha256": sha256_of(path), "card": "sax_orientation.md", "grid": asdict(ORIENTATION_GRID),
+        "validation": {key: value for key, value in best.items() if key not in ("train_loss", "seconds")},
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def record_display_direction(model_name: str, sources: Sequence[tuple[str, str]], folder: Path | None = None
+                             ) -> float:
+    """Write ``display_rv_direction_deg`` into a manifest entry: the circular mean RV direction of the training
+    split's slices of ``sources`` ((dataset, sequence) pairs, those the model was trained on; its card names them).
+    ``cmr-landmark export`` records it itself; this is for models exported before it did."""
+    folder = Path(folder) if folder is not None else models_dir()
+    slices = [s for dataset, sequence in sources for s in load_slices(dataset, "train") if s.sequence == sequence]
+    direction = round(mean_rv_direction_deg(slices), 1)
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next((m for m in manifest["models"] if m["name"] == model_name), None)
+    if entry is None or entry["view"] != "sax":
+        raise ValueError(f"no short-axis model {model_name!r} in {manifest_path}")
+    entry["display_rv_direction_deg"] = direction
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return direction
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -167,9 +233,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--export", action="store_true", help="export OUT/best.pt to models/ and stop")
+    parser.add_argument("--export", action="store_true", help="export OUT/best.pt to the models folder and stop")
+    parser.add_argument("--display-direction", action="append", default=[], metavar="MODEL=SET:SEQ,...",
+                        help="record a shipped model's display_rv_direction_deg from the sets it was trained on, "
+                             "e.g. sax_cine=acdc:cine,myops:cine; repeat; then stop")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.display_direction:
+        for item in args.display_direction:
+            name, _, sources = item.partition("=")
+            pairs = [tuple(source.split(":")) for source in sources.split(",")]
+            print(f"{name}: display_rv_direction_deg {record_display_direction(name, pairs)}")
+        return
     if args.export:
         print(f"wrote {export(args.out)}")
         return

@@ -6,6 +6,9 @@ hidden hold-out of the same sets is more likely to call ``detect`` on the files 
 that both paths give the same figures: mean distance (mm) per landmark over the labelled landmarks detected.
 
     python scripts/detect_on_public_files.py --out reports/detect_on_public_files.md
+
+``--neutral-names`` gives ``detect`` each file under a name that is no public set's (a symbolic link,
+``image.nii.gz``), so that only the file's anatomy can tell how to show it to the model (docs/orientation.md).
 """
 
 from __future__ import annotations
@@ -37,23 +40,33 @@ FILES = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="markdown report (a .json beside it)")
+    parser.add_argument("--neutral-names", action="store_true", help="hide the files' public-set names from detect")
     args = parser.parse_args(argv)
     names = LANDMARKS_BY_VIEW["sax"]
-    lines = ["| set, sequence | images | " + " | ".join(f"{n} mm (n)" for n in names) + " |", "|---|---|---|---|---|"]
+    lines = ["| set, sequence | files shown as decided for the set | images | "
+             + " | ".join(f"{n} mm (n)" for n in names) + " |", "|---|---|---|---|---|---|"]
     results = {}
     for (dataset, sequence), file_of in FILES.items():
         orientation = ORIENTATION_BY_DATASET[dataset].as_quarter_turns_and_mirror()
         slices = [s for s in load_slices(dataset, "val") if s.sequence == sequence and s.labelled]
         errors = {n: [] for n in names}
-        images = 0
+        images, files, shown_as_decided = 0, 0, 0
         for patient in read_splits()[dataset]["val"]:
             for phase in sorted({s.phase for s in slices if s.patient == patient}):
                 path = data_root() / file_of(patient, phase)
                 with tempfile.TemporaryDirectory() as folder:
                     out = Path(folder) / "d.json"
-                    subprocess.run([sys.executable, "-m", "cmr_landmark.cli", "detect", str(path), "--view", "sax",
+                    given = path
+                    if args.neutral_names:
+                        given = Path(folder) / "image.nii.gz"
+                        given.symlink_to(path.resolve())
+                    subprocess.run([sys.executable, "-m", "cmr_landmark.cli", "detect", str(given), "--view", "sax",
                                     "--sequence", sequence, "--out", str(out)], check=True, capture_output=True)
-                    records = json.loads(out.read_text())["images"]
+                    result = json.loads(out.read_text())
+                records = result["images"]
+                shown = result["display_orientation"]
+                files += 1
+                shown_as_decided += (shown["quarter_turns"], shown["mirror"]) == orientation
                 raw_shape = nib.load(str(path)).shape[:2]
                 for s in (s for s in slices if s.patient == patient and s.phase == phase):
                     record = next(r for r in records if r["slice"] == s.slice_index and r["phase"] == 0)
@@ -64,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         if found is not None and np.all(np.isfinite(label)):
                             errors[name].append(float(np.linalg.norm((np.array(found["voxel"]) - label)
                                                                      * s.pixel_spacing_mm)))
-        results[f"{dataset} {sequence}"] = errors
-        lines.append(f"| {dataset}, {sequence} | {images} | "
+        results[f"{dataset} {sequence}"] = {"files": files, "shown_as_decided": shown_as_decided, **errors}
+        lines.append(f"| {dataset}, {sequence} | {shown_as_decided} of {files} | {images} | "
                      + " | ".join(f"{np.mean(v):.2f} ({len(v)})" if v else "-" for v in errors.values()) + " |")
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
