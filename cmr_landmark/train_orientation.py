@@ -44,6 +44,7 @@ from .geometry import ORIENTATIONS, orient_image
 from .model_store import sha256_of
 from .preprocess import grid_transform, normalise_intensity, resample_to_grid, to_magnitude
 from .synth.contrast import random_tissue_contrast
+from .synth.t1 import synthetic_t1_slice
 
 TRAIN_SETS = ("acdc", "myops", "mscmrseg_lge")
 VAL_SETS = ("acdc", "myops", "mscmrseg_lge", "mnms2")
@@ -53,10 +54,15 @@ SCALE_RANGE = (0.8, 1.25)
 STACK_TOLERANCE_DEG = 30.0  # a stack is decided right when its RV direction is this near and its mirror right
 
 
-def training_item(slice_: Slice, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One augmented (S, S) grid image and its targets (cos, sin, mirrored)."""
+def training_item(slice_: Slice, rng: np.random.Generator, synthetic_t1_fraction: float = 0.0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented (S, S) grid image and its targets (cos, sin, mirrored). ``synthetic_t1_fraction`` of the
+    items become a synthetic T1 map (synth.t1), the next ``RANDOM_CONTRAST_FRACTION`` get random tissue contrast."""
     image = slice_.image
-    if slice_.mask is not None and rng.random() < RANDOM_CONTRAST_FRACTION:
+    draw = rng.random()
+    if slice_.mask is not None and draw < synthetic_t1_fraction:
+        image = synthetic_t1_slice(slice_, rng).image
+    elif slice_.mask is not None and draw < synthetic_t1_fraction + RANDOM_CONTRAST_FRACTION:
         image = random_tissue_contrast(image, slice_.mask, rng)
     mirror = bool(rng.random() < 0.5)
     spacing = np.asarray(slice_.pixel_spacing_mm)
@@ -141,7 +147,7 @@ def score(measured: dict) -> tuple[float, float]:
     return (measured["stack_right_pct"], -measured["image_median_error_deg"])
 
 
-def train(out: Path, epochs: int, batch_size: int, lr: float, seed: int) -> None:
+def train(out: Path, epochs: int, batch_size: int, lr: float, seed: int, synthetic_t1_fraction: float = 0.0) -> None:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     train_slices, val_slices = sax_slices(TRAIN_SETS, "train"), sax_slices(VAL_SETS, "val")
@@ -166,7 +172,8 @@ def train(out: Path, epochs: int, batch_size: int, lr: float, seed: int) -> None
         order = rng.permutation(len(train_slices))
         losses = []
         for batch_start in range(0, len(order), batch_size):
-            items = [training_item(train_slices[i], rng) for i in order[batch_start:batch_start + batch_size]]
+            items = [training_item(train_slices[i], rng, synthetic_t1_fraction)
+                     for i in order[batch_start:batch_start + batch_size]]
             inputs = torch.from_numpy(np.stack([image for image, _ in items])[:, np.newaxis])
             targets = torch.from_numpy(np.stack([target for _, target in items]))
             loss = loss_of(model(inputs), targets)
@@ -233,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--synthetic-t1-fraction", type=float, default=0.0,
+                        help="fraction of training items drawn as synthetic T1 maps (docs/orientation.md)")
     parser.add_argument("--export", action="store_true", help="export OUT/best.pt to the models folder and stop")
     parser.add_argument("--display-direction", action="append", default=[], metavar="MODEL=SET:SEQ,...",
                         help="record a shipped model's display_rv_direction_deg from the sets it was trained on, "
@@ -248,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.export:
         print(f"wrote {export(args.out)}")
         return
-    train(args.out, args.epochs, args.batch_size, args.lr, args.seed)
+    train(args.out, args.epochs, args.batch_size, args.lr, args.seed, args.synthetic_t1_fraction)
 
 
 if __name__ == "__main__":
