@@ -18,7 +18,7 @@ UPPER, LOWER, CENTRE = Landmark(20.0, 30.0, 0.9), Landmark(60.0, 30.0, 0.9), Lan
 class FixedDetector:
     """Stands in for a short-axis Detector: the model calls the upper point A-RVI on every image."""
 
-    spec = SimpleNamespace(view="sax")
+    spec = SimpleNamespace(view="sax", name="fixed", display_rv_direction_deg=None)
 
     def __init__(self) -> None:
         self.shown: list[np.ndarray] = []
@@ -58,7 +58,8 @@ def test_with_patient_geometry_a_rvi_is_the_end_nearer_the_anterior(row_directio
     assert record["rv_insertion_angle_deg"] is not None
 
 
-def test_a_nifti_keeps_the_models_naming():
-    # no trustworthy orientation in the public NIfTI sets: detected as stored, named as the model names them
+def test_a_nifti_shown_as_stored_keeps_the_models_naming():
+    # a NIfTI has no trustworthy patient geometry; shown as stored (this model records no display direction, so its
+    # anatomy is not read: display_orientation_of), the points keep the model's names
     record = detect_series(one_slice("RAS", (0.0, -1.0, 0.0)), FixedDetector())[0]
     assert record["landmarks"]["A-RVI"]["voxel"][0] == UPPER.row

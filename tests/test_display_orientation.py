@@ -1,0 +1,215 @@
+"""The short-axis orientation read from the anatomy: its geometry (directions under turns and mirrors), the stack
+estimate and the display chosen from it, the manifest entries, and the shipped network on the shipped M&Ms-2 sample
+(a subject it was not trained on) written as NIfTI in all 8 orientations."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from test_io import write_nifti
+
+from cmr_landmark.config import REPO_ROOT
+from cmr_landmark.display_orientation import (
+    StoredOrientation,
+    angle_between_deg,
+    display_orientation,
+    estimate_stored_orientation,
+    mean_rv_direction_deg,
+    rv_direction_deg,
+    shown_direction_deg,
+)
+from cmr_landmark.geometry import ORIENTATIONS, orient_image
+from cmr_landmark.io import read_nifti, read_series
+from cmr_landmark.model_store import ModelError, find_model, load_orientation_network
+from cmr_landmark.offline_detection import display_orientation_of
+
+# A-RVI, P-RVI, C-LV: the insertion points' midpoint lies up and to the left of the LV centre
+POINTS_RC = np.array([[2.0, 2.0], [4.0, 2.0], [6.0, 6.0]])
+
+
+def test_rv_direction_is_counter_clockwise_from_the_viewers_right_in_mm():
+    # the midpoint (3, 2) lies 3 rows up and 4 columns left of the centre (6, 6)
+    assert rv_direction_deg(POINTS_RC, (1.0, 1.0)) == pytest.approx(np.degrees(np.arctan2(3.0, -4.0)))
+    assert rv_direction_deg(np.array([[5.0, 1.0], [7.0, 1.0], [6.0, 6.0]]), (1.0, 1.0)) == pytest.approx(180.0)
+    # rows twice as far apart in mm: 6 mm up, 4 mm left
+    assert rv_direction_deg(POINTS_RC, (2.0, 1.0)) == pytest.approx(180 - np.degrees(np.arctan2(6.0, 4.0)))
+    assert np.isnan(rv_direction_deg(np.array([[np.nan, np.nan], [4.0, 2.0], [6.0, 6.0]]), (1.0, 1.0)))
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_a_direction_turns_with_the_pixels(orientation):
+    moved = []
+    for row, col in POINTS_RC.astype(int):
+        image = np.zeros((9, 9))
+        image[row, col] = 1.0
+        moved.append(np.argwhere(orient_image(image, *orientation) == 1.0)[0])
+    stored = rv_direction_deg(POINTS_RC, (1.0, 1.0))
+    assert shown_direction_deg(stored, *orientation) == pytest.approx(rv_direction_deg(np.array(moved, float),
+                                                                                       (1.0, 1.0)))
+
+
+def test_the_mean_direction_is_circular():
+    slices = [SimpleNamespace(view="sax", has_all_landmarks=True, pixel_spacing_mm=(1.0, 1.0),
+                              landmarks_rc=np.array([[6 - 4 * np.sin(a), 6 + 4 * np.cos(a)]] * 2 + [[6.0, 6.0]]))
+              for a in np.radians([350.0, 10.0])]
+    assert angle_between_deg(mean_rv_direction_deg(slices), 0.0) < 1e-6
+    with pytest.raises(ValueError, match="no short-axis slice"):
+        mean_rv_direction_deg([])
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("stored_direction", [0.0, 44.0, 100.0, 181.0, 269.0, 300.0])
+@pytest.mark.parametrize("target", [109.5, 194.4])
+def test_the_display_undoes_a_mirror_and_turns_the_rv_nearest_the_models_direction(mirrored, stored_direction,
+                                                                                    target):
+    turns, mirror = display_orientation(StoredOrientation(stored_direction, mirrored, 1.0), target)
+    assert mirror == mirrored
+    assert angle_between_deg(shown_direction_deg(stored_direction, turns, mirror), target) <= 45.0
+
+
+class FixedOutputs(torch.nn.Module):
+    """Stands in for the network: the same outputs row by row, whatever the images."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = torch.tensor(outputs, dtype=torch.float32)
+
+    def forward(self, images):
+        assert images.shape[1:] == (1, 64, 64)
+        return self.outputs[: len(images)]
+
+
+def test_a_stack_is_decided_by_its_summed_direction_and_mean_mirror_logit():
+    # two images point up-left (135 deg), one with no RV says (0, 0); mirror logits +2, -1, +0.5
+    c = np.cos(np.radians(135.0))
+    network = FixedOutputs([[c, -c, 2.0], [c, -c, -1.0], [0.0, 0.0, 0.5]])
+    stored = estimate_stored_orientation(network, np.random.default_rng(0).random((3, 40, 50)), (1.5, 1.5))
+    assert stored.rv_direction_deg == pytest.approx(135.0, abs=1e-4)
+    assert stored.mirrored
+    assert stored.certainty == pytest.approx(2 / 3, abs=1e-5)
+
+
+def manifest_with(tmp_path, **entry_changes):
+    manifest = json.loads((REPO_ROOT / "models" / "manifest.json").read_text())
+    sax = next(m for m in manifest["models"] if m["name"] == "sax_cine")
+    sax.update(entry_changes)
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": [sax]}))
+    return tmp_path
+
+
+@pytest.mark.parametrize("value", [360.0, -1.0, "up", True])
+def test_a_bad_display_direction_in_the_manifest_is_refused(tmp_path, value):
+    with pytest.raises(ModelError, match="display_rv_direction_deg"):
+        find_model("sax", "cine", folder=manifest_with(tmp_path, display_rv_direction_deg=value))
+
+
+def test_a_manifest_without_the_network_or_with_a_changed_file_is_refused(tmp_path):
+    with pytest.raises(ModelError, match="no orientation network"):
+        load_orientation_network(manifest_with(tmp_path))
+    (tmp_path / "sax_orientation.pt").write_bytes(b"not the file")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["orientation_network"] = {"file": "sax_orientation.pt", "sha256": "0" * 64}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="sha256"):
+        load_orientation_network(tmp_path)
+
+
+def shipped_or_skip():
+    try:
+        load_orientation_network()
+        return find_model("sax", "cine", name="sax_cine")
+    except ModelError as error:
+        pytest.skip(f"no shipped orientation network or sax_cine ({error})")
+
+
+def sample_nifti(tmp_path, orientation, name="sax.nii.gz"):
+    """The shipped M&Ms-2 short-axis sample (its header puts it in the standard display) written as a NIfTI file
+    whose pixels are stored turned and mirrored as ``orientation`` says; (path, the sample series)."""
+    sample = read_series(REPO_ROOT / "samples" / "mnms2_001_sax.h5")
+    stored = np.stack([np.stack([orient_image(image, *orientation) for image in phases])
+                       for phases in sample.images])  # (slices, phases, H, W)
+    spacing = sample.pixel_spacing_mm[::-1] if orientation[0] % 2 else sample.pixel_spacing_mm
+    affine = np.diag([*spacing, 10.0, 1.0])
+    return write_nifti(tmp_path / name, np.transpose(stored, (2, 3, 0, 1)).astype(np.float32), affine), sample
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_the_shipped_network_shows_the_sample_as_its_header_does_however_it_is_stored(tmp_path, orientation):
+    spec = shipped_or_skip()
+    path, sample = sample_nifti(tmp_path, orientation)
+    plane = sample.ismrmrd_plane(0)
+    from cmr_landmark.geometry import model_display_orientation
+
+    assert model_display_orientation("sax", plane.read_dir, plane.phase_dir) == (0, False)
+    shown = display_orientation_of(read_nifti(path), spec, by_anatomy=True)
+    assert shown.source == "anatomy"
+    probe = np.arange(12.0).reshape(3, 4)
+    assert np.array_equal(orient_image(orient_image(probe, *orientation), shown.quarter_turns, shown.mirror), probe)
+
+
+def test_by_default_or_without_a_direction_for_the_model_a_nifti_goes_as_stored(tmp_path, caplog):
+    spec = shipped_or_skip()
+    path, _ = sample_nifti(tmp_path, (2, False))
+    series = read_nifti(path)
+    as_stored = {"source": "as stored", "quarter_turns": 0, "mirror": False}
+    assert display_orientation_of(series, spec).as_record() == as_stored
+    assert display_orientation_of(series, spec, nifti_as_stored=True, by_anatomy=True).as_record() == as_stored
+    with caplog.at_level(logging.WARNING):
+        unknown = SimpleNamespace(**{**spec.__dict__, "display_rv_direction_deg": None})
+        assert display_orientation_of(series, unknown, by_anatomy=True).as_record() == as_stored
+    assert "records no display_rv_direction_deg" in caplog.text
+
+
+@pytest.mark.parametrize("orientation", [(2, False), (1, True)])
+def test_detect_finds_on_a_turned_nifti_what_it_finds_on_the_standard_display(tmp_path, orientation):
+    # Shown as stored, the turned sample would be far from the display the model was trained on (half a turn: 29.5
+    # mm on ACDC, scripts/sax_orientation_check.py; mirrored: the names swapped). Shown as the anatomy says, the
+    # points map back to within 2 mm of those found on the standard display, under the same names.
+    from cmr_landmark.detector import Detector
+    from cmr_landmark.geometry import points_to_original
+    from cmr_landmark.offline_detection import detect_series
+
+    spec = shipped_or_skip()
+    detector = Detector(spec, use_bf16=False)
+    standard_path, sample = sample_nifti(tmp_path, (0, False), "standard.nii.gz")
+    turned_path, _ = sample_nifti(tmp_path, orientation, "turned.nii.gz")
+    standard = detect_series(read_nifti(standard_path), detector)
+    turned_series = read_nifti(turned_path)
+    turned = detect_series(turned_series, detector, display_orientation_of(turned_series, spec, by_anatomy=True))
+    compared = 0
+    for on_standard, on_turned in zip(standard, turned, strict=True):
+        for name, found in on_standard["landmarks"].items():
+            if found is None:
+                continue
+            other = on_turned["landmarks"][name]
+            assert other is not None, (on_standard["slice"], on_standard["phase"], name)
+            back = points_to_original(np.array([other["voxel"]], float), sample.images.shape[-2:], *orientation)[0]
+            assert np.linalg.norm((back - found["voxel"]) * sample.pixel_spacing_mm) < 2.0
+            compared += 1
+    assert compared >= 30
+
+
+def test_detect_orients_by_anatomy_only_when_asked(tmp_path, monkeypatch, capsys):
+    from cmr_landmark.detect_cli import main_detect
+
+    shipped_or_skip()
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
+    path, _ = sample_nifti(tmp_path, (1, True))
+    reports = {}
+    for flags in ([], ["--orient-by-anatomy"]):
+        out = tmp_path / f"out{len(flags)}.json"
+        assert main_detect([str(path), "--view", "sax", "--sequence", "cine", "--out", str(out), *flags]) == 0
+        reports[tuple(flags)] = json.loads(out.read_text())["display_orientation"]
+    assert reports[()] == {"source": "as stored", "quarter_turns": 0, "mirror": False}
+    by_anatomy = reports[("--orient-by-anatomy",)]
+    assert by_anatomy["source"] == "anatomy" and (by_anatomy["quarter_turns"], by_anatomy["mirror"]) == (1, True)
+    with pytest.raises(SystemExit) as refused:
+        main_detect([str(path), "--view", "sax", "--sequence", "cine", "--out", str(tmp_path / "x.json"),
+                     "--orient-by-anatomy", "--nifti-as-stored"])
+    assert refused.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
