@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .config import ORIENTATION_GRID
-from .geometry import ORIENTATIONS
+from .geometry import ORIENTATIONS, angle_between_deg, shown_direction_deg
 from .preprocess import grid_transform, normalise_stack, resample_stack
 
 
@@ -45,18 +45,6 @@ def mean_rv_direction_deg(slices: Sequence) -> float:
     if len(radians) == 0:
         raise ValueError("no short-axis slice with all three landmarks")
     return float(np.degrees(np.arctan2(np.sin(radians).sum(), np.cos(radians).sum())) % 360.0)
-
-
-def shown_direction_deg(stored_direction_deg: float, quarter_turns: int, mirror: bool) -> float:
-    """A direction in a stored image, as it points in ``geometry.orient_image(image, quarter_turns, mirror)``: each
-    np.rot90 turns the picture 90 degrees counter-clockwise, and a left-right mirror takes an angle a to 180 - a."""
-    turned = stored_direction_deg + 90.0 * quarter_turns
-    return float((180.0 - turned if mirror else turned) % 360.0)
-
-
-def angle_between_deg(a: float, b: float) -> float:
-    """The smaller angle (0-180 degrees) between two directions."""
-    return float(abs((a - b + 180.0) % 360.0 - 180.0))
 
 
 class OrientationNet(nn.Module):

@@ -527,7 +527,8 @@ def prepare_slice(
     pixels = np.stack([magnitude_2d(image) for image in images])
     for phase, plane in zip(batch.phases, pixels, strict=True):
         check_usable(plane, phase)
-    orientations = {model_display_orientation(view, tuple(h.read_dir), tuple(h.phase_dir)) for h in heads}
+    orientations = {model_display_orientation(view, tuple(h.read_dir), tuple(h.phase_dir),
+                                              detector.spec.display_rv_direction_deg) for h in heads}
     if len(orientations) != 1:
         raise ValueError(f"the phases of slice {batch.slice} differ in orientation (read_dir/phase_dir)")
     return PreparedSlice(batch, heads, view, sequence, detector, spacings.pop(), pixels, orientations.pop())

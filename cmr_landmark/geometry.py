@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .config import HEADER_DISPLAY_RV_DIRECTION_DEG
+
 # Direction cosines travel as float32: allow their rounding, refuse anything that is not a direction.
 UNIT_LENGTH_TOLERANCE = 1e-2
 ORTHOGONALITY_TOLERANCE = 1e-2
@@ -190,13 +192,35 @@ def standard_short_axis_orientation(read_dir: Sequence[float], phase_dir: Sequen
     return max(ORIENTATIONS, key=lambda orientation: score(*orientation))
 
 
-def model_display_orientation(view: str, read_dir: Sequence[float], phase_dir: Sequence[float]) -> tuple[int, bool]:
-    """How to turn a slice's pixel matrix into the display its model was trained on: the standard short-axis display
-    for a short-axis slice (:func:`standard_short_axis_orientation`); as written for a long-axis slice (its model was
-    trained at every orientation) or a plane without an anterior direction."""
+def shown_direction_deg(stored_direction_deg: float, quarter_turns: int, mirror: bool) -> float:
+    """A direction in a stored image, as it points in ``geometry.orient_image(image, quarter_turns, mirror)``: each
+    np.rot90 turns the picture 90 degrees counter-clockwise, and a left-right mirror takes an angle a to 180 - a."""
+    turned = stored_direction_deg + 90.0 * quarter_turns
+    return float((180.0 - turned if mirror else turned) % 360.0)
+
+
+def angle_between_deg(a: float, b: float) -> float:
+    """The smaller angle (0-180 degrees) between two directions."""
+    return float(abs((a - b + 180.0) % 360.0 - 180.0))
+
+
+def model_display_orientation(view: str, read_dir: Sequence[float], phase_dir: Sequence[float],
+                              model_rv_direction_deg: float | None = None) -> tuple[int, bool]:
+    """How to turn a slice's pixel matrix into the display its model was trained on. A short-axis slice: the
+    standard display (:func:`standard_short_axis_orientation`), then, for a model that records where it saw the RV
+    most (``model_rv_direction_deg``, manifest ``display_rv_direction_deg``), the quarter turn that brings
+    ``config.HEADER_DISPLAY_RV_DIRECTION_DEG`` nearest it: `sax_lge` was trained on sets whose display puts the RV
+    a quarter turn from where the standard display does (docs/orientation.md). A long-axis slice (its model was
+    trained at every orientation) or a plane without an anterior direction: as written."""
     if view != "sax":
         return (0, False)
     try:
-        return standard_short_axis_orientation(read_dir, phase_dir)
+        turns, mirror = standard_short_axis_orientation(read_dir, phase_dir)
     except GeometryError:
         return (0, False)
+    if model_rv_direction_deg is None:
+        return turns, mirror
+    extra = min(range(4), key=lambda quarter_turns: angle_between_deg(
+        HEADER_DISPLAY_RV_DIRECTION_DEG + 90.0 * quarter_turns, model_rv_direction_deg))
+    # np.rot90 after a mirror turns the other way: mirror . rot(t) then rot(e) is mirror . rot(t - e)
+    return ((turns - extra) % 4, True) if mirror else ((turns + extra) % 4, False)

@@ -110,7 +110,8 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
     for slice_index in range(series.n_slices):
         # the scanner's patient geometry (DICOM, ISMRMRD) says how the model wants to see the slice; NIfTI's does not
         plane = series.ismrmrd_plane(slice_index) if series.frame == "LPS" else None
-        shown_as = (model_display_orientation(view, plane.read_dir, plane.phase_dir) if plane
+        shown_as = (model_display_orientation(view, plane.read_dir, plane.phase_dir,
+                                              detector.spec.display_rv_direction_deg) if plane
                     else (orientation.quarter_turns, orientation.mirror))
         found_per_phase = detect_in_orientation(detector, series.images[slice_index], series.pixel_spacing_mm,
                                                 *shown_as, same_slice=series.n_phases > 1)

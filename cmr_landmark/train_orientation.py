@@ -34,13 +34,11 @@ from .config import ORIENTATION_GRID, models_dir
 from .datasets import Slice, load_slices
 from .display_orientation import (
     OrientationNet,
-    angle_between_deg,
     mean_rv_direction_deg,
     orientation_inputs,
     rv_direction_deg,
-    shown_direction_deg,
 )
-from .geometry import ORIENTATIONS, orient_image
+from .geometry import ORIENTATIONS, angle_between_deg, orient_image, shown_direction_deg
 from .model_store import sha256_of
 from .preprocess import grid_transform, normalise_intensity, resample_to_grid, to_magnitude
 from .synth.contrast import random_tissue_contrast

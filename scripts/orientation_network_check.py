@@ -29,8 +29,14 @@ import torch
 from cmr_landmark.config import SAX_LANDMARKS
 from cmr_landmark.datasets import Slice, load_slices
 from cmr_landmark.detector import Detector, detect_in_orientation
-from cmr_landmark.display_orientation import display_orientation, estimate_stored_orientation, shown_direction_deg
-from cmr_landmark.geometry import ORIENTATIONS, model_display_orientation, orient_image, points_to_original
+from cmr_landmark.display_orientation import display_orientation, estimate_stored_orientation
+from cmr_landmark.geometry import (
+    ORIENTATIONS,
+    model_display_orientation,
+    orient_image,
+    points_to_original,
+    shown_direction_deg,
+)
 from cmr_landmark.model_store import find_model, load_orientation_network
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS, clinical_contrast_slices
 from cmr_landmark.synth.t1 import synthetic_t1_slices

@@ -50,32 +50,46 @@ def distances_in_orientation(detector: Detector, slices: Sequence, turns: int, m
 
 
 def dicom_frames_report(detector: Detector, folder: Path) -> tuple[list[str], dict]:
-    """Per DICOM file away from the standard display: the RVI probabilities as stored and in the standard display."""
+    """Per DICOM file away from the standard display: the RVI probabilities as stored and in the standard display;
+    over all files: the RV insertion points found in the standard display and in the model's display (the standard
+    one turned toward the model's ``display_rv_direction_deg``, as the gadget shows it)."""
     from cmr_landmark.io import read_series
 
     threshold = detector.spec.probability_threshold
     lines = [f"| {detector.spec.name}: file | turn, mirror | A-RVI p stored / standard | P-RVI p stored / standard |",
              "|---|---|---|---|"]
-    counts = {"frames": 0, "stored": 0, "standard": 0}
+    counts = {"frames": 0, "stored": 0, "standard": 0, "all_frames": 0, "all_standard": 0, "all_model_display": 0}
+
+    def found_at_threshold(image, spacing, orientation) -> tuple[int, dict]:
+        found = detect_in_orientation(detector, image, spacing, *orientation, probability_threshold=0.0)[0]
+        return sum(found[name].probability >= threshold for name in ("A-RVI", "P-RVI")), found
+
     for path in sorted(folder.glob("*.dcm")):
         series = read_series(path)  # one frame: the folder holds frames of different series
         plane = series.ismrmrd_plane(0)
+        image, spacing = series.images[0, :1], series.pixel_spacing_mm
         orientation = model_display_orientation("sax", plane.read_dir, plane.phase_dir)
+        model_orientation = model_display_orientation("sax", plane.read_dir, plane.phase_dir,
+                                                      detector.spec.display_rv_direction_deg)
+        standard_count, shown = found_at_threshold(image, spacing, orientation)
+        counts["all_frames"] += 1
+        counts["all_standard"] += standard_count
+        counts["all_model_display"] += found_at_threshold(image, spacing, model_orientation)[0]
         if orientation == (0, False):
             continue
-        image = series.images[0, :1]
-        stored = detector.detect(image, series.pixel_spacing_mm, probability_threshold=0.0)[0]
-        shown = detect_in_orientation(detector, image, series.pixel_spacing_mm, *orientation,
-                                      probability_threshold=0.0)[0]
+        stored_count, stored = found_at_threshold(image, spacing, (0, False))
         counts["frames"] += 1
-        for key, found in (("stored", stored), ("standard", shown)):
-            counts[key] += sum(found[name].probability >= threshold for name in ("A-RVI", "P-RVI"))
+        counts["stored"] += stored_count
+        counts["standard"] += standard_count
         cells = [f"{stored[n].probability:.2f} / {shown[n].probability:.2f}" for n in ("A-RVI", "P-RVI")]
         lines.append(f"| {path.name} | {90 * orientation[0]}, {orientation[1]} | {' | '.join(cells)} |")
     lines.append("")
     lines.append(f"{counts['frames']} frames away from the standard display; RV insertion points reported at the "
                  f"model's threshold {threshold}: {counts['stored']} of {2 * counts['frames']} as stored, "
                  f"{counts['standard']} in the standard display.")
+    lines.append(f"All {counts['all_frames']} frames: {counts['all_standard']} of {2 * counts['all_frames']} in the "
+                 f"standard display, {counts['all_model_display']} in the model's display "
+                 f"(display_rv_direction_deg {detector.spec.display_rv_direction_deg}).")
     return lines, counts
 
 

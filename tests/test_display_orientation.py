@@ -16,14 +16,12 @@ from test_io import write_nifti
 from cmr_landmark.config import REPO_ROOT
 from cmr_landmark.display_orientation import (
     StoredOrientation,
-    angle_between_deg,
     display_orientation,
     estimate_stored_orientation,
     mean_rv_direction_deg,
     rv_direction_deg,
-    shown_direction_deg,
 )
-from cmr_landmark.geometry import ORIENTATIONS, orient_image
+from cmr_landmark.geometry import ORIENTATIONS, angle_between_deg, orient_image, shown_direction_deg
 from cmr_landmark.io import read_nifti, read_series
 from cmr_landmark.model_store import ModelError, find_model, load_orientation_network
 from cmr_landmark.offline_detection import display_orientation_of

@@ -9,6 +9,7 @@ from cmr_landmark.geometry import (
     ORIENTATIONS,
     GeometryError,
     anterior_direction_in_image,
+    model_display_orientation,
     orient_image,
     patient_to_pixel,
     pixel_spacing_mm,
@@ -126,6 +127,25 @@ def test_the_standard_short_axis_display_is_found_from_the_stored_images_directi
     phase_dir = (next_row - origin) @ np.stack([phase_std, read_std])
     found = standard_short_axis_orientation(read_dir, phase_dir)
     np.testing.assert_array_equal(orient_image(stored, *found), standard)
+
+
+@pytest.mark.parametrize(("turns", "mirror"), ORIENTATIONS)
+@pytest.mark.parametrize(("model_direction", "extra_turns"), [(None, 0), (109.5, 0), (124.9, 0), (194.4, 1),
+                                                              (300.0, 2), (20.0, 3)])
+def test_a_model_trained_at_another_rv_direction_is_shown_the_standard_display_turned_toward_it(
+        turns, mirror, model_direction, extra_turns):
+    # HEADER_DISPLAY_RV_DIRECTION_DEG (120) is where the RV lies in the standard display; sax_lge saw it at 194.4,
+    # so it gets the standard display turned one more quarter counter-clockwise (np.rot90), whatever the storage.
+    standard = np.arange(12.0).reshape(3, 4)
+    stored = orient_image(standard, turns, mirror)
+    read_std, phase_std = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    origin, next_col, next_row = points_to_original(np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0]]),
+                                                    standard.shape, turns, mirror)
+    read_dir = (next_col - origin) @ np.stack([phase_std, read_std])
+    phase_dir = (next_row - origin) @ np.stack([phase_std, read_std])
+    shown = model_display_orientation("sax", read_dir, phase_dir, model_direction)
+    np.testing.assert_array_equal(orient_image(stored, *shown), np.rot90(standard, extra_turns))
+    assert model_display_orientation("lax", read_dir, phase_dir, model_direction) == (0, False)
 
 
 def test_a_coronal_plane_has_no_standard_short_axis_display():
