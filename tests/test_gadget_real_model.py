@@ -116,3 +116,41 @@ def test_a_short_axis_slice_stored_in_any_orientation_gives_the_same_landmarks(t
     for name, reference in results[(0, False)].items():
         distance_mm = np.linalg.norm(results[(turns, mirror)][name] - reference) * spacing_mm
         assert distance_mm < 1.5, f"{name} moved {distance_mm:.1f} mm when the matrix was stored turned/mirrored"
+
+
+def test_sax_lge_sees_the_standard_display_turned_toward_its_training_direction(monkeypatch):
+    # sax_lge was trained with the RV a quarter turn from where the standard display puts it (manifest
+    # display_rv_direction_deg 194.4 against config.HEADER_DISPLAY_RV_DIRECTION_DEG 120; docs/orientation.md), so
+    # the gadget shows it the header's standard display turned once more (np.rot90). Its points through the wire
+    # are those of the detector on that display, not on the standard one.
+    from cmr_landmark.detector import Detector, detect_in_orientation
+
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
+    try:
+        spec = find_model("sax", "lge", name="sax_lge")
+    except ModelError as error:
+        pytest.skip(f"no sax_lge in models/: {error}")
+    sample = _sample_sax_slice()  # its header puts it in the standard display
+    server = LandmarkServer(0, max_connections=1)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    matrix = sample.data.shape[-1], sample.data.shape[-2]
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        header = header_xml(phases=1, matrix_xy=matrix, field_of_view_mm=tuple(sample.getHead().field_of_view)[:2])
+        config = '<configuration><property name="model" value="sax_lge"/></configuration>'
+        replies = exchange(sock, [text_message(CONFIG, config), text_message(HEADER, header), image_message(sample)])
+    thread.join(60)
+    copy = next(item for _, item in replies if item.image_series_index == 101)
+    assert copy.meta["CMRLandmark_Status"] == "ok", copy.meta.get("CMRLandmark_Error")
+    detector = Detector(spec)
+    pixels, spacing = np.abs(sample.data[0, 0]).astype(np.float32)[np.newaxis], (380.0 / 256, 380.0 / 256)
+    turned = detect_in_orientation(detector, pixels, spacing, 1, False)[0]
+    standard = detect_in_orientation(detector, pixels, spacing, 0, False)[0]
+    compared = 0
+    for name in ("A-RVI", "P-RVI", "C-LV"):
+        found = np.array([float(v) for v in copy.meta[f"CMRLandmark_{name}_pixel"]])
+        on_turned = np.array([turned[name].row, turned[name].col])
+        on_standard = np.array([standard[name].row, standard[name].col])
+        assert np.linalg.norm(found - on_turned) < 0.5, name
+        compared += np.linalg.norm(found - on_standard) > 1.0
+    assert compared, "the two displays gave the same points: the test would not tell them apart"
