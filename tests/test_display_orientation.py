@@ -19,6 +19,7 @@ from cmr_landmark.display_orientation import (
     display_orientation,
     estimate_stored_orientation,
     mean_rv_direction_deg,
+    orientation_inputs,
     rv_direction_deg,
 )
 from cmr_landmark.geometry import ORIENTATIONS, angle_between_deg, orient_image, shown_direction_deg
@@ -211,3 +212,71 @@ def test_detect_orients_by_anatomy_only_when_asked(tmp_path, monkeypatch, capsys
                      "--orient-by-anatomy", "--nifti-as-stored"])
     assert refused.value.code == 2
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_a_training_item_carries_the_rv_direction_of_its_own_transform():
+    # targets are the labels carried through the item's random turn, mirror, zoom and shift: (cos, sin, mirrored)
+    from myops_stack import load_myops_stack
+
+    from cmr_landmark.train_orientation import training_item
+
+    slices = load_myops_stack()
+    labelled = next(s for s in slices if s.has_all_landmarks)
+    mirrors = set()
+    for seed in range(12):
+        image, target = training_item(labelled, np.random.default_rng(seed), synthetic_t1_fraction=0.3)
+        assert image.shape == (64, 64) and np.isfinite(image).all()
+        assert np.hypot(target[0], target[1]) == pytest.approx(1.0, abs=1e-5)
+        mirrors.add(bool(target[2]))
+    assert mirrors == {False, True}
+    without_rv = labelled.__class__(**{**labelled.__dict__, "landmarks_rc": np.full((3, 2), np.nan)})
+    _, target = training_item(without_rv, np.random.default_rng(0))
+    assert target[0] == target[1] == 0.0
+
+
+class TruthNetwork(torch.nn.Module):
+    """Answers each input with the true direction and mirror, looked up by the input's exact pixels."""
+
+    def __init__(self, answers: dict):
+        super().__init__()
+        self.answers = answers
+
+    def forward(self, images):
+        return torch.tensor([self.answers[image.numpy().tobytes()] for image in images], dtype=torch.float32)
+
+
+def test_the_validation_figures_of_a_network_that_knows_the_truth_are_perfect():
+    from myops_stack import load_myops_stack
+
+    from cmr_landmark.train_orientation import evaluate
+
+    slices = load_myops_stack()
+    answers = {}
+    for s in slices:
+        truth = rv_direction_deg(s.landmarks_rc, s.pixel_spacing_mm)
+        for turns, mirror in ORIENTATIONS:
+            spacing = s.pixel_spacing_mm[::-1] if turns % 2 else s.pixel_spacing_mm
+            image = orientation_inputs(orient_image(s.image, turns, mirror)[np.newaxis], spacing)[0]
+            angle = np.radians(shown_direction_deg(truth, turns, mirror)) if np.isfinite(truth) else None
+            direction = [0.0, 0.0] if angle is None else [np.cos(angle), np.sin(angle)]
+            answers[image.astype(np.float32).tobytes()] = [*direction, 5.0 if mirror else -5.0]
+    measured = evaluate(TruthNetwork(answers), slices)
+    assert measured["image_median_error_deg"] < 1e-3 and measured["stack_max_error_deg"] < 1e-3
+    assert measured["image_mirror_right_pct"] == measured["stack_right_pct"] == 100.0
+
+
+def test_an_exported_network_is_listed_with_its_sha256_and_loads(tmp_path):
+    from cmr_landmark.display_orientation import OrientationNet
+    from cmr_landmark.train_orientation import export
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(OrientationNet().state_dict(), run / "best.pt")
+    (run / "history.json").write_text(json.dumps([{"epoch": 1, "stack_right_pct": 50.0, "image_median_error_deg": 9.0,
+                                                   "train_loss": 1.0, "seconds": 2.0}]))
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": []}))
+    export(run, tmp_path)
+    entry = json.loads((tmp_path / "manifest.json").read_text())["orientation_network"]
+    assert entry["validation"] == {"epoch": 1, "stack_right_pct": 50.0, "image_median_error_deg": 9.0}
+    network = load_orientation_network(tmp_path)
+    assert tuple(network(torch.zeros(2, 1, 64, 64)).shape) == (2, 3)
