@@ -270,8 +270,8 @@ def restrict_to_coarse_windows(
 def detect_in_orientation(detector: Detector, images: np.ndarray, pixel_spacing_mm: tuple[float, float],
                           quarter_turns: int, mirror: bool, **detect_options) -> list[ImageLandmarks]:
     """``detector.detect`` on the images shown turned and mirrored (``geometry.orient_image``), the points mapped
-    back to the images as given. The models were trained on one display of each view, and the gadget turns a
-    short-axis image into it from its header (``geometry.standard_short_axis_orientation``)."""
+    back to the images as given. A short-axis model was trained on one display, and the gadget turns an image into
+    it from its header (``geometry.model_display_orientation``)."""
     if (quarter_turns % 4, mirror) == (0, False):
         return detector.detect(images, pixel_spacing_mm, **detect_options)
     images = np.asarray(images)

@@ -7,8 +7,8 @@ nothing trustworthy to say: the public sets' own affines disagree with their ana
 anatomy does say it, and a small network reads it from the whole field of view.
 
 Not a choice among 8 fixed orientations: the sets do not agree on one display. From the LV centre, the midpoint of
-the two RV insertion points lies at 103 degrees (counter-clockwise from the viewer's right) on ACDC's training
-slices, with patients from 23 to 144, and at 194-198 degrees on MyoPS and MS-CMRSeg; a classifier of 8
+the two RV insertion points lies at 103 degrees (counter-clockwise from the viewer's right; circular mean) on ACDC's
+training slices, with patients' medians from 23 to 144, and at 194-198 degrees on MyoPS and MS-CMRSeg; a classifier of 8
 orientations trained on the sets' own displays got 76 % of validation images right and could not get better
 (docs/orientation.md). So the network estimates that direction as a continuous angle, and on request
 (``cmr-landmark detect --orient-by-anatomy``) each landmark model is shown the image at the quarter turn that

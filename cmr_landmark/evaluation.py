@@ -522,7 +522,10 @@ def main_export(argv: Sequence[str] | None = None) -> int:
                       args.mirror_average)
     extra = {"validation": summary(evaluation)}
     if view == "sax":
-        extra["display_rv_direction_deg"] = round(mean_rv_direction_deg(run_slices(run, "train")), 1)
+        try:
+            extra["display_rv_direction_deg"] = round(mean_rv_direction_deg(run_slices(run, "train")), 1)
+        except ValueError as error:  # no training slice with all three landmarks: the model records no direction
+            print(f"display_rv_direction_deg not recorded: {error}")
     path = export_cascade(cascade, args.name, view, sequence, COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold,
                           args.models_dir, card=card, extra=extra,
                           embed_training_state=True, mirror_average=args.mirror_average)

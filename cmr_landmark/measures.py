@@ -122,8 +122,8 @@ def name_rv_insertions_anatomically(found: Mapping[str, Any], pixel_spacing_mm: 
     """``found`` (name -> a point with ``.row`` and ``.col``, or None) with A-RVI and P-RVI swapped when the image
     geometry shows the model's "anterior" end is the posterior one.
 
-    The model names the ends by their handedness in the standard display it was trained on, and the gadget shows it
-    each slice in that display (``geometry.standard_short_axis_orientation``). Where read_dir/phase_dir (patient
+    The model names the ends by their handedness in the display it was trained on, and the gadget shows it each slice
+    in that display (``geometry.model_display_orientation``). Where read_dir/phase_dir (patient
     LPS) are known, the data convention is anatomical: A-RVI is the end nearer the patient's anterior (the data
     README's rule). The two agree on a usual short-axis slice; this makes the anatomical one hold where they do not.
     A plane with no in-plane anterior direction (coronal-like) keeps the model's handedness."""

@@ -78,8 +78,8 @@ class ModelSpec:
     fine_search_radius_mm: float | None = None  # fine stage looks near the coarse landmarks only (Detector)
     fine_centroid_radius_mm: float | None = None  # fine points: centre of mass within this radius; None: the peak
     # short axis: the direction (degrees, display_orientation.rv_direction_deg) from the LV centre to the RV
-    # insertion points the model saw most in training; a NIfTI file without a trustworthy orientation is turned
-    # to bring its anatomy nearest it (offline_detection). None: such a file goes as stored.
+    # insertion points the model saw most in training. The gadget and detect turn a slice's standard display toward
+    # it (geometry.model_display_orientation), and detect --orient-by-anatomy a NIfTI's anatomy. None: neither.
     display_rv_direction_deg: float | None = None
 
     @staticmethod

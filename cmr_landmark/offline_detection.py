@@ -9,10 +9,12 @@ The record of one image (the JSON contract of ``cmr-landmark detect``)::
 ``voxel`` is in the file's own index order (NIfTI: [i, j] = [row, col] of the array's first two axes; DICOM and
 ISMRMRD: [column, row]); ``world_mm`` is in the file's world frame (NIfTI affine: RAS+, DICOM/ISMRMRD: LPS).
 
-Each short-axis slice is shown to the model in the standard display it was trained on (anterior up, RV on the
-viewer's left) and the points are mapped back (``detect_in_orientation``):
-- where the file carries the scanner's patient geometry (DICOM, ISMRMRD), as the gadget does it: from read_dir and
-  phase_dir, and A-RVI is then the end nearer the patient's anterior;
+Each short-axis slice is shown to the model in the display it was trained on and the points are mapped back
+(``detect_in_orientation``):
+- where the file carries the scanner's patient geometry (DICOM, ISMRMRD), as the gadget does it: the standard display
+  from read_dir and phase_dir (anterior up, the patient's right on the viewer's left), turned a quarter more for a
+  model trained with the RV elsewhere (``geometry.model_display_orientation``), and A-RVI is then the end nearer the
+  patient's anterior;
 - a NIfTI file of one of the public sets, recognised by its file name (``datasets.public_set_of_file``), by the
   orientation decided for that set (``datasets.ORIENTATION_BY_DATASET``): their headers carry no trustworthy
   orientation (docs/data.md);
@@ -54,14 +56,16 @@ class DisplayOrientation:
     """How the images of a file were shown to the model: ``geometry.orient_image``'s (quarter_turns, mirror) and
     where that came from; reported in ``detect``'s output."""
 
-    source: str  # 'header' (per slice, DICOM / ISMRMRD), 'public set <name>', 'anatomy', 'as stored'
+    source: str  # 'header' (per short-axis slice, DICOM / ISMRMRD), 'public set <name>', 'anatomy', 'as stored'
     quarter_turns: int = 0
     mirror: bool = False
     anatomy: StoredOrientation | None = None  # 'anatomy': what display_orientation read from the images
 
+    model_rv_direction_deg: float | None = None  # 'header': the model's display_rv_direction_deg, turned toward
+
     def as_record(self) -> dict:
         if self.source == "header":
-            return {"source": self.source}
+            return {"source": self.source, "display_rv_direction_deg": self.model_rv_direction_deg}
         record = {"source": self.source, "quarter_turns": self.quarter_turns, "mirror": self.mirror}
         if self.anatomy is not None:
             record["stored_rv_direction_deg"] = round(self.anatomy.rv_direction_deg, 1)
@@ -72,15 +76,18 @@ class DisplayOrientation:
 def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored: bool = False,
                            by_anatomy: bool = False) -> DisplayOrientation:
     """How to show a file's short-axis images to the model ``spec``. DICOM / ISMRMRD: the standard display from
-    each slice's header (``geometry.model_display_orientation``). NIfTI: its public set's decided orientation when
+    each slice's header, turned toward the model's ``display_rv_direction_deg`` (``geometry.
+    model_display_orientation``). NIfTI: its public set's decided orientation when
     the file name is one of theirs; else as stored, or with ``by_anatomy`` the mirror and quarter turn that its
     anatomy says bring the RV nearest the direction the model saw most in training (``display_orientation``, all
     images decided together; not the default: docs/orientation.md). As stored with ``nifti_as_stored``, for the
     long axis (its model was trained at every orientation), and, by anatomy, when the model records no direction or
     the models folder has no orientation network (logged)."""
+    if spec.view != "sax":
+        return DisplayOrientation("as stored")
     if series.frame == "LPS":
-        return DisplayOrientation("header")
-    if spec.view != "sax" or nifti_as_stored:
+        return DisplayOrientation("header", model_rv_direction_deg=spec.display_rv_direction_deg)
+    if nifti_as_stored:
         return DisplayOrientation("as stored")
     dataset = public_set_of_file(series.source)
     if dataset is not None:
@@ -91,7 +98,7 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
     try:
         if spec.display_rv_direction_deg is None:
             raise ModelError(f"model {spec.name} records no display_rv_direction_deg")
-        network = load_orientation_network()
+        network = load_orientation_network(spec.file.parent)
     except ModelError as error:
         log.warning("%s: showing %s to the model as stored", error, series.source)
         return DisplayOrientation("as stored")

@@ -50,6 +50,7 @@ from cmr_landmark.config import (
     models_dir,
 )
 from cmr_landmark.detector import Detector
+from cmr_landmark.display_orientation import mean_rv_direction_deg
 from cmr_landmark.evaluation import Evaluation, choose_threshold, evaluate_slices
 from cmr_landmark.export import export_cascade
 from cmr_landmark.model_store import find_model, sha256_of
@@ -267,7 +268,8 @@ def export_run(name: str, sequence: str, run: Path, mirror_average: bool, mirror
     run_info["mirror_pooling"] = mirror_pooling
     export_cascade(cascade, name, "sax", sequence, COARSE_GRID, FINE_GRID_BY_VIEW["sax"], threshold, models_dir(),
                    card=f"# {name}\n\nSee the measured tables below once written by scripts/compare_sax_models.py.\n",
-                   extra={"trained_on": run_info["kind"], "train_slices": run_info["train_slices"]},
+                   extra={"trained_on": run_info["kind"], "train_slices": run_info["train_slices"],
+                          "display_rv_direction_deg": round(mean_rv_direction_deg(training_images), 1)},
                    mirror_average=mirror_average, mirror_pooling=mirror_pooling, embed_training_state=True)
     return run_info
 

@@ -1,12 +1,12 @@
 """How the short-axis models fare on images stored in another orientation than the standard display.
 
-The models were trained on each public set brought to the standard short-axis display (anterior up, RV on the
+The models were trained on each public set brought to the display decided for it (meant as anterior up, RV on the
 viewer's left; docs/data.md) and turned by at most 30 degrees. A scanner writes the pixel matrix in its own
 acquisition orientation. This detects the labelled validation slices with all three landmarks in 8 orientations
 (quarter turns, each with and without a mirror; ``geometry.orient_image``), maps the points back and reports the
 mean distance (mm) per landmark as named, and of the A-RVI/P-RVI pair compared as a set (a mirror swaps which end
 the model calls anterior). The gadget and ``detect`` avoid all of this by turning each slice into the standard display
-from its header first (docs/gadget.md, "Orientation"):
+from its header first, and a quarter more for a model trained with the RV elsewhere (docs/gadget.md, "Orientation"):
 
     python scripts/sax_orientation_check.py --model sax_cine --dataset acdc --out reports/sax_orientations.md
 

@@ -280,3 +280,27 @@ def test_an_exported_network_is_listed_with_its_sha256_and_loads(tmp_path):
     assert entry["validation"] == {"epoch": 1, "stack_right_pct": 50.0, "image_median_error_deg": 9.0}
     network = load_orientation_network(tmp_path)
     assert tuple(network(torch.zeros(2, 1, 64, 64)).shape) == (2, 3)
+
+
+def test_detect_on_ismrmrd_turns_the_header_display_toward_the_models_direction():
+    # the file's header puts the sample in the standard display; sax_lge (194.4 degrees) sees it a quarter turn on
+    from cmr_landmark.detector import Detector, detect_in_orientation
+    from cmr_landmark.offline_detection import detect_series
+
+    try:
+        spec = find_model("sax", "lge", name="sax_lge", folder=REPO_ROOT / "models")
+    except ModelError as error:
+        pytest.skip(f"no sax_lge ({error})")
+    series = read_series(REPO_ROOT / "samples" / "mnms2_001_sax.h5")
+    assert display_orientation_of(series, spec).as_record() == {"source": "header", "display_rv_direction_deg": 194.4}
+    detector = Detector(spec, use_bf16=False)
+    record = detect_series(series, detector)[10]  # slice 5, end-diastole
+    pixels = series.images[5, :]
+    turned = detect_in_orientation(detector, pixels, series.pixel_spacing_mm, 1, False, same_slice=True)[0]
+    standard = detect_in_orientation(detector, pixels, series.pixel_spacing_mm, 0, False, same_slice=True)[0]
+    apart = 0
+    for name in ("A-RVI", "P-RVI", "C-LV"):
+        found = np.array(series.voxel_to_pixel(record["landmarks"][name]["voxel"]))
+        assert np.linalg.norm(found - (turned[name].row, turned[name].col)) < 0.01, name
+        apart += np.linalg.norm(found - (standard[name].row, standard[name].col)) > 1.0
+    assert apart, "the two displays gave the same points: the test would not tell them apart"

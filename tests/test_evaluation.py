@@ -201,5 +201,5 @@ def test_a_pair_compared_as_a_set_forgives_swapped_names_but_not_distance() -> N
     # one point 4 rows (2 mm) off, the other 1 column (2 mm) off, names swapped: 2 mm either way round
     moved = np.array([[30.0, 11.0], [14.0, 10.0]])
     assert pair_distance_as_set_mm(moved, labels, spacing) == pytest.approx(2.0)
-    # and named right it is the straight matching that counts: (2 + 2) / 2, not the crossed 9 mm
-    assert pair_distance_as_set_mm(moved[::-1], labels, spacing) == pytest.approx(2.0)
+    # named right, the straight matching counts: one point on its label, the other 3 columns (6 mm) off
+    assert pair_distance_as_set_mm(np.array([[10.0, 10.0], [30.0, 13.0]]), labels, spacing) == pytest.approx(3.0)
