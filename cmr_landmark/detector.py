@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .config import MIRROR_POOLINGS, MIRROR_SWAP, StageGrid
-from .geometry import orient_image, points_to_original
+from .geometry import orient_image, oriented_spacing_mm, points_to_original
 from .heatmaps import decode_heatmaps
 from .model_store import ModelSpec, load_torchscript
 from .preprocess import GridTransform, grid_transform, normalise_stack, preprocess, resample_stack
@@ -276,7 +276,7 @@ def detect_in_orientation(detector: Detector, images: np.ndarray, pixel_spacing_
         return detector.detect(images, pixel_spacing_mm, **detect_options)
     images = np.asarray(images)
     shown = np.stack([orient_image(image, quarter_turns, mirror) for image in images])
-    spacing = (pixel_spacing_mm[1], pixel_spacing_mm[0]) if quarter_turns % 2 else pixel_spacing_mm
+    spacing = oriented_spacing_mm(pixel_spacing_mm, quarter_turns)
     mapped = []
     for found in detector.detect(shown, spacing, **detect_options):
         back = {}

@@ -156,6 +156,12 @@ def orient_image(image: np.ndarray, quarter_turns: int, mirror: bool) -> np.ndar
     return np.ascontiguousarray(turned[:, ::-1] if mirror else turned)
 
 
+def oriented_spacing_mm(pixel_spacing_mm: tuple[float, float], quarter_turns: int) -> tuple[float, float]:
+    """The (row, col) pixel spacing of ``orient_image(image, quarter_turns, mirror)``: an odd turn swaps the axes."""
+    row_mm, col_mm = pixel_spacing_mm
+    return (col_mm, row_mm) if quarter_turns % 2 else (row_mm, col_mm)
+
+
 def points_to_original(points_rc: np.ndarray, original_shape: tuple[int, int], quarter_turns: int,
                        mirror: bool) -> np.ndarray:
     """(row, col) points found in ``orient_image(image, quarter_turns, mirror)``, in pixels of ``image`` itself."""

@@ -38,7 +38,7 @@ from .display_orientation import (
     orientation_inputs,
     rv_direction_deg,
 )
-from .geometry import ORIENTATIONS, angle_between_deg, orient_image, shown_direction_deg
+from .geometry import ORIENTATIONS, angle_between_deg, orient_image, oriented_spacing_mm, shown_direction_deg
 from .model_store import sha256_of
 from .preprocess import grid_transform, normalise_intensity, resample_to_grid, to_magnitude
 from .synth.contrast import random_tissue_contrast
@@ -84,13 +84,21 @@ def loss_of(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             + nn.functional.binary_cross_entropy_with_logits(outputs[:, 2], targets[:, 2]))
 
 
+def stack_indices(slices: Sequence[Slice]) -> list[list[int]]:
+    """The indices of each stack's slices: one patient's slices of one phase and sequence, stored and decided alike."""
+    stacks: dict[tuple, list[int]] = defaultdict(list)
+    for index, s in enumerate(slices):
+        stacks[(s.dataset, s.patient, s.phase, s.sequence)].append(index)
+    return list(stacks.values())
+
+
 def stored_orientation_outputs(model: nn.Module, slices: Sequence[Slice]) -> np.ndarray:
     """(N, 8, 3) outputs for every slice stored in each of the 8 ORIENTATIONS (``orient_image`` of its display)."""
     inputs = []
     for s in slices:
         for turns, mirror in ORIENTATIONS:
-            spacing = s.pixel_spacing_mm[::-1] if turns % 2 else s.pixel_spacing_mm
-            inputs.append(orientation_inputs(orient_image(s.image, turns, mirror)[np.newaxis], spacing)[0])
+            inputs.append(orientation_inputs(orient_image(s.image, turns, mirror)[np.newaxis],
+                                             oriented_spacing_mm(s.pixel_spacing_mm, turns))[0])
     batch = torch.from_numpy(np.stack(inputs).astype(np.float32))
     model.eval()
     with torch.inference_mode():
@@ -109,11 +117,8 @@ def evaluate(model: nn.Module, slices: Sequence[Slice]) -> dict[str, float]:
     labelled = np.isfinite(truth)
     image_errors = np.abs((estimated - shown_truth + 180) % 360 - 180)[labelled]
     image_mirror_right = (outputs[..., 2] > 0) == mirrors
-    stacks: dict[tuple, list[int]] = defaultdict(list)
-    for index, s in enumerate(slices):
-        stacks[(s.dataset, s.patient, s.phase, s.sequence)].append(index)
     stack_errors, stack_mirror_right = [], []
-    for members in stacks.values():
+    for members in stack_indices(slices):
         members = np.array(members)
         known = members[labelled[members]]
         if len(known) == 0:

@@ -34,13 +34,14 @@ from cmr_landmark.geometry import (
     ORIENTATIONS,
     model_display_orientation,
     orient_image,
+    oriented_spacing_mm,
     points_to_original,
     shown_direction_deg,
 )
 from cmr_landmark.model_store import find_model, load_orientation_network
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS, clinical_contrast_slices
 from cmr_landmark.synth.t1 import synthetic_t1_slices
-from cmr_landmark.train_orientation import VAL_SETS, evaluate
+from cmr_landmark.train_orientation import VAL_SETS, evaluate, stack_indices
 
 SYNTHETIC_SEED = 7
 
@@ -63,21 +64,14 @@ def dicom_frames(network: torch.nn.Module, folder: Path) -> dict:
             "rows": rows}
 
 
-def stacks_of(slices: Sequence[Slice]) -> list[list[Slice]]:
-    groups: dict[tuple, list[Slice]] = defaultdict(list)
-    for s in slices:
-        groups[(s.dataset, s.patient, s.phase, s.sequence)].append(s)
-    return list(groups.values())
-
-
 def landmark_errors(detector: Detector, network: torch.nn.Module | None, slices: Sequence[Slice],
                     stored_as: tuple[int, bool]) -> dict[str, list[float]]:
     """Distances (mm) per landmark, every labelled landmark, threshold aside, the stacks stored as ``stored_as``
     and shown as the anatomy says (``network``) or, with None, shown in the sets' own display."""
     errors: dict[str, list[float]] = {name: [] for name in SAX_LANDMARKS}
-    for stack in stacks_of(slices):
+    for stack in ([slices[i] for i in members] for members in stack_indices(slices)):
         spacing = stack[0].pixel_spacing_mm
-        stored_spacing = spacing[::-1] if stored_as[0] % 2 else spacing
+        stored_spacing = oriented_spacing_mm(spacing, stored_as[0])
         by_shape: dict[tuple, list[Slice]] = defaultdict(list)
         for s in stack:
             by_shape[s.image.shape].append(s)

@@ -22,7 +22,13 @@ from cmr_landmark.display_orientation import (
     orientation_inputs,
     rv_direction_deg,
 )
-from cmr_landmark.geometry import ORIENTATIONS, angle_between_deg, orient_image, shown_direction_deg
+from cmr_landmark.geometry import (
+    ORIENTATIONS,
+    angle_between_deg,
+    orient_image,
+    oriented_spacing_mm,
+    shown_direction_deg,
+)
 from cmr_landmark.io import read_nifti, read_series
 from cmr_landmark.model_store import ModelError, find_model, load_orientation_network
 from cmr_landmark.offline_detection import display_orientation_of
@@ -132,7 +138,7 @@ def sample_nifti(tmp_path, orientation, name="sax.nii.gz"):
     sample = read_series(REPO_ROOT / "samples" / "mnms2_001_sax.h5")
     stored = np.stack([np.stack([orient_image(image, *orientation) for image in phases])
                        for phases in sample.images])  # (slices, phases, H, W)
-    spacing = sample.pixel_spacing_mm[::-1] if orientation[0] % 2 else sample.pixel_spacing_mm
+    spacing = oriented_spacing_mm(sample.pixel_spacing_mm, orientation[0])
     affine = np.diag([*spacing, 10.0, 1.0])
     return write_nifti(tmp_path / name, np.transpose(stored, (2, 3, 0, 1)).astype(np.float32), affine), sample
 
@@ -255,8 +261,8 @@ def test_the_validation_figures_of_a_network_that_knows_the_truth_are_perfect():
     for s in slices:
         truth = rv_direction_deg(s.landmarks_rc, s.pixel_spacing_mm)
         for turns, mirror in ORIENTATIONS:
-            spacing = s.pixel_spacing_mm[::-1] if turns % 2 else s.pixel_spacing_mm
-            image = orientation_inputs(orient_image(s.image, turns, mirror)[np.newaxis], spacing)[0]
+            image = orientation_inputs(orient_image(s.image, turns, mirror)[np.newaxis],
+                                       oriented_spacing_mm(s.pixel_spacing_mm, turns))[0]
             angle = np.radians(shown_direction_deg(truth, turns, mirror)) if np.isfinite(truth) else None
             direction = [0.0, 0.0] if angle is None else [np.cos(angle), np.sin(angle)]
             answers[image.astype(np.float32).tobytes()] = [*direction, 5.0 if mirror else -5.0]

@@ -11,6 +11,7 @@ from cmr_landmark.geometry import (
     anterior_direction_in_image,
     model_display_orientation,
     orient_image,
+    oriented_spacing_mm,
     patient_to_pixel,
     pixel_spacing_mm,
     pixel_to_patient_mm,
@@ -182,3 +183,10 @@ def test_detection_in_another_orientation_comes_back_in_the_images_own_pixels(tu
     assert all(f["A-RVI"] is None for f in found)
     # the model sees (row, col) spacing of the shown image: swapped by an odd quarter turn
     assert detector.spacings == [(1.0, 2.0) if turns % 2 else (2.0, 1.0)]
+
+
+def test_an_odd_quarter_turn_swaps_the_row_and_column_spacing():
+    assert oriented_spacing_mm((0.7, 1.4), 0) == (0.7, 1.4)
+    assert oriented_spacing_mm((0.7, 1.4), 1) == (1.4, 0.7)
+    assert oriented_spacing_mm((0.7, 1.4), 2) == (0.7, 1.4)
+    assert oriented_spacing_mm((0.7, 1.4), 3) == (1.4, 0.7)
