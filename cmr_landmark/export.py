@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from .config import FINE_CENTROID_RADIUS_MM, LANDMARKS_BY_VIEW, StageGrid
-from .model_store import sha256_of
+from .model_store import edit_manifest, sha256_of
 from .network import LandmarkCascade
 
 MAX_MODEL_BYTES = 10 * 1024 * 1024
@@ -112,9 +111,10 @@ def export_cascade(
         "card": f"{name}.md" if card else "",
         **(extra or {}),
     }
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": []}
-    manifest["models"] = [m for m in manifest["models"] if m["name"] != name] + [entry]
-    manifest["models"].sort(key=lambda m: m["name"])
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+    def add_entry(manifest: dict) -> None:
+        manifest["models"] = sorted([m for m in manifest["models"] if m["name"] != name] + [entry],
+                                    key=lambda m: m["name"])
+
+    edit_manifest(folder, add_entry)
     return path

@@ -11,14 +11,17 @@ import json
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from .config import LANDMARKS_BY_VIEW, MIRROR_POOLINGS, MODEL_SEQUENCES, VIEWS, StageGrid, models_dir
 
 log = logging.getLogger("cmr_landmark.model_store")
+T = TypeVar("T")
 
 
 class ModelError(RuntimeError):
@@ -112,16 +115,31 @@ class ModelSpec:
             raise ModelError(f"malformed manifest entry {entry!r}: {error}") from error
 
 
-def read_manifest(folder: Path | None = None) -> list[ModelSpec]:
-    """All models listed in ``folder``/manifest.json (default :func:`config.models_dir`)."""
+def _manifest_json(folder: Path | None) -> tuple[Path, dict]:
+    """(the models folder, its manifest.json parsed); default folder :func:`config.models_dir`."""
     folder = Path(folder) if folder is not None else models_dir()
     path = folder / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
+        return folder, json.loads(path.read_text())
     except FileNotFoundError as error:
         raise ModelError(f"no model manifest at {path}") from error
     except json.JSONDecodeError as error:
         raise ModelError(f"model manifest {path} is not valid JSON: {error}") from error
+
+
+def edit_manifest(folder: Path, change: Callable[[dict], T]) -> T:
+    """Read ``folder``/manifest.json (``{"models": []}`` when there is none yet), let ``change`` edit it in place,
+    write it back; ``change``'s result. The one place exports and scripts rewrite the manifest."""
+    path = Path(folder) / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {"models": []}
+    result = change(manifest)
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return result
+
+
+def read_manifest(folder: Path | None = None) -> list[ModelSpec]:
+    """All models listed in ``folder``/manifest.json (default :func:`config.models_dir`)."""
+    folder, manifest = _manifest_json(folder)
     return [ModelSpec.from_manifest_entry(entry, folder) for entry in manifest.get("models", [])]
 
 
@@ -164,13 +182,11 @@ def load_torchscript(spec: ModelSpec, device: torch.device) -> torch.jit.ScriptM
 def load_orientation_network(folder: Path | None = None) -> torch.jit.ScriptModule:
     """The short-axis orientation network (``display_orientation``) listed under ``orientation_network`` in
     ``folder``/manifest.json (default :func:`config.models_dir`), on the CPU: it is small and runs once per file."""
-    folder = Path(folder) if folder is not None else models_dir()
+    folder, manifest = _manifest_json(folder)
     try:
-        entry = json.loads((folder / "manifest.json").read_text())["orientation_network"]
+        entry = manifest["orientation_network"]
         path, sha256 = folder / entry["file"], entry["sha256"]
-    except FileNotFoundError as error:
-        raise ModelError(f"no model manifest at {folder / 'manifest.json'}") from error
-    except (KeyError, TypeError, json.JSONDecodeError) as error:
+    except (KeyError, TypeError) as error:
         raise ModelError(f"{folder / 'manifest.json'} lists no orientation network ({error})") from error
     return _load_checked_torchscript(path, sha256, torch.device("cpu"))
 

@@ -39,7 +39,7 @@ from .display_orientation import (
     rv_direction_deg,
 )
 from .geometry import ORIENTATIONS, angle_between_deg, orient_image, oriented_spacing_mm, shown_direction_deg
-from .model_store import sha256_of
+from .model_store import edit_manifest, sha256_of
 from .preprocess import grid_transform, normalise_intensity, resample_to_grid, to_magnitude
 from .synth.contrast import random_tissue_contrast
 from .synth.t1 import synthetic_t1_slice
@@ -205,15 +205,11 @@ def export(out: Path, folder: Path | None = None) -> Path:
     model.load_state_dict(torch.load(out / "best.pt", weights_only=True))
     path = folder / "sax_orientation.pt"
     torch.jit.script(model.eval()).save(str(path))
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": []}
-    history = json.loads((out / "history.json").read_text())
-    best = max(history, key=score)
-    manifest["orientation_network"] = {
-        "file": path.name, "sha256": sha256_of(path), "card": "sax_orientation.md", "grid": asdict(ORIENTATION_GRID),
-        "validation": {key: value for key, value in best.items() if key not in ("train_loss", "seconds")},
-    }
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    best = max(json.loads((out / "history.json").read_text()), key=score)
+    entry = {"file": path.name, "sha256": sha256_of(path), "card": "sax_orientation.md",
+             "grid": asdict(ORIENTATION_GRID),
+             "validation": {key: value for key, value in best.items() if key not in ("train_loss", "seconds")}}
+    edit_manifest(folder, lambda manifest: manifest.update(orientation_network=entry))
     return path
 
 
@@ -225,13 +221,14 @@ def record_display_direction(model_name: str, sources: Sequence[tuple[str, str]]
     folder = Path(folder) if folder is not None else models_dir()
     slices = [s for dataset, sequence in sources for s in load_slices(dataset, "train") if s.sequence == sequence]
     direction = round(mean_rv_direction_deg(slices), 1)
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    entry = next((m for m in manifest["models"] if m["name"] == model_name), None)
-    if entry is None or entry["view"] != "sax":
-        raise ValueError(f"no short-axis model {model_name!r} in {manifest_path}")
-    entry["display_rv_direction_deg"] = direction
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+    def set_direction(manifest: dict) -> None:
+        entry = next((m for m in manifest["models"] if m["name"] == model_name), None)
+        if entry is None or entry["view"] != "sax":
+            raise ValueError(f"no short-axis model {model_name!r} in {folder / 'manifest.json'}")
+        entry["display_rv_direction_deg"] = direction
+
+    edit_manifest(folder, set_direction)
     return direction
 
 

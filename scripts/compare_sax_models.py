@@ -53,7 +53,7 @@ from cmr_landmark.detector import Detector
 from cmr_landmark.display_orientation import mean_rv_direction_deg
 from cmr_landmark.evaluation import Evaluation, choose_threshold, evaluate_slices
 from cmr_landmark.export import export_cascade
-from cmr_landmark.model_store import find_model, sha256_of
+from cmr_landmark.model_store import edit_manifest, find_model, sha256_of
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS, clinical_contrast_slices
 from cmr_landmark.synth.contrast import random_contrast_slices
 from cmr_landmark.synth.t1 import synthetic_t1_slices
@@ -248,13 +248,14 @@ def repool_shipped(name: str, pooling: str) -> tuple[float, float]:
     (old threshold, new threshold)."""
     spec = replace(find_model("sax", "cine", name=name), mirror_pooling=pooling)
     threshold = choose_threshold(evaluate_slices(Detector(spec, use_bf16=False), training_subset(spec.sequence), 0.5))
-    manifest_path = models_dir() / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    entry = next(e for e in manifest["models"] if e["name"] == name)
-    old = entry["probability_threshold"]
-    entry["mirror_pooling"], entry["probability_threshold"] = pooling, threshold
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return old, threshold
+
+    def set_pooling(manifest: dict) -> float:
+        entry = next(e for e in manifest["models"] if e["name"] == name)
+        old = entry["probability_threshold"]
+        entry["mirror_pooling"], entry["probability_threshold"] = pooling, threshold
+        return old
+
+    return edit_manifest(models_dir(), set_pooling), threshold
 
 
 def export_run(name: str, sequence: str, run: Path, mirror_average: bool, mirror_pooling: str) -> dict:

@@ -26,7 +26,7 @@ import torch
 from cmr_landmark.config import models_dir
 from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import evaluate_slices, report_markdown, summary
-from cmr_landmark.model_store import find_model
+from cmr_landmark.model_store import edit_manifest, find_model
 from cmr_landmark.training import load_labelled_slices
 
 VALIDATION_SECTION = re.compile(r"## Validation accuracy\n.*?(?=\n## |\Z)", re.DOTALL)
@@ -50,13 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     detector = Detector(spec, use_bf16=False)  # fp32: the figures must not depend on the CPU they were taken on
     evaluation = evaluate_slices(detector, slices)
 
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    entry = next(e for e in manifest["models"] if e["name"] == args.model)
-    entry["fine_centroid_radius_mm"] = radius
-    if "validation" in entry:
-        entry["validation"] = json.loads(json.dumps(summary(evaluation), default=float))
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    def set_radius(manifest: dict) -> dict:
+        entry = next(e for e in manifest["models"] if e["name"] == args.model)
+        entry["fine_centroid_radius_mm"] = radius
+        if "validation" in entry:
+            entry["validation"] = json.loads(json.dumps(summary(evaluation), default=float))
+        return entry
+
+    entry = edit_manifest(folder, set_radius)
 
     card_path = folder / entry["card"] if entry.get("card") else None
     decoder = "the peak" if radius is None else f"the centre of mass within {radius:g} mm of the peak"
