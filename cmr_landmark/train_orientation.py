@@ -123,10 +123,9 @@ def evaluate(model: nn.Module, slices: Sequence[Slice]) -> dict[str, float]:
         known = members[labelled[members]]
         if len(known) == 0:
             continue
+        stack_direction = mean_rv_direction_deg([slices[i] for i in known])
         for o, orientation in enumerate(ORIENTATIONS):
-            radians = np.radians(truth[known])
-            stack_truth = shown_direction_deg(np.degrees(np.arctan2(np.sin(radians).sum(), np.cos(radians).sum())),
-                                              *orientation)
+            stack_truth = shown_direction_deg(stack_direction, *orientation)
             summed = outputs[members, o, :2].sum(axis=0)
             stack_errors.append(angle_between_deg(np.degrees(np.arctan2(summed[1], summed[0])), stack_truth))
             stack_mirror_right.append((outputs[members, o, 2].mean() > 0) == orientation[1])

@@ -74,7 +74,8 @@ def dicom_frames_report(detector: Detector, folder: Path) -> tuple[list[str], di
         standard_count, shown = found_at_threshold(image, spacing, orientation)
         counts["all_frames"] += 1
         counts["all_standard"] += standard_count
-        counts["all_model_display"] += found_at_threshold(image, spacing, model_orientation)[0]
+        counts["all_model_display"] += (standard_count if model_orientation == orientation
+                                        else found_at_threshold(image, spacing, model_orientation)[0])
         if orientation == (0, False):
             continue
         stored_count, stored = found_at_threshold(image, spacing, (0, False))
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(args.out.read_text())
         return 0
     slices = [s for s in load_slices(args.dataset, "val")
-              if s.view == "sax" and s.labelled and np.all(np.isfinite(s.landmarks_rc))]
+              if s.view == "sax" and s.has_all_landmarks]
     lines = [f"{len(slices)} {args.dataset} validation slices with all three landmarks; mm from the labels; 'm' = "
              "mirrored; 0 is the standard display.", "",
              "| model | orientation | A-RVI | P-RVI | C-LV | RVI pair as a set |", "|---|---|---|---|---|---|"]
