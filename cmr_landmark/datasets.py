@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 
 from .config import cache_dir, data_root
-from .geometry import ORIENTATIONS, orient_image
+from .geometry import ORIENTATIONS, orient_image, oriented_spacing_mm
 from .landmarks import STANDARD_LABELS, LabelCodes, derive_lax_landmarks, derive_sax_landmarks
 
 SPLITS_PATH = Path(__file__).resolve().parent / "splits.json"
@@ -52,7 +52,7 @@ class Orientation:
         return np.ascontiguousarray(np.rot90(array, self.rot90_k))
 
     def apply_spacing(self, spacing_mm: tuple[float, float]) -> tuple[float, float]:
-        return (spacing_mm[1], spacing_mm[0]) if self.rot90_k % 2 else (spacing_mm[0], spacing_mm[1])
+        return oriented_spacing_mm(spacing_mm, self.rot90_k)
 
     def as_quarter_turns_and_mirror(self) -> tuple[int, bool]:
         """The same map as ``geometry.orient_image``'s (quarter_turns, mirror), which turns first, then mirrors."""
