@@ -1,10 +1,10 @@
 """The public sets as 2-D training samples (one per slice and phase), their patient split, and a fast cache.
 
 Every set stores its arrays in its own orientation. Each is brought once, here, to the standard short-axis
-display (seen from the apex, anterior up, RV on the viewer's left) by a per-set :class:`Orientation` decided by
-looking at the images (evidence in docs/data.md), so every cached image has the standard handedness and the
-landmark rule of :mod:`cmr_landmark.landmarks` applies without a mirror flag. Masks are converted to the
-standard codes {0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool}.
+display (seen from the apex, anterior up, RV on the viewer's left) by a per-set turn and mirror
+(``ORIENTATION_BY_DATASET``) decided by looking at the images (evidence in docs/data.md), so every cached image
+has the standard handedness and the landmark rule of :mod:`cmr_landmark.landmarks` applies without a mirror flag.
+Masks are converted to the standard codes {0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool}.
 
 ``phase`` is 0 for end-diastole, 1 for end-systole, 0 for LGE, and the frame number for an unlabelled cine.
 ``labelled`` says the mask is a real annotation: a labelled slice with all landmarks NaN is a genuine
@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 
 from .config import cache_dir, data_root
-from .geometry import ORIENTATIONS, orient_image, oriented_spacing_mm
+from .geometry import orient_image, oriented_spacing_mm
 from .landmarks import STANDARD_LABELS, LabelCodes, derive_lax_landmarks, derive_sax_landmarks
 
 SPLITS_PATH = Path(__file__).resolve().parent / "splits.json"
@@ -38,38 +38,16 @@ SPLIT_SEED = 20210601
 CACHE_FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Orientation:
-    """How a set's stored arrays map to the standard display: ``rot90_k`` quarter turns (counter-clockwise on
-    screen, as ``np.rot90``) applied after an optional left-right flip of the columns."""
-
-    flip_cols: bool = False
-    rot90_k: int = 0
-
-    def apply(self, array: np.ndarray) -> np.ndarray:
-        if self.flip_cols:
-            array = array[:, ::-1]
-        return np.ascontiguousarray(np.rot90(array, self.rot90_k))
-
-    def apply_spacing(self, spacing_mm: tuple[float, float]) -> tuple[float, float]:
-        return oriented_spacing_mm(spacing_mm, self.rot90_k)
-
-    def as_quarter_turns_and_mirror(self) -> tuple[int, bool]:
-        """The same map as ``geometry.orient_image``'s (quarter_turns, mirror), which turns first, then mirrors."""
-        probe = np.arange(12.0).reshape(3, 4)
-        return next(orientation for orientation in ORIENTATIONS
-                    if np.array_equal(orient_image(probe, *orientation), self.apply(probe)))
-
-
 # Decided by looking (docs/data.md): ACDC arrays have anterior up but the liver on the viewer's right and the RV
 # upper right (viewed from the base), so their columns are flipped. MS-CMRSeg and MyoPS (same centre) have the
 # standard handedness with the chest wall up-right and the RV up; a quarter turn counter-clockwise puts the RV
 # on the left. M&Ms-2 arrays come from DICOM in the scanner's display and are already standard.
-ORIENTATION_BY_DATASET: dict[str, Orientation] = {
-    "acdc": Orientation(flip_cols=True),
-    "mscmrseg_lge": Orientation(rot90_k=1),
-    "myops": Orientation(rot90_k=1),
-    "mnms2": Orientation(),
+# Each as ``geometry.orient_image``'s (quarter_turns, mirror), the one encoding of a display used everywhere.
+ORIENTATION_BY_DATASET: dict[str, tuple[int, bool]] = {
+    "acdc": (0, True),
+    "mscmrseg_lge": (1, False),
+    "myops": (1, False),
+    "mnms2": (0, False),
 }
 DATASETS: tuple[str, ...] = tuple(ORIENTATION_BY_DATASET)
 
@@ -159,22 +137,22 @@ def _stack_slices(
     raw_mask = _load_volume(mask_path)[0] if mask_path is not None else None
     if raw_mask is not None and raw_mask.shape != volume.shape:
         raise ValueError(f"{mask_path} has shape {raw_mask.shape}, image {image_path} has {volume.shape}")
-    spacing = orientation.apply_spacing(spacing)
+    spacing = oriented_spacing_mm(spacing, orientation[0])
     derive = derive_sax_landmarks if view == "sax" else derive_lax_landmarks
     for z in range(volume.shape[2]):
-        image = orientation.apply(np.asarray(volume[:, :, z], dtype=np.float32))
+        image = orient_image(np.asarray(volume[:, :, z], dtype=np.float32), *orientation)
         if raw_mask is None:
             yield Slice(image, spacing, np.full((3, 2), np.nan), view, sequence, dataset, patient, z, phase,
                         labelled=False)
             continue
         layer = np.rint(np.asarray(raw_mask[:, :, z])).astype(np.int32)
-        mask = orientation.apply(_to_standard_codes(layer, codes))
+        mask = orient_image(_to_standard_codes(layer, codes), *orientation)
         pathology = None
         if pathology_codes is not None:
             pathology = np.zeros(layer.shape, dtype=np.uint8)
             for value, code in pathology_codes.items():
                 pathology[layer == value] = code
-            pathology = orientation.apply(pathology)
+            pathology = orient_image(pathology, *orientation)
         landmarks = derive(mask, STANDARD_LABELS, spacing)
         yield Slice(image, spacing, landmarks, view, sequence, dataset, patient, z, phase, True, mask, pathology)
 
@@ -218,8 +196,8 @@ def _mnms2(root: Path) -> Iterator[Slice]:
             orientation = ORIENTATION_BY_DATASET["mnms2"]
             cine = cine.reshape(cine.shape[0], cine.shape[1], -1)  # (x, y, 1, frames) -> (x, y, frames)
             for frame in range(cine.shape[2]):
-                image = orientation.apply(np.asarray(cine[:, :, frame], dtype=np.float32))
-                yield Slice(image, orientation.apply_spacing(spacing), np.full((3, 2), np.nan), "lax", "cine",
+                image = orient_image(np.asarray(cine[:, :, frame], dtype=np.float32), *orientation)
+                yield Slice(image, oriented_spacing_mm(spacing, orientation[0]), np.full((3, 2), np.nan), "lax", "cine",
                             "mnms2", patient, 0, frame, labelled=False)
 
 

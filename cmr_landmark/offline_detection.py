@@ -91,7 +91,7 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
     dataset = public_set_of_file(series.source)
     if dataset is not None:
         return DisplayOrientation(f"public set {dataset}",
-                                  *ORIENTATION_BY_DATASET[dataset].as_quarter_turns_and_mirror())
+                                  *ORIENTATION_BY_DATASET[dataset])
     if not by_anatomy:
         return DisplayOrientation("as stored")
     try:

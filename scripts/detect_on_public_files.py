@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              + " | ".join(f"{n} mm (n)" for n in names) + " |", "|---|---|---|---|---|---|"]
     results = {}
     for (dataset, sequence), file_of in FILES.items():
-        orientation = ORIENTATION_BY_DATASET[dataset].as_quarter_turns_and_mirror()
+        orientation = ORIENTATION_BY_DATASET[dataset]
         slices = [s for s in load_slices(dataset, "val") if s.sequence == sequence and s.labelled]
         errors = {n: [] for n in names}
         images, files, shown_as_decided = 0, 0, 0

@@ -30,6 +30,7 @@ import numpy as np
 from cmr_landmark.config import data_root
 from cmr_landmark.convert import convert
 from cmr_landmark.datasets import MNMS2_LABELS, ORIENTATION_BY_DATASET
+from cmr_landmark.geometry import orient_image
 from cmr_landmark.io import ImageSeries, SliceGeometry, read_nifti
 from cmr_landmark.landmarks import derive_lax_landmarks
 
@@ -80,7 +81,7 @@ def lax_geometry(series: ImageSeries, apex_to_base_rc: np.ndarray) -> tuple[Slic
 
 def _standard(series: ImageSeries) -> np.ndarray:
     orientation = ORIENTATION_BY_DATASET["mnms2"]
-    return np.stack([np.stack([orientation.apply(image) for image in phases]) for phases in series.images])
+    return np.stack([np.stack([orient_image(image, *orientation) for image in phases]) for phases in series.images])
 
 
 def make_samples(data: Path, out: Path) -> list[Path]:
@@ -94,9 +95,9 @@ def make_samples(data: Path, out: Path) -> list[Path]:
 
     cine = read_nifti(folder / f"{SUBJECT}_LA_CINE.nii.gz")
     cine = dataclasses.replace(cine, images=_standard(cine), frame="LPS", voxel_order="col_row")
-    mask = ORIENTATION_BY_DATASET["mnms2"].apply(
-        np.rint(nib.load(str(folder / f"{SUBJECT}_LA_ED_gt.nii.gz")).get_fdata()[:, :, 0]).astype(np.int16)
-    )
+    mask = orient_image(
+        np.rint(nib.load(str(folder / f"{SUBJECT}_LA_ED_gt.nii.gz")).get_fdata()[:, :, 0]).astype(np.int16),
+        *ORIENTATION_BY_DATASET["mnms2"])
     mv1, mv2, apex = derive_lax_landmarks(mask, MNMS2_LABELS, cine.pixel_spacing_mm)
     apex_to_base_rc = ((mv1 + mv2) / 2 - apex) * np.asarray(cine.pixel_spacing_mm)
     cine = dataclasses.replace(cine, slice_geometry=lax_geometry(cine, apex_to_base_rc), slice_thickness_mm=8.0)

@@ -133,7 +133,7 @@ def test_a_public_sets_nifti_is_named_as_its_labels_are_derived(dataset, shared_
     result = run_detect([str(path), "--view", "sax", "--sequence", sequence, "--out", str(tmp_path / "d.json")],
                         REPO_ROOT / "models", monkeypatch)
     raw_shape = nib.load(str(path)).shape[:2]
-    orientation = ORIENTATION_BY_DATASET[dataset].as_quarter_turns_and_mirror()
+    orientation = ORIENTATION_BY_DATASET[dataset]
     errors = {name: [] for name in LANDMARKS_BY_VIEW["sax"]}
     for s in load_slices(dataset, "val"):
         if s.patient != patient or s.phase != phase or s.sequence != sequence or not s.labelled:
