@@ -29,21 +29,17 @@ def main_detect(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlays", type=Path, help="folder for one PNG per image with the landmarks drawn")
     parser.add_argument("--model", default="", help="manifest model name (default: the one for view/sequence)")
     parser.add_argument("--image-group", help="ISMRMRD image group (dataset/image_1) when the file holds several")
-    orientation = parser.add_mutually_exclusive_group()
-    orientation.add_argument("--nifti-as-stored", action="store_true",
-                             help="show a NIfTI of a public set (ACDC, MS-CMRSeg, MyoPS, M&Ms-2 file names) to the "
-                                  "model as stored, not in the orientation decided for its set (docs/replay.md)")
-    orientation.add_argument("--orient-by-anatomy", action="store_true",
-                             help="show any other short-axis NIfTI to the model mirrored and turned as its anatomy "
-                                  "says, not as stored (docs/orientation.md)")
+    parser.add_argument("--nifti-as-stored", action="store_true",
+                        help="show a short-axis NIfTI to the model as stored, not in the orientation decided for its "
+                             "public set (ACDC, MS-CMRSeg, MyoPS, M&Ms-2 file names) or, for any other file, as its "
+                             "anatomy says (docs/replay.md)")
     args = parser.parse_args(argv)
     try:
         series = read_series(args.input, args.image_group)
         spec = find_model(args.view, args.sequence, name=args.model or None)
         if spec.view != args.view:
             raise ModelError(f"model {spec.name} is for view {spec.view}, not {args.view}")
-        orientation = display_orientation_of(series, spec, nifti_as_stored=args.nifti_as_stored,
-                                             by_anatomy=args.orient_by_anatomy)
+        orientation = display_orientation_of(series, spec, nifti_as_stored=args.nifti_as_stored)
         records = detect_series(series, Detector(spec), orientation)
     except (ImageReadError, ModelError) as error:
         parser.exit(2, f"cmr-landmark detect: {error}\n")

@@ -10,9 +10,9 @@ Not a choice among 8 fixed orientations: the sets do not agree on one display. F
 the two RV insertion points lies at 103 degrees (counter-clockwise from the viewer's right; circular mean) on ACDC's
 training slices, with patients' medians from 23 to 144, and at 194-198 degrees on MyoPS and MS-CMRSeg; a classifier of 8
 orientations trained on the sets' own displays got 76 % of validation images right and could not get better
-(docs/orientation.md). So the network estimates that direction as a continuous angle, and on request
-(``cmr-landmark detect --orient-by-anatomy``) each landmark model is shown the image at the quarter turn that
-brings it nearest the direction the model saw most in training (manifest ``display_rv_direction_deg``).
+(docs/orientation.md). So the network estimates that direction as a continuous angle, and ``cmr-landmark detect``
+shows each landmark model a NIfTI of no known orientation at the quarter turn that brings it nearest the direction
+the model saw most in training (manifest ``display_rv_direction_deg``).
 """
 
 from __future__ import annotations
@@ -67,6 +67,28 @@ class OrientationNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images).mean(dim=(2, 3)))
+
+
+class OrientationAveraged(nn.Module):
+    """``network``'s answer averaged over the 8 ways the same image can be stored (``geometry.ORIENTATIONS``): each
+    input is also shown turned and mirrored, each answer mapped back to the input as given, and the 8 averaged. So
+    the estimate does not depend on how a file happens to be stored (group averaging; docs/orientation.md, arm 3)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        summed = torch.zeros(images.shape[0], 3)
+        for quarter_turns, mirror in ORIENTATIONS:
+            shown = torch.rot90(images, quarter_turns, dims=(2, 3))  # as geometry.orient_image: np.rot90, then
+            outputs = self.network(shown.flip(3) if mirror else shown).float()  # a left-right mirror
+            angle, length = torch.atan2(outputs[:, 1], outputs[:, 0]), torch.hypot(outputs[:, 0], outputs[:, 1])
+            if mirror:  # a mirror took a direction a to 180 - a, and the image is not what it was shown as
+                angle, outputs[:, 2] = torch.pi - angle, -outputs[:, 2]
+            angle = angle - quarter_turns * torch.pi / 2
+            summed += torch.stack([length * torch.cos(angle), length * torch.sin(angle), outputs[:, 2]], dim=1)
+        return summed / len(ORIENTATIONS)
 
 
 def orientation_inputs(images: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import TypeVar
 import torch
 
 from .config import LANDMARKS_BY_VIEW, MIRROR_POOLINGS, MODEL_SEQUENCES, VIEWS, StageGrid, models_dir
+from .display_orientation import OrientationAveraged
 
 log = logging.getLogger("cmr_landmark.model_store")
 T = TypeVar("T")
@@ -82,7 +83,7 @@ class ModelSpec:
     fine_centroid_radius_mm: float | None = None  # fine points: centre of mass within this radius; None: the peak
     # short axis: the direction (degrees, display_orientation.rv_direction_deg) from the LV centre to the RV
     # insertion points the model saw most in training. The gadget and detect turn a slice's standard display toward
-    # it (geometry.model_display_orientation), and detect --orient-by-anatomy a NIfTI's anatomy. None: neither.
+    # it (geometry.model_display_orientation), and detect a NIfTI's anatomy (display_orientation). None: neither.
     display_rv_direction_deg: float | None = None
 
     @staticmethod
@@ -179,16 +180,17 @@ def load_torchscript(spec: ModelSpec, device: torch.device) -> torch.jit.ScriptM
     return _load_checked_torchscript(spec.file, spec.sha256, device)
 
 
-def load_orientation_network(folder: Path | None = None) -> torch.jit.ScriptModule:
+def load_orientation_network(folder: Path | None = None) -> torch.nn.Module:
     """The short-axis orientation network (``display_orientation``) listed under ``orientation_network`` in
-    ``folder``/manifest.json (default :func:`config.models_dir`), on the CPU: it is small and runs once per file."""
+    ``folder``/manifest.json (default :func:`config.models_dir`), on the CPU (it is small and runs once per file),
+    its answer averaged over the 8 ways an image can be stored (``display_orientation.OrientationAveraged``)."""
     folder, manifest = _manifest_json(folder)
     try:
         entry = manifest["orientation_network"]
         path, sha256 = folder / entry["file"], entry["sha256"]
     except (KeyError, TypeError) as error:
         raise ModelError(f"{folder / 'manifest.json'} lists no orientation network ({error})") from error
-    return _load_checked_torchscript(path, sha256, torch.device("cpu"))
+    return OrientationAveraged(_load_checked_torchscript(path, sha256, torch.device("cpu"))).eval()
 
 
 def _load_checked_torchscript(path: Path, sha256: str, device: torch.device) -> torch.jit.ScriptModule:

@@ -18,9 +18,9 @@ Each short-axis slice is shown to the model in the display it was trained on and
 - a NIfTI file of one of the public sets, recognised by its file name (``datasets.public_set_of_file``), by the
   orientation decided for that set (``datasets.ORIENTATION_BY_DATASET``): their headers carry no trustworthy
   orientation (docs/data.md);
-- any other NIfTI file as stored; or, on request (``detect --orient-by-anatomy``), by its anatomy: the mirror and
-  quarter turn that bring the RV nearest where the model saw it most in training (``display_orientation``, all its
-  images decided together; docs/orientation.md says why this is not the default).
+- any other NIfTI file by its anatomy: the mirror and quarter turn that bring the RV nearest where the model saw it
+  most in training (``display_orientation``, all its images decided together; docs/orientation.md, arm 3);
+- any NIfTI as stored on request (``detect --nifti-as-stored``).
 """
 
 from __future__ import annotations
@@ -72,16 +72,15 @@ class DisplayOrientation:
         return record
 
 
-def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored: bool = False,
-                           by_anatomy: bool = False) -> DisplayOrientation:
+def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored: bool = False
+                           ) -> DisplayOrientation:
     """How to show a file's short-axis images to the model ``spec``. DICOM / ISMRMRD: the standard display from
     each slice's header, turned toward the model's ``display_rv_direction_deg`` (``geometry.
     model_display_orientation``). NIfTI: its public set's decided orientation when
-    the file name is one of theirs; else as stored, or with ``by_anatomy`` the mirror and quarter turn that its
-    anatomy says bring the RV nearest the direction the model saw most in training (``display_orientation``, all
-    images decided together; not the default: docs/orientation.md). As stored with ``nifti_as_stored``, for the
-    long axis (its model was trained at every orientation), and, by anatomy, when the model records no direction or
-    the models folder has no orientation network (logged)."""
+    the file name is one of theirs; else the mirror and quarter turn that its anatomy says bring the RV nearest the
+    direction the model saw most in training (``display_orientation``, all images decided together). As stored
+    with ``nifti_as_stored``, for the long axis (its model was trained at every orientation), and where the model
+    records no direction or the models folder has no orientation network (logged)."""
     if spec.view != "sax":
         return DisplayOrientation("as stored")
     if series.frame == "LPS":
@@ -92,8 +91,6 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
     if dataset is not None:
         return DisplayOrientation(f"public set {dataset}",
                                   *ORIENTATION_BY_DATASET[dataset])
-    if not by_anatomy:
-        return DisplayOrientation("as stored")
     try:
         if spec.display_rv_direction_deg is None:
             raise ModelError(f"model {spec.name} records no display_rv_direction_deg")

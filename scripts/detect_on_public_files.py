@@ -7,8 +7,8 @@ that both paths give the same figures: mean distance (mm) per landmark over the 
 
     python scripts/detect_on_public_files.py --out reports/detect_on_public_files.md
 
-``--neutral-names`` gives ``detect --orient-by-anatomy`` each file under a name that is no public set's (a symbolic
-link, ``image.nii.gz``), so that only the file's anatomy can tell how to show it to the model (docs/orientation.md).
+``--neutral-names`` gives ``detect`` each file under a name that is no public set's (a symbolic link,
+``image.nii.gz``), so that only the file's anatomy can tell how to show it to the model (docs/orientation.md).
 """
 
 from __future__ import annotations
@@ -61,9 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         given = Path(folder) / "image.nii.gz"
                         given.symlink_to(path.resolve())
                     subprocess.run([sys.executable, "-m", "cmr_landmark.cli", "detect", str(given), "--view", "sax",
-                                    "--sequence", sequence, "--out", str(out),
-                                    *(["--orient-by-anatomy"] if args.neutral_names else [])],
-                                   check=True, capture_output=True)
+                                    "--sequence", sequence, "--out", str(out)], check=True, capture_output=True)
                     result = json.loads(out.read_text())
                 records = result["images"]
                 shown = result["display_orientation"]

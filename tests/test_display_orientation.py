@@ -99,6 +99,27 @@ def test_a_stack_is_decided_by_its_summed_direction_and_mean_mirror_logit():
     assert stored.certainty == pytest.approx(2 / 3, abs=1e-5)
 
 
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_the_averaged_estimate_turns_and_mirrors_exactly_with_the_image(orientation):
+    # any network, even a random linear map of the pixels, answers a stack the same way however it is stored
+    from cmr_landmark.display_orientation import OrientationAveraged
+
+    torch.manual_seed(0)
+    network = OrientationAveraged(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64 * 64, 3)))
+    rows, cols = np.mgrid[:64, :64]
+    blob = np.exp(-((rows - 20) ** 2 + (cols - 45) ** 2) / 50.0)  # off centre, so no turn or mirror keeps it
+    images = blob + 0.1 * np.random.default_rng(1).random((3, 64, 64))
+    given = estimate_stored_orientation(network, images, (1.0, 1.0))
+    stored = estimate_stored_orientation(network, np.stack([orient_image(i, *orientation) for i in images]),
+                                         (1.0, 1.0))
+    assert angle_between_deg(stored.rv_direction_deg, shown_direction_deg(given.rv_direction_deg, *orientation)) < 1e-3
+    assert stored.certainty == pytest.approx(given.certainty, rel=1e-4)
+    assert stored.certainty > 1e-3
+    logit = network(torch.from_numpy(orientation_inputs(images, (1.0, 1.0))).float())[:, 2].mean()
+    assert abs(float(logit)) > 1e-3
+    assert stored.mirrored == (given.mirrored != orientation[1])
+
+
 def manifest_with(tmp_path, **entry_changes):
     manifest = json.loads((REPO_ROOT / "models" / "manifest.json").read_text())
     sax = next(m for m in manifest["models"] if m["name"] == "sax_cine")
@@ -151,22 +172,21 @@ def test_the_shipped_network_shows_the_sample_as_its_header_does_however_it_is_s
     from cmr_landmark.geometry import model_display_orientation
 
     assert model_display_orientation("sax", plane.read_dir, plane.phase_dir) == (0, False)
-    shown = display_orientation_of(read_nifti(path), spec, by_anatomy=True)
+    shown = display_orientation_of(read_nifti(path), spec)
     assert shown.source == "anatomy"
     probe = np.arange(12.0).reshape(3, 4)
     assert np.array_equal(orient_image(orient_image(probe, *orientation), shown.quarter_turns, shown.mirror), probe)
 
 
-def test_by_default_or_without_a_direction_for_the_model_a_nifti_goes_as_stored(tmp_path, caplog):
+def test_on_request_or_without_a_direction_for_the_model_a_nifti_goes_as_stored(tmp_path, caplog):
     spec = shipped_or_skip()
     path, _ = sample_nifti(tmp_path, (2, False))
     series = read_nifti(path)
     as_stored = {"source": "as stored", "quarter_turns": 0, "mirror": False}
-    assert display_orientation_of(series, spec).as_record() == as_stored
-    assert display_orientation_of(series, spec, nifti_as_stored=True, by_anatomy=True).as_record() == as_stored
+    assert display_orientation_of(series, spec, nifti_as_stored=True).as_record() == as_stored
     with caplog.at_level(logging.WARNING):
         unknown = SimpleNamespace(**{**spec.__dict__, "display_rv_direction_deg": None})
-        assert display_orientation_of(series, unknown, by_anatomy=True).as_record() == as_stored
+        assert display_orientation_of(series, unknown).as_record() == as_stored
     assert "records no display_rv_direction_deg" in caplog.text
 
 
@@ -185,7 +205,7 @@ def test_detect_finds_on_a_turned_nifti_what_it_finds_on_the_standard_display(tm
     turned_path, _ = sample_nifti(tmp_path, orientation, "turned.nii.gz")
     standard = detect_series(read_nifti(standard_path), detector)
     turned_series = read_nifti(turned_path)
-    turned = detect_series(turned_series, detector, display_orientation_of(turned_series, spec, by_anatomy=True))
+    turned = detect_series(turned_series, detector, display_orientation_of(turned_series, spec))
     compared = 0
     for on_standard, on_turned in zip(standard, turned, strict=True):
         for name, found in on_standard["landmarks"].items():
@@ -199,25 +219,20 @@ def test_detect_finds_on_a_turned_nifti_what_it_finds_on_the_standard_display(tm
     assert compared >= 30
 
 
-def test_detect_orients_by_anatomy_only_when_asked(tmp_path, monkeypatch, capsys):
+def test_detect_orients_a_nifti_by_anatomy_unless_asked_to_keep_it_as_stored(tmp_path, monkeypatch):
     from cmr_landmark.detect_cli import main_detect
 
     shipped_or_skip()
     monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
     path, _ = sample_nifti(tmp_path, (1, True))
     reports = {}
-    for flags in ([], ["--orient-by-anatomy"]):
+    for flags in ([], ["--nifti-as-stored"]):
         out = tmp_path / f"out{len(flags)}.json"
         assert main_detect([str(path), "--view", "sax", "--sequence", "cine", "--out", str(out), *flags]) == 0
         reports[tuple(flags)] = json.loads(out.read_text())["display_orientation"]
-    assert reports[()] == {"source": "as stored", "quarter_turns": 0, "mirror": False}
-    by_anatomy = reports[("--orient-by-anatomy",)]
+    by_anatomy = reports[()]
     assert by_anatomy["source"] == "anatomy" and (by_anatomy["quarter_turns"], by_anatomy["mirror"]) == (1, True)
-    with pytest.raises(SystemExit) as refused:
-        main_detect([str(path), "--view", "sax", "--sequence", "cine", "--out", str(tmp_path / "x.json"),
-                     "--orient-by-anatomy", "--nifti-as-stored"])
-    assert refused.value.code == 2
-    assert "not allowed with" in capsys.readouterr().err
+    assert reports[("--nifti-as-stored",)] == {"source": "as stored", "quarter_turns": 0, "mirror": False}
 
 
 def test_a_training_item_carries_the_rv_direction_of_its_own_transform():
