@@ -29,7 +29,9 @@ import logging
 import math
 from dataclasses import dataclass
 
-from .config import LANDMARKS_BY_VIEW
+import numpy as np
+
+from .config import LANDMARKS_BY_VIEW, ORIENTATION_MAX_IMAGES
 from .datasets import ORIENTATION_BY_DATASET, public_set_of_file
 from .detector import Detector, ImageLandmarks, detect_in_orientation
 from .display_orientation import StoredOrientation, display_orientation, estimate_stored_orientation
@@ -78,7 +80,8 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
     each slice's header, turned toward the model's ``display_rv_direction_deg`` (``geometry.
     model_display_orientation``). NIfTI: its public set's decided orientation when
     the file name is one of theirs; else the mirror and quarter turn that its anatomy says bring the RV nearest the
-    direction the model saw most in training (``display_orientation``, all images decided together). As stored
+    direction the model saw most in training (``display_orientation``; all images decided together, from at most
+    ``config.ORIENTATION_MAX_IMAGES`` of them spread evenly over slices and phases). As stored
     with ``nifti_as_stored``, for the long axis (its model was trained at every orientation), and where the model
     records no direction or the models folder has no orientation network (logged)."""
     if spec.view != "sax":
@@ -99,7 +102,8 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
         log.warning("%s: showing %s to the model as stored", error, series.source)
         return DisplayOrientation("as stored")
     images = series.images.reshape(-1, *series.images.shape[-2:])
-    stored = estimate_stored_orientation(network, images, series.pixel_spacing_mm)
+    chosen = np.unique(np.linspace(0, len(images) - 1, min(len(images), ORIENTATION_MAX_IMAGES)).round().astype(int))
+    stored = estimate_stored_orientation(network, images[chosen], series.pixel_spacing_mm)
     return DisplayOrientation("anatomy", *display_orientation(stored, spec.display_rv_direction_deg), stored)
 
 

@@ -190,6 +190,27 @@ def test_on_request_or_without_a_direction_for_the_model_a_nifti_goes_as_stored(
     assert "records no display_rv_direction_deg" in caplog.text
 
 
+def test_a_long_file_is_decided_from_a_bounded_sample_of_every_slice(tmp_path, monkeypatch):
+    # 12 slices x 30 phases: at most ORIENTATION_MAX_IMAGES images go to the network, from every slice
+    import cmr_landmark.offline_detection as offline_detection
+    from cmr_landmark.config import ORIENTATION_MAX_IMAGES
+
+    spec = shipped_or_skip()
+    slice_of_image = np.repeat(np.arange(12.0), 30)
+    images = np.broadcast_to(slice_of_image[:, None, None], (360, 32, 32)).reshape(12, 30, 32, 32)
+    series = SimpleNamespace(images=images, pixel_spacing_mm=(1.5, 1.5), frame="RAS", source=tmp_path / "x.nii")
+    seen = []
+
+    def record(network, given, spacing):
+        seen.append(np.asarray(given)[:, 0, 0])
+        return StoredOrientation(120.0, False, 1.0)
+
+    monkeypatch.setattr(offline_detection, "estimate_stored_orientation", record)
+    assert display_orientation_of(series, spec).source == "anatomy"
+    assert len(seen[0]) == ORIENTATION_MAX_IMAGES
+    assert set(seen[0]) == set(range(12))
+
+
 @pytest.mark.parametrize("orientation", [(2, False), (1, True)])
 def test_detect_finds_on_a_turned_nifti_what_it_finds_on_the_standard_display(tmp_path, orientation):
     # Shown as stored, the turned sample would be far from the display the model was trained on (half a turn: 29.5
