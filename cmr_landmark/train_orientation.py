@@ -115,7 +115,7 @@ def evaluate(model: nn.Module, slices: Sequence[Slice]) -> dict[str, float]:
     shown_truth = np.array([[shown_direction_deg(t, *o) for o in ORIENTATIONS] for t in truth])
     estimated = np.degrees(np.arctan2(outputs[..., 1], outputs[..., 0])) % 360
     labelled = np.isfinite(truth)
-    image_errors = np.abs((estimated - shown_truth + 180) % 360 - 180)[labelled]
+    image_errors = np.vectorize(angle_between_deg)(estimated, shown_truth)[labelled]
     image_mirror_right = (outputs[..., 2] > 0) == mirrors
     stack_errors, stack_mirror_right = [], []
     for members in stack_indices(slices):
