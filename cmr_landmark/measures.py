@@ -148,15 +148,24 @@ def image_measures(
 ) -> dict[str, float]:
     """The measures one image's found landmarks allow, by name: ``LVLength_mm`` (lax), ``RVInsertionAngle_deg``
     (sax) and, when the patient's anterior direction in the image is known, ``AnteriorRVIDirection_deg`` (sax).
-    A measure whose landmarks are not all in ``points_rc`` is left out; degenerate points raise ValueError."""
+    A measure whose landmarks are not all in ``points_rc``, or which they leave undefined (an insertion point on the
+    LV centre), is left out; a bad pixel spacing raises ValueError."""
+    _to_mm(np.zeros(2), pixel_spacing_mm)  # a bad spacing is the caller's error, not a measure the points lack
+    p = points_rc
+    candidates = {
+        "LVLength_mm": (view == "lax" and {"MV-1", "MV-2", "APEX"} <= p.keys(),
+                        lambda: lv_length_mm(p["MV-1"], p["MV-2"], p["APEX"], pixel_spacing_mm)),
+        "RVInsertionAngle_deg": (view == "sax" and {"A-RVI", "P-RVI", "C-LV"} <= p.keys(),
+                                 lambda: rv_insertion_angle_deg(p["A-RVI"], p["P-RVI"], p["C-LV"], pixel_spacing_mm)),
+        "AnteriorRVIDirection_deg": (
+            view == "sax" and anterior_direction_rc is not None and {"A-RVI", "C-LV"} <= p.keys(),
+            lambda: anterior_rvi_direction_deg(p["A-RVI"], p["C-LV"], pixel_spacing_mm, anterior_direction_rc)),
+    }
     measures: dict[str, float] = {}
-    if view == "lax" and {"MV-1", "MV-2", "APEX"} <= points_rc.keys():
-        measures["LVLength_mm"] = lv_length_mm(points_rc["MV-1"], points_rc["MV-2"], points_rc["APEX"],
-                                               pixel_spacing_mm)
-    if view == "sax" and {"A-RVI", "P-RVI", "C-LV"} <= points_rc.keys():
-        measures["RVInsertionAngle_deg"] = rv_insertion_angle_deg(points_rc["A-RVI"], points_rc["P-RVI"],
-                                                                  points_rc["C-LV"], pixel_spacing_mm)
-    if view == "sax" and anterior_direction_rc is not None and {"A-RVI", "C-LV"} <= points_rc.keys():
-        measures["AnteriorRVIDirection_deg"] = anterior_rvi_direction_deg(points_rc["A-RVI"], points_rc["C-LV"],
-                                                                          pixel_spacing_mm, anterior_direction_rc)
+    for name, (allowed, measure) in candidates.items():
+        if allowed:
+            try:
+                measures[name] = measure()
+            except ValueError:  # degenerate points: this measure is undefined on this image, the others stand
+                continue
     return measures

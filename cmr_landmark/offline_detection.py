@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cine import smooth_cine_detections
 from .config import LANDMARKS_BY_VIEW, ORIENTATION_MAX_IMAGES
 from .datasets import ORIENTATION_BY_DATASET, public_set_of_file
 from .detector import Detector, ImageLandmarks, detect_in_orientation
@@ -46,10 +47,7 @@ log = logging.getLogger(__name__)
 def record_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[float, float]) -> dict[str, float | None]:
     """LV length (lax) and RV insertion angle (sax) of one image; None when a landmark it needs is missing."""
     points = {name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}
-    try:
-        measures = image_measures(points, view, pixel_spacing_mm)
-    except ValueError:  # an insertion point on the LV centre: the angle is undefined
-        measures = {}
+    measures = image_measures(points, view, pixel_spacing_mm)
     return {"lv_length_mm": measures.get("LVLength_mm"), "rv_insertion_angle_deg": measures.get("RVInsertionAngle_deg")}
 
 
@@ -110,7 +108,9 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
 def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayOrientation | None = None
                   ) -> list[dict]:
     """One record per (slice, phase), slice-major. The phases of a slice are detected together (one crop), shown as
-    ``orientation`` says (default :func:`display_orientation_of`)."""
+    ``orientation`` says (default :func:`display_orientation_of`). A long-axis cine's points are smoothed over its
+    phases and weak ones filled from their neighbours, as the gadget does (``cine.smooth_cine_detections``; each
+    landmark then says whether it was ``filled``)."""
     view = detector.spec.view
     records = []
     orientation = orientation or display_orientation_of(series, detector.spec)
@@ -122,6 +122,12 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
                     else (orientation.quarter_turns, orientation.mirror))
         found_per_phase = detect_in_orientation(detector, series.images[slice_index], series.pixel_spacing_mm,
                                                 *shown_as, same_slice=series.n_phases > 1)
+        filled: list[dict[str, bool]] | None = None
+        if view == "lax" and series.n_phases > 1:
+            # a cine, as the gadget reports it: each point smoothed over the phases, a weak one filled from its
+            # neighbouring phases (and marked so)
+            cine = smooth_cine_detections(found_per_phase, series.pixel_spacing_mm, detector.spec.probability_threshold)
+            found_per_phase, filled = cine.landmarks, cine.filled
         for phase, found in enumerate(found_per_phase):
             if plane is not None and view == "sax":
                 found = name_rv_insertions_anatomically(found, series.pixel_spacing_mm, plane.read_dir,
@@ -138,6 +144,8 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
                     "world_mm": [round(float(v), 3) for v in world],
                     "probability": round(landmark.probability, 4),
                 }
+                if filled is not None:
+                    landmarks[name]["filled"] = filled[phase][name]
             records.append(
                 {"slice": slice_index, "phase": phase, "landmarks": landmarks,
                  **record_measures(found, view, series.pixel_spacing_mm)}

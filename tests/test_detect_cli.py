@@ -110,6 +110,31 @@ def test_shipped_lax_model_finds_the_derived_landmarks(shared_data, tmp_path, mo
     assert 50.0 < result["images"][0]["lv_length_mm"] < 130.0
 
 
+def test_a_long_axis_cine_is_smoothed_and_filled_as_the_gadget_reports_it(tmp_path, monkeypatch):
+    # The shipped 25-phase 4-chamber sample: the gadget smooths each point over the phases and fills weak ones from
+    # their neighbours (cine.smooth_cine_detections); detect reports the same, so every phase has an LV length.
+    from cmr_landmark.detector import Detector, detect_in_orientation
+    from cmr_landmark.io import read_series
+
+    spec = shipped_model("lax")
+    monkeypatch.setenv("CMR_LANDMARK_BF16", "0")  # the same precision as the reference run below
+    sample = REPO_ROOT / "samples" / "mnms2_001_lax_4ch_cine.h5"
+    result = run_detect([str(sample), "--view", "lax", "--sequence", "cine", "--out", str(tmp_path / "cine.json")],
+                        REPO_ROOT / "models", monkeypatch)
+    images = result["images"]
+    assert len(images) == 25
+    assert all(isinstance(found["filled"], bool) for record in images for found in record["landmarks"].values())
+    filled = [(r["phase"], name) for r in images for name, found in r["landmarks"].items() if found["filled"]]
+    series = read_series(sample)
+    raw = detect_in_orientation(Detector(spec, use_bf16=False), series.images[0], series.pixel_spacing_mm, 0, False,
+                                same_slice=True)
+    # what was filled is what the model alone left weak or absent, and now every phase has its LV length
+    assert filled and all(raw[phase][name] is None for phase, name in filled)
+    assert all(record["lv_length_mm"] is not None for record in images)
+    (shortening,) = result["longitudinal_shortening"]
+    assert 0.10 <= shortening["longitudinal_shortening"] <= 0.25
+
+
 PUBLIC_SET_FILES = {  # (set, file name pattern of the patient's image, sequence, phase of the cached slices)
     "acdc": ("acdc/{p}/{p}_frame01.nii.gz", "cine", 0),
     "mscmrseg_lge": ("mscmrseg_lge/{p}/{p}_DE.nii.gz", "lge", 0),

@@ -97,3 +97,8 @@ def test_image_measures_names_what_the_found_landmarks_allow() -> None:
     assert image_measures({"A-RVI": (10.0, 20.0), "C-LV": (20.0, 30.0)}, "sax", (1.0, 1.0)) == {}
     lax = {"MV-1": (0.0, 0.0), "MV-2": (0.0, 20.0), "APEX": (40.0, 10.0)}
     assert image_measures(lax, "lax", (2.0, 1.0)) == {"LVLength_mm": 80.0}  # 40 rows of 2 mm
+    # an insertion point on the LV centre leaves the angles undefined, not the image's other measures in error
+    on_centre = {"A-RVI": (20.0, 30.0), "P-RVI": (30.0, 10.0), "C-LV": (20.0, 30.0)}
+    assert image_measures(on_centre, "sax", (1.0, 1.0), anterior_direction_rc=(-1.0, 0.0)) == {}
+    with pytest.raises(ValueError, match="pixel_spacing_mm"):
+        image_measures(lax, "lax", (0.0, 1.0))
