@@ -51,7 +51,7 @@ from ismrmrd.meta import Meta
 from .annotate import DEFAULT_CROSS_SIZE_MM, draw_crosses
 from .cine import smooth_cine_detections
 from .config import LANDMARKS_BY_VIEW, MODEL_SEQUENCES, VIEWS
-from .detector import Detector, ImageLandmarks, detect_in_orientation
+from .detector import Detector, ImageLandmarks, default_device, detect_in_orientation
 from .geometry import (
     GeometryError,
     anterior_direction_in_image,
@@ -375,7 +375,7 @@ _detectors_lock = threading.Lock()
 
 def torch_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
     if name == "cuda" and not torch.cuda.is_available():
         raise ParameterError("device=cuda was asked for but torch sees no GPU")
     return torch.device(name)
@@ -384,6 +384,8 @@ def torch_device(name: str) -> torch.device:
 def cached_detector(view: str, sequence: str, model_name: str, device: str) -> Detector:
     """The Detector for (view, sequence) or the named model, loaded (and sha256-checked) once per process."""
     spec = find_model(view, sequence, name=model_name or None)
+    if spec.view != view:  # its points would be read, named and measured as the other view's
+        raise ParameterError(f"model={spec.name} is a {spec.view} model; this series is {view}")
     target = torch_device(device)
     key = (spec.name, spec.sha256, str(target))
     with _detectors_lock:

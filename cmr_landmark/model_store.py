@@ -134,7 +134,10 @@ def edit_manifest(folder: Path, change: Callable[[dict], T]) -> T:
     path = Path(folder) / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() else {"models": []}
     result = change(manifest)
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    # written beside and renamed, so a gadget reading the manifest meanwhile never sees half of it
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(manifest, indent=2) + "\n")
+    partial.replace(path)
     return result
 
 

@@ -12,6 +12,7 @@ from mrd_stream_helpers import header, image_message, sax_plane_image
 from cmr_landmark.gadget import (
     GadgetParameters,
     ParameterError,
+    cached_detector,
     choose_view_and_sequence,
     parse_config_bytes,
     properties_from_config,
@@ -71,6 +72,12 @@ def test_unknown_contrast_goes_to_the_contrast_agnostic_model_else_the_views_cin
     assert find_model(view, sequence).name == model
     # a model trained for another sequence than the one asked for is said so (an unknown one, 'any', is expected)
     assert ("no lax model for sequence 'lge': using lax_cine" in caplog.text) == (sequence == "lge")
+
+
+def test_a_named_model_of_the_other_view_is_refused_before_it_runs():
+    # its MV/APEX points would otherwise be drawn and tagged as a short-axis series' (with 0 of 3 SAX landmarks)
+    with pytest.raises(ParameterError, match="model=lax_cine is a lax model; this series is sax"):
+        cached_detector("sax", "cine", "lax_cine", "cpu")
 
 
 def test_header_texts_feed_the_rule():
