@@ -772,6 +772,9 @@ def landmark_detection(connection: Connection, default_properties: dict[str, str
 
 
 ACCEPT_RETRY_S = 0.5  # after a failed accept (e.g. no file descriptors left), before the next try
+# On stop, connections in progress get this long to finish their scan; a client that sends nothing does not hold
+# the server up longer (its thread is a daemon and ends with the process).
+SHUTDOWN_GRACE_S = 60.0
 
 
 class LandmarkServer:
@@ -822,8 +825,12 @@ class LandmarkServer:
                 self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         finally:
             self._listener.close()
+            deadline = time.monotonic() + SHUTDOWN_GRACE_S
             for thread in self._threads:
-                thread.join()
+                thread.join(max(0.0, deadline - time.monotonic()))
+            if open_connections := sum(thread.is_alive() for thread in self._threads):
+                log.warning("stopping with %d connection(s) still open after %.0f s", open_connections,
+                            SHUTDOWN_GRACE_S)
 
     def _handle(self, client: socket.socket) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import ismrmrd
 import numpy as np
@@ -184,3 +185,17 @@ def test_client_that_disconnects_mid_stream_does_not_hang_the_server(throwaway_m
     thread.join(30)
     assert not thread.is_alive()
     assert sum(1 for _, item in replies if item.image_series_index == 107) == 3
+
+
+def test_a_client_that_sends_nothing_does_not_hold_up_the_servers_stop(monkeypatch, caplog):
+    import cmr_landmark.gadget as gadget
+
+    monkeypatch.setattr(gadget, "SHUTDOWN_GRACE_S", 0.5)
+    server, thread = _serve(max_connections=None)
+    with socket.create_connection(("127.0.0.1", server.port)):
+        time.sleep(0.3)  # accepted, its thread waiting for a configuration that never comes
+        server.stop()
+        thread.join(10)
+        assert not thread.is_alive()
+    assert "stopping with 1 connection(s) still open" in caplog.text
+
