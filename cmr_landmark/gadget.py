@@ -694,12 +694,17 @@ def error_image(received: ReceivedImage, message: str, parameters: GadgetParamet
     return output
 
 
+# At most this many single-phase slices share one model call: a whole file replayed at once must not become one
+# batch of hundreds of images (memory, and no copy out until all are done). A stack of LGE slices fits in one.
+MAX_SLICES_PER_CALL = 32
+
+
 def arrived_together(batches: Iterator[SliceBatch], more_waiting: Callable[[], bool]) -> Iterator[list[SliceBatch]]:
     """Single-phase slices that have already arrived, grouped so the model runs once for them.
 
     A slice is never held back for data that has not arrived: a group ends as soon as nothing more is waiting on
-    the connection (``more_waiting``), so slices acquired one breath-hold apart still come out one by one.
-    Multi-phase slices (cine) are their own group.
+    the connection (``more_waiting``), so slices acquired one breath-hold apart still come out one by one, or when
+    it holds :data:`MAX_SLICES_PER_CALL`. Multi-phase slices (cine) are their own group.
     """
     group: list[SliceBatch] = []
     for batch in batches:
@@ -710,7 +715,7 @@ def arrived_together(batches: Iterator[SliceBatch], more_waiting: Callable[[], b
             yield [batch]
             continue
         group.append(batch)
-        if not more_waiting():
+        if len(group) == MAX_SLICES_PER_CALL or not more_waiting():
             yield group
             group = []
     if group:

@@ -32,6 +32,15 @@ def test_only_slices_already_arrived_are_grouped():
     assert [[b.slice for b in group] for group in groups] == [[0, 1, 2], [3], [4, 5]]
 
 
+def test_a_long_run_of_arrived_slices_is_cut_into_bounded_model_calls():
+    from cmr_landmark.gadget import MAX_SLICES_PER_CALL
+
+    batches = [_batch(i) for i in range(2 * MAX_SLICES_PER_CALL + 3)]
+    groups = list(arrived_together(iter(batches), lambda: True))  # everything already waiting, as in a replay
+    assert [len(group) for group in groups] == [MAX_SLICES_PER_CALL, MAX_SLICES_PER_CALL, 3]
+    assert [b.slice for group in groups for b in group] == list(range(len(batches)))
+
+
 @pytest.fixture
 def shipped_sax_cine(monkeypatch) -> None:
     """The shipped models folder, or a skip when it has no sax cine model."""
