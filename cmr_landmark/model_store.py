@@ -53,6 +53,14 @@ def _manifest_radius(entry: dict, key: str) -> float | None:
     return float(value)
 
 
+def _manifest_threshold(entry: dict) -> float:
+    value = entry["probability_threshold"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ModelError(f"manifest entry {entry['name']!r}: probability_threshold must be a probability in [0, 1], "
+                         f"got {value!r}")
+    return float(value)
+
+
 def _manifest_direction(entry: dict) -> float | None:
     value = entry.get("display_rv_direction_deg")
     if value is None:
@@ -76,7 +84,6 @@ class ModelSpec:
     coarse_grid: StageGrid
     fine_grid: StageGrid
     probability_threshold: float
-    card: str = ""
     mirror_average: bool = False  # run the fine stage on the mirrored crop too and average (Detector)
     mirror_pooling: str = "mean"  # how the two passes are averaged: config.MIRROR_POOLINGS
     fine_search_radius_mm: float | None = None  # fine stage looks near the coarse landmarks only (Detector)
@@ -104,8 +111,7 @@ class ModelSpec:
                 landmarks=landmarks,
                 coarse_grid=StageGrid(**entry["coarse_grid"]),
                 fine_grid=StageGrid(**entry["fine_grid"]),
-                probability_threshold=float(entry["probability_threshold"]),
-                card=entry.get("card", ""),
+                probability_threshold=_manifest_threshold(entry),
                 mirror_average=_manifest_bool(entry.get("mirror_average", False), entry["name"]),
                 mirror_pooling=_manifest_pooling(entry),
                 fine_search_radius_mm=_manifest_radius(entry, "fine_search_radius_mm"),
