@@ -1,4 +1,5 @@
-"""``cmr-landmark detect INPUT --view sax|lax --sequence cine|lge|t1 --out OUT.json [--overlays DIR]``."""
+"""``cmr-landmark detect INPUT --view sax|lax --sequence cine|lge|t1|any --out OUT.json [--overlays DIR]
+[--model NAME] [--image-group GROUP] [--nifti-as-stored]``."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ class Detector:
     ``spec.fine_search_radius_mm`` (the manifest's; None = off): the fine stage looks for each landmark
     only within this distance of where the coarse stage found it (when the coarse peak reaches
     ``COARSE_GUIDE_PROBABILITY``). The coarse stage sees the whole field of view and so the whole chest; the fine
-    stage sees a 160 mm crop in which an atrium can look like a ventricle, and the window keeps it from
+    stage sees a crop (long axis: 160 mm) in which an atrium can look like a ventricle, and the window keeps it from
     answering with the wrong chamber (docs/lax.md, "Coarse-guided fine search").
 
     ``spec.fine_centroid_radius_mm`` (the manifest's; None = the peak): each fine point is the centre of mass of
@@ -184,12 +184,12 @@ class Detector:
         points_grid, peak = decode_heatmaps(
             probabilities, None if centroid_radius_mm is None else centroid_radius_mm / self.spec.fine_grid.pixel_mm)
         results: list[ImageLandmarks] = []
-        for points, probabilities, transform in zip(points_grid, peak, transforms, strict=True):
+        for points, peaks, transform in zip(points_grid, peak, transforms, strict=True):
             image_points = transform.grid_to_image(points)
             results.append(
                 {
                     name: Landmark(float(rc[0]), float(rc[1]), float(p)) if p >= threshold else None
-                    for name, rc, p in zip(self.spec.landmarks, image_points, probabilities, strict=True)
+                    for name, rc, p in zip(self.spec.landmarks, image_points, peaks, strict=True)
                 }
             )
         return results

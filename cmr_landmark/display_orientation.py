@@ -105,7 +105,7 @@ class StoredOrientation:
 
     rv_direction_deg: float  # in the stored images, as :func:`rv_direction_deg` measures it
     mirrored: bool  # the stored images are the mirror image of the standard display
-    certainty: float  # length of the mean (cos, sin): 1 when every image agrees exactly, 0 when they cancel
+    certainty: float  # length of the mean (cos, sin), about 0-1: short where images disagree or the network is unsure
 
 
 def estimate_stored_orientation(network: torch.jit.ScriptModule | nn.Module, images: np.ndarray,

@@ -503,7 +503,6 @@ class PreparedSlice:
     """One slice checked and ready for the model: its view, model, pixel spacing, (phases, rows, cols) pixels and
     the orientation (quarter turns, mirror) in which the model sees them (docs/gadget.md, "Orientation")."""
 
-    batch: SliceBatch
     heads: list
     view: str
     sequence: str
@@ -533,7 +532,7 @@ def prepare_slice(
                                               detector.spec.display_rv_direction_deg) for h in heads}
     if len(orientations) != 1:
         raise ValueError(f"the phases of slice {batch.slice} differ in orientation (read_dir/phase_dir)")
-    return PreparedSlice(batch, heads, view, sequence, detector, spacings.pop(), pixels, orientations.pop())
+    return PreparedSlice(heads, view, sequence, detector, spacings.pop(), pixels, orientations.pop())
 
 
 def finish_slice(prepared: PreparedSlice, landmarks: list[ImageLandmarks], parameters: GadgetParameters) -> SliceResult:
@@ -750,7 +749,10 @@ def slice_outputs(batch: SliceBatch, result: SliceResult | None, parameters: Gad
             result = detect_slice(batch, usable, header)
         return [annotated_image(received, result, i, usable) for i, received in enumerate(batch.items)]
     except Exception as error:  # never lose a slice: whatever failed is reported on its copies
-        log.exception("landmark detection failed for series %d slice %d", batch.series_index, batch.slice)
+        if isinstance(error, ParameterError):  # the physicist's setting, the same for every slice: no traceback
+            log.error("no landmarks for series %d slice %d: %s", batch.series_index, batch.slice, error)
+        else:
+            log.exception("landmark detection failed for series %d slice %d", batch.series_index, batch.slice)
         return [error_image(received, f"{type(error).__name__}: {error}", usable) for received in batch.items]
 
 

@@ -60,7 +60,8 @@ class DisplayOrientation:
     quarter_turns: int = 0
     mirror: bool = False
     anatomy: StoredOrientation | None = None  # 'anatomy': what display_orientation read from the images
-    model_rv_direction_deg: float | None = None  # 'header': the model's display_rv_direction_deg, turned toward
+    model_rv_direction_deg: float | None = None  # 'header': the model's display_rv_direction_deg, which each
+    # slice's standard display was turned toward
 
     def as_record(self) -> dict:
         if self.source == "header":
