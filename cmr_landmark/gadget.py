@@ -521,6 +521,9 @@ def prepare_slice(
     output_series_index(batch.series_index, parameters)
     view, sequence = choose_view_and_sequence(parameters, header, dict(images[0].meta))
     detector = cached_detector(view, sequence, parameters.model, parameters.device)
+    for h in heads:  # a plane that cannot place the points in the patient fails here, before the model runs
+        pixel_to_patient_mm(np.zeros((0, 2)), tuple(h.position), tuple(h.read_dir), tuple(h.phase_dir),
+                            tuple(h.field_of_view), tuple(h.matrix_size))
     spacings = {pixel_spacing_mm(tuple(h.field_of_view), tuple(h.matrix_size)) for h in heads}
     shapes = {tuple(h.matrix_size) for h in heads}
     if len(spacings) != 1 or len(shapes) != 1:
