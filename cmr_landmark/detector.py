@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import MIRROR_POOLINGS, MIRROR_SWAP, StageGrid
+from .config import LAX_LANDMARKS, MIRROR_POOLINGS, MIRROR_SWAP, StageGrid
 from .geometry import orient_image, oriented_spacing_mm, points_to_original
 from .heatmaps import decode_heatmaps
 from .model_store import ModelSpec, load_torchscript
@@ -162,6 +162,11 @@ class Detector:
 
         ``same_slice``: the images are phases of one slice, so the fine crop is centred once for all of them
         (median of the coarse estimates), which keeps the points of a cine steady.
+
+        A long-axis model that records ``display_long_axis_deg`` (the apex-to-mitral direction of the real frames it
+        was trained on) runs twice: the first pass finds apex and mitral valve in the images as given, the second
+        sees each image turned, inside the network grids, so that this direction is the recorded one, where the
+        model is at its best (docs/lax.md, arm C). A cine slice is turned once, by the circular mean of its phases.
         """
         stack = np.stack([np.asarray(image) for image in images]) if len(images) else np.zeros((0, 2, 2))
         if stack.ndim != 3:
@@ -171,11 +176,27 @@ class Detector:
         threshold = self.spec.probability_threshold if probability_threshold is None else probability_threshold
         # Fast path: normalise once for both stages (the reference path normalises per stage, as training does).
         normalised = normalise_stack(stack) if self.optimised else None
-        coarse_points, coarse_peak = self._coarse_landmarks(stack, normalised, pixel_spacing_mm)
+        rotations = np.zeros(len(stack))
+        target_deg = self.spec.display_long_axis_deg
+        if target_deg is not None:
+            first = self._detect(stack, normalised, pixel_spacing_mm, same_slice, 0.0, rotations)
+            found_deg = np.array([long_axis_direction_deg(lax_points_rc(found), pixel_spacing_mm) for found in first])
+            directions = np.radians(np.where(np.isfinite(found_deg), found_deg, target_deg))
+            if same_slice:
+                directions[:] = np.arctan2(np.sin(directions).sum(), np.cos(directions).sum())
+            # a grid shows the anatomy turned clockwise by its rotation: from the found direction to the target
+            rotations = directions - np.radians(target_deg)
+        return self._detect(stack, normalised, pixel_spacing_mm, same_slice, threshold, rotations)
+
+    def _detect(self, stack: np.ndarray, normalised: np.ndarray | None, pixel_spacing_mm: tuple[float, float],
+                same_slice: bool, threshold: float, rotations: np.ndarray) -> list[ImageLandmarks]:
+        """One pass of both stages, each image's grids turned by its ``rotations`` (radians)."""
+        coarse_points, coarse_peak = self._coarse_landmarks(stack, normalised, pixel_spacing_mm, rotations)
         centres = crop_centres(coarse_points, coarse_peak)
         if same_slice:
             centres[:] = np.median(centres, axis=0)
-        fine_inputs, transforms = self._grid_inputs(stack, normalised, pixel_spacing_mm, self.spec.fine_grid, centres)
+        fine_inputs, transforms = self._grid_inputs(stack, normalised, pixel_spacing_mm, self.spec.fine_grid, centres,
+                                                    rotations)
         probabilities = self.fine_probabilities(fine_inputs)
         if self.spec.fine_search_radius_mm is not None:
             probabilities = restrict_to_coarse_windows(probabilities, coarse_points, coarse_peak, transforms,
@@ -195,21 +216,26 @@ class Detector:
         return results
 
     def _grid_inputs(self, stack: np.ndarray, normalised: np.ndarray | None, pixel_spacing_mm: tuple[float, float],
-                     grid: StageGrid, centres: np.ndarray | None) -> tuple[np.ndarray, list[GridTransform]]:
-        """The (N, S, S) network inputs of one stage and their transforms; ``centres`` None: image centres."""
+                     grid: StageGrid, centres: np.ndarray | None, rotations: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, list[GridTransform]]:
+        """The (N, S, S) network inputs of one stage and their transforms; ``centres`` None: image centres;
+        ``rotations`` (radians per image) None: none."""
         centre_list = [None] * len(stack) if centres is None else [tuple(c) for c in centres]
+        rotations = np.zeros(len(stack)) if rotations is None else rotations
         if normalised is None:
-            inputs, transforms = zip(*(preprocess(image, pixel_spacing_mm, grid, centre_rc=centre)
-                                       for image, centre in zip(stack, centre_list, strict=True)), strict=True)
+            inputs, transforms = zip(*(preprocess(image, pixel_spacing_mm, grid, centre_rc=centre, rotation_rad=turn)
+                                       for image, centre, turn in zip(stack, centre_list, rotations, strict=True)),
+                                     strict=True)
             return np.stack(inputs), list(transforms)
-        transforms = [grid_transform(stack.shape[1:], pixel_spacing_mm, grid, centre_rc=centre)
-                      for centre in centre_list]
+        transforms = [grid_transform(stack.shape[1:], pixel_spacing_mm, grid, centre_rc=centre, rotation_rad=turn)
+                      for centre, turn in zip(centre_list, rotations, strict=True)]
         return resample_stack(normalised, transforms), transforms
 
-    def _coarse_landmarks(self, stack: np.ndarray, normalised: np.ndarray | None,
-                          pixel_spacing_mm: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    def _coarse_landmarks(self, stack: np.ndarray, normalised: np.ndarray | None, pixel_spacing_mm: tuple[float, float],
+                          rotations: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The coarse stage's landmarks of each image: (N, K, 2) image pixels and (N, K) peak probabilities."""
-        coarse_inputs, transforms = self._grid_inputs(stack, normalised, pixel_spacing_mm, self.spec.coarse_grid, None)
+        coarse_inputs, transforms = self._grid_inputs(stack, normalised, pixel_spacing_mm, self.spec.coarse_grid, None,
+                                                      rotations)
         points_grid, peak = decode_heatmaps(self.run_stage("coarse", coarse_inputs))
         points = np.stack([transform.grid_to_image(p) for p, transform in zip(points_grid, transforms, strict=True)])
         return points, peak
@@ -289,3 +315,17 @@ def detect_in_orientation(detector: Detector, images: np.ndarray, pixel_spacing_
             back[name] = Landmark(float(row), float(col), landmark.probability)
         mapped.append(back)
     return mapped
+
+
+def lax_points_rc(found: ImageLandmarks) -> np.ndarray:
+    """(3, 2) (row, col) of MV-1, MV-2, APEX in one image's detections; NaN for a landmark not found."""
+    return np.array([(found[n].row, found[n].col) if found[n] is not None else (np.nan, np.nan) for n in LAX_LANDMARKS])
+
+
+def long_axis_direction_deg(points_rc: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> float:
+    """Direction (degrees counter-clockwise from the viewer's right, as the image is displayed) from APEX to the
+    midpoint of MV-1 and MV-2; ``points_rc`` (3, 2) rows MV-1, MV-2, APEX in pixels. NaN when one is."""
+    points = np.asarray(points_rc, dtype=np.float64)
+    row_mm, col_mm = ((points[0] + points[1]) / 2 - points[2]) * np.asarray(pixel_spacing_mm, dtype=np.float64)
+    return float(np.degrees(np.arctan2(-row_mm, col_mm)) % 360.0)
+

@@ -27,7 +27,7 @@ import torch
 from .cine import CineLandmarks, smooth_cine_detections
 from .config import LAX_LANDMARKS
 from .datasets import Slice, load_slices
-from .detector import Detector, ImageLandmarks, detect_in_orientation
+from .detector import Detector, ImageLandmarks, detect_in_orientation, lax_points_rc, long_axis_direction_deg
 from .evaluation import evaluate_slices, pair_distance_as_set_mm
 from .geometry import ORIENTATIONS
 from .measures import longitudinal_shortening, lv_length_mm
@@ -49,13 +49,15 @@ def mnms2_lax_slices() -> tuple[list[Slice], list[Slice]]:
     return labelled, cine
 
 
-def lax_points_rc(found: ImageLandmarks) -> np.ndarray:
-    """(3, 2) (row, col) of MV-1, MV-2, APEX in one image's detections; NaN for a landmark not found."""
-    return np.array([(found[n].row, found[n].col) if found[n] is not None else (np.nan, np.nan) for n in LAX_LANDMARKS])
-
-
 def _lv_length(points_rc: np.ndarray, spacing_mm: tuple[float, float]) -> float:
     return lv_length_mm(*points_rc, spacing_mm) if np.all(np.isfinite(points_rc)) else float("nan")
+
+
+def trained_long_axis_deg(frames: Sequence[Slice]) -> float:
+    """The circular mean of the labelled apex-to-mitral direction (``detector.long_axis_direction_deg``) over the
+    real frames a model was trained on, as stored: its ``display_long_axis_deg`` (docs/lax.md, arm C)."""
+    radians = np.radians([long_axis_direction_deg(s.landmarks_rc, s.pixel_spacing_mm) for s in frames])
+    return float(np.degrees(np.arctan2(np.sin(radians).sum(), np.cos(radians).sum())) % 360.0)
 
 
 def phase_name(s: Slice) -> str:

@@ -61,13 +61,12 @@ def _manifest_threshold(entry: dict) -> float:
     return float(value)
 
 
-def _manifest_direction(entry: dict) -> float | None:
-    value = entry.get("display_rv_direction_deg")
+def _manifest_direction(entry: dict, key: str) -> float | None:
+    value = entry.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 360.0:
-        raise ModelError(f"manifest entry {entry['name']!r}: display_rv_direction_deg must be degrees in [0, 360) "
-                         f"or null, got {value!r}")
+        raise ModelError(f"manifest entry {entry['name']!r}: {key} must be degrees in [0, 360) or null, got {value!r}")
     return float(value)
 
 
@@ -92,6 +91,9 @@ class ModelSpec:
     # insertion points the model saw most in training. The gadget and detect turn a slice's standard display toward
     # it (geometry.model_display_orientation), and detect a NIfTI's anatomy (display_orientation). None: neither.
     display_rv_direction_deg: float | None = None
+    # long axis: the direction (degrees, detector.long_axis_direction_deg) from apex to mitral midpoint in the real
+    # frames the model was trained on; the Detector turns each image to it for a second pass. None: one pass.
+    display_long_axis_deg: float | None = None
 
     @staticmethod
     def from_manifest_entry(entry: dict, folder: Path) -> ModelSpec:
@@ -116,7 +118,8 @@ class ModelSpec:
                 mirror_pooling=_manifest_pooling(entry),
                 fine_search_radius_mm=_manifest_radius(entry, "fine_search_radius_mm"),
                 fine_centroid_radius_mm=_manifest_radius(entry, "fine_centroid_radius_mm"),
-                display_rv_direction_deg=_manifest_direction(entry),
+                display_rv_direction_deg=_manifest_direction(entry, "display_rv_direction_deg"),
+                display_long_axis_deg=_manifest_direction(entry, "display_long_axis_deg"),
             )
         except (KeyError, TypeError) as error:
             raise ModelError(f"malformed manifest entry {entry!r}: {error}") from error

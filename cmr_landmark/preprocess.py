@@ -120,6 +120,7 @@ def preprocess(
     pixel_spacing_mm: tuple[float, float],
     grid: StageGrid,
     centre_rc: tuple[float, float] | None = None,
+    rotation_rad: float = 0.0,
 ) -> tuple[np.ndarray, GridTransform]:
     """Magnitude -> intensity normalisation -> resample/crop to ``grid``. Returns (grid image, transform).
 
@@ -129,7 +130,7 @@ def preprocess(
     if image.ndim != 2 or min(image.shape) < 2:
         raise ValueError(f"expected a 2-D image of at least 2 x 2 pixels, got shape {image.shape}")
     magnitude = normalise_intensity(to_magnitude(image))
-    transform = grid_transform(image.shape, pixel_spacing_mm, grid, centre_rc=centre_rc)
+    transform = grid_transform(image.shape, pixel_spacing_mm, grid, centre_rc=centre_rc, rotation_rad=rotation_rad)
     return resample_to_grid(magnitude, transform), transform
 
 

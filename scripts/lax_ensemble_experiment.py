@@ -30,13 +30,12 @@ import numpy as np
 import torch
 
 from cmr_landmark.config import LAX_LANDMARKS
-from cmr_landmark.detector import Detector
+from cmr_landmark.detector import Detector, lax_points_rc
 from cmr_landmark.lax_evaluation import (
     evaluate_cine,
     evaluate_cine_at_labelled,
     evaluate_labelled,
     evaluate_synthetic_held_out,
-    lax_points_rc,
     matching_frame,
     mnms2_lax_slices,
     phase_name,

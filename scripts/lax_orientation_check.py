@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch
 
 from cmr_landmark.detector import Detector
 from cmr_landmark.geometry import ORIENTATIONS
-from cmr_landmark.lax_evaluation import evaluate_orientations, mnms2_lax_slices, phase_name
+from cmr_landmark.lax_evaluation import evaluate_orientations, mnms2_lax_slices, phase_name, trained_long_axis_deg
 from cmr_landmark.model_store import find_model
 from cmr_landmark.training import load_cascade
 
@@ -57,10 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="'shipped' or a run folder (<out>/mixed), optionally ':ED' or ':ES'; repeat")
     parser.add_argument("--out", type=Path, required=True, help="markdown report (a .json beside it)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--turn-to-long-axis", action="store_true",
+                        help="a second pass with each image turned to the apex-to-mitral direction of the frames "
+                             "the member was trained on (the other frame for RUN:PHASE, both otherwise; docs/lax.md, "
+                             "arm C)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     detector = Detector(find_model("lax", "cine", name="lax_cine"), use_bf16=False)
-    shipped = detector.model
+    shipped, spec = detector.model, detector.spec
     labelled, _ = mnms2_lax_slices()
     results = {}
     for member in args.member:
@@ -68,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if phase and phase not in ("ED", "ES"):
             parser.error(f"--member {member}: the phase after ':' is ED or ES")
         detector.model = shipped if source == "shipped" else load_cascade(Path(source), "lax").eval()
+        trained_on = [s for s in labelled if not phase or phase_name(s) != phase]
+        detector.spec = replace(spec, display_long_axis_deg=trained_long_axis_deg(trained_on)
+                                if args.turn_to_long_axis else None)
         rows = [row for s in labelled if not phase or phase_name(s) == phase
                 for row in evaluate_orientations(detector, s)]
         results[member] = rows

@@ -214,8 +214,8 @@ def test_shipped_model_finds_the_mitral_valve_whatever_the_stored_orientation(sh
 
 
 def test_shipped_model_lv_length_curve_on_real_cine(shared_data):
-    from cmr_landmark.detector import Detector
-    from cmr_landmark.lax_evaluation import evaluate_cine, lax_points_rc, mnms2_lax_slices, phases_on_the_mitral_valve
+    from cmr_landmark.detector import Detector, lax_points_rc
+    from cmr_landmark.lax_evaluation import evaluate_cine, mnms2_lax_slices, phases_on_the_mitral_valve
     from cmr_landmark.model_store import ModelError, find_model
 
     try:
