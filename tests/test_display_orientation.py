@@ -128,10 +128,11 @@ def manifest_with(tmp_path, **entry_changes):
     return tmp_path
 
 
+@pytest.mark.parametrize("key", ["display_rv_direction_deg", "display_long_axis_deg"])
 @pytest.mark.parametrize("value", [360.0, -1.0, "up", True])
-def test_a_bad_display_direction_in_the_manifest_is_refused(tmp_path, value):
-    with pytest.raises(ModelError, match="display_rv_direction_deg"):
-        find_model("sax", "cine", folder=manifest_with(tmp_path, display_rv_direction_deg=value))
+def test_a_bad_display_direction_in_the_manifest_is_refused(tmp_path, key, value):
+    with pytest.raises(ModelError, match=key):
+        find_model("sax", "cine", folder=manifest_with(tmp_path, **{key: value}))
 
 
 def test_a_manifest_without_the_network_or_with_a_changed_file_is_refused(tmp_path):

@@ -367,3 +367,46 @@ def test_an_unreadable_bf16_setting_warns_and_falls_back_to_the_cpu(monkeypatch)
             assert detector_module.bf16_faster_on_cpu() is False
     finally:
         detector_module.bf16_faster_on_cpu.cache_clear()
+
+
+def test_a_grid_turned_by_r_shows_the_anatomy_turned_clockwise_by_r():
+    # the convention the long-axis second pass relies on: a direction a in the image is a - r in the grid
+    transform = grid_transform((200, 200), (1.5, 1.5), FINE_GRID_BY_VIEW["lax"], rotation_rad=np.radians(30.0))
+    apex, mitral = np.array([150.0, 100.0]), np.array([100.0, 110.0])
+    in_grid = transform.image_to_grid(np.stack([mitral, mitral, apex]))
+    image_deg = detector_module.long_axis_direction_deg(np.stack([mitral, mitral, apex]), (1.5, 1.5))
+    grid_deg = detector_module.long_axis_direction_deg(in_grid, (1.0, 1.0))
+    assert (image_deg - grid_deg) % 360.0 == pytest.approx(30.0)
+
+
+def _lax_points(direction_deg: float) -> dict:
+    """MV-1, MV-2 and APEX whose apex-to-mitral direction is ``direction_deg`` (1 mm pixels)."""
+    a = np.radians(direction_deg)
+    apex = np.array([60.0, 60.0])
+    mitral = apex + 40.0 * np.array([-np.sin(a), np.cos(a)])  # rows grow downwards
+    across = 10.0 * np.array([np.cos(a), np.sin(a)])
+    return {name: detector_module.Landmark(*point, 0.9)
+            for name, point in zip(("MV-1", "MV-2", "APEX"), (mitral + across, mitral - across, apex), strict=True)}
+
+
+@pytest.mark.parametrize("same_slice", [False, True])
+def test_the_long_axis_second_pass_turns_each_image_from_its_found_to_the_recorded_direction(monkeypatch,
+                                                                                             same_slice):
+    from dataclasses import replace
+
+    detector = Detector(replace(find_model("lax", "cine", folder=REPO_ROOT / "models"), display_long_axis_deg=90.0),
+                        use_bf16=False)
+    passes = []
+
+    def recorded(stack, normalised, spacing, same, threshold, rotations):
+        passes.append(np.degrees(rotations))
+        return [_lax_points(30.0), _lax_points(50.0)]
+
+    monkeypatch.setattr(detector, "_detect", recorded)
+    detector.detect(np.ones((2, 32, 32)), (1.0, 1.0), same_slice=same_slice)
+    assert len(passes) == 2 and np.allclose(passes[0], 0.0)
+    # found at 30 and 50 degrees, recorded 90: turned by -60 and -40, or a cine slice once by its mean, -50
+    np.testing.assert_allclose(passes[1], [-50.0, -50.0] if same_slice else [-60.0, -40.0], atol=1e-9)
+    monkeypatch.setattr(detector, "spec", replace(detector.spec, display_long_axis_deg=None))
+    detector.detect(np.ones((2, 32, 32)), (1.0, 1.0))
+    assert len(passes) == 3  # without a recorded direction: one pass, unturned
