@@ -328,4 +328,3 @@ def long_axis_direction_deg(points_rc: np.ndarray, pixel_spacing_mm: tuple[float
     points = np.asarray(points_rc, dtype=np.float64)
     row_mm, col_mm = ((points[0] + points[1]) / 2 - points[2]) * np.asarray(pixel_spacing_mm, dtype=np.float64)
     return float(np.degrees(np.arctan2(-row_mm, col_mm)) % 360.0)
-
