@@ -27,6 +27,9 @@ from .measures import longitudinal_shortening, lv_length_mm
 # A phase-to-phase move of a landmark farther than this from the median of its neighbours is a detection error,
 # not motion: the mitral annulus moves ~10-15 mm over the whole systole, i.e. ~1-2 mm between cine phases.
 DEFAULT_OUTLIER_MM = 10.0
+# That holds for a cine of 20-30 phases; with fewer, neighbouring phases are far apart in the beat (an ED/ES pair:
+# the whole systole) and real motion would read as an outlier, so only series this long are tested for outliers.
+MIN_PHASES_FOR_OUTLIERS = 10
 DEFAULT_SMOOTHING_PHASES = 0.75  # Gaussian sigma along the phases; small enough to keep the ES dip
 
 
@@ -49,8 +52,9 @@ def smooth_cine_landmarks(
 ) -> CineTrack:
     """Fill and smooth landmark tracks ``points_rc`` (T, K, 2) with peak ``probabilities`` (T, K).
 
-    A point is kept when it is finite, its probability reaches ``probability_threshold`` and it lies within
-    ``outlier_mm`` of the median of its kept neighbours (two phases each side); the others are ``filled``.
+    A point is kept when it is finite, its probability reaches ``probability_threshold`` and, in a series of at least
+    ``MIN_PHASES_FOR_OUTLIERS`` phases, it lies within ``outlier_mm`` of the median of its kept neighbours (two
+    phases each side); the others are ``filled``.
     ``cyclic``: the cine covers one whole beat (phase T-1 is followed by phase 0).
     """
     points_rc = np.asarray(points_rc, dtype=np.float64)
@@ -66,7 +70,8 @@ def smooth_cine_landmarks(
     kept = np.all(np.isfinite(points_rc), axis=2) & (probabilities >= probability_threshold)
     smoothed = np.full_like(points_rc, np.nan)
     for k in range(n_landmarks):
-        kept[:, k] &= ~_outliers(points_rc[:, k], kept[:, k], spacing, outlier_mm, cyclic)
+        if n_phases >= MIN_PHASES_FOR_OUTLIERS:
+            kept[:, k] &= ~_outliers(points_rc[:, k], kept[:, k], spacing, outlier_mm, cyclic)
         if not kept[:, k].any():
             continue
         track = _interpolate(points_rc[:, k], kept[:, k], cyclic)
