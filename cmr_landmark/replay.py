@@ -82,25 +82,33 @@ def _stream(
                     if result.seconds_to_first_item is None:
                         result.seconds_to_first_item = time.perf_counter() - start
                     result.items.append(item)
-        except (EOFError, OSError, ValueError) as error:
+        except Exception as error:  # a broken or undecodable reply is the replay's failure, never a silent success
             failure.append(error)
 
-    reader = threading.Thread(target=read_back, name="replay-reader", daemon=True)
-    reader.start()
-    try:
-        with sock.makefile("wb") as outgoing:
-            serializer = ProtocolSerializer(outgoing)
-            serializer.serialize(ConfigText(config_xml))
-            serializer.serialize(header)
-            for image in images:
-                serializer.serialize(image)
-            serializer.close()  # sends CLOSE and flushes; the socket stays open for the replies
-    except OSError as error:
-        failure.append(error)
-    reader.join(timeout_s)
-    if reader.is_alive():
-        sock.shutdown(socket.SHUT_RDWR)  # unblocks the reader
-        reader.join(5.0)
+    def send() -> None:
+        try:
+            with sock.makefile("wb") as outgoing:
+                serializer = ProtocolSerializer(outgoing)
+                serializer.serialize(ConfigText(config_xml))
+                serializer.serialize(header)
+                for image in images:
+                    serializer.serialize(image)
+                serializer.close()  # sends CLOSE and flushes; the socket stays open for the replies
+        except Exception as error:
+            failure.append(error)
+
+    # Both directions in threads, under one deadline: a peer that stops reading blocks the sender, one that stops
+    # answering blocks the reader, and neither may hang the replay.
+    threads = [threading.Thread(target=work, name=f"replay-{work.__name__}", daemon=True) for work in (send, read_back)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout_s
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in threads):
+        sock.shutdown(socket.SHUT_RDWR)  # unblocks both
+        for thread in threads:
+            thread.join(5.0)
         raise ReplayError(f"the gadget did not finish within {timeout_s:.0f} s")
     result.seconds_total = time.perf_counter() - start
     if failure:

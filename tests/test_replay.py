@@ -117,6 +117,56 @@ def test_nobody_listening_is_reported(lax_cine_nifti, tmp_path):
         replay_passive(("127.0.0.1", port), header, images)
 
 
+def _large_images(count: int = 24) -> tuple[ismrmrd.xsd.ismrmrdHeader, list[ismrmrd.Image]]:
+    """One header and ``count`` 512 x 512 float images (1 MiB each: more than any socket buffer holds)."""
+    from mrd_stream_helpers import header, sax_plane_image
+
+    pixels = np.ones((512, 512), np.float32)
+    return header(), [sax_plane_image(pixels, phase=p, image_index=p + 1) for p in range(count)]
+
+
+def _peer(behaviour) -> tuple[socket.socket, threading.Thread]:
+    """A listening socket whose one connection is handled by ``behaviour(connection)`` in a thread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        connection, _ = listener.accept()
+        with connection:
+            behaviour(connection)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_a_peer_that_never_reads_ends_the_replay_at_its_timeout():
+    stop = threading.Event()
+    listener, _ = _peer(lambda connection: stop.wait(30))  # accepts, then neither reads nor answers
+    header, images = _large_images()
+    try:
+        with pytest.raises(ReplayError, match="did not finish within 2 s"):
+            replay_passive(listener.getsockname()[:2], header, images, timeout_s=2.0)
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_a_reply_that_cannot_be_decoded_is_a_failure_not_an_empty_success():
+    def garbage(connection):
+        connection.sendall((1022).to_bytes(2, "little") + bytes(range(256)) * 2)  # an IMAGE of nonsense
+        connection.settimeout(30)
+        while connection.recv(1 << 16):  # then take the whole stream, until the replay hangs up
+            pass
+
+    listener, thread = _peer(garbage)
+    header, images = _large_images(count=2)
+    try:
+        with pytest.raises(ReplayError, match="broke off: (?!EOFError)"):
+            replay_passive(listener.getsockname()[:2], header, images, timeout_s=20.0)
+    finally:
+        listener.close()
+
+
 def test_short_axis_summary_prints_each_phase_as_its_image_carries_it(tmp_path, passive_server, capsys):
     source = tmp_path / "sax.h5"
     nifti = write_nifti(tmp_path / "sax.nii.gz", heart_like(48, 56, phases=2, slices=2), oblique_affine())
