@@ -33,6 +33,8 @@ def main_convert(argv: list[str] | None = None) -> int:
                 compress=args.compress)
     except ImageReadError as error:
         parser.exit(2, f"cmr-landmark convert: {error}\n")
+    except OSError as error:  # e.g. --out is a folder, or its folder does not exist
+        parser.exit(2, f"cmr-landmark convert: cannot write {args.out}: {error}\n")
     kind = "raw acquisitions" if args.kspace else "images"
     print(f"wrote {args.out}: {series.n_slices} slices x {series.n_phases} phases as {kind}")
     return 0

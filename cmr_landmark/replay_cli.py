@@ -38,6 +38,16 @@ def main_replay(argv: list[str] | None = None) -> int:
         address = parse_address(args.gadgetron) if args.gadgetron else None
     except ValueError as error:
         parser.error(str(error))
+    # the output folders made before the gadget runs, so that its results are never lost to a path that cannot be
+    # written (an --out that is a folder, a folder under a file, a --report-dir that is a file)
+    try:
+        if args.out.is_dir():
+            raise IsADirectoryError(f"{args.out} is a folder")
+        for folder in (args.out.parent, args.report_dir):
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.exit(2, f"cmr-landmark replay: cannot write the results: {error}\n")
     try:
         header, images = read_ismrmrd_images(args.input, args.image_group)
         if header is None:

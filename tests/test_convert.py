@@ -126,3 +126,8 @@ def test_bad_input_exits_with_a_message(tmp_path, capsys):
         main_convert([str(tmp_path / "nothing.nii.gz"), "--out", str(tmp_path / "x.h5"), "--view", "sax"])
     assert stop.value.code == 2
     assert "no such file" in capsys.readouterr().err
+    source = write_nifti(tmp_path / "sax.nii.gz", heart_like(32, 32, phases=1, slices=1), np.eye(4))
+    with pytest.raises(SystemExit) as stop:  # --out a folder: a message, not a traceback
+        main_convert([str(source), "--out", str(tmp_path), "--view", "sax"])
+    assert stop.value.code == 2
+    assert "cannot write" in capsys.readouterr().err

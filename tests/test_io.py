@@ -146,6 +146,12 @@ def test_unreadable_inputs_raise_image_read_error(tmp_path):
     fake_h5.write_bytes(b"not hdf5 either")
     with pytest.raises(ImageReadError, match="not a readable ISMRMRD"):
         read_series(fake_h5)
+    good = write_nifti(tmp_path / "good.nii.gz", np.random.default_rng(0).random((64, 64, 4), dtype=np.float32),
+                       np.eye(4)).read_bytes()
+    corrupt = tmp_path / "corrupt.nii.gz"  # a gzip whose header reads but whose body does not inflate
+    corrupt.write_bytes(good[:200] + b"\xff" * (len(good) - 400) + good[-200:])
+    with pytest.raises(ImageReadError, match="not a readable NIfTI"):
+        read_series(corrupt)
     tiny = write_nifti(tmp_path / "tiny.nii", np.zeros((1, 5, 2), dtype=np.float32), np.eye(4))
     with pytest.raises(ImageReadError, match="at least 2 x 2"):
         read_series(tiny)

@@ -107,6 +107,17 @@ def test_a_gadget_that_cannot_start_is_reported(lax_cine_nifti, tmp_path):
         replay_active(header, images, module="no_such_gadget_module")
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_the_gadget_runs(lax_cine_nifti, tmp_path, capsys):
+    source = tmp_path / "lax.h5"
+    main_convert([str(lax_cine_nifti), "--out", str(source), "--view", "lax"])
+    for extra in (["--out", str(tmp_path)], ["--out", str(source / "out.h5")],  # a folder; under a file
+                  ["--out", str(tmp_path / "out.h5"), "--report-dir", str(source)]):
+        with pytest.raises(SystemExit) as stop:
+            main_replay([str(source), "--gadgetron", "127.0.0.1:9", *extra])  # nothing listens on port 9
+        assert stop.value.code == 2
+        assert "cannot connect" not in capsys.readouterr().err  # stopped before any connection was tried
+
+
 def test_nobody_listening_is_reported(lax_cine_nifti, tmp_path):
     source = tmp_path / "lax.h5"
     main_convert([str(lax_cine_nifti), "--out", str(source), "--view", "lax"])

@@ -8,6 +8,7 @@ files are taken as they are.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -23,7 +24,7 @@ def read_nifti(path: Path) -> ImageSeries:
     try:
         image = nib.load(str(path))
         data = np.asanyarray(image.dataobj)
-    except (ImageFileError, OSError, EOFError, ValueError) as error:
+    except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as error:  # zlib: a corrupt .nii.gz body
         raise ImageReadError(f"{path}: not a readable NIfTI file ({error})") from error
     if data.ndim == 2:
         data = data[:, :, None, None]
