@@ -11,6 +11,7 @@ from pathlib import Path
 import ismrmrd
 
 from .config import LANDMARKS_BY_VIEW
+from .geometry import GeometryError, pixel_spacing_mm
 from .overlay import save_curve, save_landmark_overlay, save_phase_overlays
 
 PREFIX = "CMRLandmark_"
@@ -165,6 +166,14 @@ def _phase_title(record: dict) -> str:
     return f"phase {record['phase']}" + (f": {length:.0f} mm" if length is not None else "")
 
 
+def _pixel_spacing_or_none(image: ismrmrd.Image) -> tuple[float, float] | None:
+    """An original's (row, col) pixel spacing in mm; None where its header gives none (the gadget tagged it)."""
+    try:
+        return pixel_spacing_mm(tuple(image.field_of_view), tuple(image.matrix_size))
+    except GeometryError:
+        return None
+
+
 def write_report(
     report_dir: Path,
     records: Sequence[dict],
@@ -175,25 +184,29 @@ def write_report(
     """report.json, slice<k>.png (first phase of each slice, landmarks drawn on the original image),
     phases_slice<k>.png (every phase of a slice with several, points filled in from neighbouring phases drawn
     open) and lv_length_slice<k>.png for long-axis slices with several phases (phases with a filled point
-    marked). Returns the report.json path."""
+    marked). With more than one series, each name starts with series<s>_ (series<s>_slice<k>.png, ...), so that
+    slices of two series never overwrite each other's pictures. Returns the report.json path."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     summaries = slice_summaries(records)
     by_index = {(int(im.image_series_index), int(im.slice), int(im.phase)): im for im in originals}
+    several_series = len({summary["series"] for summary in summaries}) > 1
     for summary in summaries:
+        stem = f"series{summary['series']}_" * several_series + f"slice{summary['slice']:02d}"
         members = slice_records(records, summary)
         pairs = [(r, by_index.get((r["original_series"], r["slice"], r["phase"]))) for r in members]
         pairs = [(r, original) for r, original in pairs if original is not None]
+        spacing = _pixel_spacing_or_none(pairs[0][1]) if pairs else None
+        if spacing is None:
+            pairs = []
         if pairs:
             first, original = pairs[0]
-            spacing = (original.field_of_view[1] / original.matrix_size[1],
-                       original.field_of_view[0] / original.matrix_size[0])
-            save_landmark_overlay(original.data[0, 0], _points(first), report_dir / f"slice{summary['slice']:02d}.png",
+            save_landmark_overlay(original.data[0, 0], _points(first), report_dir / f"{stem}.png",
                                   title=f"slice {summary['slice']} phase {first['phase']}", pixel_spacing_mm=spacing)
         if len(pairs) > 1:
             save_phase_overlays(
                 [original.data[0, 0] for _, original in pairs], [_points(r) for r, _ in pairs],
-                [r.get("filled", {}) for r, _ in pairs], report_dir / f"phases_slice{summary['slice']:02d}.png",
+                [r.get("filled", {}) for r, _ in pairs], report_dir / f"phases_{stem}.png",
                 titles=[_phase_title(r) for r, _ in pairs], pixel_spacing_mm=spacing,
                 columns=min(len(pairs), PHASE_COLUMNS),
             )
@@ -202,7 +215,7 @@ def write_report(
             title = f"slice {summary['slice']}" + (
                 f": longitudinal shortening {100 * shortening:.1f}%" if shortening is not None else "")
             filled_phases = [any(r.get("filled", {}).values()) for r in members]
-            save_curve(summary["lv_length_mm"], report_dir / f"lv_length_slice{summary['slice']:02d}.png",
+            save_curve(summary["lv_length_mm"], report_dir / f"lv_length_{stem}.png",
                        ylabel="LV length (mm)", title=title, marked=filled_phases,
                        marked_label="phase with a point filled in from its neighbours")
     report = {"images": list(records), "summary": summaries, "timings_s": timings, **(extra or {})}

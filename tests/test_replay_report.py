@@ -78,3 +78,19 @@ def test_the_phase_grid_has_one_column_per_phase_up_to_five(tmp_path):
     write_report(tmp_path, landmark_records(images), originals, {})
     widths = [matplotlib.image.imread(tmp_path / f"phases_slice{k:02d}.png").shape[1] for k in phases]
     assert widths[0] / widths[1] == pytest.approx(2 / 5)  # 2 panels wide, not 2 panels and 3 blank ones
+
+
+def test_two_series_with_the_same_slice_numbers_keep_their_own_pictures(tmp_path):
+    originals, images = [], []
+    for series in (1, 2):
+        for t in range(2):
+            originals.append(sax_plane_image(np.random.default_rng(t).random((32, 32), np.float32), series_index=series,
+                                             slice_index=0, phase=t))
+            image = annotated("sax", 0, t, ALL_SAX)
+            image.meta["CMRLandmark_OriginalSeriesIndex"] = str(series)
+            image.image_series_index = 100 + series
+            images.append(image)
+    write_report(tmp_path, landmark_records(images), originals, {})
+    pictures = sorted(path.name for path in tmp_path.glob("*.png"))
+    assert pictures == ["phases_series101_slice00.png", "phases_series102_slice00.png",
+                        "series101_slice00.png", "series102_slice00.png"]
