@@ -13,7 +13,7 @@ import ismrmrd.xsd as xsd
 import numpy as np
 
 from .config import SEQUENCES, VIEWS
-from .io import ImageSeries
+from .io import ImageReadError, ImageSeries
 from .io.ismrmrd_file import write_ismrmrd_acquisitions, write_ismrmrd_images
 from .io.recon import image_to_kspace
 
@@ -104,7 +104,7 @@ def series_to_images(series: ImageSeries) -> list[ismrmrd.Image]:
 
 def coil_sensitivities(rows: int, cols: int, coils: int) -> np.ndarray:
     """(coils, rows, cols) smooth complex sensitivities of coils spaced around the image, normalised so their
-    root-sum-of-squares is 1 everywhere (so a root-sum-of-squares recon gives back the image exactly)."""
+    root-sum-of-squares is 1 everywhere (so a root-sum-of-squares recon gives back the image's magnitude exactly)."""
     y, x = np.mgrid[0:rows, 0:cols]
     y, x = (y - rows / 2) / rows, (x - cols / 2) / cols
     angles = 2 * np.pi * np.arange(coils) / coils
@@ -160,8 +160,11 @@ def series_to_acquisitions(series: ImageSeries, coils: int = DEFAULT_COILS) -> l
 
 def convert(series: ImageSeries, out_path: Path, view: str, sequence: str, kspace: bool = False,
             coils: int = DEFAULT_COILS, compress: bool = False) -> None:
-    """Write ``series`` to ``out_path`` as ISMRMRD images (or, with ``kspace``, simulated raw acquisitions)."""
+    """Write ``series`` to ``out_path`` as ISMRMRD images (or, with ``kspace``, simulated raw acquisitions, whose
+    reconstruction gives back the images' magnitude; ``compress`` applies to images only)."""
     if kspace:
+        if not np.all(np.isfinite(series.images)):  # one NaN would spread over its whole k-space and image
+            raise ImageReadError("images with NaN or infinite pixels cannot be turned into k-space (--kspace)")
         header = build_header(series, view, sequence, coils=coils, readout_oversampling=READOUT_OVERSAMPLING)
         write_ismrmrd_acquisitions(out_path, header, series_to_acquisitions(series, coils))
     else:

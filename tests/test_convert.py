@@ -105,6 +105,23 @@ def test_recon_refuses_lines_that_do_not_fit(nifti_cine, tmp_path):
         reconstruct_cartesian(header, series_to_acquisitions(series, coils=4))
 
 
+def test_recon_refuses_missing_lines_and_more_than_one_repetition(nifti_cine):
+    from cmr_landmark.convert import READOUT_OVERSAMPLING, build_header
+    from cmr_landmark.io.image_series import ImageReadError
+    from cmr_landmark.io.recon import reconstruct_cartesian
+
+    series = read_series(nifti_cine[0])
+    header = build_header(series, "sax", "cine", coils=2, readout_oversampling=READOUT_OVERSAMPLING)
+    acquisitions = series_to_acquisitions(series, coils=2)
+    every_other = [a for a in acquisitions if a.idx.kspace_encode_step_1 % 2 == 0]  # undersampled: not for us
+    with pytest.raises(ImageReadError, match="only fully sampled Cartesian data"):
+        reconstruct_cartesian(header, every_other)
+    repeated = acquisitions[0]
+    repeated.idx.repetition = 1  # a second repetition would overwrite the first's lines
+    with pytest.raises(ImageReadError, match="only one repetition"):
+        reconstruct_cartesian(header, acquisitions)
+
+
 def test_dicom_series_converts_with_its_patient_geometry(tmp_path):
     folder = tmp_path / "dicom"
     folder.mkdir()
@@ -131,3 +148,10 @@ def test_bad_input_exits_with_a_message(tmp_path, capsys):
         main_convert([str(source), "--out", str(tmp_path), "--view", "sax"])
     assert stop.value.code == 2
     assert "cannot write" in capsys.readouterr().err
+    pixels = heart_like(32, 32, phases=1, slices=1)
+    pixels[3, 3] = np.nan
+    holey = write_nifti(tmp_path / "holey.nii.gz", pixels, np.eye(4))
+    with pytest.raises(SystemExit) as stop:  # one NaN would blank every reconstructed image
+        main_convert([str(holey), "--out", str(tmp_path / "k.h5"), "--view", "sax", "--kspace"])
+    assert stop.value.code == 2
+    assert "NaN or infinite pixels" in capsys.readouterr().err

@@ -57,6 +57,11 @@ def reconstruct_cartesian(
     for acquisition in acquisitions:
         if any(acquisition.is_flag_set(flag) for flag in NON_IMAGING_FLAGS):
             continue
+        index = acquisition.idx
+        if index.repetition or index.contrast or index.set or index.average:  # they would overwrite each other
+            raise ImageReadError(
+                f"only one repetition, contrast, set and average can be reconstructed; an acquisition has repetition "
+                f"{index.repetition}, contrast {index.contrast}, set {index.set}, average {index.average}")
         lines.setdefault((int(acquisition.idx.slice), int(acquisition.idx.phase)), []).append(acquisition)
     if not lines:
         raise ImageReadError("no imaging acquisitions to reconstruct")
@@ -73,6 +78,11 @@ def reconstruct_cartesian(
                     f"encoding with {coils} coils"
                 )
             kspace[:, step, :] = acquisition.data
+        steps = [int(acquisition.idx.kspace_encode_step_1) for acquisition in group]
+        if len(steps) != encoded_y or len(set(steps)) != encoded_y:
+            raise ImageReadError(
+                f"slice {slice_index} phase {phase}: {len(set(steps))} distinct of {encoded_y} k-space lines in "
+                f"{len(steps)} acquisitions; only fully sampled Cartesian data, each line once, can be reconstructed")
         coil_images = centre_crop(kspace_to_image(kspace), recon_y, recon_x)
         magnitude = np.sqrt((np.abs(coil_images) ** 2).sum(axis=0)).astype(np.float32)
         first = group[0]
