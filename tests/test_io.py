@@ -133,6 +133,20 @@ def test_dicom_errors_are_clear(tmp_path):
         write_dicom(uneven / f"IM{n}.dcm", np.zeros((8, 8)), 8.0 * k * normal, ORIENTATION, SPACING, 40.0 * t, n, uid)
     with pytest.raises(ImageReadError, match="different numbers of phases"):
         read_dicom(uneven)
+    # anonymised files of two planes (no series UID): refused, not stacked into one series
+    planes = tmp_path / "planes"
+    planes.mkdir()
+    other = np.array([0.0, 1.0, 0.0, 0.0, 0.0, -1.0])  # a coronal plane beside the oblique one
+    for n, orientation in enumerate((ORIENTATION, other)):
+        write_dicom(planes / f"IM{n}.dcm", np.zeros((8, 8)), np.zeros(3), orientation, SPACING, 0.0, n, "")
+    with pytest.raises(ImageReadError, match="not parallel"):
+        read_dicom(planes)
+    skewed = tmp_path / "skewed"
+    skewed.mkdir()
+    write_dicom(skewed / "IM0.dcm", np.zeros((8, 8)), np.zeros(3), np.array([1.0, 0, 0, 0.6, 0.8, 0]), SPACING,
+                0.0, 0, generate_uid())
+    with pytest.raises(ImageReadError, match="ImageOrientationPatient"):
+        read_dicom(skewed)
 
 
 def test_unreadable_inputs_raise_image_read_error(tmp_path):

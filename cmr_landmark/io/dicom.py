@@ -10,6 +10,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
+from ..geometry import GeometryError, image_axes
 from .image_series import ImageReadError, ImageSeries, SliceGeometry
 
 # Slices closer than this along the normal are the same slice (positions are written to ~1e-3 mm precision).
@@ -30,9 +31,14 @@ def _plane(dataset: pydicom.Dataset, path: Path) -> tuple[SliceGeometry, np.ndar
         spacing = np.asarray(dataset.PixelSpacing, dtype=np.float64)  # (between rows, between columns)
     except AttributeError as error:
         raise ImageReadError(f"{path}: DICOM image without geometry ({error})") from error
-    if orientation.shape != (6,) or position.shape != (3,) or spacing.shape != (2,) or np.any(spacing <= 0):
+    if (orientation.shape != (6,) or position.shape != (3,) or spacing.shape != (2,)
+            or not np.all(np.isfinite(np.concatenate([orientation, position, spacing]))) or np.any(spacing <= 0)):
         raise ImageReadError(f"{path}: malformed ImageOrientationPatient/ImagePositionPatient/PixelSpacing")
     along_row, along_column = orientation[:3], orientation[3:]  # directions of increasing column, increasing row
+    try:
+        image_axes(along_row, along_column)  # unit length and orthogonal, or the slice normal means nothing
+    except GeometryError as error:
+        raise ImageReadError(f"{path}: ImageOrientationPatient {list(orientation)}: {error}") from error
     geometry = SliceGeometry(position, along_column * spacing[0], along_row * spacing[1])
     return geometry, np.cross(along_row, along_column), (float(spacing[0]), float(spacing[1]))
 
@@ -44,7 +50,9 @@ def read_dicom(path: Path) -> ImageSeries:
     datasets = [(f, d) for f in files if (d := _read_file(f)) is not None and "PixelData" in d]
     if not datasets:
         raise ImageReadError(f"{path}: no DICOM images found")
-    series_ids = {str(d.get("SeriesInstanceUID", "")) for _, d in datasets}
+    # the series UID, and where anonymisation removed it, patient, study and series number
+    series_ids = {tuple(str(d.get(key, "")) for key in ("SeriesInstanceUID", "PatientID", "StudyInstanceUID",
+                                                        "SeriesNumber")) for _, d in datasets}
     if len(series_ids) > 1:
         raise ImageReadError(f"{path}: holds {len(series_ids)} DICOM series; give the folder or file of one series")
     first_path, first = datasets[0]
@@ -52,9 +60,12 @@ def read_dicom(path: Path) -> ImageSeries:
     # Group by position along the slice normal; phases of a slice sort by trigger time, then instance number.
     slices: dict[float, list[tuple[float, int, Path, pydicom.Dataset]]] = {}
     for file_path, dataset in datasets:
-        geometry, _, file_spacing = _plane(dataset, file_path)
+        geometry, file_normal, file_spacing = _plane(dataset, file_path)
         if not np.allclose(file_spacing, spacing, rtol=1e-3):
             raise ImageReadError(f"{file_path}: pixel spacing {file_spacing} differs from {spacing} of the series")
+        if abs(float(file_normal @ normal)) < 1.0 - 1e-3:
+            raise ImageReadError(f"{file_path}: its plane is not parallel to the series' first image; give the "
+                                 "folder or file of one series")
         location = float(geometry.origin_mm @ normal)
         key = next((k for k in slices if abs(k - location) < SAME_SLICE_TOLERANCE_MM), location)
         trigger = float(dataset.get("TriggerTime", 0.0) or 0.0)
