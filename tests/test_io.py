@@ -181,3 +181,15 @@ def test_public_files_read(shared_data):
     assert series.images.shape == (1, 1, dataset.Rows, dataset.Columns)
     first_pixel_mm = series.pixel_to_world_mm(0, [[0.0, 0.0]])[0]
     np.testing.assert_allclose(first_pixel_mm, np.asarray(dataset.ImagePositionPatient, dtype=float))
+
+
+def test_ismrmrd_slices_that_differ_in_pixel_spacing_are_refused():
+    from mrd_stream_helpers import sax_plane_image
+
+    from cmr_landmark.io.ismrmrd_file import images_to_series
+
+    pixels = np.ones((16, 16), np.float32)
+    images = [sax_plane_image(pixels, slice_index=0), sax_plane_image(pixels, slice_index=1, image_index=2,
+                                                                      field_of_view_mm=(320.0, 320.0))]
+    with pytest.raises(ImageReadError, match="slice 1: pixel spacing"):
+        images_to_series(images, "two_spacings.h5")

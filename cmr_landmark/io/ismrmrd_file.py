@@ -105,9 +105,13 @@ def images_to_series(images: Sequence[ismrmrd.Image], source: str) -> ImageSerie
                     image.position, image.read_dir, image.phase_dir, image.field_of_view, image.matrix_size
                 )
             )
-            spacing = spacing or pixel_spacing_mm(image.field_of_view, image.matrix_size)
+            slice_spacing = pixel_spacing_mm(image.field_of_view, image.matrix_size)
         except GeometryError as error:
             raise ImageReadError(f"{source}: slice {s}: {error}") from error
+        if spacing is not None and not np.allclose(slice_spacing, spacing, rtol=1e-3):
+            raise ImageReadError(f"{source}: slice {s}: pixel spacing {slice_spacing} differs from {spacing} of the "
+                                 "first slice")
+        spacing = spacing or slice_spacing
         thickness = float(image.field_of_view[2])
     return ImageSeries(
         images=stack,
