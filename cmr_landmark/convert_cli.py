@@ -27,6 +27,8 @@ def main_convert(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.coils < 1:
         parser.error("--coils must be at least 1")
+    if args.compress and args.kspace:
+        parser.error("--compress applies to images; raw acquisitions (--kspace) are written uncompressed")
     try:
         series = read_series(args.input)
         convert(series, args.out, args.view, args.sequence, kspace=args.kspace, coils=args.coils,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .io import ImageReadError, read_ismrmrd_images
-from .replay import ReplayError, parse_address, replay_active, replay_passive, write_results
+from .replay import DEFAULT_TIMEOUT_S, ReplayError, parse_address, replay_active, replay_passive, write_results
 from .replay_report import landmark_records, summary_text, write_report
 
 
@@ -32,7 +32,8 @@ def main_replay(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="properties", type=_property, action="append", default=[], metavar="NAME=VALUE",
                         help="a gadget parameter sent in the configuration (e.g. view=sax, probability_threshold=0.3)")
     parser.add_argument("--image-group", help="ISMRMRD image group (dataset/image_1) when the file holds several")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the gadget (default 600)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help=f"seconds to wait for the gadget (default {DEFAULT_TIMEOUT_S:.0f})")
     args = parser.parse_args(argv)
     try:
         address = parse_address(args.gadgetron) if args.gadgetron else None
