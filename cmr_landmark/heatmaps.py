@@ -59,8 +59,9 @@ def decode_heatmaps(probabilities: torch.Tensor | np.ndarray,
     flat = landmark_probs.reshape(n * k, h * w)
     peak_probability, peak_index = flat.max(dim=1)
     rows, cols = peak_index // w, peak_index % w
-    # Log-probabilities of the peak and its 4 neighbours only (not of the whole maps); indices clamped at the border
-    # (edge replication), so a border peak gets no sub-pixel shift.
+    # Log-probabilities of the peak and its 4 neighbours only (not of the whole maps); indices clamped at the border,
+    # where a peak with a neighbour missing gets no sub-pixel shift along that axis (a replicated edge would read as
+    # a half-pixel shift outward).
     planes = landmark_probs.reshape(n * k, h, w)
     plane = torch.arange(n * k)
 
@@ -75,6 +76,8 @@ def decode_heatmaps(probabilities: torch.Tensor | np.ndarray,
     centre = log_at(rows, cols)
     d_row = vertex(log_at(rows - 1, cols), centre, log_at(rows + 1, cols))
     d_col = vertex(log_at(rows, cols - 1), centre, log_at(rows, cols + 1))
+    d_row = torch.where((rows > 0) & (rows < h - 1), d_row, 0.0)
+    d_col = torch.where((cols > 0) & (cols < w - 1), d_col, 0.0)
     points = torch.stack([rows.float() + d_row, cols.float() + d_col], dim=1).reshape(n, k, 2)
     if centroid_radius_px is not None:
         points = window_centroids(landmark_probs, points, centroid_radius_px)

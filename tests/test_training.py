@@ -89,6 +89,15 @@ def test_heatmap_round_trip_recovers_sub_pixel_points() -> None:
     assert np.all(peak > 0.9)
 
 
+def test_a_peak_on_the_grid_edge_stays_on_its_pixel() -> None:
+    # with one neighbour outside the grid there is no parabola to fit: no half-pixel shift outward
+    grid = FINE_GRID_BY_VIEW["sax"]
+    edge = grid.size_px - 1.0
+    points = np.array([[0.0, 40.0], [edge, 40.0], [40.0, edge]])
+    decoded, _ = decode_heatmaps(render_heatmaps(points, grid.size_px, grid.sigma_px)[None])
+    np.testing.assert_allclose(decoded[0], points, atol=0.15)
+
+
 def test_window_centroid_decode_reads_the_centre_of_mass_near_the_peak() -> None:
     grid = FINE_GRID_BY_VIEW["sax"]
     radius_px = 12.0
