@@ -58,6 +58,7 @@ from .geometry import (
     model_display_orientation,
     pixel_spacing_mm,
     pixel_to_patient_mm,
+    standard_short_axis_orientation,
 )
 from .measures import image_measures, longitudinal_shortening, name_rv_insertions_anatomically
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
@@ -605,13 +606,15 @@ def name_rv_insertions_by_header(found: ImageLandmarks, spacing: tuple[float, fl
 def slice_measures(found: ImageLandmarks, view: str, spacing: tuple[float, float], head) -> dict[str, float]:
     """The measures one image's landmarks allow (a measure whose landmarks are missing is left out)."""
     points = {name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}
-    anterior = None
+    anterior, mirrored = None, False
     if view == "sax" and {"A-RVI", "C-LV"} <= points.keys():
         try:
             anterior = anterior_direction_in_image(tuple(head.read_dir), tuple(head.phase_dir))
+            # the AHA segments run counter-clockwise seen from the apex: measured in the standard display
+            mirrored = standard_short_axis_orientation(tuple(head.read_dir), tuple(head.phase_dir))[1]
         except GeometryError as error:
             log.warning("no anterior RV insertion direction: %s", error)
-    return image_measures(points, view, spacing, anterior)
+    return image_measures(points, view, spacing, anterior, mirrored)
 
 
 MAX_SERIES_INDEX = 65535  # image_series_index is a uint16

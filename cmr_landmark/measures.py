@@ -11,7 +11,8 @@ Angles, defined once here and in docs/gadget.md:
 - ``anterior_rvi_direction_deg``: where the anterior RV insertion point lies, seen from the LV centre, measured
   from a reference direction (the patient's anterior direction in the image, from
   :func:`cmr_landmark.geometry.anterior_direction_in_image`, or image "up" when the geometry is unknown),
-  counter-clockwise as the image is displayed (row 0 at the top, column 0 at the left), 0-360 degrees. The ray
+  counter-clockwise as the image is displayed (row 0 at the top, column 0 at the left), or, for an image stored
+  mirrored (``mirrored``), as the standard short-axis display shows it, 0-360 degrees. The ray
   from the LV centre through the anterior RV insertion point is the boundary between AHA segments 1 (basal
   anterior) and 2 (basal anteroseptal); the other segment boundaries follow at 60 degree steps (basal and mid
   slices) or the apical boundaries at 45 degrees from it.
@@ -90,14 +91,18 @@ def anterior_rvi_direction_deg(
     centre_rc: Sequence[float],
     pixel_spacing_mm: Sequence[float],
     reference_direction_rc: Sequence[float] = IMAGE_UP_RC,
+    mirrored: bool = False,
 ) -> float:
     """Direction (degrees, 0-360) of the anterior RV insertion point seen from the LV centre, counter-clockwise
-    as displayed from ``reference_direction_rc`` (a direction in mm, (row, col) components; default image up)."""
+    as displayed from ``reference_direction_rc`` (a direction in mm, (row, col) components; default image up).
+    ``mirrored``: the image is stored as the mirror image of the standard short-axis display
+    (``geometry.standard_short_axis_orientation``), so the angle is taken counter-clockwise in that display,
+    i.e. clockwise as this image is displayed: the same heart gives the same angle however it is stored."""
     to_anterior = _to_mm(_point(anterior_rc, "A-RVI") - _point(centre_rc, "C-LV"), pixel_spacing_mm)
     reference = _point(reference_direction_rc, "reference direction")
     if not np.any(to_anterior) or not np.any(reference):
         raise ValueError("the anterior RV insertion point or the reference direction has zero length")
-    angle = (_displayed_angle_deg(to_anterior) - _displayed_angle_deg(reference)) % 360.0
+    angle = (_displayed_angle_deg(to_anterior) - _displayed_angle_deg(reference)) * (-1.0 if mirrored else 1.0) % 360.0
     return 0.0 if angle >= 360.0 else angle  # a rounding-level negative angle wraps to exactly 360.0
 
 
@@ -145,9 +150,11 @@ def image_measures(
     view: str,
     pixel_spacing_mm: Sequence[float],
     anterior_direction_rc: Sequence[float] | None = None,
+    mirrored: bool = False,
 ) -> dict[str, float]:
     """The measures one image's found landmarks allow, by name: ``LVLength_mm`` (lax), ``RVInsertionAngle_deg``
-    (sax) and, when the patient's anterior direction in the image is known, ``AnteriorRVIDirection_deg`` (sax).
+    (sax) and, when the patient's anterior direction in the image is known, ``AnteriorRVIDirection_deg`` (sax;
+    ``mirrored`` as :func:`anterior_rvi_direction_deg`).
     A measure whose landmarks are not all in ``points_rc``, or which they leave undefined (an insertion point on the
     LV centre), is left out; a bad pixel spacing raises ValueError."""
     _to_mm(np.zeros(2), pixel_spacing_mm)  # a bad spacing is the caller's error, not a measure the points lack
@@ -159,7 +166,8 @@ def image_measures(
                                  lambda: rv_insertion_angle_deg(p["A-RVI"], p["P-RVI"], p["C-LV"], pixel_spacing_mm)),
         "AnteriorRVIDirection_deg": (
             view == "sax" and anterior_direction_rc is not None and {"A-RVI", "C-LV"} <= p.keys(),
-            lambda: anterior_rvi_direction_deg(p["A-RVI"], p["C-LV"], pixel_spacing_mm, anterior_direction_rc)),
+            lambda: anterior_rvi_direction_deg(p["A-RVI"], p["C-LV"], pixel_spacing_mm, anterior_direction_rc,
+                                               mirrored)),
     }
     measures: dict[str, float] = {}
     for name, (allowed, measure) in candidates.items():
