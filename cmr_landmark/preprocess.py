@@ -89,7 +89,9 @@ def normalise_intensity(image: np.ndarray) -> np.ndarray:
 
 
 def _prefilter_sigma_px(transform: GridTransform) -> float | None:
-    """Sigma (image pixels) of the anti-aliasing Gaussian when the grid is coarser than the image, else None."""
+    """Sigma (image pixels) of the anti-aliasing Gaussian when the grid is coarser than the image, else None. One
+    sigma for both axes, from the axis that shrinks most: with non-square pixels the other axis is blurred more than
+    it needs (the public sets' pixels are square; training and inference share this, so it is left as it is)."""
     step_px = np.sqrt((transform.matrix**2).sum(axis=0))  # image pixels per grid pixel along each grid axis
     shrink = float(step_px.max())
     return 0.4 * shrink if shrink > 1.5 else None
