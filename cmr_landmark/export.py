@@ -89,9 +89,14 @@ def export_cascade(
     extra_files = {TRAINING_STATE_FILE: _training_state_bytes(cascade)} if embed_training_state else {}
     frozen = freeze_cascade(cascade)
     path = folder / f"{name}.pt"
-    torch.jit.save(frozen, str(path), _extra_files=extra_files)
-    if path.stat().st_size > MAX_MODEL_BYTES:
-        raise ValueError(f"{path} is {path.stat().st_size} bytes, over the {MAX_MODEL_BYTES} byte limit")
+    # written beside and checked first, so a refused export leaves the shipped file and its manifest entry as they were
+    partial = folder / f".{name}.pt.partial"
+    torch.jit.save(frozen, str(partial), _extra_files=extra_files)
+    if partial.stat().st_size > MAX_MODEL_BYTES:
+        size = partial.stat().st_size
+        partial.unlink()
+        raise ValueError(f"{path} would be {size} bytes, over the {MAX_MODEL_BYTES} byte limit")
+    partial.replace(path)
     if card:
         (folder / f"{name}.md").write_text(card)
     entry = {

@@ -359,7 +359,7 @@ def rng_state() -> dict:
 def restore_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # a checkpoint loaded onto a GPU carries it there; it lives on the CPU
 
 
 def load_stage_weights(source: Path, stage: str) -> dict:

@@ -410,3 +410,18 @@ def test_the_long_axis_second_pass_turns_each_image_from_its_found_to_the_record
     monkeypatch.setattr(detector, "spec", replace(detector.spec, display_long_axis_deg=None))
     detector.detect(np.ones((2, 32, 32)), (1.0, 1.0))
     assert len(passes) == 3  # without a recorded direction: one pass, unturned
+
+
+def test_an_export_refused_for_its_size_leaves_the_shipped_file_and_manifest_alone(tmp_path, monkeypatch):
+    from cmr_landmark import export as export_module
+    from cmr_landmark.model_store import sha256_of
+
+    export_cascade(LandmarkCascade(UNet(3, widths=(4, 8)), UNet(3, widths=(4, 8))), "m", "sax", "cine", COARSE_GRID,
+                   FINE_GRID_BY_VIEW["sax"], 0.5, tmp_path)
+    shipped = find_model("sax", "cine", folder=tmp_path)
+    monkeypatch.setattr(export_module, "MAX_MODEL_BYTES", shipped.file.stat().st_size + 1000)
+    with pytest.raises(ValueError, match="over the"):
+        export_cascade(LandmarkCascade(UNet(3, widths=(8, 16)), UNet(3, widths=(8, 16))), "m", "sax", "cine",
+                       COARSE_GRID, FINE_GRID_BY_VIEW["sax"], 0.5, tmp_path)
+    assert sha256_of(shipped.file) == find_model("sax", "cine", folder=tmp_path).sha256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "manifest.json"]
