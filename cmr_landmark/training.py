@@ -740,10 +740,27 @@ def main_train(argv: Sequence[str] | None = None) -> int:
                         help="coarse U-Net channels per level, e.g. 16,32,64,128")
     parser.add_argument("--widths-fine", default=None, help="fine U-Net channels per level (default: --widths)")
     args = parser.parse_args(argv)
-    widths_coarse = tuple(int(w) for w in args.widths.split(","))
-    widths_fine = tuple(int(w) for w in args.widths_fine.split(",")) if args.widths_fine else widths_coarse
+    from .datasets import DATASETS
+
+    try:
+        widths_coarse = tuple(int(w) for w in args.widths.split(","))
+        widths_fine = tuple(int(w) for w in args.widths_fine.split(",")) if args.widths_fine else widths_coarse
+    except ValueError:
+        parser.error("--widths and --widths-fine are positive whole numbers separated by commas, e.g. 16,32,64,128")
+    epochs_fine = args.epochs if args.epochs_fine is None else args.epochs_fine
+    # everything a run would otherwise discover only after hours of its first stage
+    if min(widths_coarse + widths_fine) < 1 or args.batch_size < 1 or min(args.epochs, epochs_fine) < 0:
+        parser.error("--widths, --batch-size must be positive and --epochs, --epochs-fine not negative")
+    if args.epochs == 0 and not (args.init_from or args.init_coarse_from or args.resume):
+        parser.error("--epochs 0 keeps the coarse stage as given: it needs --init-from or --init-coarse-from")
+    if epochs_fine == 0 and not (args.init_from or args.resume):
+        parser.error("--epochs-fine 0 keeps the fine stage as given: it needs --init-from")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file")
     names = [n for n in args.datasets.split(",") if n]
     val_names = names + [n for n in args.val_datasets.split(",") if n]
+    if unknown := sorted(set(val_names) - set(DATASETS)):
+        parser.error(f"unknown data set(s) {', '.join(unknown)}; the public sets are {', '.join(DATASETS)}")
     try:  # FreshImages checks the share
         fresh_images = FreshImages(with_random_contrast, args.fresh_contrast_fraction)
     except ValueError as error:
@@ -756,20 +773,25 @@ def main_train(argv: Sequence[str] | None = None) -> int:
 
         if not args.via_val:
             parser.error("--via needs --via-val (labelled images of other patients to choose the best epoch)")
-        train_slices, val_slices = (read_via_slices(path, args.view, args.sequence, args.via_images,
-                                                    args.pixel_spacing_mm) for path in (args.via, args.via_val))
+        try:
+            train_slices, val_slices = (read_via_slices(path, args.view, args.sequence, args.via_images,
+                                                        args.pixel_spacing_mm) for path in (args.via, args.via_val))
+        except ValueError as error:  # ViaError: the file, a region or an image, said in one line
+            parser.error(str(error))
         names, val_names = [], []
     elif names:
-        train_slices = load_labelled_slices(names, "train", args.view, args.sequence)
-        val_slices = load_labelled_slices(val_names, "val", args.view, args.sequence)
+        try:
+            train_slices = load_labelled_slices(names, "train", args.view, args.sequence)
+            val_slices = load_labelled_slices(val_names, "val", args.view, args.sequence)
+        except (ValueError, OSError) as error:  # no such slices, or the data folder missing
+            parser.error(str(error))
     else:
         parser.error("give --datasets or --via/--via-val")
     if is_main_process():
         print(f"{len(train_slices)} training and {len(val_slices)} validation slices", flush=True)
     start = time.perf_counter()
     _, metrics = train_cascade(
-        train_slices, val_slices, args.view, args.out, args.epochs,
-        args.epochs_fine if args.epochs_fine is not None else args.epochs,
+        train_slices, val_slices, args.view, args.out, args.epochs, epochs_fine,
         init_from=args.init_from, lr=args.lr, threads=args.threads, resume=args.resume,
         batch_size=args.batch_size, seed=args.seed, widths_coarse=widths_coarse, widths_fine=widths_fine,
         init_coarse_from=args.init_coarse_from, distance_weight=args.distance_loss_weight,
@@ -782,10 +804,12 @@ def main_train(argv: Sequence[str] | None = None) -> int:
              "train_slices": len(train_slices), "val_slices": len(val_slices), "wall_s": wall_s,
              "threads": args.threads, "epochs": args.epochs,
              "precision": "bf16 autocast" if uses_bf16(setup_distributed()) else "fp32",
-             "epochs_fine": args.epochs if args.epochs_fine is None else args.epochs_fine, "lr": args.lr,
+             "epochs_fine": epochs_fine, "lr": args.lr,
              "init_from": str(args.init_from or ""), "init_coarse_from": str(args.init_coarse_from or ""),
              "distance_loss_weight": args.distance_loss_weight, "fresh_contrast_fraction": args.fresh_contrast_fraction,
-             "via": [str(args.via), str(args.via_val), str(args.via_images or ""), args.pixel_spacing_mm]
+             # absolute, so that export and evaluate find them from any folder
+             "via": [str(args.via.resolve()), str(args.via_val.resolve()),
+                     str(args.via_images.resolve()) if args.via_images else "", args.pixel_spacing_mm]
              if args.via else None},
             indent=2) + "\n")
         print(json.dumps(metrics, default=float), flush=True)

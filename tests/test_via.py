@@ -89,3 +89,29 @@ def test_train_export_evaluate_commands_on_a_via_project(tmp_path) -> None:
         main_train(["--view", "sax", "--via", str(PROJECT), "--out", str(run)])
     with pytest.raises(SystemExit):  # fresh contrasts are drawn from label masks, which point labels lack
         main_train([*train, "--fresh-contrast-fraction", "0.5"])
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--datasets", "acdc,nosuchset"], "unknown data set"),
+    (["--widths", "16,x"], "whole numbers"),
+    (["--batch-size", "0"], "must be positive"),
+    (["--epochs", "0"], "needs --init-from or --init-coarse-from"),
+    (["--epochs", "2", "--epochs-fine", "0"], "needs --init-from"),
+    (["--out", str(PROJECT)], "is a file"),
+])
+def test_train_refuses_bad_arguments_before_it_trains(tmp_path, capsys, change, message) -> None:
+    args = ["--view", "sax", "--out", str(tmp_path / "run"), *(["--datasets", "acdc"] * ("--datasets" not in change)),
+            *change]  # a later --out wins
+    with pytest.raises(SystemExit) as stop:
+        main_train(args)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_via_file_that_cannot_be_read_is_a_usage_error(tmp_path, capsys) -> None:
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    with pytest.raises(SystemExit) as stop:
+        main_train(["--view", "sax", "--via", str(empty), "--via-val", str(PROJECT), "--out", str(tmp_path / "r")])
+    assert stop.value.code == 2
+    assert "VIA" in capsys.readouterr().err
