@@ -373,7 +373,8 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument("--run", type=Path, default=None, help="evaluate a training run folder instead of a model")
     parser.add_argument("--datasets", default="", help="comma-separated data sets, e.g. acdc,myops")
-    parser.add_argument("--split", default="val", help="train, val or test (cmr_landmark/splits.json)")
+    parser.add_argument("--split", default="val", choices=("train", "val"),
+                        help="the patient split of the public sets (cmr_landmark/splits.json)")
     parser.add_argument("--via", type=Path, default=None, help="a VGG Image Annotator project JSON with labels")
     parser.add_argument("--via-images", type=Path, default=None, help="folder of the VIA project's images")
     parser.add_argument("--pixel-spacing-mm", type=float, nargs=2, default=None, help="for PNG/JPEG images")

@@ -206,8 +206,8 @@ class DistillationDataset(HeatmapDataset):
     """
 
     def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, seed: int,
-                 teacher_sequences: Sequence[str]) -> None:
-        super().__init__(slices, view, stage, augment=True, seed=seed)
+                 teacher_sequences: Sequence[str], max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG) -> None:
+        super().__init__(slices, view, stage, augment=True, seed=seed, max_rotation_deg=max_rotation_deg)
         missing = sorted({s.sequence for s in slices} - set(teacher_sequences))
         if missing:
             raise ValueError(f"no teacher for the {missing} slices (teachers: {list(teacher_sequences)})")
@@ -493,7 +493,8 @@ def train_stage(
         if (fresh_images is not None and fresh_images.fraction) or random_convolution_fraction:
             raise ValueError("distillation combines with neither fresh synthetic images nor random convolutions (the "
                              "teacher sees the source image)")
-        dataset = DistillationDataset(train_slices, view, stage, seed, teacher_sequences=list(teachers))
+        dataset = DistillationDataset(train_slices, view, stage, seed, teacher_sequences=list(teachers),
+                                      max_rotation_deg=max_rotation_deg)
         teacher_models = [teacher.to(device).eval() for teacher in teachers.values()]
     else:
         dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed, fresh_images=fresh_images,
