@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -779,6 +780,10 @@ def main_train(argv: Sequence[str] | None = None) -> int:
                                                         args.pixel_spacing_mm) for path in (args.via, args.via_val))
         except ValueError as error:  # ViaError: the file, a region or an image, said in one line
             parser.error(str(error))
+        if shared := sorted({s.patient for s in train_slices} & {s.patient for s in val_slices}):
+            # allowed (a quick trial on one project), but the best epoch is then chosen on images it trained on
+            print(f"warning: --via and --via-val share patients {', '.join(shared[:5])}"
+                  f"{' ...' if len(shared) > 5 else ''}: the validation figures will be optimistic", file=sys.stderr)
         names, val_names = [], []
     elif names:
         try:

@@ -69,13 +69,14 @@ def test_not_a_via_file_is_refused(tmp_path) -> None:
         read_via_slices(other, "sax", "cine")
 
 
-def test_train_export_evaluate_commands_on_a_via_project(tmp_path) -> None:
+def test_train_export_evaluate_commands_on_a_via_project(tmp_path, capsys) -> None:
     # the whole command-line path on three labelled images (plumbing and files, not accuracy)
     run, models = tmp_path / "run", tmp_path / "models"
     train = ["--view", "sax", "--via", str(PROJECT), "--via-val", str(PROJECT), "--epochs", "1", "--batch-size", "2",
              "--out", str(run)]
     assert main_train(train) == 0
     assert json.loads((run / "run.json").read_text())["train_slices"] == 3
+    assert "share patients" in capsys.readouterr().err  # the same project for both: said, not hidden
     assert main_export(["--run", str(run), "--name", "sax_cine_mine", "--models-dir", str(models)]) == 0
     (entry,) = json.loads((models / "manifest.json").read_text())["models"]
     assert entry["name"] == "sax_cine_mine" and 0.05 <= entry["probability_threshold"] <= 0.95
