@@ -165,7 +165,10 @@ def train(out: Path, epochs: int, batch_size: int, lr: float, seed: int, synthet
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
         start_epoch, best, history = state["epoch"], tuple(state["best"]), state["history"]
-        rng = np.random.default_rng([seed, start_epoch])
+        if "rng" in state:  # the stream goes on where it stopped: a resumed run trains as an uninterrupted one
+            rng.bit_generator.state = state["rng"]
+        else:  # a checkpoint from before the stream was saved
+            rng = np.random.default_rng([seed, start_epoch])
     print(f"{len(train_slices)} training slices, {len(val_slices)} validation slices; "
           f"epochs {start_epoch + 1}-{epochs}")
     for epoch in range(start_epoch, epochs):
@@ -191,8 +194,10 @@ def train(out: Path, epochs: int, batch_size: int, lr: float, seed: int, synthet
         if score(measured) > best:
             best = score(measured)
             torch.save(model.state_dict(), out / "best.pt")
+        partial = out / "last.pt.partial"  # written beside and renamed: an interrupted save leaves the last one whole
         torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
-                    "epoch": epoch + 1, "best": best, "history": history}, out / "last.pt")
+                    "epoch": epoch + 1, "best": best, "history": history, "rng": rng.bit_generator.state}, partial)
+        partial.replace(out / "last.pt")
         (out / "history.json").write_text(json.dumps(history, indent=1))
 
 

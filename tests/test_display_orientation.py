@@ -347,3 +347,29 @@ def test_detect_on_ismrmrd_turns_the_header_display_toward_the_models_direction(
         assert np.linalg.norm(found - (turned[name].row, turned[name].col)) < 0.01, name
         apart += np.linalg.norm(found - (standard[name].row, standard[name].col)) > 1.0
     assert apart, "the two displays gave the same points: the test would not tell them apart"
+
+
+def test_an_interrupted_orientation_training_resumes_as_if_it_had_not_stopped(tmp_path, monkeypatch):
+    from myops_stack import load_myops_stack
+
+    from cmr_landmark import train_orientation
+
+    slices = load_myops_stack()
+    monkeypatch.setattr(train_orientation, "sax_slices", lambda datasets, split: slices)
+    train_orientation.train(tmp_path / "straight", epochs=2, batch_size=4, lr=1e-3, seed=3)
+    evaluate, calls = train_orientation.evaluate, []
+
+    def stopped_in_epoch_2(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the machine goes away during the second epoch
+        return evaluate(*args)
+
+    monkeypatch.setattr(train_orientation, "evaluate", stopped_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_orientation.train(tmp_path / "resumed", epochs=2, batch_size=4, lr=1e-3, seed=3)
+    monkeypatch.setattr(train_orientation, "evaluate", evaluate)
+    train_orientation.train(tmp_path / "resumed", epochs=2, batch_size=4, lr=1e-3, seed=3)  # picks up after epoch 1
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
+    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
