@@ -453,6 +453,15 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
             return "none (kept as given)"
         return "n/a" if epoch is None else epoch + 1
 
+    if run.get("via"):  # the user's own point labels (VGG Image Annotator projects), not the public sets
+        train_json, val_json = (Path(path).name for path in run["via"][:2])
+        training_data = (f"VIA project {train_json}, {run['train_slices']} labelled images. Validation: VIA project "
+                         f"{val_json}, {run['val_slices']} images. Landmarks as the annotators placed them.")
+    else:
+        training_data = (f"(patient-level split, cmr_landmark/splits.json): {', '.join(run['datasets'])}, train "
+                         f"split, {run['train_slices']} labelled slices. Validation: {', '.join(run['val_datasets'])}, "
+                         f"val split, {run['val_slices']} slices. Landmarks derived from the segmentations "
+                         "(cmr_landmark/landmarks.py).")
     initialised_from = run.get("init_from") or "random"
     if run.get("init_coarse_from"):
         initialised_from = f"coarse stage {run['init_coarse_from']}, fine stage {initialised_from}"
@@ -463,9 +472,7 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
   background channel.
 - **Grids**: coarse {coarse.size_px} px at {coarse.pixel_mm} mm (whole image), fine {fine.size_px} px at
   {fine.pixel_mm} mm centred on the coarse landmarks' weighted mean.
-- **Training data** (patient-level split, cmr_landmark/splits.json): {', '.join(run['datasets'])}, train split,
-  {run['train_slices']} labelled slices. Validation: {', '.join(run['val_datasets'])}, val split,
-  {run['val_slices']} slices. Landmarks derived from the segmentations (cmr_landmark/landmarks.py).
+- **Training data** {training_data}
 - **Training**: KL divergence + soft Dice, Adam lr {run['lr']}, ReduceLROnPlateau x0.5, {training_precision},
   augmentation (rotation +-30 deg, scale, translation, mirror with A/P swap, coil shading, noise, blur, gamma).
   Epochs coarse {run['epochs']}, fine {run.get('epochs_fine', run['epochs'])}; best epochs (by validation mean

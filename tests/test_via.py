@@ -81,7 +81,8 @@ def test_train_export_evaluate_commands_on_a_via_project(tmp_path, capsys) -> No
     (entry,) = json.loads((models / "manifest.json").read_text())["models"]
     assert entry["name"] == "sax_cine_mine" and 0.05 <= entry["probability_threshold"] <= 0.95
     assert set(entry["validation"]["landmarks"]) == {"A-RVI", "P-RVI", "C-LV"}
-    assert "## Validation accuracy" in (models / "sax_cine_mine.md").read_text()
+    card = (models / "sax_cine_mine.md").read_text()
+    assert "## Validation accuracy" in card and f"VIA project {PROJECT.name}" in card and "splits.json" not in card
     evaluate = ["--view", "sax", "--via", str(PROJECT), "--models-dir", str(models), "--out", str(tmp_path / "ev")]
     assert main_evaluate(evaluate) == 0
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
