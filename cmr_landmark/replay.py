@@ -13,6 +13,7 @@ neither side blocks on a full socket buffer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -163,6 +164,8 @@ def replay_active(
                 try:
                     result = _stream(sock, configuration_xml(properties), header, images, timeout_s)
                 except ReplayError as error:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(timeout=5)  # a gadget that broke the stream by dying: let it finish saying why
                     raise ReplayError(f"{error}\ngadget log:\n{log_text()[-3000:]}") from error
             try:
                 code = process.wait(timeout=30)
