@@ -312,9 +312,12 @@ def mean_distance_mm(predicted_rc: np.ndarray, slices: Sequence[LabelledSlice]) 
     truth = np.stack([np.asarray(s.landmarks_rc, dtype=np.float64) for s in slices])
     spacing = np.stack([np.asarray(s.pixel_spacing_mm, dtype=np.float64) for s in slices])[:, None, :]
     errors = distances_mm(predicted_rc, truth, spacing)
-    per_landmark = [float(np.nanmean(errors[:, k])) if np.isfinite(errors[:, k]).any() else math.nan for k in
-                    range(errors.shape[1])]
-    return float(np.nanmean(errors)), per_landmark
+    return float(np.nanmean(errors)), per_landmark_means(errors)
+
+
+def per_landmark_means(errors_mm: np.ndarray) -> list[float]:
+    """Mean of each column (landmark) of (slices, K) distances over its finite entries; NaN for a column with none."""
+    return [float(np.nanmean(column)) if np.isfinite(column).any() else math.nan for column in errors_mm.T]
 
 
 # --- distributed -----------------------------------------------------------------------------------------------
@@ -648,8 +651,7 @@ def train_cascade(
     def validate_fine(model: nn.Module) -> tuple[float, dict]:
         cascade = LandmarkCascade(copy.deepcopy(coarse).cpu(), copy.deepcopy(model).cpu())
         evaluation = evaluate_slices(cascade, val_slices)
-        distances = np.where(evaluation.labelled, evaluation.distances_mm, np.nan)
-        per_landmark = [float(np.nanmean(column)) if np.isfinite(column).any() else math.nan for column in distances.T]
+        per_landmark = per_landmark_means(np.where(evaluation.labelled, evaluation.distances_mm, np.nan))
         detection = {row["landmark"]: [row["detection_rate_pct"], row["false_positive_rate_pct"]]
                      for row in evaluation.landmark_rows}
         return evaluation.mean_distance_mm, {"per_landmark_mm": per_landmark, "detection_fp_pct": detection}
