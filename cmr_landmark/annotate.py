@@ -14,13 +14,15 @@ DEFAULT_CROSS_SIZE_MM = 8.0
 
 
 def cross_value(pixels: np.ndarray) -> np.generic:
-    """The value crosses are drawn with: the image maximum (of the magnitude for complex images), or the
-    largest value of the dtype when the image is blank, so a cross is never invisible."""
+    """The value crosses are drawn with: the largest finite pixel (of the magnitude for complex images), or the
+    largest value of the dtype when the image is blank, so a cross is never invisible (a fitted T1 map's NaN or
+    infinite pixels do not count: a NaN cross is no cross)."""
+    finite = pixels[np.isfinite(pixels)]
     if np.iscomplexobj(pixels):
-        peak = np.abs(pixels).max() if pixels.size else 0.0
+        peak = np.abs(finite).max() if finite.size else 0.0
         return pixels.dtype.type(peak if peak > 0 else 1.0)
-    peak = pixels.max() if pixels.size else 0
-    if pixels.size and peak > pixels.min():
+    peak = finite.max() if finite.size else 0
+    if finite.size and peak > finite.min():
         return peak
     if np.issubdtype(pixels.dtype, np.integer):
         return np.iinfo(pixels.dtype).max

@@ -43,6 +43,14 @@ def test_blank_and_complex_images_get_visible_crosses():
     assert annotated.dtype == np.complex64 and annotated[4, 4] == 5.0
 
 
+def test_a_fitted_maps_nan_and_infinite_pixels_do_not_blank_the_crosses():
+    # a T1 map in ms with a few unfitted pixels: the cross takes the largest real T1, not NaN or Inf
+    t1_map = np.full((16, 16), 1000.0, dtype=np.float32)
+    t1_map[2, 2], t1_map[3, 3], t1_map[5, 5] = np.nan, np.inf, 1600.0
+    annotated = draw_crosses(t1_map, [(10, 10)], (1.0, 1.0), 4.0)
+    assert annotated[10, 10] == 1600.0 and np.all(annotated[10, 8:13] == 1600.0)
+
+
 @pytest.mark.parametrize("spacing, size", [((0.0, 1.0), 8.0), ((1.0, 1.0), -1.0), ((1.0,), 8.0)])
 def test_bad_arguments_are_refused(spacing, size):
     with pytest.raises(ValueError):
