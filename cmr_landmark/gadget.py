@@ -767,9 +767,11 @@ def landmark_detection(connection: Connection, default_properties: dict[str, str
     guard_against_eof(connection)
     keep_images_as_received(connection)
     properties = dict(default_properties or {})
-    properties.update(properties_from_config(connection.config))
     parameters: GadgetParameters | ParameterError
     try:
+        # Gadgetron sends this gadget's own <configuration>; a client of a passive server may send the whole chain
+        own = gadget_configuration(connection.config) if connection.config is not None else None
+        properties.update(properties_from_config(own))
         parameters = GadgetParameters.from_strings(properties)
     except ParameterError as error:
         log.error("%s: images pass through, their copies are tagged with the error", error)

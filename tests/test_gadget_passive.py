@@ -199,3 +199,16 @@ def test_a_client_that_sends_nothing_does_not_hold_up_the_servers_stop(monkeypat
         assert not thread.is_alive()
     assert "stopping with 1 connection(s) still open" in caplog.text
 
+
+def test_a_client_that_sends_a_whole_chain_gets_the_landmark_blocks_parameters(throwaway_models):
+    # e.g. gadgetron_ismrmrd_client -C xml_configs/cmr_landmark_sax_cine.xml against a passive server: the
+    # reconstruction gadgets' properties (trigger_dimension, N_dimension, ...) are not this gadget's
+    from cmr_landmark.config import REPO_ROOT
+
+    server, thread = _serve(max_connections=1)
+    chain = (REPO_ROOT / "xml_configs" / "cmr_landmark_sax_cine.xml").read_text()
+    replies = _session(server.port, _cine_messages(slices=1), nul=False, config=chain)
+    thread.join(30)
+    copies = [item for _, item in replies if isinstance(item, ismrmrd.Image) and item.image_series_index == 107]
+    assert [c.meta["CMRLandmark_Status"] for c in copies] == ["ok"] * 3, copies[0].meta.get("CMRLandmark_Error")
+
