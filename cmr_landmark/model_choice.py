@@ -15,7 +15,8 @@ from collections.abc import Iterable
 
 import ismrmrd.xsd
 
-LAX_WORDS = ("LAX", "2CH", "3CH", "4CH", "CH2", "CH3", "CH4", "LVOT", "LONG")
+# "LONG" alone is not one ("Long_TR"); "long axis" is (see view_from_texts). HLA / VLA: horizontal / vertical long axis.
+LAX_WORDS = ("LAX", "2CH", "3CH", "4CH", "CH2", "CH3", "CH4", "2CV", "3CV", "4CV", "HLA", "VLA", "LVOT", "LONGAXIS")
 SAX_WORDS = ("SAX", "SA", "SHORT")
 T1_WORDS = ("MOLLI", "SHMOLLI", "T1MAP", "T1MAPPING", "T1", "SASHA")
 LGE_WORDS = ("LGE", "PSIR", "MAGIR", "DELAYED", "DE", "SCAR")
@@ -61,6 +62,7 @@ def meta_texts(meta: dict) -> list[str]:
 def view_from_texts(texts: Iterable[str]) -> str | None:
     """'lax', 'sax', or None when no word names the view."""
     words = _words(texts)
+    words += [first + second for first, second in zip(words, words[1:], strict=False) if first == "LONG"]  # LONG AXIS
     if _any_word(words, LAX_WORDS):
         return "lax"
     if _any_word(words, SAX_WORDS):

@@ -50,7 +50,9 @@ def test_config_with_nul_or_not_xml():
 @pytest.mark.parametrize("texts, view, sequence", [
     (["CMR_cine_SAX"], "sax", "cine"), (["tfi_4CH_retro"], "lax", None), (["LGE_PSIR_SA"], "sax", "lge"),
     (["MOLLI5(3)3_SAX_base"], "sax", "t1"), (["SAX stack", "T1MAP"], "sax", "t1"), (["localizer"], None, None),
-    (["2ch", "trufi"], "lax", "cine"), (["LAX planned on SAX"], "lax", None)])
+    (["2ch", "trufi"], "lax", "cine"), (["LAX planned on SAX"], "lax", None),
+    (["cine_retro_sax_Long_TR"], "sax", "cine"), (["trufi_HLA"], "lax", "cine"), (["VLA cine"], "lax", "cine"),
+    (["cine 4CV"], "lax", "cine"), (["cine long axis"], "lax", "cine"), (["LongAxis_cine"], "lax", "cine")])
 def test_view_and_sequence_rule(texts, view, sequence):
     assert view_from_texts(texts) == view
     assert sequence_from_texts(texts) == sequence
