@@ -4,7 +4,8 @@ Images are grouped by (image_series_index, slice). A group is released, its item
 
 - as soon as it holds ``phases_per_slice`` distinct phases, when that number is known (from the ISMRMRD header's
   encoding limits, :func:`phases_per_slice_from_header`);
-- otherwise when the next image belongs to another group (the scanner sends a slice's phases together);
+- otherwise when the next image of the same series belongs to another slice (the scanner sends a slice's phases
+  together; images of another series in between, e.g. two series streamed interleaved, do not end it);
 - when a phase arrives a second time in a group (a repetition or a second set): what is held is released first
   and the new image starts a fresh group, so no batch holds two images of one phase;
 - at the end of the stream (:meth:`SeriesBuffer.flush`), whatever is still held: slices with missing phases
@@ -53,19 +54,20 @@ class SeriesBuffer(Generic[Item]):
             raise ValueError(f"phases_per_slice must be at least 1, got {phases_per_slice}")
         self.phases_per_slice = phases_per_slice
         self._groups: dict[GroupKey, dict[int, Item]] = {}
-        self._last_key: GroupKey | None = None
+        self._last_slice: dict[int, int] = {}  # per series index, the slice of its latest image
 
     def add(self, item: Item, series_index: int, slice_index: int, phase: int) -> list[SliceBatch[Item]]:
         """Buffer ``item``; return the batches this releases (often none), oldest first."""
         key = (int(series_index), int(slice_index))
         released: list[SliceBatch[Item]] = []
-        if self.phases_per_slice is None and self._last_key is not None and key != self._last_key:
-            released += self._release(self._last_key)
+        previous_slice = self._last_slice.get(key[0])
+        if self.phases_per_slice is None and previous_slice is not None and previous_slice != key[1]:
+            released += self._release((key[0], previous_slice))
         group = self._groups.get(key)
         if group is not None and int(phase) in group:
             released += self._release(key)
         self._groups.setdefault(key, {})[int(phase)] = item
-        self._last_key = key
+        self._last_slice[key[0]] = key[1]
         if self.phases_per_slice is not None and len(self._groups[key]) >= self.phases_per_slice:
             released += self._release(key)
         return released
@@ -75,7 +77,7 @@ class SeriesBuffer(Generic[Item]):
         released: list[SliceBatch[Item]] = []
         for key in list(self._groups):
             released += self._release(key)
-        self._last_key = None
+        self._last_slice.clear()
         return released
 
     def _release(self, key: GroupKey) -> list[SliceBatch[Item]]:

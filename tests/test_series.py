@@ -48,3 +48,14 @@ def test_a_repeated_phase_starts_a_new_batch_and_nothing_is_lost():
     batches = buffer.add("repeat", 1, 0, 0)
     assert [b.items for b in batches] == [["first", "second"]]
     assert [b.items for b in buffer.flush()] == [["repeat"]]
+
+
+def test_unknown_phase_count_keeps_each_series_cine_together_when_two_series_interleave():
+    buffer = SeriesBuffer()
+    released = []
+    for phase in range(3):  # series 1 and 2, slice 0 each, their phases interleaved
+        for series in (1, 2):
+            released += buffer.add(f"s{series}p{phase}", series, 0, phase)
+    released += buffer.add("s1 next slice", 1, 1, 0)  # series 1 moves on: its slice 0 is complete
+    assert [(b.series_index, b.slice, b.phases) for b in released] == [(1, 0, [0, 1, 2])]
+    assert [(b.series_index, b.slice, b.phases) for b in buffer.flush()] == [(2, 0, [0, 1, 2]), (1, 1, [0])]
