@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .config import LAX_LANDMARKS, MIRROR_POOLINGS, MIRROR_SWAP, StageGrid
-from .geometry import orient_image, oriented_spacing_mm, points_to_original
+from .geometry import circular_mean_deg, midpoint_direction_deg, orient_image, oriented_spacing_mm, points_to_original
 from .heatmaps import decode_heatmaps
 from .model_store import ModelSpec, load_torchscript
 from .preprocess import GridTransform, grid_transform, normalise_stack, preprocess, resample_stack
@@ -181,11 +181,11 @@ class Detector:
         if target_deg is not None:
             first = self._detect(stack, normalised, pixel_spacing_mm, same_slice, 0.0, rotations)
             found_deg = np.array([long_axis_direction_deg(lax_points_rc(found), pixel_spacing_mm) for found in first])
-            directions = np.radians(np.where(np.isfinite(found_deg), found_deg, target_deg))
+            found_deg = np.where(np.isfinite(found_deg), found_deg, target_deg)
             if same_slice:
-                directions[:] = np.arctan2(np.sin(directions).sum(), np.cos(directions).sum())
+                found_deg[:] = circular_mean_deg(found_deg)
             # a grid shows the anatomy turned clockwise by its rotation: from the found direction to the target
-            rotations = directions - np.radians(target_deg)
+            rotations = np.radians(found_deg - target_deg)
         return self._detect(stack, normalised, pixel_spacing_mm, same_slice, threshold, rotations)
 
     def _detect(self, stack: np.ndarray, normalised: np.ndarray | None, pixel_spacing_mm: tuple[float, float],
@@ -325,6 +325,4 @@ def lax_points_rc(found: ImageLandmarks) -> np.ndarray:
 def long_axis_direction_deg(points_rc: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> float:
     """Direction (degrees counter-clockwise from the viewer's right, as the image is displayed) from APEX to the
     midpoint of MV-1 and MV-2; ``points_rc`` (3, 2) rows MV-1, MV-2, APEX in pixels. NaN when one is."""
-    points = np.asarray(points_rc, dtype=np.float64)
-    row_mm, col_mm = ((points[0] + points[1]) / 2 - points[2]) * np.asarray(pixel_spacing_mm, dtype=np.float64)
-    return float(np.degrees(np.arctan2(-row_mm, col_mm)) % 360.0)
+    return midpoint_direction_deg(points_rc, pixel_spacing_mm)

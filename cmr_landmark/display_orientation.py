@@ -25,26 +25,24 @@ import torch
 from torch import nn
 
 from .config import ORIENTATION_GRID
-from .geometry import ORIENTATIONS, angle_between_deg, shown_direction_deg
+from .geometry import ORIENTATIONS, angle_between_deg, circular_mean_deg, midpoint_direction_deg, shown_direction_deg
 from .preprocess import grid_transform, normalise_stack, resample_stack
 
 
 def rv_direction_deg(points_rc: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> float:
     """The direction (degrees, counter-clockwise from the viewer's right, so 90 is up) from the LV centre to the
     midpoint of the RV insertion points; ``points_rc`` (3, 2) rows A-RVI, P-RVI, C-LV in pixels. NaN if one is."""
-    points = np.asarray(points_rc, dtype=np.float64)
-    row_mm, col_mm = ((points[0] + points[1]) / 2 - points[2]) * np.asarray(pixel_spacing_mm, dtype=np.float64)
-    return float(np.degrees(np.arctan2(-row_mm, col_mm)) % 360.0)
+    return midpoint_direction_deg(points_rc, pixel_spacing_mm)
 
 
 def mean_rv_direction_deg(slices: Sequence) -> float:
     """The circular mean of :func:`rv_direction_deg` over the slices (``datasets.Slice``) with all three landmarks:
     a model's ``display_rv_direction_deg`` from its training slices."""
-    radians = np.radians([rv_direction_deg(s.landmarks_rc, s.pixel_spacing_mm) for s in slices
-                          if s.view == "sax" and s.has_all_landmarks])
-    if len(radians) == 0:
+    directions = [rv_direction_deg(s.landmarks_rc, s.pixel_spacing_mm) for s in slices
+                  if s.view == "sax" and s.has_all_landmarks]
+    if not directions:
         raise ValueError("no short-axis slice with all three landmarks")
-    return float(np.degrees(np.arctan2(np.sin(radians).sum(), np.cos(radians).sum())) % 360.0)
+    return circular_mean_deg(directions)
 
 
 class OrientationNet(nn.Module):

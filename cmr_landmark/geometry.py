@@ -205,6 +205,26 @@ def shown_direction_deg(stored_direction_deg: float, quarter_turns: int, mirror:
     return float((180.0 - turned if mirror else turned) % 360.0)
 
 
+def displayed_angle_deg(vector_mm: Sequence[float] | np.ndarray) -> float:
+    """The angle (degrees, -180 to 180) of a (row, col) vector in mm as the image is displayed, rows downwards:
+    counter-clockwise from the viewer's right, so 90 is up. NaN for a NaN vector."""
+    return float(np.degrees(np.arctan2(-vector_mm[0], vector_mm[1])))
+
+
+def midpoint_direction_deg(points_rc: np.ndarray, pixel_spacing_mm: Sequence[float]) -> float:
+    """The direction (degrees 0-360, as :func:`displayed_angle_deg`) from the third of three (row, col) pixel points
+    to the midpoint of the first two, measured in mm; NaN when one is. The RV direction (A-RVI, P-RVI, C-LV) and the
+    long axis (MV-1, MV-2, APEX) are both this."""
+    points = np.asarray(points_rc, dtype=np.float64)
+    return displayed_angle_deg(((points[0] + points[1]) / 2 - points[2]) * np.asarray(pixel_spacing_mm)) % 360.0
+
+
+def circular_mean_deg(directions_deg: Sequence[float] | np.ndarray) -> float:
+    """The circular mean (degrees 0-360) of directions in degrees: 350 and 10 average to 0, not 180."""
+    radians = np.radians(np.asarray(directions_deg, dtype=np.float64))
+    return float(np.degrees(np.arctan2(np.sin(radians).sum(), np.cos(radians).sum())) % 360.0)
+
+
 def angle_between_deg(a: float, b: float) -> float:
     """The smaller angle (0-180 degrees) between two directions."""
     return float(abs((a - b + 180.0) % 360.0 - 180.0))

@@ -29,7 +29,7 @@ from .config import LAX_LANDMARKS
 from .datasets import Slice, load_slices
 from .detector import Detector, ImageLandmarks, detect_in_orientation, lax_points_rc, long_axis_direction_deg
 from .evaluation import evaluate_slices, pair_distance_as_set_mm
-from .geometry import ORIENTATIONS
+from .geometry import ORIENTATIONS, circular_mean_deg
 from .measures import longitudinal_shortening, lv_length_mm
 from .model_store import ModelSpec, find_model
 from .network import UNet
@@ -56,8 +56,7 @@ def _lv_length(points_rc: np.ndarray, spacing_mm: tuple[float, float]) -> float:
 def trained_long_axis_deg(frames: Sequence[Slice]) -> float:
     """The circular mean of the labelled apex-to-mitral direction (``detector.long_axis_direction_deg``) over the
     real frames a model was trained on, as stored: its ``display_long_axis_deg`` (docs/lax.md, arm C)."""
-    radians = np.radians([long_axis_direction_deg(s.landmarks_rc, s.pixel_spacing_mm) for s in frames])
-    return float(np.degrees(np.arctan2(np.sin(radians).sum(), np.cos(radians).sum())) % 360.0)
+    return circular_mean_deg([long_axis_direction_deg(s.landmarks_rc, s.pixel_spacing_mm) for s in frames])
 
 
 def phase_name(s: Slice) -> str:

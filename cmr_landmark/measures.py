@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import GeometryError, anterior_direction_in_image
+from .geometry import GeometryError, anterior_direction_in_image, displayed_angle_deg
 
 IMAGE_UP_RC = (-1.0, 0.0)
 
@@ -42,11 +42,6 @@ def _to_mm(vector_rc: np.ndarray, pixel_spacing_mm: Sequence[float]) -> np.ndarr
     if spacing.shape != (2,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
         raise ValueError(f"pixel_spacing_mm must be two positive numbers (row_mm, col_mm), got {pixel_spacing_mm!r}")
     return vector_rc * spacing
-
-
-def _displayed_angle_deg(vector_mm: np.ndarray) -> float:
-    # Displayed with rows downwards: "up" on the screen is -row, so flip the row to get a mathematical angle.
-    return float(np.degrees(np.arctan2(-vector_mm[0], vector_mm[1])))
 
 
 def lv_length_mm(
@@ -102,7 +97,7 @@ def anterior_rvi_direction_deg(
     reference = _point(reference_direction_rc, "reference direction")
     if not np.any(to_anterior) or not np.any(reference):
         raise ValueError("the anterior RV insertion point or the reference direction has zero length")
-    angle = (_displayed_angle_deg(to_anterior) - _displayed_angle_deg(reference)) * (-1.0 if mirrored else 1.0) % 360.0
+    angle = (displayed_angle_deg(to_anterior) - displayed_angle_deg(reference)) * (-1.0 if mirrored else 1.0) % 360.0
     return 0.0 if angle >= 360.0 else angle  # a rounding-level negative angle wraps to exactly 360.0
 
 
