@@ -192,7 +192,7 @@ def write_report(
     by_index = {(int(im.image_series_index), int(im.slice), int(im.phase)): im for im in originals}
     several_series = len({summary["series"] for summary in summaries}) > 1
     for summary in summaries:
-        stem = f"series{summary['series']}_" * several_series + f"slice{summary['slice']:02d}"
+        stem = (f"series{summary['series']}_" if several_series else "") + f"slice{summary['slice']:02d}"
         members = slice_records(records, summary)
         pairs = [(r, by_index.get((r["original_series"], r["slice"], r["phase"]))) for r in members]
         pairs = [(r, original) for r, original in pairs if original is not None]
