@@ -91,8 +91,7 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
         return DisplayOrientation("as stored")
     dataset = public_set_of_file(series.source)
     if dataset is not None:
-        return DisplayOrientation(f"public set {dataset}",
-                                  *ORIENTATION_BY_DATASET[dataset])
+        return DisplayOrientation(f"public set {dataset}", *ORIENTATION_BY_DATASET[dataset])
     try:
         if spec.display_rv_direction_deg is None:
             raise ModelError(f"model {spec.name} records no display_rv_direction_deg")
