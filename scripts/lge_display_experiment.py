@@ -1,0 +1,120 @@
+"""Does `sax_lge` learn better when its LGE slices are shown the way its starting cine model saw most slices?
+
+The LGE sets (MS-CMRSeg, MyoPS) are stored in a display that puts the RV at about 195 degrees
+(``datasets.ORIENTATION_BY_DATASET``); ACDC, most of `sax_cine`'s training, at about 110, and a scanner's header
+display at about 120 (docs/orientation.md). `sax_lge` is fine-tuned from `sax_cine`, so it starts a quarter turn
+away from what it is shown. Two arms, the same recipe (the shipped `sax_lge`'s, from the shipped `sax_cine`):
+
+- ``as_set``: the LGE slices in their set's display, as the shipped `sax_lge` was trained;
+- ``turned``: the same slices turned a quarter clockwise (RV at about 105 degrees), labels turned with them.
+
+    python scripts/lge_display_experiment.py train --arm as_set --out runs/lge_display/as_set --threads 1
+    python scripts/lge_display_experiment.py train --arm turned --out runs/lge_display/turned --threads 1
+    CMR_LANDMARK_BF16=0 python scripts/lge_display_experiment.py compare --runs runs/lge_display \
+        --out docs/lge_display_log.md
+
+``train`` runs stage 1 (10 coarse + 30 fine epochs, lr 5e-4, from models/sax_cine.pt) into OUT/stage1 and stage 2
+(the fine stage 30 more epochs with the distance term, weight 0.3) into OUT/stage2; an interrupted run resumes.
+``compare`` measures each arm's stage 2 in its own display (mirror averaging, centre-of-mass decoding, as `sax_lge`
+ships; set CMR_LANDMARK_BF16=0 for fp32) and the shipped `sax_lge` in the sets' display, on the LGE validation and
+training splits, over every labelled landmark, threshold aside; rotation moves no distance, so the arms are paired
+landmark by landmark. The decision rule is in docs/training.md ("The LGE sets shown as the cine model saw most").
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from cmr_landmark.config import REPO_ROOT
+from cmr_landmark.detector import Detector
+from cmr_landmark.display_orientation import mean_rv_direction_deg
+from cmr_landmark.evaluation import evaluate_slices
+from cmr_landmark.geometry import orient_image, oriented_spacing_mm
+from cmr_landmark.model_store import find_model
+from cmr_landmark.training import load_cascade, load_labelled_slices, train_cascade
+
+LGE_SETS = ("mscmrseg_lge", "myops")
+ARMS = ("as_set", "turned")
+CLOCKWISE = -1  # np.rot90 quarter turns: -1 turns the displayed image a quarter clockwise
+
+
+def turned_clockwise(s):
+    """``s`` turned a quarter clockwise: image, masks and spacing, and its landmarks with them (a point (r, c) of
+    an H-row image lands at (c, H - 1 - r))."""
+    rows = s.image.shape[0]
+    points = np.asarray(s.landmarks_rc, dtype=np.float64)
+    turn = (lambda a: None if a is None else orient_image(a, CLOCKWISE, False))
+    return replace(s, image=turn(s.image), mask=turn(s.mask), pathology=turn(s.pathology),
+                   pixel_spacing_mm=oriented_spacing_mm(s.pixel_spacing_mm, CLOCKWISE),
+                   landmarks_rc=np.stack([points[:, 1], rows - 1 - points[:, 0]], axis=1))
+
+
+def lge_slices(split: str, arm: str) -> list:
+    slices = load_labelled_slices(LGE_SETS, split, "sax", "lge")
+    return [turned_clockwise(s) for s in slices] if arm == "turned" else slices
+
+
+def train(arm: str, out: Path, threads: int) -> None:
+    train_slices, val_slices = lge_slices("train", arm), lge_slices("val", arm)
+    print(f"{arm}: {len(train_slices)} training, {len(val_slices)} validation slices; RV at "
+          f"{mean_rv_direction_deg(train_slices):.1f} degrees", flush=True)
+    train_cascade(train_slices, val_slices, "sax", out / "stage1", 10, 30, init_from=REPO_ROOT / "models" /
+                  "sax_cine.pt", lr=5e-4, threads=threads)
+    train_cascade(train_slices, val_slices, "sax", out / "stage2", 0, 30, init_from=out / "stage1", lr=5e-4,
+                  threads=threads, distance_weight=0.3)
+
+
+def distances_mm(model, slices: list) -> np.ndarray:
+    """Every labelled landmark's distance (mm), threshold aside, in slice x landmark order (NaN where unlabelled)."""
+    return evaluate_slices(model, slices, mirror_average=True, mirror_pooling="mean").distances_mm.ravel()
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> str:
+    difference = (a - b)[np.isfinite(a - b)]
+    half_width = 1.96 * difference.std(ddof=1) / np.sqrt(difference.size)
+    return f"{difference.mean():+.2f} +- {half_width:.2f}"
+
+
+def compare(runs: Path, out: Path) -> None:
+    lines = ["| split | shipped `sax_lge` | as_set | turned | turned - as_set | turned - shipped |",
+             "|---|---|---|---|---|---|"]
+    shipped = Detector(find_model("sax", "lge", name="sax_lge"))
+    for split in ("val", "train"):
+        measured = {"shipped": distances_mm(shipped, lge_slices(split, "as_set"))}
+        for arm in ARMS:
+            measured[arm] = distances_mm(load_cascade(runs / arm / "stage2", "sax"), lge_slices(split, arm))
+        means = {name: np.nanmean(d) for name, d in measured.items()}
+        lines.append(f"| {split} | {means['shipped']:.2f} | {means['as_set']:.2f} | {means['turned']:.2f} | "
+                     f"{paired(measured['turned'], measured['as_set'])} | "
+                     f"{paired(measured['turned'], measured['shipped'])} |")
+        print(lines[-1], flush=True)
+    out.write_text("Mean distance (mm) over every labelled LGE landmark, threshold aside; paired = the same "
+                   "landmarks, mean +- 95 % half-width (`scripts/lge_display_experiment.py compare`).\n\n"
+                   + "\n".join(lines) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("train", help="train one arm (stage 1 and 2; resumes)")
+    run.add_argument("--arm", choices=ARMS, required=True)
+    run.add_argument("--out", type=Path, required=True)
+    run.add_argument("--threads", type=int, default=1)
+    judge = commands.add_parser("compare", help="measure both arms and the shipped sax_lge")
+    judge.add_argument("--runs", type=Path, required=True, help="the folder holding as_set/ and turned/")
+    judge.add_argument("--out", type=Path, required=True, help="markdown table to write")
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        train(args.arm, args.out, args.threads)
+    else:
+        compare(args.runs, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
