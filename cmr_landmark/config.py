@@ -89,13 +89,17 @@ def models_dir() -> Path:
     """The folder holding ``manifest.json`` and the TorchScript files.
 
     ``CMR_LANDMARK_MODELS`` overrides; else the repository's ``models/`` (source checkout or editable install);
-    else the copy installed under ``<prefix>/share/cmr-landmark/models``.
+    else the copy installed under ``<prefix>/share/cmr-landmark/models`` (:func:`shipped_models_dir`).
     """
+    override = os.environ.get("CMR_LANDMARK_MODELS")
+    return Path(override) if override else shipped_models_dir()
+
+
+def shipped_models_dir() -> Path:
+    """The models that came with the project: the repository's ``models/`` (source checkout or editable install),
+    else the copy installed under ``<prefix>/share/cmr-landmark/models``."""
     import sys
 
-    override = os.environ.get("CMR_LANDMARK_MODELS")
-    if override:
-        return Path(override)
     in_repo = REPO_ROOT / "models"
     if (in_repo / "manifest.json").exists():
         return in_repo

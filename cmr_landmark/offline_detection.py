@@ -28,11 +28,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from .cine import smooth_cine_detections
-from .config import LANDMARKS_BY_VIEW, ORIENTATION_MAX_IMAGES
+from .config import LANDMARKS_BY_VIEW, ORIENTATION_MAX_IMAGES, shipped_models_dir
 from .datasets import ORIENTATION_BY_DATASET, public_set_of_file
 from .detector import Detector, ImageLandmarks, detect_in_orientation
 from .display_orientation import StoredOrientation, display_orientation, estimate_stored_orientation
@@ -95,7 +97,7 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
     try:
         if spec.display_rv_direction_deg is None:
             raise ModelError(f"model {spec.name} records no display_rv_direction_deg")
-        network = load_orientation_network(spec.file.parent)
+        network = _orientation_network(spec.file.parent)
     except ModelError as error:
         log.warning("%s: showing %s to the model as stored", error, series.source)
         return DisplayOrientation("as stored")
@@ -103,6 +105,17 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
     chosen = np.unique(np.linspace(0, len(images) - 1, min(len(images), ORIENTATION_MAX_IMAGES)).round().astype(int))
     stored = estimate_stored_orientation(network, images[chosen], series.pixel_spacing_mm)
     return DisplayOrientation("anatomy", *display_orientation(stored, spec.display_rv_direction_deg), stored)
+
+
+def _orientation_network(models_folder: Path) -> torch.nn.Module:
+    """The orientation network of the model's own folder, else the shipped one: a folder of one's own exported
+    landmark models (``export --models-dir``) need not carry a copy."""
+    try:
+        return load_orientation_network(models_folder)
+    except ModelError:
+        if models_folder.resolve() == shipped_models_dir().resolve():
+            raise
+    return load_orientation_network(shipped_models_dir())
 
 
 def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayOrientation | None = None

@@ -795,6 +795,9 @@ def main_train(argv: Sequence[str] | None = None) -> int:
             parser.error(str(error))
     else:
         parser.error("give --datasets or --via/--via-val")
+    if len(train_slices) < args.batch_size:  # else train_stage would stop with a traceback after loading everything
+        parser.error(f"{len(train_slices)} training images are fewer than one batch: give --batch-size "
+                     f"{len(train_slices)} or less")
     if is_main_process():
         print(f"{len(train_slices)} training and {len(val_slices)} validation slices", flush=True)
     start = time.perf_counter()

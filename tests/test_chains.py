@@ -73,8 +73,11 @@ def test_serve_names_a_config_file_that_is_not_xml(tmp_path, capsys):
 def test_dockerfile_refers_to_existing_files():
     dockerfile = (REPO_ROOT / "docker" / "Dockerfile").read_text()
     assert re.search(r"^FROM ghcr\.io/gadgetron/gadgetron/\S+", dockerfile, re.MULTILINE)
-    for copied in re.findall(r"/opt/cmr-landmark/(\S+?)(?:\*\.xml)?\s", dockerfile):
-        assert (REPO_ROOT / copied).exists(), copied
-    for module in re.findall(r"import ([\w.]+(?:, [\w.]+)*)", dockerfile):
+    copied = re.findall(r"/opt/cmr-landmark/(\S+?)(?:\*\.xml)?\s", dockerfile)
+    imported = re.findall(r"import ([\w.]+(?:, [\w.]+)*)", dockerfile)
+    assert copied and imported, "the patterns found nothing to check: the test would pass on any Dockerfile"
+    for path in copied:
+        assert (REPO_ROOT / path).exists(), path
+    for module in imported:
         for name in module.split(", "):
             importlib.import_module(name)

@@ -90,15 +90,16 @@ def test_cache_is_reused_unless_forced(tiny_acdc, tmp_path):
     assert npz_path.stat().st_mtime_ns != stamp
 
 
-def test_bad_requests_get_clear_errors(tiny_acdc, tmp_path):
+def test_bad_requests_get_clear_errors(tiny_acdc, tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown dataset"):
         build_cache("nonsense", folder=tmp_path, root=tiny_acdc)
     with pytest.raises(FileNotFoundError, match="myops"):
         build_cache("myops", folder=tmp_path, root=tiny_acdc)
     with pytest.raises(ValueError, match="split"):
         load_slices("acdc", split="test", folder=tmp_path)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         main_build_cache(["--dataset", "nonsense"])
+    assert stop.value.code == 2 and "unknown data set(s) nonsense" in capsys.readouterr().err
 
 
 def test_split_file_is_disjoint_and_covers_the_sets():
@@ -124,10 +125,16 @@ def test_real_mnms2_cache(shared_data, tmp_path):
     sax = [s for s in slices if s.view == "sax"]
     lax = [s for s in slices if s.view == "lax" and s.labelled]
     cine = [s for s in slices if not s.labelled]
-    assert len(sax) == 2 * 12 and len(lax) == 2 and len(cine) == 25
+    # what the cache must hold, read from the subject's files: ED and ES stacks, the 4CH ED/ES frames, the 4CH cine
+    folder = shared_data / "mnms2" / "001"
+    stack = nib.load(str(folder / "001_SA_ED.nii.gz"))
+    four_chamber_frames = nib.load(str(folder / "001_LA_ED.nii.gz")).shape[2]
+    cine_phases = nib.load(str(folder / "001_LA_CINE.nii.gz")).shape[-1]
+    assert len(sax) == 2 * stack.shape[2] and len(lax) == 2 * four_chamber_frames and len(cine) == cine_phases
     assert all(s.mask is None and np.all(np.isnan(s.landmarks_rc)) for s in cine)
-    for s in sax:
-        assert s.pixel_spacing_mm == pytest.approx((1.484, 1.484), abs=1e-3) and s.image.shape == (256, 256)
+    for s in sax:  # (the stored matrix may be turned into the standard display: compared in either order)
+        assert sorted(s.pixel_spacing_mm) == pytest.approx(sorted(stack.header.get_zooms()[:2]), rel=1e-5)
+        assert sorted(s.image.shape) == sorted(stack.shape[:2])
     assert sum(s.has_all_landmarks for s in sax) >= 10
     assert all(s.has_all_landmarks for s in lax)
     metadata = json.loads(cache_paths("mnms2", tmp_path)[1].read_text())

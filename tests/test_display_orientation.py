@@ -121,6 +121,7 @@ def test_the_averaged_estimate_turns_and_mirrors_exactly_with_the_image(orientat
 
 
 def manifest_with(tmp_path, **entry_changes):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((REPO_ROOT / "models" / "manifest.json").read_text())
     sax = next(m for m in manifest["models"] if m["name"] == "sax_cine")
     sax.update(entry_changes)
@@ -146,12 +147,10 @@ def test_a_manifest_without_the_network_or_with_a_changed_file_is_refused(tmp_pa
         load_orientation_network(tmp_path)
 
 
-def shipped_or_skip():
-    try:
-        load_orientation_network()
-        return find_model("sax", "cine", name="sax_cine")
-    except ModelError as error:
-        pytest.skip(f"no shipped orientation network or sax_cine ({error})")
+def shipped_sax_cine():
+    """The shipped sax_cine (models/ is committed: a missing or broken manifest entry or network fails the test)."""
+    load_orientation_network()
+    return find_model("sax", "cine", name="sax_cine")
 
 
 def sample_nifti(tmp_path, orientation, name="sax.nii.gz"):
@@ -167,7 +166,7 @@ def sample_nifti(tmp_path, orientation, name="sax.nii.gz"):
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_the_shipped_network_shows_the_sample_as_its_header_does_however_it_is_stored(tmp_path, orientation):
-    spec = shipped_or_skip()
+    spec = shipped_sax_cine()
     path, sample = sample_nifti(tmp_path, orientation)
     plane = sample.ismrmrd_plane(0)
     from cmr_landmark.geometry import model_display_orientation
@@ -180,7 +179,7 @@ def test_the_shipped_network_shows_the_sample_as_its_header_does_however_it_is_s
 
 
 def test_on_request_or_without_a_direction_for_the_model_a_nifti_goes_as_stored(tmp_path, caplog):
-    spec = shipped_or_skip()
+    spec = shipped_sax_cine()
     path, _ = sample_nifti(tmp_path, (2, False))
     series = read_nifti(path)
     as_stored = {"source": "as stored", "quarter_turns": 0, "mirror": False}
@@ -191,12 +190,27 @@ def test_on_request_or_without_a_direction_for_the_model_a_nifti_goes_as_stored(
     assert "records no display_rv_direction_deg" in caplog.text
 
 
+def test_a_models_folder_of_ones_own_uses_the_shipped_network(tmp_path):
+    # a folder made by `export --models-dir` holds landmark models only: the shipped network decides the display
+    import shutil
+
+    from cmr_landmark.model_store import find_model
+
+    own = manifest_with(tmp_path / "own")
+    shutil.copy(REPO_ROOT / "models" / "sax_cine.pt", own / "sax_cine.pt")
+    spec = find_model("sax", "cine", folder=own)
+    path, _ = sample_nifti(tmp_path, (1, True))
+    shown = display_orientation_of(read_nifti(path), spec)
+    assert shown.source == "anatomy"
+    assert shown.as_record() == display_orientation_of(read_nifti(path), shipped_sax_cine()).as_record()
+
+
 def test_a_long_file_is_decided_from_a_bounded_sample_of_every_slice(tmp_path, monkeypatch):
     # 12 slices x 30 phases: at most ORIENTATION_MAX_IMAGES images go to the network, from every slice
     import cmr_landmark.offline_detection as offline_detection
     from cmr_landmark.config import ORIENTATION_MAX_IMAGES
 
-    spec = shipped_or_skip()
+    spec = shipped_sax_cine()
     slice_of_image = np.repeat(np.arange(12.0), 30)
     images = np.broadcast_to(slice_of_image[:, None, None], (360, 32, 32)).reshape(12, 30, 32, 32)
     series = SimpleNamespace(images=images, pixel_spacing_mm=(1.5, 1.5), frame="RAS", source=tmp_path / "x.nii")
@@ -221,7 +235,7 @@ def test_detect_finds_on_a_turned_nifti_what_it_finds_on_the_standard_display(tm
     from cmr_landmark.geometry import points_to_original
     from cmr_landmark.offline_detection import detect_series
 
-    spec = shipped_or_skip()
+    spec = shipped_sax_cine()
     detector = Detector(spec, use_bf16=False)
     standard_path, sample = sample_nifti(tmp_path, (0, False), "standard.nii.gz")
     turned_path, _ = sample_nifti(tmp_path, orientation, "turned.nii.gz")
@@ -244,7 +258,7 @@ def test_detect_finds_on_a_turned_nifti_what_it_finds_on_the_standard_display(tm
 def test_detect_orients_a_nifti_by_anatomy_unless_asked_to_keep_it_as_stored(tmp_path, monkeypatch):
     from cmr_landmark.detect_cli import main_detect
 
-    shipped_or_skip()
+    shipped_sax_cine()
     monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
     path, _ = sample_nifti(tmp_path, (1, True))
     reports = {}
@@ -330,10 +344,7 @@ def test_detect_on_ismrmrd_turns_the_header_display_toward_the_models_direction(
     from cmr_landmark.detector import Detector, detect_in_orientation
     from cmr_landmark.offline_detection import detect_series
 
-    try:
-        spec = find_model("sax", "lge", name="sax_lge", folder=REPO_ROOT / "models")
-    except ModelError as error:
-        pytest.skip(f"no sax_lge ({error})")
+    spec = find_model("sax", "lge", name="sax_lge", folder=REPO_ROOT / "models")
     series = read_series(REPO_ROOT / "samples" / "mnms2_001_sax.h5")
     assert display_orientation_of(series, spec).as_record() == {"source": "header", "display_rv_direction_deg": 194.4}
     detector = Detector(spec, use_bf16=False)

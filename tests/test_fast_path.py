@@ -13,7 +13,7 @@ from cmr_landmark.config import COARSE_GRID, FINE_CENTROID_RADIUS_MM, FINE_GRID_
 from cmr_landmark.detector import Detector, pool_mirror_passes
 from cmr_landmark.export import export_cascade
 from cmr_landmark.io.ismrmrd_file import read_ismrmrd_images
-from cmr_landmark.model_store import ModelError, find_model
+from cmr_landmark.model_store import find_model
 from cmr_landmark.network import LandmarkCascade, UNet
 from cmr_landmark.preprocess import (
     grid_transform,
@@ -96,10 +96,7 @@ def test_fast_path_in_fp32_gives_the_unoptimised_points(tmp_path, lax_cine, same
 @pytest.mark.parametrize("view", ["sax", "lax"])
 def test_trained_models_fast_path_agrees_with_the_unoptimised_path(lax_cine, view):
     """With bf16 where the CPU has it: the shipped models' points move by a fraction of a millimetre."""
-    try:
-        spec = find_model(view, "cine")
-    except ModelError as error:
-        pytest.skip(f"no trained {view} cine model in models/: {error}")
+    spec = find_model(view, "cine")
     if view == "lax":
         stack, spacing = lax_cine
     else:  # the sample short-axis stack's end-diastolic slices: different slices, one batch
@@ -162,10 +159,7 @@ def test_log_linear_pooling_keeps_what_both_passes_agree_on():
 def test_mirror_averaging_keeps_the_shipped_sax_model_on_the_sample():
     """On real slices the averaged points stay where the single pass puts them, give or take a millimetre or two
     (the accuracy gain itself is measured on the validation split: docs/training.md)."""
-    try:
-        spec = find_model("sax", "cine")
-    except ModelError as error:
-        pytest.skip(f"no trained SAX cine model in models/: {error}")
+    spec = find_model("sax", "cine")
     _, images = read_ismrmrd_images(SAMPLES / "mnms2_001_sax.h5")
     stack = np.stack([image.data[0, 0] for image in images if image.phase == 0]).astype(np.float32)
     spacing = (float(images[0].field_of_view[0]) / images[0].matrix_size[0],) * 2

@@ -193,7 +193,12 @@ def test_a_client_that_sends_nothing_does_not_hold_up_the_servers_stop(monkeypat
     monkeypatch.setattr(gadget, "SHUTDOWN_GRACE_S", 0.5)
     server, thread = _serve(max_connections=None)
     with socket.create_connection(("127.0.0.1", server.port)):
-        time.sleep(0.3)  # accepted, its thread waiting for a configuration that never comes
+        # wait (bounded) until the server has accepted it: its thread then waits for a configuration that never
+        # comes. A fixed sleep would let a busy machine stop the server before the accept, and the test fail.
+        deadline = time.monotonic() + 30.0
+        while not any(handler.is_alive() for handler in server._threads) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert any(handler.is_alive() for handler in server._threads), "the connection was never accepted"
         server.stop()
         thread.join(10)
         assert not thread.is_alive()

@@ -220,5 +220,18 @@ def test_real_lax_landmarks_sit_where_expected(shared_data):
         assert sample.mask[tuple(np.rint(apex).astype(int))] == 2
 
 
-def test_standard_labels_are_what_the_cache_uses():
+def test_standard_labels_are_what_the_cache_uses(tmp_path):
+    # ACDC stores 1 RV, 2 myocardium, 3 LV: the cache recodes its masks to the standard codes, so the landmarks
+    # derived from a cached mask with STANDARD_LABELS are the cached landmarks
+    from test_datasets import _write_acdc_patient
+
+    from cmr_landmark.datasets import build_cache, load_slices
+
     assert STANDARD_LABELS == LabelCodes(lv_blood=(1,), lv_myocardium=(2,), rv_blood=(3,))
+    _write_acdc_patient(tmp_path / "data", "patient001", rv_present_slices={0, 1})
+    build_cache("acdc", folder=tmp_path / "cache", root=tmp_path / "data")
+    complete = [s for s in load_slices("acdc", folder=tmp_path / "cache") if s.has_all_landmarks]
+    assert len(complete) == 4  # 2 slices with an RV x ED/ES
+    for s in complete:
+        np.testing.assert_allclose(derive_sax_landmarks(s.mask, STANDARD_LABELS, s.pixel_spacing_mm), s.landmarks_rc,
+                                   atol=1e-6)

@@ -174,12 +174,9 @@ def test_cache_round_trip_and_variants_share_the_scenes(tmp_path, monkeypatch):
 def _shipped_model_rows(phase: int) -> list[dict]:
     from cmr_landmark.detector import Detector
     from cmr_landmark.lax_evaluation import evaluate_labelled, mnms2_lax_slices
-    from cmr_landmark.model_store import ModelError, find_model
+    from cmr_landmark.model_store import find_model
 
-    try:
-        spec = find_model("lax", "cine", name="lax_cine")
-    except ModelError as error:
-        pytest.skip(f"the shipped long-axis model is not in models/manifest.json: {error}")
+    spec = find_model("lax", "cine", name="lax_cine")
     labelled, _ = mnms2_lax_slices()
     return evaluate_labelled(Detector(spec), [s for s in labelled if s.phase == phase])
 
@@ -216,12 +213,9 @@ def test_shipped_model_finds_the_mitral_valve_whatever_the_stored_orientation(sh
 def test_shipped_model_lv_length_curve_on_real_cine(shared_data):
     from cmr_landmark.detector import Detector, lax_points_rc
     from cmr_landmark.lax_evaluation import evaluate_cine, mnms2_lax_slices, phases_on_the_mitral_valve
-    from cmr_landmark.model_store import ModelError, find_model
+    from cmr_landmark.model_store import find_model
 
-    try:
-        spec = find_model("lax", "cine", name="lax_cine")
-    except ModelError as error:
-        pytest.skip(f"the shipped long-axis model is not in models/manifest.json: {error}")
+    spec = find_model("lax", "cine", name="lax_cine")
     _, cine_phases = mnms2_lax_slices()
     raw, cine = evaluate_cine(Detector(spec), cine_phases)
     assert len(raw) == len(cine.landmarks) == len(cine_phases) == 25
@@ -230,8 +224,10 @@ def test_shipped_model_lv_length_curve_on_real_cine(shared_data):
     assert phases_on_the_mitral_valve(raw_points, labelled) >= 20  # the synthetic-only release: 2 (tricuspid)
     assert np.all(np.isfinite(cine.lv_length_mm)) and np.all((cine.lv_length_mm > 50) & (cine.lv_length_mm < 130))
     assert 0.05 < cine.longitudinal_shortening < 0.30  # a beating heart, not noise or a frozen track
-    # ED (phase 23 of this cine) is longer than ES (phase 8)
-    assert cine.lv_length_mm[23] > cine.lv_length_mm[8]
+    # the cine phases that are the labelled ED and ES frames (the same pixels): the LV is longer at ED
+    ed, es = (int(np.flatnonzero([np.array_equal(c.image, s.image) for c in cine_phases])[0])
+              for s in sorted(labelled, key=lambda s: s.phase))
+    assert ed != es and cine.lv_length_mm[ed] > cine.lv_length_mm[es]
 
 
 def test_training_driver_trains_exports_and_the_detector_loads_it(tmp_path, monkeypatch):
@@ -274,12 +270,9 @@ def test_manifest_measured_figures_are_the_shipped_models(shared_data):
     from cmr_landmark.config import models_dir
     from cmr_landmark.detector import Detector
     from cmr_landmark.lax_evaluation import evaluate_labelled, mnms2_lax_slices
-    from cmr_landmark.model_store import ModelError, find_model
+    from cmr_landmark.model_store import find_model
 
-    try:
-        spec = find_model("lax", "cine", name="lax_cine")
-    except ModelError as error:
-        pytest.skip(f"the shipped long-axis model is not in models/manifest.json: {error}")
+    spec = find_model("lax", "cine", name="lax_cine")
     manifest = json.loads((models_dir() / "manifest.json").read_text())
     entry = next(m for m in manifest["models"] if m["name"] == spec.name)
     labelled, _ = mnms2_lax_slices()

@@ -260,7 +260,7 @@ def test_any_model_validates_on_unseen_contrast_copies(monkeypatch) -> None:
     assert plain == [stack[2]]
 
 
-def test_t1_model_trains_on_fixed_maps_or_on_real_slices_redrawn_every_epoch(monkeypatch) -> None:
+def test_t1_model_trains_on_fixed_maps_or_on_real_slices_redrawn_every_epoch(monkeypatch, capsys) -> None:
     stack = load_myops_stack()
     script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
     fixed, val = script.training_sets("t1", copies=2, max_val_slices=None)
@@ -272,8 +272,9 @@ def test_t1_model_trains_on_fixed_maps_or_on_real_slices_redrawn_every_epoch(mon
     for flags in (["--copies", "0"], ["--copies", "0", "--fresh-fraction", "0.5"],
                   ["--copies", "2", "--fresh-fraction", "1"]):
         monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "t1", "--out", "unused", *flags])
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit) as stop:
             script.main()
+        assert stop.value.code == 2 and "t1 trains on synthetic maps" in capsys.readouterr().err, flags
 
 
 def test_fitted_map_look_keeps_the_tissues_and_adds_value_dependent_noise(scar_slice: Slice) -> None:

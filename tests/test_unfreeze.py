@@ -68,12 +68,15 @@ def test_calibrated_batchnorm_keeps_the_function_and_makes_training_mode_agree(t
     assert calibrated_gap < 1e-3 < uncalibrated_gap
 
 
-def test_models_that_carry_their_training_state_are_passed_on_as_they_are(tmp_path: Path) -> None:
+def test_models_that_carry_their_training_state_are_passed_on_as_they_are(tmp_path: Path, capsys) -> None:
     embedded = export(trained_looking_cascade(), tmp_path / "embedded", embed=True)
     plain = export(trained_looking_cascade(), tmp_path / "plain", embed=False)
     assert has_training_state(embedded) and not has_training_state(plain)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         main([str(embedded), "--out", str(tmp_path / "run")])
+    assert stop.value.code == 2  # a usage error that names the way out, not a crash or a success
+    assert "carries its training state: pass it to --init-from" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_command_writes_a_run_folder_that_init_from_takes(tmp_path: Path, monkeypatch) -> None:

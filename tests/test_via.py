@@ -87,10 +87,15 @@ def test_train_export_evaluate_commands_on_a_via_project(tmp_path, capsys) -> No
     assert main_evaluate(evaluate) == 0
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["slices"] == 3 and summary["probability_threshold"] == entry["probability_threshold"]
-    with pytest.raises(SystemExit):  # --via without validation labels is refused with a usage message
+    with pytest.raises(SystemExit) as stop:  # --via without validation labels is refused with a usage message
         main_train(["--view", "sax", "--via", str(PROJECT), "--out", str(run)])
-    with pytest.raises(SystemExit):  # fresh contrasts are drawn from label masks, which point labels lack
+    assert stop.value.code == 2 and "--via needs --via-val" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # fresh contrasts are drawn from label masks, which point labels lack
         main_train([*train, "--fresh-contrast-fraction", "0.5"])
+    assert stop.value.code == 2 and "VIA point labels do not have" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # three images cannot fill the default batch of 24: said before training
+        main_train([arg for arg in train if arg not in ("--batch-size", "2")])
+    assert stop.value.code == 2 and "fewer than one batch: give --batch-size 3" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("change, message", [
