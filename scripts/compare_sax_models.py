@@ -133,7 +133,7 @@ def evaluate_model(name: str, run: Path | None, sets: dict[str, list], fingerpri
     default threshold, with ``mirror_average`` and ``mirror_pooling``."""
     if run is None:
         spec = find_model("sax", "cine", name=name)
-        model, threshold = Detector(spec), None
+        model, threshold = Detector(spec, use_bf16=False), None  # fp32: figures that do not depend on the CPU
         identity = (f"{sha256_of(spec.file)} mirror_average={spec.mirror_average} pooling={spec.mirror_pooling} "
                     f"threshold={spec.probability_threshold}")
     else:

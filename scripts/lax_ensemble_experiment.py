@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--coarse-from", type=Path, default=None,
                         help="a run folder or checkpoint whose coarse stage replaces every run member's own")
     parser.add_argument("--held-out-anatomy", default=None, choices=sorted(ANATOMY_RANGES),
-                        help="anatomy family of the held-out synthetic slices (default: the shipped model's, slender)")
+                        help="anatomy family of the held-out synthetic slices (default: "
+                             "lax_evaluation.HELD_OUT_SYNTHETIC's, slender)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -169,7 +169,7 @@ def main() -> int:
     synthetic_mm, floor_mm = np.array(synthetic_mm), np.array(floor_mm)
 
     # the real subject: the crop where the shipped model puts its points
-    detector = Detector(find_model("lax", "cine"))
+    detector = Detector(find_model("lax", "cine"), use_bf16=False)
     labelled, _ = mnms2_lax_slices()
     real = []
     for s in labelled:

@@ -48,7 +48,10 @@ def turned_clockwise(s):
     an H-row image lands at (c, H - 1 - r))."""
     rows = s.image.shape[0]
     points = np.asarray(s.landmarks_rc, dtype=np.float64)
-    turn = (lambda a: None if a is None else orient_image(a, CLOCKWISE, False))
+
+    def turn(array):
+        return None if array is None else orient_image(array, CLOCKWISE, False)
+
     return replace(s, image=turn(s.image), mask=turn(s.mask), pathology=turn(s.pathology),
                    pixel_spacing_mm=oriented_spacing_mm(s.pixel_spacing_mm, CLOCKWISE),
                    landmarks_rc=np.stack([points[:, 1], rows - 1 - points[:, 0]], axis=1))

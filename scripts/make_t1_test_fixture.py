@@ -1,6 +1,6 @@
 """Make tests/fixtures/myops_sax_stack.npz: a real MyoPS bSSFP short-axis stack (3 slices) with scar and oedema.
 
-    python scripts/make_t1_test_fixture.py
+    python scripts/make_t1_test_fixture.py [--out tests/fixtures/myops_sax_stack.npz]
 
 A 224 mm field of view around the LV of the middle slice, resampled to 1.5 mm pixels (what a T1 map has), so the
 fixture is small (~100 KB) yet whole-heart images the models can run on. Landmarks are derived again from the
@@ -10,6 +10,8 @@ use only).
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,10 @@ PATIENT, SLICE_INDICES, SEQUENCE = "Case3008", (0, 1, 2), "cine"
 FIELD_OF_VIEW_MM, PIXEL_MM = 224.0, 1.5
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=FIXTURE, help="the .npz to write (default: the test fixture)")
+    out = parser.parse_args(argv).out
     by_index = {s.slice_index: s for s in load_slices("myops", "train")
                 if s.patient == PATIENT and s.sequence == SEQUENCE}
     sources = [by_index[index] for index in SLICE_INDICES]
@@ -39,11 +44,13 @@ def main() -> int:
     masks = np.stack([resample(s.mask, 0).astype(np.uint8) for s in sources])
     pathology = np.stack([resample(s.pathology, 0).astype(np.uint8) for s in sources])
     landmarks_rc = np.stack([derive_sax_landmarks(mask, pixel_spacing_mm=(PIXEL_MM, PIXEL_MM)) for mask in masks])
-    np.savez_compressed(FIXTURE, image=images, mask=masks, pathology=pathology, landmarks_rc=landmarks_rc,
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, image=images, mask=masks, pathology=pathology, landmarks_rc=landmarks_rc,
                         pixel_spacing_mm=np.array([PIXEL_MM, PIXEL_MM]), patient=PATIENT,
                         slice_index=np.array(SLICE_INDICES))
-    print(f"{FIXTURE} ({FIXTURE.stat().st_size} bytes), landmarks {landmarks_rc.round(1).tolist()}")
+    print(f"{out} ({out.stat().st_size} bytes), landmarks {landmarks_rc.round(1).tolist()}")
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

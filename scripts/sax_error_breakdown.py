@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="markdown file to write")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    detector = Detector(find_model("sax", args.sequence, name=args.model))
+    detector = Detector(find_model("sax", args.sequence, name=args.model), use_bf16=False)
     val = load_labelled_slices(args.datasets.split(","), "val", "sax", args.sequence)
     train = load_labelled_slices(args.train_datasets.split(","), "train", "sax", args.sequence)
     text = breakdown(detector, val, train)

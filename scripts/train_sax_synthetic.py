@@ -139,6 +139,8 @@ def main() -> int:
                      "(--copies 0 --fresh-fraction 1)")
     if not (0.0 <= args.map_look_fraction <= 1.0 and 0.0 <= args.fresh_fraction <= 1.0):
         parser.error("--map-look-fraction and --fresh-fraction are shares, 0..1")
+    if args.distil_from and args.fresh_fraction:  # training.train_stage refuses it, after the slices are made
+        parser.error("--distil-from does not combine with --fresh-fraction (the teacher sees the source image)")
     if any("=" not in item for item in args.distil_from):
         parser.error("--distil-from takes SEQUENCE=MODEL, e.g. cine=models/sax_cine.pt")
     teachers = {sequence: torch.jit.load(path, map_location="cpu")
