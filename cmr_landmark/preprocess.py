@@ -88,13 +88,15 @@ def normalise_intensity(image: np.ndarray) -> np.ndarray:
     return np.clip((image - low) / (high - low), -0.5, 2.0).astype(np.float32)
 
 
-def _prefilter_sigma_px(transform: GridTransform) -> float | None:
-    """Sigma (image pixels) of the anti-aliasing Gaussian when the grid is coarser than the image, else None. One
-    sigma for both axes, from the axis that shrinks most: with non-square pixels the other axis is blurred more than
-    it needs (the public sets' pixels are square; training and inference share this, so it is left as it is)."""
-    step_px = np.sqrt((transform.matrix**2).sum(axis=0))  # image pixels per grid pixel along each grid axis
-    shrink = float(step_px.max())
-    return 0.4 * shrink if shrink > 1.5 else None
+def _prefilter_sigma_px(transform: GridTransform) -> tuple[float, float] | None:
+    """(row, column) sigmas in image pixels of the anti-aliasing Gaussian, each axis by how much the grid shrinks
+    it (0 for an axis it does not shrink enough to alias), or None when neither needs one. Per image axis, because
+    with non-square pixels one grid pixel covers a different number of image pixels along each: row a of the
+    transform's matrix is image-axis-a pixels per grid pixel, whatever the rotation (its norm is grid mm over that
+    axis's pixel mm)."""
+    step_px = np.sqrt((transform.matrix**2).sum(axis=1))
+    sigmas = np.where(step_px > 1.5, 0.4 * step_px, 0.0)
+    return (float(sigmas[0]), float(sigmas[1])) if sigmas.any() else None
 
 
 def resample_to_grid(image: np.ndarray, transform: GridTransform, order: int = 1) -> np.ndarray:
@@ -102,9 +104,9 @@ def resample_to_grid(image: np.ndarray, transform: GridTransform, order: int = 1
 
     When the grid is coarser than the image a Gaussian prefilter stops aliasing.
     """
-    sigma = _prefilter_sigma_px(transform)
-    if sigma is not None:
-        image = ndimage.gaussian_filter(image, sigma=sigma, mode="nearest")
+    sigmas = _prefilter_sigma_px(transform)
+    if sigmas is not None:
+        image = ndimage.gaussian_filter(image, sigma=sigmas, mode="nearest")  # an axis with sigma 0 is left as is
     return ndimage.affine_transform(
         image,
         transform.matrix,
@@ -162,10 +164,10 @@ def normalise_stack(stack: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _smoothing_matrix(length: int, sigma: float | None) -> np.ndarray:
-    """(length, length) matrix of ``ndimage.gaussian_filter1d`` with 'nearest' edges (identity for None)."""
+def _smoothing_matrix(length: int, sigma: float) -> np.ndarray:
+    """(length, length) matrix of ``ndimage.gaussian_filter1d`` with 'nearest' edges (identity for sigma 0)."""
     smoothing = np.eye(length)
-    if sigma is not None:
+    if sigma > 0:
         smoothing = ndimage.gaussian_filter1d(smoothing, sigma, axis=0, mode="nearest")
     smoothing.setflags(write=False)
     return smoothing
@@ -173,7 +175,7 @@ def _smoothing_matrix(length: int, sigma: float | None) -> np.ndarray:
 
 # Cached: every slice of a stack (same shape and spacing) has the same coarse transform.
 @functools.lru_cache(maxsize=32)
-def _axis_sampling_matrix(length: int, step: float, start: float, size: int, sigma: float | None) -> np.ndarray:
+def _axis_sampling_matrix(length: int, step: float, start: float, size: int, sigma: float) -> np.ndarray:
     """(size, length) weights taking one image axis to ``size`` grid samples at ``start + step * i`` pixels:
     the Gaussian prefilter ('nearest' edges, as ``ndimage.gaussian_filter``) then linear interpolation, with
     zero rows for samples outside [0, length - 1] (``ndimage.affine_transform`` order 1, mode 'constant')."""
@@ -196,11 +198,13 @@ def _separable_resample(images: np.ndarray, transform: GridTransform) -> np.ndar
 
     torch's GEMM (MKL, AVX-512, torch's own thread pool) rather than numpy's: measured faster, and it does not
     start a second (OpenBLAS) thread pool beside torch's."""
-    sigma = _prefilter_sigma_px(transform)
+    row_sigma, col_sigma = _prefilter_sigma_px(transform) or (0.0, 0.0)
     n_images, height, width = images.shape
     size = transform.size_px
-    row_weights = _axis_sampling_matrix(height, float(transform.matrix[0, 0]), float(transform.offset[0]), size, sigma)
-    col_weights = _axis_sampling_matrix(width, float(transform.matrix[1, 1]), float(transform.offset[1]), size, sigma)
+    row_weights = _axis_sampling_matrix(height, float(transform.matrix[0, 0]), float(transform.offset[0]), size,
+                                        row_sigma)
+    col_weights = _axis_sampling_matrix(width, float(transform.matrix[1, 1]), float(transform.offset[1]), size,
+                                        col_sigma)
     used_rows = np.flatnonzero(row_weights.any(axis=0))
     used_cols = np.flatnonzero(col_weights.any(axis=0))
     if used_rows.size == 0 or used_cols.size == 0:
