@@ -72,7 +72,8 @@ def test_serve_names_a_config_file_that_is_not_xml(tmp_path, capsys):
 
 def test_dockerfile_refers_to_existing_files():
     dockerfile = (REPO_ROOT / "docker" / "Dockerfile").read_text()
-    assert re.search(r"^FROM ghcr\.io/gadgetron/gadgetron/\S+", dockerfile, re.MULTILINE)
+    base = re.search(r"^ARG GADGETRON_IMAGE=(\S+)\nFROM \$\{GADGETRON_IMAGE\}$", dockerfile, re.MULTILINE)
+    assert base and base.group(1).startswith("ghcr.io/gadgetron/gadgetron/"), "the base must be Gadgetron's image"
     copied = re.findall(r"/opt/cmr-landmark/(\S+?)(?:\*\.xml)?\s", dockerfile)
     imported = re.findall(r"import ([\w.]+(?:, [\w.]+)*)", dockerfile)
     assert copied and imported, "the patterns found nothing to check: the test would pass on any Dockerfile"
