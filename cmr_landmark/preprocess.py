@@ -88,15 +88,14 @@ def normalise_intensity(image: np.ndarray) -> np.ndarray:
     return np.clip((image - low) / (high - low), -0.5, 2.0).astype(np.float32)
 
 
-def _prefilter_sigma_px(transform: GridTransform) -> tuple[float, float] | None:
+def _prefilter_sigma_px(transform: GridTransform) -> tuple[float, float]:
     """(row, column) sigmas in image pixels of the anti-aliasing Gaussian, each axis by how much the grid shrinks
-    it (0 for an axis it does not shrink enough to alias), or None when neither needs one. Per image axis, because
-    with non-square pixels one grid pixel covers a different number of image pixels along each: row a of the
-    transform's matrix is image-axis-a pixels per grid pixel, whatever the rotation (its norm is grid mm over that
-    axis's pixel mm)."""
+    it (0 for an axis it does not shrink enough to alias). Per image axis, because with non-square pixels one grid
+    pixel covers a different number of image pixels along each: the norm of row a of the transform's matrix is
+    image-axis-a pixels per grid pixel whatever the rotation (grid mm over that axis's pixel mm)."""
     step_px = np.sqrt((transform.matrix**2).sum(axis=1))
     sigmas = np.where(step_px > 1.5, 0.4 * step_px, 0.0)
-    return (float(sigmas[0]), float(sigmas[1])) if sigmas.any() else None
+    return float(sigmas[0]), float(sigmas[1])
 
 
 def resample_to_grid(image: np.ndarray, transform: GridTransform, order: int = 1) -> np.ndarray:
@@ -105,7 +104,7 @@ def resample_to_grid(image: np.ndarray, transform: GridTransform, order: int = 1
     When the grid is coarser than the image a Gaussian prefilter stops aliasing.
     """
     sigmas = _prefilter_sigma_px(transform)
-    if sigmas is not None:
+    if any(sigmas):
         image = ndimage.gaussian_filter(image, sigma=sigmas, mode="nearest")  # an axis with sigma 0 is left as is
     return ndimage.affine_transform(
         image,
@@ -198,7 +197,7 @@ def _separable_resample(images: np.ndarray, transform: GridTransform) -> np.ndar
 
     torch's GEMM (MKL, AVX-512, torch's own thread pool) rather than numpy's: measured faster, and it does not
     start a second (OpenBLAS) thread pool beside torch's."""
-    row_sigma, col_sigma = _prefilter_sigma_px(transform) or (0.0, 0.0)
+    row_sigma, col_sigma = _prefilter_sigma_px(transform)
     n_images, height, width = images.shape
     size = transform.size_px
     row_weights = _axis_sampling_matrix(height, float(transform.matrix[0, 0]), float(transform.offset[0]), size,
