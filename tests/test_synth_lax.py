@@ -340,3 +340,30 @@ def test_real_phase_arguments_are_checked(tmp_path):
             main(["--out", str(tmp_path / "run"), *arguments])
         assert exit_.value.code == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_phase_outside_the_beat_is_refused_not_clipped():
+    # a clipped phase drew the heart at one phase and recorded another on the slice
+    for phase in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="phase"):
+            synthesize_lax_scene(np.random.default_rng(0), view="4ch", phase=phase)
+    scene = synthesize_lax_scene(np.random.default_rng(0), view="4ch", phase=1)
+    assert scene.phase == 1.0 and isinstance(scene.phase, float)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_geometric_target_keeps_the_rule_order_where_the_rule_finds_nothing(monkeypatch, seed):
+    # where the rule finds no valve the anatomy's own points are the target; their mitral points must come in the
+    # rule's order (MV-1 left of an apex pointing down) as they do where the rule's points order them
+    ordered = synthesize_lax_scene(np.random.default_rng(seed), view="4ch")
+    assert np.all(np.isfinite(ordered.rule_landmarks_rc))
+    monkeypatch.setattr(lax, "derive_lax_landmarks", lambda mask, **kwargs: np.full((3, 2), np.nan))
+    fallback = synthesize_lax_scene(np.random.default_rng(seed), view="4ch")
+    assert fallback.landmark_source == "geometry"
+    np.testing.assert_allclose(fallback.landmarks_rc, ordered.geometric_landmarks_rc)
+
+
+def test_cache_refuses_an_empty_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("CMR_LANDMARK_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="at least one slice"):
+        cache_synthetic_lax(0)

@@ -99,7 +99,10 @@ class HeartAnatomy:
 
     def at_phase(self, phase: float) -> HeartAnatomy:
         """The same heart at another point of the beat (0 = ED, 1 = ES)."""
-        return replace(self, phase=float(np.clip(phase, 0.0, 1.0)))
+        # refused rather than clipped: a clipped phase would leave the caller recording one phase and drawing another
+        if not 0.0 <= phase <= 1.0:
+            raise ValueError(f"phase must be in 0 (end-diastole) .. 1 (end-systole), got {phase}")
+        return replace(self, phase=float(phase))
 
     # geometry at the current phase --------------------------------------------------------------------------
     @property
@@ -426,10 +429,6 @@ class ViewPlane:
     col_dir_mm: np.ndarray
     shape: tuple[int, int]
 
-    @property
-    def pixel_spacing_mm(self) -> tuple[float, float]:
-        return float(np.linalg.norm(self.row_dir_mm)), float(np.linalg.norm(self.col_dir_mm))
-
     def points_mm(self) -> np.ndarray:
         rows, cols = np.meshgrid(np.arange(self.shape[0]), np.arange(self.shape[1]), indexing="ij")
         return self.origin_mm + rows.reshape(-1, 1) * self.row_dir_mm + cols.reshape(-1, 1) * self.col_dir_mm
@@ -623,12 +622,24 @@ def real_data_mask(labels: np.ndarray) -> np.ndarray:
 
 
 def random_scan_geometry(rng: np.random.Generator) -> tuple[float, tuple[int, int]]:
-    """Pixel spacing (1.2-2.0 mm) and matrix for a 300-380 mm field of view, rows <= cols as on scanners."""
+    """Pixel spacing (1.2-2.0 mm) and an even matrix (rows, cols) for a 300-380 mm field of view: the longer side
+    300-380 mm, the shorter 75-100 % of it, and which of rows and cols is the longer drawn at random."""
     spacing = rng.uniform(1.2, 2.0)
     fov_mm = rng.uniform(300.0, 380.0)
     cols = int(round(fov_mm / spacing / 2)) * 2
     rows = int(round(cols * rng.uniform(0.75, 1.0) / 2)) * 2
     return spacing, (rows, cols) if rng.random() < 0.5 else (cols, rows)
+
+
+def _in_rule_order(points_rc: np.ndarray) -> np.ndarray:
+    """(MV-a, MV-b, APEX) with the mitral points in the order of :func:`landmarks.derive_lax_landmarks` (unmirrored):
+    with the apex pointing down on screen, MV-1 is the left-hand point. Square pixels: no spacing needed."""
+    mitral_midpoint = points_rc[:2].mean(axis=0)
+    apex_dir = points_rc[2] - mitral_midpoint
+    offset = points_rc[0] - mitral_midpoint
+    # screen cross product (x = col, y = up), as the rule computes it: negative = left of an apex pointing down
+    left_hand_first = -apex_dir[1] * offset[0] + apex_dir[0] * offset[1] < 0
+    return points_rc if left_hand_first else points_rc[[1, 0, 2]]
 
 
 def synthesize_lax_scene(
@@ -667,6 +678,8 @@ def synthesize_lax_scene(
         agreement_mm = np.linalg.norm(rule - geometric, axis=1).max() * spacing
         if view != "3ch" and agreement_mm <= RULE_AGREEMENT_MM:
             source = "rule"
+    else:  # no rule points to match: order the geometric ones by the rule's own convention
+        geometric = _in_rule_order(geometric)
     mitral_mid = np.mean(anatomy.annulus_ring_mm(), axis=0)
     return SyntheticLaxSlice(
         labels=labels,
@@ -677,7 +690,7 @@ def synthesize_lax_scene(
         geometric_landmarks_rc=geometric,
         landmark_source=source,
         lax_view=view,
-        phase=phase,
+        phase=anatomy.phase,
         lv_length_mm=float(np.linalg.norm(anatomy.apex_mm() - mitral_mid)),
     )
 
@@ -744,6 +757,8 @@ def cache_synthetic_lax(
     Every variant renders the same scenes, so variants differ only in how images look. Images are stored flat
     (float16) with their shapes, so variable matrices cost no padding. Existing files are reused.
     """
+    if n_slices < 1:
+        raise ValueError(f"a synthetic set needs at least one slice, got n_slices={n_slices}")
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; expected some of {sorted(VARIANTS)}")

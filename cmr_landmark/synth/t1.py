@@ -16,8 +16,8 @@ Published values used (MOLLI; ranges are about +-2 SD around the cited means, wi
   Used: 1.5 T 1500-1700 ms, 3 T 1750-2000 ms.
 - Post-contrast (10-20 min after gadolinium): blood 250-400 ms at 1.5 T (longer at 3 T); myocardium follows
   from the partition coefficient lambda = dR1_myocardium / dR1_blood, 0.44 +- 0.06 in health (Dabir 2014; ECV
-  0.25 +- 0.04), giving myocardium 340-640 ms at 1.5 T (95% of draws 370-590; aus dem Siepen 2018 measured
-  426 +- 38 ms at 1.5 T after 0.2 mmol/kg) and 380-740 ms at 3 T.
+  0.25 +- 0.04), giving myocardium 334-654 ms at 1.5 T (95% of draws 372-593; aus dem Siepen 2018 measured
+  426 +- 38 ms at 1.5 T after 0.2 mmol/kg) and 370-756 ms at 3 T (95% of draws 417-677).
 - Oedema: native T1 raised by 100-200 ms (acute injury, consensus 2017), lambda raised by 0.15-0.35 over the
   slice's healthy myocardium (more extracellular water), so post-contrast it is always shorter than healthy.
 - Scar (infarct): native T1 raised by 150-350 ms; ECV ~0.5-0.8, modelled as lambda raised by 0.5-0.8 over
