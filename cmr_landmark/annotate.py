@@ -14,9 +14,9 @@ DEFAULT_CROSS_SIZE_MM = 8.0
 
 
 def cross_value(pixels: np.ndarray) -> np.generic:
-    """The value crosses are drawn with: the largest finite pixel (of the magnitude for complex images), or the
-    largest value of the dtype when the image is blank, so a cross is never invisible (a fitted T1 map's NaN or
-    infinite pixels do not count: a NaN cross is no cross)."""
+    """The value crosses are drawn with: the largest finite pixel (of the magnitude for complex images), or, where
+    every pixel has one value (a blank image), a value other than it, so a cross is never invisible (a fitted T1
+    map's NaN or infinite pixels do not count: a NaN cross is no cross)."""
     finite = pixels[np.isfinite(pixels)]
     if np.iscomplexobj(pixels):
         peak = np.abs(finite).max() if finite.size else 0.0
@@ -25,8 +25,9 @@ def cross_value(pixels: np.ndarray) -> np.generic:
     if finite.size and peak > finite.min():
         return peak
     if np.issubdtype(pixels.dtype, np.integer):
-        return np.iinfo(pixels.dtype).max
-    return pixels.dtype.type(1.0 if peak == 0 else abs(peak))
+        largest = np.iinfo(pixels.dtype).max
+        return largest if peak < largest else np.iinfo(pixels.dtype).min
+    return pixels.dtype.type(peak + max(abs(peak), 1.0))  # 0 -> 1, 5 -> 10, -5 -> 0
 
 
 def draw_crosses(

@@ -55,17 +55,20 @@ def main_detect(argv: list[str] | None = None) -> int:
         "images": records,
         "longitudinal_shortening": shortening_per_slice(records),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    if args.overlays:
-        for record in records:
-            k, t = record["slice"], record["phase"]
-            points = {
-                name: None if lm is None else series.voxel_to_pixel(lm["voxel"])
-                for name, lm in record["landmarks"].items()
-            }
-            save_landmark_overlay(series.images[k, t], points, args.overlays / f"slice{k:02d}_phase{t:02d}.png",
-                                  title=f"slice {k} phase {t}", pixel_spacing_mm=series.pixel_spacing_mm)
+    try:  # an --out or --overlays path that is a folder, a file, or not writable: a message, not a traceback
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        if args.overlays:
+            for record in records:
+                k, t = record["slice"], record["phase"]
+                points = {
+                    name: None if lm is None else series.voxel_to_pixel(lm["voxel"])
+                    for name, lm in record["landmarks"].items()
+                }
+                save_landmark_overlay(series.images[k, t], points, args.overlays / f"slice{k:02d}_phase{t:02d}.png",
+                                      title=f"slice {k} phase {t}", pixel_spacing_mm=series.pixel_spacing_mm)
+    except OSError as error:
+        parser.exit(2, f"cmr-landmark detect: cannot write the output: {error}\n")
     found = sum(lm is not None for record in records for lm in record["landmarks"].values())
     print(f"{len(records)} images, {found} landmarks found with model {spec.name}; wrote {args.out}")
     return 0

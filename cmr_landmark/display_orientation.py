@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .config import ORIENTATION_GRID
+from .datasets import Slice
 from .geometry import ORIENTATIONS, angle_between_deg, circular_mean_deg, midpoint_direction_deg, shown_direction_deg
 from .preprocess import grid_transform, normalise_stack, resample_stack
 
@@ -35,8 +36,8 @@ def rv_direction_deg(points_rc: np.ndarray, pixel_spacing_mm: tuple[float, float
     return midpoint_direction_deg(points_rc, pixel_spacing_mm)
 
 
-def mean_rv_direction_deg(slices: Sequence) -> float:
-    """The circular mean of :func:`rv_direction_deg` over the slices (``datasets.Slice``) with all three landmarks:
+def mean_rv_direction_deg(slices: Sequence[Slice]) -> float:
+    """The circular mean of :func:`rv_direction_deg` over the short-axis slices with all three landmarks:
     a model's ``display_rv_direction_deg`` from its training slices."""
     directions = [rv_direction_deg(s.landmarks_rc, s.pixel_spacing_mm) for s in slices
                   if s.view == "sax" and s.has_all_landmarks]
@@ -50,7 +51,7 @@ class OrientationNet(nn.Module):
     outputs: the RV direction as (cos, sin) (short where the slice shows no RV, so a stack's sum weighs the slices
     that do) and a logit that the image is the mirror image of the standard display."""
 
-    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128)):
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = 1
@@ -72,7 +73,7 @@ class OrientationAveraged(nn.Module):
     input is also shown turned and mirrored, each answer mapped back to the input as given, and the 8 averaged. So
     the estimate does not depend on how a file happens to be stored (group averaging; docs/orientation.md, arm 3)."""
 
-    def __init__(self, network: nn.Module):
+    def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
 

@@ -151,9 +151,11 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
                 if landmark is None:
                     landmarks[name] = None
                     continue
-                world = series.pixel_to_world_mm(slice_index, [[landmark.row, landmark.col]])[0]
+                # world_mm from the voxel as written, so that affine @ voxel gives world_mm to its 3 decimals
+                row, col = round(landmark.row, 3), round(landmark.col, 3)
+                world = series.pixel_to_world_mm(slice_index, [[row, col]])[0]
                 landmarks[name] = {
-                    "voxel": series.voxel(round(landmark.row, 3), round(landmark.col, 3)),
+                    "voxel": series.voxel(row, col),
                     "world_mm": [round(float(v), 3) for v in world],
                     "probability": round(landmark.probability, 4),
                 }
@@ -167,11 +169,13 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
 
 
 def shortening_per_slice(records: list[dict]) -> list[dict]:
-    """Longitudinal shortening (fraction) of each slice with LV lengths in at least two phases."""
+    """Longitudinal shortening (fraction) of each slice with LV lengths in at least two phases (a length of 0, the
+    apex on the mitral midpoint, is a degenerate detection, left out as a missing one is)."""
     lengths: dict[int, list[float]] = {}
     for record in records:
-        if record["lv_length_mm"] is not None and math.isfinite(record["lv_length_mm"]):
-            lengths.setdefault(record["slice"], []).append(record["lv_length_mm"])
+        length = record["lv_length_mm"]
+        if length is not None and math.isfinite(length) and length > 0:
+            lengths.setdefault(record["slice"], []).append(length)
     return [
         {"slice": slice_index, "longitudinal_shortening": round(longitudinal_shortening(values), 4)}
         for slice_index, values in sorted(lengths.items())

@@ -20,9 +20,11 @@ SUPTITLE_MARGIN_INCHES = 0.05  # the phase grid's legend line, from the top edge
 
 def _show_image(axes: plt.Axes, image: np.ndarray, aspect: float) -> None:
     """Magnitude of ``image`` in grey, windowed to its 1st-99.5th percentiles (a few bright pixels do not darken
-    the heart)."""
-    image = np.abs(np.asarray(image, dtype=np.float64))
-    low, high = np.percentile(image, [1.0, 99.5])
+    the heart). The window comes from the finite pixels: one NaN (an unfitted pixel of a T1 map) would make both
+    percentiles NaN and the whole picture black."""
+    image = np.abs(np.asarray(image)).astype(np.float64)  # abs first: a cast to float drops a complex imaginary part
+    finite = image[np.isfinite(image)]
+    low, high = np.percentile(finite, [1.0, 99.5]) if finite.size else (0.0, 1.0)
     axes.imshow(image, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), aspect=aspect, interpolation="nearest")
 
 
@@ -86,6 +88,8 @@ def save_phase_overlays(
         margin_px = margin_mm / np.asarray(pixel_spacing_mm)
         top_left = np.maximum(np.floor(found.min(axis=0) - margin_px).astype(int), 0)
         bottom_right = np.minimum(np.ceil(found.max(axis=0) + margin_px).astype(int) + 1, shape)
+        if np.any(bottom_right <= top_left):  # every point far off the image (an untrained model): show it whole
+            top_left, bottom_right = np.zeros(2, dtype=int), np.array(shape)
     height, width = bottom_right - top_left
     rows = int(np.ceil(len(images) / columns))
     aspect = pixel_spacing_mm[0] / pixel_spacing_mm[1]

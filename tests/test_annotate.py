@@ -55,3 +55,11 @@ def test_a_fitted_maps_nan_and_infinite_pixels_do_not_blank_the_crosses():
 def test_bad_arguments_are_refused(spacing, size):
     with pytest.raises(ValueError):
         draw_crosses(np.zeros((8, 8)), [(4, 4)], spacing, size)
+
+
+@pytest.mark.parametrize("value, dtype", [(5.0, np.float32), (-5.0, np.float64), (0.0, np.float32),
+                                          (255, np.uint8), (7, np.int16)])
+def test_a_cross_on_a_uniform_image_differs_from_it(value, dtype):
+    uniform = np.full((8, 8), value, dtype=dtype)
+    annotated = draw_crosses(uniform, [(4, 4)], (1, 1), 2.0)
+    assert annotated.dtype == uniform.dtype and annotated[4, 4] != uniform[4, 4]

@@ -174,3 +174,18 @@ def test_a_public_sets_nifti_is_named_as_its_labels_are_derived(dataset, shared_
                 errors[name].append(np.linalg.norm((np.array(found["voxel"]) - label) * s.pixel_spacing_mm))
     for name, values in errors.items():
         assert values and np.median(values) < 8.0, (dataset, name, np.round(values, 1))
+
+
+@pytest.mark.parametrize("where", ["out", "overlays"])
+def test_an_output_that_cannot_be_written_is_a_clear_error(where, tmp_path, throwaway_model_folder, monkeypatch,
+                                                          capsys):
+    path = write_nifti(tmp_path / "a.nii", heart_like(16, 16, 1, 1)[:, :, 0, 0], np.eye(4))
+    taken = tmp_path / "taken"
+    taken.mkdir() if where == "out" else taken.write_text("a file, not a folder")
+    out = taken if where == "out" else tmp_path / "x.json"
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))
+    with pytest.raises(SystemExit) as stop:
+        main_detect([str(path), "--view", "sax", "--sequence", "cine", "--out", str(out), "--overlays", str(taken)])
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert message.startswith("cmr-landmark detect: cannot write the output") and message.count("\n") == 1

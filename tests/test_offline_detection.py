@@ -10,7 +10,7 @@ import pytest
 
 from cmr_landmark.detector import Landmark
 from cmr_landmark.io.image_series import ImageSeries, SliceGeometry
-from cmr_landmark.offline_detection import detect_series
+from cmr_landmark.offline_detection import detect_series, shortening_per_slice
 
 UPPER, LOWER, CENTRE = Landmark(20.0, 30.0, 0.9), Landmark(60.0, 30.0, 0.9), Landmark(40.0, 50.0, 0.9)
 
@@ -63,3 +63,27 @@ def test_a_nifti_shown_as_stored_keeps_the_models_naming():
     # anatomy is not read: display_orientation_of), the points keep the model's names
     record = detect_series(one_slice("RAS", (0.0, -1.0, 0.0)), FixedDetector())[0]
     assert record["landmarks"]["A-RVI"]["voxel"][0] == UPPER.row
+
+
+class OffGridDetector(FixedDetector):
+    """Points a hair short of a rounding boundary: the voxel written (3 decimals) is not the point found."""
+
+    def detect(self, images, pixel_spacing_mm, same_slice=False):
+        return [{"A-RVI": Landmark(20.0004999, 30.0004999, 0.9), "P-RVI": LOWER, "C-LV": CENTRE} for _ in images]
+
+
+def test_world_mm_is_the_affine_of_the_voxel_as_written():
+    # 10 mm pixels along a diagonal: a voxel rounded by 0.0005 would move world_mm by up to 0.014 mm
+    step = 10.0 / np.sqrt(2.0)
+    series = one_slice("RAS", (step, step, 0.0), (0.0, step, step))
+    landmark = detect_series(series, OffGridDetector())[0]["landmarks"]["A-RVI"]
+    i, j = landmark["voxel"]
+    geometry = series.slice_geometry[0]
+    expected = geometry.origin_mm + i * geometry.row_step_mm + j * geometry.col_step_mm
+    np.testing.assert_allclose(landmark["world_mm"], expected, atol=0.0005 + 1e-9)
+
+
+def test_a_zero_lv_length_does_not_stop_the_shortening_of_its_slice():
+    # apex on the mitral midpoint (a degenerate detection): left out like a missing length, not an error
+    records = [{"slice": 0, "lv_length_mm": length} for length in (0.0, 90.0, None, 80.0)]
+    assert shortening_per_slice(records) == [{"slice": 0, "longitudinal_shortening": round(10.0 / 90.0, 4)}]
