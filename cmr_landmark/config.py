@@ -80,6 +80,10 @@ DEFAULT_PROBABILITY_THRESHOLD = 0.3
 FINE_CENTROID_RADIUS_MM = 15.0
 
 
+# Pixel sizes an MR image can have (mm). Outside them a file's geometry is wrong (often a NIfTI in metres without its
+# unit); below the lower bound the anti-aliasing filter alone would need gigabytes.
+PLAUSIBLE_PIXEL_MM = (0.01, 100.0)
+
 # --- where things live -----------------------------------------------------------------------------------------
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -41,10 +41,10 @@ class GeometryError(ValueError):
 def _finite_vector(values: Sequence[float] | np.ndarray, length: int, what: str) -> np.ndarray:
     vector = np.asarray(values, dtype=np.float64).reshape(-1)
     if vector.shape[0] < length:
-        raise GeometryError(f"{what} needs {length} values, got {vector.shape[0]}: {list(vector)}")
+        raise GeometryError(f"{what} needs {length} values, got {vector.shape[0]}: {vector.tolist()}")
     vector = vector[:length]
     if not np.all(np.isfinite(vector)):
-        raise GeometryError(f"{what} is not finite: {list(vector)}")
+        raise GeometryError(f"{what} is not finite: {vector.tolist()}")
     return vector
 
 
@@ -56,9 +56,9 @@ def pixel_spacing_mm(field_of_view_mm: Sequence[float], matrix_size: Sequence[in
     fov = _finite_vector(field_of_view_mm, 2, "field_of_view_mm")
     matrix = _finite_vector(matrix_size, 2, "matrix_size")
     if np.any(fov <= 0):
-        raise GeometryError(f"field of view must be positive in x and y, got {list(fov)} mm")
+        raise GeometryError(f"field of view must be positive in x and y, got {fov.tolist()} mm")
     if np.any(matrix < 1) or np.any(matrix != np.round(matrix)):
-        raise GeometryError(f"matrix size must be positive whole pixels in x and y, got {list(matrix)}")
+        raise GeometryError(f"matrix size must be positive whole pixels in x and y, got {matrix.tolist()}")
     return float(fov[1] / matrix[1]), float(fov[0] / matrix[0])
 
 
@@ -69,10 +69,10 @@ def image_axes(read_dir: Sequence[float], phase_dir: Sequence[float]) -> tuple[n
     for name, vector in (("read_dir", read), ("phase_dir", phase)):
         length = np.linalg.norm(vector)
         if abs(length - 1.0) > UNIT_LENGTH_TOLERANCE:
-            raise GeometryError(f"{name} must be a unit direction vector, got {list(vector)} (length {length:.4g})")
+            raise GeometryError(f"{name} must be a unit direction vector, got {vector.tolist()} (length {length:.4g})")
     read, phase = read / np.linalg.norm(read), phase / np.linalg.norm(phase)
     if abs(float(read @ phase)) > ORTHOGONALITY_TOLERANCE:
-        raise GeometryError(f"read_dir {list(read)} and phase_dir {list(phase)} are not orthogonal")
+        raise GeometryError(f"read_dir {read.tolist()} and phase_dir {phase.tolist()} are not orthogonal")
     return read, phase
 
 
@@ -140,7 +140,7 @@ def anterior_direction_in_image(
     length = float(np.linalg.norm(direction))
     if length < min_in_plane_fraction:
         raise GeometryError(
-            f"the image plane (read_dir {list(read)}, phase_dir {list(phase)}) is nearly coronal: "
+            f"the image plane (read_dir {read.tolist()}, phase_dir {phase.tolist()}) is nearly coronal: "
             "the anterior direction does not lie in it"
         )
     return direction / length

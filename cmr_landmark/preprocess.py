@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .config import StageGrid
+from .config import PLAUSIBLE_PIXEL_MM, StageGrid
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,9 @@ def grid_transform(
     if centre_rc is None:
         centre_rc = ((image_shape[0] - 1) / 2.0, (image_shape[1] - 1) / 2.0)
     spacing = np.asarray(pixel_spacing_mm, dtype=np.float64)
-    if spacing.shape != (2,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise ValueError(f"pixel spacing must be two positive numbers of mm, got {pixel_spacing_mm!r}")
+    low_mm, high_mm = PLAUSIBLE_PIXEL_MM
+    if spacing.shape != (2,) or not np.all((spacing >= low_mm) & (spacing <= high_mm)):
+        raise ValueError(f"pixel spacing must be two numbers of mm within {low_mm}-{high_mm}, got {pixel_spacing_mm!r}")
     # grid pixel -> mm around the centre -> (rotated, scaled) -> image pixels
     cos, sin = np.cos(rotation_rad), np.sin(rotation_rad)
     rotation = np.array([[cos, -sin], [sin, cos]])

@@ -198,3 +198,49 @@ def test_ismrmrd_slices_that_differ_in_pixel_spacing_are_refused():
                                                                       field_of_view_mm=(320.0, 320.0))]
     with pytest.raises(ImageReadError, match="slice 1: pixel spacing"):
         images_to_series(images, "two_spacings.h5")
+
+
+def test_complex_ismrmrd_images_as_the_c_library_writes_them_are_read(tmp_path):
+    # ismrmrd.Dataset (as the C++ library and Gadgetron) stores complex pixels as a (real, imag) compound type, which
+    # ismrmrd.File cannot cast: the reader must still give the images, and the series their magnitude
+    import ismrmrd
+    from mrd_stream_helpers import sax_plane_image
+
+    rng = np.random.default_rng(3)
+    pixels = (rng.normal(size=(2, 12, 16)) + 1j * rng.normal(size=(2, 12, 16))).astype(np.complex64)
+    path = tmp_path / "complex.h5"
+    dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
+    for phase, plane in enumerate(pixels):
+        image = sax_plane_image(np.abs(plane).astype(np.float32), phase=phase, image_index=phase + 1)
+        complex_image = ismrmrd.Image.from_array(plane[np.newaxis, np.newaxis])
+        head = image.getHead()  # the plane's geometry and indices, with the complex pixel type
+        head.data_type, head.image_type = complex_image.getHead().data_type, ismrmrd.IMTYPE_COMPLEX
+        complex_image.setHead(head)
+        complex_image.data[:] = plane[np.newaxis, np.newaxis]
+        dataset.append_image("image_1", complex_image)
+    dataset.close()
+    series = read_series(path)
+    assert series.images.shape == (1, 2, 12, 16)
+    np.testing.assert_allclose(np.abs(series.images[0]), np.abs(pixels), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("unit", "mm_per_unit"), [("meter", 1000.0), ("micron", 0.001), ("mm", 1.0)])
+def test_a_nifti_in_another_length_unit_is_read_in_mm(tmp_path, unit, mm_per_unit):
+    import nibabel as nib
+
+    affine_mm = oblique_affine()
+    image = nib.Nifti1Image(np.ones((20, 24, 3), np.int16), np.vstack([affine_mm[:3] / mm_per_unit, [0, 0, 0, 1]]))
+    image.header.set_xyzt_units(xyz=unit)
+    path = tmp_path / f"{unit}.nii.gz"
+    nib.save(image, str(path))
+    series = read_nifti(path)
+    np.testing.assert_allclose(series.pixel_spacing_mm, np.linalg.norm(affine_mm[:3, :2], axis=0))
+    np.testing.assert_allclose(series.pixel_to_world_mm(2, [[4.0, 5.0]])[0], (affine_mm @ [4.0, 5.0, 2.0, 1.0])[:3],
+                               atol=1e-9)
+
+
+def test_a_pixel_size_no_mr_image_has_is_refused(tmp_path):
+    # 1e-9 mm pixels (a file in metres without its unit, or a broken affine) once made detect ask for 95 GiB
+    path = write_nifti(tmp_path / "tiny.nii.gz", np.ones((20, 24, 3), np.float32), np.diag([1e-9, 1e-9, 1e-9, 1.0]))
+    with pytest.raises(ImageReadError, match="not an MR image's"):
+        read_nifti(path)

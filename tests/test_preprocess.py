@@ -62,3 +62,10 @@ def test_stripes_finer_than_the_grid_are_filtered_away():
     inside = (np.minimum(r, c) > 8.0) & (np.maximum(r, c) < FIELD_OF_VIEW_MM - 8.0)
     blobs_on_grid, _ = on_coarse_grid(sampled_scene((1.0, 1.0)), (1.0, 1.0))
     assert np.abs(grid_image - blobs_on_grid)[inside].max() < 0.2
+
+
+@pytest.mark.parametrize("pixel_spacing_mm", [(1e-9, 1e-9), (1.5, 0.0), (1.5, float("nan")), (1.5, 500.0)])
+def test_a_pixel_size_no_mr_image_has_is_refused_before_any_filtering(pixel_spacing_mm):
+    # every path (gadget, detect, training) builds its grids here: 1e-9 mm would ask the filter for gigabytes
+    with pytest.raises(ValueError, match="pixel spacing must be two numbers of mm"):
+        grid_transform((64, 64), pixel_spacing_mm, COARSE_GRID)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config import PLAUSIBLE_PIXEL_MM
 from ..geometry import pixel_to_patient_mm
 
 # NIfTI (RAS+) and DICOM/ISMRMRD (LPS) differ by the sign of x and y.
@@ -93,6 +94,10 @@ class ImageSeries:
         if len(self.slice_geometry) != self.images.shape[0]:
             raise ImageReadError(f"{self.source}: {len(self.slice_geometry)} slice geometries for "
                                  f"{self.images.shape[0]} slices")
+        low_mm, high_mm = PLAUSIBLE_PIXEL_MM
+        if not all(low_mm <= spacing <= high_mm for spacing in self.pixel_spacing_mm):
+            raise ImageReadError(f"{self.source}: pixel size {tuple(self.pixel_spacing_mm)} mm is not an MR image's "
+                                 f"({low_mm}-{high_mm} mm; a file in metres without its unit?)")
         if self.frame not in FRAMES or self.voxel_order not in VOXEL_ORDERS:
             raise ValueError(f"frame must be one of {FRAMES} and voxel_order one of {VOXEL_ORDERS}")
 

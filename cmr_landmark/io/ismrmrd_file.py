@@ -44,6 +44,16 @@ def _header(container: ismrmrd.file.Container, path: Path) -> ismrmrd.xsd.ismrmr
         raise ImageReadError(f"{path}: the ISMRMRD XML header does not parse ({error})") from error
 
 
+def _complex_images(path: Path, dataset_name: str, group: str) -> list[ismrmrd.Image]:
+    """The images of a group whose complex pixels ismrmrd.File cannot cast: stored as the standard (real, imag)
+    compound type, which the C++ library, Gadgetron and ismrmrd.Dataset write. ismrmrd.Dataset reads them."""
+    dataset = ismrmrd.Dataset(str(path), dataset_name, create_if_needed=False)
+    try:
+        return [dataset.read_image(group, index) for index in range(dataset.number_of_images(group))]
+    finally:
+        dataset.close()
+
+
 def read_ismrmrd_images(
     path: Path, image_group: str | None = None
 ) -> tuple[ismrmrd.xsd.ismrmrdHeader | None, list[ismrmrd.Image]]:
@@ -62,16 +72,22 @@ def read_ismrmrd_images(
         if groups:
             dataset_name, group = (image_group or groups[0]).split("/", 1)
             container = file[dataset_name]
-            images = list(container[group].images)
-            return _header(container, path), images
-        for dataset_name in file:
-            container = file[dataset_name]
-            if container.has_acquisitions():
-                header = _header(container, path)
-                if header is None:
-                    raise ImageReadError(f"{path}: raw acquisitions without an XML header cannot be reconstructed")
-                return header, reconstruct_cartesian(header, list(container.acquisitions))
-    raise ImageReadError(f"{path}: holds neither ISMRMRD images nor acquisitions")
+            header = _header(container, path)
+            try:
+                return header, list(container[group].images)
+            except TypeError:
+                pass  # complex pixels: read once this handle is closed (HDF5 locks the file against a second one)
+        else:
+            for dataset_name in file:
+                container = file[dataset_name]
+                if container.has_acquisitions():
+                    header = _header(container, path)
+                    if header is None:
+                        raise ImageReadError(f"{path}: raw acquisitions without an XML header cannot be "
+                                             "reconstructed")
+                    return header, reconstruct_cartesian(header, list(container.acquisitions))
+            raise ImageReadError(f"{path}: holds neither ISMRMRD images nor acquisitions")
+    return header, _complex_images(path, dataset_name, group)
 
 
 def images_to_series(images: Sequence[ismrmrd.Image], source: str) -> ImageSeries:

@@ -17,6 +17,8 @@ from nibabel.filebasedimages import ImageFileError
 
 from .image_series import ImageReadError, ImageSeries, SliceGeometry
 
+MM_PER_NIFTI_UNIT = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 0.001}
+
 
 def read_nifti(path: Path) -> ImageSeries:
     """Read a .nii / .nii.gz file into an :class:`ImageSeries` (frame RAS, voxel order row_col)."""
@@ -36,13 +38,17 @@ def read_nifti(path: Path) -> ImageSeries:
         raise ImageReadError(f"{path}: expected a 2-D, 3-D or 4-D image of at least 2 x 2 pixels, got {data.shape}")
     if np.iscomplexobj(data) or data.dtype.kind not in "iuf":
         raise ImageReadError(f"{path}: unsupported NIfTI data type {data.dtype}")
-    affine = np.asarray(image.affine, dtype=np.float64)
+    spatial_unit = image.header.get_xyzt_units()[0]
+    if spatial_unit not in MM_PER_NIFTI_UNIT:
+        raise ImageReadError(f"{path}: the header's spatial unit {spatial_unit!r} is not a length")
+    # the affine is in the header's unit (nibabel leaves it so); ImageSeries is in mm. 'unknown' is taken as mm,
+    # what the NIfTI standard's readers assume and the public sets without a unit use
+    affine = np.array(image.affine, dtype=np.float64)
+    affine[:3] *= MM_PER_NIFTI_UNIT[spatial_unit]
     if not np.all(np.isfinite(affine)):
         raise ImageReadError(f"{path}: the affine is not finite")
     row_step, col_step, slice_step, origin = affine[:3, 0], affine[:3, 1], affine[:3, 2], affine[:3, 3]
     pixel_spacing_mm = (float(np.linalg.norm(row_step)), float(np.linalg.norm(col_step)))
-    if min(pixel_spacing_mm) <= 0:
-        raise ImageReadError(f"{path}: the affine gives a zero pixel size {pixel_spacing_mm}")
     images = np.ascontiguousarray(np.transpose(data, (2, 3, 0, 1)))
     geometry = tuple(SliceGeometry(origin + k * slice_step, row_step, col_step) for k in range(images.shape[0]))
     return ImageSeries(
