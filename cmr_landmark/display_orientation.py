@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from .config import ORIENTATION_GRID
-from .datasets import Slice
 from .geometry import ORIENTATIONS, angle_between_deg, circular_mean_deg, midpoint_direction_deg, shown_direction_deg
 from .preprocess import grid_transform, normalise_stack, resample_stack
 
@@ -36,8 +35,9 @@ def rv_direction_deg(points_rc: np.ndarray, pixel_spacing_mm: tuple[float, float
     return midpoint_direction_deg(points_rc, pixel_spacing_mm)
 
 
-def mean_rv_direction_deg(slices: Sequence[Slice]) -> float:
-    """The circular mean of :func:`rv_direction_deg` over the short-axis slices with all three landmarks:
+def mean_rv_direction_deg(slices: Sequence) -> float:
+    """The circular mean of :func:`rv_direction_deg` over the short-axis slices (``datasets.Slice``: not imported,
+    so that the gadget's modules never load the training caches' reader) with all three landmarks:
     a model's ``display_rv_direction_deg`` from its training slices."""
     directions = [rv_direction_deg(s.landmarks_rc, s.pixel_spacing_mm) for s in slices
                   if s.view == "sax" and s.has_all_landmarks]
