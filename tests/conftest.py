@@ -12,6 +12,9 @@ from cmr_landmark.config import data_root
 
 # Keep the suite light on a 2-core machine: torch's default would oversubscribe next to the socket servers.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The shipped models are what the tests check: a developer's own CMR_LANDMARK_MODELS (a folder of their exports) must
+# not redirect them. Tests that need another folder set it themselves (monkeypatch).
+os.environ.pop("CMR_LANDMARK_MODELS", None)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
