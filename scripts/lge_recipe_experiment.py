@@ -41,7 +41,7 @@ from cmr_landmark.config import REPO_ROOT
 from cmr_landmark.detector import Detector
 from cmr_landmark.display_orientation import mean_rv_direction_deg
 from cmr_landmark.evaluation import evaluate_slices
-from cmr_landmark.geometry import orient_image, oriented_spacing_mm
+from cmr_landmark.geometry import orient_image, oriented_spacing_mm, points_to_original
 from cmr_landmark.model_store import find_model
 from cmr_landmark.training import load_cascade, load_labelled_slices, train_cascade
 
@@ -53,17 +53,16 @@ CLOCKWISE = -1  # np.rot90 quarter turns: -1 turns the displayed image a quarter
 
 
 def turned_clockwise(s):
-    """``s`` turned a quarter clockwise: image, masks and spacing, and its landmarks with them (a point (r, c) of
-    an H-row image lands at (c, H - 1 - r))."""
-    rows = s.image.shape[0]
-    points = np.asarray(s.landmarks_rc, dtype=np.float64)
+    """``s`` turned a quarter clockwise: image, masks and spacing, and its landmarks with them."""
 
     def turn(array):
         return None if array is None else orient_image(array, CLOCKWISE, False)
 
-    return replace(s, image=turn(s.image), mask=turn(s.mask), pathology=turn(s.pathology),
+    image = turn(s.image)
+    # the original is the turned image turned back, so its points are "found in" that view of the turned one
+    return replace(s, image=image, mask=turn(s.mask), pathology=turn(s.pathology),
                    pixel_spacing_mm=oriented_spacing_mm(s.pixel_spacing_mm, CLOCKWISE),
-                   landmarks_rc=np.stack([points[:, 1], rows - 1 - points[:, 0]], axis=1))
+                   landmarks_rc=points_to_original(s.landmarks_rc, image.shape, -CLOCKWISE, False))
 
 
 def lge_slices(split: str, arm: str) -> list:
