@@ -38,7 +38,7 @@ def _plane(dataset: pydicom.Dataset, path: Path) -> tuple[SliceGeometry, np.ndar
     try:
         image_axes(along_row, along_column)  # unit length and orthogonal, or the slice normal means nothing
     except GeometryError as error:
-        raise ImageReadError(f"{path}: ImageOrientationPatient {list(orientation)}: {error}") from error
+        raise ImageReadError(f"{path}: ImageOrientationPatient {orientation.tolist()}: {error}") from error
     geometry = SliceGeometry(position, along_column * spacing[0], along_row * spacing[1])
     return geometry, np.cross(along_row, along_column), (float(spacing[0]), float(spacing[1]))
 
