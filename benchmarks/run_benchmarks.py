@@ -69,12 +69,13 @@ from cmr_landmark.detector import (  # noqa: E402
     crop_centres,
     restrict_to_coarse_windows,
 )
-from cmr_landmark.export import export_cascade  # noqa: E402
+from cmr_landmark.export import export_cascade, freeze_cascade  # noqa: E402
 from cmr_landmark.heatmaps import decode_heatmaps  # noqa: E402
 from cmr_landmark.io.ismrmrd_file import read_ismrmrd_images  # noqa: E402
 from cmr_landmark.model_store import ModelError, ModelSpec, find_model  # noqa: E402
 from cmr_landmark.network import LandmarkCascade, UNet, count_parameters  # noqa: E402
 from cmr_landmark.preprocess import grid_transform, normalise_stack, preprocess, resample_stack  # noqa: E402
+from cmr_landmark.unfreeze import folded_cascade  # noqa: E402
 
 SAMPLES = REPO_ROOT / "samples"
 RESULTS_START = "<!-- RESULTS:START (benchmarks/run_benchmarks.py writes this part) -->"
@@ -473,21 +474,22 @@ def options_table(detector: Detector, series: Series, repeats: int, models_folde
     n = len(stack)
     inputs = {"coarse": torch.rand(n, 1, spec.coarse_grid.size_px, spec.coarse_grid.size_px),
               "fine": torch.rand(n, 1, spec.fine_grid.size_px, spec.fine_grid.size_px)}
+    # the same weights frozen NCHW, as the model files were before 2026-12-05 (export.freeze_cascade)
+    nchw_module = freeze_cascade(folded_cascade(spec.file), memory_format=torch.contiguous_format)
     optimised_module = torch.jit.optimize_for_inference(detector.model,
                                                         other_methods=["coarse_probabilities", "fine_probabilities"])
-    for label, module, bf16, channels_last in (
-        ("fp32, NCHW (unoptimised)", detector.model, False, False),
-        ("fp32, channels-last", detector.model, False, True),
-        ("bf16 autocast, NCHW", detector.model, True, False),
-        ("bf16 autocast, channels-last (kept)", detector.model, True, True),
-        ("fp32, channels-last, `torch.jit.optimize_for_inference`", optimised_module, False, True),
-        ("bf16 autocast, channels-last, `torch.jit.optimize_for_inference`", optimised_module, True, True),
+    for label, module, bf16 in (
+        ("fp32, weights frozen NCHW (unoptimised; the files before 2026-12-05)", nchw_module, False),
+        ("fp32, weights frozen channels-last", detector.model, False),
+        ("bf16 autocast, weights frozen NCHW", nchw_module, True),
+        ("bf16 autocast, weights frozen channels-last (kept)", detector.model, True),
+        ("fp32, channels-last, `torch.jit.optimize_for_inference`", optimised_module, False),
+        ("bf16 autocast, channels-last, `torch.jit.optimize_for_inference`", optimised_module, True),
     ):
-        def both_stages(module=module, bf16=bf16, channels_last=channels_last) -> None:
-            layout = torch.channels_last if channels_last else torch.contiguous_format
+        def both_stages(module=module, bf16=bf16) -> None:
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                module.coarse_probabilities(inputs["coarse"].contiguous(memory_format=layout))
-                module.fine_probabilities(inputs["fine"].contiguous(memory_format=layout))
+                module.coarse_probabilities(inputs["coarse"])
+                module.fine_probabilities(inputs["fine"])
 
         rows.append((f"model, both stages: {label}", median_seconds(both_stages, repeats, warmup=3)))
     threads = torch.get_num_threads()

@@ -92,10 +92,11 @@ class Detector:
     """Runs one manifest model on batches of 2-D images.
 
     ``optimised`` (default) is the fast path measured in docs/benchmarks.md: the stack normalised once for both
-    stages and resampled as a whole (:func:`preprocess.resample_stack`), channels-last input and bf16 autocast on
-    CPUs with native bf16 (fp16 on a GPU). ``optimised=False`` is the reference the fast path is checked against
+    stages and resampled as a whole (:func:`preprocess.resample_stack`), and bf16 autocast on CPUs with native
+    bf16 (fp16 on a GPU). ``optimised=False`` is the reference the fast path is checked against
     (tests/test_fast_path.py, benchmarks/run_benchmarks.py): :func:`preprocess.preprocess` per image and stage,
-    exactly as training calls it, and fp32 NCHW inference.
+    exactly as training calls it, and fp32 inference. Both run in the layout the file's weights were frozen in
+    (channels-last since 2026-12-05, ``export.freeze_cascade``).
 
     ``mirror_average`` (default: the manifest's value for the model): the fine stage also sees its crop mirrored
     left-right, and its heatmaps, mirrored back with the handed landmarks swapped (``config.MIRROR_SWAP``), are
@@ -134,9 +135,7 @@ class Detector:
     def run_stage(self, stage: str, batch: np.ndarray) -> torch.Tensor:
         """Softmax heatmaps (N, K+1, S, S) on the CPU of the ``stage`` ('coarse' or 'fine') network for (N, S, S)
         grid images."""
-        x = torch.from_numpy(batch[:, None]).to(self.device)
-        if self.optimised:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = torch.from_numpy(batch[:, None]).to(self.device)  # 1 channel: NCHW and channels-last are one tensor
         with torch.inference_mode(), self._autocast():
             if stage == "coarse":
                 return self.model.coarse_probabilities(x).float().cpu()

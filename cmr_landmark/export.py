@@ -26,7 +26,8 @@ def _training_state_bytes(cascade: LandmarkCascade) -> bytes:
     return buffer.getvalue()
 
 
-def _embedded_training_state(path: Path) -> bytes:
+def embedded_training_state(path: Path) -> bytes:
+    """The training-state bytes a model file carries (empty when it was exported without them)."""
     extra_files = {TRAINING_STATE_FILE: ""}
     torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
     return extra_files[TRAINING_STATE_FILE]
@@ -34,12 +35,12 @@ def _embedded_training_state(path: Path) -> bytes:
 
 def has_training_state(path: Path) -> bool:
     """Whether an exported model file carries its unfrozen weights (``embed_training_state``)."""
-    return bool(_embedded_training_state(path))
+    return bool(embedded_training_state(path))
 
 
 def load_training_state(path: Path) -> dict[str, dict[str, torch.Tensor]]:
     """The unfrozen ``{"coarse": state_dict, "fine": state_dict}`` embedded in an exported model file."""
-    embedded = _embedded_training_state(path)
+    embedded = embedded_training_state(path)
     if not embedded:
         raise ValueError(f"{path} was exported without its training state; initialise from a run folder, or from "
                          f"the weights `python -m cmr_landmark.unfreeze {path} --out RUN` recovers (long axis)")
@@ -48,10 +49,29 @@ def load_training_state(path: Path) -> dict[str, dict[str, torch.Tensor]]:
             for stage, weights in state.items()}
 
 
-def freeze_cascade(cascade: LandmarkCascade) -> torch.jit.ScriptModule:
+def freeze_cascade(cascade: LandmarkCascade,
+                   memory_format: torch.memory_format = torch.channels_last) -> torch.jit.ScriptModule:
     """Script and freeze ``cascade`` for inference, keeping its two exported methods (BatchNorm folds into the
-    convolutions here)."""
+    convolutions here).
+
+    The weights are frozen channels-last because they, not the input, decide the layout oneDNN runs every layer in:
+    a 1-channel image is the same tensor in either layout, so only the weights can ask for channels-last. Measured
+    (docs/benchmarks.md): the SAX fine stage 1.65x faster in bf16 and 1.5x in fp32 than with the NCHW weights of the
+    files frozen before 2026-12-05. ``memory_format`` is there for that comparison."""
+    cascade = cascade.to(memory_format=memory_format)
     return torch.jit.freeze(torch.jit.script(cascade), preserved_attrs=["coarse_probabilities", "fine_probabilities"])
+
+
+def write_model_file(frozen: torch.jit.ScriptModule, path: Path, extra_files: dict[str, bytes]) -> None:
+    """Save ``frozen`` (with ``extra_files``) as ``path``, refused over ``MAX_MODEL_BYTES``. Written beside and
+    checked first, so a refused file leaves the one in place (and its manifest entry) as they were."""
+    partial = path.parent / f".{path.name}.partial"
+    torch.jit.save(frozen, str(partial), _extra_files=extra_files)
+    if partial.stat().st_size > MAX_MODEL_BYTES:
+        size = partial.stat().st_size
+        partial.unlink()
+        raise ValueError(f"{path} would be {size} bytes, over the {MAX_MODEL_BYTES} byte limit")
+    partial.replace(path)
 
 
 def export_cascade(
@@ -89,14 +109,7 @@ def export_cascade(
     extra_files = {TRAINING_STATE_FILE: _training_state_bytes(cascade)} if embed_training_state else {}
     frozen = freeze_cascade(cascade)
     path = folder / f"{name}.pt"
-    # written beside and checked first, so a refused export leaves the shipped file and its manifest entry as they were
-    partial = folder / f".{name}.pt.partial"
-    torch.jit.save(frozen, str(partial), _extra_files=extra_files)
-    if partial.stat().st_size > MAX_MODEL_BYTES:
-        size = partial.stat().st_size
-        partial.unlink()
-        raise ValueError(f"{path} would be {size} bytes, over the {MAX_MODEL_BYTES} byte limit")
-    partial.replace(path)
+    write_model_file(frozen, path, extra_files)
     if card:
         (folder / f"{name}.md").write_text(card)
     entry = {

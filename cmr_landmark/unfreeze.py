@@ -34,7 +34,7 @@ def _convolutions(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
 
 
-def _graph_convolutions(frozen: torch.jit.ScriptModule, stage: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def graph_convolutions(frozen: torch.jit.ScriptModule, stage: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(weight, bias) constants of each convolution in the graph of ``stage``'s exported method, in graph order."""
     graph = getattr(frozen, f"{stage}_probabilities").graph
     pairs = []
@@ -67,7 +67,7 @@ def _graph_order(unet: UNet) -> list[int]:
         scale = float(torch.sqrt(bn.running_var[0] + bn.eps))  # what folding an identity BatchNorm divides by
     frozen = freeze_cascade(reference.eval())  # frozen as export_cascade freezes, so the graph order is the same
     return [int(round(float(weight.flatten()[0]) * scale)) - 1
-            for weight, _ in _graph_convolutions(frozen, "coarse")]
+            for weight, _ in graph_convolutions(frozen, "coarse")]
 
 
 def folded_cascade(path: Path) -> LandmarkCascade:
@@ -76,7 +76,7 @@ def folded_cascade(path: Path) -> LandmarkCascade:
     frozen = torch.jit.load(str(path), map_location="cpu")
     stages = {}
     for stage in STAGES:
-        convolutions = _graph_convolutions(frozen, stage)
+        convolutions = graph_convolutions(frozen, stage)
         n_landmarks, widths = _unet_shape(convolutions)
         unet = UNet(n_landmarks, widths)
         modules = _convolutions(unet)
