@@ -10,7 +10,7 @@
 - a reference network of the size Xue et al. ran (``reference_unet.py``: residual U-Net, 2.5 M parameters,
   1 mm / 352 px, fp32, argmax decoding) on the same series with the same preprocessing, and the ratio;
 - the optimisations tried, one by one (``--options``);
-- the fast path against the unoptimised one (fp32, NCHW, per-image preprocessing) on the validation slices of
+- the fast path against the unoptimised one (fp32, per-image preprocessing) on the validation slices of
   the trained cine models, when models/ has them and the public data are present.
 
 The images are the shipped samples (M&Ms-2 subject 001) resampled to the benchmark geometry. Without trained
@@ -367,20 +367,31 @@ class Breakdown:
     decode: float
 
 
+def detector_calls(series: Series) -> list[tuple[np.ndarray, bool]]:
+    """The (images, same_slice) of each ``Detector.detect`` call the gadget makes for ``series``: a cine slice's
+    phases in one call (``same_slice``), single-phase slices that arrived together all in one call
+    (``gadget.detect_stack``)."""
+    if all(len(stack) == 1 for stack in series.slices):
+        return [(np.concatenate(series.slices), False)]
+    return [(stack, True) for stack in series.slices]
+
+
 def detector_breakdown(detector: Detector, series: Series, repeats: int) -> Breakdown:
-    """Times the steps of :meth:`Detector.detect` (fast path, same_slice as the gadget calls it) one by one: the
-    fine stage with its mirror pass where the model averages one, the coarse-guided search window and the
-    centre-of-mass decoding as the manifest sets them (not the second pass of a model with
+    """Times the steps of :meth:`Detector.detect` (fast path, called as the gadget calls it: :func:`detector_calls`)
+    one by one: the fine stage with its mirror pass where the model averages one, the coarse-guided search window
+    and the centre-of-mass decoding as the manifest sets them (not the second pass of a model with
     ``display_long_axis_deg``)."""
+    calls = detector_calls(series)
+
     def detect_all() -> None:
-        for stack in series.slices:
-            detector.detect(stack, series.spacing_mm, same_slice=True)
+        for images, same_slice in calls:
+            detector.detect(images, series.spacing_mm, same_slice=same_slice)
 
     spec = detector.spec
     totals = {"preprocess": [], "model": [], "decode": []}
     for repeat in range(repeats + 2):
         spent = dict.fromkeys(totals, 0.0)
-        for stack in series.slices:
+        for stack, same_slice in calls:
             tick = time.perf_counter()
             normalised = normalise_stack(stack)
             coarse_transform = grid_transform(stack.shape[1:], series.spacing_mm, spec.coarse_grid)
@@ -391,25 +402,28 @@ def detector_breakdown(detector: Detector, series: Series, repeats: int) -> Brea
             tick = time.perf_counter()
             spent["model"] += tick - tock
             points, coarse_peak = decode_heatmaps(probabilities)
-            coarse_points = coarse_transform.grid_to_image(points)
-            centre = np.median(crop_centres(coarse_points, coarse_peak), axis=0)
+            coarse_points = np.stack([coarse_transform.grid_to_image(p) for p in points])
+            centres = crop_centres(coarse_points, coarse_peak)
+            if same_slice:
+                centres[:] = np.median(centres, axis=0)
             tock = time.perf_counter()
             spent["decode"] += tock - tick
-            fine_transform = grid_transform(stack.shape[1:], series.spacing_mm, spec.fine_grid, tuple(centre))
-            fine = resample_stack(normalised, [fine_transform] * len(stack))
+            fine_transforms = [grid_transform(stack.shape[1:], series.spacing_mm, spec.fine_grid, tuple(centre))
+                               for centre in centres]
+            fine = resample_stack(normalised, fine_transforms)
             tick = time.perf_counter()
             spent["preprocess"] += tick - tock
             probabilities = detector.fine_probabilities(fine)  # and the mirrored crops' pass, where the model has one
             tock = time.perf_counter()
             spent["model"] += tock - tick
             if spec.fine_search_radius_mm is not None:
-                probabilities = restrict_to_coarse_windows(probabilities, coarse_points, coarse_peak,
-                                                           [fine_transform] * len(stack),
+                probabilities = restrict_to_coarse_windows(probabilities, coarse_points, coarse_peak, fine_transforms,
                                                            spec.fine_search_radius_mm / spec.fine_grid.pixel_mm)
             radius_mm = spec.fine_centroid_radius_mm
             radius_px = None if radius_mm is None else radius_mm / spec.fine_grid.pixel_mm
             points, _ = decode_heatmaps(probabilities, radius_px)
-            fine_transform.grid_to_image(points)
+            for image_points, transform in zip(points, fine_transforms, strict=True):
+                transform.grid_to_image(image_points)
             spent["decode"] += time.perf_counter() - tock
         if repeat >= 2:  # the first two are warm-up
             for key, value in spent.items():
@@ -656,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{result['error_reference_mm']:.3f} -> {result['error_fast_mm']:.3f} "
                     f"({result['error_fast_mm'] - result['error_reference_mm']:+.3f})"])
                 print(accuracy_rows[-1], flush=True)
-            sections += ["", "Fast path against the unoptimised path (fp32, NCHW, `preprocess()` per image and stage), "
+            sections += ["", "Fast path against the unoptimised path (fp32, `preprocess()` per image and stage), "
                          "distances between their points in mm:", "",
                          markdown(accuracy_rows, ["view", "model, slices", "fast path in fp32: max",
                                                   "fast path: found landmarks, mean", "labelled, mean",
