@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 from dataclasses import asdict
 from pathlib import Path
@@ -51,26 +52,29 @@ def load_training_state(path: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 def freeze_cascade(cascade: LandmarkCascade,
                    memory_format: torch.memory_format = torch.channels_last) -> torch.jit.ScriptModule:
-    """Script and freeze ``cascade`` for inference, keeping its two exported methods (BatchNorm folds into the
-    convolutions here).
+    """Script and freeze a copy of ``cascade`` for inference, keeping its two exported methods (BatchNorm folds into
+    the convolutions here).
 
     The weights are frozen channels-last because they, not the input, decide the layout oneDNN runs every layer in:
     a 1-channel image is the same tensor in either layout, so only the weights can ask for channels-last. Measured
-    (docs/benchmarks.md): the SAX fine stage 1.65x faster in bf16 and 1.5x in fp32 than with the NCHW weights of the
-    files frozen before 2026-12-05. ``memory_format`` is there for that comparison."""
-    cascade = cascade.to(memory_format=memory_format)
+    (docs/benchmarks.md, options table): both stages about 1.8x faster in bf16 and 2x in fp32 than with the NCHW
+    weights of the files frozen before 2026-12-05. ``memory_format`` is there for that comparison."""
+    cascade = copy.deepcopy(cascade).to(memory_format=memory_format)  # Module.to works in place: not the caller's
     return torch.jit.freeze(torch.jit.script(cascade), preserved_attrs=["coarse_probabilities", "fine_probabilities"])
 
 
 def write_model_file(frozen: torch.jit.ScriptModule, path: Path, extra_files: dict[str, bytes]) -> None:
     """Save ``frozen`` (with ``extra_files``) as ``path``, refused over ``MAX_MODEL_BYTES``. Written beside and
-    checked first, so a refused file leaves the one in place (and its manifest entry) as they were."""
+    checked first, so a refused or failed save leaves the file in place (and its manifest entry) as they were."""
     partial = path.parent / f".{path.name}.partial"
-    torch.jit.save(frozen, str(partial), _extra_files=extra_files)
-    if partial.stat().st_size > MAX_MODEL_BYTES:
+    try:
+        torch.jit.save(frozen, str(partial), _extra_files=extra_files)
         size = partial.stat().st_size
-        partial.unlink()
-        raise ValueError(f"{path} would be {size} bytes, over the {MAX_MODEL_BYTES} byte limit")
+        if size > MAX_MODEL_BYTES:
+            raise ValueError(f"{path} would be {size} bytes, over the {MAX_MODEL_BYTES} byte limit")
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(path)
 
 

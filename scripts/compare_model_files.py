@@ -1,9 +1,9 @@
 """Two folders' files of the same models, point by point on the validation slices: for a change that must not move
 the points (a model file frozen again, a new export of the same weights), how far it moves them.
 
-    mkdir -p .cache/models_before && git show HEAD~1:models/manifest.json > .cache/models_before/manifest.json
+    mkdir -p .cache/models_before && git show c2c8e6e:models/manifest.json > .cache/models_before/manifest.json
     for f in sax_cine sax_lge sax_t1 sax_any lax_cine; do
-        git show HEAD~1:models/$f.pt > .cache/models_before/$f.pt
+        git show c2c8e6e:models/$f.pt > .cache/models_before/$f.pt
     done
     python scripts/compare_model_files.py --before .cache/models_before --after models
 
