@@ -28,12 +28,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from lge_recipe_experiment import distances_mm, paired  # sibling script (scripts/ is on sys.path when run)
 
 from cmr_landmark import training
 from cmr_landmark.augment import RandomAffine, RandomApply, default_intensity_augmentation
 from cmr_landmark.config import REPO_ROOT
 from cmr_landmark.detector import Detector
-from cmr_landmark.evaluation import evaluate_slices
 from cmr_landmark.model_store import find_model
 from cmr_landmark.training import load_cascade, load_labelled_slices, train_cascade
 
@@ -65,17 +65,6 @@ def train(arm: str, out: Path, threads: int) -> None:
     val_slices = load_labelled_slices(VALIDATION_SETS, "val", "sax", "cine")
     train_cascade(train_slices, val_slices, "sax", out, 0, EPOCHS, init_from=REPO_ROOT / "models" / "sax_cine.pt",
                   lr=2.5e-4, threads=threads, distance_weight=0.3, widths_fine=(20, 40, 80, 160))
-
-
-def distances_mm(model, slices: list) -> np.ndarray:
-    """Every labelled landmark's distance (mm), threshold aside, in slice x landmark order (NaN where unlabelled)."""
-    return evaluate_slices(model, slices, mirror_average=True, mirror_pooling="mean").distances_mm.ravel()
-
-
-def paired(a: np.ndarray, b: np.ndarray) -> str:
-    difference = (a - b)[np.isfinite(a - b)]
-    half_width = 1.96 * difference.std(ddof=1) / np.sqrt(difference.size)
-    return f"{difference.mean():+.2f} +- {half_width:.2f}"
 
 
 def compare(runs: Path, out: Path) -> None:
