@@ -289,7 +289,7 @@ def coarse_predictions(model: nn.Module, slices: Sequence[LabelledSlice], device
     with torch.inference_mode(), autocast_context(device):
         for start in range(0, len(dataset), 64):
             items = [dataset[i] for i in range(start, min(start + 64, len(dataset)))]
-            x = torch.stack([image for image, _ in items]).to(device).contiguous(memory_format=torch.channels_last)
+            x = torch.stack([image for image, _ in items]).to(device)
             grid_points, _ = decode_heatmaps(torch.softmax(model(x).float(), dim=1).cpu())
             for offset, grid_rc in enumerate(grid_points):
                 index = start + offset
@@ -476,6 +476,7 @@ def train_stage(
     model = UNet(len(LANDMARKS_BY_VIEW[view]), widths)
     if init_state is not None:
         model.load_state_dict(init_state)
+    # channels-last weights: they set the layout every layer runs in (a 1-channel input is both layouts at once)
     model = model.to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.5,
@@ -529,7 +530,7 @@ def train_stage(
             label_targets = targets = targets.to(device)
             if teachers:
                 targets = distilled_targets(targets, *teacher_batch, teacher_models, stage, distil_weight)
-            images = images.to(device).contiguous(memory_format=torch.channels_last)
+            images = images.to(device)
             with autocast_context(device):
                 logits = network(images)
             loss = heatmap_loss(logits, targets)
