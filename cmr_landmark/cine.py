@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from .config import DEFAULT_PROBABILITY_THRESHOLD, LAX_LANDMARKS
 from .detector import ImageLandmarks, Landmark
-from .measures import longitudinal_shortening, lv_length_mm
+from .measures import longitudinal_shortening, lv_length_mm, usable_lv_lengths_mm
 
 # A phase-to-phase move of a landmark farther than this from the median of its neighbours is a detection error,
 # not motion: the mitral annulus moves ~10-15 mm over the whole systole, i.e. ~1-2 mm between cine phases.
@@ -153,5 +153,5 @@ def smooth_cine_detections(
     ]
     filled = [{name: bool(track.filled[t, k]) for k, name in enumerate(names)} for t in range(len(found))]
     lengths = lv_length_curve_mm(track.points_rc, pixel_spacing_mm)
-    shortening = longitudinal_shortening(lengths) if np.isfinite(lengths).sum() >= 2 else float("nan")
+    shortening = longitudinal_shortening(lengths) if len(usable_lv_lengths_mm(lengths)) >= 2 else float("nan")
     return CineLandmarks(landmarks, filled, lengths, shortening)

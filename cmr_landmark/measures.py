@@ -52,15 +52,23 @@ def lv_length_mm(
     return float(np.linalg.norm(_to_mm(_point(apex_rc, "APEX") - mitral_midpoint, pixel_spacing_mm)))
 
 
-def longitudinal_shortening(lv_lengths_mm: Sequence[float]) -> float:
-    """(max - min) / max of the LV lengths over a cine (a fraction, not percent). NaN lengths (frames where a
-    landmark was not found) are left out; at least two found lengths are needed."""
+def usable_lv_lengths_mm(lv_lengths_mm: Sequence[float]) -> np.ndarray:
+    """The LV lengths (mm) a longitudinal shortening can use: the finite, positive ones. NaN is a frame where a
+    landmark was not found; 0 the degenerate detection with the apex on the mitral midpoint. A negative length is
+    no length at all (:func:`lv_length_mm` cannot give one) and raises."""
     lengths = np.asarray(lv_lengths_mm, dtype=np.float64).reshape(-1)
-    lengths = lengths[np.isfinite(lengths)]
+    if np.any(lengths < 0):
+        raise ValueError(f"LV lengths cannot be negative, got {lengths.tolist()}")
+    return lengths[np.isfinite(lengths) & (lengths > 0)]
+
+
+def longitudinal_shortening(lv_lengths_mm: Sequence[float]) -> float:
+    """(max - min) / max of the LV lengths over a cine (a fraction, not percent), over the
+    :func:`usable_lv_lengths_mm` (at least two are needed)."""
+    lengths = usable_lv_lengths_mm(lv_lengths_mm)
     if len(lengths) < 2:
-        raise ValueError(f"longitudinal shortening needs at least two LV lengths, got {len(lengths)}")
-    if np.any(lengths <= 0):
-        raise ValueError(f"LV lengths must be positive, got {lengths.tolist()}")
+        raise ValueError(f"longitudinal shortening needs at least two usable (finite, positive) LV lengths, got "
+                         f"{len(lengths)}")
     return float((lengths.max() - lengths.min()) / lengths.max())
 
 

@@ -26,7 +26,6 @@ Each short-axis slice is shown to the model in the display it was trained on and
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from .detector import Detector, ImageLandmarks, detect_in_orientation
 from .display_orientation import StoredOrientation, display_orientation, estimate_stored_orientation
 from .geometry import model_display_orientation
 from .io import ImageSeries
-from .measures import image_measures, longitudinal_shortening, name_rv_insertions_anatomically
+from .measures import image_measures, longitudinal_shortening, name_rv_insertions_anatomically, usable_lv_lengths_mm
 from .model_store import ModelError, ModelSpec, load_orientation_network
 
 log = logging.getLogger(__name__)
@@ -169,15 +168,15 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
 
 
 def shortening_per_slice(records: list[dict]) -> list[dict]:
-    """Longitudinal shortening (fraction) of each slice with LV lengths in at least two phases (a length of 0, the
-    apex on the mitral midpoint, is a degenerate detection, left out as a missing one is)."""
+    """Longitudinal shortening (fraction) of each slice with at least two usable LV lengths
+    (:func:`measures.usable_lv_lengths_mm`: a missing length, or one of 0 from the degenerate detection with the apex
+    on the mitral midpoint, is left out)."""
     lengths: dict[int, list[float]] = {}
     for record in records:
-        length = record["lv_length_mm"]
-        if length is not None and math.isfinite(length) and length > 0:
-            lengths.setdefault(record["slice"], []).append(length)
+        if record["lv_length_mm"] is not None:
+            lengths.setdefault(record["slice"], []).append(record["lv_length_mm"])
     return [
         {"slice": slice_index, "longitudinal_shortening": round(longitudinal_shortening(values), 4)}
         for slice_index, values in sorted(lengths.items())
-        if len(values) >= 2
+        if len(usable_lv_lengths_mm(values)) >= 2
     ]

@@ -33,8 +33,12 @@ def test_longitudinal_shortening():
     assert longitudinal_shortening([100.0, np.nan, 85.0]) == pytest.approx(0.15)
     with pytest.raises(ValueError, match="at least two"):
         longitudinal_shortening([100.0, np.nan])
-    with pytest.raises(ValueError, match="positive"):
+    # a length of 0 (the apex on the mitral midpoint) is left out as a missing one is
+    assert longitudinal_shortening([100.0, 0.0, 90.0]) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="at least two usable"):
         longitudinal_shortening([100.0, 0.0])
+    with pytest.raises(ValueError, match="negative"):
+        longitudinal_shortening([100.0, -5.0, 90.0])
 
 
 def test_rv_insertion_angle_is_the_septal_arc_at_the_lv_centre():
