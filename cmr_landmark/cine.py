@@ -7,7 +7,7 @@ cine is cyclic (the last phase is followed by the first), so
     per-phase points + peak probabilities -> drop weak and outlying points (marked ``filled``)
     -> fill them by cyclic linear interpolation from the nearest kept phases on each side
     -> cyclic Gaussian smoothing along the phases -> LV length per phase (measures.lv_length_mm)
-    -> longitudinal shortening = (max - min) / max (measures.longitudinal_shortening).
+    -> longitudinal shortening = (max - min) / max (measures.longitudinal_shortening_or_none).
 
 Points are (row, col) pixels of the slice's images, all phases on one pixel grid (one slice).
 """
@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from .config import DEFAULT_PROBABILITY_THRESHOLD, LAX_LANDMARKS
 from .detector import ImageLandmarks, Landmark
-from .measures import longitudinal_shortening, lv_length_mm, usable_lv_lengths_mm
+from .measures import longitudinal_shortening_or_none, lv_length_mm
 
 # A phase-to-phase move of a landmark farther than this from the median of its neighbours is a detection error,
 # not motion: the mitral annulus moves ~10-15 mm over the whole systole, i.e. ~1-2 mm between cine phases.
@@ -121,7 +121,7 @@ class CineLandmarks:
     landmarks: list[ImageLandmarks]  # per phase; a filled landmark keeps its own (low) probability, 0 if none
     filled: list[dict[str, bool]]  # per phase and landmark
     lv_length_mm: np.ndarray  # (T,), NaN where a landmark is missing in every phase
-    longitudinal_shortening: float  # (max - min) / max of the LV length; NaN with fewer than two lengths
+    longitudinal_shortening: float  # (max - min) / max of the LV length; NaN with fewer than two usable lengths
 
 
 def smooth_cine_detections(
@@ -153,5 +153,5 @@ def smooth_cine_detections(
     ]
     filled = [{name: bool(track.filled[t, k]) for k, name in enumerate(names)} for t in range(len(found))]
     lengths = lv_length_curve_mm(track.points_rc, pixel_spacing_mm)
-    shortening = longitudinal_shortening(lengths) if len(usable_lv_lengths_mm(lengths)) >= 2 else float("nan")
-    return CineLandmarks(landmarks, filled, lengths, shortening)
+    shortening = longitudinal_shortening_or_none(lengths)
+    return CineLandmarks(landmarks, filled, lengths, float("nan") if shortening is None else shortening)

@@ -60,7 +60,7 @@ from .geometry import (
     pixel_to_patient_mm,
     standard_short_axis_orientation,
 )
-from .measures import image_measures, longitudinal_shortening, name_rv_insertions_anatomically, usable_lv_lengths_mm
+from .measures import image_measures, longitudinal_shortening_or_none, name_rv_insertions_anatomically
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
 from .model_store import find_model
 from .series import SeriesBuffer, SliceBatch, phases_per_slice_from_header
@@ -554,8 +554,8 @@ def finish_slice(prepared: PreparedSlice, landmarks: list[ImageLandmarks], param
         landmarks, filled = cine.landmarks, cine.filled
     measures = [slice_measures(found, view, spacing, head) for found, head in zip(landmarks, heads, strict=True)]
     lengths = [m["LVLength_mm"] for m in measures if "LVLength_mm" in m]
-    if len(usable_lv_lengths_mm(lengths)) >= 2:
-        shortening = longitudinal_shortening(lengths)
+    shortening = longitudinal_shortening_or_none(lengths)
+    if shortening is not None:
         for m in measures:
             m["LongitudinalShortening"] = shortening
     return SliceResult(prepared.detector.spec.name, view, prepared.sequence, spacing, landmarks, measures, filled)

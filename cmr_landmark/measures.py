@@ -62,14 +62,20 @@ def usable_lv_lengths_mm(lv_lengths_mm: Sequence[float]) -> np.ndarray:
     return lengths[np.isfinite(lengths) & (lengths > 0)]
 
 
-def longitudinal_shortening(lv_lengths_mm: Sequence[float]) -> float:
+def longitudinal_shortening_or_none(lv_lengths_mm: Sequence[float]) -> float | None:
     """(max - min) / max of the LV lengths over a cine (a fraction, not percent), over the
-    :func:`usable_lv_lengths_mm` (at least two are needed)."""
+    :func:`usable_lv_lengths_mm`; None when fewer than two are usable (a slice of one phase, or too few found)."""
     lengths = usable_lv_lengths_mm(lv_lengths_mm)
-    if len(lengths) < 2:
+    return float((lengths.max() - lengths.min()) / lengths.max()) if len(lengths) >= 2 else None
+
+
+def longitudinal_shortening(lv_lengths_mm: Sequence[float]) -> float:
+    """:func:`longitudinal_shortening_or_none`, for lengths that must allow one (raises ValueError otherwise)."""
+    shortening = longitudinal_shortening_or_none(lv_lengths_mm)
+    if shortening is None:
         raise ValueError(f"longitudinal shortening needs at least two usable (finite, positive) LV lengths, got "
-                         f"{len(lengths)}")
-    return float((lengths.max() - lengths.min()) / lengths.max())
+                         f"{len(usable_lv_lengths_mm(lv_lengths_mm))}")
+    return shortening
 
 
 def rv_insertion_angle_deg(

@@ -39,7 +39,7 @@ from .detector import Detector, ImageLandmarks, detect_in_orientation
 from .display_orientation import StoredOrientation, display_orientation, estimate_stored_orientation
 from .geometry import model_display_orientation
 from .io import ImageSeries
-from .measures import image_measures, longitudinal_shortening, name_rv_insertions_anatomically, usable_lv_lengths_mm
+from .measures import image_measures, longitudinal_shortening_or_none, name_rv_insertions_anatomically
 from .model_store import ModelError, ModelSpec, load_orientation_network
 
 log = logging.getLogger(__name__)
@@ -168,15 +168,13 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
 
 
 def shortening_per_slice(records: list[dict]) -> list[dict]:
-    """Longitudinal shortening (fraction) of each slice with at least two usable LV lengths
-    (:func:`measures.usable_lv_lengths_mm`: a missing length, or one of 0 from the degenerate detection with the apex
-    on the mitral midpoint, is left out)."""
+    """Longitudinal shortening (fraction) of each slice that allows one
+    (:func:`measures.longitudinal_shortening_or_none`: a missing length, or one of 0 from the degenerate detection
+    with the apex on the mitral midpoint, is left out)."""
     lengths: dict[int, list[float]] = {}
     for record in records:
         if record["lv_length_mm"] is not None:
             lengths.setdefault(record["slice"], []).append(record["lv_length_mm"])
-    return [
-        {"slice": slice_index, "longitudinal_shortening": round(longitudinal_shortening(values), 4)}
-        for slice_index, values in sorted(lengths.items())
-        if len(usable_lv_lengths_mm(values)) >= 2
-    ]
+    shortenings = {slice_index: longitudinal_shortening_or_none(values) for slice_index, values in lengths.items()}
+    return [{"slice": slice_index, "longitudinal_shortening": round(shortening, 4)}
+            for slice_index, shortening in sorted(shortenings.items()) if shortening is not None]

@@ -9,6 +9,7 @@ from cmr_landmark.geometry import anterior_direction_in_image
 from cmr_landmark.measures import (
     anterior_rvi_direction_deg,
     longitudinal_shortening,
+    longitudinal_shortening_or_none,
     lv_length_mm,
     rv_insertion_angle_deg,
 )
@@ -37,6 +38,8 @@ def test_longitudinal_shortening():
     assert longitudinal_shortening([100.0, 0.0, 90.0]) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="at least two usable"):
         longitudinal_shortening([100.0, 0.0])
+    assert longitudinal_shortening_or_none([100.0, 0.0, np.nan]) is None  # where a caller needs no error
+    assert longitudinal_shortening_or_none([100.0, 0.0, 90.0]) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="negative"):
         longitudinal_shortening([100.0, -5.0, 90.0])
 
