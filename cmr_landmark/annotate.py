@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from .geometry import checked_pixel_spacing_mm
+
 DEFAULT_CROSS_SIZE_MM = 8.0
 
 
@@ -45,9 +47,7 @@ def draw_crosses(
     annotated = np.array(pixels, copy=True)
     if annotated.ndim < 2:
         raise ValueError(f"expected an image of at least 2 dimensions (rows, cols), got shape {annotated.shape}")
-    spacing = np.asarray(pixel_spacing_mm, dtype=np.float64).reshape(-1)
-    if spacing.shape != (2,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise ValueError(f"pixel_spacing_mm must be two positive numbers (row_mm, col_mm), got {pixel_spacing_mm!r}")
+    spacing = checked_pixel_spacing_mm(pixel_spacing_mm)
     if not np.isfinite(cross_size_mm) or cross_size_mm <= 0:
         raise ValueError(f"cross_size_mm must be positive, got {cross_size_mm!r}")
     half_rows, half_cols = (max(1, int(round(cross_size_mm / 2.0 / s))) for s in spacing)

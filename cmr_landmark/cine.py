@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from .config import DEFAULT_PROBABILITY_THRESHOLD, LAX_LANDMARKS
 from .detector import ImageLandmarks, Landmark
+from .geometry import checked_pixel_spacing_mm
 from .measures import longitudinal_shortening_or_none, lv_length_mm
 
 # A phase-to-phase move of a landmark farther than this from the median of its neighbours is a detection error,
@@ -63,9 +64,7 @@ def smooth_cine_landmarks(
         raise ValueError(
             f"expected points (T, K, 2) and probabilities (T, K), got {points_rc.shape} and {probabilities.shape}"
         )
-    spacing = np.asarray(pixel_spacing_mm, dtype=np.float64)
-    if spacing.shape != (2,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise ValueError(f"pixel_spacing_mm must be two positive numbers (row_mm, col_mm), got {pixel_spacing_mm!r}")
+    spacing = checked_pixel_spacing_mm(pixel_spacing_mm)
     n_phases, n_landmarks = probabilities.shape
     kept = np.all(np.isfinite(points_rc), axis=2) & (probabilities >= probability_threshold)
     smoothed = np.full_like(points_rc, np.nan)

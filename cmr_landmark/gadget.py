@@ -2,8 +2,9 @@
 
     connection -> pass_originals -> slice_batches -> landmark_outputs -> connection.send
 
-- every item goes back downstream the moment it arrives, images as the exact bytes that came in (a reader keeps
-  the raw message, a writer sends it back; re-serialising an ismrmrd.Image would rewrite its attribute XML);
+- every item goes back downstream as soon as it is read, images as the exact bytes that came in (a reader keeps
+  the raw message, a writer sends it back; re-serialising an ismrmrd.Image would rewrite its attribute XML).
+  One thread runs the chain, so an item that arrives while a slice is being detected is read after it;
 - the images are buffered per slice (:mod:`cmr_landmark.series`), and each complete slice is detected in one
   batch (all phases, same crop), measured, annotated, tagged and sent as a new series
   (image_series_index + ``series_index_offset``);
@@ -29,6 +30,7 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Protocol
 
 import ismrmrd
 import ismrmrd.xsd
@@ -49,21 +51,13 @@ from ismrmrd.image import get_dtype_from_data_type
 from ismrmrd.meta import Meta
 
 from .annotate import DEFAULT_CROSS_SIZE_MM, draw_crosses
-from .cine import smooth_cine_detections
 from .config import LANDMARKS_BY_VIEW, MODEL_SEQUENCES, VIEWS
 from .detector import Detector, ImageLandmarks, default_device, detect_in_orientation
-from .geometry import (
-    GeometryError,
-    anterior_direction_in_image,
-    model_display_orientation,
-    pixel_spacing_mm,
-    pixel_to_patient_mm,
-    standard_short_axis_orientation,
-)
-from .measures import image_measures, longitudinal_shortening_or_none, name_rv_insertions_anatomically
+from .geometry import model_display_orientation, pixel_spacing_mm, pixel_to_patient_mm
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
 from .model_store import find_model
 from .series import SeriesBuffer, SliceBatch, phases_per_slice_from_header
+from .slice_measures import measure_slice
 
 log = logging.getLogger("cmr_landmark.gadget")
 
@@ -78,6 +72,10 @@ class ParameterError(ValueError):
 # --- parameters ------------------------------------------------------------------------------------------------
 
 
+PHASE_COUNT_SOURCES = ("header", "slice_change")
+MAX_PHASES_PER_SLICE = 1024
+
+
 @dataclass(frozen=True)
 class GadgetParameters:
     """The gadget's parameters, validated. Every field is a <property> of the same name in the chain XML."""
@@ -90,6 +88,8 @@ class GadgetParameters:
     draw_landmarks: bool = True
     cross_size_mm: float = DEFAULT_CROSS_SIZE_MM
     device: str = "auto"  # auto (GPU when torch sees one) | cpu | cuda
+    # header: encodingLimits.phase.maximum + 1 | slice_change: a slice is complete when the next one starts | N
+    phases_per_slice: str = "header"
 
     @staticmethod
     def from_strings(values: dict[str, str]) -> GadgetParameters:
@@ -104,7 +104,7 @@ class GadgetParameters:
             try:
                 if name in ("model",):
                     parsed[name] = text
-                elif name in ("view", "sequence", "device"):
+                elif name in ("view", "sequence", "device", "phases_per_slice"):
                     parsed[name] = text.lower()
                 elif name == "probability_threshold":
                     parsed[name] = None if text.lower() in ("", "auto", "model") else float(text)
@@ -135,6 +135,19 @@ class GadgetParameters:
             raise ParameterError(f"series_index_offset must be 1..30000, got {self.series_index_offset}")
         if not np.isfinite(self.cross_size_mm) or not 0.5 <= self.cross_size_mm <= 100.0:
             raise ParameterError(f"cross_size_mm must be 0.5..100 mm, got {self.cross_size_mm}")
+        if self.phases_per_slice not in PHASE_COUNT_SOURCES and not (
+                self.phases_per_slice.isdigit() and 1 <= int(self.phases_per_slice) <= MAX_PHASES_PER_SLICE):
+            raise ParameterError(f"phases_per_slice must be {' or '.join(PHASE_COUNT_SOURCES)} or a whole number "
+                                 f"1..{MAX_PHASES_PER_SLICE}, got {self.phases_per_slice!r}")
+
+    def phases_per_slice_count(self, header: ismrmrd.xsd.ismrmrdHeader | None) -> int | None:
+        """The series buffer's phases per slice: the header's, the parameter's number, or None (slice_change, or a
+        header without a phase limit) for "complete when the next slice starts"."""
+        if self.phases_per_slice == "header":
+            return phases_per_slice_from_header(header)
+        if self.phases_per_slice == "slice_change":
+            return None
+        return int(self.phases_per_slice)
 
 
 def _local_name(element: ElementTree.Element) -> str:
@@ -325,7 +338,15 @@ class ReceivedImage:
     meta_error: str = ""  # the attribute XML could not be parsed: the image is used with empty meta
 
 
-def read_received_image(source) -> ReceivedImage:
+class ByteReader(Protocol):  # the gadgetron connection's socket wrapper; a BytesIO in tests
+    def read(self, size: int) -> bytes: ...
+
+
+class ByteWriter(Protocol):
+    def write(self, data: bytes) -> object: ...
+
+
+def read_received_image(source: ByteReader) -> ReceivedImage:
     """Reader for GADGET_MESSAGE_ISMRMRD_IMAGE that keeps the raw message bytes with the parsed image."""
     header_bytes = source.read(ctypes.sizeof(ismrmrd.ImageHeader))
     head = ismrmrd.ImageHeader.from_buffer_copy(header_bytes)
@@ -356,7 +377,7 @@ def read_received_image(source) -> ReceivedImage:
     return ReceivedImage(header_bytes + length_bytes + attribute_bytes + data_bytes, image, meta_error)
 
 
-def write_received_image(destination, received: ReceivedImage) -> None:
+def write_received_image(destination: ByteWriter, received: ReceivedImage) -> None:
     destination.write(GadgetMessageIdentifier.pack(GADGET_MESSAGE_ISMRMRD_IMAGE))
     destination.write(received.raw)
 
@@ -445,12 +466,18 @@ def pass_originals(connection: Connection) -> Iterator[ReceivedImage]:
 
 
 def data_waiting(connection: Connection) -> bool:
-    """Whether more of the stream has already arrived (readable now, without blocking)."""
+    """Whether another image has begun to arrive (readable now, without blocking). Only an image counts: a slice
+    does not wait on other items (waveforms) or the end of the stream."""
     sock = connection.socket.socket
     try:
-        return bool(select.select([sock], [], [], 0)[0])
+        if not select.select([sock], [], [], 0)[0]:
+            return False
+        head = sock.recv(GadgetMessageIdentifier.size, socket.MSG_PEEK)  # readable, so this does not block
     except (OSError, ValueError):  # a closed socket: nothing more will come
         return False
+    if len(head) < GadgetMessageIdentifier.size:  # the stream's end (b""), or an identifier half arrived
+        return bool(head)
+    return GadgetMessageIdentifier.unpack(head)[0] == GADGET_MESSAGE_ISMRMRD_IMAGE
 
 
 def slice_batches(images: Iterator[ReceivedImage], phases_per_slice: int | None) -> Iterator[SliceBatch]:
@@ -540,25 +567,15 @@ def prepare_slice(
 
 
 def finish_slice(prepared: PreparedSlice, landmarks: list[ImageLandmarks], parameters: GadgetParameters) -> SliceResult:
-    """Everything after the model for one slice: anatomical A/P naming, cine smoothing, measures."""
-    view, spacing, heads = prepared.view, prepared.spacing_mm, prepared.heads
-    if view == "sax":
-        landmarks = [name_rv_insertions_by_header(found, spacing, head)
-                     for found, head in zip(landmarks, heads, strict=True)]
-    filled = None
-    if view == "lax" and len(landmarks) > 1:
-        # A cine: smooth the points over the phases and fill the phases where one is weak or missing.
-        threshold = parameters.probability_threshold
-        cine = smooth_cine_detections(landmarks, spacing,
-                                      prepared.detector.spec.probability_threshold if threshold is None else threshold)
-        landmarks, filled = cine.landmarks, cine.filled
-    measures = [slice_measures(found, view, spacing, head) for found, head in zip(landmarks, heads, strict=True)]
-    lengths = [m["LVLength_mm"] for m in measures if "LVLength_mm" in m]
-    shortening = longitudinal_shortening_or_none(lengths)
-    if shortening is not None:
-        for m in measures:
-            m["LongitudinalShortening"] = shortening
-    return SliceResult(prepared.detector.spec.name, view, prepared.sequence, spacing, landmarks, measures, filled)
+    """Everything after the model for one slice: anatomical A/P naming, cine smoothing, measures
+    (:func:`slice_measures.measure_slice`, as offline detection does)."""
+    threshold = parameters.probability_threshold
+    measured = measure_slice(
+        landmarks, prepared.view, prepared.spacing_mm,
+        prepared.detector.spec.probability_threshold if threshold is None else threshold,
+        [(tuple(head.read_dir), tuple(head.phase_dir)) for head in prepared.heads])
+    return SliceResult(prepared.detector.spec.name, prepared.view, prepared.sequence, prepared.spacing_mm,
+                       measured.landmarks, measured.measures, measured.filled)
 
 
 def detect_slice(
@@ -591,30 +608,6 @@ def detect_stack(
     found = detect_in_orientation(first.detector, np.concatenate([p.pixels for p in prepared]), first.spacing_mm,
                                   *first.orientation, probability_threshold=parameters.probability_threshold)
     return [finish_slice(p, [landmarks], parameters) for p, landmarks in zip(prepared, found, strict=True)]
-
-
-def name_rv_insertions_by_header(found: ImageLandmarks, spacing: tuple[float, float],
-                                 head: ismrmrd.ImageHeader) -> ImageLandmarks:
-    """A-RVI / P-RVI named by the patient's anatomy in the image header's geometry
-    (:func:`measures.name_rv_insertions_anatomically`)."""
-    named = name_rv_insertions_anatomically(found, spacing, tuple(head.read_dir), tuple(head.phase_dir))
-    if named.get("A-RVI") is not found.get("A-RVI"):
-        log.info("A-RVI/P-RVI swapped to match the patient's anterior direction in the image")
-    return named
-
-
-def slice_measures(found: ImageLandmarks, view: str, spacing: tuple[float, float], head) -> dict[str, float]:
-    """The measures one image's landmarks allow (a measure whose landmarks are missing is left out)."""
-    points = {name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}
-    anterior, mirrored = None, False
-    if view == "sax" and {"A-RVI", "C-LV"} <= points.keys():
-        try:
-            anterior = anterior_direction_in_image(tuple(head.read_dir), tuple(head.phase_dir))
-            # the AHA segments run counter-clockwise seen from the apex: measured in the standard display
-            mirrored = standard_short_axis_orientation(tuple(head.read_dir), tuple(head.phase_dir))[1]
-        except GeometryError as error:
-            log.warning("no anterior RV insertion direction: %s", error)
-    return image_measures(points, view, spacing, anterior, mirrored)
 
 
 MAX_SERIES_INDEX = 65535  # image_series_index is a uint16
@@ -777,7 +770,8 @@ def landmark_detection(connection: Connection, default_properties: dict[str, str
         log.error("%s: images pass through, their copies are tagged with the error", error)
         parameters = error
     header = connection.header
-    batches = slice_batches(pass_originals(connection), phases_per_slice_from_header(header))
+    usable = parameters if isinstance(parameters, GadgetParameters) else GadgetParameters()
+    batches = slice_batches(pass_originals(connection), usable.phases_per_slice_count(header))
     groups = arrived_together(batches, lambda: data_waiting(connection))
     for image in landmark_outputs(groups, parameters, header):
         connection.send(image)

@@ -48,6 +48,15 @@ def _finite_vector(values: Sequence[float] | np.ndarray, length: int, what: str)
     return vector
 
 
+def checked_pixel_spacing_mm(pixel_spacing_mm: Sequence[float]) -> np.ndarray:
+    """(row_mm, col_mm) as an array; ValueError unless two finite positive numbers (a caller's error, not geometry
+    the image lacks)."""
+    spacing = np.asarray(pixel_spacing_mm, dtype=np.float64).reshape(-1)
+    if spacing.shape != (2,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise ValueError(f"pixel_spacing_mm must be two positive numbers (row_mm, col_mm), got {pixel_spacing_mm!r}")
+    return spacing
+
+
 def pixel_spacing_mm(field_of_view_mm: Sequence[float], matrix_size: Sequence[int]) -> tuple[float, float]:
     """(row_mm, col_mm) pixel size from ISMRMRD ``field_of_view`` (x, y[, z]) mm and ``matrix_size`` (x, y[, z]).
 
@@ -105,24 +114,6 @@ def pixel_to_patient_mm(
     points = np.asarray(points_rc, dtype=np.float64).reshape(-1, 2)
     origin, row_step, col_step = _plane(position, read_dir, phase_dir, field_of_view_mm, matrix_size)
     return origin + points[:, :1] * row_step + points[:, 1:] * col_step
-
-
-def patient_to_pixel(
-    points_mm: np.ndarray,
-    position: Sequence[float],
-    read_dir: Sequence[float],
-    phase_dir: Sequence[float],
-    field_of_view_mm: Sequence[float],
-    matrix_size: Sequence[int],
-) -> np.ndarray:
-    """(N, 3) patient LPS mm -> (N, 2) (row, col) pixels of the image plane (orthogonal projection onto it)."""
-    points = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
-    origin, row_step, col_step = _plane(position, read_dir, phase_dir, field_of_view_mm, matrix_size)
-    relative = points - origin
-    # The steps are orthogonal, so each coordinate is a projection divided by the step length squared.
-    rows = relative @ row_step / (row_step @ row_step)
-    cols = relative @ col_step / (col_step @ col_step)
-    return np.stack([rows, cols], axis=1)
 
 
 def anterior_direction_in_image(

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import GeometryError, anterior_direction_in_image, displayed_angle_deg
+from .geometry import GeometryError, anterior_direction_in_image, checked_pixel_spacing_mm, displayed_angle_deg
 
 IMAGE_UP_RC = (-1.0, 0.0)
 
@@ -38,10 +38,7 @@ def _point(point_rc: Sequence[float], what: str) -> np.ndarray:
 
 
 def _to_mm(vector_rc: np.ndarray, pixel_spacing_mm: Sequence[float]) -> np.ndarray:
-    spacing = np.asarray(pixel_spacing_mm, dtype=np.float64).reshape(-1)
-    if spacing.shape != (2,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise ValueError(f"pixel_spacing_mm must be two positive numbers (row_mm, col_mm), got {pixel_spacing_mm!r}")
-    return vector_rc * spacing
+    return vector_rc * checked_pixel_spacing_mm(pixel_spacing_mm)
 
 
 def lv_length_mm(
@@ -166,7 +163,7 @@ def image_measures(
     ``mirrored`` as :func:`anterior_rvi_direction_deg`).
     A measure whose landmarks are not all in ``points_rc``, or which they leave undefined (an insertion point on the
     LV centre), is left out; a bad pixel spacing raises ValueError."""
-    _to_mm(np.zeros(2), pixel_spacing_mm)  # a bad spacing is the caller's error, not a measure the points lack
+    checked_pixel_spacing_mm(pixel_spacing_mm)  # a bad spacing is the caller's error, not a measure the points lack
     p = points_rc
     candidates = {
         "LVLength_mm": (view == "lax" and {"MV-1", "MV-2", "APEX"} <= p.keys(),

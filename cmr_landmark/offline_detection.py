@@ -32,24 +32,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cine import smooth_cine_detections
 from .config import LANDMARKS_BY_VIEW, ORIENTATION_MAX_IMAGES, shipped_models_dir
 from .datasets import ORIENTATION_BY_DATASET, public_set_of_file
-from .detector import Detector, ImageLandmarks, detect_in_orientation
+from .detector import Detector, detect_in_orientation
 from .display_orientation import StoredOrientation, display_orientation, estimate_stored_orientation
 from .geometry import model_display_orientation
 from .io import ImageSeries
-from .measures import image_measures, longitudinal_shortening_or_none, name_rv_insertions_anatomically
+from .measures import longitudinal_shortening_or_none
 from .model_store import ModelError, ModelSpec, load_orientation_network
+from .slice_measures import measure_slice
 
 log = logging.getLogger(__name__)
-
-
-def record_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[float, float]) -> dict[str, float | None]:
-    """LV length (lax) and RV insertion angle (sax) of one image; None when a landmark it needs is missing."""
-    points = {name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}
-    measures = image_measures(points, view, pixel_spacing_mm)
-    return {"lv_length_mm": measures.get("LVLength_mm"), "rv_insertion_angle_deg": measures.get("RVInsertionAngle_deg")}
 
 
 @dataclass(frozen=True)
@@ -121,8 +114,8 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
                   ) -> list[dict]:
     """One record per (slice, phase), slice-major. The phases of a slice are detected together (one crop), shown as
     ``orientation`` says (default :func:`display_orientation_of`). A long-axis cine's points are smoothed over its
-    phases and weak ones filled from their neighbours, as the gadget does (``cine.smooth_cine_detections``; each
-    landmark then says whether it was ``filled``)."""
+    phases and weak ones filled from their neighbours, by the gadget's own steps (:func:`slice_measures.measure_slice`;
+    each landmark then says whether it was ``filled``)."""
     view = detector.spec.view
     records = []
     orientation = orientation or display_orientation_of(series, detector.spec)
@@ -134,16 +127,9 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
                     else (orientation.quarter_turns, orientation.mirror))
         found_per_phase = detect_in_orientation(detector, series.images[slice_index], series.pixel_spacing_mm,
                                                 *shown_as, same_slice=series.n_phases > 1)
-        filled: list[dict[str, bool]] | None = None
-        if view == "lax" and series.n_phases > 1:
-            # a cine, as the gadget reports it: each point smoothed over the phases, a weak one filled from its
-            # neighbouring phases (and marked so)
-            cine = smooth_cine_detections(found_per_phase, series.pixel_spacing_mm, detector.spec.probability_threshold)
-            found_per_phase, filled = cine.landmarks, cine.filled
-        for phase, found in enumerate(found_per_phase):
-            if plane is not None and view == "sax":
-                found = name_rv_insertions_anatomically(found, series.pixel_spacing_mm, plane.read_dir,
-                                                        plane.phase_dir)
+        measured = measure_slice(found_per_phase, view, series.pixel_spacing_mm, detector.spec.probability_threshold,
+                                 None if plane is None else [(plane.read_dir, plane.phase_dir)] * series.n_phases)
+        for phase, (found, measures) in enumerate(zip(measured.landmarks, measured.measures, strict=True)):
             landmarks: dict[str, dict | None] = {}
             for name in LANDMARKS_BY_VIEW[view]:
                 landmark = found.get(name)
@@ -158,12 +144,11 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
                     "world_mm": [round(float(v), 3) for v in world],
                     "probability": round(landmark.probability, 4),
                 }
-                if filled is not None:
-                    landmarks[name]["filled"] = filled[phase][name]
-            records.append(
-                {"slice": slice_index, "phase": phase, "landmarks": landmarks,
-                 **record_measures(found, view, series.pixel_spacing_mm)}
-            )
+                if measured.filled is not None:
+                    landmarks[name]["filled"] = measured.filled[phase][name]
+            records.append({"slice": slice_index, "phase": phase, "landmarks": landmarks,
+                            "lv_length_mm": measures.get("LVLength_mm"),
+                            "rv_insertion_angle_deg": measures.get("RVInsertionAngle_deg")})
     return records
 
 

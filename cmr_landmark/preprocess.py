@@ -221,9 +221,10 @@ def _separable_resample(images: np.ndarray, transform: GridTransform) -> np.ndar
 def resample_stack(images: np.ndarray, transforms: Sequence[GridTransform]) -> np.ndarray:
     """:func:`resample_to_grid` (order 1) of each image of an (N, H, W) float32 stack on its own transform.
 
-    Transforms without rotation (all of inference) are separable: the Gaussian prefilter and the linear
-    interpolation along each axis are one small matrix each, applied to all images sharing the transform at
-    once. A rotated transform (training augmentation) goes through ``ndimage`` as before.
+    Transforms without rotation (inference, except the second pass of a long-axis model that records
+    ``display_long_axis_deg``) are separable: the Gaussian prefilter and the linear interpolation along each axis
+    are one small matrix each, applied to all images sharing the transform at once. A rotated transform (that
+    pass, training augmentation) goes through ``ndimage``.
     """
     images = np.asarray(images, dtype=np.float32)
     if len(images) != len(transforms):

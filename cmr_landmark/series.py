@@ -11,15 +11,22 @@ Images are grouped by (image_series_index, slice). A group is released, its item
 - at the end of the stream (:meth:`SeriesBuffer.flush`), whatever is still held: slices with missing phases
   are released incomplete rather than lost.
 
+A phase number at or beyond a known ``phases_per_slice`` means the count was wrong for this stream (a
+retrospectively gated recon that bins the beat into another number of phases than it acquired): the slice has
+been split, and a warning says so once per stream (the gadget's ``phases_per_slice`` parameter sets the count).
+
 One buffer serves one stream: make a new one per connection.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import ismrmrd.xsd
+
+log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 GroupKey = tuple[int, int]  # (image_series_index, slice)
@@ -55,11 +62,17 @@ class SeriesBuffer(Generic[Item]):
         self.phases_per_slice = phases_per_slice
         self._groups: dict[GroupKey, dict[int, Item]] = {}
         self._last_slice: dict[int, int] = {}  # per series index, the slice of its latest image
+        self._warned_phase_count = False
 
     def add(self, item: Item, series_index: int, slice_index: int, phase: int) -> list[SliceBatch[Item]]:
         """Buffer ``item``; return the batches this releases (often none), oldest first."""
         key = (int(series_index), int(slice_index))
         released: list[SliceBatch[Item]] = []
+        if self.phases_per_slice is not None and int(phase) >= self.phases_per_slice and not self._warned_phase_count:
+            self._warned_phase_count = True
+            log.warning("image phase %d in series %d slice %d, but %d phases per slice were expected: slices are "
+                        "split; set the gadget's phases_per_slice to the recon's phase count or slice_change",
+                        int(phase), key[0], key[1], self.phases_per_slice)
         previous_slice = self._last_slice.get(key[0])
         if self.phases_per_slice is None and previous_slice is not None and previous_slice != key[1]:
             released += self._release((key[0], previous_slice))

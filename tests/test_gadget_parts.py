@@ -35,10 +35,17 @@ def test_both_gadgetron_property_syntaxes_and_namespaces():
 @pytest.mark.parametrize("values, message", [
     ({"view": "axial"}, "view"), ({"sequence": "flow"}, "sequence"), ({"probability_threshold": "1.5"}, "[0, 1]"),
     ({"series_index_offset": "ten"}, "series_index_offset"), ({"draw_landmarks": "maybe"}, "true or false"),
-    ({"device": "tpu"}, "device"), ({"colour": "red"}, "unknown"), ({"cross_size_mm": "0"}, "cross_size_mm")])
+    ({"device": "tpu"}, "device"), ({"colour": "red"}, "unknown"), ({"cross_size_mm": "0"}, "cross_size_mm"),
+    ({"phases_per_slice": "0"}, "phases_per_slice"), ({"phases_per_slice": "all"}, "phases_per_slice")])
 def test_bad_parameters_are_named_in_the_error(values, message):
     with pytest.raises(ParameterError, match=message.replace("[", r"\[").replace("]", r"\]")):
         GadgetParameters.from_strings(values)
+
+
+@pytest.mark.parametrize("value, expected", [("header", 25), ("Slice_Change", None), ("30", 30)])
+def test_phases_per_slice_comes_from_the_header_unless_the_chain_says_otherwise(value, expected):
+    parameters = GadgetParameters.from_strings({"phases_per_slice": value})
+    assert parameters.phases_per_slice_count(header(phases=25)) == expected
 
 
 def test_config_with_nul_or_not_xml():

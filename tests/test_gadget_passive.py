@@ -176,6 +176,21 @@ def test_auto_view_from_protocol_name_and_phases_without_encoding_limits(throwaw
         (s, "sax", "ok") for s in range(2) for _ in range(3)]
 
 
+@pytest.mark.parametrize("phases_per_slice, split", [("header", True), ("slice_change", False)])
+def test_a_recon_that_sends_more_phases_than_the_header_says(throwaway_models, caplog, phases_per_slice, split):
+    # a retrospectively gated recon binning the beat into 3 phases where the header's encoding limits say 2
+    server, thread = _serve(max_connections=1)
+    config = SAX_CONFIG.replace("</configuration>",
+                                f'<property name="phases_per_slice" value="{phases_per_slice}"/></configuration>')
+    with caplog.at_level("WARNING", logger="cmr_landmark.series"):
+        replies = _session(server.port, _cine_messages(slices=2), nul=False, config=config, phases=2)
+    thread.join(30)
+    copies = [item for _, item in replies if item.image_series_index == 107]
+    assert sorted((c.slice, c.phase) for c in copies) == [(s, p) for s in range(2) for p in range(3)]
+    assert all(c.meta["CMRLandmark_Status"] == "ok" for c in copies)
+    assert any("phases per slice were expected" in r.getMessage() for r in caplog.records) == split
+
+
 def test_client_that_disconnects_mid_stream_does_not_hang_the_server(throwaway_models):
     server, thread = _serve(max_connections=2)
     with socket.create_connection(("127.0.0.1", server.port)) as sock:

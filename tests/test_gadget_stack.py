@@ -11,6 +11,7 @@ from cmr_landmark.gadget import (
     GadgetParameters,
     ReceivedImage,
     arrived_together,
+    data_waiting,
     detect_slice,
     detect_stack,
     landmark_outputs,
@@ -39,6 +40,35 @@ def test_a_long_run_of_arrived_slices_is_cut_into_bounded_model_calls():
     groups = list(arrived_together(iter(batches), lambda: True))  # everything already waiting, as in a replay
     assert [len(group) for group in groups] == [MAX_SLICES_PER_CALL, MAX_SLICES_PER_CALL, 3]
     assert [b.slice for group in groups for b in group] == list(range(len(batches)))
+
+
+def test_only_an_image_on_its_way_counts_as_waiting():
+    import socket
+    from types import SimpleNamespace
+
+    from gadgetron.external.constants import (
+        GADGET_MESSAGE_CLOSE,
+        GADGET_MESSAGE_ISMRMRD_IMAGE,
+        GADGET_MESSAGE_ISMRMRD_WAVEFORM,
+        GadgetMessageIdentifier,
+    )
+
+    def waiting_after(sent: bytes, close: bool = False) -> bool:
+        gadget_end, client_end = socket.socketpair()
+        with gadget_end, client_end:
+            client_end.sendall(sent)
+            if close:
+                client_end.shutdown(socket.SHUT_WR)
+            connection = SimpleNamespace(socket=SimpleNamespace(socket=gadget_end))
+            waiting = data_waiting(connection)
+            assert gadget_end.recv(64, socket.MSG_DONTWAIT) == sent  # peeked, not consumed
+            return waiting
+
+    assert waiting_after(GadgetMessageIdentifier.pack(GADGET_MESSAGE_ISMRMRD_IMAGE) + b"part of a header")
+    assert waiting_after(GadgetMessageIdentifier.pack(GADGET_MESSAGE_ISMRMRD_IMAGE)[:1])  # half an identifier
+    assert not waiting_after(GadgetMessageIdentifier.pack(GADGET_MESSAGE_ISMRMRD_WAVEFORM) + b"a waveform")
+    assert not waiting_after(GadgetMessageIdentifier.pack(GADGET_MESSAGE_CLOSE))
+    assert not waiting_after(b"", close=True)
 
 
 @pytest.fixture

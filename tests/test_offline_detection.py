@@ -18,7 +18,7 @@ UPPER, LOWER, CENTRE = Landmark(20.0, 30.0, 0.9), Landmark(60.0, 30.0, 0.9), Lan
 class FixedDetector:
     """Stands in for a short-axis Detector: the model calls the upper point A-RVI on every image."""
 
-    spec = SimpleNamespace(view="sax", name="fixed", display_rv_direction_deg=None)
+    spec = SimpleNamespace(view="sax", name="fixed", display_rv_direction_deg=None, probability_threshold=0.5)
 
     def __init__(self) -> None:
         self.shown: list[np.ndarray] = []

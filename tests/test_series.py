@@ -59,3 +59,17 @@ def test_unknown_phase_count_keeps_each_series_cine_together_when_two_series_int
     released += buffer.add("s1 next slice", 1, 1, 0)  # series 1 moves on: its slice 0 is complete
     assert [(b.series_index, b.slice, b.phases) for b in released] == [(1, 0, [0, 1, 2])]
     assert [(b.series_index, b.slice, b.phases) for b in buffer.flush()] == [(2, 0, [0, 1, 2]), (1, 1, [0])]
+
+
+def test_a_phase_beyond_the_known_count_is_warned_about_once(caplog):
+    buffer = SeriesBuffer(phases_per_slice=2)  # the header says 2; the recon sends 3 per slice
+    released = []
+    with caplog.at_level("WARNING", logger="cmr_landmark.series"):
+        for slice_index in range(2):
+            for phase in range(3):
+                released += buffer.add(f"s{slice_index}p{phase}", 1, slice_index, phase)
+    released += buffer.flush()
+    assert sorted(item for batch in released for item in batch.items) == sorted(
+        f"s{s}p{p}" for s in range(2) for p in range(3))  # split, but nothing lost
+    warnings = [r.getMessage() for r in caplog.records if "phases per slice were expected" in r.getMessage()]
+    assert len(warnings) == 1 and "phase 2" in warnings[0] and "phases_per_slice" in warnings[0]

@@ -1,0 +1,93 @@
+"""After the model, for one slice: its phases' landmarks named, smoothed over the beat and measured.
+
+    Detector output per phase
+    -> A-RVI / P-RVI named by the patient's anatomy (short axis, where the image plane is known)
+    -> smoothed and gap-filled over the phases (long-axis cine: :func:`cine.smooth_cine_detections`)
+    -> measures per phase (:func:`measures.image_measures`) -> longitudinal shortening over the phases
+
+One function for the gadget and for offline detection, so that both report the same points and numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cine import smooth_cine_detections
+from .detector import ImageLandmarks
+from .geometry import GeometryError, anterior_direction_in_image, standard_short_axis_orientation
+from .measures import image_measures, longitudinal_shortening_or_none, name_rv_insertions_anatomically
+
+log = logging.getLogger(__name__)
+
+PlaneDirections = tuple[Sequence[float], Sequence[float]]  # an image's ISMRMRD (read_dir, phase_dir), unit vectors
+
+
+@dataclass(frozen=True)
+class MeasuredSlice:
+    """One slice's landmarks per phase as reported, with the measures each phase allows."""
+
+    landmarks: list[ImageLandmarks]
+    measures: list[dict[str, float]]  # measures.image_measures' names; LongitudinalShortening on every phase of a
+    # slice with two usable LV lengths
+    filled: list[dict[str, bool]] | None  # long-axis cine: which landmarks were filled in from neighbouring phases
+
+
+def measure_slice(found_per_phase: Sequence[ImageLandmarks], view: str, pixel_spacing_mm: tuple[float, float],
+                  probability_threshold: float, plane_directions: Sequence[PlaneDirections] | None = None
+                  ) -> MeasuredSlice:
+    """The landmarks and measures of one slice's phases (``Detector.detect`` output, all on one pixel grid).
+
+    ``plane_directions``: each phase's (read_dir, phase_dir) where the patient geometry is known (ISMRMRD, DICOM);
+    with it, short-axis A-RVI / P-RVI are named by the patient's anterior and ``AnteriorRVIDirection_deg`` is
+    measured. ``probability_threshold``: below it a long-axis cine point is weak and filled from its neighbours.
+    """
+    landmarks = list(found_per_phase)
+    if plane_directions is not None and len(plane_directions) != len(landmarks):
+        raise ValueError(f"{len(plane_directions)} plane directions for {len(landmarks)} phases")
+    if view == "sax" and plane_directions is not None:
+        landmarks = [named_by_anatomy(found, pixel_spacing_mm, directions)
+                     for found, directions in zip(landmarks, plane_directions, strict=True)]
+    filled = None
+    if view == "lax" and len(landmarks) > 1:
+        # a cine: each point smoothed over the phases, a weak or outlying one filled from its neighbours
+        cine = smooth_cine_detections(landmarks, pixel_spacing_mm, probability_threshold)
+        landmarks, filled = cine.landmarks, cine.filled
+    per_phase_directions = plane_directions if plane_directions is not None else [None] * len(landmarks)
+    measures = [phase_measures(found, view, pixel_spacing_mm, directions)
+                for found, directions in zip(landmarks, per_phase_directions, strict=True)]
+    shortening = longitudinal_shortening_or_none([m["LVLength_mm"] for m in measures if "LVLength_mm" in m])
+    if shortening is not None:
+        for m in measures:
+            m["LongitudinalShortening"] = shortening
+    return MeasuredSlice(landmarks, measures, filled)
+
+
+def named_by_anatomy(found: ImageLandmarks, pixel_spacing_mm: tuple[float, float],
+                     plane_directions: PlaneDirections) -> ImageLandmarks:
+    """A-RVI / P-RVI named by the patient's anterior direction in the image
+    (:func:`measures.name_rv_insertions_anatomically`), logged when that swaps the model's names."""
+    named = name_rv_insertions_anatomically(found, pixel_spacing_mm, *plane_directions)
+    if named.get("A-RVI") is not found.get("A-RVI"):
+        log.info("A-RVI/P-RVI swapped to match the patient's anterior direction in the image")
+    return named
+
+
+def phase_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[float, float],
+                   plane_directions: PlaneDirections | None = None) -> dict[str, float]:
+    """The measures one image's landmarks allow (a measure whose landmarks are missing is left out); with the
+    plane's directions, also the anterior insertion point's direction in the AHA display."""
+    points_rc = {name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}
+    anterior_rc: np.ndarray | None = None
+    mirrored = False
+    if view == "sax" and plane_directions is not None and {"A-RVI", "C-LV"} <= points_rc.keys():
+        try:
+            anterior_rc = anterior_direction_in_image(*plane_directions)
+            # the AHA segments run counter-clockwise seen from the apex: measured in the standard display
+            mirrored = standard_short_axis_orientation(*plane_directions)[1]
+        except GeometryError as error:
+            log.warning("no anterior RV insertion direction: %s", error)
+    return image_measures(points_rc, view, pixel_spacing_mm, anterior_rc, mirrored)
