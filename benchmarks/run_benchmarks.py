@@ -524,8 +524,8 @@ def options_table(detector: Detector, series: Series, repeats: int, models_folde
 # --- accuracy of the fast path --------------------------------------------------------------------------------------
 
 
-def fast_path_accuracy(view: str, source: Path | None, limit: int | None) -> dict | None:
-    """Fast vs unoptimised path of the trained cine model on its validation slices (None when unavailable).
+def fast_path_accuracy(view: str, source: Path | None, limit: int | None) -> dict | str:
+    """Fast vs unoptimised path of the trained cine model on its validation slices (or why it cannot be measured).
 
     Distances between the two paths' points over every (slice, landmark), over the labelled ones, and over those
     the unoptimised path reports found (the only ones the gadget outputs); each path's mean error vs the labels.
@@ -535,8 +535,10 @@ def fast_path_accuracy(view: str, source: Path | None, limit: int | None) -> dic
     from cmr_landmark.training import load_labelled_slices
 
     spec = trained_spec(view, source)
-    if spec is None or not (data_root() / "README.md").exists():
-        return None
+    if spec is None:
+        return "no trained model"
+    if not (data_root() / "README.md").exists():
+        return f"no public data at {data_root()} (set CMR_LANDMARK_DATA)"
     slices = load_labelled_slices(list(ACCURACY_DATASETS[view]), "val", view, "cine")[:limit]
     reference, reference_probability = predict(Detector(spec, optimised=False), slices)
     fast_fp32, _ = predict(Detector(spec, use_bf16=False), slices)
@@ -663,8 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             accuracy_rows = []
             for view in ("sax", "lax"):
                 result = fast_path_accuracy(view, args.models, 300 if args.quick else None)
-                if result is None:
-                    accuracy_rows.append([view, "no trained model or no data"] + [""] * 6)
+                if isinstance(result, str):
+                    accuracy_rows.append([view, result] + [""] * 6)
                     continue
                 accuracy_rows.append([
                     view, f"`{result['model']}`, {result['datasets']} val, {result['slices']} slices",

@@ -367,7 +367,10 @@ def main_build_cache(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown data set(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
     for name in names:
-        path = build_cache(name, force=args.force)
+        try:
+            path = build_cache(name, force=args.force)
+        except OSError as error:  # the data folder or one of its files missing
+            parser.error(str(error))
         slices = load_slices(name)
         complete = sum(s.has_all_landmarks for s in slices)
         empty = sum(s.is_no_landmark_image for s in slices)

@@ -27,7 +27,7 @@ from .detector import Detector, bf16_faster_on_cpu
 from .display_orientation import mean_rv_direction_deg
 from .export import export_cascade
 from .measures import lv_length_mm, rv_insertion_angle_deg
-from .model_store import find_model
+from .model_store import find_model, read_manifest
 from .network import LandmarkCascade
 
 WORST_CASES_SHOWN = 8
@@ -393,7 +393,10 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
         from .training import load_labelled_slices
 
         names = [n for n in args.datasets.split(",") if n]
-        slices = load_labelled_slices(names, args.split, args.view, args.sequence)
+        try:
+            slices = load_labelled_slices(names, args.split, args.view, args.sequence)
+        except (ValueError, OSError) as error:  # an unknown set, no such slices, or the data folder missing
+            parser.error(str(error))
         source = f"{', '.join(names)} ({args.split})"
     else:
         parser.error("give --datasets or --via")
@@ -505,9 +508,15 @@ def main_export(argv: Sequence[str] | None = None) -> int:
                         help="the shipped model averages its fine stage over the crop and its mirror; the threshold "
                              "and the card's accuracy are measured that way (default: on)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a model of the same name in --models-dir (e.g. a shipped one in models/)")
     args = parser.parse_args(argv)
     from .training import load_cascade, run_slices
 
+    if not args.overwrite and (args.models_dir / "manifest.json").exists() and any(
+            spec.name == args.name for spec in read_manifest(args.models_dir)):
+        parser.error(f"{args.models_dir} already has a model {args.name!r}: give --models-dir a folder of your own, "
+                     "another --name, or --overwrite to replace it")
     torch.set_num_threads(args.threads)
     run = json.loads((args.run / "run.json").read_text())
     run["out"] = str(args.run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .gadget_parameters import GadgetParameters, ParameterError
 from .io import ImageReadError, read_ismrmrd_images
 from .replay import DEFAULT_TIMEOUT_S, ReplayError, parse_address, replay_active, replay_passive, write_results
 from .replay_report import landmark_records, summary_text, write_report
@@ -39,6 +40,12 @@ def main_replay(argv: list[str] | None = None) -> int:
         address = parse_address(args.gadgetron) if args.gadgetron else None
     except ValueError as error:
         parser.error(str(error))
+    try:  # the gadget would pass every image through and tag each copy with this error: say it once, here
+        GadgetParameters.from_strings(dict(args.properties))
+    except ParameterError as error:
+        parser.error(f"--set: {error}")
+    if not args.input.is_file():
+        parser.exit(2, f"cmr-landmark replay: {args.input} is not a file\n")
     # the output folders made before the gadget runs, so that its results are never lost to a path that cannot be
     # written (an --out that is a folder, a folder under a file, a --report-dir that is a file)
     try:

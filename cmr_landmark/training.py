@@ -492,7 +492,7 @@ def train_stage(
         start_epoch, best_mm, history = checkpoint["epoch"] + 1, checkpoint["best_mm"], checkpoint["history"]
         seconds_before = checkpoint.get("train_seconds", 0.0)
         if is_main_process():
-            print(f"[{stage}] resuming after epoch {checkpoint['epoch']} (best {best_mm:.2f} mm)", flush=True)
+            print(f"[{stage}] resuming after epoch {start_epoch} (best {best_mm:.2f} mm)", flush=True)  # from 1
 
     if teachers:
         if (fresh_images is not None and fresh_images.fraction) or random_convolution_fraction:
@@ -799,6 +799,9 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     if len(train_slices) < args.batch_size:  # else train_stage would stop with a traceback after loading everything
         parser.error(f"{len(train_slices)} training images are fewer than one batch: give --batch-size "
                      f"{len(train_slices)} or less")
+    if not args.resume and any((args.out / f"{stage}_last.pt").exists() for stage in ("coarse", "fine")):
+        parser.error(f"--out {args.out} holds an earlier run's checkpoints: --resume continues it, another --out "
+                     "starts afresh")
     if is_main_process():
         print(f"{len(train_slices)} training and {len(val_slices)} validation slices", flush=True)
     start = time.perf_counter()

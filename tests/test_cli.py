@@ -105,3 +105,16 @@ def test_detect_does_not_print_the_torchscript_deprecation_warning(tmp_path, thr
                          "--out", str(tmp_path / "out.json")]) == 0
     assert not [w for w in caught if "torch.jit.load" in str(w.message)]
     assert not any(pattern is not None and "jit" in pattern.pattern for _, pattern, *_ in warnings.filters)  # scoped
+
+
+@pytest.mark.parametrize("command", [["build-cache", "acdc"], ["evaluate", "--view", "sax", "--datasets", "acdc"]])
+def test_commands_that_need_the_public_data_say_where_it_is_missing(command, tmp_path, monkeypatch, capsys):
+    # a fresh machine: no ../shared/data and no cache
+    monkeypatch.setenv("CMR_LANDMARK_DATA", str(tmp_path / "no_data"))
+    monkeypatch.setenv("CMR_LANDMARK_CACHE", str(tmp_path / "no_cache"))
+    out = ["--out", str(tmp_path / "report")] if command[0] == "evaluate" else []
+    with pytest.raises(SystemExit) as stop:
+        cli.main(command + out)
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert "not found (set CMR_LANDMARK_DATA)" in error and "Traceback" not in error

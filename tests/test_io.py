@@ -119,6 +119,10 @@ def test_dicom_folder_groups_slices_sorts_phases_and_keeps_geometry(tmp_path):
 def test_dicom_errors_are_clear(tmp_path):
     with pytest.raises(ImageReadError, match="no DICOM images"):
         read_dicom(tmp_path)
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n not an MR image")
+    with pytest.raises(ImageReadError, match=r"not a DICOM image, and not NIfTI \(.nii, .nii.gz\) or ISMRMRD"):
+        read_series(picture)
     two_series = tmp_path / "two_series"
     two_series.mkdir()
     dicom_series(two_series, slices=1, phases=2)

@@ -118,6 +118,25 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_gadget_runs(lax_
         assert "cannot connect" not in capsys.readouterr().err  # stopped before any connection was tried
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["--set", "view=foo"], "--set: view must be one of"),
+    (["--set", "veiw=sax"], "--set: unknown gadget parameter(s) ['veiw']"),
+    (["--set", "probability_threshold=abc"], "--set: gadget parameter probability_threshold='abc'"),
+])
+def test_a_parameter_the_gadget_would_refuse_is_refused_before_anything_is_sent(tmp_path, capsys, arguments, message):
+    source = tmp_path / "in.h5"
+    source.write_bytes(b"")  # never read: the parameters are checked first
+    with pytest.raises(SystemExit) as stop:
+        main_replay([str(source), "--out", str(tmp_path / "out.h5"), "--gadgetron", "127.0.0.1:9", *arguments])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_missing_input_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main_replay([str(tmp_path / "missing.h5"), "--out", str(tmp_path / "out.h5")])
+    assert stop.value.code == 2 and "missing.h5 is not a file" in capsys.readouterr().err
+
+
 def test_nobody_listening_is_reported(lax_cine_nifti, tmp_path):
     source = tmp_path / "lax.h5"
     main_convert([str(lax_cine_nifti), "--out", str(source), "--view", "lax"])

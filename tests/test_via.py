@@ -77,7 +77,14 @@ def test_train_export_evaluate_commands_on_a_via_project(tmp_path, capsys) -> No
     assert main_train(train) == 0
     assert json.loads((run / "run.json").read_text())["train_slices"] == 3
     assert "share patients" in capsys.readouterr().err  # the same project for both: said, not hidden
-    assert main_export(["--run", str(run), "--name", "sax_cine_mine", "--models-dir", str(models)]) == 0
+    with pytest.raises(SystemExit) as stop:  # a second run into the same folder would overwrite the first's
+        main_train(train)
+    assert stop.value.code == 2 and "--resume continues it" in capsys.readouterr().err
+    export = ["--run", str(run), "--name", "sax_cine_mine", "--models-dir", str(models)]
+    assert main_export(export) == 0
+    with pytest.raises(SystemExit) as stop:  # nor does an export replace a model of the same name unasked
+        main_export(export)
+    assert stop.value.code == 2 and "--overwrite" in capsys.readouterr().err
     (entry,) = json.loads((models / "manifest.json").read_text())["models"]
     assert entry["name"] == "sax_cine_mine" and 0.05 <= entry["probability_threshold"] <= 0.95
     assert set(entry["validation"]["landmarks"]) == {"A-RVI", "P-RVI", "C-LV"}

@@ -49,7 +49,10 @@ def read_dicom(path: Path) -> ImageSeries:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     datasets = [(f, d) for f in files if (d := _read_file(f)) is not None and "PixelData" in d]
     if not datasets:
-        raise ImageReadError(f"{path}: no DICOM images found")
+        if path.is_file():  # read_series sends every file that is not NIfTI or ISMRMRD by its name here
+            raise ImageReadError(f"{path}: not a DICOM image, and not NIfTI (.nii, .nii.gz) or ISMRMRD (.h5, .mrd) "
+                                 "by its name")
+        raise ImageReadError(f"{path}: no DICOM images in this folder")
     # the series UID, and where anonymisation removed it, patient, study and series number
     series_ids = {tuple(str(d.get(key, "")) for key in ("SeriesInstanceUID", "PatientID", "StudyInstanceUID",
                                                         "SeriesNumber")) for _, d in datasets}
