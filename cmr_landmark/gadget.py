@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import functools
 import logging
 import select
 import signal
@@ -246,11 +247,53 @@ def write_received_image(destination: ByteWriter, received: ReceivedImage) -> No
     destination.write(received.raw)
 
 
-def keep_images_as_received(connection: Connection) -> None:
-    connection.add_reader(GADGET_MESSAGE_ISMRMRD_IMAGE, read_received_image)
+@dataclass
+class ReceivedItem:
+    """Any other message as it arrived: its exact bytes (sent on unchanged) and what the gadgetron package read."""
+
+    message_id: int
+    raw: bytes
+    item: object
+
+
+class RecordingReader:
+    """A byte source that keeps a copy of everything read through it."""
+
+    def __init__(self, source: ByteReader) -> None:
+        self.source = source
+        self.chunks: list[bytes] = []
+
+    def read(self, size: int) -> bytes:
+        data = self.source.read(size)
+        self.chunks.append(data)
+        return data
+
+
+def read_recorded(message_id: int, reader: Callable[[ByteReader], object], source: ByteReader) -> ReceivedItem:
+    """``reader``'s item with the exact bytes it read: the gadgetron package's readers frame every message type,
+    but its writers do not give back what came in (in 1.4.1 an image array's waveforms come back corrupt, a
+    non-ASCII attribute stops the writer, and acquisition buckets have no writer at all)."""
+    recording = RecordingReader(source)
+    item = reader(recording)
+    return ReceivedItem(message_id, b"".join(recording.chunks), item)
+
+
+def write_received_item(destination: ByteWriter, received: ReceivedItem) -> None:
+    destination.write(GadgetMessageIdentifier.pack(received.message_id))
+    destination.write(received.raw)
+
+
+def keep_items_as_received(connection: Connection) -> None:
+    """Every message goes back downstream as the bytes that came in: images parsed for detection
+    (:func:`read_received_image`), every other type read by the gadgetron package's own reader and recorded."""
+    for message_id, reader in list(connection.readers.items()):
+        if message_id not in (GADGET_MESSAGE_ISMRMRD_IMAGE, GADGET_MESSAGE_CLOSE):
+            connection.readers[message_id] = functools.partial(read_recorded, message_id, reader)
+    connection.readers[GADGET_MESSAGE_ISMRMRD_IMAGE] = read_received_image
     # Not connection.add_writer: in gadgetron 1.4.1 it wraps the writer in a one-argument lambda that send() then
     # calls with two (socket, item). The writer table it fills is the same list.
     connection.writers.insert(0, (lambda item: isinstance(item, ReceivedImage), write_received_image))
+    connection.writers.insert(0, (lambda item: isinstance(item, ReceivedItem), write_received_item))
 
 
 # --- models: loaded once per process ---------------------------------------------------------------------------
@@ -302,18 +345,10 @@ def choose_view_and_sequence(
 
 
 def pass_originals(connection: Connection) -> Iterator[ReceivedImage]:
-    """Send every item straight back downstream, then hand the images on for detection."""
+    """Send every item straight back downstream, as the bytes that came in, then hand the images on for
+    detection."""
     try:
-        unwritable: set[str] = set()
         for item in connection:
-            if not any(accepts(item) for accepts, _ in connection.writers):
-                # The gadgetron package reads acquisition buckets but cannot write them: such an item is lost,
-                # the rest of the stream must not be. Checked before sending, so nothing half-written goes out.
-                if type(item).__name__ not in unwritable:
-                    unwritable.add(type(item).__name__)
-                    log.error("a %s cannot go downstream (no writer for it); it is dropped, the rest of the stream "
-                              "still goes through", type(item).__name__)
-                continue
             connection.send(item)
             if isinstance(item, ReceivedImage):
                 if item.meta_error:
@@ -622,7 +657,7 @@ def slice_outputs(batch: SliceBatch, result: SliceResult | None, parameters: Gad
 def landmark_detection(connection: Connection, default_properties: dict[str, str] | None = None) -> None:
     """The gadget: originals out first and unchanged, then each slice's annotated copies (module docstring)."""
     guard_against_eof(connection)
-    keep_images_as_received(connection)
+    keep_items_as_received(connection)
     properties = dict(default_properties or {})
     parameters: GadgetParameters | ParameterError
     try:
