@@ -44,6 +44,7 @@ from gadgetron.external.constants import (
     GADGET_MESSAGE_FILENAME,
     GADGET_MESSAGE_HEADER,
     GADGET_MESSAGE_ISMRMRD_IMAGE,
+    GADGET_MESSAGE_TEXT,
     GadgetMessageIdentifier,
     uint64,
 )
@@ -249,11 +250,10 @@ def write_received_image(destination: ByteWriter, received: ReceivedImage) -> No
 
 @dataclass
 class ReceivedItem:
-    """Any other message as it arrived: its exact bytes (sent on unchanged) and what the gadgetron package read."""
+    """Any other message as it arrived: its id and exact bytes, sent on unchanged (nothing here reads it)."""
 
     message_id: int
     raw: bytes
-    item: object
 
 
 class RecordingReader:
@@ -270,12 +270,13 @@ class RecordingReader:
 
 
 def read_recorded(message_id: int, reader: Callable[[ByteReader], object], source: ByteReader) -> ReceivedItem:
-    """``reader``'s item with the exact bytes it read: the gadgetron package's readers frame every message type,
-    but its writers do not give back what came in (in 1.4.1 an image array's waveforms come back corrupt, a
-    non-ASCII attribute stops the writer, and acquisition buckets have no writer at all)."""
+    """The exact bytes of one message, framed by ``reader`` (its item is dropped): the gadgetron package's readers
+    frame its message types, but its writers do not give back what came in (in 1.4.1 an image array's waveforms
+    come back corrupt, and acquisition buckets have no writer at all). A message its reader cannot read (an
+    image array whose attributes are not ASCII) still ends the stream there, logged, as before."""
     recording = RecordingReader(source)
-    item = reader(recording)
-    return ReceivedItem(message_id, b"".join(recording.chunks), item)
+    reader(recording)
+    return ReceivedItem(message_id, b"".join(recording.chunks))
 
 
 def write_received_item(destination: ByteWriter, received: ReceivedItem) -> None:
@@ -284,9 +285,12 @@ def write_received_item(destination: ByteWriter, received: ReceivedItem) -> None
 
 
 def keep_items_as_received(connection: Connection) -> None:
-    """Every message goes back downstream as the bytes that came in: images parsed for detection
-    (:func:`read_received_image`), every other type read by the gadgetron package's own reader and recorded."""
-    for message_id, reader in list(connection.readers.items()):
+    """Every message with a reader goes back downstream as the bytes that came in: images parsed for detection
+    (:func:`read_received_image`), every other type framed by the gadgetron package's own reader and recorded, and
+    MRD text messages (which the package has no reader for) by their length prefix. A message id with no reader
+    at all ends the stream (logged; the slices so far are still processed)."""
+    readers = {**connection.readers, GADGET_MESSAGE_TEXT: read_byte_string}
+    for message_id, reader in readers.items():
         if message_id not in (GADGET_MESSAGE_ISMRMRD_IMAGE, GADGET_MESSAGE_CLOSE):
             connection.readers[message_id] = functools.partial(read_recorded, message_id, reader)
     connection.readers[GADGET_MESSAGE_ISMRMRD_IMAGE] = read_received_image

@@ -87,8 +87,9 @@ class GadgetParameters:
             raise ParameterError(f"series_index_offset must be 1..30000, got {self.series_index_offset}")
         if not np.isfinite(self.cross_size_mm) or not 0.5 <= self.cross_size_mm <= 100.0:
             raise ParameterError(f"cross_size_mm must be 0.5..100 mm, got {self.cross_size_mm}")
-        if self.phases_per_slice not in PHASE_COUNT_SOURCES and not (
-                self.phases_per_slice.isdigit() and 1 <= int(self.phases_per_slice) <= MAX_PHASES_PER_SLICE):
+        count = self.phases_per_slice
+        if count not in PHASE_COUNT_SOURCES and not (  # isascii: "²".isdigit() is True, int("²") fails
+                count.isascii() and count.isdigit() and 1 <= int(count) <= MAX_PHASES_PER_SLICE):
             raise ParameterError(f"phases_per_slice must be {' or '.join(PHASE_COUNT_SOURCES)} or a whole number "
                                  f"1..{MAX_PHASES_PER_SLICE}, got {self.phases_per_slice!r}")
 

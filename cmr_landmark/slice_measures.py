@@ -56,9 +56,19 @@ def measure_slice(found_per_phase: Sequence[ImageLandmarks], view: str, pixel_sp
         # a cine: each point smoothed over the phases, a weak or outlying one filled from its neighbours
         cine = smooth_cine_detections(landmarks, pixel_spacing_mm, probability_threshold)
         landmarks, filled = cine.landmarks, cine.filled
-    per_phase_directions = plane_directions if plane_directions is not None else [None] * len(landmarks)
-    measures = [phase_measures(found, view, pixel_spacing_mm, directions)
-                for found, directions in zip(landmarks, per_phase_directions, strict=True)]
+    displays: list[tuple[np.ndarray | None, bool]] = [(None, False)] * len(landmarks)
+    if view == "sax" and plane_directions is not None:
+        # one look-up (and at most one warning) per distinct plane: the phases of a slice share theirs
+        by_plane: dict[tuple, tuple[np.ndarray | None, bool]] = {}
+        for directions in plane_directions:
+            key = tuple(tuple(float(v) for v in direction) for direction in directions)
+            if key not in by_plane:
+                by_plane[key] = anterior_in_display(directions)
+        displays = [by_plane[tuple(tuple(float(v) for v in direction) for direction in directions)]
+                    for directions in plane_directions]
+    measures = [image_measures({name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}, view,
+                               pixel_spacing_mm, *display)
+                for found, display in zip(landmarks, displays, strict=True)]
     shortening = longitudinal_shortening_or_none([m["LVLength_mm"] for m in measures if "LVLength_mm" in m])
     if shortening is not None:
         for m in measures:
@@ -76,18 +86,13 @@ def named_by_anatomy(found: ImageLandmarks, pixel_spacing_mm: tuple[float, float
     return named
 
 
-def phase_measures(found: ImageLandmarks, view: str, pixel_spacing_mm: tuple[float, float],
-                   plane_directions: PlaneDirections | None = None) -> dict[str, float]:
-    """The measures one image's landmarks allow (a measure whose landmarks are missing is left out); with the
-    plane's directions, also the anterior insertion point's direction in the AHA display."""
-    points_rc = {name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}
-    anterior_rc: np.ndarray | None = None
-    mirrored = False
-    if view == "sax" and plane_directions is not None and {"A-RVI", "C-LV"} <= points_rc.keys():
-        try:
-            anterior_rc = anterior_direction_in_image(*plane_directions)
-            # the AHA segments run counter-clockwise seen from the apex: measured in the standard display
-            mirrored = standard_short_axis_orientation(*plane_directions)[1]
-        except GeometryError as error:
-            log.warning("no anterior RV insertion direction: %s", error)
-    return image_measures(points_rc, view, pixel_spacing_mm, anterior_rc, mirrored)
+def anterior_in_display(plane_directions: PlaneDirections) -> tuple[np.ndarray | None, bool]:
+    """The patient's anterior direction in the image (row, col) and whether the standard short-axis display mirrors
+    the image (the AHA segments run counter-clockwise seen from the apex), for ``AnteriorRVIDirection_deg``;
+    (None, False), with a warning, for a plane with no in-plane anterior direction."""
+    try:
+        return (anterior_direction_in_image(*plane_directions),
+                standard_short_axis_orientation(*plane_directions)[1])
+    except GeometryError as error:
+        log.warning("no anterior RV insertion direction: %s", error)
+        return None, False

@@ -266,23 +266,24 @@ def test_phases_missing_and_out_of_order(passive_server):
     assert all(c.meta["CMRLandmark_Status"] == "ok" for c in copies)
 
 
-def test_acquisitions_and_waveforms_pass_through_unchanged(passive_server):
+def test_acquisitions_waveforms_and_text_pass_through_unchanged(passive_server):
     acquisition = ismrmrd.Acquisition.from_array(np.arange(64, dtype=np.complex64).reshape(2, 32))
     waveform = ismrmrd.Waveform.from_array(np.arange(20, dtype=np.uint32).reshape(2, 10))
     images = [image_message(image) for image in cine()]
+    text = "a log line from upstream, naïve".encode()  # MRD TEXT (id 5): a length prefix, then UTF-8
     sent = [b"\xf0\x03" + acquisition.to_bytes(), images[0], struct.pack("<H", 1026) + waveform.to_bytes(),
-            images[1], images[2], b"\xf0\x03" + acquisition.to_bytes()]
+            images[1], struct.pack("<HI", 5, len(text)) + text, images[2], b"\xf0\x03" + acquisition.to_bytes()]
     replies = session(passive_server.port, sent)
     copies = copies_of(replies, COPIES)
     assert [raw for raw, item in replies if not any(item is c for c in copies)] == sent
-    assert len(copies) == 3 and len(replies) == 9
+    assert len(copies) == 3 and len(replies) == 10
 
 
 def test_messages_the_gadgetron_package_cannot_write_back_go_on_as_they_came(passive_server):
     # An empty acquisition bucket (id 1050): the gadgetron package reads buckets but has no writer for them.
     bucket = (struct.pack("<H", 1050) + bytes(ctypes.sizeof(acquisition_bucket.bucket_meta))
               + struct.pack("<QQ", 0, 0))  # no data or reference acquisitions, no stats, no waveforms
-    # An image array with a waveform (id 1030): gadgetron 1.4.1 writes each waveform with a message id inside the
+    # An image array with a waveform (id 1024): gadgetron 1.4.1 writes each waveform with a message id inside the
     # array, so re-serialising it would corrupt the stream downstream.
     array = io.BytesIO()
     write_image_array(array, ImageArray(data=np.ones((1, 1, 1, 1, 1, 4, 4), np.complex64),

@@ -164,9 +164,10 @@ def test_random_header_xml(passive_server, no_last_resort, header, nul):
 
 
 PARAMETER_NAMES = st.sampled_from(["model", "view", "sequence", "probability_threshold", "series_index_offset",
-                                   "draw_landmarks", "cross_size_mm", "device"]) | _XML_TEXT
+                                   "draw_landmarks", "cross_size_mm", "device", "phases_per_slice"]) | _XML_TEXT
 PARAMETER_VALUES = st.one_of(_XML_TEXT, st.sampled_from(["sax", "lax", "auto", "cine", "true", "0", "-1", "1e400",
-                                                         "nan", "inf", "65535", "30000", "0.5", "cpu"]),
+                                                         "nan", "inf", "65535", "30000", "0.5", "cpu", "header",
+                                                         "slice_change", "\u00b2", "\u0661\u0662"]),
                              st.integers().map(str), st.floats().map(str))
 PROPERTIES = st.dictionaries(PARAMETER_NAMES, PARAMETER_VALUES, max_size=4)
 

@@ -36,7 +36,8 @@ def test_both_gadgetron_property_syntaxes_and_namespaces():
     ({"view": "axial"}, "view"), ({"sequence": "flow"}, "sequence"), ({"probability_threshold": "1.5"}, "[0, 1]"),
     ({"series_index_offset": "ten"}, "series_index_offset"), ({"draw_landmarks": "maybe"}, "true or false"),
     ({"device": "tpu"}, "device"), ({"colour": "red"}, "unknown"), ({"cross_size_mm": "0"}, "cross_size_mm"),
-    ({"phases_per_slice": "0"}, "phases_per_slice"), ({"phases_per_slice": "all"}, "phases_per_slice")])
+    ({"phases_per_slice": "0"}, "phases_per_slice"), ({"phases_per_slice": "all"}, "phases_per_slice"),
+    ({"phases_per_slice": "\u00b2"}, "phases_per_slice")])  # a digit to str.isdigit, not to int()
 def test_bad_parameters_are_named_in_the_error(values, message):
     with pytest.raises(ParameterError, match=message.replace("[", r"\[").replace("]", r"\]")):
         GadgetParameters.from_strings(values)

@@ -115,7 +115,7 @@ def test_the_anterior_rvi_direction_is_the_same_however_the_slice_is_stored() ->
     # one heart, stored as the scanner wrote it and stored mirrored (columns reversed, read_dir negated): the AHA
     # segments run counter-clockwise seen from the apex, so the attribute must not flip with the storage
     from cmr_landmark.detector import Landmark
-    from cmr_landmark.slice_measures import phase_measures
+    from cmr_landmark.slice_measures import measure_slice
 
     read_dir, phase_dir, width = (0.6, -0.8, 0.0), (0.48, 0.36, 0.8), 64
     points = {"A-RVI": (20.0, 22.0), "P-RVI": (40.0, 18.0), "C-LV": (32.0, 36.0)}
@@ -123,6 +123,6 @@ def test_the_anterior_rvi_direction_is_the_same_however_the_slice_is_stored() ->
     for mirrored in (False, True):
         found = {name: Landmark(row, width - 1 - col if mirrored else col, 0.9) for name, (row, col) in points.items()}
         stored_read_dir = tuple(-v for v in read_dir) if mirrored else read_dir
-        measures.append(phase_measures(found, "sax", (1.5, 1.5), (stored_read_dir, phase_dir)))
+        measures.append(measure_slice([found], "sax", (1.5, 1.5), 0.5, [(stored_read_dir, phase_dir)]).measures[0])
     assert measures[0]["AnteriorRVIDirection_deg"] == pytest.approx(measures[1]["AnteriorRVIDirection_deg"])
     assert measures[0]["RVInsertionAngle_deg"] == pytest.approx(measures[1]["RVInsertionAngle_deg"])

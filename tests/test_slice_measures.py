@@ -62,3 +62,11 @@ def test_a_single_long_axis_image_is_measured_without_smoothing() -> None:
 def test_plane_directions_must_be_one_per_phase() -> None:
     with pytest.raises(ValueError, match="2 plane directions for 1 phases"):
         measure_slice([sax_found(20.0, 40.0)], "sax", SPACING_MM, 0.5, [AXIAL_DIRECTIONS] * 2)
+
+
+def test_a_plane_with_no_anterior_direction_is_warned_about_once_per_slice(caplog) -> None:
+    coronal = ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0))  # LPS x and -z: the anterior-posterior axis is its normal
+    with caplog.at_level("WARNING", logger="cmr_landmark.slice_measures"):
+        measured = measure_slice([sax_found(20.0, 40.0)] * 3, "sax", SPACING_MM, 0.5, [coronal] * 3)
+    assert [r.getMessage().startswith("no anterior RV insertion direction") for r in caplog.records] == [True]
+    assert all("RVInsertionAngle_deg" in m and "AnteriorRVIDirection_deg" not in m for m in measured.measures)
