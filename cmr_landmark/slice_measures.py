@@ -59,13 +59,10 @@ def measure_slice(found_per_phase: Sequence[ImageLandmarks], view: str, pixel_sp
     displays: list[tuple[np.ndarray | None, bool]] = [(None, False)] * len(landmarks)
     if view == "sax" and plane_directions is not None:
         # one look-up (and at most one warning) per distinct plane: the phases of a slice share theirs
-        by_plane: dict[tuple, tuple[np.ndarray | None, bool]] = {}
-        for directions in plane_directions:
-            key = tuple(tuple(float(v) for v in direction) for direction in directions)
-            if key not in by_plane:
-                by_plane[key] = anterior_in_display(directions)
-        displays = [by_plane[tuple(tuple(float(v) for v in direction) for direction in directions)]
-                    for directions in plane_directions]
+        planes = [tuple(tuple(float(v) for v in direction) for direction in directions)
+                  for directions in plane_directions]
+        by_plane = {plane: anterior_in_display(plane) for plane in dict.fromkeys(planes)}
+        displays = [by_plane[plane] for plane in planes]
     measures = [image_measures({name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}, view,
                                pixel_spacing_mm, *display)
                 for found, display in zip(landmarks, displays, strict=True)]
