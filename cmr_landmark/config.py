@@ -52,6 +52,7 @@ class StageGrid:
 # Coarse: whole image at 4 mm; 256 mm covers the heart wherever a planner put it. Fine: a 1.25 mm crop
 # centred on the coarse estimate, big enough for the LV and RV insertion points (SAX) or the whole LV (LAX).
 COARSE_GRID = StageGrid(pixel_mm=4.0, size_px=64, sigma_px=1.5)
+DEFAULT_WIDTHS = (16, 32, 64, 128)  # U-Net channels per level (the coarse stage and the orientation network)
 # Where the RV lies from the LV (degrees counter-clockwise from the viewer's right; display_orientation.
 # rv_direction_deg) in the standard short-axis display a scanner header gives (anterior up, patient's right on the
 # viewer's left): the orientation network put it at 117 degrees (median) on 22 real Kaggle DICOM frames, where the

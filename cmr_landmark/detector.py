@@ -95,8 +95,8 @@ class Detector:
     stages and resampled as a whole (:func:`preprocess.resample_stack`), and bf16 autocast on CPUs with native
     bf16 (fp16 on a GPU). ``optimised=False`` is the reference the fast path is checked against
     (tests/test_fast_path.py, benchmarks/run_benchmarks.py): :func:`preprocess.preprocess` per image and stage,
-    exactly as training calls it, and fp32 inference. Both run in the layout the file's weights were frozen in
-    (channels-last since 2026-12-05, ``export.freeze_cascade``).
+    the steps training takes (``augment.sample_on_grid``), and fp32 inference. Both run in the layout the file's
+    weights were frozen in (channels-last since 2026-12-05, ``export.freeze_cascade``).
 
     ``mirror_average`` (default: the manifest's value for the model): the fine stage also sees its crop mirrored
     left-right, and its heatmaps, mirrored back with the handed landmarks swapped (``config.MIRROR_SWAP``), are

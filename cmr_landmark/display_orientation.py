@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ORIENTATION_GRID
+from .config import DEFAULT_WIDTHS, ORIENTATION_GRID
 from .geometry import ORIENTATIONS, angle_between_deg, circular_mean_deg, midpoint_direction_deg, shown_direction_deg
 from .preprocess import grid_transform, normalise_stack, resample_stack
 
@@ -51,7 +51,7 @@ class OrientationNet(nn.Module):
     outputs: the RV direction as (cos, sin) (short where the slice shows no RV, so a stack's sum weighs the slices
     that do) and a logit that the image is the mirror image of the standard display."""
 
-    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
+    def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = 1

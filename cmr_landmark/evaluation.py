@@ -22,10 +22,18 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW
+from .config import (
+    COARSE_GRID,
+    DEFAULT_PROBABILITY_THRESHOLD,
+    FINE_GRID_BY_VIEW,
+    LANDMARKS_BY_VIEW,
+    MIRROR_POOLINGS,
+    models_dir,
+)
 from .detector import Detector, bf16_faster_on_cpu
 from .display_orientation import mean_rv_direction_deg
 from .export import export_cascade
+from .geometry import distances_mm
 from .measures import lv_length_mm, rv_insertion_angle_deg
 from .model_store import find_model, read_manifest
 from .network import LandmarkCascade
@@ -62,7 +70,7 @@ class Evaluation:
     @property
     def distances_mm(self) -> np.ndarray:
         """(N, K) distance of prediction to label in mm, whatever the probability; NaN where not labelled."""
-        return np.sqrt((((self.predicted_rc - self.truth_rc) * self.spacing_mm[:, None, :]) ** 2).sum(axis=2))
+        return distances_mm(self.predicted_rc, self.truth_rc, self.spacing_mm[:, None, :])
 
     @property
     def mean_distance_mm(self) -> float:
@@ -434,7 +442,7 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
                seconds_per_slice: float, threshold_rule: str, notes: str, mirror_average: bool = False) -> str:
     """Markdown model card: data, split, training, speed and the measured validation tables."""
     from .network import count_parameters, unet_widths
-    from .training import KEPT_AS_GIVEN, load_cascade
+    from .training import DEFAULT_MAX_ROTATION_DEG, KEPT_AS_GIVEN, load_cascade
 
     def widths(unet: torch.nn.Module) -> str:
         return "-".join(map(str, unet_widths(unet.state_dict())))
@@ -477,7 +485,8 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
   {fine.pixel_mm} mm centred on the coarse landmarks' weighted mean.
 - **Training data** {training_data}
 - **Training**: KL divergence + soft Dice, Adam lr {run['lr']}, ReduceLROnPlateau x0.5, {training_precision},
-  augmentation (rotation +-30 deg, scale, translation, mirror with A/P swap, coil shading, noise, blur, gamma).
+  augmentation (rotation +-{DEFAULT_MAX_ROTATION_DEG:g} deg, scale, translation, mirror with A/P swap, coil
+  shading, noise, blur, gamma).
   Epochs coarse {run['epochs']}, fine {run.get('epochs_fine', run['epochs'])}; best epochs (by validation mean
   distance, counted from 1) coarse {epoch_number('coarse')}, fine {epoch_number('fine')}.
   Initialised from: {initialised_from}. {timing} on {run['threads']} CPU
@@ -501,18 +510,22 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cmr-landmark export", description=main_export.__doc__)
     parser.add_argument("--run", type=Path, required=True, help="training run folder (run.json, *_best.pt)")
     parser.add_argument("--name", required=True, help="model name, e.g. sax_cine")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--models-dir", type=Path, default=None,
+                        help="where to write the model (default: the models folder the gadget reads, models/)")
     parser.add_argument("--threshold", default="auto", help="a probability, or 'auto': chosen on the train split")
     parser.add_argument("--notes", type=Path, default=None, help="markdown appended to the model card")
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=True,
                         help="the shipped model averages its fine stage over the crop and its mirror; the threshold "
                              "and the card's accuracy are measured that way (default: on)")
+    parser.add_argument("--mirror-pooling", choices=MIRROR_POOLINGS, default="mean",
+                        help="how the two mirror passes are pooled (sax_any and sax_t1 ship log_linear; docs/t1.md)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a model of the same name in --models-dir (e.g. a shipped one in models/)")
     args = parser.parse_args(argv)
     from .training import load_cascade, run_slices
 
+    args.models_dir = args.models_dir or models_dir()
     if not args.overwrite and (args.models_dir / "manifest.json").exists() and any(
             spec.name == args.name for spec in read_manifest(args.models_dir)):
         parser.error(f"{args.models_dir} already has a model {args.name!r}: give --models-dir a folder of your own, "
@@ -525,14 +538,16 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     cascade = load_cascade(args.run, view)
     if args.threshold == "auto":
         train_slices = run_slices(run, "train")
-        threshold = choose_threshold(evaluate_slices(cascade, train_slices, mirror_average=args.mirror_average))
+        threshold = choose_threshold(evaluate_slices(cascade, train_slices, mirror_average=args.mirror_average,
+                                                     mirror_pooling=args.mirror_pooling))
         rule = (f"chosen on the training split ({len(train_slices)} slices) as the value maximising detection "
                 "rate minus false-positive rate over all landmarks.")
     else:
         threshold, rule = float(args.threshold), "given at export."
     val_slices = run_slices(run, "val")
     start = time.perf_counter()
-    evaluation = evaluate_slices(cascade, val_slices, threshold, mirror_average=args.mirror_average)
+    evaluation = evaluate_slices(cascade, val_slices, threshold, mirror_average=args.mirror_average,
+                                 mirror_pooling=args.mirror_pooling)
     seconds_per_slice = (time.perf_counter() - start) / len(val_slices)
     notes = args.notes.read_text() if args.notes else ""
     card = model_card(args.name, view, sequence, run, metrics, evaluation, seconds_per_slice, rule, notes,
@@ -545,7 +560,8 @@ def main_export(argv: Sequence[str] | None = None) -> int:
             print(f"display_rv_direction_deg not recorded: {error}")
     path = export_cascade(cascade, args.name, view, sequence, COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold,
                           args.models_dir, card=card, extra=extra,
-                          embed_training_state=True, mirror_average=args.mirror_average)
+                          embed_training_state=True, mirror_average=args.mirror_average,
+                          mirror_pooling=args.mirror_pooling)
     write_report(evaluation, val_slices, args.run / "validation", f"{args.name} on the validation split")
     print(card)
     print(f"wrote {path}")

@@ -48,6 +48,11 @@ def _finite_vector(values: Sequence[float] | np.ndarray, length: int, what: str)
     return vector
 
 
+def distances_mm(predicted_rc: np.ndarray, true_rc: np.ndarray, pixel_spacing_mm: np.ndarray) -> np.ndarray:
+    """Euclidean distance in mm of (..., 2) (row, col) points; ``pixel_spacing_mm`` broadcasts as (..., 2)."""
+    return np.sqrt((((predicted_rc - true_rc) * pixel_spacing_mm) ** 2).sum(axis=-1))
+
+
 def checked_pixel_spacing_mm(pixel_spacing_mm: Sequence[float]) -> np.ndarray:
     """(row_mm, col_mm) as an array; ValueError unless two finite positive numbers (a caller's error, not geometry
     the image lacks)."""

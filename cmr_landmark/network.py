@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .config import DEFAULT_WIDTHS
+
 
 class ConvBlock(nn.Sequential):
     """Two 3x3 convolutions with BatchNorm and ReLU."""
@@ -33,7 +35,7 @@ class UNet(nn.Module):
     reference network passes residual blocks).
     """
 
-    def __init__(self, n_landmarks: int, widths: tuple[int, ...] = (16, 32, 64, 128), in_channels: int = 1,
+    def __init__(self, n_landmarks: int, widths: tuple[int, ...] = DEFAULT_WIDTHS, in_channels: int = 1,
                  block: Callable[[int, int], nn.Module] = ConvBlock) -> None:
         super().__init__()
         self.encoders = nn.ModuleList()

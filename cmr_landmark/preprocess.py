@@ -128,8 +128,9 @@ def preprocess(
 ) -> tuple[np.ndarray, GridTransform]:
     """Magnitude -> intensity normalisation -> resample/crop to ``grid``. Returns (grid image, transform).
 
-    The single function the training pipeline and inference both call (augmentation passes its random
-    rotation/scale/mirror through :func:`grid_transform` and :func:`resample_to_grid` the same way).
+    Inference's reference path (``Detector(optimised=False)``). Training takes the same steps through
+    :func:`augment.sample_on_grid` (:func:`normalise_intensity`, then :func:`grid_transform` with its random
+    rotation/scale/mirror and :func:`resample_to_grid`), so both see one preprocessing.
     """
     if image.ndim != 2 or min(image.shape) < 2:
         raise ValueError(f"expected a 2-D image of at least 2 x 2 pixels, got shape {image.shape}")

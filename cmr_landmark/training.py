@@ -46,9 +46,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .augment import AffineParameters, RandomAffine, default_intensity_augmentation, sample_on_grid
-from .config import COARSE_GRID, FINE_CENTROID_RADIUS_MM, FINE_GRID_BY_VIEW, LANDMARKS_BY_VIEW, StageGrid
+from .config import (
+    COARSE_GRID,
+    DEFAULT_WIDTHS,
+    FINE_CENTROID_RADIUS_MM,
+    FINE_GRID_BY_VIEW,
+    LANDMARKS_BY_VIEW,
+    StageGrid,
+)
 from .detector import bf16_faster_on_cpu
 from .export import load_training_state
+from .geometry import distances_mm
 from .heatmaps import centres_of_mass, decode_heatmaps, render_heatmaps, window_centroids
 from .network import LandmarkCascade, UNet, unet_widths
 from .preprocess import normalise_intensity, to_magnitude
@@ -56,7 +64,6 @@ from .synth.contrast import with_random_contrast
 
 STAGES = ("coarse", "fine")
 KEPT_AS_GIVEN = -1  # the "best epoch" of a stage given 0 epochs: its starting weights, not trained here
-DEFAULT_WIDTHS = (16, 32, 64, 128)
 FINE_JITTER_MM = 12.0  # the coarse stage's errors the fine stage must absorb (coarse grid is 4 mm)
 DEFAULT_MAX_ROTATION_DEG = 30.0  # augmentation: rotations within +- this
 FRESH_IMAGE_STREAM = 1  # HeatmapDataset.item_image's generator: (seed, epoch, index, this)
@@ -96,11 +103,6 @@ def crop_centre_rc(landmarks_rc: np.ndarray) -> np.ndarray | None:
     """Mean of the present landmarks: where the detector centres the fine crop (weighted mean of coarse points)."""
     present = np.all(np.isfinite(landmarks_rc), axis=1)
     return landmarks_rc[present].mean(axis=0) if np.any(present) else None
-
-
-def distances_mm(predicted_rc: np.ndarray, true_rc: np.ndarray, pixel_spacing_mm: np.ndarray) -> np.ndarray:
-    """Euclidean distance in mm of (..., 2) points; ``pixel_spacing_mm`` broadcasts as (..., 2)."""
-    return np.sqrt((((predicted_rc - true_rc) * pixel_spacing_mm) ** 2).sum(axis=-1))
 
 
 # --- data -------------------------------------------------------------------------------------------------------
@@ -625,7 +627,8 @@ def train_cascade(
     ``teachers``, ``distil_weight``: knowledge distillation from shipped models (:func:`train_stage`).
     ``distance_weight``: the fine stage also learns where its maps' centre of mass lies (:func:`train_stage`).
     ``fresh_images``: a share of the items with a new synthetic image each epoch, both stages (:class:`FreshImages`).
-    ``out_dir`` holds the checkpoints and ``history.json``; rerunning with ``resume`` continues where it stopped.
+    ``out_dir`` holds the checkpoints (each stage's history inside its ``<stage>_last.pt``); rerunning with
+    ``resume`` continues where it stopped.
     """
     from .evaluation import evaluate_slices  # evaluation exports the cascade and runs Detector on it
 

@@ -80,13 +80,15 @@ def test_train_export_evaluate_commands_on_a_via_project(tmp_path, capsys) -> No
     with pytest.raises(SystemExit) as stop:  # a second run into the same folder would overwrite the first's
         main_train(train)
     assert stop.value.code == 2 and "--resume continues it" in capsys.readouterr().err
-    export = ["--run", str(run), "--name", "sax_cine_mine", "--models-dir", str(models)]
+    export = ["--run", str(run), "--name", "sax_cine_mine", "--models-dir", str(models),
+              "--mirror-pooling", "log_linear"]
     assert main_export(export) == 0
     with pytest.raises(SystemExit) as stop:  # nor does an export replace a model of the same name unasked
         main_export(export)
     assert stop.value.code == 2 and "--overwrite" in capsys.readouterr().err
     (entry,) = json.loads((models / "manifest.json").read_text())["models"]
     assert entry["name"] == "sax_cine_mine" and 0.05 <= entry["probability_threshold"] <= 0.95
+    assert entry["mirror_average"] and entry["mirror_pooling"] == "log_linear"  # as sax_any and sax_t1 ship
     assert set(entry["validation"]["landmarks"]) == {"A-RVI", "P-RVI", "C-LV"}
     card = (models / "sax_cine_mine.md").read_text()
     assert "## Validation accuracy" in card and f"VIA project {PROJECT.name}" in card and "splits.json" not in card

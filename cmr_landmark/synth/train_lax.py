@@ -30,6 +30,7 @@ from ..augment import sample_on_grid
 from ..config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW
 from ..datasets import Slice
 from ..export import export_cascade
+from ..geometry import distances_mm
 from ..heatmaps import decode_heatmaps
 from ..lax_evaluation import LABELLED_PHASE_NAMES, mnms2_lax_slices
 from ..training import (
@@ -37,7 +38,6 @@ from ..training import (
     DEFAULT_WIDTHS,
     HeatmapDataset,
     coarse_predictions,
-    distances_mm,
     load_cascade,
     load_stage_weights,
     mean_distance_mm,
