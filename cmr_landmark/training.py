@@ -59,7 +59,7 @@ from .export import load_training_state
 from .geometry import distances_mm
 from .heatmaps import centres_of_mass, decode_heatmaps, render_heatmaps, window_centroids
 from .network import LandmarkCascade, UNet, unet_widths
-from .preprocess import normalise_intensity, to_magnitude
+from .preprocess import grid_transform, normalise_intensity, to_magnitude
 from .synth.contrast import with_random_contrast
 
 STAGES = ("coarse", "fine")
@@ -295,9 +295,8 @@ def coarse_predictions(model: nn.Module, slices: Sequence[LabelledSlice], device
             grid_points, _ = decode_heatmaps(torch.softmax(model(x).float(), dim=1).cpu())
             for offset, grid_rc in enumerate(grid_points):
                 index = start + offset
-                _, _, transform = sample_on_grid(
-                    dataset.images[index], dataset.spacings[index], dataset.landmarks[index], dataset.grid, dataset.view
-                )
+                # the transform dataset[index] sampled with (no augmentation: the image centre, unturned)
+                transform = grid_transform(dataset.images[index].shape, dataset.spacings[index], dataset.grid)
                 points.append(transform.grid_to_image(grid_rc))
     return np.stack(points) if points else np.zeros((0, len(LANDMARKS_BY_VIEW[dataset.view]), 2))
 
