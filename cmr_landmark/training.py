@@ -301,6 +301,15 @@ def coarse_predictions(model: nn.Module, slices: Sequence[LabelledSlice], device
     return np.stack(points) if points else np.zeros((0, len(LANDMARKS_BY_VIEW[dataset.view]), 2))
 
 
+NO_VALIDATION_LANDMARK = "the validation slices need at least one labelled landmark to choose the best epoch by"
+
+
+def has_labelled_landmark(slices: Sequence[LabelledSlice]) -> bool:
+    """Whether any slice has a labelled landmark: the best epoch is the one with the least validation distance,
+    which without one is NaN and never improves."""
+    return any(np.isfinite(np.asarray(s.landmarks_rc, dtype=np.float64)).all(axis=-1).any() for s in slices)
+
+
 def view_of(slices: Sequence[LabelledSlice]) -> str:
     views = {getattr(s, "view", None) for s in slices}
     if len(views) != 1 or None in views:
@@ -631,8 +640,8 @@ def train_cascade(
     """
     from .evaluation import evaluate_slices  # evaluation exports the cascade and runs Detector on it
 
-    if not val_slices:
-        raise ValueError("validation slices are needed to choose the best epoch")
+    if not has_labelled_landmark(val_slices):
+        raise ValueError(NO_VALIDATION_LANDMARK)
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     device = setup_distributed()
@@ -798,6 +807,8 @@ def main_train(argv: Sequence[str] | None = None) -> int:
             parser.error(str(error))
     else:
         parser.error("give --datasets or --via/--via-val")
+    if not has_labelled_landmark(val_slices):
+        parser.error(NO_VALIDATION_LANDMARK)
     if len(train_slices) < args.batch_size:  # else train_stage would stop with a traceback after loading everything
         parser.error(f"{len(train_slices)} training images are fewer than one batch: give --batch-size "
                      f"{len(train_slices)} or less")

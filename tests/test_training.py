@@ -231,6 +231,15 @@ def test_distillation_refuses_fresh_images_and_random_convolutions(tmp_path, oth
                                     teachers={"cine": torch.nn.Identity()}, **other_images)
 
 
+def test_validation_slices_without_a_labelled_landmark_are_refused_before_training(tmp_path) -> None:
+    # slices outside the heart only: the validation distance would be NaN, and no epoch would ever be "best"
+    empty = phantom_slices(4, seed=5, empty_fraction=1.0)
+    assert not training_module.has_labelled_landmark(empty)
+    with pytest.raises(ValueError, match="at least one labelled landmark"):
+        training_module.train_cascade(phantom_slices(4, seed=3), empty, "sax", tmp_path, 1, 1)
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
 def test_a_few_steps_reduce_the_loss() -> None:
     torch.manual_seed(0)
     dataset = HeatmapDataset(phantom_slices(8, seed=8, empty_fraction=0.0), "sax", "coarse", augment=False)
