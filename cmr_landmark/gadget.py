@@ -335,14 +335,41 @@ def choose_view_and_sequence(
     An unknown view is an error (no safe default); an unknown sequence asks for the contrast-agnostic model
     ('any'; model_store.find_model)."""
     texts = header_texts(header) + meta_texts(meta)
-    view = parameters.view if parameters.view != "auto" else view_from_texts(texts)
+    view, sequence = view_and_sequence_told(parameters, texts)
     if view is None:
         raise ParameterError(f"cannot tell the view (sax/lax) from the protocol texts {texts}; set the view parameter")
-    sequence = parameters.sequence if parameters.sequence != "auto" else sequence_from_texts(texts)
     if sequence is None:
         log.warning("cannot tell the sequence from %s: using the contrast-agnostic model", texts)
         sequence = "any"
     return view, sequence
+
+
+def view_and_sequence_told(parameters: GadgetParameters, texts: list[str]) -> tuple[str | None, str | None]:
+    """The view and sequence the parameters give, or for 'auto' what ``texts`` tell (None where they do not)."""
+    view = parameters.view if parameters.view != "auto" else view_from_texts(texts)
+    sequence = parameters.sequence if parameters.sequence != "auto" else sequence_from_texts(texts)
+    return view, sequence
+
+
+MAX_WARM_UP_IMAGES = 64
+
+
+def load_model_before_images(parameters: GadgetParameters, header: ismrmrd.xsd.ismrmrdHeader | None) -> None:
+    """Load and run once the model this stream will use, where the chain and the header already say which.
+
+    A process's first call of a model pays for building its kernels (about 90 ms on the 2-core machine), and
+    Gadgetron's active mode starts a process per scan; the configuration and header come when the scan starts,
+    seconds before its first image. Where the model depends on the first image's attributes, or anything stops
+    it, nothing is done here: the first slice loads the model and meets (and reports) any error itself."""
+    view, sequence = view_and_sequence_told(parameters, header_texts(header))
+    if view is None or (sequence is None and not parameters.model):
+        return
+    try:
+        detector = cached_detector(view, sequence or "any", parameters.model, parameters.device)
+        # a cine slice's phases come as one batch (capped: a header's phase count may be wrong, docs/gadget.md)
+        detector.warm_up(min(parameters.phases_per_slice_count(header) or 1, MAX_WARM_UP_IMAGES))
+    except Exception as error:  # the first slice meets it again and tags its copies with it
+        log.info("model not loaded before the images: %s", error)
 
 
 # --- the data path ---------------------------------------------------------------------------------------------
@@ -673,6 +700,8 @@ def landmark_detection(connection: Connection, default_properties: dict[str, str
         log.error("%s: images pass through, their copies are tagged with the error", error)
         parameters = error
     header = connection.header
+    if isinstance(parameters, GadgetParameters):
+        load_model_before_images(parameters, header)
     usable = parameters if isinstance(parameters, GadgetParameters) else GadgetParameters()
     batches = slice_batches(pass_originals(connection), usable.phases_per_slice_count(header))
     groups = arrived_together(batches, lambda: data_waiting(connection))

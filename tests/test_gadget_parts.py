@@ -102,3 +102,28 @@ def test_image_with_unparseable_meta_keeps_its_bytes():
     assert received.raw == raw
     assert received.meta_error and dict(received.image.meta) == {}
     np.testing.assert_array_equal(received.image.data, image.data)
+
+
+def test_the_model_a_chain_names_is_loaded_and_run_once_before_the_first_image(throwaway_model_folder, monkeypatch,
+                                                                                caplog):
+    from cmr_landmark import gadget
+
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))
+    monkeypatch.setattr(gadget, "_detectors", {})
+    calls = []
+    monkeypatch.setattr(gadget.Detector, "detect", lambda self, images, *a, **k: calls.append(len(images)) or [])
+    explicit = GadgetParameters.from_strings({"view": "lax", "sequence": "cine"})
+    gadget.load_model_before_images(explicit, header(phases=25))
+    gadget.load_model_before_images(explicit, header(phases=25))  # a second scan in the same process
+    assert calls == [25]  # the cine slice's batch shape, once per process
+    (detector,) = gadget._detectors.values()
+    assert detector.spec.view == "lax" and detector.warmed_up
+
+    # the view left to the first image's attributes: nothing loaded before it
+    gadget.load_model_before_images(GadgetParameters.from_strings({}), header(phases=1, protocol_name=""))
+    assert len(gadget._detectors) == 1 and calls == [25]
+    # a chain that cannot be served: logged, left for the first slice to report on its copies
+    with caplog.at_level("INFO", logger="cmr_landmark.gadget"):
+        gadget.load_model_before_images(GadgetParameters.from_strings({"view": "sax", "model": "no_such_model"}),
+                                        header(phases=1))
+    assert "model not loaded before the images" in caplog.text
