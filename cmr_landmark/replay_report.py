@@ -12,6 +12,7 @@ import ismrmrd
 
 from .config import LANDMARKS_BY_VIEW
 from .geometry import GeometryError, pixel_spacing_mm
+from .measures import longitudinal_shortening_or_none
 from .overlay import save_curve, save_landmark_overlay, save_phase_overlays
 
 PREFIX = "CMRLandmark_"
@@ -84,10 +85,17 @@ def slice_summaries(records: Sequence[dict]) -> list[dict]:
             values = [r["measures"].get(measure) for r in members]
             if any(v is not None for v in values):
                 summary[key] = values
-        shortening = {r["measures"]["LongitudinalShortening"] for r in members
-                      if "LongitudinalShortening" in r["measures"]}
-        if shortening:
-            summary["longitudinal_shortening"] = shortening.pop()
+        shortening = sorted({r["measures"]["LongitudinalShortening"] for r in members
+                             if "LongitudinalShortening" in r["measures"]})
+        if len(shortening) == 1:
+            summary["longitudinal_shortening"] = shortening[0]
+        elif shortening:
+            # the gadget measured parts of the beat apart (a recon sending more phases than the header said; its
+            # log says so): the slice's shortening over all of its reported lengths, the parts' values beside it
+            whole = longitudinal_shortening_or_none([v for v in summary.get("lv_length_mm", []) if v is not None])
+            if whole is not None:
+                summary["longitudinal_shortening"] = whole
+            summary["longitudinal_shortening_of_parts"] = shortening
         summaries.append(summary)
     return summaries
 

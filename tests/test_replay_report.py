@@ -9,7 +9,7 @@ import pytest
 from mrd_stream_helpers import sax_plane_image
 
 from cmr_landmark.config import LANDMARKS_BY_VIEW
-from cmr_landmark.replay_report import landmark_records, summary_text, write_report
+from cmr_landmark.replay_report import landmark_records, slice_summaries, summary_text, write_report
 
 Point = tuple[float, float] | None
 
@@ -94,3 +94,14 @@ def test_two_series_with_the_same_slice_numbers_keep_their_own_pictures(tmp_path
     pictures = sorted(path.name for path in tmp_path.glob("*.png"))
     assert pictures == ["phases_series101_slice00.png", "phases_series102_slice00.png",
                         "series101_slice00.png", "series102_slice00.png"]
+
+
+def test_a_cine_slice_measured_in_parts_reports_the_shortening_of_all_its_phases():
+    # a recon that sent more phases than the header said: the gadget measured phases 0-1 and 2-3 apart
+    lax = {"MV-1": (10.0, 10.0), "MV-2": (10.0, 30.0), "APEX": (60.0, 20.0)}
+    lengths, parts = (90.0, 80.0, 72.0, 85.0), (0.1111, 0.1111, 0.1529, 0.1529)
+    images = [annotated("lax", 0, t, lax, LVLength_mm=length, LongitudinalShortening=part)
+              for t, (length, part) in enumerate(zip(lengths, parts, strict=True))]
+    (summary,) = slice_summaries(landmark_records(images))
+    assert summary["longitudinal_shortening"] == pytest.approx((90.0 - 72.0) / 90.0)
+    assert summary["longitudinal_shortening_of_parts"] == [0.1111, 0.1529]
