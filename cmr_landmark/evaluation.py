@@ -174,6 +174,14 @@ def image_table(evaluation: Evaluation) -> list[dict]:
     ]
 
 
+def paired_difference(candidate: np.ndarray, control: np.ndarray) -> tuple[float, float]:
+    """Mean of ``candidate - control`` over the entries both measured (finite in both), and its 95 % half-width
+    (1.96 standard errors): how the experiments compare two models on the same landmarks."""
+    difference = (np.asarray(candidate, dtype=float) - np.asarray(control, dtype=float)).ravel()
+    difference = difference[np.isfinite(difference)]
+    return float(difference.mean()), float(1.96 * difference.std(ddof=1) / np.sqrt(difference.size))
+
+
 def _statistic(function, values: np.ndarray, minimum: int = 1) -> float:
     return float(function(values)) if len(values) >= minimum else float("nan")
 

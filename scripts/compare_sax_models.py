@@ -51,7 +51,7 @@ from cmr_landmark.config import (
 )
 from cmr_landmark.detector import Detector
 from cmr_landmark.display_orientation import mean_rv_direction_deg
-from cmr_landmark.evaluation import Evaluation, choose_threshold, evaluate_slices
+from cmr_landmark.evaluation import Evaluation, choose_threshold, evaluate_slices, paired_difference
 from cmr_landmark.export import export_cascade
 from cmr_landmark.model_store import edit_manifest, find_model, sha256_of
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS, clinical_contrast_slices
@@ -158,9 +158,7 @@ def evaluate_model(name: str, run: Path | None, sets: dict[str, list], fingerpri
 
 def paired_difference_mm(a: dict, b: dict) -> tuple[float, float]:
     """Mean (a - b) distance over the landmarks both were measured on, and its 95% half-width."""
-    difference = (np.asarray(a["distances_mm"], dtype=float) - np.asarray(b["distances_mm"], dtype=float)).ravel()
-    difference = difference[np.isfinite(difference)]
-    return float(difference.mean()), float(1.96 * difference.std(ddof=1) / np.sqrt(len(difference)))
+    return paired_difference(a["distances_mm"], b["distances_mm"])
 
 
 def pooled_distances(result: dict, set_names: list[str]) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cmr_landmark.detector import Detector
-from cmr_landmark.evaluation import evaluate_slices
+from cmr_landmark.evaluation import evaluate_slices, paired_difference
 from cmr_landmark.model_store import find_model
 from cmr_landmark.training import load_labelled_slices
 
@@ -42,12 +42,6 @@ def measure(name: str, crop_px: int, slices: list) -> dict:
     evaluation = evaluate_slices(Detector(spec), slices)
     return {"distances_mm": evaluation.distances_mm.ravel(),
             "rows": {row["landmark"]: row for row in evaluation.landmark_rows}}
-
-
-def paired_change(candidate: np.ndarray, control: np.ndarray) -> tuple[float, float]:
-    """Mean and 95 % half-width of the paired difference over the landmarks both measured."""
-    difference = (candidate - control)[np.isfinite(candidate - control)]
-    return float(difference.mean()), float(1.96 * difference.std(ddof=1) / np.sqrt(difference.size))
 
 
 def rate_changes(candidate: dict, control: dict) -> tuple[float, float]:
@@ -70,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             measured = {crop: measure(name, crop, slices) for crop in CROP_SIZES_PX}
             control = measured[CROP_SIZES_PX[0]]
             for crop, result in measured.items():
-                mean, half_width = paired_change(result["distances_mm"], control["distances_mm"])
+                mean, half_width = paired_difference(result["distances_mm"], control["distances_mm"])
                 fall, rise = rate_changes(result["rows"], control["rows"])
                 acceptable = (mean + half_width <= MAX_MEAN_CHANGE_MM and fall <= MAX_RATE_CHANGE_PCT
                               and rise <= MAX_RATE_CHANGE_PCT)

@@ -40,7 +40,7 @@ import numpy as np
 from cmr_landmark.config import REPO_ROOT
 from cmr_landmark.detector import Detector
 from cmr_landmark.display_orientation import mean_rv_direction_deg
-from cmr_landmark.evaluation import evaluate_slices
+from cmr_landmark.evaluation import evaluate_slices, paired_difference
 from cmr_landmark.geometry import orient_image, oriented_spacing_mm, points_to_original
 from cmr_landmark.model_store import find_model
 from cmr_landmark.training import load_cascade, load_labelled_slices, train_cascade
@@ -100,9 +100,8 @@ def distances_mm(model, slices: list) -> np.ndarray:
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> str:
-    difference = (a - b)[np.isfinite(a - b)]
-    half_width = 1.96 * difference.std(ddof=1) / np.sqrt(difference.size)
-    return f"{difference.mean():+.2f} +- {half_width:.2f}"
+    mean, half_width = paired_difference(a, b)
+    return f"{mean:+.2f} +- {half_width:.2f}"
 
 
 def compare(runs: Path, control: str, candidate: str, out: Path) -> None:

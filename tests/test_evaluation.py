@@ -201,3 +201,13 @@ def test_a_pair_compared_as_a_set_forgives_swapped_names_but_not_distance() -> N
     assert pair_distance_as_set_mm(moved, labels, spacing) == pytest.approx(2.0)
     # named right, the straight matching counts: one point on its label, the other 3 columns (6 mm) off
     assert pair_distance_as_set_mm(np.array([[10.0, 10.0], [30.0, 13.0]]), labels, spacing) == pytest.approx(3.0)
+
+
+def test_paired_difference_is_over_the_entries_both_measured():
+    from cmr_landmark.evaluation import paired_difference
+
+    candidate = np.array([[2.0, np.nan], [4.0, 5.0], [6.0, 1.0]])
+    control = np.array([[1.0, 3.0], [2.0, np.nan], [3.0, 0.0]])
+    mean, half_width = paired_difference(candidate, control)  # differences 1, 2, 3, 1 (two pairs have a NaN)
+    assert mean == pytest.approx(7.0 / 4.0)
+    assert half_width == pytest.approx(1.96 * np.std([1.0, 2.0, 3.0, 1.0], ddof=1) / np.sqrt(4))
