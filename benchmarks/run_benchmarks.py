@@ -71,6 +71,7 @@ from cmr_landmark.detector import (  # noqa: E402
 )
 from cmr_landmark.export import export_cascade, freeze_cascade  # noqa: E402
 from cmr_landmark.gadget import MAX_SLICES_PER_CALL  # noqa: E402
+from cmr_landmark.geometry import distances_mm  # noqa: E402
 from cmr_landmark.heatmaps import decode_heatmaps  # noqa: E402
 from cmr_landmark.io.ismrmrd_file import read_ismrmrd_images  # noqa: E402
 from cmr_landmark.model_store import ModelError, ModelSpec, find_model  # noqa: E402
@@ -549,7 +550,7 @@ def fast_path_accuracy(view: str, source: Path | None, limit: int | None) -> dic
     found = reference_probability >= spec.probability_threshold
 
     def distance(points: np.ndarray, to: np.ndarray) -> np.ndarray:
-        return np.sqrt((((points - to) * spacing) ** 2).sum(axis=2))
+        return distances_mm(points, to, spacing)
 
     between = distance(fast, reference)
     return {"model": spec.name, "datasets": ", ".join(ACCURACY_DATASETS[view]), "slices": len(slices),

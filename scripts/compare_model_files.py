@@ -24,6 +24,7 @@ import numpy as np
 
 from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import predict
+from cmr_landmark.geometry import distances_mm
 from cmr_landmark.model_store import read_manifest
 from cmr_landmark.training import load_labelled_slices
 
@@ -54,8 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for bf16 in (False, True):
             points_before, peak_before = predict(Detector(before[after.name], use_bf16=bf16), slices)
             points_after, peak_after = predict(Detector(after, use_bf16=bf16), slices)
-            moved = np.sqrt((((points_after - points_before) * spacing) ** 2).sum(axis=2))
-            error_before, error_after = (np.sqrt((((p - truth) * spacing) ** 2).sum(axis=2))[labelled].mean()
+            moved = distances_mm(points_after, points_before, spacing)
+            error_before, error_after = (distances_mm(p, truth, spacing)[labelled].mean()
                                          for p in (points_before, points_after))
             same_found = np.mean((peak_before >= after.probability_threshold)
                                  == (peak_after >= after.probability_threshold))

@@ -120,7 +120,7 @@ def compare(runs: Path, control: str, candidate: str, out: Path) -> None:
                      f"{paired(measured[candidate], measured['shipped'])} |")
         print(lines[-1], flush=True)
     out.write_text("Mean distance (mm) over every labelled LGE landmark, threshold aside; paired = the same "
-                   "landmarks, mean +- 95 % half-width (`scripts/lge_display_experiment.py compare`).\n\n"
+                   "landmarks, mean +- 95 % half-width (`scripts/lge_recipe_experiment.py compare`).\n\n"
                    + "\n".join(lines) + "\n")
 
 
