@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from cmr_landmark.detector import Detector
-from cmr_landmark.evaluation import evaluate_slices
+from cmr_landmark.evaluation import evaluate_slices, paired_difference
 from cmr_landmark.model_store import find_model, sha256_of
 from cmr_landmark.training import load_labelled_slices
 
@@ -87,9 +87,8 @@ def main() -> int:
             cells = []
             for split, slices in splits.items():
                 found = distances(ensemble, slices)
-                difference = found - base_distances[split]
-                half_width = 1.96 * difference.std(ddof=1) / np.sqrt(len(difference))
-                cells += [f"{found.mean():.3f}", f"{difference.mean():+.3f} +- {half_width:.3f}"]
+                mean, half_width = paired_difference(found, base_distances[split])
+                cells += [f"{found.mean():.3f}", f"{mean:+.3f} +- {half_width:.3f}"]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 
 from cmr_landmark.config import FINE_CENTROID_RADIUS_MM
 from cmr_landmark.detector import Detector, crop_centres, mirrored_back, pool_mirror_passes
+from cmr_landmark.evaluation import paired_difference
 from cmr_landmark.heatmaps import decode_heatmaps, render_heatmaps
 from cmr_landmark.model_store import find_model
 from cmr_landmark.network import UNet, unet_widths
@@ -204,10 +205,10 @@ def compare(runs: Sequence[Path]) -> None:
     first, second = (np.load(run / "best.npz") for run in runs)
     for run, result in zip(runs, (first, second), strict=True):
         print(run, "epoch", int(result["epoch"]), summary(result["distances"], result["peak"], result["labelled"]))
-    difference = (second["distances"] - first["distances"])[first["labelled"]]
-    half_width = 1.96 * difference.std(ddof=1) / np.sqrt(len(difference))
-    print(f"paired difference {runs[1]} - {runs[0]}: {difference.mean():+.2f} +- {half_width:.2f} mm "
-          f"over {len(difference)} labelled landmarks")
+    labelled = first["labelled"]
+    mean, half_width = paired_difference(second["distances"][labelled], first["distances"][labelled])
+    print(f"paired difference {runs[1]} - {runs[0]}: {mean:+.2f} +- {half_width:.2f} mm "
+          f"over {int(labelled.sum())} labelled landmarks")
 
 
 def main() -> None:
