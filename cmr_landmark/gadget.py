@@ -22,6 +22,7 @@ import copy
 import ctypes
 import functools
 import logging
+import re
 import select
 import signal
 import socket
@@ -64,7 +65,7 @@ from .gadget_parameters import (
 )
 from .geometry import model_display_orientation, pixel_spacing_mm, pixel_to_patient_mm
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
-from .model_store import find_model
+from .model_store import ModelError, find_model
 from .series import SeriesBuffer, SliceBatch
 from .slice_measures import measure_slice
 
@@ -72,6 +73,11 @@ log = logging.getLogger("cmr_landmark.gadget")
 
 DATA_ROLE = "CMRLandmark"
 SEQUENCE_DESCRIPTION_SUFFIX = "_LANDMARKS"
+ATTRIBUTE_PREFIX = "CMRLandmark_"
+# The image comments annotated_image and error_image write. An image that comes through a second time (a replayed
+# output, two landmark gadgets in one chain) loses them with its CMRLandmark_* attributes, so that its copy says
+# only what this pass found.
+OWN_COMMENT = re.compile(r"(SAX|LAX) landmarks \d+/\d+|LV length .* mm|RVI angle .* deg|landmark detection failed")
 
 
 # --- the connection: NUL-tolerant, and images kept as their raw bytes ------------------------------------------
@@ -559,12 +565,24 @@ def _copy_for_output(received: ReceivedImage, parameters: GadgetParameters) -> i
         head.image_series_index = output_series_index(head.image_series_index, parameters)
     except ValueError:
         head.image_series_index = MAX_SERIES_INDEX  # only error copies get here: detect_slice checks first
-    meta = copy.deepcopy(received.image.meta)  # lists inside are appended to below
+    meta = without_earlier_results(received.image.meta)
     meta["CMRLandmark_OriginalSeriesIndex"] = str(received.image.getHead().image_series_index)
     meta["GADGETRON_DataRole"] = DATA_ROLE
     meta.append("GADGETRON_ImageProcessingHistory", "CMRLANDMARK")
     meta.append("GADGETRON_SeqDescription", SEQUENCE_DESCRIPTION_SUFFIX)
     return ismrmrd.Image(head=head, meta=meta, data=received.image.data.copy())
+
+
+def without_earlier_results(meta: Meta) -> Meta:
+    """A deep copy of an image's attributes (lists inside are appended to) without what this gadget wrote on an
+    earlier pass: its CMRLandmark_* attributes and its image comments (:data:`OWN_COMMENT`); an attribute left
+    from that pass would contradict this one where a landmark is no longer found or detection fails."""
+    kept = Meta({key: copy.deepcopy(value) for key, value in meta.items() if not key.startswith(ATTRIBUTE_PREFIX)})
+    comments = kept.pop("GADGETRON_ImageComment", None)
+    for comment in [comments] if not isinstance(comments, list) else comments:
+        if comment is not None and not OWN_COMMENT.fullmatch(comment):
+            kept.append("GADGETRON_ImageComment", comment)
+    return kept
 
 
 def _format(value: float) -> str:
@@ -678,11 +696,24 @@ def slice_outputs(batch: SliceBatch, result: SliceResult | None, parameters: Gad
             result = detect_slice(batch, usable, header)
         return [annotated_image(received, result, i, usable) for i, received in enumerate(batch.items)]
     except Exception as error:  # never lose a slice: whatever failed is reported on its copies
-        if isinstance(error, ParameterError):  # the physicist's setting, the same for every slice: no traceback
-            log.error("no landmarks for series %d slice %d: %s", batch.series_index, batch.slice, error)
+        if isinstance(error, ParameterError | ModelError):  # a setting or the installation, the same for every
+            # slice: one line each, no traceback
+            log.error("no landmarks for series %d slice %d: %s: %s", batch.series_index, batch.slice,
+                      type(error).__name__, error)
         else:
             log.exception("landmark detection failed for series %d slice %d", batch.series_index, batch.slice)
         return [error_image(received, f"{type(error).__name__}: {error}", usable) for received in batch.items]
+
+
+def checked_model_name(parameters: GadgetParameters) -> GadgetParameters:
+    """``parameters``, refused with a :class:`ParameterError` where they name a model the manifest does not list:
+    a typo in a chain is a setting, found when the chain is read, not a failure of every slice."""
+    if parameters.model:
+        try:
+            find_model("", "", name=parameters.model)
+        except ModelError as error:
+            raise ParameterError(f"gadget parameter model={parameters.model!r}: {error}") from error
+    return parameters
 
 
 def landmark_detection(connection: Connection, default_properties: dict[str, str] | None = None) -> None:
@@ -695,7 +726,7 @@ def landmark_detection(connection: Connection, default_properties: dict[str, str
         # Gadgetron sends this gadget's own <configuration>; a client of a passive server may send the whole chain
         own = gadget_configuration(connection.config) if connection.config is not None else None
         properties.update(properties_from_config(own))
-        parameters = GadgetParameters.from_strings(properties)
+        parameters = checked_model_name(GadgetParameters.from_strings(properties))
     except ParameterError as error:
         log.error("%s: images pass through, their copies are tagged with the error", error)
         parameters = error
@@ -703,10 +734,45 @@ def landmark_detection(connection: Connection, default_properties: dict[str, str
     if isinstance(parameters, GadgetParameters):
         load_model_before_images(parameters, header)
     usable = parameters if isinstance(parameters, GadgetParameters) else GadgetParameters()
-    batches = slice_batches(pass_originals(connection), usable.phases_per_slice_count(header))
+    series_use = SeriesIndexUse()
+    originals = (series_use.noted_original(received) for received in pass_originals(connection))
+    batches = slice_batches(originals, usable.phases_per_slice_count(header))
     groups = arrived_together(batches, lambda: data_waiting(connection))
     for image in landmark_outputs(groups, parameters, header):
+        series_use.note_copy(image)
         connection.send(image)
+
+
+class SeriesIndexUse:
+    """The series indices of one stream's originals and copies, to catch copies that land in a series the
+    originals use (a chain whose series numbers are ``series_index_offset`` apart): a viewer would mix the two in
+    one series. Warned once per series; a copy sent after the clash is known is tagged
+    CMRLandmark_SeriesIndexClash=1."""
+
+    def __init__(self) -> None:
+        self.originals: set[int] = set()
+        self.copies: set[int] = set()
+        self.warned: set[int] = set()
+
+    def noted_original(self, received: ReceivedImage) -> ReceivedImage:
+        index = received.image.getHead().image_series_index
+        self.originals.add(index)
+        if index in self.copies:
+            self._warn(index)
+        return received
+
+    def note_copy(self, image: ismrmrd.Image) -> None:
+        index = image.getHead().image_series_index
+        self.copies.add(index)
+        if index in self.originals:
+            image.meta[f"{ATTRIBUTE_PREFIX}SeriesIndexClash"] = "1"
+            self._warn(index)
+
+    def _warn(self, index: int) -> None:
+        if index not in self.warned:
+            self.warned.add(index)
+            log.warning("series %d holds both original images and landmark copies: give series_index_offset a "
+                        "value that moves the copies to a series the chain does not use", index)
 
 
 # --- passive mode ----------------------------------------------------------------------------------------------
@@ -727,7 +793,7 @@ class LandmarkServer:
         if config_path is not None:
             chain = ElementTree.parse(config_path).getroot()
             self.default_properties = properties_from_config(gadget_configuration(chain))
-            GadgetParameters.from_strings(self.default_properties)  # refuse a bad chain at start, not per scan
+            checked_model_name(GadgetParameters.from_strings(self.default_properties))  # at start, not per scan
         if max_connections is not None and max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self.max_connections = max_connections

@@ -41,7 +41,11 @@ def main_replay(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     try:  # the gadget would pass every image through and tag each copy with this error: say it once, here
-        GadgetParameters.from_strings(dict(args.properties))
+        parameters = GadgetParameters.from_strings(dict(args.properties))
+        if parameters.model and address is None:  # the gadget started here reads this machine's manifest
+            from .gadget import checked_model_name  # loads torch: only for a named model
+
+            checked_model_name(parameters)
     except ParameterError as error:
         parser.error(f"--set: {error}")
     if not args.input.is_file():

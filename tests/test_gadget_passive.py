@@ -232,3 +232,65 @@ def test_a_client_that_sends_a_whole_chain_gets_the_landmark_blocks_parameters(t
     copies = [item for _, item in replies if isinstance(item, ismrmrd.Image) and item.image_series_index == 107]
     assert [c.meta["CMRLandmark_Status"] for c in copies] == ["ok"] * 3, copies[0].meta.get("CMRLandmark_Error")
 
+
+
+# Attributes of an image that already went through a landmark gadget (a replayed output, a second gadget in the
+# chain): results that this pass may not find again, and a comment of the scanner's own.
+EARLIER_PASS_META = (
+    '<?xml version="1.0"?><ismrmrdMeta>'
+    "<meta><name>CMRLandmark_Status</name><value>ok</value></meta>"
+    "<meta><name>CMRLandmark_Stale_pixel</name><value>1.0</value><value>2.0</value></meta>"
+    "<meta><name>CMRLandmark_RVInsertionAngle_deg</name><value>138.4400</value></meta>"
+    "<meta><name>GADGETRON_ImageComment</name><value>SAX landmarks 3/3</value><value>RVI angle 138 deg</value>"
+    "<value>breath-hold 2</value></meta></ismrmrdMeta>"
+)
+
+
+def test_a_copy_carries_only_what_this_pass_found(throwaway_models):
+    server, thread = _serve(max_connections=2)
+    detected = _session(server.port, _cine_messages(slices=1, attributes=EARLIER_PASS_META), nul=False)
+    failed = _session(server.port, _cine_messages(slices=1, attributes=EARLIER_PASS_META), nul=False,
+                      config='<configuration><property name="probability_threshold" value="2"/></configuration>')
+    thread.join(30)
+    for replies, status in ((detected, "ok"), (failed, "error")):
+        copies = [item for _, item in replies if item.image_series_index == 107]
+        assert len(copies) == 3
+        for copy in copies:
+            assert copy.meta["CMRLandmark_Status"] == status
+            assert "CMRLandmark_Stale_pixel" not in copy.meta
+            comments = list(np.atleast_1d(copy.meta["GADGETRON_ImageComment"]))
+            assert comments[0] == "breath-hold 2" and comments.count("RVI angle 138 deg") == 0
+        if status == "error":
+            assert all("CMRLandmark_RVInsertionAngle_deg" not in c.meta for c in copies)
+            assert all(list(np.atleast_1d(c.meta["GADGETRON_ImageComment"]))[1:] == ["landmark detection failed"]
+                       for c in copies)
+
+
+def test_copies_that_land_in_a_series_of_originals_are_warned_about_and_tagged(throwaway_models, caplog):
+    server, thread = _serve(max_connections=1)
+    # series 107 (say, the chain's own derived series) arrives first, then series 7, whose copies go to 107
+    messages = _cine_messages(slices=1, series_index=107) + _cine_messages(slices=1, series_index=7)
+    replies = _session(server.port, messages, nul=False)
+    thread.join(30)
+    copies_of_7 = [item for _, item in replies if item.image_series_index == 107
+                   and item.meta.get("CMRLandmark_OriginalSeriesIndex") == "7"]
+    assert [c.meta.get("CMRLandmark_SeriesIndexClash") for c in copies_of_7] == ["1"] * 3
+    copies_of_107 = [item for _, item in replies if item.image_series_index == 207]
+    assert [c.meta.get("CMRLandmark_SeriesIndexClash") for c in copies_of_107] == [None] * 3
+    assert caplog.text.count("series 107 holds both original images and landmark copies") == 1
+
+
+def test_a_chain_naming_a_model_the_manifest_lacks_is_refused_or_tagged_in_one_line(throwaway_models, tmp_path,
+                                                                                     caplog):
+    from cmr_landmark.gadget_parameters import ParameterError
+
+    chain = tmp_path / "typo.xml"
+    chain.write_text('<configuration><property name="model" value="sax_cinee"/></configuration>')
+    with pytest.raises(ParameterError, match="sax_cinee"):
+        LandmarkServer(0, config_path=chain)
+    server, thread = _serve(max_connections=1)
+    replies = _session(server.port, _cine_messages(slices=2), nul=False, config=chain.read_text())
+    thread.join(30)
+    errors = [item.meta["CMRLandmark_Error"] for _, item in replies if item.image_series_index == 107]
+    assert len(errors) == 6 and all("'sax_cinee' is not in the manifest" in error for error in errors)
+    assert not [record for record in caplog.records if record.exc_info]  # no traceback per slice

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cmr_landmark.config import COARSE_GRID
-from cmr_landmark.preprocess import grid_transform, resample_stack, resample_to_grid
+from cmr_landmark.preprocess import grid_transform, resample_stack, resample_to_grid, to_magnitude
 
 FIELD_OF_VIEW_MM = 256.0
 CENTRE_MM = 128.0
@@ -69,3 +69,15 @@ def test_a_pixel_size_no_mr_image_has_is_refused_before_any_filtering(pixel_spac
     # every path (gadget, detect, training) builds its grids here: 1e-9 mm would ask the filter for gigabytes
     with pytest.raises(ValueError, match="pixel spacing must be two numbers of mm"):
         grid_transform((64, 64), pixel_spacing_mm, COARSE_GRID)
+
+
+def test_a_signed_real_image_becomes_the_same_magnitude_offline_and_in_the_gadget():
+    # phase-sensitive inversion recovery (PSIR) writes signed real pixels; the models saw magnitude images
+    import ismrmrd
+
+    from cmr_landmark.gadget import magnitude_2d
+
+    signed = np.array([[-300.0, 5.0], [120.0, -7.5]], dtype=np.float32)
+    np.testing.assert_array_equal(to_magnitude(signed), np.abs(signed))
+    np.testing.assert_array_equal(magnitude_2d(ismrmrd.Image.from_array(signed[None, None])), to_magnitude(signed))
+    assert to_magnitude(np.array([-32768], dtype=np.int16))[0] == 32768.0  # no integer wrap-around

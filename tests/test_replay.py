@@ -131,6 +131,18 @@ def test_a_parameter_the_gadget_would_refuse_is_refused_before_anything_is_sent(
     assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_a_model_this_machines_manifest_lacks_is_refused_where_the_gadget_would_run_here(tmp_path, capsys):
+    source = tmp_path / "in.h5"
+    source.write_bytes(b"")
+    with pytest.raises(SystemExit) as stop:  # active mode: the gadget started here reads this manifest
+        main_replay([str(source), "--out", str(tmp_path / "out.h5"), "--set", "model=sax_cinee"])
+    assert stop.value.code == 2 and "--set: gadget parameter model='sax_cinee'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a running gadget elsewhere has its own models: not judged here
+        main_replay([str(source), "--out", str(tmp_path / "out.h5"), "--set", "model=sax_cinee",
+                     "--gadgetron", "127.0.0.1:9"])
+    assert "sax_cinee" not in capsys.readouterr().err
+
+
 def test_a_missing_input_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main_replay([str(tmp_path / "missing.h5"), "--out", str(tmp_path / "out.h5")])
