@@ -30,7 +30,7 @@ import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -451,7 +451,8 @@ def check_usable(plane: np.ndarray, phase: int) -> None:
 
 @dataclass
 class SliceResult:
-    """What detection found for one slice: the model, landmarks per phase and measures per phase."""
+    """What detection found for one slice: the model, landmarks per phase and measures per phase (the phases that
+    could be used, in order), and why the others could not."""
 
     model: str
     view: str
@@ -460,6 +461,7 @@ class SliceResult:
     landmarks: list[ImageLandmarks]
     measures: list[dict[str, float]]
     filled: list[dict[str, bool]] | None = None  # LAX cine: landmarks filled in from neighbouring phases
+    unusable: dict[int, str] = field(default_factory=dict)  # the slice's item index -> why it was left out
 
 
 @dataclass
@@ -467,13 +469,14 @@ class PreparedSlice:
     """One slice checked and ready for the model: its view, model, pixel spacing, (phases, rows, cols) pixels and
     the orientation (quarter turns, mirror) in which the model sees them (docs/gadget.md, "Orientation")."""
 
-    heads: list
+    heads: list  # of the usable phases, as ``pixels``
     view: str
     sequence: str
     detector: Detector
     spacing_mm: tuple[float, float]
     pixels: np.ndarray
     orientation: tuple[int, bool]  # (quarter turns, mirror) that shows the pixels as the model was trained to see
+    unusable: dict[int, str]  # the slice's item index -> why the model cannot use that phase (:func:`check_usable`)
 
 
 def prepare_slice(
@@ -493,13 +496,22 @@ def prepare_slice(
     if len(spacings) != 1 or len(shapes) != 1:
         raise ValueError(f"the phases of slice {batch.slice} differ in matrix {shapes} or pixel spacing {spacings}")
     pixels = np.stack([magnitude_2d(image) for image in images])
-    for phase, plane in zip(batch.phases, pixels, strict=True):
-        check_usable(plane, phase)
     orientations = {model_display_orientation(view, tuple(h.read_dir), tuple(h.phase_dir),
                                               detector.spec.display_rv_direction_deg) for h in heads}
     if len(orientations) != 1:
         raise ValueError(f"the phases of slice {batch.slice} differ in orientation (read_dir/phase_dir)")
-    return PreparedSlice(heads, view, sequence, detector, spacings.pop(), pixels, orientations.pop())
+    # A blank or corrupt phase is left out, not the whole slice: one lost frame must not cost a cine its measures.
+    unusable = {}
+    for index, (phase, plane) in enumerate(zip(batch.phases, pixels, strict=True)):
+        try:
+            check_usable(plane, phase)
+        except ValueError as error:
+            unusable[index] = str(error)
+    if len(unusable) == len(images):
+        raise ValueError("; ".join(unusable.values()))
+    usable = [index for index in range(len(images)) if index not in unusable]
+    return PreparedSlice([heads[i] for i in usable], view, sequence, detector, spacings.pop(), pixels[usable],
+                         orientations.pop(), unusable)
 
 
 def finish_slice(prepared: PreparedSlice, landmarks: list[ImageLandmarks], parameters: GadgetParameters) -> SliceResult:
@@ -511,7 +523,7 @@ def finish_slice(prepared: PreparedSlice, landmarks: list[ImageLandmarks], param
         prepared.detector.spec.probability_threshold if threshold is None else threshold,
         [(tuple(head.read_dir), tuple(head.phase_dir)) for head in prepared.heads])
     return SliceResult(prepared.detector.spec.name, prepared.view, prepared.sequence, prepared.spacing_mm,
-                       measured.landmarks, measured.measures, measured.filled)
+                       measured.landmarks, measured.measures, measured.filled, prepared.unusable)
 
 
 def detect_slice(
@@ -694,7 +706,13 @@ def slice_outputs(batch: SliceBatch, result: SliceResult | None, parameters: Gad
             raise ValueError("the ISMRMRD header could not be parsed")
         if result is None:
             result = detect_slice(batch, usable, header)
-        return [annotated_image(received, result, i, usable) for i, received in enumerate(batch.items)]
+        if result.unusable:
+            log.error("series %d slice %d: phase(s) left out: %s", batch.series_index, batch.slice,
+                      "; ".join(result.unusable.values()))
+        phase_indices = iter(range(len(result.landmarks)))  # the result's phases are the usable items, in order
+        return [error_image(received, f"ValueError: {result.unusable[i]}", usable) if i in result.unusable
+                else annotated_image(received, result, next(phase_indices), usable)
+                for i, received in enumerate(batch.items)]
     except Exception as error:  # never lose a slice: whatever failed is reported on its copies
         if isinstance(error, ParameterError | ModelError):  # a setting or the installation, the same for every
             # slice: one line each, no traceback

@@ -294,3 +294,18 @@ def test_a_chain_naming_a_model_the_manifest_lacks_is_refused_or_tagged_in_one_l
     errors = [item.meta["CMRLandmark_Error"] for _, item in replies if item.image_series_index == 107]
     assert len(errors) == 6 and all("'sax_cinee' is not in the manifest" in error for error in errors)
     assert not [record for record in caplog.records if record.exc_info]  # no traceback per slice
+
+
+def test_a_blank_phase_is_left_out_and_the_rest_of_its_slice_measured(throwaway_models, caplog):
+    server, thread = _serve(max_connections=1)
+    images = [sax_plane_image(phantom(phase) if phase != 1 else np.zeros((64, 64), np.float32), series_index=7,
+                              phase=phase, image_index=1 + phase) for phase in range(3)]
+    sent = [image_message(image) for image in images]
+    replies = _session(server.port, sent, nul=False)
+    thread.join(30)
+    assert [raw for raw, item in replies if item.image_series_index == 7] == sent
+    copies = sorted((item for _, item in replies if item.image_series_index == 107), key=lambda c: c.phase)
+    assert [c.meta["CMRLandmark_Status"] for c in copies] == ["ok", "error", "ok"]
+    assert "phase 1 has no signal" in copies[1].meta["CMRLandmark_Error"]
+    assert all(c.meta["CMRLandmark_C-LV_found"] == "1" for c in (copies[0], copies[2]))
+    assert "phase(s) left out: phase 1 has no signal" in caplog.text
