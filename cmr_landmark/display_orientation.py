@@ -104,7 +104,7 @@ class StoredOrientation:
 
     rv_direction_deg: float  # in the stored images, as :func:`rv_direction_deg` measures it
     mirrored: bool  # the stored images are the mirror image of the standard display
-    certainty: float  # length of the mean (cos, sin), about 0-1: short where images disagree or the network is unsure
+    certainty: float  # length of the mean (cos, sin), 0-1: short where images disagree or the network is unsure
 
 
 def estimate_stored_orientation(network: torch.jit.ScriptModule | nn.Module, images: np.ndarray,
@@ -115,8 +115,9 @@ def estimate_stored_orientation(network: torch.jit.ScriptModule | nn.Module, ima
     with torch.inference_mode():
         outputs = network(inputs).float().numpy()
     cos, sin = outputs[:, 0].mean(), outputs[:, 1].mean()
+    # the network regresses (cos, sin) without normalising them, so a sure one can overshoot the unit circle a little
     return StoredOrientation(float(np.degrees(np.arctan2(sin, cos)) % 360.0), bool(outputs[:, 2].mean() > 0),
-                             float(np.hypot(cos, sin)))
+                             min(1.0, float(np.hypot(cos, sin))))
 
 
 def display_orientation(stored: StoredOrientation, target_rv_direction_deg: float) -> tuple[int, bool]:

@@ -73,8 +73,8 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
     each slice's header, turned toward the model's ``display_rv_direction_deg`` (``geometry.
     model_display_orientation``). NIfTI: its public set's decided orientation when
     the file name is one of theirs; else the mirror and quarter turn that its anatomy says bring the RV nearest the
-    direction the model saw most in training (``display_orientation``; all images decided together, from at most
-    ``config.ORIENTATION_MAX_IMAGES`` of them spread evenly over slices and phases). As stored
+    direction the model saw most in training (:func:`anatomy_orientation`), which also checks a public set's name
+    (a warning where the anatomy reads the other mirror). As stored
     with ``nifti_as_stored``, for the long axis (its model was trained at every orientation), and where the model
     records no direction or the models folder has no orientation network (logged)."""
     if spec.view != "sax":
@@ -85,14 +85,32 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
         return DisplayOrientation("as stored")
     dataset = public_set_of_file(series.source)
     if dataset is not None:
-        return DisplayOrientation(f"public set {dataset}", *ORIENTATION_BY_DATASET[dataset])
+        by_name = DisplayOrientation(f"public set {dataset}", *ORIENTATION_BY_DATASET[dataset])
+        try:
+            by_anatomy = anatomy_orientation(series, spec)
+        except ModelError:  # nothing to check the name against
+            return by_name
+        # The anatomy agreed with the set's mirror on all 249 public short-axis files here (docs/orientation.md): a
+        # file it contradicts is likely another source's with a public set's name, whose A-RVI / P-RVI would swap.
+        if by_anatomy.mirror != by_name.mirror:
+            log.warning("%s is named like a %s file and is shown to the model as that set's files are, but its "
+                        "anatomy reads as the mirror image of that display: if it is not a %s file, A-RVI and P-RVI "
+                        "come back swapped; rename it so that its anatomy decides", series.source, dataset, dataset)
+        return by_name
     try:
-        if spec.display_rv_direction_deg is None:
-            raise ModelError(f"model {spec.name} records no display_rv_direction_deg")
-        network = _orientation_network(spec.file.parent)
+        return anatomy_orientation(series, spec)
     except ModelError as error:
         log.warning("%s: showing %s to the model as stored", error, series.source)
         return DisplayOrientation("as stored")
+
+
+def anatomy_orientation(series: ImageSeries, spec: ModelSpec) -> DisplayOrientation:
+    """The display the orientation network reads from a file's anatomy (all images decided together, from at most
+    ``config.ORIENTATION_MAX_IMAGES`` spread evenly over slices and phases); ModelError where the model records no
+    direction or no orientation network can be loaded."""
+    if spec.display_rv_direction_deg is None:
+        raise ModelError(f"model {spec.name} records no display_rv_direction_deg")
+    network = _orientation_network(spec.file.parent)
     images = series.images.reshape(-1, *series.images.shape[-2:])
     chosen = np.unique(np.linspace(0, len(images) - 1, min(len(images), ORIENTATION_MAX_IMAGES)).round().astype(int))
     stored = estimate_stored_orientation(network, images[chosen], series.pixel_spacing_mm)

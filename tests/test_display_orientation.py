@@ -384,3 +384,24 @@ def test_an_interrupted_orientation_training_resumes_as_if_it_had_not_stopped(tm
     straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
     resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["model"]
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+
+
+@pytest.mark.parametrize("stored_mirrored, warned", [(True, False), (False, True)])
+def test_a_file_named_like_a_public_set_keeps_its_sets_display_and_is_checked_against_its_anatomy(
+        tmp_path, caplog, stored_mirrored, warned):
+    # ACDC's files are stored as the mirror of the standard display; the M&Ms-2 sample is not, unless written so
+    spec = shipped_sax_cine()
+    path, _ = sample_nifti(tmp_path, (0, stored_mirrored), name="patient999_frame01.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        shown = display_orientation_of(read_nifti(path), spec)
+    assert shown.as_record() == {"source": "public set acdc", "quarter_turns": 0, "mirror": True}
+    assert ("A-RVI and P-RVI come back swapped" in caplog.text) == warned
+
+
+def test_the_certainty_of_a_stack_estimate_is_at_most_one():
+    class Overshooting(torch.nn.Module):
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:  # (cos, sin, mirror logit) beyond the unit circle
+            return torch.tensor([[1.2, 0.1, 3.0]]).repeat(len(inputs), 1)
+
+    stored = estimate_stored_orientation(Overshooting(), np.ones((2, 32, 32), np.float32), (1.5, 1.5))
+    assert stored.certainty == 1.0 and stored.mirrored
