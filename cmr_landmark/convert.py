@@ -22,6 +22,9 @@ IMAGE_SERIES_INDEX = 1
 IMAGE_GROUP = f"image_{IMAGE_SERIES_INDEX}"
 READOUT_OVERSAMPLING = 2  # raw data are acquired with 2x readout oversampling, as scanners do
 DEFAULT_COILS = 4
+# Clinical receive arrays combine at most a few dozen channels, and the raw file grows by one oversampled k-space
+# per coil and image (an ACDC cine with 1000 coils: 8.8 GB): more than this is a typo, not a coil.
+MAX_COILS = 64
 
 
 def protocol_name(view: str, sequence: str) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .config import SEQUENCES, VIEWS
-from .convert import DEFAULT_COILS, convert
+from .convert import DEFAULT_COILS, MAX_COILS, convert
+from .datasets import public_set_of_file
 from .io import ImageReadError, read_series
 
 
@@ -22,11 +24,12 @@ def main_convert(argv: list[str] | None = None) -> int:
     parser.add_argument("--view", choices=VIEWS, required=True)
     parser.add_argument("--sequence", choices=SEQUENCES, default="cine")
     parser.add_argument("--kspace", action="store_true", help="write raw acquisitions instead of images")
-    parser.add_argument("--coils", type=int, default=DEFAULT_COILS, help="simulated receive coils (--kspace)")
+    parser.add_argument("--coils", type=int, default=DEFAULT_COILS,
+                        help=f"simulated receive coils (--kspace), 1-{MAX_COILS}: the file grows by a k-space per coil")
     parser.add_argument("--compress", action="store_true", help="gzip the image pixel data")
     args = parser.parse_args(argv)
-    if args.coils < 1:
-        parser.error("--coils must be at least 1")
+    if not 1 <= args.coils <= MAX_COILS:
+        parser.error(f"--coils must be 1-{MAX_COILS} (a scanner's receive array), got {args.coils}")
     if args.compress and args.kspace:
         parser.error("--compress applies to images; raw acquisitions (--kspace) are written uncompressed")
     try:
@@ -37,6 +40,11 @@ def main_convert(argv: list[str] | None = None) -> int:
         parser.exit(2, f"cmr-landmark convert: {error}\n")
     except OSError as error:  # e.g. --out is a folder, or its folder does not exist
         parser.exit(2, f"cmr-landmark convert: cannot write {args.out}: {error}\n")
+    if dataset := public_set_of_file(args.input):  # named like a public set's NIfTI (datasets.PUBLIC_SET_FILE_NAMES)
+        print(f"warning: {args.input.name} is named like a file of the public set {dataset}, whose NIfTI affines are "
+              "not trustworthy: the geometry written is not the patient's, so the gadget's anatomical naming of "
+              "A-RVI/P-RVI and its display orientation may be wrong ('cmr-landmark detect' on the NIfTI itself uses "
+              "the set's own orientation)", file=sys.stderr)
     kind = "raw acquisitions" if args.kspace else "images"
     print(f"wrote {args.out}: {series.n_slices} slices x {series.n_phases} phases as {kind}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import tempfile
 import time
@@ -35,10 +36,12 @@ from .display_orientation import mean_rv_direction_deg
 from .export import export_cascade
 from .geometry import distances_mm
 from .measures import lv_length_mm, rv_insertion_angle_deg
-from .model_store import find_model, read_manifest
+from .model_store import ModelError, find_model, read_manifest
 from .network import LandmarkCascade
 
 WORST_CASES_SHOWN = 8
+# What export reads from a training run folder (run.json and metrics.json are written when training has finished).
+RUN_FILES = ("run.json", "metrics.json", "coarse_best.pt", "fine_best.pt")
 
 
 @dataclass
@@ -380,6 +383,27 @@ def summary(evaluation: Evaluation) -> dict:
     }
 
 
+def _probability(text: str) -> float:
+    """``--threshold``: a probability in [0, 1], as the gadget's probability_threshold (NaN is none)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text!r}")
+    return value
+
+
+def _probability_or_auto(text: str) -> float | str:
+    """export's ``--threshold``: 'auto' (chosen on the train split) or a probability in [0, 1]."""
+    if text == "auto":
+        return text
+    try:
+        return _probability(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a probability in [0, 1], got {text!r}") from None
+
+
 def main_evaluate(argv: Sequence[str] | None = None) -> int:
     """``cmr-landmark evaluate``: accuracy tables of a model on a labelled set (data sets' split, or a VIA file)."""
     parser = argparse.ArgumentParser(prog="cmr-landmark evaluate", description=main_evaluate.__doc__)
@@ -394,18 +418,43 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--via", type=Path, default=None, help="a VGG Image Annotator project JSON with labels")
     parser.add_argument("--via-images", type=Path, default=None, help="folder of the VIA project's images")
     parser.add_argument("--pixel-spacing-mm", type=float, nargs=2, default=None, help="for PNG/JPEG images")
-    parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--threshold", type=_probability, default=None,
+                        help="probability in [0, 1] below which a landmark is not found (default: the model's; "
+                             f"{DEFAULT_PROBABILITY_THRESHOLD} for --run)")
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=None,
                         help="average the fine stage over the crop and its mirror (default: the model's manifest "
                              "setting; off for --run)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.via:
-        from .via import read_via_slices
+    if not (args.via or args.datasets):
+        parser.error("give --datasets or --via")
+    # the model before the labelled slices: a wrong name, view or folder is said at once, not after loading a set
+    if args.run:
+        from .training import load_cascade
 
-        slices = read_via_slices(args.via, args.view, args.sequence, args.via_images, args.pixel_spacing_mm)
+        try:  # a folder or file without a run's best weights: one line, not a traceback
+            model: Detector | LandmarkCascade = load_cascade(args.run, args.view)
+        except (OSError, ValueError) as error:
+            parser.error(f"--run {args.run}: {error}")
+        name = str(args.run)
+    else:
+        try:  # no manifest in --models-dir, no such model, a damaged file, or a model of the other view
+            spec = find_model(args.view, args.sequence, name=args.model, folder=args.models_dir)
+            if spec.view != args.view:
+                raise ModelError(f"model {spec.name} is for view {spec.view}, not {args.view}")
+            model = Detector(spec, mirror_average=args.mirror_average)
+        except ModelError as error:
+            parser.error(str(error))
+        name = spec.name
+    if args.via:
+        from .via import ViaError, read_via_slices
+
+        try:
+            slices = read_via_slices(args.via, args.view, args.sequence, args.via_images, args.pixel_spacing_mm)
+        except ViaError as error:  # the file, a region or an image, named in one line (docs/training.md)
+            parser.error(str(error))
         source = args.via.name
-    elif args.datasets:
+    else:
         from .training import load_labelled_slices
 
         names = [n for n in args.datasets.split(",") if n]
@@ -414,17 +463,6 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError) as error:  # an unknown set, no such slices, or the data folder missing
             parser.error(str(error))
         source = f"{', '.join(names)} ({args.split})"
-    else:
-        parser.error("give --datasets or --via")
-    if args.run:
-        from .training import load_cascade
-
-        model: Detector | LandmarkCascade = load_cascade(args.run, args.view)
-        name = str(args.run)
-    else:
-        detector = Detector(find_model(args.view, args.sequence, name=args.model, folder=args.models_dir),
-                            mirror_average=args.mirror_average)
-        model, name = detector, detector.spec.name
     evaluation = evaluate_slices(model, slices, args.threshold, mirror_average=bool(args.mirror_average))
     print(write_report(evaluation, slices, args.out, f"{name} on {source}"))
     (args.out / "summary.json").write_text(json.dumps(summary(evaluation), indent=2, default=float) + "\n")
@@ -520,7 +558,8 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="model name, e.g. sax_cine")
     parser.add_argument("--models-dir", type=Path, default=None,
                         help="where to write the model (default: the models folder the gadget reads, models/)")
-    parser.add_argument("--threshold", default="auto", help="a probability, or 'auto': chosen on the train split")
+    parser.add_argument("--threshold", type=_probability_or_auto, default="auto",
+                        help="a probability in [0, 1], or 'auto': chosen on the train split")
     parser.add_argument("--notes", type=Path, default=None, help="markdown appended to the model card")
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=True,
                         help="the shipped model averages its fine stage over the crop and its mirror; the threshold "
@@ -533,6 +572,8 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .training import load_cascade, run_slices
 
+    if missing := [file for file in RUN_FILES if not (args.run / file).is_file()]:
+        parser.error(f"--run {args.run} is not a finished training run folder: it has no {', '.join(missing)}")
     args.models_dir = args.models_dir or models_dir()
     if not args.overwrite and (args.models_dir / "manifest.json").exists() and any(
             spec.name == args.name for spec in read_manifest(args.models_dir)):
@@ -551,7 +592,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
         rule = (f"chosen on the training split ({len(train_slices)} slices) as the value maximising detection "
                 "rate minus false-positive rate over all landmarks.")
     else:
-        threshold, rule = float(args.threshold), "given at export."
+        threshold, rule = args.threshold, "given at export."
     val_slices = run_slices(run, "val")
     start = time.perf_counter()
     evaluation = evaluate_slices(cascade, val_slices, threshold, mirror_average=args.mirror_average,

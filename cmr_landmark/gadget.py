@@ -889,11 +889,13 @@ def main_serve(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="cmr-landmark serve", description="Run the landmark gadget in passive "
                                      "mode: Gadgetron (<connect port=.../>) or an MRD client connects to it.")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True, help="TCP port 0-65535 (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
     parser.add_argument("--config", type=Path, help="chain XML whose <property> values are the default parameters")
     parser.add_argument("--max-connections", type=int, help="exit after serving this many connections")
     args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:  # the socket would raise OverflowError, a traceback
+        parser.error(f"--port must be 0-65535, got {args.port}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         serve(args.port, args.host, args.config, args.max_connections)

@@ -172,7 +172,8 @@ def find_model(view: str, sequence: str, name: str | None = None, folder: Path |
     for wanted in dict.fromkeys((sequence, "any", "cine")):
         for spec in specs:
             if spec.view == view and spec.sequence == wanted:
-                if wanted != sequence and sequence != "any":
+                # 'any' included: the long axis has no contrast-agnostic model, and its cine model is not one
+                if wanted != sequence:
                     log.warning("no %s model for sequence %r: using %s (trained for %r)", view, sequence, spec.name,
                                 wanted)
                 return spec

@@ -110,7 +110,7 @@ def _stream(
         sock.shutdown(socket.SHUT_RDWR)  # unblocks both
         for thread in threads:
             thread.join(5.0)
-        raise ReplayError(f"the gadget did not finish within {timeout_s:.0f} s")
+        raise ReplayError(f"the gadget did not finish within {timeout_s:g} s")
     result.seconds_total = time.perf_counter() - start
     if failure:
         raise ReplayError(f"the stream to/from the gadget broke off: {failure[0]!r}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from pathlib import Path
 
 from .gadget_parameters import GadgetParameters, ParameterError
@@ -34,8 +36,10 @@ def main_replay(argv: list[str] | None = None) -> int:
                         help="a gadget parameter sent in the configuration (e.g. view=sax, probability_threshold=0.3)")
     parser.add_argument("--image-group", help="ISMRMRD image group (dataset/image_1) when the file holds several")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                        help=f"seconds to wait for the gadget (default {DEFAULT_TIMEOUT_S:.0f})")
+                        help=f"seconds to wait for the gadget, a positive number (default {DEFAULT_TIMEOUT_S:.0f})")
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.timeout) and args.timeout > 0):  # 0, -1 or nan end every replay at once, inf crashes
+        parser.error(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     try:
         address = parse_address(args.gadgetron) if args.gadgetron else None
     except ValueError as error:
@@ -86,4 +90,10 @@ def main_replay(argv: list[str] | None = None) -> int:
     print(summary_text(records))
     print(f"{len(images)} images sent, {len(result.images)} received in {result.seconds_total:.1f} s; wrote {args.out}"
           + (f" and {args.report_dir}/report.json" if args.report_dir else ""))
+    # results written and reported as ever, but a run in which nothing at all was detected must not look like a
+    # success to a script (a model of the other view, a view the rule cannot tell: every copy tagged error)
+    if records and all(record["status"] == "error" for record in records):
+        print(f"cmr-landmark replay: nothing detected: all {len(records)} annotated copies carry "
+              "CMRLandmark_Status=error (the errors are listed above)", file=sys.stderr)
+        return 1
     return 0

@@ -382,7 +382,7 @@ def load_stage_weights(source: Path, stage: str) -> dict:
     if source.is_dir():
         source = source / f"{stage}_best.pt"
     if not source.is_file():
-        raise FileNotFoundError(f"no weights to initialise from at {source}")
+        raise FileNotFoundError(f"no {stage} stage weights at {source}")
     with zipfile.ZipFile(source) as archive:
         is_torchscript = any(name.endswith("constants.pkl") for name in archive.namelist())
     if is_torchscript:  # a shipped cascade carries its unfrozen weights for fine-tuning

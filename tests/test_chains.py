@@ -82,3 +82,11 @@ def test_dockerfile_refers_to_existing_files():
     for module in imported:
         for name in module.split(", "):
             importlib.import_module(name)
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1"])
+def test_serve_refuses_a_port_outside_0_to_65535(port, capsys):
+    with pytest.raises(SystemExit) as stop:  # the socket raised OverflowError, a traceback
+        main_serve(["--port", port])
+    assert stop.value.code == 2
+    assert f"--port must be 0-65535, got {port}" in capsys.readouterr().err

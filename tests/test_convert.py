@@ -155,3 +155,28 @@ def test_bad_input_exits_with_a_message(tmp_path, capsys):
         main_convert([str(holey), "--out", str(tmp_path / "k.h5"), "--view", "sax", "--kspace"])
     assert stop.value.code == 2
     assert "NaN or infinite pixels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("coils", ["0", "65", "1000"])
+def test_a_coil_count_no_receive_array_has_is_refused_before_anything_is_written(tmp_path, capsys, coils):
+    source = write_nifti(tmp_path / "sax.nii.gz", heart_like(16, 16, phases=1, slices=1), np.eye(4))
+    out = tmp_path / "k.h5"
+    with pytest.raises(SystemExit) as stop:  # --coils 1000 once wrote 8.8 GB for an ACDC cine
+        main_convert([str(source), "--out", str(out), "--view", "sax", "--kspace", "--coils", coils])
+    assert stop.value.code == 2
+    assert f"--coils must be 1-64 (a scanner's receive array), got {coils}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_public_sets_nifti_is_converted_with_a_one_line_warning_about_its_affine(tmp_path, capsys):
+    pixels = heart_like(16, 16, phases=1, slices=1)
+    for name, dataset in (("patient001_frame01.nii.gz", "acdc"), ("001_SA_ED.nii.gz", "mnms2")):
+        source = write_nifti(tmp_path / name, pixels, np.eye(4))
+        assert main_convert([str(source), "--out", str(tmp_path / "public.h5"), "--view", "sax"]) == 0
+        (warning,) = capsys.readouterr().err.splitlines()
+        assert warning.startswith(f"warning: {name} is named like a file of the public set {dataset}, whose NIfTI "
+                                  "affines are not trustworthy")
+        assert "A-RVI/P-RVI" in warning and "display orientation" in warning and "cmr-landmark detect" in warning
+    own = write_nifti(tmp_path / "my_scan.nii.gz", pixels, np.eye(4))  # any other file: its affine is believed
+    assert main_convert([str(own), "--out", str(tmp_path / "own.h5"), "--view", "sax"]) == 0
+    assert capsys.readouterr().err == ""

@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES
 from sax_phantom import phantom_slices
 from scipy import stats
 
@@ -18,6 +19,8 @@ from cmr_landmark.evaluation import (
     evaluate_slices,
     image_table,
     landmark_table,
+    main_evaluate,
+    main_export,
     measure_table,
     pair_distance_as_set_mm,
     write_report,
@@ -211,3 +214,38 @@ def test_paired_difference_is_over_the_entries_both_measured():
     mean, half_width = paired_difference(candidate, control)  # differences 1, 2, 3, 1 (two pairs have a NaN)
     assert mean == pytest.approx(7.0 / 4.0)
     assert half_width == pytest.approx(1.96 * np.std([1.0, 2.0, 3.0, 1.0], ddof=1) / np.sqrt(4))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--view", "lax", "--model", "sax_cine"], "model sax_cine is for view sax, not lax"),
+    (["--view", "sax", "--model", "lax_cine"], "model lax_cine is for view lax, not sax"),
+    (["--view", "sax", "--model", "sax_cinee"], "model 'sax_cinee' is not in the manifest"),
+    (["--view", "sax", "--models-dir", "TMP/no_models"], "no model manifest at TMP/no_models/manifest.json"),
+    (["--view", "sax", "--run", "TMP/no_run"], "--run TMP/no_run: no coarse stage weights at TMP/no_run"),
+    (["--view", "sax", "--threshold", "1.5"], "--threshold: must be a probability in [0, 1], got '1.5'"),
+    (["--view", "sax", "--threshold", "-1"], "--threshold: must be a probability in [0, 1], got '-1'"),
+    (["--view", "sax", "--threshold", "nan"], "--threshold: must be a probability in [0, 1], got 'nan'"),
+])
+def test_evaluate_says_what_is_wrong_with_its_model_or_threshold_in_one_line(tmp_path, capsys, arguments, message):
+    # each was a traceback (ValueError, FileNotFoundError, ModelError) or, for the threshold, a run with it
+    arguments = [argument.replace("TMP", str(tmp_path)) for argument in arguments]
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as stop:
+        main_evaluate([*arguments, "--via", str(FIXTURES / "via" / "sax_project.json"), "--out", str(out)])
+    assert stop.value.code == 2
+    assert message.replace("TMP", str(tmp_path)) in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ([], "is not a finished training run folder: it has no run.json, metrics.json, coarse_best.pt, fine_best.pt"),
+    (["--threshold", "1.5"], "--threshold: must be 'auto' or a probability in [0, 1], got '1.5'"),
+    (["--threshold", "high"], "--threshold: must be 'auto' or a probability in [0, 1], got 'high'"),
+])
+def test_export_says_what_is_wrong_with_its_run_or_threshold_in_one_line(tmp_path, capsys, arguments, message):
+    models = tmp_path / "models"
+    with pytest.raises(SystemExit) as stop:  # a FileNotFoundError traceback; a threshold of 1.5 was taken
+        main_export(["--run", str(tmp_path / "no_run"), "--name", "x", "--models-dir", str(models), *arguments])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not models.exists()

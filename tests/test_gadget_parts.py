@@ -79,9 +79,19 @@ def test_unknown_contrast_goes_to_the_contrast_agnostic_model_else_the_views_cin
         protocol_name, sequence_parameter, model, caplog):
     parameters = GadgetParameters.from_strings({"sequence": sequence_parameter})
     view, sequence = choose_view_and_sequence(parameters, header(protocol_name=protocol_name), {})
-    assert find_model(view, sequence).name == model
-    # a model trained for another sequence than the one asked for is said so (an unknown one, 'any', is expected)
-    assert ("no lax model for sequence 'lge': using lax_cine" in caplog.text) == (sequence == "lge")
+    spec = find_model(view, sequence)
+    assert spec.name == model
+    # a model trained for another sequence than the one asked for is said so, 'any' included (the long axis has no
+    # contrast-agnostic model: its cine one is used)
+    assert (f"no {view} model for sequence {sequence!r}: using {model}" in caplog.text) == (spec.sequence != sequence)
+
+
+def test_the_long_axis_says_that_an_unknown_contrast_gets_its_cine_model(caplog):
+    assert find_model("lax", "any").name == "lax_cine"
+    assert "no lax model for sequence 'any': using lax_cine (trained for 'cine')" in caplog.text
+    caplog.clear()
+    assert find_model("sax", "any").name == "sax_any"  # the contrast-agnostic model asked for: nothing to say
+    assert "no sax model" not in caplog.text
 
 
 def test_a_named_model_of_the_other_view_is_refused_before_it_runs():

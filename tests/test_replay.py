@@ -19,7 +19,7 @@ from cmr_landmark.config import REPO_ROOT, SAX_LANDMARKS
 from cmr_landmark.convert_cli import main_convert
 from cmr_landmark.gadget import LandmarkServer
 from cmr_landmark.geometry import anterior_direction_in_image, pixel_to_patient_mm
-from cmr_landmark.io import list_image_groups, read_ismrmrd_images, read_series
+from cmr_landmark.io import list_image_groups, read_ismrmrd_images, read_series, write_ismrmrd_images
 from cmr_landmark.model_store import find_model
 from cmr_landmark.replay import ReplayError, replay_active, replay_passive
 from cmr_landmark.replay_cli import main_replay
@@ -143,6 +143,30 @@ def test_a_model_this_machines_manifest_lacks_is_refused_where_the_gadget_would_
     assert "sax_cinee" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf"])
+def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused(tmp_path, capsys, timeout):
+    source = tmp_path / "in.h5"
+    source.write_bytes(b"")  # never read: the options are checked first
+    with pytest.raises(SystemExit) as stop:  # 0, -1 and nan ended every replay at once, inf in an OverflowError
+        main_replay([str(source), "--out", str(tmp_path / "out.h5"), "--gadgetron", "127.0.0.1:9",
+                     "--timeout", timeout])
+    assert stop.value.code == 2
+    assert f"--timeout must be a positive number of seconds, got {float(timeout):g}" in capsys.readouterr().err
+
+
+def test_a_file_with_several_image_groups_names_the_option_that_picks_one(tmp_path, capsys):
+    from mrd_stream_helpers import header, sax_plane_image
+
+    source = tmp_path / "replayed.h5"  # as a replay's own output: originals and annotated copies
+    image = sax_plane_image(np.ones((16, 16), np.float32))
+    write_ismrmrd_images(source, header(), {"image_1": [image], "image_101": [image]})
+    with pytest.raises(SystemExit) as stop:
+        main_replay([str(source), "--out", str(tmp_path / "out.h5"), "--gadgetron", "127.0.0.1:9"])
+    assert stop.value.code == 2
+    assert ("holds several image groups ['dataset/image_1', 'dataset/image_101']; pick one with --image-group"
+            in capsys.readouterr().err)
+
+
 def test_a_missing_input_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main_replay([str(tmp_path / "missing.h5"), "--out", str(tmp_path / "out.h5")])
@@ -181,13 +205,14 @@ def _peer(behaviour) -> tuple[socket.socket, threading.Thread]:
     return listener, thread
 
 
-def test_a_peer_that_never_reads_ends_the_replay_at_its_timeout():
+@pytest.mark.parametrize("timeout_s, said", [(2.0, "2 s"), (0.5, "0.5 s")])  # 0.5 was once said as "0 s"
+def test_a_peer_that_never_reads_ends_the_replay_at_its_timeout(timeout_s, said):
     stop = threading.Event()
     listener, _ = _peer(lambda connection: stop.wait(30))  # accepts, then neither reads nor answers
     header, images = _large_images()
     try:
-        with pytest.raises(ReplayError, match="did not finish within 2 s"):
-            replay_passive(listener.getsockname()[:2], header, images, timeout_s=2.0)
+        with pytest.raises(ReplayError, match=f"did not finish within {re.escape(said)}$"):
+            replay_passive(listener.getsockname()[:2], header, images, timeout_s=timeout_s)
     finally:
         stop.set()
         listener.close()
@@ -219,6 +244,24 @@ def test_short_axis_summary_prints_each_phase_as_its_image_carries_it(tmp_path, 
     stdout = capsys.readouterr().out
     assert_sax_lines_match_images(stdout, out)
     assert len(SAX_LINE.findall(stdout)) == 4  # 2 slices x 2 phases
+
+
+def test_a_replay_in_which_every_copy_failed_writes_everything_and_exits_1(tmp_path, passive_server, capsys):
+    source = tmp_path / "sax.h5"
+    nifti = write_nifti(tmp_path / "sax.nii.gz", heart_like(48, 56, phases=2, slices=2), oblique_affine())
+    main_convert([str(nifti), "--out", str(source), "--view", "sax"])
+    capsys.readouterr()
+    out, report_dir = tmp_path / "sax_out.h5", tmp_path / "report"
+    # a long-axis model for a short-axis series: the gadget passes every image through with an error copy
+    assert main_replay([str(source), "--out", str(out), "--report-dir", str(report_dir), "--gadgetron",
+                        f"127.0.0.1:{passive_server.port}", "--set", "model=throwaway_lax_cine"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1] == ("cmr-landmark replay: nothing detected: all 4 annotated copies carry "
+                                             "CMRLandmark_Status=error (the errors are listed above)")
+    assert "ERRORS: " in captured.out and "wrote" in captured.out  # the summary and the output, as ever
+    assert list_image_groups(out) == ["dataset/image_1", "dataset/image_101"]
+    report = json.loads((report_dir / "report.json").read_text())
+    assert len(report["images"]) == 4 and {r["status"] for r in report["images"]} == {"error"}
 
 
 def test_shipped_sample_is_small_and_has_plausible_geometry():

@@ -124,6 +124,32 @@ def test_train_refuses_bad_arguments_before_it_trains(tmp_path, capsys, change, 
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda e: e["file_attributes"].pop("pixel_spacing_mm"), "no pixel spacing"),
+    (lambda e: e["regions"][0]["shape_attributes"].update(cx=5000), "is outside the"),
+    (lambda e: e["regions"][0]["region_attributes"].update(landmark="LV apex"), "'LV apex' is none of A-RVI"),
+    (None, "broken.json is not a readable VIA JSON file"),
+])
+def test_evaluate_names_the_via_file_and_image_of_a_bad_label_in_one_line(tmp_path, capsys, change, message) -> None:
+    for png in PROJECT.parent.glob("*.png"):
+        shutil.copy(png, tmp_path)
+    project = json.loads(PROJECT.read_text())
+    entry = next(iter(project["_via_img_metadata"].values()))
+    broken = tmp_path / "broken.json"
+    if change is None:
+        broken.write_text(json.dumps(project)[:-10])  # cut off: not JSON
+    else:
+        change(entry)
+        broken.write_text(json.dumps(project))
+    with pytest.raises(SystemExit) as stop:  # was a ViaError traceback
+        main_evaluate(["--view", "sax", "--via", str(broken), "--out", str(tmp_path / "ev")])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error
+    if change is not None:  # the file and the image, as docs/training.md says
+        assert f"broken.json: {entry['filename']}:" in error
+
+
 def test_a_via_file_that_cannot_be_read_is_a_usage_error(tmp_path, capsys) -> None:
     empty = tmp_path / "empty.json"
     empty.write_text("{}")

@@ -65,7 +65,7 @@ def read_ismrmrd_images(
     path = Path(path)
     groups = list_image_groups(path)
     if image_group is None and len(groups) > 1:
-        raise ImageReadError(f"{path}: holds several image groups {groups}; pick one")
+        raise ImageReadError(f"{path}: holds several image groups {groups}; pick one with --image-group")
     if image_group is not None and image_group not in groups:
         raise ImageReadError(f"{path}: no image group {image_group!r} (have {groups})")
     with _open(path) as file:
