@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from .display_orientation import mean_rv_direction_deg
 from .export import export_cascade
 from .geometry import distances_mm
 from .measures import lv_length_mm, rv_insertion_angle_deg
-from .model_store import ModelError, find_model, read_manifest
+from .model_store import ModelError, ModelSpec, find_model, read_manifest
 from .network import LandmarkCascade
 
 WORST_CASES_SHOWN = 8
@@ -383,6 +384,12 @@ def summary(evaluation: Evaluation) -> dict:
     }
 
 
+def training_subjects_among(spec: ModelSpec, slices: Sequence) -> list[str]:
+    """The "set/patient" subjects of ``slices`` that the manifest says ``spec`` was trained on."""
+    subjects = {f"{s.dataset}/{s.patient}" for s in slices if hasattr(s, "dataset") and hasattr(s, "patient")}
+    return sorted(subjects & set(spec.training_patients))
+
+
 def _probability(text: str) -> float:
     """``--threshold``: a probability in [0, 1], as the gadget's probability_threshold (NaN is none)."""
     try:
@@ -463,6 +470,11 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError) as error:  # an unknown set, no such slices, or the data folder missing
             parser.error(str(error))
         source = f"{', '.join(names)} ({args.split})"
+    if isinstance(model, Detector) and (trained_on := training_subjects_among(model.spec, slices)):
+        # a split name does not say it: lax_cine trained on the one labelled long-axis subject, in the val split
+        note = f"{', '.join(trained_on)} trained {name}: training figures, not a validation"
+        print(f"warning: {note}", file=sys.stderr)
+        source += f"; {note}"
     evaluation = evaluate_slices(model, slices, args.threshold, mirror_average=bool(args.mirror_average))
     print(write_report(evaluation, slices, args.out, f"{name} on {source}"))
     (args.out / "summary.json").write_text(json.dumps(summary(evaluation), indent=2, default=float) + "\n")

@@ -94,6 +94,9 @@ class ModelSpec:
     # long axis: the direction (degrees, detector.long_axis_direction_deg) from apex to mitral midpoint in the real
     # frames the model was trained on; the Detector turns each image to it for a second pass. None: one pass.
     display_long_axis_deg: float | None = None
+    # "set/patient" of the public sets' subjects the model was trained on outside the train split (lax_cine: the one
+    # labelled long-axis subject): evaluate calls its figures on them training figures
+    training_patients: tuple[str, ...] = ()
 
     @staticmethod
     def from_manifest_entry(entry: dict, folder: Path) -> ModelSpec:
@@ -120,6 +123,7 @@ class ModelSpec:
                 fine_centroid_radius_mm=_manifest_radius(entry, "fine_centroid_radius_mm"),
                 display_rv_direction_deg=_manifest_direction(entry, "display_rv_direction_deg"),
                 display_long_axis_deg=_manifest_direction(entry, "display_long_axis_deg"),
+                training_patients=tuple(str(patient) for patient in entry.get("training_patients", ())),
             )
         except (KeyError, TypeError) as error:
             raise ModelError(f"malformed manifest entry {entry!r}: {error}") from error

@@ -249,3 +249,20 @@ def test_export_says_what_is_wrong_with_its_run_or_threshold_in_one_line(tmp_pat
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
     assert not models.exists()
+
+
+def test_the_subjects_a_model_was_trained_on_are_named_from_its_manifest():
+    from types import SimpleNamespace
+
+    from cmr_landmark.evaluation import training_subjects_among
+
+    lax = find_model("lax", "cine", name="lax_cine")  # trained on M&Ms-2 001's two labelled frames
+    slices = [SimpleNamespace(dataset="mnms2", patient="001"), SimpleNamespace(dataset="acdc", patient="patient001")]
+    assert training_subjects_among(lax, slices) == ["mnms2/001"]
+    assert training_subjects_among(find_model("sax", "cine", name="sax_cine"), slices) == []
+
+
+def test_evaluate_calls_the_figures_on_a_models_training_subject_training_figures(shared_data, tmp_path, capsys):
+    main_evaluate(["--view", "lax", "--datasets", "mnms2", "--split", "val", "--out", str(tmp_path)])
+    assert "warning: mnms2/001 trained lax_cine: training figures, not a validation" in capsys.readouterr().err
+    assert "training figures, not a validation" in (tmp_path / "report.md").read_text().splitlines()[0]

@@ -236,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   if args.random_convolution_fraction else "")
                                + (f", rotations within +-{args.max_rotation_deg:g} degrees"
                                   if args.max_rotation_deg != DEFAULT_MAX_ROTATION_DEG else "") + ")"}
+        if real_phases:
+            extra["training_patients"] = sorted({f"{frame.dataset}/{frame.patient}" for frame in real_frames})
         if args.measured:
             extra["measured"] = json.loads(args.measured.read_text())
         card = args.card.read_text() if args.card else ""
