@@ -25,13 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import (
-    GeometryError,
-    anterior_direction_in_image,
-    checked_pixel_spacing_mm,
-    displayed_angle_deg,
-    image_axes,
-)
+from .geometry import GeometryError, anterior_direction_in_image, checked_pixel_spacing_mm, displayed_angle_deg
 
 IMAGE_UP_RC = (-1.0, 0.0)
 
@@ -155,34 +149,6 @@ def name_rv_insertions_anatomically(found: Mapping[str, Any], pixel_spacing_mm: 
                                            (posterior_point.row, posterior_point.col), pixel_spacing_mm, anterior):
         return dict(found)
     return {**found, "A-RVI": posterior_point, "P-RVI": anterior_point}
-
-
-# The mitral points are named anatomically only where the valve line runs mostly across the patient's right-left
-# axis (within 60 degrees of it): in a 4-chamber view septal-lateral, but a 2-chamber view's anterior and inferior
-# hinges lie at about the same right-left position, and there the model's handedness is kept.
-MITRAL_RIGHT_LEFT_MIN_FRACTION = 0.5
-
-
-def mitral_points_named_backwards(found_per_phase: Sequence[Mapping[str, Any]], pixel_spacing_mm: Sequence[float],
-                                  plane_directions: Sequence[tuple[Sequence[float], Sequence[float]]]) -> bool:
-    """True when the geometry shows that the point the model calls MV-1 is the lateral mitral hinge.
-
-    The model names the two mitral points by their handedness in the display it was trained on (MV-1 the left-hand
-    point with the apex down: the septal hinge, next to the RV, in a 4-chamber view); an image stored as the mirror
-    of that display swaps them. The septal hinge lies to the patient's right of the lateral one (patient LPS: a
-    smaller x), so where read_dir/phase_dir are known this decides, once for all the phases of a slice (the sum of
-    MV-1 - MV-2 in patient mm over the phases where both are found), whether the names are backwards. A valve line
-    that runs less than half along the right-left axis (:data:`MITRAL_RIGHT_LEFT_MIN_FRACTION`) decides nothing."""
-    spacing = checked_pixel_spacing_mm(pixel_spacing_mm)
-    mv1_minus_mv2_mm = np.zeros(3)
-    for found, (read_dir, phase_dir) in zip(found_per_phase, plane_directions, strict=True):
-        mv1, mv2 = found.get("MV-1"), found.get("MV-2")
-        if mv1 is None or mv2 is None:
-            continue
-        read, phase = image_axes(read_dir, phase_dir)  # columns advance along read_dir, rows along phase_dir
-        mv1_minus_mv2_mm += (mv1.row - mv2.row) * spacing[0] * phase + (mv1.col - mv2.col) * spacing[1] * read
-    length = float(np.linalg.norm(mv1_minus_mv2_mm))
-    return length > 0.0 and mv1_minus_mv2_mm[0] >= MITRAL_RIGHT_LEFT_MIN_FRACTION * length
 
 
 def image_measures(

@@ -1,7 +1,7 @@
 """After the model, for one slice: its phases' landmarks named, smoothed over the beat and measured.
 
     Detector output per phase
-    -> A-RVI / P-RVI, or MV-1 / MV-2, named by the patient's anatomy (where the image plane is known)
+    -> A-RVI / P-RVI named by the patient's anatomy (short axis, where the image plane is known)
     -> smoothed and gap-filled over the phases (long-axis cine: :func:`cine.smooth_cine_detections`)
     -> measures per phase (:func:`measures.image_measures`) -> longitudinal shortening over the phases
 
@@ -19,12 +19,7 @@ import numpy as np
 from .cine import smooth_cine_detections
 from .detector import ImageLandmarks
 from .geometry import GeometryError, anterior_direction_in_image, standard_short_axis_orientation
-from .measures import (
-    image_measures,
-    longitudinal_shortening_or_none,
-    mitral_points_named_backwards,
-    name_rv_insertions_anatomically,
-)
+from .measures import image_measures, longitudinal_shortening_or_none, name_rv_insertions_anatomically
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +43,7 @@ def measure_slice(found_per_phase: Sequence[ImageLandmarks], view: str, pixel_sp
 
     ``plane_directions``: each phase's (read_dir, phase_dir) where the patient geometry is known (ISMRMRD, DICOM);
     with it, short-axis A-RVI / P-RVI are named by the patient's anterior and ``AnteriorRVIDirection_deg`` is
-    measured, and long-axis MV-1 is the septal mitral hinge where the valve line runs right-left
-    (:func:`measures.mitral_points_named_backwards`). ``probability_threshold``: below it a long-axis cine point
-    is weak and filled from its neighbours.
+    measured. ``probability_threshold``: below it a long-axis cine point is weak and filled from its neighbours.
     """
     landmarks = list(found_per_phase)
     if plane_directions is not None and len(plane_directions) != len(landmarks):
@@ -58,10 +51,6 @@ def measure_slice(found_per_phase: Sequence[ImageLandmarks], view: str, pixel_sp
     if view == "sax" and plane_directions is not None:
         landmarks = [named_by_anatomy(found, pixel_spacing_mm, directions)
                      for found, directions in zip(landmarks, plane_directions, strict=True)]
-    if view == "lax" and plane_directions is not None and mitral_points_named_backwards(
-            landmarks, pixel_spacing_mm, plane_directions):
-        log.info("MV-1/MV-2 swapped: MV-1 is the septal mitral hinge, on the patient's right of the lateral one")
-        landmarks = [{**found, "MV-1": found.get("MV-2"), "MV-2": found.get("MV-1")} for found in landmarks]
     filled = None
     if view == "lax" and len(landmarks) > 1:
         # a cine: each point smoothed over the phases, a weak or outlying one filled from its neighbours

@@ -71,32 +71,3 @@ def test_a_plane_with_no_anterior_direction_is_warned_about_once_per_slice(caplo
     assert [r.getMessage().startswith("no anterior RV insertion direction") for r in caplog.records] == [True]
     assert all("RVInsertionAngle_deg" in m and "AnteriorRVIDirection_deg" not in m for m in measured.measures)
 
-
-def four_chamber_found(mv1_col: float, mv2_col: float, row: float = 20.0) -> dict:
-    return {"MV-1": Landmark(row, mv1_col, 0.9), "MV-2": Landmark(row, mv2_col, 0.9), "APEX": Landmark(80.0, 40.0, 0.9)}
-
-
-def test_long_axis_mv1_is_the_septal_hinge_on_the_patients_right_however_the_image_is_stored() -> None:
-    # AXIAL_DIRECTIONS: columns run to the patient's left, so the septal (right-hand in the patient) hinge has the
-    # smaller column. The model called the lateral hinge (column 50) MV-1: a mirrored storage.
-    backwards = measure_slice([four_chamber_found(mv1_col=50.0, mv2_col=30.0)] * 2, "lax", SPACING_MM, 0.5,
-                              [AXIAL_DIRECTIONS] * 2)
-    assert [found["MV-1"].col for found in backwards.landmarks] == [30.0, 30.0]
-    # the same heart stored mirrored (columns run to the patient's right) with the model's names the other way
-    # round: the same anatomical names come back
-    mirrored_plane = ((-1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
-    mirrored = measure_slice([four_chamber_found(mv1_col=50.0, mv2_col=30.0)], "lax", SPACING_MM, 0.5,
-                             [mirrored_plane])
-    assert mirrored.landmarks[0]["MV-1"].col == 50.0
-    # without geometry (NIfTI) the model's names stand
-    assert measure_slice([four_chamber_found(50.0, 30.0)], "lax", SPACING_MM, 0.5).landmarks[0]["MV-1"].col == 50.0
-    assert backwards.measures[0]["LVLength_mm"] == pytest.approx(
-        measure_slice([four_chamber_found(30.0, 50.0)], "lax", SPACING_MM, 0.5).measures[0]["LVLength_mm"])
-
-
-def test_a_valve_line_along_the_head_foot_axis_keeps_the_models_names() -> None:
-    # a sagittal-like (2-chamber) plane: columns run posterior (LPS +y), rows to the feet (LPS -z); MV-1 lies 1 mm
-    # to the patient's left of MV-2 but 20 mm further down, which says nothing about septal and lateral
-    plane = ((0.0, 1.0, 0.0), (0.05, 0.0, -0.99875))
-    found = {"MV-1": Landmark(30.0, 30.0, 0.9), "MV-2": Landmark(10.0, 30.0, 0.9), "APEX": Landmark(80.0, 60.0, 0.9)}
-    assert measure_slice([found], "lax", (1.0, 1.0), 0.5, [plane]).landmarks[0]["MV-1"].row == 30.0
