@@ -451,8 +451,8 @@ def check_usable(plane: np.ndarray, phase: int) -> None:
 
 @dataclass
 class SliceResult:
-    """What detection found for one slice: the model, landmarks per phase and measures per phase (the phases that
-    could be used, in order), and why the others could not."""
+    """What detection found for one slice: the model, landmarks per phase and measures per phase, and why a phase
+    left out (:class:`PreparedSlice`) could not be used."""
 
     model: str
     view: str
@@ -461,7 +461,7 @@ class SliceResult:
     landmarks: list[ImageLandmarks]
     measures: list[dict[str, float]]
     filled: list[dict[str, bool]] | None = None  # LAX cine: landmarks filled in from neighbouring phases
-    unusable: dict[int, str] = field(default_factory=dict)  # the slice's item index -> why it was left out
+    unusable: dict[int, ValueError] = field(default_factory=dict)  # the slice's item index -> why it was left out
 
 
 @dataclass
@@ -469,14 +469,14 @@ class PreparedSlice:
     """One slice checked and ready for the model: its view, model, pixel spacing, (phases, rows, cols) pixels and
     the orientation (quarter turns, mirror) in which the model sees them (docs/gadget.md, "Orientation")."""
 
-    heads: list  # of the usable phases, as ``pixels``
+    heads: list
     view: str
     sequence: str
     detector: Detector
     spacing_mm: tuple[float, float]
-    pixels: np.ndarray
+    pixels: np.ndarray  # of the usable phases only
     orientation: tuple[int, bool]  # (quarter turns, mirror) that shows the pixels as the model was trained to see
-    unusable: dict[int, str]  # the slice's item index -> why the model cannot use that phase (:func:`check_usable`)
+    unusable: dict[int, ValueError]  # the slice's item index -> why the model cannot use that phase (check_usable)
 
 
 def prepare_slice(
@@ -506,20 +506,24 @@ def prepare_slice(
         try:
             check_usable(plane, phase)
         except ValueError as error:
-            unusable[index] = str(error)
+            unusable[index] = error
     if len(unusable) == len(images):
-        raise ValueError("; ".join(unusable.values()))
+        raise ValueError("; ".join(str(error) for error in unusable.values()))
     usable = [index for index in range(len(images)) if index not in unusable]
-    return PreparedSlice([heads[i] for i in usable], view, sequence, detector, spacings.pop(), pixels[usable],
-                         orientations.pop(), unusable)
+    return PreparedSlice(heads, view, sequence, detector, spacings.pop(), pixels[usable], orientations.pop(),
+                         unusable)
 
 
 def finish_slice(prepared: PreparedSlice, landmarks: list[ImageLandmarks], parameters: GadgetParameters) -> SliceResult:
-    """Everything after the model for one slice: anatomical A/P naming, cine smoothing, measures
-    (:func:`slice_measures.measure_slice`, as offline detection does)."""
+    """Everything after the model for one slice (``landmarks``: the usable phases'): anatomical A/P naming, cine
+    smoothing, measures (:func:`slice_measures.measure_slice`, as offline detection does). A phase left out stays
+    in the slice with nothing found, so that a cine is smoothed over its real phases and the gap filled."""
     threshold = parameters.probability_threshold
+    found = iter(landmarks)
+    nothing: ImageLandmarks = dict.fromkeys(LANDMARKS_BY_VIEW[prepared.view])
+    every_phase = [dict(nothing) if index in prepared.unusable else next(found) for index in range(len(prepared.heads))]
     measured = measure_slice(
-        landmarks, prepared.view, prepared.spacing_mm,
+        every_phase, prepared.view, prepared.spacing_mm,
         prepared.detector.spec.probability_threshold if threshold is None else threshold,
         [(tuple(head.read_dir), tuple(head.phase_dir)) for head in prepared.heads])
     return SliceResult(prepared.detector.spec.name, prepared.view, prepared.sequence, prepared.spacing_mm,
@@ -577,24 +581,39 @@ def _copy_for_output(received: ReceivedImage, parameters: GadgetParameters) -> i
         head.image_series_index = output_series_index(head.image_series_index, parameters)
     except ValueError:
         head.image_series_index = MAX_SERIES_INDEX  # only error copies get here: detect_slice checks first
-    meta = without_earlier_results(received.image.meta)
+    try:
+        meta = without_earlier_results(received.image.meta)
+    except Exception:  # the error copies come here too: whatever the attributes hold, the copy must go out
+        log.exception("the original's attributes could not be copied: its copy carries only the landmark ones")
+        meta = Meta()
     meta["CMRLandmark_OriginalSeriesIndex"] = str(received.image.getHead().image_series_index)
     meta["GADGETRON_DataRole"] = DATA_ROLE
-    meta.append("GADGETRON_ImageProcessingHistory", "CMRLANDMARK")
-    meta.append("GADGETRON_SeqDescription", SEQUENCE_DESCRIPTION_SUFFIX)
+    _append_once(meta, "GADGETRON_ImageProcessingHistory", "CMRLANDMARK")
+    _append_once(meta, "GADGETRON_SeqDescription", SEQUENCE_DESCRIPTION_SUFFIX)
     return ismrmrd.Image(head=head, meta=meta, data=received.image.data.copy())
 
 
 def without_earlier_results(meta: Meta) -> Meta:
     """A deep copy of an image's attributes (lists inside are appended to) without what this gadget wrote on an
-    earlier pass: its CMRLandmark_* attributes and its image comments (:data:`OWN_COMMENT`); an attribute left
-    from that pass would contradict this one where a landmark is no longer found or detection fails."""
-    kept = Meta({key: copy.deepcopy(value) for key, value in meta.items() if not key.startswith(ATTRIBUTE_PREFIX)})
-    comments = kept.pop("GADGETRON_ImageComment", None)
-    for comment in [comments] if not isinstance(comments, list) else comments:
-        if comment is not None and not OWN_COMMENT.fullmatch(comment):
-            kept.append("GADGETRON_ImageComment", comment)
+    earlier pass (an image that carries CMRLandmark_Status: a replayed output, a second landmark gadget in a chain):
+    its CMRLandmark_* attributes and its image comments (:data:`OWN_COMMENT`), which would contradict this pass
+    where a landmark is no longer found or detection fails. Everything else stays, whatever its name or value (an
+    attribute XML may hold an empty name or value: None here)."""
+    kept = Meta({key: copy.deepcopy(value) for key, value in meta.items()
+                 if not (isinstance(key, str) and key.startswith(ATTRIBUTE_PREFIX))})
+    if f"{ATTRIBUTE_PREFIX}Status" in meta and "GADGETRON_ImageComment" in kept:
+        comments = kept.pop("GADGETRON_ImageComment")
+        kept["GADGETRON_ImageComment"] = [
+            comment for comment in (comments if isinstance(comments, list) else [comments])
+            if not (isinstance(comment, str) and OWN_COMMENT.fullmatch(comment))]
     return kept
+
+
+def _append_once(meta: Meta, key: str, value: str) -> None:
+    """Append ``value`` to attribute ``key`` unless an earlier pass of this gadget already did."""
+    present = meta.get(key)
+    if value not in (present if isinstance(present, list) else [present]):
+        meta.append(key, value)
 
 
 def _format(value: float) -> str:
@@ -649,6 +668,17 @@ def error_image(received: ReceivedImage, message: str, parameters: GadgetParamet
     output.meta["CMRLandmark_Status"] = "error"
     output.meta["CMRLandmark_Error"] = message
     output.meta.append("GADGETRON_ImageComment", "landmark detection failed")
+    return output
+
+
+def left_out_image(received: ReceivedImage, result: SliceResult, error: ValueError,
+                   parameters: GadgetParameters) -> ismrmrd.Image:
+    """The copy of a phase the model could not use, in a slice whose other phases were detected: tagged with the
+    error, and with the slice's model, view and sequence."""
+    output = error_image(received, f"{type(error).__name__}: {error}", parameters)
+    output.meta["CMRLandmark_Model"] = result.model
+    output.meta["CMRLandmark_View"] = result.view
+    output.meta["CMRLandmark_Sequence"] = result.sequence
     return output
 
 
@@ -708,11 +738,9 @@ def slice_outputs(batch: SliceBatch, result: SliceResult | None, parameters: Gad
             result = detect_slice(batch, usable, header)
         if result.unusable:
             log.error("series %d slice %d: phase(s) left out: %s", batch.series_index, batch.slice,
-                      "; ".join(result.unusable.values()))
-        phase_indices = iter(range(len(result.landmarks)))  # the result's phases are the usable items, in order
-        return [error_image(received, f"ValueError: {result.unusable[i]}", usable) if i in result.unusable
-                else annotated_image(received, result, next(phase_indices), usable)
-                for i, received in enumerate(batch.items)]
+                      "; ".join(str(error) for error in result.unusable.values()))
+        return [left_out_image(received, result, result.unusable[i], usable) if i in result.unusable
+                else annotated_image(received, result, i, usable) for i, received in enumerate(batch.items)]
     except Exception as error:  # never lose a slice: whatever failed is reported on its copies
         if isinstance(error, ParameterError | ModelError):  # a setting or the installation, the same for every
             # slice: one line each, no traceback

@@ -79,9 +79,7 @@ def slice_summaries(records: Sequence[dict]) -> list[dict]:
     summaries = []
     for (series, slice_index), members in sorted(slices.items()):
         members = sorted(members, key=lambda r: r["phase"])
-        # the view of any phase detected: a phase the gadget left out (a blank frame) carries none
-        view = next((r["view"] for r in members if r["view"] is not None), None)
-        summary = {"series": series, "slice": slice_index, "view": view, "phases": len(members),
+        summary = {"series": series, "slice": slice_index, "view": members[0]["view"], "phases": len(members),
                    "errors": sorted({r["error"] for r in members if r["status"] != "ok"})}
         for measure, key in (("LVLength_mm", "lv_length_mm"), ("RVInsertionAngle_deg", "rv_insertion_angle_deg")):
             values = [r["measures"].get(measure) for r in members]
@@ -116,11 +114,10 @@ def _angle_text(record: dict) -> str:
     return f"no angle ({', '.join(missing)} not found)" if missing else "no angle"
 
 
-def _phase_line(record: dict, view: str) -> str:
-    """One short-axis image: its own count, points and angle, the figures its image comment carries. ``view``: the
-    slice's (a phase the gadget left out carries none)."""
+def _phase_line(record: dict) -> str:
+    """One short-axis image: its own count, points and angle, the figures its image comment carries."""
     found = sum(lm is not None for lm in record["landmarks"].values())
-    line = (f"series {record['series']} slice {record['slice']:2d} ({view}) phase {record['phase']}: "
+    line = (f"series {record['series']} slice {record['slice']:2d} ({record['view']}) phase {record['phase']}: "
             f"{found}/{len(record['landmarks'])} landmarks")
     points = _points_text(record)
     line += (f"; {points}" if points else "") + f"; {_angle_text(record)}"
@@ -162,7 +159,7 @@ def summary_text(records: Sequence[dict]) -> str:
     for summary in slice_summaries(records):
         members = slice_records(records, summary)
         if summary["view"] == "sax":
-            lines.extend(_phase_line(record, summary["view"]) for record in members)
+            lines.extend(_phase_line(record) for record in members)
         else:
             lines.append(_slice_line(summary, members))
     return "\n".join(lines) if lines else "no landmark results came back"

@@ -266,6 +266,24 @@ def test_a_copy_carries_only_what_this_pass_found(throwaway_models):
                        for c in copies)
 
 
+# Attribute XML with an empty name and an empty value (ismrmrd reads them as None), and a comment of other software
+# that reads like one of this gadget's: on an image no landmark gadget has seen, it stays.
+ODD_NAMES_META = ('<?xml version="1.0"?><ismrmrdMeta><meta><name/><value>x</value></meta>'
+                  "<meta><name>Empty</name><value/></meta>"
+                  "<meta><name>GADGETRON_ImageComment</name><value>LV length 3 mm</value></meta></ismrmrdMeta>")
+
+
+def test_attributes_with_empty_names_or_values_lose_no_image(throwaway_models):
+    server, thread = _serve(max_connections=1)
+    sent = _cine_messages(slices=2, attributes=ODD_NAMES_META)
+    replies = _session(server.port, sent, nul=False)
+    thread.join(30)
+    assert [raw for raw, item in replies if item.image_series_index == 7] == sent
+    copies = [item for _, item in replies if item.image_series_index == 107]
+    assert [c.meta["CMRLandmark_Status"] for c in copies] == ["ok"] * 6
+    assert all(list(np.atleast_1d(c.meta["GADGETRON_ImageComment"]))[0] == "LV length 3 mm" for c in copies)
+
+
 def test_copies_that_land_in_a_series_of_originals_are_warned_about_and_tagged(throwaway_models, caplog):
     server, thread = _serve(max_connections=1)
     # series 107 (say, the chain's own derived series) arrives first, then series 7, whose copies go to 107
@@ -297,15 +315,47 @@ def test_a_chain_naming_a_model_the_manifest_lacks_is_refused_or_tagged_in_one_l
 
 
 def test_a_blank_phase_is_left_out_and_the_rest_of_its_slice_measured(throwaway_models, caplog):
-    server, thread = _serve(max_connections=1)
-    images = [sax_plane_image(phantom(phase) if phase != 1 else np.zeros((64, 64), np.float32), series_index=7,
-                              phase=phase, image_index=1 + phase) for phase in range(3)]
+    server, thread = _serve(max_connections=2)
+    # phase 2's disc moved, so that its landmarks differ from phase 0's and a copy given another phase's shows
+    pixels = [phantom(0), np.zeros((64, 64), np.float32), np.roll(phantom(2), (12, -10), axis=(0, 1))]
+    images = [sax_plane_image(plane, series_index=7, phase=phase, image_index=1 + phase)
+              for phase, plane in enumerate(pixels)]
     sent = [image_message(image) for image in images]
     replies = _session(server.port, sent, nul=False)
+    without_it = _session(server.port, [sent[0], sent[2]], nul=False)  # the same slice without the blank phase
     thread.join(30)
     assert [raw for raw, item in replies if item.image_series_index == 7] == sent
     copies = sorted((item for _, item in replies if item.image_series_index == 107), key=lambda c: c.phase)
     assert [c.meta["CMRLandmark_Status"] for c in copies] == ["ok", "error", "ok"]
     assert "phase 1 has no signal" in copies[1].meta["CMRLandmark_Error"]
-    assert all(c.meta["CMRLandmark_C-LV_found"] == "1" for c in (copies[0], copies[2]))
+    assert (copies[1].meta["CMRLandmark_View"], copies[1].meta["CMRLandmark_Model"]) == ("sax", "throwaway_sax_cine")
     assert "phase(s) left out: phase 1 has no signal" in caplog.text
+    # each detected phase gets its own landmarks: those of the slice sent without the blank phase
+    expected = sorted((item for _, item in without_it if item.image_series_index == 107), key=lambda c: c.phase)
+    for copy, reference in zip((copies[0], copies[2]), expected, strict=True):
+        for name in ("A-RVI", "P-RVI", "C-LV"):
+            assert _values(copy.meta, f"CMRLandmark_{name}_pixel") == _values(reference.meta,
+                                                                              f"CMRLandmark_{name}_pixel")
+    assert [_values(copies[0].meta, f"CMRLandmark_{name}_pixel") for name in ("A-RVI", "P-RVI", "C-LV")] != [
+        _values(copies[2].meta, f"CMRLandmark_{name}_pixel") for name in ("A-RVI", "P-RVI", "C-LV")]
+
+
+def test_a_blank_phase_of_a_long_axis_cine_is_filled_from_its_neighbours(tmp_path, monkeypatch):
+    name = export_throwaway_model(tmp_path, "lax", "cine")
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(tmp_path))
+    server, thread = _serve(max_connections=1)
+    images = [sax_plane_image(phantom(phase) if phase != 5 else np.full((64, 64), np.nan, np.float32),
+                              series_index=7, phase=phase, image_index=1 + phase) for phase in range(12)]
+    config = ('<configuration><property name="view" value="lax"/><property name="sequence" value="cine"/>'
+              "</configuration>")
+    replies = _session(server.port, [image_message(image) for image in images], nul=False, config=config,
+                       protocol_name="CMR_cine_4CH", phases=12)
+    thread.join(30)
+    copies = sorted((item for _, item in replies if item.image_series_index == 107), key=lambda c: c.phase)
+    assert [c.meta["CMRLandmark_Status"] for c in copies] == ["ok"] * 5 + ["error"] + ["ok"] * 6
+    assert "phase 5 has no finite pixel" in copies[5].meta["CMRLandmark_Error"]
+    detected = copies[:5] + copies[6:]
+    assert all(c.meta["CMRLandmark_Model"] == name for c in copies)
+    # one shortening over the beat, from all 12 phases' lengths (the gap filled in the smoothing, not closed up)
+    assert len({c.meta["CMRLandmark_LongitudinalShortening"] for c in detected}) == 1
+    assert all(f"CMRLandmark_{landmark}_filled" in c.meta for c in detected for landmark in ("MV-1", "MV-2", "APEX"))

@@ -60,17 +60,6 @@ def test_a_failed_short_axis_image_says_so_on_its_line():
                                                             "ERROR: no model for sax/lge")
 
 
-def test_a_phase_the_gadget_left_out_is_reported_in_its_slices_view():
-    # the gadget's copy of a left-out (blank) phase carries the error and no view; the slice's others are detected
-    left_out = sax_plane_image(np.zeros((32, 32), np.float32), series_index=101, slice_index=3, phase=0,
-                               meta={"CMRLandmark_Status": "error", "CMRLandmark_OriginalSeriesIndex": "1",
-                                     "CMRLandmark_Error": "ValueError: phase 0 has no signal: every finite pixel is 0"})
-    lines = summary_text(landmark_records([left_out, annotated("sax", 3, 1, ALL_SAX, RVInsertionAngle_deg=120.0)]))
-    assert lines.splitlines()[0].startswith("series 101 slice  3 (sax) phase 0: 0/0 landmarks")
-    assert lines.splitlines()[0].endswith("ERROR: ValueError: phase 0 has no signal: every finite pixel is 0")
-    assert lines.splitlines()[1].endswith("RV insertion angle 120 deg")
-
-
 def test_a_long_axis_slice_keeps_one_line_with_its_per_slice_measures():
     lax = {"MV-1": (10.0, 10.0), "MV-2": (10.0, 30.0), "APEX": (60.0, 20.0)}
     images = [annotated("lax", 0, t, lax if t else {**lax, "APEX": None}, LVLength_mm=length,
