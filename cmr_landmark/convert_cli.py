@@ -42,9 +42,9 @@ def main_convert(argv: list[str] | None = None) -> int:
         parser.exit(2, f"cmr-landmark convert: cannot write {args.out}: {error}\n")
     if dataset := public_set_of_file(args.input):  # named like a public set's NIfTI (datasets.PUBLIC_SET_FILE_NAMES)
         print(f"warning: {args.input.name} is named like a file of the public set {dataset}, whose NIfTI affines are "
-              "not trustworthy: the geometry written is not the patient's, so the gadget's anatomical naming of "
-              "A-RVI/P-RVI and its display orientation may be wrong ('cmr-landmark detect' on the NIfTI itself uses "
-              "the set's own orientation)", file=sys.stderr)
+              "not trustworthy: the geometry written is not the patient's, so the patient coordinates and, on the "
+              "short axis, the gadget's anatomical naming of A-RVI/P-RVI and its display orientation may be wrong "
+              "('cmr-landmark detect' on the NIfTI itself uses the set's own orientation)", file=sys.stderr)
     kind = "raw acquisitions" if args.kspace else "images"
     print(f"wrote {args.out}: {series.n_slices} slices x {series.n_phases} phases as {kind}")
     return 0

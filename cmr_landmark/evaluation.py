@@ -16,9 +16,11 @@ import os
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,6 +41,9 @@ from .geometry import distances_mm
 from .measures import lv_length_mm, rv_insertion_angle_deg
 from .model_store import ModelError, ModelSpec, find_model, read_manifest
 from .network import LandmarkCascade
+
+if TYPE_CHECKING:  # datasets loads nibabel: only the type is needed here
+    from .datasets import Slice
 
 WORST_CASES_SHOWN = 8
 # What export reads from a training run folder (run.json and metrics.json are written when training has finished).
@@ -384,10 +389,9 @@ def summary(evaluation: Evaluation) -> dict:
     }
 
 
-def training_subjects_among(spec: ModelSpec, slices: Sequence) -> list[str]:
+def training_subjects_among(spec: ModelSpec, slices: Sequence[Slice]) -> list[str]:
     """The "set/patient" subjects of ``slices`` that the manifest says ``spec`` was trained on."""
-    subjects = {f"{s.dataset}/{s.patient}" for s in slices if hasattr(s, "dataset") and hasattr(s, "patient")}
-    return sorted(subjects & set(spec.training_patients))
+    return sorted({f"{s.dataset}/{s.patient}" for s in slices} & set(spec.training_patients))
 
 
 def _probability(text: str) -> float:
@@ -441,7 +445,7 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
 
         try:  # a folder or file without a run's best weights: one line, not a traceback
             model: Detector | LandmarkCascade = load_cascade(args.run, args.view)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RuntimeError, zipfile.BadZipFile) as error:  # RuntimeError: not torch's file
             parser.error(f"--run {args.run}: {error}")
         name = str(args.run)
     else:
@@ -472,7 +476,9 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
         source = f"{', '.join(names)} ({args.split})"
     if isinstance(model, Detector) and (trained_on := training_subjects_among(model.spec, slices)):
         # a split name does not say it: lax_cine trained on the one labelled long-axis subject, in the val split
-        note = f"{', '.join(trained_on)} trained {name}: training figures, not a validation"
+        trained = sum(f"{s.dataset}/{s.patient}" in trained_on for s in slices)
+        note = (f"{trained} of {len(slices)} slices are of {', '.join(trained_on)}, which {name} was trained on: "
+                "training figures, not a validation")
         print(f"warning: {note}", file=sys.stderr)
         source += f"; {note}"
     evaluation = evaluate_slices(model, slices, args.threshold, mirror_average=bool(args.mirror_average))

@@ -61,6 +61,14 @@ def _manifest_threshold(entry: dict) -> float:
     return float(value)
 
 
+def _manifest_patients(entry: dict) -> tuple[str, ...]:
+    patients = entry.get("training_patients", [])
+    if not isinstance(patients, list) or not all(isinstance(patient, str) for patient in patients):
+        raise ModelError(f"manifest entry {entry.get('name')!r}: training_patients must be a list of "
+                         f"\"set/patient\" names, got {patients!r}")
+    return tuple(patients)
+
+
 def _manifest_direction(entry: dict, key: str) -> float | None:
     value = entry.get(key)
     if value is None:
@@ -123,7 +131,7 @@ class ModelSpec:
                 fine_centroid_radius_mm=_manifest_radius(entry, "fine_centroid_radius_mm"),
                 display_rv_direction_deg=_manifest_direction(entry, "display_rv_direction_deg"),
                 display_long_axis_deg=_manifest_direction(entry, "display_long_axis_deg"),
-                training_patients=tuple(str(patient) for patient in entry.get("training_patients", ())),
+                training_patients=_manifest_patients(entry),
             )
         except (KeyError, TypeError) as error:
             raise ModelError(f"malformed manifest entry {entry!r}: {error}") from error

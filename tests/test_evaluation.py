@@ -264,5 +264,6 @@ def test_the_subjects_a_model_was_trained_on_are_named_from_its_manifest():
 
 def test_evaluate_calls_the_figures_on_a_models_training_subject_training_figures(shared_data, tmp_path, capsys):
     main_evaluate(["--view", "lax", "--datasets", "mnms2", "--split", "val", "--out", str(tmp_path)])
-    assert "warning: mnms2/001 trained lax_cine: training figures, not a validation" in capsys.readouterr().err
+    assert ("warning: 2 of 2 slices are of mnms2/001, which lax_cine was trained on: training figures, not a "
+            "validation") in capsys.readouterr().err
     assert "training figures, not a validation" in (tmp_path / "report.md").read_text().splitlines()[0]

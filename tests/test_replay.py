@@ -264,6 +264,23 @@ def test_a_replay_in_which_every_copy_failed_writes_everything_and_exits_1(tmp_p
     assert len(report["images"]) == 4 and {r["status"] for r in report["images"]} == {"error"}
 
 
+def test_a_replayed_output_is_judged_by_this_passs_copies_not_its_tagged_originals(tmp_path, passive_server,
+                                                                                   capsys):
+    source = tmp_path / "sax.h5"
+    nifti = write_nifti(tmp_path / "sax.nii.gz", heart_like(48, 56, phases=2, slices=2), oblique_affine())
+    main_convert([str(nifti), "--out", str(source), "--view", "sax"])
+    first = tmp_path / "first.h5"
+    gadget = ["--gadgetron", f"127.0.0.1:{passive_server.port}"]
+    assert main_replay([str(source), "--out", str(first), *gadget, "--set", "model=throwaway_sax_cine"]) == 0
+    capsys.readouterr()
+    # the first pass's copies (tagged ok) sent again, through a model that fails on every one of them
+    assert main_replay([str(first), "--image-group", "dataset/image_101", "--out", str(tmp_path / "second.h5"),
+                        *gadget, "--set", "model=throwaway_lax_cine", "--set", "series_index_offset=1000"]) == 1
+    captured = capsys.readouterr()
+    assert "all 4 annotated copies carry CMRLandmark_Status=error" in captured.err
+    assert "series 1101" in captured.out and "series 101 " not in captured.out
+
+
 def test_shipped_sample_is_small_and_has_plausible_geometry():
     sax, lax = SAMPLES / "mnms2_001_sax.h5", SAMPLES / "mnms2_001_lax_4ch_cine.h5"
     assert sax.stat().st_size + lax.stat().st_size < 5_000_000
