@@ -79,6 +79,9 @@ DEFAULT_PROBABILITY_THRESHOLD = 0.3
 # 3.35 -> 3.30 mm, sax_lge 4.26 -> 4.14 mm over all labelled landmarks) and held on validation (docs/training.md,
 # "Decoding"). New exports record it in the manifest; an entry without it decodes the peak.
 FINE_CENTROID_RADIUS_MM = 15.0
+# The long-axis fine stage looks for each landmark only this near its coarse point (lax_cine ships with it; docs/lax.md,
+# "Coarse-guided fine search"); the short-axis models search their whole crop.
+LAX_FINE_SEARCH_RADIUS_MM = 20.0
 
 
 # Pixel sizes an MR image can have (mm). Outside them a file's geometry is wrong (often a NIfTI in metres without its

@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ from .config import (
     DEFAULT_PROBABILITY_THRESHOLD,
     FINE_GRID_BY_VIEW,
     LANDMARKS_BY_VIEW,
+    LAX_FINE_SEARCH_RADIUS_MM,
     MIRROR_POOLINGS,
     models_dir,
 )
@@ -119,10 +121,12 @@ def predict(detector: Detector, slices: Sequence) -> tuple[np.ndarray, np.ndarra
 
 
 def detector_for_cascade(cascade: LandmarkCascade, view: str, folder: Path, threshold: float,
-                         mirror_average: bool = False, mirror_pooling: str = "mean") -> Detector:
+                         mirror_average: bool = False, mirror_pooling: str = "mean",
+                         fine_search_radius_mm: float | None = None) -> Detector:
     """Export ``cascade`` as the shipped format into ``folder`` and load it the way the gadget does."""
     export_cascade(cascade, "candidate", view, "any", COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold, folder,
-                   mirror_average=mirror_average, mirror_pooling=mirror_pooling)
+                   mirror_average=mirror_average, mirror_pooling=mirror_pooling,
+                   fine_search_radius_mm=fine_search_radius_mm)
     return Detector(find_model(view, "any", name="candidate", folder=folder))
 
 
@@ -241,9 +245,11 @@ def evaluate_slices(
     model: Detector | LandmarkCascade, slices: Sequence, probability_threshold: float | None = None,
     mirror_average: bool = False,
     mirror_pooling: str = "mean",
+    fine_search_radius_mm: float | None = None,
 ) -> Evaluation:
     """Run ``model`` (a loaded Detector, or a trained cascade, exported for the purpose) on labelled ``slices``.
-    ``mirror_average`` and ``mirror_pooling`` apply to a cascade (a Detector carries its own settings)."""
+    ``mirror_average``, ``mirror_pooling`` and ``fine_search_radius_mm`` apply to a cascade (a Detector carries its
+    own settings)."""
     if not slices:
         raise ValueError("no slices to evaluate")
     views = {s.view for s in slices}
@@ -253,7 +259,8 @@ def evaluate_slices(
     if isinstance(model, LandmarkCascade):
         threshold = DEFAULT_PROBABILITY_THRESHOLD if probability_threshold is None else probability_threshold
         with tempfile.TemporaryDirectory() as folder:
-            detector = detector_for_cascade(model, view, Path(folder), threshold, mirror_average, mirror_pooling)
+            detector = detector_for_cascade(model, view, Path(folder), threshold, mirror_average, mirror_pooling,
+                                            fine_search_radius_mm)
             points, probability = predict(detector, slices)
     else:
         if model.spec.view != view:
@@ -419,7 +426,8 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
     """``cmr-landmark evaluate``: accuracy tables of a model on a labelled set (data sets' split, or a VIA file)."""
     parser = argparse.ArgumentParser(prog="cmr-landmark evaluate", description=main_evaluate.__doc__)
     parser.add_argument("--view", choices=sorted(LANDMARKS_BY_VIEW), required=True)
-    parser.add_argument("--sequence", default="cine")
+    parser.add_argument("--sequence", default=None,
+                        help="the slices' sequence (default: the run's with --run, else cine)")
     parser.add_argument("--model", default=None, help="manifest model name (default: the one for view/sequence)")
     parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument("--run", type=Path, default=None, help="evaluate a training run folder instead of a model")
@@ -440,6 +448,10 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
     if not (args.via or args.datasets):
         parser.error("give --datasets or --via")
     # the model before the labelled slices: a wrong name, view or folder is said at once, not after loading a set
+    recorded = json.loads((args.run / "run.json").read_text()) if args.run and (args.run / "run.json").is_file() else {}
+    if recorded.get("view", args.view) != args.view:  # its points would be read as the other view's landmarks
+        parser.error(f"--run {args.run} trained a {recorded['view']} model, not {args.view}")
+    args.sequence = args.sequence or recorded.get("sequence", "cine")
     if args.run:
         from .training import load_cascade
 
@@ -579,9 +591,14 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threshold", type=_probability_or_auto, default="auto",
                         help="a probability in [0, 1], or 'auto': chosen on the train split")
     parser.add_argument("--notes", type=Path, default=None, help="markdown appended to the model card")
-    parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=True,
-                        help="the shipped model averages its fine stage over the crop and its mirror; the threshold "
-                             "and the card's accuracy are measured that way (default: on)")
+    parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the fine stage over the crop and its mirror; the threshold and the card's "
+                             "accuracy are measured that way (default: as the shipped models, on for the short axis, "
+                             "off for the long axis)")
+    parser.add_argument("--fine-search-radius-mm", type=float, default=None,
+                        help="the fine stage looks for each landmark only this near its coarse point (default: "
+                             f"as the shipped models, {LAX_FINE_SEARCH_RADIUS_MM:g} for the long axis, none for the "
+                             "short)")
     parser.add_argument("--mirror-pooling", choices=MIRROR_POOLINGS, default="mean",
                         help="how the two mirror passes are pooled (sax_any and sax_t1 ship log_linear; docs/t1.md)")
     parser.add_argument("--threads", type=int, default=1)
@@ -590,6 +607,13 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .training import load_cascade, run_slices
 
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):  # it names a file inside --models-dir
+        parser.error(f"--name {args.name!r}: letters, digits, '_', '.' and '-' only")
+    if args.notes is not None and not args.notes.is_file():
+        parser.error(f"--notes {args.notes}: no such file")
+    if args.fine_search_radius_mm is not None and not (math.isfinite(args.fine_search_radius_mm)
+                                                       and args.fine_search_radius_mm > 0):
+        parser.error(f"--fine-search-radius-mm must be a positive number, got {args.fine_search_radius_mm:g}")
     if missing := [file for file in RUN_FILES if not (args.run / file).is_file()]:
         parser.error(f"--run {args.run} is not a finished training run folder: it has no {', '.join(missing)}")
     args.models_dir = args.models_dir or models_dir()
@@ -599,37 +623,59 @@ def main_export(argv: Sequence[str] | None = None) -> int:
                      "another --name, or --overwrite to replace it")
     torch.set_num_threads(args.threads)
     run = json.loads((args.run / "run.json").read_text())
+    if not {"view", "sequence"} <= run.keys():
+        parser.error(f"--run {args.run}: its run.json names no view and sequence, so it is not a `cmr-landmark "
+                     "train` run (scripts/train_sax_synthetic.py runs are shipped by scripts/compare_sax_models.py)")
     run["out"] = str(args.run)
     metrics = json.loads((args.run / "metrics.json").read_text())
     view, sequence = run["view"], run["sequence"]
+    mirror_average = view == "sax" if args.mirror_average is None else args.mirror_average
+    search_radius_mm = args.fine_search_radius_mm or (LAX_FINE_SEARCH_RADIUS_MM if view == "lax" else None)
+    settings = {"mirror_average": mirror_average, "mirror_pooling": args.mirror_pooling,
+                "fine_search_radius_mm": search_radius_mm}
     cascade = load_cascade(args.run, view)
     if args.threshold == "auto":
         train_slices = run_slices(run, "train")
-        threshold = choose_threshold(evaluate_slices(cascade, train_slices, mirror_average=args.mirror_average,
-                                                     mirror_pooling=args.mirror_pooling))
+        threshold = choose_threshold(evaluate_slices(cascade, train_slices, **settings))
         rule = (f"chosen on the training split ({len(train_slices)} slices) as the value maximising detection "
                 "rate minus false-positive rate over all landmarks.")
     else:
         threshold, rule = args.threshold, "given at export."
     val_slices = run_slices(run, "val")
     start = time.perf_counter()
-    evaluation = evaluate_slices(cascade, val_slices, threshold, mirror_average=args.mirror_average,
-                                 mirror_pooling=args.mirror_pooling)
+    evaluation = evaluate_slices(cascade, val_slices, threshold, **settings)
     seconds_per_slice = (time.perf_counter() - start) / len(val_slices)
     notes = args.notes.read_text() if args.notes else ""
     card = model_card(args.name, view, sequence, run, metrics, evaluation, seconds_per_slice, rule, notes,
-                      args.mirror_average)
+                      mirror_average)
     extra = {"validation": summary(evaluation)}
+    if patients := inherited_training_patients(run):
+        extra["training_patients"] = patients
     if view == "sax":
         try:
             extra["display_rv_direction_deg"] = round(mean_rv_direction_deg(run_slices(run, "train")), 1)
         except ValueError as error:  # no training slice with all three landmarks: the model records no direction
             print(f"display_rv_direction_deg not recorded: {error}")
     path = export_cascade(cascade, args.name, view, sequence, COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold,
-                          args.models_dir, card=card, extra=extra,
-                          embed_training_state=True, mirror_average=args.mirror_average,
-                          mirror_pooling=args.mirror_pooling)
+                          args.models_dir, card=card, extra=extra, embed_training_state=True, **settings)
     write_report(evaluation, val_slices, args.run / "validation", f"{args.name} on the validation split")
     print(card)
     print(f"wrote {path}")
+    chosen = find_model(view, sequence, folder=args.models_dir)
+    if chosen.name != args.name:  # the first listed model of a view and sequence is the one chosen by default
+        print(f"note: detect and the gadget choose {chosen.name} for {view}/{sequence} from {args.models_dir}; "
+              f"--model {args.name} (the gadget's model={args.name}) chooses this one")
     return 0
+
+
+def inherited_training_patients(run: dict) -> list[str]:
+    """The subjects a run's start weights were trained on outside the train split (manifest ``training_patients``
+    of the model files it started from): a fine-tuned model carries them on, so that evaluate still says so."""
+    patients: set[str] = set()
+    for source in (run.get("init_from"), run.get("init_coarse_from")):
+        if not source or not Path(source).is_file() or not (Path(source).parent / "manifest.json").is_file():
+            continue
+        for spec in read_manifest(Path(source).parent):
+            if spec.file.resolve() == Path(source).resolve():
+                patients.update(spec.training_patients)
+    return sorted(patients)

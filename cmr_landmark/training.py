@@ -723,6 +723,24 @@ def run_slices(run: dict, split: str) -> list:
     return load_labelled_slices(names, split, run["view"], run["sequence"])
 
 
+def check_start_weights(parser: argparse.ArgumentParser, init_from: Path | None, init_coarse_from: Path | None
+                        ) -> None:
+    """Refuse (one line, before any epoch) start weights that cannot be read: a mistyped path, a model file
+    exported without its training state, a file that is not a checkpoint."""
+    fine_only = ("fine",) if init_coarse_from else STAGES  # --init-coarse-from takes the coarse stage's place
+    for option, source, stages in (("--init-from", init_from, fine_only),
+                                   ("--init-coarse-from", init_coarse_from, ("coarse",))):
+        if source is None:
+            continue
+        if not source.exists():
+            parser.error(f"{option} {source}: no such file or folder")
+        for stage in stages:
+            try:
+                load_stage_weights(source, stage)
+            except (OSError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
+                parser.error(f"{option} {source}: {error}")
+
+
 def main_train(argv: Sequence[str] | None = None) -> int:
     """``cmr-landmark train``: train a cascade on named data sets' train split, validate on their val split."""
     parser = argparse.ArgumentParser(prog="cmr-landmark train", description=main_train.__doc__)
@@ -773,8 +791,10 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         parser.error("--epochs-fine 0 keeps the fine stage as given: it needs --init-from")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file")
-    names = [n for n in args.datasets.split(",") if n]
-    val_names = names + [n for n in args.val_datasets.split(",") if n]
+    if not args.resume:  # a resume starts from its own checkpoints
+        check_start_weights(parser, args.init_from, args.init_coarse_from)
+    names = list(dict.fromkeys(n for n in args.datasets.split(",") if n))  # a set named twice is loaded once
+    val_names = list(dict.fromkeys(names + [n for n in args.val_datasets.split(",") if n]))
     if unknown := sorted(set(val_names) - set(DATASETS)):
         parser.error(f"unknown data set(s) {', '.join(unknown)}; the public sets are {', '.join(DATASETS)}")
     try:  # FreshImages checks the share
@@ -809,14 +829,39 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         parser.error("give --datasets or --via/--via-val")
     if not has_labelled_landmark(val_slices):
         parser.error(NO_VALIDATION_LANDMARK)
-    if len(train_slices) < args.batch_size:  # else train_stage would stop with a traceback after loading everything
-        parser.error(f"{len(train_slices)} training images are fewer than one batch: give --batch-size "
-                     f"{len(train_slices)} or less")
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun: each process trains on its share, in batches
+    if len(train_slices) // processes < args.batch_size:  # else train_stage stops with a traceback after loading
+        parser.error(f"{len(train_slices)} training images over {processes} process(es) are fewer than one batch "
+                     f"of {args.batch_size} per process: give --batch-size {max(1, len(train_slices) // processes)} "
+                     "or less")
     if not args.resume and any((args.out / f"{stage}_last.pt").exists() for stage in ("coarse", "fine")):
         parser.error(f"--out {args.out} holds an earlier run's checkpoints: --resume continues it, another --out "
                      "starts afresh")
+    settings = {  # what a run is: a resume must not change it (epochs and threads may)
+        "datasets": names, "val_datasets": val_names, "sequence": args.sequence, "view": args.view,
+        "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "widths": list(widths_coarse),
+        "widths_fine": list(widths_fine), "distance_loss_weight": args.distance_loss_weight,
+        "fresh_contrast_fraction": args.fresh_contrast_fraction,
+        # absolute, so that export and evaluate find them from any folder
+        "via": [str(args.via.resolve()), str(args.via_val.resolve()),
+                str(args.via_images.resolve()) if args.via_images else "", args.pixel_spacing_mm]
+        if args.via else None,
+        "init_from": str(args.init_from or ""), "init_coarse_from": str(args.init_coarse_from or ""),
+    }
+    run_path = Path(args.out) / "run.json"
+    if args.resume and run_path.exists():
+        earlier = json.loads(run_path.read_text())
+        # the start weights are the run's own (a resume reads its checkpoints): kept, not compared
+        settings.update(init_from=earlier.get("init_from", ""), init_coarse_from=earlier.get("init_coarse_from", ""))
+        if changed := [f"{key} {settings[key]!r} (the run's: {earlier[key]!r})" for key in settings
+                       if key in earlier and json.loads(json.dumps(settings[key])) != earlier[key]]:
+            parser.error(f"--resume continues the run in {args.out} as it was started; these differ: "
+                         f"{'; '.join(changed)}. Give them as before, or another --out for a new run")
     if is_main_process():
         print(f"{len(train_slices)} training and {len(val_slices)} validation slices", flush=True)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        run_path.write_text(json.dumps({**settings, "epochs": args.epochs, "epochs_fine": epochs_fine}, indent=2)
+                            + "\n")  # written first: a resume of an interrupted run is checked against it
     start = time.perf_counter()
     _, metrics = train_cascade(
         train_slices, val_slices, args.view, args.out, args.epochs, epochs_fine,
@@ -827,18 +872,10 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     )
     if is_main_process():
         wall_s = time.perf_counter() - start
-        (Path(args.out) / "run.json").write_text(json.dumps(
-            {"datasets": names, "val_datasets": val_names, "sequence": args.sequence, "view": args.view,
-             "train_slices": len(train_slices), "val_slices": len(val_slices), "wall_s": wall_s,
-             "threads": args.threads, "epochs": args.epochs,
-             "precision": "bf16 autocast" if uses_bf16(setup_distributed()) else "fp32",
-             "epochs_fine": epochs_fine, "lr": args.lr,
-             "init_from": str(args.init_from or ""), "init_coarse_from": str(args.init_coarse_from or ""),
-             "distance_loss_weight": args.distance_loss_weight, "fresh_contrast_fraction": args.fresh_contrast_fraction,
-             # absolute, so that export and evaluate find them from any folder
-             "via": [str(args.via.resolve()), str(args.via_val.resolve()),
-                     str(args.via_images.resolve()) if args.via_images else "", args.pixel_spacing_mm]
-             if args.via else None},
+        run_path.write_text(json.dumps(
+            {**settings, "train_slices": len(train_slices), "val_slices": len(val_slices), "wall_s": wall_s,
+             "threads": args.threads, "epochs": args.epochs, "epochs_fine": epochs_fine,
+             "precision": "bf16 autocast" if uses_bf16(setup_distributed()) else "fp32"},
             indent=2) + "\n")
         print(json.dumps(metrics, default=float), flush=True)
     if dist.is_initialized():

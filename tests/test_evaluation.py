@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -241,6 +242,9 @@ def test_evaluate_says_what_is_wrong_with_its_model_or_threshold_in_one_line(tmp
     ([], "is not a finished training run folder: it has no run.json, metrics.json, coarse_best.pt, fine_best.pt"),
     (["--threshold", "1.5"], "--threshold: must be 'auto' or a probability in [0, 1], got '1.5'"),
     (["--threshold", "high"], "--threshold: must be 'auto' or a probability in [0, 1], got 'high'"),
+    (["--name", "../evil"], "--name '../evil': letters, digits"),  # it was written outside --models-dir
+    (["--notes", "/nonexistent/notes.md"], "--notes /nonexistent/notes.md: no such file"),
+    (["--fine-search-radius-mm", "-3"], "--fine-search-radius-mm must be a positive number"),
 ])
 def test_export_says_what_is_wrong_with_its_run_or_threshold_in_one_line(tmp_path, capsys, arguments, message):
     models = tmp_path / "models"
@@ -267,3 +271,33 @@ def test_evaluate_calls_the_figures_on_a_models_training_subject_training_figure
     assert ("warning: 2 of 2 slices are of mnms2/001, which lax_cine was trained on: training figures, not a "
             "validation") in capsys.readouterr().err
     assert "training figures, not a validation" in (tmp_path / "report.md").read_text().splitlines()[0]
+
+
+def test_evaluate_refuses_a_run_of_the_other_view(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"view": "sax", "sequence": "lge"}')
+    with pytest.raises(SystemExit) as stop:  # its points were scored as the other view's landmarks
+        main_evaluate(["--view", "lax", "--run", str(run), "--datasets", "mnms2", "--out", str(tmp_path / "ev")])
+    assert stop.value.code == 2 and f"--run {run} trained a sax model, not lax" in capsys.readouterr().err
+
+
+def test_an_export_fine_tuned_from_a_model_carries_its_training_subjects_and_says_which_model_is_default(
+        tmp_path, capsys):
+    from cmr_landmark.training import main_train
+
+    torch.manual_seed(0)
+    tiny = LandmarkCascade(UNet(3, widths=(4, 8)), UNet(3, widths=(4, 8)))
+    start, models = tmp_path / "start", tmp_path / "models"
+    export_cascade(tiny, "start", "sax", "cine", COARSE_GRID, FINE_GRID_BY_VIEW["sax"], 0.5, start,
+                   embed_training_state=True, extra={"training_patients": ["mnms2/001"]})
+    export_cascade(tiny, "aaa_first", "sax", "cine", COARSE_GRID, FINE_GRID_BY_VIEW["sax"], 0.5, models)
+    project = FIXTURES / "via" / "sax_project.json"
+    run = tmp_path / "run"
+    assert main_train(["--view", "sax", "--via", str(project), "--via-val", str(project), "--epochs", "1",
+                       "--batch-size", "2", "--init-from", str(start / "start.pt"), "--out", str(run)]) == 0
+    assert main_export(["--run", str(run), "--name", "mine", "--models-dir", str(models)]) == 0
+    entry = next(e for e in json.loads((models / "manifest.json").read_text())["models"] if e["name"] == "mine")
+    assert entry["training_patients"] == ["mnms2/001"]
+    assert entry["mirror_average"] and entry.get("fine_search_radius_mm") is None  # the short axis's settings
+    assert "detect and the gadget choose aaa_first for sax/cine" in capsys.readouterr().out
