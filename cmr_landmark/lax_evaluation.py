@@ -65,7 +65,8 @@ def phase_name(s: Slice) -> str:
 
 
 def _errors(found: ImageLandmarks, s: Slice) -> dict:
-    """Distance (mm) of each landmark of ``found`` from ``s``'s labels, and the LV length against theirs."""
+    """Distance (mm) of each landmark of ``found`` from ``s``'s labels, and the LV length against theirs; NaN for a
+    landmark ``found`` lacks (a cine's smoothed points have none where no phase found it) and what depends on it."""
     predicted = lax_points_rc(found)
     distances = np.linalg.norm((predicted - s.landmarks_rc) * np.asarray(s.pixel_spacing_mm), axis=1)
     predicted_length = _lv_length(predicted, s.pixel_spacing_mm)
@@ -74,7 +75,8 @@ def _errors(found: ImageLandmarks, s: Slice) -> dict:
         "patient": s.patient,
         "phase": phase_name(s),
         **{f"{name}_mm": float(d) for name, d in zip(LAX_LANDMARKS, distances, strict=True)},
-        **{f"{name}_probability": float(found[name].probability) for name in LAX_LANDMARKS},
+        **{f"{name}_probability": float("nan") if found[name] is None else float(found[name].probability)
+           for name in LAX_LANDMARKS},
         "mean_mm": float(np.mean(distances)),
         "lv_length_mm": predicted_length,
         "lv_length_labels_mm": true_length,
@@ -82,6 +84,12 @@ def _errors(found: ImageLandmarks, s: Slice) -> dict:
         "predicted_rc": predicted.tolist(),
         "labels_rc": s.landmarks_rc.tolist(),
     }
+
+
+def _distances_text(row: dict) -> str:
+    """"MV-1 3.2 mm, ..." of an ``_errors`` row, "not found" for a landmark the model did not find."""
+    return ", ".join(f"{name} {row[f'{name}_mm']:.1f} mm" if np.isfinite(row[f"{name}_mm"]) else f"{name} not found"
+                     for name in LAX_LANDMARKS)
 
 
 def evaluate_labelled(detector: Detector, slices: Sequence[Slice]) -> list[dict]:
@@ -303,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = evaluate_labelled(detector, labelled)
     result = {"model": args.model, "labelled": rows}
     for row in rows:
-        print(f"{row['phase']}: " + ", ".join(f"{n} {row[f'{n}_mm']:.1f} mm" for n in LAX_LANDMARKS)
+        print(f"{row['phase']}: " + _distances_text(row)
               + f", mean {row['mean_mm']:.1f} mm; LV length {row['lv_length_mm']:.1f} mm vs labels "
               f"{row['lv_length_labels_mm']:.1f} mm ({row['lv_length_error_percent']:+.1f} %)")
     if cine_phases:
@@ -315,8 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         label_lengths = [row["lv_length_labels_mm"] for row in rows]
         at_labelled = evaluate_cine_at_labelled(cine, labelled, frames)
         for row in at_labelled:
-            print(f"cine, smoothed, at {row['phase']}: " + ", ".join(f"{n} {row[f'{n}_mm']:.1f} mm"
-                                                                      for n in LAX_LANDMARKS)
+            print(f"cine, smoothed, at {row['phase']}: " + _distances_text(row)
                   + f"; LV length {row['lv_length_error_percent']:+.1f} %")
         result["cine"] = {
             "at_labelled_frames": at_labelled,

@@ -723,6 +723,16 @@ def run_slices(run: dict, split: str) -> list:
     return load_labelled_slices(names, split, run["view"], run["sequence"])
 
 
+def refuse_changed_resume(parser: argparse.ArgumentParser, out: Path, recorded: dict, settings: dict) -> None:
+    """Refuse (one line) a ``--resume`` whose ``settings`` differ from those the run in ``out`` was started with
+    (``recorded``; keys it lacks, from an older run, are not compared): its checkpoints would carry on the old run
+    while its records described the new command."""
+    if changed := [f"{key} {settings[key]!r} (the run's: {recorded[key]!r})" for key in settings
+                   if key in recorded and json.loads(json.dumps(settings[key])) != recorded[key]]:
+        parser.error(f"--resume continues the run in {out} as it was started; these differ: {'; '.join(changed)}. "
+                     "Give them as before, or another --out for a new run")
+
+
 def check_start_weights(parser: argparse.ArgumentParser, init_from: Path | None, init_coarse_from: Path | None
                         ) -> None:
     """Refuse (one line, before any epoch) start weights that cannot be read: a mistyped path, a model file
@@ -853,10 +863,7 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         earlier = json.loads(run_path.read_text())
         # the start weights are the run's own (a resume reads its checkpoints): kept, not compared
         settings.update(init_from=earlier.get("init_from", ""), init_coarse_from=earlier.get("init_coarse_from", ""))
-        if changed := [f"{key} {settings[key]!r} (the run's: {earlier[key]!r})" for key in settings
-                       if key in earlier and json.loads(json.dumps(settings[key])) != earlier[key]]:
-            parser.error(f"--resume continues the run in {args.out} as it was started; these differ: "
-                         f"{'; '.join(changed)}. Give them as before, or another --out for a new run")
+        refuse_changed_resume(parser, args.out, earlier, settings)
     if is_main_process():
         print(f"{len(train_slices)} training and {len(val_slices)} validation slices", flush=True)
         Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,9 @@ with no points is a labelled image without landmarks (e.g. a slice beyond the he
 not to report any there. Save the project (``Project -> Save``) or export the annotations as JSON; both work.
 
 Pixel spacing: DICOM images carry it (PixelSpacing); for PNG/JPEG give it per image as a file attribute
-``pixel_spacing_mm`` (``"1.4"`` or ``"1.4,1.4"``, row then column) or for all images with ``pixel_spacing_mm=``.
+``pixel_spacing_mm`` (``"1.4"`` or ``"1.4,1.4"``, row then column) or for all images with ``--pixel-spacing-mm``
+(``read_via_slices(pixel_spacing_mm=...)``). The images are looked for beside the VIA file unless ``--via-images``
+(``images_dir``) names their folder. The errors name those command-line flags: the commands are how users meet them.
 An optional file attribute ``patient`` groups images of one subject (default: the file name).
 VIA stores a point as ``cx`` (column) and ``cy`` (row) in pixels of the image as shown, which are the
 (row, col) = (cy, cx) pixel coordinates of the image array read here.
@@ -30,7 +32,7 @@ class ViaError(ValueError):
 def _read_image(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
     """Grey-level image and, for DICOM, its pixel spacing (row, col) in mm."""
     if not path.is_file():
-        raise ViaError(f"image {path} named in the VIA file is not there (use images_dir)")
+        raise ViaError(f"image {path} named in the VIA file is not there (give the images' folder with --via-images)")
     if path.suffix.lower() in (".dcm", ".ima", ""):
         import pydicom
 
@@ -73,6 +75,9 @@ def read_via_slices(
     attribute: str = "landmark",
 ) -> list[Slice]:
     """One labelled :class:`~cmr_landmark.datasets.Slice` per image of a VIA project or annotation export."""
+    if pixel_spacing_mm is not None and not (
+            len(pixel_spacing_mm) == 2 and all(np.isfinite(v) and v > 0 for v in pixel_spacing_mm)):
+        raise ViaError(f"--pixel-spacing-mm must be two positive numbers (row, column), got {list(pixel_spacing_mm)}")
     via_json = Path(via_json)
     try:
         project = json.loads(via_json.read_text())
@@ -94,9 +99,10 @@ def read_via_slices(
         elif file_attributes.get("pixel_spacing_mm"):
             spacing = _spacing(file_attributes["pixel_spacing_mm"], where)
         elif pixel_spacing_mm is not None:
-            spacing = _spacing(",".join(str(v) for v in pixel_spacing_mm), where)
+            spacing = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
         else:
-            raise ViaError(f"{where}: no pixel spacing (a pixel_spacing_mm file attribute, or pixel_spacing_mm=)")
+            raise ViaError(f"{where}: no pixel spacing (give the image a pixel_spacing_mm file attribute in VIA, or "
+                           "all images one with --pixel-spacing-mm ROW COL)")
         landmarks = np.full((len(names), 2), np.nan)
         for region in entry.get("regions") or []:
             shape = region.get("shape_attributes", {})

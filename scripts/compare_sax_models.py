@@ -5,9 +5,9 @@
         --out .cache/compare_sax
 
     # export a training run as a shipped model (threshold chosen on 400 of its training images), then compare;
-    # its card holds the tables
+    # its card holds the tables (--overwrite: models/ has a sax_any, and --ship replaces a model only with it)
     python scripts/compare_sax_models.py --model sax_cine --model sax_any=.cache/runs/sax_any \
-        --out .cache/compare_sax --ship sax_any=any
+        --out .cache/compare_sax --ship sax_any=any --overwrite
 
 Evaluation sets (patient-level validation splits, cmr_landmark/splits.json): ``cine`` = ACDC + MyoPS bSSFP,
 ``lge`` = MS-CMRSeg + MyoPS LGE, ``mnms2_cine`` = the M&Ms-2 subject (another centre), ``t1_synthetic`` =
@@ -53,7 +53,7 @@ from cmr_landmark.detector import Detector
 from cmr_landmark.display_orientation import mean_rv_direction_deg
 from cmr_landmark.evaluation import Evaluation, choose_threshold, evaluate_slices, paired_difference
 from cmr_landmark.export import export_cascade
-from cmr_landmark.model_store import edit_manifest, find_model, sha256_of
+from cmr_landmark.model_store import edit_manifest, find_model, read_manifest, sha256_of
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS, clinical_contrast_slices
 from cmr_landmark.synth.contrast import random_contrast_slices
 from cmr_landmark.synth.t1 import synthetic_t1_slices
@@ -391,6 +391,8 @@ def main() -> int:
     parser.add_argument("--repool", action="append", default=[],
                         help="NAME=POOLING: set shipped model NAME's mirror pooling and re-choose its threshold")
     parser.add_argument("--ship", action="append", default=[], help="NAME=SEQUENCE: export run NAME as a model")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="--ship may replace a model of the same name in the models folder (e.g. a shipped one)")
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=True,
                         help="run folders (and models shipped from them) average the fine stage over the crop and "
                              "its mirror")
@@ -401,15 +403,22 @@ def main() -> int:
     unknown = sorted(set(set_names) - set(SET_NAMES))
     if unknown or not set_names:
         parser.error(f"--sets: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SET_NAMES)}")
+    sources = dict(model_source(text) for text in args.model)
+    folder = models_dir()
+    existing = {spec.name for spec in read_manifest(folder)} if (folder / "manifest.json").exists() else set()
+    for text in args.ship:  # checked before the evaluation sets load (minutes)
+        name = text.partition("=")[0]
+        if sources.get(name) is None:
+            parser.error(f"--ship {text}: {name} must be given as --model {name}=RUN_DIR")
+        if name in existing and not args.overwrite:
+            parser.error(f"--ship {text}: {folder} already has a model {name!r}: another name, CMR_LANDMARK_MODELS "
+                         "set to a folder of your own, or --overwrite to replace it")
     args.out.mkdir(parents=True, exist_ok=True)
     sets = evaluation_sets(set_names)
     fingerprints = {name: set_fingerprint(slices) for name, slices in sets.items()}
-    sources = dict(model_source(text) for text in args.model)
     shipped = {}
     for text in args.ship:  # export first: the tables are then those of the shipped file at its threshold
         name, _, sequence = text.partition("=")
-        if sources.get(name) is None:
-            parser.error(f"--ship {text}: {name} must be given as --model {name}=RUN_DIR")
         shipped[name] = (sequence, export_run(name, sequence, sources[name], args.mirror_average,
                                               args.mirror_pooling))
         sources[name] = None

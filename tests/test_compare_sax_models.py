@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,32 @@ def test_card_quotes_the_epoch_validation_chose_from_the_run_metrics() -> None:
     assert script.chosen_epoch(run_info) == "; validation chose fine epoch 20 of 24 (3.52 mm on the validation images)"
     assert script.chosen_epoch({**run_info, "metrics": {"fine": {"epoch": -1, "val_mean_mm": 9.0}}}) == ""
     assert script.chosen_epoch({"epochs": 3}) == ""  # a run from before the metrics were kept
+
+
+def test_ship_replaces_a_model_of_the_same_name_only_with_overwrite(tmp_path, monkeypatch, capsys) -> None:
+    # --ship wrote into the models folder whatever was there: a shipped sax_any or sax_t1 went unasked
+    script = compare_script()
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "models" / "manifest.json", models)
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(models))
+
+    def loading_the_sets(names):  # past the checks; stop before minutes of evaluation and any export
+        raise RuntimeError("loading the evaluation sets")
+
+    monkeypatch.setattr(script, "evaluation_sets", loading_the_sets)
+    out = tmp_path / "out"
+
+    def ship(name: str, *extra: str) -> None:
+        monkeypatch.setattr("sys.argv", ["compare_sax_models.py", "--model", f"{name}={tmp_path / 'run'}",
+                                         "--out", str(out), "--ship", f"{name}=any", *extra])
+        script.main()
+
+    with pytest.raises(SystemExit) as exit_:
+        ship("sax_any")
+    assert exit_.value.code == 2
+    assert f"{models} already has a model 'sax_any'" in capsys.readouterr().err
+    assert not out.exists()  # refused before anything ran
+    for name, extra in (("sax_any", ["--overwrite"]), ("sax_mine", [])):
+        with pytest.raises(RuntimeError, match="loading the evaluation sets"):
+            ship(name, *extra)

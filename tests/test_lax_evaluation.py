@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import torch
 
 from cmr_landmark.cine import CineLandmarks
+from cmr_landmark.config import COARSE_GRID, FINE_GRID_BY_VIEW
 from cmr_landmark.datasets import Slice
 from cmr_landmark.detector import Landmark
+from cmr_landmark.export import export_cascade
 from cmr_landmark.lax_evaluation import (
     CoarseStageSwapped,
     evaluate_cine_at_labelled,
+    main,
     phases_on_the_mitral_valve,
 )
 from cmr_landmark.model_store import find_model, load_torchscript
-from cmr_landmark.network import UNet
+from cmr_landmark.network import LandmarkCascade, UNet
 from cmr_landmark.training import load_stage
 
 
@@ -58,3 +64,29 @@ def test_phases_count_as_on_the_mitral_valve_only_with_both_points_near_its_trac
     cine = np.array([on_track, swapped, tricuspid, both_on_one_end, on_track])
     assert phases_on_the_mitral_valve(cine, slices) == 3
     assert phases_on_the_mitral_valve(cine, slices, tolerance_mm=2.0) == 0
+
+
+def test_a_landmark_the_cine_never_found_is_reported_not_found() -> None:
+    labels = np.array([[100.0, 100.0], [100.0, 130.0], [160.0, 115.0]])
+    slices = [Slice(np.zeros((8, 8), np.float32), (1.5, 1.5), labels, "lax", "cine", "mnms2", "001", 0, 0)]
+    no_apex = {"MV-1": Landmark(100.0, 100.0, 0.9), "MV-2": Landmark(100.0, 130.0, 0.9), "APEX": None}
+    (row,) = evaluate_cine_at_labelled(CineLandmarks([no_apex], [{}], np.full(1, np.nan), math.nan), slices,
+                                       {"ED": 0})
+    assert row["MV-1_mm"] == 0.0 and row["MV-1_probability"] == 0.9
+    assert math.isnan(row["APEX_mm"]) and math.isnan(row["APEX_probability"])
+    assert math.isnan(row["mean_mm"]) and math.isnan(row["lv_length_error_percent"])
+
+
+def test_the_command_writes_its_outputs_for_a_model_that_finds_nothing_in_the_cine(shared_data, tmp_path,
+                                                                                   capsys) -> None:
+    # an untrained model whose threshold no point reaches: the smoothed cine has no landmark in any phase
+    torch.manual_seed(0)
+    models, out = tmp_path / "models", tmp_path / "out"
+    export_cascade(LandmarkCascade(UNet(3, (4, 8)), UNet(3, (4, 8))), "lax_cine", "lax", "cine", COARSE_GRID,
+                   FINE_GRID_BY_VIEW["lax"], 1.0, models)
+    assert main(["--model", "lax_cine", "--folder", str(models), "--out", str(out)]) == 0
+    measured = json.loads((out / "lax_measured.json").read_text())
+    for row in measured["cine"]["at_labelled_frames"]:
+        assert all(math.isnan(row[f"{name}_mm"]) for name in ("MV-1", "MV-2", "APEX"))
+    assert (out / "lax_cine_curve.png").is_file() and (out / "lax_cine_overlays.png").is_file()
+    assert "cine, smoothed, at ED: MV-1 not found, MV-2 not found, APEX not found" in capsys.readouterr().out

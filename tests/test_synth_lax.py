@@ -367,3 +367,73 @@ def test_cache_refuses_an_empty_set(tmp_path, monkeypatch):
     monkeypatch.setenv("CMR_LANDMARK_CACHE", str(tmp_path))
     with pytest.raises(ValueError, match="at least one slice"):
         cache_synthetic_lax(0)
+
+
+def _stub_training(monkeypatch, tmp_path) -> list[tuple[str, bool]]:
+    """train_lax with its synthetic slices and training stubbed out; the (stage, resume) of each train_stage call."""
+    from cmr_landmark.synth import train_lax
+
+    calls = []
+
+    def recording_train_stage(stage, *args, **kwargs):
+        calls.append((stage, kwargs["resume"]))
+        return None, {"val_mean_mm": 1.0, "epoch": 0}
+
+    monkeypatch.setattr(train_lax, "train_stage", recording_train_stage)
+    monkeypatch.setattr(train_lax, "cache_synthetic_lax", lambda *args: [tmp_path / "set.npz"])
+    monkeypatch.setattr(train_lax, "load_synthetic_lax", lambda path: list(range(14)))
+    return calls
+
+
+def test_a_second_run_into_the_same_out_is_refused_unless_resumed(tmp_path, monkeypatch, capsys):
+    # it used to continue the first run's checkpoints whatever its own settings (and die on other --widths)
+    from cmr_landmark.synth.train_lax import main
+
+    calls = _stub_training(monkeypatch, tmp_path)
+    run = tmp_path / "run"
+    assert main(["--out", str(run), "--widths", "4,8"]) == 0
+    assert calls == [("coarse", False), ("fine", False)]
+    (run / "mixed").mkdir(parents=True)
+    (run / "mixed" / "coarse_last.pt").touch()  # what the first run's coarse stage leaves
+    calls.clear()
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(run), "--anatomy", "slender", "--seed", "3", "--widths", "8,16"])
+    assert stop.value.code == 2 and "--resume continues it" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # a resume with other settings would load weights of another shape
+        main(["--out", str(run), "--resume", "--widths", "8,16"])
+    assert stop.value.code == 2 and "widths [8, 16] (the run's: [4, 8])" in capsys.readouterr().err
+    assert not calls
+    assert main(["--out", str(run), "--widths", "4,8", "--resume", "--epochs-coarse", "20"]) == 0  # more epochs
+    assert calls == [("coarse", True), ("fine", True)]
+
+
+def test_export_replaces_a_lax_cine_only_with_overwrite(tmp_path, monkeypatch, capsys):
+    # --export-to models used to replace the shipped lax_cine (and drop its measured figures) unasked
+    import torch
+
+    from cmr_landmark.network import UNet
+    from cmr_landmark.synth.train_lax import main
+
+    monkeypatch.setenv("CMR_LANDMARK_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    (run / "mixed").mkdir(parents=True)
+    torch.manual_seed(0)
+    for stage in ("coarse", "fine"):
+        torch.save({"model": UNet(3, (4, 8)).state_dict()}, run / "mixed" / f"{stage}_best.pt")
+        (run / "mixed" / f"{stage}_last.pt").touch()  # a finished run: exporting it trains nothing, needs no --resume
+    models = tmp_path / "models"
+    export_only = ["--stages", "", "--slices", "14", "--out", str(run), "--export-to", str(models)]
+    assert main(export_only) == 0
+    manifest = (models / "manifest.json").read_text()
+    with pytest.raises(SystemExit) as stop:
+        main([*export_only, "--fine-search-radius-mm", "20"])
+    assert stop.value.code == 2 and "already has a model 'lax_cine'" in capsys.readouterr().err
+    assert (models / "manifest.json").read_text() == manifest
+    assert main([*export_only, "--fine-search-radius-mm", "20", "--overwrite"]) == 0
+    (entry,) = json.loads((models / "manifest.json").read_text())["models"]
+    assert entry["name"] == "lax_cine" and entry["fine_search_radius_mm"] == 20.0
+    calls = _stub_training(monkeypatch, tmp_path)  # a training run is refused before it trains
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "other"), "--export-to", str(models)])
+    assert stop.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    assert not calls

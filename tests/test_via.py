@@ -104,7 +104,23 @@ def test_train_export_evaluate_commands_on_a_via_project(tmp_path, capsys) -> No
     assert stop.value.code == 2 and "VIA point labels do not have" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:  # three images cannot fill the default batch of 24: said before training
         main_train([arg for arg in train if arg not in ("--batch-size", "2")])
-    assert stop.value.code == 2 and "fewer than one batch: give --batch-size 3" in capsys.readouterr().err
+    assert stop.value.code == 2 and "fewer than one batch of 24 per process: give --batch-size 3" in (
+        capsys.readouterr().err)
+
+
+def test_a_resume_continues_the_run_as_it_was_started(tmp_path, capsys, monkeypatch) -> None:
+    run = tmp_path / "run"
+    train = ["--view", "sax", "--via", str(PROJECT), "--via-val", str(PROJECT), "--batch-size", "2", "--out", str(run)]
+    assert main_train([*train, "--epochs", "1"]) == 0
+    with pytest.raises(SystemExit) as stop:  # its optimiser would keep the old rate while run.json said the new
+        main_train([*train, "--epochs", "2", "--resume", "--lr", "1e-5"])
+    assert stop.value.code == 2 and "lr 1e-05 (the run's: 0.001)" in capsys.readouterr().err
+    assert main_train([*train, "--epochs", "2", "--resume"]) == 0  # more epochs: the one change a resume makes
+    assert json.loads((run / "run.json").read_text())["epochs"] == 2
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun with two processes: each trains on half the slices
+    with pytest.raises(SystemExit) as stop:
+        main_train([*train, "--epochs", "1", "--out", str(tmp_path / "two")])
+    assert stop.value.code == 2 and "3 training images over 2 process(es)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("change, message", [
@@ -114,6 +130,7 @@ def test_train_export_evaluate_commands_on_a_via_project(tmp_path, capsys) -> No
     (["--epochs", "0"], "needs --init-from or --init-coarse-from"),
     (["--epochs", "2", "--epochs-fine", "0"], "needs --init-from"),
     (["--out", str(PROJECT)], "is a file"),
+    (["--init-from", "/nonexistent/sax_cin.pt"], "--init-from /nonexistent/sax_cin.pt: no such file or folder"),
 ])
 def test_train_refuses_bad_arguments_before_it_trains(tmp_path, capsys, change, message) -> None:
     args = ["--view", "sax", "--out", str(tmp_path / "run"), *(["--datasets", "acdc"] * ("--datasets" not in change)),
@@ -125,7 +142,11 @@ def test_train_refuses_bad_arguments_before_it_trains(tmp_path, capsys, change, 
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda e: e["file_attributes"].pop("pixel_spacing_mm"), "no pixel spacing"),
+    # the remedies are named as the flags the user types, not as read_via_slices' parameters
+    (lambda e: e["file_attributes"].pop("pixel_spacing_mm"), "no pixel spacing (give the image a pixel_spacing_mm "
+                                                             "file attribute in VIA, or all images one with "
+                                                             "--pixel-spacing-mm ROW COL)"),
+    (lambda e: e.update(filename="missing.png"), "is not there (give the images' folder with --via-images)"),
     (lambda e: e["regions"][0]["shape_attributes"].update(cx=5000), "is outside the"),
     (lambda e: e["regions"][0]["region_attributes"].update(landmark="LV apex"), "'LV apex' is none of A-RVI"),
     (None, "broken.json is not a readable VIA JSON file"),
@@ -146,7 +167,11 @@ def test_evaluate_names_the_via_file_and_image_of_a_bad_label_in_one_line(tmp_pa
     assert stop.value.code == 2
     error = capsys.readouterr().err
     assert message in error
-    if change is not None:  # the file and the image, as docs/training.md says
+    if change is None:
+        return
+    if "is not there" in message:  # a missing image is named by its path
+        assert str(tmp_path / "missing.png") in error
+    else:  # the file and the image, as docs/training.md says
         assert f"broken.json: {entry['filename']}:" in error
 
 
@@ -157,3 +182,11 @@ def test_a_via_file_that_cannot_be_read_is_a_usage_error(tmp_path, capsys) -> No
         main_train(["--view", "sax", "--via", str(empty), "--via-val", str(PROJECT), "--out", str(tmp_path / "r")])
     assert stop.value.code == 2
     assert "VIA" in capsys.readouterr().err
+
+
+def test_a_bad_pixel_spacing_flag_is_named_as_the_flag(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main_evaluate(["--view", "sax", "--via", str(PROJECT), "--pixel-spacing-mm", "0", "1.5",
+                       "--out", str(tmp_path / "ev")])
+    assert stop.value.code == 2
+    assert "--pixel-spacing-mm must be two positive numbers (row, column), got [0.0, 1.5]" in capsys.readouterr().err

@@ -13,6 +13,11 @@ in either order.
 
     python -m cmr_landmark.synth.train_lax --variants mixed --slices 1600 --epochs-coarse 12 --epochs-fine 10 \
         --out .cache/runs/lax
+
+A second run into an ``--out`` that holds checkpoints is refused unless ``--resume`` continues it, with the settings
+it was started with (``<out>/train_lax.json``; a stage it lacks starts afresh); ``--stages ""`` trains nothing and
+only exports. ``--export-to`` refuses to replace a ``lax_cine`` already in that folder (the shipped one in models/,
+say) unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ..export import export_cascade
 from ..geometry import distances_mm
 from ..heatmaps import decode_heatmaps
 from ..lax_evaluation import LABELLED_PHASE_NAMES, mnms2_lax_slices
+from ..model_store import read_manifest
 from ..training import (
     DEFAULT_MAX_ROTATION_DEG,
     DEFAULT_WIDTHS,
@@ -41,12 +47,14 @@ from ..training import (
     load_cascade,
     load_stage_weights,
     mean_distance_mm,
+    refuse_changed_resume,
     setup_distributed,
     train_stage,
 )
 from .lax import ANATOMY_RANGES, VARIANTS, CachedLaxSlice, cache_synthetic_lax, load_synthetic_lax
 
 VALIDATION_FRACTION = 0.08  # of the synthetic slices, held out to choose epochs
+RUN_SETTINGS_FILE = "train_lax.json"  # in --out: the settings a --resume is checked against
 
 
 def fine_validation(model: nn.Module, slices: Sequence[CachedLaxSlice], device: torch.device) -> tuple[float, dict]:
@@ -105,6 +113,7 @@ def train_synthetic_stage(
     real_repeats: int = 0,
     random_convolution_fraction: float = 0.0,
     max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
+    resume: bool = False,
 ) -> dict:
     """Train one stage on the cached synthetic sets (one per seed; ``variant``, anatomy ``family``); metrics of its
     best epoch. The first ``VALIDATION_FRACTION`` of each set is held out.
@@ -118,7 +127,9 @@ def train_synthetic_stage(
     ``real_frames``: real labelled slices added to the training items ``real_repeats`` times each (never to the
     validation, which stays synthetic). ``random_convolution_fraction``: that share of the training items also
     goes through random convolutions (``augment.RandomConvolutions``; docs/lax.md). ``max_rotation_deg``: the
-    augmentation turns every training item by up to that (docs/lax.md, "The real frames at every orientation")."""
+    augmentation turns every training item by up to that (docs/lax.md, "The real frames at every orientation").
+    ``resume``: continue ``out_dir``'s ``<stage>_last.pt`` if there is one; otherwise the stage starts afresh and
+    replaces any checkpoints there."""
     train, val = [], []
     for set_seed in seeds:
         slices = load_synthetic_lax(cache_synthetic_lax(n_slices, set_seed, (variant,), family)[0])
@@ -142,7 +153,7 @@ def train_synthetic_stage(
                              distance_weight=distance_weight if stage == "fine" else 0.0,
                              lr_hold_epochs=lr_hold_epochs,
                              random_convolution_fraction=random_convolution_fraction,
-                             max_rotation_deg=max_rotation_deg)
+                             max_rotation_deg=max_rotation_deg, resume=resume)
     return {"variant": variant, "stage": stage, **metrics}
 
 
@@ -189,8 +200,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its checkpoints (<variant>/<stage>_last.pt); without it "
+                             "an --out holding checkpoints is refused")
     parser.add_argument("--export-to", type=Path, default=None,
                         help="after training, export <out>/<first variant> as lax_cine into this models folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --export-to: replace a lax_cine model already there (e.g. the shipped one in "
+                             "models/)")
     parser.add_argument("--card", type=Path, default=None, help="markdown model card to ship with the export")
     parser.add_argument("--fine-search-radius-mm", type=float, default=None,
                         help="exported model: the fine stage looks for each landmark only this near its coarse point")
@@ -202,20 +219,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--real-phases and a positive --real-repeats go together")
     if not set(real_phases) <= set(LABELLED_PHASE_NAMES.values()):
         parser.error(f"--real-phases: of {sorted(LABELLED_PHASE_NAMES.values())}, got {real_phases}")
+    variants = [v for v in args.variants.split(",") if v]
+    stages = [stage for stage in args.stages.split(",") if stage]
+    seeds = [int(seed) for seed in args.seed.split(",")]
+    widths = tuple(int(w) for w in args.widths.split(","))
+    # train_stage would continue any <stage>_last.pt it finds, whatever this call's settings: a run with other widths
+    # then fails on the state_dict, one with other data re-exports the old weights under this call's description
+    earlier = [str(path) for variant in variants for stage in ("coarse", "fine")
+               if (path := args.out / variant / f"{stage}_last.pt").exists()]
+    if stages and earlier and not args.resume:
+        parser.error(f"--out {args.out} holds an earlier run's checkpoints ({', '.join(earlier)}): --resume continues "
+                     "it, another --out starts afresh")
+    settings = {  # what a run is: a resume must not change it (epochs, stages, variants and threads may)
+        "slices": args.slices, "seeds": seeds, "anatomy": args.anatomy,
+        "init_from": str(args.init_from.resolve()) if args.init_from else "", "widths": list(widths),
+        "batch_size": args.batch_size, "max_steps_per_epoch": args.max_steps_per_epoch,
+        "distance_loss_weight": args.distance_loss_weight, "train_seed": args.train_seed,
+        "lr_hold_epochs": args.lr_hold_epochs, "real_phases": real_phases, "real_repeats": args.real_repeats,
+        "random_convolution_fraction": args.random_convolution_fraction, "max_rotation_deg": args.max_rotation_deg,
+    }
+    settings_path = args.out / RUN_SETTINGS_FILE
+    if stages and args.resume and settings_path.exists():  # a run from before the file existed is not checked
+        refuse_changed_resume(parser, args.out, json.loads(settings_path.read_text()), settings)
+    if args.export_to and not args.overwrite and (args.export_to / "manifest.json").exists() and any(
+            spec.name == "lax_cine" for spec in read_manifest(args.export_to)):
+        parser.error(f"{args.export_to} already has a model 'lax_cine': give --export-to a folder of your own, or "
+                     "--overwrite to replace it")
     real_frames = real_training_frames(real_phases) if real_phases else []
     torch.set_num_threads(args.threads)
-    variants = [v for v in args.variants.split(",") if v]
-    seeds = [int(seed) for seed in args.seed.split(",")]
-    for seed in seeds:
+    if stages:  # written before training: a resume of an interrupted run is checked against it
+        args.out.mkdir(parents=True, exist_ok=True)
+        settings_path.write_text(json.dumps(settings, indent=2) + "\n")
+    for seed in seeds if stages else ():  # an export-only call needs no synthetic slices
         cache_synthetic_lax(args.slices, seed, variants, args.anatomy)
-    widths = tuple(int(w) for w in args.widths.split(","))
     epochs = {"coarse": args.epochs_coarse, "fine": args.epochs_fine}
-    stages = [stage for stage in args.stages.split(",") if stage]
     results = [
         train_synthetic_stage(variant, stage, args.slices, seeds, epochs[stage], args.out / variant,
                               args.batch_size, widths, args.max_steps_per_epoch, args.anatomy, args.init_from,
                               args.distance_loss_weight, args.train_seed, args.lr_hold_epochs, real_frames,
-                              args.real_repeats, args.random_convolution_fraction, args.max_rotation_deg)
+                              args.real_repeats, args.random_convolution_fraction, args.max_rotation_deg,
+                              args.resume)
         for variant in variants
         for stage in stages
     ]
