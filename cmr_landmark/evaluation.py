@@ -48,7 +48,8 @@ if TYPE_CHECKING:  # datasets loads nibabel: only the type is needed here
     from .datasets import Slice
 
 WORST_CASES_SHOWN = 8
-# What export reads from a training run folder (run.json and metrics.json are written when training has finished).
+# What export reads from a training run folder (metrics.json is written when training has finished; run.json at its
+# start and again at its end).
 RUN_FILES = ("run.json", "metrics.json", "coarse_best.pt", "fine_best.pt")
 
 

@@ -481,10 +481,15 @@ def train_stage(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = setup_distributed()
     torch.manual_seed(seed)
-    if init_state is not None:
+    last_path, best_path = out_dir / f"{stage}_last.pt", out_dir / f"{stage}_best.pt"
+    checkpoint = torch.load(last_path, map_location=device, weights_only=False) if resume and last_path.exists() \
+        else None
+    if checkpoint is not None:  # the network the run has been training, whatever widths this call was given
+        widths = tuple(checkpoint["widths"])
+    elif init_state is not None:
         widths = unet_widths(init_state)
     model = UNet(len(LANDMARKS_BY_VIEW[view]), widths)
-    if init_state is not None:
+    if checkpoint is None and init_state is not None:
         model.load_state_dict(init_state)
     # channels-last weights: they set the layout every layer runs in (a 1-channel input is both layouts at once)
     model = model.to(device).to(memory_format=torch.channels_last)
@@ -492,9 +497,7 @@ def train_stage(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.5,
                                                            patience=plateau_patience(epochs))
     start_epoch, best_mm, history, seconds_before = 0, math.inf, [], 0.0
-    last_path, best_path = out_dir / f"{stage}_last.pt", out_dir / f"{stage}_best.pt"
-    if resume and last_path.exists():
-        checkpoint = torch.load(last_path, map_location=device, weights_only=False)
+    if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimiser.load_state_dict(checkpoint["optimiser"])
         scheduler.load_state_dict(checkpoint["scheduler"])
@@ -723,6 +726,19 @@ def run_slices(run: dict, split: str) -> list:
     return load_labelled_slices(names, split, run["view"], run["sequence"])
 
 
+def stage_widths(source: Path | None, stage: str, given: tuple[int, ...]) -> tuple[int, ...]:
+    """The widths a stage trains with: its start weights' where it has some (:func:`train_stage` takes them), else
+    ``given``."""
+    return tuple(unet_widths(load_stage_weights(source, stage))) if source else given
+
+
+def write_json_atomically(path: Path, record: dict) -> None:
+    """Write ``record`` so that a reader (another rank, a killed run) never sees half a file."""
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, path)
+
+
 def refuse_changed_resume(parser: argparse.ArgumentParser, out: Path, recorded: dict, settings: dict) -> None:
     """Refuse (one line) a ``--resume`` whose ``settings`` differ from those the run in ``out`` was started with
     (``recorded``; keys it lacks, from an older run, are not compared): its checkpoints would carry on the old run
@@ -847,6 +863,19 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     if not args.resume and any((args.out / f"{stage}_last.pt").exists() for stage in ("coarse", "fine")):
         parser.error(f"--out {args.out} holds an earlier run's checkpoints: --resume continues it, another --out "
                      "starts afresh")
+    device = setup_distributed()  # the ranks known before run.json is read and written
+    run_path = Path(args.out) / "run.json"
+    recorded = json.loads(run_path.read_text()) if args.resume and run_path.exists() else {}
+    # A resume starts a stage not yet begun from the run's own start weights: those it recorded unless given again
+    # (a different file is refused below); the widths are those the start weights have, as train_stage takes them.
+    init_from = args.init_from or (Path(recorded["init_from"]) if recorded.get("init_from") else None)
+    init_coarse_from = args.init_coarse_from or (
+        Path(recorded["init_coarse_from"]) if recorded.get("init_coarse_from") else None)
+    try:
+        widths_coarse = stage_widths(init_coarse_from or init_from, "coarse", widths_coarse)
+        widths_fine = stage_widths(init_from, "fine", widths_fine)
+    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
+        parser.error(f"the run's start weights: {error}")
     settings = {  # what a run is: a resume must not change it (epochs and threads may)
         "datasets": names, "val_datasets": val_names, "sequence": args.sequence, "view": args.view,
         "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "widths": list(widths_coarse),
@@ -856,34 +885,33 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         "via": [str(args.via.resolve()), str(args.via_val.resolve()),
                 str(args.via_images.resolve()) if args.via_images else "", args.pixel_spacing_mm]
         if args.via else None,
-        "init_from": str(args.init_from or ""), "init_coarse_from": str(args.init_coarse_from or ""),
+        "init_from": str(init_from.resolve()) if init_from else "",
+        "init_coarse_from": str(init_coarse_from.resolve()) if init_coarse_from else "",
     }
-    run_path = Path(args.out) / "run.json"
-    if args.resume and run_path.exists():
-        earlier = json.loads(run_path.read_text())
-        # the start weights are the run's own (a resume reads its checkpoints): kept, not compared
-        settings.update(init_from=earlier.get("init_from", ""), init_coarse_from=earlier.get("init_coarse_from", ""))
-        refuse_changed_resume(parser, args.out, earlier, settings)
+    if recorded:
+        refuse_changed_resume(parser, args.out, recorded, settings)
+    if dist.is_initialized():
+        dist.barrier()  # every rank has read run.json before rank 0 replaces it
     if is_main_process():
         print(f"{len(train_slices)} training and {len(val_slices)} validation slices", flush=True)
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        run_path.write_text(json.dumps({**settings, "epochs": args.epochs, "epochs_fine": epochs_fine}, indent=2)
-                            + "\n")  # written first: a resume of an interrupted run is checked against it
+        # metrics.json marks a finished run (export): a resumed one is not finished until it ends again
+        (Path(args.out) / "metrics.json").unlink(missing_ok=True)
+        write_json_atomically(run_path, {**settings, "epochs": args.epochs, "epochs_fine": epochs_fine})
     start = time.perf_counter()
     _, metrics = train_cascade(
         train_slices, val_slices, args.view, args.out, args.epochs, epochs_fine,
-        init_from=args.init_from, lr=args.lr, threads=args.threads, resume=args.resume,
+        init_from=init_from, lr=args.lr, threads=args.threads, resume=args.resume,
         batch_size=args.batch_size, seed=args.seed, widths_coarse=widths_coarse, widths_fine=widths_fine,
-        init_coarse_from=args.init_coarse_from, distance_weight=args.distance_loss_weight,
+        init_coarse_from=init_coarse_from, distance_weight=args.distance_loss_weight,
         fresh_images=fresh_images,
     )
     if is_main_process():
         wall_s = time.perf_counter() - start
-        run_path.write_text(json.dumps(
-            {**settings, "train_slices": len(train_slices), "val_slices": len(val_slices), "wall_s": wall_s,
-             "threads": args.threads, "epochs": args.epochs, "epochs_fine": epochs_fine,
-             "precision": "bf16 autocast" if uses_bf16(setup_distributed()) else "fp32"},
-            indent=2) + "\n")
+        write_json_atomically(run_path, {
+            **settings, "train_slices": len(train_slices), "val_slices": len(val_slices), "wall_s": wall_s,
+            "threads": args.threads, "epochs": args.epochs, "epochs_fine": epochs_fine,
+            "precision": "bf16 autocast" if uses_bf16(device) else "fp32"})
         print(json.dumps(metrics, default=float), flush=True)
     if dist.is_initialized():
         dist.destroy_process_group()

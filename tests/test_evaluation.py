@@ -301,3 +301,27 @@ def test_an_export_fine_tuned_from_a_model_carries_its_training_subjects_and_say
     assert entry["training_patients"] == ["mnms2/001"]
     assert entry["mirror_average"] and entry.get("fine_search_radius_mm") is None  # the short axis's settings
     assert "detect and the gadget choose aaa_first for sax/cine" in capsys.readouterr().out
+
+
+def test_a_resume_starts_from_the_runs_own_start_weights_and_refuses_others(tmp_path, capsys):
+    from cmr_landmark.training import main_train
+
+    torch.manual_seed(0)
+    tiny = LandmarkCascade(UNet(3, widths=(4, 8)), UNet(3, widths=(4, 8)))
+    for name in ("start", "other"):
+        export_cascade(tiny, name, "sax", "cine", COARSE_GRID, FINE_GRID_BY_VIEW["sax"], 0.5, tmp_path / "models",
+                       embed_training_state=True)
+    start, other = tmp_path / "models" / "start.pt", tmp_path / "models" / "other.pt"
+    project = FIXTURES / "via" / "sax_project.json"
+    run = tmp_path / "run"
+    train = ["--view", "sax", "--via", str(project), "--via-val", str(project), "--batch-size", "2", "--out", str(run)]
+    assert main_train([*train, "--epochs", "1", "--init-from", str(start)]) == 0
+    recorded = json.loads((run / "run.json").read_text())
+    assert recorded["init_from"] == str(start.resolve()) and recorded["widths"] == recorded["widths_fine"] == [4, 8]
+    # no --init-from or --widths again: the run's own (the network is the start weights', not --widths' default)
+    assert main_train([*train, "--epochs", "2", "--resume"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main_train([*train, "--epochs", "3", "--resume", "--init-from", str(other)])
+    assert stop.value.code == 2 and f"init_from '{other.resolve()}' (the run's: '{start.resolve()}')" in (
+        capsys.readouterr().err)

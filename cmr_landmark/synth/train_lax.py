@@ -239,7 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "random_convolution_fraction": args.random_convolution_fraction, "max_rotation_deg": args.max_rotation_deg,
     }
     settings_path = args.out / RUN_SETTINGS_FILE
-    if stages and args.resume and settings_path.exists():  # a run from before the file existed is not checked
+    # a resume, or an export of a run (whose manifest entry describes the run from these flags), must be the run it
+    # continues or exports; a run from before the file existed is not checked
+    if (args.resume or not stages) and settings_path.exists():
         refuse_changed_resume(parser, args.out, json.loads(settings_path.read_text()), settings)
     if args.export_to and not args.overwrite and (args.export_to / "manifest.json").exists() and any(
             spec.name == "lax_cine" for spec in read_manifest(args.export_to)):
