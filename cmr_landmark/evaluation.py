@@ -443,7 +443,7 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
                              f"{DEFAULT_PROBABILITY_THRESHOLD} for --run)")
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=None,
                         help="average the fine stage over the crop and its mirror (default: the model's manifest "
-                             "setting; off for --run)")
+                             "setting; for --run, as export would ship it: on for the short axis, off for the long)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if not (args.via or args.datasets):
@@ -494,7 +494,8 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
                 "training figures, not a validation")
         print(f"warning: {note}", file=sys.stderr)
         source += f"; {note}"
-    evaluation = evaluate_slices(model, slices, args.threshold, mirror_average=bool(args.mirror_average))
+    evaluation = evaluate_slices(model, slices, args.threshold,
+                                 **run_inference_settings(args.view, args.mirror_average, "mean", None))
     print(write_report(evaluation, slices, args.out, f"{name} on {source}"))
     (args.out / "summary.json").write_text(json.dumps(summary(evaluation), indent=2, default=float) + "\n")
     return 0
@@ -515,8 +516,19 @@ def choose_threshold(evaluation: Evaluation) -> float:
     return float(candidates[best[len(best) // 2]])  # the middle of a plateau of equally good thresholds
 
 
+def run_inference_settings(view: str, mirror_average: bool | None, mirror_pooling: str,
+                           fine_search_radius_mm: float | None) -> dict:
+    """How a training run's cascade is run by export and by ``evaluate --run``: as given, else as the shipped models
+    of its view are (mirror averaging on for the short axis; the long axis's fine search within
+    ``config.LAX_FINE_SEARCH_RADIUS_MM``), so that the two measure the model that is shipped."""
+    return {"mirror_average": view == "sax" if mirror_average is None else mirror_average,
+            "mirror_pooling": mirror_pooling,
+            "fine_search_radius_mm": fine_search_radius_mm or (LAX_FINE_SEARCH_RADIUS_MM if view == "lax" else None)}
+
+
 def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, evaluation: Evaluation,
-               seconds_per_slice: float, threshold_rule: str, notes: str, mirror_average: bool = False) -> str:
+               seconds_per_slice: float, threshold_rule: str, notes: str, mirror_average: bool = False,
+               fine_search_radius_mm: float | None = None) -> str:
     """Markdown model card: data, split, training, speed and the measured validation tables."""
     from .network import count_parameters, unet_widths
     from .training import DEFAULT_MAX_ROTATION_DEG, KEPT_AS_GIVEN, load_cascade
@@ -550,6 +562,8 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
                          f"split, {run['train_slices']} labelled slices. Validation: {', '.join(run['val_datasets'])}, "
                          f"val split, {run['val_slices']} slices. Landmarks derived from the segmentations "
                          "(cmr_landmark/landmarks.py).")
+    search_text = (f", each fine landmark looked for within {fine_search_radius_mm:g} mm of its coarse point"
+                   if fine_search_radius_mm else "")
     initialised_from = run.get("init_from") or "random"
     if run.get("init_coarse_from"):
         initialised_from = f"coarse stage {run['init_coarse_from']}, fine stage {initialised_from}"
@@ -570,7 +584,8 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
   thread(s) ({os.cpu_count()} cores in the machine).
 - **Probability threshold** {evaluation.probability_threshold:.3f}: {threshold_rule}
 - **Inference**: {'fine stage averaged over the crop and its left-right mirror (manifest `mirror_average`)'
-                    if mirror_average else 'one pass per stage'}; the threshold and the tables below are measured so.
+                    if mirror_average else 'one pass per stage'}{search_text}; the threshold and the tables below are
+  measured so.
 - **Speed**: {seconds_per_slice * 1000:.1f} ms per slice over the validation run (coarse + fine, model loading
   included, {torch.get_num_threads()} thread(s), {inference_precision}): an upper bound, see
   `benchmarks/run_benchmarks.py` for the gadget's end-to-end figures.
@@ -630,10 +645,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     run["out"] = str(args.run)
     metrics = json.loads((args.run / "metrics.json").read_text())
     view, sequence = run["view"], run["sequence"]
-    mirror_average = view == "sax" if args.mirror_average is None else args.mirror_average
-    search_radius_mm = args.fine_search_radius_mm or (LAX_FINE_SEARCH_RADIUS_MM if view == "lax" else None)
-    settings = {"mirror_average": mirror_average, "mirror_pooling": args.mirror_pooling,
-                "fine_search_radius_mm": search_radius_mm}
+    settings = run_inference_settings(view, args.mirror_average, args.mirror_pooling, args.fine_search_radius_mm)
     cascade = load_cascade(args.run, view)
     if args.threshold == "auto":
         train_slices = run_slices(run, "train")
@@ -648,7 +660,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     seconds_per_slice = (time.perf_counter() - start) / len(val_slices)
     notes = args.notes.read_text() if args.notes else ""
     card = model_card(args.name, view, sequence, run, metrics, evaluation, seconds_per_slice, rule, notes,
-                      mirror_average)
+                      settings["mirror_average"], settings["fine_search_radius_mm"])
     extra = {"validation": summary(evaluation)}
     if patients := inherited_training_patients(run):
         extra["training_patients"] = patients

@@ -325,3 +325,17 @@ def test_a_resume_starts_from_the_runs_own_start_weights_and_refuses_others(tmp_
         main_train([*train, "--epochs", "3", "--resume", "--init-from", str(other)])
     assert stop.value.code == 2 and f"init_from '{other.resolve()}' (the run's: '{start.resolve()}')" in (
         capsys.readouterr().err)
+
+
+def test_export_and_evaluate_run_a_training_run_as_the_shipped_models_of_its_view_are_run():
+    from cmr_landmark.config import LAX_FINE_SEARCH_RADIUS_MM
+    from cmr_landmark.evaluation import run_inference_settings
+
+    shipped = {view: find_model(view, "cine") for view in ("sax", "lax")}
+    for view, spec in shipped.items():
+        settings = run_inference_settings(view, None, "mean", None)
+        assert settings["mirror_average"] == spec.mirror_average
+        assert settings["fine_search_radius_mm"] == spec.fine_search_radius_mm
+    assert shipped["lax"].fine_search_radius_mm == LAX_FINE_SEARCH_RADIUS_MM
+    assert run_inference_settings("lax", True, "log_linear", 12.0) == {
+        "mirror_average": True, "mirror_pooling": "log_linear", "fine_search_radius_mm": 12.0}

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..augment import sample_on_grid
-from ..config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW
+from ..config import COARSE_GRID, DEFAULT_PROBABILITY_THRESHOLD, FINE_GRID_BY_VIEW, LAX_FINE_SEARCH_RADIUS_MM
 from ..datasets import Slice
 from ..export import export_cascade
 from ..geometry import distances_mm
@@ -209,8 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --export-to: replace a lax_cine model already there (e.g. the shipped one in "
                              "models/)")
     parser.add_argument("--card", type=Path, default=None, help="markdown model card to ship with the export")
-    parser.add_argument("--fine-search-radius-mm", type=float, default=None,
-                        help="exported model: the fine stage looks for each landmark only this near its coarse point")
+    parser.add_argument("--fine-search-radius-mm", type=float, default=LAX_FINE_SEARCH_RADIUS_MM,
+                        help="exported model: the fine stage looks for each landmark only this near its coarse point "
+                             f"(default {LAX_FINE_SEARCH_RADIUS_MM:g}, as lax_cine and export)")
     parser.add_argument("--measured", type=Path, default=None,
                         help="JSON of measured figures (lax_evaluation's lax_measured.json) for the manifest entry")
     args = parser.parse_args(argv)
