@@ -487,11 +487,15 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError) as error:  # an unknown set, no such slices, or the data folder missing
             parser.error(str(error))
         source = f"{', '.join(names)} ({args.split})"
+    note = ""
     if isinstance(model, Detector) and (trained_on := training_subjects_among(model.spec, slices)):
         # a split name does not say it: lax_cine trained on the one labelled long-axis subject, in the val split
         trained = sum(f"{s.dataset}/{s.patient}" in trained_on for s in slices)
         note = (f"{trained} of {len(slices)} slices are of {', '.join(trained_on)}, which {name} was trained on: "
                 "training figures, not a validation")
+    elif args.via and recorded.get("via") and args.via.resolve() == Path(recorded["via"][0]):
+        note = f"{args.via.name} holds the labels {name} was trained on: training figures, not a validation"
+    if note:
         print(f"warning: {note}", file=sys.stderr)
         source += f"; {note}"
     evaluation = evaluate_slices(model, slices, args.threshold,
@@ -646,15 +650,17 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     metrics = json.loads((args.run / "metrics.json").read_text())
     view, sequence = run["view"], run["sequence"]
     settings = run_inference_settings(view, args.mirror_average, args.mirror_pooling, args.fine_search_radius_mm)
+    try:  # the labelled data the run names, moved or deleted since: said in one line
+        train_slices, val_slices = run_slices(run, "train"), run_slices(run, "val")
+    except (OSError, ValueError) as error:
+        parser.error(f"--run {args.run}: the data its run.json names cannot be read: {error}")
     cascade = load_cascade(args.run, view)
     if args.threshold == "auto":
-        train_slices = run_slices(run, "train")
         threshold = choose_threshold(evaluate_slices(cascade, train_slices, **settings))
         rule = (f"chosen on the training split ({len(train_slices)} slices) as the value maximising detection "
                 "rate minus false-positive rate over all landmarks.")
     else:
         threshold, rule = args.threshold, "given at export."
-    val_slices = run_slices(run, "val")
     start = time.perf_counter()
     evaluation = evaluate_slices(cascade, val_slices, threshold, **settings)
     seconds_per_slice = (time.perf_counter() - start) / len(val_slices)
@@ -666,7 +672,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
         extra["training_patients"] = patients
     if view == "sax":
         try:
-            extra["display_rv_direction_deg"] = round(mean_rv_direction_deg(run_slices(run, "train")), 1)
+            extra["display_rv_direction_deg"] = round(mean_rv_direction_deg(train_slices), 1)
         except ValueError as error:  # no training slice with all three landmarks: the model records no direction
             print(f"display_rv_direction_deg not recorded: {error}")
     path = export_cascade(cascade, args.name, view, sequence, COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold,

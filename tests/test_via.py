@@ -96,6 +96,18 @@ def test_train_export_evaluate_commands_on_a_via_project(tmp_path, capsys) -> No
     assert main_evaluate(evaluate) == 0
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["slices"] == 3 and summary["probability_threshold"] == entry["probability_threshold"]
+    capsys.readouterr()
+    # the run on its own training labels: said, as its figures are training figures
+    own = ["--view", "sax", "--run", str(run), "--via", str(PROJECT), "--out", str(tmp_path / "er")]
+    assert main_evaluate(own) == 0
+    assert f"{PROJECT.name} holds the labels {run} was trained on" in capsys.readouterr().err
+    # the labels a run names, moved since: one line from export, not a traceback
+    moved = json.loads((run / "run.json").read_text())
+    moved["via"][0] = str(tmp_path / "moved.json")
+    (run / "run.json").write_text(json.dumps(moved))
+    with pytest.raises(SystemExit) as stop:
+        main_export(["--run", str(run), "--name", "other", "--models-dir", str(models)])
+    assert stop.value.code == 2 and "the data its run.json names cannot be read" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:  # --via without validation labels is refused with a usage message
         main_train(["--view", "sax", "--via", str(PROJECT), "--out", str(run)])
     assert stop.value.code == 2 and "--via needs --via-val" in capsys.readouterr().err
