@@ -82,6 +82,8 @@ FINE_CENTROID_RADIUS_MM = 15.0
 # The long-axis fine stage looks for each landmark only this near its coarse point (lax_cine ships with it; docs/lax.md,
 # "Coarse-guided fine search"); the short-axis models search their whole crop.
 LAX_FINE_SEARCH_RADIUS_MM = 20.0
+# The prefix of the ISMRMRD meta attributes the gadget writes on its copies (docs/gadget.md), which replay reads.
+ATTRIBUTE_PREFIX = "CMRLandmark_"
 
 
 # Pixel sizes an MR image can have (mm). Outside them a file's geometry is wrong (often a NIfTI in metres without its

@@ -41,7 +41,7 @@ from .display_orientation import mean_rv_direction_deg
 from .export import export_cascade
 from .geometry import distances_mm
 from .measures import lv_length_mm, rv_insertion_angle_deg
-from .model_store import ModelError, ModelSpec, find_model, read_manifest
+from .model_store import ModelError, ModelSpec, find_model, model_names, read_manifest
 from .network import LandmarkCascade
 
 if TYPE_CHECKING:  # datasets loads nibabel: only the type is needed here
@@ -637,8 +637,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     if missing := [file for file in RUN_FILES if not (args.run / file).is_file()]:
         parser.error(f"--run {args.run} is not a finished training run folder: it has no {', '.join(missing)}")
     args.models_dir = args.models_dir or models_dir()
-    if not args.overwrite and (args.models_dir / "manifest.json").exists() and any(
-            spec.name == args.name for spec in read_manifest(args.models_dir)):
+    if not args.overwrite and args.name in model_names(args.models_dir):
         parser.error(f"{args.models_dir} already has a model {args.name!r}: give --models-dir a folder of your own, "
                      "another --name, or --overwrite to replace it")
     torch.set_num_threads(args.threads)

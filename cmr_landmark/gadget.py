@@ -54,7 +54,7 @@ from ismrmrd.image import get_dtype_from_data_type
 from ismrmrd.meta import Meta
 
 from .annotate import draw_crosses
-from .config import LANDMARKS_BY_VIEW
+from .config import ATTRIBUTE_PREFIX, LANDMARKS_BY_VIEW
 from .detector import Detector, ImageLandmarks, default_device, detect_in_orientation
 from .gadget_parameters import (
     GadgetParameters,
@@ -73,7 +73,6 @@ log = logging.getLogger("cmr_landmark.gadget")
 
 DATA_ROLE = "CMRLandmark"
 SEQUENCE_DESCRIPTION_SUFFIX = "_LANDMARKS"
-ATTRIBUTE_PREFIX = "CMRLandmark_"
 # The image comments annotated_image and error_image write. An image that comes through a second time (a replayed
 # output, two landmark gadgets in one chain) loses them with its CMRLandmark_* attributes, so that its copy says
 # only what this pass found.
@@ -628,9 +627,7 @@ def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: i
     head = output.getHead()
     meta = output.meta
     meta["CMRLandmark_Status"] = "ok"
-    meta["CMRLandmark_Model"] = result.model
-    meta["CMRLandmark_View"] = result.view
-    meta["CMRLandmark_Sequence"] = result.sequence
+    tag_with_model(meta, result)
     meta["CMRLandmark_PixelSpacing_mm"] = [_format(v) for v in result.spacing_mm]
     for name in LANDMARKS_BY_VIEW[result.view]:
         landmark = found.get(name)
@@ -676,10 +673,15 @@ def left_out_image(received: ReceivedImage, result: SliceResult, error: ValueErr
     """The copy of a phase the model could not use, in a slice whose other phases were detected: tagged with the
     error, and with the slice's model, view and sequence."""
     output = error_image(received, f"{type(error).__name__}: {error}", parameters)
-    output.meta["CMRLandmark_Model"] = result.model
-    output.meta["CMRLandmark_View"] = result.view
-    output.meta["CMRLandmark_Sequence"] = result.sequence
+    tag_with_model(output.meta, result)
     return output
+
+
+def tag_with_model(meta: Meta, result: SliceResult) -> None:
+    """The model, view and sequence a slice was detected with, on each of its copies."""
+    meta["CMRLandmark_Model"] = result.model
+    meta["CMRLandmark_View"] = result.view
+    meta["CMRLandmark_Sequence"] = result.sequence
 
 
 # At most this many single-phase slices share one model call: a whole file replayed at once must not become one

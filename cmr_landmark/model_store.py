@@ -168,6 +168,12 @@ def read_manifest(folder: Path | None = None) -> list[ModelSpec]:
     return [ModelSpec.from_manifest_entry(entry, folder) for entry in manifest.get("models", [])]
 
 
+def model_names(folder: Path) -> set[str]:
+    """The names of the models ``folder``/manifest.json lists; none where it has no manifest yet (an export's new
+    folder). What the commands that write models check before they replace one."""
+    return {spec.name for spec in read_manifest(folder)} if (Path(folder) / "manifest.json").exists() else set()
+
+
 def find_model(view: str, sequence: str, name: str | None = None, folder: Path | None = None) -> ModelSpec:
     """The manifest entry by ``name``, else the one for (view, sequence), else the view's contrast-agnostic one
     (sequence 'any'), else the view's cine model.

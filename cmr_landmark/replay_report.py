@@ -10,12 +10,11 @@ from pathlib import Path
 
 import ismrmrd
 
-from .config import LANDMARKS_BY_VIEW
+from .config import ATTRIBUTE_PREFIX, LANDMARKS_BY_VIEW
 from .geometry import GeometryError, pixel_spacing_mm
 from .measures import longitudinal_shortening_or_none
 from .overlay import save_curve, save_landmark_overlay, save_phase_overlays
 
-PREFIX = "CMRLandmark_"
 MEASURES = ("LVLength_mm", "LongitudinalShortening", "RVInsertionAngle_deg", "AnteriorRVIDirection_deg")
 # The RV insertion angle is the angle at C-LV between A-RVI and P-RVI: without all three an image has none.
 RVI_ANGLE_LANDMARKS = ("A-RVI", "P-RVI", "C-LV")
@@ -31,35 +30,36 @@ def _floats(value) -> list[float]:
 def landmark_record(image: ismrmrd.Image) -> dict | None:
     """The landmarks and measures one returned image carries, or None for an image the gadget did not tag."""
     meta = image.meta
-    status = meta.get(f"{PREFIX}Status")
+    status = meta.get(f"{ATTRIBUTE_PREFIX}Status")
     if status is None:
         return None
-    view = meta.get(f"{PREFIX}View")
+    view = meta.get(f"{ATTRIBUTE_PREFIX}View")
     record = {
         "series": int(image.image_series_index),
-        "original_series": int(meta.get(f"{PREFIX}OriginalSeriesIndex", image.image_series_index)),
+        "original_series": int(meta.get(f"{ATTRIBUTE_PREFIX}OriginalSeriesIndex", image.image_series_index)),
         "slice": int(image.slice),
         "phase": int(image.phase),
         "status": status,
-        "error": meta.get(f"{PREFIX}Error"),
-        "model": meta.get(f"{PREFIX}Model"),
+        "error": meta.get(f"{ATTRIBUTE_PREFIX}Error"),
+        "model": meta.get(f"{ATTRIBUTE_PREFIX}Model"),
         "view": view,
         "landmarks": {},
-        "measures": {name: float(meta[PREFIX + name]) for name in MEASURES if PREFIX + name in meta},
+        "measures": {name: float(meta[ATTRIBUTE_PREFIX + name]) for name in MEASURES
+                     if ATTRIBUTE_PREFIX + name in meta},
     }
     # long-axis cine: which points were weak or missing in this phase and filled in from its neighbours
-    filled = {name: meta[f"{PREFIX}{name}_filled"] == "1" for name in LANDMARKS_BY_VIEW.get(view, ())
-              if f"{PREFIX}{name}_filled" in meta}
+    filled = {name: meta[f"{ATTRIBUTE_PREFIX}{name}_filled"] == "1" for name in LANDMARKS_BY_VIEW.get(view, ())
+              if f"{ATTRIBUTE_PREFIX}{name}_filled" in meta}
     if filled:
         record["filled"] = filled
     for name in LANDMARKS_BY_VIEW.get(view, ()):
-        if meta.get(f"{PREFIX}{name}_found") != "1":
+        if meta.get(f"{ATTRIBUTE_PREFIX}{name}_found") != "1":
             record["landmarks"][name] = None
             continue
         record["landmarks"][name] = {
-            "pixel_rc": _floats(meta[f"{PREFIX}{name}_pixel"]),
-            "patient_mm": _floats(meta[f"{PREFIX}{name}_patient_mm"]),
-            "probability": float(meta[f"{PREFIX}{name}_probability"]),
+            "pixel_rc": _floats(meta[f"{ATTRIBUTE_PREFIX}{name}_pixel"]),
+            "patient_mm": _floats(meta[f"{ATTRIBUTE_PREFIX}{name}_patient_mm"]),
+            "probability": float(meta[f"{ATTRIBUTE_PREFIX}{name}_probability"]),
         }
     return record
 

@@ -726,12 +726,6 @@ def run_slices(run: dict, split: str) -> list:
     return load_labelled_slices(names, split, run["view"], run["sequence"])
 
 
-def stage_widths(source: Path | None, stage: str, given: tuple[int, ...]) -> tuple[int, ...]:
-    """The widths a stage trains with: its start weights' where it has some (:func:`train_stage` takes them), else
-    ``given``."""
-    return tuple(unet_widths(load_stage_weights(source, stage))) if source else given
-
-
 def write_json_atomically(path: Path, record: dict) -> None:
     """Write ``record`` so that a reader (another rank, a killed run) never sees half a file."""
     partial = path.with_suffix(".json.partial")
@@ -749,22 +743,25 @@ def refuse_changed_resume(parser: argparse.ArgumentParser, out: Path, recorded: 
                      "Give them as before, or another --out for a new run")
 
 
-def check_start_weights(parser: argparse.ArgumentParser, init_from: Path | None, init_coarse_from: Path | None
-                        ) -> None:
-    """Refuse (one line, before any epoch) start weights that cannot be read: a mistyped path, a model file
-    exported without its training state, a file that is not a checkpoint."""
-    fine_only = ("fine",) if init_coarse_from else STAGES  # --init-coarse-from takes the coarse stage's place
-    for option, source, stages in (("--init-from", init_from, fine_only),
-                                   ("--init-coarse-from", init_coarse_from, ("coarse",))):
+def start_widths(parser: argparse.ArgumentParser, init_from: Path | None, init_coarse_from: Path | None,
+                 widths_coarse: tuple[int, ...], widths_fine: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """The (coarse, fine) widths a run trains with: each stage's start weights' where it has some
+    (:func:`train_stage` takes them), else the given ones. Start weights that cannot be read (a mistyped path, a
+    model file exported without its training state, a file that is not a checkpoint) are refused in one line,
+    before any data is loaded."""
+    sources = {"coarse": ("--init-coarse-from", init_coarse_from) if init_coarse_from else ("--init-from", init_from),
+               "fine": ("--init-from", init_from)}
+    widths = {"coarse": widths_coarse, "fine": widths_fine}
+    for stage, (option, source) in sources.items():
         if source is None:
             continue
         if not source.exists():
             parser.error(f"{option} {source}: no such file or folder")
-        for stage in stages:
-            try:
-                load_stage_weights(source, stage)
-            except (OSError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
-                parser.error(f"{option} {source}: {error}")
+        try:
+            widths[stage] = tuple(unet_widths(load_stage_weights(source, stage)))
+        except (OSError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
+            parser.error(f"{option} {source}: {error}")
+    return widths["coarse"], widths["fine"]
 
 
 def main_train(argv: Sequence[str] | None = None) -> int:
@@ -817,8 +814,14 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         parser.error("--epochs-fine 0 keeps the fine stage as given: it needs --init-from")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file")
-    if not args.resume:  # a resume starts from its own checkpoints
-        check_start_weights(parser, args.init_from, args.init_coarse_from)
+    run_path = args.out / "run.json"
+    recorded = json.loads(run_path.read_text()) if args.resume and run_path.exists() else {}
+    # A resume starts a stage not yet begun from the run's own start weights: those it recorded unless given again
+    # (a different file is refused below).
+    init_from = args.init_from or (Path(recorded["init_from"]) if recorded.get("init_from") else None)
+    init_coarse_from = args.init_coarse_from or (
+        Path(recorded["init_coarse_from"]) if recorded.get("init_coarse_from") else None)
+    widths_coarse, widths_fine = start_widths(parser, init_from, init_coarse_from, widths_coarse, widths_fine)
     names = list(dict.fromkeys(n for n in args.datasets.split(",") if n))  # a set named twice is loaded once
     val_names = list(dict.fromkeys(names + [n for n in args.val_datasets.split(",") if n]))
     if unknown := sorted(set(val_names) - set(DATASETS)):
@@ -863,19 +866,7 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     if not args.resume and any((args.out / f"{stage}_last.pt").exists() for stage in ("coarse", "fine")):
         parser.error(f"--out {args.out} holds an earlier run's checkpoints: --resume continues it, another --out "
                      "starts afresh")
-    device = setup_distributed()  # the ranks known before run.json is read and written
-    run_path = Path(args.out) / "run.json"
-    recorded = json.loads(run_path.read_text()) if args.resume and run_path.exists() else {}
-    # A resume starts a stage not yet begun from the run's own start weights: those it recorded unless given again
-    # (a different file is refused below); the widths are those the start weights have, as train_stage takes them.
-    init_from = args.init_from or (Path(recorded["init_from"]) if recorded.get("init_from") else None)
-    init_coarse_from = args.init_coarse_from or (
-        Path(recorded["init_coarse_from"]) if recorded.get("init_coarse_from") else None)
-    try:
-        widths_coarse = stage_widths(init_coarse_from or init_from, "coarse", widths_coarse)
-        widths_fine = stage_widths(init_from, "fine", widths_fine)
-    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
-        parser.error(f"the run's start weights: {error}")
+    device = setup_distributed()  # the ranks known before run.json is replaced
     settings = {  # what a run is: a resume must not change it (epochs and threads may)
         "datasets": names, "val_datasets": val_names, "sequence": args.sequence, "view": args.view,
         "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "widths": list(widths_coarse),

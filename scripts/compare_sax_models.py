@@ -53,7 +53,7 @@ from cmr_landmark.detector import Detector
 from cmr_landmark.display_orientation import mean_rv_direction_deg
 from cmr_landmark.evaluation import Evaluation, choose_threshold, evaluate_slices, paired_difference
 from cmr_landmark.export import export_cascade
-from cmr_landmark.model_store import edit_manifest, find_model, read_manifest, sha256_of
+from cmr_landmark.model_store import edit_manifest, find_model, model_names, sha256_of
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS, clinical_contrast_slices
 from cmr_landmark.synth.contrast import random_contrast_slices
 from cmr_landmark.synth.t1 import synthetic_t1_slices
@@ -405,7 +405,7 @@ def main() -> int:
         parser.error(f"--sets: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SET_NAMES)}")
     sources = dict(model_source(text) for text in args.model)
     folder = models_dir()
-    existing = {spec.name for spec in read_manifest(folder)} if (folder / "manifest.json").exists() else set()
+    existing = model_names(folder)
     for text in args.ship:  # checked before the evaluation sets load (minutes)
         name = text.partition("=")[0]
         if sources.get(name) is None:

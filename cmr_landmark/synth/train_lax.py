@@ -38,7 +38,7 @@ from ..export import export_cascade
 from ..geometry import distances_mm
 from ..heatmaps import decode_heatmaps
 from ..lax_evaluation import LABELLED_PHASE_NAMES, mnms2_lax_slices
-from ..model_store import read_manifest
+from ..model_store import model_names
 from ..training import (
     DEFAULT_MAX_ROTATION_DEG,
     DEFAULT_WIDTHS,
@@ -50,6 +50,7 @@ from ..training import (
     refuse_changed_resume,
     setup_distributed,
     train_stage,
+    write_json_atomically,
 )
 from .lax import ANATOMY_RANGES, VARIANTS, CachedLaxSlice, cache_synthetic_lax, load_synthetic_lax
 
@@ -244,15 +245,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # continues or exports; a run from before the file existed is not checked
     if (args.resume or not stages) and settings_path.exists():
         refuse_changed_resume(parser, args.out, json.loads(settings_path.read_text()), settings)
-    if args.export_to and not args.overwrite and (args.export_to / "manifest.json").exists() and any(
-            spec.name == "lax_cine" for spec in read_manifest(args.export_to)):
+    if args.export_to and not args.overwrite and "lax_cine" in model_names(args.export_to):
         parser.error(f"{args.export_to} already has a model 'lax_cine': give --export-to a folder of your own, or "
                      "--overwrite to replace it")
     real_frames = real_training_frames(real_phases) if real_phases else []
     torch.set_num_threads(args.threads)
     if stages:  # written before training: a resume of an interrupted run is checked against it
         args.out.mkdir(parents=True, exist_ok=True)
-        settings_path.write_text(json.dumps(settings, indent=2) + "\n")
+        write_json_atomically(settings_path, settings)
     for seed in seeds if stages else ():  # an export-only call needs no synthetic slices
         cache_synthetic_lax(args.slices, seed, variants, args.anatomy)
     epochs = {"coarse": args.epochs_coarse, "fine": args.epochs_fine}
