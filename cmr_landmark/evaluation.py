@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +41,7 @@ from .display_orientation import mean_rv_direction_deg
 from .export import export_cascade
 from .geometry import distances_mm
 from .measures import lv_length_mm, rv_insertion_angle_deg
-from .model_store import ModelError, ModelSpec, find_model, model_names, read_manifest
+from .model_store import ModelError, find_model, model_names, read_manifest
 from .network import LandmarkCascade
 
 if TYPE_CHECKING:  # datasets loads nibabel: only the type is needed here
@@ -397,9 +397,10 @@ def summary(evaluation: Evaluation) -> dict:
     }
 
 
-def training_subjects_among(spec: ModelSpec, slices: Sequence[Slice]) -> list[str]:
-    """The "set/patient" subjects of ``slices`` that the manifest says ``spec`` was trained on."""
-    return sorted({f"{s.dataset}/{s.patient}" for s in slices} & set(spec.training_patients))
+def training_subjects_among(training_patients: Iterable[str], slices: Sequence[Slice]) -> list[str]:
+    """The "set/patient" subjects of ``slices`` among a model's ``training_patients`` (its manifest entry's, or
+    for a run those it inherited from its start weights)."""
+    return sorted({f"{s.dataset}/{s.patient}" for s in slices} & set(training_patients))
 
 
 def _probability(text: str) -> float:
@@ -488,7 +489,9 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
             parser.error(str(error))
         source = f"{', '.join(names)} ({args.split})"
     note = ""
-    if isinstance(model, Detector) and (trained_on := training_subjects_among(model.spec, slices)):
+    trained_patients = model.spec.training_patients if isinstance(model, Detector) else (
+        inherited_training_patients(recorded))
+    if trained_on := training_subjects_among(trained_patients, slices):
         # a split name does not say it: lax_cine trained on the one labelled long-axis subject, in the val split
         trained = sum(f"{s.dataset}/{s.patient}" in trained_on for s in slices)
         note = (f"{trained} of {len(slices)} slices are of {', '.join(trained_on)}, which {name} was trained on: "
@@ -686,14 +689,21 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def inherited_training_patients(run: dict) -> list[str]:
+def inherited_training_patients(run: dict, _seen: frozenset[Path] = frozenset()) -> list[str]:
     """The subjects a run's start weights were trained on outside the train split (manifest ``training_patients``
-    of the model files it started from): a fine-tuned model carries them on, so that evaluate still says so."""
+    of the model files it started from, followed through start runs and their checkpoints): a fine-tuned model
+    carries them on, so that evaluate still says so."""
     patients: set[str] = set()
     for source in (run.get("init_from"), run.get("init_coarse_from")):
-        if not source or not Path(source).is_file() or not (Path(source).parent / "manifest.json").is_file():
+        if not source:
             continue
-        for spec in read_manifest(Path(source).parent):
-            if spec.file.resolve() == Path(source).resolve():
-                patients.update(spec.training_patients)
+        source = Path(source).resolve()
+        start_run = source if source.is_dir() else source.parent  # a run folder or one of its checkpoints
+        if (start_run / "run.json").is_file() and start_run not in _seen:
+            patients.update(inherited_training_patients(json.loads((start_run / "run.json").read_text()),
+                                                        _seen | {start_run}))
+        elif source.is_file() and (source.parent / "manifest.json").is_file():
+            for spec in read_manifest(source.parent):
+                if spec.file.resolve() == source:
+                    patients.update(spec.training_patients)
     return sorted(patients)

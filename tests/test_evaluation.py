@@ -262,8 +262,8 @@ def test_the_subjects_a_model_was_trained_on_are_named_from_its_manifest():
 
     lax = find_model("lax", "cine", name="lax_cine")  # trained on M&Ms-2 001's two labelled frames
     slices = [SimpleNamespace(dataset="mnms2", patient="001"), SimpleNamespace(dataset="acdc", patient="patient001")]
-    assert training_subjects_among(lax, slices) == ["mnms2/001"]
-    assert training_subjects_among(find_model("sax", "cine", name="sax_cine"), slices) == []
+    assert training_subjects_among(lax.training_patients, slices) == ["mnms2/001"]
+    assert training_subjects_among(find_model("sax", "cine", name="sax_cine").training_patients, slices) == []
 
 
 def test_evaluate_calls_the_figures_on_a_models_training_subject_training_figures(shared_data, tmp_path, capsys):
@@ -301,6 +301,28 @@ def test_an_export_fine_tuned_from_a_model_carries_its_training_subjects_and_say
     assert entry["training_patients"] == ["mnms2/001"]
     assert entry["mirror_average"] and entry.get("fine_search_radius_mm") is None  # the short axis's settings
     assert "detect and the gadget choose aaa_first for sax/cine" in capsys.readouterr().out
+
+
+def test_a_run_started_from_a_run_inherits_the_training_subjects_and_evaluate_run_names_them(
+        shared_data, tmp_path, capsys):
+    from cmr_landmark.evaluation import inherited_training_patients
+    from cmr_landmark.training import main_train
+
+    torch.manual_seed(0)
+    tiny = LandmarkCascade(UNet(3, widths=(4, 8)), UNet(3, widths=(4, 8)))
+    export_cascade(tiny, "start", "sax", "cine", COARSE_GRID, FINE_GRID_BY_VIEW["sax"], 0.5, tmp_path / "models",
+                   embed_training_state=True, extra={"training_patients": ["mnms2/001"]})
+    project = FIXTURES / "via" / "sax_project.json"
+    train = ["--view", "sax", "--via", str(project), "--via-val", str(project), "--epochs", "1", "--batch-size", "2"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main_train([*train, "--init-from", str(tmp_path / "models" / "start.pt"), "--out", str(first)]) == 0
+    # the second run starts from the first run's folder, not from a model file with a manifest
+    assert main_train([*train, "--init-from", str(first), "--out", str(second)]) == 0
+    assert inherited_training_patients(json.loads((second / "run.json").read_text())) == ["mnms2/001"]
+    capsys.readouterr()
+    main_evaluate(["--view", "sax", "--run", str(second), "--datasets", "mnms2", "--split", "val",
+                   "--out", str(tmp_path / "ev")])
+    assert "slices are of mnms2/001, which" in capsys.readouterr().err  # was silent: figures on a training subject
 
 
 def test_a_resume_starts_from_the_runs_own_start_weights_and_refuses_others(tmp_path, capsys):
