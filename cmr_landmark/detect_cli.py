@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from .config import MODEL_SEQUENCES, VIEWS
 from .detector import Detector
 from .io import ImageReadError, read_series
 from .model_store import ModelError, find_model
-from .offline_detection import detect_series, display_orientation_of, shortening_per_slice
+from .offline_detection import check_pixels, detect_series, display_orientation_of, shortening_per_slice, view_warning
 from .overlay import save_landmark_overlay
+
+log = logging.getLogger(__name__)
 
 
 def main_detect(argv: list[str] | None = None) -> int:
@@ -35,8 +38,11 @@ def main_detect(argv: list[str] | None = None) -> int:
                              "public set (ACDC, MS-CMRSeg, MyoPS, M&Ms-2 file names) or, for any other file, as its "
                              "anatomy says (docs/replay.md)")
     args = parser.parse_args(argv)
+    if args.out.resolve() == args.input.resolve():
+        parser.exit(2, f"cmr-landmark detect: --out {args.out} is the input file; name another file\n")
     try:
         series = read_series(args.input, args.image_group)
+        check_pixels(series)
         spec = find_model(args.view, args.sequence, name=args.model or None)
         if spec.view != args.view:
             raise ModelError(f"model {spec.name} is for view {spec.view}, not {args.view}")
@@ -44,6 +50,9 @@ def main_detect(argv: list[str] | None = None) -> int:
         records = detect_series(series, Detector(spec), orientation)
     except (ImageReadError, ModelError) as error:
         parser.exit(2, f"cmr-landmark detect: {error}\n")
+    warning = view_warning(series, spec, records)
+    if warning:
+        log.warning("%s", warning)
     result = {
         "model": spec.name,
         "input": str(args.input),

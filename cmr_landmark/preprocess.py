@@ -78,8 +78,9 @@ def to_magnitude(image: np.ndarray) -> np.ndarray:
     """Real float32 magnitude |.| of a real or complex image; NaN/Inf become 0. A signed real image (phase-sensitive
     inversion recovery) becomes the magnitude image the models were trained on, as in the gadget
     (``gadget.magnitude_2d``), so that ``detect`` and the gadget see the same pixels."""
-    image = np.abs(image if np.iscomplexobj(image) else np.asarray(image, dtype=np.float32))
-    image = image.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # a float64 pixel beyond float32 becomes Inf, set to 0 below: nothing to warn of
+        image = np.abs(image if np.iscomplexobj(image) else np.asarray(image, dtype=np.float32))
+        image = image.astype(np.float32, copy=False)
     return np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .dicom import read_dicom
-from .image_series import ImageReadError, ImageSeries, IsmrmrdPlane, SliceGeometry
+from .image_series import ISMRMRD_SUFFIXES, NIFTI_SUFFIXES, ImageReadError, ImageSeries, IsmrmrdPlane, SliceGeometry
 from .ismrmrd_file import list_image_groups, read_ismrmrd, read_ismrmrd_images, write_ismrmrd_images
 from .nifti import read_nifti
 
@@ -30,8 +30,8 @@ def read_series(path: Path, image_group: str | None = None) -> ImageSeries:
     if not path.exists():
         raise ImageReadError(f"{path}: no such file or folder")
     name = path.name.lower()
-    if path.is_file() and name.endswith((".nii", ".nii.gz")):
+    if path.is_file() and name.endswith(NIFTI_SUFFIXES):
         return read_nifti(path)
-    if path.is_file() and name.endswith((".h5", ".hdf5", ".mrd")):
+    if path.is_file() and name.endswith(ISMRMRD_SUFFIXES):
         return read_ismrmrd(path, image_group)
     return read_dicom(path)

@@ -3,6 +3,7 @@ and phases (by TriggerTime, then InstanceNumber), via pydicom."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
 from ..geometry import GeometryError, image_axes
-from .image_series import ImageReadError, ImageSeries, SliceGeometry
+from .image_series import ISMRMRD_SUFFIXES, NIFTI_SUFFIXES, ImageReadError, ImageSeries, SliceGeometry
+
+log = logging.getLogger(__name__)
 
 # Slices closer than this along the normal are the same slice (positions are written to ~1e-3 mm precision).
 SAME_SLICE_TOLERANCE_MM = 0.01
@@ -43,6 +46,24 @@ def _plane(dataset: pydicom.Dataset, path: Path) -> tuple[SliceGeometry, np.ndar
     return geometry, np.cross(along_row, along_column), (float(spacing[0]), float(spacing[1]))
 
 
+def _without_copies(path: Path, datasets: list[tuple[Path, pydicom.Dataset]]) -> list[tuple[Path, pydicom.Dataset]]:
+    """The first file of each SOPInstanceUID (a folder copied into itself, "IM1 (1).dcm"): a copy read as one more
+    image of its slice would pass for another phase. Files without the UID (anonymised) are all kept."""
+    seen: set[str] = set()
+    kept, copies = [], []
+    for file_path, dataset in datasets:
+        uid = str(dataset.get("SOPInstanceUID", ""))
+        if uid and uid in seen:
+            copies.append(file_path)
+            continue
+        seen.add(uid)
+        kept.append((file_path, dataset))
+    if copies:
+        log.warning("%s: files that repeat another file's image (the same SOPInstanceUID): %d, e.g. %s; each image is "
+                    "read once", path, len(copies), copies[0])
+    return kept
+
+
 def read_dicom(path: Path) -> ImageSeries:
     """Read a DICOM file, or a folder holding the files of one series, into an :class:`ImageSeries` (LPS)."""
     path = Path(path)
@@ -52,7 +73,16 @@ def read_dicom(path: Path) -> ImageSeries:
         if path.is_file():  # read_series sends every file that is not NIfTI or ISMRMRD by its name here
             raise ImageReadError(f"{path}: not a DICOM image, and not NIfTI (.nii, .nii.gz) or ISMRMRD (.h5, .mrd) "
                                  "by its name")
+        others = [f.name for f in files if f.name.lower().endswith(NIFTI_SUFFIXES + ISMRMRD_SUFFIXES)]
+        if others:  # a folder is read as DICOM; the other formats are read one file at a time
+            raise ImageReadError(f"{path}: no DICOM images in this folder, but {len(others)} NIfTI/ISMRMRD files "
+                                 f"(e.g. {others[0]}); give one file")
         raise ImageReadError(f"{path}: no DICOM images in this folder")
+    datasets = _without_copies(path, datasets)
+    multi_frame = next((f for f, d in datasets if int(d.get("NumberOfFrames", 1) or 1) > 1), None)
+    if multi_frame is not None:  # enhanced MR keeps each frame's geometry in functional groups, not read here
+        raise ImageReadError(f"{multi_frame}: a multi-frame (enhanced) DICOM image, which is not read; export the "
+                             "series as single-frame images (classic MR Image Storage)")
     # the series UID, and where anonymisation removed it, patient, study and series number
     series_ids = {tuple(str(d.get(key, "")) for key in ("SeriesInstanceUID", "PatientID", "StudyInstanceUID",
                                                         "SeriesNumber")) for _, d in datasets}

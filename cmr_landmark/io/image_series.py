@@ -23,6 +23,9 @@ from ..geometry import pixel_to_patient_mm
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 FRAMES = ("RAS", "LPS")
 VOXEL_ORDERS = ("row_col", "col_row")
+# File name endings (lower case) read as NIfTI and as ISMRMRD; any other file, and a folder, is read as DICOM.
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ISMRMRD_SUFFIXES = (".h5", ".hdf5", ".mrd")
 
 
 class ImageReadError(ValueError):

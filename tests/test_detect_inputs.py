@@ -1,0 +1,188 @@
+"""``cmr-landmark detect`` on the odd inputs a user gives it: each works, or is refused (exit 2) or warned of in one
+line. Inputs built here; the checks on real files skip where the public data is absent."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+
+import numpy as np
+import pydicom
+import pytest
+from test_convert import heart_like
+from test_io import ORIENTATION, SPACING, dicom_series, write_dicom, write_nifti
+
+from cmr_landmark.config import REPO_ROOT
+from cmr_landmark.detect_cli import main_detect
+from cmr_landmark.io import ImageReadError, read_dicom, read_series
+from cmr_landmark.model_store import find_model
+from cmr_landmark.offline_detection import view_warning
+from cmr_landmark.preprocess import to_magnitude
+
+
+def refusal(args: list[str], models, monkeypatch, capsys) -> str:
+    """detect's one-line message where it refuses ``args`` with exit status 2."""
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(models))
+    with pytest.raises(SystemExit) as stop:
+        main_detect(args)
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert message.startswith("cmr-landmark detect: ") and message.count("\n") == 1, message
+    return message
+
+
+def label_map(rows: int = 48, cols: int = 56, slices: int = 3) -> np.ndarray:
+    """ACDC's codes: 1 RV, 2 LV myocardium, 3 LV blood pool, on a background of 0."""
+    r, c = np.mgrid[:rows, :cols]
+    radius = np.hypot(r - rows / 2, c - cols / 2)
+    mask = np.zeros((rows, cols), np.uint8)
+    mask[radius < 12] = 2
+    mask[radius < 8] = 3
+    mask[(np.hypot(r - rows / 2, c - cols / 2 + 14) < 8) & (mask == 0)] = 1
+    return np.repeat(mask[:, :, None], slices, axis=2)
+
+
+def test_a_label_map_given_as_the_image_is_refused(tmp_path, throwaway_model_folder, monkeypatch, capsys):
+    path = write_nifti(tmp_path / "seg.nii.gz", label_map(), np.eye(4))
+    message = refusal([str(path), "--view", "sax", "--sequence", "cine", "--out", str(tmp_path / "o.json")],
+                      throwaway_model_folder, monkeypatch, capsys)
+    assert "only the values 0, 1, 2, 3: a segmentation (label map)" in message
+    assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("name", ["patient001/patient001_frame01_gt.nii.gz", "patient001/patient001_frame02_gt.nii.gz"])
+def test_an_acdc_segmentation_is_refused(name, shared_data, tmp_path, monkeypatch, capsys):
+    message = refusal([str(shared_data / "acdc" / name), "--view", "sax", "--sequence", "cine",
+                       "--out", str(tmp_path / "o.json")], REPO_ROOT / "models", monkeypatch, capsys)
+    assert "segmentation (label map)" in message
+
+
+def test_an_image_of_few_grey_levels_in_float_is_not_taken_for_a_label_map(tmp_path, throwaway_model_folder,
+                                                                           monkeypatch):
+    # the phantoms' look: a few levels, but not whole numbers
+    path = write_nifti(tmp_path / "phantom.nii.gz", label_map().astype(np.float32) * 0.15 + 0.1, np.eye(4))
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))
+    assert main_detect([str(path), "--view", "sax", "--sequence", "cine", "--out", str(tmp_path / "o.json")]) == 0
+
+
+@pytest.mark.parametrize(("pixels", "reason"), [
+    (np.full((32, 32, 2), np.nan, np.float32), "no pixel is a finite number"),
+    (np.full((32, 32, 2), 7, np.int16), "every pixel is 7"),
+    (np.full((32, 32, 2), 3e300), "within float32's range"),  # what the detector computes in: all Inf, then 0
+])
+def test_a_series_without_signal_is_refused(pixels, reason, tmp_path, throwaway_model_folder, monkeypatch, capsys):
+    path = write_nifti(tmp_path / "blank.nii", pixels, np.eye(4))
+    message = refusal([str(path), "--view", "sax", "--sequence", "cine", "--out", str(tmp_path / "o.json")],
+                      throwaway_model_folder, monkeypatch, capsys)
+    assert "no signal" in message and reason in message
+
+
+def test_blank_images_of_a_stack_are_named_in_one_warning(tmp_path, throwaway_model_folder, monkeypatch, caplog):
+    images = heart_like(40, 48, phases=1, slices=4)
+    images[:, :, 3] = 0  # zero padding past the apex
+    path = write_nifti(tmp_path / "stack.nii.gz", images, np.eye(4))
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))
+    with caplog.at_level(logging.WARNING):
+        assert main_detect([str(path), "--view", "sax", "--sequence", "cine", "--out", str(tmp_path / "o.json")]) == 0
+    (warning,) = [r.getMessage() for r in caplog.records if "no signal" in r.getMessage()]
+    assert "1 of 4 images" in warning and "slice 3 phase 0" in warning and "\n" not in warning
+
+
+def test_a_pixel_beyond_float32_is_set_to_zero_without_a_runtime_warning():
+    image = np.arange(16, dtype=np.float64).reshape(4, 4)
+    image[0, 0] = 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        magnitude = to_magnitude(image)
+    assert magnitude[0, 0] == 0.0 and magnitude[3, 3] == 15.0
+
+
+def test_a_stack_given_as_long_axis_is_warned_of(tmp_path, throwaway_model_folder, monkeypatch, caplog):
+    path = write_nifti(tmp_path / "stack.nii.gz", heart_like(40, 48, phases=1, slices=4), np.eye(4))
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))
+    with caplog.at_level(logging.WARNING):
+        assert main_detect([str(path), "--view", "lax", "--sequence", "cine", "--out", str(tmp_path / "o.json")]) == 0
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "4 parallel slices" in warning and "--view sax" in warning and "\n" not in warning
+
+
+def records_with(found_per_image: list[int], names: tuple[str, ...] = ("A-RVI", "P-RVI", "C-LV")) -> list[dict]:
+    point = {"voxel": [1.0, 1.0], "world_mm": [0.0, 0.0, 0.0], "probability": 0.9}
+    return [{"slice": 0, "phase": t, "landmarks": {n: point if i < found else None for i, n in enumerate(names)}}
+            for t, found in enumerate(found_per_image)]
+
+
+def test_a_model_that_finds_almost_nothing_names_the_other_view(tmp_path):
+    path = write_nifti(tmp_path / "one.nii.gz", heart_like(40, 48, phases=5, slices=1), np.eye(4))
+    series = read_series(path)
+    spec = find_model("sax", "cine", folder=REPO_ROOT / "models")
+    warning = view_warning(series, spec, records_with([0, 1, 0, 2, 0]))
+    assert "all its landmarks in 0 of 5 images" in warning and "--view lax" in warning
+    assert view_warning(series, spec, records_with([3, 1, 0, 2, 0])) is None  # one in five, as a basal slice has
+
+
+def test_a_long_axis_image_given_as_short_axis_is_warned_of(shared_data, tmp_path, monkeypatch, caplog):
+    # the shipped short-axis model finds nothing on the M&Ms-2 4-chamber view; the long-axis one finds all three
+    path = shared_data / "mnms2" / "001" / "001_LA_ED.nii.gz"
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
+    for view, warned in (("sax", True), ("lax", False)):
+        caplog.clear()
+        args = [str(path), "--view", view, "--sequence", "cine", "--out", str(tmp_path / "o.json")]
+        with caplog.at_level(logging.WARNING):
+            assert main_detect(args) == 0
+        view_warnings = [r.getMessage() for r in caplog.records if "--view lax" in r.getMessage()]
+        assert bool(view_warnings) == warned, (view, view_warnings)
+
+
+def test_an_out_that_is_the_input_is_refused(tmp_path, throwaway_model_folder, monkeypatch, capsys):
+    path = write_nifti(tmp_path / "a.nii", heart_like(16, 16, 1, 1)[:, :, 0, 0], np.eye(4))
+    before = path.read_bytes()
+    message = refusal([str(path), "--view", "sax", "--sequence", "cine", "--out", str(path)],
+                      throwaway_model_folder, monkeypatch, capsys)
+    assert "is the input file" in message and path.read_bytes() == before
+
+
+def test_a_folder_of_nifti_files_says_to_give_one(tmp_path):
+    folder = tmp_path / "niftis"
+    folder.mkdir()
+    write_nifti(folder / "a.nii.gz", heart_like(16, 16, 1, 1)[:, :, 0, 0], np.eye(4))
+    with pytest.raises(ImageReadError, match=r"1 NIfTI/ISMRMRD files \(e.g. a.nii.gz\); give one file"):
+        read_series(folder)
+
+
+def test_a_copied_dicom_file_is_read_once_not_as_another_phase(tmp_path, caplog):
+    dicom_series(tmp_path, slices=2, phases=2, shape=(12, 16))
+    first = sorted(tmp_path.glob("*.dcm"))[0]
+    shutil.copy(first, tmp_path / f"{first.stem} (1).dcm")  # what a file manager names a copy
+    with caplog.at_level(logging.WARNING):
+        series = read_dicom(tmp_path)
+    assert series.images.shape == (2, 2, 12, 16)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "the same SOPInstanceUID" in warning
+
+
+def test_anonymised_dicom_files_without_instance_uids_are_all_read(tmp_path):
+    for t in range(2):  # no SOPInstanceUID to tell a copy by: each file is an image
+        write_dicom(tmp_path / f"IM{t}.dcm", np.full((8, 8), t), np.zeros(3), ORIENTATION, SPACING, 40.0 * t, t, "")
+    for path in tmp_path.glob("*.dcm"):
+        dataset = pydicom.dcmread(str(path))
+        del dataset.SOPInstanceUID
+        dataset.save_as(str(path))
+    assert read_dicom(tmp_path).images.shape == (1, 2, 8, 8)
+
+
+@pytest.mark.parametrize("with_position", [True, False])
+def test_a_multi_frame_dicom_is_refused_by_name(with_position, tmp_path):
+    # before: "expected 2-D images of one size, got shapes [(3, 8, 8)]", or where enhanced MR keeps the geometry in
+    # its functional groups, "DICOM image without geometry"
+    path = tmp_path / "enhanced.dcm"
+    write_dicom(path, np.zeros((8, 8)), np.zeros(3), ORIENTATION, SPACING, 0.0, 1, "1.2.3")
+    dataset = pydicom.dcmread(str(path))
+    dataset.NumberOfFrames = 3
+    dataset.PixelData = np.arange(3 * 64, dtype=np.uint16).tobytes()
+    if not with_position:
+        del dataset.ImagePositionPatient
+    dataset.save_as(str(path))
+    with pytest.raises(ImageReadError, match="multi-frame"):
+        read_series(tmp_path)
