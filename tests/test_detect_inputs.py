@@ -143,6 +143,14 @@ def test_an_out_that_is_the_input_is_refused(tmp_path, throwaway_model_folder, m
     assert "is the input file" in message and path.read_bytes() == before
 
 
+def test_an_image_group_with_a_file_that_has_none_is_refused(tmp_path, throwaway_model_folder, monkeypatch, capsys):
+    path = write_nifti(tmp_path / "a.nii", heart_like(16, 16, 1, 1)[:, :, 0, 0], np.eye(4))
+    # was ignored: the images read were not the group the user named
+    message = refusal([str(path), "--view", "sax", "--sequence", "cine", "--out", str(tmp_path / "out.json"),
+                       "--image-group", "dataset/image_2"], throwaway_model_folder, monkeypatch, capsys)
+    assert "an image group (dataset/image_2) is chosen only in an ISMRMRD file" in message
+
+
 def test_a_folder_of_nifti_files_says_to_give_one(tmp_path):
     folder = tmp_path / "niftis"
     folder.mkdir()

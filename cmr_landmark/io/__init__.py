@@ -25,13 +25,18 @@ __all__ = [
 
 
 def read_series(path: Path, image_group: str | None = None) -> ImageSeries:
-    """Read NIfTI (.nii, .nii.gz), ISMRMRD (.h5, .mrd) or DICOM (a file or a folder of one series)."""
+    """Read NIfTI (.nii, .nii.gz), ISMRMRD (.h5, .mrd) or DICOM (a file or a folder of one series).
+    ``image_group`` chooses among an ISMRMRD file's image groups; given with another format it is refused, since
+    the images read would not be the ones it names."""
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: no such file or folder")
-    name = path.name.lower()
-    if path.is_file() and name.endswith(NIFTI_SUFFIXES):
-        return read_nifti(path)
-    if path.is_file() and name.endswith(ISMRMRD_SUFFIXES):
+    is_ismrmrd = path.is_file() and path.name.lower().endswith(ISMRMRD_SUFFIXES)
+    if image_group and not is_ismrmrd:
+        raise ImageReadError(f"{path}: an image group ({image_group}) is chosen only in an ISMRMRD file "
+                             f"({', '.join(ISMRMRD_SUFFIXES)}); this one holds a single series")
+    if is_ismrmrd:
         return read_ismrmrd(path, image_group)
+    if path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES):
+        return read_nifti(path)
     return read_dicom(path)
