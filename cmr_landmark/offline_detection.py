@@ -37,6 +37,7 @@ from .datasets import ORIENTATION_BY_DATASET, public_set_of_file
 from .detector import Detector, detect_in_orientation
 from .display_orientation import StoredOrientation, display_orientation, estimate_stored_orientation
 from .geometry import model_display_orientation
+from .image_checks import label_map_values, no_signal_reason
 from .io import ImageReadError, ImageSeries
 from .measures import longitudinal_shortening_or_none
 from .model_store import ModelError, ModelSpec, load_orientation_network
@@ -44,12 +45,6 @@ from .slice_measures import measure_slice
 
 log = logging.getLogger(__name__)
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-# A segmentation holds a handful of label codes (ACDC 4 with the background, MyoPS 6); an MR image, even one stored in
-# 8 bits, has hundreds of grey levels.
-LABEL_MAP_MAX_VALUES = 8
-# Pixels of a series looked at before all of them are, to rule a label map out cheaply.
-LABEL_MAP_SAMPLE_PIXELS = 100_000
 # Parallel slices from which a series has a short-axis stack's shape: a long-axis view is one plane per series (the
 # public sets' short-axis stacks have 3-21, their long-axis files 1).
 SHORT_AXIS_STACK_MIN_SLICES = 3
@@ -147,12 +142,12 @@ def check_pixels(series: ImageSeries) -> None:
     and all of them alike (no finite pixel, or every pixel one value), or a label map (a few whole numbers, a
     segmentation given in place of its image). Warn (one line) of single images without signal, whose landmarks,
     if any, mean nothing."""
-    reasons = [_no_signal_reason(image) for image in series.images.reshape(-1, *series.images.shape[-2:])]
+    reasons = [no_signal_reason(image) for image in series.images.reshape(-1, *series.images.shape[-2:])]
     blank = [n for n, reason in enumerate(reasons) if reason is not None]
     if len(blank) == len(reasons) and len(set(reasons)) == 1:
-        raise ImageReadError(f"{series.source}: no signal to find landmarks in: {reasons[0]}")
+        raise ImageReadError(f"{series.source}: nothing to find landmarks in: {reasons[0]}")
     if len(blank) < len(reasons):  # a label map varies within its images; a stack of blank ones is not one
-        values = _label_map_values(series.images)
+        values = label_map_values(series.images)
         if values is not None:
             shown = ", ".join(f"{v:g}" for v in values)
             raise ImageReadError(f"{series.source}: holds only the values {shown}: a segmentation (label map), not "
@@ -160,36 +155,9 @@ def check_pixels(series: ImageSeries) -> None:
     if blank:
         where = ", ".join(f"slice {n // series.n_phases} phase {n % series.n_phases}" for n in blank[:5])
         more = f" and {len(blank) - 5} more" if len(blank) > 5 else ""
-        log.warning("%s: %d of %d images have no signal (%s%s; e.g. %s): their landmarks, if any, mean nothing",
+        log.warning("%s: %d of %d images hold nothing to find landmarks in (%s%s; e.g. %s): their landmarks, if "
+                    "any, mean nothing",
                     series.source, len(blank), len(reasons), where, more, reasons[blank[0]])
-
-
-def _no_signal_reason(image: np.ndarray) -> str | None:
-    """Why a 2-D image is blank to the detector, which sees its magnitude in float32 with NaN and Inf set to 0
-    (``preprocess.to_magnitude``), or None where it is not."""
-    magnitude = np.abs(image.astype(np.complex128 if np.iscomplexobj(image) else np.float64))
-    usable = magnitude[np.isfinite(magnitude) & (magnitude <= FLOAT32_MAX)]
-    if usable.size == 0:
-        return "no pixel is a finite number within float32's range"
-    low, high = usable.min(), usable.max()
-    if np.float32(low) == np.float32(high):
-        unusable = " or NaN, infinite or beyond float32's range" if usable.size < magnitude.size else ""
-        return f"every pixel is {low:g}{unusable}"
-    return None
-
-
-def _label_map_values(images: np.ndarray) -> np.ndarray | None:
-    """The values of ``images`` where they are at most ``LABEL_MAP_MAX_VALUES`` whole numbers, else None."""
-    if np.iscomplexobj(images):
-        return None
-    flat = images.reshape(-1)
-    sample = flat[:: max(1, flat.size // LABEL_MAP_SAMPLE_PIXELS)]
-    if len(np.unique(sample[np.isfinite(sample)])) > LABEL_MAP_MAX_VALUES:  # an image's grey levels, seen at once
-        return None
-    values = np.unique(flat[np.isfinite(flat)])
-    if len(values) > LABEL_MAP_MAX_VALUES or np.any(values != np.round(values)):
-        return None
-    return values
 
 
 def view_warning(series: ImageSeries, spec: ModelSpec, records: list[dict]) -> str | None:

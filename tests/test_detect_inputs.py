@@ -67,15 +67,15 @@ def test_an_image_of_few_grey_levels_in_float_is_not_taken_for_a_label_map(tmp_p
 
 
 @pytest.mark.parametrize(("pixels", "reason"), [
-    (np.full((32, 32, 2), np.nan, np.float32), "no pixel is a finite number"),
-    (np.full((32, 32, 2), 7, np.int16), "every pixel is 7"),
-    (np.full((32, 32, 2), 3e300), "within float32's range"),  # what the detector computes in: all Inf, then 0
+    (np.full((32, 32, 2), np.nan, np.float32), "no finite pixel"),
+    (np.full((32, 32, 2), 7, np.int16), "no signal: every finite pixel is 7"),
+    (np.full((32, 32, 2), 3e300), "beyond float32's range"),  # what the detector computes in: all Inf, then 0
 ])
 def test_a_series_without_signal_is_refused(pixels, reason, tmp_path, throwaway_model_folder, monkeypatch, capsys):
     path = write_nifti(tmp_path / "blank.nii", pixels, np.eye(4))
     message = refusal([str(path), "--view", "sax", "--sequence", "cine", "--out", str(tmp_path / "o.json")],
                       throwaway_model_folder, monkeypatch, capsys)
-    assert "no signal" in message and reason in message
+    assert "nothing to find landmarks in" in message and reason in message
 
 
 def test_blank_images_of_a_stack_are_named_in_one_warning(tmp_path, throwaway_model_folder, monkeypatch, caplog):
@@ -85,7 +85,7 @@ def test_blank_images_of_a_stack_are_named_in_one_warning(tmp_path, throwaway_mo
     monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))
     with caplog.at_level(logging.WARNING):
         assert main_detect([str(path), "--view", "sax", "--sequence", "cine", "--out", str(tmp_path / "o.json")]) == 0
-    (warning,) = [r.getMessage() for r in caplog.records if "no signal" in r.getMessage()]
+    (warning,) = [r.getMessage() for r in caplog.records if "nothing to find landmarks in" in r.getMessage()]
     assert "1 of 4 images" in warning and "slice 3 phase 0" in warning and "\n" not in warning
 
 

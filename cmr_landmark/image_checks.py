@@ -1,0 +1,47 @@
+"""Is there anything in an image for the detector to find? One answer for the gadget (each phase of a slice) and
+for ``detect`` (a whole file), so that both refuse the same images with the same words.
+
+The detector sees an image's magnitude in float32, with NaN and Inf set to 0 (``preprocess.to_magnitude``): an
+image that is one value there, or a segmentation given in place of its image, would only give landmarks that mean
+nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# A segmentation holds a handful of label codes (ACDC 4 with the background, MyoPS 6); an MR image, even one stored in
+# 8 bits, has hundreds of grey levels.
+LABEL_MAP_MAX_VALUES = 8
+# Pixels looked at before all of them are, to rule a label map out cheaply.
+LABEL_MAP_SAMPLE_PIXELS = 100_000
+
+
+def no_signal_reason(image: np.ndarray) -> str | None:
+    """Why ``image`` (any shape, real or complex) holds nothing for the detector, or None where it holds something:
+    no finite pixel, or every finite pixel one value (as float32)."""
+    magnitude = np.abs(image.astype(np.complex128 if np.iscomplexobj(image) else np.float64))
+    usable = magnitude[np.isfinite(magnitude) & (magnitude <= FLOAT32_MAX)]
+    if usable.size == 0:
+        return "no finite pixel (all NaN, infinite or beyond float32's range)"
+    low, high = usable.min(), usable.max()
+    if np.float32(low) == np.float32(high):
+        others = " (the others NaN, infinite or beyond float32's range)" if usable.size < magnitude.size else ""
+        return f"no signal: every finite pixel is {low:g}{others}"
+    return None
+
+
+def label_map_values(images: np.ndarray) -> np.ndarray | None:
+    """The values of ``images`` where they are at most :data:`LABEL_MAP_MAX_VALUES` whole numbers (a label map),
+    else None."""
+    if np.iscomplexobj(images):
+        return None
+    flat = images.reshape(-1)
+    sample = flat[:: max(1, flat.size // LABEL_MAP_SAMPLE_PIXELS)]
+    if len(np.unique(sample[np.isfinite(sample)])) > LABEL_MAP_MAX_VALUES:  # an image's grey levels, seen at once
+        return None
+    values = np.unique(flat[np.isfinite(flat)])
+    if len(values) > LABEL_MAP_MAX_VALUES or np.any(values != np.round(values)):
+        return None
+    return values
