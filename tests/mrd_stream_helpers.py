@@ -79,6 +79,28 @@ def sax_plane_image(
     return image
 
 
+def patient_mm_by_hand(position, read_dir, phase_dir, field_of_view_mm, matrix_size, row: float, col: float
+                       ) -> np.ndarray:
+    """Where pixel (row, col) lies in the patient (LPS mm), by the MRD definition written out on its own (not the
+    package's geometry module, which the tests check against it): pixel centres lie symmetrically about
+    ``position``, columns step along ``read_dir`` by fov_x / nx, rows along ``phase_dir`` by fov_y / ny."""
+    nx, ny = matrix_size[0], matrix_size[1]
+    col_mm, row_mm = field_of_view_mm[0] / nx, field_of_view_mm[1] / ny
+    return (np.asarray(position, float) + (col - (nx - 1) / 2) * col_mm * np.asarray(read_dir, float)
+            + (row - (ny - 1) / 2) * row_mm * np.asarray(phase_dir, float))
+
+
+def septal_arc_deg(anterior_rc, posterior_rc, centre_rc, spacing_mm) -> float:
+    """The angle at the LV centre between the two RV insertion points, in mm (law of cosines, by hand)."""
+    def mm(point):
+        return (np.asarray(point, float) - np.asarray(centre_rc, float)) * np.asarray(spacing_mm, float)
+
+    a, p = mm(anterior_rc), mm(posterior_rc)
+    chord = np.sum((a - p) ** 2)
+    cosine = (np.sum(a**2) + np.sum(p**2) - chord) / (2 * np.sqrt(np.sum(a**2) * np.sum(p**2)))
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
 # --- playing Gadgetron's side of the wire ----------------------------------------------------------------------
 
 MESSAGE_ID = struct.Struct("<H")
@@ -143,13 +165,16 @@ def exchange(sock: socket.socket, messages: list[bytes], timeout_s: float = 120.
     return replies
 
 
-def export_throwaway_model(folder, view: str = "sax", sequence: str = "cine") -> str:
-    """An untrained cascade with threshold 0 (every landmark 'found') for wire and attribute tests only."""
+def export_throwaway_model(folder, view: str = "sax", sequence: str = "cine", probability_threshold: float = 0.0
+                           ) -> str:
+    """An untrained cascade, by default with threshold 0 (every landmark 'found'), for wire and attribute tests
+    only."""
     torch.manual_seed(0)
     name = f"throwaway_{view}_{sequence}"
     n = len(LANDMARKS_BY_VIEW[view])
     cascade = LandmarkCascade(UNet(n, widths=(4, 8)), UNet(n, widths=(4, 8)))
-    export_cascade(cascade, name, view, sequence, COARSE_GRID, FINE_GRID_BY_VIEW[view], 0.0, folder)
+    export_cascade(cascade, name, view, sequence, COARSE_GRID, FINE_GRID_BY_VIEW[view], probability_threshold,
+                   folder)
     return name
 
 

@@ -65,6 +65,21 @@ def test_confident_outlier_is_replaced():
     assert np.linalg.norm(track.points_rc[5, 2] - truth[5, 2]) < 1.0
 
 
+@pytest.mark.parametrize("spacing_mm, jump_px, outlier", [
+    ((0.5, 0.5), (9.0, 12.0), False),  # 15 px, but 7.5 mm: within the 10 mm limit, kept
+    ((2.0, 2.0), (3.6, 4.8), True),    # 6 px, but 12 mm: an outlier
+    ((0.5, 2.5), (0.0, 6.0), True),    # 6 columns of 2.5 mm = 15 mm (rows are only 0.5 mm)
+    ((2.5, 0.5), (0.0, 6.0), False),   # the same 6 columns of 0.5 mm = 3 mm
+])
+def test_an_outlier_is_judged_in_mm_not_pixels(spacing_mm, jump_px, outlier):
+    truth = beating_tracks()
+    points = truth.copy()
+    points[5, 2] += np.array(jump_px)  # the apex, which does not move, jumps in one phase
+    track = smooth_cine_landmarks(points, np.full(truth.shape[:2], 0.9), spacing_mm)
+    assert bool(track.filled[5, 2]) is outlier
+    assert track.filled.sum() == int(outlier)
+
+
 @pytest.mark.parametrize("n_phases", [2, 3, 4, 6, 9])
 def test_a_short_series_keeps_its_confident_points(n_phases):
     # An ED/ES pair moves the mitral valve ~15 mm, more than the outlier limit: between phases this far apart in

@@ -93,6 +93,31 @@ def test_fast_path_in_fp32_gives_the_unoptimised_points(tmp_path, lax_cine, same
     assert np.abs(fast_points - reference_points).max() < 0.01  # pixels
 
 
+def test_a_landmark_the_coarse_stage_did_not_see_does_not_pull_the_fine_crop():
+    from cmr_landmark.detector import crop_centres
+
+    points = np.array([[[40.0, 40.0], [60.0, 40.0], [200.0, 300.0]],   # a coarse peak of 0 far off
+                       [[10.0, 10.0], [10.0, 30.0], [40.0, 10.0]]])    # weights 3 : 1 : 0
+    peaks = np.array([[0.8, 0.8, 0.0], [0.6, 0.2, 0.0]])
+    np.testing.assert_allclose(crop_centres(points, peaks), [[50.0, 40.0], [10.0, 15.0]], atol=1e-3)
+
+
+def test_the_phases_of_a_slice_share_one_fine_crop(tmp_path, lax_cine):
+    """same_slice: the fine crop is centred once for all phases (the median of their coarse centres), so that one
+    phase the coarse stage misplaces neither moves the others' crop nor gets a crop of its own."""
+    stack, spacing = lax_cine
+    detector = _random_cascade_detector(tmp_path, optimised=True, use_bf16=False)
+    moved = np.zeros_like(stack[0])
+    moved[60:, 50:] = stack[0][:-60, :-50]  # the heart 60 rows down and 50 columns right
+    phases = np.stack([stack[0], stack[0], moved])
+    together = _points(detector.detect(phases, spacing, same_slice=True))
+    apart = _points(detector.detect(phases, spacing, same_slice=False))
+    # two of the three phases agree: the shared crop is theirs, and they are found as each is on its own
+    np.testing.assert_allclose(together[:2], apart[:2], atol=1e-6)
+    # the moved phase is seen through that crop, not one centred on its own content
+    assert np.abs(together[2] - apart[2]).max() > 1.0
+
+
 @pytest.mark.parametrize("view", ["sax", "lax"])
 def test_trained_models_fast_path_agrees_with_the_unoptimised_path(lax_cine, view):
     """With bf16 where the CPU has it: the shipped models' points move by a fraction of a millimetre."""

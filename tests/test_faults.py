@@ -110,6 +110,10 @@ IMAGE_FAULTS = [
                "differ in matrix"),
     ImageFault("series index + offset overflows uint16", lambda: cine(series_index=65500), "exceeds 65535",
                copies_series=65535),
+    # the edges of the uint16 field: 65435 + 100 is the last series that fits; 65436 + 100 would wrap to series 0
+    ImageFault("series index + offset = 65535", lambda: cine(series_index=65435), None, copies_series=65535),
+    ImageFault("series index + offset = 65536", lambda: cine(series_index=65436), "exceeds 65535",
+               copies_series=65535),
     # 1.25 mm pixels keep the anti-alias filter small: the fault is the matrix (a 64 MiB message), not the filter
     # time (at 0.07 mm pixels the same image takes ~7 s on one core).
     ImageFault("4096 x 4096, one image",
@@ -134,6 +138,42 @@ def test_image_faults(passive_server, fault, caplog):
     else:
         assert_tagged(copies, fault.error)
         assert fault.error in caplog.text  # logged too, with the traceback, for the site's log files
+
+
+def _coil_images(phases: int = 3) -> tuple[list[ismrmrd.Image], list[ismrmrd.Image]]:
+    """A cine as two coil images per phase, each coil seeing the anatomy through its own smooth sensitivity, and the
+    same cine as the one-channel root-sum-of-squares image of the coils (what the gadget is documented to see)."""
+    rows, cols = np.mgrid[:64, :64]
+    angle = np.pi / 2 * (0.1 + 0.8 * cols / 63.0) * (0.5 + 0.5 * rows / 63.0)  # sensitivity 1 coil <-> 2 coil
+    coils, combined = [], []
+    for phase in range(phases):
+        anatomy = phantom(phase).astype(np.float64)
+        channels = np.stack([anatomy * np.cos(angle), anatomy * np.sin(angle)]).astype(np.float32)
+        rss = np.sqrt((channels.astype(np.float64) ** 2).sum(axis=0)).astype(np.float32)
+        template = sax_plane_image(rss, series_index=SERIES, phase=phase, image_index=phase + 1)
+        combined.append(template)
+        image = ismrmrd.Image.from_array(channels[:, np.newaxis])  # (channels, z, y, x)
+        head = template.getHead()
+        head.channels = 2
+        image.setHead(head)
+        coils.append(image)
+    return coils, combined
+
+
+def test_a_multi_coil_image_is_detected_as_its_root_sum_of_squares(passive_server):
+    coils, combined = _coil_images()
+    assert not np.allclose(np.abs(coils[0].data).sum(axis=0), combined[0].data[0])  # the sum of |coils| differs
+    sent = [image_message(image) for image in coils]
+    replies = session(passive_server.port, sent)
+    reference = session(passive_server.port, [image_message(image) for image in combined])
+    assert_passed_through(replies, sent)
+    copies, expected = copies_of(replies, COPIES), copies_of(reference, COPIES)
+    assert len(copies) == len(expected) == 3
+    for copy, single in zip(copies, expected, strict=True):
+        assert copy.meta["CMRLandmark_Status"] == "ok", copy.meta.get("CMRLandmark_Error")
+        assert copy.data.shape == (2, 1, 64, 64)  # the copy keeps its coils
+        for name in ("A-RVI", "P-RVI", "C-LV"):
+            assert copy.meta[f"CMRLandmark_{name}_pixel"] == single.meta[f"CMRLandmark_{name}_pixel"]
 
 
 def test_unknown_view_is_tagged(passive_server):

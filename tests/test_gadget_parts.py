@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import xml.etree.ElementTree as ElementTree
 
+import ismrmrd
 import numpy as np
 import pytest
 from mrd_stream_helpers import header, image_message, sax_plane_image
@@ -137,3 +138,17 @@ def test_the_model_a_chain_names_is_loaded_and_run_once_before_the_first_image(t
         gadget.load_model_before_images(GadgetParameters.from_strings({"view": "sax", "model": "no_such_model"}),
                                         header(phases=1))
     assert "model not loaded before the images" in caplog.text
+
+
+def test_the_magnitude_of_a_multi_coil_image_is_the_root_sum_of_squares():
+    from cmr_landmark.gadget import magnitude_2d
+
+    coils = np.zeros((3, 1, 2, 2), np.complex64)  # (channels, z, y, x)
+    coils[0, 0] = [[3, 0], [1, 2j]]
+    coils[1, 0] = [[4j, 0], [-1, 2]]
+    coils[2, 0] = [[0, 7], [1j, 1]]
+    np.testing.assert_allclose(magnitude_2d(ismrmrd.Image.from_array(coils)), [[5.0, 7.0], [np.sqrt(3.0), 3.0]],
+                               rtol=1e-6)
+    signed = np.array([[[[-3.0, 0.0], [6.0, -8.0]]], [[[4.0, 2.0], [8.0, 6.0]]]], np.float32)  # real coils
+    np.testing.assert_allclose(magnitude_2d(ismrmrd.Image.from_array(signed)), [[5.0, 2.0], [10.0, 10.0]],
+                               rtol=1e-6)

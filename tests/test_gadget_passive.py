@@ -16,14 +16,14 @@ from mrd_stream_helpers import (
     export_throwaway_model,
     header_xml,
     image_message,
+    patient_mm_by_hand,
     phantom,
     sax_plane_image,
+    septal_arc_deg,
     text_message,
 )
 
 from cmr_landmark.gadget import LandmarkServer
-from cmr_landmark.geometry import pixel_to_patient_mm
-from cmr_landmark.measures import rv_insertion_angle_deg
 
 SAX_CONFIG = (
     '<configuration><property name="view" value="sax"/><property name="sequence" value="cine"/>'
@@ -102,14 +102,14 @@ def test_originals_identical_then_annotated_copies_with_consistent_attributes(th
             assert meta[f"CMRLandmark_{name}_found"] == "1"
             pixel = _values(meta, f"CMRLandmark_{name}_pixel")
             points[name] = pixel
-            patient = pixel_to_patient_mm(np.array([pixel]), tuple(head.position), tuple(head.read_dir),
-                                          tuple(head.phase_dir), tuple(head.field_of_view), tuple(head.matrix_size))
-            np.testing.assert_allclose(_values(meta, f"CMRLandmark_{name}_patient_mm"), patient[0], atol=1e-3)
+            patient = patient_mm_by_hand(head.position, head.read_dir, head.phase_dir, head.field_of_view,
+                                         head.matrix_size, *pixel)
+            np.testing.assert_allclose(_values(meta, f"CMRLandmark_{name}_patient_mm"), patient, atol=1e-3)
             assert 0.0 <= _values(meta, f"CMRLandmark_{name}_probability")[0] <= 1.0
             row, col = (int(round(v)) for v in pixel)
             if 0 <= row < 64 and 0 <= col < 64:  # the cross is burnt in at the image maximum
                 assert copy.data[0, 0, row, col] == copy.data.max()
-        angle = rv_insertion_angle_deg(points["A-RVI"], points["P-RVI"], points["C-LV"], (4.0, 4.0))
+        angle = septal_arc_deg(points["A-RVI"], points["P-RVI"], points["C-LV"], (4.0, 4.0))
         assert _values(meta, "CMRLandmark_RVInsertionAngle_deg")[0] == pytest.approx(angle, abs=1e-3)
         assert 0.0 <= _values(meta, "CMRLandmark_AnteriorRVIDirection_deg")[0] < 360.0
         assert any("RVI angle" in c for c in np.atleast_1d(meta["GADGETRON_ImageComment"]))
@@ -359,3 +359,83 @@ def test_a_blank_phase_of_a_long_axis_cine_is_filled_from_its_neighbours(tmp_pat
     # one shortening over the beat, from all 12 phases' lengths (the gap filled in the smoothing, not closed up)
     assert len({c.meta["CMRLandmark_LongitudinalShortening"] for c in detected}) == 1
     assert all(f"CMRLandmark_{landmark}_filled" in c.meta for c in detected for landmark in ("MV-1", "MV-2", "APEX"))
+
+
+def test_the_chains_threshold_decides_which_cine_points_are_weak_and_filled_is_told_per_phase(tmp_path, monkeypatch):
+    # a model whose manifest threshold (0.9) the untrained network never reaches, and a chain that lowers it to 0:
+    # the chain's threshold decides both what is found and which cine points are weak (filled from neighbours)
+    from cmr_landmark import gadget
+
+    export_throwaway_model(tmp_path, "lax", "cine", probability_threshold=0.9)
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(tmp_path))
+    # same weights as the other tests' throwaway model: a detector they loaded would carry their threshold
+    monkeypatch.setattr(gadget, "_detectors", {})
+    server, thread = _serve(max_connections=2)
+    # three phases (too few for the outlier test): phase 0 is blank, so only its landmarks are missing and filled
+    images = [sax_plane_image(phantom(phase) if phase else np.zeros((64, 64), np.float32), series_index=7,
+                              phase=phase, image_index=1 + phase) for phase in range(3)]
+    sent = [image_message(image) for image in images]
+    lax = '<property name="view" value="lax"/><property name="sequence" value="cine"/>'
+    replies = {threshold: _session(server.port, sent, nul=False, protocol_name="CMR_cine_4CH",
+                                   config=f'<configuration>{lax}<property name="probability_threshold" '
+                                          f'value="{threshold}"/></configuration>')
+               for threshold in ("0", "0.9")}
+    thread.join(30)
+    for threshold, found in (("0", "1"), ("0.9", "0")):
+        copies = sorted((item for _, item in replies[threshold] if item.image_series_index == 107),
+                        key=lambda c: c.phase)
+        assert [c.meta["CMRLandmark_Status"] for c in copies] == ["error", "ok", "ok"]
+        for copy in copies[1:]:
+            for name in ("MV-1", "MV-2", "APEX"):
+                assert copy.meta[f"CMRLandmark_{name}_found"] == found
+                # a phase's own confident detection is not filled, whatever happened in another phase
+                assert copy.meta[f"CMRLandmark_{name}_filled"] == ("0" if found == "1" else "1")
+        if found == "1":
+            lengths = [_values(c.meta, "CMRLandmark_LVLength_mm")[0] for c in copies[1:]]
+            assert all(length > 0 for length in lengths)
+
+
+def test_an_image_that_comes_through_a_second_time_is_described_once(throwaway_models):
+    # a replayed output (or a second landmark gadget in the chain): its copy says once what it is
+    server, thread = _serve(max_connections=2)
+    first = _session(server.port, _cine_messages(slices=1), nul=False)
+    outputs = [raw for raw, item in first if item.image_series_index == 107]
+    assert len(outputs) == 3
+    second = _session(server.port, outputs, nul=False)
+    thread.join(30)
+    assert [raw for raw, item in second if item.image_series_index == 107] == outputs  # passed through unchanged
+    copies = [item for _, item in second if item.image_series_index == 207]
+    assert len(copies) == 3
+    for copy in copies:
+        assert copy.meta["CMRLandmark_Status"] == "ok", copy.meta.get("CMRLandmark_Error")
+        assert copy.meta["CMRLandmark_OriginalSeriesIndex"] == "107"
+        assert list(np.atleast_1d(copy.meta["GADGETRON_SeqDescription"])).count("_LANDMARKS") == 1
+        assert list(np.atleast_1d(copy.meta["GADGETRON_ImageProcessingHistory"])).count("CMRLANDMARK") == 1
+        comments = list(np.atleast_1d(copy.meta["GADGETRON_ImageComment"]))
+        assert sum(comment.startswith("SAX landmarks") for comment in comments) == 1
+
+
+def test_non_square_pixels_give_row_then_column_spacing_and_place_the_points_in_mm(throwaway_models):
+    # 64 x 64 pixels over 256 mm (x, read, columns) by 192 mm (y, phase, rows): 3 mm rows, 4 mm columns
+    fov = (256.0, 192.0)
+    server, thread = _serve(max_connections=1)
+    images = [sax_plane_image(phantom(phase), series_index=7, phase=phase, image_index=1 + phase, field_of_view_mm=fov)
+              for phase in range(3)]
+    replies = _session(server.port, [image_message(image) for image in images], nul=False, field_of_view_mm=fov)
+    thread.join(30)
+    copies = [item for _, item in replies if item.image_series_index == 107]
+    assert len(copies) == 3
+    for copy in copies:
+        meta, head = copy.meta, copy.getHead()
+        assert meta["CMRLandmark_Status"] == "ok", meta.get("CMRLandmark_Error")
+        assert _values(meta, "CMRLandmark_PixelSpacing_mm") == [3.0, 4.0]
+        points = {name: _values(meta, f"CMRLandmark_{name}_pixel") for name in ("A-RVI", "P-RVI", "C-LV")}
+        for name, pixel in points.items():
+            np.testing.assert_allclose(_values(meta, f"CMRLandmark_{name}_patient_mm"),
+                                       patient_mm_by_hand(head.position, head.read_dir, head.phase_dir, fov,
+                                                          head.matrix_size, *pixel), atol=1e-3)
+        angle = septal_arc_deg(points["A-RVI"], points["P-RVI"], points["C-LV"], (3.0, 4.0))
+        assert _values(meta, "CMRLandmark_RVInsertionAngle_deg")[0] == pytest.approx(angle, abs=1e-3)
+        # the measure in mm differs from the one in pixels here, so the test tells them apart
+        assert septal_arc_deg(points["A-RVI"], points["P-RVI"], points["C-LV"], (1.0, 1.0)) != pytest.approx(
+            angle, abs=1e-2)

@@ -46,6 +46,21 @@ def test_pixel_to_patient_hand_computed():
     np.testing.assert_allclose(patient, [[-35.0, -15.0, 30.0], [10.0, 20.0, 30.0], [-15.0, -5.0, 30.0]])
 
 
+def test_pixel_to_patient_with_non_square_pixels_hand_computed():
+    # x (read, columns): 300 mm over 100 px = 3 mm; y (phase, rows): 200 mm over 50 px = 4 mm. Rows step along
+    # phase_dir (+y here) by the row size, columns along read_dir (+x) by the column size.
+    geometry = dict(position=(10.0, 20.0, 30.0), read_dir=(1, 0, 0), phase_dir=(0, 1, 0),
+                    field_of_view_mm=(300, 200, 8), matrix_size=(100, 50, 1))
+    points = np.array([[0.0, 0.0], [24.5, 49.5], [25.5, 49.5], [24.5, 50.5], [10.0, 20.0]])
+    patient = pixel_to_patient_mm(points, **geometry)
+    np.testing.assert_allclose(patient, [
+        [10.0 - 49.5 * 3.0, 20.0 - 24.5 * 4.0, 30.0],
+        [10.0, 20.0, 30.0],               # the centre of the pixel grid is the position
+        [10.0, 24.0, 30.0],               # one row further: 4 mm along phase_dir
+        [13.0, 20.0, 30.0],               # one column further: 3 mm along read_dir
+        [10.0 - 29.5 * 3.0, 20.0 - 14.5 * 4.0, 30.0]])
+
+
 def test_oblique_plane():
     angle = np.deg2rad(30.0)
     geometry = dict(position=(-5.0, 12.0, 40.0), read_dir=(np.cos(angle), np.sin(angle), 0.0),

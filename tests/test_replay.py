@@ -12,13 +12,14 @@ from pathlib import Path
 import ismrmrd
 import numpy as np
 import pytest
+from mrd_stream_helpers import patient_mm_by_hand
 from test_convert import heart_like
 from test_io import oblique_affine, write_nifti
 
 from cmr_landmark.config import REPO_ROOT, SAX_LANDMARKS
 from cmr_landmark.convert_cli import main_convert
 from cmr_landmark.gadget import LandmarkServer
-from cmr_landmark.geometry import anterior_direction_in_image, pixel_to_patient_mm
+from cmr_landmark.geometry import anterior_direction_in_image
 from cmr_landmark.io import list_image_groups, read_ismrmrd_images, read_series, write_ismrmrd_images
 from cmr_landmark.model_store import find_model
 from cmr_landmark.replay import ReplayError, replay_active, replay_passive
@@ -69,8 +70,8 @@ def test_active_replay_round_trip_with_report(lax_cine_nifti, tmp_path, throwawa
     for record in report["images"]:
         assert record["status"] == "ok" and record["model"] == "throwaway_lax_cine"
         for landmark in record["landmarks"].values():
-            expected = pixel_to_patient_mm(np.array([landmark["pixel_rc"]]), original.position, original.read_dir,
-                                           original.phase_dir, original.field_of_view, original.matrix_size)[0]
+            expected = patient_mm_by_hand(original.position, original.read_dir, original.phase_dir,
+                                          original.field_of_view, original.matrix_size, *landmark["pixel_rc"])
             np.testing.assert_allclose(landmark["patient_mm"], expected, atol=0.01)
     (summary,) = report["summary"]
     lengths = [r["measures"]["LVLength_mm"] for r in report["images"]]
