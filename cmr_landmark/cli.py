@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("cmr_landmark.training", "main_train",
               "train a cascade on named data sets' train split, validating on their val split"),
     "export": ("cmr_landmark.evaluation", "main_export",
-               "freeze a training run into models/ with threshold, model card and accuracy"),
+               "freeze a training run into a models folder (--models-dir) with threshold, model card and accuracy"),
     "evaluate": ("cmr_landmark.evaluation", "main_evaluate",
                  "accuracy tables of a model on a labelled set (data sets' split or a VIA file)"),
 }
@@ -36,7 +36,11 @@ def print_usage(stream: TextIO) -> None:
     lines = ["usage: cmr-landmark COMMAND [ARGS ...]", "",
              "Cardiac MR landmark detection (RV insertion, LV centre, mitral valve, apex).", "", "commands:"]
     lines += [f"  {name:<{width}}  {description}" for name, (_, _, description) in COMMANDS.items()]
-    lines += ["", "Run 'cmr-landmark COMMAND --help' for a command's options."]
+    lines += ["", "Run 'cmr-landmark COMMAND --help' for a command's options.", "",
+              "environment:",
+              "  CMR_LANDMARK_MODELS  folder of manifest.json and the models (default: the shipped models/)",
+              "  CMR_LANDMARK_DATA    the public data sets (default: ../shared/data beside the repository)",
+              "  CMR_LANDMARK_CACHE   build-cache's output (default: .cache in the repository)"]
     print("\n".join(lines), file=stream)
 
 

@@ -10,6 +10,7 @@ from .config import SEQUENCES, VIEWS
 from .convert import DEFAULT_COILS, MAX_COILS, convert
 from .datasets import public_set_of_file
 from .io import ImageReadError, read_series
+from .replay_cli import output_path_problem
 
 
 def main_convert(argv: list[str] | None = None) -> int:
@@ -20,9 +21,11 @@ def main_convert(argv: list[str] | None = None) -> int:
         "reconstruction. The header's protocolName (CMR_LANDMARK_<VIEW>_<SEQUENCE>) tells the gadget the model.",
     )
     parser.add_argument("input", type=Path, help=".nii/.nii.gz, or a DICOM file or folder of one series")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--view", choices=VIEWS, required=True)
-    parser.add_argument("--sequence", choices=SEQUENCES, default="cine")
+    parser.add_argument("--out", type=Path, required=True, help="ISMRMRD .h5 to write (another file than the input)")
+    parser.add_argument("--view", choices=VIEWS, required=True,
+                        help="sax (short axis) or lax (long axis): written into protocolName for the gadget's rule")
+    parser.add_argument("--sequence", choices=SEQUENCES, default="cine",
+                        help="the images' contrast (default cine): written into protocolName")
     parser.add_argument("--kspace", action="store_true", help="write raw acquisitions instead of images")
     parser.add_argument("--coils", type=int, default=DEFAULT_COILS,
                         help=f"simulated receive coils (--kspace), 1-{MAX_COILS}: the file grows by a k-space per coil")
@@ -32,6 +35,8 @@ def main_convert(argv: list[str] | None = None) -> int:
         parser.error(f"--coils must be 1-{MAX_COILS} (a scanner's receive array), got {args.coils}")
     if args.compress and args.kspace:
         parser.error("--compress applies to images; raw acquisitions (--kspace) are written uncompressed")
+    if problem := output_path_problem(args.out, args.input):  # before reading: the input is never overwritten
+        parser.exit(2, f"cmr-landmark convert: cannot write the output: {problem}\n")
     try:
         series = read_series(args.input)
         convert(series, args.out, args.view, args.sequence, kspace=args.kspace, coils=args.coils,

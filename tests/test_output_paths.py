@@ -1,0 +1,66 @@
+"""A new user's likely output-path mistakes with ``convert`` and ``replay``: each is refused in one line before any
+work is done, and the input is never overwritten by its own output."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from test_convert import heart_like
+from test_io import write_nifti
+
+from cmr_landmark.config import REPO_ROOT
+from cmr_landmark.convert_cli import main_convert
+from cmr_landmark.replay_cli import main_replay
+
+SAMPLE = REPO_ROOT / "samples" / "mnms2_001_sax.h5"
+
+
+def _refused(main, argv, capsys) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error, error  # one line
+    return error
+
+
+def test_convert_refuses_to_overwrite_its_input(tmp_path, capsys):
+    source = write_nifti(tmp_path / "scan.nii.gz", heart_like(32, 32, phases=1, slices=2), np.eye(4))
+    before = source.read_bytes()
+    for out in (source, tmp_path / "." / "scan.nii.gz"):
+        error = _refused(main_convert, [str(source), "--out", str(out), "--view", "sax"], capsys)
+        assert "is the input file" in error
+        assert source.read_bytes() == before  # was replaced by an ISMRMRD file
+
+
+def test_replay_refuses_to_overwrite_its_input_before_anything_runs(tmp_path, capsys):
+    source = tmp_path / "sax.h5"
+    shutil.copyfile(SAMPLE, source)
+    before = source.read_bytes()
+    # nothing listens on port 9: were the check missing, the replay would try to connect (or, in active mode,
+    # run the gadget and write its results over the input)
+    error = _refused(main_replay, [str(source), "--out", str(source), "--gadgetron", "127.0.0.1:9"], capsys)
+    assert "is the input file" in error and "cannot connect" not in error
+    assert source.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["convert", "replay"])
+def test_an_output_under_a_file_or_a_folder_as_output_is_said_plainly(tmp_path, capsys, command):
+    source = tmp_path / "sax.h5"
+    shutil.copyfile(SAMPLE, source)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    if command == "convert":
+        main, extra = main_convert, ["--view", "sax"]
+    else:
+        main, extra = main_replay, ["--gadgetron", "127.0.0.1:9"]
+    error = _refused(main, [str(source), "--out", str(a_file / "out.h5"), *extra], capsys)
+    assert f"{a_file} is a file, not a folder" in error  # was "[Errno 17] File exists: '...notes.txt'"
+    error = _refused(main, [str(source), "--out", str(tmp_path), *extra], capsys)
+    assert f"--out {tmp_path} is a folder" in error
+    if command == "replay":
+        error = _refused(main, [str(source), "--out", str(tmp_path / "out.h5"), "--report-dir",
+                                str(a_file / "report"), *extra], capsys)
+        assert f"{a_file} is a file, not a folder" in error
