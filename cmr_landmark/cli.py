@@ -11,7 +11,7 @@ from typing import TextIO
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "build-cache": ("cmr_landmark.datasets", "main_build_cache",
                     "turn the public data sets into cached 2-D training samples with derived landmarks"),
-    "serve": ("cmr_landmark.gadget", "main_serve",
+    "serve": ("cmr_landmark.server", "main_serve",
               "run the landmark gadget in passive mode for Gadgetron or an MRD client to connect to"),
     "detect": ("cmr_landmark.detect_cli", "main_detect",
                "detect landmarks in a NIfTI file, DICOM series or ISMRMRD .h5 and write JSON"),

@@ -42,7 +42,7 @@ def throwaway_model_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def passive_server(throwaway_model_folder):
     """One passive LandmarkServer (in this process, on a free loopback port) for all the tests of a module."""
-    from cmr_landmark.gadget import LandmarkServer
+    from cmr_landmark.server import LandmarkServer
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))

@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from cmr_landmark.config import REPO_ROOT
-from cmr_landmark.gadget import GadgetParameters, LandmarkServer, ParameterError, main_serve, properties_from_config
+from cmr_landmark.gadget import GadgetParameters, ParameterError, properties_from_config
+from cmr_landmark.server import LandmarkServer, main_serve
 
 CHAINS = sorted((REPO_ROOT / "xml_configs").glob("*.xml"))
 EXPECTED = {"cmr_landmark_lax_cine.xml", "cmr_landmark_sax_cine.xml", "cmr_landmark_lge.xml",

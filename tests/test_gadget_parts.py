@@ -15,12 +15,12 @@ from cmr_landmark.gadget import (
     ParameterError,
     cached_detector,
     choose_view_and_sequence,
-    parse_config_bytes,
     properties_from_config,
-    read_received_image,
 )
+from cmr_landmark.gadget_parameters import parse_config_bytes
 from cmr_landmark.model_choice import header_texts, sequence_from_texts, view_from_texts
 from cmr_landmark.model_store import find_model
+from cmr_landmark.mrd_connection import read_received_image
 
 
 def test_both_gadgetron_property_syntaxes_and_namespaces():

@@ -23,7 +23,7 @@ from mrd_stream_helpers import (
     text_message,
 )
 
-from cmr_landmark.gadget import LandmarkServer
+from cmr_landmark.server import LandmarkServer
 
 SAX_CONFIG = (
     '<configuration><property name="view" value="sax"/><property name="sequence" value="cine"/>'
@@ -203,9 +203,9 @@ def test_client_that_disconnects_mid_stream_does_not_hang_the_server(throwaway_m
 
 
 def test_a_client_that_sends_nothing_does_not_hold_up_the_servers_stop(monkeypatch, caplog):
-    import cmr_landmark.gadget as gadget
+    import cmr_landmark.server as server_module
 
-    monkeypatch.setattr(gadget, "SHUTDOWN_GRACE_S", 0.5)
+    monkeypatch.setattr(server_module, "SHUTDOWN_GRACE_S", 0.5)
     server, thread = _serve(max_connections=None)
     with socket.create_connection(("127.0.0.1", server.port)):
         # wait (bounded) until the server has accepted it: its thread then waits for a configuration that never

@@ -14,9 +14,9 @@ from mrd_stream_helpers import CONFIG, HEADER, exchange, header_xml, image_messa
 from scipy import ndimage
 
 from cmr_landmark.config import REPO_ROOT
-from cmr_landmark.gadget import LandmarkServer
 from cmr_landmark.geometry import ORIENTATIONS, orient_image, points_to_original
 from cmr_landmark.model_store import find_model
+from cmr_landmark.server import LandmarkServer
 
 
 def test_real_sax_cine_model_finds_the_lv_centre(shared_data, monkeypatch):

@@ -9,14 +9,13 @@ import pytest
 from cmr_landmark.config import REPO_ROOT
 from cmr_landmark.gadget import (
     GadgetParameters,
-    ReceivedImage,
     arrived_together,
-    data_waiting,
     detect_slice,
     detect_stack,
     landmark_outputs,
 )
 from cmr_landmark.model_store import find_model
+from cmr_landmark.mrd_connection import ReceivedImage, data_waiting
 from cmr_landmark.series import SliceBatch
 
 SAMPLE = REPO_ROOT / "samples" / "mnms2_001_sax.h5"

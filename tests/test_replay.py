@@ -18,12 +18,12 @@ from test_io import oblique_affine, write_nifti
 
 from cmr_landmark.config import REPO_ROOT, SAX_LANDMARKS
 from cmr_landmark.convert_cli import main_convert
-from cmr_landmark.gadget import LandmarkServer
 from cmr_landmark.geometry import anterior_direction_in_image
 from cmr_landmark.io import list_image_groups, read_ismrmrd_images, read_series, write_ismrmrd_images
 from cmr_landmark.model_store import find_model
 from cmr_landmark.replay import ReplayError, replay_active, replay_passive
 from cmr_landmark.replay_cli import main_replay
+from cmr_landmark.server import LandmarkServer
 
 SAMPLES = REPO_ROOT / "samples"
 # A short-axis line of the console summary: series, slice, phase, landmarks found, and the angle or "no angle".

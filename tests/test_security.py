@@ -15,9 +15,11 @@ import torch
 from mrd_stream_helpers import copies_of, image_message, phantom, sax_plane_image, session
 
 from cmr_landmark import gadget
+from cmr_landmark import server as server_module
 from cmr_landmark.config import REPO_ROOT
-from cmr_landmark.gadget import GadgetParameters, LandmarkServer, ParameterError
+from cmr_landmark.gadget import GadgetParameters, ParameterError
 from cmr_landmark.model_store import ModelError, find_model, load_torchscript
+from cmr_landmark.server import LandmarkServer
 
 
 def _spy_on_jit_load(monkeypatch) -> list[str]:
@@ -106,8 +108,8 @@ def test_passive_listener_binds_loopback_by_default(monkeypatch):
     finally:
         server._listener.close()
     called: dict = {}
-    monkeypatch.setattr(gadget, "serve", lambda *args: called.setdefault("args", args))
-    assert gadget.main_serve(["--port", "18000"]) == 0
+    monkeypatch.setattr(server_module, "serve", lambda *args: called.setdefault("args", args))
+    assert server_module.main_serve(["--port", "18000"]) == 0
     assert called["args"][:2] == (18000, "127.0.0.1")  # the command line too: all interfaces only when asked
 
 
