@@ -382,9 +382,24 @@ def write_report(evaluation: Evaluation, slices: Sequence, out_dir: Path, title:
     return markdown
 
 
+def json_safe(value: object) -> object:
+    """``value`` with NaN and infinities as None and numpy numbers as Python ones: strict JSON (jq, JavaScript, a
+    scanner's parser) has no NaN, which a landmark never detected leaves in its mean distance."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def summary(evaluation: Evaluation) -> dict:
-    """The figures a manifest entry records: per landmark detection %, false positive %, mean +- SD mm."""
-    return {
+    """The figures a manifest entry records: per landmark detection %, false positive %, mean +- SD mm (None where
+    nothing was detected), as strict JSON."""
+    return json_safe({
         "slices": int(len(evaluation.truth_rc)),
         "probability_threshold": evaluation.probability_threshold,
         "landmarks": {
@@ -394,7 +409,7 @@ def summary(evaluation: Evaluation) -> dict:
         },
         "measures": evaluation.measure_rows,
         "images": evaluation.image_rows,
-    }
+    })
 
 
 def training_subjects_among(training_patients: Iterable[str], slices: Sequence[Slice]) -> list[str]:
@@ -504,7 +519,7 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
     evaluation = evaluate_slices(model, slices, args.threshold,
                                  **run_inference_settings(args.view, args.mirror_average, "mean", None))
     print(write_report(evaluation, slices, args.out, f"{name} on {source}"))
-    (args.out / "summary.json").write_text(json.dumps(summary(evaluation), indent=2, default=float) + "\n")
+    (args.out / "summary.json").write_text(json.dumps(summary(evaluation), indent=2, allow_nan=False) + "\n")
     return 0
 
 

@@ -13,7 +13,6 @@ scripts/compare_sax_models.py) keep their text: rerun that script for their tabl
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections.abc import Sequence
@@ -54,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry = next(e for e in manifest["models"] if e["name"] == args.model)
         entry["fine_centroid_radius_mm"] = radius
         if "validation" in entry:
-            entry["validation"] = json.loads(json.dumps(summary(evaluation), default=float))
+            entry["validation"] = summary(evaluation)
         return entry
 
     entry = edit_manifest(folder, set_radius)

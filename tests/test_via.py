@@ -96,6 +96,10 @@ def test_train_export_evaluate_commands_on_a_via_project(tmp_path, capsys) -> No
     assert main_evaluate(evaluate) == 0
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["slices"] == 3 and summary["probability_threshold"] == entry["probability_threshold"]
+    # nothing found at threshold 1: the distances are null, not NaN, which strict JSON (jq, JavaScript) refuses
+    assert main_evaluate([*evaluate[:-1], str(tmp_path / "none"), "--threshold", "1"]) == 0
+    strict = json.loads((tmp_path / "none" / "summary.json").read_text(), parse_constant=pytest.fail)
+    assert [row["mean_mm"] for row in strict["landmarks"].values()] == [None, None, None]
     capsys.readouterr()
     # the run on its own training labels: said, as its figures are training figures
     own = ["--view", "sax", "--run", str(run), "--via", str(PROJECT), "--out", str(tmp_path / "er")]
