@@ -33,6 +33,7 @@ from .config import LANDMARKS_BY_VIEW
 from .detector import Detector, ImageLandmarks, default_device, detect_in_orientation
 from .gadget_parameters import GadgetParameters, ParameterError, gadget_configuration, properties_from_config
 from .geometry import model_display_orientation, pixel_spacing_mm, pixel_to_patient_mm
+from .image_checks import label_map_values, no_signal_reason
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
 from .model_store import ModelError, find_model
 from .mrd_connection import (
@@ -174,15 +175,16 @@ def magnitude_2d(image: ismrmrd.Image) -> np.ndarray:
 
 
 def check_usable(plane: np.ndarray, phase: int) -> None:
-    """Refuse an image the model cannot work on or would only hallucinate on: smaller than 2 x 2, no finite pixel,
-    or all finite pixels equal (e.g. all zero). Some NaN/Inf pixels are allowed (preprocessing sets them to 0)."""
+    """Refuse an image the model cannot work on or would only hallucinate on: smaller than 2 x 2, nothing in it
+    (no finite pixel, or every finite pixel one value, e.g. all zero), or a label map (a segmentation series sent
+    down the chain). Some NaN/Inf pixels are allowed (preprocessing sets them to 0)."""
     if min(plane.shape) < 2:
         raise ValueError(f"phase {phase} is {plane.shape[0]} x {plane.shape[1]} pixels: at least 2 x 2 are needed")
-    finite = plane[np.isfinite(plane)]
-    if finite.size == 0:
-        raise ValueError(f"phase {phase} has no finite pixel (all NaN/Inf)")
-    if finite.min() == finite.max():
-        raise ValueError(f"phase {phase} has no signal: every finite pixel is {finite.min()}")
+    if reason := no_signal_reason(plane):
+        raise ValueError(f"phase {phase} has {reason}")
+    if (values := label_map_values(plane)) is not None:
+        raise ValueError(f"phase {phase} holds only the values {', '.join(f'{v:g}' for v in values)}: a "
+                         "segmentation (label map), not an image")
 
 
 @dataclass

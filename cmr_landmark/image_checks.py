@@ -14,14 +14,17 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A segmentation holds a handful of label codes (ACDC 4 with the background, MyoPS 6); an MR image, even one stored in
 # 8 bits, has hundreds of grey levels.
 LABEL_MAP_MAX_VALUES = 8
-# Pixels looked at before all of them are, to rule a label map out cheaply.
-LABEL_MAP_SAMPLE_PIXELS = 100_000
+# Pixels looked at before all of them are, to rule an image out cheaply (an image shows more than a few values in a
+# sample this size; a sample of few values is followed by the exact check of every pixel).
+LABEL_MAP_SAMPLE_PIXELS = 4096
 
 
 def no_signal_reason(image: np.ndarray) -> str | None:
     """Why ``image`` (any shape, real or complex) holds nothing for the detector, or None where it holds something:
     no finite pixel, or every finite pixel one value (as float32)."""
-    magnitude = np.abs(image.astype(np.complex128 if np.iscomplexobj(image) else np.float64))
+    magnitude = np.abs(image)  # float32 stays float32 (the gadget's planes): no copy in float64 per image
+    if magnitude.dtype.kind != "f":  # integers: |int16 min| overflows in its own type
+        magnitude = np.abs(image.astype(np.float64))
     usable = magnitude[np.isfinite(magnitude) & (magnitude <= FLOAT32_MAX)]
     if usable.size == 0:
         return "no finite pixel (all NaN, infinite or beyond float32's range)"

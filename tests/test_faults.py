@@ -99,6 +99,9 @@ IMAGE_FAULTS = [
     ImageFault("all NaN", lambda: cine(pixels=lambda p: np.full((64, 64), np.nan, np.float32)), "no finite pixel"),
     ImageFault("all Inf", lambda: cine(pixels=lambda p: np.full((64, 64), np.inf, np.float32)), "no finite pixel"),
     ImageFault("all zero", lambda: cine(pixels=lambda p: np.zeros((64, 64), np.float32)), "no signal"),
+    ImageFault("label map (a segmentation series)",  # ACDC's codes: background, RV, myocardium, LV blood pool
+               lambda: cine(pixels=lambda p: (phantom(p) > 0).astype(np.uint16) + (phantom(p) > 50)
+                            + (phantom(p) > 100)), "a segmentation (label map)"),
     ImageFault("3-D (matrix z = 2)", volume, "needs 2-D images"),
     ImageFault("1 x 1", lambda: cine(pixels=lambda p: np.ones((1, 1), np.float32)), "at least 2 x 2"),
     ImageFault("zero field of view", lambda: cine(field_of_view=(0.0, 0.0, 0.0)), "field of view must be positive"),
