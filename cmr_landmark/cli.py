@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from typing import TextIO
 
@@ -44,6 +45,13 @@ def print_usage(stream: TextIO) -> None:
     print("\n".join(lines), file=stream)
 
 
+class _CommandLineFormatter(logging.Formatter):
+    """A log record as the commands write their own notes: "warning: message" (a traceback, if any, below it)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.message}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in HELP_FLAGS:
@@ -59,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         from .config import prefer_passive_openmp_waits
 
         prefer_passive_openmp_waits()  # before the gadget module imports torch
+    else:  # the library's warnings as the commands' own: "warning: ..." (serve logs with time and level itself)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_CommandLineFormatter())
+        logging.basicConfig(level=logging.WARNING, handlers=[handler])
     return int(getattr(importlib.import_module(module), function)(argv[1:]) or 0)
 
 

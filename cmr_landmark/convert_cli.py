@@ -10,7 +10,7 @@ from .config import SEQUENCES, VIEWS
 from .convert import DEFAULT_COILS, MAX_COILS, convert
 from .datasets import public_set_of_file
 from .io import ImageReadError, read_series
-from .replay_cli import output_path_problem
+from .output_paths import output_file_problem
 
 
 def main_convert(argv: list[str] | None = None) -> int:
@@ -35,7 +35,7 @@ def main_convert(argv: list[str] | None = None) -> int:
         parser.error(f"--coils must be 1-{MAX_COILS} (a scanner's receive array), got {args.coils}")
     if args.compress and args.kspace:
         parser.error("--compress applies to images; raw acquisitions (--kspace) are written uncompressed")
-    if problem := output_path_problem(args.out, args.input):  # before reading: the input is never overwritten
+    if problem := output_file_problem(args.out, args.input):  # before reading: the input is never overwritten
         parser.exit(2, f"cmr-landmark convert: cannot write the output: {problem}\n")
     try:
         series = read_series(args.input)

@@ -13,6 +13,7 @@ from .detector import Detector
 from .io import ImageReadError, read_series
 from .model_store import ModelError, find_model
 from .offline_detection import check_pixels, detect_series, display_orientation_of, shortening_per_slice, view_warning
+from .output_paths import folder_problem, output_file_problem
 from .overlay import save_landmark_overlay
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,11 @@ def main_detect(argv: list[str] | None = None) -> int:
                              "public set (ACDC, MS-CMRSeg, MyoPS, M&Ms-2 file names) or, for any other file, as its "
                              "anatomy says (docs/replay.md)")
     args = parser.parse_args(argv)
-    if args.out.resolve() == args.input.resolve():
-        parser.exit(2, f"cmr-landmark detect: --out {args.out} is the input file; name another file\n")
+    problem = output_file_problem(args.out, args.input)
+    if problem is None and args.overlays is not None:
+        problem = folder_problem(args.overlays, f"--overlays {args.overlays}")
+    if problem is not None:  # said before the model runs, and the input is never overwritten
+        parser.exit(2, f"cmr-landmark detect: cannot write the output: {problem}\n")
     try:
         series = read_series(args.input, args.image_group)
         check_pixels(series)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from .gadget_parameters import GadgetParameters, ParameterError
 from .io import ImageReadError, read_ismrmrd_images
+from .output_paths import folder_problem, output_file_problem
 from .replay import DEFAULT_TIMEOUT_S, ReplayError, parse_address, replay_active, replay_passive, write_results
 from .replay_report import landmark_records, summary_text, write_report
 
@@ -62,9 +62,9 @@ def main_replay(argv: list[str] | None = None) -> int:
     # the output folders made before the gadget runs, so that its results are never lost to a path that cannot be
     # written (an --out that is a folder, a folder under a file, a --report-dir that is a file), and the input is
     # never overwritten by its own results
-    problem = output_path_problem(args.out, args.input)
+    problem = output_file_problem(args.out, args.input)
     if problem is None and args.report_dir is not None:
-        problem = folder_path_problem(args.report_dir, f"--report-dir {args.report_dir}")
+        problem = folder_problem(args.report_dir, f"--report-dir {args.report_dir}")
     try:
         if problem is None:
             for folder in (args.out.parent, args.report_dir):
@@ -112,28 +112,6 @@ def main_replay(argv: list[str] | None = None) -> int:
               "CMRLandmark_Status=error (the errors are listed above)", file=sys.stderr)
         return 1
     return 0
-
-
-def folder_path_problem(folder: Path, what: str) -> str | None:
-    """Why FOLDER cannot hold results (it, or a folder it would be made in, is a file), or None; WHAT names the
-    option in the message, e.g. "--report-dir DIR"."""
-    for path in (folder, *folder.parents):
-        if path.exists() and not path.is_dir():
-            return f"{what}: {path} is a file, not a folder"
-    return None
-
-
-def output_path_problem(out: Path, source: Path) -> str | None:
-    """Why the output file OUT cannot be written, said before any work is done, or None: it is the input SOURCE
-    itself (which writing would destroy), a folder, or lies under a file."""
-    try:
-        if out.exists() and source.exists() and os.path.samefile(out, source):
-            return f"--out {out} is the input file, which it would overwrite: give another file name"
-    except OSError:
-        pass
-    if out.is_dir():
-        return f"--out {out} is a folder: give a file name in it, e.g. {out / 'out.h5'}"
-    return folder_path_problem(out.parent, f"--out {out}")
 
 
 def image_fingerprint(image: ismrmrd.Image) -> bytes:

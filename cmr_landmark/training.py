@@ -768,31 +768,31 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     """``cmr-landmark train``: train a cascade on named data sets' train split, validate on their val split."""
     parser = argparse.ArgumentParser(prog="cmr-landmark train", description=main_train.__doc__)
     parser.add_argument("--view", choices=sorted(LANDMARKS_BY_VIEW), required=True)
-    parser.add_argument("--sequence", default="cine")
+    parser.add_argument("--sequence", default="cine", help="the slices' sequence, e.g. lge (default cine)")
     parser.add_argument("--datasets", default="", help="comma-separated data sets, e.g. acdc,myops")
     parser.add_argument("--val-datasets", default="", help="extra data sets used for validation only")
     parser.add_argument("--via", type=Path, default=None, help="training labels: a VIA project JSON (docs/training.md)")
     parser.add_argument("--via-val", type=Path, default=None, help="validation labels: a VIA project JSON")
     parser.add_argument("--via-images", type=Path, default=None, help="folder of the VIA projects' images")
     parser.add_argument("--pixel-spacing-mm", type=float, nargs=2, default=None, help="for PNG/JPEG VIA images")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs of each stage (see --epochs-fine)")
-    parser.add_argument("--epochs-fine", type=int, default=None)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, default=20, help="epochs of each stage (default 20; see --epochs-fine)")
+    parser.add_argument("--epochs-fine", type=int, default=None, help="epochs of the fine stage (default: --epochs)")
+    parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, run.json, metrics.json")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     parser.add_argument("--init-from", type=Path, default=None, help="run folder, checkpoint or shipped model")
     parser.add_argument("--init-coarse-from", type=Path, default=None,
                         help="the coarse stage's start (overrides --init-from there); with --epochs 0 (and "
                              "--epochs-fine N) it is kept as is and only the fine stage trains")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, halved on plateau (default 1e-3)")
     parser.add_argument("--distance-loss-weight", type=float, default=0.0,
                         help="fine stage: weight (per mm) of the distance from each label to its map's centre of "
                              "mass, added to the heatmap loss (docs/training.md)")
     parser.add_argument("--fresh-contrast-fraction", type=float, default=0.0,
                         help="share of the training items given a new random per-tissue contrast every epoch, "
                              "drawn from their label masks (FreshImages; docs/t1.md)")
-    parser.add_argument("--batch-size", type=int, default=24)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=24, help="items per step and process (default 24)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
                         help="coarse U-Net channels per level, e.g. 16,32,64,128")
     parser.add_argument("--widths-fine", default=None, help="fine U-Net channels per level (default: --widths)")

@@ -91,3 +91,11 @@ def test_serve_refuses_a_port_outside_0_to_65535(port, capsys):
         main_serve(["--port", port])
     assert stop.value.code == 2
     assert f"--port must be 0-65535, got {port}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_serve_refuses_fewer_than_one_connection(count, capsys):
+    with pytest.raises(SystemExit) as stop:  # LandmarkServer's ValueError came out as a traceback
+        main_serve(["--port", "0", "--max-connections", count])
+    assert stop.value.code == 2
+    assert f"--max-connections must be at least 1, got {count}" in capsys.readouterr().err

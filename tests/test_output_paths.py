@@ -1,5 +1,5 @@
-"""A new user's likely output-path mistakes with ``convert`` and ``replay``: each is refused in one line before any
-work is done, and the input is never overwritten by its own output."""
+"""A new user's likely output-path mistakes with ``detect``, ``convert`` and ``replay``: each is refused in one line
+before any work is done, and the input is never overwritten by its own output."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from test_io import write_nifti
 
 from cmr_landmark.config import REPO_ROOT
 from cmr_landmark.convert_cli import main_convert
+from cmr_landmark.detect_cli import main_detect
 from cmr_landmark.replay_cli import main_replay
 
 SAMPLE = REPO_ROOT / "samples" / "mnms2_001_sax.h5"
@@ -46,21 +47,32 @@ def test_replay_refuses_to_overwrite_its_input_before_anything_runs(tmp_path, ca
     assert source.read_bytes() == before
 
 
-@pytest.mark.parametrize("command", ["convert", "replay"])
+@pytest.mark.parametrize("command", ["detect", "convert", "replay"])
 def test_an_output_under_a_file_or_a_folder_as_output_is_said_plainly(tmp_path, capsys, command):
     source = tmp_path / "sax.h5"
     shutil.copyfile(SAMPLE, source)
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a folder")
-    if command == "convert":
+    if command == "detect":  # the checks come before the model is loaded or run
+        main, extra = main_detect, ["--view", "sax", "--sequence", "cine"]
+    elif command == "convert":
         main, extra = main_convert, ["--view", "sax"]
     else:
         main, extra = main_replay, ["--gadgetron", "127.0.0.1:9"]
     error = _refused(main, [str(source), "--out", str(a_file / "out.h5"), *extra], capsys)
     assert f"{a_file} is a file, not a folder" in error  # was "[Errno 17] File exists: '...notes.txt'"
     error = _refused(main, [str(source), "--out", str(tmp_path), *extra], capsys)
-    assert f"--out {tmp_path} is a folder" in error
+    assert f"--out {tmp_path} is a folder" in error  # detect: "[Errno 21] Is a directory", after the model ran
     if command == "replay":
         error = _refused(main, [str(source), "--out", str(tmp_path / "out.h5"), "--report-dir",
                                 str(a_file / "report"), *extra], capsys)
         assert f"{a_file} is a file, not a folder" in error
+
+
+def test_detect_says_plainly_when_overlays_is_a_file(tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    error = _refused(main_detect, [str(SAMPLE), "--view", "sax", "--sequence", "cine", "--out",
+                                   str(tmp_path / "out.json"), "--overlays", str(a_file)], capsys)
+    assert f"--overlays {a_file}: {a_file} is a file, not a folder" in error  # was "[Errno 17] File exists"
+    assert not (tmp_path / "out.json").exists()  # said before anything was written
