@@ -29,7 +29,8 @@ SEQUENCE_DESCRIPTION_SUFFIX = "_LANDMARKS"
 # The image comments annotated_image and error_image write. An image that comes through a second time (a replayed
 # output, two landmark gadgets in one chain) loses them with its CMRLandmark_* attributes, so that its copy says
 # only what this pass found.
-OWN_COMMENT = re.compile(r"(SAX|LAX) landmarks \d+/\d+|LV length .* mm|RVI angle .* deg|landmark detection failed")
+OWN_COMMENT = re.compile(r"(SAX|LAX) landmarks \d+/\d+|LV length .* mm|RVI angle .* deg|LS .* %"
+                         r"|landmark detection failed")
 
 
 @dataclass
@@ -134,6 +135,8 @@ def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: i
     measures = result.measures[phase_index]
     if "LVLength_mm" in measures:
         comments.append(f"LV length {measures['LVLength_mm']:.1f} mm")
+    if "LongitudinalShortening" in measures:  # the cine's, on each of its phases: what the console shows beside it
+        comments.append(f"LS {100 * measures['LongitudinalShortening']:.0f} %")
     if "RVInsertionAngle_deg" in measures:
         comments.append(f"RVI angle {measures['RVInsertionAngle_deg']:.0f} deg")
     for comment in comments:

@@ -322,6 +322,9 @@ def test_shipped_sample_with_shipped_models(tmp_path, monkeypatch, capsys):
     finally:
         annotated.close()
     assert all(meta[f"CMRLandmark_{name}_filled"] in ("0", "1") for meta in metas for name in ("MV-1", "MV-2", "APEX"))
+    # the console shows the cine's shortening beside each phase's LV length
+    shortening_pct = f"LS {100 * summary['longitudinal_shortening']:.0f} %"
+    assert all(list(np.atleast_1d(meta["GADGETRON_ImageComment"]))[-1] == shortening_pct for meta in metas)
     # the report reads the flags back, and draws every phase and the curve
     assert [r["filled"] for r in sorted(report["images"], key=lambda r: r["phase"])] == [
         {name: meta[f"CMRLandmark_{name}_filled"] == "1" for name in ("MV-1", "MV-2", "APEX")} for meta in metas]
