@@ -41,7 +41,7 @@ from .display_orientation import mean_rv_direction_deg
 from .export import export_cascade
 from .geometry import distances_mm
 from .measures import lv_length_mm, rv_insertion_angle_deg
-from .model_store import ModelError, find_model, model_names, read_manifest
+from .model_store import ModelError, find_model, json_safe, model_names, read_manifest
 from .network import LandmarkCascade
 
 if TYPE_CHECKING:  # datasets loads nibabel: only the type is needed here
@@ -303,7 +303,7 @@ def markdown_table(rows: list[dict]) -> str:
 def report_markdown(evaluation: Evaluation, title: str) -> str:
     return (
         f"### {title}\n\n{len(evaluation.truth_rc)} slices, probability threshold "
-        f"{evaluation.probability_threshold:.2f}. Detection: labelled and found; false positives: found where not "
+        f"{evaluation.probability_threshold:g}. Detection: labelled and found; false positives: found where not "
         f"labelled; distances over the detected ones.\n\n{markdown_table(evaluation.landmark_rows)}\n"
         f"Whole images (the paper's \"no landmark\" images: slices outside the heart should come back empty):\n\n"
         f"{markdown_table(evaluation.image_rows)}\n"
@@ -380,20 +380,6 @@ def write_report(evaluation: Evaluation, slices: Sequence, out_dir: Path, title:
     write_csv(out_dir / "slices.csv", slice_rows(evaluation, slices))
     worst_cases_figure(evaluation, slices, out_dir / "worst_cases.png")
     return markdown
-
-
-def json_safe(value: object) -> object:
-    """``value`` with NaN and infinities as None and numpy numbers as Python ones: strict JSON (jq, JavaScript, a
-    scanner's parser) has no NaN, which a landmark never detected leaves in its mean distance."""
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def summary(evaluation: Evaluation) -> dict:

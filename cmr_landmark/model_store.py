@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import torch
 
 from .config import LANDMARKS_BY_VIEW, MIRROR_POOLINGS, MODEL_SEQUENCES, VIEWS, StageGrid, models_dir
@@ -149,6 +150,20 @@ def _manifest_json(folder: Path | None) -> tuple[Path, dict]:
         raise ModelError(f"model manifest {path} is not valid JSON: {error}") from error
 
 
+def json_safe(value: object) -> object:
+    """``value`` with NaN and infinities as None and numpy numbers as Python ones: strict JSON (jq, JavaScript, a
+    scanner's parser) has no NaN, which a landmark never detected leaves in its mean distance."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def edit_manifest(folder: Path, change: Callable[[dict], T]) -> T:
     """Read ``folder``/manifest.json (``{"models": []}`` when there is none yet), let ``change`` edit it in place,
     write it back; ``change``'s result. The one place exports and scripts rewrite the manifest."""
@@ -157,7 +172,7 @@ def edit_manifest(folder: Path, change: Callable[[dict], T]) -> T:
     result = change(manifest)
     # written beside and renamed, so a gadget reading the manifest meanwhile never sees half of it
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(manifest, indent=2) + "\n")
+    partial.write_text(json.dumps(json_safe(manifest), indent=2, allow_nan=False) + "\n")
     partial.replace(path)
     return result
 

@@ -361,3 +361,14 @@ def test_export_and_evaluate_run_a_training_run_as_the_shipped_models_of_its_vie
     assert shipped["lax"].fine_search_radius_mm == LAX_FINE_SEARCH_RADIUS_MM
     assert run_inference_settings("lax", True, "log_linear", 12.0) == {
         "mirror_average": True, "mirror_pooling": "log_linear", "fine_search_radius_mm": 12.0}
+
+
+def test_manifests_are_written_and_shipped_as_strict_json(tmp_path):
+    from cmr_landmark.config import models_dir
+    from cmr_landmark.model_store import edit_manifest
+
+    edit_manifest(tmp_path, lambda manifest: manifest["models"].append(
+        {"name": "x", "validation": {"mean_mm": float("nan"), "slices": np.int64(3)}}))
+    strict = json.loads((tmp_path / "manifest.json").read_text(), parse_constant=pytest.fail)  # jq/JavaScript: no NaN
+    assert strict["models"][0]["validation"] == {"mean_mm": None, "slices": 3}
+    json.loads((models_dir() / "manifest.json").read_text(), parse_constant=pytest.fail)
