@@ -670,7 +670,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     accuracy_rows.append([view, result] + [""] * 6)
                     continue
                 accuracy_rows.append([
-                    view, f"`{result['model']}`, {result['datasets']} val, {result['slices']} slices",
+                    view, f"`{result['model']}`, "
+                    + ("M&Ms-2 001 ED/ES (its training frames)" if view == "lax" else f"{result['datasets']} val")
+                    + f", {result['slices']} slices",
                     f"{result['fp32_between_max_mm']:.3f}",
                     f"{result['between_found_mean_mm']:.3f} (max {result['between_found_max_mm']:.2f})",
                     f"{result['between_labelled_mean_mm']:.3f}",
