@@ -33,7 +33,7 @@ from .config import LANDMARKS_BY_VIEW
 from .detector import Detector, ImageLandmarks, default_device, detect_in_orientation
 from .gadget_parameters import GadgetParameters, ParameterError, gadget_configuration, properties_from_config
 from .geometry import model_display_orientation, pixel_spacing_mm, pixel_to_patient_mm
-from .image_checks import label_map_values, no_signal_reason
+from .image_checks import label_map_reason, no_signal_reason
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
 from .model_store import ModelError, find_model
 from .mrd_connection import (
@@ -182,9 +182,8 @@ def check_usable(plane: np.ndarray, phase: int) -> None:
         raise ValueError(f"phase {phase} is {plane.shape[0]} x {plane.shape[1]} pixels: at least 2 x 2 are needed")
     if reason := no_signal_reason(plane):
         raise ValueError(f"phase {phase} has {reason}")
-    if (values := label_map_values(plane)) is not None:
-        raise ValueError(f"phase {phase} holds only the values {', '.join(f'{v:g}' for v in values)}: a "
-                         "segmentation (label map), not an image")
+    if reason := label_map_reason(plane):
+        raise ValueError(f"phase {phase} {reason}")
 
 
 @dataclass

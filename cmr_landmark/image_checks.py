@@ -17,13 +17,17 @@ LABEL_MAP_MAX_VALUES = 8
 # Pixels looked at before all of them are, to rule an image out cheaply (an image shows more than a few values in a
 # sample this size; a sample of few values is followed by the exact check of every pixel).
 LABEL_MAP_SAMPLE_PIXELS = 4096
+# Smaller images are not judged: a few whole values in a handful of pixels tell nothing (a segmentation of a heart is
+# at least this size at any pixel spacing a cardiac image has).
+LABEL_MAP_MIN_IMAGE_PIXELS = 32 * 32
 
 
 def no_signal_reason(image: np.ndarray) -> str | None:
     """Why ``image`` (any shape, real or complex) holds nothing for the detector, or None where it holds something:
-    no finite pixel, or every finite pixel one value (as float32)."""
-    magnitude = np.abs(image)  # float32 stays float32 (the gadget's planes): no copy in float64 per image
-    if magnitude.dtype.kind != "f":  # integers: |int16 min| overflows in its own type
+    no finite pixel, or every finite pixel of one magnitude (as float32)."""
+    if image.dtype.kind in "fc":
+        magnitude = np.abs(image)  # float32 stays float32 (the gadget's planes): no copy in float64 per image
+    else:  # integers: |int16 min| overflows in its own type
         magnitude = np.abs(image.astype(np.float64))
     usable = magnitude[np.isfinite(magnitude) & (magnitude <= FLOAT32_MAX)]
     if usable.size == 0:
@@ -31,14 +35,15 @@ def no_signal_reason(image: np.ndarray) -> str | None:
     low, high = usable.min(), usable.max()
     if np.float32(low) == np.float32(high):
         others = " (the others NaN, infinite or beyond float32's range)" if usable.size < magnitude.size else ""
-        return f"no signal: every finite pixel is {low:g}{others}"
+        return f"no signal: every finite pixel has magnitude {low:g}{others}"
     return None
 
 
-def label_map_values(images: np.ndarray) -> np.ndarray | None:
-    """The values of ``images`` where they are at most :data:`LABEL_MAP_MAX_VALUES` whole numbers (a label map),
-    else None."""
-    if np.iscomplexobj(images):
+def label_map_reason(images: np.ndarray) -> str | None:
+    """Why ``images`` (one image or a stack, rows and columns last) look like a segmentation given in place of an
+    image (at most :data:`LABEL_MAP_MAX_VALUES` whole numbers, in images of at least
+    :data:`LABEL_MAP_MIN_IMAGE_PIXELS` pixels), or None."""
+    if np.iscomplexobj(images) or images.ndim < 2 or images.shape[-2] * images.shape[-1] < LABEL_MAP_MIN_IMAGE_PIXELS:
         return None
     flat = images.reshape(-1)
     sample = flat[:: max(1, flat.size // LABEL_MAP_SAMPLE_PIXELS)]
@@ -47,4 +52,4 @@ def label_map_values(images: np.ndarray) -> np.ndarray | None:
     values = np.unique(flat[np.isfinite(flat)])
     if len(values) > LABEL_MAP_MAX_VALUES or np.any(values != np.round(values)):
         return None
-    return values
+    return f"holds only the values {', '.join(f'{v:g}' for v in values)}: a segmentation (label map), not an image"

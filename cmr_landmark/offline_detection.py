@@ -37,7 +37,7 @@ from .datasets import ORIENTATION_BY_DATASET, public_set_of_file
 from .detector import Detector, detect_in_orientation
 from .display_orientation import StoredOrientation, display_orientation, estimate_stored_orientation
 from .geometry import model_display_orientation
-from .image_checks import label_map_values, no_signal_reason
+from .image_checks import label_map_reason, no_signal_reason
 from .io import ImageReadError, ImageSeries
 from .measures import longitudinal_shortening_or_none
 from .model_store import ModelError, ModelSpec, load_orientation_network
@@ -139,19 +139,16 @@ def _orientation_network(models_folder: Path) -> torch.nn.Module:
 
 def check_pixels(series: ImageSeries) -> None:
     """Refuse (:class:`ImageReadError`) a series in which the detector has nothing to look at: no image with signal
-    and all of them alike (no finite pixel, or every pixel one value), or a label map (a few whole numbers, a
+    (no finite pixel, or every pixel one value), or a label map (a few whole numbers, a
     segmentation given in place of its image). Warn (one line) of single images without signal, whose landmarks,
     if any, mean nothing."""
     reasons = [no_signal_reason(image) for image in series.images.reshape(-1, *series.images.shape[-2:])]
     blank = [n for n, reason in enumerate(reasons) if reason is not None]
-    if len(blank) == len(reasons) and len(set(reasons)) == 1:
-        raise ImageReadError(f"{series.source}: nothing to find landmarks in: {reasons[0]}")
-    if len(blank) < len(reasons):  # a label map varies within its images; a stack of blank ones is not one
-        values = label_map_values(series.images)
-        if values is not None:
-            shown = ", ".join(f"{v:g}" for v in values)
-            raise ImageReadError(f"{series.source}: holds only the values {shown}: a segmentation (label map), not "
-                                 "an image; give the image it segments")
+    if len(blank) == len(reasons):
+        first_reasons = "; ".join(list(dict.fromkeys(reasons))[:3])  # each different reason once, a few at most
+        raise ImageReadError(f"{series.source}: nothing to find landmarks in: {first_reasons}")
+    if reason := label_map_reason(series.images):
+        raise ImageReadError(f"{series.source}: {reason}; give the image it segments")
     if blank:
         where = ", ".join(f"slice {n // series.n_phases} phase {n % series.n_phases}" for n in blank[:5])
         more = f" and {len(blank) - 5} more" if len(blank) > 5 else ""

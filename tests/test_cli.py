@@ -4,6 +4,7 @@ arguments and on an unknown command, with their exit codes, and dispatch to a co
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,18 @@ def test_the_installed_script_lists_every_command_without_importing_torch():
     # the list comes from the dispatch table alone: no command module (and so no torch) is imported for it
     probe = "import sys; from cmr_landmark.cli import main; main(['--help']); assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120).returncode == 0
+
+
+def test_the_librarys_warnings_print_as_the_commands_own_warning_lines(tmp_path, throwaway_model_folder):
+    images = heart_like(40, 48, phases=1, slices=3)
+    images[:, :, 2] = 0  # zero padding past the apex: detect warns of it through logging
+    path = write_nifti(tmp_path / "stack.nii.gz", images, oblique_affine())
+    done = subprocess.run([sys.executable, "-m", "cmr_landmark.cli", "detect", str(path), "--view", "sax",
+                           "--sequence", "cine", "--out", str(tmp_path / "out.json")], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "CMR_LANDMARK_MODELS": str(throwaway_model_folder)})
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if "hold nothing to find landmarks in" in line]
+    assert line.startswith(f"warning: {path}: 1 of 3 images")  # was the bare message, unlike print()ed warnings
 
 
 def test_detect_does_not_print_the_torchscript_deprecation_warning(tmp_path, throwaway_model_folder, monkeypatch):

@@ -51,7 +51,8 @@ def test_nifti_contract_voxels_and_world_follow_the_affine(tmp_path, throwaway_m
 def test_dicom_voxels_are_column_row_and_world_is_patient(tmp_path, throwaway_model_folder, monkeypatch):
     folder = tmp_path / "dicom"
     folder.mkdir()
-    dicom_series(folder, slices=1, phases=2, shape=(40, 48))
+    dicom_series(folder, slices=1, phases=2, shape=(40, 48),
+                 texture=heart_like(40, 48, 1, 1)[:, :, 0, 0].astype(np.uint16))
     result = run_detect([str(folder), "--view", "lax", "--sequence", "cine", "--out", str(tmp_path / "d.json")],
                         throwaway_model_folder, monkeypatch)
     assert result["world_frame"] == "LPS" and result["voxel_order"] == "col_row"

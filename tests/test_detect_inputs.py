@@ -68,8 +68,11 @@ def test_an_image_of_few_grey_levels_in_float_is_not_taken_for_a_label_map(tmp_p
 
 @pytest.mark.parametrize(("pixels", "reason"), [
     (np.full((32, 32, 2), np.nan, np.float32), "no finite pixel"),
-    (np.full((32, 32, 2), 7, np.int16), "no signal: every finite pixel is 7"),
+    (np.full((32, 32, 2), 7, np.int16), "no signal: every finite pixel has magnitude 7"),
     (np.full((32, 32, 2), 3e300), "beyond float32's range"),  # what the detector computes in: all Inf, then 0
+    # blank for different reasons: still nothing to find (was only warned of, and the model run on nothing)
+    (np.stack([np.zeros((32, 32)), np.full((32, 32), 5.0)], axis=2), "magnitude 0; no signal: every finite pixel "
+                                                                     "has magnitude 5"),
 ])
 def test_a_series_without_signal_is_refused(pixels, reason, tmp_path, throwaway_model_folder, monkeypatch, capsys):
     path = write_nifti(tmp_path / "blank.nii", pixels, np.eye(4))

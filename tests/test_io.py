@@ -84,15 +84,16 @@ ORIENTATION = np.array([0.8, 0.6, 0.0, 0.0, 0.0, -1.0])
 SPACING = (1.5, 1.25)
 
 
-def dicom_series(folder, slices=2, phases=3, shape=(12, 16)):
-    """Files written in a scrambled order; pixel value 100 * slice + phase tells where each belongs."""
+def dicom_series(folder, slices=2, phases=3, shape=(12, 16), texture=None):
+    """Files written in a scrambled order; pixel value 100 * slice + phase tells where each belongs (plus
+    ``texture``, an image of ``shape``, where one is given: the detector refuses images without signal)."""
     uid = generate_uid()
     normal = np.cross(ORIENTATION[:3], ORIENTATION[3:])
     order = np.random.default_rng(0).permutation(slices * phases)
     for n, index in enumerate(order):
         k, t = divmod(int(index), phases)
         position = np.array([10.0, -20.0, 30.0]) + 8.0 * k * normal
-        pixels = np.full(shape, 100 * k + t, dtype=np.uint16)
+        pixels = np.full(shape, 100 * k + t, dtype=np.uint16) + (0 if texture is None else texture)
         write_dicom(folder / f"IM{n:03d}.dcm", pixels, position, ORIENTATION, SPACING, 40.0 * t, 50 - n, uid)
     return uid
 
