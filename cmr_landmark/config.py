@@ -84,6 +84,9 @@ FINE_CENTROID_RADIUS_MM = 15.0
 LAX_FINE_SEARCH_RADIUS_MM = 20.0
 # The prefix of the ISMRMRD meta attributes the gadget writes on its copies (docs/gadget.md), which replay reads.
 ATTRIBUTE_PREFIX = "CMRLandmark_"
+# The one logger of everything the gadget logs (its connection, parameters, copies and passive server), so that a
+# site's logging configuration (and Gadgetron's log) takes it under one name.
+GADGET_LOGGER = "cmr_landmark.gadget"
 
 
 # Pixel sizes an MR image can have (mm). Outside them a file's geometry is wrong (often a NIfTI in metres without its

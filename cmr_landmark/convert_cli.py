@@ -43,7 +43,7 @@ def main_convert(argv: list[str] | None = None) -> int:
                 compress=args.compress)
     except ImageReadError as error:
         parser.exit(2, f"cmr-landmark convert: {error}\n")
-    except OSError as error:  # e.g. --out is a folder, or its folder does not exist
+    except OSError as error:  # e.g. no permission to write --out, or the disk is full
         parser.exit(2, f"cmr-landmark convert: cannot write {args.out}: {error}\n")
     if dataset := public_set_of_file(args.input):  # named like a public set's NIfTI (datasets.PUBLIC_SET_FILE_NAMES)
         print(f"warning: {args.input.name} is named like a file of the public set {dataset}, whose NIfTI affines are "

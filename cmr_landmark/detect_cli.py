@@ -68,7 +68,7 @@ def main_detect(argv: list[str] | None = None) -> int:
         "images": records,
         "longitudinal_shortening": shortening_per_slice(records),
     }
-    try:  # an --out or --overlays path that is a folder, a file, or not writable: a message, not a traceback
+    try:  # a path checked above but not writable (permissions, a full disk): a message, not a traceback
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
         if args.overlays:

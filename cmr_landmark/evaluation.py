@@ -690,21 +690,27 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def inherited_training_patients(run: dict, _seen: frozenset[Path] = frozenset()) -> list[str]:
+def inherited_training_patients(run: dict) -> list[str]:
     """The subjects a run's start weights were trained on outside the train split (manifest ``training_patients``
     of the model files it started from, followed through start runs and their checkpoints): a fine-tuned model
     carries them on, so that evaluate still says so."""
     patients: set[str] = set()
-    for source in (run.get("init_from"), run.get("init_coarse_from")):
-        if not source:
-            continue
-        source = Path(source).resolve()
-        start_run = source if source.is_dir() else source.parent  # a run folder or one of its checkpoints
-        if (start_run / "run.json").is_file() and start_run not in _seen:
-            patients.update(inherited_training_patients(json.loads((start_run / "run.json").read_text()),
-                                                        _seen | {start_run}))
-        elif source.is_file() and (source.parent / "manifest.json").is_file():
-            for spec in read_manifest(source.parent):
-                if spec.file.resolve() == source:
-                    patients.update(spec.training_patients)
+    runs_read: set[Path] = set()  # a run started from itself (or a cycle of runs) is read once
+
+    def follow(record: dict) -> None:
+        for named in (record.get("init_from"), record.get("init_coarse_from")):
+            if not named:
+                continue
+            start = Path(named).resolve()
+            start_run = start if start.is_dir() else start.parent  # a run folder or one of its checkpoints
+            if (start_run / "run.json").is_file():
+                if start_run not in runs_read:
+                    runs_read.add(start_run)
+                    follow(json.loads((start_run / "run.json").read_text()))
+            elif start.is_file() and (start.parent / "manifest.json").is_file():
+                for spec in read_manifest(start.parent):
+                    if spec.file.resolve() == start:
+                        patients.update(spec.training_patients)
+
+    follow(run)
     return sorted(patients)

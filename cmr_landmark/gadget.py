@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from gadgetron.external import Connection
 
-from .config import LANDMARKS_BY_VIEW
+from .config import GADGET_LOGGER, LANDMARKS_BY_VIEW
 from .detector import Detector, ImageLandmarks, default_device, detect_in_orientation
 from .gadget_parameters import GadgetParameters, ParameterError, gadget_configuration, properties_from_config
 from .geometry import model_display_orientation, pixel_spacing_mm, pixel_to_patient_mm
@@ -55,7 +55,7 @@ from .output_images import (
 from .series import SeriesBuffer, SliceBatch
 from .slice_measures import measure_slice
 
-log = logging.getLogger("cmr_landmark.gadget")
+log = logging.getLogger(GADGET_LOGGER)
 
 
 # --- models: loaded once per process ---------------------------------------------------------------------------

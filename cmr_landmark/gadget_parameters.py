@@ -14,10 +14,10 @@ import ismrmrd.xsd
 import numpy as np
 
 from .annotate import DEFAULT_CROSS_SIZE_MM
-from .config import MODEL_SEQUENCES, VIEWS
+from .config import GADGET_LOGGER, MODEL_SEQUENCES, VIEWS
 from .series import phases_per_slice_from_header
 
-log = logging.getLogger("cmr_landmark.gadget")
+log = logging.getLogger(GADGET_LOGGER)
 
 
 class ParameterError(ValueError):

@@ -35,9 +35,10 @@ from gadgetron.external.readers import read_byte_string
 from ismrmrd.image import get_dtype_from_data_type
 from ismrmrd.meta import Meta
 
+from .config import GADGET_LOGGER
 from .gadget_parameters import parse_config_bytes
 
-log = logging.getLogger("cmr_landmark.gadget")  # one logger for everything the gadget logs, as a site configures it
+log = logging.getLogger(GADGET_LOGGER)
 
 
 class EndOfStream(ConnectionError):

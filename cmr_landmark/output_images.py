@@ -10,19 +10,22 @@ import copy
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import ismrmrd
 import numpy as np
 from ismrmrd.meta import Meta
 
 from .annotate import draw_crosses
-from .config import ATTRIBUTE_PREFIX, LANDMARKS_BY_VIEW
-from .detector import ImageLandmarks
+from .config import ATTRIBUTE_PREFIX, GADGET_LOGGER, LANDMARKS_BY_VIEW
 from .gadget_parameters import GadgetParameters
 from .geometry import pixel_to_patient_mm
 from .mrd_connection import ReceivedImage
 
-log = logging.getLogger("cmr_landmark.gadget")
+if TYPE_CHECKING:  # the type only: building copies needs no torch
+    from .detector import ImageLandmarks
+
+log = logging.getLogger(GADGET_LOGGER)
 
 DATA_ROLE = "CMRLandmark"
 SEQUENCE_DESCRIPTION_SUFFIX = "_LANDMARKS"
@@ -36,7 +39,7 @@ OWN_COMMENT = re.compile(r"(SAX|LAX) landmarks \d+/\d+|LV length .* mm|RVI angle
 @dataclass
 class SliceResult:
     """What detection found for one slice: the model, landmarks per phase and measures per phase, and why a phase
-    left out (:class:`PreparedSlice`) could not be used."""
+    left out (:class:`cmr_landmark.gadget.PreparedSlice`) could not be used."""
 
     model: str
     view: str
@@ -66,7 +69,7 @@ def _copy_for_output(received: ReceivedImage, parameters: GadgetParameters) -> i
     try:
         head.image_series_index = output_series_index(head.image_series_index, parameters)
     except ValueError:
-        head.image_series_index = MAX_SERIES_INDEX  # only error copies get here: detect_slice checks first
+        head.image_series_index = MAX_SERIES_INDEX  # only error copies get here: prepare_slice checks first
     try:
         meta = without_earlier_results(received.image.meta)
     except Exception:  # the error copies come here too: whatever the attributes hold, the copy must go out

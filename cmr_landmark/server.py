@@ -12,11 +12,12 @@ import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+from .config import GADGET_LOGGER
 from .gadget import checked_model_name, landmark_detection
 from .gadget_parameters import GadgetParameters, ParameterError, gadget_configuration, properties_from_config
 from .mrd_connection import GuardedSocket, MrdConnection
 
-log = logging.getLogger("cmr_landmark.gadget")
+log = logging.getLogger(GADGET_LOGGER)
 
 ACCEPT_RETRY_S = 0.5  # after a failed accept (e.g. no file descriptors left), before the next try
 # On stop, connections in progress get this long to finish their scan; a client that sends nothing does not hold
@@ -35,7 +36,7 @@ class LandmarkServer:
             self.default_properties = properties_from_config(gadget_configuration(chain))
             checked_model_name(GadgetParameters.from_strings(self.default_properties))  # at start, not per scan
         if max_connections is not None and max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+            raise ParameterError(f"max_connections must be at least 1, got {max_connections}")
         self.max_connections = max_connections
         self._listener = socket.create_server((host, port))
         self._listener.settimeout(0.2)  # wake up to notice stop()
@@ -118,8 +119,6 @@ def main_serve(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:  # the socket would raise OverflowError, a traceback
         parser.error(f"--port must be 0-65535, got {args.port}")
-    if args.max_connections is not None and args.max_connections < 1:  # LandmarkServer's ValueError, a traceback
-        parser.error(f"--max-connections must be at least 1, got {args.max_connections}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         serve(args.port, args.host, args.config, args.max_connections)

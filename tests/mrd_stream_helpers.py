@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from collections.abc import Sequence
 
 import ismrmrd
 import ismrmrd.xsd
@@ -90,8 +91,10 @@ def patient_mm_by_hand(position, read_dir, phase_dir, field_of_view_mm, matrix_s
             + (row - (ny - 1) / 2) * row_mm * np.asarray(phase_dir, float))
 
 
-def septal_arc_deg(anterior_rc, posterior_rc, centre_rc, spacing_mm) -> float:
-    """The angle at the LV centre between the two RV insertion points, in mm (law of cosines, by hand)."""
+def septal_arc_deg(anterior_rc: Sequence[float], posterior_rc: Sequence[float], centre_rc: Sequence[float],
+                   spacing_mm: Sequence[float]) -> float:
+    """The angle (degrees) at the LV centre between the two RV insertion points, measured in mm, not pixels (law of
+    cosines, by hand)."""
     def mm(point):
         return (np.asarray(point, float) - np.asarray(centre_rc, float)) * np.asarray(spacing_mm, float)
 

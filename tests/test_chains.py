@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from cmr_landmark.config import REPO_ROOT
-from cmr_landmark.gadget import GadgetParameters, ParameterError, properties_from_config
+from cmr_landmark.gadget_parameters import GadgetParameters, ParameterError, properties_from_config
 from cmr_landmark.server import LandmarkServer, main_serve
 
 CHAINS = sorted((REPO_ROOT / "xml_configs").glob("*.xml"))
@@ -98,4 +98,4 @@ def test_serve_refuses_fewer_than_one_connection(count, capsys):
     with pytest.raises(SystemExit) as stop:  # LandmarkServer's ValueError came out as a traceback
         main_serve(["--port", "0", "--max-connections", count])
     assert stop.value.code == 2
-    assert f"--max-connections must be at least 1, got {count}" in capsys.readouterr().err
+    assert f"max_connections must be at least 1, got {count}" in capsys.readouterr().err

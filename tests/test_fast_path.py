@@ -12,6 +12,7 @@ from cmr_landmark import gadget
 from cmr_landmark.config import COARSE_GRID, FINE_CENTROID_RADIUS_MM, FINE_GRID_BY_VIEW, REPO_ROOT
 from cmr_landmark.detector import Detector, pool_mirror_passes
 from cmr_landmark.export import export_cascade
+from cmr_landmark.gadget_parameters import GadgetParameters, ParameterError
 from cmr_landmark.io.ismrmrd_file import read_ismrmrd_images
 from cmr_landmark.model_store import find_model
 from cmr_landmark.network import LandmarkCascade, UNet
@@ -298,7 +299,7 @@ def test_auto_device_is_the_cpu_without_a_gpu_and_cuda_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gadget.torch_device("auto") == torch.device("cpu")
     assert detector_module.default_device() == torch.device("cpu")
-    with pytest.raises(gadget.ParameterError, match="no GPU"):
+    with pytest.raises(ParameterError, match="no GPU"):
         gadget.torch_device("cuda")
 
 
@@ -311,7 +312,7 @@ def test_gadget_loads_its_detector_on_the_gpu_with_fp16_autocast(monkeypatch, tm
     loaded_on = []
     monkeypatch.setattr(detector_module, "load_torchscript", lambda spec, device: loaded_on.append(device))
     monkeypatch.setattr(gadget, "_detectors", {})
-    detector = gadget.cached_detector("sax", "cine", "", gadget.GadgetParameters().device)
+    detector = gadget.cached_detector("sax", "cine", "", GadgetParameters().device)
     assert loaded_on == [torch.device("cuda")] and detector.device == torch.device("cuda")
     assert not detector.use_bf16
     autocast = detector._autocast()

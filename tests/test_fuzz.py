@@ -36,7 +36,7 @@ from mrd_stream_helpers import (
     text_message,
 )
 
-from cmr_landmark.gadget import GadgetParameters, ParameterError
+from cmr_landmark.gadget_parameters import GadgetParameters, ParameterError
 
 EXAMPLES = os.environ.get("CMR_FUZZ_EXAMPLES")
 FUZZ = settings(max_examples=int(EXAMPLES or 25), deadline=None, derandomize=EXAMPLES is None,

@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 from mrd_stream_helpers import header, image_message, sax_plane_image
 
-from cmr_landmark.gadget import (
-    GadgetParameters,
-    ParameterError,
-    cached_detector,
-    choose_view_and_sequence,
-    properties_from_config,
-)
-from cmr_landmark.gadget_parameters import parse_config_bytes
+from cmr_landmark.gadget import cached_detector, choose_view_and_sequence
+from cmr_landmark.gadget_parameters import GadgetParameters, ParameterError, parse_config_bytes, properties_from_config
 from cmr_landmark.model_choice import header_texts, sequence_from_texts, view_from_texts
 from cmr_landmark.model_store import find_model
 from cmr_landmark.mrd_connection import read_received_image

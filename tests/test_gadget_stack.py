@@ -7,13 +7,8 @@ import numpy as np
 import pytest
 
 from cmr_landmark.config import REPO_ROOT
-from cmr_landmark.gadget import (
-    GadgetParameters,
-    arrived_together,
-    detect_slice,
-    detect_stack,
-    landmark_outputs,
-)
+from cmr_landmark.gadget import arrived_together, detect_slice, detect_stack, landmark_outputs
+from cmr_landmark.gadget_parameters import GadgetParameters
 from cmr_landmark.model_store import find_model
 from cmr_landmark.mrd_connection import ReceivedImage, data_waiting
 from cmr_landmark.series import SliceBatch

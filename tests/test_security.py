@@ -17,7 +17,7 @@ from mrd_stream_helpers import copies_of, image_message, phantom, sax_plane_imag
 from cmr_landmark import gadget
 from cmr_landmark import server as server_module
 from cmr_landmark.config import REPO_ROOT
-from cmr_landmark.gadget import GadgetParameters, ParameterError
+from cmr_landmark.gadget_parameters import GadgetParameters, ParameterError
 from cmr_landmark.model_store import ModelError, find_model, load_torchscript
 from cmr_landmark.server import LandmarkServer
 
