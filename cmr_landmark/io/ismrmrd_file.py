@@ -85,7 +85,10 @@ def read_ismrmrd_images(
                     if header is None:
                         raise ImageReadError(f"{path}: raw acquisitions without an XML header cannot be "
                                              "reconstructed")
-                    return header, reconstruct_cartesian(header, list(container.acquisitions))
+                    try:
+                        return header, reconstruct_cartesian(header, list(container.acquisitions))
+                    except ImageReadError as error:  # say which file's raw data, as the other read errors do
+                        raise ImageReadError(f"{path}: raw data: {error}") from error
             raise ImageReadError(f"{path}: holds neither ISMRMRD images nor acquisitions")
     return header, _complex_images(path, dataset_name, group)
 
