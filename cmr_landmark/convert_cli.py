@@ -10,6 +10,7 @@ from .config import SEQUENCES, VIEWS
 from .convert import DEFAULT_COILS, MAX_COILS, convert
 from .datasets import public_set_of_file
 from .io import ImageReadError, read_series
+from .io.nifti import NIFTI_THIRD_AXES
 from .output_paths import output_file_problem
 
 
@@ -27,6 +28,9 @@ def main_convert(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequence", choices=SEQUENCES, default="cine",
                         help="the images' contrast (default cine): written into protocolName")
     parser.add_argument("--kspace", action="store_true", help="write raw acquisitions instead of images")
+    parser.add_argument("--nifti-3d", choices=NIFTI_THIRD_AXES, default="slices",
+                        help="what the third axis of a 3-D NIfTI holds: slices (default) or the phases of one "
+                             "slice (a long-axis cine stored without its slice axis)")
     parser.add_argument("--coils", type=int, default=DEFAULT_COILS,
                         help=f"simulated receive coils (--kspace), 1-{MAX_COILS}: the file grows by a k-space per coil")
     parser.add_argument("--compress", action="store_true", help="gzip the image pixel data")
@@ -38,7 +42,7 @@ def main_convert(argv: list[str] | None = None) -> int:
     if problem := output_file_problem(args.out, args.input):  # before reading: the input is never overwritten
         parser.exit(2, f"cmr-landmark convert: cannot write the output: {problem}\n")
     try:
-        series = read_series(args.input)
+        series = read_series(args.input, nifti_third_axis=args.nifti_3d)
         convert(series, args.out, args.view, args.sequence, kspace=args.kspace, coils=args.coils,
                 compress=args.compress)
     except ImageReadError as error:

@@ -11,6 +11,7 @@ from pathlib import Path
 from .config import MODEL_SEQUENCES, VIEWS
 from .detector import Detector
 from .io import ImageReadError, read_series
+from .io.nifti import NIFTI_THIRD_AXES
 from .model_store import ModelError, find_model
 from .offline_detection import check_pixels, detect_series, display_orientation_of, shortening_per_slice, view_warning
 from .output_paths import folder_problem, output_file_problem
@@ -34,6 +35,9 @@ def main_detect(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlays", type=Path, help="folder for one PNG per image with the landmarks drawn")
     parser.add_argument("--model", default="", help="manifest model name (default: the one for view/sequence)")
     parser.add_argument("--image-group", help="ISMRMRD image group (dataset/image_1) when the file holds several")
+    parser.add_argument("--nifti-3d", choices=NIFTI_THIRD_AXES, default="slices",
+                        help="what the third axis of a 3-D NIfTI holds: slices (default) or the phases of one "
+                             "slice (a long-axis cine stored without its slice axis)")
     parser.add_argument("--nifti-as-stored", action="store_true",
                         help="show a short-axis NIfTI to the model as stored, not in the orientation decided for its "
                              "public set (ACDC, MS-CMRSeg, MyoPS, M&Ms-2 file names) or, for any other file, as its "
@@ -45,7 +49,7 @@ def main_detect(argv: list[str] | None = None) -> int:
     if problem is not None:  # said before the model runs, and the input is never overwritten
         parser.exit(2, f"cmr-landmark detect: cannot write the output: {problem}\n")
     try:
-        series = read_series(args.input, args.image_group)
+        series = read_series(args.input, args.image_group, args.nifti_3d)
         check_pixels(series)
         spec = find_model(args.view, args.sequence, name=args.model or None)
         if spec.view != args.view:

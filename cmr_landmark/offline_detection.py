@@ -163,7 +163,7 @@ def view_warning(series: ImageSeries, spec: ModelSpec, records: list[dict]) -> s
     ``MIN_COMPLETE_FRACTION`` of the images (:func:`detect_series`'s ``records``)."""
     other = "sax" if spec.view == "lax" else "lax"
     if spec.view == "lax" and series.n_slices >= SHORT_AXIS_STACK_MIN_SLICES:
-        cine_hint = (" (if they are the phases of one long-axis cine, store them as rows x cols x 1 x phases)"
+        cine_hint = (" (if they are the phases of one long-axis cine, give --nifti-3d phases)"
                      if series.frame == "RAS" else "")
         return (f"{series.source}: {series.n_slices} parallel slices, a short-axis stack's shape, given as --view lax: "
                 f"if it is a short-axis stack, run with --view sax{cine_hint}")

@@ -3,6 +3,7 @@ line. Inputs built here; the checks on real files skip where the public data is 
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import warnings
@@ -108,6 +109,22 @@ def test_a_stack_given_as_long_axis_is_warned_of(tmp_path, throwaway_model_folde
         assert main_detect([str(path), "--view", "lax", "--sequence", "cine", "--out", str(tmp_path / "o.json")]) == 0
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "4 parallel slices" in warning and "--view sax" in warning and "\n" not in warning
+    assert "give --nifti-3d phases" in warning  # the other reading of a 3-D file, for a long-axis cine
+
+
+def test_a_long_axis_cine_stored_as_3d_nifti_is_read_as_phases_when_told(tmp_path, throwaway_model_folder,
+                                                                         monkeypatch):
+    cine = heart_like(40, 48, phases=1, slices=6)[:, :, :, 0]  # rows x cols x 6, the slice axis squeezed out
+    path = write_nifti(tmp_path / "lax_cine.nii.gz", cine, np.eye(4))
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))
+    out = tmp_path / "o.json"
+    assert main_detect([str(path), "--view", "lax", "--sequence", "cine", "--out", str(out), "--nifti-3d",
+                        "phases"]) == 0
+    result = json.loads(out.read_text())
+    assert [(r["slice"], r["phase"]) for r in result["images"]] == [(0, t) for t in range(6)]
+    assert [s["slice"] for s in result["longitudinal_shortening"]] == [0]  # one cine: its shortening, once
+    with pytest.raises(ImageReadError, match="only for a 3-D NIfTI"):  # DICOM/ISMRMRD say it themselves
+        read_series(REPO_ROOT / "samples" / "mnms2_001_sax.h5", nifti_third_axis="phases")
 
 
 def records_with(found_per_image: list[int], names: tuple[str, ...] = ("A-RVI", "P-RVI", "C-LV")) -> list[dict]:

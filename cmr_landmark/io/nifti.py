@@ -20,8 +20,15 @@ from .image_series import ImageReadError, ImageSeries, SliceGeometry
 MM_PER_NIFTI_UNIT = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 0.001}
 
 
-def read_nifti(path: Path) -> ImageSeries:
-    """Read a .nii / .nii.gz file into an :class:`ImageSeries` (frame RAS, voxel order row_col)."""
+NIFTI_THIRD_AXES = ("slices", "phases")
+
+
+def read_nifti(path: Path, third_axis: str = "slices") -> ImageSeries:
+    """Read a .nii / .nii.gz file into an :class:`ImageSeries` (frame RAS, voxel order row_col).
+
+    A 4-D file is rows x cols x slices x phases. A 3-D file is rows x cols x slices, or with ``third_axis="phases"``
+    the phases of one slice: a cine of one plane (a long-axis view) that a converter stored without its
+    slice axis."""
     path = Path(path)
     try:
         image = nib.load(str(path))
@@ -31,7 +38,7 @@ def read_nifti(path: Path) -> ImageSeries:
     if data.ndim == 2:
         data = data[:, :, None, None]
     elif data.ndim == 3:
-        data = data[:, :, :, None]
+        data = data[:, :, None, :] if third_axis == "phases" else data[:, :, :, None]
     elif data.ndim == 5 and data.shape[4] == 1:
         data = data[..., 0]
     if data.ndim != 4 or min(data.shape) < 1 or min(data.shape[:2]) < 2:
