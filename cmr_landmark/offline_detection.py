@@ -164,7 +164,7 @@ def view_warning(series: ImageSeries, spec: ModelSpec, records: list[dict]) -> s
     other = "sax" if spec.view == "lax" else "lax"
     if spec.view == "lax" and series.n_slices >= SHORT_AXIS_STACK_MIN_SLICES:
         cine_hint = (" (if they are the phases of one long-axis cine, give --nifti-3d phases)"
-                     if series.frame == "RAS" else "")
+                     if series.frame == "RAS" and series.n_phases == 1 else "")
         return (f"{series.source}: {series.n_slices} parallel slices, a short-axis stack's shape, given as --view lax: "
                 f"if it is a short-axis stack, run with --view sax{cine_hint}")
     complete = sum(all(landmark is not None for landmark in record["landmarks"].values()) for record in records)

@@ -125,6 +125,20 @@ def test_a_long_axis_cine_stored_as_3d_nifti_is_read_as_phases_when_told(tmp_pat
     assert [s["slice"] for s in result["longitudinal_shortening"]] == [0]  # one cine: its shortening, once
     with pytest.raises(ImageReadError, match="only for a 3-D NIfTI"):  # DICOM/ISMRMRD say it themselves
         read_series(REPO_ROOT / "samples" / "mnms2_001_sax.h5", nifti_third_axis="phases")
+    # a trailing empty axis (rows x cols x N x 1, as converters write) is still a 3-D image; a real 4-D one is not
+    padded = write_nifti(tmp_path / "padded.nii.gz", cine[:, :, :, None], np.eye(4))
+    assert read_series(padded, nifti_third_axis="phases").images.shape[:2] == (1, 6)
+    stack_of_cines = write_nifti(tmp_path / "4d.nii.gz", heart_like(40, 48, phases=3, slices=4), np.eye(4))
+    with pytest.raises(ImageReadError, match="reads a 3-D file"):  # was ignored: 4 slices x 3 phases as given
+        read_series(stack_of_cines, nifti_third_axis="phases")
+
+
+def test_the_phases_hint_is_given_only_where_the_option_would_change_something(tmp_path):
+    spec = find_model("lax", "cine")
+    stack_of_cines = read_series(write_nifti(tmp_path / "4d.nii.gz", heart_like(40, 48, phases=3, slices=4),
+                                             np.eye(4)))
+    warning = view_warning(stack_of_cines, spec, records_with([3] * 12, ("MV-1", "MV-2", "APEX")))
+    assert "4 parallel slices" in warning and "--nifti-3d" not in warning
 
 
 def records_with(found_per_image: list[int], names: tuple[str, ...] = ("A-RVI", "P-RVI", "C-LV")) -> list[dict]:

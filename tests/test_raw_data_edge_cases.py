@@ -16,7 +16,7 @@ from test_io import oblique_affine, write_nifti
 from cmr_landmark.convert import READOUT_OVERSAMPLING, build_header, series_to_acquisitions
 from cmr_landmark.io import ImageReadError, read_series
 from cmr_landmark.io.ismrmrd_file import write_ismrmrd_acquisitions
-from cmr_landmark.io.recon import reconstruct_cartesian
+from cmr_landmark.io.recon import read_encoding, reconstruct_cartesian
 from cmr_landmark.replay_cli import main_replay
 
 ROWS, COLS, COILS = 24, 32, 3
@@ -196,3 +196,38 @@ def test_a_line_lost_at_the_edge_of_one_image_is_refused_not_zero_filled(series)
                if not (a.idx.slice == 1 and a.idx.phase == 1 and a.idx.kspace_encode_step_1 == 0)]
     with pytest.raises(ImageReadError, match=r"slice 1 phase 1: k-space lines \[0\] .*damaged data"):
         reconstruct_cartesian(header, damaged)
+
+
+def test_phase_resolution_inside_the_scanners_fft_length_is_not_taken_for_partial_fourier(series):
+    """Siemens converters write the FFT length (zeros included) as the encoded matrix: a 50 % phase resolution
+    leaves half the lines missing, on both sides alike, which is no asymmetry (it was refused as 'less partial
+    Fourier than 5/8')."""
+    header, acquisitions = raw(series)
+    central = range(ROWS // 4, 3 * ROWS // 4)
+    zeroed = copy.deepcopy(acquisitions)
+    for acquisition in zeroed:
+        if acquisition.idx.kspace_encode_step_1 not in central:
+            acquisition.data[:] = 0
+    kept = [a for a in acquisitions if a.idx.kspace_encode_step_1 in central]
+    np.testing.assert_allclose(pixels(header, kept), pixels(header, zeroed), rtol=1e-5, atol=1e-5)
+
+
+def test_reversed_readouts_and_epi_are_refused(series):
+    header, acquisitions = raw(series)
+    reversed_lines = copy.deepcopy(acquisitions)
+    for acquisition in reversed_lines[1::2]:
+        acquisition.set_flag(ismrmrd.ACQ_IS_REVERSE)  # EPI's odd lines: were put in unflipped, a wrong image
+    with pytest.raises(ImageReadError, match="ACQ_IS_REVERSE"):
+        reconstruct_cartesian(header, reversed_lines)
+    header.encoding[0].trajectoryDescription = xsd.trajectoryDescriptionType(identifier="ConventionalEPI")
+    with pytest.raises(ImageReadError, match="EPI readout"):
+        reconstruct_cartesian(header, acquisitions)
+
+
+def test_the_images_field_of_view_is_their_pixel_size_times_their_matrix(series):
+    header, _ = raw(series)
+    encoding = header.encoding[0]
+    # 33 % phase oversampling that the resampled matrix rounds: 399 mm over 255 lines of 1.5647 mm, not 1.5625
+    encoding.encodedSpace.matrixSize.y, encoding.encodedSpace.fieldOfView_mm.y = 255, 399.0
+    encoding.reconSpace.matrixSize.y, encoding.reconSpace.fieldOfView_mm.y = 192, 300.0
+    assert read_encoding(header).recon_fov_mm[1] == pytest.approx(399.0 / 255 * 192)

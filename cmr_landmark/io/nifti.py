@@ -35,10 +35,19 @@ def read_nifti(path: Path, third_axis: str = "slices") -> ImageSeries:
         data = np.asanyarray(image.dataobj)
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as error:  # zlib: a corrupt .nii.gz body
         raise ImageReadError(f"{path}: not a readable NIfTI file ({error})") from error
+    if third_axis not in NIFTI_THIRD_AXES:
+        raise ValueError(f"third_axis must be one of {NIFTI_THIRD_AXES}, got {third_axis!r}")
+    if third_axis == "phases":
+        while data.ndim > 3 and data.shape[-1] == 1:  # rows x cols x N x 1 (x 1): a 3-D image with empty axes
+            data = data[..., 0]
+        if data.ndim != 3:
+            raise ImageReadError(f"{path}: --nifti-3d phases reads a 3-D file (rows x cols x phases); this one is "
+                                 f"{data.shape}, whose axes say what they hold")
+        data = data[:, :, None, :]
     if data.ndim == 2:
         data = data[:, :, None, None]
     elif data.ndim == 3:
-        data = data[:, :, None, :] if third_axis == "phases" else data[:, :, :, None]
+        data = data[:, :, :, None]
     elif data.ndim == 5 and data.shape[4] == 1:
         data = data[..., 0]
     if data.ndim != 4 or min(data.shape) < 1 or min(data.shape[:2]) < 2:

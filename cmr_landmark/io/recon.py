@@ -70,7 +70,7 @@ class Encoding:
     encoded_y: int
     recon_x: int
     recon_y: int
-    recon_fov_mm: tuple[float, float, float]
+    recon_fov_mm: tuple[float, float, float]  # the images' field of view: the recon matrix times its pixel size
     # the k-space matrix the encoded one is zero-padded (or cropped) to so that its pixels have the recon pixel size
     resampled_x: int
     resampled_y: int
@@ -86,6 +86,12 @@ def _resampled(recon: int, encoded: int, recon_fov_mm: float, encoded_fov_mm: fl
     return encoded
 
 
+def _image_fov_mm(recon_fov_mm: float, encoded_fov_mm: float, recon: int, resampled: int) -> float:
+    if recon_fov_mm > 0 and encoded_fov_mm > 0:
+        return encoded_fov_mm * recon / resampled
+    return recon_fov_mm
+
+
 def read_encoding(header: ismrmrd.xsd.ismrmrdHeader) -> Encoding:
     """The first encoding's matrices, FOVs, k-space centre and acceleration; refuses 3-D and non-Cartesian."""
     try:
@@ -94,12 +100,22 @@ def read_encoding(header: ismrmrd.xsd.ismrmrdHeader) -> Encoding:
         recon, recon_fov = encoding.reconSpace.matrixSize, encoding.reconSpace.fieldOfView_mm
         encoded_x, encoded_y, encoded_z = int(encoded.x), int(encoded.y), int(encoded.z or 1)
         recon_x, recon_y = int(recon.x), int(recon.y)
-        recon_fov_mm = (float(recon_fov.x), float(recon_fov.y), float(recon_fov.z))
-        resampled_x = _resampled(recon_x, encoded_x, recon_fov_mm[0], float(encoded_fov.x))
-        resampled_y = _resampled(recon_y, encoded_y, recon_fov_mm[1], float(encoded_fov.y))
+        header_recon_fov_mm = (float(recon_fov.x), float(recon_fov.y), float(recon_fov.z))
+        resampled_x = _resampled(recon_x, encoded_x, header_recon_fov_mm[0], float(encoded_fov.x))
+        resampled_y = _resampled(recon_y, encoded_y, header_recon_fov_mm[1], float(encoded_fov.y))
+        # the pixel size is the encoded FOV over the resampled matrix, a whole number: the recon FOV the header
+        # gives may differ from the images' by that rounding (0.1 mm at 60 mm for 33 % phase oversampling)
+        recon_fov_mm = (_image_fov_mm(header_recon_fov_mm[0], float(encoded_fov.x), recon_x, resampled_x),
+                        _image_fov_mm(header_recon_fov_mm[1], float(encoded_fov.y), recon_y, resampled_y),
+                        header_recon_fov_mm[2])
     except (AttributeError, IndexError, TypeError, ValueError) as error:
         raise ImageReadError(f"no encoding matrix/FOV to reconstruct with in the header ({error})") from error
     trajectory = getattr(encoding.trajectory, "value", encoding.trajectory)
+    description = getattr(encoding, "trajectoryDescription", None)
+    identifier = str(getattr(description, "identifier", "") or "")
+    if "epi" in identifier.lower():  # Siemens converters write EPI as a Cartesian trajectory with this description
+        raise ImageReadError(f"the header describes an EPI readout ({identifier}), which needs phase correction "
+                             f"this reconstruction does not do; {WHAT_TO_DO}")
     if trajectory not in (None, "cartesian"):
         raise ImageReadError(f"the header's trajectory is {trajectory}: only Cartesian raw data can be "
                              f"reconstructed here; {WHAT_TO_DO}")
@@ -127,6 +143,9 @@ def imaging_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> dict[tuple[int
     for acquisition in acquisitions:
         if any(acquisition.is_flag_set(flag) for flag in NON_IMAGING_FLAGS):
             continue
+        if acquisition.is_flag_set(ismrmrd.ACQ_IS_REVERSE):  # EPI: needs flipping and ghost correction
+            raise ImageReadError(f"an imaging acquisition is flagged ACQ_IS_REVERSE (a readout played backwards, as "
+                                 f"in EPI), which this reconstruction does not correct; {WHAT_TO_DO}")
         index = acquisition.idx
         if index.kspace_encode_step_2:
             raise ImageReadError(f"an acquisition has kspace_encode_step_2 = {index.kspace_encode_step_2}: 3-D "
@@ -142,14 +161,21 @@ def imaging_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> dict[tuple[int
     return lines
 
 
+def readout_centre(encoding: Encoding, acquisition: ismrmrd.Acquisition) -> int:
+    """The sample of the echo (k-space centre) in the readouts: a readout shorter than the encoded one is an
+    asymmetric echo, placed by its ``center_sample`` (0: not set, taken as the middle)."""
+    samples = acquisition.number_of_samples
+    if samples < encoding.encoded_x:
+        return int(acquisition.center_sample or samples // 2)
+    return encoding.encoded_x // 2
+
+
 def fill_kspace(encoding: Encoding, where: str, group: Sequence[ismrmrd.Acquisition]) -> tuple[np.ndarray, np.ndarray]:
     """(coils, encoded_y, encoded_x) k-space of one image, its averages averaged, unsampled points zero; and the
     indices of its sampled lines."""
     first = group[0]
     coils, samples = first.active_channels, first.number_of_samples
-    # a readout shorter than the encoded one is an asymmetric echo, placed by its centre sample (0: not set)
-    centre_sample = (first.center_sample or samples // 2) if samples < encoding.encoded_x else encoding.encoded_x // 2
-    left = encoding.encoded_x // 2 - centre_sample
+    left = encoding.encoded_x // 2 - readout_centre(encoding, first)
     line_shift = encoding.encoded_y // 2 - encoding.centre_line
     kspace = np.zeros((coils, encoding.encoded_y, encoding.encoded_x), dtype=np.complex128)
     counts = np.zeros(encoding.encoded_y, dtype=np.int64)
@@ -177,9 +203,10 @@ def fill_kspace(encoding: Encoding, where: str, group: Sequence[ismrmrd.Acquisit
     return kspace, np.flatnonzero(sampled)
 
 
-def sampling_problem(encoding: Encoding, sampled_lines: np.ndarray, samples: int) -> str | None:
-    """Why the sampled lines (indices into the encoded k-space) and readout length are not fully sampled or partial
-    Fourier that zero-filling can make an image of; None when they are."""
+def sampling_problem(encoding: Encoding, sampled_lines: np.ndarray, samples: int, centre_sample: int) -> str | None:
+    """Why the sampled lines (indices into the encoded k-space) and readouts (``samples`` long, the echo at
+    ``centre_sample``) are not fully sampled or partial Fourier that zero-filling can make an image of; None when
+    they are."""
     missing = encoding.encoded_y - len(sampled_lines)
     contiguous = sampled_lines[-1] - sampled_lines[0] + 1 == len(sampled_lines)
     if not contiguous:  # gaps between sampled lines fold the image: only a parallel-imaging recon can fill them
@@ -187,14 +214,17 @@ def sampling_problem(encoding: Encoding, sampled_lines: np.ndarray, samples: int
         return (f"{missing} of {encoding.encoded_y} k-space lines are missing between sampled ones{accelerated}: only "
                 "fully sampled Cartesian data or partial Fourier can be reconstructed here, no GRAPPA/SENSE")
     centre = encoding.encoded_y // 2
-    if not sampled_lines[0] <= centre <= sampled_lines[-1]:
+    first, last = int(sampled_lines[0]), int(sampled_lines[-1])
+    if not first <= centre <= last:
         return f"the k-space centre line {encoding.centre_line} was not acquired"
-    if len(sampled_lines) < MIN_PARTIAL_FOURIER_FRACTION * encoding.encoded_y:
-        return (f"only {len(sampled_lines)} of {encoding.encoded_y} k-space lines were acquired, less partial "
-                "Fourier than 5/8, which zero-filling cannot reconstruct well")
-    if samples < MIN_PARTIAL_FOURIER_FRACTION * encoding.encoded_x:
-        return (f"readouts of {samples} of {encoding.encoded_x} samples, a more asymmetric echo than 5/8, which "
-                "zero-filling cannot reconstruct well")
+    # partial Fourier is the share of the symmetric extent about the centre that was acquired: lines missing on
+    # both sides alike are a phase resolution below 100 % (a scanner's FFT length includes them), not asymmetry
+    if len(sampled_lines) < MIN_PARTIAL_FOURIER_FRACTION * 2 * max(centre - first, last - centre + 1):
+        return (f"k-space lines {first}-{last} about the centre {centre} were acquired, less partial Fourier than "
+                "5/8, which zero-filling cannot reconstruct well")
+    if samples < MIN_PARTIAL_FOURIER_FRACTION * 2 * max(centre_sample, samples - centre_sample):
+        return (f"readouts of {samples} samples about the echo at sample {centre_sample}, a more asymmetric echo "
+                "than 5/8, which zero-filling cannot reconstruct well")
     return None
 
 
@@ -208,7 +238,8 @@ def reconstruct_cartesian(
     for index, ((slice_index, phase), group) in enumerate(sorted(imaging_lines(acquisitions).items())):
         where = f"slice {slice_index} phase {phase}"
         kspace, sampled_lines = fill_kspace(encoding, where, group)
-        problem = sampling_problem(encoding, sampled_lines, group[0].number_of_samples)
+        problem = sampling_problem(encoding, sampled_lines, group[0].number_of_samples,
+                                   readout_centre(encoding, group[0]))
         if problem:
             raise ImageReadError(f"{where}: {problem}; {WHAT_TO_DO}")
         # partial Fourier is one pattern for the whole scan; a line lost in one image only is damaged data
