@@ -231,3 +231,11 @@ def test_the_images_field_of_view_is_their_pixel_size_times_their_matrix(series)
     encoding.encodedSpace.matrixSize.y, encoding.encodedSpace.fieldOfView_mm.y = 255, 399.0
     encoding.reconSpace.matrixSize.y, encoding.reconSpace.fieldOfView_mm.y = 192, 300.0
     assert read_encoding(header).recon_fov_mm[1] == pytest.approx(399.0 / 255 * 192)
+
+
+def test_without_fields_of_view_the_matrices_alone_decide_crop_or_pad(series):
+    header, _ = raw(series)
+    encoding = header.encoding[0]
+    encoding.encodedSpace.fieldOfView_mm.y = encoding.reconSpace.fieldOfView_mm.y = 0.0  # a converter left them out
+    encoding.encodedSpace.matrixSize.y = 3 * ROWS // 4  # phase resolution 75 %: was refused as "0x0 mm is larger"
+    assert (read_encoding(header).resampled_y, read_encoding(header).recon_y) == (ROWS, ROWS)

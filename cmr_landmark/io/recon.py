@@ -80,10 +80,11 @@ class Encoding:
 
 def _resampled(recon: int, encoded: int, recon_fov_mm: float, encoded_fov_mm: float) -> int:
     # an encoded FOV twice the recon FOV is 2x oversampling (crop the image); the same FOV with fewer encoded than
-    # recon pixels is a phase resolution below 100 % (zero-pad k-space). Without both FOVs, take the matrix as is.
+    # recon pixels is a phase resolution below 100 % (zero-pad k-space). Without both FOVs, the matrices alone: a
+    # larger encoded one is oversampling (crop), a smaller one a lower resolution (pad to the recon matrix).
     if recon_fov_mm > 0 and encoded_fov_mm > 0:
         return max(round(recon * encoded_fov_mm / recon_fov_mm), 1)
-    return encoded
+    return max(encoded, recon)
 
 
 def _image_fov_mm(recon_fov_mm: float, encoded_fov_mm: float, recon: int, resampled: int) -> float:
