@@ -239,3 +239,10 @@ def test_without_fields_of_view_the_matrices_alone_decide_crop_or_pad(series):
     encoding.encodedSpace.fieldOfView_mm.y = encoding.reconSpace.fieldOfView_mm.y = 0.0  # a converter left them out
     encoding.encodedSpace.matrixSize.y = 3 * ROWS // 4  # phase resolution 75 %: was refused as "0x0 mm is larger"
     assert (read_encoding(header).resampled_y, read_encoding(header).recon_y) == (ROWS, ROWS)
+
+
+def test_a_k_space_centre_left_at_0_by_a_converter_is_taken_as_unset(series):
+    header, acquisitions = raw(series)
+    header.encoding[0].encodingLimits.kspace_encoding_step_1 = xsd.limitType(minimum=0, maximum=ROWS - 1, center=0)
+    # was refused: every line shifted by half the matrix "does not fit" the encoding
+    np.testing.assert_allclose(pixels(header, acquisitions), expected(series), atol=1e-3 * series.images.max())

@@ -131,7 +131,9 @@ def read_encoding(header: ismrmrd.xsd.ismrmrdHeader) -> Encoding:
                              f"the encoded {float(encoded_fov.x):g}x{float(encoded_fov.y):g} mm")
     limits = encoding.encodingLimits
     step_1 = limits.kspace_encoding_step_1 if limits is not None else None
-    centre_line = int(step_1.center) if step_1 is not None and step_1.center is not None else encoded_y // 2
+    # a centre of 0 is a limit some converters leave unset (encode steps put the k-space centre mid-range, whatever
+    # the order the lines were acquired in): the middle of the encoded lines, as for a missing one
+    centre_line = int(step_1.center) if step_1 is not None and step_1.center else encoded_y // 2
     parallel = encoding.parallelImaging
     factor = parallel.accelerationFactor.kspace_encoding_step_1 if parallel is not None else None
     return Encoding(encoded_x, encoded_y, recon_x, recon_y, recon_fov_mm, resampled_x, resampled_y, centre_line,
