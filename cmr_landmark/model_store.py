@@ -164,16 +164,21 @@ def json_safe(value: object) -> object:
     return value
 
 
+def write_json_atomically(path: Path, record: object) -> None:
+    """Write ``record`` as JSON beside ``path`` and rename it over ``path``, so that a reader (a gadget reading the
+    manifest, another training rank, a run killed meanwhile) never sees half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(path)
+
+
 def edit_manifest(folder: Path, change: Callable[[dict], T]) -> T:
     """Read ``folder``/manifest.json (``{"models": []}`` when there is none yet), let ``change`` edit it in place,
     write it back; ``change``'s result. The one place exports and scripts rewrite the manifest."""
     path = Path(folder) / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() else {"models": []}
     result = change(manifest)
-    # written beside and renamed, so a gadget reading the manifest meanwhile never sees half of it
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(json_safe(manifest), indent=2, allow_nan=False) + "\n")
-    partial.replace(path)
+    write_json_atomically(path, json_safe(manifest))  # json_safe: strict JSON, no NaN
     return result
 
 

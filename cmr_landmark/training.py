@@ -58,6 +58,7 @@ from .detector import bf16_faster_on_cpu
 from .export import load_training_state
 from .geometry import distances_mm
 from .heatmaps import centres_of_mass, decode_heatmaps, render_heatmaps, window_centroids
+from .model_store import write_json_atomically
 from .network import LandmarkCascade, UNet, unet_widths
 from .preprocess import grid_transform, normalise_intensity, to_magnitude
 from .synth.contrast import with_random_contrast
@@ -724,13 +725,6 @@ def run_slices(run: dict, split: str) -> list:
                                Path(images_dir) if images_dir else None, spacing)
     names = run["datasets"] if split == "train" else run["val_datasets"]
     return load_labelled_slices(names, split, run["view"], run["sequence"])
-
-
-def write_json_atomically(path: Path, record: dict) -> None:
-    """Write ``record`` so that a reader (another rank, a killed run) never sees half a file."""
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(partial, path)
 
 
 def refuse_changed_resume(parser: argparse.ArgumentParser, out: Path, recorded: dict, settings: dict) -> None:

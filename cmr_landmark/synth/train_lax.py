@@ -38,7 +38,7 @@ from ..export import export_cascade
 from ..geometry import distances_mm
 from ..heatmaps import decode_heatmaps
 from ..lax_evaluation import LABELLED_PHASE_NAMES, mnms2_lax_slices
-from ..model_store import model_names
+from ..model_store import model_names, write_json_atomically
 from ..training import (
     DEFAULT_MAX_ROTATION_DEG,
     DEFAULT_WIDTHS,
@@ -50,7 +50,6 @@ from ..training import (
     refuse_changed_resume,
     setup_distributed,
     train_stage,
-    write_json_atomically,
 )
 from .lax import ANATOMY_RANGES, VARIANTS, CachedLaxSlice, cache_synthetic_lax, load_synthetic_lax
 
