@@ -41,6 +41,27 @@ def test_chain_external_gadget_imports_and_parameters_validate(chain):
     assert stream[-1] is external
 
 
+RAW_DATA_CHAINS = [chain for chain in CHAINS if "AcquisitionReader" in chain.read_text()]
+
+
+@pytest.mark.parametrize("chain", RAW_DATA_CHAINS, ids=lambda p: p.name)
+def test_a_raw_data_chain_reconstructs_accelerated_data_into_magnitude_images(chain):
+    # clinical cine and LGE are GRAPPA-accelerated with partial Fourier: a plain FFT recon would hand the model
+    # folded images; and the models were trained on magnitude, which ComplexToFloat makes of the recon's output
+    stream = list(ElementTree.parse(chain).getroot().find("stream"))
+    classes = [gadget.findtext("classname") for gadget in stream[:-1]]
+    assert all(gadget.tag == "gadget" and gadget.findtext("dll") == "gadgetron_mricore" for gadget in stream[:-1])
+    assert classes.index("BucketToBufferGadget") < classes.index("GenericReconCartesianGrappaGadget") < classes.index(
+        "GenericReconPartialFourierHandlingPOCSGadget") < classes.index("ImageArraySplitGadget")
+    assert classes[-1] == "ComplexToFloatGadget"
+    assert "SimpleReconGadget" not in classes
+
+
+def test_every_chain_that_reads_raw_data_is_checked():
+    assert {chain.name for chain in RAW_DATA_CHAINS} == {"cmr_landmark_lax_cine.xml", "cmr_landmark_sax_cine.xml",
+                                                         "cmr_landmark_lge.xml"}
+
+
 @pytest.mark.parametrize("chain", CHAINS, ids=lambda p: p.name)
 def test_a_served_chain_gives_the_gadget_its_external_blocks_properties_only(chain):
     # `cmr-landmark serve --config CHAIN`: the reconstruction gadgets' properties (trigger_dimension, ...) are not
