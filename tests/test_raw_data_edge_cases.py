@@ -1,6 +1,7 @@
 """Raw data as scanners export it, through the simple reconstruction that replay uses: noise, navigator and
 calibration lines, averages, partial Fourier, asymmetric echoes and phase resolution are reconstructed; parallel
-imaging, 3-D and damaged data are refused in one line that says what to do."""
+imaging without enough calibration lines, 3-D and damaged data are refused in one line that says what to do
+(parallel imaging itself: tests/test_raw_parallel_imaging.py)."""
 
 from __future__ import annotations
 
@@ -95,14 +96,14 @@ def test_calibration_only_lines_are_not_image_lines(series):
                                atol=1e-3 * series.images.max())
 
 
-def test_parallel_imaging_undersampling_is_refused_naming_it(series, tmp_path, capsys):
+def test_parallel_imaging_with_too_few_calibration_lines_is_refused_naming_it(series, tmp_path, capsys):
     header, acquisitions = raw(series)
     header.encoding[0].parallelImaging = xsd.parallelImagingType(
         accelerationFactor=xsd.accelerationFactorType(kspace_encoding_step_1=2, kspace_encoding_step_2=1))
     kept = []
     for acquisition in acquisitions:
         step = acquisition.idx.kspace_encode_step_1
-        if abs(step - ROWS // 2) < 4:  # auto-calibration lines, imaging ones among them
+        if abs(step - ROWS // 2) < 4:  # 7 auto-calibration lines, imaging ones among them: GRAPPA needs 11
             acquisition.set_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING if step % 2 == 0
                                  else ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
             kept.append(acquisition)
@@ -115,8 +116,8 @@ def test_parallel_imaging_undersampling_is_refused_naming_it(series, tmp_path, c
     assert stop.value.code == 2
     message = capsys.readouterr().err
     assert message.count("\n") == 1 and "Traceback" not in message
-    assert "grappa.h5: raw data: slice 0 phase 0:" in message
-    assert "parallel imaging, acceleration 2" in message and "reconstruct it on the scanner" in message
+    assert "grappa.h5: raw data: slice 0: parallel imaging (acceleration 2) with 7 consecutive calibration" in message
+    assert "too few to fit the GRAPPA kernel" in message and "reconstruct it on the scanner" in message
 
 
 @pytest.mark.parametrize("missing", [range(0, ROWS // 4), range(3 * ROWS // 4, ROWS)], ids=["low", "high"])
