@@ -6,13 +6,14 @@ import argparse
 import hashlib
 import math
 import sys
+import time
 from pathlib import Path
 
 import ismrmrd
 import numpy as np
 
 from .gadget_parameters import GadgetParameters, ParameterError
-from .io import ImageReadError, read_ismrmrd_images
+from .io import ImageReadError, list_image_groups, read_ismrmrd_images
 from .output_paths import folder_problem, output_file_problem
 from .replay import DEFAULT_TIMEOUT_S, ReplayError, parse_address, replay_active, replay_passive, write_results
 from .replay_report import landmark_records, summary_text, write_report
@@ -75,7 +76,10 @@ def main_replay(argv: list[str] | None = None) -> int:
     if problem is not None:
         parser.exit(2, f"cmr-landmark replay: cannot write the results: {problem}\n")
     try:
+        started = time.perf_counter()
         header, images = read_ismrmrd_images(args.input, args.image_group)
+        if not list_image_groups(args.input):  # raw data: say what took the time before the first image goes out
+            print(f"{len(images)} images reconstructed from the raw data in {time.perf_counter() - started:.1f} s")
         if header is None:
             raise ImageReadError(f"{args.input}: no ISMRMRD XML header, which the gadget needs")
         properties = dict(args.properties)

@@ -83,7 +83,8 @@ def test_active_replay_round_trip_with_report(lax_cine_nifti, tmp_path, throwawa
     assert "slice  0 (lax, 3 phase(s)): 9/9 landmarks" in capsys.readouterr().out
 
 
-def test_raw_kspace_replayed_to_a_listening_gadget(lax_cine_nifti, tmp_path, throwaway_model_folder, monkeypatch):
+def test_raw_kspace_replayed_to_a_listening_gadget(lax_cine_nifti, tmp_path, throwaway_model_folder, monkeypatch,
+                                                   capsys):
     raw = tmp_path / "raw.h5"
     main_convert([str(lax_cine_nifti), "--out", str(raw), "--view", "lax", "--kspace"])
     monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))  # the gadget runs in this process here
@@ -94,6 +95,8 @@ def test_raw_kspace_replayed_to_a_listening_gadget(lax_cine_nifti, tmp_path, thr
     assert main_replay([str(raw), "--out", str(out), "--gadgetron", f"127.0.0.1:{server.port}"]) == 0
     thread.join(30)
     expected = read_series(lax_cine_nifti).images
+    images = expected.shape[0] * expected.shape[1]
+    assert f"{images} images reconstructed from the raw data in " in capsys.readouterr().out
     reconstructed = read_series(out, "dataset/image_1").images
     np.testing.assert_allclose(reconstructed, expected, atol=1e-3 * expected.max())
     _, annotated = read_ismrmrd_images(out, "dataset/image_101")
