@@ -6,8 +6,9 @@ the project's rule (data README, "Deriving landmarks"):
 Short axis (A-RVI, P-RVI, C-LV)
     C-LV is the centroid of the LV blood pool (its largest connected piece). The RV insertion points are the two
     ends of the arc of LV myocardium that the RV blood pool touches, seen as angles around C-LV. "Touches" means
-    within ``contact_mm`` (default 3 mm, so a one-pixel annotation gap between RV and septum still counts); angles
-    are measured in mm, so anisotropic pixels do not bend the arc. The arc is the complement of the largest
+    within ``contact_mm`` (default 3 mm: a one-pixel annotation gap between RV and septum still counts on pixels
+    up to 1.5 mm, not on ACDC's coarser ones up to 1.95 mm); angles are measured in mm, so anisotropic pixels do
+    not bend the arc. The arc is the complement of the largest
     angular gap in the contact set, which handles arcs running through +-180 degrees. The insertion points are
     absent when there is no RV, fewer than ``MIN_CONTACT_PIXELS`` contact pixels (a speck of contact has no two
     ends), or when the arc covers more than ``MAX_RV_ARC_DEG`` (an RV wrapped all round the LV has no insertions).

@@ -6,8 +6,8 @@ is taken in millimetres and stays right for non-square pixels.
 Angles, defined once here and in docs/gadget.md:
 
 - ``rv_insertion_angle_deg``: the angle at the LV centre between the anterior and the posterior RV insertion
-  points (the arc over which the RV attaches to the septum), 0-180 degrees. It does not depend on how the image
-  is displayed or oriented.
+  points, 0-180 degrees: the arc over which the RV attaches to the septum where that arc is 180 degrees or less
+  (an arc of more, rare, reads as 360 minus it). It does not depend on how the image is displayed or oriented.
 - ``anterior_rvi_direction_deg``: where the anterior RV insertion point lies, seen from the LV centre, measured
   from a reference direction (the patient's anterior direction in the image, from
   :func:`cmr_landmark.geometry.anterior_direction_in_image`, or image "up" when the geometry is unknown),

@@ -122,3 +122,74 @@ def test_bad_input_is_rejected():
         smooth_cine_landmarks(np.zeros((5, 3, 2)), np.zeros((5, 3)), (0.0, 1.0))
     with pytest.raises(ValueError, match="MV-1, MV-2, APEX"):
         lv_length_curve_mm(np.zeros((5, 2, 2)), SPACING_MM)
+
+
+def test_a_probability_equal_to_the_threshold_is_kept():
+    from cmr_landmark.config import DEFAULT_PROBABILITY_THRESHOLD
+
+    points = beating_tracks()
+    probabilities = np.full(points.shape[:2], 0.9)
+    probabilities[4, 0] = DEFAULT_PROBABILITY_THRESHOLD
+    probabilities[6, 1] = 0.5
+    # a point whose probability reaches the threshold is kept, one below it filled
+    assert not smooth_cine_landmarks(points, probabilities, SPACING_MM).filled.any()
+    track = smooth_cine_landmarks(points, probabilities, SPACING_MM, probability_threshold=0.5)
+    assert track.filled[4, 0] and not track.filled[6, 1] and track.filled.sum() == 1
+
+
+def test_a_jump_of_exactly_the_outlier_limit_is_kept():
+    points = beating_tracks()
+    points[5, 2] += (0.0, 5.0)  # the still apex, 5 columns of 2 mm: 10 mm from its neighbours, "within" 10 mm
+    assert not smooth_cine_landmarks(points, np.full(points.shape[:2], 0.9), (2.0, 2.0)).filled.any()
+    points[5, 2] += (0.0, 0.01)
+    assert smooth_cine_landmarks(points, np.full(points.shape[:2], 0.9), (2.0, 2.0)).filled[5, 2]
+
+
+def test_a_ten_phase_series_is_checked_for_outliers():
+    points = beating_tracks(10, shortening=0.1)
+    points[5, 2] += (20.0, 0.0)  # 30 mm
+    track = smooth_cine_landmarks(points, np.full(points.shape[:2], 0.9), SPACING_MM)
+    assert track.filled[5, 2] and track.filled.sum() == 1
+
+
+def test_a_large_outlier_does_not_make_its_neighbours_outliers():
+    # 60 mm off: a mean of the neighbourhood would move 15 mm towards it, the median does not move
+    points = beating_tracks()
+    points[5, 2] += (40.0, 0.0)
+    track = smooth_cine_landmarks(points, np.full(points.shape[:2], 0.9), SPACING_MM)
+    assert track.filled[5, 2] and track.filled.sum() == 1
+
+
+def test_the_default_smoothing_is_a_cyclic_gaussian_of_three_quarters_of_a_phase():
+    # A still apex one pixel off at phase 0 (1.5 mm, no outlier): the smoothed track is the Gaussian kernel
+    # (sigma 0.75 phases, cut at 4 sigma = 3 phases) centred on phase 0, reaching round the cycle to phases 22-24.
+    points = np.tile([[100.0, 100.0], [100.0, 130.0], [160.0, 115.0]], (N_PHASES, 1, 1))
+    points[0, 2, 0] += 1.0
+    track = smooth_cine_landmarks(points, np.full(points.shape[:2], 0.9), SPACING_MM)
+    distances = np.arange(-3, 4)
+    weights = np.exp(-(distances**2) / (2 * 0.75**2))
+    weights /= weights.sum()
+    expected = np.full(N_PHASES, 160.0)
+    expected[distances % N_PHASES] += weights
+    np.testing.assert_allclose(track.points_rc[:, 2, 0], expected, atol=1e-9)
+    np.testing.assert_allclose(track.points_rc[:, :2], points[:, :2], atol=1e-9)
+    assert not track.filled.any()
+
+
+def test_a_filled_landmark_keeps_its_own_probability():
+    names = ("MV-1", "MV-2", "APEX")
+    found = [{n: Landmark(p[0], p[1], 0.8) for n, p in zip(names, phase, strict=True)} for phase in beating_tracks()]
+    found[3]["MV-1"] = Landmark(found[3]["MV-1"].row, found[3]["MV-1"].col, 0.05)  # weak: filled
+    found[9]["APEX"] = None  # absent: filled, probability 0
+    result = smooth_cine_detections(found, SPACING_MM)
+    assert result.filled[3]["MV-1"] and result.filled[9]["APEX"]
+    assert result.landmarks[3]["MV-1"].probability == 0.05
+    assert result.landmarks[9]["APEX"].probability == 0.0
+    assert result.landmarks[4]["MV-1"].probability == 0.8
+
+
+def test_an_ed_es_pair_is_not_smoothed():
+    # two phases half a beat apart: smoothing would blur ED and ES into each other and shrink the shortening
+    points = beating_tracks(2, shortening=0.25)
+    track = smooth_cine_landmarks(points, np.full(points.shape[:2], 0.9), SPACING_MM)
+    np.testing.assert_array_equal(track.points_rc, points)

@@ -372,3 +372,140 @@ def test_manifests_are_written_and_shipped_as_strict_json(tmp_path):
     strict = json.loads((tmp_path / "manifest.json").read_text(), parse_constant=pytest.fail)  # jq/JavaScript: no NaN
     assert strict["models"][0]["validation"] == {"mean_mm": None, "slices": 3}
     json.loads((models_dir() / "manifest.json").read_text(), parse_constant=pytest.fail)
+
+
+# --- hand-computed tables (each pins one rule the judged figures depend on) --------------------------------------
+
+
+def test_a_probability_equal_to_the_threshold_is_a_detection() -> None:
+    # "below which a landmark is not found": a peak of exactly the threshold is found, labelled or not
+    truth = np.full((2, 3, 2), 50.0)
+    truth[1] = np.nan  # slice 1 has no landmark
+    probability = np.array([[0.5, 0.5, 0.9], [0.5, 0.1, 0.1]])
+    evaluation = Evaluation("sax", 0.5, np.full((2, 3, 2), 50.0), probability, truth, np.ones((2, 2)))
+    anterior = landmark_table(evaluation)[0]
+    assert anterior["detected"] == 1 and anterior["detection_rate_pct"] == 100.0
+    assert anterior["false_positives"] == 1 and anterior["false_positive_rate_pct"] == 100.0
+
+
+def test_image_table_counts_partly_labelled_slices_in_neither_row() -> None:
+    # A: nothing labelled, nothing found; B: nothing labelled, A-RVI found; C, D: only C-LV labelled (an apical slice
+    # with no RV), D with a spurious A-RVI; E: all labelled and found; F: all labelled, P-RVI missed
+    truth = np.full((6, 3, 2), 50.0)
+    truth[[0, 1]] = np.nan
+    truth[[2, 3], :2] = np.nan
+    probability = np.array([[0.1, 0.1, 0.1], [0.9, 0.1, 0.1], [0.1, 0.1, 0.9], [0.9, 0.1, 0.9],
+                            [0.9, 0.9, 0.9], [0.9, 0.2, 0.9]])
+    evaluation = Evaluation("sax", 0.5, np.full((6, 3, 2), 50.0), probability, truth, np.ones((6, 2)))
+    empty, complete = image_table(evaluation)
+    assert (empty["count"], empty["correct"], empty["false_positive_images"]) == (2, 1, 1)
+    assert empty["correct_pct"] == 50.0 and empty["false_positive_pct"] == 50.0
+    assert (complete["count"], complete["correct"], complete["correct_pct"]) == (2, 1, 50.0)
+
+
+def test_the_mean_distance_is_over_the_labelled_landmarks_whatever_their_probability() -> None:
+    spacing = np.array([[1.0, 2.0], [1.0, 2.0]])  # rows 1 mm, columns 2 mm
+    truth = np.full((2, 3, 2), 40.0)
+    truth[1] = np.nan  # nothing labelled on slice 1: its predictions count nowhere
+    predicted = np.full((2, 3, 2), 40.0)
+    predicted[0, 0] = (43.0, 40.0)  # 3 rows: 3 mm
+    predicted[0, 1] = (40.0, 42.0)  # 2 columns: 4 mm
+    probability = np.array([[0.9, 0.1, 0.9], [0.9, 0.9, 0.9]])  # P-RVI missed: still counted, thresholds aside
+    evaluation = Evaluation("sax", 0.5, predicted, probability, truth, spacing)
+    assert evaluation.mean_distance_mm == pytest.approx((3.0 + 4.0 + 0.0) / 3)
+
+
+def test_landmark_table_statistics_on_hand_computed_distances() -> None:
+    # C-LV found 5 times, 1, 2, 3, 4 and 10 mm off along the 0.5 mm columns; missed once (50 mm off, not counted);
+    # unlabelled once
+    offsets_mm = [1.0, 2.0, 3.0, 4.0, 10.0, 50.0]
+    truth = np.full((7, 3, 2), 60.0)
+    truth[6] = np.nan
+    predicted = truth.copy()
+    predicted[6] = 60.0
+    predicted[:6, 2, 1] += np.array(offsets_mm) / 0.5
+    probability = np.full((7, 3), 0.9)
+    probability[5, 2] = 0.2
+    probability[6] = 0.1
+    evaluation = Evaluation("sax", 0.5, predicted, probability, truth, np.tile([2.0, 0.5], (7, 1)))
+    row = landmark_table(evaluation)[2]
+    assert row["landmark"] == "C-LV" and (row["labelled"], row["detected"], row["unlabelled"]) == (6, 5, 1)
+    assert row["detection_rate_pct"] == pytest.approx(500 / 6) and row["false_positives"] == 0
+    assert row["mean_mm"] == pytest.approx(4.0)
+    assert row["sd_mm"] == pytest.approx(np.sqrt((9 + 4 + 1 + 0 + 36) / 4))  # squared deviations from 4, n - 1
+    assert row["median_mm"] == pytest.approx(3.0)
+    assert row["p95_mm"] == pytest.approx(4.0 + 0.8 * (10.0 - 4.0))  # rank 0.95 * 4 = 3.8, linear interpolation
+    assert row["max_mm"] == pytest.approx(10.0)
+
+
+def test_measure_table_compares_lv_lengths_for_the_long_axis() -> None:
+    # labels: MV-1 (10, 20), MV-2 (10, 40), APEX 50 rows below their midpoint: 75 mm at 1.5 mm rows. Predicted apex
+    # 4, 2 and 3 rows short: 69, 72, 70.5 mm. A fourth slice's apex is missed and left out.
+    truth = np.tile(np.array([[10.0, 20.0], [10.0, 40.0], [60.0, 30.0]]), (4, 1, 1))
+    predicted = truth.copy()
+    predicted[:, 2, 0] -= np.array([4.0, 2.0, 3.0, 30.0])
+    probability = np.full((4, 3), 0.9)
+    probability[3, 2] = 0.1
+    evaluation = Evaluation("lax", 0.5, predicted, probability, truth, np.tile([1.5, 0.7], (4, 1)))
+    (row,) = measure_table(evaluation)
+    assert (row["measure"], row["unit"], row["slices"]) == ("lv_length", "mm", 3)
+    assert row["label_mean"] == pytest.approx(75.0) and row["predicted_mean"] == pytest.approx(70.5)
+    assert row["difference_mean"] == pytest.approx(-4.5) and row["abs_difference_mean"] == pytest.approx(4.5)
+    assert row["difference_sd"] == pytest.approx(1.5)  # differences -6, -3, -4.5
+    t = -4.5 / (1.5 / np.sqrt(3))
+    assert row["paired_t_test_p"] == pytest.approx(2 * stats.t.sf(abs(t), df=2))
+
+
+def _evaluation_with_probabilities(labelled_probabilities, unlabelled_probabilities) -> Evaluation:
+    n = len(labelled_probabilities) + len(unlabelled_probabilities)
+    assert n % 3 == 0
+    probability = np.array([*labelled_probabilities, *unlabelled_probabilities], dtype=float).reshape(-1, 3)
+    truth = np.full((n, 2), 50.0)
+    truth[len(labelled_probabilities):] = np.nan
+    return Evaluation("sax", 0.5, np.full((n // 3, 3, 2), 50.0), probability, truth.reshape(-1, 3, 2),
+                      np.ones((n // 3, 2)))
+
+
+def test_threshold_choice_weighs_false_positives_by_the_unlabelled_count() -> None:
+    # 10 labelled (8 at 0.9, 2 at 0.4), 2 unlabelled (0.1, 0.45). Youden's J: 0.5 for thresholds in (0.1, 0.4]
+    # (all found, 1 of 2 false), 0.8 in (0.45, 0.9] (8 of 10 found, none false)
+    evaluation = _evaluation_with_probabilities([0.9] * 8 + [0.4] * 2, [0.1, 0.45])
+    assert 0.45 < choose_threshold(evaluation) <= 0.9
+
+
+def test_threshold_choice_takes_the_middle_of_a_plateau() -> None:
+    # labelled at 0.7, unlabelled at 0.3: every candidate in (0.3, 0.7] (0.325 ... 0.7) is perfect
+    evaluation = _evaluation_with_probabilities([0.7] * 6, [0.3] * 3)
+    assert choose_threshold(evaluation) == pytest.approx((0.325 + 0.7) / 2, abs=0.0125 + 1e-9)
+
+
+def test_the_slice_rows_give_each_landmarks_own_error_and_probability() -> None:
+    from types import SimpleNamespace
+
+    from cmr_landmark.evaluation import slice_rows
+
+    truth = np.full((2, 3, 2), 30.0)
+    truth[1, 0] = np.nan  # A-RVI not labelled on the second slice
+    predicted = truth.copy()
+    predicted[0] += [[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]]  # rows of 2 mm, columns of 0.5 mm: 2, 1, hypot(6, 2) mm
+    predicted[1, 0] = 50.0
+    probability = np.array([[0.9, 0.8, 0.7], [0.1, 0.6, 0.5]])
+    evaluation = Evaluation("sax", 0.5, predicted, probability, truth, np.tile([2.0, 0.5], (2, 1)))
+    slices = [SimpleNamespace(dataset="acdc", patient="patient001", slice_index=i, phase=0) for i in (0, 1)]
+    first, second = slice_rows(evaluation, slices)
+    assert (first["dataset"], first["patient"], first["slice_index"]) == ("acdc", "patient001", 0)
+    assert first["A-RVI_error_mm"] == pytest.approx(2.0) and first["P-RVI_error_mm"] == pytest.approx(1.0)
+    assert first["C-LV_error_mm"] == pytest.approx(np.hypot(6.0, 2.0)) and first["C-LV_probability"] == 0.7
+    assert np.isnan(second["A-RVI_error_mm"]) and second["A-RVI_probability"] == 0.1
+    assert second["P-RVI_error_mm"] == 0.0
+
+
+def test_markdown_tables_keep_small_p_values_and_say_n_a() -> None:
+    from cmr_landmark.evaluation import markdown_table
+
+    table = markdown_table([{"measure": "lv_length", "slices": 3, "difference_mean": -4.5,
+                             "difference_sd": float("nan"), "paired_t_test_p": 0.00042}])
+    header, rule, row = table.splitlines()
+    assert header == "| measure | slices | difference_mean | difference_sd | paired_t_test_p |"
+    assert rule == "|---|---|---|---|---|"
+    assert row == "| lv_length | 3 | -4.50 | n/a | 0.00042 |"  # a p of 0.0004 is not "0.00"

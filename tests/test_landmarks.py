@@ -174,6 +174,134 @@ def test_lax_closed_blood_pool_has_no_landmarks():
     assert np.all(np.isnan(derive_lax_landmarks(mask)))
 
 
+
+def test_sax_centre_is_the_centroid_of_the_largest_blood_pool_piece():
+    # An L-shaped blood pool: a 20 x 20 square (centroid 79.5, 79.5) and a 10 x 10 foot below its left half
+    # (centroid 94.5, 74.5): centroid ((400 * 79.5 + 100 * 94.5) / 500, (400 * 79.5 + 100 * 74.5) / 500). A stray
+    # 2 x 2 speck of blood-pool label far away is not part of the LV.
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[70:90, 70:90] = 1
+    mask[90:100, 70:80] = 1
+    mask[10:12, 10:12] = 1
+    points = derive_sax_landmarks(mask)
+    np.testing.assert_allclose(points[2], (82.5, 78.5), atol=1e-9)
+    assert np.all(np.isnan(points[:2]))
+
+
+def _box_heart(rv_rows=(60, 101), rv_cols=(30, 51)) -> np.ndarray:
+    """A square LV: blood pool rows/cols 60..100, myocardium to 52..108; an RV block (default rows 60..100, cols
+    30..50) left of the septum, with one unlabelled column (51) between them, as annotations often leave."""
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[52:109, 52:109] = 2
+    mask[60:101, 60:101] = 1
+    mask[rv_rows[0]:rv_rows[1], rv_cols[0]:rv_cols[1]] = 3
+    return mask
+
+
+def test_sax_one_pixel_gap_counts_as_contact_within_the_margin_in_mm():
+    # Columns of 1.5 mm: the septal myocardium column 52 is 2 columns = 3.0 mm from the RV, within the 3 mm margin
+    # ("within contact_mm"); column 53 is 4.5 mm away, and the myocardium at rows 58-59 is over 3 mm from the RV's
+    # corner (60, 50) (row 59: hypot(1 mm, 3 mm)). So the contact is column 52, rows 60..100, and its ends are the
+    # insertion points, the upper one anterior.
+    points = derive_sax_landmarks(_box_heart(), pixel_spacing_mm=(1.0, 1.5))
+    np.testing.assert_array_equal(points, [[60.0, 52.0], [100.0, 52.0], [80.0, 80.0]])
+    # Measured in pixels instead (a 3-pixel margin), rows 58 and 102 of column 52 would count too.
+
+
+def test_sax_a_speck_of_contact_has_no_insertion_points():
+    # With a 1 mm margin, an RV of n pixels in the gap column touches n septal pixels: fewer than 3 have no two ends.
+    for n in (1, 2):
+        points = derive_sax_landmarks(_box_heart((80, 80 + n), (51, 52)), contact_mm=1.0)
+        assert np.all(np.isnan(points[:2])) and np.all(np.isfinite(points[2])), n
+    points = derive_sax_landmarks(_box_heart((80, 83), (51, 52)), contact_mm=1.0)
+    np.testing.assert_array_equal(points[:2], [[80.0, 52.0], [82.0, 52.0]])
+
+
+def test_sax_rv_wrapped_over_more_than_300_degrees_has_no_insertion_points():
+    # 310 degrees of crescent (widened a little by the contact margin): over the limit
+    assert np.all(np.isnan(derive_sax_landmarks(_sax_mask(110, 60))[:2]))
+    # 260 degrees: insertion points, at the crescent's ends widened by the margin
+    points = derive_sax_landmarks(_sax_mask(140, 40))
+    assert 125 < _screen_angle_deg(points[0]) <= 140 and 40 <= _screen_angle_deg(points[1]) < 55
+
+
+def test_sax_arc_limit_is_measured_in_mm():
+    # 270 degrees of crescent in mm, with the gap at the top; columns twice as long as rows. In pixels the 90 degree
+    # gap looks ~40 degrees wide (an arc over 300 degrees), in mm it is 90 less the margin: under the limit.
+    spacing = (1.0, 2.0)
+    points = derive_sax_landmarks(_sax_mask(135, 45, spacing=spacing), pixel_spacing_mm=spacing)
+    anterior = _screen_angle_deg(points[0], spacing=spacing)
+    posterior = _screen_angle_deg(points[1], spacing=spacing)
+    assert 120 < anterior <= 135 and 45 <= posterior < 60
+
+
+
+def test_lax_blood_pool_cut_by_the_image_edge_is_not_a_valve():
+    # The horseshoe with its left 60 columns cut off: the blood pool runs into the image edge over rows 60..101
+    # (42 pixels, nearly as long as the valve). The edge is closed; the valve is still row 60, from the edge
+    # (column 56 of the whole horseshoe lies outside) to column 104 - 60 = 44.
+    mask, _ = _lax_horseshoe()
+    points = derive_lax_landmarks(mask[:, 60:])
+    np.testing.assert_array_equal(points[:2], [[60.0, 0.0], [60.0, 44.0]])
+    assert np.linalg.norm(points[2] - (137.0, 20.0)) < 2.0
+
+
+def test_lax_blunt_lopsided_apex_gives_the_middle_of_its_cap():
+    # An LV whose epicardium ends in a cap at 60 px from the mitral midpoint (30, 80), a circular arc about it from
+    # 28 px left (asin(28 / 60) = 27.8 degrees) to 5 px right (4.8 degrees) of the long axis; further right the wall
+    # is 6 px nearer. Every cap pixel is as far as any other within rasterisation: APEX is the middle of the cap
+    # (11.5 degrees left of the axis), not the one pixel straight down that happens to be exactly 60 px away.
+    rows, cols = np.mgrid[:110, :160].astype(float)
+    distance = np.hypot(rows - 30, cols - 80)
+    below = rows >= 30
+
+    def region(radius, left, right):
+        return below & (distance <= radius) & (cols >= 80 - left) & (cols <= 80 + right) & (
+            (cols <= 85) | (distance <= radius - 6))
+
+    mask = np.zeros(rows.shape, np.uint8)
+    mask[region(60, 28, 28)] = 2
+    mask[region(53, 22, 22)] = 1
+    points = derive_lax_landmarks(mask)
+    np.testing.assert_array_equal(points[:2], [[30.0, 58.0], [30.0, 102.0]])
+    offset = points[2] - (30.0, 80.0)
+    left_of_axis_deg = np.degrees(np.arctan2(-offset[1], offset[0]))
+    cap_middle_deg = (np.degrees(np.arcsin(28 / 60)) - np.degrees(np.arcsin(5 / 60))) / 2
+    assert abs(left_of_axis_deg - cap_middle_deg) < 2.0
+    assert 57 < np.hypot(*offset) <= 60
+
+
+def test_lax_tilted_ventricle_on_anisotropic_pixels_is_measured_in_mm():
+    # The horseshoe's ellipses drawn in mm (axis 78 mm to the epicardial apex, valve 2 x 25 mm wide), tilted 30
+    # degrees off the image's down direction, on pixels of 2 mm rows x 1 mm columns. The landmarks follow the mm
+    # geometry; the apex found by the farthest pixel in pixel units would be over 13 mm away.
+    spacing = np.array([2.0, 1.0])
+    rows, cols = np.mgrid[:120, :200].astype(float)
+    valve_mm = np.array([40.0, 100.0])
+    y, x = rows * spacing[0] - valve_mm[0], cols * spacing[1] - valve_mm[1]
+    axis = np.array([np.cos(np.radians(30)), np.sin(np.radians(30))])  # (row, col) in mm, towards the apex
+    along, across = y * axis[0] + x * axis[1], -y * axis[1] + x * axis[0]
+    mask = np.zeros(rows.shape, np.uint8)
+    mask[((along / 78) ** 2 + (across / 33) ** 2 < 1) & (along >= 0)] = 2
+    mask[((along / 70) ** 2 + (across / 25) ** 2 < 1) & (along >= 0)] = 1
+    points = derive_lax_landmarks(mask, pixel_spacing_mm=tuple(spacing))
+    across_dir = np.array([-axis[1], axis[0]])
+    # MV-1 is the left-hand end with the apex pointing down: the end at -25 mm across
+    expected = np.array([valve_mm - 25 * across_dir, valve_mm + 25 * across_dir, valve_mm + 78 * axis]) / spacing
+    errors_mm = np.linalg.norm((points - expected) * spacing, axis=1)
+    assert np.all(errors_mm < 3.0), errors_mm
+
+
+
+def test_lax_gap_in_the_myocardium_annotation_is_not_the_valve():
+    # A 3-row gap in the lateral wall (rows 99-101): the blood pool meets the background there too, a short opening
+    # beside the long one at the base. The valve is the longest opening.
+    mask, expected = _lax_horseshoe()
+    wall = mask[99:102, 100:115]
+    wall[wall == 2] = 0
+    np.testing.assert_allclose(derive_lax_landmarks(mask), expected, atol=1.5)
+
+
 # --- real slices ---------------------------------------------------------------------------------------------
 
 

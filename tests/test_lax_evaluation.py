@@ -90,3 +90,24 @@ def test_the_command_writes_its_outputs_for_a_model_that_finds_nothing_in_the_ci
         assert all(math.isnan(row[f"{name}_mm"]) for name in ("MV-1", "MV-2", "APEX"))
     assert (out / "lax_cine_curve.png").is_file() and (out / "lax_cine_overlays.png").is_file()
     assert "cine, smoothed, at ED: MV-1 not found, MV-2 not found, APEX not found" in capsys.readouterr().out
+
+
+def test_a_point_on_the_mitral_track_extended_beyond_es_is_not_on_the_valve() -> None:
+    ed = np.array([[100.0, 100.0], [100.0, 130.0], [160.0, 115.0]])
+    es = ed + [[8.0, 0.0], [8.0, 0.0], [0.0, 0.0]]
+    slices = [Slice(np.zeros((8, 8), np.float32), (1.5, 1.5), labels, "lax", "cine", "mnms2", "001", 0, phase)
+              for phase, labels in ((0, ed), (1, es))]
+    apex = [160.0, 115.0]
+    # both points on the lines of the tracks, 22 px (33 mm) past the ES ends: on the lines, far off the tracks
+    beyond = [[130.0, 100.0], [130.0, 130.0], apex]
+    on_track = [[104.0, 100.0], [104.0, 130.0], apex]
+    assert phases_on_the_mitral_valve(np.array([beyond, on_track]), slices) == 1
+
+
+def test_the_labelled_frame_is_matched_to_the_identical_cine_phase() -> None:
+    from cmr_landmark.lax_evaluation import matching_frame
+
+    rng = np.random.default_rng(0)
+    phases = [Slice(rng.random((8, 8)).astype(np.float32), (1.5, 1.5), np.full((3, 2), np.nan), "lax", "cine",
+                    "mnms2", "001", 0, t) for t in range(4)]
+    assert [matching_frame(s.image.copy(), phases) for s in phases] == [0, 1, 2, 3]

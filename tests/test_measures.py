@@ -126,3 +126,15 @@ def test_the_anterior_rvi_direction_is_the_same_however_the_slice_is_stored() ->
         measures.append(measure_slice([found], "sax", (1.5, 1.5), 0.5, [(stored_read_dir, phase_dir)]).measures[0])
     assert measures[0]["AnteriorRVIDirection_deg"] == pytest.approx(measures[1]["AnteriorRVIDirection_deg"])
     assert measures[0]["RVInsertionAngle_deg"] == pytest.approx(measures[1]["RVInsertionAngle_deg"])
+
+
+def test_rv_insertion_points_on_opposite_sides_of_the_centre_make_180_degrees() -> None:
+    # (43.5, 73.4) and (67.9, 7.2) are mirror images through (55.7, 40.3); on these pixels the cosine of the two
+    # directions rounds to just below -1, which must still read as 180 degrees, not NaN
+    assert rv_insertion_angle_deg((43.5, 73.4), (67.9, 7.2), (55.7, 40.3), (0.84, 1.43)) == pytest.approx(180.0)
+
+
+def test_anterior_rvi_direction_a_hair_clockwise_of_the_reference_is_0_not_360() -> None:
+    # the reference points right and a hair (1e-17) up, the A-RVI straight right: -6e-16 degrees, which wraps to 0
+    angle = anterior_rvi_direction_deg((50.0, 60.0), (50.0, 50.0), (1.0, 1.0), (-1e-17, 1.0))
+    assert 0.0 <= angle < 360.0 and angle == pytest.approx(0.0, abs=1e-9)
