@@ -23,6 +23,7 @@ from cmr_landmark.io.recon import (
     grappa_weights,
     line_sampling,
     longest_run,
+    magnitude_image,
     read_encoding,
     readout_span,
     reconstruct_cartesian,
@@ -52,10 +53,11 @@ def rows(raw) -> int:
     return raw[0].encoding[0].encodedSpace.matrixSize.y
 
 
-def accelerated_header(raw, acceleration: int) -> xsd.ismrmrdHeader:
+def accelerated_header(raw, acceleration: int, calibration_mode: xsd.calibrationModeType | None = None
+                       ) -> xsd.ismrmrdHeader:
     header = copy.deepcopy(raw[0])
     header.encoding[0].parallelImaging = xsd.parallelImagingType(accelerationFactor=xsd.accelerationFactorType(
-        kspace_encoding_step_1=acceleration, kspace_encoding_step_2=1))
+        kspace_encoding_step_1=acceleration, kspace_encoding_step_2=1), calibrationMode=calibration_mode)
     return header
 
 
@@ -66,8 +68,10 @@ def is_acs(step: int, lines: int, total: int) -> bool:
 def undersample(raw, acceleration: int, acs_lines: int = ACS_LINES, calibration: str = "embedded",
                 first_line: int = 0) -> list[ismrmrd.Acquisition]:
     """One line in every ``acceleration`` from ``first_line`` (partial Fourier below it), and the central
-    ``acs_lines`` as ``calibration``: "embedded" image lines flagged ..._CALIBRATION_AND_IMAGING, "unflagged" image
-    lines, or a "separate" reference scan of phase 0 only, flagged ACQ_IS_PARALLEL_CALIBRATION and at half the signal
+    ``acs_lines`` as ``calibration``: "embedded" image lines flagged ..._CALIBRATION_AND_IMAGING, "integrated" as
+    siemens_to_ismrmrd writes Siemens' integrated reference lines (those on the image grid flagged
+    ..._CALIBRATION_AND_IMAGING, the others ACQ_IS_PARALLEL_CALIBRATION only), "unflagged" image lines, or a
+    "separate" reference scan of phase 0 only, flagged ACQ_IS_PARALLEL_CALIBRATION and at half the signal
     (another contrast: mixed into the image, it would show), as Siemens acquires it once per slice."""
     total = rows(raw)
     kept = []
@@ -84,22 +88,24 @@ def undersample(raw, acceleration: int, acs_lines: int = ACS_LINES, calibration:
         if step < first_line:
             continue
         if acs and not separate_acs:
-            if calibration == "embedded":
+            if calibration == "embedded" or (calibration == "integrated" and step % acceleration == 0):
                 acquisition.set_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+            elif calibration == "integrated":
+                acquisition.set_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
             kept.append(acquisition)
         elif step % acceleration == 0:
             kept.append(acquisition)
     return kept
 
 
-def zero_filled(raw, kept: list[ismrmrd.Acquisition], first_line: int = 0) -> np.ndarray:
-    """The plain reconstruction of the undersampled lines: the missing ones zero, nothing unfolded."""
-    image_lines = {a.idx.kspace_encode_step_1 for a in kept if not a.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)}
-    zeroed = copy.deepcopy(raw[1])
-    for acquisition in zeroed:
-        if acquisition.idx.kspace_encode_step_1 not in image_lines:
-            acquisition.data[:] = 0
-    return pixels(raw[0], [a for a in zeroed if a.idx.kspace_encode_step_1 >= first_line])
+def zero_filled(raw, kept: list[ismrmrd.Acquisition]) -> np.ndarray:
+    """The plain reconstruction of the undersampled image lines: the missing ones zero, nothing unfolded (built
+    here: the reconstruction takes readouts of zeros for lines not acquired, and unfolds them)."""
+    encoding = read_encoding(raw[0])
+    image_lines = [a for a in kept if not a.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)]
+    phases = [[a for a in image_lines if a.idx.phase == phase] for phase in sorted({a.idx.phase for a in image_lines})]
+    return np.stack([magnitude_image(encoding, fill_kspace(encoding, "", lines)[0], lines[0], 1).data[0, 0]
+                     for lines in phases])
 
 
 def pixels(header, acquisitions) -> np.ndarray:
@@ -122,7 +128,7 @@ def test_grappa_unfolds_undersampled_lines(raw, acceleration, calibration, first
     # the reference: every line from the first acquired one, through the existing (partial Fourier) path
     reference = pixels(raw[0], [a for a in raw[1] if a.idx.kspace_encode_step_1 >= first_line])
     reconstructed = pixels(accelerated_header(raw, acceleration), kept)
-    error, folded = nrmse(reconstructed, reference), nrmse(zero_filled(raw, kept, first_line), reference)
+    error, folded = nrmse(reconstructed, reference), nrmse(zero_filled(raw, kept), reference)
     assert error < limit and folded > 5 * error, (error, folded)
 
 
@@ -178,3 +184,41 @@ def test_an_acceleration_other_than_the_headers_is_refused(raw):
     with pytest.raises(ImageReadError, match="one k-space line in every 3 was acquired, but the header's "
                                              "parallel-imaging acceleration is 2"):
         reconstruct_cartesian(accelerated_header(raw, 2), undersample(raw, 3))
+
+
+@pytest.mark.parametrize(("mode", "limit"), [(xsd.calibrationModeType.EMBEDDED, 0.025), (None, 0.08)],
+                         ids=["embedded", "no-mode"])
+def test_integrated_reference_lines_are_measured_lines_of_their_image(raw, mode, limit):
+    """Siemens' integrated reference lines off the image grid come flagged calibration-only, under the calibration
+    mode "embedded": they were GRAPPA-estimated like any skipped line (R = 3: 0.050, as with a separate reference
+    scan); measured in the image's own phase, they now stand in it (0.018, as embedded lines flagged for imaging).
+    Without that mode they may be another contrast and only fit the kernel."""
+    kept = undersample(raw, 3, calibration="integrated")
+    assert sum(a.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION) for a in kept) == 2 * 16  # 16 of 24 a phase
+    error = nrmse(pixels(accelerated_header(raw, 3, mode), kept), pixels(raw[0], raw[1]))
+    assert error < limit and (mode is None) == (error > 0.04), error
+
+
+def test_skipped_lines_written_as_readouts_of_zeros_are_unfolded(raw):
+    """A converter that writes the whole k-space matrix puts zeros where lines were skipped: they were taken for
+    acquired lines, so every line was 'sampled' and the image came back folded (0.21 from the fully sampled)."""
+    kept = undersample(raw, 2)
+    acquired = {(a.idx.phase, a.idx.kspace_encode_step_1) for a in kept}
+    zeros = []
+    for acquisition in copy.deepcopy(raw[1]):
+        if (acquisition.idx.phase, acquisition.idx.kspace_encode_step_1) not in acquired:
+            acquisition.data[:] = 0
+            zeros.append(acquisition)
+    header = accelerated_header(raw, 2)
+    np.testing.assert_allclose(pixels(header, kept + zeros), pixels(header, kept), rtol=1e-6, atol=1e-3)
+    assert nrmse(pixels(header, kept + zeros), pixels(raw[0], raw[1])) < 0.02
+
+
+def test_time_interleaved_sampling_is_refused_naming_it(raw):
+    """TGRAPPA/TSENSE shift the lines by one from phase to phase: refused as such, not as lines lost."""
+    shifted = [a for a in raw[1] if (a.idx.kspace_encode_step_1 - a.idx.phase) % 2 == 0 or
+               is_acs(a.idx.kspace_encode_step_1, ACS_LINES, rows(raw))]
+    with pytest.raises(ImageReadError, match=r"slice 0 phase 1: the lines parallel imaging acquired move from image to "
+                                             r"image \(one in every 2 from line 1 here, from line 0 in slice 0 phase "
+                                             r"0\): time-interleaved sampling \(TGRAPPA, TSENSE, k-t\)"):
+        reconstruct_cartesian(accelerated_header(raw, 2), shifted)

@@ -2,8 +2,10 @@
 acquisitions' encode step 1 (averages averaged), fill the lines parallel imaging skipped by GRAPPA, zero-fill partial
 Fourier and asymmetric echoes, inverse FFT, root-sum-of-squares over coils, resample and crop from the encoded to the
 recon field of view and matrix (readout and phase oversampling, phase resolution below 100 %). Noise, navigator,
-phase-correction and other non-imaging acquisitions are left out; parallel-imaging calibration-only lines only fit
-the GRAPPA kernel.
+phase-correction and other non-imaging acquisitions are left out, and so are readouts of exact zeros (lines a
+converter wrote for lines not acquired); parallel-imaging calibration-only lines only fit the GRAPPA kernel, except
+that under the header's calibration mode "embedded" (Siemens' integrated reference lines) they also replace GRAPPA's
+estimates of those lines in the image of their own slice and phase.
 
 GRAPPA (Griswold et al., Magn Reson Med 47:1202, 2002), along encode step 1 only: the acceleration R is the spacing
 of the lines acquired outside the calibration block (one in every R from the first sampled line to the last). Each
@@ -14,8 +16,9 @@ ACQ_IS_PARALLEL_CALIBRATION (a separate reference scan, of any phase) or ..._CAL
 images' densely sampled centre. Acquired lines are kept as acquired; lines beyond the first and last acquired one
 (partial Fourier) stay zero.
 
-Refused with one line saying so: lines missing irregularly (not one in every R), undersampled single-coil data,
-calibration blocks too short for the kernel, 3-D encoding and several repetitions, contrasts or sets."""
+Refused with one line saying so: lines missing irregularly (not one in every R), lines that move from phase to phase
+(time-interleaved TGRAPPA/TSENSE sampling), undersampled single-coil data, calibration blocks too short for the
+kernel, 3-D encoding and several repetitions, contrasts or sets."""
 
 from __future__ import annotations
 
@@ -31,8 +34,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .image_series import ImageReadError
 
 # Acquisitions that carry no imaging k-space lines. A calibration-only line is a parallel-imaging reference line
-# (GRAPPA/SENSE ACS, often of another contrast), not part of the image but used to fit the GRAPPA kernel; a line
-# flagged ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING is both.
+# (GRAPPA/SENSE ACS, often of another contrast), not part of the image but used to fit the GRAPPA kernel (and, in
+# an "embedded" calibration mode, put in its own image where GRAPPA would estimate it); a line flagged
+# ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING is both.
 NON_IMAGING_FLAGS = (
     ismrmrd.ACQ_IS_NOISE_MEASUREMENT,
     ismrmrd.ACQ_IS_NAVIGATION_DATA,
@@ -104,6 +108,10 @@ class Encoding:
     resampled_y: int
     centre_line: int  # the encode step 1 of the k-space centre (encodingLimits), lands on encoded_y // 2
     acceleration: int  # the header's parallel-imaging factor along encode step 1 (1: none)
+    # the header's calibration mode is "embedded": calibration-only lines were acquired within the image of their
+    # slice and phase (Siemens' integrated reference lines; siemens_to_ismrmrd writes "separate" for a reference
+    # scan), in its contrast, so they are measured lines of that image
+    embedded_calibration: bool
 
 
 def _resampled(recon: int, encoded: int, recon_fov_mm: float, encoded_fov_mm: float) -> int:
@@ -164,15 +172,23 @@ def read_encoding(header: ismrmrd.xsd.ismrmrdHeader) -> Encoding:
     centre_line = int(step_1.center) if step_1 is not None and step_1.center else encoded_y // 2
     parallel = encoding.parallelImaging
     factor = parallel.accelerationFactor.kspace_encoding_step_1 if parallel is not None else None
+    mode = parallel.calibrationMode if parallel is not None else None
     return Encoding(encoded_x, encoded_y, recon_x, recon_y, recon_fov_mm, resampled_x, resampled_y, centre_line,
-                    int(factor or 1))
+                    int(factor or 1), getattr(mode, "value", mode) == "embedded")
+
+
+def measured(acquisition: ismrmrd.Acquisition) -> bool:
+    """Whether ``acquisition`` holds a measured readout: converters that write the whole k-space matrix (from an
+    array, say) put readouts of exact zeros where parallel imaging or partial Fourier skipped a line, and a measured
+    one always has noise. Taken as lines, they would leave the skipped lines zero, the image folded."""
+    return bool(acquisition.data.any())
 
 
 def imaging_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> dict[tuple[int, int], list[ismrmrd.Acquisition]]:
     """The imaging acquisitions by (slice, phase), in order; refuses what they cannot make one image of."""
     lines: dict[tuple[int, int], list[ismrmrd.Acquisition]] = {}
     for acquisition in acquisitions:
-        if any(acquisition.is_flag_set(flag) for flag in NON_IMAGING_FLAGS):
+        if any(acquisition.is_flag_set(flag) for flag in NON_IMAGING_FLAGS) or not measured(acquisition):
             continue
         if acquisition.is_flag_set(ismrmrd.ACQ_IS_REVERSE):  # EPI: needs flipping and ghost correction
             raise ImageReadError(f"an imaging acquisition is flagged ACQ_IS_REVERSE (a readout played backwards, as "
@@ -188,7 +204,7 @@ def imaging_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> dict[tuple[int
         lines.setdefault((int(index.slice), int(index.phase)), []).append(acquisition)
     if not lines:
         raise ImageReadError("no imaging acquisitions to reconstruct (only noise, navigator, calibration or other "
-                             "non-imaging data)")
+                             "non-imaging data, or readouts of zeros)")
     return lines
 
 
@@ -197,7 +213,7 @@ def calibration_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> dict[int, 
     phases together: a separate reference scan is acquired once per slice, and one kernel serves its phases."""
     lines: dict[int, list[ismrmrd.Acquisition]] = {}
     for acquisition in acquisitions:
-        if any(acquisition.is_flag_set(flag) for flag in CALIBRATION_FLAGS):
+        if any(acquisition.is_flag_set(flag) for flag in CALIBRATION_FLAGS) and measured(acquisition):
             lines.setdefault(int(acquisition.idx.slice), []).append(acquisition)
     return lines
 
@@ -407,6 +423,17 @@ def grappa_fill(kspace: np.ndarray, sampled_lines: np.ndarray, sampling: LineSam
     return filled
 
 
+def with_measured_lines(encoding: Encoding, where: str, kspace: np.ndarray, sampled_lines: np.ndarray,
+                        references: Sequence[ismrmrd.Acquisition]) -> np.ndarray:
+    """``kspace`` (GRAPPA-filled) with the lines that ``references``, the image's own reference-only lines of an
+    embedded calibration, measured instead of GRAPPA's estimates of them: measured lines err less (at R = 3 a
+    24-line block halved the error of a simulated cine)."""
+    reference, lines = fill_kspace(encoding, f"{where} calibration", references)
+    estimated = np.setdiff1d(lines, sampled_lines)
+    kspace[:, estimated] = reference[:, estimated]
+    return kspace
+
+
 def magnitude_image(encoding: Encoding, kspace: np.ndarray, acquisition: ismrmrd.Acquisition,
                     image_index: int) -> ismrmrd.Image:
     """The root-sum-of-squares magnitude (float32) of ``kspace`` resampled to the recon field of view and matrix,
@@ -437,7 +464,7 @@ def reconstruct_cartesian(
     encoding = read_encoding(header)
     calibration = calibration_lines(acquisitions)
     images = []
-    pattern: tuple[str, np.ndarray] | None = None
+    pattern: tuple[str, np.ndarray, LineSampling] | None = None
     by_slice = groupby(sorted(imaging_lines(acquisitions).items()), key=lambda item: item[0][0])
     for slice_index, phases in by_slice:
         groups = [group for _, group in phases]
@@ -452,8 +479,15 @@ def reconstruct_cartesian(
             # partial Fourier and parallel imaging are one pattern for the whole scan; a line lost in one image
             # only is damaged data
             if pattern is None:
-                pattern = (where, sampled_lines)
+                pattern = (where, sampled_lines, sampling)
             elif not np.array_equal(sampled_lines, pattern[1]):
+                if (sampling.acceleration == pattern[2].acceleration > 1
+                        and sampling.grid_offset != pattern[2].grid_offset):  # the same R on another grid: not lost
+                    raise ImageReadError(
+                        f"{where}: the lines parallel imaging acquired move from image to image (one in every "
+                        f"{sampling.acceleration} from line {sampled_lines[0]} here, from line {pattern[1][0]} in "
+                        f"{pattern[0]}): time-interleaved sampling (TGRAPPA, TSENSE, k-t), which this reconstruction "
+                        f"does not unfold; {WHAT_TO_DO}")
                 differing = sorted(set(pattern[1].tolist()) ^ set(sampled_lines.tolist()))
                 raise ImageReadError(f"{where}: k-space lines {differing[:5]} are sampled in {pattern[0]} or here "
                                      f"but not in both: lines lost in one image (damaged data); {WHAT_TO_DO}")
@@ -462,8 +496,15 @@ def reconstruct_cartesian(
         if sampling.acceleration > 1:  # every image of the slice has the same lines (checked above): one kernel
             weights = slice_grappa_weights(encoding, f"slice {slice_index}", calibration.get(slice_index, []),
                                            kspaces, sampled_lines, groups[0][0], sampling.acceleration)
+        reference_only = [acquisition for acquisition in calibration.get(slice_index, [])
+                          if acquisition.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)]
         for group, kspace in zip(groups, kspaces, strict=True):
             if weights is not None:
                 kspace = grappa_fill(kspace, sampled_lines, sampling, weights, readout_span(encoding, group[0]))
+                phase = group[0].idx.phase
+                own = [acquisition for acquisition in reference_only if acquisition.idx.phase == phase]
+                if encoding.embedded_calibration and own:
+                    kspace = with_measured_lines(encoding, f"slice {slice_index} phase {phase}", kspace, sampled_lines,
+                                                 own)
             images.append(magnitude_image(encoding, kspace, group[0], len(images) + 1))
     return images
