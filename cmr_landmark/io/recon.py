@@ -457,6 +457,48 @@ def magnitude_image(encoding: Encoding, kspace: np.ndarray, acquisition: ismrmrd
     return image
 
 
+def check_same_lines(first: tuple[str, np.ndarray, LineSampling], where: str, sampled_lines: np.ndarray,
+                     sampling: LineSampling) -> None:
+    """Refuses an image whose sampled lines differ from the ``first`` image's (its place, lines and sampling):
+    partial Fourier and parallel imaging are one pattern for the whole scan, so a line lost in one image only is
+    damaged data, and the same acceleration on another grid is time-interleaved sampling."""
+    first_where, first_lines, first_sampling = first
+    if np.array_equal(sampled_lines, first_lines):
+        return
+    if sampling.acceleration == first_sampling.acceleration > 1 and sampling.grid_offset != first_sampling.grid_offset:
+        raise ImageReadError(
+            f"{where}: the lines parallel imaging acquired move from image to image (one in every "
+            f"{sampling.acceleration} from line {sampled_lines[0]} here, from line {first_lines[0]} in "
+            f"{first_where}): time-interleaved sampling (TGRAPPA, TSENSE, k-t), which this reconstruction does not "
+            f"unfold; {WHAT_TO_DO}")
+    differing = sorted(set(first_lines.tolist()) ^ set(sampled_lines.tolist()))
+    raise ImageReadError(f"{where}: k-space lines {differing[:5]} are sampled in {first_where} or here but not in "
+                         f"both: lines lost in one image (damaged data); {WHAT_TO_DO}")
+
+
+def unfolded_kspaces(encoding: Encoding, slice_index: int, groups: Sequence[Sequence[ismrmrd.Acquisition]],
+                     kspaces: Sequence[np.ndarray], sampled_lines: np.ndarray, sampling: LineSampling,
+                     calibration: Sequence[ismrmrd.Acquisition]) -> list[np.ndarray]:
+    """The k-spaces of one slice's images (its phases' acquisition ``groups``, all sampled on ``sampled_lines``)
+    with the lines parallel imaging skipped filled by one GRAPPA kernel fitted to the slice's ``calibration``
+    lines, and, under an embedded calibration, each image's own reference-only lines put in as measured."""
+    if sampling.acceleration == 1:
+        return list(kspaces)
+    weights = slice_grappa_weights(encoding, f"slice {slice_index}", calibration, kspaces, sampled_lines,
+                                   groups[0][0], sampling.acceleration)
+    reference_only = [acquisition for acquisition in calibration
+                      if acquisition.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)]
+    unfolded = []
+    for group, kspace in zip(groups, kspaces, strict=True):
+        kspace = grappa_fill(kspace, sampled_lines, sampling, weights, readout_span(encoding, group[0]))
+        phase = group[0].idx.phase
+        own = [acquisition for acquisition in reference_only if acquisition.idx.phase == phase]
+        if encoding.embedded_calibration and own:
+            kspace = with_measured_lines(encoding, f"slice {slice_index} phase {phase}", kspace, sampled_lines, own)
+        unfolded.append(kspace)
+    return unfolded
+
+
 def reconstruct_cartesian(
     header: ismrmrd.xsd.ismrmrdHeader, acquisitions: Sequence[ismrmrd.Acquisition]
 ) -> list[ismrmrd.Image]:
@@ -464,7 +506,7 @@ def reconstruct_cartesian(
     encoding = read_encoding(header)
     calibration = calibration_lines(acquisitions)
     images = []
-    pattern: tuple[str, np.ndarray, LineSampling] | None = None
+    first: tuple[str, np.ndarray, LineSampling] | None = None  # every image must be sampled as the first one
     by_slice = groupby(sorted(imaging_lines(acquisitions).items()), key=lambda item: item[0][0])
     for slice_index, phases in by_slice:
         groups = [group for _, group in phases]
@@ -476,35 +518,11 @@ def reconstruct_cartesian(
                 sampling = line_sampling(encoding, sampled_lines, group[0])
             except ImageReadError as problem:
                 raise ImageReadError(f"{where}: {problem}; {WHAT_TO_DO}") from None
-            # partial Fourier and parallel imaging are one pattern for the whole scan; a line lost in one image
-            # only is damaged data
-            if pattern is None:
-                pattern = (where, sampled_lines, sampling)
-            elif not np.array_equal(sampled_lines, pattern[1]):
-                if (sampling.acceleration == pattern[2].acceleration > 1
-                        and sampling.grid_offset != pattern[2].grid_offset):  # the same R on another grid: not lost
-                    raise ImageReadError(
-                        f"{where}: the lines parallel imaging acquired move from image to image (one in every "
-                        f"{sampling.acceleration} from line {sampled_lines[0]} here, from line {pattern[1][0]} in "
-                        f"{pattern[0]}): time-interleaved sampling (TGRAPPA, TSENSE, k-t), which this reconstruction "
-                        f"does not unfold; {WHAT_TO_DO}")
-                differing = sorted(set(pattern[1].tolist()) ^ set(sampled_lines.tolist()))
-                raise ImageReadError(f"{where}: k-space lines {differing[:5]} are sampled in {pattern[0]} or here "
-                                     f"but not in both: lines lost in one image (damaged data); {WHAT_TO_DO}")
+            first = first or (where, sampled_lines, sampling)
+            check_same_lines(first, where, sampled_lines, sampling)
             kspaces.append(kspace)
-        weights = None
-        if sampling.acceleration > 1:  # every image of the slice has the same lines (checked above): one kernel
-            weights = slice_grappa_weights(encoding, f"slice {slice_index}", calibration.get(slice_index, []),
-                                           kspaces, sampled_lines, groups[0][0], sampling.acceleration)
-        reference_only = [acquisition for acquisition in calibration.get(slice_index, [])
-                          if acquisition.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)]
-        for group, kspace in zip(groups, kspaces, strict=True):
-            if weights is not None:
-                kspace = grappa_fill(kspace, sampled_lines, sampling, weights, readout_span(encoding, group[0]))
-                phase = group[0].idx.phase
-                own = [acquisition for acquisition in reference_only if acquisition.idx.phase == phase]
-                if encoding.embedded_calibration and own:
-                    kspace = with_measured_lines(encoding, f"slice {slice_index} phase {phase}", kspace, sampled_lines,
-                                                 own)
+        unfolded = unfolded_kspaces(encoding, slice_index, groups, kspaces, sampled_lines, sampling,
+                                    calibration.get(slice_index, []))
+        for group, kspace in zip(groups, unfolded, strict=True):
             images.append(magnitude_image(encoding, kspace, group[0], len(images) + 1))
     return images
