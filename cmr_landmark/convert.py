@@ -25,6 +25,9 @@ DEFAULT_COILS = 4
 # Clinical receive arrays combine at most a few dozen channels, and the raw file grows by one oversampled k-space
 # per coil and image (an ACDC cine with 1000 coils: 8.8 GB): more than this is a typo, not a coil.
 MAX_COILS = 64
+# Parallel imaging as a scanner's cine acquires it (Siemens iPAT, GRAPPA): one line in every R through the k-space
+# centre and a block of consecutive reference lines about it, acquired within each image ("embedded" calibration).
+DEFAULT_CALIBRATION_LINES = 24
 
 
 def protocol_name(view: str, sequence: str) -> str:
@@ -41,9 +44,10 @@ def _space(matrix: tuple[int, int], fov_mm: tuple[float, float, float]) -> xsd.e
     )
 
 
-def build_header(series: ImageSeries, view: str, sequence: str, coils: int = 1, readout_oversampling: int = 1
-                 ) -> xsd.ismrmrdHeader:
-    """An ISMRMRD XML header for ``series``: encoded/recon matrix and FOV, limits of slices and phases."""
+def build_header(series: ImageSeries, view: str, sequence: str, coils: int = 1, readout_oversampling: int = 1,
+                 acceleration: int = 1) -> xsd.ismrmrdHeader:
+    """An ISMRMRD XML header for ``series``: encoded/recon matrix and FOV, limits of slices and phases, and with
+    ``acceleration`` > 1 the parallel imaging (embedded calibration) of :func:`series_to_acquisitions`."""
     rows, cols = series.images.shape[2:]
     fov = series.ismrmrd_plane(0).field_of_view_mm
     recon_fov = (float(fov[0]), float(fov[1]), float(fov[2]))
@@ -60,6 +64,12 @@ def build_header(series: ImageSeries, view: str, sequence: str, coils: int = 1, 
         encodingLimits=limits,
         trajectory=xsd.trajectoryType.CARTESIAN,
     )
+    if acceleration > 1:
+        encoding.parallelImaging = xsd.parallelImagingType(
+            accelerationFactor=xsd.accelerationFactorType(kspace_encoding_step_1=acceleration,
+                                                          kspace_encoding_step_2=1),
+            calibrationMode=xsd.calibrationModeType.EMBEDDED,
+        )
     return xsd.ismrmrdHeader(
         experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=H1_RESONANCE_FREQUENCY_HZ),
         encoding=[encoding],
@@ -118,9 +128,23 @@ def coil_sensitivities(rows: int, cols: int, coils: int) -> np.ndarray:
     return (maps / np.sqrt((np.abs(maps) ** 2).sum(axis=0))).astype(np.complex64)
 
 
-def series_to_acquisitions(series: ImageSeries, coils: int = DEFAULT_COILS) -> list[ismrmrd.Acquisition]:
+def acquired_line_flags(line: int, rows: int, acceleration: int, calibration_lines: int) -> tuple[int, ...] | None:
+    """The parallel-imaging flags of k-space ``line`` (of ``rows``, centre rows // 2) when one in every
+    ``acceleration`` lines is acquired with ``calibration_lines`` reference lines about the centre, as Siemens marks
+    integrated reference lines; None where the line is skipped. Without acceleration every line, unflagged."""
+    if acceleration == 1:
+        return ()
+    on_grid = (line - rows // 2) % acceleration == 0
+    if 0 <= line - (rows // 2 - calibration_lines // 2) < calibration_lines:  # the block about the centre line
+        return (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING,) if on_grid else (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION,)
+    return () if on_grid else None
+
+
+def series_to_acquisitions(series: ImageSeries, coils: int = DEFAULT_COILS, acceleration: int = 1,
+                           calibration_lines: int = DEFAULT_CALIBRATION_LINES) -> list[ismrmrd.Acquisition]:
     """Simulated raw data: each image padded to 2x readout oversampling, weighted by ``coils`` sensitivities,
-    Fourier transformed; one acquisition per ky line with its slice, phase and first/last flags."""
+    Fourier transformed; one acquisition per acquired ky line with its slice, phase and first/last flags (with
+    ``acceleration`` > 1, the lines :func:`acquired_line_flags` keeps, with its flags)."""
     rows, cols = series.images.shape[2:]
     padded_cols = cols * READOUT_OVERSAMPLING
     left = padded_cols // 2 - cols // 2  # keeps the image centre on the FFT centre (see recon.centre_crop)
@@ -133,7 +157,10 @@ def series_to_acquisitions(series: ImageSeries, coils: int = DEFAULT_COILS) -> l
             padded = np.zeros((rows, padded_cols), dtype=np.complex64)
             padded[:, left : left + cols] = series.images[slice_index, phase]
             kspace = image_to_kspace(sensitivities * padded).astype(np.complex64)
-            for line in range(rows):
+            acquired = {line: flags for line in range(rows)
+                        if (flags := acquired_line_flags(line, rows, acceleration, calibration_lines)) is not None}
+            first_line, last_line = min(acquired), max(acquired)
+            for line, flags in acquired.items():
                 acquisition = ismrmrd.Acquisition.from_array(
                     np.ascontiguousarray(kspace[:, line, :]),
                     scan_counter=counter,
@@ -146,11 +173,13 @@ def series_to_acquisitions(series: ImageSeries, coils: int = DEFAULT_COILS) -> l
                 acquisition.idx.kspace_encode_step_1 = line
                 acquisition.idx.slice = slice_index
                 acquisition.idx.phase = phase
-                if line == 0:
+                for flag in flags:
+                    acquisition.set_flag(flag)
+                if line == first_line:
                     acquisition.set_flag(ismrmrd.ACQ_FIRST_IN_ENCODE_STEP1)
                     acquisition.set_flag(ismrmrd.ACQ_FIRST_IN_SLICE)
                     acquisition.set_flag(ismrmrd.ACQ_FIRST_IN_PHASE)
-                if line == rows - 1:
+                if line == last_line:
                     acquisition.set_flag(ismrmrd.ACQ_LAST_IN_ENCODE_STEP1)
                     acquisition.set_flag(ismrmrd.ACQ_LAST_IN_SLICE)
                     acquisition.set_flag(ismrmrd.ACQ_LAST_IN_PHASE)
@@ -162,14 +191,18 @@ def series_to_acquisitions(series: ImageSeries, coils: int = DEFAULT_COILS) -> l
 
 
 def convert(series: ImageSeries, out_path: Path, view: str, sequence: str, kspace: bool = False,
-            coils: int = DEFAULT_COILS, compress: bool = False) -> None:
+            coils: int = DEFAULT_COILS, compress: bool = False, acceleration: int = 1,
+            calibration_lines: int = DEFAULT_CALIBRATION_LINES) -> None:
     """Write ``series`` to ``out_path`` as ISMRMRD images (or, with ``kspace``, simulated raw acquisitions, whose
-    reconstruction gives back the images' magnitude; ``compress`` applies to images only)."""
+    reconstruction gives back the images' magnitude, undersampled by ``acceleration`` with ``calibration_lines``
+    reference lines; ``compress`` applies to images only)."""
     if kspace:
         if not np.all(np.isfinite(series.images)):  # one NaN would spread over its whole k-space and image
             raise ImageReadError("images with NaN or infinite pixels cannot be turned into k-space (--kspace)")
-        header = build_header(series, view, sequence, coils=coils, readout_oversampling=READOUT_OVERSAMPLING)
-        write_ismrmrd_acquisitions(out_path, header, series_to_acquisitions(series, coils))
+        header = build_header(series, view, sequence, coils=coils, readout_oversampling=READOUT_OVERSAMPLING,
+                              acceleration=acceleration)
+        write_ismrmrd_acquisitions(out_path, header,
+                                   series_to_acquisitions(series, coils, acceleration, calibration_lines))
     else:
         header = build_header(series, view, sequence)
         write_ismrmrd_images(out_path, header, {IMAGE_GROUP: series_to_images(series)}, compress=compress)

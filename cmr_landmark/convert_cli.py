@@ -1,4 +1,5 @@
-"""``cmr-landmark convert INPUT --out OUT.h5 --view sax|lax [--sequence cine|lge|t1] [--kspace] [--coils N]``."""
+"""``cmr-landmark convert INPUT --out OUT.h5 --view sax|lax [--sequence cine|lge|t1] [--kspace [--coils N]
+[--acceleration R [--calibration-lines N]]]``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import SEQUENCES, VIEWS
-from .convert import DEFAULT_COILS, MAX_COILS, convert
+from .convert import DEFAULT_CALIBRATION_LINES, DEFAULT_COILS, MAX_COILS, convert
 from .datasets import public_set_of_file
 from .io import ImageReadError, read_series
 from .io.nifti import NIFTI_THIRD_AXES
@@ -33,10 +34,24 @@ def main_convert(argv: list[str] | None = None) -> int:
                              "slice (a long-axis cine stored without its slice axis)")
     parser.add_argument("--coils", type=int, default=DEFAULT_COILS,
                         help=f"simulated receive coils (--kspace), 1-{MAX_COILS}: the file grows by a k-space per coil")
+    parser.add_argument("--acceleration", type=int, default=1,
+                        help="parallel imaging (--kspace): keep one k-space line in every R through the centre, as "
+                             "GRAPPA-accelerated clinical cine (default 1: every line)")
+    parser.add_argument("--calibration-lines", type=int, default=DEFAULT_CALIBRATION_LINES,
+                        help=f"with --acceleration: consecutive reference lines about the k-space centre, acquired "
+                             f"within each image (default {DEFAULT_CALIBRATION_LINES})")
     parser.add_argument("--compress", action="store_true", help="gzip the image pixel data")
     args = parser.parse_args(argv)
     if not 1 <= args.coils <= MAX_COILS:
         parser.error(f"--coils must be 1-{MAX_COILS} (a scanner's receive array), got {args.coils}")
+    if args.acceleration < 1:
+        parser.error(f"--acceleration must be 1 or more, got {args.acceleration}")
+    if args.acceleration > 1 and not args.kspace:
+        parser.error("--acceleration applies to raw acquisitions (--kspace): images have no k-space lines to skip")
+    if args.acceleration > 1 and args.coils == 1:
+        parser.error("--acceleration needs several --coils: with one coil the skipped lines cannot be unfolded")
+    if args.acceleration > 1 and args.calibration_lines < 1:
+        parser.error(f"--calibration-lines must be 1 or more, got {args.calibration_lines}")
     if args.compress and args.kspace:
         parser.error("--compress applies to images; raw acquisitions (--kspace) are written uncompressed")
     if problem := output_file_problem(args.out, args.input):  # before reading: the input is never overwritten
@@ -44,7 +59,7 @@ def main_convert(argv: list[str] | None = None) -> int:
     try:
         series = read_series(args.input, nifti_third_axis=args.nifti_3d)
         convert(series, args.out, args.view, args.sequence, kspace=args.kspace, coils=args.coils,
-                compress=args.compress)
+                compress=args.compress, acceleration=args.acceleration, calibration_lines=args.calibration_lines)
     except ImageReadError as error:
         parser.exit(2, f"cmr-landmark convert: {error}\n")
     except OSError as error:  # e.g. no permission to write --out, or the disk is full
@@ -54,6 +69,7 @@ def main_convert(argv: list[str] | None = None) -> int:
               "not trustworthy: the geometry written is not the patient's, so the patient coordinates and, on the "
               "short axis, the gadget's anatomical naming of A-RVI/P-RVI and its display orientation may be wrong "
               "('cmr-landmark detect' on the NIfTI itself uses the set's own orientation)", file=sys.stderr)
-    kind = "raw acquisitions" if args.kspace else "images"
+    accelerated = f" (one line in every {args.acceleration}, {args.calibration_lines} calibration lines)"
+    kind = ("raw acquisitions" + (accelerated if args.acceleration > 1 else "")) if args.kspace else "images"
     print(f"wrote {args.out}: {series.n_slices} slices x {series.n_phases} phases as {kind}")
     return 0

@@ -180,3 +180,51 @@ def test_a_public_sets_nifti_is_converted_with_a_one_line_warning_about_its_affi
     own = write_nifti(tmp_path / "my_scan.nii.gz", pixels, np.eye(4))  # any other file: its affine is believed
     assert main_convert([str(own), "--out", str(tmp_path / "own.h5"), "--view", "sax"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_acquired_line_flags_keep_one_line_in_r_through_the_centre_and_flag_the_calibration_block():
+    from cmr_landmark.convert import acquired_line_flags
+
+    both, reference_only = ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION
+    # 16 lines, centre 8, R = 3, a block of 5 calibration lines 6-10 (written out by hand)
+    flags = {line: acquired_line_flags(line, 16, 3, 5) for line in range(16)}
+    assert {line for line, f in flags.items() if f is not None} == {2, 5, 6, 7, 8, 9, 10, 11, 14}
+    assert [line for line, f in flags.items() if f == (both,)] == [8]
+    assert [line for line, f in flags.items() if f == (reference_only,)] == [6, 7, 9, 10]
+    assert [line for line, f in flags.items() if f == ()] == [2, 5, 11, 14]
+    assert all(acquired_line_flags(line, 16, 1, 5) == () for line in range(16))  # unaccelerated: every line
+
+
+def test_accelerated_kspace_is_written_as_a_scanner_would_and_replays_unfolded(tmp_path):
+    source = write_nifti(tmp_path / "sax.nii.gz", heart_like(64, 48, phases=2, slices=1), oblique_affine())
+    full_h5, accelerated_h5 = tmp_path / "full.h5", tmp_path / "r2.h5"
+    assert main_convert([str(source), "--out", str(full_h5), "--view", "sax", "--kspace", "--coils", "8"]) == 0
+    assert main_convert([str(source), "--out", str(accelerated_h5), "--view", "sax", "--kspace", "--coils", "8",
+                         "--acceleration", "2", "--calibration-lines", "16"]) == 0
+    with ismrmrd.Dataset(str(accelerated_h5), "dataset", mode="r") as dataset:
+        header = ismrmrd.xsd.CreateFromDocument(dataset.read_xml_header())
+        acquisitions = [dataset.read_acquisition(i) for i in range(dataset.number_of_acquisitions())]
+    parallel = header.encoding[0].parallelImaging
+    assert parallel.accelerationFactor.kspace_encoding_step_1 == 2 and parallel.calibrationMode.value == "embedded"
+    assert len(acquisitions) == 2 * (32 + 8)  # per phase: the 32 grid lines and the block's 8 lines between them
+    firsts = [a.idx.kspace_encode_step_1 for a in acquisitions if a.is_flag_set(ismrmrd.ACQ_FIRST_IN_SLICE)]
+    assert firsts == [0, 0]  # the grid runs through the centre line 32, so its first line is 0
+    full, unfolded = read_series(full_h5).images, read_series(accelerated_h5).images
+    error = np.linalg.norm(unfolded - full) / np.linalg.norm(full)
+    assert error < 0.05, f"GRAPPA left {error:.3f} of the image's norm (folded?)"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--acceleration", "2"], "--acceleration applies to raw acquisitions (--kspace)"),
+    (["--kspace", "--coils", "1", "--acceleration", "2"], "--acceleration needs several --coils"),
+    (["--kspace", "--acceleration", "0"], "--acceleration must be 1 or more, got 0"),
+    (["--kspace", "--acceleration", "2", "--calibration-lines", "0"], "--calibration-lines must be 1 or more"),
+])
+def test_an_acceleration_that_cannot_be_written_is_refused(tmp_path, capsys, options, message):
+    source = write_nifti(tmp_path / "sax.nii.gz", heart_like(16, 16, phases=1, slices=1), np.eye(4))
+    out = tmp_path / "k.h5"
+    with pytest.raises(SystemExit) as stop:
+        main_convert([str(source), "--out", str(out), "--view", "sax", *options])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
