@@ -112,20 +112,28 @@ def anterior_rvi_direction_deg(
     return 0.0 if angle >= 360.0 else angle  # a rounding-level negative angle wraps to exactly 360.0
 
 
+# On a usual short-axis slice the two insertion points lie 20 mm or more apart along the patient's anterior; where
+# they lie within this of each other, the slice is turned so that the anterior rule is decided by a millimetre of
+# detection noise (the shipped sample replayed from GRAPPA raw data swapped one slice's names at 0.2 mm), and the
+# model's handedness, the same over the whole stack, names them instead.
+ANTERIOR_NAMING_MARGIN_MM = 5.0
+
+
 def anterior_insertion_is_posterior(
     anterior_rc: Sequence[float],
     posterior_rc: Sequence[float],
     pixel_spacing_mm: Sequence[float],
     anterior_direction_rc: Sequence[float],
 ) -> bool:
-    """True when the point labelled A-RVI lies further from the patient's anterior than the one labelled P-RVI.
+    """True when the point labelled A-RVI lies further from the patient's anterior than the one labelled P-RVI,
+    by more than ``ANTERIOR_NAMING_MARGIN_MM`` along the (unit) ``anterior_direction_rc``.
 
     The model names the two RV insertion ends by their handedness in the training display (seen from the apex);
     an image stored mirrored (seen from the base) swaps them. Where the geometry is known the data convention is
     anatomical — A-RVI is the end nearer the patient's anterior — so the caller swaps the names when this is True.
     """
     difference_mm = _to_mm(_point(anterior_rc, "A-RVI") - _point(posterior_rc, "P-RVI"), pixel_spacing_mm)
-    return float(difference_mm @ _point(anterior_direction_rc, "anterior direction")) < 0.0
+    return float(difference_mm @ _point(anterior_direction_rc, "anterior direction")) < -ANTERIOR_NAMING_MARGIN_MM
 
 
 def name_rv_insertions_anatomically(found: Mapping[str, Any], pixel_spacing_mm: Sequence[float],
@@ -137,7 +145,8 @@ def name_rv_insertions_anatomically(found: Mapping[str, Any], pixel_spacing_mm: 
     in that display (``geometry.model_display_orientation``). Where read_dir/phase_dir (patient
     LPS) are known, the data convention is anatomical: A-RVI is the end nearer the patient's anterior (the data
     README's rule). The two agree on a usual short-axis slice; this makes the anatomical one hold where they do not.
-    A plane with no in-plane anterior direction (coronal-like) keeps the model's handedness."""
+    A plane with no in-plane anterior direction (coronal-like), or two ends about equally anterior
+    (``ANTERIOR_NAMING_MARGIN_MM``), keeps the model's handedness."""
     anterior_point, posterior_point = found.get("A-RVI"), found.get("P-RVI")
     if anterior_point is None or posterior_point is None:
         return dict(found)

@@ -92,6 +92,15 @@ def test_anterior_insertion_named_by_patient_anatomy() -> None:
     coronal = name_rv_insertions_anatomically({"A-RVI": lower, "P-RVI": upper}, (1.0, 1.0), (1.0, 0.0, 0.0),
                                               (0.0, 0.0, 1.0))
     assert coronal["A-RVI"] == lower
+    # ends within 5 mm of each other along the anterior (a slice turned a quarter from the usual): a millimetre of
+    # detection noise must not swap the names, so the model's handedness stays; at 6 mm the anatomy names them
+    assert not anterior_insertion_is_posterior((24.9, 30), (20, 60), (1.0, 1.0), (-1.0, 0.0))
+    assert anterior_insertion_is_posterior((26.0, 30), (20, 60), (1.0, 1.0), (-1.0, 0.0))
+    level = name_rv_insertions_anatomically({"A-RVI": Landmark(24.0, 30.0, 0.9), "P-RVI": Landmark(20.0, 60.0, 0.9)},
+                                            (1.0, 1.0), read_dir, phase_dir)
+    assert level["A-RVI"].row == 24.0
+    # the margin is in mm: 3 rows of 2 mm pixels are 6 mm
+    assert anterior_insertion_is_posterior((23.0, 30), (20, 60), (2.0, 1.0), (-1.0, 0.0))
 
 
 def test_image_measures_names_what_the_found_landmarks_allow() -> None:
