@@ -12,6 +12,7 @@ from .convert import DEFAULT_CALIBRATION_LINES, DEFAULT_COILS, MAX_COILS, conver
 from .datasets import public_set_of_file
 from .io import ImageReadError, read_series
 from .io.nifti import NIFTI_THIRD_AXES
+from .io.recon import min_calibration_lines
 from .output_paths import output_file_problem
 
 
@@ -50,8 +51,11 @@ def main_convert(argv: list[str] | None = None) -> int:
         parser.error("--acceleration applies to raw acquisitions (--kspace): images have no k-space lines to skip")
     if args.acceleration > 1 and args.coils == 1:
         parser.error("--acceleration needs several --coils: with one coil the skipped lines cannot be unfolded")
-    if args.acceleration > 1 and args.calibration_lines < 1:
-        parser.error(f"--calibration-lines must be 1 or more, got {args.calibration_lines}")
+    if args.acceleration > 1 and args.calibration_lines < min_calibration_lines(args.acceleration):
+        # the file would be written, and then refused by the reconstruction that replays it
+        parser.error(f"--calibration-lines must be {min_calibration_lines(args.acceleration)} or more at "
+                     f"--acceleration {args.acceleration} (the GRAPPA kernel is fitted to them), got "
+                     f"{args.calibration_lines}")
     if args.compress and args.kspace:
         parser.error("--compress applies to images; raw acquisitions (--kspace) are written uncompressed")
     if problem := output_file_problem(args.out, args.input):  # before reading: the input is never overwritten

@@ -79,7 +79,8 @@ def main_replay(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         header, images = read_ismrmrd_images(args.input, args.image_group)
         if not list_image_groups(args.input):  # raw data: say what took the time before the first image goes out
-            print(f"{len(images)} images reconstructed from the raw data in {time.perf_counter() - started:.1f} s")
+            seconds = time.perf_counter() - started
+            print(f"{len(images)} images read and reconstructed from the raw data in {seconds:.1f} s")
         if header is None:
             raise ImageReadError(f"{args.input}: no ISMRMRD XML header, which the gadget needs")
         properties = dict(args.properties)

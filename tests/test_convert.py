@@ -218,7 +218,9 @@ def test_accelerated_kspace_is_written_as_a_scanner_would_and_replays_unfolded(t
     (["--acceleration", "2"], "--acceleration applies to raw acquisitions (--kspace)"),
     (["--kspace", "--coils", "1", "--acceleration", "2"], "--acceleration needs several --coils"),
     (["--kspace", "--acceleration", "0"], "--acceleration must be 1 or more, got 0"),
-    (["--kspace", "--acceleration", "2", "--calibration-lines", "0"], "--calibration-lines must be 1 or more"),
+    (["--kspace", "--acceleration", "2", "--calibration-lines", "8"],
+     "--calibration-lines must be 11 or more at --acceleration 2"),
+    (["--kspace", "--acceleration", "7"], "--calibration-lines must be 26 or more at --acceleration 7"),
 ])
 def test_an_acceleration_that_cannot_be_written_is_refused(tmp_path, capsys, options, message):
     source = write_nifti(tmp_path / "sax.nii.gz", heart_like(16, 16, phases=1, slices=1), np.eye(4))

@@ -174,7 +174,6 @@ def test_lax_closed_blood_pool_has_no_landmarks():
     assert np.all(np.isnan(derive_lax_landmarks(mask)))
 
 
-
 def test_sax_centre_is_the_centroid_of_the_largest_blood_pool_piece():
     # An L-shaped blood pool: a 20 x 20 square (centroid 79.5, 79.5) and a 10 x 10 foot below its left half
     # (centroid 94.5, 74.5): centroid ((400 * 79.5 + 100 * 94.5) / 500, (400 * 79.5 + 100 * 74.5) / 500). A stray
@@ -235,7 +234,6 @@ def test_sax_arc_limit_is_measured_in_mm():
     assert 120 < anterior <= 135 and 45 <= posterior < 60
 
 
-
 def test_lax_blood_pool_cut_by_the_image_edge_is_not_a_valve():
     # The horseshoe with its left 60 columns cut off: the blood pool runs into the image edge over rows 60..101
     # (42 pixels, nearly as long as the valve). The edge is closed; the valve is still row 60, from the edge
@@ -290,7 +288,6 @@ def test_lax_tilted_ventricle_on_anisotropic_pixels_is_measured_in_mm():
     expected = np.array([valve_mm - 25 * across_dir, valve_mm + 25 * across_dir, valve_mm + 78 * axis]) / spacing
     errors_mm = np.linalg.norm((points - expected) * spacing, axis=1)
     assert np.all(errors_mm < 3.0), errors_mm
-
 
 
 def test_lax_gap_in_the_myocardium_annotation_is_not_the_valve():

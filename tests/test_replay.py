@@ -96,7 +96,7 @@ def test_raw_kspace_replayed_to_a_listening_gadget(lax_cine_nifti, tmp_path, thr
     thread.join(30)
     expected = read_series(lax_cine_nifti).images
     images = expected.shape[0] * expected.shape[1]
-    assert f"{images} images reconstructed from the raw data in " in capsys.readouterr().out
+    assert f"{images} images read and reconstructed from the raw data in " in capsys.readouterr().out
     reconstructed = read_series(out, "dataset/image_1").images
     np.testing.assert_allclose(reconstructed, expected, atol=1e-3 * expected.max())
     _, annotated = read_ismrmrd_images(out, "dataset/image_101")

@@ -56,9 +56,10 @@ GRAPPA_LINES_ABOVE, GRAPPA_LINES_BELOW = 2, 2
 GRAPPA_KERNEL_LINES = GRAPPA_LINES_ABOVE + GRAPPA_LINES_BELOW
 GRAPPA_KERNEL_SAMPLES = 5
 # Tikhonov lambda relative to the trace of the calibration's normal matrix (the sum of its eigenvalues, about 5x
-# the largest here; Gadgetron scales by the trace too, which costs nothing where an eigenvalue solver took 1 s a
-# slice): on simulated 8- and 16-coil cine with noise, R = 2 and 3 erred least at 1e-4 (1e-5: noise amplified;
-# 1e-3: folding left).
+# the largest here; the trace costs nothing where an eigenvalue solver took 1 s a slice). Gadgetron adds 5e-4 of
+# the trace divided by the number of unknowns (coils x kernel points), a weaker regularisation that falls with the
+# coil count; on simulated 8- and 16-coil cine with noise, R = 2 and 3 erred least at 1e-4 of the whole trace
+# (1e-5: noise amplified; 1e-3: folding left).
 GRAPPA_REGULARISATION = 1e-4
 # Places along encode step 1 at which the kernel must fit inside the calibration block (each one a whole readout
 # of equations): fewer fit the noise of too few lines.
@@ -184,11 +185,18 @@ def measured(acquisition: ismrmrd.Acquisition) -> bool:
     return bool(acquisition.data.any())
 
 
+def without_zero_readouts(group: list[ismrmrd.Acquisition]) -> list[ismrmrd.Acquisition]:
+    """One image's acquisitions without its readouts of exact zeros (:func:`measured`); an image of nothing but
+    zeros keeps them all, so that it comes out as the blank image it is (which the gadget reports as one) instead
+    of vanishing from its slice."""
+    return [acquisition for acquisition in group if measured(acquisition)] or group
+
+
 def imaging_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> dict[tuple[int, int], list[ismrmrd.Acquisition]]:
     """The imaging acquisitions by (slice, phase), in order; refuses what they cannot make one image of."""
     lines: dict[tuple[int, int], list[ismrmrd.Acquisition]] = {}
     for acquisition in acquisitions:
-        if any(acquisition.is_flag_set(flag) for flag in NON_IMAGING_FLAGS) or not measured(acquisition):
+        if any(acquisition.is_flag_set(flag) for flag in NON_IMAGING_FLAGS):
             continue
         if acquisition.is_flag_set(ismrmrd.ACQ_IS_REVERSE):  # EPI: needs flipping and ghost correction
             raise ImageReadError(f"an imaging acquisition is flagged ACQ_IS_REVERSE (a readout played backwards, as "
@@ -204,8 +212,8 @@ def imaging_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> dict[tuple[int
         lines.setdefault((int(index.slice), int(index.phase)), []).append(acquisition)
     if not lines:
         raise ImageReadError("no imaging acquisitions to reconstruct (only noise, navigator, calibration or other "
-                             "non-imaging data, or readouts of zeros)")
-    return lines
+                             "non-imaging data)")
+    return {key: without_zero_readouts(group) for key, group in lines.items()}
 
 
 def calibration_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> dict[int, list[ismrmrd.Acquisition]]:
@@ -278,9 +286,8 @@ def longest_run(lines: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LineSampling:
-    """Which k-space lines an image has: all from the first sampled one to the last (``acceleration`` 1), or one in
-    every ``acceleration``, the lines ``grid_offset`` + n * ``acceleration``, and a block of consecutive (calibration)
-    lines."""
+    """How an image's k-space lines are spaced: all from the first sampled one to the last (``acceleration`` 1),
+    or the lines ``grid_offset`` + n * ``acceleration`` (besides a block of consecutive calibration lines)."""
 
     acceleration: int
     grid_offset: int
@@ -306,6 +313,11 @@ def line_sampling(encoding: Encoding, sampled_lines: np.ndarray, readout: ismrmr
             raise ImageReadError(
                 f"k-space lines {breaks[:5].tolist()}{'...' if breaks.size > 5 else ''} break the pattern of "
                 f"{pattern} from the first sampled line to the last: lines missing irregularly (lost?)")
+        if encoding.acceleration == 1 and acceleration > 1 and outer.size < GRAPPA_KERNEL_LINES:
+            # a header without parallel imaging and a few lines outside one dense block: lines lost at its ends
+            lost = np.setdiff1d(np.arange(first, last + 1), sampled_lines)
+            raise ImageReadError(f"k-space lines {lost[:5].tolist()}{'...' if lost.size > 5 else ''} are missing "
+                                 "from fully sampled data (the header describes no parallel imaging): lines lost?")
         if encoding.acceleration > 1 and acceleration != encoding.acceleration:
             raise ImageReadError(f"one k-space line in every {acceleration} was acquired, but the header's "
                                  f"parallel-imaging acceleration is {encoding.acceleration}")
@@ -342,6 +354,12 @@ def slice_calibration(encoding: Encoding, where: str, flagged: Sequence[ismrmrd.
     return np.mean([kspace[:, block, columns] for kspace in kspaces], axis=0)
 
 
+def min_calibration_lines(acceleration: int) -> int:
+    """The consecutive calibration lines the GRAPPA kernel needs at ``acceleration``: its source lines span
+    (GRAPPA_KERNEL_LINES - 1) * R + 1 lines, fitted at MIN_KERNEL_PLACEMENTS_Y places or more (3R + 5)."""
+    return (GRAPPA_KERNEL_LINES - 1) * acceleration + MIN_KERNEL_PLACEMENTS_Y
+
+
 def slice_grappa_weights(encoding: Encoding, where: str, flagged: Sequence[ismrmrd.Acquisition],
                          kspaces: Sequence[np.ndarray], sampled_lines: np.ndarray, readout: ismrmrd.Acquisition,
                          acceleration: int) -> np.ndarray:
@@ -349,7 +367,7 @@ def slice_grappa_weights(encoding: Encoding, where: str, flagged: Sequence[ismrm
     refuses calibration data too few to fit them or from other coils."""
     calibration = slice_calibration(encoding, where, flagged, kspaces, sampled_lines, readout)
     coils, lines = calibration.shape[:2]
-    needed = (GRAPPA_KERNEL_LINES - 1) * acceleration + MIN_KERNEL_PLACEMENTS_Y
+    needed = min_calibration_lines(acceleration)
     if coils != kspaces[0].shape[0]:
         raise ImageReadError(f"{where}: the calibration lines have {coils} coils, the image lines "
                              f"{kspaces[0].shape[0]}; {WHAT_TO_DO}")
@@ -390,24 +408,28 @@ def grappa_weights(calibration: np.ndarray, acceleration: int) -> np.ndarray:
 
 def grappa_fill(kspace: np.ndarray, sampled_lines: np.ndarray, sampling: LineSampling, weights: np.ndarray,
                 columns: slice) -> np.ndarray:
-    """``kspace`` (coils, lines, samples) with the lines missing between its first and last sampled one filled
-    from the acquired ones by ``weights`` (:func:`grappa_weights`) over the sampled readout ``columns``; acquired
-    lines kept as acquired, partial Fourier edges left zero."""
-    coils = kspace.shape[0]
+    """``kspace`` (coils, lines, samples) with the lines parallel imaging skipped filled from the acquired ones by
+    ``weights`` (:func:`grappa_weights`) over the sampled readout ``columns``: those between its first and last
+    sampled line, and the fewer than R the grid leaves at a k-space edge; acquired lines kept as acquired, partial
+    Fourier edges (R lines or more) left zero."""
+    coils, rows = kspace.shape[:2]
     lines_apart = sampling.acceleration
-    missing = np.setdiff1d(np.arange(sampled_lines[0], sampled_lines[-1] + 1), sampled_lines)
+    first = 0 if sampled_lines[0] < lines_apart else sampled_lines[0]
+    last = rows - 1 if rows - 1 - sampled_lines[-1] < lines_apart else sampled_lines[-1]
+    missing = np.setdiff1d(np.arange(first, last + 1), sampled_lines)
     offsets = (missing - sampling.grid_offset) % lines_apart  # 1 .. acceleration - 1 below the acquired line above
-    above = missing - offsets
+    above = missing - offsets  # a grid line, one above the k-space edge (-R < above < 0) for the edge's first lines
     # zeros beyond the k-space edges and the readout, as at the partial Fourier edges: a missing line near an edge
-    # may have kernel source points outside what was acquired
-    margin_above, margin_below = (GRAPPA_LINES_ABOVE - 1) * lines_apart, GRAPPA_LINES_BELOW * lines_apart
+    # may have kernel source points outside what was acquired (one grid step more above, for the edge's lines)
+    margin_above, margin_below = GRAPPA_LINES_ABOVE * lines_apart, GRAPPA_LINES_BELOW * lines_apart
     margin_x = GRAPPA_KERNEL_SAMPLES // 2
     # (readout, lines, coils): the kernel's points one readout sample further along are then the next block in
     # memory, so each of its GRAPPA_KERNEL_SAMPLES shifts is one matrix product over a view of the same sources,
     # without copying every point that many times
     padded = np.pad(kspace[:, :, columns].transpose(2, 1, 0), ((margin_x, margin_x), (margin_above, margin_below),
                                                                (0, 0)))
-    kernel_tops = np.unique(above)  # in padded rows: the kernel's first source line, margin_above above `above`
+    # in padded rows, the kernel's first source line: (GRAPPA_LINES_ABOVE - 1) grid steps above `above`
+    kernel_tops = np.unique(above) + lines_apart
     # (readout, kernel placements, kernel lines x coils), contiguous (np.take; indexing would make it strided)
     sources = np.take(padded, kernel_tops[:, None] + lines_apart * np.arange(GRAPPA_KERNEL_LINES), axis=1).reshape(
         len(padded), len(kernel_tops), -1)
@@ -417,7 +439,7 @@ def grappa_fill(kspace: np.ndarray, sampled_lines: np.ndarray, sampling: LineSam
                     for shift in range(GRAPPA_KERNEL_SAMPLES))
     # each missing line's estimate from the kernel placed at its acquired line above: (samples, missing, coils)
     estimates = estimates.reshape(samples, len(kernel_tops), lines_apart - 1, coils)[
-        :, np.searchsorted(kernel_tops, above), offsets - 1, :]
+        :, np.searchsorted(kernel_tops, above + lines_apart), offsets - 1, :]
     filled = kspace.copy()
     filled[:, missing, columns] = estimates.transpose(2, 1, 0)
     return filled
