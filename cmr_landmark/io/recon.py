@@ -1,8 +1,8 @@
-"""A simple Cartesian reconstruction, enough to replay raw data: per (slice, phase) fill k-space from the
-acquisitions' encode step 1 (averages averaged), fill the lines parallel imaging skipped by GRAPPA, zero-fill partial
-Fourier and asymmetric echoes, inverse FFT, root-sum-of-squares over coils, resample and crop from the encoded to the
-recon field of view and matrix (readout and phase oversampling, phase resolution below 100 %). Noise, navigator,
-phase-correction and other non-imaging acquisitions are left out, and so are readouts of exact zeros (lines a
+"""A simple Cartesian reconstruction, enough to replay raw data: per (slice, phase) fill k-space from the acquisitions'
+encode step 1 (averages averaged), fill the lines parallel imaging skipped by GRAPPA, zero-fill partial Fourier and
+asymmetric echoes, inverse FFT, root-sum-of-squares over coils, resample and crop from the encoded to the recon field
+of view and matrix (readout and phase oversampling, phase resolution below 100 %). Noise, navigator, phase-correction
+and other non-imaging acquisitions are left out, and so are readouts of exact zeros beside measured ones (lines a
 converter wrote for lines not acquired); parallel-imaging calibration-only lines only fit the GRAPPA kernel, except
 that under the header's calibration mode "embedded" (Siemens' integrated reference lines) they also replace GRAPPA's
 estimates of those lines in the image of their own slice and phase.
