@@ -15,7 +15,7 @@ from test_convert import heart_like
 from test_io import oblique_affine, write_nifti
 
 from cmr_landmark.convert import READOUT_OVERSAMPLING, build_header, series_to_acquisitions
-from cmr_landmark.io import ImageReadError, read_series
+from cmr_landmark.io import ImageReadError, read_series, recon
 from cmr_landmark.io.ismrmrd_file import write_ismrmrd_acquisitions
 from cmr_landmark.io.recon import read_encoding, reconstruct_cartesian
 from cmr_landmark.replay_cli import main_replay
@@ -40,6 +40,10 @@ def pixels(header, acquisitions) -> np.ndarray:
 
 def expected(series) -> np.ndarray:
     return series.images.reshape(-1, ROWS, COLS)  # slice-major, as the reconstruction orders its images
+
+
+def nrmse(image: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.linalg.norm(image - reference) / np.linalg.norm(reference))
 
 
 def blob_centre(image: np.ndarray) -> np.ndarray:
@@ -121,7 +125,7 @@ def test_parallel_imaging_with_too_few_calibration_lines_is_refused_naming_it(se
 
 
 @pytest.mark.parametrize("missing", [range(0, ROWS // 4), range(3 * ROWS // 4, ROWS)], ids=["low", "high"])
-def test_partial_fourier_is_zero_filled(series, missing):
+def test_partial_fourier_is_filled_by_pocs_and_nothing_moves(series, missing, monkeypatch):
     header, acquisitions = raw(series)
     zeroed = copy.deepcopy(acquisitions)
     for acquisition in zeroed:
@@ -132,10 +136,13 @@ def test_partial_fourier_is_zero_filled(series, missing):
         minimum=min(a.idx.kspace_encode_step_1 for a in partial),
         maximum=max(a.idx.kspace_encode_step_1 for a in partial), center=ROWS // 2)
     reconstructed = pixels(header, partial)
+    # readouts of zeros written for the lines not acquired are the same partial Fourier
     np.testing.assert_allclose(reconstructed, pixels(header, zeroed), rtol=1e-5, atol=1e-5)
-    # blurred along the phase encoding, not moved: the blob's centre stays where it was
+    # not moved: the blob's centre stays where it was
     for image, original in zip(reconstructed, expected(series), strict=True):
         np.testing.assert_allclose(blob_centre(image), blob_centre(original), atol=0.25)
+    monkeypatch.setattr(recon, "POCS_ITERATIONS", 0)  # zero-filled: blurred along the phase encoding
+    assert nrmse(reconstructed, expected(series)) < 0.5 * nrmse(pixels(header, partial), expected(series))
 
 
 def test_partial_fourier_below_five_eighths_is_refused(series):
@@ -145,8 +152,9 @@ def test_partial_fourier_below_five_eighths_is_refused(series):
         reconstruct_cartesian(header, half)
 
 
-def test_asymmetric_echo_is_placed_by_its_centre_sample(series):
+def test_asymmetric_echo_is_placed_by_its_centre_sample(series, monkeypatch):
     header, acquisitions = raw(series)
+    full = pixels(header, acquisitions)
     samples = COLS * READOUT_OVERSAMPLING
     cut = samples // 5  # the early part of the echo not sampled
     zeroed = copy.deepcopy(acquisitions)
@@ -157,7 +165,12 @@ def test_asymmetric_echo_is_placed_by_its_centre_sample(series):
         acquisition.resize(number_of_samples=samples - cut, active_channels=COILS)
         acquisition.data[:] = late
         acquisition.center_sample = samples // 2 - cut
+    asymmetric = pixels(header, acquisitions)
+    monkeypatch.setattr(recon, "POCS_ITERATIONS", 0)  # the readouts placed as acquired, the rest zero
+    # placed where its centre sample says: as the full readouts with their early samples zeroed
     np.testing.assert_allclose(pixels(header, acquisitions), pixels(header, zeroed), rtol=1e-5, atol=1e-5)
+    # and POCS brings back most of what the zeros lost
+    assert nrmse(asymmetric, full) < 0.5 * nrmse(pixels(header, zeroed), full)
 
 
 def test_phase_resolution_below_full_is_zero_padded_to_the_recon_matrix(series):

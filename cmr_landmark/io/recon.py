@@ -1,11 +1,11 @@
 """A simple Cartesian reconstruction, enough to replay raw data: per (slice, phase) fill k-space from the acquisitions'
-encode step 1 (averages averaged), fill the lines parallel imaging skipped by GRAPPA, zero-fill partial Fourier and
-asymmetric echoes, inverse FFT, root-sum-of-squares over coils, resample and crop from the encoded to the recon field
-of view and matrix (readout and phase oversampling, phase resolution below 100 %). Noise, navigator, phase-correction
-and other non-imaging acquisitions are left out, and so are readouts of exact zeros beside measured ones (lines a
-converter wrote for lines not acquired); parallel-imaging calibration-only lines only fit the GRAPPA kernel, except
-that under the header's calibration mode "embedded" (Siemens' integrated reference lines) they also replace GRAPPA's
-estimates of those lines in the image of their own slice and phase.
+encode step 1 (averages averaged), fill the lines parallel imaging skipped by GRAPPA, estimate what partial Fourier
+and asymmetric echoes left out by POCS, inverse FFT, root-sum-of-squares over coils, resample and crop from the
+encoded to the recon field of view and matrix (readout and phase oversampling, phase resolution below 100 %). Noise,
+navigator, phase-correction and other non-imaging acquisitions are left out, and so are readouts of exact zeros
+beside measured ones (lines a converter wrote for lines not acquired); parallel-imaging calibration-only lines only
+fit the GRAPPA kernel, except that under the header's calibration mode "embedded" (Siemens' integrated reference
+lines) they also replace GRAPPA's estimates of those lines in the image of their own slice and phase.
 
 GRAPPA (Griswold et al., Magn Reson Med 47:1202, 2002), along encode step 1 only: the acceleration R is the spacing
 of the lines acquired outside the calibration block (one in every R from the first sampled line to the last). Each
@@ -64,10 +64,15 @@ GRAPPA_REGULARISATION = 1e-4
 # Places along encode step 1 at which the kernel must fit inside the calibration block (each one a whole readout
 # of equations): fewer fit the noise of too few lines.
 MIN_KERNEL_PLACEMENTS_Y = 5
-# Zero-filling a partial Fourier acquisition costs resolution; below 5/8 of the lines (or of the readout) the
-# images are too blurred to stand in for the scanner's (scanners offer 5/8 to 7/8 and recover the rest by
-# homodyne/POCS, which this reconstruction does not do).
+# Partial Fourier below 5/8 of the lines (or of the readout) leaves too little beyond the symmetric centre for the
+# images to stand in for the scanner's (scanners offer 5/8 to 7/8).
 MIN_PARTIAL_FOURIER_FRACTION = 5 / 8
+# POCS partial Fourier (Haacke 1991), as the shipped chains' GenericReconPartialFourierHandlingPOCSGadget: the
+# image phase from the symmetric centre of k-space, its window tapered over this many k-space points at each end
+# (the chains' transition band is 24 points on a larger matrix) so that the phase map does not ring; iterations as
+# the chains'.
+POCS_TAPER_POINTS = 8
+POCS_ITERATIONS = 6
 WHAT_TO_DO = "reconstruct it on the scanner (or in Gadgetron) and replay the images"
 
 
@@ -295,7 +300,7 @@ class LineSampling:
 
 def line_sampling(encoding: Encoding, sampled_lines: np.ndarray, readout: ismrmrd.Acquisition) -> LineSampling:
     """How the sampled lines (indices into the encoded k-space) are spaced. Refuses (ImageReadError with the bare
-    reason) what GRAPPA and zero-filling cannot make an image of: lines missing irregularly, undersampled
+    reason) what GRAPPA and POCS cannot make an image of: lines missing irregularly, undersampled
     single-coil data, partial Fourier below 5/8, an echo (of ``readout``) more asymmetric than 5/8."""
     first, last = int(sampled_lines[0]), int(sampled_lines[-1])
     block = longest_run(sampled_lines)  # the calibration lines of embedded (integrated) ACS, if any
@@ -332,11 +337,11 @@ def line_sampling(encoding: Encoding, sampled_lines: np.ndarray, readout: ismrmr
     # scanner's FFT length includes them), not asymmetry
     if last - first + 1 < MIN_PARTIAL_FOURIER_FRACTION * 2 * max(centre - first, last - centre + 1):
         raise ImageReadError(f"k-space lines {first}-{last} about the centre {centre} were acquired, less partial "
-                             "Fourier than 5/8, which zero-filling cannot reconstruct well")
+                             "Fourier than 5/8, too little to reconstruct well")
     samples, centre_sample = readout.number_of_samples, readout_centre(encoding, readout)
     if samples < MIN_PARTIAL_FOURIER_FRACTION * 2 * max(centre_sample, samples - centre_sample):
         raise ImageReadError(f"readouts of {samples} samples about the echo at sample {centre_sample}, a more "
-                             "asymmetric echo than 5/8, which zero-filling cannot reconstruct well")
+                             "asymmetric echo than 5/8, too little to reconstruct well")
     return LineSampling(acceleration, grid_offset)
 
 
@@ -406,6 +411,15 @@ def grappa_weights(calibration: np.ndarray, acceleration: int) -> np.ndarray:
     return np.linalg.solve(gram, projected).astype(np.complex64)
 
 
+def filled_lines(sampled_lines: np.ndarray, rows: int, sampling: LineSampling) -> tuple[int, int]:
+    """The first and last k-space line an image has once parallel imaging's skipped lines are filled: its first and
+    last sampled ones, or the k-space edge where the grid skipped fewer than R lines before it (partial Fourier
+    leaves R or more)."""
+    first = 0 if sampled_lines[0] < sampling.acceleration else int(sampled_lines[0])
+    last = rows - 1 if rows - 1 - sampled_lines[-1] < sampling.acceleration else int(sampled_lines[-1])
+    return first, last
+
+
 def grappa_fill(kspace: np.ndarray, sampled_lines: np.ndarray, sampling: LineSampling, weights: np.ndarray,
                 columns: slice) -> np.ndarray:
     """``kspace`` (coils, lines, samples) with the lines parallel imaging skipped filled from the acquired ones by
@@ -414,8 +428,7 @@ def grappa_fill(kspace: np.ndarray, sampled_lines: np.ndarray, sampling: LineSam
     Fourier edges (R lines or more) left zero."""
     coils, rows = kspace.shape[:2]
     lines_apart = sampling.acceleration
-    first = 0 if sampled_lines[0] < lines_apart else sampled_lines[0]
-    last = rows - 1 if rows - 1 - sampled_lines[-1] < lines_apart else sampled_lines[-1]
+    first, last = filled_lines(sampled_lines, rows, sampling)
     missing = np.setdiff1d(np.arange(first, last + 1), sampled_lines)
     offsets = (missing - sampling.grid_offset) % lines_apart  # 1 .. acceleration - 1 below the acquired line above
     above = missing - offsets  # a grid line, one above the k-space edge (-R < above < 0) for the edge's first lines
@@ -454,6 +467,42 @@ def with_measured_lines(encoding: Encoding, where: str, kspace: np.ndarray, samp
     estimated = np.setdiff1d(lines, sampled_lines)
     kspace[:, estimated] = reference[:, estimated]
     return kspace
+
+
+def symmetric_window(length: int, first: int, last: int) -> np.ndarray | None:
+    """A window over k-space points ``first``..``last`` of ``length`` (centre length // 2) that keeps the part
+    symmetric about the centre, tapered at its ends; None where ``first``..``last`` is itself symmetric (no partial
+    Fourier along this axis; an even extent has one point more below the centre than above)."""
+    centre = length // 2
+    half = min(centre - first, last - centre)
+    if abs((centre - first) - (last - centre)) <= 1:
+        return None
+    distance = np.abs(np.arange(length) - centre)  # from the centre, in k-space points
+    taper = min(POCS_TAPER_POINTS, half)
+    ramp = np.clip((half + 1 - distance) / (taper + 1), 0.0, 1.0)  # 1 inside, falling to 0 past `half`
+    return np.sin(ramp * np.pi / 2) ** 2
+
+
+def pocs_partial_fourier(kspace: np.ndarray, lines: tuple[int, int], columns: slice) -> np.ndarray:
+    """``kspace`` (coils, lines, samples), acquired over ``lines`` (first, last) x ``columns``, with what partial
+    Fourier or an asymmetric echo left out estimated by POCS: each coil image takes the phase of its symmetric
+    k-space centre, and its k-space outside the acquired part is filled from that, ``POCS_ITERATIONS`` times; the
+    acquired part is kept as acquired."""
+    rows, samples = kspace.shape[1:]
+    row_window = symmetric_window(rows, *lines)
+    column_window = symmetric_window(samples, columns.start, columns.stop - 1)
+    if row_window is None and column_window is None:
+        return kspace
+    window = np.outer(np.ones(rows) if row_window is None else row_window,
+                      np.ones(samples) if column_window is None else column_window)
+    phase = np.exp(1j * np.angle(kspace_to_image(kspace * window)))
+    acquired = np.zeros((rows, samples), dtype=bool)
+    acquired[lines[0] : lines[1] + 1, columns] = True
+    estimate = kspace
+    for _ in range(POCS_ITERATIONS):
+        estimate = image_to_kspace(np.abs(kspace_to_image(estimate)) * phase)
+        estimate[:, acquired] = kspace[:, acquired]
+    return estimate.astype(kspace.dtype)
 
 
 def magnitude_image(encoding: Encoding, kspace: np.ndarray, acquisition: ismrmrd.Acquisition,
@@ -545,6 +594,8 @@ def reconstruct_cartesian(
             kspaces.append(kspace)
         unfolded = unfolded_kspaces(encoding, slice_index, groups, kspaces, sampled_lines, sampling,
                                     calibration.get(slice_index, []))
+        lines = filled_lines(sampled_lines, encoding.encoded_y, sampling)
         for group, kspace in zip(groups, unfolded, strict=True):
+            kspace = pocs_partial_fourier(kspace, lines, readout_span(encoding, group[0]))
             images.append(magnitude_image(encoding, kspace, group[0], len(images) + 1))
     return images
