@@ -15,7 +15,7 @@ import numpy as np
 from .config import SEQUENCES, VIEWS
 from .io import ImageReadError, ImageSeries
 from .io.ismrmrd_file import write_ismrmrd_acquisitions, write_ismrmrd_images
-from .io.recon import image_to_kspace
+from .io.kspace import image_to_kspace
 
 H1_RESONANCE_FREQUENCY_HZ = 63_870_000  # 1.5 T
 IMAGE_SERIES_INDEX = 1

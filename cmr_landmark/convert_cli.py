@@ -11,8 +11,8 @@ from .config import SEQUENCES, VIEWS
 from .convert import DEFAULT_CALIBRATION_LINES, DEFAULT_COILS, MAX_COILS, convert
 from .datasets import public_set_of_file
 from .io import ImageReadError, read_series
+from .io.grappa import min_calibration_lines
 from .io.nifti import NIFTI_THIRD_AXES
-from .io.recon import min_calibration_lines
 from .output_paths import output_file_problem
 
 

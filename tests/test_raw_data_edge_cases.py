@@ -15,7 +15,7 @@ from test_convert import heart_like
 from test_io import oblique_affine, write_nifti
 
 from cmr_landmark.convert import READOUT_OVERSAMPLING, build_header, series_to_acquisitions
-from cmr_landmark.io import ImageReadError, read_series, recon
+from cmr_landmark.io import ImageReadError, partial_fourier, read_series
 from cmr_landmark.io.ismrmrd_file import write_ismrmrd_acquisitions
 from cmr_landmark.io.recon import read_encoding, reconstruct_cartesian
 from cmr_landmark.replay_cli import main_replay
@@ -141,7 +141,7 @@ def test_partial_fourier_is_filled_by_pocs_and_nothing_moves(series, missing, mo
     # not moved: the blob's centre stays where it was
     for image, original in zip(reconstructed, expected(series), strict=True):
         np.testing.assert_allclose(blob_centre(image), blob_centre(original), atol=0.25)
-    monkeypatch.setattr(recon, "POCS_ITERATIONS", 0)  # zero-filled: blurred along the phase encoding
+    monkeypatch.setattr(partial_fourier, "POCS_ITERATIONS", 0)  # zero-filled: blurred along the phase encoding
     assert nrmse(reconstructed, expected(series)) < 0.5 * nrmse(pixels(header, partial), expected(series))
 
 
@@ -166,7 +166,7 @@ def test_asymmetric_echo_is_placed_by_its_centre_sample(series, monkeypatch):
         acquisition.data[:] = late
         acquisition.center_sample = samples // 2 - cut
     asymmetric = pixels(header, acquisitions)
-    monkeypatch.setattr(recon, "POCS_ITERATIONS", 0)  # the readouts placed as acquired, the rest zero
+    monkeypatch.setattr(partial_fourier, "POCS_ITERATIONS", 0)  # the readouts placed as acquired, the rest zero
     # placed where its centre sample says: as the full readouts with their early samples zeroed
     np.testing.assert_allclose(pixels(header, acquisitions), pixels(header, zeroed), rtol=1e-5, atol=1e-5)
     # and POCS brings back most of what the zeros lost

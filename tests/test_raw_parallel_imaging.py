@@ -16,11 +16,10 @@ import pytest
 
 from cmr_landmark.convert import READOUT_OVERSAMPLING, build_header, series_to_acquisitions
 from cmr_landmark.io import ImageReadError, read_series
+from cmr_landmark.io.grappa import grappa_fill, grappa_weights
 from cmr_landmark.io.ismrmrd_file import read_ismrmrd_images, write_ismrmrd_acquisitions
 from cmr_landmark.io.recon import (
     fill_kspace,
-    grappa_fill,
-    grappa_weights,
     line_sampling,
     longest_run,
     magnitude_image,

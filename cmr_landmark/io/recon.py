@@ -7,14 +7,7 @@ beside measured ones (lines a converter wrote for lines not acquired); parallel-
 fit the GRAPPA kernel, except that under the header's calibration mode "embedded" (Siemens' integrated reference
 lines) they also replace GRAPPA's estimates of those lines in the image of their own slice and phase.
 
-GRAPPA (Griswold et al., Magn Reson Med 47:1202, 2002), along encode step 1 only: the acceleration R is the spacing
-of the lines acquired outside the calibration block (one in every R from the first sampled line to the last). Each
-missing line is a weighted sum over all coils of 5 readout points about its own on the 2 nearest acquired lines
-above it and the 2 below (Gadgetron's default kernel size). The weights are fitted once per slice, by least squares
-with Tikhonov regularisation, to fully sampled calibration lines averaged over the slice's phases: the lines flagged
-ACQ_IS_PARALLEL_CALIBRATION (a separate reference scan, of any phase) or ..._CALIBRATION_AND_IMAGING, else the
-images' densely sampled centre. Acquired lines are kept as acquired; lines beyond the first and last acquired one
-(partial Fourier) stay zero.
+The steps of their own: GRAPPA in :mod:`.grappa`, POCS in :mod:`.partial_fourier`, the FFTs in :mod:`.kspace`.
 
 Refused with one line saying so: lines missing irregularly (not one in every R), lines that move from phase to phase
 (time-interleaved TGRAPPA/TSENSE sampling), undersampled single-coil data, calibration blocks too short for the
@@ -29,9 +22,19 @@ from itertools import groupby
 import ismrmrd
 import ismrmrd.xsd
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
+from .grappa import (
+    GRAPPA_KERNEL_LINES,
+    MIN_KERNEL_PLACEMENTS_Y,
+    LineSampling,
+    filled_lines,
+    grappa_fill,
+    grappa_weights,
+    min_calibration_lines,
+)
 from .image_series import ImageReadError
+from .kspace import centre_crop, centre_pad, kspace_to_image
+from .partial_fourier import pocs_partial_fourier
 
 # Acquisitions that carry no imaging k-space lines. A calibration-only line is a parallel-imaging reference line
 # (GRAPPA/SENSE ACS, often of another contrast), not part of the image but used to fit the GRAPPA kernel (and, in
@@ -50,54 +53,10 @@ NON_IMAGING_FLAGS = (
     ismrmrd.ACQ_IS_PARALLEL_CALIBRATION,
 )
 CALIBRATION_FLAGS = (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
-# The GRAPPA kernel (Gadgetron's default size): the acquired lines it reads above and below the missing ones, and
-# the readout points about the missing point's own on each.
-GRAPPA_LINES_ABOVE, GRAPPA_LINES_BELOW = 2, 2
-GRAPPA_KERNEL_LINES = GRAPPA_LINES_ABOVE + GRAPPA_LINES_BELOW
-GRAPPA_KERNEL_SAMPLES = 5
-# Tikhonov lambda relative to the trace of the calibration's normal matrix (the sum of its eigenvalues, about 5x
-# the largest here; the trace costs nothing where an eigenvalue solver took 1 s a slice). Gadgetron adds 5e-4 of
-# the trace divided by the number of unknowns (coils x kernel points), a weaker regularisation that falls with the
-# coil count; on simulated 8- and 16-coil cine with noise, R = 2 and 3 erred least at 1e-4 of the whole trace
-# (1e-5: noise amplified; 1e-3: folding left).
-GRAPPA_REGULARISATION = 1e-4
-# Places along encode step 1 at which the kernel must fit inside the calibration block (each one a whole readout
-# of equations): fewer fit the noise of too few lines.
-MIN_KERNEL_PLACEMENTS_Y = 5
 # Partial Fourier below 5/8 of the lines (or of the readout) leaves too little beyond the symmetric centre for the
 # images to stand in for the scanner's (scanners offer 5/8 to 7/8).
 MIN_PARTIAL_FOURIER_FRACTION = 5 / 8
-# POCS partial Fourier (Haacke 1991), as the shipped chains' GenericReconPartialFourierHandlingPOCSGadget: the
-# image phase from the symmetric centre of k-space, its window tapered over this many k-space points at each end
-# (the chains' transition band is 24 points on a larger matrix) so that the phase map does not ring; iterations as
-# the chains'.
-POCS_TAPER_POINTS = 8
-POCS_ITERATIONS = 6
 WHAT_TO_DO = "reconstruct it on the scanner (or in Gadgetron) and replay the images"
-
-
-def image_to_kspace(image: np.ndarray) -> np.ndarray:
-    """Centred 2-D FFT over the last two axes (k-space centre at n // 2), orthonormal."""
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(image, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def kspace_to_image(kspace: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`image_to_kspace`."""
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def centre_crop(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """The central ``rows`` x ``cols`` of the last two axes (the FFT centre n // 2 stays the centre)."""
-    top, left = image.shape[-2] // 2 - rows // 2, image.shape[-1] // 2 - cols // 2
-    return image[..., top : top + rows, left : left + cols]
-
-
-def centre_pad(array: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """``array`` zero-padded to ``rows`` x ``cols`` in its last two axes, its centre n // 2 on the new one's."""
-    padded = np.zeros((*array.shape[:-2], rows, cols), dtype=array.dtype)
-    top, left = rows // 2 - array.shape[-2] // 2, cols // 2 - array.shape[-1] // 2
-    padded[..., top : top + array.shape[-2], left : left + array.shape[-1]] = array
-    return padded
 
 
 @dataclass(frozen=True)
@@ -289,15 +248,6 @@ def longest_run(lines: np.ndarray) -> np.ndarray:
     return max(runs, key=len)
 
 
-@dataclass(frozen=True)
-class LineSampling:
-    """How an image's k-space lines are spaced: all from the first sampled one to the last (``acceleration`` 1),
-    or the lines ``grid_offset`` + n * ``acceleration`` (besides a block of consecutive calibration lines)."""
-
-    acceleration: int
-    grid_offset: int
-
-
 def line_sampling(encoding: Encoding, sampled_lines: np.ndarray, readout: ismrmrd.Acquisition) -> LineSampling:
     """How the sampled lines (indices into the encoded k-space) are spaced. Refuses (ImageReadError with the bare
     reason) what GRAPPA and POCS cannot make an image of: lines missing irregularly, undersampled
@@ -359,12 +309,6 @@ def slice_calibration(encoding: Encoding, where: str, flagged: Sequence[ismrmrd.
     return np.mean([kspace[:, block, columns] for kspace in kspaces], axis=0)
 
 
-def min_calibration_lines(acceleration: int) -> int:
-    """The consecutive calibration lines the GRAPPA kernel needs at ``acceleration``: its source lines span
-    (GRAPPA_KERNEL_LINES - 1) * R + 1 lines, fitted at MIN_KERNEL_PLACEMENTS_Y places or more (3R + 5)."""
-    return (GRAPPA_KERNEL_LINES - 1) * acceleration + MIN_KERNEL_PLACEMENTS_Y
-
-
 def slice_grappa_weights(encoding: Encoding, where: str, flagged: Sequence[ismrmrd.Acquisition],
                          kspaces: Sequence[np.ndarray], sampled_lines: np.ndarray, readout: ismrmrd.Acquisition,
                          acceleration: int) -> np.ndarray:
@@ -385,79 +329,6 @@ def slice_grappa_weights(encoding: Encoding, where: str, flagged: Sequence[ismrm
     return grappa_weights(calibration, acceleration)
 
 
-def grappa_weights(calibration: np.ndarray, acceleration: int) -> np.ndarray:
-    """GRAPPA weights fitted to fully sampled ``calibration`` k-space (coils, lines, samples): a
-    (GRAPPA_KERNEL_SAMPLES * GRAPPA_KERNEL_LINES * coils, (acceleration - 1) * coils) matrix from a kernel's source
-    points (by readout shift, line, coil) to the missing lines 1 .. acceleration - 1 below its acquired line above
-    them (by line, coil)."""
-    lines_apart = acceleration
-    extent = (GRAPPA_KERNEL_LINES - 1) * lines_apart + 1  # lines from the kernel's first source line to its last
-    # every placement of the kernel in the calibration block: (coils, lines, samples, kernel lines, kernel samples)
-    windows = sliding_window_view(calibration, (extent, GRAPPA_KERNEL_SAMPLES), axis=(1, 2))[..., ::lines_apart, :]
-    placements_y, placements_x = windows.shape[1:3]
-    sources = windows.transpose(1, 2, 4, 3, 0).reshape(placements_y * placements_x, -1)
-    above = (GRAPPA_LINES_ABOVE - 1) * lines_apart  # the acquired line just above the missing ones, from the first
-    centre_x = GRAPPA_KERNEL_SAMPLES // 2
-    columns = slice(centre_x, centre_x + placements_x)
-    targets = np.stack([calibration[:, above + offset : above + offset + placements_y, columns]
-                        for offset in range(1, acceleration)])  # (offsets, coils, lines, samples)
-    targets = targets.transpose(2, 3, 0, 1).reshape(placements_y * placements_x, -1)
-    # the normal equations summed in the data's single precision (twice as fast; its error, 1e-7 of the trace, is
-    # far below lambda) and solved in double by numpy (scipy's LAPACK runs a second OpenBLAS thread pool, which
-    # beside numpy's ran 2x slower on 2 cores)
-    sources_h = sources.conj().T
-    gram, projected = (sources_h @ sources).astype(np.complex128), (sources_h @ targets).astype(np.complex128)
-    gram[np.diag_indices_from(gram)] += GRAPPA_REGULARISATION * np.trace(gram).real
-    return np.linalg.solve(gram, projected).astype(np.complex64)
-
-
-def filled_lines(sampled_lines: np.ndarray, rows: int, sampling: LineSampling) -> tuple[int, int]:
-    """The first and last k-space line an image has once parallel imaging's skipped lines are filled: its first and
-    last sampled ones, or the k-space edge where the grid skipped fewer than R lines before it (partial Fourier
-    leaves R or more)."""
-    first = 0 if sampled_lines[0] < sampling.acceleration else int(sampled_lines[0])
-    last = rows - 1 if rows - 1 - sampled_lines[-1] < sampling.acceleration else int(sampled_lines[-1])
-    return first, last
-
-
-def grappa_fill(kspace: np.ndarray, sampled_lines: np.ndarray, sampling: LineSampling, weights: np.ndarray,
-                columns: slice) -> np.ndarray:
-    """``kspace`` (coils, lines, samples) with the lines parallel imaging skipped filled from the acquired ones by
-    ``weights`` (:func:`grappa_weights`) over the sampled readout ``columns``: those between its first and last
-    sampled line, and the fewer than R the grid leaves at a k-space edge; acquired lines kept as acquired, partial
-    Fourier edges (R lines or more) left zero."""
-    coils, rows = kspace.shape[:2]
-    lines_apart = sampling.acceleration
-    first, last = filled_lines(sampled_lines, rows, sampling)
-    missing = np.setdiff1d(np.arange(first, last + 1), sampled_lines)
-    offsets = (missing - sampling.grid_offset) % lines_apart  # 1 .. acceleration - 1 below the acquired line above
-    above = missing - offsets  # a grid line, one above the k-space edge (-R < above < 0) for the edge's first lines
-    # zeros beyond the k-space edges and the readout, as at the partial Fourier edges: a missing line near an edge
-    # may have kernel source points outside what was acquired (one grid step more above, for the edge's lines)
-    margin_above, margin_below = GRAPPA_LINES_ABOVE * lines_apart, GRAPPA_LINES_BELOW * lines_apart
-    margin_x = GRAPPA_KERNEL_SAMPLES // 2
-    # (readout, lines, coils): the kernel's points one readout sample further along are then the next block in
-    # memory, so each of its GRAPPA_KERNEL_SAMPLES shifts is one matrix product over a view of the same sources,
-    # without copying every point that many times
-    padded = np.pad(kspace[:, :, columns].transpose(2, 1, 0), ((margin_x, margin_x), (margin_above, margin_below),
-                                                               (0, 0)))
-    # in padded rows, the kernel's first source line: (GRAPPA_LINES_ABOVE - 1) grid steps above `above`
-    kernel_tops = np.unique(above) + lines_apart
-    # (readout, kernel placements, kernel lines x coils), contiguous (np.take; indexing would make it strided)
-    sources = np.take(padded, kernel_tops[:, None] + lines_apart * np.arange(GRAPPA_KERNEL_LINES), axis=1).reshape(
-        len(padded), len(kernel_tops), -1)
-    per_shift = weights.reshape(GRAPPA_KERNEL_SAMPLES, GRAPPA_KERNEL_LINES * coils, -1)
-    samples = len(padded) - 2 * margin_x
-    estimates = sum(sources[shift : shift + samples].reshape(samples * len(kernel_tops), -1) @ per_shift[shift]
-                    for shift in range(GRAPPA_KERNEL_SAMPLES))
-    # each missing line's estimate from the kernel placed at its acquired line above: (samples, missing, coils)
-    estimates = estimates.reshape(samples, len(kernel_tops), lines_apart - 1, coils)[
-        :, np.searchsorted(kernel_tops, above + lines_apart), offsets - 1, :]
-    filled = kspace.copy()
-    filled[:, missing, columns] = estimates.transpose(2, 1, 0)
-    return filled
-
-
 def with_measured_lines(encoding: Encoding, where: str, kspace: np.ndarray, sampled_lines: np.ndarray,
                         references: Sequence[ismrmrd.Acquisition]) -> np.ndarray:
     """``kspace`` (GRAPPA-filled) with the lines that ``references``, the image's own reference-only lines of an
@@ -467,42 +338,6 @@ def with_measured_lines(encoding: Encoding, where: str, kspace: np.ndarray, samp
     estimated = np.setdiff1d(lines, sampled_lines)
     kspace[:, estimated] = reference[:, estimated]
     return kspace
-
-
-def symmetric_window(length: int, first: int, last: int) -> np.ndarray | None:
-    """A window over k-space points ``first``..``last`` of ``length`` (centre length // 2) that keeps the part
-    symmetric about the centre, tapered at its ends; None where ``first``..``last`` is itself symmetric (no partial
-    Fourier along this axis; an even extent has one point more below the centre than above)."""
-    centre = length // 2
-    half = min(centre - first, last - centre)
-    if abs((centre - first) - (last - centre)) <= 1:
-        return None
-    distance = np.abs(np.arange(length) - centre)  # from the centre, in k-space points
-    taper = min(POCS_TAPER_POINTS, half)
-    ramp = np.clip((half + 1 - distance) / (taper + 1), 0.0, 1.0)  # 1 inside, falling to 0 past `half`
-    return np.sin(ramp * np.pi / 2) ** 2
-
-
-def pocs_partial_fourier(kspace: np.ndarray, lines: tuple[int, int], columns: slice) -> np.ndarray:
-    """``kspace`` (coils, lines, samples), acquired over ``lines`` (first, last) x ``columns``, with what partial
-    Fourier or an asymmetric echo left out estimated by POCS: each coil image takes the phase of its symmetric
-    k-space centre, and its k-space outside the acquired part is filled from that, ``POCS_ITERATIONS`` times; the
-    acquired part is kept as acquired."""
-    rows, samples = kspace.shape[1:]
-    row_window = symmetric_window(rows, *lines)
-    column_window = symmetric_window(samples, columns.start, columns.stop - 1)
-    if row_window is None and column_window is None:
-        return kspace
-    window = np.outer(np.ones(rows) if row_window is None else row_window,
-                      np.ones(samples) if column_window is None else column_window)
-    phase = np.exp(1j * np.angle(kspace_to_image(kspace * window)))
-    acquired = np.zeros((rows, samples), dtype=bool)
-    acquired[lines[0] : lines[1] + 1, columns] = True
-    estimate = kspace
-    for _ in range(POCS_ITERATIONS):
-        estimate = image_to_kspace(np.abs(kspace_to_image(estimate)) * phase)
-        estimate[:, acquired] = kspace[:, acquired]
-    return estimate.astype(kspace.dtype)
 
 
 def magnitude_image(encoding: Encoding, kspace: np.ndarray, acquisition: ismrmrd.Acquisition,
