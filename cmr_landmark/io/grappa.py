@@ -51,13 +51,12 @@ def grappa_weights(calibration: np.ndarray, acceleration: int) -> np.ndarray:
     (GRAPPA_KERNEL_SAMPLES * GRAPPA_KERNEL_LINES * coils, (acceleration - 1) * coils) matrix from a kernel's source
     points (by readout shift, line, coil) to the missing lines 1 .. acceleration - 1 below its acquired line above
     them (by line, coil)."""
-    lines_apart = acceleration
-    extent = (GRAPPA_KERNEL_LINES - 1) * lines_apart + 1  # lines from the kernel's first source line to its last
+    extent = (GRAPPA_KERNEL_LINES - 1) * acceleration + 1  # lines from the kernel's first source line to its last
     # every placement of the kernel in the calibration block: (coils, lines, samples, kernel lines, kernel samples)
-    windows = sliding_window_view(calibration, (extent, GRAPPA_KERNEL_SAMPLES), axis=(1, 2))[..., ::lines_apart, :]
+    windows = sliding_window_view(calibration, (extent, GRAPPA_KERNEL_SAMPLES), axis=(1, 2))[..., ::acceleration, :]
     placements_y, placements_x = windows.shape[1:3]
     sources = windows.transpose(1, 2, 4, 3, 0).reshape(placements_y * placements_x, -1)
-    above = (GRAPPA_LINES_ABOVE - 1) * lines_apart  # the acquired line just above the missing ones, from the first
+    above = (GRAPPA_LINES_ABOVE - 1) * acceleration  # the acquired line just above the missing ones, from the first
     centre_x = GRAPPA_KERNEL_SAMPLES // 2
     columns = slice(centre_x, centre_x + placements_x)
     targets = np.stack([calibration[:, above + offset : above + offset + placements_y, columns]
