@@ -34,9 +34,10 @@ from .config import (
     LANDMARKS_BY_VIEW,
     LAX_FINE_SEARCH_RADIUS_MM,
     MIRROR_POOLINGS,
+    REPO_ROOT,
     models_dir,
 )
-from .detector import Detector, bf16_faster_on_cpu
+from .detector import BF16_ENVIRONMENT_VARIABLE, Detector, bf16_faster_on_cpu
 from .display_orientation import mean_rv_direction_deg
 from .export import export_cascade
 from .geometry import distances_mm
@@ -553,7 +554,12 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
         timing = f"Training time (both stages, all resumes) {sum(stage_seconds) / 60:.1f} min"
     # Training precision is the training machine's (run.json); inference precision is this machine's.
     training_precision = run.get("precision", "precision not recorded")
-    inference_precision = "bf16 autocast" if bf16_faster_on_cpu() else "fp32 (bf16 is not faster on this CPU)"
+    if bf16_faster_on_cpu():
+        inference_precision = "bf16 autocast"
+    elif os.environ.get(BF16_ENVIRONMENT_VARIABLE) == "0":
+        inference_precision = f"fp32 ({BF16_ENVIRONMENT_VARIABLE}=0)"
+    else:
+        inference_precision = "fp32 (bf16 is not faster on this CPU)"
 
     def epoch_number(stage: str) -> object:
         epoch = metrics[stage].get("epoch")
@@ -572,7 +578,7 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
                          "(cmr_landmark/landmarks.py).")
     search_text = (f", each fine landmark looked for within {fine_search_radius_mm:g} mm of its coarse point"
                    if fine_search_radius_mm else "")
-    initialised_from = run.get("init_from") or "random"
+    initialised_from = _shown_path(run["init_from"]) if run.get("init_from") else "random"
     if run.get("init_coarse_from"):
         initialised_from = f"coarse stage {run['init_coarse_from']}, fine stage {initialised_from}"
     return f"""# {name}: {view.upper()} {sequence} landmark cascade ({', '.join(LANDMARKS_BY_VIEW[view])})
@@ -605,6 +611,21 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
 """
 
 
+def _shown_path(path: str) -> str:
+    """A path as a card shows it: relative to the repository when inside it (run.json records it absolute)."""
+    try:
+        return str(Path(path).relative_to(REPO_ROOT))
+    except ValueError:
+        return path
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. the notes' text itself given in place of a path: a name too long for the system
+        return False
+
+
 def main_export(argv: Sequence[str] | None = None) -> int:
     """``cmr-landmark export``: freeze a training run into models/, with threshold, model card and accuracy."""
     parser = argparse.ArgumentParser(prog="cmr-landmark export", description=main_export.__doc__)
@@ -614,7 +635,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
                         help="where to write the model (default: the models folder the gadget reads, models/)")
     parser.add_argument("--threshold", type=_probability_or_auto, default="auto",
                         help="a probability in [0, 1], or 'auto': chosen on the train split")
-    parser.add_argument("--notes", type=Path, default=None, help="markdown appended to the model card")
+    parser.add_argument("--notes", type=Path, default=None, help="a markdown file appended to the model card")
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=None,
                         help="average the fine stage over the crop and its mirror; the threshold and the card's "
                              "accuracy are measured that way (default: as the shipped models, on for the short axis, "
@@ -633,8 +654,8 @@ def main_export(argv: Sequence[str] | None = None) -> int:
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):  # it names a file inside --models-dir
         parser.error(f"--name {args.name!r}: letters, digits, '_', '.' and '-' only")
-    if args.notes is not None and not args.notes.is_file():
-        parser.error(f"--notes {args.notes}: no such file")
+    if args.notes is not None and not _is_file(args.notes):
+        parser.error(f"--notes {str(args.notes)[:80]!r}: no such file (give the path of a markdown file)")
     if args.fine_search_radius_mm is not None and not (math.isfinite(args.fine_search_radius_mm)
                                                        and args.fine_search_radius_mm > 0):
         parser.error(f"--fine-search-radius-mm must be a positive number, got {args.fine_search_radius_mm:g}")

@@ -6,9 +6,10 @@ the project's rule (data README, "Deriving landmarks"):
 Short axis (A-RVI, P-RVI, C-LV)
     C-LV is the centroid of the LV blood pool (its largest connected piece). The RV insertion points are the two
     ends of the arc of LV myocardium that the RV blood pool touches, seen as angles around C-LV. "Touches" means
-    within ``contact_mm`` (default 3 mm: a one-pixel annotation gap between RV and septum still counts on pixels
-    up to 1.5 mm, not on ACDC's coarser ones up to 1.95 mm); angles are measured in mm, so anisotropic pixels do
-    not bend the arc. The arc is the complement of the largest
+    within ``contact_px`` pixels of the RV blood pool (default 1.5: the 8 neighbours, i.e. the RV dilated by one
+    pixel with a 3 x 3 square, the middle of the data README's "1-2 pixel dilation"; counted in pixels as that
+    dilation is, so it is 1.1 mm on MyoPS's 0.75 mm pixels and 2.2 mm on ACDC's 1.5 mm ones). Angles are measured in
+    mm, so anisotropic pixels do not bend the arc. The arc is the complement of the largest
     angular gap in the contact set, which handles arcs running through +-180 degrees. The insertion points are
     absent when there is no RV, fewer than ``MIN_CONTACT_PIXELS`` contact pixels (a speck of contact has no two
     ends), or when the arc covers more than ``MAX_RV_ARC_DEG`` (an RV wrapped all round the LV has no insertions).
@@ -40,7 +41,7 @@ from scipy import ndimage
 
 MIN_CONTACT_PIXELS = 3
 MAX_RV_ARC_DEG = 300.0
-DEFAULT_CONTACT_MM = 3.0
+DEFAULT_CONTACT_PX = 1.5
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def derive_sax_landmarks(
     label_codes: LabelCodes = STANDARD_LABELS,
     pixel_spacing_mm: tuple[float, float] = (1.0, 1.0),
     mirrored: bool = False,
-    contact_mm: float = DEFAULT_CONTACT_MM,
+    contact_px: float = DEFAULT_CONTACT_PX,
 ) -> np.ndarray:
     """(A-RVI, P-RVI, C-LV) as a (3, 2) (row, col) array from a short-axis label mask; NaN rows where absent.
 
@@ -104,8 +105,8 @@ def derive_sax_landmarks(
     rv_blood = np.isin(mask, label_codes.rv_blood)
     if not myocardium.any() or not rv_blood.any():
         return points
-    distance_to_rv_mm = ndimage.distance_transform_edt(~rv_blood, sampling=spacing)
-    contact_rc = np.argwhere(myocardium & (distance_to_rv_mm <= contact_mm)).astype(np.float64)
+    distance_to_rv_px = ndimage.distance_transform_edt(~rv_blood)
+    contact_rc = np.argwhere(myocardium & (distance_to_rv_px <= contact_px)).astype(np.float64)
     if len(contact_rc) < MIN_CONTACT_PIXELS:
         return points
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cmr_landmark.datasets import (
+    CACHE_FORMAT_VERSION,
     DATASETS,
     build_cache,
     cache_paths,
@@ -87,6 +88,21 @@ def test_cache_is_reused_unless_forced(tiny_acdc, tmp_path):
     stamp = npz_path.stat().st_mtime_ns
     assert build_cache("acdc", folder=folder, root=tiny_acdc) == npz_path and npz_path.stat().st_mtime_ns == stamp
     build_cache("acdc", folder=folder, root=tiny_acdc, force=True)
+    assert npz_path.stat().st_mtime_ns != stamp
+
+
+def test_an_old_format_cache_is_derived_again(tiny_acdc, tmp_path, monkeypatch):
+    # A cache written under an older landmark rule is stale: load_slices derives it again from the data.
+    monkeypatch.setenv("CMR_LANDMARK_DATA", str(tiny_acdc))
+    folder = tmp_path / "cache"
+    npz_path, json_path = cache_paths("acdc", folder)
+    build_cache("acdc", folder=folder, root=tiny_acdc)
+    metadata = json.loads(json_path.read_text())
+    metadata["format_version"] = CACHE_FORMAT_VERSION - 1
+    json_path.write_text(json.dumps(metadata))
+    stamp = npz_path.stat().st_mtime_ns
+    assert len(load_slices("acdc", folder=folder)) == 12
+    assert json.loads(json_path.read_text())["format_version"] == CACHE_FORMAT_VERSION
     assert npz_path.stat().st_mtime_ns != stamp
 
 

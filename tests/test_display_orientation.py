@@ -340,13 +340,16 @@ def test_an_exported_network_is_listed_with_its_sha256_and_loads(tmp_path):
 
 
 def test_detect_on_ismrmrd_turns_the_header_display_toward_the_models_direction():
-    # the file's header puts the sample in the standard display; sax_lge (194.4 degrees) sees it a quarter turn on
+    # the file's header puts the sample in the standard display; sax_lge (RV at ~194 degrees in its training images)
+    # sees it a quarter turn on
     from cmr_landmark.detector import Detector, detect_in_orientation
     from cmr_landmark.offline_detection import detect_series
 
     spec = find_model("sax", "lge", name="sax_lge", folder=REPO_ROOT / "models")
     series = read_series(REPO_ROOT / "samples" / "mnms2_001_sax.h5")
-    assert display_orientation_of(series, spec).as_record() == {"source": "header", "display_rv_direction_deg": 194.4}
+    assert 180 < spec.display_rv_direction_deg < 225  # a quarter turn from the standard display's 270 degrees
+    assert display_orientation_of(series, spec).as_record() == {
+        "source": "header", "display_rv_direction_deg": spec.display_rv_direction_deg}
     detector = Detector(spec, use_bf16=False)
     record = detect_series(series, detector)[10]  # slice 5, end-diastole
     pixels = series.images[5, :]

@@ -243,7 +243,9 @@ def test_evaluate_says_what_is_wrong_with_its_model_or_threshold_in_one_line(tmp
     (["--threshold", "1.5"], "--threshold: must be 'auto' or a probability in [0, 1], got '1.5'"),
     (["--threshold", "high"], "--threshold: must be 'auto' or a probability in [0, 1], got 'high'"),
     (["--name", "../evil"], "--name '../evil': letters, digits"),  # it was written outside --models-dir
-    (["--notes", "/nonexistent/notes.md"], "--notes /nonexistent/notes.md: no such file"),
+    (["--notes", "/nonexistent/notes.md"], "--notes '/nonexistent/notes.md': no such file"),
+    # the notes' text given in place of their file: an OSError (name too long) traceback
+    (["--notes", "## Notes\n" + "x" * 300], "--notes '## Notes\\n" + "x" * 71 + "': no such file"),
     (["--fine-search-radius-mm", "-3"], "--fine-search-radius-mm must be a positive number"),
 ])
 def test_export_says_what_is_wrong_with_its_run_or_threshold_in_one_line(tmp_path, capsys, arguments, message):
