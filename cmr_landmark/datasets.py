@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -277,11 +278,19 @@ def _storage_dtype(images: Sequence[np.ndarray]) -> np.dtype:
 
 
 def build_cache(dataset: str, force: bool = False, folder: Path | None = None, root: Path | None = None) -> Path:
-    """Write the cache of one set (unless present and ``force`` is False); returns the .npz path."""
+    """Write the cache of one set (unless present in the current format and ``force`` is False); returns the .npz
+    path."""
     npz_path, json_path = cache_paths(dataset, folder)
-    if npz_path.exists() and json_path.exists() and not force:
+    if not force and _is_current(npz_path, json_path):
         return npz_path
-    slices = list(iter_slices(dataset, root))
+    try:
+        slices = list(iter_slices(dataset, root))
+    except FileNotFoundError as error:
+        if json_path.exists():  # an old cache, and no data to derive it again from
+            raise FileNotFoundError(
+                f"{json_path} is cache format {_cache_format(json_path)}, this version needs {CACHE_FORMAT_VERSION} "
+                f"(its labels are derived by a newer rule) and deriving it again needs the data: {error}") from error
+        raise
     if not slices:
         raise ValueError(f"data set {dataset!r} has no images under {root or data_root()}")
     images = [s.image for s in slices]
@@ -313,12 +322,14 @@ def build_cache(dataset: str, force: bool = False, folder: Path | None = None, r
         ],
     }
     npz_path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside and rename, so a reader never sees half a cache.
-    partial_npz = npz_path.with_suffix(".partial.npz")
+    # Write beside and rename, so a reader never sees half a cache; the process id keeps two processes that
+    # derive the same stale cache at once from writing into one partial file.
+    partial_npz = npz_path.with_suffix(f".partial{os.getpid()}.npz")
+    partial_json = json_path.with_suffix(f".partial{os.getpid()}")
     np.savez(partial_npz, **arrays)
-    json_path.with_suffix(".partial").write_text(json.dumps(metadata))
+    partial_json.write_text(json.dumps(metadata))
     partial_npz.replace(npz_path)
-    json_path.with_suffix(".partial").replace(json_path)
+    partial_json.replace(json_path)
     return npz_path
 
 
@@ -326,14 +337,17 @@ def _cache_format(json_path: Path) -> int | None:
     return json.loads(json_path.read_text()).get("format_version")
 
 
+def _is_current(npz_path: Path, json_path: Path) -> bool:
+    return npz_path.exists() and json_path.exists() and _cache_format(json_path) == CACHE_FORMAT_VERSION
+
+
 def load_slices(dataset: str, split: str | None = None, folder: Path | None = None) -> list[Slice]:
     """All cached slices of a set (building the cache first if missing or old), optionally of one split only."""
     if split not in (None, "train", "val"):
         raise ValueError(f"split must be 'train', 'val' or None, got {split!r}")
     npz_path, json_path = cache_paths(dataset, folder)
-    if not (npz_path.exists() and json_path.exists()) or _cache_format(json_path) != CACHE_FORMAT_VERSION:
-        # A cache of an older format holds labels derived by an older rule: derive them again (seconds).
-        build_cache(dataset, force=True, folder=folder)
+    # A missing cache is built; one of an older format holds labels derived by an older rule: derived again (seconds).
+    build_cache(dataset, folder=folder)
     metadata = json.loads(json_path.read_text())
     wanted = None if split is None else set(read_splits()[dataset][split])
     with np.load(npz_path) as stored:
@@ -372,9 +386,9 @@ def main_build_cache(argv: Sequence[str] | None = None) -> int:
     for name in names:
         try:
             path = build_cache(name, force=args.force)
+            slices = load_slices(name)
         except OSError as error:  # the data folder or one of its files missing
             parser.error(str(error))
-        slices = load_slices(name)
         complete = sum(s.has_all_landmarks for s in slices)
         empty = sum(s.is_no_landmark_image for s in slices)
         print(f"{name}: {len(slices)} slices, {complete} with all landmarks, {empty} no-landmark -> {path}")

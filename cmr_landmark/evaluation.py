@@ -580,7 +580,7 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
                    if fine_search_radius_mm else "")
     initialised_from = _shown_path(run["init_from"]) if run.get("init_from") else "random"
     if run.get("init_coarse_from"):
-        initialised_from = f"coarse stage {run['init_coarse_from']}, fine stage {initialised_from}"
+        initialised_from = f"coarse stage {_shown_path(run['init_coarse_from'])}, fine stage {initialised_from}"
     return f"""# {name}: {view.upper()} {sequence} landmark cascade ({', '.join(LANDMARKS_BY_VIEW[view])})
 
 - **Architecture**: two U-Nets, coarse (widths {widths(cascade.coarse)}) {count_parameters(cascade.coarse)}

@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     decoder = "the peak" if radius is None else f"the centre of mass within {radius:g} mm of the peak"
     change = args.why or f"with the fine points read as {decoder} (manifest `fine_centroid_radius_mm`)"
     section = (f"## Validation accuracy\n\nRe-measured on {date.today().isoformat()} {change} "
-               f"(`scripts/remeasure_model.py`, fp32); the model file is unchanged.\n\n"
+               f"(`scripts/remeasure_model.py`, fp32); the model file and its probability threshold "
+               f"({spec.probability_threshold:g}, as chosen at export) are unchanged.\n\n"
                f"{report_markdown(evaluation, f'{args.model} on the validation split')}")
     if card_path and card_path.exists() and VALIDATION_SECTION.search(card_path.read_text()):
         card_path.write_text(VALIDATION_SECTION.sub(lambda _: section, card_path.read_text(), count=1))

@@ -91,19 +91,47 @@ def test_cache_is_reused_unless_forced(tiny_acdc, tmp_path):
     assert npz_path.stat().st_mtime_ns != stamp
 
 
-def test_an_old_format_cache_is_derived_again(tiny_acdc, tmp_path, monkeypatch):
-    # A cache written under an older landmark rule is stale: load_slices derives it again from the data.
-    monkeypatch.setenv("CMR_LANDMARK_DATA", str(tiny_acdc))
-    folder = tmp_path / "cache"
-    npz_path, json_path = cache_paths("acdc", folder)
-    build_cache("acdc", folder=folder, root=tiny_acdc)
+def _age_cache(folder, dataset="acdc"):
+    """Make a cache look written by an older version: an older format number and stale (here: zeroed) landmarks."""
+    npz_path, json_path = cache_paths(dataset, folder)
     metadata = json.loads(json_path.read_text())
     metadata["format_version"] = CACHE_FORMAT_VERSION - 1
     json_path.write_text(json.dumps(metadata))
-    stamp = npz_path.stat().st_mtime_ns
-    assert len(load_slices("acdc", folder=folder)) == 12
-    assert json.loads(json_path.read_text())["format_version"] == CACHE_FORMAT_VERSION
-    assert npz_path.stat().st_mtime_ns != stamp
+    with np.load(npz_path) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    arrays["landmarks_rc"] = np.zeros_like(arrays["landmarks_rc"])
+    np.savez(npz_path, **arrays)
+
+
+def test_an_old_format_cache_is_derived_again(tiny_acdc, tmp_path, monkeypatch):
+    # A cache written under an older landmark rule is stale: load_slices and build_cache derive it again.
+    monkeypatch.setenv("CMR_LANDMARK_DATA", str(tiny_acdc))
+    folder = tmp_path / "cache"
+    build_cache("acdc", folder=folder, root=tiny_acdc)
+    fresh = np.stack([s.landmarks_rc for s in load_slices("acdc", folder=folder)])
+    assert np.isfinite(fresh).any() and not np.all(np.nan_to_num(fresh) == 0)
+    for build_first in (False, True):  # load_slices on its own, and build_cache without --force
+        _age_cache(folder)
+        if build_first:
+            build_cache("acdc", folder=folder, root=tiny_acdc)
+            assert json.loads(cache_paths("acdc", folder)[1].read_text())["format_version"] == CACHE_FORMAT_VERSION
+        again = np.stack([s.landmarks_rc for s in load_slices("acdc", folder=folder)])
+        np.testing.assert_array_equal(again, fresh)
+    assert not list(folder.glob("*partial*"))
+
+
+def test_an_old_format_cache_without_the_data_says_so(tiny_acdc, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "cache"
+    build_cache("acdc", folder=folder, root=tiny_acdc)
+    _age_cache(folder)
+    monkeypatch.setenv("CMR_LANDMARK_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=f"is cache format {CACHE_FORMAT_VERSION - 1}, this version needs "
+                                                f"{CACHE_FORMAT_VERSION} .* needs the data: data set folder"):
+        load_slices("acdc", folder=folder)
+    monkeypatch.setenv("CMR_LANDMARK_CACHE", str(folder))
+    with pytest.raises(SystemExit) as stop:  # was a FileNotFoundError traceback
+        main_build_cache(["acdc"])
+    assert stop.value.code == 2 and "is cache format" in capsys.readouterr().err
 
 
 def test_bad_requests_get_clear_errors(tiny_acdc, tmp_path, capsys):

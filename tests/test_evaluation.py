@@ -511,3 +511,12 @@ def test_markdown_tables_keep_small_p_values_and_say_n_a() -> None:
     assert header == "| measure | slices | difference_mean | difference_sd | paired_t_test_p |"
     assert rule == "|---|---|---|---|---|"
     assert row == "| lv_length | 3 | -4.50 | n/a | 0.00042 |"  # a p of 0.0004 is not "0.00"
+
+
+def test_a_card_shows_a_start_inside_the_repository_relative_to_it():
+    # run.json records --init-from resolved; a shipped card must not carry the training machine's folders
+    from cmr_landmark.config import REPO_ROOT
+    from cmr_landmark.evaluation import _shown_path
+
+    assert _shown_path(str(REPO_ROOT / "models" / "sax_cine.pt")) == "models/sax_cine.pt"
+    assert _shown_path("/elsewhere/runs/start") == "/elsewhere/runs/start"
