@@ -322,14 +322,14 @@ def build_cache(dataset: str, force: bool = False, folder: Path | None = None, r
         ],
     }
     npz_path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside and rename, so a reader never sees half a cache; the process id keeps two processes that
-    # derive the same stale cache at once from writing into one partial file.
+    from .model_store import write_json_atomically  # here: model_store imports torch, which `convert` need not load
+
+    # Written beside and renamed, so a reader never sees half a cache; the process id keeps two processes that
+    # derive the same stale cache at once from writing into one partial file (as write_json_atomically does).
     partial_npz = npz_path.with_suffix(f".partial{os.getpid()}.npz")
-    partial_json = json_path.with_suffix(f".partial{os.getpid()}")
     np.savez(partial_npz, **arrays)
-    partial_json.write_text(json.dumps(metadata))
     partial_npz.replace(npz_path)
-    partial_json.replace(json_path)
+    write_json_atomically(json_path, metadata)
     return npz_path
 
 

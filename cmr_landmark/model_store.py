@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,8 +167,9 @@ def json_safe(value: object) -> object:
 
 def write_json_atomically(path: Path, record: object) -> None:
     """Write ``record`` as JSON beside ``path`` and rename it over ``path``, so that a reader (a gadget reading the
-    manifest, another training rank, a run killed meanwhile) never sees half a file."""
-    partial = path.with_name(f".{path.name}.partial")
+    manifest, another training rank, a run killed meanwhile) never sees half a file; the partial file is the
+    process's own, so two processes writing ``path`` at once do not write into one."""
+    partial = path.with_name(f".{path.name}.partial{os.getpid()}")
     partial.write_text(json.dumps(record, indent=2) + "\n")
     partial.replace(path)
 
