@@ -29,22 +29,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sets", default=",".join(SAX_SETS))
     args = parser.parse_args(argv)
     margins = [float(text) for text in args.margins.split(",")]
+    pairs = list(itertools.combinations(margins, 2))
     for dataset in args.sets.split(","):
-        moved = {pair: ([], [], 0) for pair in itertools.combinations(margins, 2)}
+        apart_mm = {pair: ([], []) for pair in pairs}  # per pair: A-RVI and P-RVI distances where both find them
+        found_by_one = dict.fromkeys(pairs, 0)
         slices = [s for s in iter_slices(dataset) if s.view == "sax" and s.labelled]
         for s in slices:
             points = {margin: derive_sax_landmarks(s.mask, STANDARD_LABELS, s.pixel_spacing_mm, contact_px=margin)
                       for margin in margins}
-            for (a, b), (anterior, posterior, flips) in moved.items():
-                for landmark, distances in enumerate((anterior, posterior)):
-                    p, q = points[a][landmark], points[b][landmark]
-                    if np.isfinite(p).all() and np.isfinite(q).all():
-                        distances.append(float(np.linalg.norm((p - q) * s.pixel_spacing_mm)))
-                found_by_one = np.isfinite(points[a][0]).all() != np.isfinite(points[b][0]).all()
-                moved[(a, b)] = (anterior, posterior, flips + int(found_by_one))
-        for (a, b), (anterior, posterior, flips) in moved.items():
+            found = {margin: np.isfinite(points[margin][:2]).all(axis=1) for margin in margins}
+            for a, b in pairs:
+                for landmark in (0, 1):
+                    if found[a][landmark] and found[b][landmark]:
+                        offset_mm = (points[a][landmark] - points[b][landmark]) * s.pixel_spacing_mm
+                        apart_mm[(a, b)][landmark].append(float(np.linalg.norm(offset_mm)))
+                found_by_one[(a, b)] += int(found[a][0] != found[b][0])
+        for a, b in pairs:
+            anterior, posterior = apart_mm[(a, b)]
             print(f"{dataset} ({len(slices)} slices): {a:g} px vs {b:g} px: A-RVI {np.mean(anterior):.2f} mm, "
-                  f"P-RVI {np.mean(posterior):.2f} mm apart; insertion points found by one reading only: {flips}")
+                  f"P-RVI {np.mean(posterior):.2f} mm apart; insertion points found by one reading only: "
+                  f"{found_by_one[(a, b)]}")
     return 0
 
 
