@@ -6,6 +6,7 @@ and phases to expect (encoding limits), which the gadget uses to release a slice
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import ismrmrd
@@ -141,15 +142,15 @@ def acquired_line_flags(line: int, rows: int, acceleration: int, calibration_lin
 
 
 def series_to_acquisitions(series: ImageSeries, coils: int = DEFAULT_COILS, acceleration: int = 1,
-                           calibration_lines: int = DEFAULT_CALIBRATION_LINES) -> list[ismrmrd.Acquisition]:
+                           calibration_lines: int = DEFAULT_CALIBRATION_LINES) -> Iterator[ismrmrd.Acquisition]:
     """Simulated raw data: each image padded to 2x readout oversampling, weighted by ``coils`` sensitivities,
     Fourier transformed; one acquisition per acquired ky line with its slice, phase and first/last flags (with
-    ``acceleration`` > 1, the lines :func:`acquired_line_flags` keeps, with its flags)."""
+    ``acceleration`` > 1, the lines :func:`acquired_line_flags` keeps, with its flags). Made one image at a time
+    as they are taken: a 32-coil cine is gigabytes."""
     rows, cols = series.images.shape[2:]
     padded_cols = cols * READOUT_OVERSAMPLING
     left = padded_cols // 2 - cols // 2  # keeps the image centre on the FFT centre (see recon.centre_crop)
     sensitivities = coil_sensitivities(rows, padded_cols, coils)
-    acquisitions = []
     counter = 0
     for slice_index in range(series.n_slices):
         plane = series.ismrmrd_plane(slice_index)
@@ -185,9 +186,8 @@ def series_to_acquisitions(series: ImageSeries, coils: int = DEFAULT_COILS, acce
                     acquisition.set_flag(ismrmrd.ACQ_LAST_IN_PHASE)
                     if slice_index == series.n_slices - 1 and phase == series.n_phases - 1:
                         acquisition.set_flag(ismrmrd.ACQ_LAST_IN_MEASUREMENT)
-                acquisitions.append(acquisition)
+                yield acquisition
                 counter += 1
-    return acquisitions
 
 
 def convert(series: ImageSeries, out_path: Path, view: str, sequence: str, kspace: bool = False,

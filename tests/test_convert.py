@@ -112,7 +112,7 @@ def test_recon_refuses_missing_lines_and_more_than_one_repetition(nifti_cine):
 
     series = read_series(nifti_cine[0])
     header = build_header(series, "sax", "cine", coils=2, readout_oversampling=READOUT_OVERSAMPLING)
-    acquisitions = series_to_acquisitions(series, coils=2)
+    acquisitions = list(series_to_acquisitions(series, coils=2))
     every_other = [a for a in acquisitions if a.idx.kspace_encode_step_1 % 2 == 0]  # R = 2, nothing to fit GRAPPA to
     with pytest.raises(ImageReadError, match="too few to fit the GRAPPA kernel"):
         reconstruct_cartesian(header, every_other)

@@ -31,7 +31,7 @@ def series(tmp_path):
 
 def raw(series) -> tuple[xsd.ismrmrdHeader, list[ismrmrd.Acquisition]]:
     header = build_header(series, "sax", "cine", coils=COILS, readout_oversampling=READOUT_OVERSAMPLING)
-    return header, series_to_acquisitions(series, coils=COILS)
+    return header, list(series_to_acquisitions(series, coils=COILS))
 
 
 def pixels(header, acquisitions) -> np.ndarray:

@@ -82,10 +82,12 @@ def filled_lines(sampled_lines: np.ndarray, rows: int, sampling: LineSampling) -
 
 def grappa_fill(kspace: np.ndarray, sampled_lines: np.ndarray, sampling: LineSampling, weights: np.ndarray,
                 columns: slice) -> np.ndarray:
-    """``kspace`` (coils, lines, samples) with the lines parallel imaging skipped filled from the acquired ones by
-    ``weights`` (:func:`grappa_weights`) over the sampled readout ``columns``: those between its first and last
-    sampled line, and the fewer than R the grid leaves at a k-space edge; acquired lines kept as acquired, partial
-    Fourier edges (R lines or more) left zero."""
+    """``kspace`` (coils, lines, samples), filled in place and returned, with the lines parallel imaging skipped
+    estimated from the acquired ones by ``weights`` (:func:`grappa_weights`) over the sampled readout ``columns``:
+    those between its first and last sampled line, and the fewer than R the grid leaves at a k-space edge; acquired
+    lines kept as acquired, partial Fourier edges (R lines or more) left zero. In place because a slice's k-spaces
+    of all phases are in memory together (its kernel is fitted to their mean), and a copy of each would double
+    that."""
     coils, rows = kspace.shape[:2]
     lines_apart = sampling.acceleration
     first, last = filled_lines(sampled_lines, rows, sampling)
@@ -113,6 +115,5 @@ def grappa_fill(kspace: np.ndarray, sampled_lines: np.ndarray, sampling: LineSam
     # each missing line's estimate from the kernel placed at its acquired line above: (samples, missing, coils)
     estimates = estimates.reshape(samples, len(kernel_tops), lines_apart - 1, coils)[
         :, np.searchsorted(kernel_tops, above + lines_apart), offsets - 1, :]
-    filled = kspace.copy()
-    filled[:, missing, columns] = estimates.transpose(2, 1, 0)
-    return filled
+    kspace[:, missing, columns] = estimates.transpose(2, 1, 0)
+    return kspace

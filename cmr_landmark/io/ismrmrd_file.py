@@ -7,7 +7,8 @@ An image's data is ``(channels, z, y, x)``: the first channel of the first z pla
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 
 import h5py
@@ -17,9 +18,11 @@ import numpy as np
 
 from ..geometry import GeometryError, pixel_spacing_mm
 from .image_series import ImageReadError, ImageSeries, SliceGeometry
-from .recon import reconstruct_cartesian
+from .recon import reconstruct_slices
 
 DATASET_NAME = "dataset"
+# Acquisitions per HDF5 read or write of a block: 1024 32-coil readouts are about 130 MB, never the whole file.
+ACQUISITIONS_PER_BLOCK = 1024
 
 
 def _open(path: Path) -> ismrmrd.File:
@@ -60,7 +63,8 @@ def read_ismrmrd_images(
     """The XML header and images of an ISMRMRD file.
 
     ``image_group`` ("dataset/image_1") picks one group; by default the file must hold exactly one image group,
-    or no images and raw acquisitions, which are reconstructed (:func:`.recon.reconstruct_cartesian`).
+    or no images and raw acquisitions, which are reconstructed (:func:`.recon.reconstruct_slices`) as they are
+    read, one slice's at a time (:func:`acquisitions_by_slice`).
     """
     path = Path(path)
     groups = list_image_groups(path)
@@ -86,11 +90,30 @@ def read_ismrmrd_images(
                         raise ImageReadError(f"{path}: raw acquisitions without an XML header cannot be "
                                              "reconstructed")
                     try:
-                        return header, reconstruct_cartesian(header, list(container.acquisitions))
+                        return header, reconstruct_slices(header, acquisitions_by_slice(container))
                     except ImageReadError as error:  # say which file's raw data, as the other read errors do
                         raise ImageReadError(f"{path}: raw data: {error}") from error
             raise ImageReadError(f"{path}: holds neither ISMRMRD images nor acquisitions")
     return header, _complex_images(path, dataset_name, group)
+
+
+def acquisitions_by_slice(
+    container: ismrmrd.file.Container,
+) -> Iterator[tuple[int, list[ismrmrd.Acquisition]]]:
+    """(slice index, that slice's acquisitions in file order) by increasing index, each slice's read from the file
+    only when asked for: the headers say where each slice's acquisitions are, so a multi-gigabyte multi-coil file
+    never has to be in memory at once."""
+    rows = container.acquisitions.data  # the HDF5 dataset of ISMRMRD's acquisition records
+    # HDF5 reads a record's readout with its header whatever fields are asked for: read the headers a block at a
+    # time, keeping a copy of the slice index only, so that each block's readouts are freed before the next
+    slice_of_row = np.concatenate([rows[start:start + ACQUISITIONS_PER_BLOCK]["head"]["idx"]["slice"].copy()
+                                   for start in range(0, len(rows), ACQUISITIONS_PER_BLOCK)])
+    for slice_index in np.unique(slice_of_row):
+        where = np.flatnonzero(slice_of_row == slice_index)
+        runs = np.split(where, np.flatnonzero(np.diff(where) != 1) + 1)  # a slice's rows in runs of consecutive ones
+        # the acquisitions' readouts are views of what HDF5 read: no copy
+        yield int(slice_index), [ismrmrd.file.Acquisitions.from_numpy(row)
+                                 for run in runs for row in rows[run[0]:run[-1] + 1]]
 
 
 def images_to_series(images: Sequence[ismrmrd.Image], source: str) -> ImageSeries:
@@ -191,10 +214,14 @@ def _create_compressed_image_group(parent: h5py.Group, group: str, first: ismrmr
 def write_ismrmrd_acquisitions(
     path: Path, header: ismrmrd.xsd.ismrmrdHeader, acquisitions: Iterable[ismrmrd.Acquisition]
 ) -> None:
-    """Write (replace) ``path`` with the XML header and raw acquisitions in "dataset" (one bulk write)."""
+    """Write (replace) ``path`` with the XML header and raw acquisitions in "dataset", a batch at a time, so that
+    ``acquisitions`` can be a generator that never holds them all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    acquisitions = iter(acquisitions)
     with ismrmrd.File(str(path), "w") as file:
         container = file[DATASET_NAME]
         container.header = header
-        container.acquisitions = list(acquisitions)
+        container.acquisitions = list(islice(acquisitions, ACQUISITIONS_PER_BLOCK))  # creates the dataset
+        while batch := list(islice(acquisitions, ACQUISITIONS_PER_BLOCK)):
+            container.acquisitions.extend(batch)

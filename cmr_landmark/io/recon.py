@@ -15,9 +15,8 @@ kernel, 3-D encoding and several repetitions, contrasts or sets."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import groupby
 
 import ismrmrd
 import ismrmrd.xsd
@@ -156,9 +155,9 @@ def without_zero_readouts(group: list[ismrmrd.Acquisition]) -> list[ismrmrd.Acqu
     return [acquisition for acquisition in group if measured(acquisition)] or group
 
 
-def imaging_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> dict[tuple[int, int], list[ismrmrd.Acquisition]]:
-    """The imaging acquisitions by (slice, phase), in order; refuses what they cannot make one image of."""
-    lines: dict[tuple[int, int], list[ismrmrd.Acquisition]] = {}
+def imaging_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> dict[int, list[ismrmrd.Acquisition]]:
+    """One slice's imaging acquisitions by phase, in order; refuses what they cannot make one image of."""
+    lines: dict[int, list[ismrmrd.Acquisition]] = {}
     for acquisition in acquisitions:
         if any(acquisition.is_flag_set(flag) for flag in NON_IMAGING_FLAGS):
             continue
@@ -173,21 +172,15 @@ def imaging_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> dict[tuple[int
             raise ImageReadError(
                 f"only one repetition, contrast and set can be reconstructed; an acquisition has repetition "
                 f"{index.repetition}, contrast {index.contrast}, set {index.set}; {WHAT_TO_DO}")
-        lines.setdefault((int(index.slice), int(index.phase)), []).append(acquisition)
-    if not lines:
-        raise ImageReadError("no imaging acquisitions to reconstruct (only noise, navigator, calibration or other "
-                             "non-imaging data)")
-    return {key: without_zero_readouts(group) for key, group in lines.items()}
+        lines.setdefault(int(index.phase), []).append(acquisition)
+    return {phase: without_zero_readouts(group) for phase, group in lines.items()}
 
 
-def calibration_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> dict[int, list[ismrmrd.Acquisition]]:
-    """The acquisitions flagged as parallel-imaging calibration (reference-only or also imaging) by slice, all
+def calibration_lines(acquisitions: Sequence[ismrmrd.Acquisition]) -> list[ismrmrd.Acquisition]:
+    """One slice's acquisitions flagged as parallel-imaging calibration (reference-only or also imaging), all
     phases together: a separate reference scan is acquired once per slice, and one kernel serves its phases."""
-    lines: dict[int, list[ismrmrd.Acquisition]] = {}
-    for acquisition in acquisitions:
-        if any(acquisition.is_flag_set(flag) for flag in CALIBRATION_FLAGS) and measured(acquisition):
-            lines.setdefault(int(acquisition.idx.slice), []).append(acquisition)
-    return lines
+    return [acquisition for acquisition in acquisitions
+            if any(acquisition.is_flag_set(flag) for flag in CALIBRATION_FLAGS) and measured(acquisition)]
 
 
 def readout_centre(encoding: Encoding, acquisition: ismrmrd.Acquisition) -> int:
@@ -385,8 +378,8 @@ def check_same_lines(first: tuple[str, np.ndarray, LineSampling], where: str, sa
 def unfolded_kspaces(encoding: Encoding, slice_index: int, groups: Sequence[Sequence[ismrmrd.Acquisition]],
                      kspaces: Sequence[np.ndarray], sampled_lines: np.ndarray, sampling: LineSampling,
                      calibration: Sequence[ismrmrd.Acquisition]) -> list[np.ndarray]:
-    """The k-spaces of one slice's images (its phases' acquisition ``groups``, all sampled on ``sampled_lines``)
-    with the lines parallel imaging skipped filled by one GRAPPA kernel fitted to the slice's ``calibration``
+    """The k-spaces of one slice's images (its phases' acquisition ``groups``, all sampled on ``sampled_lines``),
+    filled in place: the lines parallel imaging skipped by one GRAPPA kernel fitted to the slice's ``calibration``
     lines, and, under an embedded calibration, each image's own reference-only lines put in as measured."""
     if sampling.acceleration == 1:
         return list(kspaces)
@@ -408,29 +401,60 @@ def unfolded_kspaces(encoding: Encoding, slice_index: int, groups: Sequence[Sequ
 def reconstruct_cartesian(
     header: ismrmrd.xsd.ismrmrdHeader, acquisitions: Sequence[ismrmrd.Acquisition]
 ) -> list[ismrmrd.Image]:
-    """Magnitude images (float32), one per (slice, phase), with the geometry of their acquisitions."""
+    """Magnitude images (float32), one per (slice, phase), with the geometry of their acquisitions, from
+    acquisitions held in memory (:func:`reconstruct_slices` takes them one slice at a time)."""
+    by_slice: dict[int, list[ismrmrd.Acquisition]] = {}
+    for acquisition in acquisitions:
+        by_slice.setdefault(int(acquisition.idx.slice), []).append(acquisition)
+    return reconstruct_slices(header, sorted(by_slice.items()))
+
+
+def reconstruct_slices(
+    header: ismrmrd.xsd.ismrmrdHeader, slices: Iterable[tuple[int, Sequence[ismrmrd.Acquisition]]]
+) -> list[ismrmrd.Image]:
+    """Magnitude images (float32), one per (slice, phase), with the geometry of their acquisitions, from ``slices``:
+    (slice index, that slice's acquisitions in the order acquired), by increasing index. Nothing here needs more
+    than one slice's acquisitions at a time, so a reader can hand them over as it reads them (a 32-coil cine is
+    gigabytes)."""
     encoding = read_encoding(header)
-    calibration = calibration_lines(acquisitions)
-    images = []
+    images: list[ismrmrd.Image] = []
     first: tuple[str, np.ndarray, LineSampling] | None = None  # every image must be sampled as the first one
-    by_slice = groupby(sorted(imaging_lines(acquisitions).items()), key=lambda item: item[0][0])
-    for slice_index, phases in by_slice:
-        groups = [group for _, group in phases]
-        kspaces = []
-        for group in groups:
-            where = f"slice {slice_index} phase {group[0].idx.phase}"
-            kspace, sampled_lines = fill_kspace(encoding, where, group)
-            try:
-                sampling = line_sampling(encoding, sampled_lines, group[0])
-            except ImageReadError as problem:
-                raise ImageReadError(f"{where}: {problem}; {WHAT_TO_DO}") from None
-            first = first or (where, sampled_lines, sampling)
-            check_same_lines(first, where, sampled_lines, sampling)
-            kspaces.append(kspace)
-        unfolded = unfolded_kspaces(encoding, slice_index, groups, kspaces, sampled_lines, sampling,
-                                    calibration.get(slice_index, []))
-        lines = filled_lines(sampled_lines, encoding.encoded_y, sampling)
-        for group, kspace in zip(groups, unfolded, strict=True):
-            kspace = pocs_partial_fourier(kspace, lines, readout_span(encoding, group[0]))
-            images.append(magnitude_image(encoding, kspace, group[0], len(images) + 1))
+    for slice_index, acquisitions in slices:
+        slice_images, first = reconstruct_slice(encoding, slice_index, acquisitions, first, len(images) + 1)
+        images += slice_images
+        del acquisitions  # this slice's readouts are freed before the reader reads the next slice's
+    if not images:
+        raise ImageReadError("no imaging acquisitions to reconstruct (only noise, navigator, calibration or other "
+                             "non-imaging data)")
     return images
+
+
+def reconstruct_slice(
+    encoding: Encoding, slice_index: int, acquisitions: Sequence[ismrmrd.Acquisition],
+    first: tuple[str, np.ndarray, LineSampling] | None, first_image_index: int,
+) -> tuple[list[ismrmrd.Image], tuple[str, np.ndarray, LineSampling] | None]:
+    """One slice's images, numbered from ``first_image_index``, and where and how the first image of the series
+    was sampled (``first``, or this slice's first image's where there was none yet), which every image must share.
+    A slice index that only non-imaging data carries (a noise scan's, say) has no images."""
+    groups = [group for _, group in sorted(imaging_lines(acquisitions).items())]
+    kspaces = []
+    for group in groups:
+        where = f"slice {slice_index} phase {group[0].idx.phase}"
+        kspace, sampled_lines = fill_kspace(encoding, where, group)
+        try:
+            sampling = line_sampling(encoding, sampled_lines, group[0])
+        except ImageReadError as problem:
+            raise ImageReadError(f"{where}: {problem}; {WHAT_TO_DO}") from None
+        first = first or (where, sampled_lines, sampling)
+        check_same_lines(first, where, sampled_lines, sampling)
+        kspaces.append(kspace)
+    if not groups:
+        return [], first
+    unfolded = unfolded_kspaces(encoding, slice_index, groups, kspaces, sampled_lines, sampling,
+                                calibration_lines(acquisitions))
+    lines = filled_lines(sampled_lines, encoding.encoded_y, sampling)
+    images = []
+    for group, kspace in zip(groups, unfolded, strict=True):
+        kspace = pocs_partial_fourier(kspace, lines, readout_span(encoding, group[0]))
+        images.append(magnitude_image(encoding, kspace, group[0], first_image_index + len(images)))
+    return images, first
