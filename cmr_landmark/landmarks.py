@@ -139,6 +139,17 @@ def _segment_ends(pixels_rc: np.ndarray, spacing_mm: np.ndarray) -> tuple[np.nda
     return first, second
 
 
+def _epicardial_apex(lv_blood: np.ndarray, myocardium: np.ndarray, mitral_midpoint_rc: np.ndarray,
+                     spacing_mm: np.ndarray) -> np.ndarray | None:
+    """The epicardial myocardium pixel farthest (mm) from the mitral midpoint (None without epicardium)."""
+    epicardium_rc = np.argwhere(_touches(myocardium, ~(myocardium | lv_blood))).astype(np.float64)
+    if len(epicardium_rc) == 0:
+        return None
+    distance_mm = np.linalg.norm((epicardium_rc - mitral_midpoint_rc) * spacing_mm, axis=1)
+    # A blunt apex has several pixels within rounding of the farthest; their mean is a stable, centred apex.
+    return epicardium_rc[distance_mm >= distance_mm.max() - spacing_mm.min()].mean(axis=0)
+
+
 def derive_lax_landmarks(
     mask: np.ndarray,
     label_codes: LabelCodes = STANDARD_LABELS,
@@ -164,13 +175,9 @@ def derive_lax_landmarks(
     end_a, end_b = _segment_ends(np.argwhere(valve).astype(np.float64), spacing)
     mitral_midpoint = (end_a + end_b) / 2.0
 
-    epicardium = _touches(myocardium, ~(myocardium | lv_blood))
-    epicardium_rc = np.argwhere(epicardium).astype(np.float64)
-    if len(epicardium_rc) == 0:
+    apex = _epicardial_apex(lv_blood, myocardium, mitral_midpoint, spacing)
+    if apex is None:
         return points
-    distance_mm = np.linalg.norm((epicardium_rc - mitral_midpoint) * spacing, axis=1)
-    # A blunt apex has several pixels within rounding of the farthest; their mean is a stable, centred apex.
-    apex = epicardium_rc[distance_mm >= distance_mm.max() - spacing.min()].mean(axis=0)
 
     # Screen cross product (x = col, y = up) of apex direction and point offset: negative = left of an apex
     # pointing down.
@@ -181,3 +188,19 @@ def derive_lax_landmarks(
     points[0], points[1] = (end_a, end_b) if end_a_is_first else (end_b, end_a)
     points[2] = apex
     return points
+
+
+def lax_apex_about(
+    mitral_midpoint_rc: np.ndarray,
+    mask: np.ndarray,
+    label_codes: LabelCodes = STANDARD_LABELS,
+    pixel_spacing_mm: tuple[float, float] = (1.0, 1.0),
+) -> np.ndarray:
+    """(row, col) of the apex :func:`derive_lax_landmarks` takes, about a mitral midpoint known from elsewhere (a
+    synthetic anatomy's, where the rule cannot find the valve: the aortic opening of a 3-chamber view would be
+    taken for part of it); NaN without an LV blood pool or epicardium."""
+    mask, spacing = _check_mask(mask, pixel_spacing_mm)
+    lv_blood = _largest_component(np.isin(mask, label_codes.lv_blood))
+    apex = _epicardial_apex(lv_blood, np.isin(mask, label_codes.lv_myocardium), np.asarray(mitral_midpoint_rc),
+                            spacing)
+    return np.full(2, np.nan) if apex is None else apex

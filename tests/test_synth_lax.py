@@ -299,10 +299,10 @@ def test_held_out_synthetic_figures(throwaway_model_folder, tmp_path, monkeypatc
     # an untrained model is nowhere near the landmarks
     assert figures["mean"] > 5.0
     assert figures["mean"] == pytest.approx(np.mean([figures[n] for n in ("MV-1", "MV-2", "APEX")]), rel=1e-6)
-    assert len(list((tmp_path / "cache").glob("synth_lax_slender_mixed_3_seed77*.npz"))) == 1
+    assert len(list((tmp_path / "cache").glob(f"synth_lax_targets{lax.TARGETS_VERSION}_slender_mixed_3_seed77*.npz"))) == 1
     # the held-out slices of another anatomy family are their own set
     lax_evaluation.evaluate_synthetic_held_out(Detector(spec, use_bf16=False), "slender_valves")
-    assert len(list((tmp_path / "cache").glob("synth_lax_slender_valves_mixed_3_seed77*.npz"))) == 1
+    assert len(list((tmp_path / "cache").glob(f"synth_lax_targets{lax.TARGETS_VERSION}_slender_valves_mixed_3_seed77*.npz"))) == 1
 
 
 def test_real_phase_joins_the_training_items_only_and_the_other_phase_stays_unseen(shared_data, tmp_path,
@@ -360,7 +360,23 @@ def test_geometric_target_keeps_the_rule_order_where_the_rule_finds_nothing(monk
     monkeypatch.setattr(lax, "derive_lax_landmarks", lambda mask, **kwargs: np.full((3, 2), np.nan))
     fallback = synthesize_lax_scene(np.random.default_rng(seed), view="4ch")
     assert fallback.landmark_source == "geometry"
-    np.testing.assert_allclose(fallback.landmarks_rc, ordered.geometric_landmarks_rc)
+    np.testing.assert_allclose(fallback.landmarks_rc[:2], ordered.geometric_landmarks_rc[:2])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_geometry_target_apex_is_the_rule_apex_about_the_anatomy_mitral_points(seed):
+    # 3CH: the rule cannot find the valve (it would take the aortic opening for part of it), so the anatomy's mitral
+    # points are the target; its apex is the outermost epicardial myocardium pixel, as every real label's is, not
+    # the continuous surface's apex (in the epicardial fat in most 3CH scenes)
+    scene = synthesize_lax_scene(np.random.default_rng([78, seed]), view="3ch", family="slender_valves")
+    assert scene.landmark_source == "geometry"
+    np.testing.assert_array_equal(scene.landmarks_rc[:2], scene.geometric_landmarks_rc[:2])
+    apex = scene.landmarks_rc[2]
+    assert scene.labels[tuple(np.round(apex).astype(int))] == LV_MYOCARDIUM
+    midpoint = scene.landmarks_rc[:2].mean(axis=0)
+    myocardium = np.argwhere(scene.labels == LV_MYOCARDIUM)
+    farthest_px = np.linalg.norm(myocardium - midpoint, axis=1).max()  # square pixels
+    assert np.linalg.norm(apex - midpoint) == pytest.approx(farthest_px, abs=1.0)
 
 
 def test_cache_refuses_an_empty_set(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import cache_dir
-from ..landmarks import derive_lax_landmarks
+from ..landmarks import derive_lax_landmarks, lax_apex_about
 
 LAX_VIEWS: tuple[str, ...] = ("4ch", "2ch", "3ch")
 CONTRASTS: tuple[str, ...] = ("bssfp", "lge", "random")
@@ -40,6 +40,9 @@ N_LABELS = 16
 REAL_DATA_LABELS: tuple[int, ...] = (LV_BLOOD, LV_MYOCARDIUM, RV_BLOOD)
 # The rule's landmarks are the target where they are this close (mm) to the anatomy's (a wall thickness).
 RULE_AGREEMENT_MM = 6.0
+# Part of the cache file names: raised whenever the targets of the same scenes change, so that no cache of older
+# targets is trained on (2: the apex of geometry-target scenes on the rule's pixel, 2026-12-06).
+TARGETS_VERSION = 2
 
 # Relative intensity ranges per label (low, high): bSSFP blood and fat bright, myocardium dark, lung black;
 # LGE (inversion-nulled myocardium) blood grey, myocardium black, fat bright.
@@ -654,7 +657,9 @@ def synthesize_lax_scene(
 
     The target is the rule's landmarks (what the real validation labels give) wherever the rule agrees with
     the geometry within ``RULE_AGREEMENT_MM``. In 3CH the rule would take the aortic opening for part of the
-    valve, and rarely a plane grazes the LA or aorta elsewhere; there the anatomy's own points are the target.
+    valve, and rarely a plane grazes the LA or aorta elsewhere; there the target is the anatomy's own mitral
+    points and the apex the rule takes about their midpoint (the outermost myocardium pixel, not the continuous
+    surface's apex, which lies in the epicardial fat in most 3CH scenes).
     """
     view = view or LAX_VIEWS[int(rng.integers(len(LAX_VIEWS)))]
     phase = float(rng.uniform(0.0, 1.0)) if phase is None else phase
@@ -680,12 +685,18 @@ def synthesize_lax_scene(
             source = "rule"
     else:  # no rule points to match: order the geometric ones by the rule's own convention
         geometric = _in_rule_order(geometric)
+    target = rule
+    if source == "geometry":
+        # the anatomy's apex is on the continuous epicardium, often in the fat beyond the outermost myocardium
+        # pixel the rule (and so every real label) takes: take the rule's apex about the anatomy's mitral points
+        apex = lax_apex_about(geometric[:2].mean(axis=0), real_data_mask(plain), pixel_spacing_mm=(spacing, spacing))
+        target = np.vstack([geometric[:2], apex if np.all(np.isfinite(apex)) else geometric[2]])
     mitral_mid = np.mean(anatomy.annulus_ring_mm(), axis=0)
     return SyntheticLaxSlice(
         labels=labels,
         labels_fine=labels_fine,
         pixel_spacing_mm=(spacing, spacing),
-        landmarks_rc=rule if source == "rule" else geometric,
+        landmarks_rc=target,
         rule_landmarks_rc=rule,
         geometric_landmarks_rc=geometric,
         landmark_source=source,
@@ -746,7 +757,7 @@ def _render_variants(
 
 
 def synthetic_lax_cache_path(n_slices: int, seed: int, variant: str, family: str = "broad") -> Path:
-    return cache_dir() / f"synth_lax_{family}_{variant}_{n_slices}_seed{seed}.npz"
+    return cache_dir() / f"synth_lax_targets{TARGETS_VERSION}_{family}_{variant}_{n_slices}_seed{seed}.npz"
 
 
 def cache_synthetic_lax(
