@@ -50,7 +50,7 @@ def test_a_generator_written_in_blocks_reads_back_slice_by_slice_in_file_order(r
     header, acquisitions = raw
     order = interleaved(acquisitions)
     path = tmp_path / "raw.h5"
-    write_ismrmrd_acquisitions(path, header, iter(order))  # a generator: never a list here
+    write_ismrmrd_acquisitions(path, header, iter(order))  # taken as an iterator, not a list
     slices = read_back(path)
     assert [index for index, _ in slices] == list(range(SLICES))
     for index, group in slices:
@@ -97,13 +97,43 @@ def test_a_slice_read_from_a_file_is_freed_before_the_next_is_read(raw, tmp_path
     assert max(other_slices_alive) == 0
 
 
-def test_a_file_of_noise_only_is_refused_in_one_line(raw, tmp_path):
+def test_a_file_of_noise_only_or_of_no_acquisitions_is_refused_in_one_line(raw, tmp_path):
     header, acquisitions = raw
-    noise = []
     for acquisition in acquisitions[:5]:
         acquisition.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
-        noise.append(acquisition)
-    path = tmp_path / "noise.h5"
-    write_ismrmrd_acquisitions(path, header, noise)
-    with pytest.raises(ImageReadError, match="noise.h5: raw data: no imaging acquisitions to reconstruct"):
-        read_ismrmrd_images(path)
+    for name, kept in (("noise.h5", acquisitions[:5]), ("empty.h5", [])):
+        write_ismrmrd_acquisitions(tmp_path / name, header, kept)
+        with pytest.raises(ImageReadError, match=f"{name}: raw data: no imaging acquisitions to reconstruct"):
+            read_ismrmrd_images(tmp_path / name)
+
+
+def test_slice_numbers_with_gaps_and_a_noise_only_slice_number(raw, tmp_path):
+    # a noise scan numbered as a slice of its own, and imaging slices numbered 0, 2, 4: images come in slice order,
+    # numbered without gaps, and the noise scan's slice number gives none
+    header, acquisitions = raw
+    for acquisition in acquisitions:
+        acquisition.idx.slice = 2 * acquisition.idx.slice
+    noise = ismrmrd.Acquisition.from_array(np.ones((COILS, 100), dtype=np.complex64))
+    noise.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
+    noise.idx.slice = 7
+    path = tmp_path / "gaps.h5"
+    write_ismrmrd_acquisitions(path, header, [noise, *interleaved(acquisitions)])
+    _, images = read_ismrmrd_images(path)
+    assert [(i.slice, i.phase, i.image_index) for i in images] == [
+        (2 * s, p, 1 + PHASES * s + p) for s in range(SLICES) for p in range(PHASES)]
+
+
+def test_a_write_that_fails_midway_leaves_the_file_as_it_was(raw, tmp_path, small_blocks):
+    header, acquisitions = raw
+    path = tmp_path / "raw.h5"
+    write_ismrmrd_acquisitions(path, header, acquisitions)
+    before = path.read_bytes()
+
+    def failing():
+        yield from acquisitions[:20]  # more than one block is written before the failure
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_ismrmrd_acquisitions(path, header, failing())
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".gz"] == ["raw.h5"]  # no partial file left

@@ -81,13 +81,11 @@ def filled_lines(sampled_lines: np.ndarray, rows: int, sampling: LineSampling) -
 
 
 def grappa_fill(kspace: np.ndarray, sampled_lines: np.ndarray, sampling: LineSampling, weights: np.ndarray,
-                columns: slice) -> np.ndarray:
-    """``kspace`` (coils, lines, samples), filled in place and returned, with the lines parallel imaging skipped
-    estimated from the acquired ones by ``weights`` (:func:`grappa_weights`) over the sampled readout ``columns``:
-    those between its first and last sampled line, and the fewer than R the grid leaves at a k-space edge; acquired
-    lines kept as acquired, partial Fourier edges (R lines or more) left zero. In place because a slice's k-spaces
-    of all phases are in memory together (its kernel is fitted to their mean), and a copy of each would double
-    that."""
+                columns: slice) -> None:
+    """Fills in place the lines of ``kspace`` (coils, lines, samples) that parallel imaging skipped, estimated from
+    the acquired ones by ``weights`` (:func:`grappa_weights`) over the sampled readout ``columns``: those between its
+    first and last sampled line, and the fewer than R the grid leaves at a k-space edge; acquired lines kept as
+    acquired, partial Fourier edges (R lines or more) left zero."""
     coils, rows = kspace.shape[:2]
     lines_apart = sampling.acceleration
     first, last = filled_lines(sampled_lines, rows, sampling)
@@ -116,4 +114,3 @@ def grappa_fill(kspace: np.ndarray, sampled_lines: np.ndarray, sampling: LineSam
     estimates = estimates.reshape(samples, len(kernel_tops), lines_apart - 1, coils)[
         :, np.searchsorted(kernel_tops, above + lines_apart), offsets - 1, :]
     kspace[:, missing, columns] = estimates.transpose(2, 1, 0)
-    return kspace

@@ -7,6 +7,7 @@ An image's data is ``(channels, z, y, x)``: the first channel of the first z pla
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -100,20 +101,20 @@ def read_ismrmrd_images(
 def acquisitions_by_slice(
     container: ismrmrd.file.Container,
 ) -> Iterator[tuple[int, list[ismrmrd.Acquisition]]]:
-    """(slice index, that slice's acquisitions in file order) by increasing index, each slice's read from the file
-    only when asked for: the headers say where each slice's acquisitions are, so a multi-gigabyte multi-coil file
-    never has to be in memory at once."""
+    """(slice index, that slice's acquisitions in file order) by increasing index, from a container that holds
+    acquisitions, each slice's read from the file only when asked for: the headers say where each slice's
+    acquisitions are, so a multi-gigabyte multi-coil file never has to be in memory at once."""
     rows = container.acquisitions.data  # the HDF5 dataset of ISMRMRD's acquisition records
     # HDF5 reads a record's readout with its header whatever fields are asked for: read the headers a block at a
     # time, keeping a copy of the slice index only, so that each block's readouts are freed before the next
-    slice_of_row = np.concatenate([rows[start:start + ACQUISITIONS_PER_BLOCK]["head"]["idx"]["slice"].copy()
-                                   for start in range(0, len(rows), ACQUISITIONS_PER_BLOCK)])
+    slice_of_row = np.concatenate([np.empty(0, dtype=np.uint16)] + [
+        rows[start:start + ACQUISITIONS_PER_BLOCK]["head"]["idx"]["slice"].copy()
+        for start in range(0, len(rows), ACQUISITIONS_PER_BLOCK)])
     for slice_index in np.unique(slice_of_row):
-        where = np.flatnonzero(slice_of_row == slice_index)
-        runs = np.split(where, np.flatnonzero(np.diff(where) != 1) + 1)  # a slice's rows in runs of consecutive ones
-        # the acquisitions' readouts are views of what HDF5 read: no copy
+        # one read of the slice's rows, wherever they lie (interleaved slices: every other row); the acquisitions'
+        # readouts are views of what it read, not copies
         yield int(slice_index), [ismrmrd.file.Acquisitions.from_numpy(row)
-                                 for run in runs for row in rows[run[0]:run[-1] + 1]]
+                                 for row in rows[np.flatnonzero(slice_of_row == slice_index)]]
 
 
 def images_to_series(images: Sequence[ismrmrd.Image], source: str) -> ImageSeries:
@@ -215,13 +216,19 @@ def write_ismrmrd_acquisitions(
     path: Path, header: ismrmrd.xsd.ismrmrdHeader, acquisitions: Iterable[ismrmrd.Acquisition]
 ) -> None:
     """Write (replace) ``path`` with the XML header and raw acquisitions in "dataset", a batch at a time, so that
-    ``acquisitions`` can be a generator that never holds them all."""
+    ``acquisitions`` can be a generator that never holds them all. Written beside and renamed: while a generator
+    makes them (a simulated 32-coil cine: half a minute), an error or an interrupt leaves ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial{os.getpid()}")
     acquisitions = iter(acquisitions)
-    with ismrmrd.File(str(path), "w") as file:
-        container = file[DATASET_NAME]
-        container.header = header
-        container.acquisitions = list(islice(acquisitions, ACQUISITIONS_PER_BLOCK))  # creates the dataset
-        while batch := list(islice(acquisitions, ACQUISITIONS_PER_BLOCK)):
-            container.acquisitions.extend(batch)
+    try:
+        with ismrmrd.File(str(partial), "w") as file:
+            container = file[DATASET_NAME]
+            container.header = header
+            container.acquisitions = list(islice(acquisitions, ACQUISITIONS_PER_BLOCK))  # creates the dataset
+            while batch := list(islice(acquisitions, ACQUISITIONS_PER_BLOCK)):
+                container.acquisitions.extend(batch)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -322,15 +322,14 @@ def slice_grappa_weights(encoding: Encoding, where: str, flagged: Sequence[ismrm
     return grappa_weights(calibration, acceleration)
 
 
-def with_measured_lines(encoding: Encoding, where: str, kspace: np.ndarray, sampled_lines: np.ndarray,
-                        references: Sequence[ismrmrd.Acquisition]) -> np.ndarray:
-    """``kspace`` (GRAPPA-filled) with the lines that ``references``, the image's own reference-only lines of an
-    embedded calibration, measured instead of GRAPPA's estimates of them: measured lines err less (at R = 3 a
-    24-line block halved the error of a simulated cine)."""
+def put_measured_lines(encoding: Encoding, where: str, kspace: np.ndarray, sampled_lines: np.ndarray,
+                       references: Sequence[ismrmrd.Acquisition]) -> None:
+    """Puts into ``kspace`` (GRAPPA-filled), in place, the lines that ``references``, the image's own reference-only
+    lines of an embedded calibration, measured instead of GRAPPA's estimates of them: measured lines err less (at
+    R = 3 a 24-line block halved the error of a simulated cine)."""
     reference, lines = fill_kspace(encoding, f"{where} calibration", references)
     estimated = np.setdiff1d(lines, sampled_lines)
     kspace[:, estimated] = reference[:, estimated]
-    return kspace
 
 
 def magnitude_image(encoding: Encoding, kspace: np.ndarray, acquisition: ismrmrd.Acquisition,
@@ -356,12 +355,21 @@ def magnitude_image(encoding: Encoding, kspace: np.ndarray, acquisition: ismrmrd
     return image
 
 
-def check_same_lines(first: tuple[str, np.ndarray, LineSampling], where: str, sampled_lines: np.ndarray,
+@dataclass(frozen=True)
+class FirstImageSampling:
+    """Where the series' first image is and how its k-space lines were sampled: every image must be sampled alike."""
+
+    where: str
+    lines: np.ndarray
+    sampling: LineSampling
+
+
+def check_same_lines(first: FirstImageSampling, where: str, sampled_lines: np.ndarray,
                      sampling: LineSampling) -> None:
-    """Refuses an image whose sampled lines differ from the ``first`` image's (its place, lines and sampling):
-    partial Fourier and parallel imaging are one pattern for the whole scan, so a line lost in one image only is
-    damaged data, and the same acceleration on another grid is time-interleaved sampling."""
-    first_where, first_lines, first_sampling = first
+    """Refuses an image whose sampled lines differ from the ``first`` image's: partial Fourier and parallel imaging
+    are one pattern for the whole scan, so a line lost in one image only is damaged data, and the same acceleration
+    on another grid is time-interleaved sampling."""
+    first_where, first_lines, first_sampling = first.where, first.lines, first.sampling
     if np.array_equal(sampled_lines, first_lines):
         return
     if sampling.acceleration == first_sampling.acceleration > 1 and sampling.grid_offset != first_sampling.grid_offset:
@@ -375,31 +383,30 @@ def check_same_lines(first: tuple[str, np.ndarray, LineSampling], where: str, sa
                          f"both: lines lost in one image (damaged data); {WHAT_TO_DO}")
 
 
-def unfolded_kspaces(encoding: Encoding, slice_index: int, groups: Sequence[Sequence[ismrmrd.Acquisition]],
-                     kspaces: Sequence[np.ndarray], sampled_lines: np.ndarray, sampling: LineSampling,
-                     calibration: Sequence[ismrmrd.Acquisition]) -> list[np.ndarray]:
-    """The k-spaces of one slice's images (its phases' acquisition ``groups``, all sampled on ``sampled_lines``),
-    filled in place: the lines parallel imaging skipped by one GRAPPA kernel fitted to the slice's ``calibration``
-    lines, and, under an embedded calibration, each image's own reference-only lines put in as measured."""
+def unfold_kspaces(encoding: Encoding, slice_index: int, groups: Sequence[Sequence[ismrmrd.Acquisition]],
+                   kspaces: Sequence[np.ndarray], sampled_lines: np.ndarray, sampling: LineSampling,
+                   calibration: Sequence[ismrmrd.Acquisition]) -> None:
+    """Fills in place the k-spaces of one slice's images (its phases' acquisition ``groups``, all sampled on
+    ``sampled_lines``): the lines parallel imaging skipped by one GRAPPA kernel fitted to the slice's
+    ``calibration`` lines, and, under an embedded calibration, each image's own reference-only lines as measured.
+    In place because the slice's k-spaces of all phases are in memory together (the kernel is fitted to their mean),
+    and a copy of each would double that."""
     if sampling.acceleration == 1:
-        return list(kspaces)
+        return
     weights = slice_grappa_weights(encoding, f"slice {slice_index}", calibration, kspaces, sampled_lines,
                                    groups[0][0], sampling.acceleration)
     reference_only = [acquisition for acquisition in calibration
                       if acquisition.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)]
-    unfolded = []
     for group, kspace in zip(groups, kspaces, strict=True):
-        kspace = grappa_fill(kspace, sampled_lines, sampling, weights, readout_span(encoding, group[0]))
+        grappa_fill(kspace, sampled_lines, sampling, weights, readout_span(encoding, group[0]))
         phase = group[0].idx.phase
         own = [acquisition for acquisition in reference_only if acquisition.idx.phase == phase]
         if encoding.embedded_calibration and own:
-            kspace = with_measured_lines(encoding, f"slice {slice_index} phase {phase}", kspace, sampled_lines, own)
-        unfolded.append(kspace)
-    return unfolded
+            put_measured_lines(encoding, f"slice {slice_index} phase {phase}", kspace, sampled_lines, own)
 
 
 def reconstruct_cartesian(
-    header: ismrmrd.xsd.ismrmrdHeader, acquisitions: Sequence[ismrmrd.Acquisition]
+    header: ismrmrd.xsd.ismrmrdHeader, acquisitions: Iterable[ismrmrd.Acquisition]
 ) -> list[ismrmrd.Image]:
     """Magnitude images (float32), one per (slice, phase), with the geometry of their acquisitions, from
     acquisitions held in memory (:func:`reconstruct_slices` takes them one slice at a time)."""
@@ -415,10 +422,10 @@ def reconstruct_slices(
     """Magnitude images (float32), one per (slice, phase), with the geometry of their acquisitions, from ``slices``:
     (slice index, that slice's acquisitions in the order acquired), by increasing index. Nothing here needs more
     than one slice's acquisitions at a time, so a reader can hand them over as it reads them (a 32-coil cine is
-    gigabytes)."""
+    gigabytes). A refusal comes when the slice that shows it is reached."""
     encoding = read_encoding(header)
     images: list[ismrmrd.Image] = []
-    first: tuple[str, np.ndarray, LineSampling] | None = None  # every image must be sampled as the first one
+    first: FirstImageSampling | None = None
     for slice_index, acquisitions in slices:
         slice_images, first = reconstruct_slice(encoding, slice_index, acquisitions, first, len(images) + 1)
         images += slice_images
@@ -431,12 +438,14 @@ def reconstruct_slices(
 
 def reconstruct_slice(
     encoding: Encoding, slice_index: int, acquisitions: Sequence[ismrmrd.Acquisition],
-    first: tuple[str, np.ndarray, LineSampling] | None, first_image_index: int,
-) -> tuple[list[ismrmrd.Image], tuple[str, np.ndarray, LineSampling] | None]:
-    """One slice's images, numbered from ``first_image_index``, and where and how the first image of the series
-    was sampled (``first``, or this slice's first image's where there was none yet), which every image must share.
-    A slice index that only non-imaging data carries (a noise scan's, say) has no images."""
+    first: FirstImageSampling | None, first_image_index: int,
+) -> tuple[list[ismrmrd.Image], FirstImageSampling | None]:
+    """One slice's images, numbered from ``first_image_index``, and the series' first image's sampling (``first``,
+    or this slice's first image's where there was none yet), which every image must share. A slice index that only
+    non-imaging data carries (a noise scan's, say) has no images."""
     groups = [group for _, group in sorted(imaging_lines(acquisitions).items())]
+    if not groups:
+        return [], first
     kspaces = []
     for group in groups:
         where = f"slice {slice_index} phase {group[0].idx.phase}"
@@ -445,16 +454,13 @@ def reconstruct_slice(
             sampling = line_sampling(encoding, sampled_lines, group[0])
         except ImageReadError as problem:
             raise ImageReadError(f"{where}: {problem}; {WHAT_TO_DO}") from None
-        first = first or (where, sampled_lines, sampling)
+        first = first or FirstImageSampling(where, sampled_lines, sampling)
         check_same_lines(first, where, sampled_lines, sampling)
         kspaces.append(kspace)
-    if not groups:
-        return [], first
-    unfolded = unfolded_kspaces(encoding, slice_index, groups, kspaces, sampled_lines, sampling,
-                                calibration_lines(acquisitions))
+    unfold_kspaces(encoding, slice_index, groups, kspaces, sampled_lines, sampling, calibration_lines(acquisitions))
     lines = filled_lines(sampled_lines, encoding.encoded_y, sampling)
     images = []
-    for group, kspace in zip(groups, unfolded, strict=True):
+    for group, kspace in zip(groups, kspaces, strict=True):
         kspace = pocs_partial_fourier(kspace, lines, readout_span(encoding, group[0]))
         images.append(magnitude_image(encoding, kspace, group[0], first_image_index + len(images)))
     return images, first
