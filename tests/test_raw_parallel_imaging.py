@@ -261,14 +261,36 @@ def test_skipped_lines_written_as_readouts_of_zeros_are_unfolded(raw):
     assert nrmse(pixels(header, kept + zeros), pixels(raw[0], raw[1])) < 0.02
 
 
-def test_time_interleaved_sampling_is_refused_naming_it(raw):
-    """TGRAPPA/TSENSE shift the lines by one from phase to phase: refused as such, not as lines lost."""
-    shifted = [a for a in raw[1] if (a.idx.kspace_encode_step_1 - a.idx.phase) % 2 == 0 or
-               is_acs(a.idx.kspace_encode_step_1, ACS_LINES, rows(raw))]
-    with pytest.raises(ImageReadError, match=r"slice 0 phase 1: the lines parallel imaging acquired move from image to "
-                                             r"image \(one in every 2 from line 1 here, from line 0 in slice 0 phase "
-                                             r"0\): time-interleaved sampling \(TGRAPPA, TSENSE, k-t\)"):
-        reconstruct_cartesian(accelerated_header(raw, 2), shifted)
+def time_interleaved(series, phases: list[int], acceleration: int):
+    """The slice as a cine of ``phases`` (indices into its two), every line acquired, and the lines TGRAPPA keeps:
+    one in every ``acceleration``, the grid moved by one line from phase to phase, no calibration lines."""
+    cine = dataclasses.replace(series, images=series.images[:, phases])
+    header = build_header(cine, "sax", "cine", coils=COILS, readout_oversampling=READOUT_OVERSAMPLING)
+    every_line = list(series_to_acquisitions(cine, coils=COILS))
+    kept = [a for a in every_line if (a.idx.kspace_encode_step_1 - a.idx.phase) % acceleration == 0]
+    return (header, every_line), kept
+
+
+# Measured on this slice, its ED and ES frames alternating (a time average of the two is the hardest case for the
+# kernel's calibration; neighbouring phases of a real cine differ far less): 0.033 (R = 2, 2 phases), 0.059 (R = 3,
+# 3 phases), 0.17 (R = 4, 6 phases); zero-filled 0.65, 0.72, 0.76.
+@pytest.mark.parametrize(("phases", "acceleration", "limit"), [([0, 1], 2, 0.05), ([0, 1, 0], 3, 0.08)],
+                         ids=["R2", "R3"])
+def test_time_interleaved_sampling_is_unfolded_with_the_phases_lines_together(series, phases, acceleration, limit):
+    raw, kept = time_interleaved(series, phases, acceleration)
+    reference = pixels(*raw)
+    error = nrmse(pixels(accelerated_header(raw, acceleration), kept), reference)
+    folded = nrmse(zero_filled(raw, kept), reference)
+    assert error < limit and folded > 10 * error, (error, folded)
+
+
+def test_time_interleaved_sampling_with_fewer_phases_than_the_acceleration_is_refused(series):
+    raw, kept = time_interleaved(series, [0, 1], 3)  # lines 0, 1, 3, 4, 6, ...: never three in a row
+    with pytest.raises(ImageReadError, match=r"slice 0: parallel imaging \(acceleration 3\) with 2 consecutive "
+                                             r"calibration lines \(none flagged as such: the images' densely sampled "
+                                             r"centre, or under time-interleaved sampling the lines of all phases "
+                                             r"together\), too few to fit the GRAPPA kernel"):
+        reconstruct_cartesian(accelerated_header(raw, 3), kept)
 
 
 @pytest.mark.parametrize(("acceleration", "limit"), [(2, 1.5), (3, 3.0)])

@@ -9,8 +9,9 @@ lines) they also replace GRAPPA's estimates of those lines in the image of their
 
 The steps of their own: GRAPPA in :mod:`.grappa`, POCS in :mod:`.partial_fourier`, the FFTs in :mod:`.kspace`.
 
-Refused with one line saying so: lines missing irregularly (not one in every R), lines that move from phase to phase
-(time-interleaved TGRAPPA/TSENSE sampling), undersampled single-coil data, calibration blocks too short for the
+Time-interleaved sampling (TGRAPPA: the grid of lines moves by one from phase to phase) is unfolded with a kernel
+fitted to the phases' lines together. Refused with one line saying so: lines missing irregularly (not one in every
+R), undersampled single-coil data, calibration blocks too short for the
 kernel, 3-D encoding and several repetitions, contrasts or sets."""
 
 from __future__ import annotations
@@ -289,22 +290,30 @@ def line_sampling(encoding: Encoding, sampled_lines: np.ndarray, readout: ismrmr
 
 
 def slice_calibration(encoding: Encoding, where: str, flagged: Sequence[ismrmrd.Acquisition],
-                      kspaces: Sequence[np.ndarray], sampled_lines: np.ndarray,
+                      kspaces: Sequence[np.ndarray], sampled_lines: Sequence[np.ndarray],
                       readout: ismrmrd.Acquisition) -> np.ndarray:
     """The fully sampled k-space (coils, lines, samples) to fit a slice's GRAPPA kernel to, averaged over its
     phases (a kernel holds for any object seen by the same coils, so for their mean too): the longest block of
-    consecutive lines flagged for calibration (``flagged``) where there are any, else of the images' sampled lines
-    (a densely sampled centre), over the sampled readout."""
+    consecutive lines flagged for calibration (``flagged``) where there are any, else of the lines the images
+    sampled (``sampled_lines``, one array per image), each line averaged over the images that sampled it: a densely
+    sampled centre, or under time-interleaved sampling (TGRAPPA: the grid moves by a line from phase to phase) the
+    phases together. Over the sampled readout."""
     if flagged:
         kspace, lines = fill_kspace(encoding, f"{where} calibration", flagged)
         return kspace[:, longest_run(lines), readout_span(encoding, flagged[0])]
-    block, columns = longest_run(sampled_lines), readout_span(encoding, readout)
-    return np.mean([kspace[:, block, columns] for kspace in kspaces], axis=0)
+    columns = readout_span(encoding, readout)
+    total = np.zeros_like(kspaces[0][:, :, columns])
+    counts = np.zeros(total.shape[1], dtype=np.int64)
+    for kspace, lines in zip(kspaces, sampled_lines, strict=True):
+        total[:, lines] += kspace[:, lines, columns]
+        counts[lines] += 1
+    block = longest_run(np.flatnonzero(counts))
+    return total[:, block] / counts[block, None]
 
 
 def slice_grappa_weights(encoding: Encoding, where: str, flagged: Sequence[ismrmrd.Acquisition],
-                         kspaces: Sequence[np.ndarray], sampled_lines: np.ndarray, readout: ismrmrd.Acquisition,
-                         acceleration: int) -> np.ndarray:
+                         kspaces: Sequence[np.ndarray], sampled_lines: Sequence[np.ndarray],
+                         readout: ismrmrd.Acquisition, acceleration: int) -> np.ndarray:
     """The GRAPPA weights of one slice (:func:`grappa_weights`) from its calibration (:func:`slice_calibration`);
     refuses calibration data too few to fit them or from other coils."""
     calibration = slice_calibration(encoding, where, flagged, kspaces, sampled_lines, readout)
@@ -314,9 +323,11 @@ def slice_grappa_weights(encoding: Encoding, where: str, flagged: Sequence[ismrm
         raise ImageReadError(f"{where}: the calibration lines have {coils} coils, the image lines "
                              f"{kspaces[0].shape[0]}; {WHAT_TO_DO}")
     if lines < needed:
+        source = "" if flagged else (" (none flagged as such: the images' densely sampled centre, or under "
+                                     "time-interleaved sampling the lines of all phases together)")
         raise ImageReadError(
             f"{where}: parallel imaging (acceleration {acceleration}) with {lines} consecutive calibration "
-            f"line{'' if lines == 1 else 's'}, too few to fit the GRAPPA kernel: it needs {needed} (its "
+            f"line{'' if lines == 1 else 's'}{source}, too few to fit the GRAPPA kernel: it needs {needed} (its "
             f"{GRAPPA_KERNEL_LINES} source lines span {needed - MIN_KERNEL_PLACEMENTS_Y + 1}, fitted at "
             f"{MIN_KERNEL_PLACEMENTS_Y} or more places); {WHAT_TO_DO}")
     return grappa_weights(calibration, acceleration)
@@ -367,42 +378,38 @@ class FirstImageSampling:
 def check_same_lines(first: FirstImageSampling, where: str, sampled_lines: np.ndarray,
                      sampling: LineSampling) -> None:
     """Refuses an image whose sampled lines differ from the ``first`` image's: partial Fourier and parallel imaging
-    are one pattern for the whole scan, so a line lost in one image only is damaged data, and the same acceleration
-    on another grid is time-interleaved sampling."""
+    are one pattern for the whole scan, so a line lost in one image only is damaged data. The same acceleration on
+    another grid is time-interleaved sampling (TGRAPPA), which is unfolded (:func:`slice_calibration`)."""
     first_where, first_lines, first_sampling = first.where, first.lines, first.sampling
     if np.array_equal(sampled_lines, first_lines):
         return
     if sampling.acceleration == first_sampling.acceleration > 1 and sampling.grid_offset != first_sampling.grid_offset:
-        raise ImageReadError(
-            f"{where}: the lines parallel imaging acquired move from image to image (one in every "
-            f"{sampling.acceleration} from line {sampled_lines[0]} here, from line {first_lines[0]} in "
-            f"{first_where}): time-interleaved sampling (TGRAPPA, TSENSE, k-t), which this reconstruction does not "
-            f"unfold; {WHAT_TO_DO}")
+        return
     differing = sorted(set(first_lines.tolist()) ^ set(sampled_lines.tolist()))
     raise ImageReadError(f"{where}: k-space lines {differing[:5]} are sampled in {first_where} or here but not in "
                          f"both: lines lost in one image (damaged data); {WHAT_TO_DO}")
 
 
 def unfold_kspaces(encoding: Encoding, slice_index: int, groups: Sequence[Sequence[ismrmrd.Acquisition]],
-                   kspaces: Sequence[np.ndarray], sampled_lines: np.ndarray, sampling: LineSampling,
-                   calibration: Sequence[ismrmrd.Acquisition]) -> None:
-    """Fills in place the k-spaces of one slice's images (its phases' acquisition ``groups``, all sampled on
-    ``sampled_lines``): the lines parallel imaging skipped by one GRAPPA kernel fitted to the slice's
-    ``calibration`` lines, and, under an embedded calibration, each image's own reference-only lines as measured.
-    In place because the slice's k-spaces of all phases are in memory together (the kernel is fitted to their mean),
-    and a copy of each would double that."""
-    if sampling.acceleration == 1:
+                   kspaces: Sequence[np.ndarray], sampled_lines: Sequence[np.ndarray],
+                   samplings: Sequence[LineSampling], calibration: Sequence[ismrmrd.Acquisition]) -> None:
+    """Fills in place the k-spaces of one slice's images (its phases' acquisition ``groups``, each sampled on its
+    ``sampled_lines`` as its ``samplings`` say): the lines parallel imaging skipped by one GRAPPA kernel fitted to
+    the slice's ``calibration`` lines (:func:`slice_calibration`), and, under an embedded calibration, each image's
+    own reference-only lines as measured. In place because the slice's k-spaces of all phases are in memory
+    together (the kernel is fitted to their mean), and a copy of each would double that."""
+    if samplings[0].acceleration == 1:
         return
     weights = slice_grappa_weights(encoding, f"slice {slice_index}", calibration, kspaces, sampled_lines,
-                                   groups[0][0], sampling.acceleration)
+                                   groups[0][0], samplings[0].acceleration)
     reference_only = [acquisition for acquisition in calibration
                       if acquisition.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)]
-    for group, kspace in zip(groups, kspaces, strict=True):
-        grappa_fill(kspace, sampled_lines, sampling, weights, readout_span(encoding, group[0]))
+    for group, kspace, lines, sampling in zip(groups, kspaces, sampled_lines, samplings, strict=True):
+        grappa_fill(kspace, lines, sampling, weights, readout_span(encoding, group[0]))
         phase = group[0].idx.phase
         own = [acquisition for acquisition in reference_only if acquisition.idx.phase == phase]
         if encoding.embedded_calibration and own:
-            put_measured_lines(encoding, f"slice {slice_index} phase {phase}", kspace, sampled_lines, own)
+            put_measured_lines(encoding, f"slice {slice_index} phase {phase}", kspace, lines, own)
 
 
 def reconstruct_cartesian(
@@ -446,7 +453,7 @@ def reconstruct_slice(
     groups = [group for _, group in sorted(imaging_lines(acquisitions).items())]
     if not groups:
         return [], first
-    kspaces = []
+    kspaces, sampled, samplings = [], [], []
     for group in groups:
         where = f"slice {slice_index} phase {group[0].idx.phase}"
         kspace, sampled_lines = fill_kspace(encoding, where, group)
@@ -457,10 +464,12 @@ def reconstruct_slice(
         first = first or FirstImageSampling(where, sampled_lines, sampling)
         check_same_lines(first, where, sampled_lines, sampling)
         kspaces.append(kspace)
-    unfold_kspaces(encoding, slice_index, groups, kspaces, sampled_lines, sampling, calibration_lines(acquisitions))
-    lines = filled_lines(sampled_lines, encoding.encoded_y, sampling)
+        sampled.append(sampled_lines)
+        samplings.append(sampling)
+    unfold_kspaces(encoding, slice_index, groups, kspaces, sampled, samplings, calibration_lines(acquisitions))
     images = []
-    for group, kspace in zip(groups, kspaces, strict=True):
+    for group, kspace, sampled_lines, sampling in zip(groups, kspaces, sampled, samplings, strict=True):
+        lines = filled_lines(sampled_lines, encoding.encoded_y, sampling)
         kspace = pocs_partial_fourier(kspace, lines, readout_span(encoding, group[0]))
         images.append(magnitude_image(encoding, kspace, group[0], first_image_index + len(images)))
     return images, first
