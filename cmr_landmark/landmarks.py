@@ -201,6 +201,6 @@ def lax_apex_about(
     taken for part of it); NaN without an LV blood pool or epicardium."""
     mask, spacing = _check_mask(mask, pixel_spacing_mm)
     lv_blood = _largest_component(np.isin(mask, label_codes.lv_blood))
-    apex = _epicardial_apex(lv_blood, np.isin(mask, label_codes.lv_myocardium), np.asarray(mitral_midpoint_rc),
-                            spacing)
+    myocardium = np.isin(mask, label_codes.lv_myocardium)
+    apex = _epicardial_apex(lv_blood, myocardium, np.asarray(mitral_midpoint_rc), spacing) if lv_blood.any() else None
     return np.full(2, np.nan) if apex is None else apex

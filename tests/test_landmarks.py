@@ -14,6 +14,7 @@ from cmr_landmark.landmarks import (
     LabelCodes,
     derive_lax_landmarks,
     derive_sax_landmarks,
+    lax_apex_about,
 )
 
 SIZE = 161
@@ -295,6 +296,22 @@ def test_lax_tilted_ventricle_on_anisotropic_pixels_is_measured_in_mm():
     expected = np.array([valve_mm - 25 * across_dir, valve_mm + 25 * across_dir, valve_mm + 78 * axis]) / spacing
     errors_mm = np.linalg.norm((points - expected) * spacing, axis=1)
     assert np.all(errors_mm < 3.0), errors_mm
+
+
+def test_lax_apex_about_the_rule_mitral_midpoint_is_the_rule_apex():
+    # the tilted ventricle above, on anisotropic pixels: lax_apex_about (what synthetic 3CH targets use, about the
+    # anatomy's mitral points) is the very apex derive_lax_landmarks takes about its own
+    spacing = (2.0, 1.0)
+    rows, cols = np.mgrid[:120, :200].astype(float)
+    y, x = rows * spacing[0] - 40.0, cols * spacing[1] - 100.0
+    along, across = y * np.cos(np.radians(30)) + x * np.sin(np.radians(30)), -y * np.sin(np.radians(30)) + x * np.cos(
+        np.radians(30))
+    mask = np.zeros(rows.shape, np.uint8)
+    mask[((along / 78) ** 2 + (across / 33) ** 2 < 1) & (along >= 0)] = 2
+    mask[((along / 70) ** 2 + (across / 25) ** 2 < 1) & (along >= 0)] = 1
+    mv1, mv2, apex = derive_lax_landmarks(mask, pixel_spacing_mm=spacing)
+    np.testing.assert_array_equal(lax_apex_about((mv1 + mv2) / 2, mask, pixel_spacing_mm=spacing), apex)
+    assert np.all(np.isnan(lax_apex_about((mv1 + mv2) / 2, np.where(mask == 1, 0, mask), pixel_spacing_mm=spacing)))
 
 
 def test_lax_gap_in_the_myocardium_annotation_is_not_the_valve():

@@ -274,23 +274,41 @@ def time_interleaved(series, phases: list[int], acceleration: int):
 # Measured on this slice, its ED and ES frames alternating (a time average of the two is the hardest case for the
 # kernel's calibration; neighbouring phases of a real cine differ far less): 0.033 (R = 2, 2 phases), 0.059 (R = 3,
 # 3 phases), 0.17 (R = 4, 6 phases); zero-filled 0.65, 0.72, 0.76.
-@pytest.mark.parametrize(("phases", "acceleration", "limit"), [([0, 1], 2, 0.05), ([0, 1, 0], 3, 0.08)],
-                         ids=["R2", "R3"])
+@pytest.mark.parametrize(("phases", "acceleration", "limit"), [
+    ([0, 1], 2, 0.05), ([0, 1, 0], 3, 0.08), ([0, 1, 0, 1, 0, 1], 4, 0.22),
+], ids=["R2", "R3", "R4"])
 def test_time_interleaved_sampling_is_unfolded_with_the_phases_lines_together(series, phases, acceleration, limit):
     raw, kept = time_interleaved(series, phases, acceleration)
     reference = pixels(*raw)
     error = nrmse(pixels(accelerated_header(raw, acceleration), kept), reference)
     folded = nrmse(zero_filled(raw, kept), reference)
-    assert error < limit and folded > 10 * error, (error, folded)
+    assert error < limit and folded > 4 * error, (error, folded)
+
+
+def test_time_interleaved_sampling_with_a_calibration_block_uses_the_block(series):
+    # the 24 central lines in every phase as well (unflagged): measured 0.0077, as a fixed grid with them (0.008)
+    raw, kept = time_interleaved(series, [0, 1], 2)
+    block = [a for a in raw[1] if is_acs(a.idx.kspace_encode_step_1, ACS_LINES, rows(raw))
+             and (a.idx.kspace_encode_step_1 - a.idx.phase) % 2]
+    assert nrmse(pixels(accelerated_header(raw, 2), kept + block), pixels(*raw)) < 0.02
 
 
 def test_time_interleaved_sampling_with_fewer_phases_than_the_acceleration_is_refused(series):
     raw, kept = time_interleaved(series, [0, 1], 3)  # lines 0, 1, 3, 4, 6, ...: never three in a row
     with pytest.raises(ImageReadError, match=r"slice 0: parallel imaging \(acceleration 3\) with 2 consecutive "
-                                             r"calibration lines \(none flagged as such: the images' densely sampled "
-                                             r"centre, or under time-interleaved sampling the lines of all phases "
-                                             r"together\), too few to fit the GRAPPA kernel"):
+                                             r"calibration lines \(the lines of its 2 phases together: "
+                                             r"time-interleaved sampling needs as many phases as the acceleration, "
+                                             r"or more\), too few to fit the GRAPPA kernel"):
         reconstruct_cartesian(accelerated_header(raw, 3), kept)
+
+
+def test_lines_lost_at_the_edge_of_one_time_interleaved_phase_are_refused_as_damaged(series):
+    # on its own, phase 1 would pass for partial Fourier: against phase 0's extent, moved by one line, it is damaged
+    raw, kept = time_interleaved(series, [0, 1], 2)
+    lost = [a for a in kept if not (a.idx.phase == 1 and a.idx.kspace_encode_step_1 >= rows(raw) - 12)]
+    with pytest.raises(ImageReadError, match=r"slice 0 phase 1: k-space lines \[.*\] are sampled in slice 0 phase 0 "
+                                             r"or here but not in both: lines lost in one image \(damaged data\)"):
+        reconstruct_cartesian(accelerated_header(raw, 2), lost)
 
 
 @pytest.mark.parametrize(("acceleration", "limit"), [(2, 1.5), (3, 3.0)])

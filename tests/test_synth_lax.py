@@ -362,6 +362,7 @@ def test_geometric_target_keeps_the_rule_order_where_the_rule_finds_nothing(monk
     fallback = synthesize_lax_scene(np.random.default_rng(seed), view="4ch")
     assert fallback.landmark_source == "geometry"
     np.testing.assert_allclose(fallback.landmarks_rc[:2], ordered.geometric_landmarks_rc[:2])
+    assert fallback.labels[tuple(np.round(fallback.landmarks_rc[2]).astype(int))] == LV_MYOCARDIUM
 
 
 @pytest.mark.parametrize("seed", range(6))

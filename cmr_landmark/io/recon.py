@@ -11,8 +11,8 @@ The steps of their own: GRAPPA in :mod:`.grappa`, POCS in :mod:`.partial_fourier
 
 Time-interleaved sampling (TGRAPPA: the grid of lines moves by one from phase to phase) is unfolded with a kernel
 fitted to the phases' lines together. Refused with one line saying so: lines missing irregularly (not one in every
-R), undersampled single-coil data, calibration blocks too short for the
-kernel, 3-D encoding and several repetitions, contrasts or sets."""
+R), undersampled single-coil data, calibration blocks too short for the kernel, 3-D encoding and several
+repetitions, contrasts or sets."""
 
 from __future__ import annotations
 
@@ -308,7 +308,8 @@ def slice_calibration(encoding: Encoding, where: str, flagged: Sequence[ismrmrd.
         total[:, lines] += kspace[:, lines, columns]
         counts[lines] += 1
     block = longest_run(np.flatnonzero(counts))
-    return total[:, block] / counts[block, None]
+    # divided in the data's single precision: the kernel's normal equations are summed in it too (grappa_weights)
+    return total[:, block] / counts[block, None].astype(total.real.dtype)
 
 
 def slice_grappa_weights(encoding: Encoding, where: str, flagged: Sequence[ismrmrd.Acquisition],
@@ -318,13 +319,16 @@ def slice_grappa_weights(encoding: Encoding, where: str, flagged: Sequence[ismrm
     refuses calibration data too few to fit them or from other coils."""
     calibration = slice_calibration(encoding, where, flagged, kspaces, sampled_lines, readout)
     coils, lines = calibration.shape[:2]
+    time_interleaved = any(not np.array_equal(image_lines, sampled_lines[0]) for image_lines in sampled_lines)
     needed = min_calibration_lines(acceleration)
     if coils != kspaces[0].shape[0]:
         raise ImageReadError(f"{where}: the calibration lines have {coils} coils, the image lines "
                              f"{kspaces[0].shape[0]}; {WHAT_TO_DO}")
     if lines < needed:
-        source = "" if flagged else (" (none flagged as such: the images' densely sampled centre, or under "
-                                     "time-interleaved sampling the lines of all phases together)")
+        source = ("" if flagged else
+                  f" (the lines of its {len(sampled_lines)} phases together: time-interleaved sampling needs as many "
+                  f"phases as the acceleration, or more)" if time_interleaved else
+                  " (none flagged for calibration: the images' densely sampled centre)")
         raise ImageReadError(
             f"{where}: parallel imaging (acceleration {acceleration}) with {lines} consecutive calibration "
             f"line{'' if lines == 1 else 's'}{source}, too few to fit the GRAPPA kernel: it needs {needed} (its "
@@ -366,9 +370,16 @@ def magnitude_image(encoding: Encoding, kspace: np.ndarray, acquisition: ismrmrd
     return image
 
 
+def calibration_block(sampled_lines: np.ndarray) -> np.ndarray:
+    """The image's block of consecutive lines (embedded calibration lines), empty where no two are consecutive."""
+    block = longest_run(sampled_lines)
+    return block if len(block) > 1 else block[:0]
+
+
 @dataclass(frozen=True)
 class FirstImageSampling:
-    """Where the series' first image is and how its k-space lines were sampled: every image must be sampled alike."""
+    """Where the series' first image is and how its k-space lines were sampled: every image must be sampled alike,
+    or time-interleaved, on a grid moved by whole lines."""
 
     where: str
     lines: np.ndarray
@@ -377,13 +388,23 @@ class FirstImageSampling:
 
 def check_same_lines(first: FirstImageSampling, where: str, sampled_lines: np.ndarray,
                      sampling: LineSampling) -> None:
-    """Refuses an image whose sampled lines differ from the ``first`` image's: partial Fourier and parallel imaging
-    are one pattern for the whole scan, so a line lost in one image only is damaged data. The same acceleration on
-    another grid is time-interleaved sampling (TGRAPPA), which is unfolded (:func:`slice_calibration`)."""
+    """Refuses an image whose sampled lines differ from the ``first`` image's other than by time-interleaving:
+    partial Fourier and parallel imaging are one pattern for the whole scan, so a line lost in one image only is
+    damaged data. The same pattern on a grid moved by whole lines (the same acceleration, and the extent and
+    calibration block within a grid step of the first image's) is time-interleaved sampling (TGRAPPA), which is unfolded
+    (:func:`slice_calibration`)."""
     first_where, first_lines, first_sampling = first.where, first.lines, first.sampling
     if np.array_equal(sampled_lines, first_lines):
         return
-    if sampling.acceleration == first_sampling.acceleration > 1 and sampling.grid_offset != first_sampling.grid_offset:
+    steps = sampling.acceleration
+
+    def within_a_step(lines: np.ndarray, other: np.ndarray) -> bool:  # the same span on a grid moved by < R lines
+        return len(lines) == len(other) == 0 or (len(lines) > 0 and len(other) > 0 and abs(
+            int(lines[0]) - int(other[0])) < steps and abs(int(lines[-1]) - int(other[-1])) < steps)
+
+    if (steps == first_sampling.acceleration > 1 and sampling.grid_offset != first_sampling.grid_offset
+            and within_a_step(sampled_lines, first_lines)
+            and within_a_step(calibration_block(sampled_lines), calibration_block(first_lines))):
         return
     differing = sorted(set(first_lines.tolist()) ^ set(sampled_lines.tolist()))
     raise ImageReadError(f"{where}: k-space lines {differing[:5]} are sampled in {first_where} or here but not in "
@@ -448,8 +469,8 @@ def reconstruct_slice(
     first: FirstImageSampling | None, first_image_index: int,
 ) -> tuple[list[ismrmrd.Image], FirstImageSampling | None]:
     """One slice's images, numbered from ``first_image_index``, and the series' first image's sampling (``first``,
-    or this slice's first image's where there was none yet), which every image must share. A slice index that only
-    non-imaging data carries (a noise scan's, say) has no images."""
+    or this slice's first image's where there was none yet), which every image must share (:func:`check_same_lines`).
+    A slice index that only non-imaging data carries (a noise scan's, say) has no images."""
     groups = [group for _, group in sorted(imaging_lines(acquisitions).items())]
     if not groups:
         return [], first

@@ -672,7 +672,8 @@ def synthesize_lax_scene(
     # the rule sees the map as a real data set labels it: leaflets and papillary muscles in the blood pool
     plain = replace(anatomy, valve_detail=False).label_points(plane.points_mm()).reshape(shape) \
         if anatomy.valve_detail else labels
-    rule = derive_lax_landmarks(real_data_mask(plain), pixel_spacing_mm=(spacing, spacing))
+    real_mask = real_data_mask(plain)
+    rule = derive_lax_landmarks(real_mask, pixel_spacing_mm=(spacing, spacing))
     source = "geometry"
     if np.all(np.isfinite(rule)):
         # order the geometric mitral points as the rule does (the rule's order is image-based)
@@ -689,7 +690,7 @@ def synthesize_lax_scene(
     if source == "geometry":
         # the anatomy's apex is on the continuous epicardium, often in the fat beyond the outermost myocardium
         # pixel the rule (and so every real label) takes: take the rule's apex about the anatomy's mitral points
-        apex = lax_apex_about(geometric[:2].mean(axis=0), real_data_mask(plain), pixel_spacing_mm=(spacing, spacing))
+        apex = lax_apex_about(geometric[:2].mean(axis=0), real_mask, pixel_spacing_mm=(spacing, spacing))
         target = np.vstack([geometric[:2], apex if np.all(np.isfinite(apex)) else geometric[2]])
     mitral_mid = np.mean(anatomy.annulus_ring_mm(), axis=0)
     return SyntheticLaxSlice(
