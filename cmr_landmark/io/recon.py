@@ -319,16 +319,18 @@ def slice_grappa_weights(encoding: Encoding, where: str, flagged: Sequence[ismrm
     refuses calibration data too few to fit them or from other coils."""
     calibration = slice_calibration(encoding, where, flagged, kspaces, sampled_lines, readout)
     coils, lines = calibration.shape[:2]
-    time_interleaved = any(not np.array_equal(image_lines, sampled_lines[0]) for image_lines in sampled_lines)
     needed = min_calibration_lines(acceleration)
     if coils != kspaces[0].shape[0]:
         raise ImageReadError(f"{where}: the calibration lines have {coils} coils, the image lines "
                              f"{kspaces[0].shape[0]}; {WHAT_TO_DO}")
     if lines < needed:
-        source = ("" if flagged else
-                  f" (the lines of its {len(sampled_lines)} phases together: time-interleaved sampling needs as many "
-                  f"phases as the acceleration, or more)" if time_interleaved else
-                  " (none flagged for calibration: the images' densely sampled centre)")
+        if flagged:
+            source = ""
+        elif any(not np.array_equal(image_lines, sampled_lines[0]) for image_lines in sampled_lines):
+            source = (f" (the lines of its {len(sampled_lines)} phases together: time-interleaved sampling needs as "
+                      "many phases as the acceleration, or more)")
+        else:
+            source = " (none flagged for calibration: the images' densely sampled centre)"
         raise ImageReadError(
             f"{where}: parallel imaging (acceleration {acceleration}) with {lines} consecutive calibration "
             f"line{'' if lines == 1 else 's'}{source}, too few to fit the GRAPPA kernel: it needs {needed} (its "
