@@ -285,8 +285,9 @@ def test_time_interleaved_sampling_is_unfolded_with_the_phases_lines_together(se
     assert error < limit and folded > 4 * error, (error, folded)
 
 
-def test_time_interleaved_sampling_with_a_calibration_block_uses_the_block(series):
-    # the 24 central lines in every phase as well (unflagged): measured 0.0077, as a fixed grid with them (0.008)
+def test_time_interleaved_sampling_with_a_calibration_block_in_every_phase(series):
+    # the 24 central lines in every phase as well (unflagged): measured 0.0077, as a fixed grid with them (0.008);
+    # the kernel is fitted to all phases' lines together, which here cover every line
     raw, kept = time_interleaved(series, [0, 1], 2)
     block = [a for a in raw[1] if is_acs(a.idx.kspace_encode_step_1, ACS_LINES, rows(raw))
              and (a.idx.kspace_encode_step_1 - a.idx.phase) % 2]
