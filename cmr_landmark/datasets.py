@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 from .config import cache_dir, data_root
 from .geometry import orient_image, oriented_spacing_mm
 from .landmarks import STANDARD_LABELS, LabelCodes, derive_lax_landmarks, derive_sax_landmarks
+from .output_paths import write_json_atomically, written_beside
 
 SPLITS_PATH = Path(__file__).resolve().parent / "splits.json"
 VALIDATION_FRACTION = 0.2
@@ -322,13 +322,9 @@ def build_cache(dataset: str, force: bool = False, folder: Path | None = None, r
         ],
     }
     npz_path.parent.mkdir(parents=True, exist_ok=True)
-    from .model_store import write_json_atomically  # here: model_store imports torch, which `convert` need not load
-
-    # Written beside and renamed, so a reader never sees half a cache; the process id keeps two processes that
-    # derive the same stale cache at once from writing into one partial file (as write_json_atomically does).
-    partial_npz = npz_path.with_suffix(f".partial{os.getpid()}.npz")
-    np.savez(partial_npz, **arrays)
-    partial_npz.replace(npz_path)
+    # a reader never sees half a cache, nor two processes deriving the same stale cache at once each other's half
+    with written_beside(npz_path) as partial, partial.open("wb") as file:  # a file: np.savez names no .npz on it
+        np.savez(file, **arrays)
     write_json_atomically(json_path, metadata)
     return npz_path
 

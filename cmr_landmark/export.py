@@ -12,6 +12,7 @@ import torch
 from .config import FINE_CENTROID_RADIUS_MM, LANDMARKS_BY_VIEW, StageGrid
 from .model_store import edit_manifest, sha256_of
 from .network import LandmarkCascade
+from .output_paths import written_beside
 
 MAX_MODEL_BYTES = 10 * 1024 * 1024
 TRAINING_STATE_FILE = "training_state.pt"
@@ -66,16 +67,11 @@ def freeze_cascade(cascade: LandmarkCascade,
 def write_model_file(frozen: torch.jit.ScriptModule, path: Path, extra_files: dict[str, bytes]) -> None:
     """Save ``frozen`` (with ``extra_files``) as ``path``, refused over ``MAX_MODEL_BYTES``. Written beside and
     checked first, so a refused or failed save leaves the file in place (and its manifest entry) as they were."""
-    partial = path.parent / f".{path.name}.partial"
-    try:
+    with written_beside(path) as partial:
         torch.jit.save(frozen, str(partial), _extra_files=extra_files)
         size = partial.stat().st_size
         if size > MAX_MODEL_BYTES:
             raise ValueError(f"{path} would be {size} bytes, over the {MAX_MODEL_BYTES} byte limit")
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(path)
 
 
 def export_cascade(

@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 
 from .config import LANDMARKS_BY_VIEW, MIRROR_POOLINGS, MODEL_SEQUENCES, VIEWS, StageGrid, models_dir
 from .display_orientation import OrientationAveraged
+from .output_paths import write_json_atomically
 
 log = logging.getLogger("cmr_landmark.model_store")
 T = TypeVar("T")
@@ -163,15 +163,6 @@ def json_safe(value: object) -> object:
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-def write_json_atomically(path: Path, record: object) -> None:
-    """Write ``record`` as JSON beside ``path`` and rename it over ``path``, so that a reader (a gadget reading the
-    manifest, another training rank, a run killed meanwhile) never sees half a file; the partial file is the
-    process's own, so two processes writing ``path`` at once do not write into one."""
-    partial = path.with_name(f".{path.name}.partial{os.getpid()}")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    partial.replace(path)
 
 
 def edit_manifest(folder: Path, change: Callable[[dict], T]) -> T:

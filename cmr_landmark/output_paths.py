@@ -1,10 +1,13 @@
 """Output paths the commands (detect, convert, replay) check before any work: an answer that cannot be written, or
 that would overwrite the input it came from, is said in one line at once, not after minutes of work or as a
-traceback."""
+traceback. And the one way every file that others read is written: beside, then renamed (:func:`written_beside`)."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -28,3 +31,23 @@ def output_file_problem(out: Path, source: Path) -> str | None:
     if out.is_dir():
         return f"--out {out} is a folder: give a file name in it"
     return folder_problem(out.parent, f"--out {out}")
+
+
+@contextmanager
+def written_beside(path: Path) -> Iterator[Path]:
+    """A partial file beside ``path`` for the block to write; renamed over ``path`` when the block ends without an
+    error, removed when it does not. So a reader (a gadget reading the manifest, a resumed run, another training
+    rank) never sees half a file, and a failed or interrupted write leaves ``path`` as it was. The partial file is
+    the process's own, so two processes writing ``path`` at once do not write into one."""
+    partial = path.with_name(f".{path.name}.partial{os.getpid()}")
+    try:
+        yield partial
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_json_atomically(path: Path, record: object) -> None:
+    """Write ``record`` as JSON to ``path`` (:func:`written_beside`)."""
+    with written_beside(path) as partial:
+        partial.write_text(json.dumps(record, indent=2) + "\n")

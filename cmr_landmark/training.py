@@ -58,8 +58,8 @@ from .detector import bf16_faster_on_cpu
 from .export import load_training_state
 from .geometry import distances_mm
 from .heatmaps import centres_of_mass, decode_heatmaps, render_heatmaps, window_centroids
-from .model_store import write_json_atomically
 from .network import LandmarkCascade, UNet, unet_widths
+from .output_paths import write_json_atomically, written_beside
 from .preprocess import grid_transform, normalise_intensity, to_magnitude
 from .synth.contrast import with_random_contrast
 
@@ -361,10 +361,9 @@ def broadcast_float(value: float, device: torch.device) -> float:
 
 
 def save_checkpoint(path: Path, **state) -> None:
-    """Write atomically: a killed run never leaves half a checkpoint behind."""
-    partial = path.with_suffix(".partial")
-    torch.save(state, partial)
-    partial.replace(path)
+    """Written beside and renamed: a killed run never leaves half a checkpoint behind."""
+    with written_beside(path) as partial:
+        torch.save(state, partial)
 
 
 def rng_state() -> dict:

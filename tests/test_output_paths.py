@@ -3,6 +3,7 @@ before any work is done, and the input is never overwritten by its own output.""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ from test_io import write_nifti
 from cmr_landmark.config import REPO_ROOT
 from cmr_landmark.convert_cli import main_convert
 from cmr_landmark.detect_cli import main_detect
+from cmr_landmark.output_paths import write_json_atomically, written_beside
 from cmr_landmark.replay_cli import main_replay
 
 SAMPLE = REPO_ROOT / "samples" / "mnms2_001_sax.h5"
@@ -76,3 +78,15 @@ def test_detect_says_plainly_when_overlays_is_a_file(tmp_path, capsys):
                                    str(tmp_path / "out.json"), "--overlays", str(a_file)], capsys)
     assert f"--overlays {a_file}: {a_file} is a file, not a folder" in error  # was "[Errno 17] File exists"
     assert not (tmp_path / "out.json").exists()  # said before anything was written
+
+
+def test_a_file_written_beside_replaces_the_old_one_only_when_the_write_ends_well(tmp_path):
+    path = tmp_path / "manifest.json"
+    write_json_atomically(path, {"models": ["old"]})
+    with pytest.raises(RuntimeError), written_beside(path) as partial:
+        partial.write_text("half a fi")
+        raise RuntimeError("killed while writing")
+    assert json.loads(path.read_text()) == {"models": ["old"]}
+    write_json_atomically(path, {"models": ["new"]})
+    assert json.loads(path.read_text()) == {"models": ["new"]}
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no partial file left either time

@@ -7,7 +7,6 @@ An image's data is ``(channels, z, y, x)``: the first channel of the first z pla
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -18,6 +17,7 @@ import ismrmrd.xsd
 import numpy as np
 
 from ..geometry import GeometryError, pixel_spacing_mm
+from ..output_paths import written_beside
 from .image_series import ImageReadError, ImageSeries, SliceGeometry
 from .recon import reconstruct_slices
 
@@ -220,15 +220,11 @@ def write_ismrmrd_acquisitions(
     makes them (a simulated 32-coil cine: half a minute), an error or an interrupt leaves ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial{os.getpid()}")
     acquisitions = iter(acquisitions)
-    try:
+    with written_beside(path) as partial:
         with ismrmrd.File(str(partial), "w") as file:
             container = file[DATASET_NAME]
             container.header = header
             container.acquisitions = list(islice(acquisitions, ACQUISITIONS_PER_BLOCK))  # creates the dataset
             while batch := list(islice(acquisitions, ACQUISITIONS_PER_BLOCK)):
                 container.acquisitions.extend(batch)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from ..config import cache_dir
 from ..landmarks import derive_lax_landmarks, lax_apex_about
+from ..output_paths import written_beside
 
 LAX_VIEWS: tuple[str, ...] = ("4ch", "2ch", "3ch")
 CONTRASTS: tuple[str, ...] = ("bssfp", "lge", "random")
@@ -784,19 +785,18 @@ def cache_synthetic_lax(
     for variant_index, path in enumerate(paths):
         images = [variant_images[variant_index][0] for _, variant_images in rendered]
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial.npz")
-        np.savez(
-            partial,
-            images=np.concatenate([image.ravel() for image in images]).astype(np.float16),
-            shapes=np.array([image.shape for image in images]),
-            spacings_mm=np.array([s.pixel_spacing_mm for s in scenes]),
-            landmarks_rc=np.stack([s.landmarks_rc for s in scenes]),
-            lax_views=np.array([s.lax_view for s in scenes]),
-            phases=np.array([s.phase for s in scenes]),
-            sources=np.array([s.landmark_source for s in scenes]),
-            contrasts=np.array([variant_images[variant_index][1] for _, variant_images in rendered]),
-        )
-        partial.replace(path)
+        with written_beside(path) as partial, partial.open("wb") as file:  # a file: np.savez names no .npz on it
+            np.savez(
+                file,
+                images=np.concatenate([image.ravel() for image in images]).astype(np.float16),
+                shapes=np.array([image.shape for image in images]),
+                spacings_mm=np.array([s.pixel_spacing_mm for s in scenes]),
+                landmarks_rc=np.stack([s.landmarks_rc for s in scenes]),
+                lax_views=np.array([s.lax_view for s in scenes]),
+                phases=np.array([s.phase for s in scenes]),
+                sources=np.array([s.landmark_source for s in scenes]),
+                contrasts=np.array([variant_images[variant_index][1] for _, variant_images in rendered]),
+            )
     return paths
 
 

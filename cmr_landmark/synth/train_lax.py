@@ -38,7 +38,8 @@ from ..export import export_cascade
 from ..geometry import distances_mm
 from ..heatmaps import decode_heatmaps
 from ..lax_evaluation import LABELLED_PHASE_NAMES, mnms2_lax_slices
-from ..model_store import model_names, write_json_atomically
+from ..model_store import model_names
+from ..output_paths import write_json_atomically
 from ..training import (
     DEFAULT_MAX_ROTATION_DEG,
     DEFAULT_WIDTHS,
