@@ -34,7 +34,7 @@ from .measures import longitudinal_shortening, lv_length_mm
 from .model_store import ModelSpec, find_model
 from .network import UNet
 from .overlay import save_phase_overlays
-from .synth.lax import cache_synthetic_lax, load_synthetic_lax
+from .synth.lax import CachedLaxSlice, cache_synthetic_lax, load_synthetic_lax
 
 LABELLED_PHASE_NAMES = {0: "ED", 1: "ES"}
 
@@ -108,12 +108,18 @@ def evaluate_cine_at_labelled(cine: CineLandmarks, slices: Sequence[Slice], fram
 HELD_OUT_SYNTHETIC = {"n_slices": 150, "seed": 77, "variant": "mixed", "family": "slender"}
 
 
-def evaluate_synthetic_held_out(detector: Detector, family: str | None = None) -> dict[str, float]:
-    """Mean distance (mm) per landmark and over all of them on the held-out synthetic slices (made and cached on
-    first use; anatomy ``family``, default HELD_OUT_SYNTHETIC's), the detector's own inference settings."""
+def held_out_synthetic_slices(family: str | None = None) -> list[CachedLaxSlice]:
+    """The held-out synthetic slices (made and cached on first use; anatomy ``family``, default
+    HELD_OUT_SYNTHETIC's)."""
     path = cache_synthetic_lax(HELD_OUT_SYNTHETIC["n_slices"], HELD_OUT_SYNTHETIC["seed"],
                                (HELD_OUT_SYNTHETIC["variant"],), family or HELD_OUT_SYNTHETIC["family"])[0]
-    evaluation = evaluate_slices(detector, load_synthetic_lax(path), 0.0)
+    return load_synthetic_lax(path)
+
+
+def evaluate_synthetic_held_out(detector: Detector, family: str | None = None) -> dict[str, float]:
+    """Mean distance (mm) per landmark and over all of them on the held-out synthetic slices
+    (:func:`held_out_synthetic_slices`), the detector's own inference settings."""
+    evaluation = evaluate_slices(detector, held_out_synthetic_slices(family), 0.0)
     distances = evaluation.distances_mm
     return {**{name: float(np.nanmean(distances[:, k])) for k, name in enumerate(LAX_LANDMARKS)},
             "mean": float(np.nanmean(distances))}

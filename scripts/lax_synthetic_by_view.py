@@ -18,9 +18,9 @@ import numpy as np
 from cmr_landmark.config import LAX_LANDMARKS
 from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import evaluate_slices
-from cmr_landmark.lax_evaluation import HELD_OUT_SYNTHETIC
+from cmr_landmark.lax_evaluation import HELD_OUT_SYNTHETIC, held_out_synthetic_slices
 from cmr_landmark.model_store import find_model
-from cmr_landmark.synth.lax import ANATOMY_RANGES, LAX_VIEWS, cache_synthetic_lax, load_synthetic_lax
+from cmr_landmark.synth.lax import ANATOMY_RANGES, LAX_VIEWS
 from cmr_landmark.training import load_cascade
 
 
@@ -30,9 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--family", default=HELD_OUT_SYNTHETIC["family"], choices=sorted(ANATOMY_RANGES),
                         help=f"anatomy of the held-out slices (default {HELD_OUT_SYNTHETIC['family']})")
     args = parser.parse_args(argv)
-    path = cache_synthetic_lax(HELD_OUT_SYNTHETIC["n_slices"], HELD_OUT_SYNTHETIC["seed"],
-                               (HELD_OUT_SYNTHETIC["variant"],), args.family)[0]
-    slices = load_synthetic_lax(path)
+    slices = held_out_synthetic_slices(args.family)
     views = np.array([s.lax_view for s in slices])
     detector = Detector(find_model("lax", "cine", name="lax_cine"), use_bf16=False)
     shipped = detector.model
