@@ -28,6 +28,11 @@ import ismrmrd.xsd
 import numpy as np
 import torch
 from gadgetron.external import Connection
+from gadgetron.external.constants import (
+    GADGET_MESSAGE_IMAGE_ARRAY,
+    GADGET_MESSAGE_ISMRMRD_ACQUISITION,
+    GADGET_MESSAGE_RECON_DATA,
+)
 
 from .config import GADGET_LOGGER, LANDMARKS_BY_VIEW
 from .detector import Detector, ImageLandmarks, default_device, detect_in_orientation
@@ -39,6 +44,7 @@ from .model_store import ModelError, find_model
 from .mrd_connection import (
     EndOfStream,
     ReceivedImage,
+    ReceivedItem,
     StreamError,
     data_waiting,
     guard_against_eof,
@@ -56,6 +62,7 @@ from .series import SeriesBuffer, SliceBatch
 from .slice_measures import measure_slice
 
 log = logging.getLogger(GADGET_LOGGER)
+DATA_ROLE_META = "GADGETRON_DataRole"
 
 
 # --- models: loaded once per process ---------------------------------------------------------------------------
@@ -133,13 +140,28 @@ def load_model_before_images(parameters: GadgetParameters, header: ismrmrd.xsd.i
 # --- the data path ---------------------------------------------------------------------------------------------
 
 
+# Messages that hold images this gadget cannot detect on: a chain that places it before ImageArraySplitGadget, or
+# before the reconstruction, sends these. They pass on untouched; the physicist needs to hear why nothing appears.
+UNDETECTED_IMAGE_MESSAGES = {
+    GADGET_MESSAGE_IMAGE_ARRAY: "image arrays (place the gadget after ImageArraySplitGadget and ComplexToFloatGadget)",
+    GADGET_MESSAGE_RECON_DATA: "k-space (place the gadget after the reconstruction and ImageArraySplitGadget)",
+    GADGET_MESSAGE_ISMRMRD_ACQUISITION: "raw acquisitions (place the gadget after the reconstruction)",
+}
+
+
 def pass_originals(connection: Connection) -> Iterator[ReceivedImage]:
     """Send every item straight back downstream, as the bytes that came in, then hand the images on for
     detection."""
+    warned: set[int] = set()
     try:
         for item in connection:
             connection.send(item)
-            if isinstance(item, ReceivedImage):
+            if isinstance(item, ReceivedItem) and item.message_id in UNDETECTED_IMAGE_MESSAGES:
+                if item.message_id not in warned:
+                    warned.add(item.message_id)
+                    log.warning("this gadget received %s: they pass on unchanged and no landmarks are detected on "
+                                "them", UNDETECTED_IMAGE_MESSAGES[item.message_id])
+            elif isinstance(item, ReceivedImage):
                 if item.meta_error:
                     log.warning("%s: the image went on unchanged, its copy carries only the landmark attributes",
                                 item.meta_error)
@@ -151,6 +173,14 @@ def pass_originals(connection: Connection) -> Iterator[ReceivedImage]:
         log.error("stream stopped: %s; the slices received so far are still processed", error)
     except Exception:  # whatever broke the reading, what was received is still processed
         log.exception("stream stopped by an unexpected error; the slices received so far are still processed")
+
+
+def data_roles(image: ismrmrd.Image) -> list[str]:
+    """The image's GADGETRON_DataRole values (Gadgetron's map fitting marks maps "T1", their SD maps "T1SD")."""
+    role = image.meta.get(DATA_ROLE_META)
+    if role is None:
+        return []
+    return [str(value) for value in role] if isinstance(role, list) else [str(role)]
 
 
 def slice_batches(images: Iterator[ReceivedImage], phases_per_slice: int | None) -> Iterator[SliceBatch]:
@@ -353,9 +383,10 @@ def slice_outputs(batch: SliceBatch, result: SliceResult | None, parameters: Gad
         return [error_image(received, f"{type(error).__name__}: {error}", usable) for received in batch.items]
 
 
-def checked_model_name(parameters: GadgetParameters) -> GadgetParameters:
-    """``parameters``, refused with a :class:`ParameterError` where they name a model the manifest does not list:
-    a typo in a chain is a setting, found when the chain is read, not a failure of every slice."""
+def checked_on_this_machine(parameters: GadgetParameters) -> GadgetParameters:
+    """``parameters``, refused with a :class:`ParameterError` where they name a model the manifest does not list or
+    a GPU this machine lacks: a setting, found when the chain is read, not a failure of every slice."""
+    torch_device(parameters.device)
     if parameters.model:
         try:
             find_model("", "", name=parameters.model)
@@ -374,7 +405,7 @@ def landmark_detection(connection: Connection, default_properties: dict[str, str
         # Gadgetron sends this gadget's own <configuration>; a client of a passive server may send the whole chain
         own = gadget_configuration(connection.config) if connection.config is not None else None
         properties.update(properties_from_config(own))
-        parameters = checked_model_name(GadgetParameters.from_strings(properties))
+        parameters = checked_on_this_machine(GadgetParameters.from_strings(properties))
     except ParameterError as error:
         log.error("%s: images pass through, their copies are tagged with the error", error)
         parameters = error
@@ -384,7 +415,8 @@ def landmark_detection(connection: Connection, default_properties: dict[str, str
     usable = parameters if isinstance(parameters, GadgetParameters) else GadgetParameters()
     series_use = SeriesIndexUse()
     originals = (series_use.noted_original(received) for received in pass_originals(connection))
-    batches = slice_batches(originals, usable.phases_per_slice_count(header))
+    to_detect = (received for received in originals if usable.detects_data_role(data_roles(received.image)))
+    batches = slice_batches(to_detect, usable.phases_per_slice_count(header))
     groups = arrived_together(batches, lambda: data_waiting(connection))
     for image in landmark_outputs(groups, parameters, header):
         series_use.note_copy(image)

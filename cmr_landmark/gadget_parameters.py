@@ -25,6 +25,10 @@ class ParameterError(ValueError):
 
 
 PHASE_COUNT_SOURCES = ("header", "slice_change")
+# A chain in the older syntax runs a Python gadget as <gadget><dll>gadgetron_python</dll>
+# <classname>PythonGadget</classname> with these two properties; Gadgetron turns it into an <external> element and
+# forwards every property, these included. They say which module and function to run, which is already done.
+LEGACY_PYTHON_GADGET_PROPERTIES = frozenset({"python_module", "python_class"})
 MAX_PHASES_PER_SLICE = 1024
 
 
@@ -42,16 +46,21 @@ class GadgetParameters:
     device: str = "auto"  # auto (GPU when torch sees one) | cpu | cuda
     # header: encodingLimits.phase.maximum + 1 | slice_change: a slice is complete when the next one starts | N
     phases_per_slice: str = "header"
+    # GADGETRON_DataRole values to detect on (a chain that fits maps also sends its weighted images and SD maps);
+    # empty: every image. An image without a data role is detected on either way (a scanner's own map).
+    data_roles: tuple[str, ...] = ()
 
     @staticmethod
     def from_strings(values: dict[str, str]) -> GadgetParameters:
         """Parse and check the property strings of a chain; unknown names and bad values raise ParameterError."""
         known = {f.name for f in fields(GadgetParameters)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - known - LEGACY_PYTHON_GADGET_PROPERTIES)
         if unknown:
             raise ParameterError(f"unknown gadget parameter(s) {unknown}; known: {sorted(known)}")
         parsed: dict[str, object] = {}
         for name, raw in values.items():
+            if name in LEGACY_PYTHON_GADGET_PROPERTIES:
+                continue
             text = raw.strip()
             try:
                 if name in ("model",):
@@ -64,6 +73,8 @@ class GadgetParameters:
                     parsed[name] = int(text)
                 elif name == "cross_size_mm":
                     parsed[name] = float(text)
+                elif name == "data_roles":
+                    parsed[name] = tuple(role.strip() for role in text.split(",") if role.strip())
                 elif name == "draw_landmarks":
                     if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
                         raise ValueError("expected true or false")
@@ -92,6 +103,13 @@ class GadgetParameters:
                 count.isascii() and count.isdigit() and 1 <= int(count) <= MAX_PHASES_PER_SLICE):
             raise ParameterError(f"phases_per_slice must be {' or '.join(PHASE_COUNT_SOURCES)} or a whole number "
                                  f"1..{MAX_PHASES_PER_SLICE}, got {self.phases_per_slice!r}")
+
+    def detects_data_role(self, roles: list[str]) -> bool:
+        """Whether an image whose GADGETRON_DataRole values are ``roles`` is one to detect on."""
+        if not self.data_roles or not roles:
+            return True
+        wanted = {role.lower() for role in self.data_roles}
+        return any(role.lower() in wanted for role in roles)
 
     def phases_per_slice_count(self, header: ismrmrd.xsd.ismrmrdHeader | None) -> int | None:
         """The series buffer's phases per slice: the header's, the parameter's number, or None (slice_change, or a

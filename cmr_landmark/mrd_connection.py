@@ -69,8 +69,12 @@ class GuardedSocket(Connection.SocketWrapper):
       reads of a closed socket);
     - a read larger than :data:`MAX_READ_BYTES` raises :class:`StreamError` at once, and memory is taken as bytes
       arrive (chunks), not up front, so a corrupt length field cannot allocate gigabytes;
-    - closing sends CLOSE, then drains the peer briefly (see :data:`DRAIN_TIMEOUT_S`) and never raises.
+    - closing sends CLOSE, then, unless the peer's own CLOSE has been read (it sends nothing after it), drains
+      the peer briefly (see :data:`DRAIN_TIMEOUT_S`) and never raises. Gadgetron keeps its end open until this
+      process exits, so an unconditional drain would hold every scan's end for the whole timeout.
     """
+
+    peer_closed = False  # set by the CLOSE reader that keep_items_as_received installs
 
     def read(self, nbytes: int) -> bytes:
         if nbytes > MAX_READ_BYTES:
@@ -87,7 +91,7 @@ class GuardedSocket(Connection.SocketWrapper):
         try:
             self.socket.sendall(GadgetMessageIdentifier.pack(GADGET_MESSAGE_CLOSE))
             self.socket.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            deadline = time.monotonic() + (0.0 if self.peer_closed else DRAIN_TIMEOUT_S)
             while (left := deadline - time.monotonic()) > 0:
                 self.socket.settimeout(left)
                 if not self.socket.recv(RECV_CHUNK_BYTES):
@@ -248,6 +252,13 @@ def write_received_item(destination: ByteWriter, received: ReceivedItem) -> None
     destination.write(received.raw)
 
 
+def note_peer_closed(source: ByteReader) -> None:
+    """The reader of the peer's CLOSE: remember it (nothing is left to drain), then end the iteration."""
+    if isinstance(source, GuardedSocket):
+        source.peer_closed = True
+    raise StopIteration
+
+
 def keep_items_as_received(connection: Connection) -> None:
     """Every message with a reader goes back downstream as the bytes that came in: images parsed for detection
     (:func:`read_received_image`), every other type framed by the gadgetron package's own reader and recorded, and
@@ -258,6 +269,7 @@ def keep_items_as_received(connection: Connection) -> None:
         if message_id not in (GADGET_MESSAGE_ISMRMRD_IMAGE, GADGET_MESSAGE_CLOSE):
             connection.readers[message_id] = functools.partial(read_recorded, message_id, reader)
     connection.readers[GADGET_MESSAGE_ISMRMRD_IMAGE] = read_received_image
+    connection.readers[GADGET_MESSAGE_CLOSE] = note_peer_closed
     # Not connection.add_writer: in gadgetron 1.4.1 it wraps the writer in a one-argument lambda that send() then
     # calls with two (socket, item). The writer table it fills is the same list.
     connection.writers.insert(0, (lambda item: isinstance(item, ReceivedImage), write_received_image))

@@ -52,10 +52,10 @@ def main_replay(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     try:  # the gadget would pass every image through and tag each copy with this error: say it once, here
         parameters = GadgetParameters.from_strings(dict(args.properties))
-        if parameters.model and address is None:  # the gadget started here reads this machine's manifest
-            from .gadget import checked_model_name  # loads torch: only for a named model
+        if (parameters.model or parameters.device == "cuda") and address is None:  # the gadget started here
+            from .gadget import checked_on_this_machine  # loads torch: only where there is something to check
 
-            checked_model_name(parameters)
+            checked_on_this_machine(parameters)
     except ParameterError as error:
         parser.error(f"--set: {error}")
     if not args.input.is_file():

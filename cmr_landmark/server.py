@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 from .config import GADGET_LOGGER
-from .gadget import checked_model_name, landmark_detection
+from .gadget import checked_on_this_machine, landmark_detection
 from .gadget_parameters import GadgetParameters, ParameterError, gadget_configuration, properties_from_config
 from .mrd_connection import GuardedSocket, MrdConnection
 
@@ -34,7 +34,7 @@ class LandmarkServer:
         if config_path is not None:
             chain = ElementTree.parse(config_path).getroot()
             self.default_properties = properties_from_config(gadget_configuration(chain))
-            checked_model_name(GadgetParameters.from_strings(self.default_properties))  # at start, not per scan
+            checked_on_this_machine(GadgetParameters.from_strings(self.default_properties))  # at start, not per scan
         if max_connections is not None and max_connections < 1:
             raise ParameterError(f"max_connections must be at least 1, got {max_connections}")
         self.max_connections = max_connections

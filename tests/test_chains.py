@@ -47,13 +47,15 @@ RAW_DATA_CHAINS = [chain for chain in CHAINS if "AcquisitionReader" in chain.rea
 @pytest.mark.parametrize("chain", RAW_DATA_CHAINS, ids=lambda p: p.name)
 def test_a_raw_data_chain_reconstructs_accelerated_data_into_magnitude_images(chain):
     # clinical cine and LGE are GRAPPA-accelerated with partial Fourier: a plain FFT recon would hand the model
-    # folded images; and the models were trained on magnitude, which ComplexToFloat makes of the recon's output
+    # folded images; and the models were trained on magnitude, which ComplexToFloat makes of the recon's output;
     stream = list(ElementTree.parse(chain).getroot().find("stream"))
     classes = [gadget.findtext("classname") for gadget in stream[:-1]]
     assert all(gadget.tag == "gadget" and gadget.findtext("dll") == "gadgetron_mricore" for gadget in stream[:-1])
     assert classes.index("BucketToBufferGadget") < classes.index("GenericReconCartesianGrappaGadget") < classes.index(
         "GenericReconPartialFourierHandlingPOCSGadget") < classes.index("ImageArraySplitGadget")
-    assert classes[-1] == "ComplexToFloatGadget"
+    # then into the scanner's range and type, as Gadgetron's clinical chains send images to the scanner
+    assert classes.index("GenericReconImageArrayScalingGadget") < classes.index("ImageArraySplitGadget")
+    assert classes[-2:] == ["ComplexToFloatGadget", "FloatToUShortGadget"]
     assert "SimpleReconGadget" not in classes
 
 

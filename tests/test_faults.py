@@ -325,7 +325,25 @@ def test_acquisitions_waveforms_and_text_pass_through_unchanged(passive_server):
     assert len(copies) == 3 and len(replies) == 10
 
 
-def test_messages_the_gadgetron_package_cannot_write_back_go_on_as_they_came(passive_server):
+def test_only_the_chosen_data_roles_are_detected_on(passive_server):
+    # A chain that fits T1 maps also sends its T1-weighted images and SD maps; data_roles="T1" keeps the model to
+    # the maps, and a map without any data role (a scanner's own) is still detected on.
+    def with_role(images: list[ismrmrd.Image], role: str | None) -> list[bytes]:
+        for image in images:
+            if role is not None:
+                image.meta["GADGETRON_DataRole"] = role
+        return [image_message(image) for image in images]
+
+    maps = with_role(cine(series_index=11), "T1")
+    sd_maps = with_role(cine(series_index=12), "T1SD")
+    untagged = with_role(cine(series_index=13), None)
+    config = SAX_CONFIG.replace("</configuration>", '<property name="data_roles" value="T1"/></configuration>')
+    replies = session(passive_server.port, maps + sd_maps + untagged, config=config)
+    assert_passed_through(replies, maps + sd_maps + untagged)
+    assert [len(copies_of(replies, series + 100)) for series in (11, 12, 13)] == [3, 0, 3]
+
+
+def test_messages_the_gadgetron_package_cannot_write_back_go_on_as_they_came(passive_server, caplog):
     # An empty acquisition bucket (id 1050): the gadgetron package reads buckets but has no writer for them.
     bucket = (struct.pack("<H", 1050) + bytes(ctypes.sizeof(acquisition_bucket.bucket_meta))
               + struct.pack("<QQ", 0, 0))  # no data or reference acquisitions, no stats, no waveforms
@@ -349,6 +367,8 @@ def test_messages_the_gadgetron_package_cannot_write_back_go_on_as_they_came(pas
     for message in sent:  # each one, whole and in the order sent (the copies come in between)
         position = replies.index(message, position) + len(message)
     assert replies.endswith(MESSAGE_ID.pack(CLOSE))
+    # a physicist who placed the gadget before ImageArraySplitGadget learns why no landmarks appear
+    assert "received image arrays" in caplog.text and "ImageArraySplitGadget" in caplog.text
 
 
 # --- malformed and truncated messages, disconnects -------------------------------------------------------------

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import io
+import socket
 import xml.etree.ElementTree as ElementTree
 
 import ismrmrd
 import numpy as np
 import pytest
-from mrd_stream_helpers import header, image_message, sax_plane_image
+from mrd_stream_helpers import (
+    CLOSE,
+    CONFIG,
+    HEADER,
+    MESSAGE_ID,
+    header,
+    header_xml,
+    image_message,
+    sax_plane_image,
+    text_message,
+)
 
 from cmr_landmark.gadget import cached_detector, choose_view_and_sequence
 from cmr_landmark.gadget_parameters import GadgetParameters, ParameterError, parse_config_bytes, properties_from_config
 from cmr_landmark.model_choice import header_texts, sequence_from_texts, view_from_texts
 from cmr_landmark.model_store import find_model
-from cmr_landmark.mrd_connection import read_received_image
+from cmr_landmark.mrd_connection import GuardedSocket, MrdConnection, keep_items_as_received, read_received_image
 
 
 def test_both_gadgetron_property_syntaxes_and_namespaces():
@@ -146,3 +157,58 @@ def test_the_magnitude_of_a_multi_coil_image_is_the_root_sum_of_squares():
     signed = np.array([[[[-3.0, 0.0], [6.0, -8.0]]], [[[4.0, 2.0], [8.0, 6.0]]]], np.float32)  # real coils
     np.testing.assert_allclose(magnitude_2d(ismrmrd.Image.from_array(signed)), [[5.0, 2.0], [10.0, 10.0]],
                                rtol=1e-6)
+
+
+def test_a_legacy_python_gadget_chain_runs_without_errors():
+    # Gadgetron turns <gadget><dll>gadgetron_python</dll><classname>PythonGadget</classname> into an external
+    # element and forwards every property of it, the two that name the module and function included.
+    config = ElementTree.fromstring(
+        '<configuration><property name="python_module" value="gadgets.cmr_landmark_gadget"/>'
+        '<property name="python_class" value="landmark_detection"/><property name="view" value="sax"/>'
+        "</configuration>")
+    assert GadgetParameters.from_strings(properties_from_config(config)).view == "sax"
+
+
+class RecordingSocket:
+    """A socket that records what the guarded wrapper does with it when it closes."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.calls.append("sendall")
+
+    def shutdown(self, how: int) -> None:
+        self.calls.append("shutdown")
+
+    def settimeout(self, seconds: float) -> None:
+        self.calls.append("settimeout")
+
+    def recv(self, size: int) -> bytes:
+        self.calls.append("recv")
+        return b""
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+@pytest.mark.parametrize("peer_closed, drained", [(True, False), (False, True)])
+def test_closing_drains_only_a_peer_that_has_not_sent_close(peer_closed, drained):
+    # Gadgetron keeps its end open until the external process exits: draining after its CLOSE would only wait.
+    sock = RecordingSocket()
+    guarded = GuardedSocket(sock)
+    guarded.peer_closed = peer_closed
+    sock.calls.clear()
+    guarded.close()
+    assert ("recv" in sock.calls) == drained
+    assert sock.calls[:2] == ["sendall", "shutdown"] and sock.calls[-1] == "close"
+
+
+def test_the_peers_close_is_noted_on_the_connection():
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        peer.sendall(text_message(CONFIG, "<configuration/>") + text_message(HEADER, header_xml())
+                     + MESSAGE_ID.pack(CLOSE))
+        connection = MrdConnection(ours)
+        keep_items_as_received(connection)
+        assert list(connection) == [] and connection.socket.peer_closed
