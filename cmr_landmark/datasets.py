@@ -12,13 +12,17 @@ Masks are converted to the standard codes {0 background, 1 LV blood pool, 2 LV m
 
 Cache format (no pickle): ``cache_dir()/slices_<dataset>.npz`` holds the images, masks and pathology maps
 flattened and concatenated, plus per-slice offsets/shapes/spacings/landmarks; ``slices_<dataset>.json`` holds
-the per-slice text metadata.
+the per-slice text metadata, the data folder the cache was built from and a fingerprint of its files
+(:func:`data_fingerprint`): a cache of other data than the set's folder holds now is built again.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +36,8 @@ from .config import cache_dir, data_root
 from .geometry import orient_image, oriented_spacing_mm
 from .landmarks import STANDARD_LABELS, LabelCodes, derive_lax_landmarks, derive_sax_landmarks
 from .output_paths import write_json_atomically, written_beside
+
+log = logging.getLogger("cmr_landmark.datasets")
 
 SPLITS_PATH = Path(__file__).resolve().parent / "splits.json"
 VALIDATION_FRACTION = 0.2
@@ -158,23 +164,46 @@ def _stack_slices(
         yield Slice(image, spacing, landmarks, view, sequence, dataset, patient, z, phase, True, mask, pathology)
 
 
+def _acdc_frames(folder: Path) -> tuple[str, str]:
+    """The (end-diastole, end-systole) frame names of one ACDC patient: ``ED:`` and ``ES:`` of its Info.cfg (the
+    challenge's layout: patientNNN_frame01 and e.g. patientNNN_frame12), else frame01 and frame02 (the
+    repackaging in ../shared/data, whose Info.cfg says "frame01: end-diastole", "frame02: end-systole")."""
+    info_path = folder / "Info.cfg"
+    info = info_path.read_text() if info_path.is_file() else ""
+    numbers = [re.search(rf"^{phase}:\s*(\d+)\s*$", info, flags=re.MULTILINE) for phase in ("ED", "ES")]
+    if all(numbers):
+        return tuple(f"frame{int(number.group(1)):02d}" for number in numbers)
+    return "frame01", "frame02"
+
+
+def _patient_folders(root: Path, dataset: str, pattern: str) -> list[Path]:
+    """The subject folders of a set (files beside them are not subjects: said when that is all there is)."""
+    folders = sorted(p for p in (root / dataset).glob(pattern) if p.is_dir())
+    if not folders and any((root / dataset).glob("*.nii*")):
+        raise FileNotFoundError(f"{root / dataset} holds NIfTI files but no {pattern} folders: each subject's files "
+                                f"go in a folder of their own, e.g. {dataset}/{pattern.replace('*', 'NNN')}/ "
+                                "(docs/data.md)")
+    return folders
+
+
 def _acdc(root: Path) -> Iterator[Slice]:
-    for folder in sorted((root / "acdc").glob("patient*")):
-        for frame, phase in (("frame01", 0), ("frame02", 1)):
+    for folder in _patient_folders(root, "acdc", "patient*"):
+        for frame, phase in zip(_acdc_frames(folder), (0, 1), strict=True):
             stem = folder / f"{folder.name}_{frame}"
             yield from _stack_slices("acdc", folder.name, Path(f"{stem}.nii.gz"), Path(f"{stem}_gt.nii.gz"),
                                      ACDC_LABELS, "sax", "cine", phase)
 
 
 def _mscmrseg_lge(root: Path) -> Iterator[Slice]:
-    folders = sorted((root / "mscmrseg_lge").glob("subject*"), key=lambda p: int(p.name.removeprefix("subject")))
+    folders = sorted(_patient_folders(root, "mscmrseg_lge", "subject*"),
+                     key=lambda p: int(p.name.removeprefix("subject")))
     for folder in folders:
         yield from _stack_slices("mscmrseg_lge", folder.name, folder / f"{folder.name}_DE.nii.gz",
                                  folder / f"{folder.name}_DE_manual.nii.gz", MSCMR_LABELS, "sax", "lge", 0)
 
 
 def _myops(root: Path) -> Iterator[Slice]:
-    for folder in sorted((root / "myops").glob("Case*")):
+    for folder in _patient_folders(root, "myops", "Case*"):
         for suffix, sequence in (("C0", "cine"), ("LGE", "lge")):
             yield from _stack_slices("myops", folder.name, folder / f"{folder.name}_{suffix}.nii.gz",
                                      folder / f"{folder.name}_gd.nii.gz", MYOPS_LABELS, "sax", sequence, 0,
@@ -237,10 +266,10 @@ def make_splits(root: Path | None = None) -> dict[str, dict[str, list[str]]]:
     root = data_root() if root is None else root
     rng = np.random.default_rng(SPLIT_SEED)
     patients = {
-        "acdc": sorted(p.name for p in (root / "acdc").glob("patient*")),
-        "mscmrseg_lge": sorted((p.name for p in (root / "mscmrseg_lge").glob("subject*")),
+        "acdc": [p.name for p in _patient_folders(root, "acdc", "patient*")],
+        "mscmrseg_lge": sorted((p.name for p in _patient_folders(root, "mscmrseg_lge", "subject*")),
                                key=lambda name: int(name.removeprefix("subject"))),
-        "myops": sorted(p.name for p in (root / "myops").glob("Case*")),
+        "myops": [p.name for p in _patient_folders(root, "myops", "Case*")],
     }
     splits: dict[str, dict[str, list[str]]] = {}
     for dataset, names in patients.items():
@@ -261,6 +290,11 @@ def read_splits() -> dict[str, dict[str, list[str]]]:
     return json.loads(SPLITS_PATH.read_text())
 
 
+def dataset_names(text: str) -> list[str]:
+    """The set names of a comma-separated list as a user types it ("acdc, myops"): stripped, each once, in order."""
+    return list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+
+
 # --- cache --------------------------------------------------------------------------------------------------
 
 
@@ -277,22 +311,57 @@ def _storage_dtype(images: Sequence[np.ndarray]) -> np.dtype:
     return np.dtype(np.uint16)
 
 
+def data_fingerprint(dataset: str, root: Path) -> str:
+    """sha256 of the relative path, size and modification time of every file under ``root``/``dataset`` (the files
+    the builder reads, and any beside them): a stat per file, and an added, removed, replaced or edited file
+    changes it."""
+    folder = root / dataset
+    digest = hashlib.sha256()
+    for directory, subdirectories, files in os.walk(folder, followlinks=True):
+        subdirectories.sort()  # the same order on every file system
+        for name in sorted(files):
+            path = Path(directory) / name
+            stat = path.stat()
+            digest.update(f"{path.relative_to(folder).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def build_cache(dataset: str, force: bool = False, folder: Path | None = None, root: Path | None = None) -> Path:
-    """Write the cache of one set (unless present in the current format and ``force`` is False); returns the .npz
-    path."""
+    """Write the cache of one set unless it is current (or ``force``); returns the .npz path.
+
+    Current: of this format and, where the data is checked, built from the files ``root``/``dataset`` (default
+    :func:`config.data_root`) holds now (:func:`data_fingerprint`). The data is checked when ``root`` is given, and
+    for the commands' cache (neither ``folder`` nor ``root`` given), so that ``CMR_LANDMARK_DATA`` pointing at other
+    data builds the cache of that data. A ``folder`` given without ``root`` is the caller's cache of data it chose
+    (built from data_root() only when missing or of an older format). Where the set's folder is missing, a cache of
+    this format serves as it is (CI and users without the data)."""
     npz_path, json_path = cache_paths(dataset, folder)
+    check_data = root is not None or folder is None
+    root = data_root() if root is None else root
+    data_folder = root / dataset
     if not force and _is_current(npz_path, json_path):
-        return npz_path
+        if not check_data:
+            return npz_path
+        recorded = json.loads(json_path.read_text())
+        if not data_folder.is_dir():
+            built_from = recorded.get("data_folder")
+            if built_from and Path(built_from) != data_folder.resolve():
+                log.warning("%s not found: using the cache %s built from %s", data_folder, json_path, built_from)
+            return npz_path
+        if recorded.get("data_fingerprint") == data_fingerprint(dataset, root):
+            return npz_path
+    # taken before the files are read: a file changed while they are makes the next call build the cache again
+    fingerprint = data_fingerprint(dataset, root) if data_folder.is_dir() else None
     try:
         slices = list(iter_slices(dataset, root))
     except FileNotFoundError as error:
-        if json_path.exists():  # an old cache, and no data to derive it again from
+        if json_path.exists() and not _is_current(npz_path, json_path):  # no data to derive an old cache again from
             raise FileNotFoundError(
                 f"{json_path} is cache format {_cache_format(json_path)}, this version needs {CACHE_FORMAT_VERSION} "
                 f"(its labels are derived by a newer rule) and deriving it again needs the data: {error}") from error
         raise
     if not slices:
-        raise ValueError(f"data set {dataset!r} has no images under {root or data_root()}")
+        raise ValueError(f"data set {dataset!r} has no images under {root}")
     images = [s.image for s in slices]
     shapes = np.array([s.image.shape for s in slices], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(shapes[:, 0] * shapes[:, 1])])
@@ -314,6 +383,8 @@ def build_cache(dataset: str, force: bool = False, folder: Path | None = None, r
     metadata = {
         "format_version": CACHE_FORMAT_VERSION,
         "dataset": dataset,
+        "data_folder": str(data_folder.resolve()),
+        "data_fingerprint": fingerprint,
         "slices": [
             {"view": s.view, "sequence": s.sequence, "patient": s.patient, "slice_index": s.slice_index,
              "phase": s.phase, "labelled": s.labelled, "has_mask": s.mask is not None,
@@ -337,15 +408,26 @@ def _is_current(npz_path: Path, json_path: Path) -> bool:
     return npz_path.exists() and json_path.exists() and _cache_format(json_path) == CACHE_FORMAT_VERSION
 
 
-def load_slices(dataset: str, split: str | None = None, folder: Path | None = None) -> list[Slice]:
-    """All cached slices of a set (building the cache first if missing or old), optionally of one split only."""
+def load_slices(dataset: str, split: str | None = None, folder: Path | None = None,
+                root: Path | None = None) -> list[Slice]:
+    """All cached slices of a set (building the cache first where :func:`build_cache` finds it not current, from
+    ``root``), optionally of one split only. Patients in neither split of splits.json (a subject of your own added
+    to a set's folder) belong to no split: said as a warning."""
     if split not in (None, "train", "val"):
         raise ValueError(f"split must be 'train', 'val' or None, got {split!r}")
     npz_path, json_path = cache_paths(dataset, folder)
     # A missing cache is built; one of an older format holds labels derived by an older rule: derived again (seconds).
-    build_cache(dataset, folder=folder)
+    build_cache(dataset, folder=folder, root=root)
     metadata = json.loads(json_path.read_text())
-    wanted = None if split is None else set(read_splits()[dataset][split])
+    wanted = None
+    if split is not None:
+        splits = read_splits()[dataset]
+        wanted = set(splits[split])
+        if unsplit := sorted({info["patient"] for info in metadata["slices"]} - set(splits["train"])
+                             - set(splits["val"])):
+            log.warning("%s: %d patient(s) are in neither split of %s, so not among the %r slices: %s%s (add them to a "
+                        "split there to use them)", dataset, len(unsplit), SPLITS_PATH, split,
+                        ", ".join(unsplit[:10]), " ..." if len(unsplit) > 10 else "")
     with np.load(npz_path) as stored:
         arrays = {name: stored[name] for name in stored.files}
     slices = []
@@ -370,10 +452,11 @@ def main_build_cache(argv: Sequence[str] | None = None) -> int:
     """``cmr-landmark build-cache [--dataset NAME|all] [--force]`` / ``python -m cmr_landmark.datasets [names]``."""
     parser = argparse.ArgumentParser(prog="cmr-landmark build-cache", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="data sets to cache (default: all)")
-    parser.add_argument("--dataset", action="append", default=[], help=f"one of {', '.join(DATASETS)} or 'all'")
+    parser.add_argument("--dataset", action="append", default=[],
+                        help=f"one of {', '.join(DATASETS)} or 'all'; several separated by commas")
     parser.add_argument("--force", action="store_true", help="rebuild even if a cache exists")
     args = parser.parse_args(argv)
-    names = list(args.names) + list(args.dataset)
+    names = list(dict.fromkeys(name for text in [*args.names, *args.dataset] for name in dataset_names(text)))
     if not names or "all" in names:
         names = list(DATASETS)
     unknown = [n for n in names if n not in DATASETS]
@@ -383,7 +466,7 @@ def main_build_cache(argv: Sequence[str] | None = None) -> int:
         try:
             path = build_cache(name, force=args.force)
             slices = load_slices(name)
-        except OSError as error:  # the data folder or one of its files missing
+        except (OSError, ValueError) as error:  # the data folder or one of its files missing, or no images in it
             parser.error(str(error))
         complete = sum(s.has_all_landmarks for s in slices)
         empty = sum(s.is_no_landmark_image for s in slices)

@@ -34,7 +34,9 @@ from .config import (
     LANDMARKS_BY_VIEW,
     LAX_FINE_SEARCH_RADIUS_MM,
     MIRROR_POOLINGS,
+    MODEL_SEQUENCES,
     REPO_ROOT,
+    VIEWS,
     models_dir,
 )
 from .detector import BF16_ENVIRONMENT_VARIABLE, Detector, bf16_faster_on_cpu
@@ -42,7 +44,7 @@ from .display_orientation import mean_rv_direction_deg
 from .export import export_cascade
 from .geometry import distances_mm
 from .measures import lv_length_mm, rv_insertion_angle_deg
-from .model_store import ModelError, find_model, json_safe, model_names, read_manifest
+from .model_store import ModelError, default_model, find_model, json_safe, model_names, read_manifest
 from .network import LandmarkCascade
 
 if TYPE_CHECKING:  # datasets loads nibabel: only the type is needed here
@@ -430,7 +432,7 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
     """``cmr-landmark evaluate``: accuracy tables of a model on a labelled set (data sets' split, or a VIA file)."""
     parser = argparse.ArgumentParser(prog="cmr-landmark evaluate", description=main_evaluate.__doc__)
     parser.add_argument("--view", choices=sorted(LANDMARKS_BY_VIEW), required=True)
-    parser.add_argument("--sequence", default=None,
+    parser.add_argument("--sequence", default=None, choices=MODEL_SEQUENCES,
                         help="the slices' sequence (default: the run's with --run, else cine)")
     parser.add_argument("--model", default=None, help="manifest model name (default: the one for view/sequence)")
     parser.add_argument("--models-dir", type=Path, default=None)
@@ -478,13 +480,14 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
 
         try:
             slices = read_via_slices(args.via, args.view, args.sequence, args.via_images, args.pixel_spacing_mm)
-        except ViaError as error:  # the file, a region or an image, named in one line (docs/training.md)
+        except ViaError as error:  # the file, and each image it cannot use, one line each (docs/training.md)
             parser.error(str(error))
         source = args.via.name
     else:
+        from .datasets import dataset_names
         from .training import load_labelled_slices
 
-        names = [n for n in args.datasets.split(",") if n]
+        names = dataset_names(args.datasets)
         try:
             slices = load_labelled_slices(names, args.split, args.view, args.sequence)
         except (ValueError, OSError) as error:  # an unknown set, no such slices, or the data folder missing
@@ -662,29 +665,46 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     if missing := [file for file in RUN_FILES if not (args.run / file).is_file()]:
         parser.error(f"--run {args.run} is not a finished training run folder: it has no {', '.join(missing)}")
     args.models_dir = args.models_dir or models_dir()
-    if not args.overwrite and args.name in model_names(args.models_dir):
-        parser.error(f"{args.models_dir} already has a model {args.name!r}: give --models-dir a folder of your own, "
-                     "another --name, or --overwrite to replace it")
+    try:  # a manifest there that is not one (not JSON): said before training data is read
+        if not args.overwrite and args.name in model_names(args.models_dir):
+            parser.error(f"{args.models_dir} already has a model {args.name!r}: give --models-dir a folder of your "
+                         "own, another --name, or --overwrite to replace it")
+    except ModelError as error:
+        parser.error(str(error))
     torch.set_num_threads(args.threads)
     run = json.loads((args.run / "run.json").read_text())
     if not {"view", "sequence"} <= run.keys():
         parser.error(f"--run {args.run}: its run.json names no view and sequence, so it is not a `cmr-landmark "
                      "train` run (scripts/train_sax_synthetic.py runs are shipped by scripts/compare_sax_models.py)")
+    view, sequence = run["view"], run["sequence"]
+    if view not in VIEWS or sequence not in MODEL_SEQUENCES:  # a manifest entry detect and the gadget cannot use
+        parser.error(f"--run {args.run}: its run.json names view/sequence {view}/{sequence}; a model is for a view of "
+                     f"{', '.join(VIEWS)} and a sequence of {', '.join(MODEL_SEQUENCES)} (a run of a `train` that did "
+                     "not check them yet: set the one meant in its run.json)")
     run["out"] = str(args.run)
     metrics = json.loads((args.run / "metrics.json").read_text())
-    view, sequence = run["view"], run["sequence"]
     settings = run_inference_settings(view, args.mirror_average, args.mirror_pooling, args.fine_search_radius_mm)
     try:  # the labelled data the run names, moved or deleted since: said in one line
         train_slices, val_slices = run_slices(run, "train"), run_slices(run, "val")
     except (OSError, ValueError) as error:
         parser.error(f"--run {args.run}: the data its run.json names cannot be read: {error}")
     cascade = load_cascade(args.run, view)
-    if args.threshold == "auto":
+    if args.threshold != "auto":
+        threshold, rule = args.threshold, "given at export."
+    elif all(np.isfinite(s.landmarks_rc).all() for s in train_slices):
+        # no absent landmark to find falsely: every threshold has no false positives, and the rule would pick the
+        # lowest that detects all (a meaningless 0.25 or so)
+        threshold = DEFAULT_PROBABILITY_THRESHOLD
+        rule = (f"the default {threshold:g}: every one of the {len(train_slices)} training images has all "
+                f"landmarks labelled, so none shows how often a landmark is found where it is absent, which "
+                "choosing one needs (label images without landmarks too, or give --threshold).")
+        print(f"warning: --threshold auto: no training image lacks a landmark, so there is no false-positive rate to "
+              f"choose the threshold on; using the default {threshold:g} (give --threshold to set one)",
+              file=sys.stderr)
+    else:
         threshold = choose_threshold(evaluate_slices(cascade, train_slices, **settings))
         rule = (f"chosen on the training split ({len(train_slices)} slices) as the value maximising detection "
                 "rate minus false-positive rate over all landmarks.")
-    else:
-        threshold, rule = args.threshold, "given at export."
     start = time.perf_counter()
     evaluation = evaluate_slices(cascade, val_slices, threshold, **settings)
     seconds_per_slice = (time.perf_counter() - start) / len(val_slices)
@@ -699,6 +719,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
             extra["display_rv_direction_deg"] = round(mean_rv_direction_deg(train_slices), 1)
         except ValueError as error:  # no training slice with all three landmarks: the model records no direction
             print(f"display_rv_direction_deg not recorded: {error}")
+    before = default_model(view, sequence, args.models_dir) if (args.models_dir / "manifest.json").exists() else None
     path = export_cascade(cascade, args.name, view, sequence, COARSE_GRID, FINE_GRID_BY_VIEW[view], threshold,
                           args.models_dir, card=card, extra=extra, embed_training_state=True, **settings)
     write_report(evaluation, val_slices, args.run / "validation", f"{args.name} on the validation split")
@@ -708,6 +729,9 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     if chosen.name != args.name:  # the first listed model of a view and sequence is the one chosen by default
         print(f"note: detect and the gadget choose {chosen.name} for {view}/{sequence} from {args.models_dir}; "
               f"--model {args.name} (the gadget's model={args.name}) chooses this one")
+    elif before is not None and before.name != args.name:
+        print(f"note: detect and the gadget now choose {args.name} for {view}/{sequence} from {args.models_dir}, "
+              f"not {before.name} (trained for {before.view}/{before.sequence})")
     return 0
 
 

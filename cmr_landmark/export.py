@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .config import FINE_CENTROID_RADIUS_MM, LANDMARKS_BY_VIEW, StageGrid
+from .config import FINE_CENTROID_RADIUS_MM, LANDMARKS_BY_VIEW, MODEL_SEQUENCES, VIEWS, StageGrid
 from .model_store import edit_manifest, sha256_of
 from .network import LandmarkCascade
 from .output_paths import written_beside
@@ -91,7 +91,9 @@ def export_cascade(
     fine_search_radius_mm: float | None = None,
     fine_centroid_radius_mm: float | None = FINE_CENTROID_RADIUS_MM,
 ) -> Path:
-    """Script + freeze ``cascade`` into ``folder/name.pt`` and add/replace its entry in ``folder/manifest.json``.
+    """Script + freeze ``cascade`` into ``folder/name.pt`` and add its entry to ``folder/manifest.json``: appended,
+    or in the place of the entry of the same name, so that the model detect and the gadget choose by default for a
+    view and sequence (the first one listed) stays the one it was.
 
     ``card`` (markdown) is written to ``folder/name.md``; ``extra`` (e.g. measured accuracy) goes into the entry.
     ``embed_training_state`` stores the unfrozen weights (fp16) in the file too, so a user can fine-tune the
@@ -103,6 +105,9 @@ def export_cascade(
     ``fine_centroid_radius_mm`` (None: the peak) decodes each fine point as its map's centre of mass within that
     radius (``config.FINE_CENTROID_RADIUS_MM``).
     """
+    if view not in VIEWS or sequence not in MODEL_SEQUENCES:  # the manifest could not list it: refused before writing
+        raise ValueError(f"a model is for a view of {', '.join(VIEWS)} and a sequence of {', '.join(MODEL_SEQUENCES)}, "
+                         f"not {view}/{sequence}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cascade = cascade.float().eval()
@@ -131,8 +136,10 @@ def export_cascade(
     }
 
     def add_entry(manifest: dict) -> None:
-        manifest["models"] = sorted([m for m in manifest["models"] if m["name"] != name] + [entry],
-                                    key=lambda m: m["name"])
+        names = [model.get("name") if isinstance(model, dict) else None for model in manifest.setdefault("models", [])]
+        place = names.index(name) if name in names else len(names)  # the first entry of that name's, else the end
+        manifest["models"] = [model for model, named in zip(manifest["models"], names, strict=True) if named != name]
+        manifest["models"].insert(place, entry)
 
     edit_manifest(folder, add_entry)
     return path

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,14 +142,18 @@ class ModelSpec:
 
 def _manifest_json(folder: Path | None) -> tuple[Path, dict]:
     """(the models folder, its manifest.json parsed); default folder :func:`config.models_dir`."""
-    folder = Path(folder) if folder is not None else models_dir()
+    defaulted = folder is None
+    folder = models_dir() if defaulted else Path(folder)
     path = folder / "manifest.json"
     try:
-        return folder, json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError as error:
-        raise ModelError(f"no model manifest at {path}") from error
+        raise ModelError(f"no model manifest at {_which_manifest(path, defaulted)}") from error
     except json.JSONDecodeError as error:
         raise ModelError(f"model manifest {path} is not valid JSON: {error}") from error
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models", []), list):
+        raise ModelError(f"model manifest {path} is not a manifest (an object with a list of \"models\")")
+    return folder, manifest
 
 
 def json_safe(value: object) -> object:
@@ -175,40 +180,93 @@ def edit_manifest(folder: Path, change: Callable[[dict], T]) -> T:
     return result
 
 
-def read_manifest(folder: Path | None = None) -> list[ModelSpec]:
-    """All models listed in ``folder``/manifest.json (default :func:`config.models_dir`)."""
+def _manifest_specs(folder: Path | None) -> tuple[Path, list[ModelSpec], list[str]]:
+    """(the manifest's path, its usable entries, why each other entry cannot be used). An entry that cannot be used
+    (an unknown view or sequence, a malformed field) is passed over: one bad entry must not make a models folder,
+    and the gadget reading it, unusable."""
     folder, manifest = _manifest_json(folder)
-    return [ModelSpec.from_manifest_entry(entry, folder) for entry in manifest.get("models", [])]
+    specs, skipped = [], []
+    for entry in manifest.get("models", []):
+        try:
+            specs.append(ModelSpec.from_manifest_entry(entry, folder))
+        except ModelError as error:
+            skipped.append(str(error))
+    return folder / "manifest.json", specs, skipped
+
+
+def read_manifest(folder: Path | None = None) -> list[ModelSpec]:
+    """All usable models listed in ``folder``/manifest.json (default :func:`config.models_dir`); an entry that cannot
+    be used is skipped with a logged warning naming it and the file."""
+    path, specs, skipped = _manifest_specs(folder)
+    _warn_skipped(path, skipped)
+    return specs
+
+
+def _warn_skipped(path: Path, skipped: list[str]) -> None:
+    for reason in skipped:
+        log.warning("%s: skipped %s", path, reason)
 
 
 def model_names(folder: Path) -> set[str]:
-    """The names of the models ``folder``/manifest.json lists; none where it has no manifest yet (an export's new
-    folder). What the commands that write models check before they replace one."""
-    return {spec.name for spec in read_manifest(folder)} if (Path(folder) / "manifest.json").exists() else set()
+    """The names of the entries ``folder``/manifest.json lists, usable or not; none where it has no manifest yet
+    (an export's new folder). What the commands that write models check before they replace one."""
+    if not (Path(folder) / "manifest.json").exists():
+        return set()
+    _, manifest = _manifest_json(folder)
+    return {entry.get("name") for entry in manifest.get("models", []) if isinstance(entry, dict)} - {None}
+
+
+def _default_model(specs: list[ModelSpec], view: str, sequence: str) -> ModelSpec | None:
+    """The first of ``specs`` for (view, sequence), else for (view, 'any'), else for (view, 'cine')."""
+    for wanted in dict.fromkeys((sequence, "any", "cine")):
+        for spec in specs:
+            if spec.view == view and spec.sequence == wanted:
+                return spec
+    return None
+
+
+def default_model(view: str, sequence: str, folder: Path | None = None) -> ModelSpec | None:
+    """The model :func:`find_model` chooses for (view, sequence) when no name is given, or None; without its
+    warnings (what export reports before and after it adds a model)."""
+    return _default_model(_manifest_specs(folder)[1], view, sequence)
+
+
+def _which_manifest(path: Path, defaulted: bool) -> str:
+    """The manifest an error is about: its path, and the variable that chose it where one did (``defaulted``: no
+    folder was given, :func:`config.models_dir` chose it)."""
+    if defaulted and os.environ.get("CMR_LANDMARK_MODELS"):  # the folder the user's variable names
+        return f"{path} (the models folder CMR_LANDMARK_MODELS names)"
+    return str(path)
+
+
+def _skipped_note(skipped: list[str]) -> str:
+    return f"; skipped as unusable: {'; '.join(skipped)}" if skipped else ""
 
 
 def find_model(view: str, sequence: str, name: str | None = None, folder: Path | None = None) -> ModelSpec:
     """The manifest entry by ``name``, else the one for (view, sequence), else the view's contrast-agnostic one
-    (sequence 'any'), else the view's cine model.
+    (sequence 'any'), else the view's cine model: the first one listed of each.
 
     The last step serves the long axis, which has no contrast-agnostic model: the shipped ``lax_cine`` was trained
     on synthetic images of mixed contrast (a fifth LGE-like, docs/lax.md) besides two real cine frames, and cine is
     what a long-axis series almost always is. ``sequence`` 'any' means the contrast is unknown."""
-    specs = read_manifest(folder)
+    path, specs, skipped = _manifest_specs(folder)
+    _warn_skipped(path, skipped)
     if name:
         for spec in specs:
             if spec.name == name:
                 return spec
-        raise ModelError(f"model {name!r} is not in the manifest (have: {', '.join(s.name for s in specs)})")
-    for wanted in dict.fromkeys((sequence, "any", "cine")):
-        for spec in specs:
-            if spec.view == view and spec.sequence == wanted:
-                # 'any' included: the long axis has no contrast-agnostic model, and its cine model is not one
-                if wanted != sequence:
-                    log.warning("no %s model for sequence %r: using %s (trained for %r)", view, sequence, spec.name,
-                                wanted)
-                return spec
-    raise ModelError(f"no model for view={view!r} sequence={sequence!r} in the manifest")
+        raise ModelError(f"model {name!r} is not in the manifest {_which_manifest(path, folder is None)} (have: "
+                         f"{', '.join(s.name for s in specs)}){_skipped_note(skipped)}")
+    spec = _default_model(specs, view, sequence)
+    if spec is None:
+        raise ModelError(f"no model for view={view!r} sequence={sequence!r} in the manifest "
+                         f"{_which_manifest(path, folder is None)}{_skipped_note(skipped)}")
+    if spec.sequence != sequence:
+        # 'any' included: the long axis has no contrast-agnostic model, and its cine model is not one
+        log.warning("no %s model for sequence %r: using %s (trained for %r)", view, sequence, spec.name,
+                    spec.sequence)
+    return spec
 
 
 def sha256_of(path: Path) -> str:

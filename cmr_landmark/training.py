@@ -52,6 +52,7 @@ from .config import (
     FINE_CENTROID_RADIUS_MM,
     FINE_GRID_BY_VIEW,
     LANDMARKS_BY_VIEW,
+    MODEL_SEQUENCES,
     StageGrid,
 )
 from .detector import bf16_faster_on_cpu
@@ -761,10 +762,12 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     """``cmr-landmark train``: train a cascade on named data sets' train split, validate on their val split."""
     parser = argparse.ArgumentParser(prog="cmr-landmark train", description=main_train.__doc__)
     parser.add_argument("--view", choices=sorted(LANDMARKS_BY_VIEW), required=True)
-    parser.add_argument("--sequence", default="cine", help="the slices' sequence, e.g. lge (default cine)")
+    parser.add_argument("--sequence", default="cine", choices=MODEL_SEQUENCES,
+                        help="the slices' sequence, and the model's in the manifest (default cine)")
     parser.add_argument("--datasets", default="", help="comma-separated data sets, e.g. acdc,myops")
     parser.add_argument("--val-datasets", default="", help="extra data sets used for validation only")
-    parser.add_argument("--via", type=Path, default=None, help="training labels: a VIA project JSON (docs/training.md)")
+    parser.add_argument("--via", type=Path, default=None,
+                        help="training labels: a VIA project JSON (docs/training.md); not with --datasets")
     parser.add_argument("--via-val", type=Path, default=None, help="validation labels: a VIA project JSON")
     parser.add_argument("--via-images", type=Path, default=None, help="folder of the VIA projects' images")
     parser.add_argument("--pixel-spacing-mm", type=float, nargs=2, default=None, help="for PNG/JPEG VIA images")
@@ -790,7 +793,7 @@ def main_train(argv: Sequence[str] | None = None) -> int:
                         help="coarse U-Net channels per level, e.g. 16,32,64,128")
     parser.add_argument("--widths-fine", default=None, help="fine U-Net channels per level (default: --widths)")
     args = parser.parse_args(argv)
-    from .datasets import DATASETS
+    from .datasets import DATASETS, dataset_names
 
     try:
         widths_coarse = tuple(int(w) for w in args.widths.split(","))
@@ -807,6 +810,13 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         parser.error("--epochs-fine 0 keeps the fine stage as given: it needs --init-from")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file")
+    if args.resume and not any((args.out / f"{stage}_{kind}.pt").exists() for stage in STAGES
+                               for kind in ("last", "best")):  # a mistyped --out would start afresh, unsaid
+        parser.error(f"--resume: --out {args.out} holds no checkpoints of a run to continue; without --resume a "
+                     "run starts afresh there")
+    if args.via and (args.datasets or args.val_datasets):  # one run trains on one kind of labels (run.json)
+        parser.error("--via trains on your VIA labels only: give --datasets/--val-datasets or --via/--via-val, "
+                     "not both")
     run_path = args.out / "run.json"
     recorded = json.loads(run_path.read_text()) if args.resume and run_path.exists() else {}
     # A resume starts a stage not yet begun from the run's own start weights: those it recorded unless given again
@@ -815,8 +825,8 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     init_coarse_from = args.init_coarse_from or (
         Path(recorded["init_coarse_from"]) if recorded.get("init_coarse_from") else None)
     widths_coarse, widths_fine = start_widths(parser, init_from, init_coarse_from, widths_coarse, widths_fine)
-    names = list(dict.fromkeys(n for n in args.datasets.split(",") if n))  # a set named twice is loaded once
-    val_names = list(dict.fromkeys(names + [n for n in args.val_datasets.split(",") if n]))
+    names = dataset_names(args.datasets)  # a set named twice is loaded once
+    val_names = list(dict.fromkeys(names + dataset_names(args.val_datasets)))
     if unknown := sorted(set(val_names) - set(DATASETS)):
         parser.error(f"unknown data set(s) {', '.join(unknown)}; the public sets are {', '.join(DATASETS)}")
     try:  # FreshImages checks the share
@@ -834,13 +844,12 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         try:
             train_slices, val_slices = (read_via_slices(path, args.view, args.sequence, args.via_images,
                                                         args.pixel_spacing_mm) for path in (args.via, args.via_val))
-        except ValueError as error:  # ViaError: the file, a region or an image, said in one line
+        except ValueError as error:  # ViaError: the file, and each image it cannot use, one line each
             parser.error(str(error))
         if shared := sorted({s.patient for s in train_slices} & {s.patient for s in val_slices}):
             # allowed (a quick trial on one project), but the best epoch is then chosen on images it trained on
             print(f"warning: --via and --via-val share patients {', '.join(shared[:5])}"
                   f"{' ...' if len(shared) > 5 else ''}: the validation figures will be optimistic", file=sys.stderr)
-        names, val_names = [], []
     elif names:
         try:
             train_slices = load_labelled_slices(names, "train", args.view, args.sequence)

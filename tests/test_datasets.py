@@ -4,6 +4,9 @@ clone), then the real M&Ms-2 subject and the committed split against the public 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -14,6 +17,7 @@ from cmr_landmark.datasets import (
     DATASETS,
     build_cache,
     cache_paths,
+    dataset_names,
     load_slices,
     main_build_cache,
     make_splits,
@@ -23,17 +27,18 @@ from cmr_landmark.datasets import (
 SPACING_MM = (1.5, 1.25)
 
 
-def _write_acdc_patient(root, name, rv_present_slices):
+def _write_acdc_patient(root, name, rv_present_slices, frames=("frame01", "frame02"), info="Group: NOR\n"):
     """Three-slice ED/ES stacks in ACDC's stored orientation and codes (1 RV, 2 myo, 3 LV): a ring with the RV
-    on the right of the array, which the ACDC orientation (column flip) puts on the viewer's left."""
+    on the right of the array, which the ACDC orientation (column flip) puts on the viewer's left. ``frames``: the
+    ED and ES files' frame names, ``info``: Info.cfg."""
     rows, cols = np.mgrid[:60, :50].astype(float)
     dr, dc = (rows - 30) * SPACING_MM[0], (cols - 25) * SPACING_MM[1]
     radius = np.hypot(dr, dc)
     angle = np.degrees(np.arctan2(-dr, dc))
     folder = root / "acdc" / name
     folder.mkdir(parents=True)
-    (folder / "Info.cfg").write_text("Group: NOR\n")
-    for frame in ("frame01", "frame02"):
+    (folder / "Info.cfg").write_text(info)
+    for frame in frames:
         image = np.zeros((60, 50, 3), np.int16)
         mask = np.zeros((60, 50, 3), np.uint8)
         for z in range(3):
@@ -199,3 +204,85 @@ def test_real_myops_keeps_pathology(shared_data, tmp_path):
         # Oedema and scar lie inside the myocardium.
         assert np.all(s.mask[s.pathology > 0] == 2)
         assert 0.7 < s.pixel_spacing_mm[0] < 0.8
+
+
+def test_a_cache_is_of_the_data_it_was_built_from(tiny_acdc, tmp_path, monkeypatch, capsys, caplog):
+    # CMR_LANDMARK_DATA pointing at other data (here: one patient of two) reported the cache of the first data
+    folder = tmp_path / "cache"
+    other = tmp_path / "other"
+    (other / "acdc").mkdir(parents=True)
+    shutil.copytree(tiny_acdc / "acdc" / "patient001", other / "acdc" / "patient001")
+    monkeypatch.setenv("CMR_LANDMARK_CACHE", str(folder))
+    for root, slices in ((tiny_acdc, 12), (other, 6), (tiny_acdc, 12)):
+        monkeypatch.setenv("CMR_LANDMARK_DATA", str(root))
+        assert main_build_cache(["--dataset", "acdc"]) == 0
+        assert f"acdc: {slices} slices" in capsys.readouterr().out
+        recorded = json.loads(cache_paths("acdc", folder)[1].read_text())
+        assert recorded["data_folder"] == str((root / "acdc").resolve())
+    # an edited file is other data too
+    path = tiny_acdc / "acdc" / "patient002" / "patient002_frame01.nii.gz"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    stamp = cache_paths("acdc", folder)[0].stat().st_mtime_ns
+    load_slices("acdc")
+    assert cache_paths("acdc", folder)[0].stat().st_mtime_ns != stamp
+    # without the data, the cache serves as it is (CI, users without ../shared), and says whose it is
+    monkeypatch.setenv("CMR_LANDMARK_DATA", str(tmp_path / "nowhere"))
+    with caplog.at_level(logging.WARNING, logger="cmr_landmark.datasets"):
+        assert len(load_slices("acdc")) == 12
+    assert f"using the cache {cache_paths('acdc', folder)[1]} built from {(tiny_acdc / 'acdc').resolve()}" in (
+        caplog.text)
+
+
+def test_a_cache_that_records_no_data_is_built_again_where_the_data_is(tiny_acdc, tmp_path):
+    # the caches written before the data was recorded: built again once, not trusted to be of this data
+    folder = tmp_path / "cache"
+    build_cache("acdc", folder=folder, root=tiny_acdc)
+    json_path = cache_paths("acdc", folder)[1]
+    metadata = json.loads(json_path.read_text())
+    fingerprint = metadata.pop("data_fingerprint")
+    metadata.pop("data_folder")
+    json_path.write_text(json.dumps(metadata))
+    build_cache("acdc", folder=folder, root=tiny_acdc)
+    assert json.loads(json_path.read_text())["data_fingerprint"] == fingerprint
+    assert len(load_slices("acdc", folder=folder)) == 12
+
+
+def test_acdc_end_diastole_and_end_systole_frames_come_from_info_cfg(tmp_path):
+    # the challenge's own layout: frame01 and frame12 (say), Info.cfg "ED: 1" / "ES: 12"; was "missing data file
+    # ..._frame02.nii.gz"
+    root = tmp_path / "data"
+    _write_acdc_patient(root, "patient001", {0}, frames=("frame01", "frame12"), info="ED: 1\nES: 12\nGroup: NOR\n")
+    build_cache("acdc", folder=tmp_path / "cache", root=root)
+    slices = load_slices("acdc", folder=tmp_path / "cache")
+    assert len(slices) == 6 and {s.phase for s in slices} == {0, 1}
+
+
+def test_nifti_files_outside_patient_folders_are_named(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "data"
+    _write_acdc_patient(root, "patient001", {0})
+    for path in (root / "acdc" / "patient001").glob("*.nii.gz"):
+        path.rename(root / "acdc" / path.name)  # the files straight in acdc/
+    shutil.rmtree(root / "acdc" / "patient001")
+    with pytest.raises(FileNotFoundError, match=r"acdc holds NIfTI files but no patient\* folders: .* e.g. "
+                                                r"acdc/patientNNN/"):  # was acdc/patient001_frame01.nii.gz/...
+        build_cache("acdc", folder=tmp_path / "cache", root=root)
+    monkeypatch.setenv("CMR_LANDMARK_DATA", str(root))
+    monkeypatch.setenv("CMR_LANDMARK_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as stop:
+        main_build_cache(["--dataset", "acdc"])
+    assert stop.value.code == 2 and "no patient* folders" in capsys.readouterr().err
+
+
+def test_patients_in_no_split_are_named_when_a_split_is_loaded(tiny_acdc, tmp_path, caplog):
+    _write_acdc_patient(tiny_acdc, "patient201", {0})  # a subject of the user's own, not in splits.json
+    with caplog.at_level(logging.WARNING, logger="cmr_landmark.datasets"):
+        train = load_slices("acdc", "train", folder=tmp_path / "cache", root=tiny_acdc)
+    assert {s.patient for s in train} == {"patient001", "patient002"}
+    assert "acdc: 1 patient(s) are in neither split of" in caplog.text and "'train' slices: patient201" in caplog.text
+
+
+def test_set_names_are_taken_as_typed(tiny_acdc, capsys):
+    assert dataset_names(" acdc, myops,,acdc ") == ["acdc", "myops"]
+    with pytest.raises(SystemExit) as stop:  # build-cache splits on commas, as train and evaluate do
+        main_build_cache(["--dataset", "acdc, nosuchset"])
+    assert stop.value.code == 2 and "unknown data set(s) nosuchset;" in capsys.readouterr().err
