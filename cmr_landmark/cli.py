@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_CommandLineFormatter())
         logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    return int(getattr(importlib.import_module(module), function)(argv[1:]) or 0)
+    command = getattr(importlib.import_module(module), function)
+    # nibabel gives its logger a stderr handler of its own on import: its warnings would print twice
+    logging.getLogger("nibabel.global").handlers.clear()
+    return int(command(argv[1:]) or 0)
 
 
 if __name__ == "__main__":

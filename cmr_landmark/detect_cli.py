@@ -14,7 +14,7 @@ from .io import ImageReadError, read_series
 from .io.nifti import NIFTI_THIRD_AXES
 from .model_store import ModelError, find_model
 from .offline_detection import check_pixels, detect_series, display_orientation_of, shortening_per_slice, view_warning
-from .output_paths import folder_problem, output_file_problem
+from .output_paths import folder_problem, output_file_problem, written_beside
 from .overlay import save_landmark_overlay
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ def main_detect(argv: list[str] | None = None) -> int:
     }
     try:  # a path checked above but not writable (permissions, a full disk): a message, not a traceback
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        with written_beside(args.out) as partial:  # never a half-written OUT.json for the next step to read
+            partial.write_text(json.dumps(result, indent=1) + "\n")
         if args.overlays:
             for record in records:
                 k, t = record["slice"], record["phase"]

@@ -52,6 +52,8 @@ SHORT_AXIS_STACK_MIN_SLICES = 3
 # files here the right view gave 0.33-1 (short axis, 34 files; 1 for every long-axis file), the wrong one 0-0.25 (0
 # for every long-axis file given as short axis).
 MIN_COMPLETE_FRACTION = 0.2
+# Smaller than an adult heart's short axis: a pixel size given in the wrong unit, or not an image of the heart.
+MIN_HEART_FIELD_OF_VIEW_MM = 60.0
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,10 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
         # The anatomy agreed with the set's mirror on all 249 public short-axis files here (docs/orientation.md): a
         # file it contradicts is likely another source's with a public set's name, whose A-RVI / P-RVI would swap.
         if by_anatomy.mirror != by_name.mirror:
-            log.warning("%s is named like a %s file and is shown to the model as that set's files are, but its "
-                        "anatomy reads as the mirror image of that display: if it is not a %s file, A-RVI and P-RVI "
-                        "come back swapped; rename it so that its anatomy decides", series.source, dataset, dataset)
+            log.warning("%s is named like a file of the public set %s and is shown to the model as that set's files "
+                        "are, but its anatomy reads as the mirror image of that display: if it is not a %s file, A-RVI "
+                        "and P-RVI come back swapped; rename it so that its anatomy decides",
+                        series.source, dataset, dataset)
         return by_name
     try:
         return anatomy_orientation(series, spec)
@@ -172,6 +175,11 @@ def view_warning(series: ImageSeries, spec: ModelSpec, records: list[dict]) -> s
         return None
     rows, cols = series.images.shape[-2:]
     row_mm, col_mm = series.pixel_spacing_mm
+    if min(rows * row_mm, cols * col_mm) < MIN_HEART_FIELD_OF_VIEW_MM:
+        return (f"{series.source}: a field of view of {rows * row_mm:.3g} x {cols * col_mm:.3g} mm is too small to "
+                f"hold a heart: check the pixel size ({row_mm:.3g} x {col_mm:.3g} mm)")
+    if spec.view == "sax" and sum(record["landmarks"]["C-LV"] is not None for record in records) >= len(records) / 2:
+        return None  # the LV is there: slices beyond the RV's reach (base, apex) have no insertion points
     return (f"{series.source}: model {spec.name} found all its landmarks in {complete} of {len(records)} images, "
             f"which {spec.view} images seldom give: if it is a {other} image, run with --view {other}; else check "
             f"--sequence and the pixel size ({row_mm:.3g} x {col_mm:.3g} mm, a field of view of "
@@ -215,9 +223,13 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
                 if measured.filled is not None:
                     landmarks[name]["filled"] = measured.filled[phase][name]
             records.append({"slice": slice_index, "phase": phase, "landmarks": landmarks,
-                            "lv_length_mm": measures.get("LVLength_mm"),
-                            "rv_insertion_angle_deg": measures.get("RVInsertionAngle_deg")})
+                            "lv_length_mm": _rounded(measures.get("LVLength_mm"), 2),
+                            "rv_insertion_angle_deg": _rounded(measures.get("RVInsertionAngle_deg"), 2)})
     return records
+
+
+def _rounded(value: float | None, decimals: int) -> float | None:
+    return None if value is None else round(float(value), decimals)
 
 
 def shortening_per_slice(records: list[dict]) -> list[dict]:

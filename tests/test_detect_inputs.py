@@ -148,12 +148,20 @@ def records_with(found_per_image: list[int], names: tuple[str, ...] = ("A-RVI", 
 
 
 def test_a_model_that_finds_almost_nothing_names_the_other_view(tmp_path):
-    path = write_nifti(tmp_path / "one.nii.gz", heart_like(40, 48, phases=5, slices=1), np.eye(4))
+    path = write_nifti(tmp_path / "one.nii.gz", heart_like(40, 48, phases=5, slices=1), np.diag([2.0, 2.0, 8.0, 1]))
     series = read_series(path)
     spec = find_model("sax", "cine", folder=REPO_ROOT / "models")
     warning = view_warning(series, spec, records_with([0, 1, 0, 2, 0]))
     assert "all its landmarks in 0 of 5 images" in warning and "--view lax" in warning
     assert view_warning(series, spec, records_with([3, 1, 0, 2, 0])) is None  # one in five, as a basal slice has
+    # the LV centre in most images: a short-axis stack whose outer slices lie beyond the RV, not another view
+    lv_centre_only = records_with([3] * 5, ("C-LV", "A-RVI", "P-RVI"))
+    for record in lv_centre_only:
+        record["landmarks"].update({"A-RVI": None, "P-RVI": None})
+    assert view_warning(series, spec, lv_centre_only) is None
+    # 40 x 48 mm: no heart fits, whatever the view
+    tiny = read_series(write_nifti(tmp_path / "tiny.nii.gz", heart_like(40, 48, phases=5, slices=1), np.eye(4)))
+    assert "too small to hold a heart" in view_warning(tiny, spec, records_with([0, 1, 0, 2, 0]))
 
 
 def test_a_long_axis_image_given_as_short_axis_is_warned_of(shared_data, tmp_path, monkeypatch, caplog):
@@ -228,3 +236,69 @@ def test_a_multi_frame_dicom_is_refused_by_name(with_position, tmp_path):
     dataset.save_as(str(path))
     with pytest.raises(ImageReadError, match="multi-frame"):
         read_series(tmp_path)
+
+
+def test_rounded_orientation_cosines_are_one_plane(tmp_path):
+    # before: a single file whose cosines were written to two decimals (lengths 1.004 / 0.995) was "not
+    # parallel to the series' first image": itself, since the slice normal was never made unit length
+    rounded = [0.71, 0.71, 0.0, 0.0, 0.0, -0.995]
+    write_dicom(tmp_path / "a.dcm", np.arange(64).reshape(8, 8), np.zeros(3), rounded, SPACING, 0.0, 1, "1.2.3")
+    series = read_dicom(tmp_path)
+    assert series.images.shape == (1, 1, 8, 8)
+    assert np.isclose(np.linalg.norm(series.slice_geometry[0].col_step_mm), SPACING[1])
+
+
+def test_monochrome1_is_read_bright_where_the_signal_is_high(tmp_path):
+    pixels = np.arange(64).reshape(8, 8)
+    write_dicom(tmp_path / "a.dcm", pixels.max() - pixels, np.zeros(3), ORIENTATION, SPACING, 0.0, 1, "1.2.3")
+    dataset = pydicom.dcmread(str(tmp_path / "a.dcm"))
+    dataset.PhotometricInterpretation = "MONOCHROME1"
+    dataset.save_as(str(tmp_path / "a.dcm"))
+    assert np.array_equal(read_dicom(tmp_path).images[0, 0], pixels)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("rgb", "colour DICOM image"), ("no_spacing", "without PixelSpacing"), ("jpeg_lossless", "cmr-landmark\\[dicom\\]"),
+])
+def test_dicom_a_scanner_would_not_write_is_refused_in_one_line(damage, message, tmp_path):
+    path = tmp_path / "a.dcm"
+    write_dicom(path, np.zeros((8, 8)), np.zeros(3), ORIENTATION, SPACING, 0.0, 1, "1.2.3")
+    dataset = pydicom.dcmread(str(path))
+    if damage == "rgb":
+        dataset.SamplesPerPixel, dataset.PhotometricInterpretation, dataset.PlanarConfiguration = 3, "RGB", 0
+        dataset.BitsAllocated = dataset.BitsStored = 8
+        dataset.HighBit = 7
+        dataset.PixelData = np.zeros((8, 8, 3), np.uint8).tobytes()
+    elif damage == "no_spacing":
+        del dataset.PixelSpacing
+    else:  # compressed as a PACS exports it; decoding needs an optional plugin
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.JPEGLosslessSV1
+        dataset.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8\xff\xd9"])
+    dataset.save_as(str(path))
+    try:
+        import pylibjpeg  # noqa: F401  (installed: the file decodes, or fails as corrupt, not as unsupported)
+    except ImportError:
+        pass
+    else:
+        if damage == "jpeg_lossless":
+            pytest.skip("a JPEG decoder is installed")
+    with pytest.raises(ImageReadError, match=message):
+        read_series(tmp_path)
+
+
+def test_complex_nifti_is_read_as_its_magnitude(tmp_path, caplog):
+    data = (np.arange(48, dtype=np.float32).reshape(4, 4, 3) * np.exp(0.7j)).astype(np.complex64)
+    series = read_series(write_nifti(tmp_path / "complex.nii.gz", data, np.diag([1.5, 1.5, 8.0, 1.0])))
+    np.testing.assert_allclose(series.images[:, 0], np.transpose(np.abs(data), (2, 0, 1)), rtol=1e-6)
+    assert "magnitude" in caplog.text
+
+
+def test_a_nifti_without_qform_or_sform_says_its_world_coordinates_are_made_up(tmp_path, caplog):
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.ones((4, 4, 2), np.float32), np.diag([1.5, 1.5, 8.0, 1.0]))
+    image.set_qform(None, code=0)
+    image.set_sform(None, code=0)
+    nib.save(image, str(tmp_path / "bare.nii"))
+    read_series(tmp_path / "bare.nii")
+    assert "neither qform nor sform" in caplog.text

@@ -3,7 +3,9 @@ and phases (by TriggerTime, then InstanceNumber), via pydicom."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,23 +29,62 @@ def _read_file(path: Path) -> pydicom.Dataset | None:
         return None
 
 
+GEOMETRY_TAGS = ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
+
+
 def _plane(dataset: pydicom.Dataset, path: Path) -> tuple[SliceGeometry, np.ndarray, tuple[float, float]]:
-    try:
-        orientation = np.asarray(dataset.ImageOrientationPatient, dtype=np.float64)
-        position = np.asarray(dataset.ImagePositionPatient, dtype=np.float64)
-        spacing = np.asarray(dataset.PixelSpacing, dtype=np.float64)  # (between rows, between columns)
-    except AttributeError as error:
-        raise ImageReadError(f"{path}: DICOM image without geometry ({error})") from error
+    missing = [tag for tag in GEOMETRY_TAGS if tag not in dataset]
+    if missing:
+        raise ImageReadError(f"{path}: DICOM image without {' and '.join(missing)}: its pixel size and place in "
+                             "the patient are unknown")
+    orientation = np.asarray(dataset.ImageOrientationPatient, dtype=np.float64)
+    position = np.asarray(dataset.ImagePositionPatient, dtype=np.float64)
+    spacing = np.asarray(dataset.PixelSpacing, dtype=np.float64)  # (between rows, between columns)
     if (orientation.shape != (6,) or position.shape != (3,) or spacing.shape != (2,)
             or not np.all(np.isfinite(np.concatenate([orientation, position, spacing]))) or np.any(spacing <= 0)):
         raise ImageReadError(f"{path}: malformed ImageOrientationPatient/ImagePositionPatient/PixelSpacing")
     along_row, along_column = orientation[:3], orientation[3:]  # directions of increasing column, increasing row
-    try:
-        image_axes(along_row, along_column)  # unit length and orthogonal, or the slice normal means nothing
+    try:  # unit length (within 1 %: writers round the cosines) and orthogonal, or the normal means nothing
+        along_row, along_column = image_axes(along_row, along_column)
     except GeometryError as error:
         raise ImageReadError(f"{path}: ImageOrientationPatient {orientation.tolist()}: {error}") from error
     geometry = SliceGeometry(position, along_column * spacing[0], along_row * spacing[1])
-    return geometry, np.cross(along_row, along_column), (float(spacing[0]), float(spacing[1]))
+    normal = np.cross(along_row, along_column)
+    return geometry, normal / np.linalg.norm(normal), (float(spacing[0]), float(spacing[1]))
+
+
+@contextlib.contextmanager
+def _pydicom_quiet() -> Iterator[None]:
+    """pydicom logs a decoder's failure with its traceback before raising; the raised error is reported instead."""
+    pydicom_log = logging.getLogger("pydicom")
+    level = pydicom_log.level
+    pydicom_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        pydicom_log.setLevel(level)
+
+
+def _pixels(dataset: pydicom.Dataset, path: Path) -> np.ndarray:
+    """One image's pixel values (modality LUT applied; MONOCHROME1, stored dark-is-high, turned the usual way)."""
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise ImageReadError(f"{path}: a colour DICOM image ({dataset.get('PhotometricInterpretation', '')}, "
+                             f"{samples} samples per pixel), not an MR image; export the series in grey scale")
+    try:
+        with _pydicom_quiet():
+            pixels = apply_modality_lut(dataset.pixel_array, dataset)
+    except RuntimeError as error:
+        if "missing dependencies" in str(error):  # pydicom has no decoder for this compression
+            syntax = dataset.file_meta.get("TransferSyntaxUID")
+            raise ImageReadError(f"{path}: pixel data compressed as {getattr(syntax, 'name', syntax)}, with no "
+                                 "decoder installed: pip install 'cmr-landmark[dicom]'") from error
+        raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({error})") from error
+    except (AttributeError, ValueError, NotImplementedError, OSError) as error:
+        raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({error})") from error
+    if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
+        pixels = pixels.max() + pixels.min() - pixels
+    return pixels
 
 
 def _without_copies(path: Path, datasets: list[tuple[Path, pydicom.Dataset]]) -> list[tuple[Path, pydicom.Dataset]]:
@@ -84,10 +125,17 @@ def read_dicom(path: Path) -> ImageSeries:
         raise ImageReadError(f"{multi_frame}: a multi-frame (enhanced) DICOM image, which is not read; export the "
                              "series as single-frame images (classic MR Image Storage)")
     # the series UID, and where anonymisation removed it, patient, study and series number
-    series_ids = {tuple(str(d.get(key, "")) for key in ("SeriesInstanceUID", "PatientID", "StudyInstanceUID",
-                                                        "SeriesNumber")) for _, d in datasets}
-    if len(series_ids) > 1:
-        raise ImageReadError(f"{path}: holds {len(series_ids)} DICOM series; give the folder or file of one series")
+    series: dict[tuple[str, ...], list[pydicom.Dataset]] = {}
+    for _, dataset in datasets:
+        key = tuple(str(dataset.get(tag, "")) for tag in ("SeriesInstanceUID", "PatientID", "StudyInstanceUID",
+                                                          "SeriesNumber"))
+        series.setdefault(key, []).append(dataset)
+    if len(series) > 1:
+        listed = "; ".join(f"series {members[0].get('SeriesNumber', '?')} "
+                           f"'{members[0].get('SeriesDescription', '')}' ({len(members)} images)"
+                           for members in list(series.values())[:5])
+        raise ImageReadError(f"{path}: holds {len(series)} DICOM series ({listed}{'; ...' if len(series) > 5 else ''})"
+                             "; give the folder or file of one series")
     first_path, first = datasets[0]
     _, normal, spacing = _plane(first, first_path)
     # Group by position along the slice normal; phases of a slice sort by trigger time, then instance number.
@@ -109,10 +157,7 @@ def read_dicom(path: Path) -> ImageSeries:
     stack, geometries, triggers = [], [], []
     for location in sorted(slices):
         members = sorted(slices[location], key=lambda m: (m[0], m[1]))
-        try:
-            pixels = [apply_modality_lut(d.pixel_array, d) for _, _, _, d in members]
-        except (AttributeError, ValueError, NotImplementedError, RuntimeError) as error:
-            raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({error})") from error
+        pixels = [_pixels(d, file_path) for _, _, file_path, d in members]
         shapes = {p.shape for p in pixels}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ImageReadError(f"{path}: expected 2-D images of one size, got shapes {sorted(shapes)}")

@@ -8,6 +8,7 @@ files are taken as they are.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from .image_series import ImageReadError, ImageSeries, SliceGeometry
+
+log = logging.getLogger(__name__)
 
 MM_PER_NIFTI_UNIT = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 0.001}
 
@@ -52,8 +55,14 @@ def read_nifti(path: Path, third_axis: str = "slices") -> ImageSeries:
         data = data[..., 0]
     if data.ndim != 4 or min(data.shape) < 1 or min(data.shape[:2]) < 2:
         raise ImageReadError(f"{path}: expected a 2-D, 3-D or 4-D image of at least 2 x 2 pixels, got {data.shape}")
-    if np.iscomplexobj(data) or data.dtype.kind not in "iuf":
+    if np.iscomplexobj(data):  # the magnitude is what the models see, as for complex ISMRMRD images
+        log.warning("%s: complex images: their magnitude is used", path)
+        data = np.abs(data)
+    if data.dtype.kind not in "iuf":
         raise ImageReadError(f"{path}: unsupported NIfTI data type {data.dtype}")
+    if int(image.header["qform_code"]) == 0 and int(image.header["sform_code"]) == 0:
+        log.warning("%s: neither qform nor sform is set: world_mm comes from the voxel sizes alone, not from where "
+                    "the image lay in the patient", path)
     spatial_unit = image.header.get_xyzt_units()[0]
     if spatial_unit not in MM_PER_NIFTI_UNIT:
         raise ImageReadError(f"{path}: the header's spatial unit {spatial_unit!r} is not a length")
