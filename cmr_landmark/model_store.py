@@ -202,9 +202,19 @@ def read_manifest(folder: Path | None = None) -> list[ModelSpec]:
     return specs
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` the first time only: a process (the gadget's, a command's) looks a model up several times."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
 def _warn_skipped(path: Path, skipped: list[str]) -> None:
     for reason in skipped:
-        log.warning("%s: skipped %s", path, reason)
+        _warn_once(f"{path}: skipped {reason}")
 
 
 def model_names(folder: Path) -> set[str]:
@@ -264,8 +274,7 @@ def find_model(view: str, sequence: str, name: str | None = None, folder: Path |
                          f"{_which_manifest(path, folder is None)}{_skipped_note(skipped)}")
     if spec.sequence != sequence:
         # 'any' included: the long axis has no contrast-agnostic model, and its cine model is not one
-        log.warning("no %s model for sequence %r: using %s (trained for %r)", view, sequence, spec.name,
-                    spec.sequence)
+        _warn_once(f"no {view} model for sequence {sequence!r}: using {spec.name} (trained for {spec.sequence!r})")
     return spec
 
 

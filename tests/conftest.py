@@ -19,6 +19,14 @@ os.environ.pop("CMR_LANDMARK_MODELS", None)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+@pytest.fixture(autouse=True)
+def model_warnings_said_afresh():
+    """model_store says each of its warnings once per process; each test sees its own."""
+    from cmr_landmark import model_store
+
+    model_store._warned.clear()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (or $CMR_LANDMARK_DATA); skips the test on a fresh clone that does not have it."""
