@@ -13,7 +13,7 @@ from .datasets import public_set_of_file
 from .io import ImageReadError, read_series
 from .io.grappa import min_calibration_lines
 from .io.nifti import NIFTI_THIRD_AXES
-from .output_paths import output_file_problem
+from .output_paths import not_a_regular_file_problem, output_file_problem
 
 
 def main_convert(argv: list[str] | None = None) -> int:
@@ -58,13 +58,19 @@ def main_convert(argv: list[str] | None = None) -> int:
                      f"{args.calibration_lines}")
     if args.compress and args.kspace:
         parser.error("--compress applies to images; raw acquisitions (--kspace) are written uncompressed")
-    if problem := output_file_problem(args.out, args.input):  # before reading: the input is never overwritten
+    # before reading: the input is never overwritten, nor a device (the output is written beside and renamed)
+    if problem := output_file_problem(args.out, args.input) or not_a_regular_file_problem(args.out):
         parser.exit(2, f"cmr-landmark convert: cannot write the output: {problem}\n")
     try:
         series = read_series(args.input, nifti_third_axis=args.nifti_3d)
+    except ImageReadError as error:
+        parser.exit(2, f"cmr-landmark convert: {error}\n")
+    except OSError as error:  # a damaged file (a truncated .nii.gz, an HDF5 chunk that does not decompress)
+        parser.exit(2, f"cmr-landmark convert: cannot read {args.input}: {error}\n")
+    try:
         convert(series, args.out, args.view, args.sequence, kspace=args.kspace, coils=args.coils,
                 compress=args.compress, acceleration=args.acceleration, calibration_lines=args.calibration_lines)
-    except ImageReadError as error:
+    except ImageReadError as error:  # pixels the raw data cannot be simulated from (NaN with --kspace)
         parser.exit(2, f"cmr-landmark convert: {error}\n")
     except OSError as error:  # e.g. no permission to write --out, or the disk is full
         parser.exit(2, f"cmr-landmark convert: cannot write {args.out}: {error}\n")

@@ -32,7 +32,7 @@ SEQUENCE_DESCRIPTION_SUFFIX = "_LANDMARKS"
 # The image comments annotated_image and error_image write. An image that comes through a second time (a replayed
 # output, two landmark gadgets in one chain) loses them with its CMRLandmark_* attributes, so that its copy says
 # only what this pass found.
-OWN_COMMENT = re.compile(r"(SAX|LAX) landmarks \d+/\d+|LV length .* mm|RVI angle .* deg|LS .* %"
+OWN_COMMENT = re.compile(r"(SAX|LAX) landmarks \d+/\d+(?: \+ \d+ filled)?|LV length .* mm|RVI angle .* deg|LS .* %"
                          r"|landmark detection failed")
 
 
@@ -132,7 +132,13 @@ def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: i
         meta[f"CMRLandmark_{name}_pixel"] = [_format(landmark.row), _format(landmark.col)]
         meta[f"CMRLandmark_{name}_patient_mm"] = [_format(v) for v in patient]
         meta[f"CMRLandmark_{name}_probability"] = _format(landmark.probability)
-    comments = [f"{result.view.upper()} landmarks {sum(v is not None for v in found.values())}/{len(found)}"]
+    # the points this phase's own detection found, and those filled in from its neighbours (a long-axis cine's weak
+    # or missing ones), which carry _found=1 too: "LAX landmarks 2/3 + 1 filled". A point no phase found is
+    # flagged filled but absent: not counted.
+    filled = 0 if result.filled is None else sum(
+        landmark is not None and result.filled[phase_index][name] for name, landmark in found.items())
+    count = f"{result.view.upper()} landmarks {sum(v is not None for v in found.values()) - filled}/{len(found)}"
+    comments = [count + (f" + {filled} filled" if filled else "")]
     for measure, value in result.measures[phase_index].items():
         meta[f"CMRLandmark_{measure}"] = _format(value)
     measures = result.measures[phase_index]

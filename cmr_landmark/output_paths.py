@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,16 +22,49 @@ def folder_problem(folder: Path, what: str) -> str | None:
 
 
 def output_file_problem(out: Path, source: Path) -> str | None:
-    """Why the output file ``out`` (``--out``) cannot be written, or None: it is the input ``source`` itself (which
-    writing would destroy), a folder, or lies under a file."""
+    """Why the output file ``out`` (``--out``) cannot be written, or None: it is the input ``source`` itself or a
+    file of the input folder (a DICOM series: writing would destroy an image), a folder, or lies under a file."""
     try:
         if out.exists() and source.exists() and os.path.samefile(out, source):
             return f"--out {out} is the input file, which it would overwrite: give another file name"
     except OSError:  # unreadable: not the same file as far as can be told; writing it says what is wrong
         pass
+    if out.is_file() and source.is_dir() and source.resolve() in out.resolve().parents:
+        return f"--out {out} is a file of the input folder {source}, which it would overwrite: give another file name"
     if out.is_dir():
         return f"--out {out} is a folder: give a file name in it"
     return folder_problem(out.parent, f"--out {out}")
+
+
+def not_a_regular_file_problem(out: Path) -> str | None:
+    """Why the output file ``out`` cannot be written beside and renamed over (:func:`written_beside`), or None: it
+    exists and is no regular file (a device such as /dev/full, a pipe), which the rename would replace."""
+    if out.exists() and not out.is_dir() and not out.is_file():
+        return f"--out {out} is not a regular file (a device or a pipe): give the name of a file to write"
+    return None
+
+
+def nested_output_problem(out: Path, folder: Path, what: str) -> str | None:
+    """Why the output file ``out`` and the output folder ``folder`` cannot both be written, or None: the folder is
+    ``out`` itself or lies under it, so that making it would leave no room for the file. ``what`` names the
+    folder's option, e.g. "--report-dir DIR"."""
+    if folder.resolve() == out.resolve() or out.resolve() in folder.resolve().parents:
+        return f"{what} is --out {out} or lies under it: give a folder beside the output file"
+    return None
+
+
+def unwritable_folder_problem(folder: Path, what: str) -> str | None:
+    """Why no file can be created in ``folder``, or None, found by creating and removing one there, or where the
+    folder does not exist yet, in the nearest folder above it that does (no folder is made: a command checks
+    before it reads its input, and makes its folders once the input has been read). As root, only creating a file
+    tells: access() calls /sys writable. ``what`` names the option, e.g. "--out OUT.h5"."""
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), folder)
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        return f"{what}: cannot create files in {existing} ({error.strerror or error})"
+    return None
 
 
 @contextmanager

@@ -12,10 +12,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .config import ALL_LANDMARKS  # noqa: E402
+from .output_paths import written_beside  # noqa: E402
 
 # One colour per role, the same in both views: first point, second point, centre/apex.
 LANDMARK_COLOURS = dict(zip(ALL_LANDMARKS, ("tab:red", "tab:orange", "tab:cyan") * 2, strict=True))
 SUPTITLE_MARGIN_INCHES = 0.05  # the phase grid's legend line, from the top edge of the figure
+CROSS_SIZE_POINTS = 14  # a landmark's "+" in save_landmark_overlay, across
+LABEL_FONT_POINTS = 9
+LABEL_GAP_POINTS = 6  # from a cross's centre to its label's nearest corner
 
 
 def _show_image(axes: plt.Axes, image: np.ndarray, aspect: float) -> None:
@@ -29,11 +33,40 @@ def _show_image(axes: plt.Axes, image: np.ndarray, aspect: float) -> None:
 
 
 def _save(figure: plt.Figure, path: Path, **savefig_options) -> Path:
+    """Save ``figure`` to ``path`` (written beside and renamed: a failed save leaves no half picture) and close it
+    whether or not that worked."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, **savefig_options)
-    plt.close(figure)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with written_beside(path) as partial:  # its name ends .partial<pid>: the format from the path's suffix
+            figure.savefig(partial, format=path.suffix.lstrip(".") or plt.rcParams["savefig.format"],
+                           **savefig_options)
+    finally:
+        plt.close(figure)
     return path
+
+
+def label_offset_points(
+    point: tuple[float, float], others: Sequence[tuple[float, float]], label_size: tuple[float, float],
+) -> tuple[float, float]:
+    """Where a landmark's label goes, as (x, y) offset in points of its lower left corner from the landmark, all in
+    display points (x right, y up): to the upper right of its cross (the default), or else the first of the other
+    three corners whose label box keeps clear of every other landmark's cross, or where none does, the one farthest
+    from them. So that a label never hides a neighbour's cross (P-RVI's label lay under C-LV's cross, MV-1's under
+    MV-2's)."""
+    width, height = label_size
+    gap, clearance = LABEL_GAP_POINTS, CROSS_SIZE_POINTS / 2
+    candidates = [(gap, gap), (gap, -gap - height), (-gap - width, gap), (-gap - width, -gap - height)]
+
+    def distance_to_nearest_cross(offset: tuple[float, float]) -> float:
+        left, bottom = point[0] + offset[0], point[1] + offset[1]
+        distances = [np.hypot(max(left - x, 0.0, x - left - width), max(bottom - y, 0.0, y - bottom - height))
+                     for x, y in others]
+        return min(distances, default=np.inf)
+
+    distances = [distance_to_nearest_cross(offset) for offset in candidates]
+    clear = [offset for offset, distance in zip(candidates, distances, strict=True) if distance > clearance]
+    return clear[0] if clear else candidates[int(np.argmax(distances))]
 
 
 def save_landmark_overlay(
@@ -49,14 +82,19 @@ def save_landmark_overlay(
     aspect = pixel_spacing_mm[0] / pixel_spacing_mm[1]
     figure, axes = plt.subplots(figsize=(5, 5 * aspect * shape[0] / shape[1]), dpi=100)
     _show_image(axes, image, aspect)
-    missing = []
-    for name, point in points_rc.items():
-        if point is None:
-            missing.append(name)
-            continue
+    missing = [name for name, point in points_rc.items() if point is None]
+    found = {name: point for name, point in points_rc.items() if point is not None}
+    # the crosses in display points, to place each label clear of the others' (the axes' scale is set by imshow)
+    points_per_pixel = 72.0 / figure.dpi
+    shown = {name: tuple(axes.transData.transform((point[1], point[0])) * points_per_pixel)
+             for name, point in found.items()}
+    for name, point in found.items():
         colour = LANDMARK_COLOURS.get(name, "yellow")
-        axes.plot(point[1], point[0], marker="+", markersize=14, markeredgewidth=2, color=colour)
-        axes.annotate(name, (point[1], point[0]), xytext=(6, 6), textcoords="offset points", color=colour, fontsize=9)
+        axes.plot(point[1], point[0], marker="+", markersize=CROSS_SIZE_POINTS, markeredgewidth=2, color=colour)
+        label_size = (0.6 * LABEL_FONT_POINTS * len(name), LABEL_FONT_POINTS)  # about, in a sans-serif font
+        offset = label_offset_points(shown[name], [xy for other, xy in shown.items() if other != name], label_size)
+        axes.annotate(name, (point[1], point[0]), xytext=offset, textcoords="offset points", color=colour,
+                      fontsize=LABEL_FONT_POINTS, ha="left", va="bottom")
     if missing:
         title = f"{title}  (not found: {', '.join(missing)})" if title else f"not found: {', '.join(missing)}"
     axes.set_title(title, fontsize=9)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +40,18 @@ STARTUP_TIMEOUT_S = 120.0
 DEFAULT_TIMEOUT_S = 600.0
 
 
+# A line of the gadget's log at level ERROR or CRITICAL ("12-06 11:32:15.207 ERROR [ext. 4252 module.target] text"):
+# its text is what a failure says in one line, the whole log goes to a file.
+LOG_ERROR_LINE = re.compile(r"^\S+ \S+ (?:ERROR|CRITICAL) \[[^\]]*\] (?P<text>.+)$", re.MULTILINE)
+
+
 class ReplayError(RuntimeError):
-    """The gadget could not be started or reached, or the stream broke off."""
+    """The gadget could not be started or reached, or the stream broke off. ``gadget_log``: the log of a gadget
+    this tool started (active mode), for a file: the message says only its last error."""
+
+    def __init__(self, message: str, gadget_log: str = "") -> None:
+        super().__init__(message)
+        self.gadget_log = gadget_log
 
 
 @dataclass
@@ -75,11 +86,13 @@ def _stream(
     result = ReplayResult()
     failure: list[BaseException] = []
     start = time.perf_counter()
+    last_message = [time.monotonic()]  # when a message last went out or came back
 
     def read_back() -> None:
         try:
             with sock.makefile("rb") as incoming:
                 for item in ProtocolDeserializer(incoming).deserialize():
+                    last_message[0] = time.monotonic()
                     if result.seconds_to_first_item is None:
                         result.seconds_to_first_item = time.perf_counter() - start
                     result.items.append(item)
@@ -94,23 +107,26 @@ def _stream(
                 serializer.serialize(header)
                 for image in images:
                     serializer.serialize(image)
+                    last_message[0] = time.monotonic()
                 serializer.close()  # sends CLOSE and flushes; the socket stays open for the replies
         except Exception as error:
             failure.append(error)
 
-    # Both directions in threads, under one deadline: a peer that stops reading blocks the sender, one that stops
-    # answering blocks the reader, and neither may hang the replay.
+    # Both directions in threads, watched for silence: a peer that stops reading blocks the sender, one that stops
+    # answering blocks the reader, and neither may hang the replay. An idle timeout, not a deadline for the whole
+    # stream: a long series that keeps coming back is never cut off (and its results thrown away) half way.
     threads = [threading.Thread(target=work, name=f"replay-{work.__name__}", daemon=True) for work in (send, read_back)]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + timeout_s
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    if any(thread.is_alive() for thread in threads):
-        sock.shutdown(socket.SHUT_RDWR)  # unblocks both
-        for thread in threads:
-            thread.join(5.0)
-        raise ReplayError(f"the gadget did not finish within {timeout_s:g} s")
+    while running := [thread for thread in threads if thread.is_alive()]:
+        idle_left = last_message[0] + timeout_s - time.monotonic()
+        if idle_left <= 0:
+            sock.shutdown(socket.SHUT_RDWR)  # unblocks both
+            for thread in threads:
+                thread.join(5.0)
+            raise ReplayError(f"nothing went to or came back from the gadget for {timeout_s:g} s "
+                              f"({len(result.items)} messages had come back)")
+        running[0].join(idle_left)
     result.seconds_total = time.perf_counter() - start
     if failure:
         raise ReplayError(f"the stream to/from the gadget broke off: {failure[0]!r}")
@@ -158,23 +174,24 @@ def replay_active(
             log.seek(0)
             return log.read()
 
+        def failure(what: str) -> ReplayError:
+            return gadget_failure(what, log_text())
+
         try:
-            sock = _accept(listener, process, log_text)
+            sock = _accept(listener, process, failure)
             with sock:
                 try:
                     result = _stream(sock, configuration_xml(properties), header, images, timeout_s)
                 except ReplayError as error:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         process.wait(timeout=5)  # a gadget that broke the stream by dying: let it finish saying why
-                    raise ReplayError(f"{error}\ngadget log:\n{log_text()[-3000:]}") from error
+                    raise failure(str(error)) from error
             try:
                 code = process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                raise ReplayError(
-                    f"the gadget process did not exit after the stream ended:\n{log_text()[-3000:]}"
-                ) from None
+                raise failure("the gadget process did not exit after the stream ended") from None
             if code != 0:
-                raise ReplayError(f"the gadget process exited with status {code}:\n{log_text()[-3000:]}")
+                raise failure(f"the gadget process exited with status {code}")
             result.gadget_log = log_text()
             return result
         finally:
@@ -183,7 +200,19 @@ def replay_active(
                 process.wait()
 
 
-def _accept(listener: socket.socket, process: subprocess.Popen, log_text) -> socket.socket:
+def gadget_failure(what: str, gadget_log: str) -> ReplayError:
+    """The error for a failure of a gadget this tool started: ``what`` happened, and the last error its log says
+    (the last ERROR or CRITICAL line, else its last line: the exception that ended a traceback), in one line; the
+    whole log rides along in ``gadget_log``."""
+    errors = LOG_ERROR_LINE.findall(gadget_log)
+    lines = [line.strip() for line in gadget_log.splitlines() if line.strip()]
+    last_error = errors[-1] if errors else lines[-1] if lines else "its log is empty"
+    return ReplayError(f"{what}; the gadget's last error: {last_error}", gadget_log=gadget_log)
+
+
+def _accept(
+    listener: socket.socket, process: subprocess.Popen, failure: Callable[[str], ReplayError]
+) -> socket.socket:
     """The gadget's connection, or a clear error when its process dies or never connects."""
     listener.settimeout(0.5)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -192,14 +221,12 @@ def _accept(listener: socket.socket, process: subprocess.Popen, log_text) -> soc
             sock, _ = listener.accept()
         except TimeoutError:
             if process.poll() is not None:
-                raise ReplayError(
-                    f"the gadget process exited with status {process.returncode} before connecting:\n"
-                    f"{log_text()[-3000:]}"
-                ) from None
+                raise failure(f"the gadget process exited with status {process.returncode} before connecting") \
+                    from None
             continue
         sock.settimeout(None)
         return sock
-    raise ReplayError(f"the gadget did not connect within {STARTUP_TIMEOUT_S:.0f} s:\n{log_text()[-3000:]}")
+    raise failure(f"the gadget did not connect within {STARTUP_TIMEOUT_S:.0f} s")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -211,8 +238,17 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def write_results(path: Path, header: ismrmrd.xsd.ismrmrdHeader | None, images: Sequence[ismrmrd.Image]) -> None:
-    """Write the returned images to an ISMRMRD .h5, one group per image series ("image_<series index>")."""
-    groups: dict[str, list[ismrmrd.Image]] = {}
+    """Write the returned images to an ISMRMRD .h5, one group per image series ("image_<series index>"), and
+    byte for byte: an HDF5 group holds one data type and array shape, so the images of a series that differ from
+    its first image in either go to groups of their own, "image_<series>_<data type>_<shape>" (e.g.
+    image_1_float32_1x1x256x256), never cast or cut to the first one's."""
+    groups: dict[tuple[int, str, tuple[int, ...]], list[ismrmrd.Image]] = {}
     for image in images:
-        groups.setdefault(f"image_{image.image_series_index}", []).append(image)
-    write_ismrmrd_images(Path(path), header, groups)
+        groups.setdefault((image.image_series_index, str(image.data.dtype), image.data.shape), []).append(image)
+    first_kind: dict[int, tuple[str, tuple[int, ...]]] = {}
+    named: dict[str, list[ismrmrd.Image]] = {}
+    for (series, dtype, shape), members in groups.items():
+        kind = first_kind.setdefault(series, (dtype, shape))
+        suffix = "" if (dtype, shape) == kind else f"_{dtype}_{'x'.join(map(str, shape))}"
+        named[f"image_{series}{suffix}"] = members
+    write_ismrmrd_images(Path(path), header, named)

@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,9 +15,15 @@ import numpy as np
 
 from .gadget_parameters import GadgetParameters, ParameterError
 from .io import ImageReadError, list_image_groups, read_ismrmrd_images
-from .output_paths import folder_problem, output_file_problem
+from .output_paths import (
+    folder_problem,
+    nested_output_problem,
+    not_a_regular_file_problem,
+    output_file_problem,
+    unwritable_folder_problem,
+)
 from .replay import DEFAULT_TIMEOUT_S, ReplayError, parse_address, replay_active, replay_passive, write_results
-from .replay_report import landmark_records, summary_text, write_report
+from .replay_report import GADGET_LOG_NAME, REPORT_FILE_NAME, landmark_records, summary_text, write_report
 
 
 def _property(text: str) -> tuple[str, str]:
@@ -42,8 +49,17 @@ def main_replay(argv: list[str] | None = None) -> int:
                         help="a gadget parameter sent in the configuration (e.g. view=sax, probability_threshold=0.3)")
     parser.add_argument("--image-group", help="ISMRMRD image group (dataset/image_1) when the file holds several")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                        help=f"seconds to wait for the gadget, a positive number (default {DEFAULT_TIMEOUT_S:.0f})")
+                        help="give up when nothing has gone to or come back from the gadget for this many seconds, a "
+                             f"positive number (default {DEFAULT_TIMEOUT_S:.0f})")
     args = parser.parse_args(argv)
+    try:
+        return _replay(parser, args)
+    except KeyboardInterrupt:  # Ctrl-C: replay_active has ended the gadget process on the way out
+        parser.exit(130, "cmr-landmark replay: interrupted\n")
+
+
+def _replay(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The replay of ``main_replay``'s parsed arguments; known failures end in ``parser.exit(2, one line)``."""
     if not (math.isfinite(args.timeout) and args.timeout > 0):  # 0, -1 or nan end every replay at once, inf crashes
         parser.error(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     try:
@@ -60,20 +76,9 @@ def main_replay(argv: list[str] | None = None) -> int:
         parser.error(f"--set: {error}")
     if not args.input.is_file():
         parser.exit(2, f"cmr-landmark replay: {args.input} is not a file\n")
-    # the output folders made before the gadget runs, so that its results are never lost to a path that cannot be
-    # written (an --out that is a folder, a folder under a file, a --report-dir that is a file), and the input is
-    # never overwritten by its own results
-    problem = output_file_problem(args.out, args.input)
-    if problem is None and args.report_dir is not None:
-        problem = folder_problem(args.report_dir, f"--report-dir {args.report_dir}")
-    try:
-        if problem is None:
-            for folder in (args.out.parent, args.report_dir):
-                if folder is not None:
-                    folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        problem = str(error)
-    if problem is not None:
+    # the output paths checked before the input is read and the gadget runs, so that its results are never lost to
+    # a path that cannot be written and the input is never overwritten by its own results
+    if problem := output_paths_problem(args):
         parser.exit(2, f"cmr-landmark replay: cannot write the results: {problem}\n")
     try:
         started = time.perf_counter()
@@ -83,14 +88,26 @@ def main_replay(argv: list[str] | None = None) -> int:
             print(f"{len(images)} images read and reconstructed from the raw data in {seconds:.1f} s")
         if header is None:
             raise ImageReadError(f"{args.input}: no ISMRMRD XML header, which the gadget needs")
-        properties = dict(args.properties)
+    except ImageReadError as error:
+        parser.exit(2, f"cmr-landmark replay: {error}\n")
+    try:  # once the input has been read: one that cannot be read leaves no empty folders behind
+        for folder in (args.out.parent, args.report_dir):
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.exit(2, f"cmr-landmark replay: cannot write the results: {error}\n")
+    properties = dict(args.properties)
+    try:
         if address is None:
             result = replay_active(header, images, properties, timeout_s=args.timeout)
         else:
             result = replay_passive(address, header, images, properties, timeout_s=args.timeout)
-    except (ImageReadError, ReplayError) as error:
-        parser.exit(2, f"cmr-landmark replay: {error}\n")
-    write_results(args.out, header, result.images)
+    except ReplayError as error:
+        parser.exit(2, f"cmr-landmark replay: {error}{saved_gadget_log(error.gadget_log, args.report_dir)}\n")
+    try:
+        write_results(args.out, header, result.images)
+    except OSError as error:  # the disk filled up, say
+        parser.exit(2, f"cmr-landmark replay: cannot write {args.out}: {error}\n")
     # the copies of this pass: an original comes back as it was sent, earlier passes' CMRLandmark_* tags included
     sent = {image_fingerprint(image) for image in images}
     records = landmark_records([image for image in result.images if image_fingerprint(image) not in sent])
@@ -100,11 +117,16 @@ def main_replay(argv: list[str] | None = None) -> int:
         "images_sent": len(images),
         "images_per_second": len(images) / result.seconds_total if result.seconds_total else None,
     }
-    if args.report_dir:
-        write_report(args.report_dir, records, images, timings, {"input": str(args.input), "output": str(args.out)})
-        if result.gadget_log:
-            (args.report_dir / "gadget.log").write_text(result.gadget_log)
     print(summary_text(records))
+    if args.report_dir:
+        try:
+            write_report(args.report_dir, records, images, timings,
+                         {"input": str(args.input), "output": str(args.out)})
+            if result.gadget_log:
+                (args.report_dir / GADGET_LOG_NAME).write_text(result.gadget_log)
+        except OSError as error:
+            parser.exit(2, f"cmr-landmark replay: wrote {args.out}, but cannot write the report in "
+                           f"{args.report_dir}: {error}\n")
     print(f"{len(images)} images sent, {len(result.images)} received in {result.seconds_total:.1f} s; wrote {args.out}"
           + (f" and {args.report_dir}/report.json" if args.report_dir else ""))
     # results written and reported as ever, but a run in which nothing at all was detected must not look like a
@@ -117,6 +139,41 @@ def main_replay(argv: list[str] | None = None) -> int:
               "CMRLandmark_Status=error (the errors are listed above)", file=sys.stderr)
         return 1
     return 0
+
+
+def output_paths_problem(args: argparse.Namespace) -> str | None:
+    """Why --out or --report-dir cannot be written, or None, from the paths alone (nothing is made): --out is the
+    input, a folder, under a file, a device, or in a folder where no file can be created; --report-dir is a file,
+    under one, --out itself or under it, where no file can be created, or holds --out under the name of one of the
+    report's own files (which it replaces)."""
+    out = f"--out {args.out}"
+    problem = (output_file_problem(args.out, args.input) or not_a_regular_file_problem(args.out)
+               or unwritable_folder_problem(args.out.parent, out))
+    if problem is not None or args.report_dir is None:
+        return problem
+    report_dir = f"--report-dir {args.report_dir}"
+    if args.out.parent.resolve() == args.report_dir.resolve() and REPORT_FILE_NAME.fullmatch(args.out.name):
+        return f"{out} has the name of one of the report's files in {report_dir}: give it another name"
+    return (folder_problem(args.report_dir, report_dir) or nested_output_problem(args.out, args.report_dir, report_dir)
+            or unwritable_folder_problem(args.report_dir, report_dir))
+
+
+def saved_gadget_log(gadget_log: str, report_dir: Path | None) -> str:
+    """Where the log of a gadget that failed was saved, as the end of the error line ("" without a log): as the
+    report's gadget.log with --report-dir, else a file in the temporary folder."""
+    if not gadget_log:
+        return ""
+    try:
+        if report_dir is not None:
+            path = report_dir / GADGET_LOG_NAME
+            path.write_text(gadget_log)
+        else:
+            with tempfile.NamedTemporaryFile("w", prefix="cmr-landmark-gadget-", suffix=".log", delete=False) as file:
+                file.write(gadget_log)
+            path = Path(file.name)
+    except OSError as error:
+        return f" (its log could not be saved: {error})"
+    return f" (the gadget's whole log: {path})"
 
 
 def image_fingerprint(image: ismrmrd.Image) -> bytes:

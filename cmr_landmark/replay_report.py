@@ -5,6 +5,7 @@ long-axis cine slice, and a text summary."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import ismrmrd
 from .config import ATTRIBUTE_PREFIX, LANDMARKS_BY_VIEW
 from .geometry import GeometryError, pixel_spacing_mm
 from .measures import longitudinal_shortening_or_none
+from .output_paths import written_beside
 from .overlay import save_curve, save_landmark_overlay, save_phase_overlays
 
 MEASURES = ("LVLength_mm", "LongitudinalShortening", "RVInsertionAngle_deg", "AnteriorRVIDirection_deg")
@@ -20,6 +22,10 @@ MEASURES = ("LVLength_mm", "LongitudinalShortening", "RVInsertionAngle_deg", "An
 RVI_ANGLE_LANDMARKS = ("A-RVI", "P-RVI", "C-LV")
 # Phases per row of phases_slice<k>.png; a slice with fewer phases gets one column per phase, not blank panels.
 PHASE_COLUMNS = 5
+GADGET_LOG_NAME = "gadget.log"  # the gadget's log, which the replay writes beside the report (active mode)
+# Every file of a report (write_report's and the gadget's log): what a new report removes of an earlier one in its
+# folder, and nothing else there.
+REPORT_FILE_NAME = re.compile(r"report\.json|gadget\.log|(?:phases_|lv_length_)?(?:series\d+_)?slice\d+\.png")
 
 
 def _floats(value) -> list[float]:
@@ -114,11 +120,21 @@ def _angle_text(record: dict) -> str:
     return f"no angle ({', '.join(missing)} not found)" if missing else "no angle"
 
 
+def _count_text(records: Sequence[dict]) -> str:
+    """How many landmarks the images' own detections found, and how many more were filled in from neighbouring
+    phases (a long-axis cine's weak or missing points, which carry _found=1 too): "70/75 landmarks + 5 filled in
+    from neighbouring phases"."""
+    total = sum(len(r["landmarks"]) for r in records)
+    filled = sum(r.get("filled", {}).get(name, False) for r in records for name, lm in r["landmarks"].items()
+                 if lm is not None)
+    found = sum(lm is not None for r in records for lm in r["landmarks"].values()) - filled
+    return f"{found}/{total} landmarks" + (f" + {filled} filled in from neighbouring phases" if filled else "")
+
+
 def _phase_line(record: dict) -> str:
     """One short-axis image: its own count, points and angle, the figures its image comment carries."""
-    found = sum(lm is not None for lm in record["landmarks"].values())
     line = (f"series {record['series']} slice {record['slice']:2d} ({record['view']}) phase {record['phase']}: "
-            f"{found}/{len(record['landmarks'])} landmarks")
+            f"{_count_text([record])}")
     points = _points_text(record)
     line += (f"; {points}" if points else "") + f"; {_angle_text(record)}"
     if record["status"] != "ok":
@@ -129,18 +145,20 @@ def _phase_line(record: dict) -> str:
 def _slice_line(summary: dict, members: Sequence[dict]) -> str:
     """One slice over all its phases: the first phase's points, then the per-slice measures (LV length range,
     longitudinal shortening), which hold for the slice rather than for one image."""
-    found = sum(lm is not None for r in members for lm in r["landmarks"].values())
-    total = sum(len(r["landmarks"]) for r in members)
     line = (f"series {summary['series']} slice {summary['slice']:2d} ({summary['view'] or '?'}, "
-            f"{summary['phases']} phase(s)): {found}/{total} landmarks")
+            f"{summary['phases']} phase(s)): {_count_text(members)}")
     points = _points_text(members[0])
     if points:
         line += f"; phase {members[0]['phase']}: {points}"
     lengths = [v for v in summary.get("lv_length_mm", []) if v is not None]
     if lengths:
         line += f"; LV length {min(lengths):.1f}-{max(lengths):.1f} mm"
+    parts = summary.get("longitudinal_shortening_of_parts")  # the gadget measured the beat in parts: say so
     if "longitudinal_shortening" in summary:
-        line += f", longitudinal shortening {100 * summary['longitudinal_shortening']:.1f}%"
+        line += f", longitudinal shortening {100 * summary['longitudinal_shortening']:.1f}%" + (
+            " over all phases" if parts else "")
+    if parts:
+        line += f"; the gadget measured the beat in parts: {', '.join(f'{100 * part:.1f}%' for part in parts)}"
     if summary["errors"]:
         line += f"; ERRORS: {'; '.join(summary['errors'])}"
     return line
@@ -193,9 +211,14 @@ def write_report(
     phases_slice<k>.png (every phase of a slice with several, points filled in from neighbouring phases drawn
     open) and lv_length_slice<k>.png for long-axis slices with several phases (phases with a filled point
     marked). With more than one series, each name starts with series<s>_ (series<s>_slice<k>.png, ...), so that
-    slices of two series never overwrite each other's pictures. Returns the report.json path."""
+    slices of two series never overwrite each other's pictures. The files of an earlier report in the folder
+    (:data:`REPORT_FILE_NAME`) are removed first, so that none of its pictures stays beside the new report.json;
+    any other file there stays. Returns the report.json path."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
+    for earlier in report_dir.iterdir():
+        if REPORT_FILE_NAME.fullmatch(earlier.name) and earlier.is_file():
+            earlier.unlink()
     summaries = slice_summaries(records)
     by_index = {(int(im.image_series_index), int(im.slice), int(im.phase)): im for im in originals}
     several_series = len({summary["series"] for summary in summaries}) > 1
@@ -228,5 +251,6 @@ def write_report(
                        marked_label="phase with a point filled in from its neighbours")
     report = {"images": list(records), "summary": summaries, "timings_s": timings, **(extra or {})}
     path = report_dir / "report.json"
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    with written_beside(path) as partial:
+        partial.write_text(json.dumps(report, indent=1) + "\n")
     return path

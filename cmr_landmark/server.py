@@ -119,6 +119,8 @@ def main_serve(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:  # the socket would raise OverflowError, a traceback
         parser.error(f"--port must be 0-65535, got {args.port}")
+    if args.max_connections is not None and args.max_connections < 1:  # named as the option, not the attribute
+        parser.error(f"--max-connections must be at least 1, got {args.max_connections}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         serve(args.port, args.host, args.config, args.max_connections)

@@ -121,4 +121,4 @@ def test_serve_refuses_fewer_than_one_connection(count, capsys):
     with pytest.raises(SystemExit) as stop:  # LandmarkServer's ValueError came out as a traceback
         main_serve(["--port", "0", "--max-connections", count])
     assert stop.value.code == 2
-    assert f"max_connections must be at least 1, got {count}" in capsys.readouterr().err
+    assert f"--max-connections must be at least 1, got {count}" in capsys.readouterr().err  # named as typed

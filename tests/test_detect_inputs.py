@@ -185,6 +185,17 @@ def test_an_out_that_is_the_input_is_refused(tmp_path, throwaway_model_folder, m
     assert "is the input file" in message and path.read_bytes() == before
 
 
+def test_an_out_that_is_an_image_of_the_input_folder_is_refused(tmp_path, throwaway_model_folder, monkeypatch,
+                                                                capsys):
+    # before: OUT.json replaced file00.dcm, and the series could not be read again
+    dicom_series(tmp_path, slices=1, phases=2, shape=(12, 16))
+    image = sorted(tmp_path.glob("*.dcm"))[0]
+    before = image.read_bytes()
+    message = refusal([str(tmp_path), "--view", "sax", "--sequence", "cine", "--out", str(image)],
+                      throwaway_model_folder, monkeypatch, capsys)
+    assert "is a file of the input folder" in message and image.read_bytes() == before
+
+
 def test_an_image_group_with_a_file_that_has_none_is_refused(tmp_path, throwaway_model_folder, monkeypatch, capsys):
     path = write_nifti(tmp_path / "a.nii", heart_like(16, 16, 1, 1)[:, :, 0, 0], np.eye(4))
     # was ignored: the images read were not the group the user named

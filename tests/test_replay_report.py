@@ -9,17 +9,23 @@ import pytest
 from mrd_stream_helpers import sax_plane_image
 
 from cmr_landmark.config import LANDMARKS_BY_VIEW
+from cmr_landmark.output_images import OWN_COMMENT
+from cmr_landmark.overlay import label_offset_points
 from cmr_landmark.replay_report import landmark_records, slice_summaries, summary_text, write_report
 
 Point = tuple[float, float] | None
 
 
-def annotated(view: str, slice_index: int, phase: int, points: dict[str, Point], **measures: float) -> ismrmrd.Image:
-    """A returned image carrying the CMRLandmark_* attributes the gadget writes (docs/gadget.md)."""
+def annotated(view: str, slice_index: int, phase: int, points: dict[str, Point], filled: tuple[str, ...] = (),
+              **measures: float) -> ismrmrd.Image:
+    """A returned image carrying the CMRLandmark_* attributes the gadget writes (docs/gadget.md); the landmarks
+    named in ``filled`` were filled in from the neighbouring phases (found=1, filled=1, probability 0)."""
     meta = {"CMRLandmark_Status": "ok", "CMRLandmark_View": view, "CMRLandmark_OriginalSeriesIndex": "1"}
     for name in LANDMARKS_BY_VIEW[view]:
         point = points.get(name)
         meta[f"CMRLandmark_{name}_found"] = "0" if point is None else "1"
+        if filled:
+            meta[f"CMRLandmark_{name}_filled"] = "1" if name in filled else "0"
         if point is not None:
             meta[f"CMRLandmark_{name}_pixel"] = [f"{v}" for v in point]
             meta[f"CMRLandmark_{name}_patient_mm"] = ["0.0", "0.0", "0.0"]
@@ -33,7 +39,7 @@ ALL_SAX = {"A-RVI": (10.0, 20.0), "P-RVI": (20.0, 8.0), "C-LV": (18.0, 16.0)}
 
 
 def test_each_short_axis_phase_gets_its_own_count_points_and_angle():
-    images = [  # the shipped sample's slices 4 and 9: two angles, and an angle in phase 1 only
+    images = [  # two angles, and an angle in phase 1 only (the shipped sample's slices 4 and 9 with earlier models)
         annotated("sax", 4, 0, ALL_SAX, RVInsertionAngle_deg=138.0651),
         annotated("sax", 4, 1, ALL_SAX, RVInsertionAngle_deg=148.6782),
         annotated("sax", 9, 0, {"P-RVI": (20.0, 8.0), "C-LV": (18.0, 16.0)}),
@@ -105,3 +111,38 @@ def test_a_cine_slice_measured_in_parts_reports_the_shortening_of_all_its_phases
     (summary,) = slice_summaries(landmark_records(images))
     assert summary["longitudinal_shortening"] == pytest.approx((90.0 - 72.0) / 90.0)
     assert summary["longitudinal_shortening_of_parts"] == [0.1111, 0.1529]
+    # the console says so too: it once gave the whole's 20.0% alone, as if the gadget had measured it
+    assert summary_text(landmark_records(images)).endswith(
+        "LV length 72.0-90.0 mm, longitudinal shortening 20.0% over all phases; the gadget measured the beat in "
+        "parts: 11.1%, 15.3%")
+
+
+def test_points_filled_in_from_neighbouring_phases_are_counted_apart_from_those_found():
+    lax = {"MV-1": (10.0, 10.0), "MV-2": (10.0, 30.0), "APEX": (60.0, 20.0)}
+    images = [annotated("lax", 0, 0, lax, filled=("APEX", "MV-2")), annotated("lax", 0, 1, lax, filled=("MV-1",)),
+              annotated("lax", 0, 2, {**lax, "APEX": None}, filled=("APEX",))]  # APEX of phase 2: found nowhere
+    assert "slice  0 (lax, 3 phase(s)): 5/9 landmarks + 3 filled in from neighbouring phases;" in summary_text(
+        landmark_records(images))
+    assert OWN_COMMENT.fullmatch("LAX landmarks 2/3 + 1 filled")  # the image comment, dropped on a second pass
+
+
+def test_a_new_report_removes_the_earlier_reports_files_and_only_those(tmp_path):
+    originals = [sax_plane_image(np.random.default_rng(t).random((32, 32), np.float32), phase=t) for t in range(2)]
+    earlier = ["slice07.png", "phases_slice07.png", "lv_length_series3_slice01.png", "gadget.log", "report.json"]
+    others = ["notes.txt", "slice07.jpg", "my_slice07.png"]
+    for name in earlier + others:
+        (tmp_path / name).write_text("earlier")
+    write_report(tmp_path, landmark_records([annotated("sax", 0, t, ALL_SAX) for t in range(2)]), originals, {})
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        [*others, "slice00.png", "phases_slice00.png", "report.json"])
+
+
+def test_a_label_goes_where_it_hides_no_other_landmarks_cross():
+    size = (30.0, 9.0)  # "P-RVI" at 9 points, in points
+    assert label_offset_points((100.0, 100.0), [(200.0, 200.0)], size) == (6, 6)  # nothing near: upper right
+    # C-LV's cross just to the upper right of P-RVI's, where its label went (the shipped sample's slice 3):
+    # the first corner clear of it, lower right
+    assert label_offset_points((100.0, 100.0), [(120.0, 110.0)], size) == (6, -15.0)
+    # crosses all round: the corner farthest from them, here the lower left
+    crowded = [(120.0, 110.0), (120.0, 85.0), (80.0, 110.0), (60.0, 80.0)]
+    assert label_offset_points((100.0, 100.0), crowded, size) == (-36.0, -15.0)

@@ -7,7 +7,8 @@ An image's data is ``(channels, z, y, x)``: the first channel of the first z pla
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 
@@ -30,13 +31,27 @@ def _open(path: Path) -> ismrmrd.File:
     try:
         return ismrmrd.File(str(path), "r")
     except (OSError, ValueError) as error:
-        raise ImageReadError(f"{path}: not a readable ISMRMRD/HDF5 file ({error})") from error
+        raise ImageReadError(f"{path}: not a readable ISMRMRD/HDF5 file ({_open_failure(path, error)})") from error
+
+
+def _open_failure(path: Path, error: Exception) -> str:
+    """HDF5's reason why ``path`` does not open. ismrmrd.File opens with the stdio driver, which says "unable to
+    open file" for an empty, a truncated and a non-HDF5 file alike; the default driver says which ("file signature
+    not found", "truncated file: eof = ...")."""
+    try:
+        with h5py.File(path, "r"):
+            return str(error)
+    except (OSError, ValueError) as reason:
+        return str(reason)
 
 
 def list_image_groups(path: Path) -> list[str]:
     """Paths ("dataset/image_1", ...) of every image group in the file, sorted."""
     with _open(path) as file:
-        return sorted(f"{name}/{group}" for name in file for group in file[name].find_images())
+        try:
+            return sorted(f"{name}/{group}" for name in file for group in file[name].find_images())
+        except OSError as error:  # damaged HDF5 metadata
+            raise ImageReadError(f"{path}: its groups cannot be listed, the file is damaged ({error})") from error
 
 
 def _header(container: ismrmrd.file.Container, path: Path) -> ismrmrd.xsd.ismrmrdHeader | None:
@@ -48,12 +63,35 @@ def _header(container: ismrmrd.file.Container, path: Path) -> ismrmrd.xsd.ismrmr
         raise ImageReadError(f"{path}: the ISMRMRD XML header does not parse ({error})") from error
 
 
-def _complex_images(path: Path, dataset_name: str, group: str) -> list[ismrmrd.Image]:
+def _images_read_one_by_one(
+    read_image: Callable[[int], ismrmrd.Image], count: int, path: Path, group_path: str
+) -> list[ismrmrd.Image]:
+    """Images 0 to ``count`` - 1 of the group ``group_path``, each read by ``read_image(index)``, which parses its
+    meta attributes: an image that cannot be read or parsed, or a group without images, is an ImageReadError that
+    says which, not an HDF5 or XML traceback (or, for an empty group, a gadget started for nothing)."""
+    if count == 0:
+        raise ImageReadError(f"{path}: {group_path} holds no images")
+    images = []
+    for index in range(count):
+        try:
+            images.append(read_image(index))
+        except OSError as error:  # a damaged compressed chunk: "filter returned failure during read"
+            raise ImageReadError(f"{path}: {group_path} image {index} cannot be read, the file is damaged "
+                                 f"({error})") from error
+        except (ElementTree.ParseError, UnicodeDecodeError) as error:
+            raise ImageReadError(f"{path}: {group_path} image {index}: its meta attributes are not valid ISMRMRD "
+                                 f"meta XML ({error})") from error
+    return images
+
+
+def _complex_images(path: Path, group_path: str) -> list[ismrmrd.Image]:
     """The images of a group whose complex pixels ismrmrd.File cannot cast: stored as the standard (real, imag)
     compound type, which the C++ library, Gadgetron and ismrmrd.Dataset write. ismrmrd.Dataset reads them."""
+    dataset_name, group = group_path.split("/", 1)
     dataset = ismrmrd.Dataset(str(path), dataset_name, create_if_needed=False)
     try:
-        return [dataset.read_image(group, index) for index in range(dataset.number_of_images(group))]
+        return _images_read_one_by_one(lambda index: dataset.read_image(group, index),
+                                       dataset.number_of_images(group), path, group_path)
     finally:
         dataset.close()
 
@@ -65,7 +103,8 @@ def read_ismrmrd_images(
 
     ``image_group`` ("dataset/image_1") picks one group; by default the file must hold exactly one image group,
     or no images and raw acquisitions, which are reconstructed (:func:`.recon.reconstruct_slices`) as they are
-    read, one slice's at a time (:func:`acquisitions_by_slice`).
+    read, one slice's at a time (:func:`acquisitions_by_slice`). A file that does not open, a damaged one, an
+    image whose meta attributes are not XML and an image group without images are ImageReadErrors that name them.
     """
     path = Path(path)
     groups = list_image_groups(path)
@@ -75,11 +114,13 @@ def read_ismrmrd_images(
         raise ImageReadError(f"{path}: no image group {image_group!r} (have {groups})")
     with _open(path) as file:
         if groups:
-            dataset_name, group = (image_group or groups[0]).split("/", 1)
+            group_path = image_group or groups[0]
+            dataset_name, group = group_path.split("/", 1)
             container = file[dataset_name]
             header = _header(container, path)
+            images = container[group].images
             try:
-                return header, list(container[group].images)
+                return header, _images_read_one_by_one(images.__getitem__, len(images), path, group_path)
             except TypeError:
                 pass  # complex pixels: read once this handle is closed (HDF5 locks the file against a second one)
         else:
@@ -95,7 +136,7 @@ def read_ismrmrd_images(
                     except ImageReadError as error:  # say which file's raw data, as the other read errors do
                         raise ImageReadError(f"{path}: raw data: {error}") from error
             raise ImageReadError(f"{path}: holds neither ISMRMRD images nor acquisitions")
-    return header, _complex_images(path, dataset_name, group)
+    return header, _complex_images(path, group_path)
 
 
 def acquisitions_by_slice(
@@ -107,14 +148,21 @@ def acquisitions_by_slice(
     rows = container.acquisitions.data  # the HDF5 dataset of ISMRMRD's acquisition records
     # HDF5 reads a record's readout with its header whatever fields are asked for: read the headers a block at a
     # time, keeping a copy of the slice index only, so that each block's readouts are freed before the next
-    slice_of_row = np.concatenate([np.empty(0, dtype=np.uint16)] + [
-        rows[start:start + ACQUISITIONS_PER_BLOCK]["head"]["idx"]["slice"].copy()
-        for start in range(0, len(rows), ACQUISITIONS_PER_BLOCK)])
+    try:
+        slice_of_row = np.concatenate([np.empty(0, dtype=np.uint16)] + [
+            rows[start:start + ACQUISITIONS_PER_BLOCK]["head"]["idx"]["slice"].copy()
+            for start in range(0, len(rows), ACQUISITIONS_PER_BLOCK)])
+    except OSError as error:  # a damaged chunk
+        raise ImageReadError(f"the acquisition headers cannot be read, the file is damaged ({error})") from error
     for slice_index in np.unique(slice_of_row):
         # one read of the slice's rows, wherever they lie (interleaved slices: every other row); the acquisitions'
         # readouts are views of what it read, not copies
-        yield int(slice_index), [ismrmrd.file.Acquisitions.from_numpy(row)
-                                 for row in rows[np.flatnonzero(slice_of_row == slice_index)]]
+        try:
+            slice_rows = rows[np.flatnonzero(slice_of_row == slice_index)]
+        except OSError as error:
+            raise ImageReadError(f"slice {slice_index}: the acquisitions cannot be read, the file is damaged "
+                                 f"({error})") from error
+        yield int(slice_index), [ismrmrd.file.Acquisitions.from_numpy(row) for row in slice_rows]
 
 
 def images_to_series(images: Sequence[ismrmrd.Image], source: str) -> ImageSeries:
@@ -180,25 +228,35 @@ def write_ismrmrd_images(
     compress: bool = False,
 ) -> None:
     """Write (replace) ``path`` with the XML header and image groups ({"image_1": [...], ...}) in "dataset".
+    Written beside and renamed (:func:`written_beside`): a failed write leaves an earlier ``path`` as it was.
+
+    The images of a group share one data type and array shape (ValueError otherwise): a group is one HDF5 array,
+    into which ismrmrd.Dataset would cast every image to the first one's type without a word.
 
     ``compress`` stores the pixel data gzipped (transparent to every HDF5 reader): ismrmrd.Dataset cannot create
     compressed datasets itself, so the group's datasets are created empty beforehand, exactly as
     ``append_image`` would create them but with the filter, and ``append_image`` then grows them.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     groups = {group: list(images) for group, images in images_by_group.items()}
-    with h5py.File(path, "w") as file:
-        parent = file.create_group(DATASET_NAME)
-        for group, images in groups.items():
-            if compress and images:
-                _create_compressed_image_group(parent, group, images[0])
-    with ismrmrd.Dataset(str(path), DATASET_NAME, mode="r+") as dataset:
-        if header is not None:
-            dataset.write_xml_header(ismrmrd.xsd.ToXML(header))
-        for group, images in groups.items():
-            for image in images:
-                dataset.append_image(group, image)
+    for group, images in groups.items():
+        kinds = sorted({f"{image.data.dtype} {image.data.shape}" for image in images})
+        if len(kinds) > 1:
+            raise ValueError(f"image group {group} mixes data types or shapes ({', '.join(kinds)}): one group "
+                             "holds one data type and shape, write the others in groups of their own")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with written_beside(path) as partial:
+        with h5py.File(partial, "w") as file:
+            parent = file.create_group(DATASET_NAME)
+            for group, images in groups.items():
+                if compress and images:
+                    _create_compressed_image_group(parent, group, images[0])
+        with ismrmrd.Dataset(str(partial), DATASET_NAME, mode="r+") as dataset:
+            if header is not None:
+                dataset.write_xml_header(ismrmrd.xsd.ToXML(header))
+            for group, images in groups.items():
+                for image in images:
+                    dataset.append_image(group, image)
 
 
 def _create_compressed_image_group(parent: h5py.Group, group: str, first: ismrmrd.Image) -> None:
