@@ -472,8 +472,8 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
             if spec.view != args.view:
                 raise ModelError(f"model {spec.name} is for view {spec.view}, not {args.view}")
             model = Detector(spec, mirror_average=args.mirror_average)
-        except ModelError as error:
-            parser.error(str(error))
+        except ModelError as error:  # not a usage error: one line, without the usage block
+            parser.exit(2, f"cmr-landmark evaluate: {error}\n")
         name = spec.name
     if args.via:
         from .via import ViaError, read_via_slices
@@ -481,7 +481,7 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
         try:
             slices = read_via_slices(args.via, args.view, args.sequence, args.via_images, args.pixel_spacing_mm)
         except ViaError as error:  # the file, and each image it cannot use, one line each (docs/training.md)
-            parser.error(str(error))
+            parser.exit(2, f"cmr-landmark evaluate: {error}\n")
         source = args.via.name
     else:
         from .datasets import dataset_names
@@ -491,7 +491,7 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
         try:
             slices = load_labelled_slices(names, args.split, args.view, args.sequence)
         except (ValueError, OSError) as error:  # an unknown set, no such slices, or the data folder missing
-            parser.error(str(error))
+            parser.exit(2, f"cmr-landmark evaluate: {error}\n")
         source = f"{', '.join(names)} ({args.split})"
     note = ""
     trained_patients = model.spec.training_patients if isinstance(model, Detector) else (
@@ -670,7 +670,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{args.models_dir} already has a model {args.name!r}: give --models-dir a folder of your "
                          "own, another --name, or --overwrite to replace it")
     except ModelError as error:
-        parser.error(str(error))
+        parser.exit(2, f"cmr-landmark export: {error}\n")
     torch.set_num_threads(args.threads)
     run = json.loads((args.run / "run.json").read_text())
     if not {"view", "sequence"} <= run.keys():
@@ -687,7 +687,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     try:  # the labelled data the run names, moved or deleted since: said in one line
         train_slices, val_slices = run_slices(run, "train"), run_slices(run, "val")
     except (OSError, ValueError) as error:
-        parser.error(f"--run {args.run}: the data its run.json names cannot be read: {error}")
+        parser.exit(2, f"cmr-landmark export: --run {args.run}: the data its run.json names cannot be read: {error}\n")
     cascade = load_cascade(args.run, view)
     if args.threshold != "auto":
         threshold, rule = args.threshold, "given at export."
