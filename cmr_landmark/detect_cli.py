@@ -38,10 +38,15 @@ def main_detect(argv: list[str] | None = None) -> int:
     parser.add_argument("--nifti-3d", choices=NIFTI_THIRD_AXES, default="slices",
                         help="what the third axis of a 3-D NIfTI holds: slices (default) or the phases of one "
                              "slice (a long-axis cine stored without its slice axis)")
-    parser.add_argument("--nifti-as-stored", action="store_true",
-                        help="show a short-axis NIfTI to the model as stored, not in the orientation decided for its "
-                             "public set (ACDC, MS-CMRSeg, MyoPS, M&Ms-2 file names) or, for any other file, as its "
-                             "anatomy says (docs/replay.md)")
+    nifti_orientation = parser.add_mutually_exclusive_group()
+    nifti_orientation.add_argument(
+        "--nifti-as-stored", action="store_true",
+        help="show a short-axis NIfTI to the model as stored, not in the orientation decided for its public set "
+             "(ACDC, MS-CMRSeg, MyoPS, M&Ms-2 file names) or, for any other file, as its anatomy says (docs/replay.md)")
+    nifti_orientation.add_argument(
+        "--nifti-affine", action="store_true",
+        help="the NIfTI's affine is the scanner's patient geometry (as dcm2niix writes it from DICOM): show a "
+             "short-axis NIfTI to the model from it, as a DICOM series is shown, not as its anatomy says")
     args = parser.parse_args(argv)
     problem = output_file_problem(args.out, args.input) or not_a_regular_file_problem(args.out)
     if problem is None and args.overlays is not None:
@@ -54,7 +59,8 @@ def main_detect(argv: list[str] | None = None) -> int:
         spec = find_model(args.view, args.sequence, name=args.model or None)
         if spec.view != args.view:
             raise ModelError(f"model {spec.name} is for view {spec.view}, not {args.view}")
-        orientation = display_orientation_of(series, spec, nifti_as_stored=args.nifti_as_stored)
+        orientation = display_orientation_of(series, spec, nifti_as_stored=args.nifti_as_stored,
+                                             nifti_affine=args.nifti_affine)
         records = detect_series(series, Detector(spec), orientation)
     except (ImageReadError, ModelError) as error:
         parser.exit(2, f"cmr-landmark detect: {error}\n")

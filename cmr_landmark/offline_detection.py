@@ -20,7 +20,8 @@ Each short-axis slice is shown to the model in the display it was trained on and
   orientation (docs/data.md);
 - any other NIfTI file by its anatomy: the mirror and quarter turn that bring the RV nearest where the model saw it
   most in training (``display_orientation``, all its images decided together; docs/orientation.md, arm 3);
-- any NIfTI as stored on request (``detect --nifti-as-stored``).
+- any NIfTI as stored on request (``detect --nifti-as-stored``), or from its affine as from a DICOM header
+  (``detect --nifti-affine``: the user vouches that the affine is the scanner's, as dcm2niix writes it).
 """
 
 from __future__ import annotations
@@ -78,11 +79,11 @@ class DisplayOrientation:
         return record
 
 
-def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored: bool = False
-                           ) -> DisplayOrientation:
+def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored: bool = False,
+                           nifti_affine: bool = False) -> DisplayOrientation:
     """How to show a file's short-axis images to the model ``spec``. DICOM / ISMRMRD: the standard display from
     each slice's header, turned toward the model's ``display_rv_direction_deg`` (``geometry.
-    model_display_orientation``). NIfTI: its public set's decided orientation when
+    model_display_orientation``), and so a NIfTI with ``nifti_affine``. NIfTI: its public set's decided orientation when
     the file name is one of theirs; else the mirror and quarter turn that its anatomy says bring the RV nearest the
     direction the model saw most in training (:func:`anatomy_orientation`), which also checks a public set's name
     (a warning where the anatomy reads the other mirror). As stored
@@ -90,7 +91,7 @@ def display_orientation_of(series: ImageSeries, spec: ModelSpec, nifti_as_stored
     records no direction or the models folder has no orientation network (logged)."""
     if spec.view != "sax":
         return DisplayOrientation("as stored")
-    if series.frame == "LPS":
+    if series.frame == "LPS" or nifti_affine:  # nifti_affine: the user vouches for it (dcm2niix writes the DICOM's)
         return DisplayOrientation("header", model_rv_direction_deg=spec.display_rv_direction_deg)
     if nifti_as_stored:
         return DisplayOrientation("as stored")
@@ -196,8 +197,10 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
     records = []
     orientation = orientation or display_orientation_of(series, detector.spec)
     for slice_index in range(series.n_slices):
-        # the scanner's patient geometry (DICOM, ISMRMRD) says how the model wants to see the slice; NIfTI's does not
-        plane = series.ismrmrd_plane(slice_index) if series.frame == "LPS" else None
+        # the scanner's patient geometry (DICOM, ISMRMRD, a NIfTI affine vouched for) says how the model wants to see
+        # the slice; the public sets' NIfTI affines do not
+        plane = (series.ismrmrd_plane(slice_index) if series.frame == "LPS" or orientation.source == "header"
+                 else None)
         shown_as = (model_display_orientation(view, plane.read_dir, plane.phase_dir,
                                               detector.spec.display_rv_direction_deg) if plane
                     else (orientation.quarter_turns, orientation.mirror))

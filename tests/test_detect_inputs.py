@@ -313,3 +313,33 @@ def test_a_nifti_without_qform_or_sform_says_its_world_coordinates_are_made_up(t
     nib.save(image, str(tmp_path / "bare.nii"))
     read_series(tmp_path / "bare.nii")
     assert "neither qform nor sform" in caplog.text
+
+
+def test_a_nifti_whose_affine_is_vouched_for_is_shown_as_its_dicom(shared_data, tmp_path, monkeypatch):
+    # dcm2niix writes the DICOM's geometry into the affine. Shown as its anatomy says, this Kaggle frame came back
+    # with A-RVI and P-RVI swapped (80 mm off); --nifti-affine shows it as the DICOM header does.
+    dicom = shared_data / "kaggle_dsb_dicom" / "IM-1133-0029.dcm"
+    series = read_series(dicom)
+    geometry = series.patient_geometry_lps(0)
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1] = lps_to_ras @ geometry.row_step_mm, lps_to_ras @ geometry.col_step_mm
+    affine[:3, 2] = lps_to_ras @ np.cross(geometry.col_step_mm, geometry.row_step_mm) / np.linalg.norm(
+        geometry.col_step_mm) / np.linalg.norm(geometry.row_step_mm) * 8.0
+    affine[:3, 3] = lps_to_ras @ geometry.origin_mm
+    nifti = write_nifti(tmp_path / "frame.nii.gz", series.images[0, 0], affine)
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
+    results = {}
+    for name, path, options in (("dicom", dicom, []), ("nifti", nifti, ["--nifti-affine"])):
+        out = tmp_path / f"{name}.json"
+        assert main_detect([str(path), "--view", "sax", "--sequence", "cine", "--out", str(out), *options]) == 0
+        results[name] = json.loads(out.read_text())
+    assert results["nifti"]["display_orientation"]["source"] == "header"
+    for landmark, found in results["dicom"]["images"][0]["landmarks"].items():
+        from_nifti = results["nifti"]["images"][0]["landmarks"][landmark]
+        assert (found is None) == (from_nifti is None), landmark
+        if found is not None:  # DICOM voxels are [column, row], NIfTI's [i = row, j = column]; LPS against RAS
+            np.testing.assert_allclose(from_nifti["voxel"], found["voxel"][::-1], atol=1e-3)
+            np.testing.assert_allclose(from_nifti["world_mm"], lps_to_ras @ found["world_mm"], atol=1e-2)
+    assert results["dicom"]["images"][0]["rv_insertion_angle_deg"] == results["nifti"]["images"][0][
+        "rv_insertion_angle_deg"]
