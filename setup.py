@@ -37,7 +37,8 @@ setup(
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6", "ruff>=0.5"],
         "onnx": ["onnx", "onnxscript", "onnxruntime"],
-        # decoders for compressed DICOM as PACS export it (JPEG, JPEG lossless, JPEG-LS, JPEG 2000)
+        # decoders for compressed DICOM as PACS export it (JPEG, JPEG lossless, JPEG-LS, JPEG 2000); optional:
+        # pylibjpeg-libjpeg is GPLv3, the rest MIT
         "dicom": ["pylibjpeg>=2", "pylibjpeg-libjpeg>=2.1", "pylibjpeg-openjpeg>=2"],
     },
     entry_points={"console_scripts": ["cmr-landmark=cmr_landmark.cli:main"]},

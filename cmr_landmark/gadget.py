@@ -40,7 +40,7 @@ from .gadget_parameters import GadgetParameters, ParameterError, gadget_configur
 from .geometry import model_display_orientation, pixel_spacing_mm, pixel_to_patient_mm
 from .image_checks import label_map_reason, no_signal_reason
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
-from .model_store import ModelError, find_model
+from .model_store import ModelError, find_model, warnings_said_afresh
 from .mrd_connection import (
     EndOfStream,
     ReceivedImage,
@@ -399,6 +399,7 @@ def landmark_detection(connection: Connection, default_properties: dict[str, str
     """The gadget: originals out first and unchanged, then each slice's annotated copies (module docstring)."""
     guard_against_eof(connection)
     keep_items_as_received(connection)
+    warnings_said_afresh()  # this scan's log says a fallback model once, not once per slice
     properties = dict(default_properties or {})
     parameters: GadgetParameters | ParameterError
     try:

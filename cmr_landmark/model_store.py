@@ -13,6 +13,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -202,13 +203,23 @@ def read_manifest(folder: Path | None = None) -> list[ModelSpec]:
     return specs
 
 
-_warned: set[str] = set()
+# The warnings said so far in this scan (the gadget's connection) or command: a model is looked up once per slice.
+_said: ContextVar[set[str] | None] = ContextVar("model_store_warnings_said", default=None)
+
+
+def warnings_said_afresh() -> None:
+    """Start a new scan's record of warnings said (the gadget calls it per connection; a passive server serves
+    many, each in its own thread and context), so that each scan's log says each warning once."""
+    _said.set(set())
 
 
 def _warn_once(message: str) -> None:
-    """Log ``message`` the first time only: a process (the gadget's, a command's) looks a model up several times."""
-    if message not in _warned:
-        _warned.add(message)
+    said = _said.get()
+    if said is None:  # a command, or a thread that did not start a record: its own from here on
+        said = set()
+        _said.set(said)
+    if message not in said:
+        said.add(message)
         log.warning("%s", message)
 
 

@@ -23,17 +23,31 @@ def folder_problem(folder: Path, what: str) -> str | None:
 
 def output_file_problem(out: Path, source: Path) -> str | None:
     """Why the output file ``out`` (``--out``) cannot be written, or None: it is the input ``source`` itself or a
-    file of the input folder (a DICOM series: writing would destroy an image), a folder, or lies under a file."""
+    DICOM image of the input folder (writing would destroy it; an earlier output there is no image and may be
+    written again), a folder, or lies under a file."""
     try:
         if out.exists() and source.exists() and os.path.samefile(out, source):
             return f"--out {out} is the input file, which it would overwrite: give another file name"
     except OSError:  # unreadable: not the same file as far as can be told; writing it says what is wrong
         pass
-    if out.is_file() and source.is_dir() and source.resolve() in out.resolve().parents:
-        return f"--out {out} is a file of the input folder {source}, which it would overwrite: give another file name"
+    if source.is_dir() and source.resolve() in out.resolve().parents and _is_dicom_file(out):
+        return f"--out {out} is an image of the input folder {source}, which it would overwrite: give another file name"
     if out.is_dir():
         return f"--out {out} is a folder: give a file name in it"
     return folder_problem(out.parent, f"--out {out}")
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """An existing DICOM file, by its name or by the 'DICM' marker after its 128-byte preamble."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() in (".dcm", ".ima"):
+        return True
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
 def not_a_regular_file_problem(out: Path) -> str | None:

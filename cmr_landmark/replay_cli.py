@@ -23,7 +23,14 @@ from .output_paths import (
     unwritable_folder_problem,
 )
 from .replay import DEFAULT_TIMEOUT_S, ReplayError, parse_address, replay_active, replay_passive, write_results
-from .replay_report import GADGET_LOG_NAME, REPORT_FILE_NAME, landmark_records, summary_text, write_report
+from .replay_report import (
+    GADGET_LOG_NAME,
+    REPORT_FILE_NAME,
+    landmark_records,
+    remove_earlier_report,
+    summary_text,
+    write_report,
+)
 
 
 def _property(text: str) -> tuple[str, str]:
@@ -164,7 +171,8 @@ def saved_gadget_log(gadget_log: str, report_dir: Path | None) -> str:
     if not gadget_log:
         return ""
     try:
-        if report_dir is not None:
+        if report_dir is not None:  # the log of this failure, with no earlier report's files beside it
+            remove_earlier_report(report_dir)
             path = report_dir / GADGET_LOG_NAME
             path.write_text(gadget_log)
         else:

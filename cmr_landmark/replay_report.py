@@ -200,6 +200,15 @@ def _pixel_spacing_or_none(image: ismrmrd.Image) -> tuple[float, float] | None:
         return None
 
 
+def remove_earlier_report(report_dir: Path) -> None:
+    """Make ``report_dir`` and remove the files an earlier report wrote there (:data:`REPORT_FILE_NAME`), so that
+    none of them stays beside a new report or a failed run's gadget.log; any other file there stays."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for earlier in report_dir.iterdir():
+        if REPORT_FILE_NAME.fullmatch(earlier.name) and earlier.is_file():
+            earlier.unlink()
+
+
 def write_report(
     report_dir: Path,
     records: Sequence[dict],
@@ -215,10 +224,7 @@ def write_report(
     (:data:`REPORT_FILE_NAME`) are removed first, so that none of its pictures stays beside the new report.json;
     any other file there stays. Returns the report.json path."""
     report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    for earlier in report_dir.iterdir():
-        if REPORT_FILE_NAME.fullmatch(earlier.name) and earlier.is_file():
-            earlier.unlink()
+    remove_earlier_report(report_dir)
     summaries = slice_summaries(records)
     by_index = {(int(im.image_series_index), int(im.slice), int(im.phase)): im for im in originals}
     several_series = len({summary["series"] for summary in summaries}) > 1

@@ -845,7 +845,7 @@ def main_train(argv: Sequence[str] | None = None) -> int:
             train_slices, val_slices = (read_via_slices(path, args.view, args.sequence, args.via_images,
                                                         args.pixel_spacing_mm) for path in (args.via, args.via_val))
         except ValueError as error:  # ViaError: the file, and each image it cannot use, one line each
-            parser.error(str(error))
+            parser.exit(2, f"cmr-landmark train: {error}\n")
         if shared := sorted({s.patient for s in train_slices} & {s.patient for s in val_slices}):
             # allowed (a quick trial on one project), but the best epoch is then chosen on images it trained on
             print(f"warning: --via and --via-val share patients {', '.join(shared[:5])}"

@@ -77,13 +77,19 @@ def _read_image(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
     if is_dicom:
         import pydicom
 
+        from .io.dicom import dicom_pixels
+        from .io.image_series import ImageReadError
+
         try:
             dataset = pydicom.dcmread(path, force=True)
-            image = np.asarray(dataset.pixel_array, dtype=np.float32)
-            # a DICOM exported without PixelSpacing: the file attribute or --pixel-spacing-mm gives it
-            spacing = tuple(float(v) for v in dataset.PixelSpacing) if "PixelSpacing" in dataset else None
         except Exception as error:  # pydicom raises many types for files that are not DICOM images
             raise ViaError(f"{path} could not be read as a DICOM image: {error}") from error
+        try:  # the pixels as detect reads them (modality LUT, MONOCHROME1, colour refused, decoder named)
+            image = np.asarray(dicom_pixels(dataset, path), dtype=np.float32)
+        except ImageReadError as error:
+            raise ViaError(str(error)) from error
+        # a DICOM exported without PixelSpacing: the file attribute or --pixel-spacing-mm gives it
+        spacing = tuple(float(v) for v in dataset.PixelSpacing) if "PixelSpacing" in dataset else None
     else:
         import matplotlib.image
 

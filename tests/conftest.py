@@ -21,10 +21,10 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 @pytest.fixture(autouse=True)
 def model_warnings_said_afresh():
-    """model_store says each of its warnings once per process; each test sees its own."""
-    from cmr_landmark import model_store
+    """model_store says each of its warnings once per scan or command; each test is one."""
+    from cmr_landmark.model_store import warnings_said_afresh
 
-    model_store._warned.clear()
+    warnings_said_afresh()
 
 
 @pytest.fixture(scope="session")

@@ -325,6 +325,15 @@ def test_acquisitions_waveforms_and_text_pass_through_unchanged(passive_server):
     assert len(copies) == 3 and len(replies) == 10
 
 
+def test_a_fallback_model_is_said_once_in_each_scans_log(passive_server, caplog):
+    # the model is looked up before the images and again for each slice: each scan says it once, and a passive
+    # server's later scans say it too
+    config = SAX_CONFIG.replace('value="cine"', 'value="t1"')
+    for _ in range(2):
+        session(passive_server.port, [image_message(image) for image in cine()], config=config)
+    assert caplog.text.count("no sax model for sequence 't1'") == 2
+
+
 def test_only_the_chosen_data_roles_are_detected_on(passive_server):
     # A chain that fits T1 maps also sends its T1-weighted images and SD maps; data_roles="T1" keeps the model to
     # the maps, and a map without any data role (a scanner's own) is still detected on.

@@ -212,10 +212,3 @@ def test_the_peers_close_is_noted_on_the_connection():
         connection = MrdConnection(ours)
         keep_items_as_received(connection)
         assert list(connection) == [] and connection.socket.peer_closed
-
-
-def test_a_fallback_model_is_said_once_per_process(caplog):
-    # the gadget looks the model up before the images and again for the first slice: one warning, not two
-    for _ in range(2):
-        find_model("lax", "t1")
-    assert caplog.text.count("no lax model for sequence 't1'") == 1

@@ -65,7 +65,7 @@ def _pydicom_quiet() -> Iterator[None]:
         pydicom_log.setLevel(level)
 
 
-def _pixels(dataset: pydicom.Dataset, path: Path) -> np.ndarray:
+def dicom_pixels(dataset: pydicom.Dataset, path: Path) -> np.ndarray:
     """One image's pixel values (modality LUT applied; MONOCHROME1, stored dark-is-high, turned the usual way)."""
     samples = int(dataset.get("SamplesPerPixel", 1) or 1)
     if samples != 1:
@@ -78,7 +78,7 @@ def _pixels(dataset: pydicom.Dataset, path: Path) -> np.ndarray:
         if "missing dependencies" in str(error):  # pydicom has no decoder for this compression
             syntax = dataset.file_meta.get("TransferSyntaxUID")
             raise ImageReadError(f"{path}: pixel data compressed as {getattr(syntax, 'name', syntax)}, with no "
-                                 "decoder installed: pip install 'cmr-landmark[dicom]'") from error
+                                 "decoder installed: pip install -e '.[dicom]' in the repository") from error
         raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({error})") from error
     except (AttributeError, ValueError, NotImplementedError, OSError) as error:
         raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({error})") from error
@@ -157,7 +157,7 @@ def read_dicom(path: Path) -> ImageSeries:
     stack, geometries, triggers = [], [], []
     for location in sorted(slices):
         members = sorted(slices[location], key=lambda m: (m[0], m[1]))
-        pixels = [_pixels(d, file_path) for _, _, file_path, d in members]
+        pixels = [dicom_pixels(d, file_path) for _, _, file_path, d in members]
         shapes = {p.shape for p in pixels}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ImageReadError(f"{path}: expected 2-D images of one size, got shapes {sorted(shapes)}")
