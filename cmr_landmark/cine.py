@@ -4,10 +4,15 @@ A landmark is detected on each phase on its own, so a cine's track jitters by a 
 model is unsure (a weak peak, an outlier jump), has holes. Over one heart beat the points move smoothly and the
 cine is cyclic (the last phase is followed by the first), so
 
-    per-phase points + peak probabilities -> drop weak and outlying points (marked ``filled``)
-    -> fill them by cyclic linear interpolation from the nearest kept phases on each side
-    -> cyclic Gaussian smoothing along the phases -> LV length per phase (measures.lv_length_mm)
+    per-phase points + peak probabilities -> drop weak and outlying points
+    -> fill them (marked ``filled``) by cyclic linear interpolation from the nearest kept phases on each side, but
+       only short gaps, on phases where some landmark was seen, of a landmark seen on at least half the phases
+    -> cyclic Gaussian smoothing along the phases (a fixed fraction of the beat; none for a few phases)
+    -> LV length per phase (measures.lv_length_mm)
     -> longitudinal shortening = (max - min) / max (measures.longitudinal_shortening_or_none).
+
+What is not filled stays absent: filling bridges a weak phase or two, it must not draw a heart where none was seen
+(a blank phase, the apex cut off by the field of view for part of the beat).
 
 Points are (row, col) pixels of the slice's images, all phases on one pixel grid (one slice).
 """
@@ -31,15 +36,23 @@ DEFAULT_OUTLIER_MM = 10.0
 # That holds for a cine of 20-30 phases; with fewer, neighbouring phases are far apart in the beat (an ED/ES pair:
 # the whole systole) and real motion would read as an outlier, so only series this long are tested for outliers.
 MIN_PHASES_FOR_OUTLIERS = 10
-DEFAULT_SMOOTHING_PHASES = 0.75  # Gaussian sigma along the phases; small enough to keep the ES dip
+# Gaussian sigma along the phases as a fraction of the beat (0.75 phases of a 25-phase cine): small enough to keep
+# the end-systolic dip. A series shorter than MIN_PHASES_FOR_OUTLIERS is not smoothed: its phases are far apart in
+# the beat, and smoothing would blend end-diastole into end-systole (3 phases of the real cine: shortening 16 -> 5 %).
+DEFAULT_SMOOTHING_BEAT_FRACTION = 0.03
+# The longest run of phases in a row with a landmark weak or absent that is filled from its ends: a weak phase or
+# two is the model's doubt, a longer run is more likely the landmark out of view.
+MAX_FILLED_RUN_PHASES = 3
+# A landmark kept on fewer of the phases than this is not filled at all: what it is filled from is the exception.
+MIN_KEPT_FRACTION_TO_FILL = 0.5
 
 
 @dataclass(frozen=True)
 class CineTrack:
     """Landmark tracks over a cine after gap filling and smoothing."""
 
-    points_rc: np.ndarray  # (T, K, 2); NaN only for a landmark found in no phase at all
-    filled: np.ndarray  # (T, K) bool: the phase's own detection was absent, weak or an outlier
+    points_rc: np.ndarray  # (T, K, 2); NaN where the landmark is reported absent (not seen, and not filled)
+    filled: np.ndarray  # (T, K) bool: reported, but the phase's own detection was absent, weak or an outlier
 
 
 def smooth_cine_landmarks(
@@ -48,14 +61,16 @@ def smooth_cine_landmarks(
     pixel_spacing_mm: tuple[float, float],
     probability_threshold: float = DEFAULT_PROBABILITY_THRESHOLD,
     outlier_mm: float = DEFAULT_OUTLIER_MM,
-    smoothing_phases: float = DEFAULT_SMOOTHING_PHASES,
+    smoothing_beat_fraction: float = DEFAULT_SMOOTHING_BEAT_FRACTION,
     cyclic: bool = True,
 ) -> CineTrack:
     """Fill and smooth landmark tracks ``points_rc`` (T, K, 2) with peak ``probabilities`` (T, K).
 
     A point is kept when it is finite, its probability reaches ``probability_threshold`` and, in a series of at least
     ``MIN_PHASES_FOR_OUTLIERS`` phases, it lies within ``outlier_mm`` of the median of its kept neighbours (two
-    phases each side); the others are ``filled``.
+    phases each side). The others are ``filled`` from the kept ones where (module docstring) the run of them is at
+    most ``MAX_FILLED_RUN_PHASES`` long, some landmark was kept on the phase, and the landmark was kept on at least
+    ``MIN_KEPT_FRACTION_TO_FILL`` of the phases; elsewhere they are absent (NaN).
     ``cyclic``: the cine covers one whole beat (phase T-1 is followed by phase 0).
     """
     points_rc = np.asarray(points_rc, dtype=np.float64)
@@ -67,17 +82,52 @@ def smooth_cine_landmarks(
     spacing = checked_pixel_spacing_mm(pixel_spacing_mm)
     n_phases, n_landmarks = probabilities.shape
     kept = np.all(np.isfinite(points_rc), axis=2) & (probabilities >= probability_threshold)
+    if n_phases >= MIN_PHASES_FOR_OUTLIERS:
+        for k in range(n_landmarks):
+            kept[:, k] &= ~_outliers(points_rc[:, k], kept[:, k], spacing, outlier_mm, cyclic)
+    seen = kept.any(axis=1)  # phases on which the model saw the heart at all
     smoothed = np.full_like(points_rc, np.nan)
     for k in range(n_landmarks):
-        if n_phases >= MIN_PHASES_FOR_OUTLIERS:
-            kept[:, k] &= ~_outliers(points_rc[:, k], kept[:, k], spacing, outlier_mm, cyclic)
         if not kept[:, k].any():
             continue
+        reported = kept[:, k].copy()
+        if kept[:, k].mean() >= MIN_KEPT_FRACTION_TO_FILL:
+            reported |= seen & _in_short_gap(kept[:, k], cyclic)
         track = _interpolate(points_rc[:, k], kept[:, k], cyclic)
-        if smoothing_phases > 0 and n_phases > 2:
-            track = ndimage.gaussian_filter1d(track, smoothing_phases, axis=0, mode="wrap" if cyclic else "nearest")
+        if smoothing_beat_fraction > 0 and n_phases >= MIN_PHASES_FOR_OUTLIERS:
+            track = _smoothed(track, reported, smoothing_beat_fraction * n_phases, cyclic)
+        track[~reported] = np.nan
         smoothed[:, k] = track
-    return CineTrack(points_rc=smoothed, filled=~kept)
+    return CineTrack(points_rc=smoothed, filled=~kept & np.isfinite(smoothed[..., 0]))
+
+
+def _in_short_gap(kept: np.ndarray, cyclic: bool) -> np.ndarray:
+    """Phases in a run of at most ``MAX_FILLED_RUN_PHASES`` phases in a row that are not kept (runs wrap around
+    the beat when ``cyclic``; ``kept`` has at least one True)."""
+    n_phases = len(kept)
+    start = int(np.argmax(kept)) if cyclic else 0  # a kept phase first, so that no run wraps past the end
+    order = (np.arange(n_phases) + start) % n_phases
+    short = np.zeros(n_phases, dtype=bool)
+    run: list[int] = []
+    for phase in [*order, None]:  # None: the end, which closes the last run
+        if phase is not None and not kept[phase]:
+            run.append(phase)
+            continue
+        if 0 < len(run) <= MAX_FILLED_RUN_PHASES:
+            short[run] = True
+        run = []
+    return short
+
+
+def _smoothed(track: np.ndarray, reported: np.ndarray, sigma_phases: float, cyclic: bool) -> np.ndarray:
+    """Gaussian smoothing along the phases of the reported points only (normalised convolution): a phase left
+    absent neither pulls its neighbours nor is pulled."""
+    mode = "wrap" if cyclic else "nearest"
+    weights = reported.astype(np.float64)
+    total = ndimage.gaussian_filter1d(track * weights[:, None], sigma_phases, axis=0, mode=mode)
+    norm = ndimage.gaussian_filter1d(weights, sigma_phases, mode=mode)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm[:, None] > 0, total / norm[:, None], track)
 
 
 def _outliers(track: np.ndarray, kept: np.ndarray, spacing: np.ndarray, outlier_mm: float, cyclic: bool) -> np.ndarray:
@@ -117,7 +167,8 @@ def lv_length_curve_mm(points_rc: np.ndarray, pixel_spacing_mm: tuple[float, flo
 class CineLandmarks:
     """A cine slice's landmarks after smoothing, in the detector's per-phase form, with the LV length curve."""
 
-    landmarks: list[ImageLandmarks]  # per phase; a filled landmark keeps its own (low) probability, 0 if none
+    landmarks: list[ImageLandmarks]  # per phase; a filled landmark carries the probability of the phase's own
+    # detection: 0 where the detector reported none (below its threshold), its own where it was an outlier
     filled: list[dict[str, bool]]  # per phase and landmark
     lv_length_mm: np.ndarray  # (T,), NaN where a landmark is missing in every phase
     longitudinal_shortening: float  # (max - min) / max of the LV length; NaN with fewer than two usable lengths

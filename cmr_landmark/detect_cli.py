@@ -93,6 +93,9 @@ def main_detect(argv: list[str] | None = None) -> int:
                                       title=f"slice {k} phase {t}", pixel_spacing_mm=series.pixel_spacing_mm)
     except OSError as error:
         parser.exit(2, f"cmr-landmark detect: cannot write the output: {error}\n")
-    found = sum(lm is not None for record in records for lm in record["landmarks"].values())
-    print(f"{len(records)} images, {found} landmarks found with model {spec.name}; wrote {args.out}")
+    reported = [lm for record in records for lm in record["landmarks"].values() if lm is not None]
+    filled = sum(bool(lm.get("filled")) for lm in reported)
+    print(f"{len(records)} images, {len(reported) - filled} landmarks found"
+          + (f" + {filled} filled in from neighbouring phases" if filled else "")
+          + f" with model {spec.name}; wrote {args.out}")
     return 0

@@ -20,6 +20,7 @@ Angles, defined once here and in docs/gadget.md:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,7 +28,12 @@ import numpy as np
 
 from .geometry import GeometryError, anterior_direction_in_image, checked_pixel_spacing_mm, displayed_angle_deg
 
+log = logging.getLogger(__name__)
+
 IMAGE_UP_RC = (-1.0, 0.0)
+# A longitudinal shortening above this is no heart's (normal about 15-20 %, a hyperdynamic ventricle about 30 %):
+# a landmark is off the ventricle in some phase (on the real cine with its apex cut off by the view: 86 %).
+MAX_PLAUSIBLE_SHORTENING = 0.40
 
 
 def _point(point_rc: Sequence[float], what: str) -> np.ndarray:
@@ -61,9 +67,18 @@ def usable_lv_lengths_mm(lv_lengths_mm: Sequence[float]) -> np.ndarray:
 
 def longitudinal_shortening_or_none(lv_lengths_mm: Sequence[float]) -> float | None:
     """(max - min) / max of the LV lengths over a cine (a fraction, not percent), over the
-    :func:`usable_lv_lengths_mm`; None when fewer than two are usable (a slice of one phase, or too few found)."""
+    :func:`usable_lv_lengths_mm`; None when fewer than two are usable (a slice of one phase, or too few found) or
+    the figure is no heart's (above :data:`MAX_PLAUSIBLE_SHORTENING`: a landmark off the ventricle in some phase,
+    e.g. the apex cut off by the field of view; logged)."""
     lengths = usable_lv_lengths_mm(lv_lengths_mm)
-    return float((lengths.max() - lengths.min()) / lengths.max()) if len(lengths) >= 2 else None
+    if len(lengths) < 2:
+        return None
+    shortening = float((lengths.max() - lengths.min()) / lengths.max())
+    if shortening > MAX_PLAUSIBLE_SHORTENING:
+        log.warning("longitudinal shortening %.0f %% (LV length %.1f-%.1f mm) is no heart's: not reported; a landmark "
+                    "is off the ventricle in some phase", 100 * shortening, lengths.min(), lengths.max())
+        return None
+    return shortening
 
 
 def longitudinal_shortening(lv_lengths_mm: Sequence[float]) -> float:

@@ -171,7 +171,9 @@ def view_warning(series: ImageSeries, spec: ModelSpec, records: list[dict]) -> s
                      if series.frame == "RAS" and series.n_phases == 1 else "")
         return (f"{series.source}: {series.n_slices} parallel slices, a short-axis stack's shape, given as --view lax: "
                 f"if it is a short-axis stack, run with --view sax{cine_hint}")
-    complete = sum(all(landmark is not None for landmark in record["landmarks"].values()) for record in records)
+    # the phase's own detections: a point filled in from the neighbouring phases says nothing of this image
+    complete = sum(all(landmark is not None and not landmark.get("filled") for landmark in record["landmarks"].values())
+                   for record in records)
     if complete >= MIN_COMPLETE_FRACTION * len(records):
         return None
     rows, cols = series.images.shape[-2:]
@@ -206,6 +208,10 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
                     else (orientation.quarter_turns, orientation.mirror))
         found_per_phase = detect_in_orientation(detector, series.images[slice_index], series.pixel_spacing_mm,
                                                 *shown_as, same_slice=series.n_phases > 1)
+        # an image with nothing in it (check_pixels warned of it) reports nothing, as the gadget leaves it out: no
+        # point of a blank phase, nor one filled into it from the neighbouring phases
+        found_per_phase = [{name: None for name in found} if no_signal_reason(image) else found
+                           for image, found in zip(series.images[slice_index], found_per_phase, strict=True)]
         measured = measure_slice(found_per_phase, view, series.pixel_spacing_mm, detector.spec.probability_threshold,
                                  None if plane is None else [(plane.read_dir, plane.phase_dir)] * series.n_phases)
         for phase, (found, measures) in enumerate(zip(measured.landmarks, measured.measures, strict=True)):

@@ -107,7 +107,11 @@ def slice_summaries(records: Sequence[dict]) -> list[dict]:
 
 
 def _points_text(record: dict) -> str:
-    return ", ".join(f"{name} ({lm['pixel_rc'][0]:.1f}, {lm['pixel_rc'][1]:.1f}) p={lm['probability']:.2f}"
+    """The image's points as (row, col) pixels with their probability; a point filled in from the neighbouring
+    phases says so instead."""
+    filled = record.get("filled", {})
+    return ", ".join(f"{name} ({lm['pixel_rc'][0]:.1f}, {lm['pixel_rc'][1]:.1f}) "
+                     + ("filled" if filled.get(name) else f"p={lm['probability']:.2f}")
                      for name, lm in record["landmarks"].items() if lm is not None)
 
 
@@ -152,7 +156,8 @@ def _slice_line(summary: dict, members: Sequence[dict]) -> str:
         line += f"; phase {members[0]['phase']}: {points}"
     lengths = [v for v in summary.get("lv_length_mm", []) if v is not None]
     if lengths:
-        line += f"; LV length {min(lengths):.1f}-{max(lengths):.1f} mm"
+        span = f"{lengths[0]:.1f}" if len(lengths) == 1 else f"{min(lengths):.1f}-{max(lengths):.1f}"
+        line += f"; LV length {span} mm"
     parts = summary.get("longitudinal_shortening_of_parts")  # the gadget measured the beat in parts: say so
     if "longitudinal_shortening" in summary:
         line += f", longitudinal shortening {100 * summary['longitudinal_shortening']:.1f}%" + (
@@ -180,7 +185,9 @@ def summary_text(records: Sequence[dict]) -> str:
             lines.extend(_phase_line(record) for record in members)
         else:
             lines.append(_slice_line(summary, members))
-    return "\n".join(lines) if lines else "no landmark results came back"
+    if not lines:
+        return "no landmark results came back"
+    return "\n".join(["landmarks as (row, column) pixels of the image, p = peak probability", *lines])
 
 
 def _points(record: dict) -> dict[str, tuple[float, float] | None]:

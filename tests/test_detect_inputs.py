@@ -348,3 +348,22 @@ def test_a_nifti_whose_affine_is_vouched_for_is_shown_as_its_dicom(shared_data, 
             np.testing.assert_allclose(from_nifti["world_mm"], lps_to_ras @ found["world_mm"], atol=1e-2)
     assert results["dicom"]["images"][0]["rv_insertion_angle_deg"] == results["nifti"]["images"][0][
         "rv_insertion_angle_deg"]
+
+
+def test_blank_phases_of_a_long_axis_cine_get_no_points_and_no_length(shared_data, tmp_path, monkeypatch):
+    # before: all three points were filled into the blank phases from their neighbours, with LV lengths of 77-83 mm
+    # that entered the shortening, where the gadget tagged the same phases as failed
+    import nibabel as nib
+
+    source = nib.load(str(shared_data / "mnms2" / "001" / "001_LA_CINE.nii.gz"))
+    data = np.asanyarray(source.dataobj).astype(np.float32)
+    data[..., 10:15] = 0.0
+    path = write_nifti(tmp_path / "cine.nii.gz", data, source.affine)
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
+    out = tmp_path / "o.json"
+    assert main_detect([str(path), "--view", "lax", "--sequence", "cine", "--out", str(out)]) == 0
+    images = json.loads(out.read_text())["images"]
+    blank = [image for image in images if 10 <= image["phase"] < 15]
+    assert all(landmark is None for image in blank for landmark in image["landmarks"].values())
+    assert all(image["lv_length_mm"] is None for image in blank)
+    assert all(image["lv_length_mm"] is not None for image in images if not 10 <= image["phase"] < 15)

@@ -32,7 +32,8 @@ def one_slice(frame: str, row_direction: tuple[float, float, float],
               col_direction: tuple[float, float, float] = (1.0, 0.0, 0.0), pixels: np.ndarray | None = None
               ) -> ImageSeries:
     geometry = SliceGeometry(np.zeros(3), np.asarray(row_direction, dtype=float), np.asarray(col_direction, float))
-    pixels = np.zeros((80, 80), np.float32) if pixels is None else pixels
+    # some signal: detect_series reports nothing on an image without any (as the gadget leaves it out)
+    pixels = np.random.default_rng(0).random((80, 80)).astype(np.float32) if pixels is None else pixels
     return ImageSeries(pixels[np.newaxis, np.newaxis], (1.0, 1.0), (geometry,), frame,
                        "col_row" if frame == "LPS" else "row_col", "test")
 

@@ -49,6 +49,7 @@ def test_each_short_axis_phase_gets_its_own_count_points_and_angle():
     lines = summary_text(landmark_records(images)).splitlines()
     points = "A-RVI (10.0, 20.0) p=0.90, P-RVI (20.0, 8.0) p=0.90, C-LV (18.0, 16.0) p=0.90"
     assert lines == [
+        "landmarks as (row, column) pixels of the image, p = peak probability",
         f"series 101 slice  4 (sax) phase 0: 3/3 landmarks; {points}; RV insertion angle 138 deg",
         f"series 101 slice  4 (sax) phase 1: 3/3 landmarks; {points}; RV insertion angle 149 deg",
         "series 101 slice  9 (sax) phase 0: 2/3 landmarks; P-RVI (20.0, 8.0) p=0.90, C-LV (18.0, 16.0) p=0.90; "
@@ -71,7 +72,7 @@ def test_a_long_axis_slice_keeps_one_line_with_its_per_slice_measures():
     images = [annotated("lax", 0, t, lax if t else {**lax, "APEX": None}, LVLength_mm=length,
                         LongitudinalShortening=0.2)
               for t, length in enumerate((90.0, 72.0))]
-    assert summary_text(landmark_records(images)) == (
+    assert summary_text(landmark_records(images)).splitlines()[1] == (
         "series 101 slice  0 (lax, 2 phase(s)): 5/6 landmarks; phase 0: MV-1 (10.0, 10.0) p=0.90, "
         "MV-2 (10.0, 30.0) p=0.90; LV length 72.0-90.0 mm, longitudinal shortening 20.0%")
 
@@ -121,8 +122,10 @@ def test_points_filled_in_from_neighbouring_phases_are_counted_apart_from_those_
     lax = {"MV-1": (10.0, 10.0), "MV-2": (10.0, 30.0), "APEX": (60.0, 20.0)}
     images = [annotated("lax", 0, 0, lax, filled=("APEX", "MV-2")), annotated("lax", 0, 1, lax, filled=("MV-1",)),
               annotated("lax", 0, 2, {**lax, "APEX": None}, filled=("APEX",))]  # APEX of phase 2: found nowhere
-    assert "slice  0 (lax, 3 phase(s)): 5/9 landmarks + 3 filled in from neighbouring phases;" in summary_text(
-        landmark_records(images))
+    text = summary_text(landmark_records(images))
+    assert "slice  0 (lax, 3 phase(s)): 5/9 landmarks + 3 filled in from neighbouring phases;" in text
+    # phase 0's own points with their probability, its filled ones marked as such (they were 'p=0.00')
+    assert text.endswith("phase 0: MV-1 (10.0, 10.0) p=0.90, MV-2 (10.0, 30.0) filled, APEX (60.0, 20.0) filled")
     assert OWN_COMMENT.fullmatch("LAX landmarks 2/3 + 1 filled")  # the image comment, dropped on a second pass
 
 
