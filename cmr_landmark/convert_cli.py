@@ -13,7 +13,7 @@ from .datasets import public_set_of_file
 from .io import ImageReadError, read_series
 from .io.grappa import min_calibration_lines
 from .io.nifti import NIFTI_THIRD_AXES
-from .output_paths import not_a_regular_file_problem, output_file_problem
+from .output_paths import output_file_problem
 
 
 def main_convert(argv: list[str] | None = None) -> int:
@@ -59,7 +59,7 @@ def main_convert(argv: list[str] | None = None) -> int:
     if args.compress and args.kspace:
         parser.error("--compress applies to images; raw acquisitions (--kspace) are written uncompressed")
     # before reading: the input is never overwritten, nor a device (the output is written beside and renamed)
-    if problem := output_file_problem(args.out, args.input) or not_a_regular_file_problem(args.out):
+    if problem := output_file_problem(args.out, args.input):
         parser.exit(2, f"cmr-landmark convert: cannot write the output: {problem}\n")
     try:
         series = read_series(args.input, nifti_third_axis=args.nifti_3d)

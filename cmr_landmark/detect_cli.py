@@ -14,7 +14,7 @@ from .io import ImageReadError, read_series
 from .io.nifti import NIFTI_THIRD_AXES
 from .model_store import ModelError, find_model
 from .offline_detection import check_pixels, detect_series, display_orientation_of, shortening_per_slice, view_warning
-from .output_paths import folder_problem, not_a_regular_file_problem, output_file_problem, written_beside
+from .output_paths import folder_problem, output_file_problem, written_beside
 from .overlay import save_landmark_overlay
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def main_detect(argv: list[str] | None = None) -> int:
         help="the NIfTI's affine is the scanner's patient geometry (as dcm2niix writes it from DICOM): show a "
              "short-axis NIfTI to the model from it, as a DICOM series is shown, not as its anatomy says")
     args = parser.parse_args(argv)
-    problem = output_file_problem(args.out, args.input) or not_a_regular_file_problem(args.out)
+    problem = output_file_problem(args.out, args.input)
     if problem is None and args.overlays is not None:
         problem = folder_problem(args.overlays, f"--overlays {args.overlays}")
     if problem is not None:  # said before the model runs, and the input is never overwritten

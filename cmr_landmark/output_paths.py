@@ -24,7 +24,8 @@ def folder_problem(folder: Path, what: str) -> str | None:
 def output_file_problem(out: Path, source: Path) -> str | None:
     """Why the output file ``out`` (``--out``) cannot be written, or None: it is the input ``source`` itself or a
     DICOM image of the input folder (writing would destroy it; an earlier output there is no image and may be
-    written again), a folder, or lies under a file."""
+    written again), a folder, under a file, no regular file (:func:`written_beside` would rename over a device), or
+    in a folder where no file can be created."""
     try:
         if out.exists() and source.exists() and os.path.samefile(out, source):
             return f"--out {out} is the input file, which it would overwrite: give another file name"
@@ -34,7 +35,9 @@ def output_file_problem(out: Path, source: Path) -> str | None:
         return f"--out {out} is an image of the input folder {source}, which it would overwrite: give another file name"
     if out.is_dir():
         return f"--out {out} is a folder: give a file name in it"
-    return folder_problem(out.parent, f"--out {out}")
+    if out.exists() and not out.is_file():
+        return f"--out {out} is not a regular file (a device or a pipe): give the name of a file to write"
+    return folder_problem(out.parent, f"--out {out}") or unwritable_folder_problem(out.parent, f"--out {out}")
 
 
 def _is_dicom_file(path: Path) -> bool:
@@ -48,14 +51,6 @@ def _is_dicom_file(path: Path) -> bool:
             return stream.read(132)[128:] == b"DICM"
     except OSError:
         return False
-
-
-def not_a_regular_file_problem(out: Path) -> str | None:
-    """Why the output file ``out`` cannot be written beside and renamed over (:func:`written_beside`), or None: it
-    exists and is no regular file (a device such as /dev/full, a pipe), which the rename would replace."""
-    if out.exists() and not out.is_dir() and not out.is_file():
-        return f"--out {out} is not a regular file (a device or a pipe): give the name of a file to write"
-    return None
 
 
 def nested_output_problem(out: Path, folder: Path, what: str) -> str | None:

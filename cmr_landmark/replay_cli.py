@@ -18,7 +18,6 @@ from .io import ImageReadError, list_image_groups, read_ismrmrd_images
 from .output_paths import (
     folder_problem,
     nested_output_problem,
-    not_a_regular_file_problem,
     output_file_problem,
     unwritable_folder_problem,
 )
@@ -154,8 +153,7 @@ def output_paths_problem(args: argparse.Namespace) -> str | None:
     under one, --out itself or under it, where no file can be created, or holds --out under the name of one of the
     report's own files (which it replaces)."""
     out = f"--out {args.out}"
-    problem = (output_file_problem(args.out, args.input) or not_a_regular_file_problem(args.out)
-               or unwritable_folder_problem(args.out.parent, out))
+    problem = output_file_problem(args.out, args.input)
     if problem is not None or args.report_dir is None:
         return problem
     report_dir = f"--report-dir {args.report_dir}"
