@@ -87,6 +87,8 @@ ATTRIBUTE_PREFIX = "CMRLandmark_"
 # The one logger of everything the gadget logs (its connection, parameters, copies and passive server), so that a
 # site's logging configuration (and Gadgetron's log) takes it under one name.
 GADGET_LOGGER = "cmr_landmark.gadget"
+# The ISMRMRD meta attribute Gadgetron marks an image's role with ("T1" map, "T1SD" map, ...); our copies carry ours
+DATA_ROLE_META = "GADGETRON_DataRole"
 
 
 # Pixel sizes an MR image can have (mm). Outside them a file's geometry is wrong (often a NIfTI in metres without its

@@ -34,7 +34,7 @@ from gadgetron.external.constants import (
     GADGET_MESSAGE_RECON_DATA,
 )
 
-from .config import GADGET_LOGGER, LANDMARKS_BY_VIEW
+from .config import DATA_ROLE_META, GADGET_LOGGER, LANDMARKS_BY_VIEW
 from .detector import Detector, ImageLandmarks, default_device, detect_in_orientation
 from .gadget_parameters import GadgetParameters, ParameterError, gadget_configuration, properties_from_config
 from .geometry import model_display_orientation, pixel_spacing_mm, pixel_to_patient_mm
@@ -62,7 +62,6 @@ from .series import SeriesBuffer, SliceBatch
 from .slice_measures import measure_slice
 
 log = logging.getLogger(GADGET_LOGGER)
-DATA_ROLE_META = "GADGETRON_DataRole"
 
 
 # --- models: loaded once per process ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 from ismrmrd.meta import Meta
 
 from .annotate import draw_crosses
-from .config import ATTRIBUTE_PREFIX, GADGET_LOGGER, LANDMARKS_BY_VIEW
+from .config import ATTRIBUTE_PREFIX, DATA_ROLE_META, GADGET_LOGGER, LANDMARKS_BY_VIEW
 from .gadget_parameters import GadgetParameters
 from .geometry import pixel_to_patient_mm
 from .mrd_connection import ReceivedImage
@@ -76,7 +76,7 @@ def _copy_for_output(received: ReceivedImage, parameters: GadgetParameters) -> i
         log.exception("the original's attributes could not be copied: its copy carries only the landmark ones")
         meta = Meta()
     meta["CMRLandmark_OriginalSeriesIndex"] = str(received.image.getHead().image_series_index)
-    meta["GADGETRON_DataRole"] = DATA_ROLE
+    meta[DATA_ROLE_META] = DATA_ROLE
     _append_once(meta, "GADGETRON_ImageProcessingHistory", "CMRLANDMARK")
     _append_once(meta, "GADGETRON_SeqDescription", SEQUENCE_DESCRIPTION_SUFFIX)
     return ismrmrd.Image(head=head, meta=meta, data=received.image.data.copy())
@@ -133,8 +133,7 @@ def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: i
         meta[f"CMRLandmark_{name}_patient_mm"] = [_format(v) for v in patient]
         meta[f"CMRLandmark_{name}_probability"] = _format(landmark.probability)
     # the points this phase's own detection found, and those filled in from its neighbours (a long-axis cine's weak
-    # or missing ones), which carry _found=1 too: "LAX landmarks 2/3 + 1 filled". A point no phase found is
-    # flagged filled but absent: not counted.
+    # or missing ones), which carry _found=1 too: "LAX landmarks 2/3 + 1 filled"
     filled = 0 if result.filled is None else sum(
         landmark is not None and result.filled[phase_index][name] for name, landmark in found.items())
     count = f"{result.view.upper()} landmarks {sum(v is not None for v in found.values()) - filled}/{len(found)}"
