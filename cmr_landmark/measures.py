@@ -20,15 +20,12 @@ Angles, defined once here and in docs/gadget.md:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .geometry import GeometryError, anterior_direction_in_image, checked_pixel_spacing_mm, displayed_angle_deg
-
-log = logging.getLogger(__name__)
 
 IMAGE_UP_RC = (-1.0, 0.0)
 # A longitudinal shortening above this is no heart's (normal about 15-20 %, a hyperdynamic ventricle about 30 %):
@@ -65,20 +62,32 @@ def usable_lv_lengths_mm(lv_lengths_mm: Sequence[float]) -> np.ndarray:
     return lengths[np.isfinite(lengths) & (lengths > 0)]
 
 
-def longitudinal_shortening_or_none(lv_lengths_mm: Sequence[float]) -> float | None:
-    """(max - min) / max of the LV lengths over a cine (a fraction, not percent), over the
-    :func:`usable_lv_lengths_mm`; None when fewer than two are usable (a slice of one phase, or too few found) or
-    the figure is no heart's (above :data:`MAX_PLAUSIBLE_SHORTENING`: a landmark off the ventricle in some phase,
-    e.g. the apex cut off by the field of view; logged)."""
-    lengths = usable_lv_lengths_mm(lv_lengths_mm)
+def shortening_problem(lv_lengths_mm: Sequence[float]) -> str | None:
+    """Why the LV lengths of a cine's phases (NaN where a phase has none) give no longitudinal shortening, or None:
+    fewer than two usable lengths (:func:`usable_lv_lengths_mm`), lengths on fewer than half the phases (the
+    landmarks lost over most of the beat: the extremes are unknown), or a figure no heart has (above
+    :data:`MAX_PLAUSIBLE_SHORTENING`: a landmark off the ventricle in some phase, e.g. the apex cut off by the field
+    of view)."""
+    phases = np.asarray(lv_lengths_mm, dtype=np.float64).reshape(-1)
+    lengths = usable_lv_lengths_mm(phases)
     if len(lengths) < 2:
-        return None
-    shortening = float((lengths.max() - lengths.min()) / lengths.max())
+        return f"an LV length on {len(lengths)} of {len(phases)} phases, two are needed"
+    if len(lengths) < len(phases) / 2:
+        return f"an LV length on only {len(lengths)} of {len(phases)} phases: the beat's extremes are unknown"
+    shortening = (lengths.max() - lengths.min()) / lengths.max()
     if shortening > MAX_PLAUSIBLE_SHORTENING:
-        log.warning("longitudinal shortening %.0f %% (LV length %.1f-%.1f mm) is no heart's: not reported; a landmark "
-                    "is off the ventricle in some phase", 100 * shortening, lengths.min(), lengths.max())
+        return (f"a shortening of {100 * shortening:.0f} % (LV length {lengths.min():.1f}-{lengths.max():.1f} mm) is "
+                "no heart's: a landmark is off the ventricle in some phase")
+    return None
+
+
+def longitudinal_shortening_or_none(lv_lengths_mm: Sequence[float]) -> float | None:
+    """(max - min) / max of the LV lengths of a cine's phases (a fraction, not percent; NaN where a phase has none),
+    over the :func:`usable_lv_lengths_mm`; None where :func:`shortening_problem` finds one."""
+    if shortening_problem(lv_lengths_mm) is not None:
         return None
-    return shortening
+    lengths = usable_lv_lengths_mm(lv_lengths_mm)
+    return float((lengths.max() - lengths.min()) / lengths.max())
 
 
 def longitudinal_shortening(lv_lengths_mm: Sequence[float]) -> float:

@@ -247,8 +247,8 @@ def shortening_per_slice(records: list[dict]) -> list[dict]:
     with the apex on the mitral midpoint, is left out)."""
     lengths: dict[int, list[float]] = {}
     for record in records:
-        if record["lv_length_mm"] is not None:
-            lengths.setdefault(record["slice"], []).append(record["lv_length_mm"])
+        length = record["lv_length_mm"]
+        lengths.setdefault(record["slice"], []).append(np.nan if length is None else length)
     shortenings = {slice_index: longitudinal_shortening_or_none(values) for slice_index, values in lengths.items()}
     return [{"slice": slice_index, "longitudinal_shortening": round(shortening, 4)}
             for slice_index, shortening in sorted(shortenings.items()) if shortening is not None]

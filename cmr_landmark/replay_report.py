@@ -98,7 +98,9 @@ def slice_summaries(records: Sequence[dict]) -> list[dict]:
         elif shortening:
             # the gadget measured parts of the beat apart (a recon sending more phases than the header said; its
             # log says so): the slice's shortening over all of its reported lengths, the parts' values beside it
-            whole = longitudinal_shortening_or_none([v for v in summary.get("lv_length_mm", []) if v is not None])
+            # every phase counts, those without a length as NaN: the shortening needs lengths on half of them
+            lengths = [float("nan") if v is None else v for v in summary.get("lv_length_mm", [])]
+            whole = longitudinal_shortening_or_none(lengths)
             if whole is not None:
                 summary["longitudinal_shortening"] = whole
             summary["longitudinal_shortening_of_parts"] = shortening

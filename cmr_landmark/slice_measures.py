@@ -19,7 +19,12 @@ import numpy as np
 from .cine import smooth_cine_detections
 from .detector import ImageLandmarks
 from .geometry import GeometryError, anterior_direction_in_image, standard_short_axis_orientation
-from .measures import image_measures, longitudinal_shortening_or_none, name_rv_insertions_anatomically
+from .measures import (
+    image_measures,
+    longitudinal_shortening_or_none,
+    name_rv_insertions_anatomically,
+    shortening_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +71,11 @@ def measure_slice(found_per_phase: Sequence[ImageLandmarks], view: str, pixel_sp
     measures = [image_measures({name: (lm.row, lm.col) for name, lm in found.items() if lm is not None}, view,
                                pixel_spacing_mm, *display)
                 for found, display in zip(landmarks, displays, strict=True)]
-    shortening = longitudinal_shortening_or_none([m["LVLength_mm"] for m in measures if "LVLength_mm" in m])
+    lengths = [m.get("LVLength_mm", np.nan) for m in measures]
+    shortening = longitudinal_shortening_or_none(lengths)
+    if shortening is None and len(lengths) > 1 and (problem := shortening_problem(lengths)):
+        if np.count_nonzero(np.isfinite(lengths)) >= 2:  # a cine with lengths, not a slice without any: say why
+            log.warning("no longitudinal shortening: %s", problem)
     if shortening is not None:
         for m in measures:
             m["LongitudinalShortening"] = shortening

@@ -8,7 +8,8 @@ import pytest
 
 from cmr_landmark.cine import lv_length_curve_mm, smooth_cine_detections, smooth_cine_landmarks
 from cmr_landmark.detector import Landmark
-from cmr_landmark.measures import lv_length_mm
+from cmr_landmark.measures import longitudinal_shortening_or_none, lv_length_mm, shortening_problem
+from cmr_landmark.slice_measures import measure_slice
 
 SPACING_MM = (1.5, 1.5)
 N_PHASES = 25
@@ -243,4 +244,14 @@ def test_a_shortening_no_heart_has_is_not_reported(caplog):
     names = ("MV-1", "MV-2", "APEX")
     found = [{n: Landmark(p[0], p[1], 0.9) for n, p in zip(names, phase, strict=True)} for phase in truth]
     result = smooth_cine_detections(found, (1.5, 1.5))
-    assert np.isnan(result.longitudinal_shortening) and "is no heart's" in caplog.text
+    assert np.isnan(result.longitudinal_shortening) and "is no heart's" in shortening_problem(result.lv_length_mm)
+    # the gadget and detect say why on their log
+    measure_slice(found, "lax", (1.5, 1.5), 0.3)
+    assert "no longitudinal shortening: a shortening of" in caplog.text
+
+
+def test_a_shortening_needs_lengths_on_half_the_phases():
+    # the real cine cut off at column 128 kept an LV length on 2 of 25 phases: 'LS 0 %'
+    lengths = [np.nan] * 23 + [49.5, 49.46]
+    assert longitudinal_shortening_or_none(lengths) is None and "on only 2 of 25" in shortening_problem(lengths)
+    assert longitudinal_shortening_or_none([90.0, np.nan, 80.0, np.nan]) == pytest.approx(10.0 / 90.0)
