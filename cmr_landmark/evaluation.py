@@ -315,16 +315,25 @@ def report_markdown(evaluation: Evaluation, title: str) -> str:
 
 
 def slice_rows(evaluation: Evaluation, slices: Sequence) -> list[dict]:
-    """One CSV row per slice: identity, and per landmark the error (mm) and peak probability."""
+    """One CSV row per slice: identity, and per landmark its outcome (found: labelled and detected, missed,
+    false positive: detected where none is labelled, absent: neither), the error (mm; also of a missed landmark's
+    below-threshold peak, which landmarks.csv leaves out) and the peak probability."""
     rows = []
     distances = evaluation.distances_mm
     for index, s in enumerate(slices):
         row = {key: getattr(s, key, "") for key in ("dataset", "patient", "slice_index", "phase")}
         for k, name in enumerate(evaluation.landmarks):
+            row[f"{name}_outcome"] = _outcome(bool(evaluation.labelled[index, k]), bool(evaluation.detected[index, k]))
             row[f"{name}_error_mm"] = float(distances[index, k])
             row[f"{name}_probability"] = float(evaluation.probability[index, k])
         rows.append(row)
     return rows
+
+
+def _outcome(labelled: bool, detected: bool) -> str:
+    if labelled:
+        return "found" if detected else "missed"
+    return "false positive" if detected else "absent"
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -363,7 +372,12 @@ def worst_cases_figure(evaluation: Evaluation, slices: Sequence, path: Path) -> 
             if evaluation.detected[index, k]:
                 axis.plot(*evaluation.predicted_rc[index, k, ::-1], "x", color=colours[k], ms=7, label=name)
         who = " ".join(str(getattr(s, key, "")) for key in ("dataset", "patient", "slice_index", "phase"))
-        axis.set_title(f"{who}\nmax {distances[index].max():.1f} mm", fontsize=8)
+        found = evaluation.labelled[index] & evaluation.detected[index]
+        what = [f"max {distances[index][found].max():.1f} mm" if found.any() else "none found"]
+        what += [f"{name} {outcome}" for k, name in enumerate(evaluation.landmarks)
+                 if (outcome := _outcome(bool(evaluation.labelled[index, k]), bool(evaluation.detected[index, k])))
+                 in ("missed", "false positive")]
+        axis.set_title(f"{who}\n{', '.join(what)}", fontsize=8)
     handles = [plt.Line2D([], [], marker="x", ls="", color=c, label=n) for c, n in zip(colours, evaluation.landmarks,
                                                                                          strict=True)]
     figure.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, title="x prediction, o label")

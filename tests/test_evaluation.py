@@ -500,6 +500,13 @@ def test_the_slice_rows_give_each_landmarks_own_error_and_probability() -> None:
     assert first["C-LV_error_mm"] == pytest.approx(np.hypot(6.0, 2.0)) and first["C-LV_probability"] == 0.7
     assert np.isnan(second["A-RVI_error_mm"]) and second["A-RVI_probability"] == 0.1
     assert second["P-RVI_error_mm"] == 0.0
+    # what each number is: landmarks.csv counts only the found ones, the rows say which
+    assert [first[f"{n}_outcome"] for n in ("A-RVI", "P-RVI", "C-LV")] == ["found", "found", "found"]
+    assert second["A-RVI_outcome"] == "absent" and second["C-LV_outcome"] == "found"
+    probability[1, 0], probability[0, 2] = 0.9, 0.2  # a detection where none is labelled; a labelled one missed
+    first, second = slice_rows(Evaluation("sax", 0.5, predicted, probability, truth, np.tile([2.0, 0.5], (2, 1))),
+                               slices)
+    assert (second["A-RVI_outcome"], first["C-LV_outcome"]) == ("false positive", "missed")
 
 
 def test_markdown_tables_keep_small_p_values_and_say_n_a() -> None:
