@@ -91,7 +91,9 @@ def smooth_cine_landmarks(
         if not kept[:, k].any():
             continue
         reported = kept[:, k].copy()
-        if kept[:, k].mean() >= MIN_KEPT_FRACTION_TO_FILL:
+        # a series of a few phases is not filled either: its phases lie far apart in the beat, and a weak end-systolic
+        # point filled from end-diastole would give the two phases one length (an ED/ES pair: shortening 0)
+        if n_phases >= MIN_PHASES_FOR_OUTLIERS and kept[:, k].mean() >= MIN_KEPT_FRACTION_TO_FILL:
             reported |= seen & _in_short_gap(kept[:, k], cyclic)
         track = _interpolate(points_rc[:, k], kept[:, k], cyclic)
         if smoothing_beat_fraction > 0 and n_phases >= MIN_PHASES_FOR_OUTLIERS:
@@ -102,8 +104,9 @@ def smooth_cine_landmarks(
 
 
 def _in_short_gap(kept: np.ndarray, cyclic: bool) -> np.ndarray:
-    """Phases in a run of at most ``MAX_FILLED_RUN_PHASES`` phases in a row that are not kept (runs wrap around
-    the beat when ``cyclic``; ``kept`` has at least one True)."""
+    """Phases in a run of at most ``MAX_FILLED_RUN_PHASES`` phases in a row that are not kept, between two kept
+    phases (runs wrap around the beat when ``cyclic``; not cyclic, a run at either end has only one side to be
+    filled from, and is not; ``kept`` has at least one True)."""
     n_phases = len(kept)
     start = int(np.argmax(kept)) if cyclic else 0  # a kept phase first, so that no run wraps past the end
     order = (np.arange(n_phases) + start) % n_phases
@@ -113,7 +116,8 @@ def _in_short_gap(kept: np.ndarray, cyclic: bool) -> np.ndarray:
         if phase is not None and not kept[phase]:
             run.append(phase)
             continue
-        if 0 < len(run) <= MAX_FILLED_RUN_PHASES:
+        at_an_end = not cyclic and bool(run) and (run[0] == 0 or phase is None)
+        if 0 < len(run) <= MAX_FILLED_RUN_PHASES and not at_an_end:
             short[run] = True
         run = []
     return short
@@ -170,8 +174,9 @@ class CineLandmarks:
     landmarks: list[ImageLandmarks]  # per phase; a filled landmark carries the probability of the phase's own
     # detection: 0 where the detector reported none (below its threshold), its own where it was an outlier
     filled: list[dict[str, bool]]  # per phase and landmark
-    lv_length_mm: np.ndarray  # (T,), NaN where a landmark is missing in every phase
-    longitudinal_shortening: float  # (max - min) / max of the LV length; NaN with fewer than two usable lengths
+    lv_length_mm: np.ndarray  # (T,), NaN on a phase where a landmark is absent
+    longitudinal_shortening: float  # (max - min) / max of the LV length; NaN where measures.shortening_problem
+    # finds one (lengths on fewer than two or half of the phases, or above 40 %)
 
 
 def smooth_cine_detections(

@@ -144,8 +144,8 @@ def _orientation_network(models_folder: Path) -> torch.nn.Module:
 def check_pixels(series: ImageSeries) -> None:
     """Refuse (:class:`ImageReadError`) a series in which the detector has nothing to look at: no image with signal
     (no finite pixel, or every pixel one value), or a label map (a few whole numbers, a
-    segmentation given in place of its image). Warn (one line) of single images without signal, whose landmarks,
-    if any, mean nothing."""
+    segmentation given in place of its image). Warn (one line) of single images without signal, which
+    :func:`detect_series` leaves out."""
     reasons = [no_signal_reason(image) for image in series.images.reshape(-1, *series.images.shape[-2:])]
     blank = [n for n, reason in enumerate(reasons) if reason is not None]
     if len(blank) == len(reasons):
@@ -156,9 +156,8 @@ def check_pixels(series: ImageSeries) -> None:
     if blank:
         where = ", ".join(f"slice {n // series.n_phases} phase {n % series.n_phases}" for n in blank[:5])
         more = f" and {len(blank) - 5} more" if len(blank) > 5 else ""
-        log.warning("%s: %d of %d images hold nothing to find landmarks in (%s%s; e.g. %s): their landmarks, if "
-                    "any, mean nothing",
-                    series.source, len(blank), len(reasons), where, more, reasons[blank[0]])
+        log.warning("%s: %d of %d images hold nothing to find landmarks in (%s%s; e.g. %s): they are left out and "
+                    "report no landmarks", series.source, len(blank), len(reasons), where, more, reasons[blank[0]])
 
 
 def view_warning(series: ImageSeries, spec: ModelSpec, records: list[dict]) -> str | None:
@@ -206,12 +205,14 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
         shown_as = (model_display_orientation(view, plane.read_dir, plane.phase_dir,
                                               detector.spec.display_rv_direction_deg) if plane
                     else (orientation.quarter_turns, orientation.mirror))
-        found_per_phase = detect_in_orientation(detector, series.images[slice_index], series.pixel_spacing_mm,
-                                                *shown_as, same_slice=series.n_phases > 1)
-        # an image with nothing in it (check_pixels warned of it) reports nothing, as the gadget leaves it out: no
-        # point of a blank phase, nor one filled into it from the neighbouring phases
-        found_per_phase = [{name: None for name in found} if no_signal_reason(image) else found
-                           for image, found in zip(series.images[slice_index], found_per_phase, strict=True)]
+        # an image with nothing in it (check_pixels warned of it) is left out of the model's batch and reports
+        # nothing, as the gadget does (gadget.finish_slice): it neither moves the slice's crop nor gets points
+        images = series.images[slice_index]
+        usable = [phase for phase, image in enumerate(images) if no_signal_reason(image) is None]
+        found = iter(detect_in_orientation(detector, images[usable], series.pixel_spacing_mm, *shown_as,
+                                           same_slice=series.n_phases > 1) if usable else [])
+        nothing = dict.fromkeys(LANDMARKS_BY_VIEW[view])
+        found_per_phase = [next(found) if phase in usable else dict(nothing) for phase in range(len(images))]
         measured = measure_slice(found_per_phase, view, series.pixel_spacing_mm, detector.spec.probability_threshold,
                                  None if plane is None else [(plane.read_dir, plane.phase_dir)] * series.n_phases)
         for phase, (found, measures) in enumerate(zip(measured.landmarks, measured.measures, strict=True)):

@@ -13,7 +13,7 @@ import ismrmrd
 
 from .config import ATTRIBUTE_PREFIX, LANDMARKS_BY_VIEW
 from .geometry import GeometryError, pixel_spacing_mm
-from .measures import longitudinal_shortening_or_none
+from .measures import longitudinal_shortening_or_none, shortening_problem
 from .output_paths import written_beside
 from .overlay import save_curve, save_landmark_overlay, save_phase_overlays
 
@@ -93,17 +93,21 @@ def slice_summaries(records: Sequence[dict]) -> list[dict]:
                 summary[key] = values
         shortening = sorted({r["measures"]["LongitudinalShortening"] for r in members
                              if "LongitudinalShortening" in r["measures"]})
-        if len(shortening) == 1:
+        # every phase counts, those without a length as NaN: a shortening needs lengths on half of them
+        lengths = [float("nan") if v is None else v for v in summary.get("lv_length_mm", [])]
+        # a phase with a length but without the slice's shortening: the gadget measured the beat in parts (a recon
+        # sending more phases than the header said; its log says so) and a part gave none
+        some_without = any("LVLength_mm" in r["measures"] and "LongitudinalShortening" not in r["measures"]
+                           for r in members)
+        if len(shortening) == 1 and not some_without:
             summary["longitudinal_shortening"] = shortening[0]
-        elif shortening:
-            # the gadget measured parts of the beat apart (a recon sending more phases than the header said; its
-            # log says so): the slice's shortening over all of its reported lengths, the parts' values beside it
-            # every phase counts, those without a length as NaN: the shortening needs lengths on half of them
-            lengths = [float("nan") if v is None else v for v in summary.get("lv_length_mm", [])]
+        elif shortening:  # parts: the slice's shortening over all of its phases, the parts' values beside it
             whole = longitudinal_shortening_or_none(lengths)
             if whole is not None:
                 summary["longitudinal_shortening"] = whole
             summary["longitudinal_shortening_of_parts"] = shortening
+        elif len(members) > 1 and "lv_length_mm" in summary:  # a cine with lengths and no shortening: say why
+            summary["longitudinal_shortening_problem"] = shortening_problem(lengths)
         summaries.append(summary)
     return summaries
 
@@ -166,6 +170,8 @@ def _slice_line(summary: dict, members: Sequence[dict]) -> str:
             " over all phases" if parts else "")
     if parts:
         line += f"; the gadget measured the beat in parts: {', '.join(f'{100 * part:.1f}%' for part in parts)}"
+    if problem := summary.get("longitudinal_shortening_problem"):
+        line += f"; no longitudinal shortening: {problem}"
     if summary["errors"]:
         line += f"; ERRORS: {'; '.join(summary['errors'])}"
     return line

@@ -37,7 +37,7 @@ class MeasuredSlice:
 
     landmarks: list[ImageLandmarks]
     measures: list[dict[str, float]]  # measures.image_measures' names; LongitudinalShortening on every phase of a
-    # slice with two usable LV lengths
+    # slice whose LV lengths give one (measures.shortening_problem finds none)
     filled: list[dict[str, bool]] | None  # long-axis cine: which landmarks were filled in from neighbouring phases
 
 
@@ -73,9 +73,8 @@ def measure_slice(found_per_phase: Sequence[ImageLandmarks], view: str, pixel_sp
                 for found, display in zip(landmarks, displays, strict=True)]
     lengths = [m.get("LVLength_mm", np.nan) for m in measures]
     shortening = longitudinal_shortening_or_none(lengths)
-    if shortening is None and len(lengths) > 1 and (problem := shortening_problem(lengths)):
-        if np.count_nonzero(np.isfinite(lengths)) >= 2:  # a cine with lengths, not a slice without any: say why
-            log.warning("no longitudinal shortening: %s", problem)
+    if shortening is None and len(lengths) > 1 and np.isfinite(lengths).any():  # a cine with lengths: say why
+        log.warning("no longitudinal shortening: %s", shortening_problem(lengths))
     if shortening is not None:
         for m in measures:
             m["LongitudinalShortening"] = shortening

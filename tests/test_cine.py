@@ -197,13 +197,14 @@ def test_an_ed_es_pair_is_not_smoothed():
 
 
 def test_no_points_are_drawn_where_no_landmark_was_seen():
-    # phases 10-14 show no heart (blank, or the heart out of view): nothing to fill from, and nothing is invented
+    # phases 10-11 show no heart (blank, or the heart out of view): a gap short enough to bridge, but nothing was
+    # seen there to bridge it for, and nothing is invented
     truth = beating_tracks()
     probabilities = np.full(truth.shape[:2], 0.9)
-    probabilities[10:15] = 0.0
+    probabilities[10:12] = 0.0
     track = smooth_cine_landmarks(truth, probabilities, SPACING_MM)
-    assert np.isnan(track.points_rc[10:15]).all() and not track.filled[10:15].any()
-    assert np.isfinite(track.points_rc[:10]).all() and np.isfinite(track.points_rc[15:]).all()
+    assert np.isnan(track.points_rc[10:12]).all() and not track.filled[10:12].any()
+    assert np.isfinite(track.points_rc[:10]).all() and np.isfinite(track.points_rc[12:]).all()
 
 
 @pytest.mark.parametrize("run, filled", [(2, True), (3, True), (4, False), (6, False)])
@@ -212,18 +213,59 @@ def test_only_short_gaps_of_one_landmark_are_bridged(run, filled):
     probabilities = np.full(truth.shape[:2], 0.9)
     probabilities[23:23 + run, 2] = 0.05  # the apex weak for `run` phases, across the end of the beat
     probabilities[:max(0, 23 + run - N_PHASES), 2] = 0.05
-    track = smooth_cine_landmarks(truth, probabilities, SPACING_MM)
+    track = smooth_cine_landmarks(truth, probabilities, SPACING_MM, smoothing_beat_fraction=0.0)
     weak = probabilities[:, 2] < 0.5
-    assert np.isfinite(track.points_rc[weak, 2]).all() == filled and track.filled[weak, 2].all() == filled
+    if filled:  # the apex does not move: filled in where it is
+        assert track.filled[weak, 2].all()
+        np.testing.assert_allclose(track.points_rc[weak, 2], truth[weak, 2], atol=1e-9)
+    else:
+        assert np.isnan(track.points_rc[weak, 2]).all() and not track.filled[:, 2].any()
 
 
-def test_a_landmark_seen_on_fewer_than_half_the_phases_is_not_filled():
+@pytest.mark.parametrize("kept_phases, filled", [(12, False), (13, True)])
+def test_a_landmark_seen_on_fewer_than_half_the_phases_is_not_filled(kept_phases, filled):
     truth = beating_tracks()
     probabilities = np.full(truth.shape[:2], 0.9)
-    probabilities[::3, 1] = 0.05
-    probabilities[1::3, 1] = 0.05  # MV-2 kept on 9 of 25 phases, each gap 2 long
+    weak = np.ones(N_PHASES, dtype=bool)
+    weak[::2][:kept_phases] = False  # MV-2 kept on every other phase, `kept_phases` of them: gaps of 1 to 3 phases
+    probabilities[weak, 1] = 0.05
     track = smooth_cine_landmarks(truth, probabilities, SPACING_MM)
-    assert not track.filled[:, 1].any() and np.isnan(track.points_rc[probabilities[:, 1] < 0.5, 1]).all()
+    assert track.filled[weak, 1].all() == filled and np.isfinite(track.points_rc[weak, 1]).all() == filled
+    assert filled or np.isnan(track.points_rc[weak, 1]).all()
+
+
+def test_an_ed_es_pair_is_not_filled_into_one_length():
+    # end-systole's mitral points weak: filled from end-diastole, both phases had one length and a shortening of 0
+    names = ("MV-1", "MV-2", "APEX")
+    truth = beating_tracks(2, shortening=0.2)
+    found = [{n: Landmark(p[0], p[1], 0.9) for n, p in zip(names, phase, strict=True)} for phase in truth]
+    found[1]["MV-1"] = found[1]["MV-2"] = None
+    result = smooth_cine_detections(found, SPACING_MM)
+    assert result.landmarks[1]["MV-1"] is None and not result.filled[1]["MV-1"]
+    assert np.isnan(result.lv_length_mm[1]) and np.isnan(result.longitudinal_shortening)
+
+
+def test_an_absent_phase_does_not_pull_its_neighbours():
+    # normalised smoothing: the phases beside an absent one keep what their own neighbours say
+    truth = beating_tracks()
+    probabilities = np.full(truth.shape[:2], 0.9)
+    probabilities[10:16, 0] = 0.0  # MV-1 absent over six phases, whose points are far off
+    points = truth.copy()
+    points[10:16, 0] += 40.0
+    track = smooth_cine_landmarks(points, probabilities, SPACING_MM)
+    np.testing.assert_allclose(track.points_rc[9, 0], truth[9, 0], atol=0.6)  # the beat's own curve, not 40 px off
+
+
+@pytest.mark.parametrize("n_phases", [25, 50])
+def test_smoothing_is_a_fraction_of_the_beat_not_of_the_phases(n_phases):
+    # a one-phase blip is spread over the same time of the beat whatever the phase count
+    points = np.zeros((n_phases, 1, 2))
+    points[0, 0, 0] = 1.0
+    track = smooth_cine_landmarks(points, np.full((n_phases, 1), 0.9), SPACING_MM, outlier_mm=1e9)
+    blip = track.points_rc[:, 0, 0]
+    phases_from_it = np.minimum(np.arange(n_phases), n_phases - np.arange(n_phases))  # cyclic
+    spread_phases = np.sqrt(np.sum(blip * phases_from_it**2) / np.sum(blip))
+    assert spread_phases / n_phases == pytest.approx(0.03, rel=0.1)  # 0.75 phases of 25, 1.5 of 50
 
 
 @pytest.mark.parametrize("n_phases", [3, 5, 8])

@@ -131,6 +131,11 @@ def test_a_long_axis_cine_is_smoothed_and_filled_as_the_gadget_reports_it(tmp_pa
     assert all(record["lv_length_mm"] is not None for record in images)
     (shortening,) = result["longitudinal_shortening"]
     assert 0.10 <= shortening["longitudinal_shortening"] <= 0.25
+    # and what the console of the replay shows for the same sample (README; docs/replay.md), pinned: a change to the
+    # cine rules that moved the shipped sample would be seen here
+    lengths = [record["lv_length_mm"] for record in images]
+    assert len(filled) == 5 and shortening["longitudinal_shortening"] == pytest.approx(0.1625, abs=0.001)
+    assert (min(lengths), max(lengths)) == (pytest.approx(75.7, abs=0.1), pytest.approx(90.3, abs=0.1))
 
 
 PUBLIC_SET_FILES = {  # (set, file name pattern of the patient's image, sequence, phase of the cached slices)

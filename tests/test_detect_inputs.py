@@ -155,6 +155,12 @@ def test_a_model_that_finds_almost_nothing_names_the_other_view(tmp_path):
     assert "all its landmarks in 0 of 5 images" in warning and "--view lax" in warning
     assert view_warning(series, spec, records_with([3, 1, 0, 2, 0])) is None  # one in five, as a basal slice has
     # the LV centre in most images: a short-axis stack whose outer slices lie beyond the RV, not another view
+    # points filled in from the neighbouring phases are not the image's own: they had hidden the warning
+    filled_in = records_with([3] * 5, ("MV-1", "MV-2", "APEX"))
+    for record in filled_in:
+        record["landmarks"]["APEX"] = {**record["landmarks"]["APEX"], "filled": True}
+    lax_warning = view_warning(series, find_model("lax", "cine", folder=REPO_ROOT / "models"), filled_in)
+    assert "all its landmarks in 0 of 5 images" in lax_warning
     lv_centre_only = records_with([3] * 5, ("C-LV", "A-RVI", "P-RVI"))
     for record in lv_centre_only:
         record["landmarks"].update({"A-RVI": None, "P-RVI": None})

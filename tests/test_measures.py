@@ -32,12 +32,14 @@ def test_lv_length_rejects_missing_points_and_bad_spacing():
 def test_longitudinal_shortening():
     assert longitudinal_shortening([90.0, 80.0, 72.0, 81.0]) == pytest.approx(0.2)
     assert longitudinal_shortening([100.0, np.nan, 85.0]) == pytest.approx(0.15)
-    with pytest.raises(ValueError, match="at least two"):
+    with pytest.raises(ValueError, match="an LV length on 1 of 2 phases, two are needed"):
         longitudinal_shortening([100.0, np.nan])
     # a length of 0 (the apex on the mitral midpoint) is left out as a missing one is
     assert longitudinal_shortening([100.0, 0.0, 90.0]) == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="at least two usable"):
+    with pytest.raises(ValueError, match="two are needed"):
         longitudinal_shortening([100.0, 0.0])
+    with pytest.raises(ValueError, match="no heart's"):  # the reason, not a count of usable lengths
+        longitudinal_shortening([100.0, 50.0])
     assert longitudinal_shortening_or_none([100.0, 0.0, np.nan]) is None  # where a caller needs no error
     assert longitudinal_shortening_or_none([100.0, 0.0, 90.0]) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="negative"):

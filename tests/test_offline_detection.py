@@ -88,3 +88,6 @@ def test_a_zero_lv_length_does_not_stop_the_shortening_of_its_slice():
     # apex on the mitral midpoint (a degenerate detection): left out like a missing length, not an error
     records = [{"slice": 0, "lv_length_mm": length} for length in (0.0, 90.0, None, 80.0)]
     assert shortening_per_slice(records) == [{"slice": 0, "longitudinal_shortening": round(10.0 / 90.0, 4)}]
+    # every phase counts: lengths on 2 of 5 phases give none
+    records.append({"slice": 0, "lv_length_mm": None})
+    assert shortening_per_slice(records) == []

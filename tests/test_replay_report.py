@@ -149,3 +149,25 @@ def test_a_label_goes_where_it_hides_no_other_landmarks_cross():
     # crosses all round: the corner farthest from them, here the lower left
     crowded = [(120.0, 110.0), (120.0, 85.0), (80.0, 110.0), (60.0, 80.0)]
     assert label_offset_points((100.0, 100.0), crowded, size) == (-36.0, -15.0)
+
+
+def test_a_part_of_the_beat_without_a_shortening_still_reads_as_parts():
+    # one part of the beat gave a shortening, the other none (its lengths on too few phases): the first part's
+    # figure is not the slice's
+    lax = {"MV-1": (10.0, 10.0), "MV-2": (10.0, 30.0), "APEX": (60.0, 20.0)}
+    lengths, parts = (90.0, 80.0, 72.0, 85.0, 50.0, 60.0), (0.2, 0.2, 0.2, 0.2, None, None)
+    images = [annotated("lax", 0, t, lax, LVLength_mm=length,
+                        **({} if part is None else {"LongitudinalShortening": part}))
+              for t, (length, part) in enumerate(zip(lengths, parts, strict=True))]
+    (summary,) = slice_summaries(landmark_records(images))
+    assert summary["longitudinal_shortening_of_parts"] == [0.2]
+    assert "longitudinal_shortening" not in summary  # 50-90 mm over the whole beat: 44 %, no heart's
+
+
+def test_a_cine_without_a_shortening_says_why():
+    lax = {"MV-1": (10.0, 10.0), "MV-2": (10.0, 30.0), "APEX": (60.0, 20.0)}
+    images = [annotated("lax", 0, t, lax if t < 2 else {}, **({"LVLength_mm": 90.0 - t} if t < 2 else {}))
+              for t in range(5)]
+    (summary,) = slice_summaries(landmark_records(images))
+    assert summary["longitudinal_shortening_problem"].startswith("an LV length on only 2 of 5 phases")
+    assert "no longitudinal shortening: an LV length on only 2 of 5 phases" in summary_text(landmark_records(images))
