@@ -182,6 +182,20 @@ def data_roles(image: ismrmrd.Image) -> list[str]:
     return [str(value) for value in role] if isinstance(role, list) else [str(role)]
 
 
+def of_chosen_roles(images: Iterator[ReceivedImage], parameters: GadgetParameters) -> Iterator[ReceivedImage]:
+    """The images whose data role the chain's ``data_roles`` chooses; each other role is logged once, so that a
+    chain whose maps carry another role than expected says why nothing is detected."""
+    passed_over: set[tuple[str, ...]] = set()
+    for received in images:
+        roles = tuple(data_roles(received.image))
+        if parameters.detects_data_role(list(roles)):
+            yield received
+        elif roles not in passed_over:
+            passed_over.add(roles)
+            log.warning("images of %s %s pass on without landmarks: data_roles=%s chooses others",
+                        DATA_ROLE_META, "/".join(roles), ",".join(parameters.data_roles))
+
+
 def slice_batches(images: Iterator[ReceivedImage], phases_per_slice: int | None) -> Iterator[SliceBatch]:
     """Group images into slices (all phases), releasing each when complete and the rest at the end."""
     buffer: SeriesBuffer[ReceivedImage] = SeriesBuffer(phases_per_slice)
@@ -415,8 +429,7 @@ def landmark_detection(connection: Connection, default_properties: dict[str, str
     usable = parameters if isinstance(parameters, GadgetParameters) else GadgetParameters()
     series_use = SeriesIndexUse()
     originals = (series_use.noted_original(received) for received in pass_originals(connection))
-    to_detect = (received for received in originals if usable.detects_data_role(data_roles(received.image)))
-    batches = slice_batches(to_detect, usable.phases_per_slice_count(header))
+    batches = slice_batches(of_chosen_roles(originals, usable), usable.phases_per_slice_count(header))
     groups = arrived_together(batches, lambda: data_waiting(connection))
     for image in landmark_outputs(groups, parameters, header):
         series_use.note_copy(image)

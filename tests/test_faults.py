@@ -334,7 +334,7 @@ def test_a_fallback_model_is_said_once_in_each_scans_log(passive_server, caplog)
     assert caplog.text.count("no sax model for sequence 't1'") == 2
 
 
-def test_only_the_chosen_data_roles_are_detected_on(passive_server):
+def test_only_the_chosen_data_roles_are_detected_on(passive_server, caplog):
     # A chain that fits T1 maps also sends its T1-weighted images and SD maps; data_roles="T1" keeps the model to
     # the maps, and a map without any data role (a scanner's own) is still detected on.
     def with_role(images: list[ismrmrd.Image], role: str | None) -> list[bytes]:
@@ -350,6 +350,7 @@ def test_only_the_chosen_data_roles_are_detected_on(passive_server):
     replies = session(passive_server.port, maps + sd_maps + untagged, config=config)
     assert_passed_through(replies, maps + sd_maps + untagged)
     assert [len(copies_of(replies, series + 100)) for series in (11, 12, 13)] == [3, 0, 3]
+    assert caplog.text.count("GADGETRON_DataRole T1SD pass on without landmarks: data_roles=T1") == 1
 
 
 def test_messages_the_gadgetron_package_cannot_write_back_go_on_as_they_came(passive_server, caplog):
