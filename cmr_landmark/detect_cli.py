@@ -89,8 +89,12 @@ def main_detect(argv: list[str] | None = None) -> int:
                     name: None if lm is None else series.voxel_to_pixel(lm["voxel"])
                     for name, lm in record["landmarks"].items()
                 }
+                filled = [name for name, lm in record["landmarks"].items() if lm is not None and lm.get("filled")]
+                title = f"slice {k} phase {t}" + (
+                    f", LV length {record['lv_length_mm']:.1f} mm" if record["lv_length_mm"] is not None else "") + (
+                    f" (filled in from the neighbouring phases: {', '.join(filled)})" if filled else "")
                 save_landmark_overlay(series.images[k, t], points, args.overlays / f"slice{k:02d}_phase{t:02d}.png",
-                                      title=f"slice {k} phase {t}", pixel_spacing_mm=series.pixel_spacing_mm)
+                                      title=title, pixel_spacing_mm=series.pixel_spacing_mm)
     except OSError as error:
         parser.exit(2, f"cmr-landmark detect: cannot write the output: {error}\n")
     reported = [lm for record in records for lm in record["landmarks"].values() if lm is not None]
