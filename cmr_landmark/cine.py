@@ -189,6 +189,13 @@ def smooth_cine_detections(
     ``found`` is ``Detector.detect(phases, spacing, same_slice=True)`` (absent landmarks are None).
     """
     names = LAX_LANDMARKS
+    if not 0.0 <= probability_threshold <= 1.0:  # NaN included
+        raise ValueError(f"probability_threshold must be in [0, 1], got {probability_threshold}")
+    for phase in found:
+        if not isinstance(phase, dict) or not set(names) <= set(phase) or not all(
+                landmark is None or isinstance(landmark, Landmark) for landmark in phase.values()):
+            raise ValueError(f"expected per phase a dict of {', '.join(names)} to a detector.Landmark or None (the "
+                             f"long-axis Detector's output), got {phase!r:.120}")
     points = np.full((len(found), len(names), 2), np.nan)
     probabilities = np.zeros((len(found), len(names)))
     for t, phase in enumerate(found):

@@ -170,7 +170,12 @@ class Detector:
         same_slice: bool = False,
         probability_threshold: float | None = None,
     ) -> list[ImageLandmarks]:
-        """Landmarks of each 2-D image (all of one shape and spacing, e.g. the phases of a slice).
+        """Landmarks of each 2-D image (all of one shape and spacing, e.g. the phases of a slice), as given.
+
+        A short-axis model was trained on the standard display (anterior up, the RV on the viewer's left, turned
+        toward the manifest's ``display_rv_direction_deg``): an image stored otherwise comes back less accurate,
+        and mirrored with A-RVI and P-RVI swapped. :func:`detect_in_orientation` shows the images turned and
+        mirrored and maps the points back; ``offline_detection.detect_series`` decides how from a file.
 
         ``same_slice``: the images are phases of one slice, so the fine crop is centred once for all of them
         (median of the coarse estimates), which keeps the points of a cine steady.
@@ -180,6 +185,11 @@ class Detector:
         sees each image turned, inside the network grids, so that this direction is the recorded one, where the
         model is at its best (docs/lax.md, arm C). A cine slice is turned once, by the circular mean of its phases.
         """
+        if probability_threshold is not None and not 0.0 <= probability_threshold <= 1.0:  # NaN included
+            raise ValueError(f"probability_threshold must be in [0, 1], got {probability_threshold}")
+        shapes = {np.shape(image) for image in images}
+        if len(shapes) > 1:
+            raise ValueError(f"images of one shape expected, got {sorted(shapes)}")
         stack = np.stack([np.asarray(image) for image in images]) if len(images) else np.zeros((0, 2, 2))
         if stack.ndim != 3:
             raise ValueError(f"expected a sequence of 2-D images, got array of shape {stack.shape}")

@@ -297,3 +297,14 @@ def test_a_shortening_needs_lengths_on_half_the_phases():
     lengths = [np.nan] * 23 + [49.5, 49.46]
     assert longitudinal_shortening_or_none(lengths) is None and "on only 2 of 25" in shortening_problem(lengths)
     assert longitudinal_shortening_or_none([90.0, np.nan, 80.0, np.nan]) == pytest.approx(10.0 / 90.0)
+
+
+@pytest.mark.parametrize("found, threshold, message", [
+    ([{"A-RVI": None, "P-RVI": None, "C-LV": None}] * 3, 0.3, "MV-1, MV-2, APEX"),  # a short-axis model's output
+    ([{"MV-1": (1.0, 2.0), "MV-2": None, "APEX": None}] * 3, 0.3, "detector.Landmark"),
+    ("MV-1", 0.3, "expected per phase"),
+    ([{"MV-1": None, "MV-2": None, "APEX": None}] * 3, 5.0, r"\[0, 1\]"),
+])
+def test_smoothing_refuses_what_is_no_long_axis_detection(found, threshold, message):
+    with pytest.raises(ValueError, match=message):
+        smooth_cine_detections(found, SPACING_MM, threshold)

@@ -373,3 +373,17 @@ def test_blank_phases_of_a_long_axis_cine_get_no_points_and_no_length(shared_dat
     assert all(landmark is None for image in blank for landmark in image["landmarks"].values())
     assert all(image["lv_length_mm"] is None for image in blank)
     assert all(image["lv_length_mm"] is not None for image in images if not 10 <= image["phase"] < 15)
+
+
+@pytest.mark.parametrize("images, threshold, message", [
+    ([np.ones((40, 40)), np.ones((40, 30))], None, "images of one shape"),
+    ([np.ones((40, 40))], float("nan"), r"\[0, 1\]"),
+    ([np.ones((40, 40))], 2.0, r"\[0, 1\]"),
+])
+def test_the_detector_refuses_what_it_cannot_answer(images, threshold, message):
+    # a threshold of 2 or NaN had found nothing, silently; images of two shapes gave numpy's stacking error
+    from cmr_landmark.detector import Detector
+
+    detector = Detector(find_model("sax", "cine", folder=REPO_ROOT / "models"))
+    with pytest.raises(ValueError, match=message):
+        detector.detect(images, (1.5, 1.5), probability_threshold=threshold)

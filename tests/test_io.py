@@ -8,7 +8,7 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from cmr_landmark.io import ImageReadError, read_dicom, read_nifti, read_series
+from cmr_landmark.io import ImageReadError, list_image_groups, read_dicom, read_nifti, read_series, write_ismrmrd_images
 
 
 def oblique_affine(spacing=(1.4, 1.6, 8.0), origin=(-40.0, 25.0, 60.0), angle=0.4) -> np.ndarray:
@@ -249,3 +249,14 @@ def test_a_pixel_size_no_mr_image_has_is_refused(tmp_path):
     path = write_nifti(tmp_path / "tiny.nii.gz", np.ones((20, 24, 3), np.float32), np.diag([1e-9, 1e-9, 1e-9, 1.0]))
     with pytest.raises(ImageReadError, match="not an MR image's"):
         read_nifti(path)
+
+
+def test_an_image_group_is_named_as_the_readers_name_it(tmp_path):
+    # list_image_groups says "dataset/image_1"; written back under that name it had become dataset/dataset/image_1
+    import ismrmrd
+
+    image = ismrmrd.Image.from_array(np.ones((1, 1, 4, 4), np.float32), transpose=False)
+    write_ismrmrd_images(tmp_path / "a.h5", None, {"dataset/image_1": [image]})
+    assert list_image_groups(tmp_path / "a.h5") == ["dataset/image_1"]
+    with pytest.raises(ValueError, match="one level"):
+        write_ismrmrd_images(tmp_path / "b.h5", None, {"dataset/more/image_1": [image]})

@@ -238,8 +238,12 @@ def write_ismrmrd_images(
     ``append_image`` would create them but with the filter, and ``append_image`` then grows them.
     """
     path = Path(path)
-    groups = {group: list(images) for group, images in images_by_group.items()}
+    # a group as list_image_groups names it ("dataset/image_1") is the same group as "image_1"
+    groups = {group.removeprefix(f"{DATASET_NAME}/"): list(images) for group, images in images_by_group.items()}
     for group, images in groups.items():
+        if not group or "/" in group:
+            raise ValueError(f"image group {group!r}: a name like image_1 (or dataset/image_1), one level in "
+                             f"'{DATASET_NAME}'")
         kinds = sorted({f"{image.data.dtype} {image.data.shape}" for image in images})
         if len(kinds) > 1:
             raise ValueError(f"image group {group} mixes data types or shapes ({', '.join(kinds)}): one group "
