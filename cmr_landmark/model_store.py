@@ -271,6 +271,9 @@ def find_model(view: str, sequence: str, name: str | None = None, folder: Path |
     The last step serves the long axis, which has no contrast-agnostic model: the shipped ``lax_cine`` was trained
     on synthetic images of mixed contrast (a fifth LGE-like, docs/lax.md) besides two real cine frames, and cine is
     what a long-axis series almost always is. ``sequence`` 'any' means the contrast is unknown."""
+    if not name and (view not in VIEWS or sequence not in MODEL_SEQUENCES):  # a typo would fall back silently
+        raise ModelError(f"no model for view={view!r} sequence={sequence!r}: the view is one of {', '.join(VIEWS)}, "
+                         f"the sequence one of {', '.join(MODEL_SEQUENCES)}")
     path, specs, skipped = _manifest_specs(folder)
     _warn_skipped(path, skipped)
     if name:

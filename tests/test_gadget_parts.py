@@ -24,7 +24,7 @@ from mrd_stream_helpers import (
 from cmr_landmark.gadget import cached_detector, choose_view_and_sequence
 from cmr_landmark.gadget_parameters import GadgetParameters, ParameterError, parse_config_bytes, properties_from_config
 from cmr_landmark.model_choice import header_texts, sequence_from_texts, view_from_texts
-from cmr_landmark.model_store import find_model
+from cmr_landmark.model_store import ModelError, find_model
 from cmr_landmark.mrd_connection import GuardedSocket, MrdConnection, keep_items_as_received, read_received_image
 
 
@@ -212,3 +212,10 @@ def test_the_peers_close_is_noted_on_the_connection():
         connection = MrdConnection(ours)
         keep_items_as_received(connection)
         assert list(connection) == [] and connection.socket.peer_closed
+
+
+@pytest.mark.parametrize("view, sequence", [("sax", "cin"), ("axial", "cine"), ("SAX", "cine")])
+def test_a_view_or_sequence_typo_is_refused_not_given_a_fallback(view, sequence):
+    # 'cin' had fallen back to sax_any with a warning; the library's callers pass the configuration's names
+    with pytest.raises(ModelError, match="the view is one of sax, lax, the sequence one of cine, lge, t1, any"):
+        find_model(view, sequence)
