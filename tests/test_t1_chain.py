@@ -51,6 +51,7 @@ def test_t1_map_file_is_a_sax_molli_map_in_ms(t1_map_file, stack):
     assert view_from_texts(texts) == "sax" and sequence_from_texts(texts) == "t1"
     for image, source in zip(images, stack, strict=True):
         assert image.image_type == ismrmrd.IMTYPE_REAL
+        assert image.meta["GADGETRON_DataRole"] == "T1"  # as Gadgetron's fitted maps: the chain's data_roles chooses it
         assert image.data.dtype == np.float32 and image.data.shape[-2:] == source.image.shape
         t1_ms = image.data.reshape(source.image.shape)
         assert 0.0 <= t1_ms.min() and t1_ms.max() <= MAX_T1_MS

@@ -15,6 +15,7 @@ from pathlib import Path
 import ismrmrd
 import numpy as np
 
+from ..config import DATA_ROLE_META
 from ..convert import IMAGE_GROUP, build_header, series_to_images
 from ..datasets import Slice
 from ..io import ImageSeries, SliceGeometry, write_ismrmrd_images
@@ -83,4 +84,5 @@ def write_t1_map_ismrmrd(series: ImageSeries, path: Path) -> None:
         image.image_type = ismrmrd.IMTYPE_REAL
         image.meta["SequenceDescription"] = PROTOCOL_NAME
         image.meta["ImageComment"] = "T1 map, ms"
+        image.meta[DATA_ROLE_META] = "T1"  # as Gadgetron's map fitting marks its maps (the MOLLI chain's data_roles)
     write_ismrmrd_images(path, header, {IMAGE_GROUP: images})
