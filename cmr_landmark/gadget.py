@@ -101,7 +101,8 @@ def choose_view_and_sequence(
     texts = header_texts(header) + meta_texts(meta)
     view, sequence = view_and_sequence_told(parameters, texts)
     if view is None:
-        raise ParameterError(f"cannot tell the view (sax/lax) from the protocol texts {texts}; set the view parameter")
+        raise ParameterError(f"cannot tell the view (sax/lax) from the protocol texts {texts}; set the view parameter "
+                             "(a chain's <property name=\"view\">, replay's --set view=sax|lax)")
     if sequence is None:
         log.warning("cannot tell the sequence from %s: using the contrast-agnostic model", texts)
         sequence = "any"
