@@ -29,6 +29,7 @@ import torch
 from compare_sax_models import EVALUATION_SEED_T1  # sibling scripts (scripts/ is on sys.path when run)
 from train_sax_synthetic import SYNTHESIS_SEED, real_sax_slices
 
+from cmr_landmark.datasets import dataset_names
 from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import evaluate_slices, markdown_table
 from cmr_landmark.model_store import ModelSpec, find_model
@@ -83,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         splits = {split: synthetic_t1_slices(real_sax_slices(split), seed) for split, seed in T1_SEEDS.items()}
     else:
         splits = {
-            "train": load_labelled_slices(args.train_datasets.split(","), "train", "sax", args.sequence),
-            "val": load_labelled_slices(args.datasets.split(","), "val", "sax", args.sequence),
+            "train": load_labelled_slices(dataset_names(args.train_datasets), "train", "sax", args.sequence),
+            "val": load_labelled_slices(dataset_names(args.datasets), "val", "sax", args.sequence),
         }
     contrast = "synthetic T1 maps" if args.synthetic_t1 else args.sequence
     text = (f"## {args.model} on {contrast}: peak against window centroid\n\n"

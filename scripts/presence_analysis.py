@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cmr_landmark.datasets import dataset_names
 from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import evaluate_slices, markdown_table
 from cmr_landmark.model_store import find_model
@@ -131,7 +132,7 @@ def main() -> None:
     landmarks = detector.spec.landmarks
     splits = {}
     for split in ("train", "val"):
-        slices = load_labelled_slices(args.datasets.split(","), split, "sax", args.sequence)
+        slices = load_labelled_slices(dataset_names(args.datasets), split, "sax", args.sequence)
         evaluation = evaluate_slices(detector, slices)
         splits[split] = (evaluation.probability, evaluation.labelled, stacks(slices))
 

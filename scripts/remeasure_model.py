@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from cmr_landmark.config import models_dir
+from cmr_landmark.datasets import dataset_names
 from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import evaluate_slices, report_markdown, summary
 from cmr_landmark.model_store import edit_manifest, find_model
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fine_centroid_radius_mm is not None:
         radius = None if args.fine_centroid_radius_mm == "none" else float(args.fine_centroid_radius_mm)
         spec = replace(spec, fine_centroid_radius_mm=radius)
-    slices = load_labelled_slices(args.datasets.split(","), "val", spec.view, args.sequence)
+    slices = load_labelled_slices(dataset_names(args.datasets), "val", spec.view, args.sequence)
     detector = Detector(spec, use_bf16=False)  # fp32: the figures must not depend on the CPU they were taken on
     evaluation = evaluate_slices(detector, slices)
 

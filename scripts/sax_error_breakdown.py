@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cmr_landmark.datasets import dataset_names
 from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import evaluate_slices, markdown_table
 from cmr_landmark.model_store import find_model
@@ -111,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     detector = Detector(find_model("sax", args.sequence, name=args.model), use_bf16=False)
-    val = load_labelled_slices(args.datasets.split(","), "val", "sax", args.sequence)
-    train = load_labelled_slices(args.train_datasets.split(","), "train", "sax", args.sequence)
+    val = load_labelled_slices(dataset_names(args.datasets), "val", "sax", args.sequence)
+    train = load_labelled_slices(dataset_names(args.train_datasets), "train", "sax", args.sequence)
     text = breakdown(detector, val, train)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
