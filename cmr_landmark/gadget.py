@@ -37,7 +37,7 @@ from gadgetron.external.constants import (
 from .config import DATA_ROLE_META, GADGET_LOGGER, LANDMARKS_BY_VIEW
 from .detector import Detector, ImageLandmarks, default_device, detect_in_orientation
 from .gadget_parameters import GadgetParameters, ParameterError, gadget_configuration, properties_from_config
-from .geometry import model_display_orientation, pixel_spacing_mm, pixel_to_patient_mm
+from .geometry import GeometryError, model_display_orientation, pixel_spacing_mm, pixel_to_patient_mm
 from .image_checks import label_map_reason, no_signal_reason
 from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
 from .model_store import ModelError, find_model, warnings_said_afresh
@@ -206,11 +206,16 @@ def slice_batches(images: Iterator[ReceivedImage], phases_per_slice: int | None)
     yield from buffer.flush()
 
 
+class ImageFault(ValueError):
+    """The images of a slice cannot be detected on (blank, 3-D, phases that do not match, no header): a fault of
+    the data, said in one line on the log and on the copies, not a failure of the gadget."""
+
+
 def magnitude_2d(image: ismrmrd.Image) -> np.ndarray:
     """The (rows, cols) magnitude of a 2-D image: root-sum-of-squares over channels, |.| of complex data."""
     data = image.data  # (channels, z, y, x)
     if data.shape[1] != 1:
-        raise ValueError(f"landmark detection needs 2-D images, got {data.shape[1]} partitions (z)")
+        raise ImageFault(f"landmark detection needs 2-D images, got {data.shape[1]} partitions (z)")
     if data.shape[0] == 1:  # one channel, the usual reconstructed image: |.| alone, without float64 squares
         plane = data[0, 0]
         return np.abs(plane if np.iscomplexobj(plane) else plane.astype(np.float32)).astype(np.float32, copy=False)
@@ -223,11 +228,11 @@ def check_usable(plane: np.ndarray, phase: int) -> None:
     (no finite pixel, or every finite pixel one value, e.g. all zero), or a label map (a segmentation series sent
     down the chain). Some NaN/Inf pixels are allowed (preprocessing sets them to 0)."""
     if min(plane.shape) < 2:
-        raise ValueError(f"phase {phase} is {plane.shape[0]} x {plane.shape[1]} pixels: at least 2 x 2 are needed")
+        raise ImageFault(f"phase {phase} is {plane.shape[0]} x {plane.shape[1]} pixels: at least 2 x 2 are needed")
     if reason := no_signal_reason(plane):
-        raise ValueError(f"phase {phase} has {reason}")
+        raise ImageFault(f"phase {phase} has {reason}")
     if reason := label_map_reason(plane):
-        raise ValueError(f"phase {phase} {reason}")
+        raise ImageFault(f"phase {phase} {reason}")
 
 
 @dataclass
@@ -260,12 +265,12 @@ def prepare_slice(
     spacings = {pixel_spacing_mm(tuple(h.field_of_view), tuple(h.matrix_size)) for h in heads}
     shapes = {tuple(h.matrix_size) for h in heads}
     if len(spacings) != 1 or len(shapes) != 1:
-        raise ValueError(f"the phases of slice {batch.slice} differ in matrix {shapes} or pixel spacing {spacings}")
+        raise ImageFault(f"the phases of slice {batch.slice} differ in matrix {shapes} or pixel spacing {spacings}")
     pixels = np.stack([magnitude_2d(image) for image in images])
     orientations = {model_display_orientation(view, tuple(h.read_dir), tuple(h.phase_dir),
                                               detector.spec.display_rv_direction_deg) for h in heads}
     if len(orientations) != 1:
-        raise ValueError(f"the phases of slice {batch.slice} differ in orientation (read_dir/phase_dir)")
+        raise ImageFault(f"the phases of slice {batch.slice} differ in orientation (read_dir/phase_dir)")
     # A blank or corrupt phase is left out, not the whole slice: one lost frame must not cost a cine its measures.
     unusable = {}
     for index, (phase, plane) in enumerate(zip(batch.phases, pixels, strict=True)):
@@ -274,7 +279,7 @@ def prepare_slice(
         except ValueError as error:
             unusable[index] = error
     if len(unusable) == len(images):
-        raise ValueError("; ".join(str(error) for error in unusable.values()))
+        raise ImageFault("; ".join(str(error) for error in unusable.values()))
     usable = [index for index in range(len(images)) if index not in unusable]
     return PreparedSlice(heads, view, sequence, detector, spacings.pop(), pixels[usable], orientations.pop(),
                          unusable)
@@ -379,7 +384,7 @@ def slice_outputs(batch: SliceBatch, result: SliceResult | None, parameters: Gad
         if isinstance(parameters, ParameterError):
             raise parameters
         if header is None:
-            raise ValueError("the ISMRMRD header could not be parsed")
+            raise ImageFault("the ISMRMRD header could not be parsed")
         if result is None:
             result = detect_slice(batch, usable, header)
         if result.unusable:
@@ -388,8 +393,8 @@ def slice_outputs(batch: SliceBatch, result: SliceResult | None, parameters: Gad
         return [left_out_image(received, result, result.unusable[i], usable) if i in result.unusable
                 else annotated_image(received, result, i, usable) for i, received in enumerate(batch.items)]
     except Exception as error:  # never lose a slice: whatever failed is reported on its copies
-        if isinstance(error, ParameterError | ModelError):  # a setting or the installation, the same for every
-            # slice: one line each, no traceback
+        if isinstance(error, ParameterError | ModelError | ImageFault | GeometryError):  # a setting, the
+            # installation or the data, not the gadget: one line each, no traceback
             log.error("no landmarks for series %d slice %d: %s: %s", batch.series_index, batch.slice,
                       type(error).__name__, error)
         else:

@@ -18,7 +18,7 @@ from ismrmrd.meta import Meta
 
 from .annotate import draw_crosses
 from .config import ATTRIBUTE_PREFIX, DATA_ROLE_META, GADGET_LOGGER, LANDMARKS_BY_VIEW
-from .gadget_parameters import GadgetParameters
+from .gadget_parameters import GadgetParameters, ParameterError
 from .geometry import pixel_to_patient_mm
 from .mrd_connection import ReceivedImage
 
@@ -55,12 +55,12 @@ MAX_SERIES_INDEX = 65535  # image_series_index is a uint16
 
 
 def output_series_index(original: int, parameters: GadgetParameters) -> int:
-    """The copies' series index; raises ValueError where it would not fit the uint16 field (ctypes would wrap it
-    silently onto another series)."""
+    """The copies' series index; raises ParameterError (a setting too large for this series, said in one line)
+    where it would not fit the uint16 field (ctypes would wrap it silently onto another series)."""
     index = original + parameters.series_index_offset
     if index > MAX_SERIES_INDEX:
-        raise ValueError(f"series index {original} + series_index_offset {parameters.series_index_offset} = {index} "
-                         f"exceeds {MAX_SERIES_INDEX}; the copies are put in series {MAX_SERIES_INDEX}")
+        raise ParameterError(f"series index {original} + series_index_offset {parameters.series_index_offset} = "
+                             f"{index} exceeds {MAX_SERIES_INDEX}; the copies are put in series {MAX_SERIES_INDEX}")
     return index
 
 
