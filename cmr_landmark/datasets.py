@@ -339,23 +339,26 @@ def build_cache(dataset: str, force: bool = False, folder: Path | None = None, r
     check_data = root is not None or folder is None
     root = data_root() if root is None else root
     data_folder = root / dataset
-    if not force and _is_current(npz_path, json_path):
+    recorded = _current_metadata(npz_path, json_path)
+    # taken before the files are read: a file changed while they are makes the next call build the cache again
+    fingerprint = None
+    if not force and recorded is not None:
         if not check_data:
             return npz_path
-        recorded = json.loads(json_path.read_text())
         if not data_folder.is_dir():
             built_from = recorded.get("data_folder")
             if built_from and Path(built_from) != data_folder.resolve():
                 log.warning("%s not found: using the cache %s built from %s", data_folder, json_path, built_from)
             return npz_path
-        if recorded.get("data_fingerprint") == data_fingerprint(dataset, root):
+        fingerprint = data_fingerprint(dataset, root)
+        if recorded.get("data_fingerprint") == fingerprint:
             return npz_path
-    # taken before the files are read: a file changed while they are makes the next call build the cache again
-    fingerprint = data_fingerprint(dataset, root) if data_folder.is_dir() else None
+    elif data_folder.is_dir():
+        fingerprint = data_fingerprint(dataset, root)
     try:
         slices = list(iter_slices(dataset, root))
     except FileNotFoundError as error:
-        if json_path.exists() and not _is_current(npz_path, json_path):  # no data to derive an old cache again from
+        if json_path.exists() and recorded is None:  # an old cache, and no data to derive it again from
             raise FileNotFoundError(
                 f"{json_path} is cache format {_cache_format(json_path)}, this version needs {CACHE_FORMAT_VERSION} "
                 f"(its labels are derived by a newer rule) and deriving it again needs the data: {error}") from error
@@ -404,8 +407,12 @@ def _cache_format(json_path: Path) -> int | None:
     return json.loads(json_path.read_text()).get("format_version")
 
 
-def _is_current(npz_path: Path, json_path: Path) -> bool:
-    return npz_path.exists() and json_path.exists() and _cache_format(json_path) == CACHE_FORMAT_VERSION
+def _current_metadata(npz_path: Path, json_path: Path) -> dict | None:
+    """The cache's metadata, read once, where the cache is there and of this format; else None."""
+    if not (npz_path.exists() and json_path.exists()):
+        return None
+    metadata = json.loads(json_path.read_text())
+    return metadata if metadata.get("format_version") == CACHE_FORMAT_VERSION else None
 
 
 def load_slices(dataset: str, split: str | None = None, folder: Path | None = None,
