@@ -31,8 +31,14 @@ def output_file_problem(out: Path, source: Path) -> str | None:
             return f"--out {out} is the input file, which it would overwrite: give another file name"
     except OSError:  # unreadable: not the same file as far as can be told; writing it says what is wrong
         pass
-    if source.is_dir() and source.resolve() in out.resolve().parents and _is_dicom_file(out):
-        return f"--out {out} is an image of the input folder {source}, which it would overwrite: give another file name"
+    if source.is_dir() and source.resolve() in out.resolve().parents and out.is_file():
+        try:
+            overwrites_an_image = is_dicom_file(out)
+        except OSError:  # unreadable: not an image as far as can be told; writing it says what is wrong
+            overwrites_an_image = False
+        if overwrites_an_image:
+            return (f"--out {out} is an image of the input folder {source}, which it would overwrite: give another "
+                    "file name")
     if out.is_dir():
         return f"--out {out} is a folder: give a file name in it"
     if out.exists() and not out.is_file():
@@ -40,17 +46,17 @@ def output_file_problem(out: Path, source: Path) -> str | None:
     return folder_problem(out.parent, f"--out {out}") or unwritable_folder_problem(out.parent, f"--out {out}")
 
 
-def _is_dicom_file(path: Path) -> bool:
-    """An existing DICOM file, by its name or by the 'DICM' marker after its 128-byte preamble."""
-    if not path.is_file():
-        return False
-    if path.suffix.lower() in (".dcm", ".ima"):
-        return True
-    try:
-        with open(path, "rb") as stream:
-            return stream.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
+# Where a DICOM Part 10 file says so (after its 128-byte preamble).
+DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Whether the existing file ``path`` is a DICOM file: by its content, whatever its name (e.g. a UID), or by a
+    .dcm/.ima name (an old ACR-NEMA file has no preamble). OSError where it cannot be read. Kept here, beside the
+    output checks that need it, so that neither they nor the VIA reader import pydicom to ask."""
+    with open(path, "rb") as stream:
+        head = stream.read(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
+    return head[DICOM_MAGIC_OFFSET:] == DICOM_MAGIC or path.suffix.lower() in (".dcm", ".ima")
 
 
 def nested_output_problem(out: Path, folder: Path, what: str) -> str | None:

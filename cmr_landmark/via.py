@@ -37,6 +37,7 @@ import numpy as np
 
 from .config import LANDMARKS_BY_VIEW, PLAUSIBLE_PIXEL_MM
 from .datasets import Slice
+from .output_paths import is_dicom_file
 
 log = logging.getLogger("cmr_landmark.via")
 
@@ -45,8 +46,6 @@ log = logging.getLogger("cmr_landmark.via")
 MAX_PIXEL_ASPECT = 2.0
 # Image errors of one VIA file reported together (a wrong folder would otherwise list every image).
 MAX_REPORTED_ERRORS = 20
-# Where a DICOM Part 10 file says so (after its 128-byte preamble).
-DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"
 # VIA's coordinates are measured from the pixel edges; array indices are pixel centres.
 EDGE_TO_CENTRE_PX = 0.5
 
@@ -61,17 +60,10 @@ def via_point(row: float, col: float) -> dict[str, object]:
     return {"name": "point", "cx": col + EDGE_TO_CENTRE_PX, "cy": row + EDGE_TO_CENTRE_PX}
 
 
-def _is_dicom(path: Path) -> bool:
-    """A DICOM Part 10 file by its content; a .dcm/.ima name without the preamble (an old ACR-NEMA file) too."""
-    with open(path, "rb") as stream:
-        head = stream.read(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
-    return head[DICOM_MAGIC_OFFSET:] == DICOM_MAGIC or path.suffix.lower() in (".dcm", ".ima")
-
-
 def _read_image(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
     """Grey-level 2-D image and, for a DICOM with PixelSpacing, its pixel spacing (row, col) in mm."""
     try:
-        is_dicom = _is_dicom(path)
+        is_dicom = is_dicom_file(path)
     except OSError as error:
         raise ViaError(f"{path} could not be read: {error}") from error
     if is_dicom:
