@@ -22,10 +22,12 @@ MEASURES = ("LVLength_mm", "LongitudinalShortening", "RVInsertionAngle_deg", "An
 RVI_ANGLE_LANDMARKS = ("A-RVI", "P-RVI", "C-LV")
 # Phases per row of phases_slice<k>.png; a slice with fewer phases gets one column per phase, not blank panels.
 PHASE_COLUMNS = 5
+REPORT_JSON_NAME = "report.json"
 GADGET_LOG_NAME = "gadget.log"  # the gadget's log, which the replay writes beside the report (active mode)
 # Every file of a report (write_report's and the gadget's log): what a new report removes of an earlier one in its
 # folder, and nothing else there.
-REPORT_FILE_NAME = re.compile(r"report\.json|gadget\.log|(?:phases_|lv_length_)?(?:series\d+_)?slice\d+\.png")
+REPORT_FILE_NAME = re.compile(rf"{re.escape(REPORT_JSON_NAME)}|{re.escape(GADGET_LOG_NAME)}"
+                              r"|(?:phases_|lv_length_)?(?:series\d+_)?slice\d+\.png")
 
 
 def _floats(value) -> list[float]:
@@ -271,7 +273,7 @@ def write_report(
                        ylabel="LV length (mm)", title=title, marked=filled_phases,
                        marked_label="phase with a point filled in from its neighbours")
     report = {"images": list(records), "summary": summaries, "timings_s": timings, **(extra or {})}
-    path = report_dir / "report.json"
+    path = report_dir / REPORT_JSON_NAME
     with written_beside(path) as partial:
         partial.write_text(json.dumps(report, indent=1) + "\n")
     return path
