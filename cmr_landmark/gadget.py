@@ -175,12 +175,12 @@ def pass_originals(connection: Connection) -> Iterator[ReceivedImage]:
         log.exception("stream stopped by an unexpected error; the slices received so far are still processed")
 
 
-def data_roles(image: ismrmrd.Image) -> list[str]:
+def data_roles(image: ismrmrd.Image) -> tuple[str, ...]:
     """The image's GADGETRON_DataRole values (Gadgetron's map fitting marks maps "T1", their SD maps "T1SD")."""
     role = image.meta.get(DATA_ROLE_META)
     if role is None:
-        return []
-    return [str(value) for value in role] if isinstance(role, list) else [str(role)]
+        return ()
+    return tuple(str(value) for value in role) if isinstance(role, list) else (str(role),)
 
 
 def of_chosen_roles(images: Iterator[ReceivedImage], parameters: GadgetParameters) -> Iterator[ReceivedImage]:
@@ -188,8 +188,8 @@ def of_chosen_roles(images: Iterator[ReceivedImage], parameters: GadgetParameter
     chain whose maps carry another role than expected says why nothing is detected."""
     passed_over: set[tuple[str, ...]] = set()
     for received in images:
-        roles = tuple(data_roles(received.image))
-        if parameters.detects_data_role(list(roles)):
+        roles = data_roles(received.image)
+        if parameters.detects_data_role(roles):
             yield received
         elif roles not in passed_over:
             passed_over.add(roles)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import ismrmrd.xsd
@@ -104,7 +105,7 @@ class GadgetParameters:
             raise ParameterError(f"phases_per_slice must be {' or '.join(PHASE_COUNT_SOURCES)} or a whole number "
                                  f"1..{MAX_PHASES_PER_SLICE}, got {self.phases_per_slice!r}")
 
-    def detects_data_role(self, roles: list[str]) -> bool:
+    def detects_data_role(self, roles: Sequence[str]) -> bool:
         """Whether an image whose GADGETRON_DataRole values are ``roles`` is one to detect on."""
         if not self.data_roles or not roles:
             return True
