@@ -705,7 +705,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     cascade = load_cascade(args.run, view)
     if args.threshold != "auto":
         threshold, rule = args.threshold, "given at export."
-    elif all(np.isfinite(s.landmarks_rc).all() for s in train_slices):
+    elif all(s.has_all_landmarks for s in train_slices):
         # no absent landmark to find falsely: every threshold has no false positives, and the rule would pick the
         # lowest that detects all (a meaningless 0.25 or so)
         threshold = DEFAULT_PROBABILITY_THRESHOLD
