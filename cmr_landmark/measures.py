@@ -92,10 +92,10 @@ def longitudinal_shortening_or_none(lv_lengths_mm: Sequence[float]) -> float | N
 
 def longitudinal_shortening(lv_lengths_mm: Sequence[float]) -> float:
     """:func:`longitudinal_shortening_or_none`, for lengths that must allow one (raises ValueError otherwise)."""
-    problem = shortening_problem(lv_lengths_mm)
-    if problem is not None:
-        raise ValueError(f"no longitudinal shortening: {problem}")
-    return float(longitudinal_shortening_or_none(lv_lengths_mm))
+    shortening = longitudinal_shortening_or_none(lv_lengths_mm)
+    if shortening is None:
+        raise ValueError(f"no longitudinal shortening: {shortening_problem(lv_lengths_mm)}")
+    return shortening
 
 
 def rv_insertion_angle_deg(
