@@ -313,6 +313,8 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
                if run_info.get("fresh_fraction") else "")
             + (f", {run_info['map_look_fraction']:.0%} of the random contrasts with the look of a fitted parameter "
                "map (synth.t1.with_fitted_map_look)" if run_info.get("map_look_fraction") else "")
+            + (f", {run_info['uneven_blood_fraction']:.0%} of them with patches of signal in the blood pools "
+               "(synth.contrast.uneven_blood_signal)" if run_info.get("uneven_blood_fraction") else "")
             + (" plus random per-tissue contrast copies (cmr_landmark.synth.contrast)" if run_info["copies"] else ""))
     card = "\n".join([
         f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
@@ -347,6 +349,8 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         + (f" --val-contrast-copies {run_info['val_contrast_copies']}" if run_info.get("val_contrast_copies") else "")
         + (f" --lge-repeats {run_info['lge_repeats']}" if run_info.get("lge_repeats", 1) > 1 else "")
         + (f" --map-look-fraction {run_info['map_look_fraction']}" if run_info.get("map_look_fraction") else "")
+        + (f" --uneven-blood-fraction {run_info['uneven_blood_fraction']}"
+           if run_info.get("uneven_blood_fraction") else "")
         + "".join(f" --distil-from {teacher}" for teacher in run_info.get("distil_from", []))
         + (f" --distil-weight {run_info['distil_weight']}" if run_info.get("distil_from") else "")
         + (f" --distance-loss-weight {run_info['distance_loss_weight']}"

@@ -65,35 +65,43 @@ def with_map_look(slices: list, fraction: float, seed: int) -> list:
     return [maybe_with_map_look(s, np.random.default_rng([seed, index, 7]), fraction) for index, s in enumerate(slices)]
 
 
-def random_contrast_with_map_look(slice_: Slice, rng: np.random.Generator, map_look_fraction: float = 0.0) -> Slice:
-    """A fresh random-contrast image of ``slice_`` ('any' with --fresh-fraction), ``map_look_fraction`` of them
-    with the map look, as :func:`with_map_look` gives the fixed copies."""
-    return maybe_with_map_look(with_random_contrast(slice_, rng), rng, map_look_fraction)
+def random_contrast_with_map_look(slice_: Slice, rng: np.random.Generator, map_look_fraction: float = 0.0,
+                                  uneven_blood_fraction: float = 0.0) -> Slice:
+    """A fresh random-contrast image of ``slice_`` ('any' with --fresh-fraction), ``uneven_blood_fraction`` of them
+    with patchy blood (synth.contrast.uneven_blood_signal), ``map_look_fraction`` with the map look, as
+    :func:`with_map_look` gives the fixed copies."""
+    return maybe_with_map_look(with_random_contrast(slice_, rng, uneven_blood_fraction), rng, map_look_fraction)
 
 
-def fresh_synthesis(kind: str, map_look_fraction: float) -> Callable[[Slice, np.random.Generator], Slice]:
+def fresh_synthesis(kind: str, map_look_fraction: float, uneven_blood_fraction: float
+                    ) -> Callable[[Slice, np.random.Generator], Slice]:
     """What --fresh-fraction draws anew every epoch: a T1 map ('t1') or a random contrast ('any')."""
     if kind == "t1":
         return synthetic_t1_slice
-    return functools.partial(random_contrast_with_map_look, map_look_fraction=map_look_fraction)
+    return functools.partial(random_contrast_with_map_look, map_look_fraction=map_look_fraction,
+                             uneven_blood_fraction=uneven_blood_fraction)
 
 
 def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeats: int = 1,
-                  val_contrast_copies: int = 0, map_look_fraction: float = 0.0) -> tuple[list, list]:
+                  val_contrast_copies: int = 0, map_look_fraction: float = 0.0, uneven_blood_fraction: float = 0.0
+                  ) -> tuple[list, list]:
     """(training, validation) slices; ``lge_repeats``: every LGE training slice (real and copies) that many times,
     as LGE is a sixth of the real slices; ``val_contrast_copies`` ('any'): random-contrast copies of each validation
     slice added to its real ones, drawn apart from the training copies, so that the epoch is chosen for contrasts the
     model has not seen, which is what a contrast-agnostic model is used on; ``map_look_fraction`` ('any'): that share
-    of the training copies looks like a fitted parameter map (:func:`with_map_look`; the validation copies do not)."""
+    of the training copies looks like a fitted parameter map (:func:`with_map_look`; the validation copies do not);
+    ``uneven_blood_fraction`` ('any'): that share of every random-contrast copy, training and validation, has
+    patchy blood (synth.contrast.uneven_blood_signal)."""
     train, val = real_sax_slices("train"), real_sax_slices("val")
     if max_val_slices is not None and len(val) > max_val_slices:  # evenly spaced: every set and patient kept
         val = [val[i] for i in np.linspace(0, len(val) - 1, max_val_slices).round().astype(int)]
     if kind == "t1":  # with no fixed copies the real slices are the items, each a fresh map (--fresh-fraction)
         return (synthetic_t1_slices(train, SYNTHESIS_SEED["train"], copies) if copies else train,
                 synthetic_t1_slices(val, SYNTHESIS_SEED["val"]))
-    train = train + with_map_look(random_contrast_slices(train, SYNTHESIS_SEED["train"], copies), map_look_fraction,
+    train = train + with_map_look(random_contrast_slices(train, SYNTHESIS_SEED["train"], copies,
+                                                         uneven_blood_fraction), map_look_fraction,
                                   SYNTHESIS_SEED["train"])
-    val = val + random_contrast_slices(val, SYNTHESIS_SEED["val"], val_contrast_copies)
+    val = val + random_contrast_slices(val, SYNTHESIS_SEED["val"], val_contrast_copies, uneven_blood_fraction)
     return train + [s for s in train if s.sequence == "lge"] * (lge_repeats - 1), val
 
 
@@ -119,6 +127,9 @@ def main() -> int:
     parser.add_argument("--map-look-fraction", type=float, default=0.0,
                         help="any: share of the random-contrast training images (fixed copies and fresh ones) "
                              "given the look of a fitted map")
+    parser.add_argument("--uneven-blood-fraction", type=float, default=0.0,
+                        help="any: share of the random-contrast images (training and validation) whose blood pools "
+                             "get patches of signal (synth.contrast.uneven_blood_signal)")
     parser.add_argument("--fresh-fraction", type=float, default=0.0,
                         help="share of the training items given a new synthetic image every epoch "
                              "(training.FreshImages): 'any', a random contrast, beside or instead of the fixed "
@@ -130,15 +141,17 @@ def main() -> int:
                         help="fine stage: weight (per mm) of the reported point's distance to its label "
                              "(training.point_distance_loss)")
     args = parser.parse_args()
-    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction):
-        parser.error("--val-contrast-copies, --lge-repeats and --map-look-fraction are for the contrast-agnostic "
-                     "model ('any')")
+    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction
+                              or args.uneven_blood_fraction):
+        parser.error("--val-contrast-copies, --lge-repeats, --map-look-fraction and --uneven-blood-fraction are for "
+                     "the contrast-agnostic model ('any')")
     if args.kind == "t1" and not ((args.copies and not args.fresh_fraction)
                                   or (not args.copies and args.fresh_fraction == 1.0)):
         parser.error("t1 trains on synthetic maps, drawn once (--copies N) or afresh every epoch from the real slices "
                      "(--copies 0 --fresh-fraction 1)")
-    if not (0.0 <= args.map_look_fraction <= 1.0 and 0.0 <= args.fresh_fraction <= 1.0):
-        parser.error("--map-look-fraction and --fresh-fraction are shares, 0..1")
+    if not all(0.0 <= share <= 1.0 for share in (args.map_look_fraction, args.fresh_fraction,
+                                                  args.uneven_blood_fraction)):
+        parser.error("--map-look-fraction, --fresh-fraction and --uneven-blood-fraction are shares, 0..1")
     if args.distil_from and args.fresh_fraction:  # training.train_stage refuses it, after the slices are made
         parser.error("--distil-from does not combine with --fresh-fraction (the teacher sees the source image)")
     if any("=" not in item for item in args.distil_from):
@@ -147,7 +160,7 @@ def main() -> int:
                 for sequence, path in (item.split("=", 1) for item in args.distil_from)}
     start = time.perf_counter()
     train, val = training_sets(args.kind, args.copies, args.max_val_slices, args.lge_repeats,
-                               args.val_contrast_copies, args.map_look_fraction)
+                               args.val_contrast_copies, args.map_look_fraction, args.uneven_blood_fraction)
     print(f"{len(train)} training and {len(val)} validation slices, made in {time.perf_counter() - start:.0f} s",
           flush=True)
     epochs_fine = args.epochs if args.epochs_fine is None else args.epochs_fine
@@ -155,8 +168,9 @@ def main() -> int:
                                lr=args.lr, threads=args.threads, max_steps_per_epoch=args.max_steps_per_epoch,
                                teachers=teachers or None, distil_weight=args.distil_weight,
                                distance_weight=args.distance_loss_weight,
-                               fresh_images=FreshImages(fresh_synthesis(args.kind, args.map_look_fraction),
-                                                         args.fresh_fraction), seed=args.seed)
+                               fresh_images=FreshImages(fresh_synthesis(args.kind, args.map_look_fraction,
+                                                                        args.uneven_blood_fraction),
+                                                        args.fresh_fraction), seed=args.seed)
     # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
     run_path = args.out / "run.json"
     earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0
@@ -164,6 +178,7 @@ def main() -> int:
         {"kind": args.kind, "sources": SOURCE_SETS, "train_slices": len(train), "val_slices": len(val),
          "copies": args.copies, "lge_repeats": args.lge_repeats,
          "val_contrast_copies": args.val_contrast_copies, "map_look_fraction": args.map_look_fraction,
+         "uneven_blood_fraction": args.uneven_blood_fraction,
          "fresh_fraction": args.fresh_fraction,
          "epochs": args.epochs, "epochs_fine": epochs_fine,
          "lr": args.lr,

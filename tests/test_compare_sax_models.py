@@ -89,6 +89,25 @@ def test_card_quotes_the_epoch_validation_chose_from_the_run_metrics() -> None:
     assert script.chosen_epoch({"epochs": 3}) == ""  # a run from before the metrics were kept
 
 
+def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -> None:
+    # the card's rerun line must rebuild the recipe: an option left out of it trains another model
+    script = compare_script()
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(tmp_path))
+    run_info = {"kind": "any", "sources": {"cine": ["acdc"]}, "train_slices": 10, "val_slices": 4, "copies": 0,
+                "fresh_fraction": 0.667, "map_look_fraction": 0.3, "uneven_blood_fraction": 0.5, "epochs": 0,
+                "epochs_fine": 16, "lr": 0.00025, "init_from": "models/sax_any.pt", "max_steps_per_epoch": None,
+                "max_val_slices": 150, "threads": 2, "wall_s": 960.0, "threshold": 0.9,
+                "distance_loss_weight": 0.3}
+    card = script.write_card("sax_any", "any", run_info, "", "", {}).read_text()
+    rerun = card.split("Rerun: `", 1)[1].split("`", 1)[0]
+    for option in ("--fresh-fraction 0.667", "--map-look-fraction 0.3", "--uneven-blood-fraction 0.5",
+                   "--epochs-fine 16", "--distance-loss-weight 0.3", "--init-from models/sax_any.pt"):
+        assert option in rerun, option
+    assert "50% of them with patches of signal in the blood pools" in card
+    plain = script.write_card("sax_any", "any", {**run_info, "uneven_blood_fraction": 0.0}, "", "", {}).read_text()
+    assert "uneven" not in plain and "patches" not in plain
+
+
 def test_ship_replaces_a_model_of_the_same_name_only_with_overwrite(tmp_path, monkeypatch, capsys) -> None:
     # --ship wrote into the models folder whatever was there: a shipped sax_any or sax_t1 went unasked
     script = compare_script()

@@ -19,6 +19,7 @@ from cmr_landmark.synth.contrast import (
     random_contrast_slices,
     random_curve,
     random_tissue_contrast,
+    uneven_blood_signal,
     with_random_contrast,
 )
 from cmr_landmark.synth.t1 import (
@@ -215,6 +216,41 @@ def test_random_contrast_keeps_landmarks_and_separates_tissues(scar_slice: Slice
     assert any(order) and not all(order)
 
 
+def test_uneven_blood_signal_draws_patches_toward_and_past_the_myocardium(scar_slice: Slice) -> None:
+    mask = scar_slice.mask
+    for blood_mean, myocardium_mean in ((0.1, 0.5), (0.8, 0.3)):  # dark blood (black blood) and bright (cine)
+        contrast = myocardium_mean - blood_mean
+        patches = [uneven_blood_signal(mask, blood_mean, myocardium_mean, np.random.default_rng(seed))
+                   for seed in range(6)]
+        for signal in patches:
+            assert signal.shape == mask.shape
+            assert np.all(signal * np.sign(contrast) >= 0.0)  # only ever toward the myocardium's level
+            assert 0.3 < np.mean(signal == 0.0) < 0.7  # patches over about half the pool, the rest untouched
+            assert np.abs(signal).max() < 5.0 * abs(contrast)
+        # some patches reach the myocardium's level (the septum's border hidden there), not all
+        reached = np.mean([np.mean(np.abs(signal) >= abs(contrast)) for signal in patches])
+        assert 0.01 < reached < 0.3
+
+
+def test_random_contrast_with_uneven_blood_brings_blood_toward_the_myocardium(scar_slice: Slice) -> None:
+    mask = scar_slice.mask
+    blood = _core(mask == LV_BLOOD_LABEL)
+    myocardium = _core(mask == LV_MYOCARDIUM_LABEL)
+
+    def share_of_blood_like_myocardium(fraction: float, seed: int) -> float:
+        image = random_tissue_contrast(scar_slice.image, mask, np.random.default_rng(seed), fraction)
+        blood_level, myocardium_level = np.median(image[blood]), np.median(image[myocardium])
+        # blood pixels at least halfway from the pool's own level to the myocardium's
+        return float(np.mean(np.abs(image[blood] - blood_level) >= 0.5 * abs(myocardium_level - blood_level)))
+
+    plain = [share_of_blood_like_myocardium(0.0, seed) for seed in range(12)]
+    uneven = [share_of_blood_like_myocardium(1.0, seed) for seed in range(12)]
+    assert np.mean(uneven) > np.mean(plain) + 0.05
+    # at 0 nothing is drawn for it: the images are those of the recipes from before it existed
+    np.testing.assert_array_equal(random_tissue_contrast(scar_slice.image, mask, np.random.default_rng(3)),
+                                  random_tissue_contrast(scar_slice.image, mask, np.random.default_rng(3), 0.0))
+
+
 def test_random_contrast_refuses_mismatched_mask(scar_slice: Slice) -> None:
     with pytest.raises(ValueError, match="one shape"):
         random_tissue_contrast(scar_slice.image, scar_slice.mask[:, :-2], np.random.default_rng(0))
@@ -347,10 +383,30 @@ def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypat
 
     monkeypatch.setattr(script, "train_cascade", fake_train_cascade)
     monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path), "--copies", "0",
-                                     "--fresh-fraction", "0.5", "--map-look-fraction", "0.3", "--seed", "3"])
+                                     "--fresh-fraction", "0.5", "--map-look-fraction", "0.3", "--seed", "3",
+                                     "--uneven-blood-fraction", "0.4"])
     assert script.main() == 0
     assert captured["seed"] == 3
     fresh = captured["fresh_images"]
-    assert fresh.fraction == 0.5 and fresh.synthesise.keywords == {"map_look_fraction": 0.3}
+    assert fresh.fraction == 0.5
+    assert fresh.synthesise.keywords == {"map_look_fraction": 0.3, "uneven_blood_fraction": 0.4}
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["seed"] == 3 and run["map_look_fraction"] == 0.3 and run["fresh_fraction"] == 0.5
+    assert run["uneven_blood_fraction"] == 0.4
+
+
+def test_any_model_uneven_blood_reaches_training_and_validation_copies(monkeypatch, capsys) -> None:
+    stack = load_myops_stack()
+    script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
+    plain_train, plain_val = script.training_sets("any", copies=1, max_val_slices=None, val_contrast_copies=1)
+    train, val = script.training_sets("any", copies=1, max_val_slices=None, val_contrast_copies=1,
+                                      uneven_blood_fraction=1.0)
+    assert train[:2] == plain_train[:2] and val[:1] == plain_val[:1]  # the real slices untouched
+    for copy, plain in zip(train[2:] + val[1:], plain_train[2:] + plain_val[1:], strict=True):
+        np.testing.assert_array_equal(copy.landmarks_rc, plain.landmarks_rc)
+        assert not np.allclose(copy.image, plain.image)
+    for flags in (["t1", "--copies", "1", "--uneven-blood-fraction", "0.5"], ["any", "--uneven-blood-fraction", "2"]):
+        monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", *flags, "--out", "unused"])
+        with pytest.raises(SystemExit) as stop:
+            script.main()
+        assert stop.value.code == 2 and "--uneven-blood-fraction" in capsys.readouterr().err, flags

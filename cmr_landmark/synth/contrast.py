@@ -91,9 +91,26 @@ def _draw_tissue_means(rng: np.random.Generator) -> dict[int, float]:
             return means
 
 
-def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def uneven_blood_signal(mask: np.ndarray, blood_mean: float, myocardium_mean: float, rng: np.random.Generator
+                        ) -> np.ndarray:
+    """(H, W) intensity to add to a blood pool of mean ``blood_mean``: patches a few pixels across drawn toward, and
+    up to about twice past, the myocardium's level ``myocardium_mean``; zero elsewhere in the patch field's troughs.
+
+    Flowing blood is never uniform: slow flow beside the trabeculae keeps signal that a black-blood preparation
+    should null, turbulent or fast flow dephases in bright-blood images, and a map's fit fails in parts of the pool.
+    Without it every blood pool the model trains on is a flat field, and one with patches as bright as the
+    myocardium hides the septum's borders from it.
+    """
+    patches = np.clip(smooth_random_field(mask.shape, rng, scale_px=rng.uniform(2.0, 6.0)), 0.0, None)
+    return (myocardium_mean - blood_mean) * rng.uniform(0.3, 0.8) * patches
+
+
+def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                           uneven_blood_fraction: float = 0.0) -> np.ndarray:
     """``image`` (H, W) redrawn with a random intensity per tissue of ``mask`` (H, W); float32, about 0..1.
 
+    ``uneven_blood_fraction``: the share of images whose blood pools get patches of signal
+    (:func:`uneven_blood_signal`); at 0 nothing is drawn for it, so the images are those drawn before it existed.
     Same geometry as the input: only intensities change.
     """
     image = np.asarray(image)
@@ -103,13 +120,18 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
     source = normalised_source(image)
     x, y = random_curve(rng, 0.0, 1.0)
     out = np.interp(source, x, y)
-    for label, mean in _draw_tissue_means(rng).items():
+    means = _draw_tissue_means(rng)
+    for label, mean in means.items():
         inside = mask == label
         if not inside.any():
             continue
         # Keep some of the tissue's own texture (trabeculation, papillary muscles), sign and strength random.
         texture_gain = rng.uniform(-0.6, 0.6)
         out[inside] = mean + texture_gain * (source[inside] - np.median(source[inside]))
+    if uneven_blood_fraction and rng.random() < uneven_blood_fraction:
+        for label in (LV_BLOOD_LABEL, RV_BLOOD_LABEL):
+            inside = mask == label
+            out[inside] += uneven_blood_signal(mask, means[label], means[LV_MYOCARDIUM_LABEL], rng)[inside]
     out = ndimage.gaussian_filter(out, sigma=rng.uniform(0.0, 1.2))  # partial volume at tissue borders
     out = out * (1.0 + rng.uniform(0.0, 0.25) * smooth_random_field(out.shape, rng, scale_px=out.shape[0] / 4))
     out = out + rng.uniform(0.0, 0.06) * rng.standard_normal(out.shape)
@@ -117,18 +139,20 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
     return out.astype(np.float32)
 
 
-def with_random_contrast(slice_: Slice, rng: np.random.Generator) -> Slice:
+def with_random_contrast(slice_: Slice, rng: np.random.Generator, uneven_blood_fraction: float = 0.0) -> Slice:
     """A copy of a :class:`cmr_landmark.datasets.Slice` whose image has random tissue contrast (landmarks kept)."""
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to draw contrasts from")
-    return dataclasses.replace(slice_, image=random_tissue_contrast(slice_.image, slice_.mask, rng),
+    return dataclasses.replace(slice_, image=random_tissue_contrast(slice_.image, slice_.mask, rng,
+                                                                    uneven_blood_fraction),
                                source_image=slice_.image)
 
 
-def random_contrast_slices(slices: Sequence[Slice], seed: int, copies: int = 1) -> list[Slice]:
+def random_contrast_slices(slices: Sequence[Slice], seed: int, copies: int = 1,
+                           uneven_blood_fraction: float = 0.0) -> list[Slice]:
     """``copies`` random-contrast versions of every slice that has a mask, reproducible from ``seed``."""
     return [
-        with_random_contrast(s, np.random.default_rng([seed, index, copy]))
+        with_random_contrast(s, np.random.default_rng([seed, index, copy]), uneven_blood_fraction)
         for index, s in enumerate(slices)
         if s.mask is not None
         for copy in range(copies)
