@@ -220,7 +220,7 @@ def test_uneven_blood_signal_draws_patches_toward_and_past_the_myocardium(scar_s
     mask = scar_slice.mask
     for blood_mean, myocardium_mean in ((0.1, 0.5), (0.8, 0.3)):  # dark blood (black blood) and bright (cine)
         contrast = myocardium_mean - blood_mean
-        patches = [uneven_blood_signal(mask, blood_mean, myocardium_mean, np.random.default_rng(seed))
+        patches = [uneven_blood_signal(mask.shape, blood_mean, myocardium_mean, np.random.default_rng(seed))
                    for seed in range(6)]
         for signal in patches:
             assert signal.shape == mask.shape

@@ -91,17 +91,19 @@ def _draw_tissue_means(rng: np.random.Generator) -> dict[int, float]:
             return means
 
 
-def uneven_blood_signal(mask: np.ndarray, blood_mean: float, myocardium_mean: float, rng: np.random.Generator
-                        ) -> np.ndarray:
-    """(H, W) intensity to add to a blood pool of mean ``blood_mean``: patches a few pixels across drawn toward, and
-    up to about twice past, the myocardium's level ``myocardium_mean``; zero elsewhere in the patch field's troughs.
+def uneven_blood_signal(shape: tuple[int, int], blood_mean: float, myocardium_mean: float,
+                        rng: np.random.Generator) -> np.ndarray:
+    """An image of ``shape`` (H, W): intensity to add to a blood pool of mean ``blood_mean`` (the caller keeps it to
+    the pool's pixels). Patches 2-6 pixels across over about half the image, zero between them, drawn toward the
+    myocardium's level ``myocardium_mean``, their peaks from about three quarters of the way there to beyond it.
 
     Flowing blood is never uniform: slow flow beside the trabeculae keeps signal that a black-blood preparation
     should null, turbulent or fast flow dephases in bright-blood images, and a map's fit fails in parts of the pool.
     Without it every blood pool the model trains on is a flat field, and one with patches as bright as the
     myocardium hides the septum's borders from it.
     """
-    patches = np.clip(smooth_random_field(mask.shape, rng, scale_px=rng.uniform(2.0, 6.0)), 0.0, None)
+    # A unit-SD field clipped at 0 (half of it zero); its peaks reach 2.5-3 SD, times a gain of 0.3-0.8.
+    patches = np.clip(smooth_random_field(shape, rng, scale_px=rng.uniform(2.0, 6.0)), 0.0, None)
     return (myocardium_mean - blood_mean) * rng.uniform(0.3, 0.8) * patches
 
 
@@ -131,7 +133,7 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
     if uneven_blood_fraction and rng.random() < uneven_blood_fraction:
         for label in (LV_BLOOD_LABEL, RV_BLOOD_LABEL):
             inside = mask == label
-            out[inside] += uneven_blood_signal(mask, means[label], means[LV_MYOCARDIUM_LABEL], rng)[inside]
+            out[inside] += uneven_blood_signal(mask.shape, means[label], means[LV_MYOCARDIUM_LABEL], rng)[inside]
     out = ndimage.gaussian_filter(out, sigma=rng.uniform(0.0, 1.2))  # partial volume at tissue borders
     out = out * (1.0 + rng.uniform(0.0, 0.25) * smooth_random_field(out.shape, rng, scale_px=out.shape[0] / 4))
     out = out + rng.uniform(0.0, 0.06) * rng.standard_normal(out.shape)
