@@ -73,11 +73,12 @@ def random_contrast_with_map_look(slice_: Slice, rng: np.random.Generator, map_l
     return maybe_with_map_look(with_random_contrast(slice_, rng, uneven_blood_fraction), rng, map_look_fraction)
 
 
-def fresh_synthesis(kind: str, map_look_fraction: float, uneven_blood_fraction: float
+def fresh_synthesis(kind: str, map_look_fraction: float, uneven_blood_fraction: float = 0.0
                     ) -> Callable[[Slice, np.random.Generator], Slice]:
     """What --fresh-fraction draws anew every epoch: a T1 map ('t1') or a random contrast ('any')."""
     if kind == "t1":
-        return synthetic_t1_slice
+        return (functools.partial(synthetic_t1_slice, uneven_blood_fraction=uneven_blood_fraction)
+                if uneven_blood_fraction else synthetic_t1_slice)
     return functools.partial(random_contrast_with_map_look, map_look_fraction=map_look_fraction,
                              uneven_blood_fraction=uneven_blood_fraction)
 
@@ -90,14 +91,14 @@ def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeat
     slice added to its real ones, drawn apart from the training copies, so that the epoch is chosen for contrasts the
     model has not seen, which is what a contrast-agnostic model is used on; ``map_look_fraction`` ('any'): that share
     of the training copies looks like a fitted parameter map (:func:`with_map_look`; the validation copies do not);
-    ``uneven_blood_fraction`` ('any'): that share of every random-contrast copy, training and validation, has
-    patchy blood (synth.contrast.uneven_blood_signal)."""
+    ``uneven_blood_fraction``: that share of every synthetic image, training and validation (random-contrast copies
+    or T1 maps), has patchy blood (synth.contrast.uneven_blood_signal)."""
     train, val = real_sax_slices("train"), real_sax_slices("val")
     if max_val_slices is not None and len(val) > max_val_slices:  # evenly spaced: every set and patient kept
         val = [val[i] for i in np.linspace(0, len(val) - 1, max_val_slices).round().astype(int)]
     if kind == "t1":  # with no fixed copies the real slices are the items, each a fresh map (--fresh-fraction)
-        return (synthetic_t1_slices(train, SYNTHESIS_SEED["train"], copies) if copies else train,
-                synthetic_t1_slices(val, SYNTHESIS_SEED["val"]))
+        return (synthetic_t1_slices(train, SYNTHESIS_SEED["train"], copies, uneven_blood_fraction) if copies else train,
+                synthetic_t1_slices(val, SYNTHESIS_SEED["val"], uneven_blood_fraction=uneven_blood_fraction))
     train = train + with_map_look(random_contrast_slices(train, SYNTHESIS_SEED["train"], copies,
                                                          uneven_blood_fraction), map_look_fraction,
                                   SYNTHESIS_SEED["train"])
@@ -128,8 +129,8 @@ def main() -> int:
                         help="any: share of the random-contrast training images (fixed copies and fresh ones) "
                              "given the look of a fitted map")
     parser.add_argument("--uneven-blood-fraction", type=float, default=0.0,
-                        help="any: share of the random-contrast images (training and validation) whose blood pools "
-                             "get patches of signal (synth.contrast.uneven_blood_signal)")
+                        help="share of the synthetic images (random contrasts or T1 maps, training and validation) "
+                             "whose blood pools get patches of signal (synth.contrast.uneven_blood_signal)")
     parser.add_argument("--fresh-fraction", type=float, default=0.0,
                         help="share of the training items given a new synthetic image every epoch "
                              "(training.FreshImages): 'any', a random contrast, beside or instead of the fixed "
@@ -141,10 +142,9 @@ def main() -> int:
                         help="fine stage: weight (per mm) of the reported point's distance to its label "
                              "(training.point_distance_loss)")
     args = parser.parse_args()
-    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction
-                              or args.uneven_blood_fraction):
-        parser.error("--val-contrast-copies, --lge-repeats, --map-look-fraction and --uneven-blood-fraction are for "
-                     "the contrast-agnostic model ('any')")
+    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction):
+        parser.error("--val-contrast-copies, --lge-repeats and --map-look-fraction are for the contrast-agnostic "
+                     "model ('any')")
     if args.kind == "t1" and not ((args.copies and not args.fresh_fraction)
                                   or (not args.copies and args.fresh_fraction == 1.0)):
         parser.error("t1 trains on synthetic maps, drawn once (--copies N) or afresh every epoch from the real slices "

@@ -107,6 +107,16 @@ def uneven_blood_signal(shape: tuple[int, int], blood_mean: float, myocardium_me
     return (myocardium_mean - blood_mean) * rng.uniform(0.3, 0.8) * patches
 
 
+def add_uneven_blood(value: np.ndarray, mask: np.ndarray, myocardium_level: float,
+                     blood_levels: dict[int, float], rng: np.random.Generator) -> None:
+    """Give each blood pool of ``mask`` (label -> its level in ``blood_levels``) in ``value`` (H, W, float, changed
+    in place) patches of :func:`uneven_blood_signal` toward ``myocardium_level``."""
+    for label, level in blood_levels.items():
+        inside = mask == label
+        if inside.any():
+            value[inside] += uneven_blood_signal(mask.shape, level, myocardium_level, rng)[inside]
+
+
 def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
                            uneven_blood_fraction: float = 0.0) -> np.ndarray:
     """``image`` (H, W) redrawn with a random intensity per tissue of ``mask`` (H, W); float32, about 0..1.
@@ -131,9 +141,8 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
         texture_gain = rng.uniform(-0.6, 0.6)
         out[inside] = mean + texture_gain * (source[inside] - np.median(source[inside]))
     if uneven_blood_fraction and rng.random() < uneven_blood_fraction:
-        for label in (LV_BLOOD_LABEL, RV_BLOOD_LABEL):
-            inside = mask == label
-            out[inside] += uneven_blood_signal(mask.shape, means[label], means[LV_MYOCARDIUM_LABEL], rng)[inside]
+        add_uneven_blood(out, mask, means[LV_MYOCARDIUM_LABEL],
+                         {label: means[label] for label in (LV_BLOOD_LABEL, RV_BLOOD_LABEL)}, rng)
     out = ndimage.gaussian_filter(out, sigma=rng.uniform(0.0, 1.2))  # partial volume at tissue borders
     out = out * (1.0 + rng.uniform(0.0, 0.25) * smooth_random_field(out.shape, rng, scale_px=out.shape[0] / 4))
     out = out + rng.uniform(0.0, 0.06) * rng.standard_normal(out.shape)

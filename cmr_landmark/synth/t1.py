@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..datasets import Slice
-from .contrast import normalised_source
+from .contrast import LV_BLOOD_LABEL, RV_BLOOD_LABEL, add_uneven_blood, normalised_source
 from .tissue_map import (
     FIELD_STRENGTHS_T,
     OEDEMA,
@@ -133,10 +133,14 @@ def render_t1_map(
     rng: np.random.Generator,
     pathology: np.ndarray | None = None,
     max_t1_ms: float = MAX_T1_MS,
+    uneven_blood_fraction: float = 0.0,
 ) -> np.ndarray:
     """A synthetic MOLLI T1 map (H, W) float32 in ms from a source image, its tissue ``mask`` and ``scenario``.
 
     ``pathology`` (H, W): :data:`OEDEMA` / :data:`SCAR` inside the myocardium (MyoPS), else none.
+    ``uneven_blood_fraction``: the share of maps whose blood pools get patches of T1 toward the myocardium's
+    (:func:`synth.contrast.uneven_blood_signal`: inflowing blood that a MOLLI inversion did not reach, a fit
+    failing in slow flow); at 0 nothing is drawn for it, so the maps are those drawn before it existed.
     """
     lesion_values = {OEDEMA: scenario.oedema_t1_ms, SCAR: scenario.scar_t1_ms}
     t1_ms = tissue_value_map(
@@ -145,6 +149,9 @@ def render_t1_map(
         air_fill_level_range=(500.0, max_t1_ms), myocardium_value=scenario.myocardium_t1_ms,
         lv_blood_value=scenario.lv_blood_t1_ms, rv_blood_value=scenario.rv_blood_t1_ms,
         lesion_values=lesion_values, pathology=pathology)
+    if uneven_blood_fraction and rng.random() < uneven_blood_fraction:
+        add_uneven_blood(t1_ms, mask, scenario.myocardium_t1_ms,
+                         {LV_BLOOD_LABEL: scenario.lv_blood_t1_ms, RV_BLOOD_LABEL: scenario.rv_blood_t1_ms}, rng)
     t1_ms = ndimage.gaussian_filter(t1_ms, sigma=scenario.blur_px)
     t1_ms = motion_blur(t1_ms, scenario.motion_px, scenario.motion_angle_rad)
     t1_ms = add_fit_noise(t1_ms, scenario.noise_fraction_at_1000_ms, rng)
@@ -174,23 +181,27 @@ def synthetic_t1_slice(
     field_strength_t: float | None = None,
     post_contrast: bool | None = None,
     as_uint16: bool = False,
+    uneven_blood_fraction: float = 0.0,
 ) -> Slice:
     """A copy of a labelled SAX :class:`cmr_landmark.datasets.Slice` whose image is a synthetic T1 map (ms).
 
-    Geometry and landmarks are those of the source slice; ``sequence`` becomes "t1".
+    Geometry and landmarks are those of the source slice; ``sequence`` becomes "t1". ``uneven_blood_fraction``: see
+    :func:`render_t1_map`.
     """
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to synthesise a T1 map from")
     scenario = draw_t1_scenario(rng, field_strength_t, post_contrast)
-    t1_ms = render_t1_map(slice_.image, slice_.mask, scenario, rng, pathology=slice_.pathology)
+    t1_ms = render_t1_map(slice_.image, slice_.mask, scenario, rng, pathology=slice_.pathology,
+                          uneven_blood_fraction=uneven_blood_fraction)
     image = as_scanner_uint16(t1_ms) if as_uint16 else t1_ms
     return dataclasses.replace(slice_, image=image, sequence="t1")
 
 
-def synthetic_t1_slices(slices: Sequence[Slice], seed: int, copies: int = 1) -> list[Slice]:
+def synthetic_t1_slices(slices: Sequence[Slice], seed: int, copies: int = 1, uneven_blood_fraction: float = 0.0
+                        ) -> list[Slice]:
     """``copies`` synthetic T1 maps of every slice that has a mask, reproducible from ``seed``."""
     return [
-        synthetic_t1_slice(s, np.random.default_rng([seed, index, copy]))
+        synthetic_t1_slice(s, np.random.default_rng([seed, index, copy]), uneven_blood_fraction=uneven_blood_fraction)
         for index, s in enumerate(slices)
         if s.mask is not None
         for copy in range(copies)
