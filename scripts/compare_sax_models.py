@@ -13,8 +13,9 @@ Evaluation sets (patient-level validation splits, cmr_landmark/splits.json): ``c
 ``lge`` = MS-CMRSeg + MyoPS LGE, ``mnms2_cine`` = the M&Ms-2 subject (another centre), ``t1_synthetic`` =
 synthetic MOLLI maps (seed 3) of the cine + LGE validation slices (the T1 training validated on other draws,
 seed 2), ``random_contrast`` = random per-tissue contrast copies of the same slices (seed 4; the contrast-agnostic
-training used seeds 1 and 2), a stand-in for a contrast the sequence-specific models never saw, and
-``t2_map``, ``t2star_map``, ``ecv_map``, ``t2w_black_blood`` = the same slices as clinical contrasts no model was
+training used seeds 1 and 2), a stand-in for a contrast the sequence-specific models never saw,
+``t1_synthetic_uneven_blood`` and ``random_contrast_uneven_blood`` = those two with patches of signal in every
+blood pool (synth.contrast.uneven_blood_signal), and ``t2_map``, ``t2star_map``, ``ecv_map``, ``t2w_black_blood`` = the same slices as clinical contrasts no model was
 trained on (synth.clinical_contrasts, seed 6), the unseen contrasts of issue #5. Results per model
 and set are kept in ``--out`` so a rerun only evaluates what is new (a new model file, or a set whose images
 changed). ``--operating-points`` adds, per model and set, detection and false-positive rates at several
@@ -68,7 +69,8 @@ TRAINING_SEED_T1 = 1  # scripts/train_sax_synthetic.py
 THRESHOLD_SLICES = 400
 
 
-SET_NAMES = ("cine", "lge", "mnms2_cine", "t1_synthetic", "random_contrast", *CLINICAL_CONTRASTS)
+SET_NAMES = ("cine", "lge", "mnms2_cine", "t1_synthetic", "random_contrast", "t1_synthetic_uneven_blood",
+             "random_contrast_uneven_blood", *CLINICAL_CONTRASTS)
 
 
 def evaluation_sets(names: Sequence[str]) -> dict[str, list]:
@@ -93,6 +95,10 @@ def evaluation_sets(names: Sequence[str]) -> dict[str, list]:
         "mnms2_cine": lambda: load_labelled_slices(["mnms2"], "val", "sax", "cine"),
         "t1_synthetic": lambda: synthetic_t1_slices(cine_and_lge(), EVALUATION_SEED_T1),
         "random_contrast": lambda: random_contrast_slices(cine_and_lge(), EVALUATION_SEED_CONTRAST),
+        "t1_synthetic_uneven_blood": lambda: synthetic_t1_slices(cine_and_lge(), EVALUATION_SEED_T1,
+                                                                 uneven_blood_fraction=1.0),
+        "random_contrast_uneven_blood": lambda: random_contrast_slices(cine_and_lge(), EVALUATION_SEED_CONTRAST,
+                                                                       uneven_blood_fraction=1.0),
         **{kind: functools.partial(clinical, kind) for kind in CLINICAL_CONTRASTS},
     }
     return {name: builders[name]() for name in SET_NAMES if name in names}
