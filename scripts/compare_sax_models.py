@@ -14,9 +14,11 @@ Evaluation sets (patient-level validation splits, cmr_landmark/splits.json): ``c
 synthetic MOLLI maps (seed 3) of the cine + LGE validation slices (the T1 training validated on other draws,
 seed 2), ``random_contrast`` = random per-tissue contrast copies of the same slices (seed 4; the contrast-agnostic
 training used seeds 1 and 2), a stand-in for a contrast the sequence-specific models never saw,
-``t1_synthetic_uneven_blood`` and ``random_contrast_uneven_blood`` = those two with patches of signal in every
-blood pool (synth.contrast.uneven_blood_signal), and ``t2_map``, ``t2star_map``, ``ecv_map``, ``t2w_black_blood`` = the same slices as clinical contrasts no model was
-trained on (synth.clinical_contrasts, seed 6), the unseen contrasts of issue #5. Results per model
+``t1_synthetic_uneven_blood`` and ``random_contrast_uneven_blood`` = those two drawn again with patches of signal
+in every blood pool (synth.contrast.uneven_blood_signal; the draws after the patches, blur, shading, noise, differ
+too, so they are not the plain sets' images plus patches), and ``t2_map``, ``t2star_map``, ``ecv_map``,
+``t2w_black_blood`` = the same slices as clinical contrasts no model was trained on (synth.clinical_contrasts, seed
+6), the unseen contrasts of issue #5. Results per model
 and set are kept in ``--out`` so a rerun only evaluates what is new (a new model file, or a set whose images
 changed). ``--operating-points`` adds, per model and set, detection and false-positive rates at several
 probability thresholds (the peak probabilities are kept).
@@ -310,18 +312,20 @@ def chosen_epoch(run_info: dict) -> str:
 
 def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison: str, results: dict[str, dict]
                ) -> Path:
-    kind = ("synthetic MOLLI T1 maps (cmr_landmark.synth.t1) of every labelled SAX slice of the training splits"
-            + (", a new map of each every epoch (training.FreshImages)" if run_info.get("fresh_fraction") else "")
-            if run_info["kind"] == "t1" else
-            "the real labelled SAX cine and LGE slices of the training splits"
-            + (f", {run_info['fresh_fraction']:.0%} of them given a fresh random per-tissue contrast "
-               "every epoch (training.FreshImages, cmr_landmark.synth.contrast)"
-               if run_info.get("fresh_fraction") else "")
-            + (f", {run_info['map_look_fraction']:.0%} of the random contrasts with the look of a fitted parameter "
-               "map (synth.t1.with_fitted_map_look)" if run_info.get("map_look_fraction") else "")
-            + (f", {run_info['uneven_blood_fraction']:.0%} of them with patches of signal in the blood pools "
-               "(synth.contrast.uneven_blood_signal)" if run_info.get("uneven_blood_fraction") else "")
-            + (" plus random per-tissue contrast copies (cmr_landmark.synth.contrast)" if run_info["copies"] else ""))
+    images = ("synthetic MOLLI T1 maps (cmr_landmark.synth.t1) of every labelled SAX slice of the training splits"
+              + (", a new map of each every epoch (training.FreshImages)" if run_info.get("fresh_fraction") else "")
+              if run_info["kind"] == "t1" else
+              "the real labelled SAX cine and LGE slices of the training splits"
+              + (f", {run_info['fresh_fraction']:.0%} of them given a fresh random per-tissue contrast "
+                 "every epoch (training.FreshImages, cmr_landmark.synth.contrast)"
+                 if run_info.get("fresh_fraction") else "")
+              + (f", {run_info['map_look_fraction']:.0%} of the random contrasts with the look of a fitted parameter "
+                 "map (synth.t1.with_fitted_map_look)" if run_info.get("map_look_fraction") else "")
+              + (" plus random per-tissue contrast copies (cmr_landmark.synth.contrast)" if run_info["copies"] else ""))
+    synthetic = "maps" if run_info["kind"] == "t1" else "random contrasts"
+    kind = images + (f"; {run_info['uneven_blood_fraction']:.0%} of the {synthetic} with patches of signal in the "
+                     "blood pools (synth.contrast.uneven_blood_signal; the threshold below is chosen on images "
+                     "without them)" if run_info.get("uneven_blood_fraction") else "")
     card = "\n".join([
         f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
         f"- **Training data**: {kind}; sources {json.dumps(run_info['sources'])} (patient-level splits, "

@@ -77,8 +77,7 @@ def fresh_synthesis(kind: str, map_look_fraction: float, uneven_blood_fraction: 
                     ) -> Callable[[Slice, np.random.Generator], Slice]:
     """What --fresh-fraction draws anew every epoch: a T1 map ('t1') or a random contrast ('any')."""
     if kind == "t1":
-        return (functools.partial(synthetic_t1_slice, uneven_blood_fraction=uneven_blood_fraction)
-                if uneven_blood_fraction else synthetic_t1_slice)
+        return functools.partial(synthetic_t1_slice, uneven_blood_fraction=uneven_blood_fraction)
     return functools.partial(random_contrast_with_map_look, map_look_fraction=map_look_fraction,
                              uneven_blood_fraction=uneven_blood_fraction)
 

@@ -103,9 +103,13 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
     for option in ("--fresh-fraction 0.667", "--map-look-fraction 0.3", "--uneven-blood-fraction 0.5",
                    "--epochs-fine 16", "--distance-loss-weight 0.3", "--init-from models/sax_any.pt"):
         assert option in rerun, option
-    assert "50% of them with patches of signal in the blood pools" in card
+    assert "50% of the random contrasts with patches of signal in the blood pools" in card
     plain = script.write_card("sax_any", "any", {**run_info, "uneven_blood_fraction": 0.0}, "", "", {}).read_text()
     assert "uneven" not in plain and "patches" not in plain
+    t1_card = script.write_card("sax_t1", "t1", {**run_info, "kind": "t1", "map_look_fraction": 0.0}, "", "",
+                                {}).read_text()
+    assert "50% of the maps with patches of signal in the blood pools" in t1_card
+    assert "--uneven-blood-fraction 0.5" in t1_card
 
 
 def test_ship_replaces_a_model_of_the_same_name_only_with_overwrite(tmp_path, monkeypatch, capsys) -> None:

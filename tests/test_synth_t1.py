@@ -16,6 +16,7 @@ from cmr_landmark.synth.contrast import (
     LV_MYOCARDIUM_LABEL,
     MIN_MYOCARDIUM_BLOOD_CONTRAST,
     RV_BLOOD_LABEL,
+    add_uneven_blood,
     random_contrast_slices,
     random_curve,
     random_tissue_contrast,
@@ -232,23 +233,36 @@ def test_uneven_blood_signal_draws_patches_toward_and_past_the_myocardium(scar_s
         assert 0.01 < reached < 0.3
 
 
+def share_of_blood_toward_myocardium(image: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the LV pool's core pixels at least halfway from the pool's own level toward the myocardium's
+    (signed: a pixel as far off the other way does not count)."""
+    blood, myocardium = _core(mask == LV_BLOOD_LABEL), _core(mask == LV_MYOCARDIUM_LABEL)
+    blood_level, myocardium_level = np.median(image[blood]), np.median(image[myocardium])
+    toward = (image[blood] - blood_level) * np.sign(myocardium_level - blood_level)
+    return float(np.mean(toward >= 0.5 * abs(myocardium_level - blood_level)))
+
+
 def test_random_contrast_with_uneven_blood_brings_blood_toward_the_myocardium(scar_slice: Slice) -> None:
-    mask = scar_slice.mask
-    blood = _core(mask == LV_BLOOD_LABEL)
-    myocardium = _core(mask == LV_MYOCARDIUM_LABEL)
+    def share(fraction: float, seed: int) -> float:
+        image = random_tissue_contrast(scar_slice.image, scar_slice.mask, np.random.default_rng(seed), fraction)
+        return share_of_blood_toward_myocardium(image, scar_slice.mask)
 
-    def share_of_blood_like_myocardium(fraction: float, seed: int) -> float:
-        image = random_tissue_contrast(scar_slice.image, mask, np.random.default_rng(seed), fraction)
-        blood_level, myocardium_level = np.median(image[blood]), np.median(image[myocardium])
-        # blood pixels at least halfway from the pool's own level to the myocardium's
-        return float(np.mean(np.abs(image[blood] - blood_level) >= 0.5 * abs(myocardium_level - blood_level)))
-
-    plain = [share_of_blood_like_myocardium(0.0, seed) for seed in range(12)]
-    uneven = [share_of_blood_like_myocardium(1.0, seed) for seed in range(12)]
+    plain = [share(0.0, seed) for seed in range(12)]
+    uneven = [share(1.0, seed) for seed in range(12)]
     assert np.mean(uneven) > np.mean(plain) + 0.05
-    # at 0 nothing is drawn for it: the images are those of the recipes from before it existed
-    np.testing.assert_array_equal(random_tissue_contrast(scar_slice.image, mask, np.random.default_rng(3)),
-                                  random_tissue_contrast(scar_slice.image, mask, np.random.default_rng(3), 0.0))
+
+
+def test_no_patches_and_no_draws_at_fraction_zero(scar_slice: Slice) -> None:
+    # at 0 the random stream is untouched, so the images of recipes from before the patches are drawn again as
+    # they were; at 1 the pools change and nothing else does
+    value = np.zeros(scar_slice.mask.shape)
+    rng = np.random.default_rng(5)
+    state = rng.bit_generator.state
+    add_uneven_blood(value, scar_slice.mask, 0.5, {LV_BLOOD_LABEL: 0.1, RV_BLOOD_LABEL: 0.1}, rng, 0.0)
+    assert rng.bit_generator.state == state and not value.any()
+    add_uneven_blood(value, scar_slice.mask, 0.5, {LV_BLOOD_LABEL: 0.1, RV_BLOOD_LABEL: 0.1}, rng, 1.0)
+    blood = np.isin(scar_slice.mask, (LV_BLOOD_LABEL, RV_BLOOD_LABEL))
+    assert value[blood].max() > 0.0 and not value[~blood].any() and value.min() >= 0.0
 
 
 def test_random_contrast_refuses_mismatched_mask(scar_slice: Slice) -> None:
@@ -303,7 +317,7 @@ def test_t1_model_trains_on_fixed_maps_or_on_real_slices_redrawn_every_epoch(mon
     assert len(fixed) == 4 and all(s.sequence == "t1" for s in fixed + val)
     fresh, _ = script.training_sets("t1", copies=0, max_val_slices=None)
     assert fresh == stack[:2]  # the real slices: FreshImages(synthetic_t1_slice, 1.0) makes each a map every epoch
-    assert script.fresh_synthesis("t1", 0.0) is synthetic_t1_slice
+    assert script.fresh_synthesis("t1", 0.0).func is synthetic_t1_slice
     # a T1 model never trains on the real cine/LGE images, nor on maps drawn from maps
     for flags in (["--copies", "0"], ["--copies", "0", "--fresh-fraction", "0.5"],
                   ["--copies", "2", "--fresh-fraction", "1"]):
@@ -395,16 +409,33 @@ def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypat
     assert run["uneven_blood_fraction"] == 0.4
 
 
+def count_patched_pools(monkeypatch) -> list:
+    """A list that grows by one for every blood pool given patches (synth.contrast.uneven_blood_signal) from now."""
+    import cmr_landmark.synth.contrast as contrast
+
+    pools: list = []
+    draw = contrast.uneven_blood_signal
+
+    def counted(*args, **kwargs):
+        pools.append(args)
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(contrast, "uneven_blood_signal", counted)
+    return pools
+
+
 def test_any_model_uneven_blood_reaches_training_and_validation_copies(monkeypatch, capsys) -> None:
     stack = load_myops_stack()
     script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
+    pools = count_patched_pools(monkeypatch)
     plain_train, plain_val = script.training_sets("any", copies=1, max_val_slices=None, val_contrast_copies=1)
+    assert pools == []
     train, val = script.training_sets("any", copies=1, max_val_slices=None, val_contrast_copies=1,
                                       uneven_blood_fraction=1.0)
+    assert len(pools) == 2 * 3  # both pools of the two training copies and of the one validation copy
     assert train[:2] == plain_train[:2] and val[:1] == plain_val[:1]  # the real slices untouched
     for copy, plain in zip(train[2:] + val[1:], plain_train[2:] + plain_val[1:], strict=True):
         np.testing.assert_array_equal(copy.landmarks_rc, plain.landmarks_rc)
-        assert not np.allclose(copy.image, plain.image)
     monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--uneven-blood-fraction", "2", "--out", "x"])
     with pytest.raises(SystemExit) as stop:
         script.main()
@@ -414,23 +445,19 @@ def test_any_model_uneven_blood_reaches_training_and_validation_copies(monkeypat
 def test_t1_maps_with_uneven_blood_for_training_and_validation(monkeypatch, scar_slice: Slice) -> None:
     stack = load_myops_stack()
     script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
+    pools = count_patched_pools(monkeypatch)
     _, plain_val = script.training_sets("t1", copies=0, max_val_slices=None)
+    assert pools == []
     _, val = script.training_sets("t1", copies=0, max_val_slices=None, uneven_blood_fraction=1.0)
-    assert not np.allclose(val[0].image, plain_val[0].image)
+    assert len(pools) == 2  # both pools of the one validation map
     np.testing.assert_array_equal(val[0].landmarks_rc, plain_val[0].landmarks_rc)
-    assert script.fresh_synthesis("t1", 0.0, 0.0) is synthetic_t1_slice  # the shipped recipe's random stream
-    fresh = script.fresh_synthesis("t1", 0.0, 1.0)(scar_slice, np.random.default_rng(2))
-    assert fresh.sequence == "t1"
-    # the patches move the blood's T1 toward the myocardium's: more of the LV pool is nearer the myocardium's T1
-    # than in the map without them, drawn from the same scenario
-    blood, myocardium = _core(scar_slice.mask == LV_BLOOD_LABEL), _core(scar_slice.mask == LV_MYOCARDIUM_LABEL)
-
-    def share_near_myocardium(image: np.ndarray) -> float:
-        blood_t1, myocardium_t1 = np.median(image[blood]), np.median(image[myocardium])
-        return float(np.mean(np.abs(image[blood] - blood_t1) >= 0.5 * abs(myocardium_t1 - blood_t1)))
-
-    patchy = [share_near_myocardium(synthetic_t1_slice(scar_slice, np.random.default_rng(seed),
-                                                       uneven_blood_fraction=1.0).image) for seed in range(10)]
-    plain = [share_near_myocardium(synthetic_t1_slice(scar_slice, np.random.default_rng(seed)).image)
-             for seed in range(10)]
+    fresh = script.fresh_synthesis("t1", 0.0, 1.0)
+    assert fresh.func is synthetic_t1_slice and fresh(scar_slice, np.random.default_rng(2)).sequence == "t1"
+    assert len(pools) == 4
+    # the patches move the blood's T1 toward the myocardium's
+    patchy = [share_of_blood_toward_myocardium(synthetic_t1_slice(scar_slice, np.random.default_rng(seed),
+                                                                  uneven_blood_fraction=1.0).image, scar_slice.mask)
+              for seed in range(10)]
+    plain = [share_of_blood_toward_myocardium(synthetic_t1_slice(scar_slice, np.random.default_rng(seed)).image,
+                                              scar_slice.mask) for seed in range(10)]
     assert np.mean(patchy) > np.mean(plain) + 0.05

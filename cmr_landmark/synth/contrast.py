@@ -94,23 +94,30 @@ def _draw_tissue_means(rng: np.random.Generator) -> dict[int, float]:
 def uneven_blood_signal(shape: tuple[int, int], blood_mean: float, myocardium_mean: float,
                         rng: np.random.Generator) -> np.ndarray:
     """An image of ``shape`` (H, W): intensity to add to a blood pool of mean ``blood_mean`` (the caller keeps it to
-    the pool's pixels). Patches 2-6 pixels across over about half the image, zero between them, drawn toward the
-    myocardium's level ``myocardium_mean``, their peaks from about three quarters of the way there to beyond it.
+    the pool's pixels). Patches about 5-17 pixels across over half the image, zero between them, drawn toward the
+    myocardium's level ``myocardium_mean``: the brightest patch in a pool typically reaches about that level.
 
     Flowing blood is never uniform: slow flow beside the trabeculae keeps signal that a black-blood preparation
     should null, turbulent or fast flow dephases in bright-blood images, and a map's fit fails in parts of the pool.
     Without it every blood pool the model trains on is a flat field, and one with patches as bright as the
     myocardium hides the septum's borders from it.
     """
-    # A unit-SD field clipped at 0 (half of it zero); its peaks reach 2.5-3 SD, times a gain of 0.3-0.8.
+    # A unit-SD field smooth over 2-6 px, clipped at 0: a patch's peak is 1-1.3 SD at the median, 3 SD at the 90th
+    # percentile, times a gain of 0.3-0.8 of the blood-myocardium contrast.
     patches = np.clip(smooth_random_field(shape, rng, scale_px=rng.uniform(2.0, 6.0)), 0.0, None)
     return (myocardium_mean - blood_mean) * rng.uniform(0.3, 0.8) * patches
 
 
-def add_uneven_blood(value: np.ndarray, mask: np.ndarray, myocardium_level: float,
-                     blood_levels: dict[int, float], rng: np.random.Generator) -> None:
-    """Give each blood pool of ``mask`` (label -> its level in ``blood_levels``) in ``value`` (H, W, float, changed
-    in place) patches of :func:`uneven_blood_signal` toward ``myocardium_level``."""
+def add_uneven_blood(value: np.ndarray, mask: np.ndarray, myocardium_level: float, blood_levels: dict[int, float],
+                     rng: np.random.Generator, fraction: float) -> None:
+    """With probability ``fraction``, give each blood pool of ``mask`` (label -> its level in ``blood_levels``) in
+    ``value`` (H, W, float, changed in place) patches of :func:`uneven_blood_signal` toward ``myocardium_level``.
+
+    At ``fraction`` 0 nothing is drawn from ``rng``, so images drawn without patches are those of the recipes from
+    before they existed.
+    """
+    if not fraction or rng.random() >= fraction:
+        return
     for label, level in blood_levels.items():
         inside = mask == label
         if inside.any():
@@ -122,7 +129,7 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
     """``image`` (H, W) redrawn with a random intensity per tissue of ``mask`` (H, W); float32, about 0..1.
 
     ``uneven_blood_fraction``: the share of images whose blood pools get patches of signal
-    (:func:`uneven_blood_signal`); at 0 nothing is drawn for it, so the images are those drawn before it existed.
+    (:func:`add_uneven_blood`).
     Same geometry as the input: only intensities change.
     """
     image = np.asarray(image)
@@ -140,9 +147,8 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
         # Keep some of the tissue's own texture (trabeculation, papillary muscles), sign and strength random.
         texture_gain = rng.uniform(-0.6, 0.6)
         out[inside] = mean + texture_gain * (source[inside] - np.median(source[inside]))
-    if uneven_blood_fraction and rng.random() < uneven_blood_fraction:
-        add_uneven_blood(out, mask, means[LV_MYOCARDIUM_LABEL],
-                         {label: means[label] for label in (LV_BLOOD_LABEL, RV_BLOOD_LABEL)}, rng)
+    add_uneven_blood(out, mask, means[LV_MYOCARDIUM_LABEL],
+                     {label: means[label] for label in (LV_BLOOD_LABEL, RV_BLOOD_LABEL)}, rng, uneven_blood_fraction)
     out = ndimage.gaussian_filter(out, sigma=rng.uniform(0.0, 1.2))  # partial volume at tissue borders
     out = out * (1.0 + rng.uniform(0.0, 0.25) * smooth_random_field(out.shape, rng, scale_px=out.shape[0] / 4))
     out = out + rng.uniform(0.0, 0.06) * rng.standard_normal(out.shape)

@@ -139,8 +139,8 @@ def render_t1_map(
 
     ``pathology`` (H, W): :data:`OEDEMA` / :data:`SCAR` inside the myocardium (MyoPS), else none.
     ``uneven_blood_fraction``: the share of maps whose blood pools get patches of T1 toward the myocardium's
-    (:func:`synth.contrast.uneven_blood_signal`: inflowing blood that a MOLLI inversion did not reach, a fit
-    failing in slow flow); at 0 nothing is drawn for it, so the maps are those drawn before it existed.
+    (:func:`synth.contrast.add_uneven_blood`: inflowing blood that a MOLLI inversion did not reach, a fit failing
+    in slow flow).
     """
     lesion_values = {OEDEMA: scenario.oedema_t1_ms, SCAR: scenario.scar_t1_ms}
     t1_ms = tissue_value_map(
@@ -149,9 +149,9 @@ def render_t1_map(
         air_fill_level_range=(500.0, max_t1_ms), myocardium_value=scenario.myocardium_t1_ms,
         lv_blood_value=scenario.lv_blood_t1_ms, rv_blood_value=scenario.rv_blood_t1_ms,
         lesion_values=lesion_values, pathology=pathology)
-    if uneven_blood_fraction and rng.random() < uneven_blood_fraction:
-        add_uneven_blood(t1_ms, mask, scenario.myocardium_t1_ms,
-                         {LV_BLOOD_LABEL: scenario.lv_blood_t1_ms, RV_BLOOD_LABEL: scenario.rv_blood_t1_ms}, rng)
+    add_uneven_blood(t1_ms, mask, scenario.myocardium_t1_ms,
+                     {LV_BLOOD_LABEL: scenario.lv_blood_t1_ms, RV_BLOOD_LABEL: scenario.rv_blood_t1_ms}, rng,
+                     uneven_blood_fraction)
     t1_ms = ndimage.gaussian_filter(t1_ms, sigma=scenario.blur_px)
     t1_ms = motion_blur(t1_ms, scenario.motion_px, scenario.motion_angle_rad)
     t1_ms = add_fit_noise(t1_ms, scenario.noise_fraction_at_1000_ms, rng)
