@@ -66,32 +66,38 @@ def with_map_look(slices: list, fraction: float, seed: int) -> list:
 
 
 def random_contrast_with_map_look(slice_: Slice, rng: np.random.Generator, map_look_fraction: float = 0.0,
-                                  uneven_blood_fraction: float = 0.0) -> Slice:
+                                  uneven_blood_fraction: float = 0.0, myocardial_lesion_fraction: float = 0.0
+                                  ) -> Slice:
     """A fresh random-contrast image of ``slice_`` ('any' with --fresh-fraction), ``uneven_blood_fraction`` of them
-    with patchy blood (synth.contrast.uneven_blood_signal), ``map_look_fraction`` with the map look, as
+    with patchy blood (synth.contrast.uneven_blood_signal), ``myocardial_lesion_fraction`` with lesion-like patches
+    in the myocardium (synth.contrast.add_myocardial_lesions), ``map_look_fraction`` with the map look, as
     :func:`with_map_look` gives the fixed copies."""
-    return maybe_with_map_look(with_random_contrast(slice_, rng, uneven_blood_fraction), rng, map_look_fraction)
+    return maybe_with_map_look(with_random_contrast(slice_, rng, uneven_blood_fraction, myocardial_lesion_fraction),
+                               rng, map_look_fraction)
 
 
-def fresh_synthesis(kind: str, map_look_fraction: float, uneven_blood_fraction: float = 0.0
-                    ) -> Callable[[Slice, np.random.Generator], Slice]:
+def fresh_synthesis(kind: str, map_look_fraction: float, uneven_blood_fraction: float = 0.0,
+                    myocardial_lesion_fraction: float = 0.0) -> Callable[[Slice, np.random.Generator], Slice]:
     """What --fresh-fraction draws anew every epoch: a T1 map ('t1') or a random contrast ('any')."""
     if kind == "t1":
         return functools.partial(synthetic_t1_slice, uneven_blood_fraction=uneven_blood_fraction)
     return functools.partial(random_contrast_with_map_look, map_look_fraction=map_look_fraction,
-                             uneven_blood_fraction=uneven_blood_fraction)
+                             uneven_blood_fraction=uneven_blood_fraction,
+                             myocardial_lesion_fraction=myocardial_lesion_fraction)
 
 
 def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeats: int = 1,
-                  val_contrast_copies: int = 0, map_look_fraction: float = 0.0, uneven_blood_fraction: float = 0.0
-                  ) -> tuple[list, list]:
+                  val_contrast_copies: int = 0, map_look_fraction: float = 0.0, uneven_blood_fraction: float = 0.0,
+                  myocardial_lesion_fraction: float = 0.0) -> tuple[list, list]:
     """(training, validation) slices; ``lge_repeats``: every LGE training slice (real and copies) that many times,
     as LGE is a sixth of the real slices; ``val_contrast_copies`` ('any'): random-contrast copies of each validation
     slice added to its real ones, drawn apart from the training copies, so that the epoch is chosen for contrasts the
     model has not seen, which is what a contrast-agnostic model is used on; ``map_look_fraction`` ('any'): that share
     of the training copies looks like a fitted parameter map (:func:`with_map_look`; the validation copies do not);
     ``uneven_blood_fraction``: that share of every synthetic image, training and validation (random-contrast copies
-    or T1 maps), has patchy blood (synth.contrast.uneven_blood_signal)."""
+    or T1 maps), has patchy blood (synth.contrast.uneven_blood_signal); ``myocardial_lesion_fraction`` ('any'): that
+    share of the random-contrast copies has lesion-like patches in the myocardium
+    (synth.contrast.add_myocardial_lesions)."""
     train, val = real_sax_slices("train"), real_sax_slices("val")
     if max_val_slices is not None and len(val) > max_val_slices:  # evenly spaced: every set and patient kept
         val = [val[i] for i in np.linspace(0, len(val) - 1, max_val_slices).round().astype(int)]
@@ -99,9 +105,10 @@ def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeat
         return (synthetic_t1_slices(train, SYNTHESIS_SEED["train"], copies, uneven_blood_fraction) if copies else train,
                 synthetic_t1_slices(val, SYNTHESIS_SEED["val"], uneven_blood_fraction=uneven_blood_fraction))
     train = train + with_map_look(random_contrast_slices(train, SYNTHESIS_SEED["train"], copies,
-                                                         uneven_blood_fraction), map_look_fraction,
-                                  SYNTHESIS_SEED["train"])
-    val = val + random_contrast_slices(val, SYNTHESIS_SEED["val"], val_contrast_copies, uneven_blood_fraction)
+                                                         uneven_blood_fraction, myocardial_lesion_fraction),
+                                  map_look_fraction, SYNTHESIS_SEED["train"])
+    val = val + random_contrast_slices(val, SYNTHESIS_SEED["val"], val_contrast_copies, uneven_blood_fraction,
+                                       myocardial_lesion_fraction)
     return train + [s for s in train if s.sequence == "lge"] * (lge_repeats - 1), val
 
 
@@ -130,6 +137,9 @@ def main() -> int:
     parser.add_argument("--uneven-blood-fraction", type=float, default=0.0,
                         help="share of the synthetic images (random contrasts or T1 maps, training and validation) "
                              "whose blood pools get patches of signal (synth.contrast.uneven_blood_signal)")
+    parser.add_argument("--myocardial-lesion-fraction", type=float, default=0.0,
+                        help="any: share of the random-contrast images (training and validation) whose myocardium "
+                             "gets lesion-like patches (synth.contrast.add_myocardial_lesions)")
     parser.add_argument("--fresh-fraction", type=float, default=0.0,
                         help="share of the training items given a new synthetic image every epoch "
                              "(training.FreshImages): 'any', a random contrast, beside or instead of the fixed "
@@ -141,16 +151,18 @@ def main() -> int:
                         help="fine stage: weight (per mm) of the reported point's distance to its label "
                              "(training.point_distance_loss)")
     args = parser.parse_args()
-    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction):
-        parser.error("--val-contrast-copies, --lge-repeats and --map-look-fraction are for the contrast-agnostic "
-                     "model ('any')")
+    if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction
+                              or args.myocardial_lesion_fraction):
+        parser.error("--val-contrast-copies, --lge-repeats, --map-look-fraction and --myocardial-lesion-fraction are "
+                     "for the contrast-agnostic model ('any')")
     if args.kind == "t1" and not ((args.copies and not args.fresh_fraction)
                                   or (not args.copies and args.fresh_fraction == 1.0)):
         parser.error("t1 trains on synthetic maps, drawn once (--copies N) or afresh every epoch from the real slices "
                      "(--copies 0 --fresh-fraction 1)")
     if not all(0.0 <= share <= 1.0 for share in (args.map_look_fraction, args.fresh_fraction,
-                                                  args.uneven_blood_fraction)):
-        parser.error("--map-look-fraction, --fresh-fraction and --uneven-blood-fraction are shares, 0..1")
+                                                  args.uneven_blood_fraction, args.myocardial_lesion_fraction)):
+        parser.error("--map-look-fraction, --fresh-fraction, --uneven-blood-fraction and --myocardial-lesion-fraction "
+                     "are shares, 0..1")
     if args.distil_from and args.fresh_fraction:  # training.train_stage refuses it, after the slices are made
         parser.error("--distil-from does not combine with --fresh-fraction (the teacher sees the source image)")
     if any("=" not in item for item in args.distil_from):
@@ -159,7 +171,8 @@ def main() -> int:
                 for sequence, path in (item.split("=", 1) for item in args.distil_from)}
     start = time.perf_counter()
     train, val = training_sets(args.kind, args.copies, args.max_val_slices, args.lge_repeats,
-                               args.val_contrast_copies, args.map_look_fraction, args.uneven_blood_fraction)
+                               args.val_contrast_copies, args.map_look_fraction, args.uneven_blood_fraction,
+                               args.myocardial_lesion_fraction)
     print(f"{len(train)} training and {len(val)} validation slices, made in {time.perf_counter() - start:.0f} s",
           flush=True)
     epochs_fine = args.epochs if args.epochs_fine is None else args.epochs_fine
@@ -168,7 +181,8 @@ def main() -> int:
                                teachers=teachers or None, distil_weight=args.distil_weight,
                                distance_weight=args.distance_loss_weight,
                                fresh_images=FreshImages(fresh_synthesis(args.kind, args.map_look_fraction,
-                                                                        args.uneven_blood_fraction),
+                                                                        args.uneven_blood_fraction,
+                                                                        args.myocardial_lesion_fraction),
                                                         args.fresh_fraction), seed=args.seed)
     # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
     run_path = args.out / "run.json"
@@ -178,6 +192,7 @@ def main() -> int:
          "copies": args.copies, "lge_repeats": args.lge_repeats,
          "val_contrast_copies": args.val_contrast_copies, "map_look_fraction": args.map_look_fraction,
          "uneven_blood_fraction": args.uneven_blood_fraction,
+         "myocardial_lesion_fraction": args.myocardial_lesion_fraction,
          "fresh_fraction": args.fresh_fraction,
          "epochs": args.epochs, "epochs_fine": epochs_fine,
          "lr": args.lr,

@@ -398,15 +398,16 @@ def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypat
     monkeypatch.setattr(script, "train_cascade", fake_train_cascade)
     monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path), "--copies", "0",
                                      "--fresh-fraction", "0.5", "--map-look-fraction", "0.3", "--seed", "3",
-                                     "--uneven-blood-fraction", "0.4"])
+                                     "--uneven-blood-fraction", "0.4", "--myocardial-lesion-fraction", "0.2"])
     assert script.main() == 0
     assert captured["seed"] == 3
     fresh = captured["fresh_images"]
     assert fresh.fraction == 0.5
-    assert fresh.synthesise.keywords == {"map_look_fraction": 0.3, "uneven_blood_fraction": 0.4}
+    assert fresh.synthesise.keywords == {"map_look_fraction": 0.3, "uneven_blood_fraction": 0.4,
+                                         "myocardial_lesion_fraction": 0.2}
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["seed"] == 3 and run["map_look_fraction"] == 0.3 and run["fresh_fraction"] == 0.5
-    assert run["uneven_blood_fraction"] == 0.4
+    assert run["uneven_blood_fraction"] == 0.4 and run["myocardial_lesion_fraction"] == 0.2
 
 
 def count_patched_pools(monkeypatch) -> list:

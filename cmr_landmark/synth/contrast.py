@@ -124,12 +124,30 @@ def add_uneven_blood(value: np.ndarray, mask: np.ndarray, myocardium_level: floa
             value[inside] += uneven_blood_signal(mask.shape, level, myocardium_level, rng)[inside]
 
 
+def add_myocardial_lesions(value: np.ndarray, mask: np.ndarray, myocardium_level: float, blood_level: float,
+                           rng: np.random.Generator, fraction: float) -> None:
+    """With probability ``fraction``, give the LV myocardium of ``mask`` in ``value`` (H, W, float, changed in place)
+    patches like the blood's (:func:`uneven_blood_signal`), toward ``blood_level`` or as far the other way (a coin).
+
+    Lesions change the myocardium's signal in patches: scar in LGE and ECV maps is as bright as the blood, oedema in
+    T2 maps and T2-weighted images brighter than the myocardium around it. A wall the model only ever saw uniform
+    loses its border with the blood where a lesion reaches the blood's level. At ``fraction`` 0 nothing is drawn.
+    """
+    if not fraction or rng.random() >= fraction:
+        return
+    target_level = blood_level if rng.random() < 0.5 else 2.0 * myocardium_level - blood_level
+    myocardium = mask == LV_MYOCARDIUM_LABEL
+    value[myocardium] += uneven_blood_signal(mask.shape, myocardium_level, target_level, rng)[myocardium]
+
+
 def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                           uneven_blood_fraction: float = 0.0) -> np.ndarray:
+                           uneven_blood_fraction: float = 0.0, myocardial_lesion_fraction: float = 0.0
+                           ) -> np.ndarray:
     """``image`` (H, W) redrawn with a random intensity per tissue of ``mask`` (H, W); float32, about 0..1.
 
     ``uneven_blood_fraction``: the share of images whose blood pools get patches of signal
-    (:func:`add_uneven_blood`).
+    (:func:`add_uneven_blood`); ``myocardial_lesion_fraction``: the share whose myocardium gets lesion-like
+    patches (:func:`add_myocardial_lesions`).
     Same geometry as the input: only intensities change.
     """
     image = np.asarray(image)
@@ -149,6 +167,8 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
         out[inside] = mean + texture_gain * (source[inside] - np.median(source[inside]))
     add_uneven_blood(out, mask, means[LV_MYOCARDIUM_LABEL],
                      {label: means[label] for label in (LV_BLOOD_LABEL, RV_BLOOD_LABEL)}, rng, uneven_blood_fraction)
+    add_myocardial_lesions(out, mask, means[LV_MYOCARDIUM_LABEL], means[LV_BLOOD_LABEL], rng,
+                           myocardial_lesion_fraction)
     out = ndimage.gaussian_filter(out, sigma=rng.uniform(0.0, 1.2))  # partial volume at tissue borders
     out = out * (1.0 + rng.uniform(0.0, 0.25) * smooth_random_field(out.shape, rng, scale_px=out.shape[0] / 4))
     out = out + rng.uniform(0.0, 0.06) * rng.standard_normal(out.shape)
@@ -156,20 +176,23 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
     return out.astype(np.float32)
 
 
-def with_random_contrast(slice_: Slice, rng: np.random.Generator, uneven_blood_fraction: float = 0.0) -> Slice:
+def with_random_contrast(slice_: Slice, rng: np.random.Generator, uneven_blood_fraction: float = 0.0,
+                         myocardial_lesion_fraction: float = 0.0) -> Slice:
     """A copy of a :class:`cmr_landmark.datasets.Slice` whose image has random tissue contrast (landmarks kept)."""
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to draw contrasts from")
     return dataclasses.replace(slice_, image=random_tissue_contrast(slice_.image, slice_.mask, rng,
-                                                                    uneven_blood_fraction),
+                                                                    uneven_blood_fraction, myocardial_lesion_fraction),
                                source_image=slice_.image)
 
 
 def random_contrast_slices(slices: Sequence[Slice], seed: int, copies: int = 1,
-                           uneven_blood_fraction: float = 0.0) -> list[Slice]:
+                           uneven_blood_fraction: float = 0.0, myocardial_lesion_fraction: float = 0.0
+                           ) -> list[Slice]:
     """``copies`` random-contrast versions of every slice that has a mask, reproducible from ``seed``."""
     return [
-        with_random_contrast(s, np.random.default_rng([seed, index, copy]), uneven_blood_fraction)
+        with_random_contrast(s, np.random.default_rng([seed, index, copy]), uneven_blood_fraction,
+                             myocardial_lesion_fraction)
         for index, s in enumerate(slices)
         if s.mask is not None
         for copy in range(copies)
