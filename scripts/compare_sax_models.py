@@ -323,9 +323,13 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
                  "map (synth.t1.with_fitted_map_look)" if run_info.get("map_look_fraction") else "")
               + (" plus random per-tissue contrast copies (cmr_landmark.synth.contrast)" if run_info["copies"] else ""))
     synthetic = "maps" if run_info["kind"] == "t1" else "random contrasts"
-    kind = images + (f"; {run_info['uneven_blood_fraction']:.0%} of the {synthetic} with patches of signal in the "
-                     "blood pools (synth.contrast.uneven_blood_signal; the threshold below is chosen on images "
-                     "without them)" if run_info.get("uneven_blood_fraction") else "")
+    kind = (images
+            + (f"; {run_info['uneven_blood_fraction']:.0%} of the {synthetic} with patches of signal in the blood "
+               "pools (synth.contrast.uneven_blood_signal; the threshold below is chosen on images without them)"
+               if run_info.get("uneven_blood_fraction") else "")
+            + (f"; {run_info['myocardial_lesion_fraction']:.0%} of the random contrasts with lesion-like patches in "
+               "the myocardium (synth.contrast.add_myocardial_lesions)"
+               if run_info.get("myocardial_lesion_fraction") else ""))
     card = "\n".join([
         f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
         f"- **Training data**: {kind}; sources {json.dumps(run_info['sources'])} (patient-level splits, "
@@ -361,6 +365,8 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         + (f" --map-look-fraction {run_info['map_look_fraction']}" if run_info.get("map_look_fraction") else "")
         + (f" --uneven-blood-fraction {run_info['uneven_blood_fraction']}"
            if run_info.get("uneven_blood_fraction") else "")
+        + (f" --myocardial-lesion-fraction {run_info['myocardial_lesion_fraction']}"
+           if run_info.get("myocardial_lesion_fraction") else "")
         + "".join(f" --distil-from {teacher}" for teacher in run_info.get("distil_from", []))
         + (f" --distil-weight {run_info['distil_weight']}" if run_info.get("distil_from") else "")
         + (f" --distance-loss-weight {run_info['distance_loss_weight']}"

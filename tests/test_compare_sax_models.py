@@ -94,18 +94,22 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
     script = compare_script()
     monkeypatch.setenv("CMR_LANDMARK_MODELS", str(tmp_path))
     run_info = {"kind": "any", "sources": {"cine": ["acdc"]}, "train_slices": 10, "val_slices": 4, "copies": 0,
-                "fresh_fraction": 0.667, "map_look_fraction": 0.3, "uneven_blood_fraction": 0.5, "epochs": 0,
+                "fresh_fraction": 0.667, "map_look_fraction": 0.3, "uneven_blood_fraction": 0.5,
+                "myocardial_lesion_fraction": 0.3, "epochs": 0,
                 "epochs_fine": 16, "lr": 0.00025, "init_from": "models/sax_any.pt", "max_steps_per_epoch": None,
                 "max_val_slices": 150, "threads": 2, "wall_s": 960.0, "threshold": 0.9,
                 "distance_loss_weight": 0.3}
     card = script.write_card("sax_any", "any", run_info, "", "", {}).read_text()
     rerun = card.split("Rerun: `", 1)[1].split("`", 1)[0]
     for option in ("--fresh-fraction 0.667", "--map-look-fraction 0.3", "--uneven-blood-fraction 0.5",
+                   "--myocardial-lesion-fraction 0.3",
                    "--epochs-fine 16", "--distance-loss-weight 0.3", "--init-from models/sax_any.pt"):
         assert option in rerun, option
     assert "50% of the random contrasts with patches of signal in the blood pools" in card
-    plain = script.write_card("sax_any", "any", {**run_info, "uneven_blood_fraction": 0.0}, "", "", {}).read_text()
-    assert "uneven" not in plain and "patches" not in plain
+    assert "30% of the random contrasts with lesion-like patches in the myocardium" in card
+    plain = script.write_card("sax_any", "any", {**run_info, "uneven_blood_fraction": 0.0,
+                                                 "myocardial_lesion_fraction": 0.0}, "", "", {}).read_text()
+    assert "uneven" not in plain and "patches" not in plain and "lesion" not in plain
     t1_card = script.write_card("sax_t1", "t1", {**run_info, "kind": "t1", "map_look_fraction": 0.0}, "", "",
                                 {}).read_text()
     assert "50% of the maps with patches of signal in the blood pools" in t1_card

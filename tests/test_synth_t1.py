@@ -16,6 +16,7 @@ from cmr_landmark.synth.contrast import (
     LV_MYOCARDIUM_LABEL,
     MIN_MYOCARDIUM_BLOOD_CONTRAST,
     RV_BLOOD_LABEL,
+    add_myocardial_lesions,
     add_uneven_blood,
     random_contrast_slices,
     random_curve,
@@ -265,6 +266,26 @@ def test_no_patches_and_no_draws_at_fraction_zero(scar_slice: Slice) -> None:
     assert value[blood].max() > 0.0 and not value[~blood].any() and value.min() >= 0.0
 
 
+def test_myocardial_lesions_change_the_wall_only_toward_or_away_from_the_blood(scar_slice: Slice) -> None:
+    mask = scar_slice.mask
+    myocardium = mask == LV_MYOCARDIUM_LABEL
+    directions = set()
+    for seed in range(12):
+        value = np.full(mask.shape, 0.5)
+        rng = np.random.default_rng(seed)
+        add_myocardial_lesions(value, mask, 0.5, 0.9, rng, 1.0)  # the blood brighter than the wall
+        change = value - 0.5
+        assert not change[~myocardium].any() and change[myocardium].any()
+        assert np.all(change >= 0.0) or np.all(change <= 0.0)  # one lesion kind per image
+        directions.add("toward" if change.max() > 0.0 else "away")
+        assert np.abs(change).max() < 5.0 * 0.4
+    assert directions == {"toward", "away"}  # both scar-like (to the blood's level) and the other way
+    rng = np.random.default_rng(1)
+    state, value = rng.bit_generator.state, np.zeros(mask.shape)
+    add_myocardial_lesions(value, mask, 0.5, 0.9, rng, 0.0)
+    assert rng.bit_generator.state == state and not value.any()
+
+
 def test_random_contrast_refuses_mismatched_mask(scar_slice: Slice) -> None:
     with pytest.raises(ValueError, match="one shape"):
         random_tissue_contrast(scar_slice.image, scar_slice.mask[:, :-2], np.random.default_rng(0))
@@ -437,6 +458,9 @@ def test_any_model_uneven_blood_reaches_training_and_validation_copies(monkeypat
     assert train[:2] == plain_train[:2] and val[:1] == plain_val[:1]  # the real slices untouched
     for copy, plain in zip(train[2:] + val[1:], plain_train[2:] + plain_val[1:], strict=True):
         np.testing.assert_array_equal(copy.landmarks_rc, plain.landmarks_rc)
+    lesions = count_patched_pools(monkeypatch)  # the lesions are drawn with the same patches
+    script.training_sets("any", copies=1, max_val_slices=None, val_contrast_copies=1, myocardial_lesion_fraction=1.0)
+    assert len(lesions) == 3  # one myocardium in each of the three copies
     monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--uneven-blood-fraction", "2", "--out", "x"])
     with pytest.raises(SystemExit) as stop:
         script.main()
