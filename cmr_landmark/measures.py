@@ -62,39 +62,42 @@ def usable_lv_lengths_mm(lv_lengths_mm: Sequence[float]) -> np.ndarray:
     return lengths[np.isfinite(lengths) & (lengths > 0)]
 
 
-def shortening_problem(lv_lengths_mm: Sequence[float]) -> str | None:
-    """Why the LV lengths of a cine's phases (NaN where a phase has none) give no longitudinal shortening, or None:
-    fewer than two usable lengths (:func:`usable_lv_lengths_mm`), lengths on fewer than half the phases (the
-    landmarks lost over most of the beat: the extremes are unknown), or a figure no heart has (above
-    :data:`MAX_PLAUSIBLE_SHORTENING`: a landmark off the ventricle in some phase, e.g. the apex cut off by the field
-    of view)."""
+def longitudinal_shortening_with_problem(lv_lengths_mm: Sequence[float]) -> tuple[float | None, str | None]:
+    """(max - min) / max of the LV lengths of a cine's phases (a fraction, not percent; NaN where a phase has none)
+    over the :func:`usable_lv_lengths_mm`, with None; or None with why there is none: fewer than two usable lengths,
+    lengths on fewer than half the phases (the landmarks lost over most of the beat: the extremes are unknown), or a
+    figure no heart has (above :data:`MAX_PLAUSIBLE_SHORTENING`: a landmark off the ventricle in some phase, e.g. the
+    apex cut off by the field of view)."""
     phases = np.asarray(lv_lengths_mm, dtype=np.float64).reshape(-1)
     lengths = usable_lv_lengths_mm(phases)
     if len(lengths) < 2:
-        return f"an LV length on {len(lengths)} of {len(phases)} phases, two are needed"
+        return None, f"an LV length on {len(lengths)} of {len(phases)} phases, two are needed"
     if len(lengths) < len(phases) / 2:
-        return f"an LV length on only {len(lengths)} of {len(phases)} phases: the beat's extremes are unknown"
-    shortening = (lengths.max() - lengths.min()) / lengths.max()
+        return None, f"an LV length on only {len(lengths)} of {len(phases)} phases: the beat's extremes are unknown"
+    shortening = float((lengths.max() - lengths.min()) / lengths.max())
     if shortening > MAX_PLAUSIBLE_SHORTENING:
-        return (f"a shortening of {100 * shortening:.0f} % (LV length {lengths.min():.1f}-{lengths.max():.1f} mm) is "
-                "no heart's: a landmark is off the ventricle in some phase")
-    return None
+        return None, (f"a shortening of {100 * shortening:.0f} % (LV length {lengths.min():.1f}-{lengths.max():.1f} "
+                      "mm) is no heart's: a landmark is off the ventricle in some phase")
+    return shortening, None
+
+
+def shortening_problem(lv_lengths_mm: Sequence[float]) -> str | None:
+    """Why the LV lengths of a cine's phases give no longitudinal shortening, or None
+    (:func:`longitudinal_shortening_with_problem`)."""
+    return longitudinal_shortening_with_problem(lv_lengths_mm)[1]
 
 
 def longitudinal_shortening_or_none(lv_lengths_mm: Sequence[float]) -> float | None:
-    """(max - min) / max of the LV lengths of a cine's phases (a fraction, not percent; NaN where a phase has none),
-    over the :func:`usable_lv_lengths_mm`; None where :func:`shortening_problem` finds one."""
-    if shortening_problem(lv_lengths_mm) is not None:
-        return None
-    lengths = usable_lv_lengths_mm(lv_lengths_mm)
-    return float((lengths.max() - lengths.min()) / lengths.max())
+    """The longitudinal shortening of a cine's LV lengths, None where :func:`shortening_problem` finds one
+    (:func:`longitudinal_shortening_with_problem`)."""
+    return longitudinal_shortening_with_problem(lv_lengths_mm)[0]
 
 
 def longitudinal_shortening(lv_lengths_mm: Sequence[float]) -> float:
     """:func:`longitudinal_shortening_or_none`, for lengths that must allow one (raises ValueError otherwise)."""
-    shortening = longitudinal_shortening_or_none(lv_lengths_mm)
+    shortening, problem = longitudinal_shortening_with_problem(lv_lengths_mm)
     if shortening is None:
-        raise ValueError(f"no longitudinal shortening: {shortening_problem(lv_lengths_mm)}")
+        raise ValueError(f"no longitudinal shortening: {problem}")
     return shortening
 
 

@@ -19,12 +19,7 @@ import numpy as np
 from .cine import smooth_cine_detections
 from .detector import ImageLandmarks
 from .geometry import GeometryError, anterior_direction_in_image, standard_short_axis_orientation
-from .measures import (
-    image_measures,
-    longitudinal_shortening_or_none,
-    name_rv_insertions_anatomically,
-    shortening_problem,
-)
+from .measures import image_measures, longitudinal_shortening_with_problem, name_rv_insertions_anatomically
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +32,7 @@ class MeasuredSlice:
 
     landmarks: list[ImageLandmarks]
     measures: list[dict[str, float]]  # measures.image_measures' names; LongitudinalShortening on every phase of a
-    # slice whose LV lengths give one (measures.shortening_problem finds none)
+    # slice whose LV lengths give one (measures.longitudinal_shortening_with_problem)
     filled: list[dict[str, bool]] | None  # long-axis cine: which landmarks were filled in from neighbouring phases
 
 
@@ -72,9 +67,9 @@ def measure_slice(found_per_phase: Sequence[ImageLandmarks], view: str, pixel_sp
                                pixel_spacing_mm, *display)
                 for found, display in zip(landmarks, displays, strict=True)]
     lengths = [m.get("LVLength_mm", np.nan) for m in measures]
-    shortening = longitudinal_shortening_or_none(lengths)
+    shortening, problem = longitudinal_shortening_with_problem(lengths)
     if shortening is None and len(lengths) > 1 and np.isfinite(lengths).any():  # a cine with lengths: say why
-        log.warning("no longitudinal shortening: %s", shortening_problem(lengths))
+        log.warning("no longitudinal shortening: %s", problem)
     if shortening is not None:
         for m in measures:
             m["LongitudinalShortening"] = shortening
