@@ -34,7 +34,7 @@ from gadgetron.external.constants import (
     GADGET_MESSAGE_RECON_DATA,
 )
 
-from .config import DATA_ROLE_META, GADGET_LOGGER, LANDMARKS_BY_VIEW
+from .config import DATA_ROLE_META, GADGET_LOGGER
 from .detector import Detector, ImageLandmarks, default_device, detect_in_orientation
 from .gadget_parameters import GadgetParameters, ParameterError, gadget_configuration, properties_from_config
 from .geometry import GeometryError, model_display_orientation, pixel_spacing_mm, pixel_to_patient_mm
@@ -59,7 +59,7 @@ from .output_images import (
     output_series_index,
 )
 from .series import SeriesBuffer, SliceBatch
-from .slice_measures import measure_slice
+from .slice_measures import measure_slice, with_left_out_phases
 
 log = logging.getLogger(GADGET_LOGGER)
 
@@ -290,11 +290,9 @@ def finish_slice(prepared: PreparedSlice, landmarks: list[ImageLandmarks], param
     smoothing, measures (:func:`slice_measures.measure_slice`, as offline detection does). A phase left out stays
     in the slice with nothing found, so that a cine is smoothed over its real phases and the gap filled."""
     threshold = parameters.probability_threshold
-    found = iter(landmarks)
-    nothing: ImageLandmarks = dict.fromkeys(LANDMARKS_BY_VIEW[prepared.view])
-    every_phase = [dict(nothing) if index in prepared.unusable else next(found) for index in range(len(prepared.heads))]
     measured = measure_slice(
-        every_phase, prepared.view, prepared.spacing_mm,
+        with_left_out_phases(landmarks, prepared.unusable, len(prepared.heads), prepared.view), prepared.view,
+        prepared.spacing_mm,
         prepared.detector.spec.probability_threshold if threshold is None else threshold,
         [(tuple(head.read_dir), tuple(head.phase_dir)) for head in prepared.heads])
     return SliceResult(prepared.detector.spec.name, prepared.view, prepared.sequence, prepared.spacing_mm,

@@ -42,7 +42,7 @@ from .image_checks import label_map_reason, no_signal_reason
 from .io import ImageReadError, ImageSeries
 from .measures import longitudinal_shortening_or_none
 from .model_store import ModelError, ModelSpec, load_orientation_network
-from .slice_measures import measure_slice
+from .slice_measures import measure_slice, with_left_out_phases
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +208,12 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
         # an image with nothing in it (check_pixels warned of it) is left out of the model's batch and reports
         # nothing, as the gadget does (gadget.finish_slice): it neither moves the slice's crop nor gets points
         images = series.images[slice_index]
-        usable = [phase for phase, image in enumerate(images) if no_signal_reason(image) is None]
-        found = iter(detect_in_orientation(detector, images[usable], series.pixel_spacing_mm, *shown_as,
-                                           same_slice=series.n_phases > 1) if usable else [])
-        nothing = dict.fromkeys(LANDMARKS_BY_VIEW[view])
-        found_per_phase = [next(found) if phase in usable else dict(nothing) for phase in range(len(images))]
-        measured = measure_slice(found_per_phase, view, series.pixel_spacing_mm, detector.spec.probability_threshold,
+        blank = {phase for phase, image in enumerate(images) if no_signal_reason(image) is not None}
+        usable = [phase for phase in range(len(images)) if phase not in blank]
+        found = (detect_in_orientation(detector, images[usable], series.pixel_spacing_mm, *shown_as,
+                                       same_slice=series.n_phases > 1) if usable else [])
+        measured = measure_slice(with_left_out_phases(found, blank, len(images), view), view,
+                                 series.pixel_spacing_mm, detector.spec.probability_threshold,
                                  None if plane is None else [(plane.read_dir, plane.phase_dir)] * series.n_phases)
         for phase, (found, measures) in enumerate(zip(measured.landmarks, measured.measures, strict=True)):
             landmarks: dict[str, dict | None] = {}

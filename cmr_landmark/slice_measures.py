@@ -11,12 +11,13 @@ One function for the gadget and for offline detection, so that both report the s
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .cine import smooth_cine_detections
+from .config import LANDMARKS_BY_VIEW
 from .detector import ImageLandmarks
 from .geometry import GeometryError, anterior_direction_in_image, standard_short_axis_orientation
 from .measures import image_measures, longitudinal_shortening_with_problem, name_rv_insertions_anatomically
@@ -34,6 +35,15 @@ class MeasuredSlice:
     measures: list[dict[str, float]]  # measures.image_measures' names; LongitudinalShortening on every phase of a
     # slice whose LV lengths give one (measures.longitudinal_shortening_with_problem)
     filled: list[dict[str, bool]] | None  # long-axis cine: which landmarks were filled in from neighbouring phases
+
+
+def with_left_out_phases(found_usable: Iterable[ImageLandmarks], left_out: Container[int], n_phases: int, view: str
+                         ) -> list[ImageLandmarks]:
+    """Every phase's landmarks from those of the phases the model saw (``found_usable``, in phase order): a phase in
+    ``left_out`` (an image with nothing in it, kept out of the model's batch) has nothing found, so that a cine is
+    smoothed over its real phases and the gap filled."""
+    found = iter(found_usable)
+    return [dict.fromkeys(LANDMARKS_BY_VIEW[view]) if phase in left_out else next(found) for phase in range(n_phases)]
 
 
 def measure_slice(found_per_phase: Sequence[ImageLandmarks], view: str, pixel_spacing_mm: tuple[float, float],
