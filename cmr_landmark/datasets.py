@@ -327,7 +327,14 @@ def data_fingerprint(dataset: str, root: Path) -> str:
 
 
 def build_cache(dataset: str, force: bool = False, folder: Path | None = None, root: Path | None = None) -> Path:
-    """Write the cache of one set unless it is current (or ``force``); returns the .npz path.
+    """Write the cache of one set unless it is current (or ``force``); returns the .npz path
+    (:func:`_current_cache`)."""
+    return _current_cache(dataset, force, folder, root)[0]
+
+
+def _current_cache(dataset: str, force: bool, folder: Path | None, root: Path | None) -> tuple[Path, dict]:
+    """The .npz path of the cache of one set and its metadata, the cache written first unless it is current (or
+    ``force``).
 
     Current: of this format and, where the data is checked, built from the files ``root``/``dataset`` (default
     :func:`config.data_root`) holds now (:func:`data_fingerprint`). The data is checked when ``root`` is given, and
@@ -344,15 +351,15 @@ def build_cache(dataset: str, force: bool = False, folder: Path | None = None, r
     fingerprint = None
     if not force and recorded is not None:
         if not check_data:
-            return npz_path
+            return npz_path, recorded
         if not data_folder.is_dir():
             built_from = recorded.get("data_folder")
             if built_from and Path(built_from) != data_folder.resolve():
                 log.warning("%s not found: using the cache %s built from %s", data_folder, json_path, built_from)
-            return npz_path
+            return npz_path, recorded
         fingerprint = data_fingerprint(dataset, root)
         if recorded.get("data_fingerprint") == fingerprint:
-            return npz_path
+            return npz_path, recorded
     elif data_folder.is_dir():
         fingerprint = data_fingerprint(dataset, root)
     try:
@@ -400,7 +407,7 @@ def build_cache(dataset: str, force: bool = False, folder: Path | None = None, r
     with written_beside(npz_path) as partial, partial.open("wb") as file:  # a file: np.savez names no .npz on it
         np.savez(file, **arrays)
     write_json_atomically(json_path, metadata)
-    return npz_path
+    return npz_path, metadata
 
 
 def _cache_format(json_path: Path) -> int | None:
@@ -422,10 +429,8 @@ def load_slices(dataset: str, split: str | None = None, folder: Path | None = No
     to a set's folder) belong to no split: said as a warning."""
     if split not in (None, "train", "val"):
         raise ValueError(f"split must be 'train', 'val' or None, got {split!r}")
-    npz_path, json_path = cache_paths(dataset, folder)
     # A missing cache is built; one of an older format holds labels derived by an older rule: derived again (seconds).
-    build_cache(dataset, folder=folder, root=root)
-    metadata = json.loads(json_path.read_text())
+    npz_path, metadata = _current_cache(dataset, False, folder, root)
     wanted = None
     if split is not None:
         splits = read_splits()[dataset]
