@@ -55,13 +55,12 @@ class GadgetParameters:
     def from_strings(values: dict[str, str]) -> GadgetParameters:
         """Parse and check the property strings of a chain; unknown names and bad values raise ParameterError."""
         known = {f.name for f in fields(GadgetParameters)}
-        unknown = sorted(set(values) - known - LEGACY_PYTHON_GADGET_PROPERTIES)
+        values = {name: raw for name, raw in values.items() if name not in LEGACY_PYTHON_GADGET_PROPERTIES}
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ParameterError(f"unknown gadget parameter(s) {unknown}; known: {sorted(known)}")
         parsed: dict[str, object] = {}
         for name, raw in values.items():
-            if name in LEGACY_PYTHON_GADGET_PROPERTIES:
-                continue
             text = raw.strip()
             try:
                 if name in ("model",):
