@@ -242,13 +242,10 @@ def write_results(path: Path, header: ismrmrd.xsd.ismrmrdHeader | None, images: 
     byte for byte: an HDF5 group holds one data type and array shape, so the images of a series that differ from
     its first image in either go to groups of their own, "image_<series>_<data type>_<shape>" (e.g.
     image_1_float32_1x1x256x256), never cast or cut to the first one's."""
-    groups: dict[tuple[int, str, tuple[int, ...]], list[ismrmrd.Image]] = {}
-    for image in images:
-        groups.setdefault((image.image_series_index, str(image.data.dtype), image.data.shape), []).append(image)
     first_kind: dict[int, tuple[str, tuple[int, ...]]] = {}
     named: dict[str, list[ismrmrd.Image]] = {}
-    for (series, dtype, shape), members in groups.items():
-        kind = first_kind.setdefault(series, (dtype, shape))
-        suffix = "" if (dtype, shape) == kind else f"_{dtype}_{'x'.join(map(str, shape))}"
-        named[f"image_{series}{suffix}"] = members
+    for image in images:
+        series, kind = image.image_series_index, (str(image.data.dtype), image.data.shape)
+        suffix = "" if kind == first_kind.setdefault(series, kind) else f"_{kind[0]}_{'x'.join(map(str, kind[1]))}"
+        named.setdefault(f"image_{series}{suffix}", []).append(image)
     write_ismrmrd_images(Path(path), header, named)
