@@ -39,7 +39,7 @@ from .detector import Detector, ImageLandmarks, default_device, detect_in_orient
 from .gadget_parameters import GadgetParameters, ParameterError, gadget_configuration, properties_from_config
 from .geometry import GeometryError, model_display_orientation, pixel_spacing_mm, pixel_to_patient_mm
 from .image_checks import label_map_reason, no_signal_reason
-from .model_choice import header_texts, meta_texts, sequence_from_texts, view_from_texts
+from .model_choice import header_texts, meta_texts, meta_values, sequence_from_texts, view_from_texts
 from .model_store import ModelError, find_model, warnings_said_afresh
 from .mrd_connection import (
     EndOfStream,
@@ -177,10 +177,7 @@ def pass_originals(connection: Connection) -> Iterator[ReceivedImage]:
 
 def data_roles(image: ismrmrd.Image) -> tuple[str, ...]:
     """The image's GADGETRON_DataRole values (Gadgetron's map fitting marks maps "T1", their SD maps "T1SD")."""
-    role = image.meta.get(DATA_ROLE_META)
-    if role is None:
-        return ()
-    return tuple(str(value) for value in role) if isinstance(role, list) else (str(role),)
+    return tuple(meta_values(image.meta, DATA_ROLE_META))
 
 
 def of_chosen_roles(images: Iterator[ReceivedImage], parameters: GadgetParameters) -> Iterator[ReceivedImage]:

@@ -49,14 +49,18 @@ def header_texts(header: ismrmrd.xsd.ismrmrdHeader | None) -> list[str]:
     return texts
 
 
+def meta_values(meta: dict, key: str) -> list[str]:
+    """The values of one image meta attribute as text: none where it is missing (a meta value may be one value or a
+    list)."""
+    value = meta.get(key)
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
 def meta_texts(meta: dict) -> list[str]:
-    """The image meta values that describe the series (each may be one value or a list)."""
-    texts: list[str] = []
-    for key in META_TEXT_KEYS:
-        value = meta.get(key)
-        if value is not None:
-            texts += [str(v) for v in value] if isinstance(value, list) else [str(value)]
-    return texts
+    """The image meta values that describe the series."""
+    return [text for key in META_TEXT_KEYS for text in meta_values(meta, key)]
 
 
 def view_from_texts(texts: Iterable[str]) -> str | None:
