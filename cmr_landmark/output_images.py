@@ -119,11 +119,16 @@ def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: i
     meta["CMRLandmark_Status"] = "ok"
     tag_with_model(meta, result)
     meta["CMRLandmark_PixelSpacing_mm"] = [_format(v) for v in result.spacing_mm]
+    # the points this phase's own detection found, and those filled in from its neighbours (a long-axis cine's weak
+    # or missing ones), which carry _found=1 too: "LAX landmarks 2/3 + 1 filled"
+    filled = 0
     for name in LANDMARKS_BY_VIEW[result.view]:
         landmark = found.get(name)
         meta[f"CMRLandmark_{name}_found"] = "1" if landmark is not None else "0"
         if result.filled is not None:
-            meta[f"CMRLandmark_{name}_filled"] = "1" if result.filled[phase_index][name] else "0"
+            is_filled = result.filled[phase_index][name]
+            meta[f"CMRLandmark_{name}_filled"] = "1" if is_filled else "0"
+            filled += landmark is not None and is_filled
         if landmark is None:
             continue
         patient = pixel_to_patient_mm(np.array([[landmark.row, landmark.col]]), tuple(head.position),
@@ -132,10 +137,6 @@ def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: i
         meta[f"CMRLandmark_{name}_pixel"] = [_format(landmark.row), _format(landmark.col)]
         meta[f"CMRLandmark_{name}_patient_mm"] = [_format(v) for v in patient]
         meta[f"CMRLandmark_{name}_probability"] = _format(landmark.probability)
-    # the points this phase's own detection found, and those filled in from its neighbours (a long-axis cine's weak
-    # or missing ones), which carry _found=1 too: "LAX landmarks 2/3 + 1 filled"
-    filled = 0 if result.filled is None else sum(
-        landmark is not None and result.filled[phase_index][name] for name, landmark in found.items())
     count = f"{result.view.upper()} landmarks {sum(v is not None for v in found.values()) - filled}/{len(found)}"
     comments = [count + (f" + {filled} filled" if filled else "")]
     for measure, value in result.measures[phase_index].items():
