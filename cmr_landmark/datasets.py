@@ -468,7 +468,7 @@ def main_build_cache(argv: Sequence[str] | None = None) -> int:
                         help=f"one of {', '.join(DATASETS)} or 'all'; several separated by commas")
     parser.add_argument("--force", action="store_true", help="rebuild even if a cache exists")
     args = parser.parse_args(argv)
-    names = list(dict.fromkeys(name for text in [*args.names, *args.dataset] for name in dataset_names(text)))
+    names = dataset_names(",".join([*args.names, *args.dataset]))
     if not names or "all" in names:
         names = list(DATASETS)
     unknown = [n for n in names if n not in DATASETS]

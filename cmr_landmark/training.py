@@ -826,7 +826,7 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         Path(recorded["init_coarse_from"]) if recorded.get("init_coarse_from") else None)
     widths_coarse, widths_fine = start_widths(parser, init_from, init_coarse_from, widths_coarse, widths_fine)
     names = dataset_names(args.datasets)  # a set named twice is loaded once
-    val_names = list(dict.fromkeys(names + dataset_names(args.val_datasets)))
+    val_names = dataset_names(f"{args.datasets},{args.val_datasets}")
     if unknown := sorted(set(val_names) - set(DATASETS)):
         parser.error(f"unknown data set(s) {', '.join(unknown)}; the public sets are {', '.join(DATASETS)}")
     try:  # FreshImages checks the share
