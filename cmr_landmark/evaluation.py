@@ -679,8 +679,8 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     if missing := [file for file in RUN_FILES if not (args.run / file).is_file()]:
         parser.error(f"--run {args.run} is not a finished training run folder: it has no {', '.join(missing)}")
     args.models_dir = args.models_dir or models_dir()
-    try:  # a manifest there that is not one (not JSON): said before training data is read
-        if not args.overwrite and args.name in model_names(args.models_dir):
+    try:  # a manifest there that is not one (not JSON): said before training data is read, --overwrite or not
+        if args.name in model_names(args.models_dir) and not args.overwrite:
             parser.error(f"{args.models_dir} already has a model {args.name!r}: give --models-dir a folder of your "
                          "own, another --name, or --overwrite to replace it")
     except ModelError as error:

@@ -175,7 +175,7 @@ def edit_manifest(folder: Path, change: Callable[[dict], T]) -> T:
     """Read ``folder``/manifest.json (``{"models": []}`` when there is none yet), let ``change`` edit it in place,
     write it back; ``change``'s result. The one place exports and scripts rewrite the manifest."""
     path = Path(folder) / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {"models": []}
+    manifest = _manifest_json(Path(folder))[1] if path.exists() else {"models": []}  # a broken one: said, not edited
     result = change(manifest)
     write_json_atomically(path, json_safe(manifest))  # json_safe: strict JSON, no NaN
     return result
