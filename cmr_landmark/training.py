@@ -69,6 +69,7 @@ KEPT_AS_GIVEN = -1  # the "best epoch" of a stage given 0 epochs: its starting w
 FINE_JITTER_MM = 12.0  # the coarse stage's errors the fine stage must absorb (coarse grid is 4 mm)
 DEFAULT_MAX_ROTATION_DEG = 30.0  # augmentation: rotations within +- this
 FRESH_IMAGE_STREAM = 1  # HeatmapDataset.item_image's generator: (seed, epoch, index, this)
+PAIRED_VIEW_STREAM = 2  # the intensity augmentation of a consistency pair's second view: (seed, epoch, index, this)
 
 
 class LabelledSlice(Protocol):
@@ -122,11 +123,16 @@ class HeatmapDataset(torch.utils.data.Dataset):
     twice. Slices without a mask stay as they are. ``random_convolution_fraction`` (with ``augment``): that share
     of the items also goes through :class:`augment.RandomConvolutions`. ``max_rotation_deg``: each item is turned
     by a uniform angle within +- that (180: any orientation; docs/lax.md, "The real frames at every orientation").
+
+    ``consistency_pairs`` (with ``augment``): items are (image, target, second image). The first is the slice's own
+    image, never a fresh one; the second is what the item would be without pairs (a fresh synthetic image for
+    ``fresh_images.fraction`` of them) through the same geometry and its own intensity augmentation, so that
+    :func:`consistency_loss` can ask the two for the same maps (AugMix's consistency, Hendrycks et al. 2020).
     """
 
     def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, augment: bool, seed: int = 0,
                  fresh_images: FreshImages | None = None, random_convolution_fraction: float = 0.0,
-                 max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG) -> None:
+                 max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG, consistency_pairs: bool = False) -> None:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         self.view, self.stage, self.augment, self.seed = view, stage, augment, seed
@@ -146,6 +152,9 @@ class HeatmapDataset(torch.utils.data.Dataset):
         else:
             self.geometry = RandomAffine(max_rotation_deg, scale_range=(0.85, 1.2), max_translation_mm=FINE_JITTER_MM)
         self.intensity = default_intensity_augmentation(random_convolution_fraction)
+        if consistency_pairs and not augment:
+            raise ValueError("consistency pairs are two augmented views of an item: they need augment")
+        self.consistency_pairs = consistency_pairs
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -168,16 +177,23 @@ class HeatmapDataset(torch.utils.data.Dataset):
         return tuple(centre)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        image, target, _, _ = self.augmented_item(index)
-        return image, target
+        if not self.consistency_pairs:
+            image, target, _, _ = self.augmented_item(index)
+            return image, target
+        image, target, affine, centre = self.augmented_item(index, self.images[index])
+        second, _ = self.on_grid(self.item_image(index), index, centre, affine)
+        rng = np.random.default_rng([self.seed, self.epoch, index, PAIRED_VIEW_STREAM])
+        second = self.intensity(second, rng, self.grid.pixel_mm / affine.scale)
+        return image, target, torch.from_numpy(second[None].copy())
 
-    def augmented_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor, AffineParameters | None,
-                                                  tuple[float, float] | None]:
-        """(image, target) of item ``index`` and the geometry they were drawn with (affine, sampling centre)."""
+    def augmented_item(self, index: int, image: np.ndarray | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, AffineParameters | None, tuple[float, float] | None]:
+        """(image, target) of item ``index`` and the geometry they were drawn with (affine, sampling centre);
+        ``image``: one in the item's pixels instead of :meth:`item_image`."""
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
         affine = self.geometry(rng) if rng is not None else None
         centre = self.centre_rc(index, rng)
-        image, points = self.on_grid(self.item_image(index), index, centre, affine)
+        image, points = self.on_grid(self.item_image(index) if image is None else image, index, centre, affine)
         if rng is not None:
             image = self.intensity(image, rng, self.grid.pixel_mm / affine.scale)
         target = render_heatmaps(points, self.grid.size_px, self.grid.sigma_px)
@@ -267,6 +283,17 @@ def heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     overlap = (probabilities * landmark_target).sum(dim=(2, 3))
     dice = (2 * overlap + 1) / (probabilities.sum(dim=(2, 3)) + landmark_target.sum(dim=(2, 3)) + 1)
     return kl + (1 - dice).mean()
+
+
+def consistency_loss(logits: torch.Tensor, paired_logits: torch.Tensor) -> torch.Tensor:
+    """Per-pixel Jensen-Shannon divergence between the softmax maps of two views of the same items, averaged over
+    the pixels as :func:`heatmap_loss` averages its KL divergence: 0 when the two views give the same maps."""
+    log_p = torch.log_softmax(logits.float(), dim=1)
+    log_q = torch.log_softmax(paired_logits.float(), dim=1)
+    log_mean = torch.logsumexp(torch.stack([log_p, log_q]), dim=0) - math.log(2.0)
+    kl_p = (log_p.exp() * (log_p - log_mean)).sum(dim=1)
+    kl_q = (log_q.exp() * (log_q - log_mean)).sum(dim=1)
+    return (0.5 * (kl_p + kl_q)).mean()
 
 
 def uses_bf16(device: torch.device) -> bool:
@@ -450,6 +477,7 @@ def train_stage(
     lr_hold_epochs: int = 0,
     random_convolution_fraction: float = 0.0,
     max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
+    consistency_weight: float = 0.0,
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
 
@@ -461,6 +489,10 @@ def train_stage(
     ``fresh_images``: a share of the items gets a new synthetic image each epoch (:class:`HeatmapDataset`);
     ``random_convolution_fraction``: a share goes through random convolutions (:class:`augment.RandomConvolutions`);
     ``max_rotation_deg``: the augmentation's rotation range (:class:`HeatmapDataset`).
+
+    ``consistency_weight``: every item is a pair, its own image and a second view (a fresh synthetic image for
+    ``fresh_images.fraction`` of them; :class:`HeatmapDataset` ``consistency_pairs``); both learn the labels, and
+    this weight times :func:`consistency_loss` asks them for the same maps. A step then runs twice the images.
 
     ``distance_weight`` (per mm; fine stage only) adds :func:`point_distance_loss` over the detector's centroid
     window (``config.FINE_CENTROID_RADIUS_MM``) to the heatmap loss, measured against the labels (also when
@@ -478,6 +510,10 @@ def train_stage(
         raise ValueError(f"distance_weight must be a finite number >= 0, got {distance_weight!r}")
     if distance_weight and stage != "fine":
         raise ValueError("the distance term is for the fine stage (the coarse stage's points are its peaks)")
+    if not (math.isfinite(consistency_weight) and consistency_weight >= 0):
+        raise ValueError(f"consistency_weight must be a finite number >= 0, got {consistency_weight!r}")
+    if consistency_weight and teachers:
+        raise ValueError("consistency pairs do not combine with distillation (the teacher sees the source image)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = setup_distributed()
@@ -518,7 +554,7 @@ def train_stage(
     else:
         dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed, fresh_images=fresh_images,
                                  random_convolution_fraction=random_convolution_fraction,
-                                 max_rotation_deg=max_rotation_deg)
+                                 max_rotation_deg=max_rotation_deg, consistency_pairs=consistency_weight > 0)
     sampler = DistributedSampler(dataset, shuffle=True, seed=seed) if dist.is_initialized() else None
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
@@ -538,19 +574,24 @@ def train_stage(
         losses = []
         bar = tqdm(loader, total=steps_per_epoch, desc=f"{stage} {epoch + 1}/{epochs}", disable=not is_main_process(),
                    mininterval=20, leave=False)
-        for step, (images, targets, *teacher_batch) in enumerate(bar):
+        for step, (images, targets, *item_extras) in enumerate(bar):
             if step >= steps_per_epoch:
                 break
             label_targets = targets = targets.to(device)
             if teachers:
-                targets = distilled_targets(targets, *teacher_batch, teacher_models, stage, distil_weight)
+                targets = distilled_targets(targets, *item_extras, teacher_models, stage, distil_weight)
             images = images.to(device)
+            if consistency_weight:  # one pass over both views: the pair shares the batch statistics
+                images = torch.cat([images, item_extras[0].to(device)])
+                label_targets = targets = torch.cat([targets, targets])
             with autocast_context(device):
                 logits = network(images)
             loss = heatmap_loss(logits, targets)
             if distance_weight:
                 loss = loss + distance_weight * dataset.grid.pixel_mm * point_distance_loss(
                     logits, label_targets, distance_radius_px)
+            if consistency_weight:
+                loss = loss + consistency_weight * consistency_loss(*logits.chunk(2))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -629,6 +670,7 @@ def train_cascade(
     init_coarse_from: Path | None = None,
     distance_weight: float = 0.0,
     fresh_images: FreshImages | None = None,
+    consistency_weight: float = 0.0,
 ) -> tuple[LandmarkCascade, dict]:
     """Train coarse then fine U-Net on labelled slices of one ``view``; validation metrics of the whole cascade.
 
@@ -639,6 +681,7 @@ def train_cascade(
     ``teachers``, ``distil_weight``: knowledge distillation from shipped models (:func:`train_stage`).
     ``distance_weight``: the fine stage also learns where its maps' centre of mass lies (:func:`train_stage`).
     ``fresh_images``: a share of the items with a new synthetic image each epoch, both stages (:class:`FreshImages`).
+    ``consistency_weight``: the fine stage trains on pairs of views asked for the same maps (:func:`train_stage`).
     ``out_dir`` holds the checkpoints (each stage's history inside its ``<stage>_last.pt``); rerunning with
     ``resume`` continues where it stopped.
     """
@@ -677,7 +720,7 @@ def train_cascade(
         init_state=load_stage_weights(init_from, "fine") if init_from else None,
         lr=lr, batch_size=batch_size, resume=resume, seed=seed + 1, widths=widths_fine,
         max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
-        distance_weight=distance_weight, fresh_images=fresh_images,
+        distance_weight=distance_weight, fresh_images=fresh_images, consistency_weight=consistency_weight,
     )
     cascade = LandmarkCascade(coarse.cpu().float(), fine.cpu().float()).eval()
     metrics = {"coarse": coarse_metrics, "fine": fine_metrics}

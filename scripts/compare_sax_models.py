@@ -352,6 +352,9 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
            if run_info.get("distil_from") else "")
         + (f", the fine stage's loss with the distance term (training.point_distance_loss, weight "
            f"{run_info['distance_loss_weight']} per mm)" if run_info.get("distance_loss_weight") else "")
+        + (f", every fine item a pair of its real image and a second view asked for the same maps "
+           f"(training.consistency_loss, weight {run_info['consistency_weight']})"
+           if run_info.get("consistency_weight") else "")
         + chosen_epoch(run_info)
         + f"; {run_info['threads']} CPU thread (shared machine), "
         f"{run_info['wall_s'] / 60:.0f} min. Rerun: `python scripts/train_sax_synthetic.py {run_info['kind']} "
@@ -371,6 +374,7 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         + (f" --distil-weight {run_info['distil_weight']}" if run_info.get("distil_from") else "")
         + (f" --distance-loss-weight {run_info['distance_loss_weight']}"
            if run_info.get("distance_loss_weight") else "")
+        + (f" --consistency-weight {run_info['consistency_weight']}" if run_info.get("consistency_weight") else "")
         + f" --threads {run_info['threads']}"
         + (f" --seed {run_info['seed']}" if run_info.get("seed") else "")
         + " --out RUN` (docs/t1.md).",

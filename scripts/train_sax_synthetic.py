@@ -147,6 +147,10 @@ def main() -> int:
     parser.add_argument("--distil-from", action="append", default=[], metavar="SEQUENCE=MODEL",
                         help="teacher model file for the slices of SEQUENCE (repeat for each sequence)")
     parser.add_argument("--distil-weight", type=float, default=0.5, help="weight of the teachers in the targets")
+    parser.add_argument("--consistency-weight", type=float, default=0.0,
+                        help="fine stage: every item is a pair, its real image and a second view (a fresh synthetic "
+                             "image for --fresh-fraction of them), asked for the same maps with this weight "
+                             "(training.consistency_loss); each step runs twice the images")
     parser.add_argument("--distance-loss-weight", type=float, default=0.0,
                         help="fine stage: weight (per mm) of the reported point's distance to its label "
                              "(training.point_distance_loss)")
@@ -183,7 +187,8 @@ def main() -> int:
                                fresh_images=FreshImages(fresh_synthesis(args.kind, args.map_look_fraction,
                                                                         args.uneven_blood_fraction,
                                                                         args.myocardial_lesion_fraction),
-                                                        args.fresh_fraction), seed=args.seed)
+                                                        args.fresh_fraction), seed=args.seed,
+                               consistency_weight=args.consistency_weight)
     # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
     run_path = args.out / "run.json"
     earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0
@@ -198,7 +203,7 @@ def main() -> int:
          "lr": args.lr,
          "init_from": str(args.init_from or ""), "distil_from": args.distil_from,
          "distil_weight": args.distil_weight if teachers else None,
-         "distance_loss_weight": args.distance_loss_weight,
+         "distance_loss_weight": args.distance_loss_weight, "consistency_weight": args.consistency_weight,
          "max_steps_per_epoch": args.max_steps_per_epoch, "max_val_slices": args.max_val_slices,
          "threads": args.threads, "seed": args.seed, "wall_s": earlier_s + time.perf_counter() - start,
          "metrics": metrics},
