@@ -285,11 +285,19 @@ def heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return kl + (1 - dice).mean()
 
 
-def consistency_loss(logits: torch.Tensor, paired_logits: torch.Tensor) -> torch.Tensor:
-    """Per-pixel Jensen-Shannon divergence between the softmax maps of two views of the same items, averaged over
-    the pixels as :func:`heatmap_loss` averages its KL divergence: 0 when the two views give the same maps."""
+def consistency_loss(logits: torch.Tensor, paired_logits: torch.Tensor, toward_first: bool = False) -> torch.Tensor:
+    """Per-pixel divergence between the softmax maps of two views of the same items, averaged over the pixels as
+    :func:`heatmap_loss` averages its KL divergence: 0 when the two views give the same maps.
+
+    Jensen-Shannon, which pulls each view toward the other; with ``toward_first`` the KL divergence of the second
+    view's maps from the first's, held fixed (no gradient through ``logits``), which pulls only the second view: the
+    real image's sharp maps teach the synthetic contrast's, and are not softened toward them (docs/t1.md, arm E).
+    """
     log_p = torch.log_softmax(logits.float(), dim=1)
     log_q = torch.log_softmax(paired_logits.float(), dim=1)
+    if toward_first:
+        log_p = log_p.detach()
+        return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
     log_mean = torch.logsumexp(torch.stack([log_p, log_q]), dim=0) - math.log(2.0)
     kl_p = (log_p.exp() * (log_p - log_mean)).sum(dim=1)
     kl_q = (log_q.exp() * (log_q - log_mean)).sum(dim=1)
@@ -478,6 +486,7 @@ def train_stage(
     random_convolution_fraction: float = 0.0,
     max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
     consistency_weight: float = 0.0,
+    consistency_toward_real: bool = False,
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
 
@@ -492,7 +501,8 @@ def train_stage(
 
     ``consistency_weight``: every item is a pair, its own image and a second view (a fresh synthetic image for
     ``fresh_images.fraction`` of them; :class:`HeatmapDataset` ``consistency_pairs``); both learn the labels, and
-    this weight times :func:`consistency_loss` asks them for the same maps. A step then runs twice the images.
+    this weight times :func:`consistency_loss` asks them for the same maps (``consistency_toward_real``: the second
+    view's toward the real image's, held fixed). A step then runs twice the images.
 
     ``distance_weight`` (per mm; fine stage only) adds :func:`point_distance_loss` over the detector's centroid
     window (``config.FINE_CENTROID_RADIUS_MM``) to the heatmap loss, measured against the labels (also when
@@ -591,7 +601,7 @@ def train_stage(
                 loss = loss + distance_weight * dataset.grid.pixel_mm * point_distance_loss(
                     logits, label_targets, distance_radius_px)
             if consistency_weight:
-                loss = loss + consistency_weight * consistency_loss(*logits.chunk(2))
+                loss = loss + consistency_weight * consistency_loss(*logits.chunk(2), consistency_toward_real)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -671,6 +681,7 @@ def train_cascade(
     distance_weight: float = 0.0,
     fresh_images: FreshImages | None = None,
     consistency_weight: float = 0.0,
+    consistency_toward_real: bool = False,
 ) -> tuple[LandmarkCascade, dict]:
     """Train coarse then fine U-Net on labelled slices of one ``view``; validation metrics of the whole cascade.
 
@@ -681,7 +692,8 @@ def train_cascade(
     ``teachers``, ``distil_weight``: knowledge distillation from shipped models (:func:`train_stage`).
     ``distance_weight``: the fine stage also learns where its maps' centre of mass lies (:func:`train_stage`).
     ``fresh_images``: a share of the items with a new synthetic image each epoch, both stages (:class:`FreshImages`).
-    ``consistency_weight``: the fine stage trains on pairs of views asked for the same maps (:func:`train_stage`).
+    ``consistency_weight``, ``consistency_toward_real``: the fine stage trains on pairs of views asked for the same
+    maps (:func:`train_stage`).
     ``out_dir`` holds the checkpoints (each stage's history inside its ``<stage>_last.pt``); rerunning with
     ``resume`` continues where it stopped.
     """
@@ -721,6 +733,7 @@ def train_cascade(
         lr=lr, batch_size=batch_size, resume=resume, seed=seed + 1, widths=widths_fine,
         max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
         distance_weight=distance_weight, fresh_images=fresh_images, consistency_weight=consistency_weight,
+        consistency_toward_real=consistency_toward_real,
     )
     cascade = LandmarkCascade(coarse.cpu().float(), fine.cpu().float()).eval()
     metrics = {"coarse": coarse_metrics, "fine": fine_metrics}

@@ -353,8 +353,9 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         + (f", the fine stage's loss with the distance term (training.point_distance_loss, weight "
            f"{run_info['distance_loss_weight']} per mm)" if run_info.get("distance_loss_weight") else "")
         + (f", every fine item a pair of its real image and a second view asked for the same maps "
-           f"(training.consistency_loss, weight {run_info['consistency_weight']})"
-           if run_info.get("consistency_weight") else "")
+           f"(training.consistency_loss, weight {run_info['consistency_weight']}"
+           + (", the second view's toward the real image's" if run_info.get("consistency_toward_real") else "")
+           + ")" if run_info.get("consistency_weight") else "")
         + chosen_epoch(run_info)
         + f"; {run_info['threads']} CPU thread (shared machine), "
         f"{run_info['wall_s'] / 60:.0f} min. Rerun: `python scripts/train_sax_synthetic.py {run_info['kind']} "
@@ -375,6 +376,7 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         + (f" --distance-loss-weight {run_info['distance_loss_weight']}"
            if run_info.get("distance_loss_weight") else "")
         + (f" --consistency-weight {run_info['consistency_weight']}" if run_info.get("consistency_weight") else "")
+        + (" --consistency-toward-real" if run_info.get("consistency_toward_real") else "")
         + f" --threads {run_info['threads']}"
         + (f" --seed {run_info['seed']}" if run_info.get("seed") else "")
         + " --out RUN` (docs/t1.md).",

@@ -151,6 +151,9 @@ def main() -> int:
                         help="fine stage: every item is a pair, its real image and a second view (a fresh synthetic "
                              "image for --fresh-fraction of them), asked for the same maps with this weight "
                              "(training.consistency_loss); each step runs twice the images")
+    parser.add_argument("--consistency-toward-real", action="store_true",
+                        help="with --consistency-weight: pull only the second view's maps toward the real image's "
+                             "(held fixed), instead of each toward the other")
     parser.add_argument("--distance-loss-weight", type=float, default=0.0,
                         help="fine stage: weight (per mm) of the reported point's distance to its label "
                              "(training.point_distance_loss)")
@@ -167,6 +170,8 @@ def main() -> int:
                                                   args.uneven_blood_fraction, args.myocardial_lesion_fraction)):
         parser.error("--map-look-fraction, --fresh-fraction, --uneven-blood-fraction and --myocardial-lesion-fraction "
                      "are shares, 0..1")
+    if args.consistency_toward_real and not args.consistency_weight:
+        parser.error("--consistency-toward-real says how the --consistency-weight term pulls: give both")
     if args.distil_from and args.fresh_fraction:  # training.train_stage refuses it, after the slices are made
         parser.error("--distil-from does not combine with --fresh-fraction (the teacher sees the source image)")
     if any("=" not in item for item in args.distil_from):
@@ -188,7 +193,8 @@ def main() -> int:
                                                                         args.uneven_blood_fraction,
                                                                         args.myocardial_lesion_fraction),
                                                         args.fresh_fraction), seed=args.seed,
-                               consistency_weight=args.consistency_weight)
+                               consistency_weight=args.consistency_weight,
+                               consistency_toward_real=args.consistency_toward_real)
     # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
     run_path = args.out / "run.json"
     earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0
@@ -204,6 +210,7 @@ def main() -> int:
          "init_from": str(args.init_from or ""), "distil_from": args.distil_from,
          "distil_weight": args.distil_weight if teachers else None,
          "distance_loss_weight": args.distance_loss_weight, "consistency_weight": args.consistency_weight,
+         "consistency_toward_real": args.consistency_toward_real,
          "max_steps_per_epoch": args.max_steps_per_epoch, "max_val_slices": args.max_val_slices,
          "threads": args.threads, "seed": args.seed, "wall_s": earlier_s + time.perf_counter() - start,
          "metrics": metrics},
