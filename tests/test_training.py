@@ -623,6 +623,23 @@ def test_consistency_loss_is_zero_for_equal_maps_symmetric_and_bounded() -> None
     assert float(consistency_loss(apart, apart.flip(1))) == pytest.approx(math.log(2.0), rel=1e-4)
 
 
+def test_consistency_toward_the_first_view_pulls_only_the_second() -> None:
+    generator = torch.Generator().manual_seed(5)
+    first = torch.randn(2, 4, 8, 8, generator=generator).requires_grad_()
+    second = torch.randn(2, 4, 8, 8, generator=generator).requires_grad_()
+    loss = consistency_loss(first, second, toward_first=True)
+    p, q = torch.softmax(first, dim=1), torch.softmax(second, dim=1)
+    expected = (p * (p.log() - q.log())).sum(dim=1).mean()  # KL(first || second), averaged over pixels
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    loss.backward()
+    assert first.grad is None and second.grad.abs().sum() > 0
+    assert float(consistency_loss(first, first.detach() + 2.0, toward_first=True)) == pytest.approx(0.0, abs=1e-6)
+    # a step on the second view brings it toward the first
+    with torch.no_grad():
+        moved = second - 5.0 * second.grad
+    assert float(consistency_loss(first, moved, toward_first=True)) < float(loss)
+
+
 def test_train_stage_runs_both_views_in_one_pass_and_adds_their_divergence(tmp_path, monkeypatch) -> None:
     torch.set_num_threads(1)
     calls = []
