@@ -630,14 +630,15 @@ def test_consistency_toward_the_first_view_pulls_only_the_second() -> None:
     loss = consistency_loss(first, second, toward_first=True)
     p, q = torch.softmax(first, dim=1), torch.softmax(second, dim=1)
     expected = (p * (p.log() - q.log())).sum(dim=1).mean()  # KL(first || second), averaged over pixels
-    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     loss.backward()
     assert first.grad is None and second.grad.abs().sum() > 0
-    assert float(consistency_loss(first, first.detach() + 2.0, toward_first=True)) == pytest.approx(0.0, abs=1e-6)
+    same_maps = consistency_loss(first, first.detach() + 2.0, toward_first=True)
+    assert float(same_maps.detach()) == pytest.approx(0.0, abs=1e-6)
     # a step on the second view brings it toward the first
     with torch.no_grad():
         moved = second - 5.0 * second.grad
-    assert float(consistency_loss(first, moved, toward_first=True)) < float(loss)
+    assert float(consistency_loss(first, moved, toward_first=True).detach()) < float(loss.detach())
 
 
 def test_train_stage_runs_both_views_in_one_pass_and_adds_their_divergence(tmp_path, monkeypatch) -> None:
