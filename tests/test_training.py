@@ -645,17 +645,17 @@ def test_train_stage_runs_both_views_in_one_pass_and_adds_their_divergence(tmp_p
     torch.set_num_threads(1)
     calls = []
 
-    def recording_consistency(logits, paired_logits):
-        calls.append((tuple(logits.shape), tuple(paired_logits.shape)))
-        return consistency_loss(logits, paired_logits)
+    def recording_consistency(logits, paired_logits, toward_first):
+        calls.append((tuple(logits.shape), tuple(paired_logits.shape), toward_first))
+        return consistency_loss(logits, paired_logits, toward_first)
 
     monkeypatch.setattr(training_module, "consistency_loss", recording_consistency)
     slices = phantom_slices(4, seed=23, empty_fraction=0.0)
     train_stage("fine", slices, slices[:2], "sax", tmp_path / "fine", 1, validate=_validate_on_loss, batch_size=4,
-                widths=TINY_WIDTHS, resume=False, consistency_weight=10.0,
+                widths=TINY_WIDTHS, resume=False, consistency_weight=10.0, consistency_toward_real=True,
                 fresh_images=FreshImages(with_random_contrast, 0.5))
     size = FINE_GRID_BY_VIEW["sax"].size_px
-    assert calls == [((4, 4, size, size), (4, 4, size, size))]  # one step: the batch's 4 items, each view
+    assert calls == [((4, 4, size, size), (4, 4, size, size), True)]  # one step: the batch's 4 items, each view
     for weight in (-1.0, math.nan):
         with pytest.raises(ValueError, match="consistency_weight"):
             train_stage("fine", slices, slices[:2], "sax", tmp_path / "bad", 1, validate=_validate_on_loss,
