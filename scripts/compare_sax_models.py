@@ -316,8 +316,11 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
               + (", a new map of each every epoch (training.FreshImages)" if run_info.get("fresh_fraction") else "")
               if run_info["kind"] == "t1" else
               "the real labelled SAX cine and LGE slices of the training splits"
-              + (f", {run_info['fresh_fraction']:.0%} of them given a fresh random per-tissue contrast "
-                 "every epoch (training.FreshImages, cmr_landmark.synth.contrast)"
+              + ((f", each fine item the real image and a second view, {run_info['fresh_fraction']:.0%} of the "
+                  "second views a fresh random per-tissue contrast every epoch (training.FreshImages, "
+                  "cmr_landmark.synth.contrast)" if run_info.get("consistency_weight") else
+                  f", {run_info['fresh_fraction']:.0%} of them given a fresh random per-tissue contrast "
+                  "every epoch (training.FreshImages, cmr_landmark.synth.contrast)")
                  if run_info.get("fresh_fraction") else "")
               + (f", {run_info['map_look_fraction']:.0%} of the random contrasts with the look of a fitted parameter "
                  "map (synth.t1.with_fitted_map_look)" if run_info.get("map_look_fraction") else "")

@@ -110,6 +110,16 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
     plain = script.write_card("sax_any", "any", {**run_info, "uneven_blood_fraction": 0.0,
                                                  "myocardial_lesion_fraction": 0.0}, "", "", {}).read_text()
     assert "uneven" not in plain and "patches" not in plain and "lesion" not in plain
+    assert "consistency" not in plain and "second view" not in plain
+    paired = script.write_card("sax_any", "any", {**run_info, "fresh_fraction": 1.0, "consistency_weight": 4.0,
+                                                  "consistency_toward_real": True}, "", "", {}).read_text()
+    paired_rerun = paired.split("Rerun: `", 1)[1].split("`", 1)[0]
+    for option in ("--fresh-fraction 1.0", "--consistency-weight 4.0", "--consistency-toward-real"):
+        assert option in paired_rerun, option
+    # the pairs keep every real image: the card must not say they were all given random contrasts
+    assert "each fine item the real image and a second view, 100% of the second views a fresh random" in paired
+    assert "100% of them given" not in paired
+    assert "the second view's toward the real image's" in paired
     t1_card = script.write_card("sax_t1", "t1", {**run_info, "kind": "t1", "map_look_fraction": 0.0}, "", "",
                                 {}).read_text()
     assert "50% of the maps with patches of signal in the blood pools" in t1_card
