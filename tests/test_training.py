@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import socket
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -522,6 +523,18 @@ def test_distillation_pulls_the_student_toward_its_teacher(tmp_path) -> None:
     assert distilled < 0.5 * min(before, from_labels), (before, distilled, from_labels)
 
 
+def _with_and_without_term(after_steps: Callable[[dict, float], float], weight: float) -> tuple[float, float]:
+    """``after_steps(initial weights, weight of a loss term)`` summed over three random starts, with the term at
+    ``weight`` and without it: one short run from one start swings with the CPU's arithmetic."""
+    with_term = without_term = 0.0
+    for seed in range(3):
+        torch.manual_seed(seed)
+        init = UNet(3, TINY_WIDTHS).state_dict()
+        with_term += after_steps(init, weight)
+        without_term += after_steps(init, 0.0)
+    return with_term, without_term
+
+
 def test_the_distance_term_pulls_the_reported_points_toward_the_labels() -> None:
     dataset = HeatmapDataset(phantom_slices(8, seed=21, empty_fraction=0.0), "sax", "fine", augment=False)
     images = torch.stack([dataset[i][0] for i in range(len(dataset))])
@@ -542,15 +555,9 @@ def test_the_distance_term_pulls_the_reported_points_toward_the_labels() -> None
         with torch.no_grad():
             return float(point_distance_loss(model(images), targets, radius_px))
 
-    # The same steps from the same starts: with the term, the reported points end nearer their labels. Summed over
-    # three starts, because one short run from one start swings with the CPU's arithmetic (a single start's ratio
-    # was 0.28-0.97 across starts and machines).
-    with_term = without_term = 0.0
-    for seed in range(3):
-        torch.manual_seed(seed)
-        init = UNet(3, TINY_WIDTHS).state_dict()
-        with_term += distance_after_steps(init, 0.3)
-        without_term += distance_after_steps(init, 0.0)
+    # The same steps from the same starts: with the term, the reported points end nearer their labels (a single
+    # start's ratio was 0.28-0.97 across starts and machines).
+    with_term, without_term = _with_and_without_term(distance_after_steps, 0.3)
     assert with_term < 0.8 * without_term, (with_term, without_term)  # measured: 53.0 against 91.0 px
 
 
@@ -687,11 +694,5 @@ def test_the_consistency_term_brings_the_maps_of_two_contrasts_together() -> Non
         with torch.no_grad():
             return float(consistency_loss(model(images), model(seconds)))
 
-    # summed over three starts, as a short run from one start swings with the CPU's arithmetic
-    with_term = without_term = 0.0
-    for seed in range(3):
-        torch.manual_seed(seed)
-        init = UNet(3, TINY_WIDTHS).state_dict()
-        with_term += divergence_after_steps(init, 30.0)
-        without_term += divergence_after_steps(init, 0.0)
+    with_term, without_term = _with_and_without_term(divergence_after_steps, 30.0)
     assert with_term < 0.7 * without_term, (with_term, without_term)  # measured: 0.19 of it
