@@ -125,9 +125,10 @@ class HeatmapDataset(torch.utils.data.Dataset):
     by a uniform angle within +- that (180: any orientation; docs/lax.md, "The real frames at every orientation").
 
     ``consistency_pairs`` (with ``augment``): items are (image, target, second image). The first is the slice's own
-    image, never a fresh one; the second is what the item would be without pairs (a fresh synthetic image for
-    ``fresh_images.fraction`` of them) through the same geometry and its own intensity augmentation, so that
-    :func:`consistency_loss` can ask the two for the same maps (AugMix's consistency, Hendrycks et al. 2020).
+    image, never a fresh one, augmented as the plain item is; the second is the image the item would have without
+    pairs (a fresh synthetic one for ``fresh_images.fraction`` of them) through the same geometry, with intensity
+    augmentation drawn apart, so that :func:`consistency_loss` can ask the two for the same maps (AugMix's
+    consistency, Hendrycks et al. 2020).
     """
 
     def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, augment: bool, seed: int = 0,
@@ -502,7 +503,8 @@ def train_stage(
     ``consistency_weight``: every item is a pair, its own image and a second view (a fresh synthetic image for
     ``fresh_images.fraction`` of them; :class:`HeatmapDataset` ``consistency_pairs``); both learn the labels, and
     this weight times :func:`consistency_loss` asks them for the same maps (``consistency_toward_real``: the second
-    view's toward the real image's, held fixed). A step then runs twice the images.
+    view's toward the real image's, held fixed). A step then runs twice the images, and the history's
+    ``train_loss`` includes the term.
 
     ``distance_weight`` (per mm; fine stage only) adds :func:`point_distance_loss` over the detector's centroid
     window (``config.FINE_CENTROID_RADIUS_MM``) to the heatmap loss, measured against the labels (also when

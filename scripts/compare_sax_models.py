@@ -310,21 +310,30 @@ def chosen_epoch(run_info: dict) -> str:
             f"({fine['val_mean_mm']:.2f} mm on the validation images)")
 
 
+def training_images(run_info: dict) -> str:
+    """What a run's card says it trained on: synthetic T1 maps, or real slices with random contrasts; with
+    consistency pairs (fine stage), every real image and a synthetic view of it."""
+    fresh, pairs = run_info.get("fresh_fraction"), run_info.get("consistency_weight")
+    real = "the real labelled SAX cine and LGE slices of the training splits"
+    if run_info["kind"] == "t1":
+        maps = "synthetic MOLLI T1 maps (cmr_landmark.synth.t1)"
+        if pairs:
+            return f"{real}, each fine item the real image and one of {maps} of it, a new map every epoch " \
+                   "(training.FreshImages)"
+        return f"{maps} of every labelled SAX slice of the training splits" + (
+            ", a new map of each every epoch (training.FreshImages)" if fresh else "")
+    contrast = "a fresh random per-tissue contrast every epoch (training.FreshImages, cmr_landmark.synth.contrast)"
+    return (real
+            + ((f", each fine item the real image and a second view, {fresh:.0%} of the second views {contrast}"
+                if pairs else f", {fresh:.0%} of them given {contrast}") if fresh else "")
+            + (f", {run_info['map_look_fraction']:.0%} of the random contrasts with the look of a fitted parameter "
+               "map (synth.t1.with_fitted_map_look)" if run_info.get("map_look_fraction") else "")
+            + (" plus random per-tissue contrast copies (cmr_landmark.synth.contrast)" if run_info["copies"] else ""))
+
+
 def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison: str, results: dict[str, dict]
                ) -> Path:
-    images = ("synthetic MOLLI T1 maps (cmr_landmark.synth.t1) of every labelled SAX slice of the training splits"
-              + (", a new map of each every epoch (training.FreshImages)" if run_info.get("fresh_fraction") else "")
-              if run_info["kind"] == "t1" else
-              "the real labelled SAX cine and LGE slices of the training splits"
-              + ((f", each fine item the real image and a second view, {run_info['fresh_fraction']:.0%} of the "
-                  "second views a fresh random per-tissue contrast every epoch (training.FreshImages, "
-                  "cmr_landmark.synth.contrast)" if run_info.get("consistency_weight") else
-                  f", {run_info['fresh_fraction']:.0%} of them given a fresh random per-tissue contrast "
-                  "every epoch (training.FreshImages, cmr_landmark.synth.contrast)")
-                 if run_info.get("fresh_fraction") else "")
-              + (f", {run_info['map_look_fraction']:.0%} of the random contrasts with the look of a fitted parameter "
-                 "map (synth.t1.with_fitted_map_look)" if run_info.get("map_look_fraction") else "")
-              + (" plus random per-tissue contrast copies (cmr_landmark.synth.contrast)" if run_info["copies"] else ""))
+    images = training_images(run_info)
     synthetic = "maps" if run_info["kind"] == "t1" else "random contrasts"
     kind = (images
             + (f"; {run_info['uneven_blood_fraction']:.0%} of the {synthetic} with patches of signal in the blood "
@@ -348,17 +357,18 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         f"- **Training**: cmr_landmark.training.train_cascade, {run_info['epochs']} coarse and "
         f"{run_info.get('epochs_fine', run_info['epochs'])} fine epochs of "
         + (f"at most {run_info['max_steps_per_epoch']}" if run_info["max_steps_per_epoch"] else "all the")
-        + f" batches of 24, Adam lr {run_info['lr']}, initialised from "
+        + f" batches of 24{' pairs' if run_info.get('consistency_weight') else ''}, Adam lr {run_info['lr']}, "
+        "initialised from "
         f"{run_info['init_from'] or 'scratch'}"
         + (f", its targets the labels mixed with the maps of the teachers {', '.join(run_info['distil_from'])} on the "
            f"real image (knowledge distillation, teacher weight {run_info['distil_weight']})"
            if run_info.get("distil_from") else "")
         + (f", the fine stage's loss with the distance term (training.point_distance_loss, weight "
            f"{run_info['distance_loss_weight']} per mm)" if run_info.get("distance_loss_weight") else "")
-        + (f", every fine item a pair of its real image and a second view asked for the same maps "
-           f"(training.consistency_loss, weight {run_info['consistency_weight']}"
-           + (", the second view's toward the real image's" if run_info.get("consistency_toward_real") else "")
-           + ")" if run_info.get("consistency_weight") else "")
+        + ((", the second view's maps pulled toward the real image's" if run_info.get("consistency_toward_real")
+            else ", the two views' maps pulled toward each other")
+           + f" (training.consistency_loss, weight {run_info['consistency_weight']})"
+           if run_info.get("consistency_weight") else "")
         + chosen_epoch(run_info)
         + f"; {run_info['threads']} CPU thread (shared machine), "
         f"{run_info['wall_s'] / 60:.0f} min. Rerun: `python scripts/train_sax_synthetic.py {run_info['kind']} "

@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -170,8 +171,15 @@ def main() -> int:
                                                   args.uneven_blood_fraction, args.myocardial_lesion_fraction)):
         parser.error("--map-look-fraction, --fresh-fraction, --uneven-blood-fraction and --myocardial-lesion-fraction "
                      "are shares, 0..1")
+    if not (math.isfinite(args.consistency_weight) and args.consistency_weight >= 0):
+        parser.error("--consistency-weight is a weight, a finite number >= 0")
     if args.consistency_toward_real and not args.consistency_weight:
         parser.error("--consistency-toward-real says how the --consistency-weight term pulls: give both")
+    if args.consistency_weight and (args.copies or args.epochs or args.distil_from):
+        # a pair's first view is the slice's own image: a fixed synthetic copy would be one; the coarse stage keeps
+        # --fresh-fraction's plain meaning; a teacher sees the source image
+        parser.error("--consistency-weight pairs each real slice with a fresh synthetic view in the fine stage: give "
+                     "--copies 0 and --epochs 0 (the coarse stage from --init-from), without --distil-from")
     if args.distil_from and args.fresh_fraction:  # training.train_stage refuses it, after the slices are made
         parser.error("--distil-from does not combine with --fresh-fraction (the teacher sees the source image)")
     if any("=" not in item for item in args.distil_from):

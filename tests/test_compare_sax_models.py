@@ -119,7 +119,17 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
     # the pairs keep every real image: the card must not say they were all given random contrasts
     assert "each fine item the real image and a second view, 100% of the second views a fresh random" in paired
     assert "100% of them given" not in paired
-    assert "the second view's toward the real image's" in paired
+    assert "the second view's maps pulled toward the real image's" in paired
+    assert "batches of 24 pairs" in paired and "batches of 24 pairs" not in plain
+    symmetric = script.write_card("sax_any", "any", {**run_info, "consistency_weight": 25.0}, "", "", {}).read_text()
+    assert "the two views' maps pulled toward each other" in symmetric
+    assert "--consistency-toward-real" not in symmetric
+    # a T1 model trained on pairs saw every real image too, not maps alone
+    t1_paired = script.write_card("sax_t1", "t1", {**run_info, "kind": "t1", "map_look_fraction": 0.0,
+                                                   "fresh_fraction": 1.0, "consistency_weight": 4.0,
+                                                   "consistency_toward_real": True}, "", "", {}).read_text()
+    assert ("the real labelled SAX cine and LGE slices of the training splits, each fine item the real image and one "
+            "of synthetic MOLLI T1 maps") in t1_paired
     t1_card = script.write_card("sax_t1", "t1", {**run_info, "kind": "t1", "map_look_fraction": 0.0}, "", "",
                                 {}).read_text()
     assert "50% of the maps with patches of signal in the blood pools" in t1_card

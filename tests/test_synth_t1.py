@@ -339,13 +339,31 @@ def test_t1_model_trains_on_fixed_maps_or_on_real_slices_redrawn_every_epoch(mon
     fresh, _ = script.training_sets("t1", copies=0, max_val_slices=None)
     assert fresh == stack[:2]  # the real slices: FreshImages(synthetic_t1_slice, 1.0) makes each a map every epoch
     assert script.fresh_synthesis("t1", 0.0).func is synthetic_t1_slice
-    # a T1 model never trains on the real cine/LGE images, nor on maps drawn from maps
+    # a T1 model without consistency pairs never trains on the real cine/LGE images, nor on maps drawn from maps
     for flags in (["--copies", "0"], ["--copies", "0", "--fresh-fraction", "0.5"],
                   ["--copies", "2", "--fresh-fraction", "1"]):
         monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "t1", "--out", "unused", *flags])
         with pytest.raises(SystemExit) as stop:
             script.main()
         assert stop.value.code == 2 and "t1 trains on synthetic maps" in capsys.readouterr().err, flags
+
+
+def test_consistency_pairs_are_refused_where_the_pair_would_not_be_a_real_slice_and_a_fresh_view(
+        monkeypatch, capsys) -> None:
+    script = train_sax_synthetic_script(monkeypatch, [], [])
+    fine_only = ["--epochs", "0", "--epochs-fine", "2", "--copies", "0", "--fresh-fraction", "1"]
+    for flags, message in ((["--consistency-weight", "-1", *fine_only], "finite number >= 0"),
+                           (["--consistency-weight", "nan", *fine_only], "finite number >= 0"),
+                           (["--consistency-toward-real", *fine_only], "give both"),
+                           (["--consistency-weight", "4", "--copies", "1"], "--copies 0 and --epochs 0"),
+                           (["--consistency-weight", "4", "--copies", "0", "--fresh-fraction", "1"],
+                            "--copies 0 and --epochs 0"),  # --epochs defaults to 10: the coarse stage would train
+                           (["--consistency-weight", "4", *fine_only, "--distil-from", "cine=x.pt"],
+                            "without --distil-from")):
+        monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", "unused", *flags])
+        with pytest.raises(SystemExit) as stop:
+            script.main()
+        assert stop.value.code == 2 and message in capsys.readouterr().err, flags
 
 
 def test_fitted_map_look_keeps_the_tissues_and_adds_value_dependent_noise(scar_slice: Slice) -> None:

@@ -650,19 +650,26 @@ def test_consistency_toward_the_first_view_pulls_only_the_second() -> None:
 
 def test_train_stage_runs_both_views_in_one_pass_and_adds_their_divergence(tmp_path, monkeypatch) -> None:
     torch.set_num_threads(1)
-    calls = []
+    calls, offset = [], [0.0]
 
     def recording_consistency(logits, paired_logits, toward_first):
         calls.append((tuple(logits.shape), tuple(paired_logits.shape), toward_first))
-        return consistency_loss(logits, paired_logits, toward_first)
+        return consistency_loss(logits, paired_logits, toward_first) + offset[0]
 
     monkeypatch.setattr(training_module, "consistency_loss", recording_consistency)
     slices = phantom_slices(4, seed=23, empty_fraction=0.0)
-    train_stage("fine", slices, slices[:2], "sax", tmp_path / "fine", 1, validate=_validate_on_loss, batch_size=4,
-                widths=TINY_WIDTHS, resume=False, consistency_weight=10.0, consistency_toward_real=True,
-                fresh_images=FreshImages(with_random_contrast, 0.5))
+
+    def first_step_loss(folder: str) -> float:
+        train_stage("fine", slices, slices[:2], "sax", tmp_path / folder, 1, validate=_validate_on_loss,
+                    batch_size=4, widths=TINY_WIDTHS, resume=False, consistency_weight=10.0,
+                    consistency_toward_real=True, fresh_images=FreshImages(with_random_contrast, 0.5))
+        return torch.load(tmp_path / folder / "fine_last.pt", weights_only=False)["history"][0]["train_loss"]
+
+    plain_loss = first_step_loss("fine")
     size = FINE_GRID_BY_VIEW["sax"].size_px
     assert calls == [((4, 4, size, size), (4, 4, size, size), True)]  # one step: the batch's 4 items, each view
+    offset[0] = 1.0  # the same step with the term 1 higher: the loss rises by the weight
+    assert first_step_loss("offset") - plain_loss == pytest.approx(10.0, rel=1e-4)
     for weight in (-1.0, math.nan):
         with pytest.raises(ValueError, match="consistency_weight"):
             train_stage("fine", slices, slices[:2], "sax", tmp_path / "bad", 1, validate=_validate_on_loss,
