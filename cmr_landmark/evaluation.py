@@ -552,6 +552,24 @@ def run_inference_settings(view: str, mirror_average: bool | None, mirror_poolin
             "fine_search_radius_mm": fine_search_radius_mm or (LAX_FINE_SEARCH_RADIUS_MM if view == "lax" else None)}
 
 
+def training_options(run: dict) -> str:
+    """A card's line on what a ``cmr-landmark train`` run added to the plain recipe (its run.json): the distance
+    term, fresh random contrasts, consistency pairs; empty for a plain run."""
+    options = []
+    if run.get("distance_loss_weight"):
+        options.append(f"the fine stage's distance term (training.point_distance_loss, weight "
+                       f"{run['distance_loss_weight']} per mm)")
+    if run.get("fresh_contrast_fraction"):
+        options.append(f"{run['fresh_contrast_fraction']:.0%} of the items (of the second views, with pairs) a fresh "
+                       "random per-tissue contrast every epoch (training.FreshImages)")
+    if run.get("consistency_weight"):
+        pull = ("the second view's maps pulled toward the first's" if run.get("consistency_toward_real")
+                else "the two views' maps pulled toward each other")
+        options.append(f"fine items in pairs of their own image and a second view, {pull} "
+                       f"(training.consistency_loss, weight {run['consistency_weight']})")
+    return f"With {'; '.join(options)}.\n  " if options else ""
+
+
 def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, evaluation: Evaluation,
                seconds_per_slice: float, threshold_rule: str, notes: str, mirror_average: bool = False,
                fine_search_radius_mm: float | None = None) -> str:
@@ -609,8 +627,8 @@ def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, ev
 - **Training**: KL divergence + soft Dice, Adam lr {run['lr']}, ReduceLROnPlateau x0.5, {training_precision},
   augmentation (rotation +-{DEFAULT_MAX_ROTATION_DEG:g} deg, scale, translation, mirror with A/P swap, coil
   shading, noise, blur, gamma).
-  Epochs coarse {run['epochs']}, fine {run.get('epochs_fine', run['epochs'])}; best epochs (by validation mean
-  distance, counted from 1) coarse {epoch_number('coarse')}, fine {epoch_number('fine')}.
+  {training_options(run)}Epochs coarse {run['epochs']}, fine {run.get('epochs_fine', run['epochs'])}; best epochs
+  (by validation mean distance, counted from 1) coarse {epoch_number('coarse')}, fine {epoch_number('fine')}.
   Initialised from: {initialised_from}. {timing} on {run['threads']} CPU
   thread(s) ({os.cpu_count()} cores in the machine).
 - **Probability threshold** {evaluation.probability_threshold:.3f}: {threshold_rule}

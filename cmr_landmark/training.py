@@ -844,6 +844,14 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fresh-contrast-fraction", type=float, default=0.0,
                         help="share of the training items given a new random per-tissue contrast every epoch, "
                              "drawn from their label masks (FreshImages; docs/t1.md)")
+    parser.add_argument("--consistency-weight", type=float, default=0.0,
+                        help="fine stage: every item is a pair, its own image and a second view (a fresh random "
+                             "contrast for --fresh-contrast-fraction of them, else the image again with other "
+                             "intensity augmentation), asked for the same maps with this weight (consistency_loss; "
+                             "docs/t1.md); each step runs twice the images")
+    parser.add_argument("--consistency-toward-real", action="store_true",
+                        help="with --consistency-weight: pull only the second view's maps toward the own image's "
+                             "(held fixed), as the shipped sax_any was trained, instead of each toward the other")
     parser.add_argument("--batch-size", type=int, default=24, help="items per step and process (default 24)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -866,6 +874,10 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         parser.error("--epochs 0 keeps the coarse stage as given: it needs --init-from or --init-coarse-from")
     if epochs_fine == 0 and not (args.init_from or args.resume):
         parser.error("--epochs-fine 0 keeps the fine stage as given: it needs --init-from")
+    if not (math.isfinite(args.consistency_weight) and args.consistency_weight >= 0):
+        parser.error("--consistency-weight is a weight, a finite number >= 0")
+    if args.consistency_toward_real and not args.consistency_weight:
+        parser.error("--consistency-toward-real says how the --consistency-weight term pulls: give both")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file")
     if args.resume and not any((args.out / f"{stage}_{kind}.pt").exists() for stage in STAGES
@@ -931,7 +943,8 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         "datasets": names, "val_datasets": val_names, "sequence": args.sequence, "view": args.view,
         "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "widths": list(widths_coarse),
         "widths_fine": list(widths_fine), "distance_loss_weight": args.distance_loss_weight,
-        "fresh_contrast_fraction": args.fresh_contrast_fraction,
+        "fresh_contrast_fraction": args.fresh_contrast_fraction, "consistency_weight": args.consistency_weight,
+        "consistency_toward_real": args.consistency_toward_real,
         # absolute, so that export and evaluate find them from any folder
         "via": [str(args.via.resolve()), str(args.via_val.resolve()),
                 str(args.via_images.resolve()) if args.via_images else "", args.pixel_spacing_mm]
@@ -955,7 +968,8 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         init_from=init_from, lr=args.lr, threads=args.threads, resume=args.resume,
         batch_size=args.batch_size, seed=args.seed, widths_coarse=widths_coarse, widths_fine=widths_fine,
         init_coarse_from=init_coarse_from, distance_weight=args.distance_loss_weight,
-        fresh_images=fresh_images,
+        fresh_images=fresh_images, consistency_weight=args.consistency_weight,
+        consistency_toward_real=args.consistency_toward_real,
     )
     if is_main_process():
         wall_s = time.perf_counter() - start

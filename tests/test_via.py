@@ -128,6 +128,28 @@ def test_train_export_evaluate_commands_on_a_via_project(tmp_path, capsys) -> No
         capsys.readouterr().err)
 
 
+def test_a_run_with_consistency_pairs_records_them_and_its_card_says_so(tmp_path, capsys) -> None:
+    # point labels have no masks: each pair is the image and itself under other intensity augmentation
+    run, models = tmp_path / "run", tmp_path / "models"
+    train = ["--view", "sax", "--via", str(PROJECT), "--via-val", str(PROJECT), "--epochs", "1", "--batch-size", "2",
+             "--out", str(run)]
+    for bad, message in ((["--consistency-weight", "-1"], "finite number >= 0"),
+                         (["--consistency-toward-real"], "give both")):
+        with pytest.raises(SystemExit) as stop:
+            main_train([*train, *bad])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert main_train([*train, "--consistency-weight", "2", "--consistency-toward-real",
+                       "--distance-loss-weight", "0.3"]) == 0
+    recorded = json.loads((run / "run.json").read_text())
+    assert (recorded["consistency_weight"], recorded["consistency_toward_real"]) == (2.0, True)
+    assert main_export(["--run", str(run), "--name", "sax_cine_pairs", "--models-dir", str(models)]) == 0
+    card = " ".join((models / "sax_cine_pairs.md").read_text().split())
+    assert "fine items in pairs of their own image and a second view, the second view's maps pulled toward the " \
+           "first's (training.consistency_loss, weight 2.0)" in card
+    assert "distance term (training.point_distance_loss, weight 0.3 per mm)" in card
+    assert "fresh random" not in card  # none was asked for
+
+
 def test_a_resume_continues_the_run_as_it_was_started(tmp_path, capsys, monkeypatch) -> None:
     run = tmp_path / "run"
     train = ["--view", "sax", "--via", str(PROJECT), "--via-val", str(PROJECT), "--batch-size", "2", "--out", str(run)]
