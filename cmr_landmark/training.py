@@ -305,6 +305,16 @@ def consistency_loss(logits: torch.Tensor, paired_logits: torch.Tensor, toward_f
     return (0.5 * (kl_p + kl_q)).mean()
 
 
+def consistency_options_problem(weight: float, toward_real: bool) -> str | None:
+    """What is wrong with the command-line options ``--consistency-weight`` / ``--consistency-toward-real``, or None
+    (``cmr-landmark train`` and scripts/train_sax_synthetic.py check them before loading any data)."""
+    if not (math.isfinite(weight) and weight >= 0):
+        return "--consistency-weight is a weight, a finite number >= 0"
+    if toward_real and not weight:
+        return "--consistency-toward-real says how the --consistency-weight term pulls: give both"
+    return None
+
+
 def uses_bf16(device: torch.device) -> bool:
     """Whether training on ``device`` runs in bf16 autocast: GPUs, and CPUs where it is measured faster than fp32
     (:func:`detector.bf16_faster_on_cpu`); fp32 elsewhere."""
@@ -874,10 +884,8 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         parser.error("--epochs 0 keeps the coarse stage as given: it needs --init-from or --init-coarse-from")
     if epochs_fine == 0 and not (args.init_from or args.resume):
         parser.error("--epochs-fine 0 keeps the fine stage as given: it needs --init-from")
-    if not (math.isfinite(args.consistency_weight) and args.consistency_weight >= 0):
-        parser.error("--consistency-weight is a weight, a finite number >= 0")
-    if args.consistency_toward_real and not args.consistency_weight:
-        parser.error("--consistency-toward-real says how the --consistency-weight term pulls: give both")
+    if problem := consistency_options_problem(args.consistency_weight, args.consistency_toward_real):
+        parser.error(problem)
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file")
     if args.resume and not any((args.out / f"{stage}_{kind}.pt").exists() for stage in STAGES

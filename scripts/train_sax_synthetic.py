@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch
 from cmr_landmark.datasets import Slice
 from cmr_landmark.synth.contrast import random_contrast_slices, with_random_contrast
 from cmr_landmark.synth.t1 import synthetic_t1_slice, synthetic_t1_slices, with_fitted_map_look
-from cmr_landmark.training import FreshImages, load_labelled_slices, train_cascade
+from cmr_landmark.training import FreshImages, consistency_options_problem, load_labelled_slices, train_cascade
 
 SOURCE_SETS: dict[str, tuple[str, ...]] = {"cine": ("acdc", "myops"), "lge": ("mscmrseg_lge", "myops")}
 SYNTHESIS_SEED = {"train": 1, "val": 2}
@@ -171,10 +170,8 @@ def main() -> int:
                                                   args.uneven_blood_fraction, args.myocardial_lesion_fraction)):
         parser.error("--map-look-fraction, --fresh-fraction, --uneven-blood-fraction and --myocardial-lesion-fraction "
                      "are shares, 0..1")
-    if not (math.isfinite(args.consistency_weight) and args.consistency_weight >= 0):
-        parser.error("--consistency-weight is a weight, a finite number >= 0")
-    if args.consistency_toward_real and not args.consistency_weight:
-        parser.error("--consistency-toward-real says how the --consistency-weight term pulls: give both")
+    if problem := consistency_options_problem(args.consistency_weight, args.consistency_toward_real):
+        parser.error(problem)
     if args.consistency_weight and (args.copies or args.epochs or args.distil_from):
         # a pair's first view is the slice's own image: a fixed synthetic copy would be one; the coarse stage keeps
         # --fresh-fraction's plain meaning; a teacher sees the source image
