@@ -331,6 +331,37 @@ def training_images(run_info: dict) -> str:
             + (" plus random per-tissue contrast copies (cmr_landmark.synth.contrast)" if run_info["copies"] else ""))
 
 
+# scripts/train_sax_synthetic.py's options that make a recipe, in the order a card's rerun line writes them: the
+# run.json key each sets and the script's default (None: written whatever the run's value). An option whose value in
+# the run is its default is left out; a list is one option per item, True a bare flag.
+RECIPE_OPTIONS: tuple[tuple[str, str, object], ...] = (
+    ("--init-from", "init_from", None), ("--lr", "lr", None), ("--epochs", "epochs", None),
+    ("--epochs-fine", "epochs_fine", None), ("--copies", "copies", None), ("--fresh-fraction", "fresh_fraction", 0.0),
+    ("--max-steps-per-epoch", "max_steps_per_epoch", None), ("--max-val-slices", "max_val_slices", None),
+    ("--val-contrast-copies", "val_contrast_copies", 0), ("--lge-repeats", "lge_repeats", 1),
+    ("--map-look-fraction", "map_look_fraction", 0.0), ("--uneven-blood-fraction", "uneven_blood_fraction", 0.0),
+    ("--myocardial-lesion-fraction", "myocardial_lesion_fraction", 0.0), ("--distil-from", "distil_from", []),
+    ("--distil-weight", "distil_weight", 0.5), ("--distance-loss-weight", "distance_loss_weight", 0.0),
+    ("--consistency-weight", "consistency_weight", 0.0),
+    ("--consistency-toward-real", "consistency_toward_real", False),
+    ("--threads", "threads", None), ("--seed", "seed", 0),
+)
+
+
+def rerun_command(run_info: dict) -> str:
+    """The scripts/train_sax_synthetic.py command that trains the run again (into a folder named RUN)."""
+    words = ["python scripts/train_sax_synthetic.py", run_info["kind"]]
+    for option, key, default in RECIPE_OPTIONS:
+        value = run_info.get(key)
+        if value is None or value == "" or value == default:  # "": trained from scratch
+            continue
+        if value is True:
+            words.append(option)
+        else:
+            words += [f"{option} {item}" for item in (value if isinstance(value, list) else [value])]
+    return " ".join([*words, "--out RUN"])
+
+
 def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison: str, results: dict[str, dict]
                ) -> Path:
     images = training_images(run_info)
@@ -371,28 +402,7 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
            if run_info.get("consistency_weight") else "")
         + chosen_epoch(run_info)
         + f"; {run_info['threads']} CPU thread (shared machine), "
-        f"{run_info['wall_s'] / 60:.0f} min. Rerun: `python scripts/train_sax_synthetic.py {run_info['kind']} "
-        f"--init-from {run_info['init_from']} --lr {run_info['lr']} --epochs {run_info['epochs']} --epochs-fine "
-        f"{run_info.get('epochs_fine', run_info['epochs'])} --copies {run_info['copies']}"
-        + (f" --fresh-fraction {run_info['fresh_fraction']}" if run_info.get("fresh_fraction") else "")
-        + (f" --max-steps-per-epoch {run_info['max_steps_per_epoch']}" if run_info['max_steps_per_epoch'] else "")
-        + (f" --max-val-slices {run_info['max_val_slices']}" if run_info['max_val_slices'] else "")
-        + (f" --val-contrast-copies {run_info['val_contrast_copies']}" if run_info.get("val_contrast_copies") else "")
-        + (f" --lge-repeats {run_info['lge_repeats']}" if run_info.get("lge_repeats", 1) > 1 else "")
-        + (f" --map-look-fraction {run_info['map_look_fraction']}" if run_info.get("map_look_fraction") else "")
-        + (f" --uneven-blood-fraction {run_info['uneven_blood_fraction']}"
-           if run_info.get("uneven_blood_fraction") else "")
-        + (f" --myocardial-lesion-fraction {run_info['myocardial_lesion_fraction']}"
-           if run_info.get("myocardial_lesion_fraction") else "")
-        + "".join(f" --distil-from {teacher}" for teacher in run_info.get("distil_from", []))
-        + (f" --distil-weight {run_info['distil_weight']}" if run_info.get("distil_from") else "")
-        + (f" --distance-loss-weight {run_info['distance_loss_weight']}"
-           if run_info.get("distance_loss_weight") else "")
-        + (f" --consistency-weight {run_info['consistency_weight']}" if run_info.get("consistency_weight") else "")
-        + (" --consistency-toward-real" if run_info.get("consistency_toward_real") else "")
-        + f" --threads {run_info['threads']}"
-        + (f" --seed {run_info['seed']}" if run_info.get("seed") else "")
-        + " --out RUN` (docs/t1.md).",
+        f"{run_info['wall_s'] / 60:.0f} min. Rerun: `{rerun_command(run_info)}` (docs/t1.md).",
         "- **Inference**: " + ("fine stage averaged over the crop and its left-right mirror (manifest "
                                "`mirror_average`)" + (", the two passes pooled log-linearly (softmax of their mean "
                                                       "log-probability, manifest `mirror_pooling`: docs/t1.md)"

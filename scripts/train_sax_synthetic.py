@@ -112,7 +112,8 @@ def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeat
     return train + [s for s in train if s.sequence == "lge"] * (lge_repeats - 1), val
 
 
-def main() -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The command's options; scripts/compare_sax_models.py writes a run's rerun line in them."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=("t1", "any"))
     parser.add_argument("--out", type=Path, required=True)
@@ -157,6 +158,11 @@ def main() -> int:
     parser.add_argument("--distance-loss-weight", type=float, default=0.0,
                         help="fine stage: weight (per mm) of the reported point's distance to its label "
                              "(training.point_distance_loss)")
+    return parser
+
+
+def main() -> int:
+    parser = argument_parser()
     args = parser.parse_args()
     if args.kind == "t1" and (args.val_contrast_copies or args.lge_repeats != 1 or args.map_look_fraction
                               or args.myocardial_lesion_fraction):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import shlex
 import shutil
 from pathlib import Path
 
@@ -15,12 +16,17 @@ from myops_stack import load_myops_stack
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS
 
 
-def compare_script():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_sax_models.py"
-    spec = importlib.util.spec_from_file_location("compare_sax_models", path)
+def script_module(name: str):
+    """scripts/NAME.py as a module."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
+
+
+def compare_script():
+    return script_module("compare_sax_models")
 
 
 def test_set_fingerprint_changes_with_any_image_or_landmark() -> None:
@@ -163,3 +169,34 @@ def test_ship_replaces_a_model_of_the_same_name_only_with_overwrite(tmp_path, mo
     for name, extra in (("sax_any", ["--overwrite"]), ("sax_mine", [])):
         with pytest.raises(RuntimeError, match="loading the evaluation sets"):
             ship(name, *extra)
+
+
+def test_card_rerun_command_parses_back_to_the_run_with_the_training_script() -> None:
+    # the rerun line is read by scripts/train_sax_synthetic.py's own parser: every recipe value of the run must come
+    # back, and every recipe option the script has must be in the card's table
+    script, train = compare_script(), script_module("train_sax_synthetic")
+    parser = train.argument_parser()
+    recipe_keys = {key for _, key, _ in script.RECIPE_OPTIONS}
+    assert recipe_keys == {action.dest for action in parser._actions} - {"help", "kind", "out"}
+    for _, key, default in script.RECIPE_OPTIONS:
+        assert default is None or parser.get_default(key) == default, key
+    run_info = {"kind": "any", "init_from": "runs/earlier", "lr": 0.00025, "epochs": 0, "epochs_fine": 12,
+                "copies": 0, "fresh_fraction": 1.0, "max_steps_per_epoch": 40, "max_val_slices": 150,
+                "val_contrast_copies": 1, "lge_repeats": 2, "map_look_fraction": 0.3, "uneven_blood_fraction": 0.5,
+                "myocardial_lesion_fraction": 0.2, "distil_from": ["cine=models/sax_cine.pt", "lge=models/sax_lge.pt"],
+                "distil_weight": 0.25, "distance_loss_weight": 0.3, "consistency_weight": 4.0,
+                "consistency_toward_real": True, "threads": 2, "seed": 1}
+    words = shlex.split(script.rerun_command(run_info))
+    assert words[:2] == ["python", "scripts/train_sax_synthetic.py"]
+    args = parser.parse_args(words[2:])
+    assert args.kind == "any" and args.out == Path("RUN")
+    for key in recipe_keys:
+        parsed = getattr(args, key)
+        assert (str(parsed) if key == "init_from" else parsed) == run_info[key], key
+    # a run from scratch with the script's defaults: no empty --init-from, no option at its default
+    scratch = {**run_info, "init_from": "", "distil_from": [], "distil_weight": None, "max_steps_per_epoch": None,
+               "lge_repeats": 1, "consistency_weight": 0.0, "consistency_toward_real": False, "seed": 0}
+    line = script.rerun_command(scratch)
+    assert "--init-from" not in line and "--lge-repeats" not in line and "--seed" not in line
+    assert "--distil" not in line and "--consistency" not in line and "--max-steps" not in line
+    assert parser.parse_args(shlex.split(line)[2:]).init_from is None
