@@ -563,11 +563,16 @@ def training_options(run: dict) -> str:
         options.append(f"{run['fresh_contrast_fraction']:.0%} of the items (of the second views, with pairs) a fresh "
                        "random per-tissue contrast every epoch (training.FreshImages)")
     if run.get("consistency_weight"):
-        pull = ("the second view's maps pulled toward the first's" if run.get("consistency_toward_real")
-                else "the two views' maps pulled toward each other")
-        options.append(f"fine items in pairs of their own image and a second view, {pull} "
-                       f"(training.consistency_loss, weight {run['consistency_weight']})")
+        options.append("fine items in pairs of their own image and a second view, "
+                       + consistency_pull(run["consistency_weight"], run.get("consistency_toward_real", False)))
     return f"With {'; '.join(options)}.\n  " if options else ""
+
+
+def consistency_pull(weight: float, toward_real: bool) -> str:
+    """How a model card says a paired run's two views were asked for the same maps (training.consistency_loss)."""
+    pull = ("the second view's maps pulled toward the real image's" if toward_real
+            else "the two views' maps pulled toward each other")
+    return f"{pull} (training.consistency_loss, weight {weight})"
 
 
 def model_card(name: str, view: str, sequence: str, run: dict, metrics: dict, evaluation: Evaluation,

@@ -54,7 +54,13 @@ from cmr_landmark.config import (
 )
 from cmr_landmark.detector import Detector
 from cmr_landmark.display_orientation import mean_rv_direction_deg
-from cmr_landmark.evaluation import Evaluation, choose_threshold, evaluate_slices, paired_difference
+from cmr_landmark.evaluation import (
+    Evaluation,
+    choose_threshold,
+    consistency_pull,
+    evaluate_slices,
+    paired_difference,
+)
 from cmr_landmark.export import export_cascade
 from cmr_landmark.model_store import edit_manifest, find_model, model_names, sha256_of
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS, clinical_contrast_slices
@@ -396,9 +402,7 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
            if run_info.get("distil_from") else "")
         + (f", the fine stage's loss with the distance term (training.point_distance_loss, weight "
            f"{run_info['distance_loss_weight']} per mm)" if run_info.get("distance_loss_weight") else "")
-        + ((", the second view's maps pulled toward the real image's" if run_info.get("consistency_toward_real")
-            else ", the two views' maps pulled toward each other")
-           + f" (training.consistency_loss, weight {run_info['consistency_weight']})"
+        + (", " + consistency_pull(run_info["consistency_weight"], run_info.get("consistency_toward_real", False))
            if run_info.get("consistency_weight") else "")
         + chosen_epoch(run_info)
         + f"; {run_info['threads']} CPU thread (shared machine), "

@@ -145,7 +145,7 @@ def test_a_run_with_consistency_pairs_records_them_and_its_card_says_so(tmp_path
     assert main_export(["--run", str(run), "--name", "sax_cine_pairs", "--models-dir", str(models)]) == 0
     card = " ".join((models / "sax_cine_pairs.md").read_text().split())
     assert "fine items in pairs of their own image and a second view, the second view's maps pulled toward the " \
-           "first's (training.consistency_loss, weight 2.0)" in card
+           "real image's (training.consistency_loss, weight 2.0)" in card
     assert "distance term (training.point_distance_loss, weight 0.3 per mm)" in card
     assert "fresh random" not in card  # none was asked for
 
