@@ -355,7 +355,10 @@ RECIPE_OPTIONS: tuple[tuple[str, str, object], ...] = (
 
 
 def rerun_command(run_info: dict) -> str:
-    """The scripts/train_sax_synthetic.py command that trains the run again (into a folder named RUN)."""
+    """The scripts/train_sax_synthetic.py command that trains the run again (into a folder named RUN), or for a
+    weight soup the scripts/weight_soup.py command that averages its runs again."""
+    if run_info.get("soup_of"):
+        return " ".join(["python scripts/weight_soup.py", *run_info["soup_of"], "--out RUN"])
     words = ["python scripts/train_sax_synthetic.py", run_info["kind"]]
     for option, key, default in RECIPE_OPTIONS:
         value = run_info.get(key)
@@ -391,7 +394,10 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
            if run_info.get("val_contrast_copies") else "")
         + (f"; each LGE training image {run_info['lge_repeats']} times" if run_info.get("lge_repeats", 1) > 1 else "")
         + ") chose the epoch.",
-        f"- **Training**: cmr_landmark.training.train_cascade, {run_info['epochs']} coarse and "
+        "- **Training**: "
+        + (f"the key-by-key average of the weights of the runs {', '.join(run_info['soup_of'])} (a uniform weight "
+           "soup, scripts/weight_soup.py), the first trained by " if run_info.get("soup_of") else "")
+        + f"cmr_landmark.training.train_cascade, {run_info['epochs']} coarse and "
         f"{run_info.get('epochs_fine', run_info['epochs'])} fine epochs of "
         + (f"at most {run_info['max_steps_per_epoch']}" if run_info["max_steps_per_epoch"] else "all the")
         + f" batches of 24{' pairs' if run_info.get('consistency_weight') else ''}, Adam lr {run_info['lr']}, "

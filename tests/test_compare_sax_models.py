@@ -129,6 +129,11 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
     assert "batches of 24 pairs" in paired and "batches of 24 pairs" not in plain
     symmetric = script.write_card("sax_any", "any", {**run_info, "consistency_weight": 25.0}, "", "", {}).read_text()
     assert "the two views' maps pulled toward each other" in symmetric
+    # a weight soup (scripts/weight_soup.py) is remade by averaging its runs, not by training the first again
+    soup = script.write_card("sax_any", "any", {**run_info, "soup_of": ["runs/a", "runs/b"]}, "", "", {}).read_text()
+    assert "Rerun: `python scripts/weight_soup.py runs/a runs/b --out RUN`" in soup
+    assert "the key-by-key average of the weights of the runs runs/a, runs/b" in soup
+    assert "weight soup" not in plain
     assert "--consistency-toward-real" not in symmetric
     # a T1 model trained on pairs saw every real image too, not maps alone
     t1_paired = script.write_card("sax_t1", "t1", {**run_info, "kind": "t1", "map_look_fraction": 0.0,
