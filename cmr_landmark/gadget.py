@@ -40,7 +40,7 @@ from .gadget_parameters import GadgetParameters, ParameterError, gadget_configur
 from .geometry import GeometryError, model_display_orientation, pixel_spacing_mm, pixel_to_patient_mm
 from .image_checks import label_map_reason, no_signal_reason
 from .model_choice import header_texts, meta_texts, meta_values, sequence_from_texts, view_from_texts
-from .model_store import ModelError, find_model, warnings_said_afresh
+from .model_store import ModelError, find_model, warn_once_per_scan, warnings_said_afresh
 from .mrd_connection import (
     EndOfStream,
     ReceivedImage,
@@ -100,6 +100,10 @@ def choose_view_and_sequence(
     ('any'; model_store.find_model)."""
     texts = header_texts(header) + meta_texts(meta)
     view, sequence = view_and_sequence_told(parameters, texts)
+    if parameters.view != "auto" and (said := view_from_texts(texts)) not in (None, parameters.view):
+        # the setting wins (a protocol name can mislead), but a wrong one runs the other view's model on every slice
+        warn_once_per_scan(f"view={parameters.view} is set, but the protocol texts {texts} say {said}: the "
+                           f"{parameters.view} model runs, as set", log)
     if view is None:
         raise ParameterError(f"cannot tell the view (sax/lax) from the protocol texts {texts}; set the view parameter "
                              "(a chain's <property name=\"view\">, replay's --set view=sax|lax)")

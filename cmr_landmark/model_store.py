@@ -213,19 +213,20 @@ def warnings_said_afresh() -> None:
     _said.set(set())
 
 
-def _warn_once(message: str) -> None:
+def warn_once_per_scan(message: str, logger: logging.Logger = log) -> None:
+    """``message`` as a warning on ``logger``, unless this scan (or command) has said it already."""
     said = _said.get()
     if said is None:  # a command, or a thread that did not start a record: its own from here on
         said = set()
         _said.set(said)
     if message not in said:
         said.add(message)
-        log.warning("%s", message)
+        logger.warning("%s", message)
 
 
 def _warn_skipped(path: Path, skipped: list[str]) -> None:
     for reason in skipped:
-        _warn_once(f"{path}: skipped {reason}")
+        warn_once_per_scan(f"{path}: skipped {reason}")
 
 
 def model_names(folder: Path) -> set[str]:
@@ -288,7 +289,8 @@ def find_model(view: str, sequence: str, name: str | None = None, folder: Path |
                          f"{_which_manifest(path, folder is None)}{_skipped_note(skipped)}")
     if spec.sequence != sequence:
         # 'any' included: the long axis has no contrast-agnostic model, and its cine model is not one
-        _warn_once(f"no {view} model for sequence {sequence!r}: using {spec.name} (trained for {spec.sequence!r})")
+        warn_once_per_scan(f"no {view} model for sequence {sequence!r}: using {spec.name} "
+                           f"(trained for {spec.sequence!r})")
     return spec
 
 

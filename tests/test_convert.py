@@ -155,6 +155,17 @@ def test_bad_input_exits_with_a_message(tmp_path, capsys):
         main_convert([str(holey), "--out", str(tmp_path / "k.h5"), "--view", "sax", "--kspace"])
     assert stop.value.code == 2
     assert "NaN or infinite pixels" in capsys.readouterr().err
+    # a segmentation given in place of its image: refused here, not slice by slice in the gadget later
+    rows, cols = np.mgrid[:48, :56]
+    labels = np.where(np.hypot(rows - 24, cols - 28) < 12, 2, 0).astype(np.uint8)
+    labels[np.hypot(rows - 24, cols - 28) < 8] = 3
+    segmentation = write_nifti(tmp_path / "sax_gt.nii.gz", np.repeat(labels[:, :, None], 3, axis=2), np.eye(4))
+    with pytest.raises(SystemExit) as stop:
+        main_convert([str(segmentation), "--out", str(tmp_path / "gt.h5"), "--view", "sax"])
+    assert stop.value.code == 2 and not (tmp_path / "gt.h5").exists()
+    assert "only the values 0, 2, 3: a segmentation (label map)" in capsys.readouterr().err
+    blank = write_nifti(tmp_path / "blank.nii.gz", np.zeros((48, 56, 2), np.float32), np.eye(4))
+    assert main_convert([str(blank), "--out", str(tmp_path / "blank.h5"), "--view", "sax"]) == 0  # passes through
 
 
 @pytest.mark.parametrize("coils", ["0", "65", "1000"])

@@ -24,7 +24,7 @@ from mrd_stream_helpers import (
 from cmr_landmark.gadget import cached_detector, choose_view_and_sequence
 from cmr_landmark.gadget_parameters import GadgetParameters, ParameterError, parse_config_bytes, properties_from_config
 from cmr_landmark.model_choice import header_texts, sequence_from_texts, view_from_texts
-from cmr_landmark.model_store import ModelError, find_model
+from cmr_landmark.model_store import ModelError, find_model, warnings_said_afresh
 from cmr_landmark.mrd_connection import GuardedSocket, MrdConnection, keep_items_as_received, read_received_image
 
 
@@ -90,6 +90,22 @@ def test_unknown_contrast_goes_to_the_contrast_agnostic_model_else_the_views_cin
     # a model trained for another sequence than the one asked for is said so, 'any' included (the long axis has no
     # contrast-agnostic model: its cine one is used)
     assert (f"no {view} model for sequence {sequence!r}: using {model}" in caplog.text) == (spec.sequence != sequence)
+
+
+def test_a_view_set_against_the_protocol_is_run_as_set_and_said_once_per_scan(caplog):
+    # the physicist's setting wins, but a short-axis protocol run as long axis gets other landmarks on every slice
+    warnings_said_afresh()
+    told_lax = GadgetParameters.from_strings({"view": "lax"})
+    for _ in range(3):  # one call per slice
+        assert choose_view_and_sequence(told_lax, header(protocol_name="CMR_cine_SAX"), {}) == ("lax", "cine")
+    warnings = [r.getMessage() for r in caplog.records if "is set, but the protocol texts" in r.getMessage()]
+    assert len(warnings) == 1 and "view=lax" in warnings[0] and "say sax" in warnings[0]
+    caplog.clear()
+    warnings_said_afresh()  # the next scan
+    for view, protocol in (("sax", "CMR_cine_SAX"), ("lax", "CMR_cine_4CH"), ("sax", "T2map_mid")):
+        assert choose_view_and_sequence(GadgetParameters.from_strings({"view": view}),
+                                        header(protocol_name=protocol), {})[0] == view
+    assert "is set, but the protocol texts" not in caplog.text  # agreeing, or the texts name no view
 
 
 def test_the_long_axis_says_that_an_unknown_contrast_gets_its_cine_model(caplog):
