@@ -103,7 +103,7 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
                 "fresh_fraction": 0.667, "map_look_fraction": 0.3, "uneven_blood_fraction": 0.5,
                 "myocardial_lesion_fraction": 0.3, "epochs": 0,
                 "epochs_fine": 16, "lr": 0.00025, "init_from": "models/sax_any.pt", "max_steps_per_epoch": None,
-                "max_val_slices": 150, "threads": 2, "wall_s": 960.0, "threshold": 0.9,
+                "max_val_slices": 150, "threads": 2, "wall_s": 960.0, "threshold": 0.9, "threshold_images": 1651,
                 "distance_loss_weight": 0.3}
     card = script.write_card("sax_any", "any", run_info, "", "", {}).read_text()
     rerun = card.split("Rerun: `", 1)[1].split("`", 1)[0]
@@ -112,6 +112,7 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
                    "--epochs-fine 16", "--distance-loss-weight 0.3", "--init-from models/sax_any.pt"):
         assert option in rerun, option
     assert "50% of the random contrasts with patches of signal in the blood pools" in card
+    assert "on 1651 training images (every labelled SAX training slice, as a random-contrast copy)" in card
     assert "30% of the random contrasts with lesion-like patches in the myocardium" in card
     plain = script.write_card("sax_any", "any", {**run_info, "uneven_blood_fraction": 0.0,
                                                  "myocardial_lesion_fraction": 0.0}, "", "", {}).read_text()
