@@ -10,7 +10,7 @@ from pathlib import Path
 from .config import SEQUENCES, VIEWS
 from .convert import DEFAULT_CALIBRATION_LINES, DEFAULT_COILS, MAX_COILS, convert
 from .datasets import public_set_of_file
-from .image_checks import label_map_reason, no_signal_reason
+from .image_checks import label_map_reason
 from .io import ImageReadError, read_series
 from .io.grappa import min_calibration_lines
 from .io.nifti import NIFTI_THIRD_AXES
@@ -68,10 +68,9 @@ def main_convert(argv: list[str] | None = None) -> int:
         parser.exit(2, f"cmr-landmark convert: {error}\n")
     except OSError as error:  # a damaged file (a truncated .nii.gz, an HDF5 chunk that does not decompress)
         parser.exit(2, f"cmr-landmark convert: cannot read {args.input}: {error}\n")
-    # said here rather than by the gadget later, which would refuse every slice of it; a series without signal is
-    # written (its images pass through the gadget untouched)
-    has_signal = any(no_signal_reason(image) is None for image in series.images.reshape(-1, *series.images.shape[-2:]))
-    if has_signal and (reason := label_map_reason(series.images)):
+    # said here rather than by the gadget later, which would refuse every slice of it (a series without signal is
+    # written: its images pass through the gadget untouched)
+    if reason := label_map_reason(series.images):
         parser.exit(2, f"cmr-landmark convert: {args.input}: {reason}; give the image it segments\n")
     try:
         convert(series, args.out, args.view, args.sequence, kspace=args.kspace, coils=args.coils,

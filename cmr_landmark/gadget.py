@@ -102,8 +102,9 @@ def choose_view_and_sequence(
     view, sequence = view_and_sequence_told(parameters, texts)
     if parameters.view != "auto" and (said := view_from_texts(texts)) not in (None, parameters.view):
         # the setting wins (a protocol name can mislead), but a wrong one runs the other view's model on every slice
-        warn_once_per_scan(f"view={parameters.view} is set, but the protocol texts {texts} say {said}: the "
-                           f"{parameters.view} model runs, as set", log)
+        # the message holds nothing that varies per image (a comment would make it new on every slice)
+        warn_once_per_scan(f"view={parameters.view} is set, but the protocol texts (header, image comments) say "
+                           f"{said}: the {parameters.view} model runs, as set", log)
     if view is None:
         raise ParameterError(f"cannot tell the view (sax/lax) from the protocol texts {texts}; set the view parameter "
                              "(a chain's <property name=\"view\">, replay's --set view=sax|lax)")

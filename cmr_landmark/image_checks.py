@@ -41,7 +41,7 @@ def no_signal_reason(image: np.ndarray) -> str | None:
 
 def label_map_reason(images: np.ndarray) -> str | None:
     """Why ``images`` (one image or a stack, rows and columns last) look like a segmentation given in place of an
-    image (at most :data:`LABEL_MAP_MAX_VALUES` whole numbers, in images of at least
+    image (2 to :data:`LABEL_MAP_MAX_VALUES` whole numbers, in images of at least
     :data:`LABEL_MAP_MIN_IMAGE_PIXELS` pixels), or None."""
     if np.iscomplexobj(images) or images.ndim < 2 or images.shape[-2] * images.shape[-1] < LABEL_MAP_MIN_IMAGE_PIXELS:
         return None
@@ -50,6 +50,7 @@ def label_map_reason(images: np.ndarray) -> str | None:
     if len(np.unique(sample[np.isfinite(sample)])) > LABEL_MAP_MAX_VALUES:  # an image's grey levels, seen at once
         return None
     values = np.unique(flat[np.isfinite(flat)])
-    if len(values) > LABEL_MAP_MAX_VALUES or np.any(values != np.round(values)):
+    # one value is a blank image, not a segmentation (no_signal_reason says why there is nothing to find)
+    if not 2 <= len(values) <= LABEL_MAP_MAX_VALUES or np.any(values != np.round(values)):
         return None
     return f"holds only the values {', '.join(f'{v:g}' for v in values)}: a segmentation (label map), not an image"

@@ -38,6 +38,7 @@ import argparse
 import functools
 import hashlib
 import json
+import shlex
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -359,7 +360,7 @@ def rerun_command(run_info: dict) -> str:
     """The scripts/train_sax_synthetic.py command that trains the run again (into a folder named RUN), or for a
     weight soup the scripts/weight_soup.py command that averages its runs again."""
     if run_info.get("soup_of"):
-        return " ".join(["python scripts/weight_soup.py", *run_info["soup_of"], "--out RUN"])
+        return " ".join(["python scripts/weight_soup.py", *map(shlex.quote, run_info["soup_of"]), "--out RUN"])
     words = ["python scripts/train_sax_synthetic.py", run_info["kind"]]
     for option, key, default in RECIPE_OPTIONS:
         value = run_info.get(key)
@@ -368,7 +369,7 @@ def rerun_command(run_info: dict) -> str:
         if value is True:
             words.append(option)
         else:
-            words += [f"{option} {item}" for item in (value if isinstance(value, list) else [value])]
+            words += [f"{option} {shlex.quote(str(item))}" for item in (value if isinstance(value, list) else [value])]
     return " ".join([*words, "--out RUN"])
 
 
@@ -412,8 +413,9 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         + (", " + consistency_pull(run_info["consistency_weight"], run_info.get("consistency_toward_real", False))
            if run_info.get("consistency_weight") else "")
         + chosen_epoch(run_info)
-        + f"; {run_info['threads']} CPU thread (shared machine), "
-        f"{run_info['wall_s'] / 60:.0f} min. Rerun: `{rerun_command(run_info)}` (docs/t1.md).",
+        + f"; {run_info['threads']} CPU thread (shared machine), {run_info['wall_s'] / 60:.0f} min"
+        + (f" for the {len(run_info['soup_of'])} runs together" if run_info.get("soup_of") else "")
+        + f". Rerun: `{rerun_command(run_info)}` (docs/t1.md).",
         "- **Inference**: " + ("fine stage averaged over the crop and its left-right mirror (manifest "
                                "`mirror_average`)" + (", the two passes pooled log-linearly (softmax of their mean "
                                                       "log-probability, manifest `mirror_pooling`: docs/t1.md)"

@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---|---|---|---|")
     for name in args.models:
         spec = find_model("sax", "any", name=name)
+        if spec.view != "sax":
+            parser.error(f"{name} is a {spec.view} model: the rule is measured on short-axis slices")
         slices = images.setdefault(spec.sequence, threshold_images(spec.sequence))
         evaluation = evaluate_slices(Detector(spec, use_bf16=False), slices, 0.5)
         rng = np.random.default_rng(args.seed)

@@ -1,6 +1,7 @@
 """A uniform weight soup of training runs of one network (docs/t1.md, arm S): each stage's weights averaged key by
 key over the runs (BatchNorm statistics included; integer buffers from the first run), written as a run folder that
-`compare_sax_models.py --model NAME=RUN`, `cmr-landmark evaluate --run` and `export` read like any other.
+`compare_sax_models.py --model NAME=RUN` measures and `--ship` exports like a training run of
+scripts/train_sax_synthetic.py (it has no metrics.json: `cmr-landmark export` does not take it).
 
 Runs fine-tuned from one start with different seeds usually lie in one basin, where their average is about as good
 as each and carries less of either run's draw (Wortsman et al. 2022, "Model soups"). Runs from different starts do
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from cmr_landmark.output_paths import write_json_atomically
 from cmr_landmark.training import KEPT_AS_GIVEN, STAGES, save_checkpoint
 
 
@@ -47,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing += [str(run / "run.json") for run in args.runs if not (run / "run.json").is_file()]
     if missing:
         parser.error(f"not finished run folders: missing {', '.join(missing)}")
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        # a run's own folder, or an old one whose other files would pass for the soup's
+        parser.error(f"--out {args.out} exists and is not an empty folder")
+    runs = [json.loads((run / "run.json").read_text()) for run in args.runs]
+    if len({run.get("kind") for run in runs}) > 1:
+        parser.error(f"the runs were trained for different kinds {[run.get('kind') for run in runs]}: no one model")
     souped = {}
     for stage in STAGES:
         checkpoints = [torch.load(run / f"{stage}_best.pt", map_location="cpu", weights_only=False)
@@ -60,11 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for stage, checkpoint in souped.items():
         save_checkpoint(args.out / f"{stage}_best.pt", **checkpoint)
-    runs = [json.loads((run / "run.json").read_text()) for run in args.runs]
     # the first run's recipe; its metrics were its own epoch's, and the soup cost all the runs' training
     soup = {**{key: value for key, value in runs[0].items() if key != "metrics"},
             "wall_s": sum(run.get("wall_s", 0.0) for run in runs), "soup_of": [str(run) for run in args.runs]}
-    (args.out / "run.json").write_text(json.dumps(soup, indent=2) + "\n")
+    write_json_atomically(args.out / "run.json", soup)
     print(f"soup of {len(args.runs)} runs -> {args.out}")
     return 0
 

@@ -205,4 +205,10 @@ def test_card_rerun_command_parses_back_to_the_run_with_the_training_script() ->
     line = script.rerun_command(scratch)
     assert "--init-from" not in line and "--lge-repeats" not in line and "--seed" not in line
     assert "--distil" not in line and "--consistency" not in line and "--max-steps" not in line
-    assert parser.parse_args(shlex.split(line)[2:]).init_from is None
+    scratch_args = parser.parse_args(shlex.split(line)[2:])
+    assert scratch_args.init_from is None
+    for key in recipe_keys - {"init_from", "distil_weight"}:  # no teachers: the weight is the script's default
+        assert getattr(scratch_args, key) == scratch[key], key
+    # a path with a space comes back as one argument
+    spaced = parser.parse_args(shlex.split(script.rerun_command({**run_info, "init_from": "runs/my run"}))[2:])
+    assert str(spaced.init_from) == "runs/my run"

@@ -100,6 +100,10 @@ def test_a_view_set_against_the_protocol_is_run_as_set_and_said_once_per_scan(ca
         assert choose_view_and_sequence(told_lax, header(protocol_name="CMR_cine_SAX"), {}) == ("lax", "cine")
     warnings = [r.getMessage() for r in caplog.records if "is set, but the protocol texts" in r.getMessage()]
     assert len(warnings) == 1 and "view=lax" in warnings[0] and "say sax" in warnings[0]
+    # a comment that differs per image does not make it new: said once, still
+    for comment in ("phase 1", "phase 2"):
+        choose_view_and_sequence(told_lax, header(protocol_name="CMR_cine_SAX"), {"ImageComment": [comment]})
+    assert sum("is set, but the protocol texts" in r.getMessage() for r in caplog.records) == 1
     caplog.clear()
     warnings_said_afresh()  # the next scan
     for view, protocol in (("sax", "CMR_cine_SAX"), ("lax", "CMR_cine_4CH"), ("sax", "T2map_mid")):

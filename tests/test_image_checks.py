@@ -38,6 +38,8 @@ def test_a_segmentation_is_told_from_an_image():
     assert label_map_reason(noisy_image()) is None
     assert label_map_reason(noisy_image().astype(np.uint16)) is None  # whole numbers, but hundreds of them
     assert label_map_reason(codes * 0.5) is None  # few values, not whole: a float phantom
+    assert label_map_reason(np.zeros((64, 64))) is None  # one value is a blank image: no_signal_reason says so
+    assert no_signal_reason(np.zeros((64, 64))) is not None
     assert label_map_reason(codes.astype(np.complex64)) is None
 
 

@@ -22,7 +22,8 @@ def soup_script():
     return script
 
 
-def make_run(folder: Path, seed: int, widths: tuple[int, ...] = (4, 8), wall_s: float = 60.0) -> dict:
+def make_run(folder: Path, seed: int, widths: tuple[int, ...] = (4, 8), wall_s: float = 60.0, kind: str = "any"
+             ) -> dict:
     """A finished run folder of a small SAX cascade with its own random weights; its stages' state_dicts."""
     folder.mkdir()
     torch.manual_seed(seed)
@@ -34,10 +35,11 @@ def make_run(folder: Path, seed: int, widths: tuple[int, ...] = (4, 8), wall_s: 
                 if isinstance(module, torch.nn.BatchNorm2d):
                     module.running_mean.normal_()
                     module.running_var.uniform_(0.5, 2.0)
+                    module.num_batches_tracked.fill_(100 * seed)
         states[stage] = unet.state_dict()
         save_checkpoint(folder / f"{stage}_best.pt", model=states[stage], epoch=3, val_mean_mm=4.0,
                         metrics={"val_mean_mm": 4.0}, widths=list(widths), view="sax", stage=stage)
-    (folder / "run.json").write_text(json.dumps({"kind": "any", "lr": 0.00025, "wall_s": wall_s,
+    (folder / "run.json").write_text(json.dumps({"kind": kind, "lr": 0.00025, "wall_s": wall_s,
                                                  "metrics": {"fine": {"epoch": 3, "val_mean_mm": 4.0}}}))
     return states
 
@@ -56,9 +58,11 @@ def test_the_soup_is_the_mean_of_the_runs_and_loads_as_a_cascade(tmp_path) -> No
             else:  # BatchNorm's batch counter is not averaged
                 assert torch.equal(value, a[stage][key])
         assert not torch.equal(checkpoint["model"]["head.weight"], a[stage]["head.weight"])
-    # it runs as a cascade, and its outputs are neither run's
+        assert not torch.equal(checkpoint["model"]["head.weight"], b[stage]["head.weight"])
+    # it loads as a cascade, with the averaged weights
     cascade = load_cascade(out, "sax")
-    assert cascade.fine.state_dict()["head.bias"].shape == (4,)
+    torch.testing.assert_close(cascade.fine.state_dict()["head.bias"],
+                               (a["fine"]["head.bias"] + b["fine"]["head.bias"]) / 2)
     run = json.loads((out / "run.json").read_text())
     assert run["soup_of"] == [str(tmp_path / "a"), str(tmp_path / "b")]
     assert run["wall_s"] == 150.0 and "metrics" not in run and run["lr"] == 0.00025
@@ -81,3 +85,21 @@ def test_runs_of_different_networks_or_unfinished_runs_are_refused(tmp_path, cap
     with pytest.raises(SystemExit) as stop:
         script.main([str(tmp_path / "a"), "--out", str(tmp_path / "soup3")])
     assert stop.value.code == 2 and "two or more" in capsys.readouterr().err
+    make_run(tmp_path / "t1", seed=3, kind="t1")
+    with pytest.raises(SystemExit) as stop:
+        script.main([str(tmp_path / "a"), str(tmp_path / "t1"), "--out", str(tmp_path / "soup4")])
+    assert stop.value.code == 2 and "different kinds" in capsys.readouterr().err
+
+
+def test_the_soup_never_writes_into_a_run_or_an_old_folder(tmp_path, capsys) -> None:
+    make_run(tmp_path / "a", seed=1)
+    make_run(tmp_path / "b", seed=2)
+    before = (tmp_path / "a" / "fine_best.pt").read_bytes()
+    script = soup_script()
+    for out in (tmp_path / "a", tmp_path / "b"):
+        with pytest.raises(SystemExit) as stop:
+            script.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
+        assert stop.value.code == 2 and "not an empty folder" in capsys.readouterr().err
+    assert (tmp_path / "a" / "fine_best.pt").read_bytes() == before
+    (tmp_path / "empty").mkdir()  # an empty folder is as good as a new one
+    assert script.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "empty")]) == 0
