@@ -101,8 +101,8 @@ def choose_view_and_sequence(
     texts = header_texts(header) + meta_texts(meta)
     view, sequence = view_and_sequence_told(parameters, texts)
     if parameters.view != "auto" and (said := view_from_texts(texts)) not in (None, parameters.view):
-        # the setting wins (a protocol name can mislead), but a wrong one runs the other view's model on every slice
-        # the message holds nothing that varies per image (a comment would make it new on every slice)
+        # the setting wins (a protocol name can mislead), but a wrong one runs the other view's model on every slice;
+        # the message holds nothing that varies per image, so that the scan's log says it once
         warn_once_per_scan(f"view={parameters.view} is set, but the protocol texts (header, image comments) say "
                            f"{said}: the {parameters.view} model runs, as set", log)
     if view is None:
