@@ -27,7 +27,7 @@ probability thresholds (the peak probabilities are kept).
     python scripts/compare_sax_models.py --model sax_any --model sax_cine --out .cache/compare_sax \
         --repool sax_any=log_linear
 
-Threshold rule (export and --repool): Youden's J on 400 evenly spaced training images of the model's kind: real
+Threshold rule (export and --repool): Youden's J on every labelled training slice as the model's kind of image: real
 cine + LGE for a sequence-specific model, their synthetic T1 maps for 't1', and for 'any' - meant for contrasts
 no model was trained on - each with a fresh random contrast (seed 5: draws it never trained or chose its epoch on).
 """
