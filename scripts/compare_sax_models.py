@@ -275,16 +275,16 @@ def export_run(name: str, sequence: str, run: Path, mirror_average: bool, mirror
     """Freeze ``run`` into models/ as ``name`` with the threshold chosen on its training images; the run's facts."""
     run_info = json.loads((run / "run.json").read_text())
     cascade = load_cascade(run, "sax")
-    training_images = threshold_images(run_info["kind"])
-    threshold = choose_threshold(evaluate_slices(cascade, training_images, 0.5, mirror_average=mirror_average,
+    threshold_slices = threshold_images(run_info["kind"])
+    threshold = choose_threshold(evaluate_slices(cascade, threshold_slices, 0.5, mirror_average=mirror_average,
                                                  mirror_pooling=mirror_pooling))
     run_info["threshold"], run_info["mirror_average"] = threshold, mirror_average
-    run_info["threshold_images"] = len(training_images)
+    run_info["threshold_images"] = len(threshold_slices)
     run_info["mirror_pooling"] = mirror_pooling
     export_cascade(cascade, name, "sax", sequence, COARSE_GRID, FINE_GRID_BY_VIEW["sax"], threshold, models_dir(),
                    card=f"# {name}\n\nSee the measured tables below once written by scripts/compare_sax_models.py.\n",
                    extra={"trained_on": run_info["kind"], "train_slices": run_info["train_slices"],
-                          "display_rv_direction_deg": round(mean_rv_direction_deg(training_images), 1)},
+                          "display_rv_direction_deg": round(mean_rv_direction_deg(threshold_slices), 1)},
                    mirror_average=mirror_average, mirror_pooling=mirror_pooling, embed_training_state=True)
     return run_info
 

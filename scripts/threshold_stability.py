@@ -42,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # sax_cine and sax_lge got theirs from `cmr-landmark export`, on their own sequence's training slices
             parser.error(f"{name} ({spec.view}/{spec.sequence}): the rule measured here is --ship's, for the "
                          "short-axis 'any' and 't1' models")
-        slices = images.setdefault(spec.sequence, threshold_images(spec.sequence))
+        if spec.sequence not in images:  # made once per kind (setdefault would make them again for every model)
+            images[spec.sequence] = threshold_images(spec.sequence)
+        slices = images[spec.sequence]
         evaluation = evaluate_slices(Detector(spec, use_bf16=False), slices, 0.5)
         rng = np.random.default_rng(args.seed)
         draws = []
