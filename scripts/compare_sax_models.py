@@ -112,6 +112,11 @@ def evaluation_sets(names: Sequence[str]) -> dict[str, list]:
     return {name: builders[name]() for name in SET_NAMES if name in names}
 
 
+# Bumped when result_row gains or changes a figure, so that results cached before are measured again
+# (2: each angle's share within 10 degrees and the anterior RV insertion's direction).
+RESULT_FORMAT = 2
+
+
 def result_row(evaluation: Evaluation) -> dict:
     """Mean distance over every labelled landmark (threshold aside), per landmark (found ones) and the angle."""
     distances = evaluation.distances_mm
@@ -121,8 +126,9 @@ def result_row(evaluation: Evaluation) -> dict:
     for landmark in evaluation.landmark_rows:
         row[landmark["landmark"]] = {key: landmark[key] for key in ("detection_rate_pct", "mean_mm", "sd_mm",
                                                                     "median_mm", "p95_mm")}
-    angle = evaluation.measure_rows[0]
-    row["rv_insertion_angle"] = {key: angle[key] for key in ("slices", "difference_mean", "difference_sd")}
+    for measure in evaluation.measure_rows:
+        row[measure["measure"]] = {key: measure[key] for key in ("slices", "difference_mean", "difference_sd",
+                                                                 "abs_difference_mean", "within_tolerance_pct")}
     return row
 
 
@@ -155,6 +161,7 @@ def evaluate_model(name: str, run: Path | None, sets: dict[str, list], fingerpri
         identity = (sha256_of(run / "fine_best.pt") + sha256_of(run / "coarse_best.pt") +
                     f" mirror_average={mirror_average} pooling={mirror_pooling}")
         threshold = DEFAULT_PROBABILITY_THRESHOLD
+    identity += f" results={RESULT_FORMAT}"
     cache = out / f"{name}.json"
     results = json.loads(cache.read_text()) if cache.exists() else {}
     if results.get("identity") != identity:
@@ -186,18 +193,24 @@ def pooled_distances(result: dict, set_names: list[str]) -> dict:
 def tables_markdown(results: dict[str, dict], set_names: list[str]) -> str:
     lines = ["Mean distance to the derived label (mm) over every labelled landmark, threshold aside; per landmark the "
              "mean of the found ones and the detection rate (shipped models at their own probability threshold, "
-             "training runs at 0.3); RV insertion angle error, predicted minus label, mean +- SD (deg).", ""]
+             "training runs at 0.3); RV insertion angle error, predicted minus label, mean +- SD (deg), and the "
+             "share of slices within 10 degrees; the anterior RV insertion's direction from the LV centre (the AHA "
+             "segment model's orientation, as the image is displayed): mean absolute error (deg) and the share "
+             "within 10 degrees.", ""]
     for set_name in set_names:
         lines += [f"**{set_name}** ({next(iter(results.values()))[set_name]['slices']} slices)", "",
-                  "| model | mean all (mm) | A-RVI mm (det %) | P-RVI mm (det %) | C-LV mm (det %) | angle error deg |",
-                  "|---|---|---|---|---|---|"]
+                  "| model | mean all (mm) | A-RVI mm (det %) | P-RVI mm (det %) | C-LV mm (det %) | angle error deg "
+                  "(within 10) | A-RVI direction error deg (within 10) |",
+                  "|---|---|---|---|---|---|---|"]
         for name, result in results.items():
             row = result[set_name]
             cells = [f"{row[k]['mean_mm']:.2f} ({row[k]['detection_rate_pct']:.0f}%)" for k in ("A-RVI", "P-RVI",
                                                                                                   "C-LV")]
-            angle = row["rv_insertion_angle"]
+            angle, direction = row["rv_insertion_angle"], row["anterior_rvi_direction"]
             lines.append(f"| {name} | {row['mean_all_mm']:.2f} | {' | '.join(cells)} | "
-                         f"{angle['difference_mean']:+.1f} +- {angle['difference_sd']:.1f} |")
+                         f"{angle['difference_mean']:+.1f} +- {angle['difference_sd']:.1f} "
+                         f"({angle['within_tolerance_pct']:.0f}%) | {direction['abs_difference_mean']:.1f} "
+                         f"({direction['within_tolerance_pct']:.0f}%) |")
         lines.append("")
     return "\n".join(lines)
 

@@ -212,3 +212,22 @@ def test_card_rerun_command_parses_back_to_the_run_with_the_training_script() ->
     # a path with a space comes back as one argument
     spaced = parser.parse_args(shlex.split(script.rerun_command({**run_info, "init_from": "runs/my run"}))[2:])
     assert str(spaced.init_from) == "runs/my run"
+
+
+def test_tables_show_both_angles_as_measured() -> None:
+    """A shipped model's row carries the RV insertion angle and the anterior insertion's direction (the AHA
+    orientation), each with its share within 10 degrees, and the table prints them."""
+    from cmr_landmark.detector import Detector
+    from cmr_landmark.evaluation import evaluate_slices
+    from cmr_landmark.model_store import find_model
+
+    script = compare_script()
+    evaluation = evaluate_slices(Detector(find_model("sax", "cine", name="sax_cine"), use_bf16=False),
+                                 load_myops_stack())
+    row = script.result_row(evaluation)
+    angle, direction = (row[name] for name in ("rv_insertion_angle", "anterior_rvi_direction"))
+    assert direction["slices"] >= angle["slices"] > 0  # the direction needs two of the angle's three points
+    assert 0 <= direction["within_tolerance_pct"] <= 100 and direction["abs_difference_mean"] >= 0
+    table = script.tables_markdown({"sax_cine": {"cine": row}}, ["cine"])
+    assert (f"({angle['within_tolerance_pct']:.0f}%) | {direction['abs_difference_mean']:.1f} "
+            f"({direction['within_tolerance_pct']:.0f}%) |") in table

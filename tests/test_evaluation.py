@@ -87,7 +87,7 @@ def test_image_table_counts_empty_slices_reported_empty_and_complete_slices_foun
 
 def test_measure_table_compares_angles_with_a_paired_t_test() -> None:
     evaluation, _, _ = _known_errors(seed=1)
-    (row,) = measure_table(evaluation)
+    row, _ = measure_table(evaluation)
     complete = np.all(evaluation.labelled & evaluation.detected, axis=1)
     indices = np.flatnonzero(complete)
     label = [rv_insertion_angle_deg(*evaluation.truth_rc[i], evaluation.spacing_mm[i]) for i in indices]
@@ -111,9 +111,36 @@ def test_a_systematic_angle_error_is_significant() -> None:
     # every predicted anterior point 4 +- 1 degrees further round: the paired test must see a 4 degree bias
     widened = anterior_deg - rng.normal(4.0, 1.0, n)
     evaluation = Evaluation("sax", 0.5, points(widened), np.ones((n, 3)), points(anterior_deg), np.ones((n, 2)))
-    (row,) = measure_table(evaluation)
+    row, direction = measure_table(evaluation)
     assert row["paired_t_test_p"] < 1e-3
     assert row["difference_mean"] == pytest.approx(np.mean(anterior_deg - widened))
+    # the anterior point alone moved: its direction seen from the centre turned clockwise by the same angles
+    assert direction["measure"] == "anterior_rvi_direction" and direction["slices"] == n
+    assert direction["difference_mean"] == pytest.approx(np.mean(widened - anterior_deg))
+    assert direction["within_tolerance_pct"] == pytest.approx(100.0)
+
+
+def test_direction_errors_wrap_and_count_against_the_tolerance() -> None:
+    # A-RVI straight left of the centre (180 deg, as displayed); predicted 8 deg either side of it, and 25 deg off:
+    # differences -8, +8, +25, never 352
+    centre = np.array([60.0, 60.0])
+    truth_direction_deg = 180.0
+    predicted_deg = np.array([172.0, -172.0, -155.0])
+
+    def anterior(angle_deg: np.ndarray) -> np.ndarray:
+        return centre + 20.0 * np.stack([-np.sin(np.radians(angle_deg)), np.cos(np.radians(angle_deg))], axis=-1)
+
+    predicted = np.stack([anterior(predicted_deg), np.full((3, 2), np.nan), np.tile(centre, (3, 1))], axis=1)
+    truth = np.stack([np.tile(anterior(np.array(truth_direction_deg)), (3, 1)), np.full((3, 2), np.nan),
+                      np.tile(centre, (3, 1))], axis=1)
+    probability = np.array([[0.9, 0.0, 0.9]] * 3)
+    evaluation = Evaluation("sax", 0.5, predicted, probability, truth, np.ones((3, 2)))
+    angle, direction = measure_table(evaluation)
+    assert angle["slices"] == 0  # no P-RVI: no insertion angle
+    assert direction["slices"] == 3
+    assert direction["difference_mean"] == pytest.approx((-8 + 8 + 25) / 3)
+    assert direction["abs_difference_mean"] == pytest.approx((8 + 8 + 25) / 3)
+    assert direction["within_tolerance_pct"] == pytest.approx(200 / 3)
 
 
 def test_threshold_is_chosen_between_absent_and_present_probabilities() -> None:
