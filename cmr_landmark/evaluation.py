@@ -42,7 +42,7 @@ from .config import (
 from .detector import BF16_ENVIRONMENT_VARIABLE, Detector, bf16_faster_on_cpu
 from .display_orientation import mean_rv_direction_deg
 from .export import export_cascade
-from .geometry import distances_mm
+from .geometry import circular_mean_deg, distances_mm
 from .measures import anterior_rvi_direction_deg, lv_length_mm, rv_insertion_angle_deg
 from .model_store import ModelError, default_model, find_model, json_safe, model_names, read_manifest
 from .network import LandmarkCascade
@@ -256,12 +256,13 @@ def measure_table(evaluation: Evaluation) -> list[dict]:
         if measure.direction:
             differences = (differences + 180.0) % 360.0 - 180.0
         p_value = float(stats.ttest_1samp(differences, 0.0).pvalue) if len(differences) >= 2 else np.nan
+        mean = circular_mean_deg if measure.direction else np.mean
         row = {
             "measure": measure.name,
             "unit": measure.unit,
             "slices": len(differences),
-            "label_mean": _statistic(np.mean, labelled_values),
-            "predicted_mean": _statistic(np.mean, predicted_values),
+            "label_mean": _statistic(mean, labelled_values),
+            "predicted_mean": _statistic(mean, predicted_values),
             "difference_mean": _statistic(np.mean, differences),
             "difference_sd": _statistic(lambda d: np.std(d, ddof=1), differences, minimum=2),
             "abs_difference_mean": _statistic(np.mean, np.abs(differences)),

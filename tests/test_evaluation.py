@@ -121,11 +121,11 @@ def test_a_systematic_angle_error_is_significant() -> None:
 
 
 def test_direction_errors_wrap_and_count_against_the_tolerance() -> None:
-    # A-RVI straight left of the centre (180 deg, as displayed); predicted 8 deg either side of it, and 25 deg off:
-    # differences -8, +8, +25, never 352
+    # A-RVI straight up from the centre (direction 0 from image up, where directions wrap); predicted 8 deg either
+    # side of it, and 25 deg off: differences -8, +8, +25, never 352, and the mean direction near 8, not 128
     centre = np.array([60.0, 60.0])
-    truth_direction_deg = 180.0
-    predicted_deg = np.array([172.0, -172.0, -155.0])
+    truth_direction_deg = 90.0  # as anterior() draws it: counter-clockwise from the image's right
+    predicted_deg = np.array([82.0, 98.0, 115.0])
 
     def anterior(angle_deg: np.ndarray) -> np.ndarray:
         return centre + 20.0 * np.stack([-np.sin(np.radians(angle_deg)), np.cos(np.radians(angle_deg))], axis=-1)
@@ -141,6 +141,8 @@ def test_direction_errors_wrap_and_count_against_the_tolerance() -> None:
     assert direction["difference_mean"] == pytest.approx((-8 + 8 + 25) / 3)
     assert direction["abs_difference_mean"] == pytest.approx((8 + 8 + 25) / 3)
     assert direction["within_tolerance_pct"] == pytest.approx(200 / 3)
+    assert direction["label_mean"] == pytest.approx(0.0, abs=1e-6) or direction["label_mean"] == pytest.approx(360.0)
+    assert abs(direction["predicted_mean"] - 8.3) < 1.0
 
 
 def test_threshold_is_chosen_between_absent_and_present_probabilities() -> None:
