@@ -111,6 +111,22 @@ class Slice:
         return self.labelled and not np.any(np.isfinite(self.landmarks_rc))
 
 
+def stack_indices(slices: Sequence[Slice]) -> list[list[int]]:
+    """The indices of each stack's slices: one patient's slices of one phase and sequence, stored and decided alike.
+
+    A slice position seen a second time in a group starts a second stack: MyoPS's co-registered cine and LGE
+    slices share patient, phase and slice positions, and a synthetic set made of both (every one ``sequence`` t1,
+    or a clinical contrast) would otherwise hold each of them twice."""
+    stacks: dict[tuple, list[int]] = {}
+    seen: dict[tuple, int] = {}
+    for index, s in enumerate(slices):
+        group = (s.dataset, s.patient, s.phase, s.sequence)
+        repeat = seen.get((*group, s.slice_index), 0)
+        seen[(*group, s.slice_index)] = repeat + 1
+        stacks.setdefault((*group, repeat), []).append(index)
+    return list(stacks.values())
+
+
 def _to_standard_codes(mask: np.ndarray, codes: LabelCodes) -> np.ndarray:
     standard = np.zeros(mask.shape, dtype=np.uint8)
     for values, code in ((codes.lv_blood, 1), (codes.lv_myocardium, 2), (codes.rv_blood, 3)):

@@ -2,8 +2,9 @@
 
     labelled slices -> Detector (the shipped inference path) -> per landmark: detection rate (labelled and found),
     false positives (found on slices where it is not labelled), distance in mm (mean, SD, median, 95th
-    percentile, max) -> measures: RV insertion angle (SAX) or LV length (LAX) from predicted vs labelled
-    points, paired t-test -> markdown, CSV and a PNG of the worst cases.
+    percentile, max) -> measures from predicted vs labelled points: RV insertion angle and the anterior RV
+    insertion's direction (SAX, with the share within 10 degrees) or LV length (LAX), paired t-test -> markdown,
+    CSV and a PNG of the worst cases.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .config import (
 from .detector import BF16_ENVIRONMENT_VARIABLE, Detector, bf16_faster_on_cpu
 from .display_orientation import mean_rv_direction_deg
 from .export import export_cascade
-from .geometry import circular_mean_deg, distances_mm
+from .geometry import circular_mean_deg, distances_mm, turn_deg
 from .measures import anterior_rvi_direction_deg, lv_length_mm, rv_insertion_angle_deg
 from .model_store import ModelError, default_model, find_model, json_safe, model_names, read_manifest
 from .network import LandmarkCascade
@@ -211,23 +212,27 @@ ANGLE_TOLERANCE_DEG = 10.0
 @dataclass(frozen=True)
 class ClinicalMeasure:
     """A measure compared between predicted and labelled points: the landmarks it needs (indices of the view's),
-    its function of (points, spacing) and whether it is a direction (differences wrap at 360 degrees)."""
+    its function of (points, spacing), whether it is a direction (differences wrap at 360 degrees) and the
+    tolerance its errors are counted against (None: none set)."""
 
     name: str
     unit: str
     needs: tuple[int, ...]
     function: Callable[[np.ndarray, np.ndarray], float]
     direction: bool = False
+    tolerance: float | None = None
 
 
 CLINICAL_MEASURES = {
     "sax": (
         ClinicalMeasure("rv_insertion_angle", "deg", (0, 1, 2),
-                        lambda p, spacing: rv_insertion_angle_deg(p[0], p[1], p[2], spacing)),
+                        lambda p, spacing: rv_insertion_angle_deg(p[0], p[1], p[2], spacing),
+                        tolerance=ANGLE_TOLERANCE_DEG),
         # the AHA segment model's orientation: where the anterior insertion lies seen from the LV centre, as the
         # image is displayed (the labels' own frame: NIfTI files carry no trustworthy patient orientation)
         ClinicalMeasure("anterior_rvi_direction", "deg", (0, 2),
-                        lambda p, spacing: anterior_rvi_direction_deg(p[0], p[2], spacing), direction=True),
+                        lambda p, spacing: anterior_rvi_direction_deg(p[0], p[2], spacing), direction=True,
+                        tolerance=ANGLE_TOLERANCE_DEG),
     ),
     "lax": (ClinicalMeasure("lv_length", "mm", (0, 1, 2), lambda p, spacing: lv_length_mm(p[0], p[1], p[2], spacing)),),
 }
@@ -237,7 +242,8 @@ def measure_table(evaluation: Evaluation) -> list[dict]:
     """Each clinical measure of the view from predicted vs labelled points, where the landmarks it needs are
     labelled and found: short axis the RV insertion angle and the anterior RV insertion direction (degrees), long
     axis the LV length (mm); difference mean +- SD, mean absolute difference and a one-sample t-test of the
-    differences (Table 4 of the paper's paired test); for angles also the share within ``ANGLE_TOLERANCE_DEG``."""
+    differences (Table 4 of the paper's paired test), and the share within the measure's tolerance (NaN where it
+    has none: the LV length)."""
     rows = []
     for measure in CLINICAL_MEASURES[evaluation.view]:
         needs = list(measure.needs)
@@ -252,9 +258,8 @@ def measure_table(evaluation: Evaluation) -> list[dict]:
             labelled_values.append(label)
             predicted_values.append(predicted)
         labelled_values, predicted_values = np.asarray(labelled_values), np.asarray(predicted_values)
-        differences = predicted_values - labelled_values
-        if measure.direction:
-            differences = (differences + 180.0) % 360.0 - 180.0
+        differences = (turn_deg(predicted_values, labelled_values) if measure.direction
+                       else predicted_values - labelled_values)
         p_value = float(stats.ttest_1samp(differences, 0.0).pvalue) if len(differences) >= 2 else np.nan
         mean = circular_mean_deg if measure.direction else np.mean
         row = {
@@ -268,9 +273,8 @@ def measure_table(evaluation: Evaluation) -> list[dict]:
             "abs_difference_mean": _statistic(np.mean, np.abs(differences)),
             "paired_t_test_p": p_value,
         }
-        if measure.unit == "deg":
-            row["within_tolerance_pct"] = _statistic(lambda d: 100.0 * np.mean(np.abs(d) <= ANGLE_TOLERANCE_DEG),
-                                                     differences)
+        row["within_tolerance_pct"] = (np.nan if measure.tolerance is None else _statistic(
+            lambda d, tolerance=measure.tolerance: 100.0 * np.mean(np.abs(d) <= tolerance), differences))
         rows.append(row)
     return rows
 

@@ -221,9 +221,14 @@ def circular_mean_deg(directions_deg: Sequence[float] | np.ndarray) -> float:
     return float(np.degrees(np.arctan2(np.sin(radians).sum(), np.cos(radians).sum())) % 360.0)
 
 
+def turn_deg(a: float | np.ndarray, b: float | np.ndarray) -> float | np.ndarray:
+    """The signed turn (degrees, -180 to 180) from direction ``b`` to direction ``a``: 350 from 10 is -20."""
+    return (np.asarray(a, dtype=np.float64) - b + 180.0) % 360.0 - 180.0
+
+
 def angle_between_deg(a: float, b: float) -> float:
     """The smaller angle (0-180 degrees) between two directions."""
-    return float(abs((a - b + 180.0) % 360.0 - 180.0))
+    return float(abs(turn_deg(a, b)))
 
 
 def model_display_orientation(view: str, read_dir: Sequence[float], phase_dir: Sequence[float],

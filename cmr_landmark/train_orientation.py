@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -31,7 +30,7 @@ from torch import nn
 
 from .augment import default_intensity_augmentation
 from .config import ORIENTATION_GRID, models_dir
-from .datasets import Slice, load_slices
+from .datasets import Slice, load_slices, stack_indices
 from .display_orientation import (
     OrientationNet,
     mean_rv_direction_deg,
@@ -82,14 +81,6 @@ def loss_of(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     binary cross-entropy of the mirror logit."""
     return (nn.functional.mse_loss(outputs[:, :2], targets[:, :2]) * 2
             + nn.functional.binary_cross_entropy_with_logits(outputs[:, 2], targets[:, 2]))
-
-
-def stack_indices(slices: Sequence[Slice]) -> list[list[int]]:
-    """The indices of each stack's slices: one patient's slices of one phase and sequence, stored and decided alike."""
-    stacks: dict[tuple, list[int]] = defaultdict(list)
-    for index, s in enumerate(slices):
-        stacks[(s.dataset, s.patient, s.phase, s.sequence)].append(index)
-    return list(stacks.values())
 
 
 def stored_orientation_outputs(model: nn.Module, slices: Sequence[Slice]) -> np.ndarray:

@@ -56,6 +56,7 @@ from cmr_landmark.config import (
 from cmr_landmark.detector import Detector
 from cmr_landmark.display_orientation import mean_rv_direction_deg
 from cmr_landmark.evaluation import (
+    ANGLE_TOLERANCE_DEG,
     Evaluation,
     choose_threshold,
     consistency_pull,
@@ -118,7 +119,8 @@ RESULT_FORMAT = 2
 
 
 def result_row(evaluation: Evaluation) -> dict:
-    """Mean distance over every labelled landmark (threshold aside), per landmark (found ones) and the angle."""
+    """Mean distance over every labelled landmark (threshold aside), per landmark (found ones), and each clinical
+    measure (``evaluation.measure_table``: the RV insertion angle and the anterior insertion's direction)."""
     distances = evaluation.distances_mm
     row = {"slices": len(distances), "mean_all_mm": evaluation.mean_distance_mm,
            "distances_mm": np.where(evaluation.labelled, distances, np.nan).tolist(),
@@ -161,7 +163,7 @@ def evaluate_model(name: str, run: Path | None, sets: dict[str, list], fingerpri
         identity = (sha256_of(run / "fine_best.pt") + sha256_of(run / "coarse_best.pt") +
                     f" mirror_average={mirror_average} pooling={mirror_pooling}")
         threshold = DEFAULT_PROBABILITY_THRESHOLD
-    identity += f" results={RESULT_FORMAT}"
+    identity += f" results={RESULT_FORMAT} angle_tolerance={ANGLE_TOLERANCE_DEG:g}"
     cache = out / f"{name}.json"
     results = json.loads(cache.read_text()) if cache.exists() else {}
     if results.get("identity") != identity:
@@ -191,16 +193,18 @@ def pooled_distances(result: dict, set_names: list[str]) -> dict:
 
 
 def tables_markdown(results: dict[str, dict], set_names: list[str]) -> str:
+    tolerance = f"{ANGLE_TOLERANCE_DEG:g}"
     lines = ["Mean distance to the derived label (mm) over every labelled landmark, threshold aside; per landmark the "
              "mean of the found ones and the detection rate (shipped models at their own probability threshold, "
              "training runs at 0.3); RV insertion angle error, predicted minus label, mean +- SD (deg), and the "
-             "share of slices within 10 degrees; the anterior RV insertion's direction from the LV centre (the AHA "
-             "segment model's orientation, as the image is displayed): mean absolute error (deg) and the share "
-             "within 10 degrees.", ""]
+             f"share within {tolerance} degrees of the slices where all three points are found; the anterior RV "
+             "insertion's direction from the LV centre (the AHA segment model's orientation, as the image is "
+             f"displayed): mean absolute error (deg) and the share within {tolerance} degrees of the slices where "
+             "A-RVI and C-LV are found.", ""]
     for set_name in set_names:
         lines += [f"**{set_name}** ({next(iter(results.values()))[set_name]['slices']} slices)", "",
                   "| model | mean all (mm) | A-RVI mm (det %) | P-RVI mm (det %) | C-LV mm (det %) | angle error deg "
-                  "(within 10) | A-RVI direction error deg (within 10) |",
+                  f"(within {tolerance}, of slices) | A-RVI direction error deg (within {tolerance}, of slices) |",
                   "|---|---|---|---|---|---|---|"]
         for name, result in results.items():
             row = result[set_name]
@@ -209,8 +213,9 @@ def tables_markdown(results: dict[str, dict], set_names: list[str]) -> str:
             angle, direction = row["rv_insertion_angle"], row["anterior_rvi_direction"]
             lines.append(f"| {name} | {row['mean_all_mm']:.2f} | {' | '.join(cells)} | "
                          f"{angle['difference_mean']:+.1f} +- {angle['difference_sd']:.1f} "
-                         f"({angle['within_tolerance_pct']:.0f}%) | {direction['abs_difference_mean']:.1f} "
-                         f"({direction['within_tolerance_pct']:.0f}%) |")
+                         f"({angle['within_tolerance_pct']:.0f}% of {angle['slices']}) | "
+                         f"{direction['abs_difference_mean']:.1f} ({direction['within_tolerance_pct']:.0f}% of "
+                         f"{direction['slices']}) |")
         lines.append("")
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cmr_landmark.config import SAX_LANDMARKS
-from cmr_landmark.datasets import Slice, load_slices
+from cmr_landmark.datasets import Slice, load_slices, stack_indices
 from cmr_landmark.detector import Detector, detect_in_orientation
 from cmr_landmark.display_orientation import display_orientation, estimate_stored_orientation
 from cmr_landmark.geometry import (
@@ -41,7 +41,7 @@ from cmr_landmark.geometry import (
 from cmr_landmark.model_store import find_model, load_orientation_network
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS, clinical_contrast_slices
 from cmr_landmark.synth.t1 import synthetic_t1_slices
-from cmr_landmark.train_orientation import VAL_SETS, evaluate, stack_indices
+from cmr_landmark.train_orientation import VAL_SETS, evaluate
 
 SYNTHETIC_SEED = 7
 

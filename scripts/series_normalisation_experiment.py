@@ -1,10 +1,12 @@
 """Test-time BatchNorm statistics from the series itself (docs/t1.md, "Normalisation statistics from the series
 itself"; Schneider et al., NeurIPS 2020).
 
-A shipped model's BatchNorms normalise by the statistics of its training images. Here each series (one patient's
-stack of one phase and one contrast) is run twice: the first pass collects every BatchNorm's per-channel input
-mean and variance over the series, the second normalises with ``N/(N+n)`` training + ``n/(N+n)`` series statistics
-(n images in the series, prior strength N in images) and gives the points. The control is the same network (the
+A shipped model's BatchNorms normalise by the statistics of its training images. Here each BatchNorm normalises
+a series (one patient's stack of one phase and one contrast, ``datasets.stack_indices``) with ``N/(N+n)`` training
++ ``n/(N+n)`` series statistics (n images in the series, prior strength N in images). Two forms: by default two
+passes, the first collecting every BatchNorm's per-channel input mean and variance over the series under the
+training statistics, the second normalising with the blend and giving the points; ``--online`` one pass, each
+BatchNorm measuring the series as it arrives there (Schneider et al.'s form). The control is the same network (the
 weights embedded in the model file) without adaptation. fp32, 2 threads; about 3 min per arm over the sets:
 
     CMR_LANDMARK_BF16=0 python scripts/series_normalisation_experiment.py sax_any --prior-images 16 4 \\
@@ -23,6 +25,7 @@ import torch
 from compare_sax_models import evaluation_sets  # a sibling script (scripts/ is on sys.path when run)
 from torch import nn
 
+from cmr_landmark.datasets import stack_indices
 from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import Evaluation, paired_difference, predict
 from cmr_landmark.model_store import find_model
@@ -40,9 +43,10 @@ class SeriesBatchNorm(nn.Module):
 
     def __init__(self, batch_norm: nn.BatchNorm2d) -> None:
         super().__init__()
-        self.weight, self.bias, self.eps = batch_norm.weight.detach(), batch_norm.bias.detach(), batch_norm.eps
-        self.training_mean = batch_norm.running_mean.detach().clone()
-        self.training_var = batch_norm.running_var.detach().clone()
+        self.eps = batch_norm.eps
+        for name, value in (("weight", batch_norm.weight), ("bias", batch_norm.bias),
+                            ("training_mean", batch_norm.running_mean), ("training_var", batch_norm.running_var)):
+            self.register_buffer(name, value.detach().clone())
         self.mean, self.var = self.training_mean, self.training_var
         self.collecting = False
         self.sums = torch.zeros(3, len(self.training_mean), dtype=torch.float64)  # count, sum x, sum x^2
@@ -120,18 +124,12 @@ class SeriesAdaptedDetector:
         return self.detector.detect(images, pixel_spacing_mm, same_slice, probability_threshold)
 
 
-def series_of(slices: Sequence) -> dict[tuple, list[int]]:
-    series: dict[tuple, list[int]] = {}
-    for index, s in enumerate(slices):
-        series.setdefault((s.dataset, s.patient, s.phase, s.sequence, s.image.shape,
-                           tuple(s.pixel_spacing_mm)), []).append(index)
-    return series
-
-
 def evaluate_by_series(detector: SeriesAdaptedDetector, slices: Sequence, threshold: float) -> Evaluation:
     points = np.full((len(slices), len(detector.spec.landmarks), 2), np.nan)
     probability = np.zeros((len(slices), len(detector.spec.landmarks)))
-    for indices in series_of(slices).values():
+    for indices in stack_indices(slices):
+        # predict passes a series of one shape and spacing (a stack has one) to detect whole up to 32 images
+        # (the sets' stacks have at most 21)
         points[indices], probability[indices] = predict(detector, [slices[i] for i in indices])
     return Evaluation(view="sax", probability_threshold=threshold, predicted_rc=points, probability=probability,
                       truth_rc=np.stack([np.asarray(s.landmarks_rc, dtype=np.float64) for s in slices]),

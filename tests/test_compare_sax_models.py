@@ -216,7 +216,7 @@ def test_card_rerun_command_parses_back_to_the_run_with_the_training_script() ->
 
 def test_tables_show_both_angles_as_measured() -> None:
     """A shipped model's row carries the RV insertion angle and the anterior insertion's direction (the AHA
-    orientation), each with its share within 10 degrees, and the table prints them."""
+    orientation), each with its share within 10 degrees and its count of slices, and the table prints them."""
     from cmr_landmark.detector import Detector
     from cmr_landmark.evaluation import evaluate_slices
     from cmr_landmark.model_store import find_model
@@ -228,6 +228,13 @@ def test_tables_show_both_angles_as_measured() -> None:
     angle, direction = (row[name] for name in ("rv_insertion_angle", "anterior_rvi_direction"))
     assert direction["slices"] >= angle["slices"] > 0  # the direction needs two of the angle's three points
     assert 0 <= direction["within_tolerance_pct"] <= 100 and direction["abs_difference_mean"] >= 0
-    table = script.tables_markdown({"sax_cine": {"cine": row}}, ["cine"])
-    assert (f"({angle['within_tolerance_pct']:.0f}%) | {direction['abs_difference_mean']:.1f} "
-            f"({direction['within_tolerance_pct']:.0f}%) |") in table
+
+    landmark = {"mean_mm": 2.0, "detection_rate_pct": 90.0}
+    made = {"mean_all_mm": 3.0, "A-RVI": landmark, "P-RVI": landmark, "C-LV": landmark,
+            "rv_insertion_angle": {"slices": 20, "difference_mean": -1.25, "difference_sd": 11.0,
+                                   "within_tolerance_pct": 75.0},
+            "anterior_rvi_direction": {"slices": 24, "abs_difference_mean": 5.25, "within_tolerance_pct": 87.5},
+            "slices": 30}
+    table = script.tables_markdown({"m": {"cine": made}}, ["cine"])
+    assert "angle error deg (within 10, of slices) | A-RVI direction error deg (within 10, of slices) |" in table
+    assert "| m | 3.00 | 2.00 (90%) | 2.00 (90%) | 2.00 (90%) | -1.2 +- 11.0 (75% of 20) | 5.2 (88% of 24) |" in table

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -22,6 +23,7 @@ from cmr_landmark.datasets import (
     main_build_cache,
     make_splits,
     read_splits,
+    stack_indices,
 )
 
 SPACING_MM = (1.5, 1.25)
@@ -286,3 +288,11 @@ def test_set_names_are_taken_as_typed(tiny_acdc, capsys):
     with pytest.raises(SystemExit) as stop:  # build-cache splits on commas, as train and evaluate do
         main_build_cache(["--dataset", "acdc, nosuchset"])
     assert stop.value.code == 2 and "unknown data set(s) nosuchset;" in capsys.readouterr().err
+
+
+def test_a_stack_never_holds_one_slice_position_twice() -> None:
+    """MyoPS's co-registered cine and LGE slices share patient, phase and positions; made into one synthetic kind
+    they are still two stacks."""
+    twins = [SimpleNamespace(dataset="myops", patient="p", phase=0, sequence="t1", slice_index=k) for k in (0, 1, 2)]
+    other = SimpleNamespace(dataset="myops", patient="q", phase=0, sequence="t1", slice_index=0)
+    assert stack_indices([*twins, *twins, other]) == [[0, 1, 2], [3, 4, 5], [6]]

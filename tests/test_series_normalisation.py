@@ -80,3 +80,22 @@ def test_the_control_is_the_shipped_model(script) -> None:
         for name in spec.landmarks:
             assert abs(ours[name].probability - theirs[name].probability) < 0.02
             assert np.hypot(ours[name].row - theirs[name].row, ours[name].col - theirs[name].col) < 0.5
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_adaptation_moves_the_maps_and_a_strong_prior_keeps_them(script, online: bool) -> None:
+    """With no prior the series' own statistics change what the network answers; with a prior of a billion images
+    it answers as without adaptation."""
+    spec = find_model("sax", "any", name="sax_any")
+    stack = load_myops_stack()
+    images, spacing = [s.image for s in stack], stack[0].pixel_spacing_mm
+
+    def probabilities(prior_images: float | None) -> np.ndarray:
+        cascade = LandmarkCascade(load_stage(spec.file, "coarse", "sax"), load_stage(spec.file, "fine", "sax")).eval()
+        detector = script.SeriesAdaptedDetector(Detector(spec, use_bf16=False), cascade, prior_images, online)
+        found = detector.detect(images, spacing, probability_threshold=0.0)
+        return np.array([[f[name].probability for name in spec.landmarks] for f in found])
+
+    control = probabilities(None)
+    assert np.abs(probabilities(0.0) - control).max() > 0.05
+    np.testing.assert_allclose(probabilities(1e9), control, atol=1e-4)

@@ -30,17 +30,25 @@ def landmarks(direction_deg: float) -> np.ndarray:
     return np.array([[60 - 20 * np.cos(turn), 60 - 20 * np.sin(turn)], [np.nan, np.nan], [60.0, 60.0]])
 
 
-def test_a_missed_slice_borrows_the_mean_of_the_others(script) -> None:
-    truths, predicted = (10.0, 20.0, 50.0), (14.0, 16.0, 50.0)
-    slices = [SimpleNamespace(dataset="d", patient="p", phase=0, landmarks_rc=landmarks(t), pixel_spacing_mm=(1, 1))
-              for t in truths]
+def test_a_missed_slice_borrows_the_mean_or_the_nearest_of_the_others(script) -> None:
+    truths, predicted = (10.0, 20.0, 50.0, 40.0), (14.0, 16.0, 50.0, 44.0)
+    slices = [SimpleNamespace(dataset="d", patient="p", phase=0, sequence="t1", slice_index=position,
+                              landmarks_rc=landmarks(t), pixel_spacing_mm=(1, 1))
+              for position, t in zip((0, 1, 3, 2), truths, strict=True)]
     assert anterior_rvi_direction_deg(*slices[0].landmarks_rc[[0, 2]], (1, 1)) == pytest.approx(10.0)
     points = np.stack([landmarks(p) for p in predicted])
-    probability = np.array([[0.9, 0.0, 0.9], [0.9, 0.0, 0.9], [0.2, 0.0, 0.9]])  # the third slice's A-RVI missed
-    own, where_found, where_missed, nothing = script.errors_deg(slices, points, probability, 0.5)
-    assert own == pytest.approx([4.0, 4.0])
-    assert where_found == pytest.approx([6.0, 6.0])  # each found slice against the other's direction
-    assert where_missed == pytest.approx([35.0])  # 50 against the mean of 14 and 16
-    assert nothing == 0
-    lonely = script.errors_deg(slices[2:], points[2:], probability[2:], 0.5)
-    assert lonely == ([], [], [], 1)
+    probability = np.full((4, 3), 0.9)
+    probability[2, 0] = 0.2  # the slice at position 3 has its A-RVI missed
+    errors = script.errors_deg(slices, points, probability, 0.5)
+    assert errors["own"] == pytest.approx([4.0, 4.0, 4.0])
+    # the missed slice (truth 50): the mean of 14, 16 and 44 is about 24.5; its neighbour at position 2 says 44
+    (mean_missed,) = errors["mean where missed"]
+    assert 25.0 < mean_missed < 26.0
+    assert errors["nearest where missed"] == pytest.approx([6.0])
+    # position 0 (truth 10) borrows from position 1 (16), position 1 (20) from 0 and 2 (14 and 44: 29), position 2
+    # (40) from position 1 (16)
+    assert errors["nearest where found"] == pytest.approx([6.0, 9.0, 24.0], abs=0.01)
+    assert errors["nothing to borrow"] == []
+    alone = script.errors_deg(slices[2:3], points[2:3], probability[2:3], 0.5)
+    assert alone["nothing to borrow"] == [0] and alone["own"] == []
+
