@@ -1,0 +1,74 @@
+"""Detection inside each landmark's labelled run of slices and at its ends, per evaluation set.
+
+The derived labels flip at the ends of a stack's labelled run (where an annotator stopped drawing the RV;
+docs/status.md, "Presence"), so detection there says more about the labels than about the model. This splits
+every labelled landmark of every set by whether it lies at an end of its run (a neighbouring slice without the
+label, or the stack's first or last slice) or inside it, and gives the detection rate of each at the model's
+threshold (fp32; about 3 min for the seven sets on 2 threads):
+
+    CMR_LANDMARK_BF16=0 python scripts/detection_by_run_position.py sax_any
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from compare_sax_models import evaluation_sets  # a sibling script (scripts/ is on sys.path when run)
+
+from cmr_landmark.config import LANDMARKS_BY_VIEW
+from cmr_landmark.datasets import stack_indices
+from cmr_landmark.detector import Detector
+from cmr_landmark.evaluation import predict
+from cmr_landmark.model_store import find_model
+
+SETS = ("cine", "lge", "t1_synthetic", "t2_map", "t2star_map", "ecv_map", "t2w_black_blood")
+
+
+def at_run_end(slices: Sequence) -> np.ndarray:
+    """(N, K) True where a labelled landmark lies at an end of its labelled run: the slice before or after it in its
+    stack (by slice position) lacks the label, or there is none."""
+    labelled = np.array([np.isfinite(s.landmarks_rc).all(axis=1) for s in slices])
+    end = np.zeros_like(labelled)
+    for indices in stack_indices(slices):
+        order = sorted(indices, key=lambda i: slices[i].slice_index)
+        for position, i in enumerate(order):
+            neighbours = [order[p] for p in (position - 1, position + 1) if 0 <= p < len(order)]
+            lonely = len(neighbours) < 2 or np.array([~labelled[j] for j in neighbours]).any(axis=0)
+            end[i] = labelled[i] & lonely
+    return end
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a short-axis model in the manifest")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    spec = find_model("sax", "any", name=args.model)
+    detector = Detector(spec, use_bf16=False)
+    landmarks = LANDMARKS_BY_VIEW["sax"]
+    print(f"{args.model} at {spec.probability_threshold:g}: detection % (labelled landmarks)\n")
+    print("| set | all | inside runs | at run ends | " + " | ".join(f"{name} inside / ends" for name in landmarks)
+          + " |")
+    print("|---" * (4 + len(landmarks)) + "|")
+    for name, slices in evaluation_sets(SETS).items():
+        _, probability = predict(detector, slices)
+        found = probability >= spec.probability_threshold
+        labelled = np.array([np.isfinite(s.landmarks_rc).all(axis=1) for s in slices])
+        end = at_run_end(slices)
+        inside = labelled & ~end
+
+        def rate(mask: np.ndarray, found: np.ndarray = found) -> str:
+            return f"{100 * found[mask].mean():.1f} ({mask.sum()})"
+
+        per_landmark = [f"{100 * found[inside[:, k], k].mean():.1f} / {100 * found[end[:, k], k].mean():.1f}"
+                        for k in range(len(landmarks))]
+        print(f"| {name} | {rate(labelled)} | {rate(inside)} | {rate(end)} | " + " | ".join(per_landmark) + " |",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

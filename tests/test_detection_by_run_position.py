@@ -1,0 +1,39 @@
+"""scripts/detection_by_run_position.py: which labelled landmarks lie at an end of their labelled run of slices."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture
+def script(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # it imports its sibling compare_sax_models
+    spec = importlib.util.spec_from_file_location("detection_by_run_position",
+                                                  SCRIPTS / "detection_by_run_position.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_ends_per_landmark_in_slice_order(script) -> None:
+    # five slices stored out of order; A-RVI labelled on positions 1-3, C-LV on all, P-RVI only on position 2
+    labelled = {0: (False, False, True), 1: (True, False, True), 2: (True, True, True), 3: (True, False, True),
+                4: (False, False, True)}
+    stored = (3, 0, 4, 1, 2)
+    slices = [SimpleNamespace(dataset="d", patient="p", phase=0, sequence="cine", slice_index=position,
+                              landmarks_rc=np.array([[1.0, 1.0] if flag else [np.nan, np.nan]
+                                                     for flag in labelled[position]]))
+              for position in stored]
+    end = script.at_run_end(slices)
+    by_position = {position: tuple(end[i]) for i, position in enumerate(stored)}
+    assert by_position[1] == (True, False, False)  # A-RVI's run starts here; C-LV is inside its run
+    assert by_position[2] == (False, True, False)  # P-RVI alone: both its neighbours lack it
+    assert by_position[3] == (True, False, False)
+    assert by_position[0] == (False, False, True) and by_position[4] == (False, False, True)  # stack ends
