@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
 
 @pytest.fixture
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))  # it imports its sibling compare_sax_models
-    spec = importlib.util.spec_from_file_location("detection_by_run_position",
-                                                  SCRIPTS / "detection_by_run_position.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("detection_by_run_position")
 
 
 def test_run_ends_per_landmark_in_slice_order(script) -> None:

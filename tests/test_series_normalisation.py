@@ -3,9 +3,6 @@ and a series' own (docs/t1.md, "Normalisation statistics from the series itself"
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -18,17 +15,10 @@ from cmr_landmark.model_store import find_model
 from cmr_landmark.network import LandmarkCascade
 from cmr_landmark.training import load_stage
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
 
 @pytest.fixture
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))  # it imports its sibling compare_sax_models
-    spec = importlib.util.spec_from_file_location("series_normalisation_experiment",
-                                                  SCRIPTS / "series_normalisation_experiment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("series_normalisation_experiment")
 
 
 def trained_batch_norm() -> nn.BatchNorm2d:

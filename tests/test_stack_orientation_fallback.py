@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,17 +9,10 @@ import pytest
 
 from cmr_landmark.measures import anterior_rvi_direction_deg
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
 
 @pytest.fixture
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))  # it imports its sibling compare_sax_models
-    spec = importlib.util.spec_from_file_location("stack_orientation_fallback",
-                                                  SCRIPTS / "stack_orientation_fallback.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("stack_orientation_fallback")
 
 
 def landmarks(direction_deg: float) -> np.ndarray:
