@@ -47,10 +47,8 @@ class SeriesBatchNorm(nn.Module):
         for name, value in (("weight", batch_norm.weight), ("bias", batch_norm.bias),
                             ("training_mean", batch_norm.running_mean), ("training_var", batch_norm.running_var)):
             self.register_buffer(name, value.detach().clone())
-        self.mean, self.var = self.training_mean, self.training_var
-        self.collecting = False
-        self.sums = torch.zeros(3, len(self.training_mean), dtype=torch.float64)  # count, sum x, sum x^2
-        self.online_training_share: float | None = None
+        self.register_buffer("sums", torch.zeros(3, len(self.training_mean), dtype=torch.float64))  # n, x, x^2
+        self.reset()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.online_training_share is not None:  # the batch (the series) is measured as it passes, layer by layer
@@ -65,8 +63,11 @@ class SeriesBatchNorm(nn.Module):
         scale = self.weight / torch.sqrt(self.var + self.eps)
         return x * scale[None, :, None, None] + (self.bias - self.mean * scale)[None, :, None, None]
 
-    def start_collecting(self) -> None:
-        self.mean, self.var, self.collecting = self.training_mean, self.training_var, True
+    def reset(self, online_training_share: float | None = None) -> None:
+        """Back to the training statistics with nothing collected; ``online_training_share``: from now on each
+        batch is normalised with this share of them and the rest of its own."""
+        self.mean, self.var, self.collecting = self.training_mean, self.training_var, False
+        self.online_training_share = online_training_share
         self.sums.zero_()
 
     def adapt(self, training_share: float) -> None:
@@ -107,18 +108,13 @@ class SeriesAdaptedDetector:
         detector.model = cascade
 
     def detect(self, images, pixel_spacing_mm, same_slice=False, probability_threshold=None):
+        share = None if self.prior_images is None else self.prior_images / (self.prior_images + len(images))
         for batch_norm in self.batch_norms:
-            batch_norm.start_collecting()
-        if self.online and self.prior_images is not None:
+            batch_norm.reset(share if self.online else None)
+        if share is not None and not self.online:  # pass 1 collects under the training statistics
             for batch_norm in self.batch_norms:
-                batch_norm.collecting = False
-                batch_norm.online_training_share = self.prior_images / (self.prior_images + len(images))
-        elif self.prior_images is None:
-            for batch_norm in self.batch_norms:
-                batch_norm.collecting = False
-        else:
+                batch_norm.collecting = True
             self.detector.detect(images, pixel_spacing_mm, same_slice, probability_threshold=0.0)
-            share = self.prior_images / (self.prior_images + len(images))
             for batch_norm in self.batch_norms:
                 batch_norm.adapt(share)
         return self.detector.detect(images, pixel_spacing_mm, same_slice, probability_threshold)

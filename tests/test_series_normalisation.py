@@ -36,7 +36,7 @@ def test_training_statistics_until_adapted_then_the_blend(script) -> None:
     series = torch.randn(5, 3, 8, 8) * 3 + 2
     adaptive = script.SeriesBatchNorm(batch_norm)
     torch.testing.assert_close(adaptive(series), batch_norm(series))
-    adaptive.start_collecting()
+    adaptive.collecting = True
     torch.testing.assert_close(adaptive(series), batch_norm(series))  # collecting does not change the output
     adaptive.adapt(0.25)
     variance, mean = torch.var_mean(series, dim=(0, 2, 3), correction=0)
@@ -50,7 +50,7 @@ def test_online_with_no_prior_is_batch_statistics(script) -> None:
     batch_norm = trained_batch_norm()
     series = torch.randn(4, 3, 8, 8) * 2 - 1
     adaptive = script.SeriesBatchNorm(batch_norm)
-    adaptive.online_training_share = 0.0
+    adaptive.reset(online_training_share=0.0)
     expected = functional.batch_norm(series, None, None, batch_norm.weight, batch_norm.bias, training=True,
                                      eps=batch_norm.eps)
     torch.testing.assert_close(adaptive(series), expected, rtol=1e-4, atol=1e-4)
