@@ -4,7 +4,8 @@ The record of one image (the JSON contract of ``cmr-landmark detect``)::
 
     {"slice": k, "phase": t,
      "landmarks": {NAME: null | {"voxel": [i, j], "world_mm": [x, y, z], "probability": p}},
-     "lv_length_mm": float | null, "rv_insertion_angle_deg": float | null}
+     "lv_length_mm": float | null, "rv_insertion_angle_deg": float | null,
+     "anterior_rvi_direction_deg": float | null}
 
 ``voxel`` is in the file's own index order (NIfTI: [i, j] = [row, col] of the array's first two axes; DICOM and
 ISMRMRD: [column, row]); ``world_mm`` is in the file's world frame (NIfTI affine: RAS+, DICOM/ISMRMRD: LPS).
@@ -234,7 +235,9 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
                     landmarks[name]["filled"] = measured.filled[phase][name]
             records.append({"slice": slice_index, "phase": phase, "landmarks": landmarks,
                             "lv_length_mm": _rounded(measures.get("LVLength_mm"), 2),
-                            "rv_insertion_angle_deg": _rounded(measures.get("RVInsertionAngle_deg"), 2)})
+                            "rv_insertion_angle_deg": _rounded(measures.get("RVInsertionAngle_deg"), 2),
+                            # the AHA orientation needs the patient's anterior: files with the scanner's geometry
+                            "anterior_rvi_direction_deg": _rounded(measures.get("AnteriorRVIDirection_deg"), 2)})
     return records
 
 

@@ -80,7 +80,7 @@ def landmark_records(images: Sequence[ismrmrd.Image]) -> list[dict]:
 
 def slice_summaries(records: Sequence[dict]) -> list[dict]:
     """Per (series, slice): how many phases, LV length per phase and longitudinal shortening (long axis), RV
-    insertion angle per phase (short axis)."""
+    insertion angle and anterior RV insertion direction per phase (short axis)."""
     slices: dict[tuple[int, int], list[dict]] = {}
     for record in records:
         slices.setdefault((record["series"], record["slice"]), []).append(record)
@@ -89,7 +89,8 @@ def slice_summaries(records: Sequence[dict]) -> list[dict]:
         members = sorted(members, key=lambda r: r["phase"])
         summary = {"series": series, "slice": slice_index, "view": members[0]["view"], "phases": len(members),
                    "errors": sorted({r["error"] for r in members if r["status"] != "ok"})}
-        for measure, key in (("LVLength_mm", "lv_length_mm"), ("RVInsertionAngle_deg", "rv_insertion_angle_deg")):
+        for measure, key in (("LVLength_mm", "lv_length_mm"), ("RVInsertionAngle_deg", "rv_insertion_angle_deg"),
+                             ("AnteriorRVIDirection_deg", "anterior_rvi_direction_deg")):
             values = [r["measures"].get(measure) for r in members]
             if any(v is not None for v in values):
                 summary[key] = values

@@ -35,7 +35,9 @@ def test_nifti_contract_voxels_and_world_follow_the_affine(tmp_path, throwaway_m
     assert result["model"] == "throwaway_sax_cine"
     assert [(r["slice"], r["phase"]) for r in result["images"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     for record in result["images"]:
-        assert set(record) >= {"slice", "phase", "landmarks", "lv_length_mm", "rv_insertion_angle_deg"}
+        assert set(record) >= {"slice", "phase", "landmarks", "lv_length_mm", "rv_insertion_angle_deg",
+                               "anterior_rvi_direction_deg"}
+        assert record["anterior_rvi_direction_deg"] is None  # a NIfTI's affine is not the patient's geometry
         assert list(record["landmarks"]) == list(LANDMARKS_BY_VIEW["sax"])
         assert record["lv_length_mm"] is None
         for landmark in record["landmarks"].values():  # threshold 0: all present

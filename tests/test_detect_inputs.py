@@ -352,8 +352,9 @@ def test_a_nifti_whose_affine_is_vouched_for_is_shown_as_its_dicom(shared_data, 
         if found is not None:  # DICOM voxels are [column, row], NIfTI's [i = row, j = column]; LPS against RAS
             np.testing.assert_allclose(from_nifti["voxel"], found["voxel"][::-1], atol=1e-3)
             np.testing.assert_allclose(from_nifti["world_mm"], lps_to_ras @ found["world_mm"], atol=1e-2)
-    assert results["dicom"]["images"][0]["rv_insertion_angle_deg"] == results["nifti"]["images"][0][
-        "rv_insertion_angle_deg"]
+    for measure in ("rv_insertion_angle_deg", "anterior_rvi_direction_deg"):
+        assert results["dicom"]["images"][0][measure] == results["nifti"]["images"][0][measure], measure
+    assert results["dicom"]["images"][0]["anterior_rvi_direction_deg"] is not None
 
 
 def test_blank_phases_of_a_long_axis_cine_get_no_points_and_no_length(shared_data, tmp_path, monkeypatch):

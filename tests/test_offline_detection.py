@@ -57,6 +57,7 @@ def test_with_patient_geometry_a_rvi_is_the_end_nearer_the_anterior(row_directio
     posterior_y = record["landmarks"]["P-RVI"]["world_mm"][1]
     assert anterior_y < posterior_y
     assert record["rv_insertion_angle_deg"] is not None
+    assert 0.0 <= record["anterior_rvi_direction_deg"] < 360.0  # the AHA orientation: the geometry is known
 
 
 def test_a_nifti_shown_as_stored_keeps_the_models_naming():

@@ -59,6 +59,15 @@ def test_each_short_axis_phase_gets_its_own_count_points_and_angle():
     ]
 
 
+def test_a_short_axis_slice_summary_carries_both_angles_per_phase():
+    images = [annotated("sax", 2, 0, ALL_SAX, RVInsertionAngle_deg=120.0, AnteriorRVIDirection_deg=355.5),
+              annotated("sax", 2, 1, {"P-RVI": (20.0, 8.0), "C-LV": (18.0, 16.0)})]
+    (summary,) = slice_summaries(landmark_records(images))
+    assert summary["rv_insertion_angle_deg"] == [120.0, None]
+    assert summary["anterior_rvi_direction_deg"] == [355.5, None]
+    assert "lv_length_mm" not in summary
+
+
 def test_a_failed_short_axis_image_says_so_on_its_line():
     image = annotated("sax", 0, 0, {})
     image.meta["CMRLandmark_Status"] = "error"
