@@ -112,15 +112,17 @@ class Slice:
 
 
 def stack_indices(slices: Sequence[Slice]) -> list[list[int]]:
-    """The indices of each stack's slices: one patient's slices of one phase and sequence, stored and decided alike.
+    """The indices of each stack's slices: one patient's slices of one view, phase and sequence, stored and decided
+    alike.
 
     A slice position seen a second time in a group starts a second stack: MyoPS's co-registered cine and LGE
     slices share patient, phase and slice positions, and a synthetic set made of both (every one ``sequence`` t1,
-    or a clinical contrast) would otherwise hold each of them twice."""
+    or a clinical contrast) would otherwise hold each of them twice. The n-th copy of each position goes to the
+    n-th stack, which is right where the copies cover the same positions (MyoPS's share one label map)."""
     stacks: dict[tuple, list[int]] = {}
     seen: dict[tuple, int] = {}
     for index, s in enumerate(slices):
-        group = (s.dataset, s.patient, s.phase, s.sequence)
+        group = (s.dataset, s.patient, s.view, s.phase, s.sequence)
         repeat = seen.get((*group, s.slice_index), 0)
         seen[(*group, s.slice_index)] = repeat + 1
         stacks.setdefault((*group, repeat), []).append(index)

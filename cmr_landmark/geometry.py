@@ -222,7 +222,8 @@ def circular_mean_deg(directions_deg: Sequence[float] | np.ndarray) -> float:
 
 
 def turn_deg(a: float | np.ndarray, b: float | np.ndarray) -> float | np.ndarray:
-    """The signed turn (degrees, -180 to 180) from direction ``b`` to direction ``a``: 350 from 10 is -20."""
+    """The signed turn (degrees, in [-180, 180)) from direction ``b`` to direction ``a``: 350 from 10 is -20, and
+    opposite directions are -180."""
     return (np.asarray(a, dtype=np.float64) - b + 180.0) % 360.0 - 180.0
 
 

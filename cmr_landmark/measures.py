@@ -138,6 +138,17 @@ def anterior_rvi_direction_deg(
     return 0.0 if angle >= 360.0 else angle  # a rounding-level negative angle wraps to exactly 360.0
 
 
+# The measures that are directions (0-360 degrees): written rounded, they must still be below 360.
+DIRECTION_MEASURES = frozenset({"AnteriorRVIDirection_deg"})
+
+
+def rounded_measure(name: str, value: float, decimals: int) -> float:
+    """``value`` of measure ``name`` rounded to ``decimals``; a direction wraps after rounding, so that 359.99996
+    is written 0.0, never 360.0."""
+    rounded = round(float(value), decimals)
+    return rounded % 360.0 + 0.0 if name in DIRECTION_MEASURES else rounded  # + 0.0: no -0.0
+
+
 # On a usual short-axis slice the two insertion points lie 20 mm or more apart along the patient's anterior; where
 # they lie within this of each other, the slice is turned so that the anterior rule is decided by a millimetre of
 # detection noise (the shipped sample replayed from GRAPPA raw data swapped one slice's names at 0.2 mm), and the

@@ -41,7 +41,7 @@ from .display_orientation import StoredOrientation, display_orientation, estimat
 from .geometry import model_display_orientation
 from .image_checks import label_map_reason, no_signal_reason
 from .io import ImageReadError, ImageSeries
-from .measures import longitudinal_shortening_or_none
+from .measures import longitudinal_shortening_or_none, rounded_measure
 from .model_store import ModelError, ModelSpec, load_orientation_network
 from .slice_measures import measure_slice, with_left_out_phases
 
@@ -234,15 +234,18 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
                 if measured.filled is not None:
                     landmarks[name]["filled"] = measured.filled[phase][name]
             records.append({"slice": slice_index, "phase": phase, "landmarks": landmarks,
-                            "lv_length_mm": _rounded(measures.get("LVLength_mm"), 2),
-                            "rv_insertion_angle_deg": _rounded(measures.get("RVInsertionAngle_deg"), 2),
-                            # the AHA orientation needs the patient's anterior: files with the scanner's geometry
-                            "anterior_rvi_direction_deg": _rounded(measures.get("AnteriorRVIDirection_deg"), 2)})
+                            # the AHA orientation (the last) needs the patient's anterior: the scanner's geometry
+                            **{key: _rounded(measures, name) for key, name in RECORD_MEASURES}})
     return records
 
 
-def _rounded(value: float | None, decimals: int) -> float | None:
-    return None if value is None else round(float(value), decimals)
+# The JSON record's measure keys and the measures (measures.image_measures' names) they hold
+RECORD_MEASURES = (("lv_length_mm", "LVLength_mm"), ("rv_insertion_angle_deg", "RVInsertionAngle_deg"),
+                   ("anterior_rvi_direction_deg", "AnteriorRVIDirection_deg"))
+
+
+def _rounded(measures: dict[str, float], name: str) -> float | None:
+    return None if measures.get(name) is None else rounded_measure(name, measures[name], 2)
 
 
 def shortening_per_slice(records: list[dict]) -> list[dict]:

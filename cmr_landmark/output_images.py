@@ -20,6 +20,7 @@ from .annotate import draw_crosses
 from .config import ATTRIBUTE_PREFIX, DATA_ROLE_META, GADGET_LOGGER, LANDMARKS_BY_VIEW
 from .gadget_parameters import GadgetParameters, ParameterError
 from .geometry import pixel_to_patient_mm
+from .measures import rounded_measure
 from .mrd_connection import ReceivedImage
 
 if TYPE_CHECKING:  # the type only: building copies needs no torch
@@ -140,7 +141,7 @@ def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: i
     count = f"{result.view.upper()} landmarks {sum(v is not None for v in found.values()) - filled}/{len(found)}"
     comments = [count + (f" + {filled} filled" if filled else "")]
     for measure, value in result.measures[phase_index].items():
-        meta[f"CMRLandmark_{measure}"] = _format(value)
+        meta[f"CMRLandmark_{measure}"] = _format(rounded_measure(measure, value, 4))
     measures = result.measures[phase_index]
     if "LVLength_mm" in measures:
         comments.append(f"LV length {measures['LVLength_mm']:.1f} mm")

@@ -36,8 +36,8 @@ def at_run_end(slices: Sequence) -> np.ndarray:
         order = sorted(indices, key=lambda i: slices[i].slice_index)
         for position, i in enumerate(order):
             neighbours = [order[p] for p in (position - 1, position + 1) if 0 <= p < len(order)]
-            lonely = len(neighbours) < 2 or np.array([~labelled[j] for j in neighbours]).any(axis=0)
-            end[i] = labelled[i] & lonely
+            at_end = len(neighbours) < 2 or np.array([~labelled[j] for j in neighbours]).any(axis=0)
+            end[i] = labelled[i] & at_end
     return end
 
 

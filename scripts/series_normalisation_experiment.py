@@ -124,8 +124,10 @@ def evaluate_by_series(detector: SeriesAdaptedDetector, slices: Sequence, thresh
     points = np.full((len(slices), len(detector.spec.landmarks), 2), np.nan)
     probability = np.zeros((len(slices), len(detector.spec.landmarks)))
     for indices in stack_indices(slices):
-        # predict passes a series of one shape and spacing (a stack has one) to detect whole up to 32 images
-        # (the sets' stacks have at most 21)
+        # predict passes a series of one shape and spacing to detect whole up to 32 images (the sets' stacks have
+        # at most 18): a series split there would be adapted in parts
+        if len(indices) > 32 or len({(slices[i].image.shape, tuple(slices[i].pixel_spacing_mm)) for i in indices}) > 1:
+            raise ValueError(f"a series of {len(indices)} images of more than one shape or spacing, or over 32")
         points[indices], probability[indices] = predict(detector, [slices[i] for i in indices])
     return Evaluation(view="sax", probability_threshold=threshold, predicted_rc=points, probability=probability,
                       truth_rc=np.stack([np.asarray(s.landmarks_rc, dtype=np.float64) for s in slices]),

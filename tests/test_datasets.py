@@ -293,6 +293,13 @@ def test_set_names_are_taken_as_typed(tiny_acdc, capsys):
 def test_a_stack_never_holds_one_slice_position_twice() -> None:
     """MyoPS's co-registered cine and LGE slices share patient, phase and positions; made into one synthetic kind
     they are still two stacks."""
-    twins = [SimpleNamespace(dataset="myops", patient="p", phase=0, sequence="t1", slice_index=k) for k in (0, 1, 2)]
-    other = SimpleNamespace(dataset="myops", patient="q", phase=0, sequence="t1", slice_index=0)
-    assert stack_indices([*twins, *twins, other]) == [[0, 1, 2], [3, 4, 5], [6]]
+    def slices(patient: str, positions: tuple[int, ...], view: str = "sax") -> list[SimpleNamespace]:
+        return [SimpleNamespace(dataset="myops", patient=patient, view=view, phase=0, sequence="t1", slice_index=k)
+                for k in positions]
+
+    twins = slices("p", (0, 1, 2))
+    assert stack_indices([*twins, *twins, *slices("q", (0,))]) == [[0, 1, 2], [3, 4, 5], [6]]
+    # interleaved copies still make two stacks of each position once
+    assert stack_indices([twins[0], twins[0], twins[1], twins[1]]) == [[0, 2], [1, 3]]
+    # a long-axis slice of the same patient and phase is a stack of its own, not a second copy
+    assert stack_indices([*twins, *slices("p", (0,), view="lax")]) == [[0, 1, 2], [3]]

@@ -18,7 +18,7 @@ def test_run_ends_per_landmark_in_slice_order(script) -> None:
     labelled = {0: (False, False, True), 1: (True, False, True), 2: (True, True, True), 3: (True, False, True),
                 4: (False, False, True)}
     stored = (3, 0, 4, 1, 2)
-    slices = [SimpleNamespace(dataset="d", patient="p", phase=0, sequence="cine", slice_index=position,
+    slices = [SimpleNamespace(dataset="d", patient="p", view="sax", phase=0, sequence="cine", slice_index=position,
                               landmarks_rc=np.array([[1.0, 1.0] if flag else [np.nan, np.nan]
                                                      for flag in labelled[position]]))
               for position in stored]

@@ -16,6 +16,7 @@ from cmr_landmark.geometry import (
     pixel_to_patient_mm,
     points_to_original,
     standard_short_axis_orientation,
+    turn_deg,
 )
 
 # An axial-like plane: columns run to the patient's left (+x), rows to posterior (+y); 10 mm pixels, 10 x 8.
@@ -198,3 +199,9 @@ def test_an_odd_quarter_turn_swaps_the_row_and_column_spacing():
     assert oriented_spacing_mm((0.7, 1.4), 1) == (1.4, 0.7)
     assert oriented_spacing_mm((0.7, 1.4), 2) == (0.7, 1.4)
     assert oriented_spacing_mm((0.7, 1.4), 3) == (1.4, 0.7)
+
+
+def test_turn_is_signed_and_wraps() -> None:
+    assert turn_deg(350.0, 10.0) == -20.0 and turn_deg(10.0, 350.0) == 20.0
+    assert turn_deg(190.0, 10.0) == -180.0  # opposite directions: the interval's closed end
+    np.testing.assert_allclose(turn_deg(np.array([0.0, 725.0]), np.array([359.0, 0.0])), [1.0, 5.0])

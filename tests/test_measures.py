@@ -11,6 +11,7 @@ from cmr_landmark.measures import (
     longitudinal_shortening,
     longitudinal_shortening_or_none,
     lv_length_mm,
+    rounded_measure,
     rv_insertion_angle_deg,
 )
 
@@ -149,3 +150,11 @@ def test_anterior_rvi_direction_a_hair_clockwise_of_the_reference_is_0_not_360()
     # the reference points right and a hair (1e-17) up, the A-RVI straight right: -6e-16 degrees, which wraps to 0
     angle = anterior_rvi_direction_deg((50.0, 60.0), (50.0, 50.0), (1.0, 1.0), (-1e-17, 1.0))
     assert 0.0 <= angle < 360.0 and angle == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_rounded_direction_stays_below_360_and_other_measures_just_round() -> None:
+    assert rounded_measure("AnteriorRVIDirection_deg", 359.99996, 4) == 0.0
+    assert rounded_measure("AnteriorRVIDirection_deg", 359.996, 2) == 0.0
+    assert str(rounded_measure("AnteriorRVIDirection_deg", -1e-9, 2)) == "0.0"  # no -0.0 in the JSON
+    assert rounded_measure("AnteriorRVIDirection_deg", 123.456, 2) == 123.46
+    assert rounded_measure("RVInsertionAngle_deg", 179.996, 2) == 180.0  # an angle may be 180

@@ -23,7 +23,7 @@ def landmarks(direction_deg: float) -> np.ndarray:
 
 def test_a_missed_slice_borrows_the_mean_or_the_nearest_of_the_others(script) -> None:
     truths, predicted = (10.0, 20.0, 50.0, 40.0), (14.0, 16.0, 50.0, 44.0)
-    slices = [SimpleNamespace(dataset="d", patient="p", phase=0, sequence="t1", slice_index=position,
+    slices = [SimpleNamespace(dataset="d", patient="p", view="sax", phase=0, sequence="t1", slice_index=position,
                               landmarks_rc=landmarks(t), pixel_spacing_mm=(1, 1))
               for position, t in zip((0, 1, 3, 2), truths, strict=True)]
     assert anterior_rvi_direction_deg(*slices[0].landmarks_rc[[0, 2]], (1, 1)) == pytest.approx(10.0)
