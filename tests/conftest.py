@@ -27,23 +27,6 @@ def model_warnings_said_afresh():
     warnings_said_afresh()
 
 
-@pytest.fixture
-def load_script(monkeypatch):
-    """scripts/NAME.py as a module, with scripts/ on sys.path for the test (the scripts import their siblings)."""
-    import importlib.util
-
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    monkeypatch.syspath_prepend(str(scripts))
-
-    def load(name: str):
-        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    return load
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (or $CMR_LANDMARK_DATA); skips the test on a fresh clone that does not have it."""

@@ -4,7 +4,6 @@ the clinical contrasts are pooled per landmark (the four images of a slice share
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import shlex
 import shutil
 from pathlib import Path
@@ -12,21 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from myops_stack import load_myops_stack
+from script_modules import load_script
 
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS
 
 
-def script_module(name: str):
-    """scripts/NAME.py as a module."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
 def compare_script():
-    return script_module("compare_sax_models")
+    return load_script("compare_sax_models")
 
 
 def test_set_fingerprint_changes_with_any_image_or_landmark() -> None:
@@ -180,7 +171,7 @@ def test_ship_replaces_a_model_of_the_same_name_only_with_overwrite(tmp_path, mo
 def test_card_rerun_command_parses_back_to_the_run_with_the_training_script() -> None:
     # the rerun line is read by scripts/train_sax_synthetic.py's own parser: every recipe value of the run must come
     # back, and every recipe option the script has must be in the card's table
-    script, train = compare_script(), script_module("train_sax_synthetic")
+    script, train = compare_script(), load_script("train_sax_synthetic")
     parser = train.argument_parser()
     recipe_keys = {key for _, key, _ in script.RECIPE_OPTIONS}
     assert recipe_keys == {action.dest for action in parser._actions} - {"help", "kind", "out"}

@@ -6,10 +6,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from script_modules import load_script
 
 
 @pytest.fixture
-def script(load_script):
+def script():
     return load_script("detection_by_run_position")
 
 

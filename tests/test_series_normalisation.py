@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from myops_stack import load_myops_stack
+from script_modules import load_script
 from torch import nn
 from torch.nn import functional
 
@@ -17,7 +18,7 @@ from cmr_landmark.training import load_stage
 
 
 @pytest.fixture
-def script(load_script):
+def script():
     return load_script("series_normalisation_experiment")
 
 

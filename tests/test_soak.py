@@ -3,10 +3,7 @@ warm-up. The full 10,000-image run is scripts/soak_gadget.py (numbers in docs/re
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
-from cmr_landmark.config import REPO_ROOT
+from script_modules import load_script
 
 # Generous: glibc arenas and torch caches move RSS by ~10 % between samples; a leak of one image copy per image
 # (300 x 64 KiB ~ 19 MiB on ~300 MiB) or of one slice batch per connection would still stay below it, but a leak of
@@ -14,16 +11,8 @@ from cmr_landmark.config import REPO_ROOT
 MAX_GROWTH_PERCENT = 30.0
 
 
-def _soak_module():
-    spec = importlib.util.spec_from_file_location("soak_gadget", REPO_ROOT / "scripts" / "soak_gadget.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_short_soak_loses_nothing_and_memory_stays_flat(throwaway_model_folder, tmp_path):
-    soak = _soak_module()
+    soak = load_script("soak_gadget")
     samples: list[tuple[int, int]] = []
     result = soak.soak(images=300, phases=30, matrix=(128, 128), slices_per_connection=2,
                        models=throwaway_model_folder, warmup_fraction=0.4, samples=samples,

@@ -6,12 +6,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from script_modules import load_script
 
 from cmr_landmark.measures import anterior_rvi_direction_deg
 
 
 @pytest.fixture
-def script(load_script):
+def script():
     return load_script("stack_orientation_fallback")
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from myops_stack import load_myops_stack
 from scipy import ndimage
+from script_modules import load_script
 
 from cmr_landmark.datasets import Slice
 from cmr_landmark.landmarks import derive_sax_landmarks
@@ -299,13 +300,7 @@ def test_random_contrast_slices_copies(scar_slice: Slice) -> None:
 
 def train_sax_synthetic_script(monkeypatch, train_slices: list, val_slices: list):
     """scripts/train_sax_synthetic.py as a module, reading the given slices as its real training / validation sets."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train_sax_synthetic.py"
-    spec = importlib.util.spec_from_file_location("train_sax_synthetic", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("train_sax_synthetic")
     monkeypatch.setattr(script, "real_sax_slices", lambda split: train_slices if split == "train" else val_slices)
     return script
 

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from script_modules import load_script
 
 from cmr_landmark.network import UNet
 from cmr_landmark.training import STAGES, load_cascade, save_checkpoint
 
 
 def soup_script():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "weight_soup.py"
-    spec = importlib.util.spec_from_file_location("weight_soup", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return load_script("weight_soup")
 
 
 def make_run(folder: Path, seed: int, widths: tuple[int, ...] = (4, 8), wall_s: float = 60.0, kind: str = "any"
