@@ -29,3 +29,8 @@ def test_run_ends_per_landmark_in_slice_order(script) -> None:
     assert by_position[2] == (False, True, False)  # P-RVI alone: both its neighbours lack it
     assert by_position[3] == (True, False, False)
     assert by_position[0] == (False, False, True) and by_position[4] == (False, False, True)  # stack ends
+
+
+def test_a_miss_summary_says_how_far_and_how_sure(script) -> None:
+    assert script.miss_summary(np.array([0.2, 0.6]), np.array([3.0, 12.0])) == "2: 0.40 / 50 % / 7.5"
+    assert script.miss_summary(np.array([]), np.array([])) == "0"
