@@ -138,6 +138,11 @@ def anterior_rvi_direction_deg(
     return 0.0 if angle >= 360.0 else angle  # a rounding-level negative angle wraps to exactly 360.0
 
 
+# The per-phase measures (image_measures' names) by their key in the JSON reports: `detect`'s records and the replay
+# report's slice summaries.
+REPORTED_MEASURE_KEYS = {"LVLength_mm": "lv_length_mm", "RVInsertionAngle_deg": "rv_insertion_angle_deg",
+                         "AnteriorRVIDirection_deg": "anterior_rvi_direction_deg"}
+
 # The measures that are directions (0-360 degrees): written rounded, they must still be below 360.
 DIRECTION_MEASURES = frozenset({"AnteriorRVIDirection_deg"})
 

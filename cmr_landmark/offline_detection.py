@@ -41,7 +41,7 @@ from .display_orientation import StoredOrientation, display_orientation, estimat
 from .geometry import model_display_orientation
 from .image_checks import label_map_reason, no_signal_reason
 from .io import ImageReadError, ImageSeries
-from .measures import longitudinal_shortening_or_none, rounded_measure
+from .measures import REPORTED_MEASURE_KEYS, longitudinal_shortening_or_none, rounded_measure
 from .model_store import ModelError, ModelSpec, load_orientation_network
 from .slice_measures import measure_slice, with_left_out_phases
 
@@ -235,13 +235,8 @@ def detect_series(series: ImageSeries, detector: Detector, orientation: DisplayO
                     landmarks[name]["filled"] = measured.filled[phase][name]
             records.append({"slice": slice_index, "phase": phase, "landmarks": landmarks,
                             # the AHA orientation (the last) needs the patient's anterior: the scanner's geometry
-                            **{key: _rounded(measures, name) for key, name in RECORD_MEASURES}})
+                            **{key: _rounded(measures, name) for name, key in REPORTED_MEASURE_KEYS.items()}})
     return records
-
-
-# The JSON record's measure keys and the measures (measures.image_measures' names) they hold
-RECORD_MEASURES = (("lv_length_mm", "LVLength_mm"), ("rv_insertion_angle_deg", "RVInsertionAngle_deg"),
-                   ("anterior_rvi_direction_deg", "AnteriorRVIDirection_deg"))
 
 
 def _rounded(measures: dict[str, float], name: str) -> float | None:

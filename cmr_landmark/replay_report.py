@@ -13,7 +13,7 @@ import ismrmrd
 
 from .config import ATTRIBUTE_PREFIX, LANDMARKS_BY_VIEW
 from .geometry import GeometryError, pixel_spacing_mm
-from .measures import longitudinal_shortening_or_none, shortening_problem
+from .measures import REPORTED_MEASURE_KEYS, longitudinal_shortening_or_none, shortening_problem
 from .output_paths import written_beside
 from .overlay import save_curve, save_landmark_overlay, save_phase_overlays
 
@@ -89,8 +89,7 @@ def slice_summaries(records: Sequence[dict]) -> list[dict]:
         members = sorted(members, key=lambda r: r["phase"])
         summary = {"series": series, "slice": slice_index, "view": members[0]["view"], "phases": len(members),
                    "errors": sorted({r["error"] for r in members if r["status"] != "ok"})}
-        for measure, key in (("LVLength_mm", "lv_length_mm"), ("RVInsertionAngle_deg", "rv_insertion_angle_deg"),
-                             ("AnteriorRVIDirection_deg", "anterior_rvi_direction_deg")):
+        for measure, key in REPORTED_MEASURE_KEYS.items():
             values = [r["measures"].get(measure) for r in members]
             if any(v is not None for v in values):
                 summary[key] = values
