@@ -66,24 +66,27 @@ def with_map_look(slices: list, fraction: float, seed: int) -> list:
 
 
 def random_contrast_with_map_look(slice_: Slice, rng: np.random.Generator, map_look_fraction: float = 0.0,
-                                  uneven_blood_fraction: float = 0.0, myocardial_lesion_fraction: float = 0.0
-                                  ) -> Slice:
+                                  uneven_blood_fraction: float = 0.0, myocardial_lesion_fraction: float = 0.0,
+                                  rv_wall_fraction: float = 0.0) -> Slice:
     """A fresh random-contrast image of ``slice_`` ('any' with --fresh-fraction), ``uneven_blood_fraction`` of them
     with patchy blood (synth.contrast.uneven_blood_signal), ``myocardial_lesion_fraction`` with lesion-like patches
-    in the myocardium (synth.contrast.add_myocardial_lesions), ``map_look_fraction`` with the map look, as
+    in the myocardium (synth.contrast.add_myocardial_lesions), ``rv_wall_fraction`` with an RV free wall of the
+    myocardium's intensity (synth.contrast.draw_rv_wall), ``map_look_fraction`` with the map look, as
     :func:`with_map_look` gives the fixed copies."""
-    return maybe_with_map_look(with_random_contrast(slice_, rng, uneven_blood_fraction, myocardial_lesion_fraction),
-                               rng, map_look_fraction)
+    return maybe_with_map_look(with_random_contrast(slice_, rng, uneven_blood_fraction, myocardial_lesion_fraction,
+                                                    rv_wall_fraction), rng, map_look_fraction)
 
 
 def fresh_synthesis(kind: str, map_look_fraction: float, uneven_blood_fraction: float = 0.0,
-                    myocardial_lesion_fraction: float = 0.0) -> Callable[[Slice, np.random.Generator], Slice]:
+                    myocardial_lesion_fraction: float = 0.0, rv_wall_fraction: float = 0.0
+                    ) -> Callable[[Slice, np.random.Generator], Slice]:
     """What --fresh-fraction draws anew every epoch: a T1 map ('t1') or a random contrast ('any')."""
     if kind == "t1":
-        return functools.partial(synthetic_t1_slice, uneven_blood_fraction=uneven_blood_fraction)
+        return functools.partial(synthetic_t1_slice, uneven_blood_fraction=uneven_blood_fraction,
+                                 rv_wall_fraction=rv_wall_fraction)
     return functools.partial(random_contrast_with_map_look, map_look_fraction=map_look_fraction,
                              uneven_blood_fraction=uneven_blood_fraction,
-                             myocardial_lesion_fraction=myocardial_lesion_fraction)
+                             myocardial_lesion_fraction=myocardial_lesion_fraction, rv_wall_fraction=rv_wall_fraction)
 
 
 def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeats: int = 1,
@@ -141,6 +144,10 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--myocardial-lesion-fraction", type=float, default=0.0,
                         help="any: share of the random-contrast images (training and validation) whose myocardium "
                              "gets lesion-like patches (synth.contrast.add_myocardial_lesions)")
+    parser.add_argument("--rv-wall-fraction", type=float, default=0.0,
+                        help="share of the fresh synthetic training images (--fresh-fraction) whose unlabelled RV "
+                             "free wall gets the myocardium's value (synth.contrast.draw_rv_wall); validation images "
+                             "have none")
     parser.add_argument("--fresh-fraction", type=float, default=0.0,
                         help="share of the training items given a new synthetic image every epoch "
                              "(training.FreshImages): 'any', a random contrast, beside or instead of the fixed "
@@ -173,9 +180,12 @@ def main() -> int:
         parser.error("t1 trains on synthetic maps, drawn once (--copies N) or afresh every epoch from the real slices "
                      "(--copies 0 --fresh-fraction 1)")
     if not all(0.0 <= share <= 1.0 for share in (args.map_look_fraction, args.fresh_fraction,
-                                                  args.uneven_blood_fraction, args.myocardial_lesion_fraction)):
-        parser.error("--map-look-fraction, --fresh-fraction, --uneven-blood-fraction and --myocardial-lesion-fraction "
-                     "are shares, 0..1")
+                                                  args.uneven_blood_fraction, args.myocardial_lesion_fraction,
+                                                  args.rv_wall_fraction)):
+        parser.error("--map-look-fraction, --fresh-fraction, --uneven-blood-fraction, --myocardial-lesion-fraction and "
+                     "--rv-wall-fraction are shares, 0..1")
+    if args.rv_wall_fraction and not args.fresh_fraction:
+        parser.error("--rv-wall-fraction draws walls in the fresh images: give --fresh-fraction too")
     if problem := consistency_options_problem(args.consistency_weight, args.consistency_toward_real):
         parser.error(problem)
     if args.consistency_weight and (args.copies or args.epochs or args.distil_from):
@@ -202,7 +212,8 @@ def main() -> int:
                                distance_weight=args.distance_loss_weight,
                                fresh_images=FreshImages(fresh_synthesis(args.kind, args.map_look_fraction,
                                                                         args.uneven_blood_fraction,
-                                                                        args.myocardial_lesion_fraction),
+                                                                        args.myocardial_lesion_fraction,
+                                                                        args.rv_wall_fraction),
                                                         args.fresh_fraction), seed=args.seed,
                                consistency_weight=args.consistency_weight,
                                consistency_toward_real=args.consistency_toward_real)
@@ -215,6 +226,7 @@ def main() -> int:
          "val_contrast_copies": args.val_contrast_copies, "map_look_fraction": args.map_look_fraction,
          "uneven_blood_fraction": args.uneven_blood_fraction,
          "myocardial_lesion_fraction": args.myocardial_lesion_fraction,
+         "rv_wall_fraction": args.rv_wall_fraction,
          "fresh_fraction": args.fresh_fraction,
          "epochs": args.epochs, "epochs_fine": epochs_fine,
          "lr": args.lr,

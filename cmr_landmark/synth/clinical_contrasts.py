@@ -174,31 +174,36 @@ def draw_tissue_values(kind: str, rng: np.random.Generator, field_strength_t: fl
 
 def render_clinical_contrast(
     image: np.ndarray, mask: np.ndarray, kind: str, rng: np.random.Generator, pathology: np.ndarray | None = None,
-    values: TissueValues | None = None,
+    values: TissueValues | None = None, rv_wall_fraction: float = 0.0,
+    pixel_spacing_mm: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """An image (H, W, float32, in the contrast's unit) of ``kind`` (a key of :data:`CLINICAL_CONTRASTS`) with the
     geometry of ``image`` and its tissue ``mask``; ``pathology`` marks oedema and scar (MyoPS); ``values``: the
-    tissue values to use (default: drawn by :func:`draw_tissue_values`)."""
+    tissue values to use (default: drawn by :func:`draw_tissue_values`); ``rv_wall_fraction``: the share of images
+    whose RV free wall has the myocardium's value (needs ``pixel_spacing_mm``)."""
     _check_kind(kind)
     values = draw_tissue_values(kind, rng) if values is None else values
     contrast = CLINICAL_CONTRASTS[kind]
     value = tissue_value_map(
         image, mask, rng, values.other_tissue_ranges, values.air_fill_level_range, myocardium_value=values.myocardium,
         lv_blood_value=values.lv_blood, rv_blood_value=values.rv_blood,
-        lesion_values={OEDEMA: values.oedema, SCAR: values.scar}, pathology=pathology)
+        lesion_values={OEDEMA: values.oedema, SCAR: values.scar}, pathology=pathology,
+        rv_wall_fraction=rv_wall_fraction, pixel_spacing_mm=pixel_spacing_mm)
     value = contrast.add_look(value, np.asarray(mask), rng)
     return np.clip(value, 0.0, contrast.max_value).astype(np.float32)
 
 
-def clinical_contrast_slices(slices: Sequence[Slice], kind: str, seed: int) -> list[Slice]:
+def clinical_contrast_slices(slices: Sequence[Slice], kind: str, seed: int, rv_wall_fraction: float = 0.0
+                             ) -> list[Slice]:
     """One image of ``kind`` of every slice that has a mask (geometry and landmarks kept; ``sequence`` = kind),
     reproducible from ``seed``; each kind draws from a stream of its own, so the kinds of one slice do not share
-    a field strength, body curve or noise."""
+    a field strength, body curve or noise. ``rv_wall_fraction``: see :func:`render_clinical_contrast`."""
     _check_kind(kind)
     kind_index = list(CLINICAL_CONTRASTS).index(kind)
     return [
         dataclasses.replace(s, image=render_clinical_contrast(s.image, s.mask, kind, np.random.default_rng(
-            [seed, kind_index, index]), pathology=s.pathology), sequence=kind)
+            [seed, kind_index, index]), pathology=s.pathology, rv_wall_fraction=rv_wall_fraction,
+            pixel_spacing_mm=s.pixel_spacing_mm), sequence=kind)
         for index, s in enumerate(slices)
         if s.mask is not None
     ]

@@ -28,6 +28,11 @@ TISSUE_LABELS: tuple[int, ...] = (LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_
 # undefined in the picture even though the labels define them: a training target nothing in the image supports.
 MIN_MYOCARDIUM_BLOOD_CONTRAST = 0.15
 
+# The RV free wall is not labelled in the public sets (label 0), so without help a synthetic image gives it the
+# body's random value, while in every real image, whatever the contrast, it is myocardium continuous with the LV's
+# at the insertion points. Adult RV free wall: 2-5 mm (with trabeculation and partial volume).
+RV_WALL_MM = (2.0, 5.0)
+
 
 def normalised_source(image: np.ndarray) -> np.ndarray:
     """The image scaled so its 1st..99th percentile spans 0..1, clipped to 0..1 (the input of the curves)."""
@@ -140,14 +145,38 @@ def add_myocardial_lesions(value: np.ndarray, mask: np.ndarray, myocardium_level
     value[myocardium] += uneven_blood_signal(mask.shape, myocardium_level, target_level, rng)[myocardium]
 
 
+def rv_wall_mask(mask: np.ndarray, pixel_spacing_mm: tuple[float, float], thickness_mm: float) -> np.ndarray:
+    """The unlabelled pixels (H, W, bool) within ``thickness_mm`` of ``mask``'s RV blood pool: its free wall, which
+    runs into the labelled LV myocardium at the insertion points."""
+    rv_blood = np.asarray(mask) == RV_BLOOD_LABEL
+    if not rv_blood.any():
+        return np.zeros(rv_blood.shape, dtype=bool)
+    distance_mm = ndimage.distance_transform_edt(~rv_blood, sampling=pixel_spacing_mm)
+    return (distance_mm <= thickness_mm) & (np.asarray(mask) == BACKGROUND_LABEL)
+
+
+def draw_rv_wall(mask: np.ndarray, pixel_spacing_mm: tuple[float, float] | None, rng: np.random.Generator,
+                 fraction: float) -> np.ndarray | None:
+    """With probability ``fraction``, an RV free wall (:func:`rv_wall_mask`) of a thickness drawn from
+    :data:`RV_WALL_MM`, to be given the myocardium's value; else None. No draw at ``fraction`` 0, so recipes from
+    before the wall keep their random streams."""
+    if not fraction or rng.random() >= fraction:
+        return None
+    if pixel_spacing_mm is None:
+        raise ValueError("an RV wall in mm needs the image's pixel spacing (mm)")
+    return rv_wall_mask(mask, pixel_spacing_mm, rng.uniform(*RV_WALL_MM))
+
+
 def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                           uneven_blood_fraction: float = 0.0, myocardial_lesion_fraction: float = 0.0
+                           uneven_blood_fraction: float = 0.0, myocardial_lesion_fraction: float = 0.0,
+                           rv_wall_fraction: float = 0.0, pixel_spacing_mm: tuple[float, float] | None = None
                            ) -> np.ndarray:
     """``image`` (H, W) redrawn with a random intensity per tissue of ``mask`` (H, W); float32, about 0..1.
 
     ``uneven_blood_fraction``: the share of images whose blood pools get patches of signal
     (:func:`add_uneven_blood`); ``myocardial_lesion_fraction``: the share whose myocardium gets lesion-like
-    patches (:func:`add_myocardial_lesions`).
+    patches (:func:`add_myocardial_lesions`); ``rv_wall_fraction``: the share whose RV free wall
+    (:func:`draw_rv_wall`, needs ``pixel_spacing_mm``) gets the myocardium's intensity.
     Same geometry as the input: only intensities change.
     """
     image = np.asarray(image)
@@ -165,6 +194,9 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
         # Keep some of the tissue's own texture (trabeculation, papillary muscles), sign and strength random.
         texture_gain = rng.uniform(-0.6, 0.6)
         out[inside] = mean + texture_gain * (source[inside] - np.median(source[inside]))
+    rv_wall = draw_rv_wall(mask, pixel_spacing_mm, rng, rv_wall_fraction)
+    if rv_wall is not None:
+        out[rv_wall] = means[LV_MYOCARDIUM_LABEL]
     add_uneven_blood(out, mask, means[LV_MYOCARDIUM_LABEL],
                      {label: means[label] for label in (LV_BLOOD_LABEL, RV_BLOOD_LABEL)}, rng, uneven_blood_fraction)
     add_myocardial_lesions(out, mask, means[LV_MYOCARDIUM_LABEL], means[LV_BLOOD_LABEL], rng,
@@ -177,22 +209,22 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
 
 
 def with_random_contrast(slice_: Slice, rng: np.random.Generator, uneven_blood_fraction: float = 0.0,
-                         myocardial_lesion_fraction: float = 0.0) -> Slice:
+                         myocardial_lesion_fraction: float = 0.0, rv_wall_fraction: float = 0.0) -> Slice:
     """A copy of a :class:`cmr_landmark.datasets.Slice` whose image has random tissue contrast (landmarks kept)."""
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to draw contrasts from")
-    return dataclasses.replace(slice_, image=random_tissue_contrast(slice_.image, slice_.mask, rng,
-                                                                    uneven_blood_fraction, myocardial_lesion_fraction),
-                               source_image=slice_.image)
+    image = random_tissue_contrast(slice_.image, slice_.mask, rng, uneven_blood_fraction, myocardial_lesion_fraction,
+                                   rv_wall_fraction, slice_.pixel_spacing_mm)
+    return dataclasses.replace(slice_, image=image, source_image=slice_.image)
 
 
 def random_contrast_slices(slices: Sequence[Slice], seed: int, copies: int = 1,
-                           uneven_blood_fraction: float = 0.0, myocardial_lesion_fraction: float = 0.0
-                           ) -> list[Slice]:
+                           uneven_blood_fraction: float = 0.0, myocardial_lesion_fraction: float = 0.0,
+                           rv_wall_fraction: float = 0.0) -> list[Slice]:
     """``copies`` random-contrast versions of every slice that has a mask, reproducible from ``seed``."""
     return [
         with_random_contrast(s, np.random.default_rng([seed, index, copy]), uneven_blood_fraction,
-                             myocardial_lesion_fraction)
+                             myocardial_lesion_fraction, rv_wall_fraction)
         for index, s in enumerate(slices)
         if s.mask is not None
         for copy in range(copies)

@@ -134,13 +134,16 @@ def render_t1_map(
     pathology: np.ndarray | None = None,
     max_t1_ms: float = MAX_T1_MS,
     uneven_blood_fraction: float = 0.0,
+    rv_wall_fraction: float = 0.0,
+    pixel_spacing_mm: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """A synthetic MOLLI T1 map (H, W) float32 in ms from a source image, its tissue ``mask`` and ``scenario``.
 
     ``pathology`` (H, W): :data:`OEDEMA` / :data:`SCAR` inside the myocardium (MyoPS), else none.
     ``uneven_blood_fraction``: the share of maps whose blood pools get patches of T1 toward the myocardium's
     (:func:`synth.contrast.add_uneven_blood`: inflowing blood that a MOLLI inversion did not reach, a fit failing
-    in slow flow).
+    in slow flow). ``rv_wall_fraction``: the share whose RV free wall has the myocardium's T1
+    (:func:`synth.tissue_map.tissue_value_map`, needs ``pixel_spacing_mm``).
     """
     lesion_values = {OEDEMA: scenario.oedema_t1_ms, SCAR: scenario.scar_t1_ms}
     t1_ms = tissue_value_map(
@@ -148,7 +151,8 @@ def render_t1_map(
         OTHER_TISSUE_POST_CONTRAST_T1_MS if scenario.post_contrast else OTHER_TISSUE_NATIVE_T1_MS,
         air_fill_level_range=(500.0, max_t1_ms), myocardium_value=scenario.myocardium_t1_ms,
         lv_blood_value=scenario.lv_blood_t1_ms, rv_blood_value=scenario.rv_blood_t1_ms,
-        lesion_values=lesion_values, pathology=pathology)
+        lesion_values=lesion_values, pathology=pathology, rv_wall_fraction=rv_wall_fraction,
+        pixel_spacing_mm=pixel_spacing_mm)
     add_uneven_blood(t1_ms, mask, scenario.myocardium_t1_ms,
                      {LV_BLOOD_LABEL: scenario.lv_blood_t1_ms, RV_BLOOD_LABEL: scenario.rv_blood_t1_ms}, rng,
                      uneven_blood_fraction)
@@ -182,26 +186,29 @@ def synthetic_t1_slice(
     post_contrast: bool | None = None,
     as_uint16: bool = False,
     uneven_blood_fraction: float = 0.0,
+    rv_wall_fraction: float = 0.0,
 ) -> Slice:
     """A copy of a labelled SAX :class:`cmr_landmark.datasets.Slice` whose image is a synthetic T1 map (ms).
 
-    Geometry and landmarks are those of the source slice; ``sequence`` becomes "t1". ``uneven_blood_fraction``: see
-    :func:`render_t1_map`.
+    Geometry and landmarks are those of the source slice; ``sequence`` becomes "t1". ``uneven_blood_fraction``,
+    ``rv_wall_fraction``: see :func:`render_t1_map`.
     """
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to synthesise a T1 map from")
     scenario = draw_t1_scenario(rng, field_strength_t, post_contrast)
     t1_ms = render_t1_map(slice_.image, slice_.mask, scenario, rng, pathology=slice_.pathology,
-                          uneven_blood_fraction=uneven_blood_fraction)
+                          uneven_blood_fraction=uneven_blood_fraction, rv_wall_fraction=rv_wall_fraction,
+                          pixel_spacing_mm=slice_.pixel_spacing_mm)
     image = as_scanner_uint16(t1_ms) if as_uint16 else t1_ms
     return dataclasses.replace(slice_, image=image, sequence="t1")
 
 
-def synthetic_t1_slices(slices: Sequence[Slice], seed: int, copies: int = 1, uneven_blood_fraction: float = 0.0
-                        ) -> list[Slice]:
+def synthetic_t1_slices(slices: Sequence[Slice], seed: int, copies: int = 1, uneven_blood_fraction: float = 0.0,
+                        rv_wall_fraction: float = 0.0) -> list[Slice]:
     """``copies`` synthetic T1 maps of every slice that has a mask, reproducible from ``seed``."""
     return [
-        synthetic_t1_slice(s, np.random.default_rng([seed, index, copy]), uneven_blood_fraction=uneven_blood_fraction)
+        synthetic_t1_slice(s, np.random.default_rng([seed, index, copy]), uneven_blood_fraction=uneven_blood_fraction,
+                           rv_wall_fraction=rv_wall_fraction)
         for index, s in enumerate(slices)
         if s.mask is not None
         for copy in range(copies)

@@ -19,6 +19,7 @@ from .contrast import (
     LV_BLOOD_LABEL,
     LV_MYOCARDIUM_LABEL,
     RV_BLOOD_LABEL,
+    draw_rv_wall,
     normalised_source,
     random_curve,
     smooth_random_field,
@@ -109,12 +110,16 @@ def tissue_value_map(
     rv_blood_value: float,
     lesion_values: dict[int, float] | None = None,
     pathology: np.ndarray | None = None,
+    rv_wall_fraction: float = 0.0,
+    pixel_spacing_mm: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Tissue values (H, W, float64) of one synthetic image, before the acquisition's look is added.
 
     ``other_tissue_ranges``: one (low, high) per :data:`OTHER_TISSUE_QUANTILES`; ``air_fill_level_range``: air, when
     not masked to 0, gets uniform random values from 0 up to a level drawn from this range;
-    ``lesion_values``: value per pathology code (:data:`OEDEMA`, :data:`SCAR`) inside the myocardium.
+    ``lesion_values``: value per pathology code (:data:`OEDEMA`, :data:`SCAR`) inside the myocardium;
+    ``rv_wall_fraction``: the share of images whose RV free wall (:func:`synth.contrast.draw_rv_wall`, needs
+    ``pixel_spacing_mm``) gets the myocardium's value.
     """
     image = np.asarray(image)
     mask = np.asarray(mask)
@@ -135,6 +140,9 @@ def tissue_value_map(
     myocardium = mask == LV_MYOCARDIUM_LABEL
     texture = 1.0 + 0.02 * smooth_random_field(mask.shape, rng, scale_px=3.0)
     value[myocardium] = myocardium_value * texture[myocardium]
+    rv_wall = draw_rv_wall(mask, pixel_spacing_mm, rng, rv_wall_fraction)
+    if rv_wall is not None:
+        value[rv_wall] = myocardium_value * texture[rv_wall]
     if pathology is not None:
         pathology = np.asarray(pathology)
         for code, lesion_value in (lesion_values or {}).items():
