@@ -15,7 +15,8 @@ from cmr_landmark.synth.clinical_contrasts import (
     draw_tissue_values,
     render_clinical_contrast,
 )
-from cmr_landmark.synth.contrast import LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL
+from cmr_landmark.synth.contrast import LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL, rv_wall_mask
+from cmr_landmark.synth.t1 import synthetic_t1_slice
 from cmr_landmark.synth.tissue_map import OEDEMA, SCAR
 
 # Myocardium in the literature (module docstring): T2 45-58 ms at 1.5 T and ~40-52 ms at 3 T; T2* 52 +- 16 ms
@@ -144,3 +145,32 @@ def test_bad_input_is_refused(scar_slice: Slice) -> None:
         render_clinical_contrast(scar_slice.image, scar_slice.mask[:-1], "ecv_map", rng)
     with pytest.raises(ValueError, match="pathology"):
         render_clinical_contrast(scar_slice.image, scar_slice.mask, "ecv_map", rng, pathology=np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("kind", [*sorted(CLINICAL_CONTRASTS), "t1_map"])
+def test_rv_wall_has_the_myocardium_value_in_every_kind_of_map(scar_slice: Slice, kind: str) -> None:
+    # the free wall beside the RV pool (unlabelled) is myocardium in every real map; rv_wall_fraction 1 gives it the
+    # myocardium's value, 0 leaves the image exactly as it was drawn before the wall existed
+    def render(seed: int, **wall) -> np.ndarray:
+        if kind == "t1_map":
+            return synthetic_t1_slice(scar_slice, np.random.default_rng(seed), **wall).image
+        return render_clinical_contrast(scar_slice.image, scar_slice.mask, kind, np.random.default_rng(seed),
+                                        pathology=scar_slice.pathology, **wall)
+
+    wall = rv_wall_mask(scar_slice.mask, scar_slice.pixel_spacing_mm, 2.0)  # inside every drawn wall (2-5 mm)
+    myocardium = _core((scar_slice.mask == LV_MYOCARDIUM_LABEL) & (scar_slice.pathology == 0))
+    blood = _core(scar_slice.mask == RV_BLOOD_LABEL)
+
+    def wall_to_myocardium(image: np.ndarray) -> float:  # in units of the blood-myocardium contrast
+        return abs(np.median(image[wall]) - np.median(image[myocardium])) / abs(
+            np.median(image[blood]) - np.median(image[myocardium]))
+
+    with_wall, without = [], []
+    for seed in range(6):
+        plain = render(seed)
+        np.testing.assert_array_equal(render(seed, rv_wall_fraction=0.0), plain)
+        walled = render(seed, rv_wall_fraction=1.0, **({} if kind == "t1_map" else
+                                                       {"pixel_spacing_mm": scar_slice.pixel_spacing_mm}))
+        with_wall.append(wall_to_myocardium(walled))
+        without.append(wall_to_myocardium(plain))
+    assert max(with_wall) < 0.5 and np.mean(with_wall) < np.mean(without)

@@ -14,6 +14,7 @@ from myops_stack import load_myops_stack
 from script_modules import load_script
 
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS
+from cmr_landmark.synth.contrast import LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL, rv_wall_mask
 
 
 def compare_script():
@@ -229,3 +230,35 @@ def test_tables_show_both_angles_as_measured() -> None:
     table = script.tables_markdown({"m": {"cine": made}}, ["cine"])
     assert "angle error deg (within 10, of slices) | A-RVI direction error deg (within 10, of slices) |" in table
     assert "| m | 3.00 | 2.00 (90%) | 2.00 (90%) | 2.00 (90%) | -1.2 +- 11.0 (75% of 20) | 5.2 (88% of 24) |" in table
+
+
+def test_rv_wall_sets_are_the_same_maps_with_the_wall_at_the_myocardium_value(monkeypatch) -> None:
+    # the *_rv_wall sets redraw the synthetic maps of the same validation slices with every image's free wall as
+    # myocardium; the plain sets stay exactly what they were (cached results stay valid)
+    script = compare_script()
+    stack = load_myops_stack()
+    monkeypatch.setattr(script, "load_labelled_slices", lambda names, split, view, sequence: stack)
+    names = ["t1_synthetic", "ecv_map", "t1_synthetic_rv_wall", "ecv_map_rv_wall"]
+    sets = script.evaluation_sets(names)
+    assert list(sets) == names and all(len(slices) == 2 * len(stack) for slices in sets.values())
+    assert script.set_fingerprint(sets["ecv_map"]) == script.set_fingerprint(
+        script.clinical_contrast_slices(stack + stack, "ecv_map", script.EVALUATION_SEED_CLINICAL))
+    mask = stack[2].mask
+    wall = rv_wall_mask(mask, stack[2].pixel_spacing_mm, 2.0)
+    myocardium = (mask == LV_MYOCARDIUM_LABEL) & (stack[2].pathology == 0)
+    for plain, walled in (("t1_synthetic", "t1_synthetic_rv_wall"), ("ecv_map", "ecv_map_rv_wall")):
+        image = sets[walled][2].image
+        np.testing.assert_array_equal(sets[walled][2].landmarks_rc, sets[plain][2].landmarks_rc)
+        assert not np.array_equal(image, sets[plain][2].image)
+        blood_contrast = abs(np.median(image[mask == RV_BLOOD_LABEL]) - np.median(image[myocardium]))
+        assert abs(np.median(image[wall]) - np.median(image[myocardium])) < 0.5 * blood_contrast
+
+
+def test_rv_wall_clinical_sets_are_pooled_beside_the_plain_ones() -> None:
+    script = compare_script()
+    rng = np.random.default_rng(1)
+    result = {name: {"distances_mm": rng.gamma(2.0, 1.5, size=(10, 3)).tolist()}
+              for name in (*CLINICAL_CONTRASTS, *script.CLINICAL_RV_WALL_SETS)}
+    markdown = script.comparison_markdown({"a": result, "b": result},
+                                          [*CLINICAL_CONTRASTS, *script.CLINICAL_RV_WALL_SETS])
+    assert "**clinical contrasts pooled**" in markdown and "**clinical contrasts pooled_rv_wall**" in markdown

@@ -13,15 +13,18 @@ from script_modules import load_script
 from cmr_landmark.datasets import Slice
 from cmr_landmark.landmarks import derive_sax_landmarks
 from cmr_landmark.synth.contrast import (
+    BACKGROUND_LABEL,
     LV_BLOOD_LABEL,
     LV_MYOCARDIUM_LABEL,
     MIN_MYOCARDIUM_BLOOD_CONTRAST,
     RV_BLOOD_LABEL,
     add_myocardial_lesions,
     add_uneven_blood,
+    draw_rv_wall,
     random_contrast_slices,
     random_curve,
     random_tissue_contrast,
+    rv_wall_mask,
     uneven_blood_signal,
     with_random_contrast,
 )
@@ -267,6 +270,47 @@ def test_no_patches_and_no_draws_at_fraction_zero(scar_slice: Slice) -> None:
     assert value[blood].max() > 0.0 and not value[~blood].any() and value.min() >= 0.0
 
 
+def test_rv_wall_is_the_unlabelled_band_beside_the_rv_pool_measured_in_mm(scar_slice: Slice) -> None:
+    mask, spacing_mm = scar_slice.mask, scar_slice.pixel_spacing_mm
+    wall = rv_wall_mask(mask, spacing_mm, 3.0)
+    distance_mm = ndimage.distance_transform_edt(mask != RV_BLOOD_LABEL, sampling=spacing_mm)
+    assert wall.any() and np.all(mask[wall] == BACKGROUND_LABEL) and distance_mm[wall].max() <= 3.0
+    # every unlabelled pixel that close is in it, and it meets the LV myocardium: the insertion's junction
+    assert np.array_equal(wall, (distance_mm <= 3.0) & (mask == BACKGROUND_LABEL))
+    assert (ndimage.binary_dilation(wall) & (mask == LV_MYOCARDIUM_LABEL)).any()
+    # thickness in mm: the same 3 mm over pixels twice as large is fewer pixels, and a thicker wall holds a thinner
+    coarse = rv_wall_mask(mask, (2 * spacing_mm[0], 2 * spacing_mm[1]), 3.0)
+    assert coarse.sum() < wall.sum() and not (coarse & ~wall).any()
+    assert not (wall & ~rv_wall_mask(mask, spacing_mm, 5.0)).any()
+    assert not rv_wall_mask(np.where(mask == RV_BLOOD_LABEL, 0, mask), spacing_mm, 3.0).any()
+
+
+def test_rv_wall_no_draws_at_fraction_zero_and_needs_a_spacing(scar_slice: Slice) -> None:
+    rng = np.random.default_rng(5)
+    state = rng.bit_generator.state
+    assert draw_rv_wall(scar_slice.mask, None, rng, 0.0) is None and rng.bit_generator.state == state
+    with pytest.raises(ValueError, match="pixel spacing"):
+        draw_rv_wall(scar_slice.mask, None, rng, 1.0)
+    # at 0 every synthetic image is the one drawn before the wall existed
+    np.testing.assert_array_equal(
+        with_random_contrast(scar_slice, np.random.default_rng(3), rv_wall_fraction=0.0).image,
+        random_tissue_contrast(scar_slice.image, scar_slice.mask, np.random.default_rng(3)))
+
+
+def test_random_contrast_rv_wall_takes_the_myocardium_intensity(scar_slice: Slice) -> None:
+    # with the wall, the pixels beside the RV pool read like the LV myocardium; without it, like the body around
+    wall_core = rv_wall_mask(scar_slice.mask, scar_slice.pixel_spacing_mm, 2.0)  # inside every drawn wall (2-5 mm)
+    myocardium = _core(scar_slice.mask == LV_MYOCARDIUM_LABEL)
+
+    def wall_to_myocardium(fraction: float, seed: int) -> float:
+        image = with_random_contrast(scar_slice, np.random.default_rng(seed), rv_wall_fraction=fraction).image
+        return abs(np.median(image[wall_core]) - np.median(image[myocardium])) / (np.ptp(image) or 1.0)
+
+    with_wall = [wall_to_myocardium(1.0, seed) for seed in range(12)]
+    without = [wall_to_myocardium(0.0, seed) for seed in range(12)]
+    assert np.mean(with_wall) < 0.5 * np.mean(without) and np.median(with_wall) < 0.1
+
+
 def test_myocardial_lesions_change_the_wall_only_toward_or_away_from_the_blood(scar_slice: Slice) -> None:
     mask = scar_slice.mask
     myocardium = mask == LV_MYOCARDIUM_LABEL
@@ -432,16 +476,28 @@ def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypat
     monkeypatch.setattr(script, "train_cascade", fake_train_cascade)
     monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path), "--copies", "0",
                                      "--fresh-fraction", "0.5", "--map-look-fraction", "0.3", "--seed", "3",
-                                     "--uneven-blood-fraction", "0.4", "--myocardial-lesion-fraction", "0.2"])
+                                     "--uneven-blood-fraction", "0.4", "--myocardial-lesion-fraction", "0.2",
+                                     "--rv-wall-fraction", "0.6"])
     assert script.main() == 0
     assert captured["seed"] == 3
     fresh = captured["fresh_images"]
     assert fresh.fraction == 0.5
     assert fresh.synthesise.keywords == {"map_look_fraction": 0.3, "uneven_blood_fraction": 0.4,
-                                         "myocardial_lesion_fraction": 0.2}
+                                         "myocardial_lesion_fraction": 0.2, "rv_wall_fraction": 0.6}
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["seed"] == 3 and run["map_look_fraction"] == 0.3 and run["fresh_fraction"] == 0.5
     assert run["uneven_blood_fraction"] == 0.4 and run["myocardial_lesion_fraction"] == 0.2
+    assert run["rv_wall_fraction"] == 0.6
+
+
+def test_rv_wall_needs_fresh_images(monkeypatch, tmp_path, capsys) -> None:
+    # the wall is drawn in the fresh images only: asked for without them it would silently do nothing
+    script = train_sax_synthetic_script(monkeypatch, [], [])
+    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path),
+                                     "--rv-wall-fraction", "0.5"])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert "--fresh-fraction" in capsys.readouterr().err
 
 
 def count_patched_pools(monkeypatch) -> list:
