@@ -18,7 +18,10 @@ training used seeds 1 and 2), a stand-in for a contrast the sequence-specific mo
 in every blood pool (synth.contrast.uneven_blood_signal; the draws after the patches, blur, shading, noise, differ
 too, so they are not the plain sets' images plus patches), and ``t2_map``, ``t2star_map``, ``ecv_map``,
 ``t2w_black_blood`` = the same slices as clinical contrasts no model was trained on (synth.clinical_contrasts, seed
-6), the unseen contrasts of issue #5. Results per model
+6), the unseen contrasts of issue #5, and ``*_rv_wall`` = the synthetic T1 maps and the four clinical contrasts
+drawn again with every image's RV free wall at the myocardium's value (synth.contrast.draw_rv_wall). The
+comparison ends with detection, false positives and their difference (Youden's J) pooled over the unseen
+contrasts (T1 + clinical, and their RV-wall versions), each model at its own threshold. Results per model
 and set are kept in ``--out`` so a rerun only evaluates what is new (a new model file, or a set whose images
 changed). ``--operating-points`` adds, per model and set, detection and false-positive rates at several
 probability thresholds (the peak probabilities are kept).
@@ -51,6 +54,7 @@ from cmr_landmark.config import (
     FINE_CENTROID_RADIUS_MM,
     FINE_GRID_BY_VIEW,
     MIRROR_POOLINGS,
+    SAX_LANDMARKS,
     models_dir,
 )
 from cmr_landmark.detector import Detector
@@ -176,6 +180,7 @@ def evaluate_model(name: str, run: Path | None, sets: dict[str, list], fingerpri
     results = json.loads(cache.read_text()) if cache.exists() else {}
     if results.get("identity") != identity:
         results = {"identity": identity}
+    results["probability_threshold"] = spec.probability_threshold if run is None else threshold
     for set_name, slices in sets.items():
         fingerprint = fingerprints[set_name]
         if results.get(set_name, {}).get("fingerprint") != fingerprint:
@@ -248,6 +253,35 @@ def comparison_markdown(results: dict[str, dict], set_names: list[str]) -> str:
                 mean, half = paired_difference_mm(results[a][set_name], results[b][set_name])
                 cells.append("" if a == b else f"{mean:+.2f} +- {half:.2f}")
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# The unseen contrasts pooled for detection (issue #5's >= 95 %): the synthetic T1 maps and the four clinical ones.
+UNSEEN_CONTRAST_GROUPS = {"T1 + clinical": ("t1_synthetic", *CLINICAL_CONTRASTS),
+                          f"T1 + clinical{RV_WALL_SUFFIX}": (f"t1_synthetic{RV_WALL_SUFFIX}", *CLINICAL_RV_WALL_SETS)}
+
+
+def unseen_contrast_detection_markdown(results: dict[str, dict], set_names: list[str]) -> str:
+    """Per model, at its own threshold, pooled over each group of :data:`UNSEEN_CONTRAST_GROUPS` that was measured:
+    detection and false-positive rate (% of labelled / absent landmarks), J = their difference, and the anterior
+    RV insertion's detection alone."""
+    lines = []
+    for group, members in UNSEEN_CONTRAST_GROUPS.items():
+        if not set(members) <= set(set_names):
+            continue
+        lines += [f"**Unseen contrasts pooled: {group}** (each model at its own threshold)", "",
+                  "| model | threshold | detection % | false positives % | J | A-RVI detection % |",
+                  "|---|---|---|---|---|---|"]
+        for name, result in results.items():
+            threshold = result["probability_threshold"]
+            found = np.concatenate([np.asarray(result[m]["probability"]) >= threshold for m in members])
+            labelled = np.concatenate([np.asarray(result[m]["labelled"], dtype=bool) for m in members])
+            detection, false_positive = 100 * found[labelled].mean(), 100 * found[~labelled].mean()
+            anterior = SAX_LANDMARKS.index("A-RVI")
+            anterior_detection = 100 * found[:, anterior][labelled[:, anterior]].mean()
+            lines.append(f"| {name} | {threshold:g} | {detection:.1f} | {false_positive:.1f} | "
+                         f"{detection - false_positive:.1f} | {anterior_detection:.1f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -376,7 +410,8 @@ RECIPE_OPTIONS: tuple[tuple[str, str, object], ...] = (
     ("--max-steps-per-epoch", "max_steps_per_epoch", None), ("--max-val-slices", "max_val_slices", None),
     ("--val-contrast-copies", "val_contrast_copies", 0), ("--lge-repeats", "lge_repeats", 1),
     ("--map-look-fraction", "map_look_fraction", 0.0), ("--uneven-blood-fraction", "uneven_blood_fraction", 0.0),
-    ("--myocardial-lesion-fraction", "myocardial_lesion_fraction", 0.0), ("--distil-from", "distil_from", []),
+    ("--myocardial-lesion-fraction", "myocardial_lesion_fraction", 0.0),
+    ("--rv-wall-fraction", "rv_wall_fraction", 0.0), ("--distil-from", "distil_from", []),
     ("--distil-weight", "distil_weight", 0.5), ("--distance-loss-weight", "distance_loss_weight", 0.0),
     ("--consistency-weight", "consistency_weight", 0.0),
     ("--consistency-toward-real", "consistency_toward_real", False),
@@ -411,7 +446,10 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
                if run_info.get("uneven_blood_fraction") else "")
             + (f"; {run_info['myocardial_lesion_fraction']:.0%} of the random contrasts with lesion-like patches in "
                "the myocardium (synth.contrast.add_myocardial_lesions)"
-               if run_info.get("myocardial_lesion_fraction") else ""))
+               if run_info.get("myocardial_lesion_fraction") else "")
+            + (f"; {run_info['rv_wall_fraction']:.0%} of the fresh {synthetic} with the RV free wall at the "
+               "myocardium's value (synth.contrast.draw_rv_wall; validation images without)"
+               if run_info.get("rv_wall_fraction") else ""))
     card = "\n".join([
         f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
         f"- **Training data**: {kind}; sources {json.dumps(run_info['sources'])} (patient-level splits, "
@@ -520,6 +558,7 @@ def main() -> int:
     results = {name: evaluate_model(name, run, sets, fingerprints, args.out, args.mirror_average, args.mirror_pooling)
                for name, run in sources.items()}
     tables, comparison = tables_markdown(results, list(sets)), comparison_markdown(results, list(sets))
+    comparison += "\n" + unseen_contrast_detection_markdown(results, list(sets))
     if args.operating_points:
         comparison += "\n" + operating_points_markdown(results, list(sets))
     (args.out / "tables.md").write_text(tables + "\n" + comparison)

@@ -93,22 +93,24 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
     monkeypatch.setenv("CMR_LANDMARK_MODELS", str(tmp_path))
     run_info = {"kind": "any", "sources": {"cine": ["acdc"]}, "train_slices": 10, "val_slices": 4, "copies": 0,
                 "fresh_fraction": 0.667, "map_look_fraction": 0.3, "uneven_blood_fraction": 0.5,
-                "myocardial_lesion_fraction": 0.3, "epochs": 0,
+                "myocardial_lesion_fraction": 0.3, "rv_wall_fraction": 0.5, "epochs": 0,
                 "epochs_fine": 16, "lr": 0.00025, "init_from": "models/sax_any.pt", "max_steps_per_epoch": None,
                 "max_val_slices": 150, "threads": 2, "wall_s": 960.0, "threshold": 0.9, "threshold_images": 1651,
                 "distance_loss_weight": 0.3}
     card = script.write_card("sax_any", "any", run_info, "", "", {}).read_text()
     rerun = card.split("Rerun: `", 1)[1].split("`", 1)[0]
     for option in ("--fresh-fraction 0.667", "--map-look-fraction 0.3", "--uneven-blood-fraction 0.5",
-                   "--myocardial-lesion-fraction 0.3",
+                   "--myocardial-lesion-fraction 0.3", "--rv-wall-fraction 0.5",
                    "--epochs-fine 16", "--distance-loss-weight 0.3", "--init-from models/sax_any.pt"):
         assert option in rerun, option
     assert "50% of the random contrasts with patches of signal in the blood pools" in card
     assert "on 1651 training images (every labelled SAX training slice, as a random-contrast copy)" in card
     assert "30% of the random contrasts with lesion-like patches in the myocardium" in card
+    assert "50% of the fresh random contrasts with the RV free wall at the myocardium's value" in card
     plain = script.write_card("sax_any", "any", {**run_info, "uneven_blood_fraction": 0.0,
-                                                 "myocardial_lesion_fraction": 0.0}, "", "", {}).read_text()
-    assert "uneven" not in plain and "patches" not in plain and "lesion" not in plain
+                                                 "myocardial_lesion_fraction": 0.0, "rv_wall_fraction": 0.0},
+                              "", "", {}).read_text()
+    assert "uneven" not in plain and "patches" not in plain and "lesion" not in plain and "RV free wall" not in plain
     assert "consistency" not in plain and "second view" not in plain
     paired = script.write_card("sax_any", "any", {**run_info, "fresh_fraction": 1.0, "consistency_weight": 4.0,
                                                   "consistency_toward_real": True}, "", "", {}).read_text()
@@ -181,7 +183,8 @@ def test_card_rerun_command_parses_back_to_the_run_with_the_training_script() ->
     run_info = {"kind": "any", "init_from": "runs/earlier", "lr": 0.00025, "epochs": 0, "epochs_fine": 12,
                 "copies": 0, "fresh_fraction": 1.0, "max_steps_per_epoch": 40, "max_val_slices": 150,
                 "val_contrast_copies": 1, "lge_repeats": 2, "map_look_fraction": 0.3, "uneven_blood_fraction": 0.5,
-                "myocardial_lesion_fraction": 0.2, "distil_from": ["cine=models/sax_cine.pt", "lge=models/sax_lge.pt"],
+                "myocardial_lesion_fraction": 0.2, "rv_wall_fraction": 0.5,
+                "distil_from": ["cine=models/sax_cine.pt", "lge=models/sax_lge.pt"],
                 "distil_weight": 0.25, "distance_loss_weight": 0.3, "consistency_weight": 4.0,
                 "consistency_toward_real": True, "threads": 2, "seed": 1}
     words = shlex.split(script.rerun_command(run_info))
@@ -262,3 +265,16 @@ def test_rv_wall_clinical_sets_are_pooled_beside_the_plain_ones() -> None:
     markdown = script.comparison_markdown({"a": result, "b": result},
                                           [*CLINICAL_CONTRASTS, *script.CLINICAL_RV_WALL_SETS])
     assert "**clinical contrasts pooled**" in markdown and "**clinical contrasts pooled_rv_wall**" in markdown
+
+
+def test_unseen_contrast_detection_is_pooled_at_each_models_own_threshold() -> None:
+    script = compare_script()
+    members = script.UNSEEN_CONTRAST_GROUPS["T1 + clinical"]
+    # one slice per set: A-RVI labelled at 0.8, P-RVI labelled at 0.5, C-LV absent but reported at 0.7
+    row = {"probability": [[0.8, 0.5, 0.7]], "labelled": [[True, True, False]]}
+    results = {"strict": {"probability_threshold": 0.75, **{m: row for m in members}},
+               "lenient": {"probability_threshold": 0.4, **{m: row for m in members}}}
+    markdown = script.unseen_contrast_detection_markdown(results, list(members))
+    assert "| strict | 0.75 | 50.0 | 0.0 | 50.0 | 100.0 |" in markdown
+    assert "| lenient | 0.4 | 100.0 | 100.0 | 0.0 | 100.0 |" in markdown
+    assert "rv_wall" not in markdown  # a group is tabulated only where all its sets were measured
