@@ -8,6 +8,9 @@ threshold; then, of the landmarks missed inside the runs, whether the point was 
 threshold (fp32; about 3 min for the seven sets on 2 threads):
 
     CMR_LANDMARK_BF16=0 python scripts/detection_by_run_position.py sax_any
+    # the synthetic maps with the RV free wall as myocardium (docs/t1.md)
+    CMR_LANDMARK_BF16=0 python scripts/detection_by_run_position.py sax_any \
+        --sets t1_synthetic_rv_wall,t2_map_rv_wall,t2star_map_rv_wall,ecv_map_rv_wall,t2w_black_blood_rv_wall
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from compare_sax_models import evaluation_sets  # a sibling script (scripts/ is on sys.path when run)
+from compare_sax_models import SET_NAMES, evaluation_sets  # a sibling script (scripts/ is on sys.path when run)
 
 from cmr_landmark.config import LANDMARKS_BY_VIEW
 from cmr_landmark.datasets import stack_indices
@@ -56,13 +59,18 @@ def miss_summary(probability: np.ndarray, distance_mm: np.ndarray) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a short-axis model in the manifest")
+    parser.add_argument("--sets", default=",".join(SETS),
+                        help="comma-separated evaluation sets of scripts/compare_sax_models.py (default: %(default)s)")
     args = parser.parse_args(argv)
+    sets = [name for name in args.sets.split(",") if name]
+    if not sets or set(sets) - set(SET_NAMES):
+        parser.error(f"--sets: choose from {', '.join(SET_NAMES)}")
     torch.set_num_threads(2)
     spec = find_model("sax", "any", name=args.model)
     detector = Detector(spec, use_bf16=False)
     landmarks = LANDMARKS_BY_VIEW["sax"]
     detection_rows, miss_rows = [], []
-    for name, slices in evaluation_sets(SETS).items():
+    for name, slices in evaluation_sets(sets).items():
         points, probability = predict(detector, slices)
         found = probability >= spec.probability_threshold
         labelled = np.array([np.isfinite(s.landmarks_rc).all(axis=1) for s in slices])

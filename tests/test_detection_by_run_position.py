@@ -34,3 +34,9 @@ def test_run_ends_per_landmark_in_slice_order(script) -> None:
 def test_a_miss_summary_says_how_far_and_how_sure(script) -> None:
     assert script.miss_summary(np.array([0.2, 0.6]), np.array([3.0, 12.0])) == "2: 0.40 / 50 % / 7.5"
     assert script.miss_summary(np.array([]), np.array([])) == "0"
+
+
+def test_an_unknown_set_is_refused_before_a_model_loads(script, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["sax_any", "--sets", "t1_synthetic,t1_wall"])
+    assert exit_.value.code == 2 and "t1_synthetic_rv_wall" in capsys.readouterr().err
