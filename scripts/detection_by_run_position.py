@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sets = [name for name in args.sets.split(",") if name]
     if not sets or set(sets) - set(SET_NAMES):
-        parser.error(f"--sets: choose from {', '.join(SET_NAMES)}")
+        parser.error(f"--sets: unknown {', '.join(sorted(set(sets) - set(SET_NAMES))) or '(none given)'}; choose "
+                     f"from {', '.join(SET_NAMES)}")
     torch.set_num_threads(2)
     spec = find_model("sax", "any", name=args.model)
     detector = Detector(spec, use_bf16=False)

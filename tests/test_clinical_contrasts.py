@@ -150,7 +150,7 @@ def test_bad_input_is_refused(scar_slice: Slice) -> None:
 @pytest.mark.parametrize("kind", [*sorted(CLINICAL_CONTRASTS), "t1_map"])
 def test_rv_wall_has_the_myocardium_value_in_every_kind_of_map(scar_slice: Slice, kind: str) -> None:
     # the free wall beside the RV pool (unlabelled) is myocardium in every real map; rv_wall_fraction 1 gives it the
-    # myocardium's value, 0 leaves the image exactly as it was drawn before the wall existed
+    # myocardium's value
     def render(seed: int, **wall) -> np.ndarray:
         if kind == "t1_map":
             return synthetic_t1_slice(scar_slice, np.random.default_rng(seed), **wall).image
@@ -168,7 +168,6 @@ def test_rv_wall_has_the_myocardium_value_in_every_kind_of_map(scar_slice: Slice
     with_wall, without = [], []
     for seed in range(6):
         plain = render(seed)
-        np.testing.assert_array_equal(render(seed, rv_wall_fraction=0.0), plain)
         walled = render(seed, rv_wall_fraction=1.0, **({} if kind == "t1_map" else
                                                        {"pixel_spacing_mm": scar_slice.pixel_spacing_mm}))
         with_wall.append(wall_to_myocardium(walled))

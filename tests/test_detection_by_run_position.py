@@ -40,3 +40,25 @@ def test_an_unknown_set_is_refused_before_a_model_loads(script, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         script.main(["sax_any", "--sets", "t1_synthetic,t1_wall"])
     assert exit_.value.code == 2 and "t1_synthetic_rv_wall" in capsys.readouterr().err
+
+
+def test_the_sets_asked_for_are_the_sets_measured(script, monkeypatch) -> None:
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def evaluation_sets(names):
+        asked.extend(names)
+        raise Stop
+
+    monkeypatch.setattr(script, "find_model", lambda view, sequence, name: SimpleNamespace(probability_threshold=0.5))
+    monkeypatch.setattr(script, "Detector", lambda spec, use_bf16: None)
+    monkeypatch.setattr(script, "evaluation_sets", evaluation_sets)
+    with pytest.raises(Stop):
+        script.main(["sax_any", "--sets", "ecv_map_rv_wall,t1_synthetic_rv_wall"])
+    assert asked == ["ecv_map_rv_wall", "t1_synthetic_rv_wall"]
+    asked.clear()
+    with pytest.raises(Stop):
+        script.main(["sax_any"])
+    assert asked == list(script.SETS)

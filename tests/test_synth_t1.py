@@ -283,18 +283,34 @@ def test_rv_wall_is_the_unlabelled_band_beside_the_rv_pool_measured_in_mm(scar_s
     assert coarse.sum() < wall.sum() and not (coarse & ~wall).any()
     assert not (wall & ~rv_wall_mask(mask, spacing_mm, 5.0)).any()
     assert not rv_wall_mask(np.where(mask == RV_BLOOD_LABEL, 0, mask), spacing_mm, 3.0).any()
+    # (row, col) spacing: rows 1 mm apart, columns 3 mm apart, so a 3 mm wall is 3 rows but 1 column deep
+    pool = np.zeros((11, 11), dtype=np.uint8)
+    pool[5, 5] = RV_BLOOD_LABEL
+    rows, cols = np.nonzero(rv_wall_mask(pool, (1.0, 3.0), 3.0))
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (2, 8, 4, 6)
 
 
-def test_rv_wall_no_draws_at_fraction_zero_and_needs_a_spacing(scar_slice: Slice) -> None:
+def test_rv_wall_no_draws_at_fraction_zero_and_needs_a_spacing(scar_slice: Slice, monkeypatch) -> None:
     rng = np.random.default_rng(5)
     state = rng.bit_generator.state
     assert draw_rv_wall(scar_slice.mask, None, rng, 0.0) is None and rng.bit_generator.state == state
     with pytest.raises(ValueError, match="pixel spacing"):
         draw_rv_wall(scar_slice.mask, None, rng, 1.0)
-    # at 0 every synthetic image is the one drawn before the wall existed
-    np.testing.assert_array_equal(
-        with_random_contrast(scar_slice, np.random.default_rng(3), rv_wall_fraction=0.0).image,
-        random_tissue_contrast(scar_slice.image, scar_slice.mask, np.random.default_rng(3)))
+    # at 0 every synthetic image is the one drawn before the wall existed: the same as with no wall step at all
+    at_zero = [with_random_contrast(scar_slice, np.random.default_rng(3), 0.5, 0.5, rv_wall_fraction=0.0).image,
+               synthetic_t1_slice(scar_slice, np.random.default_rng(3), rv_wall_fraction=0.0).image]
+    import cmr_landmark.synth.contrast as contrast
+    import cmr_landmark.synth.tissue_map as tissue_map
+
+    def no_wall_step(*args, **kwargs):
+        return None
+
+    monkeypatch.setattr(contrast, "draw_rv_wall", no_wall_step)
+    monkeypatch.setattr(tissue_map, "draw_rv_wall", no_wall_step)
+    np.testing.assert_array_equal(at_zero[0], with_random_contrast(scar_slice, np.random.default_rng(3), 0.5, 0.5,
+                                                                   rv_wall_fraction=1.0).image)
+    np.testing.assert_array_equal(at_zero[1], synthetic_t1_slice(scar_slice, np.random.default_rng(3),
+                                                                 rv_wall_fraction=1.0).image)
 
 
 def test_random_contrast_rv_wall_takes_the_myocardium_intensity(scar_slice: Slice) -> None:
@@ -495,9 +511,9 @@ def test_rv_wall_needs_fresh_images(monkeypatch, tmp_path, capsys) -> None:
     script = train_sax_synthetic_script(monkeypatch, [], [])
     monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path),
                                      "--rv-wall-fraction", "0.5"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         script.main()
-    assert "--fresh-fraction" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "draws walls in the fresh images" in capsys.readouterr().err
 
 
 def count_patched_pools(monkeypatch) -> list:

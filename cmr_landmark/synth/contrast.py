@@ -176,7 +176,7 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
     ``uneven_blood_fraction``: the share of images whose blood pools get patches of signal
     (:func:`add_uneven_blood`); ``myocardial_lesion_fraction``: the share whose myocardium gets lesion-like
     patches (:func:`add_myocardial_lesions`); ``rv_wall_fraction``: the share whose RV free wall
-    (:func:`draw_rv_wall`, needs ``pixel_spacing_mm``) gets the myocardium's intensity.
+    (:func:`draw_rv_wall`, needs ``pixel_spacing_mm``) gets the myocardium's mean intensity.
     Same geometry as the input: only intensities change.
     """
     image = np.asarray(image)
