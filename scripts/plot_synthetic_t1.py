@@ -2,6 +2,7 @@
 
     python scripts/plot_synthetic_t1.py [--out docs/synthetic_t1.png]
     python scripts/plot_synthetic_t1.py --clinical-contrasts --out docs/clinical_contrasts.png
+    python scripts/plot_synthetic_t1.py --rv-wall --out docs/rv_wall.png
 
 Rows: an ACDC cine slice, a MyoPS bSSFP and LGE slice with scar/oedema, an MS-CMRSeg LGE slice. Columns: the
 source; native maps at 1.5 T and 3 T and a post-contrast map (T1 colour scale 0-2000 ms native, 0-1000 ms
@@ -11,6 +12,10 @@ source (A-RVI red, P-RVI blue, C-LV yellow): they stay valid for every synthetic
 ``--clinical-contrasts``: the same rows, with the evaluation-only contrasts of
 :mod:`cmr_landmark.synth.clinical_contrasts` (T2, T2* and ECV maps, T2-weighted black blood) as columns, each
 in grey from its 1st to 99th percentile.
+
+``--rv-wall``: a native T1 map, an ECV map and a random contrast of each row, each without and with the RV free
+wall at the myocardium's value (:func:`cmr_landmark.synth.contrast.draw_rv_wall`; the unlabelled wall otherwise
+gets the body's value). The wall's draw shifts the draws after it, so the pair's noise and body curve differ too.
 """
 
 from __future__ import annotations
@@ -98,14 +103,47 @@ def _clinical_contrasts_figure(examples: list):
     return figure, axes
 
 
+def _rv_wall_figure(examples: list):
+    def t1_map(s, rng: np.random.Generator, rv_wall_fraction: float) -> np.ndarray:
+        return render_t1_map(s.image, s.mask, draw_t1_scenario(rng, 1.5, False), rng, pathology=s.pathology,
+                             rv_wall_fraction=rv_wall_fraction, pixel_spacing_mm=s.pixel_spacing_mm)
+
+    def ecv_map(s, rng: np.random.Generator, rv_wall_fraction: float) -> np.ndarray:
+        return render_clinical_contrast(s.image, s.mask, "ecv_map", rng, pathology=s.pathology,
+                                        rv_wall_fraction=rv_wall_fraction, pixel_spacing_mm=s.pixel_spacing_mm)
+
+    def random_contrast(s, rng: np.random.Generator, rv_wall_fraction: float) -> np.ndarray:
+        return with_random_contrast(s, rng, rv_wall_fraction=rv_wall_fraction).image
+
+    kinds = (("T1 native 1.5 T", t1_map), ("ECV map", ecv_map), ("random contrast", random_contrast))
+    columns = 1 + 2 * len(kinds)
+    figure, axes = plt.subplots(len(examples), columns, figsize=(2.2 * columns, 2.3 * len(examples)))
+    for row, s in enumerate(examples):
+        crop = _crop(s)
+        _show_source(axes[row, 0], s, crop)
+        for index, (title, render) in enumerate(kinds):
+            for offset, rv_wall_fraction in enumerate((0.0, 1.0)):
+                image = render(s, np.random.default_rng([row, index]), rv_wall_fraction)[crop]
+                axis = axes[row, 1 + 2 * index + offset]
+                axis.imshow(image, cmap="gray", vmin=np.percentile(image, 1), vmax=np.percentile(image, 99))
+                axis.set_title(f"{title}{', RV wall' if rv_wall_fraction else ''}", fontsize=7)
+    return figure, axes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "synthetic_t1.png")
     parser.add_argument("--clinical-contrasts", action="store_true",
                         help="the evaluation-only clinical contrasts instead of T1 maps and random contrast")
+    parser.add_argument("--rv-wall", action="store_true",
+                        help="maps without and with the RV free wall at the myocardium's value")
     args = parser.parse_args()
+    if args.clinical_contrasts and args.rv_wall:
+        parser.error("--clinical-contrasts and --rv-wall are two different figures: give one")
     examples = _examples()
-    if args.clinical_contrasts:
+    if args.rv_wall:
+        figure, axes = _rv_wall_figure(examples)
+    elif args.clinical_contrasts:
         figure, axes = _clinical_contrasts_figure(examples)
     else:
         figure, axes = _t1_figure(examples)
