@@ -571,3 +571,11 @@ def test_t1_maps_with_uneven_blood_for_training_and_validation(monkeypatch, scar
     plain = [share_of_blood_toward_myocardium(synthetic_t1_slice(scar_slice, np.random.default_rng(seed)).image,
                                               scar_slice.mask) for seed in range(10)]
     assert np.mean(patchy) > np.mean(plain) + 0.05
+
+
+def test_plot_script_refuses_two_figures_at_once(monkeypatch, capsys) -> None:
+    script = load_script("plot_synthetic_t1")
+    monkeypatch.setattr("sys.argv", ["plot_synthetic_t1.py", "--rv-wall", "--clinical-contrasts"])
+    with pytest.raises(SystemExit) as exit_:
+        script.main()
+    assert exit_.value.code == 2 and "two different figures" in capsys.readouterr().err
