@@ -35,7 +35,7 @@ from cmr_landmark.config import REPO_ROOT  # noqa: E402
 from cmr_landmark.datasets import load_slices  # noqa: E402
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS, render_clinical_contrast  # noqa: E402
 from cmr_landmark.synth.contrast import with_random_contrast  # noqa: E402
-from cmr_landmark.synth.t1 import draw_t1_scenario, render_t1_map  # noqa: E402
+from cmr_landmark.synth.t1 import draw_t1_scenario, render_t1_map, synthetic_t1_slice  # noqa: E402
 
 CROP_MM = 200.0
 POINT_COLOURS = ("red", "dodgerblue", "yellow")
@@ -105,8 +105,8 @@ def _clinical_contrasts_figure(examples: list):
 
 def _rv_wall_figure(examples: list):
     def t1_map(s, rng: np.random.Generator, rv_wall_fraction: float) -> np.ndarray:
-        return render_t1_map(s.image, s.mask, draw_t1_scenario(rng, 1.5, False), rng, pathology=s.pathology,
-                             rv_wall_fraction=rv_wall_fraction, pixel_spacing_mm=s.pixel_spacing_mm)
+        return synthetic_t1_slice(s, rng, field_strength_t=1.5, post_contrast=False,
+                                  rv_wall_fraction=rv_wall_fraction).image
 
     def ecv_map(s, rng: np.random.Generator, rv_wall_fraction: float) -> np.ndarray:
         return render_clinical_contrast(s.image, s.mask, "ecv_map", rng, pathology=s.pathology,
