@@ -193,9 +193,15 @@ def evaluate_model(name: str, run: Path | None, sets: dict[str, list], fingerpri
     return results
 
 
-def paired_difference_mm(a: dict, b: dict) -> tuple[float, float]:
-    """Mean (a - b) distance over the landmarks both were measured on, and its 95% half-width."""
-    return paired_difference(a["distances_mm"], b["distances_mm"])
+def paired_difference_mm(a: dict, b: dict, patients: Sequence[str] | None = None) -> tuple[float, float]:
+    """Mean (a - b) distance over the landmarks both were measured on, and its 95% half-width: over landmarks, or
+    with ``patients`` (one name per slice) over patients (evaluation.paired_difference)."""
+    return paired_difference(a["distances_mm"], b["distances_mm"], patients)
+
+
+def patient_names(slices: Sequence) -> list[str]:
+    """Each slice's patient, as ``dataset/patient``: a synthetic set keeps its source slices' patients."""
+    return [f"{s.dataset}/{s.patient}" for s in slices]
 
 
 def pooled_distances(result: dict, set_names: list[str]) -> dict:
@@ -234,25 +240,32 @@ def tables_markdown(results: dict[str, dict], set_names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def comparison_markdown(results: dict[str, dict], set_names: list[str]) -> str:
-    """Paired differences of every model against every other on each set (mean over shared landmarks, 95% CI)."""
+def comparison_markdown(results: dict[str, dict], set_names: list[str], patients: dict[str, list[str]]) -> str:
+    """Paired differences of every model against every other on each set (mean over shared landmarks, 95% CI over
+    landmarks and over the set's ``patients``: one name per slice)."""
     names = list(results)
     pooled = "clinical contrasts pooled"
     for pool_name, members in ((pooled, CLINICAL_CONTRASTS), (f"{pooled}{RV_WALL_SUFFIX}", CLINICAL_RV_WALL_SETS)):
         if set(members) <= set(set_names):
             results = {name: {**result, pool_name: pooled_distances(result, list(members))}
                        for name, result in results.items()}
+            # the members are images of the same slices, so of the same patients
+            patients = {**patients, pool_name: patients[next(iter(members))]}
             set_names = [*set_names, pool_name]
-    lines = ["Paired difference in distance, row model minus column model (mm, mean +- 95% half-width; "
+    lines = ["Paired difference in distance, row model minus column model (mm, mean +- 95% half-width over landmarks "
+             "/ over patients, each patient's slices one draw (evaluation.paired_difference); "
              f"'{pooled}': each landmark's distance averaged over the four first, '{pooled}{RV_WALL_SUFFIX}' over "
              "their versions with an RV wall):", ""]
     for set_name in set_names:
-        lines += [f"**{set_name}**", "", "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"**{set_name}** ({len(set(patients[set_name]))} patients)", "",
+                  "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for a in names:
             cells = []
             for b in names:
                 mean, half = paired_difference_mm(results[a][set_name], results[b][set_name])
-                cells.append("" if a == b else f"{mean:+.2f} +- {half:.2f}")
+                patient_half = paired_difference_mm(results[a][set_name], results[b][set_name],
+                                                    patients[set_name])[1]
+                cells.append("" if a == b else f"{mean:+.2f} +- {half:.2f} / {patient_half:.2f}")
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -354,15 +367,19 @@ def export_run(name: str, sequence: str, run: Path, mirror_average: bool, mirror
     return run_info
 
 
-def verdict(name: str, results: dict[str, dict]) -> str:
+def verdict(name: str, results: dict[str, dict], patients: dict[str, list[str]]) -> str:
     """Paired differences against the sequence-specific models on their own contrast, where both were measured."""
     parts = []
     for other, set_name in (("sax_cine", "cine"), ("sax_lge", "lge"), ("sax_cine", "t1_synthetic"),
                             ("sax_lge", "t1_synthetic")):
         if other in results and name in results and set_name in results[name]:
             mean, half = paired_difference_mm(results[name][set_name], results[other][set_name])
-            parts.append(f"{mean:+.2f} +- {half:.2f} mm against {other} on {set_name}")
-    return "- **Against the sequence-specific models** (paired, this model minus the other): " + "; ".join(parts) + "."
+            patient_half = paired_difference_mm(results[name][set_name], results[other][set_name],
+                                                patients[set_name])[1]
+            parts.append(f"{mean:+.2f} +- {half:.2f} mm (+- {patient_half:.2f} over patients) against {other} on "
+                         f"{set_name}")
+    return ("- **Against the sequence-specific models** (paired, this model minus the other; 95% half-widths over "
+            "landmarks and over patients): " + "; ".join(parts) + ".")
 
 
 def loses_at_most_half_a_millimetre(name: str, results: dict[str, dict]) -> bool:
@@ -439,8 +456,8 @@ def rerun_command(run_info: dict) -> str:
     return " ".join([*words, "--out RUN"])
 
 
-def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison: str, results: dict[str, dict]
-               ) -> Path:
+def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison: str, results: dict[str, dict],
+               patients: dict[str, list[str]]) -> Path:
     images = training_images(run_info)
     synthetic = "maps" if run_info["kind"] == "t1" else "random contrasts"
     kind = (images
@@ -496,7 +513,7 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         f"- **Probability threshold** {run_info['threshold']:.3f}: maximises detection minus false-positive rate "
         f"on {run_info['threshold_images']} training images (every labelled SAX training slice"
         + {"t1": ", as a synthetic T1 map", "any": ", as a random-contrast copy"}.get(run_info["kind"], "") + ").",
-        verdict(name, results),
+        verdict(name, results, patients),
         ("- **Use**: where no model exists for the sequence (model_store.find_model falls back to sequence 'any'). "
          + ("On cine and LGE it loses at most 0.5 mm against the sequence-specific models (the goal), and on a "
             "contrast none was trained on (synthetic T1 maps) it is far better than they are."
@@ -561,14 +578,15 @@ def main() -> int:
         print(f"{name}: mirror_pooling {pooling}, probability threshold {old} -> {new}", flush=True)
     results = {name: evaluate_model(name, run, sets, fingerprints, args.out, args.mirror_average, args.mirror_pooling)
                for name, run in sources.items()}
-    tables, comparison = tables_markdown(results, list(sets)), comparison_markdown(results, list(sets))
+    patients = {name: patient_names(slices) for name, slices in sets.items()}
+    tables, comparison = tables_markdown(results, list(sets)), comparison_markdown(results, list(sets), patients)
     comparison += "\n" + synthetic_map_detection_markdown(results, list(sets))
     if args.operating_points:
         comparison += "\n" + operating_points_markdown(results, list(sets))
     (args.out / "tables.md").write_text(tables + "\n" + comparison)
     print(tables + "\n" + comparison)
     for name, (sequence, run_info) in shipped.items():
-        card = write_card(name, sequence, run_info, tables, comparison, results)
+        card = write_card(name, sequence, run_info, tables, comparison, results, patients)
         print(f"shipped {models_dir() / name}.pt with card {card}")
     return 0
 

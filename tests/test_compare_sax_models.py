@@ -60,9 +60,32 @@ def test_clinical_contrasts_are_pooled_per_landmark() -> None:
         {"distances_mm": np.concatenate([a[k]["distances_mm"] for k in CLINICAL_CONTRASTS]).tolist()},
         {"distances_mm": np.concatenate([b[k]["distances_mm"] for k in CLINICAL_CONTRASTS]).tolist()})[1]
     assert half > 1.5 * naive_half
-    markdown = script.comparison_markdown({"a": a, "b": b}, list(CLINICAL_CONTRASTS))
-    assert "**clinical contrasts pooled**" in markdown
-    assert f"| a |  | {mean:+.2f} +- {half:.2f} |" in markdown
+    patients = [f"p{index // 5}" for index in range(50)]  # ten patients of five slices
+    markdown = script.comparison_markdown({"a": a, "b": b}, list(CLINICAL_CONTRASTS),
+                                          dict.fromkeys(CLINICAL_CONTRASTS, patients))
+    assert "**clinical contrasts pooled** (10 patients)" in markdown
+    patient_half = script.paired_difference_mm({"distances_mm": pooled_a.tolist()},
+                                               script.pooled_distances(b, list(CLINICAL_CONTRASTS)), patients)[1]
+    assert f"| a |  | {mean:+.2f} +- {half:.2f} / {patient_half:.2f} |" in markdown
+
+
+def test_verdict_against_the_sequence_models_gives_both_intervals() -> None:
+    script = compare_script()
+    rng = np.random.default_rng(2)
+    patients = {"cine": [f"c{i // 4}" for i in range(40)], "lge": [f"l{i // 10}" for i in range(40)]}
+    control = {name: {"distances_mm": rng.gamma(2.0, 1.5, size=(40, 3)).tolist()} for name in patients}
+    # each patient's slices share one offset: ten cine patients of four slices, four LGE patients of ten
+    offsets = {"cine": np.repeat(rng.normal(0.3, 1.0, 10), 4), "lge": np.repeat(rng.normal(0.3, 1.0, 4), 10)}
+    candidate = {name: {"distances_mm": (np.asarray(row["distances_mm"]) + offsets[name][:, None]).tolist()}
+                 for name, row in control.items()}
+    results = {"sax_any": candidate, "sax_cine": control, "sax_lge": control}
+    text = script.verdict("sax_any", results, patients)
+    for other, set_name in (("sax_cine", "cine"), ("sax_lge", "lge")):
+        mean, half = script.paired_difference_mm(candidate[set_name], control[set_name])
+        patient_half = script.paired_difference_mm(candidate[set_name], control[set_name], patients[set_name])[1]
+        assert patient_half > half  # each patient's offset is shared by its slices
+        assert f"{mean:+.2f} +- {half:.2f} mm (+- {patient_half:.2f} over patients) against {other} on {set_name}" \
+            in text
 
 
 def test_an_unknown_set_name_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys) -> None:
@@ -97,7 +120,7 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
                 "epochs_fine": 16, "lr": 0.00025, "init_from": "models/sax_any.pt", "max_steps_per_epoch": None,
                 "max_val_slices": 150, "threads": 2, "wall_s": 960.0, "threshold": 0.9, "threshold_images": 1651,
                 "distance_loss_weight": 0.3}
-    card = script.write_card("sax_any", "any", run_info, "", "", {}).read_text()
+    card = script.write_card("sax_any", "any", run_info, "", "", {}, {}).read_text()
     rerun = card.split("Rerun: `", 1)[1].split("`", 1)[0]
     for option in ("--fresh-fraction 0.667", "--map-look-fraction 0.3", "--uneven-blood-fraction 0.5",
                    "--myocardial-lesion-fraction 0.3", "--rv-wall-fraction 0.5",
@@ -109,11 +132,11 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
     assert "50% of the fresh random contrasts with the RV free wall at the myocardium's value" in card
     plain = script.write_card("sax_any", "any", {**run_info, "uneven_blood_fraction": 0.0,
                                                  "myocardial_lesion_fraction": 0.0, "rv_wall_fraction": 0.0},
-                              "", "", {}).read_text()
+                              "", "", {}, {}).read_text()
     assert "uneven" not in plain and "patches" not in plain and "lesion" not in plain and "RV free wall" not in plain
     assert "consistency" not in plain and "second view" not in plain
     paired = script.write_card("sax_any", "any", {**run_info, "fresh_fraction": 1.0, "consistency_weight": 4.0,
-                                                  "consistency_toward_real": True}, "", "", {}).read_text()
+                                                  "consistency_toward_real": True}, "", "", {}, {}).read_text()
     paired_rerun = paired.split("Rerun: `", 1)[1].split("`", 1)[0]
     for option in ("--fresh-fraction 1.0", "--consistency-weight 4.0", "--consistency-toward-real"):
         assert option in paired_rerun, option
@@ -122,10 +145,12 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
     assert "100% of them given" not in paired
     assert "the second view's maps pulled toward the real image's" in paired
     assert "batches of 24 pairs" in paired and "batches of 24 pairs" not in plain
-    symmetric = script.write_card("sax_any", "any", {**run_info, "consistency_weight": 25.0}, "", "", {}).read_text()
+    symmetric = script.write_card("sax_any", "any", {**run_info, "consistency_weight": 25.0}, "", "", {},
+                                  {}).read_text()
     assert "the two views' maps pulled toward each other" in symmetric
     # a weight soup (scripts/weight_soup.py) is remade by averaging its runs, not by training the first again
-    soup = script.write_card("sax_any", "any", {**run_info, "soup_of": ["runs/a", "runs/b"]}, "", "", {}).read_text()
+    soup = script.write_card("sax_any", "any", {**run_info, "soup_of": ["runs/a", "runs/b"]}, "", "", {},
+                             {}).read_text()
     assert "Rerun: `python scripts/weight_soup.py runs/a runs/b --out RUN`" in soup
     assert "the key-by-key average of the weights of the runs runs/a, runs/b" in soup
     assert "weight soup" not in plain
@@ -133,11 +158,11 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
     # a T1 model trained on pairs saw every real image too, not maps alone
     t1_paired = script.write_card("sax_t1", "t1", {**run_info, "kind": "t1", "map_look_fraction": 0.0,
                                                    "fresh_fraction": 1.0, "consistency_weight": 4.0,
-                                                   "consistency_toward_real": True}, "", "", {}).read_text()
+                                                   "consistency_toward_real": True}, "", "", {}, {}).read_text()
     assert ("the real labelled SAX cine and LGE slices of the training splits, each fine item the real image and one "
             "of synthetic MOLLI T1 maps") in t1_paired
     t1_card = script.write_card("sax_t1", "t1", {**run_info, "kind": "t1", "map_look_fraction": 0.0}, "", "",
-                                {}).read_text()
+                                {}, {}).read_text()
     assert "50% of the maps with patches of signal in the blood pools" in t1_card
     assert "--uneven-blood-fraction 0.5" in t1_card
 
@@ -261,8 +286,8 @@ def test_rv_wall_clinical_sets_are_pooled_beside_the_plain_ones() -> None:
     rng = np.random.default_rng(1)
     result = {name: {"distances_mm": rng.gamma(2.0, 1.5, size=(10, 3)).tolist()}
               for name in (*CLINICAL_CONTRASTS, *script.CLINICAL_RV_WALL_SETS)}
-    markdown = script.comparison_markdown({"a": result, "b": result},
-                                          [*CLINICAL_CONTRASTS, *script.CLINICAL_RV_WALL_SETS])
+    sets = [*CLINICAL_CONTRASTS, *script.CLINICAL_RV_WALL_SETS]
+    markdown = script.comparison_markdown({"a": result, "b": result}, sets, dict.fromkeys(sets, list("abcdeabcde")))
     assert "**clinical contrasts pooled**" in markdown and "**clinical contrasts pooled_rv_wall**" in markdown
 
 

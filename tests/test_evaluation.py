@@ -246,6 +246,47 @@ def test_paired_difference_is_over_the_entries_both_measured():
     assert half_width == pytest.approx(1.96 * np.std([1.0, 2.0, 3.0, 1.0], ddof=1) / np.sqrt(4))
 
 
+def test_paired_difference_over_patients_counts_each_patients_slices_as_one_draw():
+    from scipy import stats
+
+    from cmr_landmark.evaluation import paired_difference
+
+    rng = np.random.default_rng(3)
+    # six patients of one entry each: the interval over patients is Student's t interval of the six differences
+    candidate, control = rng.normal(1.0, 1.0, (6, 1)), np.zeros((6, 1))
+    mean, half_width = paired_difference(candidate, control, [f"p{i}" for i in range(6)])
+    assert mean == pytest.approx(candidate.mean())
+    assert half_width == pytest.approx(stats.t.ppf(0.975, 5) * candidate.std(ddof=1) / np.sqrt(6))
+
+    # a patient's slices go together: four patients, each with its own offset shared by its eight slices
+    offsets = np.repeat(rng.normal(0.0, 2.0, 4), 8)
+    candidate = offsets[:, None] + 0.1 * rng.standard_normal((32, 3))
+    control = np.zeros((32, 3))
+    candidate[0, 1] = control[5, 2] = np.nan  # entries not measured by one model are left out, as before
+    patients = [f"p{i // 8}" for i in range(32)]
+    over_landmarks = paired_difference(candidate, control)
+    over_patients = paired_difference(candidate, control, patients)
+    assert over_patients[0] == over_landmarks[0]
+    assert over_patients[1] > 3 * over_landmarks[1]  # 94 entries but only four independent draws
+    # the entries of each patient twice over: the entry-wise interval narrows, the patients' one stays
+    twice = paired_difference(np.vstack([candidate, candidate]), np.vstack([control, control]), patients * 2)
+    assert twice == pytest.approx(over_patients)
+    assert paired_difference(np.vstack([candidate, candidate]), np.vstack([control, control]))[1] < over_landmarks[1]
+
+
+def test_paired_difference_over_patients_needs_a_name_per_row_and_two_patients():
+    from cmr_landmark.evaluation import paired_difference
+
+    candidate, control = np.ones((4, 3)), np.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"one name per row of the \(4, 3\) differences expected, got 3"):
+        paired_difference(candidate, control, ["a", "b", "c"])
+    mean, half_width = paired_difference(candidate, control, ["a"] * 4)
+    assert mean == 1.0 and np.isnan(half_width)
+    # a patient whose every entry is unmeasured is no draw
+    candidate[2:] = np.nan
+    assert np.isnan(paired_difference(candidate, control, ["a", "a", "b", "b"])[1])
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--view", "lax", "--model", "sax_cine"], "model sax_cine is for view sax, not lax"),
     (["--view", "sax", "--model", "lax_cine"], "model lax_cine is for view lax, not sax"),
