@@ -1,11 +1,13 @@
-"""Which model an image series needs: view (sax/lax) and sequence (cine/lge/t1) from the protocol's words.
+"""Which model an image series needs: view (sax/lax) and sequence (cine/lge/t1/any) from the protocol's words.
 
 The rule (documented in docs/gadget.md): the texts of the ISMRMRD header (measurementInformation protocolName,
 seriesDescription, sequenceName; sequenceParameters sequence_type; every userParameterString value) and of the
 image meta (ImageComment, SequenceDescription, GADGETRON_SeqDescription, GADGETRON_ImageComment) are split into
 words at every character that is not a letter or digit, upper-cased, and a word that *starts with* one of the
 keywords below decides. Long-axis words win over short-axis words (a "SAX-planned 4CH" is a long-axis image);
-for the sequence T1 words win over LGE words, which win over cine words.
+for the sequence, words naming a contrast no sequence-specific model was trained on (a T2, T2* or ECV map,
+T2-weighted black blood) win and ask for the contrast-agnostic model; then T1 words win over LGE words, which win
+over cine words.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ SAX_WORDS = ("SAX", "SA", "SHORT")
 T1_WORDS = ("MOLLI", "SHMOLLI", "T1MAP", "T1MAPPING", "T1", "SASHA")
 LGE_WORDS = ("LGE", "PSIR", "MAGIR", "DELAYED", "DE", "SCAR")
 CINE_WORDS = ("CINE", "TRUFI", "BSSFP", "SSFP", "FIESTA", "BTFE")
+# Contrasts none of the sequence-specific models was trained on. They win over the others because a map's protocol
+# often names its readout as well ("T2map_bSSFP", a T2-prepared bSSFP; "MOLLI_ECV"), and the cine or T1 model
+# on a T2 or ECV map loses most RV insertion points (models/sax_any.md: sax_cine finds 45 % of A-RVI on T2 maps).
+# "T2" is whole ("T2PREP" in an LGE protocol is not a T2 map); "T2*" splits into "T2".
+OTHER_CONTRAST_WORDS = ("T2", "T2MAP", "T2STAR", "T2W", "R2STAR", "ECV", "STIR", "TSE", "HASTE", "BLACKBLOOD",
+                        "DARKBLOOD")
 META_TEXT_KEYS = ("ImageComment", "SequenceDescription", "GADGETRON_SeqDescription", "GADGETRON_ImageComment")
 
 
@@ -75,9 +83,11 @@ def view_from_texts(texts: Iterable[str]) -> str | None:
 
 
 def sequence_from_texts(texts: Iterable[str]) -> str | None:
-    """'t1', 'lge', 'cine', or None when no word names the sequence."""
+    """'any' (a contrast no sequence-specific model knows), 't1', 'lge', 'cine', or None when no word names the
+    sequence."""
     words = _words(texts)
-    for sequence, keywords in (("t1", T1_WORDS), ("lge", LGE_WORDS), ("cine", CINE_WORDS)):
+    for sequence, keywords in (("any", OTHER_CONTRAST_WORDS), ("t1", T1_WORDS), ("lge", LGE_WORDS),
+                               ("cine", CINE_WORDS)):
         if _any_word(words, keywords):
             return sequence
     return None

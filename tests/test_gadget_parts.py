@@ -66,14 +66,18 @@ def test_config_with_nul_or_not_xml():
     (["MOLLI5(3)3_SAX_base"], "sax", "t1"), (["SAX stack", "T1MAP"], "sax", "t1"), (["localizer"], None, None),
     (["2ch", "trufi"], "lax", "cine"), (["LAX planned on SAX"], "lax", None),
     (["cine_retro_sax_Long_TR"], "sax", "cine"), (["trufi_HLA"], "lax", "cine"), (["VLA cine"], "lax", "cine"),
-    (["cine 4CV"], "lax", "cine"), (["cine long axis"], "lax", "cine"), (["LongAxis_cine"], "lax", "cine")])
+    (["cine 4CV"], "lax", "cine"), (["cine long axis"], "lax", "cine"), (["LongAxis_cine"], "lax", "cine"),
+    # maps and weightings no sequence-specific model knows, whatever readout the protocol also names
+    (["SAX_T2MAP_BSSFP"], "sax", "any"), (["T2*_SAX_multiecho"], "sax", "any"), (["MOLLI_ECV_SAX"], "sax", "any"),
+    (["T2W_TSE_DB_SAX"], "sax", "any"), (["SAX STIR"], "sax", "any"), (["LGE_PSIR_T2PREP_SA"], "sax", "lge")])
 def test_view_and_sequence_rule(texts, view, sequence):
     assert view_from_texts(texts) == view
     assert sequence_from_texts(texts) == sequence
 
 
 @pytest.mark.parametrize("protocol_name, sequence_parameter, model", [
-    ("T2map_SAX_mid", "auto", "sax_any"),   # a contrast the rule does not know: the contrast-agnostic model
+    ("T2map_SAX_mid", "auto", "sax_any"),   # a contrast no sequence-specific model knows: the contrast-agnostic one
+    ("SAX_T2MAP_BSSFP", "auto", "sax_any"),  # its readout word (bSSFP) does not send a T2 map to the cine model
     ("CMR_cine_SAX", "auto", "sax_cine"),
     ("T2map_SAX_mid", "t1", "sax_t1"),      # the physicist's parameter wins over the rule
     ("T2map_SAX_mid", "any", "sax_any"),
