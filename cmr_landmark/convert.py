@@ -13,7 +13,7 @@ import ismrmrd
 import ismrmrd.xsd as xsd
 import numpy as np
 
-from .config import SEQUENCES, VIEWS
+from .config import MODEL_SEQUENCES, VIEWS
 from .io import ImageReadError, ImageSeries
 from .io.ismrmrd_file import write_ismrmrd_acquisitions, write_ismrmrd_images
 from .io.kspace import image_to_kspace
@@ -33,8 +33,9 @@ DEFAULT_CALIBRATION_LINES = 24
 
 def protocol_name(view: str, sequence: str) -> str:
     """``CMR_LANDMARK_SAX_CINE`` etc.: what the series is, in the header's protocolName."""
-    if view not in VIEWS or sequence not in SEQUENCES:
-        raise ValueError(f"view must be one of {VIEWS} and sequence one of {SEQUENCES}, got {view!r}, {sequence!r}")
+    if view not in VIEWS or sequence not in MODEL_SEQUENCES:
+        raise ValueError(f"view must be one of {VIEWS} and sequence one of {MODEL_SEQUENCES}, got {view!r}, "
+                         f"{sequence!r}")
     return f"CMR_LANDMARK_{view.upper()}_{sequence.upper()}"
 
 

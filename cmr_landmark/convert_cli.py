@@ -1,4 +1,4 @@
-"""``cmr-landmark convert INPUT --out OUT.h5 --view sax|lax [--sequence cine|lge|t1] [--kspace [--coils N]
+"""``cmr-landmark convert INPUT --out OUT.h5 --view sax|lax [--sequence cine|lge|t1|any] [--kspace [--coils N]
 [--acceleration R [--calibration-lines N]]]``."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import SEQUENCES, VIEWS
+from .config import MODEL_SEQUENCES, VIEWS
 from .convert import DEFAULT_CALIBRATION_LINES, DEFAULT_COILS, MAX_COILS, convert
 from .datasets import public_set_of_file
 from .image_checks import label_map_reason
@@ -28,8 +28,9 @@ def main_convert(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="ISMRMRD .h5 to write (another file than the input)")
     parser.add_argument("--view", choices=VIEWS, required=True,
                         help="sax (short axis) or lax (long axis): written into protocolName for the gadget's rule")
-    parser.add_argument("--sequence", choices=SEQUENCES, default="cine",
-                        help="the images' contrast (default cine): written into protocolName")
+    parser.add_argument("--sequence", choices=MODEL_SEQUENCES, default="cine",
+                        help="the images' contrast (default cine; any: another one, a T2 map say, for the "
+                             "contrast-agnostic model): written into protocolName")
     parser.add_argument("--kspace", action="store_true", help="write raw acquisitions instead of images")
     parser.add_argument("--nifti-3d", choices=NIFTI_THIRD_AXES, default="slices",
                         help="what the third axis of a 3-D NIfTI holds: slices (default) or the phases of one "

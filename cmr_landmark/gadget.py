@@ -109,7 +109,7 @@ def choose_view_and_sequence(
         raise ParameterError(f"cannot tell the view (sax/lax) from the protocol texts {texts}; set the view parameter "
                              "(a chain's <property name=\"view\">, replay's --set view=sax|lax)")
     if sequence is None:
-        log.warning("cannot tell the sequence from %s: using the contrast-agnostic model", texts)
+        warn_once_per_scan(f"cannot tell the sequence from {texts}: using the contrast-agnostic model", log)
         sequence = "any"
     return view, sequence
 

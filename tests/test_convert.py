@@ -31,6 +31,15 @@ def nifti_cine(tmp_path):
     return write_nifti(tmp_path / "cine.nii.gz", data, oblique_affine()), data
 
 
+@pytest.mark.parametrize("sequence", ["cine", "lge", "t1", "any"])
+def test_the_sequence_is_written_into_the_protocol_name(nifti_cine, tmp_path, sequence):
+    # 'any': a contrast no sequence-specific model knows (a T2 map), which the gadget's rule sends to sax_any
+    out = tmp_path / f"{sequence}.h5"
+    assert main_convert([str(nifti_cine[0]), "--out", str(out), "--view", "sax", "--sequence", sequence]) == 0
+    header, _ = read_ismrmrd_images(out)
+    assert header.measurementInformation.protocolName == f"CMR_LANDMARK_SAX_{sequence.upper()}"
+
+
 def test_images_round_trip_with_geometry_and_header(nifti_cine, tmp_path):
     path, data = nifti_cine
     out = tmp_path / "cine.h5"

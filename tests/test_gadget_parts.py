@@ -79,6 +79,7 @@ def test_view_and_sequence_rule(texts, view, sequence):
     ("T2map_SAX_mid", "auto", "sax_any"),   # a contrast no sequence-specific model knows: the contrast-agnostic one
     ("SAX_T2MAP_BSSFP", "auto", "sax_any"),  # its readout word (bSSFP) does not send a T2 map to the cine model
     ("CMR_cine_SAX", "auto", "sax_cine"),
+    ("CMR_LANDMARK_SAX_ANY", "auto", "sax_any"),  # what `convert --sequence any` writes
     ("T2map_SAX_mid", "t1", "sax_t1"),      # the physicist's parameter wins over the rule
     ("T2map_SAX_mid", "any", "sax_any"),
     ("T2map_4CH", "auto", "lax_cine"),      # no contrast-agnostic long-axis model: its cine model
