@@ -10,6 +10,7 @@ import logging
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import ismrmrd.xsd
 import numpy as np
@@ -161,6 +162,13 @@ def gadget_configuration(chain: ElementTree.Element) -> ElementTree.Element:
             return configuration if configuration is not None else ElementTree.Element("configuration")
     raise ParameterError("the chain has no <external> block that executes gadgets.cmr_landmark_gadget or connects "
                          "to a running gadget")
+
+
+def chain_properties(path: Path | str) -> dict[str, str]:
+    """The landmark gadget's <property> values in a chain file (xml_configs/*.xml) or a gadget configuration file.
+    Raises OSError where it cannot be read, ElementTree.ParseError where it is not XML, ParameterError where a
+    chain has no landmark gadget."""
+    return properties_from_config(gadget_configuration(ElementTree.parse(path).getroot()))
 
 
 def parse_config_bytes(raw: bytes | str | None) -> ElementTree.Element | None:

@@ -1,4 +1,5 @@
-"""``cmr-landmark replay IN.h5 --out OUT.h5 [--gadgetron HOST:PORT] [--report-dir DIR] [--set NAME=VALUE]``."""
+"""``cmr-landmark replay IN.h5 --out OUT.h5 [--gadgetron HOST:PORT] [--report-dir DIR] [--config CHAIN.xml]
+[--set NAME=VALUE]``."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import math
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import ismrmrd
 import numpy as np
 
-from .gadget_parameters import GadgetParameters, ParameterError
+from .gadget_parameters import GadgetParameters, ParameterError, chain_properties
 from .io import ImageReadError, list_image_groups, read_ismrmrd_images
 from .output_paths import (
     folder_problem,
@@ -51,6 +53,9 @@ def main_replay(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="ISMRMRD .h5 for everything the gadget returns")
     parser.add_argument("--gadgetron", metavar="HOST:PORT", help="connect to a listening gadget / Gadgetron")
     parser.add_argument("--report-dir", type=Path, help="folder for report.json, overlay PNGs and the LV length plot")
+    parser.add_argument("--config", type=Path, metavar="CHAIN.xml",
+                        help="send the landmark gadget's parameters of this chain (xml_configs/), as Gadgetron would "
+                             "with that chain; --set overrides them one by one")
     parser.add_argument("--set", dest="properties", type=_property, action="append", default=[], metavar="NAME=VALUE",
                         help="a gadget parameter sent in the configuration (e.g. view=sax, probability_threshold=0.3)")
     parser.add_argument("--image-group", help="ISMRMRD image group (dataset/image_1) when the file holds several")
@@ -72,13 +77,20 @@ def _replay(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         address = parse_address(args.gadgetron) if args.gadgetron else None
     except ValueError as error:
         parser.error(str(error))
+    try:
+        chain = chain_properties(args.config) if args.config else {}
+    except (OSError, ElementTree.ParseError, ParameterError) as error:
+        parser.exit(2, f"cmr-landmark replay: --config {args.config}: {error}\n")
+    properties = {**chain, **dict(args.properties)}
     try:  # the gadget would pass every image through and tag each copy with this error: say it once, here
-        parameters = GadgetParameters.from_strings(dict(args.properties))
+        parameters = GadgetParameters.from_strings(properties)
         if (parameters.model or parameters.device == "cuda") and address is None:  # the gadget started here
             from .gadget import checked_on_this_machine  # loads torch: only where there is something to check
 
             checked_on_this_machine(parameters)
     except ParameterError as error:
+        if args.config:  # a value from the chain file, or a --set over it: one line naming the file
+            parser.exit(2, f"cmr-landmark replay: the parameters of --config {args.config} and --set: {error}\n")
         parser.error(f"--set: {error}")
     if not args.input.is_file():
         parser.exit(2, f"cmr-landmark replay: {args.input} is not a file\n")
@@ -102,7 +114,6 @@ def _replay(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         parser.exit(2, f"cmr-landmark replay: cannot write the results: {error}\n")
-    properties = dict(args.properties)
     try:
         if address is None:
             result = replay_active(header, images, properties, timeout_s=args.timeout)

@@ -149,6 +149,9 @@ def _phase_line(record: dict) -> str:
             f"{_count_text([record])}")
     points = _points_text(record)
     line += (f"; {points}" if points else "") + f"; {_angle_text(record)}"
+    direction = record["measures"].get("AnteriorRVIDirection_deg")  # A-RVI, C-LV and the scanner's geometry
+    if direction is not None:
+        line += f"; AHA orientation {direction:.0f} deg"
     if record["status"] != "ok":
         line += f"; ERROR: {record['error']}"
     return line
@@ -188,9 +191,13 @@ def slice_records(records: Sequence[dict], summary: dict) -> list[dict]:
 def summary_text(records: Sequence[dict]) -> str:
     """One line per long-axis slice; one line per short-axis image, because its points and RV insertion angle
     change from phase to phase and a per-slice figure (a median, another phase's angle) would match no image."""
-    lines = []
+    lines, series = [], None
     for summary in slice_summaries(records):
         members = slice_records(records, summary)
+        if summary["series"] != series:  # which model answered: the automatic choice may not be the one expected
+            series = summary["series"]
+            models = sorted({str(r["model"]) for r in records if r["series"] == series})
+            lines.append(f"series {series}: model {', '.join(models)}")
         if summary["view"] == "sax":
             lines.extend(_phase_line(record) for record in members)
         else:

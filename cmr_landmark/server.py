@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .config import GADGET_LOGGER
 from .gadget import checked_on_this_machine, landmark_detection
-from .gadget_parameters import GadgetParameters, ParameterError, gadget_configuration, properties_from_config
+from .gadget_parameters import GadgetParameters, ParameterError, chain_properties
 from .mrd_connection import GuardedSocket, MrdConnection
 
 log = logging.getLogger(GADGET_LOGGER)
@@ -32,8 +32,7 @@ class LandmarkServer:
                  max_connections: int | None = None) -> None:
         self.default_properties: dict[str, str] = {}
         if config_path is not None:
-            chain = ElementTree.parse(config_path).getroot()
-            self.default_properties = properties_from_config(gadget_configuration(chain))
+            self.default_properties = chain_properties(config_path)
             checked_on_this_machine(GadgetParameters.from_strings(self.default_properties))  # at start, not per scan
         if max_connections is not None and max_connections < 1:
             raise ParameterError(f"max_connections must be at least 1, got {max_connections}")

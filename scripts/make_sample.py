@@ -2,11 +2,14 @@
 
     python scripts/make_sample.py [--data DIR] [--out samples]
 
-Writes two ISMRMRD image files (one series each, as a scanner would send them):
+Writes three ISMRMRD image files (one series each, as a scanner would send them):
 
 - ``mnms2_001_sax.h5``: the short-axis stack, 12 slices x 2 phases (0 = end-diastole, 1 = end-systole),
   protocolName CMR_LANDMARK_SAX_CINE;
-- ``mnms2_001_lax_4ch_cine.h5``: the 25-phase 4-chamber cine, protocolName CMR_LANDMARK_LAX_CINE.
+- ``mnms2_001_lax_4ch_cine.h5``: the 25-phase 4-chamber cine, protocolName CMR_LANDMARK_LAX_CINE;
+- ``mnms2_001_sax_t1map_synthetic.h5``: a synthetic native 1.5 T MOLLI T1 map (uint16 ms, as scanners store
+  them) of the end-diastolic stack, made from its label maps (synth.t1_series, seed 1), protocolName
+  SAX_MOLLI_T1MAP: for trying the MOLLI chain. It is no real T1 map.
 
 The arrays keep the orientation the training code uses for M&Ms-2 (``datasets.ORIENTATION_BY_DATASET``: as
 stored, which is the standard short-axis display: anterior up, RV on the viewer's left). The NIfTI affines of
@@ -29,12 +32,14 @@ import numpy as np
 
 from cmr_landmark.config import data_root
 from cmr_landmark.convert import convert
-from cmr_landmark.datasets import MNMS2_LABELS, ORIENTATION_BY_DATASET
+from cmr_landmark.datasets import MNMS2_LABELS, ORIENTATION_BY_DATASET, load_slices
 from cmr_landmark.geometry import orient_image
 from cmr_landmark.io import ImageSeries, SliceGeometry, read_nifti
 from cmr_landmark.landmarks import derive_lax_landmarks
+from cmr_landmark.synth.t1_series import synthetic_t1_series, write_t1_map_ismrmrd
 
 SUBJECT = "001"
+T1_MAP_SEED = 1  # the draw of tissue values, noise and map look of the synthetic T1 map sample
 # Patient LPS (x left, y posterior, z head). A typical LV long axis, base to apex: left, anterior, inferior.
 LONG_AXIS_LPS = np.array([0.55, -0.45, -0.70]) / np.linalg.norm([0.55, -0.45, -0.70])
 HEART_CENTRE_LPS = np.array([25.0, 10.0, -20.0])  # mid-ventricle, mm from the magnet isocentre
@@ -102,10 +107,18 @@ def make_samples(data: Path, out: Path) -> list[Path]:
     apex_to_base_rc = ((mv1 + mv2) / 2 - apex) * np.asarray(cine.pixel_spacing_mm)
     cine = dataclasses.replace(cine, slice_geometry=lax_geometry(cine, apex_to_base_rc), slice_thickness_mm=8.0)
 
+    # the end-diastolic short-axis slices with their label maps, base to apex, which the T1 map is drawn from
+    labelled = sorted((s for s in load_slices("mnms2", root=data) if s.view == "sax" and s.labelled
+                       and s.patient == SUBJECT and s.phase == 0), key=lambda s: s.slice_index)
+    t1_map = synthetic_t1_series(labelled, T1_MAP_SEED, slice_spacing_mm=ed.slice_thickness_mm,
+                                 field_strength_t=1.5, post_contrast=False, as_uint16=True)
+
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"mnms2_{SUBJECT}_sax.h5", out / f"mnms2_{SUBJECT}_lax_4ch_cine.h5"]
+    paths = [out / f"mnms2_{SUBJECT}_sax.h5", out / f"mnms2_{SUBJECT}_lax_4ch_cine.h5",
+             out / f"mnms2_{SUBJECT}_sax_t1map_synthetic.h5"]
     convert(sax, paths[0], "sax", "cine", compress=True)
     convert(cine, paths[1], "lax", "cine", compress=True)
+    write_t1_map_ismrmrd(t1_map, paths[2], compress=True)
     return paths
 
 

@@ -302,6 +302,30 @@ def test_shipped_sample_is_small_and_has_plausible_geometry():
     assert sorted(im.phase for im in images) == list(range(25))
 
 
+def test_shipped_t1_map_sample_through_the_molli_chain(tmp_path, capsys):
+    sample = SAMPLES / "mnms2_001_sax_t1map_synthetic.h5"
+    assert sample.stat().st_size < 1_500_000
+    header, images = read_ismrmrd_images(sample)
+    assert header.measurementInformation.protocolName == "SAX_MOLLI_T1MAP"
+    assert len(images) == 12 and {im.phase for im in images} == {0}
+    assert all(im.data.dtype == np.uint16 and im.meta["GADGETRON_DataRole"] == "T1" for im in images)
+    assert find_model("sax", "t1", folder=REPO_ROOT / "models").sequence == "t1"
+    report_dir = tmp_path / "t1_report"
+    assert main_replay([str(sample), "--out", str(tmp_path / "t1.h5"), "--report-dir", str(report_dir), "--config",
+                        str(REPO_ROOT / "xml_configs" / "cmr_landmark_molli_t1.xml")]) == 0
+    out = capsys.readouterr().out
+    assert "series 101: model sax_t1" in out  # the console names the model the chain chose
+    assert_sax_lines_match_images(out, tmp_path / "t1.h5")
+    report = json.loads((report_dir / "report.json").read_text())
+    assert {r["model"] for r in report["images"]} == {"sax_t1"}
+    mid_ventricular = [r for r in report["images"] if 3 <= r["slice"] <= 8]
+    assert all(lm is not None for r in mid_ventricular for lm in r["landmarks"].values())
+    for record in mid_ventricular:  # the angle and the AHA orientation, printed on the slice's line
+        angle, direction = (record["measures"][key] for key in ("RVInsertionAngle_deg", "AnteriorRVIDirection_deg"))
+        assert 30.0 < angle < 180.0
+        assert (f"RV insertion angle {angle:.0f} deg; AHA orientation {direction:.0f} deg" in out)
+
+
 def shipped_models_listed() -> None:
     for view in ("sax", "lax"):
         find_model(view, "cine", folder=REPO_ROOT / "models")

@@ -93,6 +93,30 @@ def test_output_paths_where_nothing_can_be_written_are_refused_before_the_input_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_chain_that_cannot_be_used_is_refused_before_the_gadget_starts(tmp_path, capsys):
+    out = tmp_path / "out.h5"
+    error = _refused([str(SAMPLE), "--out", str(out), "--config", str(tmp_path / "none.xml"), *NOBODY], capsys)
+    assert f"--config {tmp_path / 'none.xml'}: " in error and "No such file" in error
+    not_xml = tmp_path / "chain.xml"
+    not_xml.write_text("<configuration><stream>")
+    error = _refused([str(SAMPLE), "--out", str(out), "--config", str(not_xml), *NOBODY], capsys)
+    assert f"--config {not_xml}: no element found" in error
+    other_chain = tmp_path / "other.xml"
+    other_chain.write_text("<configuration><stream><external><execute name='gadgets.other' target='x' type='python'/>"
+                           "</external></stream></configuration>")
+    error = _refused([str(SAMPLE), "--out", str(out), "--config", str(other_chain), *NOBODY], capsys)
+    assert "the chain has no <external> block that executes gadgets.cmr_landmark_gadget" in error
+    bad_value = tmp_path / "bad.xml"
+    bad_value.write_text("<configuration><property name='view' value='axial'/></configuration>")
+    error = _refused([str(SAMPLE), "--out", str(out), "--config", str(bad_value), *NOBODY], capsys)
+    assert f"the parameters of --config {bad_value} and --set: view must be one of" in error and "axial" in error
+    # --set overrides the chain's value one by one: the bad view is replaced, so the replay gets as far as connecting
+    with pytest.raises(SystemExit) as stop:
+        main_replay([str(SAMPLE), "--out", str(out), "--config", str(bad_value), "--set", "view=sax", *NOBODY])
+    assert stop.value.code == 2 and "cannot connect" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_a_damaged_chunk_is_a_read_error_naming_the_image_not_an_hdf5_traceback(tmp_path, capsys):
     damaged = damaged_sample(tmp_path / "damaged.h5")
     with pytest.raises(ImageReadError, match=r"dataset/image_1 image \d+ cannot be read, the file is damaged \(.*"

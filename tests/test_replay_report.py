@@ -20,7 +20,8 @@ def annotated(view: str, slice_index: int, phase: int, points: dict[str, Point],
               **measures: float) -> ismrmrd.Image:
     """A returned image carrying the CMRLandmark_* attributes the gadget writes (docs/gadget.md); the landmarks
     named in ``filled`` were filled in from the neighbouring phases (found=1, filled=1, probability 0)."""
-    meta = {"CMRLandmark_Status": "ok", "CMRLandmark_View": view, "CMRLandmark_OriginalSeriesIndex": "1"}
+    meta = {"CMRLandmark_Status": "ok", "CMRLandmark_View": view, "CMRLandmark_OriginalSeriesIndex": "1",
+            "CMRLandmark_Model": f"{view}_cine"}
     for name in LANDMARKS_BY_VIEW[view]:
         point = points.get(name)
         meta[f"CMRLandmark_{name}_found"] = "0" if point is None else "1"
@@ -43,18 +44,24 @@ def test_each_short_axis_phase_gets_its_own_count_points_and_angle():
         annotated("sax", 4, 0, ALL_SAX, RVInsertionAngle_deg=138.0651),
         annotated("sax", 4, 1, ALL_SAX, RVInsertionAngle_deg=148.6782),
         annotated("sax", 9, 0, {"P-RVI": (20.0, 8.0), "C-LV": (18.0, 16.0)}),
-        annotated("sax", 9, 1, ALL_SAX, RVInsertionAngle_deg=84.0179),
+        annotated("sax", 9, 1, ALL_SAX, RVInsertionAngle_deg=84.0179, AnteriorRVIDirection_deg=301.6),
+        annotated("sax", 10, 0, {"A-RVI": (10.0, 20.0), "C-LV": (18.0, 16.0)}, AnteriorRVIDirection_deg=330.4),
         annotated("sax", 11, 0, {}),
     ]
     lines = summary_text(landmark_records(images)).splitlines()
     points = "A-RVI (10.0, 20.0) p=0.90, P-RVI (20.0, 8.0) p=0.90, C-LV (18.0, 16.0) p=0.90"
     assert lines == [
         "landmarks as (row, column) pixels of the image, p = peak probability",
+        "series 101: model sax_cine",
         f"series 101 slice  4 (sax) phase 0: 3/3 landmarks; {points}; RV insertion angle 138 deg",
         f"series 101 slice  4 (sax) phase 1: 3/3 landmarks; {points}; RV insertion angle 149 deg",
         "series 101 slice  9 (sax) phase 0: 2/3 landmarks; P-RVI (20.0, 8.0) p=0.90, C-LV (18.0, 16.0) p=0.90; "
         "no angle (A-RVI not found)",
-        f"series 101 slice  9 (sax) phase 1: 3/3 landmarks; {points}; RV insertion angle 84 deg",
+        f"series 101 slice  9 (sax) phase 1: 3/3 landmarks; {points}; RV insertion angle 84 deg; "
+        "AHA orientation 302 deg",
+        # the AHA orientation needs the anterior insertion and the LV centre, not the posterior insertion
+        "series 101 slice 10 (sax) phase 0: 2/3 landmarks; A-RVI (10.0, 20.0) p=0.90, C-LV (18.0, 16.0) p=0.90; "
+        "no angle (P-RVI not found); AHA orientation 330 deg",
         "series 101 slice 11 (sax) phase 0: 0/3 landmarks; no angle (A-RVI, P-RVI, C-LV not found)",
     ]
 
@@ -81,9 +88,9 @@ def test_a_long_axis_slice_keeps_one_line_with_its_per_slice_measures():
     images = [annotated("lax", 0, t, lax if t else {**lax, "APEX": None}, LVLength_mm=length,
                         LongitudinalShortening=0.2)
               for t, length in enumerate((90.0, 72.0))]
-    assert summary_text(landmark_records(images)).splitlines()[1] == (
+    assert summary_text(landmark_records(images)).splitlines()[1:3] == ["series 101: model lax_cine", (
         "series 101 slice  0 (lax, 2 phase(s)): 5/6 landmarks; phase 0: MV-1 (10.0, 10.0) p=0.90, "
-        "MV-2 (10.0, 30.0) p=0.90; LV length 72.0-90.0 mm, longitudinal shortening 20.0%")
+        "MV-2 (10.0, 30.0) p=0.90; LV length 72.0-90.0 mm, longitudinal shortening 20.0%")]
 
 
 def test_the_phase_grid_has_one_column_per_phase_up_to_five(tmp_path):

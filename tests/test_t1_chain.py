@@ -1,5 +1,6 @@
-"""The MOLLI chain end to end: a synthetic T1-map series (real MyoPS stack -> ms maps -> ISMRMRD real images)
-replayed through the gadget over the real socket with the chain's parameters (view sax, sequence t1)."""
+"""The MOLLI chain end to end: a synthetic T1-map series (real MyoPS stack -> ms maps -> ISMRMRD real images),
+with the SD maps a fitting chain sends beside them, replayed through the gadget over the real socket with the
+parameters of xml_configs/cmr_landmark_molli_t1.xml."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 from mrd_stream_helpers import export_throwaway_model
 from myops_stack import SLICE_SPACING_MM, load_myops_stack
 
+from cmr_landmark.config import REPO_ROOT
 from cmr_landmark.geometry import angle_between_deg, anterior_direction_in_image
-from cmr_landmark.io import list_image_groups, read_ismrmrd_images
+from cmr_landmark.io import list_image_groups, read_ismrmrd_images, write_ismrmrd_images
 from cmr_landmark.measures import anterior_rvi_direction_deg, rv_insertion_angle_deg
 from cmr_landmark.model_choice import header_texts, sequence_from_texts, view_from_texts
 from cmr_landmark.model_store import find_model
@@ -21,10 +23,12 @@ from cmr_landmark.replay_cli import main_replay
 from cmr_landmark.synth.t1 import MAX_T1_MS
 from cmr_landmark.synth.t1_series import synthetic_t1_series, write_t1_map_ismrmrd
 
-# The chain's parameters (xml_configs/cmr_landmark_molli_t1.xml). The threshold is set because the model's own
-# (chosen on its training images) lies close to the peak probability its insertion points reach on some of these
-# six maps: this test checks what comes back and where, not the choice of threshold.
-MOLLI_CHAIN = ["--set", "view=sax", "--set", "sequence=t1", "--set", "probability_threshold=0.5"]
+# The chain file's parameters, the threshold aside: the model's own (chosen on its training images) lies close to
+# the peak probability its insertion points reach on some of these three maps, and this test checks what comes back
+# and where, not the choice of threshold.
+MOLLI_CHAIN = ["--config", str(REPO_ROOT / "xml_configs" / "cmr_landmark_molli_t1.xml"),
+               "--set", "probability_threshold=0.5"]
+SD_MAP_SERIES = 2
 # What the shipped T1 model must reach on these maps (its card: 2-8 mm mean per landmark on synthetic validation maps)
 MAX_DISTANCE_MM = 12.0
 MAX_ANGLE_ERROR_DEG = 30.0
@@ -41,6 +45,24 @@ def t1_map_file(stack, tmp_path_factory):
     series = synthetic_t1_series(stack, seed=3, slice_spacing_mm=SLICE_SPACING_MM, field_strength_t=1.5,
                                  post_contrast=False)
     write_t1_map_ismrmrd(series, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def t1_and_sd_map_file(t1_map_file, tmp_path_factory):
+    """Each map followed by its SD map, as a MOLLI fitting chain sends them (GADGETRON_DataRole T1SD, a series of
+    their own; here the map scaled down, a stand-in with the same anatomy), in one image group the replay sends."""
+    header, maps = read_ismrmrd_images(t1_map_file)
+    sd_maps = []
+    for source in maps:
+        sd_map = ismrmrd.Image.from_array(source.data * np.float32(0.05), transpose=False)
+        sd_map.setHead(source.getHead())
+        sd_map.image_series_index = SD_MAP_SERIES
+        sd_map.meta = ismrmrd.Meta({**source.meta, "GADGETRON_DataRole": "T1SD"})
+        sd_maps.append(sd_map)
+    path = tmp_path_factory.mktemp("molli_sd") / "molli_t1_and_sd.h5"
+    write_ismrmrd_images(path, header, {"image_1": [image for pair in zip(maps, sd_maps, strict=True)
+                                                    for image in pair]})
     return path
 
 
@@ -94,13 +116,20 @@ def test_gadget_picks_the_t1_model_from_the_header_words(t1_map_file, stack, tmp
     assert all(r["status"] == "ok" for r in report["images"])
 
 
-def test_molli_chain_returns_landmarks_angle_and_orientation(t1_map_file, stack, tmp_path):
+def test_molli_chain_returns_landmarks_angle_and_orientation(t1_map_file, t1_and_sd_map_file, stack, tmp_path):
     spec = find_model("sax", "t1")
     assert spec.sequence == "t1", f"models/manifest.json has no sax t1 model (would fall back to {spec.name})"
     out, report_dir = tmp_path / "out.h5", tmp_path / "report"
-    assert main_replay([str(t1_map_file), "--out", str(out), "--report-dir", str(report_dir), *MOLLI_CHAIN]) == 0
+    assert main_replay([str(t1_and_sd_map_file), "--out", str(out), "--report-dir", str(report_dir),
+                        *MOLLI_CHAIN]) == 0
 
-    assert list_image_groups(out) == ["dataset/image_1", "dataset/image_101"]
+    # the chain's data_roles=T1: the SD maps come back unchanged and without annotated copies
+    assert list_image_groups(out) == ["dataset/image_1", "dataset/image_101", f"dataset/image_{SD_MAP_SERIES}"]
+    _, sent_maps_and_sd = read_ismrmrd_images(t1_and_sd_map_file)
+    sent_sd = [image for image in sent_maps_and_sd if image.image_series_index == SD_MAP_SERIES]
+    _, returned_sd = read_ismrmrd_images(out, f"dataset/image_{SD_MAP_SERIES}")
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(returned_sd, sent_sd, strict=True))
+    assert len(returned_sd) == len(sent_sd) == len(stack)
     _, sent = read_ismrmrd_images(t1_map_file)
     _, annotated = read_ismrmrd_images(out, "dataset/image_101")
     assert len(annotated) == len(sent)

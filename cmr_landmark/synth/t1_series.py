@@ -74,8 +74,9 @@ def synthetic_t1_series(
     )
 
 
-def write_t1_map_ismrmrd(series: ImageSeries, path: Path) -> None:
-    """``series`` as ISMRMRD real-valued T1 map images (the converter's geometry and header, MOLLI naming)."""
+def write_t1_map_ismrmrd(series: ImageSeries, path: Path, compress: bool = False) -> None:
+    """``series`` as ISMRMRD real-valued T1 map images (the converter's geometry and header, MOLLI naming);
+    ``compress``: the pixel data gzipped."""
     header = build_header(series, "sax", "t1")
     header.measurementInformation.protocolName = PROTOCOL_NAME
     header.measurementInformation.seriesDescription = SERIES_DESCRIPTION
@@ -85,4 +86,4 @@ def write_t1_map_ismrmrd(series: ImageSeries, path: Path) -> None:
         image.meta["SequenceDescription"] = PROTOCOL_NAME
         image.meta["ImageComment"] = "T1 map, ms"
         image.meta[DATA_ROLE_META] = "T1"  # as Gadgetron's map fitting marks its maps (the MOLLI chain's data_roles)
-    write_ismrmrd_images(path, header, {IMAGE_GROUP: images})
+    write_ismrmrd_images(path, header, {IMAGE_GROUP: images}, compress=compress)
