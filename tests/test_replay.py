@@ -302,7 +302,8 @@ def test_shipped_sample_is_small_and_has_plausible_geometry():
     assert sorted(im.phase for im in images) == list(range(25))
 
 
-def test_shipped_t1_map_sample_through_the_molli_chain(tmp_path, capsys):
+def test_shipped_t1_map_sample_through_the_molli_chain(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(REPO_ROOT / "models"))
     sample = SAMPLES / "mnms2_001_sax_t1map_synthetic.h5"
     assert sample.stat().st_size < 1_500_000
     header, images = read_ismrmrd_images(sample)
