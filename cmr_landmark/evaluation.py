@@ -205,6 +205,8 @@ def paired_difference(candidate: np.ndarray, control: np.ndarray,
     scaled by G / (G - 1) for G patients) times Student's t on G - 1 degrees of freedom; NaN with fewer than two
     patients."""
     difference = np.asarray(candidate, dtype=float) - np.asarray(control, dtype=float)
+    if difference.ndim == 1:  # one entry per slice
+        difference = difference[:, None]
     measured = np.isfinite(difference)
     values = difference[measured]
     mean = float(values.mean())
@@ -212,8 +214,8 @@ def paired_difference(candidate: np.ndarray, control: np.ndarray,
         return mean, float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
     names = np.asarray(patients, dtype=str)
     if difference.ndim != 2 or names.shape != (difference.shape[0],):
-        raise ValueError(f"patients: one name per row of the {difference.shape} differences expected, got "
-                         f"{names.shape[0] if names.ndim == 1 else names.shape}")
+        raise ValueError(f"patients: one name per slice (row) of the differences expected: {difference.shape[0]} "
+                         f"rows, {names.size} names")
     per_entry = np.broadcast_to(names[:, None], difference.shape)[measured]
     patient_names, patient_of_entry = np.unique(per_entry, return_inverse=True)
     count = len(patient_names)

@@ -109,7 +109,9 @@ def choose_view_and_sequence(
         raise ParameterError(f"cannot tell the view (sax/lax) from the protocol texts {texts}; set the view parameter "
                              "(a chain's <property name=\"view\">, replay's --set view=sax|lax)")
     if sequence is None:
-        warn_once_per_scan(f"cannot tell the sequence from {texts}: using the contrast-agnostic model", log)
+        # the image comments may change from image to image: left out of the message, so that a scan says it once
+        warn_once_per_scan(f"cannot tell the sequence from the protocol texts {header_texts(header)} or the image "
+                           "comments: using the contrast-agnostic model", log)
         sequence = "any"
     return view, sequence
 

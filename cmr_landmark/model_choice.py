@@ -5,9 +5,10 @@ seriesDescription, sequenceName; sequenceParameters sequence_type; every userPar
 image meta (ImageComment, SequenceDescription, GADGETRON_SeqDescription, GADGETRON_ImageComment) are split into
 words at every character that is not a letter or digit, upper-cased, and a word that *starts with* one of the
 keywords below decides. Long-axis words win over short-axis words (a "SAX-planned 4CH" is a long-axis image);
-for the sequence, words naming a contrast no sequence-specific model was trained on (a T2, T2* or ECV map,
-T2-weighted black blood) win and ask for the contrast-agnostic model; then T1 words win over LGE words, which win
-over cine words.
+for the sequence, words naming a contrast no sequence-specific model was trained on (a T2 or T2* map, T2-weighted
+black blood) win and ask for the contrast-agnostic model; then T1 words, then ECV (also the contrast-agnostic
+model), then LGE words, then cine words; the word ANY (what `convert --sequence any` writes) asks for the
+contrast-agnostic model where nothing else decides.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ T1_WORDS = ("MOLLI", "SHMOLLI", "T1MAP", "T1MAPPING", "T1", "SASHA")
 LGE_WORDS = ("LGE", "PSIR", "MAGIR", "DELAYED", "DE", "SCAR")
 CINE_WORDS = ("CINE", "TRUFI", "BSSFP", "SSFP", "FIESTA", "BTFE")
 # Contrasts none of the sequence-specific models was trained on. They win over the others because a map's protocol
-# often names its readout as well ("T2map_bSSFP", a T2-prepared bSSFP; "MOLLI_ECV"), and the cine or T1 model
-# on a T2 or ECV map loses most RV insertion points (models/sax_any.md: sax_cine finds 45 % of A-RVI on T2 maps).
-# "T2" is whole ("T2PREP" in an LGE protocol is not a T2 map); "T2*" splits into "T2".
-OTHER_CONTRAST_WORDS = ("T2", "T2MAP", "T2STAR", "T2W", "R2STAR", "ECV", "STIR", "TSE", "HASTE", "BLACKBLOOD",
-                        "DARKBLOOD")
+# often names its readout as well ("T2map_bSSFP", a T2-prepared bSSFP), and the cine model on a T2 map loses most
+# RV insertion points (models/sax_any.md: sax_cine finds 45 % of A-RVI on T2 maps). "T2" is whole, and a "T2"
+# followed by "PREP..." is a preparation, not a T2 map ("T2-prep LGE"); "T2*" splits into "T2". TSE is left out:
+# as a prefix it would take Siemens' TSENSE real-time cines, and a T2-weighted TSE names T2 anyway.
+OTHER_CONTRAST_WORDS = ("T2", "T2MAP", "T2STAR", "T2W", "R2STAR", "STIR", "HASTE", "BLACKBLOOD", "DARKBLOOD")
+# ECV maps go to the contrast-agnostic model too, but after the T1 words: a protocol naming MOLLI and ECV is more
+# often the post-contrast T1 mapping an ECV map is computed from, which is sax_t1's (set sequence=any in the chain
+# that receives ECV maps named so).
+ECV_WORDS = ("ECV",)
 META_TEXT_KEYS = ("ImageComment", "SequenceDescription", "GADGETRON_SeqDescription", "GADGETRON_ImageComment")
 
 
@@ -86,8 +91,10 @@ def sequence_from_texts(texts: Iterable[str]) -> str | None:
     """'any' (a contrast no sequence-specific model knows), 't1', 'lge', 'cine', or None when no word names the
     sequence."""
     words = _words(texts)
-    for sequence, keywords in (("any", OTHER_CONTRAST_WORDS), ("t1", T1_WORDS), ("lge", LGE_WORDS),
-                               ("cine", CINE_WORDS)):
+    words = [word for word, after in zip(words, [*words[1:], ""], strict=False)
+             if not (word == "T2" and after.startswith("PREP"))]  # a T2 preparation, not a T2 map
+    for sequence, keywords in (("any", OTHER_CONTRAST_WORDS), ("t1", T1_WORDS), ("any", ECV_WORDS),
+                               ("lge", LGE_WORDS), ("cine", CINE_WORDS)):
         if _any_word(words, keywords):
             return sequence
-    return None
+    return "any" if "ANY" in words else None

@@ -196,8 +196,8 @@ def summary_text(records: Sequence[dict]) -> str:
         members = slice_records(records, summary)
         if summary["series"] != series:  # which model answered: the automatic choice may not be the one expected
             series = summary["series"]
-            models = sorted({str(r["model"]) for r in records if r["series"] == series})
-            lines.append(f"series {series}: model {', '.join(models)}")
+            models = sorted({r["model"] for r in records if r["series"] == series and r["model"] is not None})
+            lines.append(f"series {series}: model {', '.join(models) or 'none (no model ran)'}")
         if summary["view"] == "sax":
             lines.extend(_phase_line(record) for record in members)
         else:

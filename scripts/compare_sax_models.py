@@ -265,7 +265,8 @@ def comparison_markdown(results: dict[str, dict], set_names: list[str], patients
                 mean, half = paired_difference_mm(results[a][set_name], results[b][set_name])
                 patient_half = paired_difference_mm(results[a][set_name], results[b][set_name],
                                                     patients[set_name])[1]
-                cells.append("" if a == b else f"{mean:+.2f} +- {half:.2f} / {patient_half:.2f}")
+                over_patients = "n/a" if np.isnan(patient_half) else f"{patient_half:.2f}"  # one patient: none
+                cells.append("" if a == b else f"{mean:+.2f} +- {half:.2f} / {over_patients}")
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -372,7 +373,8 @@ def verdict(name: str, results: dict[str, dict], patients: dict[str, list[str]])
     parts = []
     for other, set_name in (("sax_cine", "cine"), ("sax_lge", "lge"), ("sax_cine", "t1_synthetic"),
                             ("sax_lge", "t1_synthetic")):
-        if other in results and name in results and set_name in results[name]:
+        # a cached result may hold sets this run did not load (--sets): only this run's have their patients
+        if other in results and name in results and set_name in results[name] and set_name in patients:
             mean, half = paired_difference_mm(results[name][set_name], results[other][set_name])
             patient_half = paired_difference_mm(results[name][set_name], results[other][set_name],
                                                 patients[set_name])[1]

@@ -8,8 +8,8 @@ Writes three ISMRMRD image files (one series each, as a scanner would send them)
   protocolName CMR_LANDMARK_SAX_CINE;
 - ``mnms2_001_lax_4ch_cine.h5``: the 25-phase 4-chamber cine, protocolName CMR_LANDMARK_LAX_CINE;
 - ``mnms2_001_sax_t1map_synthetic.h5``: a synthetic native 1.5 T MOLLI T1 map (uint16 ms, as scanners store
-  them) of the end-diastolic stack, made from its label maps (synth.t1_series, seed 1), protocolName
-  SAX_MOLLI_T1MAP: for trying the MOLLI chain. It is no real T1 map.
+  them) of the end-diastolic stack, made from its label maps (synth.t1_series, seed 1), in the short-axis
+  stack's planes, protocolName SAX_MOLLI_T1MAP: for trying the MOLLI chain. It is no real T1 map.
 
 The arrays keep the orientation the training code uses for M&Ms-2 (``datasets.ORIENTATION_BY_DATASET``: as
 stored, which is the standard short-axis display: anterior up, RV on the viewer's left). The NIfTI affines of
@@ -110,8 +110,9 @@ def make_samples(data: Path, out: Path) -> list[Path]:
     # the end-diastolic short-axis slices with their label maps, base to apex, which the T1 map is drawn from
     labelled = sorted((s for s in load_slices("mnms2", root=data) if s.view == "sax" and s.labelled
                        and s.patient == SUBJECT and s.phase == 0), key=lambda s: s.slice_index)
-    t1_map = synthetic_t1_series(labelled, T1_MAP_SEED, slice_spacing_mm=ed.slice_thickness_mm,
-                                 field_strength_t=1.5, post_contrast=False, as_uint16=True)
+    t1_map = synthetic_t1_series(labelled, T1_MAP_SEED, field_strength_t=1.5, post_contrast=False, as_uint16=True)
+    # in the planes of the cine stack, so that the two files of one subject agree (their AHA orientations too)
+    t1_map = dataclasses.replace(t1_map, slice_geometry=sax_geometry(t1_map, ed.slice_thickness_mm))
 
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"mnms2_{SUBJECT}_sax.h5", out / f"mnms2_{SUBJECT}_lax_4ch_cine.h5",

@@ -86,6 +86,12 @@ def test_verdict_against_the_sequence_models_gives_both_intervals() -> None:
         assert patient_half > half  # each patient's offset is shared by its slices
         assert f"{mean:+.2f} +- {half:.2f} mm (+- {patient_half:.2f} over patients) against {other} on {set_name}" \
             in text
+    # a cached result keeps sets this run did not load (--sets cine): they are left out, not a KeyError
+    only_cine = script.verdict("sax_any", results, {"cine": patients["cine"]})
+    assert "against sax_cine on cine" in only_cine and "on lge" not in only_cine
+    # one patient gives no interval over patients
+    markdown = script.comparison_markdown(results, ["lge"], {"lge": ["one"] * 40})
+    assert "**lge** (1 patients)" in markdown and " / n/a |" in markdown
 
 
 def test_an_unknown_set_name_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys) -> None:

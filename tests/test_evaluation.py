@@ -274,12 +274,30 @@ def test_paired_difference_over_patients_counts_each_patients_slices_as_one_draw
     assert paired_difference(np.vstack([candidate, candidate]), np.vstack([control, control]))[1] < over_landmarks[1]
 
 
+def test_paired_difference_over_patients_is_the_cr1_sandwich_of_uneven_patients():
+    from scipy import stats
+
+    from cmr_landmark.evaluation import paired_difference
+
+    # three patients of 1, 2 and 3 entries (one more entry unmeasured), worked by hand:
+    # differences 1 | 2, 4 | 0, 3, 5 -> mean 15/6 = 2.5; residual sums -1.5 | 1.0 | 0.5
+    candidate = np.array([[1.0], [2.0], [4.0], [0.0], [3.0], [5.0], [np.nan]])
+    patients = ["a", "b", "b", "c", "c", "c", "c"]
+    mean, half_width = paired_difference(candidate, np.zeros_like(candidate), patients)
+    assert mean == pytest.approx(2.5)
+    cr1_variance = 3 / 2 * (1.5**2 + 1.0**2 + 0.5**2) / 6**2
+    assert half_width == pytest.approx(stats.t.ppf(0.975, 2) * np.sqrt(cr1_variance))
+
+
 def test_paired_difference_over_patients_needs_a_name_per_row_and_two_patients():
     from cmr_landmark.evaluation import paired_difference
 
     candidate, control = np.ones((4, 3)), np.zeros((4, 3))
-    with pytest.raises(ValueError, match=r"one name per row of the \(4, 3\) differences expected, got 3"):
+    with pytest.raises(ValueError, match="one name per slice \\(row\\) of the differences expected: 4 rows, 3 names"):
         paired_difference(candidate, control, ["a", "b", "c"])
+    # one entry per slice: a 1-D difference is one column
+    assert paired_difference(np.arange(4.0), np.zeros(4), ["a", "a", "b", "b"]) == paired_difference(
+        np.arange(4.0)[:, None], np.zeros((4, 1)), ["a", "a", "b", "b"])
     mean, half_width = paired_difference(candidate, control, ["a"] * 4)
     assert mean == 1.0 and np.isnan(half_width)
     # a patient whose every entry is unmeasured is no draw

@@ -68,8 +68,12 @@ def test_config_with_nul_or_not_xml():
     (["cine_retro_sax_Long_TR"], "sax", "cine"), (["trufi_HLA"], "lax", "cine"), (["VLA cine"], "lax", "cine"),
     (["cine 4CV"], "lax", "cine"), (["cine long axis"], "lax", "cine"), (["LongAxis_cine"], "lax", "cine"),
     # maps and weightings no sequence-specific model knows, whatever readout the protocol also names
-    (["SAX_T2MAP_BSSFP"], "sax", "any"), (["T2*_SAX_multiecho"], "sax", "any"), (["MOLLI_ECV_SAX"], "sax", "any"),
-    (["T2W_TSE_DB_SAX"], "sax", "any"), (["SAX STIR"], "sax", "any"), (["LGE_PSIR_T2PREP_SA"], "sax", "lge")])
+    (["SAX_T2MAP_BSSFP"], "sax", "any"), (["T2*_SAX_multiecho"], "sax", "any"), (["ECV_MAP_SAX"], "sax", "any"),
+    (["t2_tse_db_SAX"], "sax", "any"), (["SAX STIR"], "sax", "any"), (["CMR_LANDMARK_SAX_ANY"], "sax", "any"),
+    # ...but not a T2 preparation, a real-time cine (TSENSE), nor the post-contrast MOLLI an ECV map is made from
+    (["LGE_PSIR_T2PREP_SA"], "sax", "lge"), (["SAX T2-prep LGE"], "sax", "lge"), (["LGE_T2_prep_sa"], "sax", "lge"),
+    (["cine_TSENSE_SAX"], "sax", "cine"), (["trufi_rt_TSENSE_sax"], "sax", "cine"),
+    (["SAX_MOLLI_post_ECV"], "sax", "t1"), (["cine many slices SAX"], "sax", "cine")])
 def test_view_and_sequence_rule(texts, view, sequence):
     assert view_from_texts(texts) == view
     assert sequence_from_texts(texts) == sequence
@@ -95,6 +99,19 @@ def test_unknown_contrast_goes_to_the_contrast_agnostic_model_else_the_views_cin
     # a model trained for another sequence than the one asked for is said so, 'any' included (the long axis has no
     # contrast-agnostic model: its cine one is used)
     assert (f"no {view} model for sequence {sequence!r}: using {model}" in caplog.text) == (spec.sequence != sequence)
+
+
+def test_an_unknown_sequence_is_said_once_per_scan_whatever_the_image_comments(caplog):
+    warnings_said_afresh()
+    for comment in ("slice 1", "slice 2", "slice 3"):  # one call per slice
+        assert choose_view_and_sequence(GadgetParameters.from_strings({}), header(protocol_name="SAX_mystery"),
+                                        {"ImageComment": [comment]}) == ("sax", "any")
+    warnings = [r.getMessage() for r in caplog.records if "cannot tell the sequence" in r.getMessage()]
+    assert warnings == ["cannot tell the sequence from the protocol texts ['SAX_mystery'] or the image comments: "
+                        "using the contrast-agnostic model"]
+    warnings_said_afresh()  # the next scan says it again
+    choose_view_and_sequence(GadgetParameters.from_strings({}), header(protocol_name="SAX_mystery"), {})
+    assert sum("cannot tell the sequence" in r.getMessage() for r in caplog.records) == 2
 
 
 def test_a_view_set_against_the_protocol_is_run_as_set_and_said_once_per_scan(caplog):

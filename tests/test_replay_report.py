@@ -79,8 +79,10 @@ def test_a_failed_short_axis_image_says_so_on_its_line():
     image = annotated("sax", 0, 0, {})
     image.meta["CMRLandmark_Status"] = "error"
     image.meta["CMRLandmark_Error"] = "no model for sax/lge"
-    assert summary_text(landmark_records([image])).endswith("; no angle (A-RVI, P-RVI, C-LV not found); "
-                                                            "ERROR: no model for sax/lge")
+    del image.meta["CMRLandmark_Model"]  # no model was found to run
+    text = summary_text(landmark_records([image]))
+    assert text.endswith("; no angle (A-RVI, P-RVI, C-LV not found); ERROR: no model for sax/lge")
+    assert "series 101: model none (no model ran)" in text
 
 
 def test_a_long_axis_slice_keeps_one_line_with_its_per_slice_measures():
