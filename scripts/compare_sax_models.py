@@ -12,7 +12,9 @@
 Evaluation sets (patient-level validation splits, cmr_landmark/splits.json): ``cine`` = ACDC + MyoPS bSSFP,
 ``lge`` = MS-CMRSeg + MyoPS LGE, ``mnms2_cine`` = the M&Ms-2 subject (another centre), ``t1_synthetic`` =
 synthetic MOLLI maps (seed 3) of the cine + LGE validation slices (the T1 training validated on other draws,
-seed 2), ``random_contrast`` = random per-tissue contrast copies of the same slices (seed 4; the contrast-agnostic
+seed 2; about a third post-contrast), ``t1_synthetic_post_contrast`` = the same drawn again with every map
+post-contrast (1.5 or 3 T; the maps an ECV map is made from, where blood, fat and the liver are all short),
+``random_contrast`` = random per-tissue contrast copies of the same slices (seed 4; the contrast-agnostic
 training used seeds 1 and 2), a stand-in for a contrast the sequence-specific models never saw,
 ``t1_synthetic_uneven_blood`` and ``random_contrast_uneven_blood`` = those two drawn again with patches of signal
 in every blood pool (synth.contrast.uneven_blood_signal; the draws after the patches, blur, shading, noise, differ
@@ -86,7 +88,8 @@ TRAINING_SEED_T1 = 1  # scripts/train_sax_synthetic.py
 # as real maps show it: docs/t1.md, "The RV free wall in the synthetic images".
 RV_WALL_SUFFIX = "_rv_wall"
 CLINICAL_RV_WALL_SETS = tuple(f"{kind}{RV_WALL_SUFFIX}" for kind in CLINICAL_CONTRASTS)
-SET_NAMES = ("cine", "lge", "mnms2_cine", "t1_synthetic", "random_contrast", "t1_synthetic_uneven_blood",
+SET_NAMES = ("cine", "lge", "mnms2_cine", "t1_synthetic", "t1_synthetic_post_contrast", "random_contrast",
+             "t1_synthetic_uneven_blood",
              "random_contrast_uneven_blood", *CLINICAL_CONTRASTS, f"t1_synthetic{RV_WALL_SUFFIX}",
              *CLINICAL_RV_WALL_SETS)
 
@@ -112,6 +115,8 @@ def evaluation_sets(names: Sequence[str]) -> dict[str, list]:
         "lge": lambda: validation("lge"),
         "mnms2_cine": lambda: load_labelled_slices(["mnms2"], "val", "sax", "cine"),
         "t1_synthetic": lambda: synthetic_t1_slices(cine_and_lge(), EVALUATION_SEED_T1),
+        "t1_synthetic_post_contrast": lambda: synthetic_t1_slices(cine_and_lge(), EVALUATION_SEED_T1,
+                                                                  post_contrast=True),
         "random_contrast": lambda: random_contrast_slices(cine_and_lge(), EVALUATION_SEED_CONTRAST),
         "t1_synthetic_uneven_blood": lambda: synthetic_t1_slices(cine_and_lge(), EVALUATION_SEED_T1,
                                                                  uneven_blood_fraction=1.0),

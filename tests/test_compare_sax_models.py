@@ -272,9 +272,13 @@ def test_rv_wall_sets_are_the_same_maps_with_the_wall_at_the_myocardium_value(mo
     script = compare_script()
     stack = load_myops_stack()
     monkeypatch.setattr(script, "load_labelled_slices", lambda names, split, view, sequence: stack)
-    names = ["t1_synthetic", "ecv_map", "t1_synthetic_rv_wall", "ecv_map_rv_wall"]
+    names = ["t1_synthetic", "t1_synthetic_post_contrast", "ecv_map", "t1_synthetic_rv_wall", "ecv_map_rv_wall"]
     sets = script.evaluation_sets(names)
     assert list(sets) == names and all(len(slices) == 2 * len(stack) for slices in sets.values())
+    # every post-contrast map has its blood darker than its myocardium (the blood's T1 shortened most)
+    for t1_map, source in zip(sets["t1_synthetic_post_contrast"], stack + stack, strict=True):
+        myocardium = (source.mask == LV_MYOCARDIUM_LABEL) & (source.pathology == 0)
+        assert np.median(t1_map.image[source.mask == RV_BLOOD_LABEL]) < np.median(t1_map.image[myocardium]) < 800
     assert script.set_fingerprint(sets["ecv_map"]) == script.set_fingerprint(
         script.clinical_contrast_slices(stack + stack, "ecv_map", script.EVALUATION_SEED_CLINICAL))
     mask = stack[2].mask

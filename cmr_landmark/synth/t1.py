@@ -204,11 +204,12 @@ def synthetic_t1_slice(
 
 
 def synthetic_t1_slices(slices: Sequence[Slice], seed: int, copies: int = 1, uneven_blood_fraction: float = 0.0,
-                        rv_wall_fraction: float = 0.0) -> list[Slice]:
-    """``copies`` synthetic T1 maps of every slice that has a mask, reproducible from ``seed``."""
+                        rv_wall_fraction: float = 0.0, post_contrast: bool | None = None) -> list[Slice]:
+    """``copies`` synthetic T1 maps of every slice that has a mask, reproducible from ``seed``; ``post_contrast``
+    None: native or post-contrast at random (:func:`draw_t1_scenario`), else every map that one."""
     return [
-        synthetic_t1_slice(s, np.random.default_rng([seed, index, copy]), uneven_blood_fraction=uneven_blood_fraction,
-                           rv_wall_fraction=rv_wall_fraction)
+        synthetic_t1_slice(s, np.random.default_rng([seed, index, copy]), post_contrast=post_contrast,
+                           uneven_blood_fraction=uneven_blood_fraction, rv_wall_fraction=rv_wall_fraction)
         for index, s in enumerate(slices)
         if s.mask is not None
         for copy in range(copies)
