@@ -73,7 +73,7 @@ from cmr_landmark.export import export_cascade
 from cmr_landmark.model_store import edit_manifest, find_model, model_names, sha256_of
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS, clinical_contrast_slices
 from cmr_landmark.synth.contrast import random_contrast_slices
-from cmr_landmark.synth.t1 import synthetic_t1_slices
+from cmr_landmark.synth.t1 import POST_CONTRAST_PROBABILITY, synthetic_t1_slices
 from cmr_landmark.training import load_cascade, load_labelled_slices
 
 EVALUATION_SEED_T1 = 3
@@ -438,7 +438,9 @@ RECIPE_OPTIONS: tuple[tuple[str, str, object], ...] = (
     ("--val-contrast-copies", "val_contrast_copies", 0), ("--lge-repeats", "lge_repeats", 1),
     ("--map-look-fraction", "map_look_fraction", 0.0), ("--uneven-blood-fraction", "uneven_blood_fraction", 0.0),
     ("--myocardial-lesion-fraction", "myocardial_lesion_fraction", 0.0),
-    ("--rv-wall-fraction", "rv_wall_fraction", 0.0), ("--distil-from", "distil_from", []),
+    ("--rv-wall-fraction", "rv_wall_fraction", 0.0),
+    ("--post-contrast-fraction", "post_contrast_fraction", POST_CONTRAST_PROBABILITY),
+    ("--distil-from", "distil_from", []),
     ("--distil-weight", "distil_weight", 0.5), ("--distance-loss-weight", "distance_loss_weight", 0.0),
     ("--consistency-weight", "consistency_weight", 0.0),
     ("--consistency-toward-real", "consistency_toward_real", False),
@@ -477,7 +479,10 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
             + (f"; {run_info['rv_wall_fraction']:.0%} of the fresh {synthetic} with the RV free wall at the "
                "myocardium's value (synth.contrast.draw_rv_wall; the validation images and the threshold's images "
                "without)"
-               if run_info.get("rv_wall_fraction") else ""))
+               if run_info.get("rv_wall_fraction") else "")
+            + (f"; {run_info['post_contrast_fraction']:.0%} of the fresh maps post-contrast (the validation maps "
+               f"{POST_CONTRAST_PROBABILITY:.0%}, as draw_t1_scenario leaves it to chance)"
+               if run_info.get("post_contrast_fraction") not in (None, POST_CONTRAST_PROBABILITY) else ""))
     card = "\n".join([
         f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
         f"- **Training data**: {kind}; sources {json.dumps(run_info['sources'])} (patient-level splits, "

@@ -38,7 +38,12 @@ import torch
 
 from cmr_landmark.datasets import Slice
 from cmr_landmark.synth.contrast import random_contrast_slices, with_random_contrast
-from cmr_landmark.synth.t1 import synthetic_t1_slice, synthetic_t1_slices, with_fitted_map_look
+from cmr_landmark.synth.t1 import (
+    POST_CONTRAST_PROBABILITY,
+    synthetic_t1_slice,
+    synthetic_t1_slices,
+    with_fitted_map_look,
+)
 from cmr_landmark.training import FreshImages, consistency_options_problem, load_labelled_slices, train_cascade
 
 SOURCE_SETS: dict[str, tuple[str, ...]] = {"cine": ("acdc", "myops"), "lge": ("mscmrseg_lge", "myops")}
@@ -78,12 +83,14 @@ def random_contrast_with_map_look(slice_: Slice, rng: np.random.Generator, map_l
 
 
 def fresh_synthesis(kind: str, map_look_fraction: float, uneven_blood_fraction: float = 0.0,
-                    myocardial_lesion_fraction: float = 0.0, rv_wall_fraction: float = 0.0
+                    myocardial_lesion_fraction: float = 0.0, rv_wall_fraction: float = 0.0,
+                    post_contrast_fraction: float = POST_CONTRAST_PROBABILITY
                     ) -> Callable[[Slice, np.random.Generator], Slice]:
-    """What --fresh-fraction draws anew every epoch: a T1 map ('t1') or a random contrast ('any')."""
+    """What --fresh-fraction draws anew every epoch: a T1 map ('t1', ``post_contrast_fraction`` of them
+    post-contrast) or a random contrast ('any')."""
     if kind == "t1":
         return functools.partial(synthetic_t1_slice, uneven_blood_fraction=uneven_blood_fraction,
-                                 rv_wall_fraction=rv_wall_fraction)
+                                 rv_wall_fraction=rv_wall_fraction, post_contrast_probability=post_contrast_fraction)
     return functools.partial(random_contrast_with_map_look, map_look_fraction=map_look_fraction,
                              uneven_blood_fraction=uneven_blood_fraction,
                              myocardial_lesion_fraction=myocardial_lesion_fraction, rv_wall_fraction=rv_wall_fraction)
@@ -148,6 +155,9 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="share of the fresh synthetic training images (--fresh-fraction) whose unlabelled RV "
                              "free wall gets the myocardium's value (synth.contrast.draw_rv_wall); validation images "
                              "have none")
+    parser.add_argument("--post-contrast-fraction", type=float, default=POST_CONTRAST_PROBABILITY,
+                        help="t1: share of the fresh training maps (--fresh-fraction) that are post-contrast "
+                             f"(default {POST_CONTRAST_PROBABILITY:g}); the validation maps keep the default")
     parser.add_argument("--fresh-fraction", type=float, default=0.0,
                         help="share of the training items given a new synthetic image every epoch "
                              "(training.FreshImages): 'any', a random contrast, beside or instead of the fixed "
@@ -181,9 +191,12 @@ def main() -> int:
                      "(--copies 0 --fresh-fraction 1)")
     if not all(0.0 <= share <= 1.0 for share in (args.map_look_fraction, args.fresh_fraction,
                                                   args.uneven_blood_fraction, args.myocardial_lesion_fraction,
-                                                  args.rv_wall_fraction)):
-        parser.error("--map-look-fraction, --fresh-fraction, --uneven-blood-fraction, --myocardial-lesion-fraction and "
-                     "--rv-wall-fraction are shares, 0..1")
+                                                  args.rv_wall_fraction, args.post_contrast_fraction)):
+        parser.error("--map-look-fraction, --fresh-fraction, --uneven-blood-fraction, --myocardial-lesion-fraction, "
+                     "--rv-wall-fraction and --post-contrast-fraction are shares, 0..1")
+    if args.post_contrast_fraction != POST_CONTRAST_PROBABILITY and not (args.kind == "t1" and args.fresh_fraction):
+        parser.error("--post-contrast-fraction sets the share of post-contrast maps among the fresh T1 maps: give kind "
+                     "t1 and --fresh-fraction")
     if args.rv_wall_fraction and not args.fresh_fraction:
         parser.error("--rv-wall-fraction draws walls in the fresh images: give --fresh-fraction too")
     if problem := consistency_options_problem(args.consistency_weight, args.consistency_toward_real):
@@ -213,7 +226,8 @@ def main() -> int:
                                fresh_images=FreshImages(fresh_synthesis(args.kind, args.map_look_fraction,
                                                                         args.uneven_blood_fraction,
                                                                         args.myocardial_lesion_fraction,
-                                                                        args.rv_wall_fraction),
+                                                                        args.rv_wall_fraction,
+                                                                        args.post_contrast_fraction),
                                                         args.fresh_fraction), seed=args.seed,
                                consistency_weight=args.consistency_weight,
                                consistency_toward_real=args.consistency_toward_real)
@@ -227,6 +241,7 @@ def main() -> int:
          "uneven_blood_fraction": args.uneven_blood_fraction,
          "myocardial_lesion_fraction": args.myocardial_lesion_fraction,
          "rv_wall_fraction": args.rv_wall_fraction,
+         "post_contrast_fraction": args.post_contrast_fraction,
          "fresh_fraction": args.fresh_fraction,
          "epochs": args.epochs, "epochs_fine": epochs_fine,
          "lr": args.lr,

@@ -36,6 +36,7 @@ from cmr_landmark.synth.t1 import (
     MYOCARDIUM_NATIVE_T1_MS,
     OEDEMA,
     OEDEMA_NATIVE_RISE_MS,
+    POST_CONTRAST_PROBABILITY,
     SCAR,
     SCAR_NATIVE_RISE_MS,
     add_fit_noise,
@@ -97,6 +98,22 @@ def test_post_contrast_values_in_published_ranges(field_strength_t: float) -> No
         # scar: strongly shortened, to about the blood's T1 (why it is bright on LGE)
         assert scenario.scar_t1_ms < scenario.oedema_t1_ms < scenario.myocardium_t1_ms
         assert scenario.scar_t1_ms < 1.3 * scenario.lv_blood_t1_ms
+
+
+def test_the_post_contrast_share_changes_only_which_maps_are_post_contrast() -> None:
+    seeds = range(200)
+
+    def scenarios(**share):
+        return [draw_t1_scenario(np.random.default_rng(seed), **share) for seed in seeds]
+
+    default, explicit = scenarios(), scenarios(post_contrast_probability=POST_CONTRAST_PROBABILITY)
+    assert default == explicit  # the default share is the one every earlier map was drawn with
+    assert 0.25 < np.mean([s.post_contrast for s in default]) < 0.45
+    native, post = scenarios(post_contrast_probability=0.0), scenarios(post_contrast_probability=1.0)
+    assert not any(s.post_contrast for s in native) and all(s.post_contrast for s in post)
+    # one draw decides, whatever the share, after the field strength: that comes out the same
+    for a, b in zip(native, post, strict=True):
+        assert a.field_strength_t == b.field_strength_t and b.myocardium_t1_ms < a.myocardium_t1_ms
 
 
 @pytest.mark.parametrize("post_contrast", [False, True])
@@ -504,6 +521,28 @@ def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypat
     assert run["seed"] == 3 and run["map_look_fraction"] == 0.3 and run["fresh_fraction"] == 0.5
     assert run["uneven_blood_fraction"] == 0.4 and run["myocardial_lesion_fraction"] == 0.2
     assert run["rv_wall_fraction"] == 0.6
+
+
+def test_t1_training_takes_the_share_of_post_contrast_maps(monkeypatch, tmp_path, capsys) -> None:
+    script = train_sax_synthetic_script(monkeypatch, load_myops_stack()[:2], load_myops_stack()[2:])
+    captured = {}
+
+    def fake_train_cascade(train, val, view, out, epochs, epochs_fine, **kwargs):
+        captured.update(kwargs)
+        return None, {}
+
+    monkeypatch.setattr(script, "train_cascade", fake_train_cascade)
+    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "t1", "--out", str(tmp_path), "--copies", "0",
+                                     "--fresh-fraction", "1", "--post-contrast-fraction", "0.5"])
+    assert script.main() == 0
+    assert captured["fresh_images"].synthesise.keywords["post_contrast_probability"] == 0.5
+    assert json.loads((tmp_path / "run.json").read_text())["post_contrast_fraction"] == 0.5
+    # a share that would change nothing is refused: the contrast-agnostic model draws no T1 maps
+    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path), "--copies", "0",
+                                     "--fresh-fraction", "1", "--post-contrast-fraction", "0.5"])
+    with pytest.raises(SystemExit) as exit_:
+        script.main()
+    assert exit_.value.code == 2 and "give kind t1 and --fresh-fraction" in capsys.readouterr().err
 
 
 def test_rv_wall_needs_fresh_images(monkeypatch, tmp_path, capsys) -> None:

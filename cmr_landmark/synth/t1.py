@@ -51,6 +51,9 @@ from .tissue_map import (
 MYOCARDIUM_NATIVE_T1_MS: dict[float, tuple[float, float]] = {1.5: (920.0, 1060.0), 3.0: (1020.0, 1260.0)}
 BLOOD_NATIVE_T1_MS: dict[float, tuple[float, float]] = {1.5: (1500.0, 1700.0), 3.0: (1750.0, 2000.0)}
 BLOOD_POST_CONTRAST_T1_MS: dict[float, tuple[float, float]] = {1.5: (250.0, 400.0), 3.0: (280.0, 450.0)}
+# The share of post-contrast maps where the scenario is left to chance: native maps are most of what the AHA model
+# is reported on; post-contrast maps are the other half of an ECV pair.
+POST_CONTRAST_PROBABILITY = 0.35
 PARTITION_COEFFICIENT_NORMAL = (0.32, 0.56)  # lambda 0.44 +- 2 SD (Dabir 2014)
 OEDEMA_NATIVE_RISE_MS = (100.0, 200.0)
 OEDEMA_PARTITION_RISE = (0.15, 0.35)
@@ -90,14 +93,16 @@ def _post_contrast_t1_ms(native_t1_ms: float, partition: float, blood_native_ms:
 
 
 def draw_t1_scenario(
-    rng: np.random.Generator, field_strength_t: float | None = None, post_contrast: bool | None = None
+    rng: np.random.Generator, field_strength_t: float | None = None, post_contrast: bool | None = None,
+    post_contrast_probability: float = POST_CONTRAST_PROBABILITY,
 ) -> T1Scenario:
-    """Random tissue T1 values within the published ranges above (1.5 or 3 T, native or post-contrast)."""
+    """Random tissue T1 values within the published ranges above (1.5 or 3 T, native or post-contrast, the latter
+    with ``post_contrast_probability`` where ``post_contrast`` is None)."""
     if field_strength_t is None:
         field_strength_t = float(rng.choice(FIELD_STRENGTHS_T))
     check_field_strength(field_strength_t)
-    if post_contrast is None:
-        post_contrast = bool(rng.random() < 0.35)
+    if post_contrast is None:  # one draw whatever the probability: other probabilities keep every later draw
+        post_contrast = bool(rng.random() < post_contrast_probability)
     myocardium_native = rng.uniform(*MYOCARDIUM_NATIVE_T1_MS[field_strength_t])
     blood_native = rng.uniform(*BLOOD_NATIVE_T1_MS[field_strength_t])
     oedema_native = myocardium_native + rng.uniform(*OEDEMA_NATIVE_RISE_MS)
@@ -187,15 +192,16 @@ def synthetic_t1_slice(
     as_uint16: bool = False,
     uneven_blood_fraction: float = 0.0,
     rv_wall_fraction: float = 0.0,
+    post_contrast_probability: float = POST_CONTRAST_PROBABILITY,
 ) -> Slice:
     """A copy of a labelled SAX :class:`cmr_landmark.datasets.Slice` whose image is a synthetic T1 map (ms).
 
     Geometry and landmarks are those of the source slice; ``sequence`` becomes "t1". ``uneven_blood_fraction``,
-    ``rv_wall_fraction``: see :func:`render_t1_map`.
+    ``rv_wall_fraction``: see :func:`render_t1_map`; ``post_contrast_probability``: see :func:`draw_t1_scenario`.
     """
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to synthesise a T1 map from")
-    scenario = draw_t1_scenario(rng, field_strength_t, post_contrast)
+    scenario = draw_t1_scenario(rng, field_strength_t, post_contrast, post_contrast_probability)
     t1_ms = render_t1_map(slice_.image, slice_.mask, scenario, rng, pathology=slice_.pathology,
                           uneven_blood_fraction=uneven_blood_fraction, rv_wall_fraction=rv_wall_fraction,
                           pixel_spacing_mm=slice_.pixel_spacing_mm)
