@@ -496,17 +496,23 @@ def test_any_model_fresh_contrasts_can_look_like_fitted_maps(monkeypatch, scar_s
     assert 0.12 < np.mean(looked) < 0.5
 
 
-def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypatch, tmp_path) -> None:
-    # a replicate run (--seed) and the fresh images' map look reach train_cascade and are recorded in run.json
-    stack = load_myops_stack()
-    script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
-    captured = {}
+def capture_trainer_arguments(monkeypatch, script) -> dict:
+    """The keyword arguments the script's next run gives train_cascade, which trains nothing here."""
+    captured: dict = {}
 
     def fake_train_cascade(train, val, view, out, epochs, epochs_fine, **kwargs):
         captured.update(kwargs)
         return None, {}
 
     monkeypatch.setattr(script, "train_cascade", fake_train_cascade)
+    return captured
+
+
+def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypatch, tmp_path) -> None:
+    # a replicate run (--seed) and the fresh images' map look reach train_cascade and are recorded in run.json
+    stack = load_myops_stack()
+    script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
+    captured = capture_trainer_arguments(monkeypatch, script)
     monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path), "--copies", "0",
                                      "--fresh-fraction", "0.5", "--map-look-fraction", "0.3", "--seed", "3",
                                      "--uneven-blood-fraction", "0.4", "--myocardial-lesion-fraction", "0.2",
@@ -525,13 +531,7 @@ def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypat
 
 def test_t1_training_takes_the_share_of_post_contrast_maps(monkeypatch, tmp_path, capsys) -> None:
     script = train_sax_synthetic_script(monkeypatch, load_myops_stack()[:2], load_myops_stack()[2:])
-    captured = {}
-
-    def fake_train_cascade(train, val, view, out, epochs, epochs_fine, **kwargs):
-        captured.update(kwargs)
-        return None, {}
-
-    monkeypatch.setattr(script, "train_cascade", fake_train_cascade)
+    captured = capture_trainer_arguments(monkeypatch, script)
     monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "t1", "--out", str(tmp_path), "--copies", "0",
                                      "--fresh-fraction", "1", "--post-contrast-fraction", "0.5"])
     assert script.main() == 0
