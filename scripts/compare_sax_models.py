@@ -513,7 +513,8 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
            if run_info.get("consistency_weight") else "")
         + chosen_epoch(run_info)
         + f"; {run_info['threads']} CPU thread (shared machine), {run_info['wall_s'] / 60:.0f} min"
-        + (f" for the {len(run_info['soup_of'])} runs together" if run_info.get("soup_of") else "")
+        # a soup's time is its runs' summed (scripts/weight_soup.py), whether they ran side by side or in turn
+        + (f" summed over its {len(run_info['soup_of'])} runs" if run_info.get("soup_of") else "")
         + f". Rerun: `{rerun_command(run_info)}` (docs/t1.md).",
         "- **Inference**: " + ("fine stage averaged over the crop and its left-right mirror (manifest "
                                "`mirror_average`)" + (", the two passes pooled log-linearly (softmax of their mean "

@@ -159,6 +159,7 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
                              {}).read_text()
     assert "Rerun: `python scripts/weight_soup.py runs/a runs/b --out RUN`" in soup
     assert "the key-by-key average of the weights of the runs runs/a, runs/b" in soup
+    assert "16 min summed over its 2 runs" in soup  # weight_soup.py sums the runs' times
     assert "weight soup" not in plain
     assert "--consistency-toward-real" not in symmetric
     # a T1 model trained on pairs saw every real image too, not maps alone
