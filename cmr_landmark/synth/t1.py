@@ -101,7 +101,7 @@ def draw_t1_scenario(
     if field_strength_t is None:
         field_strength_t = float(rng.choice(FIELD_STRENGTHS_T))
     check_field_strength(field_strength_t)
-    if post_contrast is None:  # one draw whatever the probability: other probabilities keep every later draw
+    if post_contrast is None:  # one draw whatever the probability: at the default every earlier map is as it was
         post_contrast = bool(rng.random() < post_contrast_probability)
     myocardium_native = rng.uniform(*MYOCARDIUM_NATIVE_T1_MS[field_strength_t])
     blood_native = rng.uniform(*BLOOD_NATIVE_T1_MS[field_strength_t])
