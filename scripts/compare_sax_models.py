@@ -94,6 +94,16 @@ SET_NAMES = ("cine", "lge", "mnms2_cine", "t1_synthetic", "t1_synthetic_post_con
              *CLINICAL_RV_WALL_SETS)
 
 
+def names_option(parser: argparse.ArgumentParser, option: str, text: str, known: Sequence[str]) -> list[str]:
+    """The comma-separated names of an option's ``text``, each one of ``known``; else the parser's error (exit 2)
+    naming the unknown ones and the choices."""
+    names = [name for name in text.split(",") if name]
+    unknown = sorted(set(names) - set(known))
+    if unknown or not names:
+        parser.error(f"{option}: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}")
+    return names
+
+
 def evaluation_sets(names: Sequence[str]) -> dict[str, list]:
     """The sets of ``names`` that are in :data:`SET_NAMES`, in its order; only those are loaded or synthesised."""
     real = {"cine": (["acdc", "myops"], "cine"), "lge": (["mscmrseg_lge", "myops"], "lge")}
@@ -562,10 +572,7 @@ def main() -> int:
     parser.add_argument("--mirror-pooling", choices=MIRROR_POOLINGS, default="log_linear",
                         help="how run folders (and models shipped from them) pool the two passes (docs/t1.md)")
     args = parser.parse_args()
-    set_names = [name for name in args.sets.split(",") if name]
-    unknown = sorted(set(set_names) - set(SET_NAMES))
-    if unknown or not set_names:
-        parser.error(f"--sets: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SET_NAMES)}")
+    set_names = names_option(parser, "--sets", args.sets, SET_NAMES)
     sources = dict(model_source(text) for text in args.model)
     folder = models_dir()
     existing = model_names(folder)

@@ -21,7 +21,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from compare_sax_models import SET_NAMES, evaluation_sets  # a sibling script (scripts/ is on sys.path when run)
+from compare_sax_models import (  # a sibling script (scripts/ is on sys.path when run)
+    SET_NAMES,
+    evaluation_sets,
+    names_option,
+)
 
 from cmr_landmark.config import LANDMARKS_BY_VIEW
 from cmr_landmark.datasets import stack_indices
@@ -62,10 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sets", default=",".join(SETS),
                         help="comma-separated evaluation sets of scripts/compare_sax_models.py (default: %(default)s)")
     args = parser.parse_args(argv)
-    sets = [name for name in args.sets.split(",") if name]
-    if not sets or set(sets) - set(SET_NAMES):
-        parser.error(f"--sets: unknown {', '.join(sorted(set(sets) - set(SET_NAMES))) or '(none given)'}; choose "
-                     f"from {', '.join(SET_NAMES)}")
+    sets = names_option(parser, "--sets", args.sets, SET_NAMES)
     torch.set_num_threads(2)
     spec = find_model("sax", "any", name=args.model)
     detector = Detector(spec, use_bf16=False)

@@ -21,6 +21,7 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
+from compare_sax_models import names_option  # a sibling script (scripts/ is on sys.path when run)
 
 from cmr_landmark.datasets import Slice
 from cmr_landmark.detector import Detector
@@ -82,10 +83,7 @@ def main() -> int:
     parser.add_argument("--clip-at-myocardium", type=float, metavar="F",
                         help="also measure on the maps clipped at F times their myocardium's median (an oracle)")
     args = parser.parse_args()
-    names = [name for name in args.scenarios.split(",") if name]
-    unknown = sorted(set(names) - set(SCENARIOS))
-    if unknown or not names:
-        parser.error(f"--scenarios: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SCENARIOS)}")
+    names = names_option(parser, "--scenarios", args.scenarios, list(SCENARIOS))
     if args.clip_at_myocardium is not None and not args.clip_at_myocardium > 0:
         parser.error(f"--clip-at-myocardium must be a positive factor, got {args.clip_at_myocardium:g}")
     detectors = {name: Detector(find_model("sax", "cine", name=name), use_bf16=False) for name in args.models}
