@@ -450,6 +450,7 @@ RECIPE_OPTIONS: tuple[tuple[str, str, object], ...] = (
     ("--myocardial-lesion-fraction", "myocardial_lesion_fraction", 0.0),
     ("--rv-wall-fraction", "rv_wall_fraction", 0.0),
     ("--post-contrast-fraction", "post_contrast_fraction", POST_CONTRAST_PROBABILITY),
+    ("--t1-map-fraction", "t1_map_fraction", 0.0),
     ("--distil-from", "distil_from", []),
     ("--distil-weight", "distil_weight", 0.5), ("--distance-loss-weight", "distance_loss_weight", 0.0),
     ("--consistency-weight", "consistency_weight", 0.0),
@@ -490,6 +491,8 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
                "myocardium's value (synth.contrast.draw_rv_wall; the validation images and the threshold's images "
                "without)"
                if run_info.get("rv_wall_fraction") else "")
+            + (f"; {run_info['t1_map_fraction']:.0%} of the fresh images synthetic T1 maps (synth.t1) instead of "
+               "random contrasts" if run_info.get("t1_map_fraction") else "")
             + (f"; {run_info['post_contrast_fraction']:.0%} of the fresh maps post-contrast (the validation maps "
                f"{POST_CONTRAST_PROBABILITY:.0%}, as draw_t1_scenario leaves it to chance)"
                if run_info.get("post_contrast_fraction") not in (None, POST_CONTRAST_PROBABILITY) else ""))

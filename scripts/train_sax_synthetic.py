@@ -82,18 +82,32 @@ def random_contrast_with_map_look(slice_: Slice, rng: np.random.Generator, map_l
                                                     rv_wall_fraction), rng, map_look_fraction)
 
 
+def random_contrast_or_t1_map(slice_: Slice, rng: np.random.Generator, t1_map_fraction: float,
+                              random_contrast: Callable[[Slice, np.random.Generator], Slice],
+                              t1_map: Callable[[Slice, np.random.Generator], Slice]) -> Slice:
+    """A fresh image for the contrast-agnostic model: a synthetic T1 map for ``t1_map_fraction`` of them, else a
+    random contrast."""
+    return t1_map(slice_, rng) if rng.random() < t1_map_fraction else random_contrast(slice_, rng)
+
+
 def fresh_synthesis(kind: str, map_look_fraction: float, uneven_blood_fraction: float = 0.0,
                     myocardial_lesion_fraction: float = 0.0, rv_wall_fraction: float = 0.0,
-                    post_contrast_fraction: float = POST_CONTRAST_PROBABILITY
+                    post_contrast_fraction: float = POST_CONTRAST_PROBABILITY, t1_map_fraction: float = 0.0
                     ) -> Callable[[Slice, np.random.Generator], Slice]:
     """What --fresh-fraction draws anew every epoch: a T1 map ('t1', ``post_contrast_fraction`` of them
-    post-contrast) or a random contrast ('any')."""
+    post-contrast) or a random contrast ('any'; with ``t1_map_fraction``, that share of them a T1 map instead)."""
+    t1_map = functools.partial(synthetic_t1_slice, uneven_blood_fraction=uneven_blood_fraction,
+                               rv_wall_fraction=rv_wall_fraction, post_contrast_probability=post_contrast_fraction)
     if kind == "t1":
-        return functools.partial(synthetic_t1_slice, uneven_blood_fraction=uneven_blood_fraction,
-                                 rv_wall_fraction=rv_wall_fraction, post_contrast_probability=post_contrast_fraction)
-    return functools.partial(random_contrast_with_map_look, map_look_fraction=map_look_fraction,
-                             uneven_blood_fraction=uneven_blood_fraction,
-                             myocardial_lesion_fraction=myocardial_lesion_fraction, rv_wall_fraction=rv_wall_fraction)
+        return t1_map
+    random_contrast = functools.partial(random_contrast_with_map_look, map_look_fraction=map_look_fraction,
+                                        uneven_blood_fraction=uneven_blood_fraction,
+                                        myocardial_lesion_fraction=myocardial_lesion_fraction,
+                                        rv_wall_fraction=rv_wall_fraction)
+    if not t1_map_fraction:  # no draw for the choice: every earlier recipe's images as they were
+        return random_contrast
+    return functools.partial(random_contrast_or_t1_map, t1_map_fraction=t1_map_fraction,
+                             random_contrast=random_contrast, t1_map=t1_map)
 
 
 def training_sets(kind: str, copies: int, max_val_slices: int | None, lge_repeats: int = 1,
@@ -158,6 +172,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--post-contrast-fraction", type=float, default=POST_CONTRAST_PROBABILITY,
                         help="t1: share of the fresh training maps (--fresh-fraction) that are post-contrast "
                              f"(default {POST_CONTRAST_PROBABILITY:g}); the validation maps keep the default")
+    parser.add_argument("--t1-map-fraction", type=float, default=0.0,
+                        help="any: share of the fresh images (--fresh-fraction) that are synthetic T1 maps, "
+                             "--post-contrast-fraction of them post-contrast, instead of random contrasts")
     parser.add_argument("--fresh-fraction", type=float, default=0.0,
                         help="share of the training items given a new synthetic image every epoch "
                              "(training.FreshImages): 'any', a random contrast, beside or instead of the fixed "
@@ -191,12 +208,17 @@ def main() -> int:
                      "(--copies 0 --fresh-fraction 1)")
     if not all(0.0 <= share <= 1.0 for share in (args.map_look_fraction, args.fresh_fraction,
                                                   args.uneven_blood_fraction, args.myocardial_lesion_fraction,
-                                                  args.rv_wall_fraction, args.post_contrast_fraction)):
+                                                  args.rv_wall_fraction, args.post_contrast_fraction,
+                                                  args.t1_map_fraction)):
         parser.error("--map-look-fraction, --fresh-fraction, --uneven-blood-fraction, --myocardial-lesion-fraction, "
-                     "--rv-wall-fraction and --post-contrast-fraction are shares, 0..1")
-    if args.post_contrast_fraction != POST_CONTRAST_PROBABILITY and not (args.kind == "t1" and args.fresh_fraction):
+                     "--rv-wall-fraction, --post-contrast-fraction and --t1-map-fraction are shares, 0..1")
+    if args.t1_map_fraction and not (args.kind == "any" and args.fresh_fraction):
+        parser.error("--t1-map-fraction makes a share of the contrast-agnostic model's fresh images T1 maps: give "
+                     "kind any and --fresh-fraction")
+    if args.post_contrast_fraction != POST_CONTRAST_PROBABILITY and not (
+            args.fresh_fraction and (args.kind == "t1" or args.t1_map_fraction)):
         parser.error("--post-contrast-fraction sets the share of post-contrast maps among the fresh T1 maps: give kind "
-                     "t1 and --fresh-fraction")
+                     "t1 (or any with --t1-map-fraction) and --fresh-fraction")
     if args.rv_wall_fraction and not args.fresh_fraction:
         parser.error("--rv-wall-fraction draws walls in the fresh images: give --fresh-fraction too")
     if problem := consistency_options_problem(args.consistency_weight, args.consistency_toward_real):
@@ -227,7 +249,8 @@ def main() -> int:
                                                                         args.uneven_blood_fraction,
                                                                         args.myocardial_lesion_fraction,
                                                                         args.rv_wall_fraction,
-                                                                        args.post_contrast_fraction),
+                                                                        args.post_contrast_fraction,
+                                                                        args.t1_map_fraction),
                                                         args.fresh_fraction), seed=args.seed,
                                consistency_weight=args.consistency_weight,
                                consistency_toward_real=args.consistency_toward_real)
@@ -241,7 +264,7 @@ def main() -> int:
          "uneven_blood_fraction": args.uneven_blood_fraction,
          "myocardial_lesion_fraction": args.myocardial_lesion_fraction,
          "rv_wall_fraction": args.rv_wall_fraction,
-         "post_contrast_fraction": args.post_contrast_fraction,
+         "post_contrast_fraction": args.post_contrast_fraction, "t1_map_fraction": args.t1_map_fraction,
          "fresh_fraction": args.fresh_fraction,
          "epochs": args.epochs, "epochs_fine": epochs_fine,
          "lr": args.lr,

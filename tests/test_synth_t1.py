@@ -542,7 +542,32 @@ def test_t1_training_takes_the_share_of_post_contrast_maps(monkeypatch, tmp_path
                                      "--fresh-fraction", "1", "--post-contrast-fraction", "0.5"])
     with pytest.raises(SystemExit) as exit_:
         script.main()
-    assert exit_.value.code == 2 and "give kind t1 and --fresh-fraction" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "give kind t1 (or any with --t1-map-fraction)" in capsys.readouterr().err
+
+
+def test_the_contrast_agnostic_model_can_take_a_share_of_t1_maps(monkeypatch, tmp_path, capsys) -> None:
+    stack = load_myops_stack()
+    script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
+    captured = capture_trainer_arguments(monkeypatch, script)
+    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path), "--copies", "0",
+                                     "--fresh-fraction", "1", "--t1-map-fraction", "0.4",
+                                     "--post-contrast-fraction", "0.5"])
+    assert script.main() == 0
+    synthesise = captured["fresh_images"].synthesise
+    images = [synthesise(stack[1], np.random.default_rng(seed)) for seed in range(40)]
+    t1_maps = [image for image in images if image.sequence == "t1"]
+    assert 8 <= len(t1_maps) <= 24  # about 0.4 of 40
+    assert all(image.image.max() > 100 for image in t1_maps)  # in ms, where a random contrast is about 0..1
+    assert all(image.image.max() < 10 for image in images if image.sequence != "t1")
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["t1_map_fraction"] == 0.4 and run["post_contrast_fraction"] == 0.5
+    # without a share, no draw for the choice: the recipe's random contrasts are as they were
+    assert script.fresh_synthesis("any", 0.3).func is script.random_contrast_with_map_look
+    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "t1", "--out", str(tmp_path), "--copies", "0",
+                                     "--fresh-fraction", "1", "--t1-map-fraction", "0.4"])
+    with pytest.raises(SystemExit) as exit_:
+        script.main()
+    assert exit_.value.code == 2 and "give kind any and --fresh-fraction" in capsys.readouterr().err
 
 
 def test_rv_wall_needs_fresh_images(monkeypatch, tmp_path, capsys) -> None:
