@@ -496,6 +496,15 @@ def test_any_model_fresh_contrasts_can_look_like_fitted_maps(monkeypatch, scar_s
     assert 0.12 < np.mean(looked) < 0.5
 
 
+def refused_training(monkeypatch, capsys, script, arguments: list) -> str:
+    """What scripts/train_sax_synthetic.py says when it refuses ``arguments`` (exit status 2) before training."""
+    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", *arguments])
+    with pytest.raises(SystemExit) as exit_:
+        script.main()
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
 def capture_trainer_arguments(monkeypatch, script) -> dict:
     """The keyword arguments the script's next run gives train_cascade, which trains nothing here."""
     captured: dict = {}
@@ -538,11 +547,9 @@ def test_t1_training_takes_the_share_of_post_contrast_maps(monkeypatch, tmp_path
     assert captured["fresh_images"].synthesise.keywords["post_contrast_probability"] == 0.5
     assert json.loads((tmp_path / "run.json").read_text())["post_contrast_fraction"] == 0.5
     # a share that would change nothing is refused: the contrast-agnostic model draws no T1 maps
-    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path), "--copies", "0",
-                                     "--fresh-fraction", "1", "--post-contrast-fraction", "0.5"])
-    with pytest.raises(SystemExit) as exit_:
-        script.main()
-    assert exit_.value.code == 2 and "give kind t1 (or any with --t1-map-fraction)" in capsys.readouterr().err
+    assert "give kind t1 (or any with --t1-map-fraction)" in refused_training(
+        monkeypatch, capsys, script, ["any", "--out", str(tmp_path), "--copies", "0", "--fresh-fraction", "1",
+                                      "--post-contrast-fraction", "0.5"])
 
 
 def test_the_contrast_agnostic_model_can_take_a_share_of_t1_maps(monkeypatch, tmp_path, capsys) -> None:
@@ -563,21 +570,16 @@ def test_the_contrast_agnostic_model_can_take_a_share_of_t1_maps(monkeypatch, tm
     assert run["t1_map_fraction"] == 0.4 and run["post_contrast_fraction"] == 0.5
     # without a share, no draw for the choice: the recipe's random contrasts are as they were
     assert script.fresh_synthesis("any", 0.3).func is script.random_contrast_with_map_look
-    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "t1", "--out", str(tmp_path), "--copies", "0",
-                                     "--fresh-fraction", "1", "--t1-map-fraction", "0.4"])
-    with pytest.raises(SystemExit) as exit_:
-        script.main()
-    assert exit_.value.code == 2 and "give kind any and --fresh-fraction" in capsys.readouterr().err
+    assert "give kind any and --fresh-fraction" in refused_training(
+        monkeypatch, capsys, script, ["t1", "--out", str(tmp_path), "--copies", "0", "--fresh-fraction", "1",
+                                      "--t1-map-fraction", "0.4"])
 
 
 def test_rv_wall_needs_fresh_images(monkeypatch, tmp_path, capsys) -> None:
     # the wall is drawn in the fresh images only: asked for without them it would silently do nothing
     script = train_sax_synthetic_script(monkeypatch, [], [])
-    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path),
-                                     "--rv-wall-fraction", "0.5"])
-    with pytest.raises(SystemExit) as exit_:
-        script.main()
-    assert exit_.value.code == 2 and "draws walls in the fresh images" in capsys.readouterr().err
+    assert "draws walls in the fresh images" in refused_training(
+        monkeypatch, capsys, script, ["any", "--out", str(tmp_path), "--rv-wall-fraction", "0.5"])
 
 
 def count_patched_pools(monkeypatch) -> list:
