@@ -214,6 +214,12 @@ def paired_difference_mm(a: dict, b: dict, patients: Sequence[str] | None = None
     return paired_difference(a["distances_mm"], b["distances_mm"], patients)
 
 
+def paired_intervals_mm(a: dict, b: dict, patients: Sequence[str]) -> tuple[float, float, float]:
+    """Mean (a - b) distance and its 95% half-widths over landmarks and over ``patients`` (one name per slice)."""
+    mean, over_landmarks = paired_difference_mm(a, b)
+    return mean, over_landmarks, paired_difference_mm(a, b, patients)[1]
+
+
 def patient_names(slices: Sequence) -> list[str]:
     """Each slice's patient, as ``dataset/patient``: a synthetic set keeps its source slices' patients."""
     return [f"{s.dataset}/{s.patient}" for s in slices]
@@ -277,9 +283,8 @@ def comparison_markdown(results: dict[str, dict], set_names: list[str], patients
         for a in names:
             cells = []
             for b in names:
-                mean, half = paired_difference_mm(results[a][set_name], results[b][set_name])
-                patient_half = paired_difference_mm(results[a][set_name], results[b][set_name],
-                                                    patients[set_name])[1]
+                mean, half, patient_half = paired_intervals_mm(results[a][set_name], results[b][set_name],
+                                                               patients[set_name])
                 over_patients = "n/a" if np.isnan(patient_half) else f"{patient_half:.2f}"  # one patient: none
                 cells.append("" if a == b else f"{mean:+.2f} +- {half:.2f} / {over_patients}")
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
@@ -390,9 +395,8 @@ def verdict(name: str, results: dict[str, dict], patients: dict[str, list[str]])
                             ("sax_lge", "t1_synthetic")):
         # a cached result may hold sets this run did not load (--sets): only this run's have their patients
         if other in results and name in results and set_name in results[name] and set_name in patients:
-            mean, half = paired_difference_mm(results[name][set_name], results[other][set_name])
-            patient_half = paired_difference_mm(results[name][set_name], results[other][set_name],
-                                                patients[set_name])[1]
+            mean, half, patient_half = paired_intervals_mm(results[name][set_name], results[other][set_name],
+                                                           patients[set_name])
             parts.append(f"{mean:+.2f} +- {half:.2f} mm (+- {patient_half:.2f} over patients) against {other} on "
                          f"{set_name}")
     return ("- **Against the sequence-specific models** (paired, this model minus the other; 95% half-widths over "

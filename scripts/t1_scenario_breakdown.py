@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
-from compare_sax_models import names_option  # a sibling script (scripts/ is on sys.path when run)
+from compare_sax_models import evaluation_sets, names_option  # a sibling script (scripts/ is on sys.path when run)
 
 from cmr_landmark.datasets import Slice
 from cmr_landmark.detector import Detector
@@ -30,7 +30,6 @@ from cmr_landmark.model_store import find_model
 from cmr_landmark.preprocess import normalise_intensity
 from cmr_landmark.synth.contrast import LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL
 from cmr_landmark.synth.t1 import synthetic_t1_slice
-from cmr_landmark.training import load_labelled_slices
 
 SEED = 7
 # name: (field strength in T, post-contrast)
@@ -87,8 +86,8 @@ def main() -> int:
     if args.clip_at_myocardium is not None and not args.clip_at_myocardium > 0:
         parser.error(f"--clip-at-myocardium must be a positive factor, got {args.clip_at_myocardium:g}")
     detectors = {name: Detector(find_model("sax", "cine", name=name), use_bf16=False) for name in args.models}
-    slices = [s for s in load_labelled_slices(["acdc", "myops"], "val", "sax", "cine")
-              + load_labelled_slices(["mscmrseg_lge", "myops"], "val", "sax", "lge") if s.mask is not None]
+    real = evaluation_sets(["cine", "lge"])  # the comparison's validation slices, the maps' sources there too
+    slices = [s for s in real["cine"] + real["lge"] if s.mask is not None]
     for scenario in names:
         maps = scenario_maps(slices, *SCENARIOS[scenario], args.rv_wall)
         myocardium, blood = normalised_tissue_medians(maps)

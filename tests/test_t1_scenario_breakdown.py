@@ -49,7 +49,7 @@ def test_the_oracle_clip_stops_at_a_multiple_of_the_myocardium(script) -> None:
 ])
 def test_bad_options_are_refused_before_anything_loads(script, monkeypatch, capsys, arguments, message) -> None:
     monkeypatch.setattr("sys.argv", ["t1_scenario_breakdown.py", *arguments])
-    monkeypatch.setattr(script, "load_labelled_slices", lambda *args: pytest.fail("loaded the data"))
+    monkeypatch.setattr(script, "evaluation_sets", lambda *args: pytest.fail("loaded the data"))
     with pytest.raises(SystemExit) as exit_:
         script.main()
     assert exit_.value.code == 2 and message in capsys.readouterr().err
