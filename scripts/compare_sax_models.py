@@ -14,6 +14,8 @@ Evaluation sets (patient-level validation splits, cmr_landmark/splits.json): ``c
 synthetic MOLLI maps (seed 3) of the cine + LGE validation slices (the T1 training validated on other draws,
 seed 2; about a third post-contrast), ``t1_synthetic_post_contrast`` = the same drawn again with every map
 post-contrast (1.5 or 3 T; the maps an ECV map is made from, where blood, fat and the liver are all short),
+``t1_synthetic_infarct`` = the same drawn again with an infarct in every slice that has no scar or oedema labels
+(synth.tissue_map.draw_infarct; the MyoPS slices keep their own lesions),
 ``random_contrast`` = random per-tissue contrast copies of the same slices (seed 4; the contrast-agnostic
 training used seeds 1 and 2), a stand-in for a contrast the sequence-specific models never saw,
 ``t1_synthetic_uneven_blood`` and ``random_contrast_uneven_blood`` = those two drawn again with patches of signal
@@ -88,8 +90,8 @@ TRAINING_SEED_T1 = 1  # scripts/train_sax_synthetic.py
 # as real maps show it: docs/t1.md, "The RV free wall in the synthetic images".
 RV_WALL_SUFFIX = "_rv_wall"
 CLINICAL_RV_WALL_SETS = tuple(f"{kind}{RV_WALL_SUFFIX}" for kind in CLINICAL_CONTRASTS)
-SET_NAMES = ("cine", "lge", "mnms2_cine", "t1_synthetic", "t1_synthetic_post_contrast", "random_contrast",
-             "t1_synthetic_uneven_blood",
+SET_NAMES = ("cine", "lge", "mnms2_cine", "t1_synthetic", "t1_synthetic_post_contrast", "t1_synthetic_infarct",
+             "random_contrast", "t1_synthetic_uneven_blood",
              "random_contrast_uneven_blood", *CLINICAL_CONTRASTS, f"t1_synthetic{RV_WALL_SUFFIX}",
              *CLINICAL_RV_WALL_SETS)
 
@@ -127,6 +129,7 @@ def evaluation_sets(names: Sequence[str]) -> dict[str, list]:
         "t1_synthetic": lambda: synthetic_t1_slices(cine_and_lge(), EVALUATION_SEED_T1),
         "t1_synthetic_post_contrast": lambda: synthetic_t1_slices(cine_and_lge(), EVALUATION_SEED_T1,
                                                                   post_contrast=True),
+        "t1_synthetic_infarct": lambda: synthetic_t1_slices(cine_and_lge(), EVALUATION_SEED_T1, infarct_fraction=1.0),
         "random_contrast": lambda: random_contrast_slices(cine_and_lge(), EVALUATION_SEED_CONTRAST),
         "t1_synthetic_uneven_blood": lambda: synthetic_t1_slices(cine_and_lge(), EVALUATION_SEED_T1,
                                                                  uneven_blood_fraction=1.0),
@@ -454,7 +457,7 @@ RECIPE_OPTIONS: tuple[tuple[str, str, object], ...] = (
     ("--myocardial-lesion-fraction", "myocardial_lesion_fraction", 0.0),
     ("--rv-wall-fraction", "rv_wall_fraction", 0.0),
     ("--post-contrast-fraction", "post_contrast_fraction", POST_CONTRAST_PROBABILITY),
-    ("--t1-map-fraction", "t1_map_fraction", 0.0),
+    ("--t1-map-fraction", "t1_map_fraction", 0.0), ("--infarct-fraction", "infarct_fraction", 0.0),
     ("--distil-from", "distil_from", []),
     ("--distil-weight", "distil_weight", 0.5), ("--distance-loss-weight", "distance_loss_weight", 0.0),
     ("--consistency-weight", "consistency_weight", 0.0),

@@ -5,7 +5,8 @@ docs/status.md, "Presence"), so detection there says more about the labels than 
 every labelled landmark of every set by whether it lies at an end of its run (a neighbouring slice without the
 label, or the stack's first or last slice) or inside it, and gives the detection rate of each at the model's
 threshold; then, of the landmarks missed inside the runs, whether the point was in place and only below the
-threshold (fp32; about 3 min for the seven sets on 2 threads):
+threshold; and the detection by the public set each slice comes from, and on the MyoPS slices with and without
+scar or oedema drawn in (fp32; about 3 min for the seven sets on 2 threads):
 
     CMR_LANDMARK_BF16=0 python scripts/detection_by_run_position.py sax_any
     # the synthetic maps with the RV free wall as myocardium (docs/t1.md)
@@ -60,6 +61,19 @@ def miss_summary(probability: np.ndarray, distance_mm: np.ndarray) -> str:
             f"{np.median(distance_mm):.1f}")
 
 
+def origin_groups(slices: Sequence) -> dict[str, np.ndarray]:
+    """Slice masks by the public set each slice (or the real slice a synthetic one is made of) comes from, and the
+    MyoPS slices split by whether their myocardium carries scar or oedema labels (in the synthetic maps drawn with
+    their own tissue values)."""
+    origin = np.array([s.dataset for s in slices])
+    lesion = np.array([s.pathology is not None and bool(s.pathology.any()) for s in slices])
+    groups = {name: origin == name for name in dict.fromkeys(origin)}
+    if (origin == "myops").any():
+        groups["myops, scar or oedema"] = (origin == "myops") & lesion
+        groups["myops, neither"] = (origin == "myops") & ~lesion
+    return groups
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a short-axis model in the manifest")
@@ -71,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = find_model("sax", "any", name=args.model)
     detector = Detector(spec, use_bf16=False)
     landmarks = LANDMARKS_BY_VIEW["sax"]
-    detection_rows, miss_rows = [], []
+    detection_rows, miss_rows, origin_rows = [], [], []
     for name, slices in evaluation_sets(sets).items():
         points, probability = predict(detector, slices)
         found = probability >= spec.probability_threshold
@@ -93,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         miss_rows.append(f"| {name} | " + " | ".join(miss_summary(probability[missed[:, k], k],
                                                                  distances[missed[:, k], k])
                                                     for k in range(len(landmarks))) + " |")
+        origin_rows.append(f"| {name} | " + " | ".join(
+            f"{group}: {rate(labelled & mask[:, None])}, A-RVI {100 * found[labelled[:, 0] & mask, 0].mean():.0f}"
+            for group, mask in origin_groups(slices).items()) + " |")
         print(f"{name}: done", file=sys.stderr, flush=True)
     print(f"{args.model} at {spec.probability_threshold:g}: detection % (labelled landmarks)\n")
     print("| set | all | inside runs | at run ends | " + " | ".join(f"{name} inside / ends" for name in landmarks)
@@ -104,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| set | " + " | ".join(landmarks) + " |")
     print("|---" * (1 + len(landmarks)) + "|")
     print("\n".join(miss_rows))
+    print("\nBy the public set the slices come from: detection % (labelled landmarks), A-RVI detection %\n")
+    print("| set | groups |\n|---|---|")
+    print("\n".join(origin_rows))
     return 0
 
 

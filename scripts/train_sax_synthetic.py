@@ -92,12 +92,14 @@ def random_contrast_or_t1_map(slice_: Slice, rng: np.random.Generator, t1_map_fr
 
 def fresh_synthesis(kind: str, map_look_fraction: float, uneven_blood_fraction: float = 0.0,
                     myocardial_lesion_fraction: float = 0.0, rv_wall_fraction: float = 0.0,
-                    post_contrast_fraction: float = POST_CONTRAST_PROBABILITY, t1_map_fraction: float = 0.0
-                    ) -> Callable[[Slice, np.random.Generator], Slice]:
+                    post_contrast_fraction: float = POST_CONTRAST_PROBABILITY, t1_map_fraction: float = 0.0,
+                    infarct_fraction: float = 0.0) -> Callable[[Slice, np.random.Generator], Slice]:
     """What --fresh-fraction draws anew every epoch: a T1 map ('t1', ``post_contrast_fraction`` of them
-    post-contrast) or a random contrast ('any'; with ``t1_map_fraction``, that share of them a T1 map instead)."""
+    post-contrast, ``infarct_fraction`` of those without lesion labels with an infarct drawn in) or a random
+    contrast ('any'; with ``t1_map_fraction``, that share of them a T1 map instead)."""
     t1_map = functools.partial(synthetic_t1_slice, uneven_blood_fraction=uneven_blood_fraction,
-                               rv_wall_fraction=rv_wall_fraction, post_contrast_probability=post_contrast_fraction)
+                               rv_wall_fraction=rv_wall_fraction, post_contrast_probability=post_contrast_fraction,
+                               infarct_fraction=infarct_fraction)
     if kind == "t1":
         return t1_map
     random_contrast = functools.partial(random_contrast_with_map_look, map_look_fraction=map_look_fraction,
@@ -175,6 +177,10 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--t1-map-fraction", type=float, default=0.0,
                         help="any: share of the fresh images (--fresh-fraction) that are synthetic T1 maps, "
                              "--post-contrast-fraction of them post-contrast, instead of random contrasts")
+    parser.add_argument("--infarct-fraction", type=float, default=0.0,
+                        help="share of the fresh training T1 maps (--fresh-fraction; kind t1, or any with "
+                             "--t1-map-fraction) of slices without scar or oedema labels that get an infarct drawn "
+                             "in (synth.tissue_map.draw_infarct); validation maps have none")
     parser.add_argument("--fresh-fraction", type=float, default=0.0,
                         help="share of the training items given a new synthetic image every epoch "
                              "(training.FreshImages): 'any', a random contrast, beside or instead of the fixed "
@@ -209,9 +215,10 @@ def main() -> int:
     if not all(0.0 <= share <= 1.0 for share in (args.map_look_fraction, args.fresh_fraction,
                                                   args.uneven_blood_fraction, args.myocardial_lesion_fraction,
                                                   args.rv_wall_fraction, args.post_contrast_fraction,
-                                                  args.t1_map_fraction)):
+                                                  args.t1_map_fraction, args.infarct_fraction)):
         parser.error("--map-look-fraction, --fresh-fraction, --uneven-blood-fraction, --myocardial-lesion-fraction, "
-                     "--rv-wall-fraction, --post-contrast-fraction and --t1-map-fraction are shares, 0..1")
+                     "--rv-wall-fraction, --post-contrast-fraction, --t1-map-fraction and --infarct-fraction are "
+                     "shares, 0..1")
     if args.t1_map_fraction and not (args.kind == "any" and args.fresh_fraction):
         parser.error("--t1-map-fraction makes a share of the contrast-agnostic model's fresh images T1 maps: give "
                      "kind any and --fresh-fraction")
@@ -219,6 +226,9 @@ def main() -> int:
             args.fresh_fraction and (args.kind == "t1" or args.t1_map_fraction)):
         parser.error("--post-contrast-fraction sets the share of post-contrast maps among the fresh T1 maps: give kind "
                      "t1 (or any with --t1-map-fraction) and --fresh-fraction")
+    if args.infarct_fraction and not (args.fresh_fraction and (args.kind == "t1" or args.t1_map_fraction)):
+        parser.error("--infarct-fraction draws infarcts in the fresh T1 maps: give kind t1 (or any with "
+                     "--t1-map-fraction) and --fresh-fraction")
     if args.rv_wall_fraction and not args.fresh_fraction:
         parser.error("--rv-wall-fraction draws walls in the fresh images: give --fresh-fraction too")
     if problem := consistency_options_problem(args.consistency_weight, args.consistency_toward_real):
@@ -250,7 +260,8 @@ def main() -> int:
                                                                         args.myocardial_lesion_fraction,
                                                                         args.rv_wall_fraction,
                                                                         args.post_contrast_fraction,
-                                                                        args.t1_map_fraction),
+                                                                        args.t1_map_fraction,
+                                                                        args.infarct_fraction),
                                                         args.fresh_fraction), seed=args.seed,
                                consistency_weight=args.consistency_weight,
                                consistency_toward_real=args.consistency_toward_real)
@@ -265,6 +276,7 @@ def main() -> int:
          "myocardial_lesion_fraction": args.myocardial_lesion_fraction,
          "rv_wall_fraction": args.rv_wall_fraction,
          "post_contrast_fraction": args.post_contrast_fraction, "t1_map_fraction": args.t1_map_fraction,
+         "infarct_fraction": args.infarct_fraction,
          "fresh_fraction": args.fresh_fraction,
          "epochs": args.epochs, "epochs_fine": epochs_fine,
          "lr": args.lr,

@@ -14,7 +14,8 @@ from myops_stack import load_myops_stack
 from script_modules import load_script
 
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS
-from cmr_landmark.synth.contrast import LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL, rv_wall_mask
+from cmr_landmark.synth.contrast import LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL, rv_wall_mask
+from cmr_landmark.synth.tissue_map import SCAR
 
 
 def compare_script():
@@ -221,7 +222,7 @@ def test_card_rerun_command_parses_back_to_the_run_with_the_training_script() ->
                 "copies": 0, "fresh_fraction": 1.0, "max_steps_per_epoch": 40, "max_val_slices": 150,
                 "val_contrast_copies": 1, "lge_repeats": 2, "map_look_fraction": 0.3, "uneven_blood_fraction": 0.5,
                 "myocardial_lesion_fraction": 0.2, "rv_wall_fraction": 0.5, "post_contrast_fraction": 0.35,
-                "t1_map_fraction": 0.2,
+                "t1_map_fraction": 0.2, "infarct_fraction": 0.3,
                 "distil_from": ["cine=models/sax_cine.pt", "lge=models/sax_lge.pt"],
                 "distil_weight": 0.25, "distance_loss_weight": 0.3, "consistency_weight": 4.0,
                 "consistency_toward_real": True, "threads": 2, "seed": 1}
@@ -319,3 +320,16 @@ def test_synthetic_map_detection_is_pooled_at_each_models_own_threshold() -> Non
     assert "| strict | 0.75 | 50.0 | 0.0 | 50.0 | 50.0 |" in markdown
     assert "| lenient | 0.4 | 75.0 | 50.0 | 25.0 | 50.0 |" in markdown
     assert "rv_wall" not in markdown  # a group is tabulated only where all its sets were measured
+
+
+def test_the_infarct_set_draws_an_infarct_where_the_labels_have_no_lesion(monkeypatch) -> None:
+    script = compare_script()
+    stack = load_myops_stack()
+    without_lesions = [dataclasses.replace(s, pathology=None) for s in stack]
+    monkeypatch.setattr(script, "load_labelled_slices", lambda names, split, view, sequence: without_lesions)
+    sets = script.evaluation_sets(["t1_synthetic", "t1_synthetic_infarct"])
+    assert all(s.pathology is None for s in sets["t1_synthetic"])
+    infarcted = sets["t1_synthetic_infarct"]
+    assert all((s.pathology == SCAR).any() for s in infarcted if (s.mask == LV_BLOOD_LABEL).any())
+    for plain, drawn in zip(sets["t1_synthetic"], infarcted, strict=True):
+        np.testing.assert_array_equal(plain.landmarks_rc, drawn.landmarks_rc)

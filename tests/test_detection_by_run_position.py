@@ -62,3 +62,18 @@ def test_the_sets_asked_for_are_the_sets_measured(script, monkeypatch) -> None:
     with pytest.raises(Stop):
         script.main(["sax_any"])
     assert asked == list(script.SETS)
+
+
+def test_origin_groups_split_myops_by_its_lesion_labels(script) -> None:
+    scar = np.zeros((4, 4), np.uint8)
+    scar[1, 1] = 2
+    slices = [SimpleNamespace(dataset="acdc", pathology=None),
+              SimpleNamespace(dataset="myops", pathology=scar),
+              SimpleNamespace(dataset="myops", pathology=np.zeros((4, 4), np.uint8)),
+              SimpleNamespace(dataset="mscmrseg_lge", pathology=None)]
+    groups = {name: mask.tolist() for name, mask in script.origin_groups(slices).items()}
+    assert groups == {"acdc": [True, False, False, False], "myops": [False, True, True, False],
+                      "mscmrseg_lge": [False, False, False, True],
+                      "myops, scar or oedema": [False, True, False, False],
+                      "myops, neither": [False, False, True, False]}
+    assert "myops, neither" not in script.origin_groups(slices[:1])  # no MyoPS slice, no lesion split

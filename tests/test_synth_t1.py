@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -46,6 +47,7 @@ from cmr_landmark.synth.t1 import (
     synthetic_t1_slices,
     with_fitted_map_look,
 )
+from cmr_landmark.synth.tissue_map import draw_infarct
 
 # Post-contrast myocardium in the literature: 426 +- 38 ms at 1.5 T (aus dem Siepen 2018), 350-550 ms across
 # doses (0.1-0.2 mmol/kg) and delays (consensus 2017), up to ~650 ms at the low dose; 3 T maps run ~100 ms longer.
@@ -575,6 +577,21 @@ def test_the_contrast_agnostic_model_can_take_a_share_of_t1_maps(monkeypatch, tm
                                       "--t1-map-fraction", "0.4"])
 
 
+def test_t1_training_can_draw_infarcts_in_its_fresh_maps(monkeypatch, tmp_path, capsys) -> None:
+    stack = load_myops_stack()
+    script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
+    captured = capture_trainer_arguments(monkeypatch, script)
+    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "t1", "--out", str(tmp_path), "--copies", "0",
+                                     "--fresh-fraction", "1", "--infarct-fraction", "0.5"])
+    assert script.main() == 0
+    assert captured["fresh_images"].synthesise.keywords["infarct_fraction"] == 0.5
+    assert json.loads((tmp_path / "run.json").read_text())["infarct_fraction"] == 0.5
+    # the contrast-agnostic model draws no T1 maps without --t1-map-fraction: a share there would change nothing
+    assert "draws infarcts in the fresh T1 maps" in refused_training(
+        monkeypatch, capsys, script, ["any", "--out", str(tmp_path), "--copies", "0", "--fresh-fraction", "1",
+                                      "--infarct-fraction", "0.5"])
+
+
 def test_rv_wall_needs_fresh_images(monkeypatch, tmp_path, capsys) -> None:
     # the wall is drawn in the fresh images only: asked for without them it would silently do nothing
     script = train_sax_synthetic_script(monkeypatch, [], [])
@@ -645,3 +662,47 @@ def test_plot_script_refuses_two_figures_at_once(monkeypatch, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         script.main()
     assert exit_.value.code == 2 and "two different figures" in capsys.readouterr().err
+
+
+def lesion_free(slice_: Slice) -> Slice:
+    return dataclasses.replace(slice_, pathology=None)
+
+
+def test_a_drawn_infarct_is_a_territory_of_the_myocardium_from_the_endocardium(scar_slice: Slice) -> None:
+    mask = scar_slice.mask
+    myocardium, lv_blood = mask == LV_MYOCARDIUM_LABEL, mask == LV_BLOOD_LABEL
+    centre = np.array(ndimage.center_of_mass(lv_blood))
+    beside_blood = myocardium & ndimage.binary_dilation(lv_blood)
+    scar_shares, oedema_seen = [], 0
+    for seed in range(30):
+        pathology = draw_infarct(mask, np.random.default_rng(seed))
+        scar, oedema = pathology == SCAR, pathology == OEDEMA
+        assert scar.any() and not (pathology.astype(bool) & ~myocardium).any()  # inside the LV myocardium only
+        assert (scar & beside_blood).any()  # it grows from the endocardium
+        # one territory: the scar spans at most 140 degrees (plus a pixel's worth) around the LV centre
+        offsets = np.argwhere(scar) - centre
+        angles = np.arctan2(offsets[:, 0], offsets[:, 1])
+        around_mean = np.degrees(np.angle(np.exp(1j * (angles - np.angle(np.exp(1j * angles).mean())))))
+        assert around_mean.max() - around_mean.min() < 150
+        scar_shares.append(scar.sum() / myocardium.sum())
+        oedema_seen += bool(oedema.any())
+    assert 0.03 < np.median(scar_shares) < 0.35 and max(scar_shares) < 0.5
+    assert 5 <= oedema_seen <= 25  # acute in about half
+    # reproducible, and nothing to draw in where there is no LV blood pool
+    assert np.array_equal(draw_infarct(mask, np.random.default_rng(1)), draw_infarct(mask, np.random.default_rng(1)))
+    assert not draw_infarct(np.where(lv_blood, BACKGROUND_LABEL, mask), np.random.default_rng(0)).any()
+
+
+def test_t1_maps_draw_infarcts_only_where_the_labels_have_no_lesions(scar_slice: Slice) -> None:
+    plain = lesion_free(scar_slice)
+    # at fraction 0 no draw: the maps of earlier recipes stay as they were
+    assert np.array_equal(synthetic_t1_slice(plain, np.random.default_rng(4)).image,
+                          synthetic_t1_slice(plain, np.random.default_rng(4), infarct_fraction=0.0).image)
+    infarcted = synthetic_t1_slice(plain, np.random.default_rng(4), post_contrast=False, infarct_fraction=1.0)
+    scar = infarcted.pathology == SCAR
+    assert scar.any()
+    healthy = (scar_slice.mask == LV_MYOCARDIUM_LABEL) & (infarcted.pathology == 0)
+    assert np.median(infarcted.image[_core(scar)]) > np.median(infarcted.image[_core(healthy)]) + 100  # native: longer
+    # a MyoPS slice keeps its own labelled lesions
+    labelled = synthetic_t1_slice(scar_slice, np.random.default_rng(4), infarct_fraction=1.0)
+    assert np.array_equal(labelled.pathology, scar_slice.pathology)

@@ -43,6 +43,7 @@ from .tissue_map import (
     add_fit_noise,
     add_fitted_map_look,
     check_field_strength,
+    draw_infarct,
     fill_air,
     motion_blur,
     tissue_value_map,
@@ -193,29 +194,38 @@ def synthetic_t1_slice(
     uneven_blood_fraction: float = 0.0,
     rv_wall_fraction: float = 0.0,
     post_contrast_probability: float = POST_CONTRAST_PROBABILITY,
+    infarct_fraction: float = 0.0,
 ) -> Slice:
     """A copy of a labelled SAX :class:`cmr_landmark.datasets.Slice` whose image is a synthetic T1 map (ms).
 
     Geometry and landmarks are those of the source slice; ``sequence`` becomes "t1". ``uneven_blood_fraction``,
-    ``rv_wall_fraction``: see :func:`render_t1_map`; ``post_contrast_probability``: see :func:`draw_t1_scenario`.
+    ``rv_wall_fraction``: see :func:`render_t1_map`; ``post_contrast_probability``: see :func:`draw_t1_scenario`;
+    ``infarct_fraction``: the share of slices without scar or oedema labels that get an infarct drawn in
+    (:func:`synth.tissue_map.draw_infarct`), which the copy's ``pathology`` then holds.
     """
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to synthesise a T1 map from")
     scenario = draw_t1_scenario(rng, field_strength_t, post_contrast, post_contrast_probability)
-    t1_ms = render_t1_map(slice_.image, slice_.mask, scenario, rng, pathology=slice_.pathology,
+    pathology = slice_.pathology
+    # no draw at fraction 0, nor for a slice with lesion labels: every earlier recipe's maps as they were
+    if infarct_fraction and (pathology is None or not pathology.any()) and rng.random() < infarct_fraction:
+        pathology = draw_infarct(slice_.mask, rng)
+    t1_ms = render_t1_map(slice_.image, slice_.mask, scenario, rng, pathology=pathology,
                           uneven_blood_fraction=uneven_blood_fraction, rv_wall_fraction=rv_wall_fraction,
                           pixel_spacing_mm=slice_.pixel_spacing_mm)
     image = as_scanner_uint16(t1_ms) if as_uint16 else t1_ms
-    return dataclasses.replace(slice_, image=image, sequence="t1")
+    return dataclasses.replace(slice_, image=image, sequence="t1", pathology=pathology)
 
 
 def synthetic_t1_slices(slices: Sequence[Slice], seed: int, copies: int = 1, uneven_blood_fraction: float = 0.0,
-                        rv_wall_fraction: float = 0.0, post_contrast: bool | None = None) -> list[Slice]:
+                        rv_wall_fraction: float = 0.0, post_contrast: bool | None = None,
+                        infarct_fraction: float = 0.0) -> list[Slice]:
     """``copies`` synthetic T1 maps of every slice that has a mask, reproducible from ``seed``; ``post_contrast``
     None: native or post-contrast at random (:func:`draw_t1_scenario`), else every map that one."""
     return [
         synthetic_t1_slice(s, np.random.default_rng([seed, index, copy]), post_contrast=post_contrast,
-                           uneven_blood_fraction=uneven_blood_fraction, rv_wall_fraction=rv_wall_fraction)
+                           uneven_blood_fraction=uneven_blood_fraction, rv_wall_fraction=rv_wall_fraction,
+                           infarct_fraction=infarct_fraction)
         for index, s in enumerate(slices)
         if s.mask is not None
         for copy in range(copies)
