@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from myops_stack import load_myops_stack
@@ -40,6 +42,21 @@ def test_the_oracle_clip_stops_at_a_multiple_of_the_myocardium(script) -> None:
         below = t1_map.image < 2.0 * reference
         np.testing.assert_array_equal(clipped.image[below], t1_map.image[below])
         np.testing.assert_array_equal(clipped.landmarks_rc, t1_map.landmarks_rc)
+
+
+def test_lesions_as_labelled_left_out_or_drawn(script) -> None:
+    stack = load_myops_stack()  # every slice carries MyoPS scar and oedema labels
+    assert all(script.has_lesion_labels(s) for s in stack)
+    labelled, none = (script.scenario_maps(stack, 1.5, True, rv_wall=False, lesions=lesions)
+                      for lesions in ("labelled", "none"))
+    for with_lesions, without in zip(labelled, none, strict=True):
+        assert script.has_lesion_labels(with_lesions) and without.pathology is None
+        # post-contrast scar is as short as the blood: the myocardium's mean T1 drops with the lesions drawn in
+        myocardium = with_lesions.mask == LV_MYOCARDIUM_LABEL
+        assert with_lesions.image[myocardium].mean() < without.image[myocardium].mean()
+    unlabelled = [dataclasses.replace(s, pathology=None) for s in stack]
+    drawn = script.scenario_maps(unlabelled, 1.5, True, rv_wall=False, lesions="drawn")
+    assert all(script.has_lesion_labels(s) for s in drawn)  # an infarct where the labels had none
 
 
 @pytest.mark.parametrize("arguments, message", [
