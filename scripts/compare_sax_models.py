@@ -15,7 +15,7 @@ synthetic MOLLI maps (seed 3) of the cine + LGE validation slices (the T1 traini
 seed 2; about a third post-contrast), ``t1_synthetic_post_contrast`` = the same drawn again with every map
 post-contrast (1.5 or 3 T; the maps an ECV map is made from, where blood, fat and the liver are all short),
 ``t1_synthetic_infarct`` = the same drawn again with an infarct in every slice that has no scar or oedema labels
-(synth.tissue_map.draw_infarct; the MyoPS slices keep their own lesions),
+(synth.contrast.draw_infarct; the MyoPS slices keep their own lesions),
 ``random_contrast`` = random per-tissue contrast copies of the same slices (seed 4; the contrast-agnostic
 training used seeds 1 and 2), a stand-in for a contrast the sequence-specific models never saw,
 ``t1_synthetic_uneven_blood`` and ``random_contrast_uneven_blood`` = those two drawn again with patches of signal
@@ -502,7 +502,10 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
                "random contrasts" if run_info.get("t1_map_fraction") else "")
             + (f"; {run_info['post_contrast_fraction']:.0%} of the fresh maps post-contrast (the validation maps "
                f"{POST_CONTRAST_PROBABILITY:.0%}, as draw_t1_scenario leaves it to chance)"
-               if run_info.get("post_contrast_fraction") not in (None, POST_CONTRAST_PROBABILITY) else ""))
+               if run_info.get("post_contrast_fraction") not in (None, POST_CONTRAST_PROBABILITY) else "")
+            + (f"; {run_info['infarct_fraction']:.0%} of the fresh {synthetic} with scar and oedema: the MyoPS "
+               "labels, else an infarct drawn in (synth.contrast.draw_infarct; the validation images and the "
+               "threshold's images without)" if run_info.get("infarct_fraction") else ""))
     card = "\n".join([
         f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
         f"- **Training data**: {kind}; sources {json.dumps(run_info['sources'])} (patient-level splits, "
@@ -532,7 +535,8 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
         + (", " + consistency_pull(run_info["consistency_weight"], run_info.get("consistency_toward_real", False))
            if run_info.get("consistency_weight") else "")
         + chosen_epoch(run_info)
-        + f"; {run_info['threads']} CPU thread (shared machine), {run_info['wall_s'] / 60:.0f} min"
+        + f"; {run_info['threads']} CPU thread{'s' if run_info['threads'] > 1 else ''} (shared machine), "
+        + f"{run_info['wall_s'] / 60:.0f} min"
         # a soup's time is its runs' summed (scripts/weight_soup.py), whether they ran side by side or in turn
         + (f" summed over its {len(run_info['soup_of'])} runs" if run_info.get("soup_of") else "")
         + f". Rerun: `{rerun_command(run_info)}` (docs/t1.md).",

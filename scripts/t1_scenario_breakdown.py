@@ -9,7 +9,7 @@ angle's share within 10 degrees; then where the intensity normalisation puts the
 needs the labels) for how much of a scenario's loss is the normalised range (fp32; about 1 min per model and
 scenario on 2 threads; docs/t1.md, "Post-contrast T1 maps"). ``--slices myops_lesions`` keeps the MyoPS slices
 whose labels carry scar or oedema; ``--lesions none`` draws every map without its lesion labels, ``--lesions
-drawn`` with an infarct in every slice that has none (synth.tissue_map.draw_infarct; docs/t1.md, "Where the misses
+drawn`` with an infarct in every slice that has none (synth.contrast.draw_infarct; docs/t1.md, "Where the misses
 come from, and infarcts in the T1 maps"):
 
     CMR_LANDMARK_BF16=0 python scripts/t1_scenario_breakdown.py sax_t1 sax_any

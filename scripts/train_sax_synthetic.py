@@ -72,14 +72,15 @@ def with_map_look(slices: list, fraction: float, seed: int) -> list:
 
 def random_contrast_with_map_look(slice_: Slice, rng: np.random.Generator, map_look_fraction: float = 0.0,
                                   uneven_blood_fraction: float = 0.0, myocardial_lesion_fraction: float = 0.0,
-                                  rv_wall_fraction: float = 0.0) -> Slice:
+                                  rv_wall_fraction: float = 0.0, infarct_fraction: float = 0.0) -> Slice:
     """A fresh random-contrast image of ``slice_`` ('any' with --fresh-fraction), ``uneven_blood_fraction`` of them
     with patchy blood (synth.contrast.uneven_blood_signal), ``myocardial_lesion_fraction`` with lesion-like patches
     in the myocardium (synth.contrast.add_myocardial_lesions), ``rv_wall_fraction`` with an RV free wall of the
-    myocardium's intensity (synth.contrast.draw_rv_wall), ``map_look_fraction`` with the map look, as
-    :func:`with_map_look` gives the fixed copies."""
+    myocardium's intensity (synth.contrast.draw_rv_wall), ``infarct_fraction`` with scar and oedema of their own
+    intensities (synth.contrast.add_infarct), ``map_look_fraction`` with the map look, as :func:`with_map_look`
+    gives the fixed copies."""
     return maybe_with_map_look(with_random_contrast(slice_, rng, uneven_blood_fraction, myocardial_lesion_fraction,
-                                                    rv_wall_fraction), rng, map_look_fraction)
+                                                    rv_wall_fraction, infarct_fraction), rng, map_look_fraction)
 
 
 def random_contrast_or_t1_map(slice_: Slice, rng: np.random.Generator, t1_map_fraction: float,
@@ -95,8 +96,8 @@ def fresh_synthesis(kind: str, map_look_fraction: float, uneven_blood_fraction: 
                     post_contrast_fraction: float = POST_CONTRAST_PROBABILITY, t1_map_fraction: float = 0.0,
                     infarct_fraction: float = 0.0) -> Callable[[Slice, np.random.Generator], Slice]:
     """What --fresh-fraction draws anew every epoch: a T1 map ('t1', ``post_contrast_fraction`` of them
-    post-contrast, ``infarct_fraction`` of those without lesion labels with an infarct drawn in) or a random
-    contrast ('any'; with ``t1_map_fraction``, that share of them a T1 map instead)."""
+    post-contrast) or a random contrast ('any'; with ``t1_map_fraction``, that share of them a T1 map instead);
+    ``infarct_fraction`` of either with scar and oedema (the slice's labels, else a drawn infarct)."""
     t1_map = functools.partial(synthetic_t1_slice, uneven_blood_fraction=uneven_blood_fraction,
                                rv_wall_fraction=rv_wall_fraction, post_contrast_probability=post_contrast_fraction,
                                infarct_fraction=infarct_fraction)
@@ -105,7 +106,7 @@ def fresh_synthesis(kind: str, map_look_fraction: float, uneven_blood_fraction: 
     random_contrast = functools.partial(random_contrast_with_map_look, map_look_fraction=map_look_fraction,
                                         uneven_blood_fraction=uneven_blood_fraction,
                                         myocardial_lesion_fraction=myocardial_lesion_fraction,
-                                        rv_wall_fraction=rv_wall_fraction)
+                                        rv_wall_fraction=rv_wall_fraction, infarct_fraction=infarct_fraction)
     if not t1_map_fraction:  # no draw for the choice: every earlier recipe's images as they were
         return random_contrast
     return functools.partial(random_contrast_or_t1_map, t1_map_fraction=t1_map_fraction,
@@ -178,9 +179,11 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="any: share of the fresh images (--fresh-fraction) that are synthetic T1 maps, "
                              "--post-contrast-fraction of them post-contrast, instead of random contrasts")
     parser.add_argument("--infarct-fraction", type=float, default=0.0,
-                        help="share of the fresh training T1 maps (--fresh-fraction; kind t1, or any with "
-                             "--t1-map-fraction) of slices without scar or oedema labels that get an infarct drawn "
-                             "in (synth.tissue_map.draw_infarct); validation maps have none")
+                        help="share of the fresh training images (--fresh-fraction) with scar and oedema: a T1 "
+                             "map of a slice without lesion labels gets an infarct drawn in "
+                             "(synth.contrast.draw_infarct), a random contrast its slice's lesions or a drawn "
+                             "infarct at intensities of their own (synth.contrast.add_infarct); validation images "
+                             "have none")
     parser.add_argument("--fresh-fraction", type=float, default=0.0,
                         help="share of the training items given a new synthetic image every epoch "
                              "(training.FreshImages): 'any', a random contrast, beside or instead of the fixed "
@@ -226,11 +229,9 @@ def main() -> int:
             args.fresh_fraction and (args.kind == "t1" or args.t1_map_fraction)):
         parser.error("--post-contrast-fraction sets the share of post-contrast maps among the fresh T1 maps: give kind "
                      "t1 (or any with --t1-map-fraction) and --fresh-fraction")
-    if args.infarct_fraction and not (args.fresh_fraction and (args.kind == "t1" or args.t1_map_fraction)):
-        parser.error("--infarct-fraction draws infarcts in the fresh T1 maps: give kind t1 (or any with "
-                     "--t1-map-fraction) and --fresh-fraction")
-    if args.rv_wall_fraction and not args.fresh_fraction:
-        parser.error("--rv-wall-fraction draws walls in the fresh images: give --fresh-fraction too")
+    for option, share in (("--rv-wall-fraction", args.rv_wall_fraction), ("--infarct-fraction", args.infarct_fraction)):
+        if share and not args.fresh_fraction:
+            parser.error(f"{option} draws in the fresh images: give --fresh-fraction too")
     if problem := consistency_options_problem(args.consistency_weight, args.consistency_toward_real):
         parser.error(problem)
     if args.consistency_weight and (args.copies or args.epochs or args.distil_from):

@@ -15,9 +15,8 @@ from cmr_landmark.synth.clinical_contrasts import (
     draw_tissue_values,
     render_clinical_contrast,
 )
-from cmr_landmark.synth.contrast import LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL, rv_wall_mask
+from cmr_landmark.synth.contrast import LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, OEDEMA, RV_BLOOD_LABEL, SCAR, rv_wall_mask
 from cmr_landmark.synth.t1 import synthetic_t1_slice
-from cmr_landmark.synth.tissue_map import OEDEMA, SCAR
 
 # Myocardium in the literature (module docstring): T2 45-58 ms at 1.5 T and ~40-52 ms at 3 T; T2* 52 +- 16 ms
 # at 1.5 T when free of iron, down to ~4 ms with severe overload, about 0.6 times at 3 T; ECV 25.3 +- 3.5 %

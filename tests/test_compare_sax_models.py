@@ -14,8 +14,7 @@ from myops_stack import load_myops_stack
 from script_modules import load_script
 
 from cmr_landmark.synth.clinical_contrasts import CLINICAL_CONTRASTS
-from cmr_landmark.synth.contrast import LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL, rv_wall_mask
-from cmr_landmark.synth.tissue_map import SCAR
+from cmr_landmark.synth.contrast import LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL, SCAR, rv_wall_mask
 
 
 def compare_script():

@@ -19,8 +19,10 @@ from cmr_landmark.synth.contrast import (
     LV_MYOCARDIUM_LABEL,
     MIN_MYOCARDIUM_BLOOD_CONTRAST,
     RV_BLOOD_LABEL,
+    add_infarct,
     add_myocardial_lesions,
     add_uneven_blood,
+    draw_infarct,
     draw_rv_wall,
     random_contrast_slices,
     random_curve,
@@ -47,7 +49,6 @@ from cmr_landmark.synth.t1 import (
     synthetic_t1_slices,
     with_fitted_map_look,
 )
-from cmr_landmark.synth.tissue_map import draw_infarct
 
 # Post-contrast myocardium in the literature: 426 +- 38 ms at 1.5 T (aus dem Siepen 2018), 350-550 ms across
 # doses (0.1-0.2 mmol/kg) and delays (consensus 2017), up to ~650 ms at the low dose; 3 T maps run ~100 ms longer.
@@ -533,7 +534,8 @@ def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypat
     fresh = captured["fresh_images"]
     assert fresh.fraction == 0.5
     assert fresh.synthesise.keywords == {"map_look_fraction": 0.3, "uneven_blood_fraction": 0.4,
-                                         "myocardial_lesion_fraction": 0.2, "rv_wall_fraction": 0.6}
+                                         "myocardial_lesion_fraction": 0.2, "rv_wall_fraction": 0.6,
+                                         "infarct_fraction": 0.0}
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["seed"] == 3 and run["map_look_fraction"] == 0.3 and run["fresh_fraction"] == 0.5
     assert run["uneven_blood_fraction"] == 0.4 and run["myocardial_lesion_fraction"] == 0.2
@@ -577,25 +579,25 @@ def test_the_contrast_agnostic_model_can_take_a_share_of_t1_maps(monkeypatch, tm
                                       "--t1-map-fraction", "0.4"])
 
 
-def test_t1_training_can_draw_infarcts_in_its_fresh_maps(monkeypatch, tmp_path, capsys) -> None:
+def test_training_can_draw_infarcts_in_its_fresh_images(monkeypatch, tmp_path, capsys) -> None:
     stack = load_myops_stack()
     script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
     captured = capture_trainer_arguments(monkeypatch, script)
-    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "t1", "--out", str(tmp_path), "--copies", "0",
-                                     "--fresh-fraction", "1", "--infarct-fraction", "0.5"])
-    assert script.main() == 0
-    assert captured["fresh_images"].synthesise.keywords["infarct_fraction"] == 0.5
-    assert json.loads((tmp_path / "run.json").read_text())["infarct_fraction"] == 0.5
-    # the contrast-agnostic model draws no T1 maps without --t1-map-fraction: a share there would change nothing
-    assert "draws infarcts in the fresh T1 maps" in refused_training(
-        monkeypatch, capsys, script, ["any", "--out", str(tmp_path), "--copies", "0", "--fresh-fraction", "1",
-                                      "--infarct-fraction", "0.5"])
+    for kind in ("t1", "any"):
+        monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", kind, "--out", str(tmp_path), "--copies", "0",
+                                         "--fresh-fraction", "1", "--infarct-fraction", "0.5"])
+        assert script.main() == 0
+        assert captured["fresh_images"].synthesise.keywords["infarct_fraction"] == 0.5, kind
+        assert json.loads((tmp_path / "run.json").read_text())["infarct_fraction"] == 0.5
+    # drawn in the fresh images only: without them the share would silently do nothing
+    assert "--infarct-fraction draws in the fresh images" in refused_training(
+        monkeypatch, capsys, script, ["any", "--out", str(tmp_path), "--infarct-fraction", "0.5"])
 
 
 def test_rv_wall_needs_fresh_images(monkeypatch, tmp_path, capsys) -> None:
     # the wall is drawn in the fresh images only: asked for without them it would silently do nothing
     script = train_sax_synthetic_script(monkeypatch, [], [])
-    assert "draws walls in the fresh images" in refused_training(
+    assert "--rv-wall-fraction draws in the fresh images" in refused_training(
         monkeypatch, capsys, script, ["any", "--out", str(tmp_path), "--rv-wall-fraction", "0.5"])
 
 
@@ -706,3 +708,27 @@ def test_t1_maps_draw_infarcts_only_where_the_labels_have_no_lesions(scar_slice:
     # a MyoPS slice keeps its own labelled lesions
     labelled = synthetic_t1_slice(scar_slice, np.random.default_rng(4), infarct_fraction=1.0)
     assert np.array_equal(labelled.pathology, scar_slice.pathology)
+
+
+def test_add_infarct_moves_scar_toward_the_blood_and_oedema_either_way(scar_slice: Slice) -> None:
+    mask, pathology = scar_slice.mask, scar_slice.pathology
+    myocardium = mask == LV_MYOCARDIUM_LABEL
+    scar, oedema = myocardium & (pathology == SCAR), myocardium & (pathology == OEDEMA)
+    levels = np.where(myocardium, 0.3, np.where(mask == LV_BLOOD_LABEL, 0.8, 0.0))
+    oedema_shifts = []
+    for seed in range(20):  # the slice's own labels: scar 0.3-1.2 of the 0.5 to the blood, oedema 0.1-0.6 either way
+        value = levels.copy()
+        add_infarct(value, mask, pathology, 0.3, 0.8, np.random.default_rng(seed), fraction=1.0)
+        shift = value - levels
+        assert np.ptp(shift[scar]) < 1e-9 and 0.15 - 1e-9 <= shift[scar][0] <= 0.6 + 1e-9
+        assert np.ptp(shift[oedema]) < 1e-9 and 0.05 - 1e-9 <= abs(shift[oedema][0]) <= 0.3 + 1e-9
+        assert not shift[~(scar | oedema)].any()
+        oedema_shifts.append(shift[oedema][0])
+    assert min(oedema_shifts) < 0 < max(oedema_shifts)
+    # a slice without lesion labels gets a drawn infarct, inside the myocardium only
+    value = levels.copy()
+    add_infarct(value, mask, None, 0.3, 0.8, np.random.default_rng(0), fraction=1.0)
+    assert (value != levels).any() and not ((value != levels) & ~myocardium).any()
+    # no draw at fraction 0: earlier recipes' images as they were
+    assert np.array_equal(with_random_contrast(scar_slice, np.random.default_rng(3)).image,
+                          with_random_contrast(scar_slice, np.random.default_rng(3), infarct_fraction=0.0).image)

@@ -38,11 +38,9 @@ import numpy as np
 from scipy import ndimage
 
 from ..datasets import Slice
-from .contrast import LV_BLOOD_LABEL, RV_BLOOD_LABEL, smooth_random_field
+from .contrast import LV_BLOOD_LABEL, OEDEMA, RV_BLOOD_LABEL, SCAR, smooth_random_field
 from .tissue_map import (
     FIELD_STRENGTHS_T,
-    OEDEMA,
-    SCAR,
     add_fitted_map_look,
     check_field_strength,
     tissue_value_map,

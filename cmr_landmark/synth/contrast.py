@@ -28,6 +28,16 @@ TISSUE_LABELS: tuple[int, ...] = (LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, RV_BLOOD_
 # undefined in the picture even though the labels define them: a training target nothing in the image supports.
 MIN_MYOCARDIUM_BLOOD_CONTRAST = 0.15
 
+# Codes of the pathology map (cmr_landmark.datasets: MyoPS oedema and scar inside the myocardium).
+OEDEMA, SCAR = 1, 2  # 0: none
+# A drawn infarct (draw_infarct): a coronary territory spans 40-140 degrees of the short-axis ring, the scar grows
+# from the endocardium outward (the ischaemic wavefront) from a third of the wall to all of it, and in half the
+# infarcts (acute) oedema reaches 10-30 degrees beyond the scar on each side, through the whole wall.
+INFARCT_HALF_WIDTH_DEG = (20.0, 70.0)
+INFARCT_TRANSMURALITY = (0.3, 1.0)
+INFARCT_OEDEMA_PROBABILITY = 0.5
+INFARCT_OEDEMA_MARGIN_DEG = (10.0, 30.0)
+
 # The RV free wall is not labelled in the public sets (label 0), so without help a synthetic image gives it the
 # body's random value, while in every real image, whatever the contrast, it is myocardium continuous with the LV's
 # at the insertion points. Adult RV free wall: 2-5 mm (with trabeculation and partial volume).
@@ -145,6 +155,56 @@ def add_myocardial_lesions(value: np.ndarray, mask: np.ndarray, myocardium_level
     value[myocardium] += uneven_blood_signal(mask.shape, myocardium_level, target_level, rng)[myocardium]
 
 
+def draw_infarct(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A pathology map (H, W, uint8: :data:`SCAR`, :data:`OEDEMA`, else 0) of an infarct drawn in the LV myocardium
+    of ``mask``, in a random territory (:data:`INFARCT_HALF_WIDTH_DEG` around a random direction from the LV
+    centre), scar from the endocardium to a random share of the wall (:data:`INFARCT_TRANSMURALITY`, its edge
+    ragged), oedema around it in acute ones. All zeros where the slice has no LV blood pool or myocardium.
+
+    The public labels carry scar and oedema on the MyoPS slices only, a few per patient: this puts infarcts on any
+    labelled slice, so that a model sees the septum at the blood's value (scar after contrast) as often as it
+    will in a clinic's maps.
+    """
+    mask = np.asarray(mask)
+    myocardium = mask == LV_MYOCARDIUM_LABEL
+    lv_blood = mask == LV_BLOOD_LABEL
+    pathology = np.zeros(mask.shape, dtype=np.uint8)
+    if not (myocardium.any() and lv_blood.any()):
+        return pathology
+    centre_r, centre_c = ndimage.center_of_mass(lv_blood)
+    rows, cols = np.indices(mask.shape)
+    direction = np.arctan2(rows - centre_r, cols - centre_c)
+    from_territory_centre = np.abs(np.angle(np.exp(1j * (direction - rng.uniform(-np.pi, np.pi)))))
+    from_endocardium = ndimage.distance_transform_edt(~lv_blood)
+    to_epicardium = ndimage.distance_transform_edt(myocardium | lv_blood)  # RV blood is outside too: the septum
+    depth = from_endocardium / np.maximum(from_endocardium + to_epicardium, 1e-6)  # 0 endocardium .. 1 epicardium
+    half_width = np.deg2rad(rng.uniform(*INFARCT_HALF_WIDTH_DEG))
+    transmurality = rng.uniform(*INFARCT_TRANSMURALITY) + 0.1 * smooth_random_field(mask.shape, rng, scale_px=4.0)
+    if rng.random() < INFARCT_OEDEMA_PROBABILITY:
+        margin = np.deg2rad(rng.uniform(*INFARCT_OEDEMA_MARGIN_DEG))
+        pathology[myocardium & (from_territory_centre <= half_width + margin)] = OEDEMA
+    pathology[myocardium & (from_territory_centre <= half_width) & (depth <= transmurality)] = SCAR
+    return pathology
+
+
+def add_infarct(value: np.ndarray, mask: np.ndarray, pathology: np.ndarray | None, myocardium_level: float,
+                blood_level: float, rng: np.random.Generator, fraction: float) -> None:
+    """With probability ``fraction``, shift the scar and oedema of ``pathology`` (the slice's labels; where it has
+    none, an infarct from :func:`draw_infarct`) in the LV myocardium of ``value`` (H, W, float, changed in place):
+    scar from a third of the way toward ``blood_level`` to a fifth beyond it (LGE, ECV maps, post-contrast T1:
+    scar about as bright or dark as the blood), oedema 10-60 % of the way toward it or as far the other way (T2:
+    oedema brighter than the myocardium whether the blood is bright or dark). At ``fraction`` 0 nothing is drawn.
+    """
+    if not fraction or rng.random() >= fraction:
+        return
+    if pathology is None or not np.asarray(pathology).any():
+        pathology = draw_infarct(mask, rng)
+    myocardium = np.asarray(mask) == LV_MYOCARDIUM_LABEL
+    toward_blood = blood_level - myocardium_level
+    value[myocardium & (pathology == SCAR)] += rng.uniform(0.3, 1.2) * toward_blood
+    value[myocardium & (pathology == OEDEMA)] += rng.uniform(0.1, 0.6) * toward_blood * rng.choice([-1.0, 1.0])
+
+
 def rv_wall_mask(mask: np.ndarray, pixel_spacing_mm: tuple[float, float], thickness_mm: float) -> np.ndarray:
     """The unlabelled pixels (H, W, bool) within ``thickness_mm`` of ``mask``'s RV blood pool: its free wall, which
     runs into the labelled LV myocardium at the insertion points."""
@@ -169,15 +229,16 @@ def draw_rv_wall(mask: np.ndarray, pixel_spacing_mm: tuple[float, float] | None,
 
 def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
                            uneven_blood_fraction: float = 0.0, myocardial_lesion_fraction: float = 0.0,
-                           rv_wall_fraction: float = 0.0, pixel_spacing_mm: tuple[float, float] | None = None
-                           ) -> np.ndarray:
+                           rv_wall_fraction: float = 0.0, pixel_spacing_mm: tuple[float, float] | None = None,
+                           infarct_fraction: float = 0.0, pathology: np.ndarray | None = None) -> np.ndarray:
     """``image`` (H, W) redrawn with a random intensity per tissue of ``mask`` (H, W); float32, about 0..1.
 
     ``uneven_blood_fraction``: the share of images whose blood pools get patches of signal
     (:func:`add_uneven_blood`); ``myocardial_lesion_fraction``: the share whose myocardium gets lesion-like
     patches (:func:`add_myocardial_lesions`); ``rv_wall_fraction``: the share whose RV free wall
-    (:func:`draw_rv_wall`, needs ``pixel_spacing_mm``) gets the myocardium's mean intensity.
-    Same geometry as the input: only intensities change.
+    (:func:`draw_rv_wall`, needs ``pixel_spacing_mm``) gets the myocardium's mean intensity;
+    ``infarct_fraction``: the share whose scar and oedema (``pathology``, else a drawn infarct) get their own
+    intensities (:func:`add_infarct`). Same geometry as the input: only intensities change.
     """
     image = np.asarray(image)
     mask = np.asarray(mask)
@@ -201,6 +262,7 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
                      {label: means[label] for label in (LV_BLOOD_LABEL, RV_BLOOD_LABEL)}, rng, uneven_blood_fraction)
     add_myocardial_lesions(out, mask, means[LV_MYOCARDIUM_LABEL], means[LV_BLOOD_LABEL], rng,
                            myocardial_lesion_fraction)
+    add_infarct(out, mask, pathology, means[LV_MYOCARDIUM_LABEL], means[LV_BLOOD_LABEL], rng, infarct_fraction)
     out = ndimage.gaussian_filter(out, sigma=rng.uniform(0.0, 1.2))  # partial volume at tissue borders
     out = out * (1.0 + rng.uniform(0.0, 0.25) * smooth_random_field(out.shape, rng, scale_px=out.shape[0] / 4))
     out = out + rng.uniform(0.0, 0.06) * rng.standard_normal(out.shape)
@@ -209,12 +271,13 @@ def random_tissue_contrast(image: np.ndarray, mask: np.ndarray, rng: np.random.G
 
 
 def with_random_contrast(slice_: Slice, rng: np.random.Generator, uneven_blood_fraction: float = 0.0,
-                         myocardial_lesion_fraction: float = 0.0, rv_wall_fraction: float = 0.0) -> Slice:
+                         myocardial_lesion_fraction: float = 0.0, rv_wall_fraction: float = 0.0,
+                         infarct_fraction: float = 0.0) -> Slice:
     """A copy of a :class:`cmr_landmark.datasets.Slice` whose image has random tissue contrast (landmarks kept)."""
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to draw contrasts from")
     image = random_tissue_contrast(slice_.image, slice_.mask, rng, uneven_blood_fraction, myocardial_lesion_fraction,
-                                   rv_wall_fraction, slice_.pixel_spacing_mm)
+                                   rv_wall_fraction, slice_.pixel_spacing_mm, infarct_fraction, slice_.pathology)
     return dataclasses.replace(slice_, image=image, source_image=slice_.image)
 
 

@@ -35,15 +35,20 @@ import numpy as np
 from scipy import ndimage
 
 from ..datasets import Slice
-from .contrast import LV_BLOOD_LABEL, RV_BLOOD_LABEL, add_uneven_blood, normalised_source
+from .contrast import (
+    LV_BLOOD_LABEL,
+    OEDEMA,
+    RV_BLOOD_LABEL,
+    SCAR,
+    add_uneven_blood,
+    draw_infarct,
+    normalised_source,
+)
 from .tissue_map import (
     FIELD_STRENGTHS_T,
-    OEDEMA,
-    SCAR,
     add_fit_noise,
     add_fitted_map_look,
     check_field_strength,
-    draw_infarct,
     fill_air,
     motion_blur,
     tissue_value_map,
@@ -201,7 +206,7 @@ def synthetic_t1_slice(
     Geometry and landmarks are those of the source slice; ``sequence`` becomes "t1". ``uneven_blood_fraction``,
     ``rv_wall_fraction``: see :func:`render_t1_map`; ``post_contrast_probability``: see :func:`draw_t1_scenario`;
     ``infarct_fraction``: the share of slices without scar or oedema labels that get an infarct drawn in
-    (:func:`synth.tissue_map.draw_infarct`), which the copy's ``pathology`` then holds.
+    (:func:`synth.contrast.draw_infarct`), which the copy's ``pathology`` then holds.
     """
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to synthesise a T1 map from")

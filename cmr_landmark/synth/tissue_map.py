@@ -30,52 +30,8 @@ from .contrast import (
 # little at the top of the ladder (fluid), as in real maps.
 OTHER_TISSUE_QUANTILES = (0.0, 0.25, 0.5, 0.7, 1.0)
 
-# Codes of the pathology map (cmr_landmark.datasets: MyoPS oedema and scar inside the myocardium).
-OEDEMA, SCAR = 1, 2  # 0: none
 
 FIELD_STRENGTHS_T: tuple[float, ...] = (1.5, 3.0)
-
-# A drawn infarct (draw_infarct): a coronary territory spans 40-140 degrees of the short-axis ring, the scar grows
-# from the endocardium outward (the ischaemic wavefront) from a third of the wall to all of it, and in half the
-# infarcts (acute) oedema reaches 10-30 degrees beyond the scar on each side, through the whole wall.
-INFARCT_HALF_WIDTH_DEG = (20.0, 70.0)
-INFARCT_TRANSMURALITY = (0.3, 1.0)
-INFARCT_OEDEMA_PROBABILITY = 0.5
-INFARCT_OEDEMA_MARGIN_DEG = (10.0, 30.0)
-
-
-def draw_infarct(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A pathology map (H, W, uint8: :data:`SCAR`, :data:`OEDEMA`, else 0) of an infarct drawn in the LV myocardium
-    of ``mask``, in a random territory (:data:`INFARCT_HALF_WIDTH_DEG` around a random direction from the LV
-    centre), scar from the endocardium to a random share of the wall (:data:`INFARCT_TRANSMURALITY`, its edge
-    ragged), oedema around it in acute ones. All zeros where the slice has no LV blood pool or myocardium.
-
-    The public labels carry scar and oedema on the MyoPS slices only, a few per patient: this puts infarcts on any
-    labelled slice, so that a model sees the septum at the blood's value (scar after contrast) as often as it
-    will in a clinic's maps.
-    """
-    mask = np.asarray(mask)
-    myocardium = mask == LV_MYOCARDIUM_LABEL
-    lv_blood = mask == LV_BLOOD_LABEL
-    pathology = np.zeros(mask.shape, dtype=np.uint8)
-    if not (myocardium.any() and lv_blood.any()):
-        return pathology
-    centre_r, centre_c = ndimage.center_of_mass(lv_blood)
-    rows, cols = np.indices(mask.shape)
-    direction = np.arctan2(rows - centre_r, cols - centre_c)
-    from_territory_centre = np.abs(np.angle(np.exp(1j * (direction - rng.uniform(-np.pi, np.pi)))))
-    from_endocardium = ndimage.distance_transform_edt(~lv_blood)
-    to_epicardium = ndimage.distance_transform_edt(myocardium | lv_blood)  # RV blood is outside too: the septum
-    depth = from_endocardium / np.maximum(from_endocardium + to_epicardium, 1e-6)  # 0 endocardium .. 1 epicardium
-    half_width = np.deg2rad(rng.uniform(*INFARCT_HALF_WIDTH_DEG))
-    transmurality = rng.uniform(*INFARCT_TRANSMURALITY) + 0.1 * smooth_random_field(mask.shape, rng, scale_px=4.0)
-    if rng.random() < INFARCT_OEDEMA_PROBABILITY:
-        margin = np.deg2rad(rng.uniform(*INFARCT_OEDEMA_MARGIN_DEG))
-        pathology[myocardium & (from_territory_centre <= half_width + margin)] = OEDEMA
-    pathology[myocardium & (from_territory_centre <= half_width) & (depth <= transmurality)] = SCAR
-    return pathology
-
-
 def check_field_strength(field_strength_t: float) -> None:
     if field_strength_t not in FIELD_STRENGTHS_T:
         raise ValueError(f"field strength must be one of {FIELD_STRENGTHS_T} T, got {field_strength_t}")
