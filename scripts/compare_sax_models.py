@@ -503,9 +503,13 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
             + (f"; {run_info['post_contrast_fraction']:.0%} of the fresh maps post-contrast (the validation maps "
                f"{POST_CONTRAST_PROBABILITY:.0%}, as draw_t1_scenario leaves it to chance)"
                if run_info.get("post_contrast_fraction") not in (None, POST_CONTRAST_PROBABILITY) else "")
-            + (f"; {run_info['infarct_fraction']:.0%} of the fresh {synthetic} with scar and oedema: the MyoPS "
-               "labels, else an infarct drawn in (synth.contrast.draw_infarct; the validation images and the "
-               "threshold's images without)" if run_info.get("infarct_fraction") else ""))
+            + ((f"; {run_info['infarct_fraction']:.0%} of the fresh maps of slices without lesion labels with an "
+                "infarct drawn in (synth.contrast.draw_infarct; every map shows the MyoPS labels' scar and oedema)"
+                if run_info["kind"] == "t1" else
+                f"; {run_info['infarct_fraction']:.0%} of the fresh images with scar and oedema, the MyoPS labels' "
+                "or an infarct drawn in (synth.contrast.draw_infarct, add_infarct)")
+               + " (the validation images and the threshold's images without drawn ones)"
+               if run_info.get("infarct_fraction") else ""))
     card = "\n".join([
         f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
         f"- **Training data**: {kind}; sources {json.dumps(run_info['sources'])} (patient-level splits, "

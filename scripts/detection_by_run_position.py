@@ -5,8 +5,10 @@ docs/status.md, "Presence"), so detection there says more about the labels than 
 every labelled landmark of every set by whether it lies at an end of its run (a neighbouring slice without the
 label, or the stack's first or last slice) or inside it, and gives the detection rate of each at the model's
 threshold; then, of the landmarks missed inside the runs, whether the point was in place and only below the
-threshold; and the detection by the public set each slice comes from, and on the MyoPS slices with and without
-scar or oedema drawn in (fp32; about 3 min for the seven sets on 2 threads):
+threshold; and the detection by the public set each slice comes from, and on the MyoPS slices whose labels mark
+scar or oedema and on those whose labels do not (fp32; about 3 min for the seven sets on 2 threads; a training
+run is measured by name once `compare_sax_models.py --ship` has put it into a copy of models/ that
+CMR_LANDMARK_MODELS points at):
 
     CMR_LANDMARK_BF16=0 python scripts/detection_by_run_position.py sax_any
     # the synthetic maps with the RV free wall as myocardium (docs/t1.md)
@@ -34,6 +36,7 @@ from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import predict
 from cmr_landmark.geometry import distances_mm
 from cmr_landmark.model_store import find_model
+from cmr_landmark.synth.contrast import has_lesions
 
 NEAR_MM = 5.0  # a missed point this close to its label was in place, only below the threshold
 SETS = ("cine", "lge", "t1_synthetic", "t2_map", "t2star_map", "ecv_map", "t2w_black_blood")
@@ -63,10 +66,10 @@ def miss_summary(probability: np.ndarray, distance_mm: np.ndarray) -> str:
 
 def origin_groups(slices: Sequence) -> dict[str, np.ndarray]:
     """Slice masks by the public set each slice (or the real slice a synthetic one is made of) comes from, and the
-    MyoPS slices split by whether their myocardium carries scar or oedema labels (in the synthetic maps drawn with
-    their own tissue values)."""
+    MyoPS slices split by whether their labels mark scar or oedema (which the synthetic T1 maps and the clinical
+    contrasts draw with their own tissue values)."""
     origin = np.array([s.dataset for s in slices])
-    lesion = np.array([s.pathology is not None and bool(s.pathology.any()) for s in slices])
+    lesion = np.array([has_lesions(s.pathology) for s in slices])
     groups = {name: origin == name for name in dict.fromkeys(origin)}
     if (origin == "myops").any():
         groups["myops, scar or oedema"] = (origin == "myops") & lesion
@@ -109,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     for k in range(len(landmarks))) + " |")
         origin_rows.append(f"| {name} | " + " | ".join(
             f"{group}: {rate(labelled & mask[:, None])}, A-RVI {100 * found[labelled[:, 0] & mask, 0].mean():.0f}"
-            for group, mask in origin_groups(slices).items()) + " |")
+            for group, mask in origin_groups(slices).items() if labelled[mask, 0].any()) + " |")
         print(f"{name}: done", file=sys.stderr, flush=True)
     print(f"{args.model} at {spec.probability_threshold:g}: detection % (labelled landmarks)\n")
     print("| set | all | inside runs | at run ends | " + " | ".join(f"{name} inside / ends" for name in landmarks)

@@ -32,8 +32,8 @@ from cmr_landmark.detector import Detector
 from cmr_landmark.evaluation import ANGLE_TOLERANCE_DEG, evaluate_slices
 from cmr_landmark.model_store import find_model
 from cmr_landmark.preprocess import normalise_intensity
-from cmr_landmark.synth.contrast import LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL
-from cmr_landmark.synth.t1 import synthetic_t1_slice
+from cmr_landmark.synth.contrast import LV_BLOOD_LABEL, LV_MYOCARDIUM_LABEL, has_lesions
+from cmr_landmark.synth.t1 import INFARCT_STREAM, synthetic_t1_slice
 
 SEED = 7
 # name: (field strength in T, post-contrast)
@@ -44,19 +44,19 @@ MIN_TISSUE_PIXELS = 10  # a slice whose tissue is smaller than this (outside the
 LESIONS = ("labelled", "none", "drawn")  # --lesions
 
 
-def has_lesion_labels(slice_: Slice) -> bool:
-    return slice_.pathology is not None and bool(slice_.pathology.any())
-
-
 def scenario_maps(slices: Sequence[Slice], field_strength_t: float, post_contrast: bool, rv_wall: bool,
                   lesions: str = "labelled") -> list[Slice]:
     """One map of every slice in one scenario, reproducible from :data:`SEED`; ``lesions`` (:data:`LESIONS`): the
     slices' scar and oedema labels drawn as they are, left out, or with an infarct drawn in where there are none."""
+    if lesions not in LESIONS:
+        raise ValueError(f"lesions must be one of {LESIONS}, got {lesions!r}")
     if lesions == "none":
         slices = [dataclasses.replace(s, pathology=None) for s in slices]
+    # an infarct from a stream of its own: each map is the one drawn without it, plus the infarct
     return [synthetic_t1_slice(s, np.random.default_rng([SEED, index]), field_strength_t=field_strength_t,
                                post_contrast=post_contrast, rv_wall_fraction=1.0 if rv_wall else 0.0,
-                               infarct_fraction=1.0 if lesions == "drawn" else 0.0)
+                               infarct_fraction=1.0 if lesions == "drawn" else 0.0,
+                               infarct_rng=np.random.default_rng([SEED, index, INFARCT_STREAM]))
             for index, s in enumerate(slices)]
 
 
@@ -104,12 +104,15 @@ def main() -> int:
                         help="also measure on the maps clipped at F times their myocardium's median (an oracle)")
     args = parser.parse_args()
     names = names_option(parser, "--scenarios", args.scenarios, list(SCENARIOS))
+    if args.slices == "myops_lesions" and args.lesions == "drawn":
+        parser.error("--lesions drawn draws infarcts where the labels have none, and the myops_lesions slices all "
+                     "have some")
     if args.clip_at_myocardium is not None and not args.clip_at_myocardium > 0:
         parser.error(f"--clip-at-myocardium must be a positive factor, got {args.clip_at_myocardium:g}")
     detectors = {name: Detector(find_model("sax", "cine", name=name), use_bf16=False) for name in args.models}
     real = evaluation_sets(["cine", "lge"])  # the comparison's validation slices, the maps' sources there too
     slices = [s for s in real["cine"] + real["lge"]
-              if s.mask is not None and (args.slices == "all" or (s.dataset == "myops" and has_lesion_labels(s)))]
+              if s.mask is not None and (args.slices == "all" or (s.dataset == "myops" and has_lesions(s.pathology)))]
     for scenario in names:
         maps = scenario_maps(slices, *SCENARIOS[scenario], args.rv_wall, args.lesions)
         myocardium, blood = normalised_tissue_medians(maps)

@@ -179,11 +179,11 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="any: share of the fresh images (--fresh-fraction) that are synthetic T1 maps, "
                              "--post-contrast-fraction of them post-contrast, instead of random contrasts")
     parser.add_argument("--infarct-fraction", type=float, default=0.0,
-                        help="share of the fresh training images (--fresh-fraction) with scar and oedema: a T1 "
-                             "map of a slice without lesion labels gets an infarct drawn in "
-                             "(synth.contrast.draw_infarct), a random contrast its slice's lesions or a drawn "
-                             "infarct at intensities of their own (synth.contrast.add_infarct); validation images "
-                             "have none")
+                        help="fresh training images (--fresh-fraction) with an infarct: this share of the T1 maps "
+                             "of slices without lesion labels gets one drawn in (synth.contrast.draw_infarct; a "
+                             "map always shows the MyoPS labels' lesions), this share of the random contrasts the "
+                             "slice's MyoPS lesions or a drawn infarct at intensities of their own "
+                             "(synth.contrast.add_infarct); no validation image gets a drawn one")
     parser.add_argument("--fresh-fraction", type=float, default=0.0,
                         help="share of the training items given a new synthetic image every epoch "
                              "(training.FreshImages): 'any', a random contrast, beside or instead of the fixed "

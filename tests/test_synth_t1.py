@@ -11,6 +11,7 @@ from myops_stack import load_myops_stack
 from scipy import ndimage
 from script_modules import load_script
 
+import cmr_landmark.synth.contrast as contrast_module
 from cmr_landmark.datasets import Slice
 from cmr_landmark.landmarks import derive_sax_landmarks
 from cmr_landmark.synth.contrast import (
@@ -695,19 +696,39 @@ def test_a_drawn_infarct_is_a_territory_of_the_myocardium_from_the_endocardium(s
     assert not draw_infarct(np.where(lv_blood, BACKGROUND_LABEL, mask), np.random.default_rng(0)).any()
 
 
+def test_a_subendocardial_infarct_spares_the_epicardium(scar_slice: Slice, monkeypatch) -> None:
+    monkeypatch.setattr(contrast_module, "INFARCT_TRANSMURALITY", (0.3, 0.3))  # a third of the wall
+    mask = scar_slice.mask
+    myocardium = mask == LV_MYOCARDIUM_LABEL
+    epicardium = myocardium & ndimage.binary_dilation(~(myocardium | (mask == LV_BLOOD_LABEL)))
+    endocardium = myocardium & ndimage.binary_dilation(mask == LV_BLOOD_LABEL)
+    for seed in range(10):
+        scar = draw_infarct(mask, np.random.default_rng(seed)) == SCAR
+        assert (scar & endocardium).sum() > 5 * (scar & epicardium).sum()
+
+
 def test_t1_maps_draw_infarcts_only_where_the_labels_have_no_lesions(scar_slice: Slice) -> None:
     plain = lesion_free(scar_slice)
-    # at fraction 0 no draw: the maps of earlier recipes stay as they were
-    assert np.array_equal(synthetic_t1_slice(plain, np.random.default_rng(4)).image,
-                          synthetic_t1_slice(plain, np.random.default_rng(4), infarct_fraction=0.0).image)
-    infarcted = synthetic_t1_slice(plain, np.random.default_rng(4), post_contrast=False, infarct_fraction=1.0)
-    scar = infarcted.pathology == SCAR
-    assert scar.any()
-    healthy = (scar_slice.mask == LV_MYOCARDIUM_LABEL) & (infarcted.pathology == 0)
-    assert np.median(infarcted.image[_core(scar)]) > np.median(infarcted.image[_core(healthy)]) + 100  # native: longer
-    # a MyoPS slice keeps its own labelled lesions
-    labelled = synthetic_t1_slice(scar_slice, np.random.default_rng(4), infarct_fraction=1.0)
-    assert np.array_equal(labelled.pathology, scar_slice.pathology)
+    # at fraction 0 no draw between the scenario and the render: the maps of earlier recipes stay as they were
+    rng = np.random.default_rng(4)
+    scenario = draw_t1_scenario(rng)
+    expected = render_t1_map(plain.image, plain.mask, scenario, rng, pixel_spacing_mm=plain.pixel_spacing_mm)
+    np.testing.assert_array_equal(synthetic_t1_slice(plain, np.random.default_rng(4)).image, expected)
+    # from a stream of its own, the same map plus the infarct (native: scar longer than the myocardium)
+    without = synthetic_t1_slice(plain, np.random.default_rng(4), post_contrast=False)
+    infarcted = synthetic_t1_slice(plain, np.random.default_rng(4), post_contrast=False, infarct_fraction=1.0,
+                                   infarct_rng=np.random.default_rng(9))
+    replay = np.random.default_rng(9)
+    replay.random()  # the coin
+    drawn = draw_infarct(plain.mask, replay)
+    far = ndimage.distance_transform_edt(drawn == 0) > 10  # beyond the blur and the motion
+    np.testing.assert_array_equal(infarcted.image[far], without.image[far])
+    scar = _core(drawn == SCAR)
+    assert np.median(infarcted.image[scar]) > np.median(without.image[scar]) + 100
+    assert infarcted.pathology is None  # the copy keeps the source's labels
+    # a MyoPS slice shows its own lesions and draws nothing: the same map at fraction 1 and 0
+    np.testing.assert_array_equal(synthetic_t1_slice(scar_slice, np.random.default_rng(4), infarct_fraction=1.0).image,
+                                  synthetic_t1_slice(scar_slice, np.random.default_rng(4)).image)
 
 
 def test_add_infarct_moves_scar_toward_the_blood_and_oedema_either_way(scar_slice: Slice) -> None:
@@ -730,5 +751,7 @@ def test_add_infarct_moves_scar_toward_the_blood_and_oedema_either_way(scar_slic
     add_infarct(value, mask, None, 0.3, 0.8, np.random.default_rng(0), fraction=1.0)
     assert (value != levels).any() and not ((value != levels) & ~myocardium).any()
     # no draw at fraction 0: earlier recipes' images as they were
-    assert np.array_equal(with_random_contrast(scar_slice, np.random.default_rng(3)).image,
-                          with_random_contrast(scar_slice, np.random.default_rng(3), infarct_fraction=0.0).image)
+    rng = np.random.default_rng(3)
+    state = rng.bit_generator.state
+    add_infarct(levels.copy(), mask, None, 0.3, 0.8, rng, fraction=0.0)
+    assert rng.bit_generator.state == state

@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 from myops_stack import load_myops_stack
+from scipy import ndimage
 from script_modules import load_script
 
-from cmr_landmark.synth.contrast import LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL
+from cmr_landmark.synth.contrast import LV_MYOCARDIUM_LABEL, RV_BLOOD_LABEL, has_lesions
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +47,28 @@ def test_the_oracle_clip_stops_at_a_multiple_of_the_myocardium(script) -> None:
 
 def test_lesions_as_labelled_left_out_or_drawn(script) -> None:
     stack = load_myops_stack()  # every slice carries MyoPS scar and oedema labels
-    assert all(script.has_lesion_labels(s) for s in stack)
+    assert all(has_lesions(s.pathology) for s in stack)
     labelled, none = (script.scenario_maps(stack, 1.5, True, rv_wall=False, lesions=lesions)
                       for lesions in ("labelled", "none"))
-    for with_lesions, without in zip(labelled, none, strict=True):
-        assert script.has_lesion_labels(with_lesions) and without.pathology is None
-        # post-contrast scar is as short as the blood: the myocardium's mean T1 drops with the lesions drawn in
-        myocardium = with_lesions.mask == LV_MYOCARDIUM_LABEL
-        assert with_lesions.image[myocardium].mean() < without.image[myocardium].mean()
     unlabelled = [dataclasses.replace(s, pathology=None) for s in stack]
     drawn = script.scenario_maps(unlabelled, 1.5, True, rv_wall=False, lesions="drawn")
-    assert all(script.has_lesion_labels(s) for s in drawn)  # an infarct where the labels had none
+    for with_lesions, without, infarcted in zip(labelled, none, drawn, strict=True):
+        myocardium = with_lesions.mask == LV_MYOCARDIUM_LABEL
+        # post-contrast scar is as short as the blood: the myocardium's mean T1 drops with the lesions drawn in
+        assert with_lesions.image[myocardium].mean() < without.image[myocardium].mean()
+        # the same map as without lesions away from the myocardium, an infarct drawn inside it
+        far = ndimage.distance_transform_edt(~myocardium) > 10
+        np.testing.assert_array_equal(infarcted.image[far], without.image[far])
+        assert infarcted.image[myocardium].mean() < without.image[myocardium].mean()
+    with pytest.raises(ValueError, match="lesions must be one of"):
+        script.scenario_maps(stack, 1.5, True, rv_wall=False, lesions="some")
 
 
 @pytest.mark.parametrize("arguments, message", [
     (["sax_t1", "--scenarios", "post_15"], "unknown post_15"),
     (["sax_t1", "--scenarios", ","], "unknown (none given)"),
     (["sax_t1", "--clip-at-myocardium", "0"], "must be a positive factor, got 0"),
+    (["sax_t1", "--slices", "myops_lesions", "--lesions", "drawn"], "the myops_lesions slices all have some"),
 ])
 def test_bad_options_are_refused_before_anything_loads(script, monkeypatch, capsys, arguments, message) -> None:
     monkeypatch.setattr("sys.argv", ["t1_scenario_breakdown.py", *arguments])

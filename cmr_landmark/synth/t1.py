@@ -42,6 +42,7 @@ from .contrast import (
     SCAR,
     add_uneven_blood,
     draw_infarct,
+    has_lesions,
     normalised_source,
 )
 from .tissue_map import (
@@ -60,6 +61,7 @@ BLOOD_POST_CONTRAST_T1_MS: dict[float, tuple[float, float]] = {1.5: (250.0, 400.
 # The share of post-contrast maps where the scenario is left to chance: native maps are most of what the AHA model
 # is reported on; post-contrast maps are the other half of an ECV pair.
 POST_CONTRAST_PROBABILITY = 0.35
+INFARCT_STREAM = 1  # the last word of a drawn infarct's seed in synthetic_t1_slices, apart from the map's own
 PARTITION_COEFFICIENT_NORMAL = (0.32, 0.56)  # lambda 0.44 +- 2 SD (Dabir 2014)
 OEDEMA_NATIVE_RISE_MS = (100.0, 200.0)
 OEDEMA_PARTITION_RISE = (0.15, 0.35)
@@ -200,37 +202,44 @@ def synthetic_t1_slice(
     rv_wall_fraction: float = 0.0,
     post_contrast_probability: float = POST_CONTRAST_PROBABILITY,
     infarct_fraction: float = 0.0,
+    infarct_rng: np.random.Generator | None = None,
 ) -> Slice:
     """A copy of a labelled SAX :class:`cmr_landmark.datasets.Slice` whose image is a synthetic T1 map (ms).
 
-    Geometry and landmarks are those of the source slice; ``sequence`` becomes "t1". ``uneven_blood_fraction``,
-    ``rv_wall_fraction``: see :func:`render_t1_map`; ``post_contrast_probability``: see :func:`draw_t1_scenario`;
-    ``infarct_fraction``: the share of slices without scar or oedema labels that get an infarct drawn in
-    (:func:`synth.contrast.draw_infarct`), which the copy's ``pathology`` then holds.
+    Geometry, landmarks and ``pathology`` (the source's lesion labels) are those of the source slice; ``sequence``
+    becomes "t1". ``uneven_blood_fraction``, ``rv_wall_fraction``: see :func:`render_t1_map`;
+    ``post_contrast_probability``: see :func:`draw_t1_scenario`. The map always shows the slice's labelled scar and
+    oedema; ``infarct_fraction`` of the slices without any get an infarct drawn in
+    (:func:`synth.contrast.draw_infarct`), from ``infarct_rng`` when given (the same map plus an infarct, as the
+    evaluation sets want it), else from ``rng`` after the scenario (the training draws).
     """
     if slice_.mask is None:
         raise ValueError(f"slice {slice_.patient}/{slice_.slice_index} has no label mask to synthesise a T1 map from")
     scenario = draw_t1_scenario(rng, field_strength_t, post_contrast, post_contrast_probability)
     pathology = slice_.pathology
+    infarct_rng = rng if infarct_rng is None else infarct_rng
     # no draw at fraction 0, nor for a slice with lesion labels: every earlier recipe's maps as they were
-    if infarct_fraction and (pathology is None or not pathology.any()) and rng.random() < infarct_fraction:
-        pathology = draw_infarct(slice_.mask, rng)
+    if infarct_fraction and not has_lesions(pathology) and infarct_rng.random() < infarct_fraction:
+        pathology = draw_infarct(slice_.mask, infarct_rng)
     t1_ms = render_t1_map(slice_.image, slice_.mask, scenario, rng, pathology=pathology,
                           uneven_blood_fraction=uneven_blood_fraction, rv_wall_fraction=rv_wall_fraction,
                           pixel_spacing_mm=slice_.pixel_spacing_mm)
     image = as_scanner_uint16(t1_ms) if as_uint16 else t1_ms
-    return dataclasses.replace(slice_, image=image, sequence="t1", pathology=pathology)
+    return dataclasses.replace(slice_, image=image, sequence="t1")
 
 
 def synthetic_t1_slices(slices: Sequence[Slice], seed: int, copies: int = 1, uneven_blood_fraction: float = 0.0,
                         rv_wall_fraction: float = 0.0, post_contrast: bool | None = None,
                         infarct_fraction: float = 0.0) -> list[Slice]:
     """``copies`` synthetic T1 maps of every slice that has a mask, reproducible from ``seed``; ``post_contrast``
-    None: native or post-contrast at random (:func:`draw_t1_scenario`), else every map that one."""
+    None: native or post-contrast at random (:func:`draw_t1_scenario`), else every map that one. Infarcts
+    (``infarct_fraction``) are drawn from a stream of their own: each map is the one drawn without them, plus the
+    infarct."""
     return [
         synthetic_t1_slice(s, np.random.default_rng([seed, index, copy]), post_contrast=post_contrast,
                            uneven_blood_fraction=uneven_blood_fraction, rv_wall_fraction=rv_wall_fraction,
-                           infarct_fraction=infarct_fraction)
+                           infarct_fraction=infarct_fraction,
+                           infarct_rng=np.random.default_rng([seed, index, copy, INFARCT_STREAM]))
         for index, s in enumerate(slices)
         if s.mask is not None
         for copy in range(copies)
