@@ -14,8 +14,8 @@ Evaluation sets (patient-level validation splits, cmr_landmark/splits.json): ``c
 synthetic MOLLI maps (seed 3) of the cine + LGE validation slices (the T1 training validated on other draws,
 seed 2; about a third post-contrast), ``t1_synthetic_post_contrast`` = the same drawn again with every map
 post-contrast (1.5 or 3 T; the maps an ECV map is made from, where blood, fat and the liver are all short),
-``t1_synthetic_infarct`` = the same drawn again with an infarct in every slice that has no scar or oedema labels
-(synth.contrast.draw_infarct; the MyoPS slices keep their own lesions),
+``t1_synthetic_infarct`` = each ``t1_synthetic`` map with an infarct drawn in (synth.contrast.draw_infarct, from a
+stream of its own, so the map is the same elsewhere) where the slice has no scar or oedema labels,
 ``random_contrast`` = random per-tissue contrast copies of the same slices (seed 4; the contrast-agnostic
 training used seeds 1 and 2), a stand-in for a contrast the sequence-specific models never saw,
 ``t1_synthetic_uneven_blood`` and ``random_contrast_uneven_blood`` = those two drawn again with patches of signal

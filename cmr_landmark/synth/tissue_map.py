@@ -30,8 +30,9 @@ from .contrast import (
 # little at the top of the ladder (fluid), as in real maps.
 OTHER_TISSUE_QUANTILES = (0.0, 0.25, 0.5, 0.7, 1.0)
 
-
 FIELD_STRENGTHS_T: tuple[float, ...] = (1.5, 3.0)
+
+
 def check_field_strength(field_strength_t: float) -> None:
     if field_strength_t not in FIELD_STRENGTHS_T:
         raise ValueError(f"field strength must be one of {FIELD_STRENGTHS_T} T, got {field_strength_t}")
@@ -113,7 +114,8 @@ def tissue_value_map(
 
     ``other_tissue_ranges``: one (low, high) per :data:`OTHER_TISSUE_QUANTILES`; ``air_fill_level_range``: air, when
     not masked to 0, gets uniform random values from 0 up to a level drawn from this range;
-    ``lesion_values``: value per pathology code (:data:`OEDEMA`, :data:`SCAR`) inside the myocardium;
+    ``lesion_values``: value per pathology code (:data:`synth.contrast.OEDEMA`, :data:`synth.contrast.SCAR`)
+    inside the myocardium;
     ``rv_wall_fraction``: the share of images whose RV free wall (:func:`synth.contrast.draw_rv_wall`, needs
     ``pixel_spacing_mm``) gets the myocardium's value.
     """
