@@ -521,23 +521,28 @@ def capture_trainer_arguments(monkeypatch, script) -> dict:
     return captured
 
 
+def trained_run(monkeypatch, script, out, arguments: list) -> dict:
+    """The run.json of scripts/train_sax_synthetic.py run with ``arguments`` into ``out`` (its trainer replaced by
+    :func:`capture_trainer_arguments`)."""
+    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", *arguments, "--out", str(out)])
+    assert script.main() == 0
+    return json.loads((out / "run.json").read_text())
+
+
 def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypatch, tmp_path) -> None:
     # a replicate run (--seed) and the fresh images' map look reach train_cascade and are recorded in run.json
     stack = load_myops_stack()
     script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
     captured = capture_trainer_arguments(monkeypatch, script)
-    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path), "--copies", "0",
-                                     "--fresh-fraction", "0.5", "--map-look-fraction", "0.3", "--seed", "3",
-                                     "--uneven-blood-fraction", "0.4", "--myocardial-lesion-fraction", "0.2",
-                                     "--rv-wall-fraction", "0.6"])
-    assert script.main() == 0
+    run = trained_run(monkeypatch, script, tmp_path, [
+        "any", "--copies", "0", "--fresh-fraction", "0.5", "--map-look-fraction", "0.3", "--seed", "3",
+        "--uneven-blood-fraction", "0.4", "--myocardial-lesion-fraction", "0.2", "--rv-wall-fraction", "0.6"])
     assert captured["seed"] == 3
     fresh = captured["fresh_images"]
     assert fresh.fraction == 0.5
     assert fresh.synthesise.keywords == {"map_look_fraction": 0.3, "uneven_blood_fraction": 0.4,
                                          "myocardial_lesion_fraction": 0.2, "rv_wall_fraction": 0.6,
                                          "infarct_fraction": 0.0}
-    run = json.loads((tmp_path / "run.json").read_text())
     assert run["seed"] == 3 and run["map_look_fraction"] == 0.3 and run["fresh_fraction"] == 0.5
     assert run["uneven_blood_fraction"] == 0.4 and run["myocardial_lesion_fraction"] == 0.2
     assert run["rv_wall_fraction"] == 0.6
@@ -546,11 +551,10 @@ def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypat
 def test_t1_training_takes_the_share_of_post_contrast_maps(monkeypatch, tmp_path, capsys) -> None:
     script = train_sax_synthetic_script(monkeypatch, load_myops_stack()[:2], load_myops_stack()[2:])
     captured = capture_trainer_arguments(monkeypatch, script)
-    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "t1", "--out", str(tmp_path), "--copies", "0",
-                                     "--fresh-fraction", "1", "--post-contrast-fraction", "0.5"])
-    assert script.main() == 0
+    run = trained_run(monkeypatch, script, tmp_path,
+                      ["t1", "--copies", "0", "--fresh-fraction", "1", "--post-contrast-fraction", "0.5"])
     assert captured["fresh_images"].synthesise.keywords["post_contrast_probability"] == 0.5
-    assert json.loads((tmp_path / "run.json").read_text())["post_contrast_fraction"] == 0.5
+    assert run["post_contrast_fraction"] == 0.5
     # a share that would change nothing is refused: the contrast-agnostic model draws no T1 maps
     assert "give kind t1 (or any with --t1-map-fraction)" in refused_training(
         monkeypatch, capsys, script, ["any", "--out", str(tmp_path), "--copies", "0", "--fresh-fraction", "1",
@@ -561,17 +565,14 @@ def test_the_contrast_agnostic_model_can_take_a_share_of_t1_maps(monkeypatch, tm
     stack = load_myops_stack()
     script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
     captured = capture_trainer_arguments(monkeypatch, script)
-    monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", "any", "--out", str(tmp_path), "--copies", "0",
-                                     "--fresh-fraction", "1", "--t1-map-fraction", "0.4",
-                                     "--post-contrast-fraction", "0.5"])
-    assert script.main() == 0
+    run = trained_run(monkeypatch, script, tmp_path, ["any", "--copies", "0", "--fresh-fraction", "1",
+                                                      "--t1-map-fraction", "0.4", "--post-contrast-fraction", "0.5"])
     synthesise = captured["fresh_images"].synthesise
     images = [synthesise(stack[1], np.random.default_rng(seed)) for seed in range(40)]
     t1_maps = [image for image in images if image.sequence == "t1"]
     assert 8 <= len(t1_maps) <= 24  # about 0.4 of 40
     assert all(image.image.max() > 100 for image in t1_maps)  # in ms, where a random contrast is about 0..1
     assert all(image.image.max() < 10 for image in images if image.sequence != "t1")
-    run = json.loads((tmp_path / "run.json").read_text())
     assert run["t1_map_fraction"] == 0.4 and run["post_contrast_fraction"] == 0.5
     # without a share, no draw for the choice: the recipe's random contrasts are as they were
     assert script.fresh_synthesis("any", 0.3).func is script.random_contrast_with_map_look
@@ -585,11 +586,10 @@ def test_training_can_draw_infarcts_in_its_fresh_images(monkeypatch, tmp_path, c
     script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
     captured = capture_trainer_arguments(monkeypatch, script)
     for kind in ("t1", "any"):
-        monkeypatch.setattr("sys.argv", ["train_sax_synthetic.py", kind, "--out", str(tmp_path), "--copies", "0",
-                                         "--fresh-fraction", "1", "--infarct-fraction", "0.5"])
-        assert script.main() == 0
+        run = trained_run(monkeypatch, script, tmp_path,
+                          [kind, "--copies", "0", "--fresh-fraction", "1", "--infarct-fraction", "0.5"])
         assert captured["fresh_images"].synthesise.keywords["infarct_fraction"] == 0.5, kind
-        assert json.loads((tmp_path / "run.json").read_text())["infarct_fraction"] == 0.5
+        assert run["infarct_fraction"] == 0.5
     # drawn in the fresh images only: without them the share would silently do nothing
     assert "--infarct-fraction draws in the fresh images" in refused_training(
         monkeypatch, capsys, script, ["any", "--out", str(tmp_path), "--infarct-fraction", "0.5"])
