@@ -2,7 +2,8 @@
 
 The geometric part (rotation, scale, translation, mirror) is a :class:`RandomAffine` drawing parameters that
 :func:`preprocess.grid_transform` turns into the single grid->image map, so each image is interpolated once
-and the landmarks follow through the same map exactly. A mirror swaps landmark order (config.MIRROR_SWAP): a
+and the landmarks follow through the same map exactly; a :class:`SmoothDeformation` can then warp the grid image,
+the landmarks following through the warp's inverse. A mirror swaps landmark order (config.MIRROR_SWAP): a
 mirrored short-axis image has its anterior and posterior RV insertion points exchanged.
 
 The intensity part is a list of small callables ``(grid image, rng, pixel_mm) -> grid image`` composed with
@@ -88,6 +89,50 @@ def sample_on_grid(
     if affine.mirror:
         grid_points = grid_points[list(MIRROR_SWAP[view])]
     return resample_to_grid(image, transform), grid_points, transform
+
+
+@dataclass(frozen=True)
+class SmoothDeformation:
+    """A smooth random warp of the anatomy on the grid (the non-linear deformation of SynthSeg, Billot et al.,
+    Medical Image Analysis 2023): hearts differ in shape more than a rotation and a scale cover (a thin scarred
+    wall, a dilated ventricle, a wide or narrow RV wedge at the septum).
+
+    The displacement is white noise smoothed by a Gaussian of ``correlation_mm`` and scaled to an RMS drawn uniformly
+    within 0..``max_rms_mm``; at these sizes its gradient stays well below 1, so the warp does not fold.
+    """
+
+    max_rms_mm: float = 3.0
+    correlation_mm: float = 15.0
+
+    def displacement_px(self, shape: tuple[int, int], pixel_mm: float, rng: np.random.Generator) -> np.ndarray:
+        """(2, rows, cols) displacement in grid pixels: output pixel x shows the input at x + displacement[:, x]."""
+        field = ndimage.gaussian_filter(rng.standard_normal((2, *shape)), sigma=(0, *(2 * [self.correlation_mm /
+                                                                                            pixel_mm])), mode="wrap")
+        rms = float(np.sqrt((field**2).sum(axis=0).mean()))
+        return (field * (rng.uniform(0.0, self.max_rms_mm) / pixel_mm / max(rms, 1e-12))).astype(np.float64)
+
+
+def warp_image(image: np.ndarray, displacement_px: np.ndarray) -> np.ndarray:
+    """``image`` (rows, cols) resampled at x + displacement (linear, edges extended)."""
+    rows, cols = np.meshgrid(np.arange(image.shape[0]), np.arange(image.shape[1]), indexing="ij")
+    coordinates = np.stack([rows + displacement_px[0], cols + displacement_px[1]])
+    return ndimage.map_coordinates(image, coordinates, order=1, mode="nearest").astype(np.float32)
+
+
+def warp_points(points_rc: np.ndarray, displacement_px: np.ndarray, iterations: int = 20) -> np.ndarray:
+    """Where the points (K, 2) of the unwarped image lie in :func:`warp_image`'s output: the x with
+    x + displacement(x) = p, by fixed-point iteration (it converges while the field's gradient is below 1).
+    Absent (NaN) points stay NaN."""
+    points = np.asarray(points_rc, dtype=np.float64)
+    present = np.isfinite(points).all(axis=1)
+    warped = points.copy()
+    x = points[present]
+    for _ in range(iterations):
+        shift = np.stack([ndimage.map_coordinates(component, x.T, order=1, mode="nearest")
+                          for component in displacement_px], axis=1)
+        x = points[present] - shift
+    warped[present] = x
+    return warped
 
 
 # --- intensity -------------------------------------------------------------------------------------------------

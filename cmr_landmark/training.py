@@ -45,7 +45,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .augment import AffineParameters, RandomAffine, default_intensity_augmentation, sample_on_grid
+from .augment import (
+    AffineParameters,
+    RandomAffine,
+    SmoothDeformation,
+    default_intensity_augmentation,
+    sample_on_grid,
+    warp_image,
+    warp_points,
+)
 from .config import (
     COARSE_GRID,
     DEFAULT_WIDTHS,
@@ -70,6 +78,7 @@ FINE_JITTER_MM = 12.0  # the coarse stage's errors the fine stage must absorb (c
 DEFAULT_MAX_ROTATION_DEG = 30.0  # augmentation: rotations within +- this
 FRESH_IMAGE_STREAM = 1  # HeatmapDataset.item_image's generator: (seed, epoch, index, this)
 PAIRED_VIEW_STREAM = 2  # the intensity augmentation of a consistency pair's second view: (seed, epoch, index, this)
+DEFORMATION_STREAM = 3  # HeatmapDataset.item_displacement's generator: (seed, epoch, index, this)
 
 
 class LabelledSlice(Protocol):
@@ -123,6 +132,8 @@ class HeatmapDataset(torch.utils.data.Dataset):
     twice. Slices without a mask stay as they are. ``random_convolution_fraction`` (with ``augment``): that share
     of the items also goes through :class:`augment.RandomConvolutions`. ``max_rotation_deg``: each item is turned
     by a uniform angle within +- that (180: any orientation; docs/lax.md, "The real frames at every orientation").
+    ``deformation_fraction`` (with ``augment``): that share of the items, drawn afresh every epoch, is also warped
+    by a :class:`augment.SmoothDeformation` after the affine (both views of a pair alike; docs/t1.md, arm EL).
 
     ``consistency_pairs`` (with ``augment``): items are (image, target, second image). The first is the slice's own
     image, never a fresh one, augmented as the plain item is; the second is the image the item would have without
@@ -133,7 +144,8 @@ class HeatmapDataset(torch.utils.data.Dataset):
 
     def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, augment: bool, seed: int = 0,
                  fresh_images: FreshImages | None = None, random_convolution_fraction: float = 0.0,
-                 max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG, consistency_pairs: bool = False) -> None:
+                 max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG, consistency_pairs: bool = False,
+                 deformation_fraction: float = 0.0) -> None:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         self.view, self.stage, self.augment, self.seed = view, stage, augment, seed
@@ -148,6 +160,9 @@ class HeatmapDataset(torch.utils.data.Dataset):
                 raise ValueError(f"landmarks_rc must be ({len(LANDMARKS_BY_VIEW[view])}, 2), got {landmarks.shape}")
         if not 0 <= max_rotation_deg <= 180:
             raise ValueError(f"max_rotation_deg must be within 0-180, got {max_rotation_deg!r}")
+        if not 0 <= deformation_fraction <= 1:
+            raise ValueError(f"deformation_fraction is a share, 0..1, got {deformation_fraction!r}")
+        self.deformation_fraction = deformation_fraction if augment else 0.0
         if stage == "coarse":
             self.geometry = RandomAffine(max_rotation_deg, scale_range=(0.8, 1.25), max_translation_mm=30)
         else:
@@ -212,10 +227,24 @@ class HeatmapDataset(torch.utils.data.Dataset):
 
     def on_grid(self, image: np.ndarray, index: int, centre_rc: tuple[float, float] | None,
                 affine: AffineParameters | None) -> tuple[np.ndarray, np.ndarray]:
-        """``image`` (item ``index``'s, or one in its pixels) and the item's landmarks sampled on the stage grid."""
+        """``image`` (item ``index``'s, or one in its pixels) and the item's landmarks sampled on the stage grid,
+        warped by the item's displacement this epoch where it has one."""
         grid_image, points, _ = sample_on_grid(image, self.spacings[index], self.landmarks[index], self.grid,
                                                self.view, centre_rc=centre_rc, affine=affine)
-        return grid_image, points
+        displacement = self.item_displacement(index)
+        if displacement is None:
+            return grid_image, points
+        return warp_image(grid_image, displacement), warp_points(points, displacement)
+
+    def item_displacement(self, index: int) -> np.ndarray | None:
+        """Item ``index``'s warp this epoch (grid pixels), or None; the same on every call, so that a pair's two
+        views and a teacher's image are warped alike."""
+        if not self.deformation_fraction:  # no draw at all: recipes without it keep their random streams
+            return None
+        rng = np.random.default_rng([self.seed, self.epoch, index, DEFORMATION_STREAM])
+        if rng.random() >= self.deformation_fraction:
+            return None
+        return SmoothDeformation().displacement_px((self.grid.size_px, self.grid.size_px), self.grid.pixel_mm, rng)
 
 
 class DistillationDataset(HeatmapDataset):
@@ -228,8 +257,10 @@ class DistillationDataset(HeatmapDataset):
     """
 
     def __init__(self, slices: Sequence[LabelledSlice], view: str, stage: str, seed: int,
-                 teacher_sequences: Sequence[str], max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG) -> None:
-        super().__init__(slices, view, stage, augment=True, seed=seed, max_rotation_deg=max_rotation_deg)
+                 teacher_sequences: Sequence[str], max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
+                 deformation_fraction: float = 0.0) -> None:
+        super().__init__(slices, view, stage, augment=True, seed=seed, max_rotation_deg=max_rotation_deg,
+                         deformation_fraction=deformation_fraction)
         missing = sorted({s.sequence for s in slices} - set(teacher_sequences))
         if missing:
             raise ValueError(f"no teacher for the {missing} slices (teachers: {list(teacher_sequences)})")
@@ -498,6 +529,7 @@ def train_stage(
     max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
     consistency_weight: float = 0.0,
     consistency_toward_real: bool = False,
+    deformation_fraction: float = 0.0,
 ) -> tuple[UNet, dict]:
     """Train one U-Net; ``validate(model) -> (mean distance mm, metrics)`` picks the best epoch.
 
@@ -508,7 +540,8 @@ def train_stage(
 
     ``fresh_images``: a share of the items gets a new synthetic image each epoch (:class:`HeatmapDataset`);
     ``random_convolution_fraction``: a share goes through random convolutions (:class:`augment.RandomConvolutions`);
-    ``max_rotation_deg``: the augmentation's rotation range (:class:`HeatmapDataset`).
+    ``max_rotation_deg``: the augmentation's rotation range and ``deformation_fraction`` the share of items warped
+    (:class:`HeatmapDataset`).
 
     ``consistency_weight``: every item is a pair, its own image and a second view (a fresh synthetic image for
     ``fresh_images.fraction`` of them; :class:`HeatmapDataset` ``consistency_pairs``); both learn the labels, and
@@ -571,12 +604,13 @@ def train_stage(
             raise ValueError("distillation combines with neither fresh synthetic images nor random convolutions (the "
                              "teacher sees the source image)")
         dataset = DistillationDataset(train_slices, view, stage, seed, teacher_sequences=list(teachers),
-                                      max_rotation_deg=max_rotation_deg)
+                                      max_rotation_deg=max_rotation_deg, deformation_fraction=deformation_fraction)
         teacher_models = [teacher.to(device).eval() for teacher in teachers.values()]
     else:
         dataset = HeatmapDataset(train_slices, view, stage, augment=True, seed=seed, fresh_images=fresh_images,
                                  random_convolution_fraction=random_convolution_fraction,
-                                 max_rotation_deg=max_rotation_deg, consistency_pairs=consistency_weight > 0)
+                                 max_rotation_deg=max_rotation_deg, consistency_pairs=consistency_weight > 0,
+                                 deformation_fraction=deformation_fraction)
     sampler = DistributedSampler(dataset, shuffle=True, seed=seed) if dist.is_initialized() else None
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
@@ -694,6 +728,7 @@ def train_cascade(
     fresh_images: FreshImages | None = None,
     consistency_weight: float = 0.0,
     consistency_toward_real: bool = False,
+    deformation_fraction: float = 0.0,
 ) -> tuple[LandmarkCascade, dict]:
     """Train coarse then fine U-Net on labelled slices of one ``view``; validation metrics of the whole cascade.
 
@@ -706,6 +741,7 @@ def train_cascade(
     ``fresh_images``: a share of the items with a new synthetic image each epoch, both stages (:class:`FreshImages`).
     ``consistency_weight``, ``consistency_toward_real``: the fine stage trains on pairs of views asked for the same
     maps (:func:`train_stage`).
+    ``deformation_fraction``: that share of the items warped smoothly, both stages (:class:`HeatmapDataset`).
     ``out_dir`` holds the checkpoints (each stage's history inside its ``<stage>_last.pt``); rerunning with
     ``resume`` continues where it stopped.
     """
@@ -728,7 +764,7 @@ def train_cascade(
         init_state=load_stage_weights(coarse_source, "coarse") if coarse_source else None,
         lr=lr, batch_size=batch_size, resume=resume, seed=seed, widths=widths_coarse,
         max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
-        fresh_images=fresh_images,
+        fresh_images=fresh_images, deformation_fraction=deformation_fraction,
     )
 
     def validate_fine(model: nn.Module) -> tuple[float, dict]:
@@ -745,7 +781,7 @@ def train_cascade(
         lr=lr, batch_size=batch_size, resume=resume, seed=seed + 1, widths=widths_fine,
         max_steps_per_epoch=max_steps_per_epoch, teachers=teachers, distil_weight=distil_weight,
         distance_weight=distance_weight, fresh_images=fresh_images, consistency_weight=consistency_weight,
-        consistency_toward_real=consistency_toward_real,
+        consistency_toward_real=consistency_toward_real, deformation_fraction=deformation_fraction,
     )
     cascade = LandmarkCascade(coarse.cpu().float(), fine.cpu().float()).eval()
     metrics = {"coarse": coarse_metrics, "fine": fine_metrics}

@@ -198,6 +198,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--consistency-toward-real", action="store_true",
                         help="with --consistency-weight: pull only the second view's maps toward the real image's "
                              "(held fixed), instead of each toward the other")
+    parser.add_argument("--deformation-fraction", type=float, default=0.0,
+                        help="share of the training items (real or fresh, drawn every epoch) also warped by a smooth "
+                             "random deformation of up to 3 mm RMS (augment.SmoothDeformation; docs/t1.md, arm EL)")
     parser.add_argument("--distance-loss-weight", type=float, default=0.0,
                         help="fine stage: weight (per mm) of the reported point's distance to its label "
                              "(training.point_distance_loss)")
@@ -218,10 +221,11 @@ def main() -> int:
     if not all(0.0 <= share <= 1.0 for share in (args.map_look_fraction, args.fresh_fraction,
                                                   args.uneven_blood_fraction, args.myocardial_lesion_fraction,
                                                   args.rv_wall_fraction, args.post_contrast_fraction,
-                                                  args.t1_map_fraction, args.infarct_fraction)):
+                                                  args.t1_map_fraction, args.infarct_fraction,
+                                                  args.deformation_fraction)):
         parser.error("--map-look-fraction, --fresh-fraction, --uneven-blood-fraction, --myocardial-lesion-fraction, "
-                     "--rv-wall-fraction, --post-contrast-fraction, --t1-map-fraction and --infarct-fraction are "
-                     "shares, 0..1")
+                     "--rv-wall-fraction, --post-contrast-fraction, --t1-map-fraction, --infarct-fraction and "
+                     "--deformation-fraction are shares, 0..1")
     if args.t1_map_fraction and not (args.kind == "any" and args.fresh_fraction):
         parser.error("--t1-map-fraction makes a share of the contrast-agnostic model's fresh images T1 maps: give "
                      "kind any and --fresh-fraction")
@@ -265,7 +269,8 @@ def main() -> int:
                                                                         args.infarct_fraction),
                                                         args.fresh_fraction), seed=args.seed,
                                consistency_weight=args.consistency_weight,
-                               consistency_toward_real=args.consistency_toward_real)
+                               consistency_toward_real=args.consistency_toward_real,
+                               deformation_fraction=args.deformation_fraction)
     # a rerun resumes from the checkpoints in --out: count the earlier runs' time too
     run_path = args.out / "run.json"
     earlier_s = json.loads(run_path.read_text())["wall_s"] if run_path.exists() else 0.0
@@ -277,7 +282,7 @@ def main() -> int:
          "myocardial_lesion_fraction": args.myocardial_lesion_fraction,
          "rv_wall_fraction": args.rv_wall_fraction,
          "post_contrast_fraction": args.post_contrast_fraction, "t1_map_fraction": args.t1_map_fraction,
-         "infarct_fraction": args.infarct_fraction,
+         "infarct_fraction": args.infarct_fraction, "deformation_fraction": args.deformation_fraction,
          "fresh_fraction": args.fresh_fraction,
          "epochs": args.epochs, "epochs_fine": epochs_fine,
          "lr": args.lr,

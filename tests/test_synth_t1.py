@@ -546,6 +546,18 @@ def test_training_script_passes_seed_and_fresh_map_look_to_the_trainer(monkeypat
     assert run["seed"] == 3 and run["map_look_fraction"] == 0.3 and run["fresh_fraction"] == 0.5
     assert run["uneven_blood_fraction"] == 0.4 and run["myocardial_lesion_fraction"] == 0.2
     assert run["rv_wall_fraction"] == 0.6
+    assert captured["deformation_fraction"] == 0.0 and run["deformation_fraction"] == 0.0
+
+
+def test_training_script_passes_the_share_of_deformed_items(monkeypatch, tmp_path, capsys) -> None:
+    stack = load_myops_stack()
+    script = train_sax_synthetic_script(monkeypatch, stack[:2], stack[2:])
+    captured = capture_trainer_arguments(monkeypatch, script)
+    run = trained_run(monkeypatch, script, tmp_path, ["any", "--copies", "0", "--fresh-fraction", "1",
+                                                      "--deformation-fraction", "0.5"])
+    assert captured["deformation_fraction"] == 0.5 and run["deformation_fraction"] == 0.5
+    assert "are shares, 0..1" in refused_training(
+        monkeypatch, capsys, script, ["any", "--out", str(tmp_path), "--deformation-fraction", "2"])
 
 
 def test_t1_training_takes_the_share_of_post_contrast_maps(monkeypatch, tmp_path, capsys) -> None:

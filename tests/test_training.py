@@ -22,8 +22,11 @@ from cmr_landmark.augment import (
     RandomConvolutions,
     RicianNoise,
     ShadingCorrection,
+    SmoothDeformation,
     default_intensity_augmentation,
     sample_on_grid,
+    warp_image,
+    warp_points,
 )
 from cmr_landmark.config import COARSE_GRID, FINE_CENTROID_RADIUS_MM, FINE_GRID_BY_VIEW
 from cmr_landmark.heatmaps import decode_heatmaps, render_heatmaps
@@ -78,6 +81,44 @@ def test_rotation_and_scale_carry_landmarks_to_the_same_anatomy() -> None:
     np.testing.assert_allclose(transform.grid_to_image(points), slice_.landmarks_rc, atol=1e-9)
     row, col = np.round(points[2]).astype(int)
     assert grid_image[row, col] > 0.8  # the LV centre is in the bright blood pool on the augmented grid too
+
+
+def test_a_smooth_deformation_moves_the_landmarks_with_the_anatomy() -> None:
+    grid = FINE_GRID_BY_VIEW["sax"]
+    displacement = SmoothDeformation(max_rms_mm=3.0).displacement_px((grid.size_px, grid.size_px), grid.pixel_mm,
+                                                                      np.random.default_rng(0))
+    rms_mm = float(np.sqrt((displacement**2).sum(axis=0).mean())) * grid.pixel_mm
+    assert 0.5 < rms_mm <= 3.0
+    # small Gaussian dots at known points: each dot's centre of mass after the warp is where warp_points puts it
+    points = np.array([[30.3, 40.7], [60.0, 20.0], [np.nan, np.nan]])
+    rows, cols = np.mgrid[: grid.size_px, : grid.size_px]
+    dots = sum(np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * 1.5**2)) for r, c in points[:2])
+    warped, warped_points = warp_image(dots.astype(np.float32), displacement), warp_points(points, displacement)
+    assert np.isnan(warped_points[2]).all()  # an absent landmark stays absent
+    for point in warped_points[:2]:
+        near = (rows - point[0]) ** 2 + (cols - point[1]) ** 2 < 6**2
+        centre = [(axis * warped * near).sum() / (warped * near).sum() for axis in (rows, cols)]
+        np.testing.assert_allclose(centre, point, atol=0.1)
+    assert np.abs(warped_points[:2] - points[:2]).max() > 0.3  # and the warp did move them
+
+
+def test_deformation_warps_only_its_share_of_items_and_both_views_of_a_pair_alike() -> None:
+    slices = phantom_slices(16, seed=7, empty_fraction=0.0)
+    plain = HeatmapDataset(slices, "sax", "fine", augment=True, seed=1)
+    half = HeatmapDataset(slices, "sax", "fine", augment=True, seed=1, deformation_fraction=0.5)
+    moved = [not torch.equal(plain[i][1], half[i][1]) for i in range(len(slices))]
+    assert 2 <= sum(moved) <= 14  # about half; the others exactly as without (the same random stream)
+    for i in range(len(slices)):
+        assert moved[i] == (half.item_displacement(i) is not None)
+        if not moved[i]:
+            torch.testing.assert_close(plain[i][0], half[i][0])
+    bare_pairs = _without_intensity_augmentation(HeatmapDataset(slices, "sax", "fine", augment=True, seed=1,
+                                                                consistency_pairs=True, deformation_fraction=1.0))
+    first, _, second = bare_pairs[3]
+    torch.testing.assert_close(first, second)  # the same image through the same warp
+    assert HeatmapDataset(slices, "sax", "fine", augment=False, deformation_fraction=1.0).item_displacement(0) is None
+    with pytest.raises(ValueError, match="share"):
+        HeatmapDataset(slices, "sax", "fine", augment=True, deformation_fraction=1.5)
 
 
 def test_heatmap_round_trip_recovers_sub_pixel_points() -> None:
