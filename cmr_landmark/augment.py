@@ -2,9 +2,10 @@
 
 The geometric part (rotation, scale, translation, mirror) is a :class:`RandomAffine` drawing parameters that
 :func:`preprocess.grid_transform` turns into the single grid->image map, so each image is interpolated once
-and the landmarks follow through the same map exactly; a :class:`SmoothDeformation` can then warp the grid image,
-the landmarks following through the warp's inverse. A mirror swaps landmark order (config.MIRROR_SWAP): a
-mirrored short-axis image has its anterior and posterior RV insertion points exchanged.
+and the landmarks follow through the same map exactly. A mirror swaps landmark order (config.MIRROR_SWAP): a
+mirrored short-axis image has its anterior and posterior RV insertion points exchanged. A :class:`SmoothDeformation`
+can then warp the grid image (a second linear interpolation, for the items it is drawn for), the landmarks following
+through the warp's inverse.
 
 The intensity part is a list of small callables ``(grid image, rng, pixel_mm) -> grid image`` composed with
 :class:`Compose` and :class:`RandomApply` (the MONAI pattern), each modelling one thing scanners do: surface
@@ -97,19 +98,20 @@ class SmoothDeformation:
     Medical Image Analysis 2023): hearts differ in shape more than a rotation and a scale cover (a thin scarred
     wall, a dilated ventricle, a wide or narrow RV wedge at the septum).
 
-    The displacement is white noise smoothed by a Gaussian of ``correlation_mm`` and scaled to an RMS drawn uniformly
-    within 0..``max_rms_mm``; at these sizes its gradient stays well below 1, so the warp does not fold.
+    The displacement is white noise smoothed by a Gaussian of SD ``smoothing_mm`` and scaled to an RMS drawn
+    uniformly within 0..``max_rms_mm``. Each entry of its gradient then has an SD of about rms / (2 smoothing): 0.1
+    at the defaults, at most about 0.5 anywhere in a 96-pixel grid, well below the 1 where a warp folds.
     """
 
     max_rms_mm: float = 3.0
-    correlation_mm: float = 15.0
+    smoothing_mm: float = 15.0
 
     def displacement_px(self, shape: tuple[int, int], pixel_mm: float, rng: np.random.Generator) -> np.ndarray:
         """(2, rows, cols) displacement in grid pixels: output pixel x shows the input at x + displacement[:, x]."""
-        field = ndimage.gaussian_filter(rng.standard_normal((2, *shape)), sigma=(0, *(2 * [self.correlation_mm /
-                                                                                            pixel_mm])), mode="wrap")
+        sigma_px = self.smoothing_mm / pixel_mm
+        field = ndimage.gaussian_filter(rng.standard_normal((2, *shape)), sigma=(0, sigma_px, sigma_px), mode="wrap")
         rms = float(np.sqrt((field**2).sum(axis=0).mean()))
-        return (field * (rng.uniform(0.0, self.max_rms_mm) / pixel_mm / max(rms, 1e-12))).astype(np.float64)
+        return field * (rng.uniform(0.0, self.max_rms_mm) / pixel_mm / max(rms, 1e-12))
 
 
 def warp_image(image: np.ndarray, displacement_px: np.ndarray) -> np.ndarray:

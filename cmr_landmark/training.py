@@ -239,7 +239,7 @@ class HeatmapDataset(torch.utils.data.Dataset):
     def item_displacement(self, index: int) -> np.ndarray | None:
         """Item ``index``'s warp this epoch (grid pixels), or None; the same on every call, so that a pair's two
         views and a teacher's image are warped alike."""
-        if not self.deformation_fraction:  # no draw at all: recipes without it keep their random streams
+        if not self.deformation_fraction:  # nothing to draw (the warp's generator is its own stream either way)
             return None
         rng = np.random.default_rng([self.seed, self.epoch, index, DEFORMATION_STREAM])
         if rng.random() >= self.deformation_fraction:

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from sax_phantom import phantom_slices
+from scipy import ndimage
 
 from cmr_landmark import training as training_module
 from cmr_landmark.augment import (
@@ -85,16 +86,25 @@ def test_rotation_and_scale_carry_landmarks_to_the_same_anatomy() -> None:
 
 def test_a_smooth_deformation_moves_the_landmarks_with_the_anatomy() -> None:
     grid = FINE_GRID_BY_VIEW["sax"]
-    displacement = SmoothDeformation(max_rms_mm=3.0).displacement_px((grid.size_px, grid.size_px), grid.pixel_mm,
-                                                                      np.random.default_rng(0))
-    rms_mm = float(np.sqrt((displacement**2).sum(axis=0).mean())) * grid.pixel_mm
-    assert 0.5 < rms_mm <= 3.0
+
+    def draw(seed: int) -> np.ndarray:
+        return SmoothDeformation(max_rms_mm=3.0).displacement_px((grid.size_px, grid.size_px), grid.pixel_mm,
+                                                                  np.random.default_rng(seed))
+
+    # the RMS in mm is drawn within 0..3 mm, whatever the grid's pixel
+    rms_mm = [float(np.sqrt((draw(seed) ** 2).sum(axis=0).mean())) * grid.pixel_mm for seed in range(20)]
+    assert max(rms_mm) <= 3.0 + 1e-9 and max(rms_mm) > 2.5
+    displacement = draw(0)
     # small Gaussian dots at known points: each dot's centre of mass after the warp is where warp_points puts it
     points = np.array([[30.3, 40.7], [60.0, 20.0], [np.nan, np.nan]])
     rows, cols = np.mgrid[: grid.size_px, : grid.size_px]
     dots = sum(np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * 1.5**2)) for r, c in points[:2])
     warped, warped_points = warp_image(dots.astype(np.float32), displacement), warp_points(points, displacement)
     assert np.isnan(warped_points[2]).all()  # an absent landmark stays absent
+    # each warped point is the inverse's: the warp shows the original point there
+    shown = warped_points[:2] + np.stack([ndimage.map_coordinates(d, warped_points[:2].T, order=1)
+                                           for d in displacement], axis=1)
+    np.testing.assert_allclose(shown, points[:2], atol=1e-6)
     for point in warped_points[:2]:
         near = (rows - point[0]) ** 2 + (cols - point[1]) ** 2 < 6**2
         centre = [(axis * warped * near).sum() / (warped * near).sum() for axis in (rows, cols)]
