@@ -458,6 +458,7 @@ RECIPE_OPTIONS: tuple[tuple[str, str, object], ...] = (
     ("--rv-wall-fraction", "rv_wall_fraction", 0.0),
     ("--post-contrast-fraction", "post_contrast_fraction", POST_CONTRAST_PROBABILITY),
     ("--t1-map-fraction", "t1_map_fraction", 0.0), ("--infarct-fraction", "infarct_fraction", 0.0),
+    ("--deformation-fraction", "deformation_fraction", 0.0),
     ("--distil-from", "distil_from", []),
     ("--distil-weight", "distil_weight", 0.5), ("--distance-loss-weight", "distance_loss_weight", 0.0),
     ("--consistency-weight", "consistency_weight", 0.0),
@@ -509,7 +510,10 @@ def write_card(name: str, sequence: str, run_info: dict, tables: str, comparison
                 f"; {run_info['infarct_fraction']:.0%} of the fresh images with scar and oedema, the MyoPS labels' "
                 "or an infarct drawn in (synth.contrast.draw_infarct, add_infarct)")
                + " (the validation images and the threshold's images without drawn ones)"
-               if run_info.get("infarct_fraction") else ""))
+               if run_info.get("infarct_fraction") else "")
+            + (f"; {run_info['deformation_fraction']:.0%} of the training items, real or fresh, warped by a smooth "
+               "random field of up to 3 mm RMS (augment.SmoothDeformation; the validation images not)"
+               if run_info.get("deformation_fraction") else ""))
     card = "\n".join([
         f"# {name}: short-axis landmarks (A-RVI, P-RVI, C-LV), sequence '{sequence}'", "",
         f"- **Training data**: {kind}; sources {json.dumps(run_info['sources'])} (patient-level splits, "

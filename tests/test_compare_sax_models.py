@@ -178,6 +178,10 @@ def test_card_rerun_command_carries_every_recipe_option(tmp_path, monkeypatch) -
                                                    "post_contrast_fraction": 0.5}, "", "", {}, {}).read_text()
     assert "50% of the fresh maps post-contrast (the validation maps 35%" in post_card
     assert "--post-contrast-fraction 0.5" in post_card
+    warped = script.write_card("sax_any", "any", {**run_info, "deformation_fraction": 0.5}, "", "", {},
+                               {}).read_text()
+    assert "50% of the training items, real or fresh, warped by a smooth random field" in warped
+    assert "--deformation-fraction 0.5" in warped and "warped" not in plain
 
 
 def test_ship_replaces_a_model_of_the_same_name_only_with_overwrite(tmp_path, monkeypatch, capsys) -> None:
@@ -222,7 +226,7 @@ def test_card_rerun_command_parses_back_to_the_run_with_the_training_script() ->
                 "copies": 0, "fresh_fraction": 1.0, "max_steps_per_epoch": 40, "max_val_slices": 150,
                 "val_contrast_copies": 1, "lge_repeats": 2, "map_look_fraction": 0.3, "uneven_blood_fraction": 0.5,
                 "myocardial_lesion_fraction": 0.2, "rv_wall_fraction": 0.5, "post_contrast_fraction": 0.35,
-                "t1_map_fraction": 0.2, "infarct_fraction": 0.3,
+                "t1_map_fraction": 0.2, "infarct_fraction": 0.3, "deformation_fraction": 0.5,
                 "distil_from": ["cine=models/sax_cine.pt", "lge=models/sax_lge.pt"],
                 "distil_weight": 0.25, "distance_loss_weight": 0.3, "consistency_weight": 4.0,
                 "consistency_toward_real": True, "threads": 2, "seed": 1}
