@@ -260,3 +260,20 @@ def test_an_image_group_is_named_as_the_readers_name_it(tmp_path):
     assert list_image_groups(tmp_path / "a.h5") == ["dataset/image_1"]
     with pytest.raises(ValueError, match="one level"):
         write_ismrmrd_images(tmp_path / "b.h5", None, {"dataset/more/image_1": [image]})
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_written_image_header_counts_its_attribute_string(tmp_path, compress):
+    # python ismrmrd stores the header as the image was built (attribute_string_len 0) beside a longer attribute
+    # string; a reader that sizes the string from the header would then read none of it
+    import h5py
+    import ismrmrd
+
+    image = ismrmrd.Image.from_array(np.ones((1, 1, 4, 4), np.float32), transpose=False)
+    image.meta = {"SequenceDescription": "SAX_MOLLI_T1MAP", "GADGETRON_DataRole": "T1", "Unit": "µs"}
+    write_ismrmrd_images(tmp_path / "a.h5", None, {"image_1": [image, image]}, compress=compress)
+    with h5py.File(tmp_path / "a.h5", "r") as file:
+        headers = file["dataset/image_1/header"][:]
+        attributes = [text if isinstance(text, bytes) else text.encode() for text in file["dataset/image_1/attributes"]]
+    assert [len(text) for text in attributes] == list(headers["attribute_string_len"])
+    assert len(attributes[0]) > len(image.attribute_string)  # counted in bytes: "µ" is two

@@ -260,6 +260,11 @@ def write_ismrmrd_images(
                 dataset.write_xml_header(ismrmrd.xsd.ToXML(header))
             for group, images in groups.items():
                 for image in images:
+                    # python ismrmrd stores the header as the image was built (often 0) beside the attribute
+                    # string; the format's readers size that string by the header, in bytes
+                    head = image.getHead()
+                    head.attribute_string_len = len(image.attribute_string.encode())
+                    image.setHead(head)
                     dataset.append_image(group, image)
 
 
