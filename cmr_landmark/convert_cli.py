@@ -20,11 +20,13 @@ from .output_paths import output_file_problem
 def main_convert(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cmr-landmark convert",
-        description="Convert a NIfTI file or DICOM series to an ISMRMRD .h5: images with their geometry, or with "
+        description="Convert a NIfTI file, a DICOM series or ISMRMRD images to an ISMRMRD .h5: images with their "
+        "geometry, or with "
         "--kspace simulated raw Cartesian acquisitions (multi-coil, 2x readout oversampling) for the replay tool's "
         "reconstruction. The header's protocolName (CMR_LANDMARK_<VIEW>_<SEQUENCE>) tells the gadget the model.",
     )
-    parser.add_argument("input", type=Path, help=".nii/.nii.gz, or a DICOM file or folder of one series")
+    parser.add_argument("input", type=Path, help=".nii/.nii.gz, a DICOM file or folder of one series, or an ISMRMRD "
+                        ".h5 of one image series (e.g. a sample, to simulate its raw data with --kspace)")
     parser.add_argument("--out", type=Path, required=True, help="ISMRMRD .h5 to write (another file than the input)")
     parser.add_argument("--view", choices=VIEWS, required=True,
                         help="sax (short axis) or lax (long axis): written into protocolName for the gadget's rule")

@@ -41,8 +41,9 @@ DEFAULT_TIMEOUT_S = 600.0
 
 
 # A line of the gadget's log at level ERROR or CRITICAL ("12-06 11:32:15.207 ERROR [ext. 4252 module.target] text"):
-# its text is what a failure says in one line, the whole log goes to a file.
+# its text is what a failure says in one line, the whole log goes to a file. A WARNING line's text is shown as it is.
 LOG_ERROR_LINE = re.compile(r"^\S+ \S+ (?:ERROR|CRITICAL) \[[^\]]*\] (?P<text>.+)$", re.MULTILINE)
+LOG_WARNING_LINE = re.compile(r"^\S+ \S+ WARNING \[[^\]]*\] (?P<text>.+)$", re.MULTILINE)
 
 
 class ReplayError(RuntimeError):
@@ -198,6 +199,12 @@ def replay_active(
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def gadget_warnings(gadget_log: str) -> list[str]:
+    """The distinct warnings in a gadget's log, in order: what a scan's log says once (a view set against the
+    protocol's, no sequence told) and a replay shows on its console, where nobody reads the gadget's log."""
+    return list(dict.fromkeys(LOG_WARNING_LINE.findall(gadget_log)))
 
 
 def gadget_failure(what: str, gadget_log: str) -> ReplayError:

@@ -23,7 +23,15 @@ from .output_paths import (
     output_file_problem,
     unwritable_folder_problem,
 )
-from .replay import DEFAULT_TIMEOUT_S, ReplayError, parse_address, replay_active, replay_passive, write_results
+from .replay import (
+    DEFAULT_TIMEOUT_S,
+    ReplayError,
+    gadget_warnings,
+    parse_address,
+    replay_active,
+    replay_passive,
+    write_results,
+)
 from .replay_report import (
     GADGET_LOG_NAME,
     REPORT_FILE_NAME,
@@ -135,6 +143,8 @@ def _replay(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         "images_per_second": len(images) / result.seconds_total if result.seconds_total else None,
     }
     print(summary_text(records))
+    for warning in gadget_warnings(result.gadget_log):  # a gadget started here: passive mode's log is the server's
+        print(f"cmr-landmark replay: the gadget warned: {warning}", file=sys.stderr)
     if args.report_dir:
         try:
             write_report(args.report_dir, records, images, timings,

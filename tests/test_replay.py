@@ -21,7 +21,7 @@ from cmr_landmark.convert_cli import main_convert
 from cmr_landmark.geometry import anterior_direction_in_image
 from cmr_landmark.io import list_image_groups, read_ismrmrd_images, read_series, write_ismrmrd_images
 from cmr_landmark.model_store import find_model
-from cmr_landmark.replay import ReplayError, replay_active, replay_passive
+from cmr_landmark.replay import ReplayError, gadget_warnings, replay_active, replay_passive
 from cmr_landmark.replay_cli import main_replay
 from cmr_landmark.server import LandmarkServer
 
@@ -80,7 +80,32 @@ def test_active_replay_round_trip_with_report(lax_cine_nifti, tmp_path, throwawa
     assert report["timings_s"]["images_sent"] == 3
     assert (report_dir / "slice00.png").stat().st_size > 0
     assert (report_dir / "lv_length_slice00.png").stat().st_size > 0
-    assert "slice  0 (lax, 3 phase(s)): 9/9 landmarks" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "slice  0 (lax, 3 phase(s)): 9/9 landmarks" in captured.out
+    assert "the gadget warned" not in captured.err  # a clean run says nothing more
+
+
+def test_what_the_gadget_warned_is_shown_by_the_replay(lax_cine_nifti, tmp_path, throwaway_model_folder, monkeypatch,
+                                                      capsys):
+    # a view set against the protocol's runs the other view's model on every slice: the gadget's log says so, and
+    # a developer replaying reads the console, not that log
+    source = tmp_path / "lax.h5"
+    main_convert([str(lax_cine_nifti), "--out", str(source), "--view", "lax"])
+    monkeypatch.setenv("CMR_LANDMARK_MODELS", str(throwaway_model_folder))
+    capsys.readouterr()
+    main_replay([str(source), "--out", str(tmp_path / "out.h5"), "--set", "view=sax"])
+    warned = [line for line in capsys.readouterr().err.splitlines() if "the gadget warned" in line]
+    assert len(warned) == 1 and "view=sax is set, but the protocol texts (header, image comments) say lax" in warned[0]
+
+
+def test_gadget_warnings_are_its_distinct_warning_lines_in_order():
+    log = ("12-07 07:54:04.502 WARNING [ext. 16176 gadgets.x] view=lax is set\n"
+           "12-07 07:54:04.600 INFO [ext. 16176 gadgets.x] loading model\n"
+           "12-07 07:54:04.700 ERROR [ext. 16176 gadgets.x] a failure\n"
+           "12-07 07:54:04.800 WARNING [ext. 16176 gadgets.x] no sequence\n"
+           "12-07 07:54:04.900 WARNING [ext. 16176 gadgets.x] view=lax is set\n")
+    assert gadget_warnings(log) == ["view=lax is set", "no sequence"]
+    assert gadget_warnings("") == []
 
 
 def test_raw_kspace_replayed_to_a_listening_gadget(lax_cine_nifti, tmp_path, throwaway_model_folder, monkeypatch,
