@@ -26,7 +26,7 @@ setup(
         "numpy>=1.26",
         "scipy>=1.11",
         "gadgetron==1.4.1",
-        "ismrmrd>=1.14",
+        "ismrmrd>=1.15",  # ConfigText in ismrmrd.serialization (the replay tool), row-major Image.from_array
         "h5py>=3.9",
         "nibabel>=5.0",
         "pydicom>=3.0",  # pydicom.pixels.apply_modality_lut

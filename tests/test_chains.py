@@ -122,3 +122,15 @@ def test_serve_refuses_fewer_than_one_connection(count, capsys):
         main_serve(["--port", "0", "--max-connections", count])
     assert stop.value.code == 2
     assert f"--max-connections must be at least 1, got {count}" in capsys.readouterr().err  # named as typed
+
+
+def test_the_parameter_table_gives_each_shipped_models_threshold():
+    # a physicist reads the defaults in docs/gadget.md; a model shipped with a new threshold must not leave it stale
+    import json
+
+    manifest = json.loads((REPO_ROOT / "models" / "manifest.json").read_text())
+    entries = manifest["models"] if isinstance(manifest, dict) else manifest
+    (row,) = [line for line in (REPO_ROOT / "docs" / "gadget.md").read_text().splitlines()
+              if line.startswith("| `probability_threshold` |")]
+    for entry in entries:
+        assert f"`{entry['name']}` {entry['probability_threshold']:g}" in row, entry["name"]
