@@ -21,9 +21,9 @@ def main_convert(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cmr-landmark convert",
         description="Convert a NIfTI file, a DICOM series or ISMRMRD images to an ISMRMRD .h5: images with their "
-        "geometry, or with "
-        "--kspace simulated raw Cartesian acquisitions (multi-coil, 2x readout oversampling) for the replay tool's "
-        "reconstruction. The header's protocolName (CMR_LANDMARK_<VIEW>_<SEQUENCE>) tells the gadget the model.",
+        "geometry, or with --kspace simulated raw Cartesian acquisitions (multi-coil, 2x readout oversampling) for "
+        "the replay tool's reconstruction. The header's protocolName (CMR_LANDMARK_<VIEW>_<SEQUENCE>) tells the "
+        "gadget the model.",
     )
     parser.add_argument("input", type=Path, help=".nii/.nii.gz, a DICOM file or folder of one series, or an ISMRMRD "
                         ".h5 of one image series (e.g. a sample, to simulate its raw data with --kspace)")
