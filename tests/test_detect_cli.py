@@ -134,10 +134,11 @@ def test_a_long_axis_cine_is_smoothed_and_filled_as_the_gadget_reports_it(tmp_pa
     (shortening,) = result["longitudinal_shortening"]
     assert 0.10 <= shortening["longitudinal_shortening"] <= 0.25
     # and what the console of the replay shows for the same sample (README; docs/replay.md), pinned: a change to the
-    # cine rules that moved the shipped sample would be seen here
+    # cine rules that moved the shipped sample would be seen here. fp32 still differs between CPUs' kernels: the
+    # shortest length was 75.7 mm on an AVX512 EPYC and 75.61 on an AVX2-only one, the shortening 16.25 and 16.27 %
     lengths = [record["lv_length_mm"] for record in images]
-    assert len(filled) == 5 and shortening["longitudinal_shortening"] == pytest.approx(0.1625, abs=0.001)
-    assert (min(lengths), max(lengths)) == (pytest.approx(75.7, abs=0.1), pytest.approx(90.3, abs=0.1))
+    assert len(filled) == 5 and shortening["longitudinal_shortening"] == pytest.approx(0.1626, abs=0.002)
+    assert (min(lengths), max(lengths)) == (pytest.approx(75.65, abs=0.2), pytest.approx(90.3, abs=0.2))
 
 
 PUBLIC_SET_FILES = {  # (set, file name pattern of the patient's image, sequence, phase of the cached slices)
