@@ -1,7 +1,8 @@
 """Draw landmark crosses into a copy of an image's pixels, in the image's own dtype and value range.
 
 The crosses are burnt into the pixels (not an overlay) so that every viewer, PACS and the scanner console shows
-them; they are drawn at the image's brightest value so they stand out at any window setting a reader picks.
+them. Each is drawn at the image's brightest value inside a one-pixel outline at its darkest: at a narrow cine
+window bright blood shows white like the cross itself, and the dark outline is what keeps it visible there.
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ def cross_value(pixels: np.ndarray) -> np.generic:
     return pixels.dtype.type(peak + max(abs(peak), 1.0))  # 0 -> 1, 5 -> 10, -5 -> 0
 
 
+def outline_value(pixels: np.ndarray) -> np.generic:
+    """The value a cross's outline is drawn with: the smallest finite pixel (0 for complex images, whose viewers
+    show the magnitude; 0 where no pixel is finite)."""
+    finite = pixels[np.isfinite(pixels)]
+    if np.iscomplexobj(pixels) or not finite.size:
+        return pixels.dtype.type(0)
+    return finite.min()
+
+
 def draw_crosses(
     pixels: np.ndarray,
     points_rc: Iterable[Sequence[float] | None],
@@ -41,8 +51,9 @@ def draw_crosses(
     """A copy of ``pixels`` (..., rows, cols) with a '+' at each (row, col) point in every 2-D plane.
 
     The arms are ``cross_size_mm`` long end to end in each direction (converted with ``pixel_spacing_mm`` =
-    (row_mm, col_mm), at least 3 pixels), one pixel wide. ``None`` or NaN points are skipped; crosses running
-    off the image are clipped to it.
+    (row_mm, col_mm), at least 3 pixels), one pixel wide at :func:`cross_value`, inside a one-pixel outline at
+    :func:`outline_value`. Every outline is drawn before any cross, so crosses close together do not cut each
+    other. ``None`` or NaN points are skipped; crosses running off the image are clipped to it.
     """
     annotated = np.array(pixels, copy=True)
     if annotated.ndim < 2:
@@ -52,13 +63,17 @@ def draw_crosses(
         raise ValueError(f"cross_size_mm must be positive, got {cross_size_mm!r}")
     half_rows, half_cols = (max(1, int(round(cross_size_mm / 2.0 / s))) for s in spacing)
     rows, cols = annotated.shape[-2:]
-    value = cross_value(annotated)
-    for point in points_rc:
-        if point is None or not np.all(np.isfinite(point)):
-            continue
-        row, col = (int(round(float(c))) for c in point)
-        if 0 <= row < rows:
-            annotated[..., row, max(0, col - half_cols) : max(0, min(cols, col + half_cols + 1))] = value
-        if 0 <= col < cols:
-            annotated[..., max(0, row - half_rows) : max(0, min(rows, row + half_rows + 1)), col] = value
+    centres = [tuple(int(round(float(c))) for c in point) for point in points_rc
+               if point is not None and np.all(np.isfinite(point))]
+    bright, dark = cross_value(annotated), outline_value(annotated)
+
+    def paint(row_from: int, row_to: int, col_from: int, col_to: int, value: np.generic) -> None:
+        # an inclusive box, clipped to the image (a box wholly outside it paints nothing)
+        row_slice = slice(max(0, row_from), max(0, min(rows, row_to + 1)))
+        annotated[..., row_slice, max(0, col_from) : max(0, min(cols, col_to + 1))] = value
+
+    for width, value in ((1, dark), (0, bright)):  # the outline one pixel wider all round, then the cross
+        for row, col in centres:
+            paint(row - width, row + width, col - half_cols - width, col + half_cols + width, value)
+            paint(row - half_rows - width, row + half_rows + width, col - width, col + width, value)
     return annotated

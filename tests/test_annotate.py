@@ -17,10 +17,36 @@ def test_cross_is_drawn_at_image_maximum_with_mm_sized_arms():
     # Arms of 4 mm each way: 2 rows of 2 mm up and down, 4 columns of 1 mm left and right, centred on (20, 25).
     assert np.all(annotated[18:23, 25] == peak)
     assert np.all(annotated[20, 21:30] == peak)
-    assert changed[:, 0].min() >= 18 and changed[:, 0].max() <= 22
-    assert changed[:, 1].min() >= 21 and changed[:, 1].max() <= 29
+    # inside a one-pixel outline at the image's darkest value, which nothing else of the image changes beyond
+    assert np.all(annotated[[19, 21], 20:31][:, [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]] == image.min())
+    assert np.all(annotated[17:24, [24, 26]][[0, 1, 2, 4, 5, 6]] == image.min())
+    assert annotated[17, 25] == annotated[23, 25] == annotated[20, 20] == annotated[20, 30] == image.min()
+    assert changed[:, 0].min() >= 17 and changed[:, 0].max() <= 23
+    assert changed[:, 1].min() >= 20 and changed[:, 1].max() <= 30
     # The original is untouched.
     assert image[20, 25] != peak
+
+
+def test_a_cross_in_bright_blood_stays_visible_at_a_narrow_window():
+    # the LV centre sits in blood brighter than the window a reader sets for the myocardium: white on white there,
+    # so the dark outline must frame the cross wherever it lies
+    image = np.full((32, 32), 300, dtype=np.uint16)
+    image[8:24, 8:24] = 1200  # the blood pool
+    image[0, 0] = 1250
+    annotated = draw_crosses(image, [(16, 16)], (1.0, 1.0), 8.0)
+    window_max = 800
+    shown = np.minimum(annotated, window_max)
+    assert np.all(shown[16, 12:21] == window_max)  # the cross itself is lost in the white
+    assert np.all(shown[[15, 17], 11:22][:, [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]] == 300)  # its outline is not
+    assert np.all(shown[[15, 17], 11:22][:, [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]] < window_max)
+
+
+def test_close_crosses_keep_their_bright_arms():
+    image = np.zeros((20, 20), dtype=np.float32)
+    image[0, 0] = 1.0
+    annotated = draw_crosses(image, [(10, 8), (10, 10)], (1.0, 1.0), 4.0)  # arms overlapping
+    assert np.all(annotated[10, 6:13] == 1.0)
+    assert np.all(annotated[8:13, 8] == 1.0) and np.all(annotated[8:13, 10] == 1.0)
 
 
 def test_missing_points_are_skipped_and_crosses_clip_at_edges():
