@@ -523,10 +523,16 @@ def main_evaluate(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=None,
                         help="average the fine stage over the crop and its mirror (default: the model's manifest "
                              "setting; for --run, as export would ship it: on for the short axis, off for the long)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's own, one per core)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if not (args.via or args.datasets):
         parser.error("give --datasets or --via")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads: at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     # the model before the labelled slices: a wrong name, view or folder is said at once, not after loading a set
     recorded = json.loads((args.run / "run.json").read_text()) if args.run and (args.run / "run.json").is_file() else {}
     if recorded.get("view", args.view) != args.view:  # its points would be read as the other view's landmarks

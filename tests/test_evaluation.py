@@ -314,6 +314,7 @@ def test_paired_difference_over_patients_needs_a_name_per_row_and_two_patients()
     (["--view", "sax", "--threshold", "1.5"], "--threshold: must be a probability in [0, 1], got '1.5'"),
     (["--view", "sax", "--threshold", "-1"], "--threshold: must be a probability in [0, 1], got '-1'"),
     (["--view", "sax", "--threshold", "nan"], "--threshold: must be a probability in [0, 1], got 'nan'"),
+    (["--view", "sax", "--threads", "0"], "--threads: at least 1, got 0"),
 ])
 def test_evaluate_says_what_is_wrong_with_its_model_or_threshold_in_one_line(tmp_path, capsys, arguments, message):
     # each was a traceback (ValueError, FileNotFoundError, ModelError) or, for the threshold, a run with it

@@ -10,6 +10,7 @@ import matplotlib.image
 import numpy as np
 import pydicom
 import pytest
+import torch
 from conftest import FIXTURES
 
 from cmr_landmark.evaluation import main_evaluate, main_export
@@ -101,7 +102,12 @@ def test_train_export_evaluate_commands_on_a_via_project(tmp_path, capsys) -> No
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["slices"] == 3 and summary["probability_threshold"] == entry["probability_threshold"]
     # nothing found at threshold 1: the distances are null, not NaN, which strict JSON (jq, JavaScript) refuses
-    assert main_evaluate([*evaluate[:-1], str(tmp_path / "none"), "--threshold", "1"]) == 0
+    threads = torch.get_num_threads()
+    try:  # the thread count is the process's: set back for the tests after this one
+        assert main_evaluate([*evaluate[:-1], str(tmp_path / "none"), "--threshold", "1", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     strict = json.loads((tmp_path / "none" / "summary.json").read_text(), parse_constant=pytest.fail)
     assert [row["mean_mm"] for row in strict["landmarks"].values()] == [None, None, None]
     capsys.readouterr()
