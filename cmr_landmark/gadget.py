@@ -395,13 +395,24 @@ def slice_outputs(batch: SliceBatch, result: SliceResult | None, parameters: Gad
         return [left_out_image(received, result, result.unusable[i], usable) if i in result.unusable
                 else annotated_image(received, result, i, usable) for i, received in enumerate(batch.items)]
     except Exception as error:  # never lose a slice: whatever failed is reported on its copies
-        if isinstance(error, ParameterError | ModelError | ImageFault | GeometryError):  # a setting, the
-            # installation or the data, not the gadget: one line each, no traceback
+        kind = failure_kind(error)
+        if kind != "internal error":  # a setting, the installation or the data, not the gadget: one line, no traceback
             log.error("no landmarks for series %d slice %d: %s: %s", batch.series_index, batch.slice,
                       type(error).__name__, error)
         else:
             log.exception("landmark detection failed for series %d slice %d", batch.series_index, batch.slice)
-        return [error_image(received, f"{type(error).__name__}: {error}", usable) for received in batch.items]
+        return [error_image(received, f"{type(error).__name__}: {error}", usable, kind) for received in batch.items]
+
+
+def failure_kind(error: Exception) -> str:
+    """Which of :data:`output_images.FAILURE_KINDS` an error of a slice is: whom a technologist should tell."""
+    if isinstance(error, ParameterError):
+        return "chain setting"
+    if isinstance(error, ModelError):
+        return "model file"
+    if isinstance(error, ImageFault | GeometryError):
+        return "image"
+    return "internal error"
 
 
 def checked_on_this_machine(parameters: GadgetParameters) -> GadgetParameters:

@@ -34,7 +34,7 @@ SEQUENCE_DESCRIPTION_SUFFIX = "_LANDMARKS"
 # output, two landmark gadgets in one chain) loses them with its CMRLandmark_* attributes, so that its copy says
 # only what this pass found.
 OWN_COMMENT = re.compile(r"(SAX|LAX) landmarks \d+/\d+(?: \+ \d+ filled)?|LV length .* mm|RVI angle .* deg|LS .* %"
-                         r"|landmark detection failed")
+                         r"|landmark detection failed(?: \(.+\))?")
 
 
 @dataclass
@@ -158,12 +158,21 @@ def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: i
     return output
 
 
-def error_image(received: ReceivedImage, message: str, parameters: GadgetParameters) -> ismrmrd.Image:
-    """The copy of one original, without crosses, tagged with what went wrong."""
+# What a failed copy's comment says went wrong, in words a technologist can pass on (the whole message is in
+# CMRLandmark_Error and the log, which a console does not show).
+FAILURE_KINDS = ("chain setting", "model file", "image", "internal error")
+
+
+def error_image(received: ReceivedImage, message: str, parameters: GadgetParameters,
+                kind: str = "internal error") -> ismrmrd.Image:
+    """The copy of one original, without crosses, tagged with what went wrong: ``message`` in full, ``kind`` (one of
+    :data:`FAILURE_KINDS`) in its comment."""
+    if kind not in FAILURE_KINDS:
+        raise ValueError(f"kind: one of {FAILURE_KINDS}, got {kind!r}")
     output = _copy_for_output(received, parameters)
     output.meta["CMRLandmark_Status"] = "error"
     output.meta["CMRLandmark_Error"] = message
-    output.meta.append("GADGETRON_ImageComment", "landmark detection failed")
+    output.meta.append("GADGETRON_ImageComment", f"landmark detection failed ({kind})")
     return output
 
 
@@ -171,7 +180,7 @@ def left_out_image(received: ReceivedImage, result: SliceResult, error: ValueErr
                    parameters: GadgetParameters) -> ismrmrd.Image:
     """The copy of a phase the model could not use, in a slice whose other phases were detected: tagged with the
     error, and with the slice's model, view and sequence."""
-    output = error_image(received, f"{type(error).__name__}: {error}", parameters)
+    output = error_image(received, f"{type(error).__name__}: {error}", parameters, "image")
     tag_with_model(output.meta, result)
     return output
 

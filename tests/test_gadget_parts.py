@@ -21,11 +21,19 @@ from mrd_stream_helpers import (
     text_message,
 )
 
-from cmr_landmark.gadget import cached_detector, choose_view_and_sequence
+from cmr_landmark.gadget import ImageFault, cached_detector, choose_view_and_sequence, failure_kind
 from cmr_landmark.gadget_parameters import GadgetParameters, ParameterError, parse_config_bytes, properties_from_config
+from cmr_landmark.geometry import GeometryError
 from cmr_landmark.model_choice import header_texts, sequence_from_texts, view_from_texts
 from cmr_landmark.model_store import ModelError, find_model, warnings_said_afresh
-from cmr_landmark.mrd_connection import GuardedSocket, MrdConnection, keep_items_as_received, read_received_image
+from cmr_landmark.mrd_connection import (
+    GuardedSocket,
+    MrdConnection,
+    ReceivedImage,
+    keep_items_as_received,
+    read_received_image,
+)
+from cmr_landmark.output_images import OWN_COMMENT, error_image
 
 
 def test_both_gadgetron_property_syntaxes_and_namespaces():
@@ -261,3 +269,24 @@ def test_a_view_or_sequence_typo_is_refused_not_given_a_fallback(view, sequence)
     # 'cin' had fallen back to sax_any with a warning; the library's callers pass the configuration's names
     with pytest.raises(ModelError, match="the view is one of sax, lax, the sequence one of cine, lge, t1, any"):
         find_model(view, sequence)
+
+
+@pytest.mark.parametrize("error, kind", [
+    (ParameterError("probability_threshold: 2"), "chain setting"),
+    (ModelError("sha256 mismatch"), "model file"),
+    (ImageFault("landmark detection needs 2-D images"), "image"),
+    (GeometryError("read_dir is zero"), "image"),
+    (RuntimeError("CUDA out of memory"), "internal error"),
+    (ValueError("a bug's"), "internal error"),  # not every ValueError is the data's
+])
+def test_a_failed_copy_says_whom_to_tell_and_a_later_pass_recognises_it(error, kind):
+    # the console shows the comment, not CMRLandmark_Error: "landmark detection failed" alone sent the technologist
+    # nowhere; and a replayed output's copy must lose this comment like the gadget's others
+    assert failure_kind(error) == kind
+    received = ReceivedImage(raw=b"", image=sax_plane_image(np.ones((64, 64), np.float32), series_index=3))
+    copy = error_image(received, f"{type(error).__name__}: {error}", GadgetParameters(), kind)
+    comment = list(np.atleast_1d(copy.meta["GADGETRON_ImageComment"]))[-1]
+    assert comment == f"landmark detection failed ({kind})" and OWN_COMMENT.fullmatch(comment)
+    assert copy.meta["CMRLandmark_Error"].endswith(str(error))
+    with pytest.raises(ValueError, match="kind"):
+        error_image(received, "x", GadgetParameters(), "somebody's")
