@@ -42,18 +42,38 @@ def outline_value(pixels: np.ndarray) -> np.generic:
     return finite.min()
 
 
+def dashed_segment_pixels(start_rc: Sequence[float], end_rc: Sequence[float],
+                          dash_px: int = 2) -> list[tuple[int, int]]:
+    """The (row, col) pixels of a dashed line from ``start_rc`` to ``end_rc``: ``dash_px`` pixels on, as many off,
+    from the start. Dashed so that the anatomy under a measured line stays readable."""
+    start, end = np.asarray(start_rc, dtype=float), np.asarray(end_rc, dtype=float)
+    length_px = float(np.hypot(*(end - start)))
+    pixels: list[tuple[int, int]] = []
+    for along in np.linspace(0.0, length_px, max(2, int(np.ceil(length_px * 2)) + 1)):  # half-pixel steps
+        if int(along // dash_px) % 2:
+            continue
+        row, col = start + (end - start) * (along / length_px if length_px else 0.0)
+        pixel = (int(round(row)), int(round(col)))
+        if pixel not in pixels[-2:]:
+            pixels.append(pixel)
+    return pixels
+
+
 def draw_crosses(
     pixels: np.ndarray,
     points_rc: Iterable[Sequence[float] | None],
     pixel_spacing_mm: Sequence[float],
     cross_size_mm: float = DEFAULT_CROSS_SIZE_MM,
+    segments_rc: Iterable[tuple[Sequence[float], Sequence[float]]] = (),
 ) -> np.ndarray:
     """A copy of ``pixels`` (..., rows, cols) with a '+' at each (row, col) point in every 2-D plane.
 
     The arms are ``cross_size_mm`` long end to end in each direction (converted with ``pixel_spacing_mm`` =
     (row_mm, col_mm), at least 3 pixels), one pixel wide at :func:`cross_value`, inside a one-pixel outline at
-    :func:`outline_value`. Every outline is drawn before any cross, so crosses close together do not cut each
-    other. ``None`` or NaN points are skipped; crosses running off the image are clipped to it.
+    :func:`outline_value`. ``segments_rc``: (start, end) points of dashed lines drawn the same way (a long-axis
+    image's LV length, apex to mitral midpoint: the measure shown where it was measured). Every outline is drawn
+    before any cross or line, so marks close together do not cut each other. ``None`` or NaN points are skipped;
+    marks running off the image are clipped to it.
     """
     annotated = np.array(pixels, copy=True)
     if annotated.ndim < 2:
@@ -72,8 +92,12 @@ def draw_crosses(
         row_slice = slice(max(0, row_from), max(0, min(rows, row_to + 1)))
         annotated[..., row_slice, max(0, col_from) : max(0, min(cols, col_to + 1))] = value
 
-    for width, value in ((1, dark), (0, bright)):  # the outline one pixel wider all round, then the cross
+    dashes = [pixel for start, end in segments_rc if np.all(np.isfinite([*start, *end]))
+              for pixel in dashed_segment_pixels(start, end)]
+    for width, value in ((1, dark), (0, bright)):  # the outline one pixel wider all round, then the marks
         for row, col in centres:
             paint(row - width, row + width, col - half_cols - width, col + half_cols + width, value)
             paint(row - half_rows - width, row + half_rows + width, col - width, col + width, value)
+        for row, col in dashes:
+            paint(row - width, row + width, col - width, col + width, value)
     return annotated

@@ -154,8 +154,19 @@ def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: i
     if parameters.draw_landmarks:
         points = [(lm.row, lm.col) for lm in found.values() if lm is not None]
         output = ismrmrd.Image(head=head, meta=meta,
-                               data=draw_crosses(output.data, points, result.spacing_mm, parameters.cross_size_mm))
+                               data=draw_crosses(output.data, points, result.spacing_mm, parameters.cross_size_mm,
+                                                 lv_length_segments(found, measures)))
     return output
+
+
+def lv_length_segments(found: ImageLandmarks, measures: dict[str, float]
+                       ) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """The line the LV length was measured along (apex to mitral midpoint, pixels), where this phase has one: drawn
+    so that the number in the comment can be checked by eye."""
+    if "LVLength_mm" not in measures:
+        return []
+    mv1, mv2, apex = found["MV-1"], found["MV-2"], found["APEX"]
+    return [((apex.row, apex.col), ((mv1.row + mv2.row) / 2.0, (mv1.col + mv2.col) / 2.0))]
 
 
 # What a failed copy's comment says went wrong, in words a technologist can pass on (the whole message is in

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cmr_landmark.annotate import draw_crosses
+from cmr_landmark.annotate import dashed_segment_pixels, draw_crosses
 
 
 def test_cross_is_drawn_at_image_maximum_with_mm_sized_arms():
@@ -89,3 +89,23 @@ def test_a_cross_on_a_uniform_image_differs_from_it(value, dtype):
     uniform = np.full((8, 8), value, dtype=dtype)
     annotated = draw_crosses(uniform, [(4, 4)], (1, 1), 2.0)
     assert annotated.dtype == uniform.dtype and annotated[4, 4] != uniform[4, 4]
+
+
+def test_a_dashed_segment_runs_from_start_to_end_two_pixels_on_two_off():
+    pixels = dashed_segment_pixels((10.0, 5.0), (10.0, 25.0))
+    assert all(row == 10 for row, _ in pixels)
+    columns = [col for _, col in pixels]
+    assert columns[0] == 5 and max(columns) >= 23 and columns == sorted(columns)
+    # 2 on, 2 off from the start: 5-6 on, 7-8 off, 9-10 on, ...
+    assert {5, 6, 9, 10, 13, 14} <= set(columns) and not {8, 12, 16} & set(columns)
+    assert dashed_segment_pixels((3.0, 3.0), (3.0, 3.0)) == [(3, 3)]  # a point: one pixel
+
+
+def test_the_lv_length_line_is_drawn_with_an_outline_and_skipped_when_not_finite():
+    image = np.full((40, 40), 100.0, dtype=np.float32)
+    image[0, 0], image[39, 39] = 0.0, 500.0
+    annotated = draw_crosses(image, [], (1.0, 1.0), 4.0, segments_rc=[((5.0, 20.0), (35.0, 20.0))])
+    bright = np.argwhere(annotated == 500.0)
+    assert set(bright[:, 1]) - {39} == {20} and len(bright) > 10  # on the line (and the image's own peak)
+    assert annotated[5, 19] == annotated[5, 21] == 0.0  # its outline
+    assert np.array_equal(draw_crosses(image, [], (1.0, 1.0), 4.0, segments_rc=[((np.nan, 1.0), (3.0, 4.0))]), image)

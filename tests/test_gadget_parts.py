@@ -21,6 +21,7 @@ from mrd_stream_helpers import (
     text_message,
 )
 
+from cmr_landmark.detector import Landmark
 from cmr_landmark.gadget import ImageFault, cached_detector, choose_view_and_sequence, failure_kind
 from cmr_landmark.gadget_parameters import GadgetParameters, ParameterError, parse_config_bytes, properties_from_config
 from cmr_landmark.geometry import GeometryError
@@ -33,7 +34,7 @@ from cmr_landmark.mrd_connection import (
     keep_items_as_received,
     read_received_image,
 )
-from cmr_landmark.output_images import OWN_COMMENT, error_image
+from cmr_landmark.output_images import OWN_COMMENT, error_image, lv_length_segments
 
 
 def test_both_gadgetron_property_syntaxes_and_namespaces():
@@ -290,3 +291,10 @@ def test_a_failed_copy_says_whom_to_tell_and_a_later_pass_recognises_it(error, k
     assert copy.meta["CMRLandmark_Error"].endswith(str(error))
     with pytest.raises(ValueError, match="kind"):
         error_image(received, "x", GadgetParameters(), "somebody's")
+
+
+def test_the_lv_length_line_is_the_measured_one_and_only_where_measured():
+    found = {"MV-1": Landmark(40.0, 30.0, 0.9), "MV-2": Landmark(40.0, 50.0, 0.9), "APEX": Landmark(100.0, 44.0, 0.9)}
+    (segment,) = lv_length_segments(found, {"LVLength_mm": 60.3})
+    assert segment == ((100.0, 44.0), (40.0, 40.0))  # apex to the mitral midpoint, in pixels
+    assert lv_length_segments(found, {}) == []  # no length (a point missing, or a short-axis image): no line
