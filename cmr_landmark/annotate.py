@@ -42,21 +42,16 @@ def outline_value(pixels: np.ndarray) -> np.generic:
     return finite.min()
 
 
-def dashed_segment_pixels(start_rc: Sequence[float], end_rc: Sequence[float],
-                          dash_px: int = 2) -> list[tuple[int, int]]:
-    """The (row, col) pixels of a dashed line from ``start_rc`` to ``end_rc``: ``dash_px`` pixels on, as many off,
-    from the start. Dashed so that the anatomy under a measured line stays readable."""
+def dashed_segment_pixels(start_rc: Sequence[float], end_rc: Sequence[float], dash_px: int = 2) -> np.ndarray:
+    """The (row, col) pixels, shape (n, 2), of a dashed line from ``start_rc`` to ``end_rc``: ``dash_px`` pixels on,
+    as many off, from the start. Dashed so that the anatomy under a measured line stays readable."""
     start, end = np.asarray(start_rc, dtype=float), np.asarray(end_rc, dtype=float)
     length_px = float(np.hypot(*(end - start)))
-    pixels: list[tuple[int, int]] = []
-    for along in np.linspace(0.0, length_px, max(2, int(np.ceil(length_px * 2)) + 1)):  # half-pixel steps
-        if int(along // dash_px) % 2:
-            continue
-        row, col = start + (end - start) * (along / length_px if length_px else 0.0)
-        pixel = (int(round(row)), int(round(col)))
-        if pixel not in pixels[-2:]:
-            pixels.append(pixel)
-    return pixels
+    along = np.linspace(0.0, length_px, max(2, int(np.ceil(length_px * 2)) + 1))  # half-pixel steps
+    along = along[(along // dash_px).astype(int) % 2 == 0]
+    fractions = along / length_px if length_px else np.zeros_like(along)
+    pixels = np.rint(start + (end - start) * fractions[:, None]).astype(int)
+    return pixels[np.r_[True, np.any(np.diff(pixels, axis=0) != 0, axis=1)]]  # each pixel once, in order
 
 
 def draw_crosses(
@@ -92,12 +87,16 @@ def draw_crosses(
         row_slice = slice(max(0, row_from), max(0, min(rows, row_to + 1)))
         annotated[..., row_slice, max(0, col_from) : max(0, min(cols, col_to + 1))] = value
 
-    dashes = [pixel for start, end in segments_rc if np.all(np.isfinite([*start, *end]))
-              for pixel in dashed_segment_pixels(start, end)]
+    dashes = [dashed_segment_pixels(start, end) for start, end in segments_rc
+              if np.all(np.isfinite([*start, *end]))]
+    dashes = np.concatenate(dashes) if dashes else np.empty((0, 2), dtype=int)
     for width, value in ((1, dark), (0, bright)):  # the outline one pixel wider all round, then the marks
         for row, col in centres:
             paint(row - width, row + width, col - half_cols - width, col + half_cols + width, value)
             paint(row - half_rows - width, row + half_rows + width, col - width, col + width, value)
-        for row, col in dashes:
-            paint(row - width, row + width, col - width, col + width, value)
+        # the dashes' pixels and, for the outline, their 3 x 3 neighbours, kept inside the image
+        around = np.array([(dr, dc) for dr in range(-width, width + 1) for dc in range(-width, width + 1)])
+        spots = (dashes[:, None, :] + around[None]).reshape(-1, 2)
+        spots = spots[(spots[:, 0] >= 0) & (spots[:, 0] < rows) & (spots[:, 1] >= 0) & (spots[:, 1] < cols)]
+        annotated[..., spots[:, 0], spots[:, 1]] = value
     return annotated

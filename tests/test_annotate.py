@@ -98,7 +98,7 @@ def test_a_dashed_segment_runs_from_start_to_end_two_pixels_on_two_off():
     assert columns[0] == 5 and max(columns) >= 23 and columns == sorted(columns)
     # 2 on, 2 off from the start: 5-6 on, 7-8 off, 9-10 on, ...
     assert {5, 6, 9, 10, 13, 14} <= set(columns) and not {8, 12, 16} & set(columns)
-    assert dashed_segment_pixels((3.0, 3.0), (3.0, 3.0)) == [(3, 3)]  # a point: one pixel
+    assert dashed_segment_pixels((3.0, 3.0), (3.0, 3.0)).tolist() == [[3, 3]]  # a point: one pixel
 
 
 def test_the_lv_length_line_is_drawn_with_an_outline_and_skipped_when_not_finite():
