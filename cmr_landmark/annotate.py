@@ -42,16 +42,16 @@ def outline_value(pixels: np.ndarray) -> np.generic:
     return finite.min()
 
 
-def dashed_segment_pixels(start_rc: Sequence[float], end_rc: Sequence[float], dash_px: int = 2) -> np.ndarray:
-    """The (row, col) pixels, shape (n, 2), of a dashed line from ``start_rc`` to ``end_rc``: ``dash_px`` pixels on,
-    as many off, from the start. Dashed so that the anatomy under a measured line stays readable."""
+def dashed_segment_pixels(start_rc: Sequence[float], end_rc: Sequence[float], dash_px: int = 2,
+                          gap_px: int = 4) -> np.ndarray:
+    """The (row, col) pixels, shape (n, 2), of a dashed line from ``start_rc`` to ``end_rc``: one pixel per step
+    along its longer axis, ``dash_px`` on and ``gap_px`` off from the start. The gap is wider than the dash's
+    outline (one pixel each side), so between the dashes some of the anatomy under the line stays in view."""
     start, end = np.asarray(start_rc, dtype=float), np.asarray(end_rc, dtype=float)
-    length_px = float(np.hypot(*(end - start)))
-    along = np.linspace(0.0, length_px, max(2, int(np.ceil(length_px * 2)) + 1))  # half-pixel steps
-    along = along[(along // dash_px).astype(int) % 2 == 0]
-    fractions = along / length_px if length_px else np.zeros_like(along)
-    pixels = np.rint(start + (end - start) * fractions[:, None]).astype(int)
-    return pixels[np.r_[True, np.any(np.diff(pixels, axis=0) != 0, axis=1)]]  # each pixel once, in order
+    steps = int(np.ceil(np.max(np.abs(end - start))))
+    along = np.arange(steps + 1)
+    along = along[along % (dash_px + gap_px) < dash_px]
+    return np.rint(start + (end - start) * (along[:, None] / max(steps, 1))).astype(int)
 
 
 def draw_crosses(
@@ -65,8 +65,9 @@ def draw_crosses(
 
     The arms are ``cross_size_mm`` long end to end in each direction (converted with ``pixel_spacing_mm`` =
     (row_mm, col_mm), at least 3 pixels), one pixel wide at :func:`cross_value`, inside a one-pixel outline at
-    :func:`outline_value`. ``segments_rc``: (start, end) points of dashed lines drawn the same way (a long-axis
-    image's LV length, apex to mitral midpoint: the measure shown where it was measured). Every outline is drawn
+    :func:`outline_value`. ``segments_rc``: (start, end) points of dashed lines drawn the same way
+    (:func:`dashed_segment_pixels`; a long-axis image's LV length, apex to mitral midpoint: the measure shown where
+    it was measured). Every outline is drawn
     before any cross or line, so marks close together do not cut each other. ``None`` or NaN points are skipped;
     marks running off the image are clipped to it.
     """

@@ -410,8 +410,8 @@ def failure_kind(error: Exception) -> str:
         return "chain setting"
     if isinstance(error, ModelError):
         return "model file"
-    if isinstance(error, ImageFault | GeometryError):
-        return "image"
+    if isinstance(error, ImageFault | GeometryError):  # the images or the stream's header
+        return "data"
     return "internal error"
 
 

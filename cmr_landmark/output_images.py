@@ -171,7 +171,7 @@ def lv_length_segments(found: ImageLandmarks, measures: dict[str, float]
 
 # What a failed copy's comment says went wrong, in words a technologist can pass on (the whole message is in
 # CMRLandmark_Error and the log, which a console does not show).
-FAILURE_KINDS = ("chain setting", "model file", "image", "internal error")
+FAILURE_KINDS = ("chain setting", "model file", "data", "internal error")
 
 
 def error_image(received: ReceivedImage, message: str, parameters: GadgetParameters,
@@ -191,7 +191,7 @@ def left_out_image(received: ReceivedImage, result: SliceResult, error: ValueErr
                    parameters: GadgetParameters) -> ismrmrd.Image:
     """The copy of a phase the model could not use, in a slice whose other phases were detected: tagged with the
     error, and with the slice's model, view and sequence."""
-    output = error_image(received, f"{type(error).__name__}: {error}", parameters, "image")
+    output = error_image(received, f"{type(error).__name__}: {error}", parameters, "data")
     tag_with_model(output.meta, result)
     return output
 

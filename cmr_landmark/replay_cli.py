@@ -128,6 +128,7 @@ def _replay(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         else:
             result = replay_passive(address, header, images, properties, timeout_s=args.timeout)
     except ReplayError as error:
+        say_gadget_warnings(error.gadget_log)  # one may say why it failed
         parser.exit(2, f"cmr-landmark replay: {error}{saved_gadget_log(error.gadget_log, args.report_dir)}\n")
     try:
         write_results(args.out, header, result.images)
@@ -143,8 +144,7 @@ def _replay(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         "images_per_second": len(images) / result.seconds_total if result.seconds_total else None,
     }
     print(summary_text(records))
-    for warning in gadget_warnings(result.gadget_log):  # a gadget started here: passive mode's log is the server's
-        print(f"cmr-landmark replay: the gadget warned: {warning}", file=sys.stderr)
+    say_gadget_warnings(result.gadget_log)
     if args.report_dir:
         try:
             write_report(args.report_dir, records, images, timings,
@@ -166,6 +166,12 @@ def _replay(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
               "CMRLandmark_Status=error (the errors are listed above)", file=sys.stderr)
         return 1
     return 0
+
+
+def say_gadget_warnings(gadget_log: str) -> None:
+    """Each distinct warning of a gadget started here, once, on stderr (passive mode's log is the server's)."""
+    for warning in gadget_warnings(gadget_log):
+        print(f"cmr-landmark replay: the gadget warned: {warning}", file=sys.stderr)
 
 
 def output_paths_problem(args: argparse.Namespace) -> str | None:

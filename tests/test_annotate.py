@@ -91,14 +91,37 @@ def test_a_cross_on_a_uniform_image_differs_from_it(value, dtype):
     assert annotated.dtype == uniform.dtype and annotated[4, 4] != uniform[4, 4]
 
 
-def test_a_dashed_segment_runs_from_start_to_end_two_pixels_on_two_off():
-    pixels = dashed_segment_pixels((10.0, 5.0), (10.0, 25.0))
-    assert all(row == 10 for row, _ in pixels)
-    columns = [col for _, col in pixels]
-    assert columns[0] == 5 and max(columns) >= 23 and columns == sorted(columns)
-    # 2 on, 2 off from the start: 5-6 on, 7-8 off, 9-10 on, ...
-    assert {5, 6, 9, 10, 13, 14} <= set(columns) and not {8, 12, 16} & set(columns)
+@pytest.mark.parametrize("start, end", [((10.0, 5.0), (10.0, 40.0)), ((10.0, 6.0), (10.0, 41.0)),
+                                        ((10.3, 5.3), (10.3, 40.3)), ((0.0, 0.0), (35.0, 35.0))])
+def test_a_dashed_segment_is_two_pixels_on_four_off_wherever_it_starts(start, end):
+    pixels = dashed_segment_pixels(start, end)
+    steps = pixels[:, 1] - pixels[0, 1]  # one pixel per step along the longer axis (columns, or the diagonal's)
+    assert np.array_equal(pixels[0], np.rint(start)) and steps.tolist() == [0, 1, 6, 7, 12, 13, 18, 19, 24, 25, 30, 31]
     assert dashed_segment_pixels((3.0, 3.0), (3.0, 3.0)).tolist() == [[3, 3]]  # a point: one pixel
+
+
+def test_between_the_dashes_the_anatomy_under_the_line_stays_in_view():
+    image = np.full((20, 40), 100.0)
+    image[0, 0], image[19, 39] = 0.0, 500.0
+    row = draw_crosses(image, [], (1.0, 1.0), 4.0, segments_rc=[((10.0, 5.0), (10.0, 30.0))])[10, 5:31]
+    # each dash white inside black, then two of the image's own pixels: the outline does not close the gap
+    assert row[:8].tolist() == [500, 500, 0, 100, 100, 0, 500, 500]
+
+
+def test_a_line_running_off_the_image_is_clipped_not_wrapped():
+    image = np.full((20, 20), 100.0)
+    image[5, 5], image[6, 6] = 0.0, 500.0
+    annotated = draw_crosses(image, [], (1.0, 1.0), 4.0, segments_rc=[((-10.0, -10.0), (3.0, 3.0))])
+    changed = np.argwhere(annotated != image)
+    assert changed.size and changed.max() <= 4  # nothing near the far edges, where negative indices would land
+
+
+def test_a_complex_images_outline_is_zero_whatever_its_values():
+    # viewers show a complex image's magnitude: the darkest is 0, not the most negative real part
+    image = np.full((12, 12), 3 + 4j, dtype=np.complex64)
+    image[0, 0] = -5 + 0j
+    annotated = draw_crosses(image, [(6, 6)], (1.0, 1.0), 4.0)
+    assert annotated[5, 5] == 0 and abs(annotated[6, 6]) == 5.0
 
 
 def test_the_lv_length_line_is_drawn_with_an_outline_and_skipped_when_not_finite():

@@ -275,8 +275,8 @@ def test_a_view_or_sequence_typo_is_refused_not_given_a_fallback(view, sequence)
 @pytest.mark.parametrize("error, kind", [
     (ParameterError("probability_threshold: 2"), "chain setting"),
     (ModelError("sha256 mismatch"), "model file"),
-    (ImageFault("landmark detection needs 2-D images"), "image"),
-    (GeometryError("read_dir is zero"), "image"),
+    (ImageFault("landmark detection needs 2-D images"), "data"),
+    (GeometryError("read_dir is zero"), "data"),
     (RuntimeError("CUDA out of memory"), "internal error"),
     (ValueError("a bug's"), "internal error"),  # not every ValueError is the data's
 ])

@@ -329,6 +329,7 @@ def test_a_blank_phase_is_left_out_and_the_rest_of_its_slice_measured(throwaway_
     copies = sorted((item for _, item in replies if item.image_series_index == 107), key=lambda c: c.phase)
     assert [c.meta["CMRLandmark_Status"] for c in copies] == ["ok", "error", "ok"]
     assert "phase 1 has no signal" in copies[1].meta["CMRLandmark_Error"]
+    assert list(np.atleast_1d(copies[1].meta["GADGETRON_ImageComment"]))[-1] == "landmark detection failed (data)"
     assert (copies[1].meta["CMRLandmark_View"], copies[1].meta["CMRLandmark_Model"]) == ("sax", "throwaway_sax_cine")
     assert "phase(s) left out: phase 1 has no signal" in caplog.text
     # each detected phase gets its own landmarks: those of the slice sent without the blank phase

@@ -271,9 +271,12 @@ def test_a_written_image_header_counts_its_attribute_string(tmp_path, compress):
 
     image = ismrmrd.Image.from_array(np.ones((1, 1, 4, 4), np.float32), transpose=False)
     image.meta = {"SequenceDescription": "SAX_MOLLI_T1MAP", "GADGETRON_DataRole": "T1", "Unit": "µs"}
+    pixels = image.data
     write_ismrmrd_images(tmp_path / "a.h5", None, {"image_1": [image, image]}, compress=compress)
     with h5py.File(tmp_path / "a.h5", "r") as file:
         headers = file["dataset/image_1/header"][:]
         attributes = [text if isinstance(text, bytes) else text.encode() for text in file["dataset/image_1/attributes"]]
     assert [len(text) for text in attributes] == list(headers["attribute_string_len"])
     assert len(attributes[0]) > len(image.attribute_string)  # counted in bytes: "µ" is two
+    # set in the file: the caller's image keeps its header and its pixel buffer
+    assert image.getHead().attribute_string_len == 0 and np.shares_memory(image.data, pixels)

@@ -400,3 +400,21 @@ def test_shipped_sample_with_shipped_models(tmp_path, monkeypatch, capsys):
     mid_ventricular = [r for r in report["images"] if 4 <= r["slice"] <= 7]
     assert all(lm is not None for r in mid_ventricular for lm in r["landmarks"].values())
     assert all(30.0 < r["measures"]["RVInsertionAngle_deg"] < 180.0 for r in mid_ventricular)
+
+
+def test_a_failed_replay_still_shows_what_the_gadget_warned(tmp_path, monkeypatch, capsys):
+    # a warning may be why it failed (a view set against the protocol's): it must not be lost with the exit
+    from cmr_landmark import replay_cli
+
+    log = "12-07 08:40:00.000 WARNING [ext. 1 gadgets.x] view=sax is set, but the protocol texts say lax\n"
+
+    def failing(*args, **kwargs):
+        raise ReplayError("the gadget process exited with status 1", gadget_log=log)
+
+    monkeypatch.setattr(replay_cli, "replay_active", failing)
+    with pytest.raises(SystemExit) as stop:
+        main_replay([str(SAMPLES / "mnms2_001_sax.h5"), "--out", str(tmp_path / "out.h5")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "the gadget warned: view=sax is set, but the protocol texts say lax" in err
+    assert "exited with status 1" in err

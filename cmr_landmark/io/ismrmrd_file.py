@@ -260,12 +260,19 @@ def write_ismrmrd_images(
                 dataset.write_xml_header(ismrmrd.xsd.ToXML(header))
             for group, images in groups.items():
                 for image in images:
-                    # python ismrmrd stores the header as the image was built (often 0) beside the attribute
-                    # string; the format's readers size that string by the header, in bytes
-                    head = image.getHead()
-                    head.attribute_string_len = len(image.attribute_string.encode())
-                    image.setHead(head)
                     dataset.append_image(group, image)
+        # python ismrmrd stores each header as its image was built (attribute_string_len often 0) beside the
+        # attribute string; the format's readers size that string by the header, in bytes. Set in the file, not on
+        # the caller's images (setHead would also copy their pixels).
+        with h5py.File(partial, "r+") as file:
+            for group in groups:
+                node = file[DATASET_NAME].get(group)
+                if node is None or not node["header"].shape[0]:  # a group without images
+                    continue
+                headers = node["header"][:]
+                headers["attribute_string_len"] = [len(text if isinstance(text, bytes) else text.encode())
+                                                   for text in node["attributes"][:]]
+                node["header"][:] = headers
 
 
 def _create_compressed_image_group(parent: h5py.Group, group: str, first: ismrmrd.Image) -> None:
