@@ -60,16 +60,18 @@ def draw_crosses(
     pixel_spacing_mm: Sequence[float],
     cross_size_mm: float = DEFAULT_CROSS_SIZE_MM,
     segments_rc: Iterable[tuple[Sequence[float], Sequence[float]]] = (),
+    estimated_rc: Iterable[Sequence[float] | None] = (),
 ) -> np.ndarray:
     """A copy of ``pixels`` (..., rows, cols) with a '+' at each (row, col) point in every 2-D plane.
 
     The arms are ``cross_size_mm`` long end to end in each direction (converted with ``pixel_spacing_mm`` =
     (row_mm, col_mm), at least 3 pixels), one pixel wide at :func:`cross_value`, inside a one-pixel outline at
-    :func:`outline_value`. ``segments_rc``: (start, end) points of dashed lines drawn the same way
+    :func:`outline_value`. Drawn the same way: ``estimated_rc``, points not detected on this image but filled in
+    (a long-axis cine's, from the neighbouring phases), as an 'x' whose arms reach as far as the '+' arms' shorter
+    one, so that a reader tells them apart; and ``segments_rc``, the (start, end) points of dashed lines
     (:func:`dashed_segment_pixels`; a long-axis image's LV length, apex to mitral midpoint: the measure shown where
-    it was measured). Every outline is drawn
-    before any cross or line, so marks close together do not cut each other. ``None`` or NaN points are skipped;
-    marks running off the image are clipped to it.
+    it was measured). Every outline is drawn before any mark, so marks close together do not cut each other.
+    ``None`` or NaN points are skipped; marks running off the image are clipped to it.
     """
     annotated = np.array(pixels, copy=True)
     if annotated.ndim < 2:
@@ -79,8 +81,11 @@ def draw_crosses(
         raise ValueError(f"cross_size_mm must be positive, got {cross_size_mm!r}")
     half_rows, half_cols = (max(1, int(round(cross_size_mm / 2.0 / s))) for s in spacing)
     rows, cols = annotated.shape[-2:]
-    centres = [tuple(int(round(float(c))) for c in point) for point in points_rc
-               if point is not None and np.all(np.isfinite(point))]
+    def rounded(points: Iterable[Sequence[float] | None]) -> list[tuple[int, int]]:
+        return [tuple(int(round(float(c))) for c in point) for point in points
+                if point is not None and np.all(np.isfinite(point))]
+
+    centres = rounded(points_rc)
     bright, dark = cross_value(annotated), outline_value(annotated)
 
     def paint(row_from: int, row_to: int, col_from: int, col_to: int, value: np.generic) -> None:
@@ -88,16 +93,19 @@ def draw_crosses(
         row_slice = slice(max(0, row_from), max(0, min(rows, row_to + 1)))
         annotated[..., row_slice, max(0, col_from) : max(0, min(cols, col_to + 1))] = value
 
-    dashes = [dashed_segment_pixels(start, end) for start, end in segments_rc
-              if np.all(np.isfinite([*start, *end]))]
-    dashes = np.concatenate(dashes) if dashes else np.empty((0, 2), dtype=int)
+    # the pixels of the dashed lines and of the 'x's, painted one by one with their outline
+    reach = np.arange(-min(half_rows, half_cols), min(half_rows, half_cols) + 1)
+    diagonals = np.concatenate([np.stack([reach, reach], 1), np.stack([reach, -reach], 1)])
+    dots = [dashed_segment_pixels(start, end) for start, end in segments_rc if np.all(np.isfinite([*start, *end]))]
+    dots += [np.asarray(centre) + diagonals for centre in rounded(estimated_rc)]
+    dots = np.concatenate(dots) if dots else np.empty((0, 2), dtype=int)
     for width, value in ((1, dark), (0, bright)):  # the outline one pixel wider all round, then the marks
         for row, col in centres:
             paint(row - width, row + width, col - half_cols - width, col + half_cols + width, value)
             paint(row - half_rows - width, row + half_rows + width, col - width, col + width, value)
-        # the dashes' pixels and, for the outline, their 3 x 3 neighbours, kept inside the image
+        # the dots and, for the outline, their 3 x 3 neighbours, kept inside the image
         around = np.array([(dr, dc) for dr in range(-width, width + 1) for dc in range(-width, width + 1)])
-        spots = (dashes[:, None, :] + around[None]).reshape(-1, 2)
+        spots = (dots[:, None, :] + around[None]).reshape(-1, 2)
         spots = spots[(spots[:, 0] >= 0) & (spots[:, 0] < rows) & (spots[:, 1] >= 0) & (spots[:, 1] < cols)]
         annotated[..., spots[:, 0], spots[:, 1]] = value
     return annotated

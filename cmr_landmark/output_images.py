@@ -152,10 +152,14 @@ def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: i
     for comment in comments:
         meta.append("GADGETRON_ImageComment", comment)
     if parameters.draw_landmarks:
-        points = [(lm.row, lm.col) for lm in found.values() if lm is not None]
+        filled_here = result.filled[phase_index] if result.filled is not None else {}
+        points = {"+": [], "x": []}  # detected on this image, or filled in from its neighbours
+        for name, lm in found.items():
+            if lm is not None:
+                points["x" if filled_here.get(name) else "+"].append((lm.row, lm.col))
         output = ismrmrd.Image(head=head, meta=meta,
-                               data=draw_crosses(output.data, points, result.spacing_mm, parameters.cross_size_mm,
-                                                 lv_length_segments(found, measures)))
+                               data=draw_crosses(output.data, points["+"], result.spacing_mm, parameters.cross_size_mm,
+                                                 lv_length_segments(found, measures), points["x"]))
     return output
 
 

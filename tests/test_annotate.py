@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mrd_stream_helpers import sax_plane_image
 
 from cmr_landmark.annotate import dashed_segment_pixels, draw_crosses
+from cmr_landmark.detector import Landmark
+from cmr_landmark.gadget_parameters import GadgetParameters
+from cmr_landmark.mrd_connection import ReceivedImage
+from cmr_landmark.output_images import SliceResult, annotated_image
 
 
 def test_cross_is_drawn_at_image_maximum_with_mm_sized_arms():
@@ -132,3 +137,25 @@ def test_the_lv_length_line_is_drawn_with_an_outline_and_skipped_when_not_finite
     assert set(bright[:, 1]) - {39} == {20} and len(bright) > 10  # on the line (and the image's own peak)
     assert annotated[5, 19] == annotated[5, 21] == 0.0  # its outline
     assert np.array_equal(draw_crosses(image, [], (1.0, 1.0), 4.0, segments_rc=[((np.nan, 1.0), (3.0, 4.0))]), image)
+
+
+def test_an_estimated_point_is_an_x_not_a_plus():
+    image = np.zeros((30, 30), dtype=np.float32)
+    image[0, 0] = 1.0
+    annotated = draw_crosses(image, [], (1.0, 1.0), 8.0, estimated_rc=[(15, 15)])
+    assert all(annotated[15 + k, 15 + k] == 1.0 and annotated[15 + k, 15 - k] == 1.0 for k in range(-4, 5))
+    assert annotated[15, 19] == annotated[19, 15] == 0.0  # where a '+' would reach
+
+
+def test_a_filled_cine_point_is_drawn_as_an_x_on_its_copy():
+    # the technologist's only way to tell a point this phase showed from one borrowed from its neighbours
+    pixels = np.full((64, 64), 100.0, dtype=np.float32)
+    pixels[0, 0] = 900.0
+    received = ReceivedImage(raw=b"", image=sax_plane_image(pixels, series_index=3))
+    landmarks = {"MV-1": Landmark(20.0, 20.0, 0.9), "MV-2": Landmark(20.0, 44.0, 0.1),
+                 "APEX": Landmark(52.0, 32.0, 0.9)}
+    result = SliceResult("m", "lax", "cine", (1.0, 1.0), [landmarks], [{}],
+                         filled=[{"MV-1": False, "MV-2": True, "APEX": False}])
+    copy = annotated_image(received, result, 0, GadgetParameters()).data[0, 0]
+    assert copy[20, 23] == 900.0 and copy[23, 20] == 900.0  # MV-1: '+'
+    assert copy[23, 47] == 900.0 and copy[20, 47] != 900.0  # MV-2: 'x'
