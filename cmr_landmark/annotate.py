@@ -81,6 +81,7 @@ def draw_crosses(
         raise ValueError(f"cross_size_mm must be positive, got {cross_size_mm!r}")
     half_rows, half_cols = (max(1, int(round(cross_size_mm / 2.0 / s))) for s in spacing)
     rows, cols = annotated.shape[-2:]
+
     def rounded(points: Iterable[Sequence[float] | None]) -> list[tuple[int, int]]:
         return [tuple(int(round(float(c))) for c in point) for point in points
                 if point is not None and np.all(np.isfinite(point))]
@@ -93,7 +94,7 @@ def draw_crosses(
         row_slice = slice(max(0, row_from), max(0, min(rows, row_to + 1)))
         annotated[..., row_slice, max(0, col_from) : max(0, min(cols, col_to + 1))] = value
 
-    # the pixels of the dashed lines and of the 'x's, painted one by one with their outline
+    # the pixels of the dashed lines and of the 'x's, each painted with its 3 x 3 outline
     reach = np.arange(-min(half_rows, half_cols), min(half_rows, half_cols) + 1)
     diagonals = np.concatenate([np.stack([reach, reach], 1), np.stack([reach, -reach], 1)])
     dots = [dashed_segment_pixels(start, end) for start, end in segments_rc if np.all(np.isfinite([*start, *end]))]

@@ -153,13 +153,11 @@ def annotated_image(received: ReceivedImage, result: SliceResult, phase_index: i
         meta.append("GADGETRON_ImageComment", comment)
     if parameters.draw_landmarks:
         filled_here = result.filled[phase_index] if result.filled is not None else {}
-        points = {"+": [], "x": []}  # detected on this image, or filled in from its neighbours
-        for name, lm in found.items():
-            if lm is not None:
-                points["x" if filled_here.get(name) else "+"].append((lm.row, lm.col))
+        detected = [(lm.row, lm.col) for name, lm in found.items() if lm is not None and not filled_here.get(name)]
+        estimated = [(lm.row, lm.col) for name, lm in found.items() if lm is not None and filled_here.get(name)]
         output = ismrmrd.Image(head=head, meta=meta,
-                               data=draw_crosses(output.data, points["+"], result.spacing_mm, parameters.cross_size_mm,
-                                                 lv_length_segments(found, measures), points["x"]))
+                               data=draw_crosses(output.data, detected, result.spacing_mm, parameters.cross_size_mm,
+                                                 lv_length_segments(found, measures), estimated))
     return output
 
 
