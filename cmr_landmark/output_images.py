@@ -176,8 +176,7 @@ def lv_length_segments(found: ImageLandmarks, measures: dict[str, float]
 FAILURE_KINDS = ("chain setting", "model file", "data", "internal error")
 
 
-def error_image(received: ReceivedImage, message: str, parameters: GadgetParameters,
-                kind: str = "internal error") -> ismrmrd.Image:
+def error_image(received: ReceivedImage, message: str, parameters: GadgetParameters, kind: str) -> ismrmrd.Image:
     """The copy of one original, without crosses, tagged with what went wrong: ``message`` in full, ``kind`` (one of
     :data:`FAILURE_KINDS`) in its comment."""
     if kind not in FAILURE_KINDS:
